@@ -1,0 +1,1 @@
+"""order_service: orders and their state machine (domain arrives in a later issue)."""

@@ -1,0 +1,1 @@
+"""Toolkit shared by every service: configuration arrives as arguments, nothing here imports a service."""

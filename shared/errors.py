@@ -1,0 +1,206 @@
+"""RFC 9457 problem+json errors: a typed base every service subclasses, and the one handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.request_context import current_request_id
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+logger = logging.getLogger("shared.errors")
+
+
+class ProblemDetail(BaseModel):
+    """The body of every error response (documented in each service's OpenAPI)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ProblemError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        super().__init__(self.detail)
+
+
+class BadRequest(ProblemError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    code = "missing_token"
+    title = "Authentication required"
+
+
+class Forbidden(ProblemError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(ProblemError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+    title = "Not allowed in the current state"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class ValidationFailed(ProblemError):
+    status = 422
+    code = "validation_error"
+    title = "Validation failed"
+
+    def __init__(self, detail: str, *, loc: Sequence[str | int] = ()) -> None:
+        super().__init__(detail, extra={"errors": [{"loc": list(loc), "msg": detail}]})
+
+
+class TooManyRequests(ProblemError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailable(ProblemError):
+    status = 503
+    code = "upstream_unavailable"
+    title = "Service unavailable"
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:preorder:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": current_request_id(),
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}),
+                        media_type=PROBLEM_CONTENT_TYPE)
+
+
+def problem_from_error(error: ProblemError) -> JSONResponse:
+    return problem_response(error.status, error.code, error.title, error.detail,
+                            headers=error.headers, extra=error.extra)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("missing_token", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        loc = list(err.get("loc", ()))
+        out.append({"loc": loc, "msg": str(err.get("msg", "invalid"))})
+    return out
+
+
+async def _handle_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_from_error(exc)
+
+
+async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors)
+    return problem_response(422, "validation_error", "Validation failed", detail[:1000],
+                            extra={"errors": errors})
+
+
+async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
+
+
+async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return problem_response(500, "internal_error", "Internal server error",
+                            "The server could not complete the request.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)
+
+
+def problem_responses(*errors: type[ProblemError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route, so the OpenAPI document lists the problems it can answer."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = out.setdefault(error.status, {
+            "model": ProblemDetail,
+            "content": {PROBLEM_CONTENT_TYPE: {}},
+            "description": "",
+        })
+        entry["description"] = ", ".join(filter(None, [entry["description"], f"`{error.code}`"]))
+    return out

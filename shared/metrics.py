@@ -1,0 +1,88 @@
+"""Prometheus request counts and latency histograms per route template and status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RequestMetrics:
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "Time to answer an HTTP request",
+            ["service", "method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.service = service
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(self.service, method, route, str(status)).inc()
+        self.latency.labels(self.service, method, route).observe(seconds)
+
+    def render(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, never the raw path, so label cardinality stays bounded."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class MetricsMiddleware:
+    def __init__(
+        self, app: ASGIApp, metrics: RequestMetrics,
+        route_of: Callable[[Scope], str] = route_template,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_of = route_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            self.metrics.observe(scope["method"], self.route_of(scope), status,
+                                 time.perf_counter() - started)
+
+
+def install_metrics(app: FastAPI, service: str) -> RequestMetrics:
+    metrics = RequestMetrics(service)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return metrics.render()
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return metrics

@@ -1,0 +1,35 @@
+"""Settings base: every service subclasses it with its own env prefix (USER_, ORDER_, ...)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # Shared by every process of one deployment, so it is read without the service's prefix.
+    environment: Environment = Field(
+        default="development", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+class DatabaseSettingsMixin(BaseSettings):
+    database_url: str
+    database_pool_size: int = 20
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+def refuse_in_production(settings: ServiceSettings, condition: bool, message: str) -> None:
+    """Development defaults are convenient and unsafe; refuse to start production with them."""
+    if condition and settings.is_production():
+        raise ValueError(message)

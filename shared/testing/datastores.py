@@ -1,0 +1,24 @@
+"""Where tests find MariaDB and Redis, and how they get a freshly migrated schema."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import make_url
+
+from shared.migrate import upgrade
+
+TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+# A database number of its own, so a test run never touches the data of a `make run`.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def test_database_url(schema: str) -> str:
+    return make_url(TEST_MYSQL_URL).set(database=f"{schema}_test").render_as_string(hide_password=False)
+
+
+def fresh_database(service_package: str, schema: str) -> str:
+    """Drop the test schema and build it by running the service's Alembic chain (never create_all)."""
+    url = test_database_url(schema)
+    upgrade(service_package, url, drop_first=True)
+    return url
