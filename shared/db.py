@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.errors import ProblemError
+
 logger = logging.getLogger("shared.db")
 
 # MySQL needs constraint names to drop them; every service's MetaData uses this convention.
@@ -80,11 +82,29 @@ async def drain_background_tasks() -> None:
         await asyncio.gather(*list(_background), return_exceptions=True)
 
 
+def commit_on_error(session: AsyncSession) -> None:
+    """Keep this transaction's writes even though the request goes on to fail with a ProblemError.
+
+    For writes that record the failure itself (a failed-attempt counter, a revoked session):
+    rolling them back with the error response would undo the very thing the error reports.
+    Unexpected exceptions still roll back.
+    """
+    session.info["commit_on_error"] = True
+
+
 async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         try:
             yield session
             await session.commit()
+        except ProblemError:
+            if not session.info.pop("commit_on_error", False):
+                session.info.pop("after_commit", None)
+                await session.rollback()
+                raise
+            await session.commit()
+            _fire_after_commit(session)
+            raise
         except BaseException:
             session.info.pop("after_commit", None)
             await session.rollback()
