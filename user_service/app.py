@@ -1,0 +1,61 @@
+"""user_service application: the lifespan owns the datastores, signing keys, hasher pool and mailer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.app import create_service_app
+from shared.health import check_database, check_redis
+from shared.lifespan import datastores
+from shared.logging import configure_logging
+from user_service.auth.mail import Mailer
+from user_service.auth.passwords import PasswordHasher
+from user_service.auth.router import router as auth_router
+from user_service.auth.router import well_known_router
+from user_service.auth.throttle import LoginThrottle
+from user_service.auth.tokens import TokenSigner
+from user_service.dependencies import Resources
+from user_service.settings import Settings, get_settings
+from user_service.users.router import router as users_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("user_service", settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A bad or missing key fails the start, not the first login.
+        signer = TokenSigner.from_settings(settings)
+        with ThreadPoolExecutor(
+            max_workers=settings.password_hash_workers, thread_name_prefix="password-hash"
+        ) as executor:
+            passwords = await PasswordHasher.create(executor)
+            # Entered inside the pool, so after-commit work is drained before the pool closes.
+            async with datastores(app, settings):
+                app.state.resources = Resources(
+                    settings=settings,
+                    redis=app.state.redis,
+                    signer=signer,
+                    passwords=passwords,
+                    mailer=Mailer(settings),
+                    throttle=LoginThrottle(
+                        app.state.redis,
+                        max_failures_per_email=settings.login_max_failures_per_email,
+                        max_failures_per_ip=settings.login_max_failures_per_ip,
+                        window_seconds=settings.login_failure_window_seconds,
+                    ),
+                )
+                yield
+
+    return create_service_app(
+        service="user_service",
+        title="User service",
+        lifespan=lifespan,
+        routers=[auth_router, users_router, well_known_router],
+        readiness={"database": check_database, "redis": check_redis},
+    )

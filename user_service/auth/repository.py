@@ -1,0 +1,150 @@
+"""Every SQL statement of accounts, verification codes, sessions and refresh tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.schemas import utcnow
+from user_service.auth.models import EmailVerification, LoginSession, RefreshToken, User
+
+
+class AuthRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_user(self, user_id: int) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        result = await self.session.execute(select(User).where(User.email == email))
+        return result.scalar_one_or_none()
+
+    async def create_user(
+        self,
+        *,
+        email: str,
+        password_hash: str,
+        name: str,
+        greeting: str | None,
+        profile_image_url: str | None,
+    ) -> User:
+        """Raises IntegrityError if the email is taken (the unique index decides races)."""
+        now = utcnow()
+        user = User(
+            email=email,
+            password_hash=password_hash,
+            name=name,
+            greeting=greeting,
+            profile_image_url=profile_image_url,
+            email_verified=False,
+            created_at=now,
+            updated_at=now,
+        )
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+    async def set_password_hash(self, user: User, password_hash: str) -> None:
+        user.password_hash = password_hash
+        user.updated_at = utcnow()
+        await self.session.flush()
+
+    async def replace_verification_code(
+        self, *, user_id: int, code_hash: str, expires_at: datetime
+    ) -> None:
+        """One live code per user: a new one replaces the old and resets its attempts."""
+        now = utcnow()
+        statement = insert(EmailVerification).values(
+            user_id=user_id, code_hash=code_hash, expires_at=expires_at,
+            failed_attempts=0, created_at=now,
+        )
+        await self.session.execute(
+            statement.on_duplicate_key_update(
+                code_hash=statement.inserted.code_hash,
+                expires_at=statement.inserted.expires_at,
+                failed_attempts=0,
+                created_at=statement.inserted.created_at,
+            )
+        )
+
+    async def get_verification_for_update(self, user_id: int) -> EmailVerification | None:
+        result = await self.session.execute(
+            select(EmailVerification)
+            .where(EmailVerification.user_id == user_id)
+            .with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def record_failed_code(self, verification: EmailVerification) -> None:
+        verification.failed_attempts += 1
+        await self.session.flush()
+
+    async def mark_email_verified(self, user: User, verification: EmailVerification) -> None:
+        user.email_verified = True
+        user.updated_at = utcnow()
+        await self.session.delete(verification)
+        await self.session.flush()
+
+    async def create_session(self, *, session_id: str, user_id: int) -> None:
+        self.session.add(LoginSession(id=session_id, user_id=user_id, created_at=utcnow()))
+        await self.session.flush()
+
+    async def add_refresh_token(
+        self, *, session_id: str, token_hash: str, expires_at: datetime
+    ) -> None:
+        self.session.add(
+            RefreshToken(
+                session_id=session_id, token_hash=token_hash,
+                expires_at=expires_at, created_at=utcnow(),
+            )
+        )
+        await self.session.flush()
+
+    async def get_refresh_token_for_update(
+        self, token_hash: str
+    ) -> tuple[RefreshToken, LoginSession] | None:
+        """Locks the token and its session: concurrent presentations of one token serialize here."""
+        result = await self.session.execute(
+            select(RefreshToken, LoginSession)
+            .join(LoginSession, LoginSession.id == RefreshToken.session_id)
+            .where(RefreshToken.token_hash == token_hash)
+            .with_for_update()
+        )
+        row = result.one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    async def mark_refresh_token_used(self, token: RefreshToken) -> None:
+        token.used_at = utcnow()
+        await self.session.flush()
+
+    async def revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
+        statement = (
+            update(LoginSession)
+            .where(LoginSession.id == session_id, LoginSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if user_id is not None:
+            statement = statement.where(LoginSession.user_id == user_id)
+        await self.session.execute(statement)
+
+    async def revoke_other_sessions(self, *, user_id: int, keep_session_id: str | None) -> list[str]:
+        """Revoke every unrevoked session of the user but one; returns the ids it revoked."""
+        query = select(LoginSession.id).where(
+            LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None)
+        )
+        if keep_session_id is not None:
+            query = query.where(LoginSession.id != keep_session_id)
+        session_ids = list((await self.session.execute(query.with_for_update())).scalars())
+        if session_ids:
+            await self.session.execute(
+                update(LoginSession)
+                .where(LoginSession.id.in_(session_ids))
+                .values(revoked_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        return session_ids

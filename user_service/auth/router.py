@@ -1,0 +1,124 @@
+"""HTTP routes of sign-up, verification, login, token refresh, logout and the JWKS."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from shared.errors import Unauthorized, ValidationFailed, problem_responses
+from shared.identity import ClientIp, CurrentSession, CurrentUser
+from user_service.auth.errors import (
+    CodeExpired,
+    EmailNotVerified,
+    EmailTaken,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidToken,
+    TokenExpired,
+    TokenRevoked,
+    TooManyAttempts,
+)
+from user_service.auth.schemas import (
+    EmailVerified,
+    LoginRequest,
+    RefreshRequest,
+    ResendRequest,
+    SignupRequest,
+    TokenPair,
+    VerifyEmailRequest,
+)
+from user_service.dependencies import Auth, Signer
+from user_service.users.schemas import Profile
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+well_known_router = APIRouter(tags=["auth"])
+
+
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(EmailTaken, ValidationFailed),
+    description="Creates an unverified account and mails a six-digit code to the address.",
+)
+async def signup(body: SignupRequest, auth: Auth) -> Profile:
+    return Profile.model_validate(await auth.signup(body))
+
+
+@router.post(
+    "/verify-email",
+    responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed),
+    description=(
+        "Confirms the address with the mailed code. Five wrong codes void it (429 until a "
+        "resend issues a new one). Verifying an already verified address answers 200."
+    ),
+)
+async def verify_email(body: VerifyEmailRequest, auth: Auth) -> EmailVerified:
+    await auth.verify_email(body.email, body.code)
+    return EmailVerified()
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    responses=problem_responses(ValidationFailed),
+    description=(
+        "Always 202 with no body, whether or not the address has an account. A new code "
+        "(replacing the old one) goes out at most once a minute per address."
+    ),
+)
+async def resend_verification(body: ResendRequest, auth: Auth) -> Response:
+    await auth.resend_verification(body.email)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/login",
+    responses=problem_responses(
+        InvalidCredentials, EmailNotVerified, TooManyAttempts, ValidationFailed
+    ),
+    description=(
+        "Exchanges email and password for an access token and a refresh token. Failed "
+        "attempts are throttled per account and per client address; a right password is "
+        "only refused when the account itself is locked by failures."
+    ),
+)
+async def login(body: LoginRequest, auth: Auth, client_ip: ClientIp) -> TokenPair:
+    return await auth.login(body.email, body.password, client_ip=client_ip)
+
+
+@router.post(
+    "/refresh",
+    responses=problem_responses(InvalidToken, TokenExpired, TokenRevoked, ValidationFailed),
+    description=(
+        "Rotates the refresh token: the one sent stops working. Sending a used one again "
+        "revokes its whole session (401 token_revoked)."
+    ),
+)
+async def refresh(body: RefreshRequest, auth: Auth) -> TokenPair:
+    return await auth.refresh(body.refresh_token)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(Unauthorized),
+    description="Revokes the caller's session: its access and refresh tokens stop working.",
+)
+async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: Auth) -> Response:
+    await auth.logout(user_id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@well_known_router.get(
+    "/.well-known/jwks.json",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "JSON Web Key Set"}},
+    description="The Ed25519 public keys that verify access tokens (current and retiring).",
+)
+async def jwks(signer: Signer) -> Response:
+    return Response(
+        content=signer.jwks_body,
+        media_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,64 @@
+"""Request and response bodies of the sign-up, verification, login and token routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, EmailStr, StringConstraints
+
+from shared.schemas import RequestModel
+from user_service.users.schemas import Greeting, ImageUrl, Name
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+# Lower-cased here, once, so every query and Redis key sees one spelling of an address.
+Email = Annotated[EmailStr, AfterValidator(_lower)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+# Login and password change accept any stored password; the cap only bounds hashing work.
+PresentedPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+VerificationCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class SignupRequest(RequestModel):
+    email: Email
+    password: Password
+    name: Name
+    greeting: Greeting | None = None
+    profile_image_url: ImageUrl | None = None
+
+
+class VerifyEmailRequest(RequestModel):
+    email: Email
+    code: VerificationCode
+
+
+class EmailVerified(BaseModel):
+    email_verified: Literal[True] = True
+
+
+class ResendRequest(RequestModel):
+    email: Email
+
+
+class LoginRequest(RequestModel):
+    email: Email
+    password: PresentedPassword
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class PasswordChange(RequestModel):
+    current_password: PresentedPassword
+    new_password: Password

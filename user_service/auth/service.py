@@ -1,0 +1,277 @@
+"""The rules of accounts and sign-in: sign-up, email codes, login throttling, token rotation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from datetime import timedelta
+from functools import partial
+
+from redis.asyncio import Redis
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import commit_on_error, run_after_commit
+from shared.errors import NotFound, Unauthorized
+from shared.schemas import utcnow
+from user_service.auth.errors import (
+    CodeExpired,
+    EmailNotVerified,
+    EmailTaken,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidToken,
+    TokenExpired,
+    TokenRevoked,
+    TooManyAttempts,
+    WrongCurrentPassword,
+)
+from user_service.auth.mail import Mailer
+from user_service.auth.models import User
+from user_service.auth.passwords import PasswordHasher
+from user_service.auth.repository import AuthRepository
+from user_service.auth.revocation import publish_revoked_sessions
+from user_service.auth.schemas import SignupRequest, TokenPair
+from user_service.auth.throttle import LoginThrottle
+from user_service.auth.tokens import TokenSigner
+from user_service.settings import Settings
+
+logger = logging.getLogger("user_service.auth")
+
+RESEND_KEY = "mail:resend:{email}"
+_MYSQL_DUPLICATE_ENTRY = 1062
+_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def hash_code(user_id: int, code: str) -> str:
+    # Salted with the user id, so equal codes of two users never share a hash.
+    return hashlib.sha256(f"{user_id}:{code}".encode()).hexdigest()
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _is_duplicate_entry(error: IntegrityError) -> bool:
+    args: tuple[object, ...] = getattr(error.orig, "args", ())
+    return bool(args) and args[0] == _MYSQL_DUPLICATE_ENTRY
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        session: AsyncSession,
+        redis: Redis,
+        settings: Settings,
+        signer: TokenSigner,
+        passwords: PasswordHasher,
+        mailer: Mailer,
+        throttle: LoginThrottle,
+    ) -> None:
+        self.session = session
+        self.repository = AuthRepository(session)
+        self.redis = redis
+        self.settings = settings
+        self.signer = signer
+        self.passwords = passwords
+        self.mailer = mailer
+        self.throttle = throttle
+
+    # Sign-up and email verification
+
+    async def signup(self, request: SignupRequest) -> User:
+        if await self.repository.get_user_by_email(request.email) is not None:
+            raise EmailTaken()
+        password_hash = await self.passwords.hash(request.password)
+        try:
+            user = await self.repository.create_user(
+                email=request.email,
+                password_hash=password_hash,
+                name=request.name,
+                greeting=request.greeting,
+                profile_image_url=request.profile_image_url,
+            )
+        except IntegrityError as error:
+            # Two sign-ups for one address raced past the lookup; the unique index decided.
+            if _is_duplicate_entry(error):
+                raise EmailTaken() from None
+            raise
+        code = await self._issue_code(user.id)
+        run_after_commit(self.session, partial(self._send_code_after_signup, user.email, code))
+        return user
+
+    async def resend_verification(self, email: str) -> None:
+        """Silent whatever happens: the caller must not learn whether the address has an account."""
+        user = await self.repository.get_user_by_email(email)
+        if user is None or user.email_verified:
+            return
+        # Claimed before the code is replaced, so concurrent resends send one mail, not several.
+        claimed = await self.redis.set(
+            RESEND_KEY.format(email=email), 1, ex=self.settings.resend_interval_seconds, nx=True
+        )
+        if not claimed:
+            return
+        code = await self._issue_code(user.id)
+        run_after_commit(self.session, partial(self._send_code_after_resend, user.email, code))
+
+    async def verify_email(self, email: str, code: str) -> None:
+        user = await self.repository.get_user_by_email(email)
+        if user is None:
+            raise InvalidCode()
+        if user.email_verified:
+            return
+        verification = await self.repository.get_verification_for_update(user.id)
+        if verification is None:
+            raise InvalidCode()
+        if verification.failed_attempts >= self.settings.verification_max_attempts:
+            raise TooManyAttempts(
+                "Too many wrong codes: request a new one.",
+                retry_after=await self._seconds_until_resend(email),
+            )
+        if verification.expires_at <= utcnow():
+            raise CodeExpired("The code has expired: request a new one.")
+        if not hmac.compare_digest(verification.code_hash, hash_code(user.id, code)):
+            await self.repository.record_failed_code(verification)
+            # The count is the point of the error; it must survive the error's rollback.
+            commit_on_error(self.session)
+            raise InvalidCode()
+        await self.repository.mark_email_verified(user, verification)
+
+    async def _issue_code(self, user_id: int) -> str:
+        code = f"{secrets.randbelow(10**6):06d}"
+        await self.repository.replace_verification_code(
+            user_id=user_id,
+            code_hash=hash_code(user_id, code),
+            expires_at=utcnow() + timedelta(seconds=self.settings.verification_code_ttl_seconds),
+        )
+        return code
+
+    async def _send_code(self, email: str, code: str) -> bool:
+        try:
+            await self.mailer.send_verification_code(
+                to=email, code=code, ttl_seconds=self.settings.verification_code_ttl_seconds
+            )
+        except Exception:
+            # The account is committed either way; the user can ask for a resend.
+            logger.warning("verification mail not sent", exc_info=True)
+            return False
+        return True
+
+    async def _send_code_after_signup(self, email: str, code: str) -> None:
+        if await self._send_code(email, code):
+            await self.redis.set(
+                RESEND_KEY.format(email=email), 1,
+                ex=self.settings.resend_interval_seconds, nx=True,
+            )
+
+    async def _send_code_after_resend(self, email: str, code: str) -> None:
+        if not await self._send_code(email, code):
+            # Nothing reached the user: let the next resend through at once.
+            await self.redis.delete(RESEND_KEY.format(email=email))
+
+    async def _seconds_until_resend(self, email: str) -> int:
+        ttl = await self.redis.ttl(RESEND_KEY.format(email=email))
+        return ttl if ttl > 0 else 1
+
+    # Login, tokens, logout
+
+    async def login(self, email: str, password: str, *, client_ip: str) -> TokenPair:
+        failures = await self.throttle.read(email, client_ip)
+        if self.throttle.email_blocked(failures):
+            # Refused before the password is even checked: guessing this account is paused.
+            raise TooManyAttempts(
+                "Too many failed logins for this account.",
+                retry_after=failures.email.retry_after,
+            )
+        user = await self.repository.get_user_by_email(email)
+        # Verified against a dummy hash for unknown emails: equal timing, no enumeration.
+        valid = await self.passwords.verify(password, user.password_hash if user else None)
+        if user is None or not valid:
+            await self.throttle.record_failure(email, client_ip)
+            if self.throttle.ip_blocked(failures):
+                raise TooManyAttempts(
+                    "Too many failed logins from this address.",
+                    retry_after=failures.ip.retry_after,
+                )
+            raise InvalidCredentials()
+        # A right password is never throttled: a crowd behind one NAT must still get in.
+        if not user.email_verified:
+            raise EmailNotVerified("Verify your email address before signing in.")
+        if failures.email.failures:
+            await self.throttle.clear_email(email)
+        session_id = secrets.token_hex(16)
+        await self.repository.create_session(session_id=session_id, user_id=user.id)
+        return await self._issue_tokens(user_id=user.id, session_id=session_id)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        found = await self.repository.get_refresh_token_for_update(
+            hash_refresh_token(refresh_token)
+        )
+        if found is None:
+            raise InvalidToken("Unknown refresh token.")
+        token, login_session = found
+        if login_session.revoked_at is not None:
+            raise TokenRevoked()
+        if token.used_at is not None:
+            # A rotated token came back: it was copied. Which copy is the thief's is
+            # unknowable, so the whole family goes, the legitimate holder's included.
+            await self._revoke_session(login_session.id)
+            commit_on_error(self.session)
+            logger.warning("refresh token reuse; session revoked",
+                           extra={"session_id": login_session.id})
+            raise TokenRevoked("This refresh token was already used; the session is revoked.")
+        if token.expires_at <= utcnow():
+            raise TokenExpired()
+        await self.repository.mark_refresh_token_used(token)
+        return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id)
+
+    async def logout(self, user_id: int, session_id: str | None) -> None:
+        if session_id is None or not _SESSION_ID.match(session_id):
+            raise Unauthorized("This route needs the caller's session (X-Session-Id).")
+        # The sid is the caller's own, vouched for by the gateway; the user_id guard only keeps
+        # a forged header from revoking someone else's row.
+        await self.repository.revoke_session(session_id, user_id=user_id)
+        await publish_revoked_sessions(
+            self.redis, [session_id],
+            access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
+        )
+
+    async def change_password(
+        self, user_id: int, session_id: str | None, *, current_password: str, new_password: str
+    ) -> None:
+        user = await self.repository.get_user(user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        if not await self.passwords.verify(current_password, user.password_hash):
+            raise WrongCurrentPassword()
+        await self.repository.set_password_hash(user, await self.passwords.hash(new_password))
+        others = await self.repository.revoke_other_sessions(
+            user_id=user_id, keep_session_id=session_id
+        )
+        await publish_revoked_sessions(
+            self.redis, others, access_token_ttl_seconds=self.settings.access_token_ttl_seconds
+        )
+
+    async def _revoke_session(self, session_id: str) -> None:
+        await self.repository.revoke_session(session_id)
+        await publish_revoked_sessions(
+            self.redis, [session_id],
+            access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
+        )
+
+    async def _issue_tokens(self, *, user_id: int, session_id: str) -> TokenPair:
+        refresh_token = secrets.token_urlsafe(32)
+        await self.repository.add_refresh_token(
+            session_id=session_id,
+            token_hash=hash_refresh_token(refresh_token),
+            expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+        )
+        return TokenPair(
+            access_token=self.signer.issue_access_token(user_id=user_id, session_id=session_id),
+            refresh_token=refresh_token,
+            expires_in=self.settings.access_token_ttl_seconds,
+        )

@@ -1,0 +1,75 @@
+"""user_service fixtures: one migrated schema, settings pointing at the test servers, the app in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.testing.datastores import fresh_database
+from shared.testing.mail import MailSink
+from user_service.settings import Settings
+from user_service.tests.helpers import running_app
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return fresh_database("user_service", "preorder_user")
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem() -> str:
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+@pytest.fixture(scope="session")
+def make_settings(
+    database_url: str, redis_url: str, mail_sink: MailSink, signing_key_pem: str
+) -> SettingsFactory:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "database_pool_size": 5,
+            "jwt_private_key": signing_key_pem,
+            "smtp_host": mail_sink.host,
+            "smtp_port": mail_sink.port,
+            "smtp_timeout_seconds": 2,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def client(
+    make_settings: SettingsFactory, redis: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    # `redis` is requested so the test database is flushed before the first request.
+    async with running_app(make_settings()) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()

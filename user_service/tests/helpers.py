@@ -1,0 +1,88 @@
+"""Client-side helpers for user_service tests: accounts, logins and problem+json assertions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jwt
+
+from shared.testing.mail import MailSink
+from user_service.app import create_app
+from user_service.settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://user") as client:
+            yield client
+
+
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex}@example.com"
+
+
+def unique_ip() -> str:
+    raw = uuid.uuid4().bytes
+    return f"10.{raw[0]}.{raw[1]}.{raw[2]}"
+
+
+async def signup(
+    client: httpx.AsyncClient, email: str, *, password: str = PASSWORD, **fields: Any
+) -> httpx.Response:
+    body = {"email": email, "password": password, "name": "Min-ji", **fields}
+    return await client.post("/api/v1/auth/signup", json=body)
+
+
+async def verified_account(
+    client: httpx.AsyncClient, mail_sink: MailSink, *, password: str = PASSWORD
+) -> str:
+    email = unique_email()
+    assert (await signup(client, email, password=password)).status_code == 201
+    code = (await mail_sink.wait_for(email)).code
+    response = await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert response.status_code == 200
+    return email
+
+
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD, *, ip: str | None = None
+) -> httpx.Response:
+    headers = {"X-Forwarded-For": ip} if ip else {}
+    return await client.post(
+        "/api/v1/auth/login", json={"email": email, "password": password}, headers=headers
+    )
+
+
+def identity_headers(access_token: str) -> dict[str, str]:
+    """What the gateway forwards after verifying the token (verification is tested elsewhere)."""
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    return {"X-User-Id": claims["sub"], "X-Session-Id": claims["sid"]}
+
+
+async def signed_in(
+    client: httpx.AsyncClient, mail_sink: MailSink, *, password: str = PASSWORD
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """A verified account and one login: (email, token pair, gateway identity headers)."""
+    email = await verified_account(client, mail_sink, password=password)
+    response = await login(client, email, password)
+    assert response.status_code == 200
+    tokens = response.json()
+    return email, tokens, identity_headers(tokens["access_token"])
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    return body
