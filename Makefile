@@ -1,0 +1,63 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Project code checked by `make lint` (migrations included: they are code too).
+CODE := shared gateway user_service product_service order_service payment_service \
+        stock_service social_service deploy loadtests conftest.py
+
+.PHONY: help venv run test lint bench keys clean distclean
+
+help:
+	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
+	@echo "make test   - the whole test suite against real MariaDB and Redis"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - gateway vs direct throughput (needs 'make run' in another terminal)"
+	@echo "make keys   - write a development JWT signing key into .env for docker compose"
+	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
+
+venv: $(STAMP)
+
+# The first Python >= 3.11 among these names (pyenv shims may exist for versions not installed,
+# so each candidate is asked for its version instead of trusting `command -v`).
+$(PYTHON):
+	@for candidate in python3.13 python3.12 python3.11 python3; do \
+	  if $$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then \
+	    echo "creating $(VENV) with $$($$candidate -V)"; \
+	    $$candidate -m venv $(VENV) && exit 0; \
+	  fi; \
+	done; \
+	echo "error: Python >= 3.11 is needed (tried python3.13, python3.12, python3.11, python3)" >&2; \
+	exit 1
+
+# Re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: venv
+	$(PYTHON) -m deploy.run_local
+
+test: venv
+	$(VENV)/bin/pytest
+
+lint: venv
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/mypy $(CODE)
+
+bench: venv
+	$(PYTHON) -m loadtests.bench_gateway
+
+keys: venv
+	$(PYTHON) -m deploy.dev_keys
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

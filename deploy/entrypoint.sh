@@ -1,0 +1,15 @@
+#!/bin/sh
+# Container entry point for every app: `entrypoint.sh <package> <port>`.
+# A database service applies its own Alembic chain first; then uvicorn replaces this shell (exec),
+# so the app runs as PID 1 and receives docker's SIGTERM itself.
+set -eu
+
+service="$1"
+port="$2"
+
+if [ "$service" != "gateway" ]; then
+    python -m shared.migrate "$service"
+fi
+
+exec python -m uvicorn --factory "${service}.app:create_app" \
+    --host 0.0.0.0 --port "$port" --no-access-log --timeout-graceful-shutdown 10

@@ -1,0 +1,219 @@
+"""docker-compose.yml, init.sql and the Dockerfile agree with what the services read.
+
+There is no Docker engine where the tests run, so these read the files and the services' own
+settings classes instead of starting containers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices, AliasPath
+from pydantic_settings import BaseSettings
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
+DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
+
+APPS = ("gateway", "user_service", "product_service", "order_service", "payment_service",
+        "stock_service", "social_service")
+DATABASE_SERVICES = {
+    "user_service": ("USER_", "preorder_user"),
+    "product_service": ("PRODUCT_", "preorder_product"),
+    "order_service": ("ORDER_", "preorder_order"),
+    "payment_service": ("PAYMENT_", "preorder_payment"),
+    "stock_service": ("STOCK_", "preorder_stock"),
+    "social_service": ("SOCIAL_", "preorder_social"),
+}
+# The variables the deployment contract names for each app, whether or not its settings class
+# reads them yet (the domains of some services come in later issues).
+CONTRACT_VARIABLES: dict[str, set[str]] = {
+    "gateway": {
+        "GATEWAY_REDIS_URL", "GATEWAY_USER_SERVICE_URL", "GATEWAY_PRODUCT_SERVICE_URL",
+        "GATEWAY_ORDER_SERVICE_URL", "GATEWAY_PAYMENT_SERVICE_URL", "GATEWAY_STOCK_SERVICE_URL",
+        "GATEWAY_SOCIAL_SERVICE_URL", "GATEWAY_JWT_ISSUER", "GATEWAY_JWT_AUDIENCE",
+        "GATEWAY_CONNECT_TIMEOUT_SECONDS", "GATEWAY_UPSTREAM_TIMEOUT_SECONDS",
+        "GATEWAY_MAX_BODY_BYTES", "GATEWAY_CORS_ORIGINS", "GATEWAY_TRUSTED_PROXY_COUNT",
+    },
+    "user_service": {
+        "USER_JWT_PRIVATE_KEY", "USER_JWT_PREVIOUS_PUBLIC_KEYS", "USER_JWT_KEY_DIR",
+        "USER_JWT_ISSUER", "USER_JWT_AUDIENCE", "USER_ACCESS_TOKEN_TTL_SECONDS",
+        "USER_REFRESH_TOKEN_TTL_SECONDS", "USER_VERIFICATION_CODE_TTL_SECONDS",
+        "USER_VERIFICATION_MAX_ATTEMPTS", "USER_RESEND_INTERVAL_SECONDS",
+        "USER_LOGIN_MAX_FAILURES_PER_EMAIL", "USER_LOGIN_MAX_FAILURES_PER_IP",
+        "USER_LOGIN_FAILURE_WINDOW_SECONDS", "USER_PASSWORD_HASH_WORKERS",
+        "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "MAIL_FROM",
+        "SMTP_TIMEOUT_SECONDS",
+    },
+    "order_service": {"ORDER_PAYMENT_TTL_SECONDS"},
+    "payment_service": {"PAYMENT_FAILURE_RATE"},
+}
+for _package, (_prefix, _schema) in DATABASE_SERVICES.items():
+    CONTRACT_VARIABLES.setdefault(_package, set()).update(
+        f"{_prefix}{name}" for name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "REDIS_URL"))
+for _variables in CONTRACT_VARIABLES.values():
+    _variables.update({"APP_ENV", "LOG_LEVEL"})
+
+_SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def compose_service_name(package: str) -> str:
+    return package.replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return document
+
+
+def environment_of(compose: dict[str, Any], package: str) -> dict[str, str]:
+    service = compose["services"][compose_service_name(package)]
+    environment = service.get("environment", {})
+    if isinstance(environment, list):  # the `- NAME=value` form
+        environment = dict(item.split("=", 1) for item in environment)
+    return {str(k): "" if v is None else str(v) for k, v in environment.items()}
+
+
+def resolve_default(value: str) -> str:
+    """`${VAR:-default}` as compose resolves it when VAR is unset (`${VAR:?msg}` stays as is)."""
+    def substitute(match: re.Match[str]) -> str:
+        return match["arg"] if match["op"] in (":-", "-") else match[0]
+    return _SUBSTITUTION.sub(substitute, value)
+
+
+def settings_environment_names(settings_class: type[BaseSettings]) -> list[set[str]]:
+    """For each field, the environment variable names any one of which sets it."""
+    config = settings_class.model_config
+    prefix = str(config.get("env_prefix", ""))
+    names: list[set[str]] = []
+    for field_name, field in settings_class.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            choices = {c for c in alias.choices if isinstance(c, str)}
+            choices |= {str(c.path[0]) for c in alias.choices if isinstance(c, AliasPath)}
+        elif isinstance(alias, AliasPath):
+            choices = {str(alias.path[0])}
+        elif isinstance(alias, str):
+            choices = {alias}
+        elif field.alias:
+            choices = {field.alias}
+        else:
+            choices = {f"{prefix}{field_name}"}
+        names.append({choice.upper() for choice in choices})
+    return names
+
+
+def import_settings_class(package: str) -> type[BaseSettings]:
+    try:
+        module = importlib.import_module(f"{package}.settings")
+    except ImportError as error:
+        pytest.fail(f"{package}.settings cannot be imported ({error}); the compose check needs "
+                    f"{package}.settings.Settings to see which variables {package} reads")
+    settings_class = getattr(module, "Settings", None)
+    if not (isinstance(settings_class, type) and issubclass(settings_class, BaseSettings)):
+        pytest.fail(f"{package}.settings has no pydantic-settings class named Settings")
+    return settings_class
+
+
+def test_every_app_is_a_compose_service(compose: dict[str, Any]) -> None:
+    missing = [p for p in APPS if compose_service_name(p) not in compose["services"]]
+    assert not missing, f"apps missing from docker-compose.yml: {missing}"
+    for package in APPS:
+        command = compose["services"][compose_service_name(package)]["command"]
+        assert command[0] == package, f"{package} runs {command}"
+
+
+def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
+    publishing = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert publishing == {"gateway": ["8000:8000"]}
+
+
+def test_every_app_has_a_healthcheck_and_waits_for_what_it_needs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for package in APPS:
+        service = services[compose_service_name(package)]
+        assert "/healthz" in " ".join(service["healthcheck"]["test"]), package
+        depends_on = service["depends_on"]
+        assert isinstance(depends_on, dict), f"{package}: depends_on needs conditions"
+        assert depends_on["redis"]["condition"] == "service_healthy", package
+        if package in DATABASE_SERVICES:
+            assert depends_on["mysql"]["condition"] == "service_healthy", package
+    gateway_needs = services["gateway"]["depends_on"]
+    for package in DATABASE_SERVICES:
+        assert gateway_needs[compose_service_name(package)]["condition"] == "service_healthy"
+
+
+def test_datastores_mailpit_and_init_sql_are_wired(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["mysql"]["image"].startswith("mysql:8")
+    assert any("init.sql:/docker-entrypoint-initdb.d/" in v for v in services["mysql"]["volumes"])
+    assert services["redis"]["image"].startswith("redis:7")
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["mailpit"]["image"].startswith("axllent/mailpit")
+    user_env = environment_of(compose, "user_service")
+    assert resolve_default(user_env["SMTP_HOST"]) == "mailpit"
+    assert resolve_default(user_env["SMTP_PORT"]) == "1025"
+
+
+@pytest.mark.parametrize("package", APPS)
+def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], package: str) -> None:
+    environment = environment_of(compose, package)
+    settings_class = import_settings_class(package)
+    unset = [sorted(names) for names in settings_environment_names(settings_class)
+             if not names & environment.keys()]
+    assert not unset, f"{package} reads these but docker-compose.yml does not set them: {unset}"
+
+
+@pytest.mark.parametrize("package", APPS)
+def test_every_contract_variable_is_set(compose: dict[str, Any], package: str) -> None:
+    missing = CONTRACT_VARIABLES[package] - environment_of(compose, package).keys()
+    assert not missing, f"docker-compose.yml does not set {sorted(missing)} for {package}"
+
+
+def parse_grants(sql: str) -> dict[str, set[str]]:
+    """user -> the schemas it is granted anything on."""
+    grants: dict[str, set[str]] = {}
+    pattern = re.compile(r"^\s*GRANT\s+.+?\s+ON\s+(?P<target>\S+)\s+TO\s+'(?P<user>[^']+)'",
+                         re.IGNORECASE | re.MULTILINE)
+    for match in pattern.finditer(sql):
+        schema = match["target"].split(".")[0].strip("`")
+        grants.setdefault(match["user"], set()).add(schema)
+    return grants
+
+
+def test_each_database_service_has_its_own_user_granted_only_its_schema(
+    compose: dict[str, Any],
+) -> None:
+    sql = INIT_SQL.read_text()
+    grants = parse_grants(sql)
+    assert "*" not in {s for schemas in grants.values() for s in schemas}, "no global grants"
+    users: dict[str, str] = {}
+    for package, (prefix, schema) in DATABASE_SERVICES.items():
+        assert f"CREATE DATABASE IF NOT EXISTS `{schema}`" in sql
+        url = make_url(resolve_default(environment_of(compose, package)[f"{prefix}DATABASE_URL"]))
+        assert url.database == schema, f"{package} uses schema {url.database}"
+        assert url.host == "mysql"
+        assert url.username not in (None, "root"), f"{package} connects as {url.username}"
+        assert url.password, f"{package} connects without a password"
+        assert grants.get(str(url.username)) == {schema}, (
+            f"{package}'s user {url.username} is granted {grants.get(str(url.username))}, "
+            f"not only {schema}")
+        assert f"'{url.username}'@'%' IDENTIFIED BY '{url.password}'" in sql
+        users[package] = str(url.username)
+    assert len(set(users.values())) == len(users), f"services share a MySQL user: {users}"
+
+
+def test_the_image_does_not_run_as_root() -> None:
+    users = re.findall(r"^\s*USER\s+(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
+    assert users, "the Dockerfile never leaves root"
+    final_user = users[-1].split(":")[0]
+    assert final_user not in ("root", "0")
+    assert re.search(r"^FROM python:3\.12-slim", DOCKERFILE.read_text(), re.MULTILINE)
