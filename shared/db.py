@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -114,7 +115,9 @@ async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> Async
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The one place that commits: on success after the handler, rollback on any error."""
-    async for session in session_scope(request.app.state.sessionmaker):
+    # As a context manager, not `async for`: the handler's exception must be thrown into
+    # session_scope (to roll back at once, or honour commit_on_error), not left to the GC.
+    async with asynccontextmanager(session_scope)(request.app.state.sessionmaker) as session:
         yield session
 
 
