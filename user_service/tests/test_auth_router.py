@@ -1,0 +1,379 @@
+"""Sign-up, email verification, resend, login throttling, refresh rotation and logout over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import drain_background_tasks
+from shared.testing.mail import MailSink
+from shared.testing.net import free_port
+from user_service.auth.revocation import revoked_session_key
+from user_service.auth.throttle import email_failures_key
+from user_service.tests.conftest import SettingsFactory
+from user_service.tests.helpers import (
+    PASSWORD,
+    assert_problem,
+    identity_headers,
+    login,
+    running_app,
+    signed_in,
+    signup,
+    unique_email,
+    unique_ip,
+    verified_account,
+)
+
+
+def _without_request_id(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "request_id"}
+
+
+async def _verify(client: httpx.AsyncClient, email: str, code: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
+# Sign-up
+
+
+async def test_signup_with_a_taken_email_is_409_whatever_its_case(
+    client: httpx.AsyncClient,
+) -> None:
+    email = unique_email()
+    assert (await signup(client, email)).status_code == 201
+    assert_problem(await signup(client, email.upper()), 409, "email_taken")
+
+
+async def test_concurrent_signups_for_one_email_create_one_account(
+    client: httpx.AsyncClient,
+) -> None:
+    email = unique_email()
+    responses = await asyncio.gather(*(signup(client, email) for _ in range(3)))
+    assert sorted(r.status_code for r in responses) == [201, 409, 409]
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "email_taken")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"password": "7chars!"},
+        {"password": "x" * 129},
+        {"email": "not-an-email"},
+        {"name": ""},
+        {"name": "n" * 101},
+        {"greeting": "g" * 501},
+        {"profile_image_url": "ftp://example.com/me.png"},
+        {"profile_image_url": "https://example.com/" + "a" * 2048},
+        {"is_admin": True},
+    ],
+)
+async def test_signup_rejects_bad_bodies_with_validation_problems(
+    client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    body = {"email": unique_email(), "password": PASSWORD, "name": "Min-ji", **overrides}
+    problem = assert_problem(
+        await client.post("/api/v1/auth/signup", json=body), 422, "validation_error"
+    )
+    assert problem["errors"]
+
+
+async def test_malformed_json_is_a_validation_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/auth/signup", content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_signup_accepts_password_of_exactly_8_and_128_characters(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await signup(client, unique_email(), password="8 chars!")).status_code == 201
+    assert (await signup(client, unique_email(), password="p" * 128)).status_code == 201
+
+
+async def test_failed_mail_keeps_the_account_and_resend_delivers_a_code(
+    make_settings: SettingsFactory, client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = unique_email()
+    # Nothing listens on a freshly freed port: the SMTP connection is refused.
+    async with running_app(make_settings(smtp_port=free_port())) as broken_mail:
+        response = await signup(broken_mail, email)
+        assert response.status_code == 201
+        await drain_background_tasks()
+    assert mail_sink.mails_to(email) == []
+
+    assert (await client.post("/api/v1/auth/verify-email/resend",
+                              json={"email": email})).status_code == 202
+    code = (await mail_sink.wait_for(email)).code
+    assert (await _verify(client, email, code)).status_code == 200
+
+
+# Email verification
+
+
+async def test_wrong_code_and_unknown_email_are_invalid_code(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    code = (await mail_sink.wait_for(email)).code
+    assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
+    assert_problem(await _verify(client, unique_email(), code), 422, "invalid_code")
+    assert (await _verify(client, email, code)).status_code == 200
+
+
+async def test_five_wrong_codes_void_the_code_until_a_resend(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    code = (await mail_sink.wait_for(email)).code
+    for _ in range(5):
+        assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
+
+    # Even the right code is refused now: the failures were committed despite the 422s.
+    voided = await _verify(client, email, code)
+    assert_problem(voided, 429, "too_many_attempts")
+    assert int(voided.headers["Retry-After"]) >= 1
+
+    await redis.delete(f"mail:resend:{email}")  # the minute between mails has passed
+    assert (await client.post("/api/v1/auth/verify-email/resend",
+                              json={"email": email})).status_code == 202
+    new_code = (await mail_sink.wait_for(email, count=2)).code
+    assert (await _verify(client, email, new_code)).status_code == 200
+
+
+async def test_expired_code_is_code_expired(
+    client: httpx.AsyncClient, mail_sink: MailSink, db_engine: AsyncEngine
+) -> None:
+    email = unique_email()
+    user_id = (await signup(client, email)).json()["id"]
+    code = (await mail_sink.wait_for(email)).code
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE email_verifications SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND "
+                 "WHERE user_id = :id"),
+            {"id": user_id},
+        )
+    assert_problem(await _verify(client, email, code), 422, "code_expired")
+
+
+async def test_verifying_twice_is_still_200(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = await verified_account(client, mail_sink)
+    response = await _verify(client, email, "000000")
+    assert response.status_code == 200
+    assert response.json() == {"email_verified": True}
+
+
+@pytest.mark.parametrize("code", ["12345", "1234567", "12345a", "١٢٣٤٥٦", 123456])
+async def test_code_must_be_six_ascii_digits(client: httpx.AsyncClient, code: object) -> None:
+    response = await client.post("/api/v1/auth/verify-email",
+                                 json={"email": unique_email(), "code": code})
+    assert_problem(response, 422, "validation_error")
+
+
+# Resend
+
+
+async def test_resend_is_202_for_unknown_and_verified_addresses_and_sends_nothing(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    unknown = unique_email()
+    verified = await verified_account(client, mail_sink)
+    for email in (unknown, verified):
+        response = await client.post("/api/v1/auth/verify-email/resend", json={"email": email})
+        assert response.status_code == 202
+        assert response.content == b""
+    await drain_background_tasks()
+    assert mail_sink.mails_to(unknown) == []
+    assert len(mail_sink.mails_to(verified)) == 1
+
+
+async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
+    make_settings: SettingsFactory, mail_sink: MailSink
+) -> None:
+    email = unique_email()
+    async with running_app(make_settings(resend_interval_seconds=1)) as client:
+        await signup(client, email)
+        first_code = (await mail_sink.wait_for(email)).code
+
+        resend = {"email": email}
+        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        await drain_background_tasks()
+        assert len(mail_sink.mails_to(email)) == 1
+
+        await asyncio.sleep(1.1)
+        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        second_code = (await mail_sink.wait_for(email, count=2)).code
+        await drain_background_tasks()
+        assert len(mail_sink.mails_to(email)) == 2
+
+        if second_code != first_code:  # one chance in a million they coincide
+            assert_problem(await _verify(client, email, first_code), 422, "invalid_code")
+        assert (await _verify(client, email, second_code)).status_code == 200
+
+
+# Login
+
+
+async def test_unknown_email_and_wrong_password_get_the_same_answer(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = await verified_account(client, mail_sink)
+    ip = unique_ip()
+    wrong_password = assert_problem(await login(client, email, "not the password", ip=ip),
+                                    401, "invalid_credentials")
+    unknown = assert_problem(await login(client, unique_email(), PASSWORD, ip=ip),
+                             401, "invalid_credentials")
+    assert _without_request_id(wrong_password) == _without_request_id(unknown)
+
+
+async def test_unverified_account_with_right_password_is_email_not_verified(
+    client: httpx.AsyncClient,
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    assert_problem(await login(client, email), 403, "email_not_verified")
+    assert_problem(await login(client, email, "wrong password"), 401, "invalid_credentials")
+
+
+async def test_ten_failures_lock_the_account_even_for_the_right_password(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = await verified_account(client, mail_sink)
+    for _ in range(10):
+        assert_problem(await login(client, email, "guess", ip=unique_ip()),
+                       401, "invalid_credentials")
+    locked = await login(client, email, ip=unique_ip())
+    assert_problem(locked, 429, "too_many_attempts")
+    assert 0 < int(locked.headers["Retry-After"]) <= 900
+
+
+async def test_success_clears_the_account_failures(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    email = await verified_account(client, mail_sink)
+    ip = unique_ip()
+    for _ in range(3):
+        await login(client, email, "guess", ip=ip)
+    assert await redis.get(email_failures_key(email)) == "3"
+    assert 0 < await redis.ttl(email_failures_key(email)) <= 900
+    assert (await login(client, email, ip=ip)).status_code == 200
+    assert await redis.get(email_failures_key(email)) is None
+
+
+async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
+    make_settings: SettingsFactory, mail_sink: MailSink
+) -> None:
+    ip = unique_ip()
+    async with running_app(make_settings(login_max_failures_per_ip=3)) as client:
+        email = await verified_account(client, mail_sink)
+        for _ in range(3):
+            assert_problem(await login(client, unique_email(), "guess", ip=ip),
+                           401, "invalid_credentials")
+        refused = await login(client, email, "guess", ip=ip)
+        assert_problem(refused, 429, "too_many_attempts")
+        assert 0 < int(refused.headers["Retry-After"]) <= 900
+        assert (await login(client, email, ip=ip)).status_code == 200
+        # Another address is unaffected.
+        assert_problem(await login(client, email, "guess", ip=unique_ip()),
+                       401, "invalid_credentials")
+
+
+async def test_login_body_is_validated(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/api/v1/auth/login", json={"email": unique_email()}),
+                   422, "validation_error")
+    assert_problem(await client.post("/api/v1/auth/login", json=["not", "an", "object"]),
+                   422, "validation_error")
+
+
+# Refresh and logout
+
+
+async def _refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+
+
+async def test_unknown_refresh_token_is_invalid_token(client: httpx.AsyncClient) -> None:
+    assert_problem(await _refresh(client, "no-such-token"), 401, "invalid_token")
+
+
+async def test_reused_refresh_token_revokes_the_whole_session(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis, db_engine: AsyncEngine
+) -> None:
+    _, tokens, headers = await signed_in(client, mail_sink)
+    sid = headers["X-Session-Id"]
+    rotated = (await _refresh(client, tokens["refresh_token"])).json()
+
+    assert_problem(await _refresh(client, tokens["refresh_token"]), 401, "token_revoked")
+    assert await redis.get(revoked_session_key(sid)) == "1"
+    # The thief may hold the rotated token: it dies with the family.
+    assert_problem(await _refresh(client, rotated["refresh_token"]), 401, "token_revoked")
+    async with db_engine.connect() as conn:
+        revoked_at = (await conn.execute(text("SELECT revoked_at FROM sessions WHERE id = :id"),
+                                         {"id": sid})).scalar_one()
+    assert revoked_at is not None
+
+
+async def test_expired_refresh_token_is_token_expired(
+    client: httpx.AsyncClient, mail_sink: MailSink, db_engine: AsyncEngine
+) -> None:
+    _, tokens, headers = await signed_in(client, mail_sink)
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE refresh_tokens SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND "
+                 "WHERE session_id = :sid"),
+            {"sid": headers["X-Session-Id"]},
+        )
+    assert_problem(await _refresh(client, tokens["refresh_token"]), 401, "token_expired")
+
+
+async def test_concurrent_refreshes_with_one_token_let_exactly_one_win(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    _, tokens, _ = await signed_in(client, mail_sink)
+    responses = await asyncio.gather(*(_refresh(client, tokens["refresh_token"]) for _ in range(2)))
+    assert sorted(r.status_code for r in responses) == [200, 401]
+    loser = next(r for r in responses if r.status_code == 401)
+    assert_problem(loser, 401, "token_revoked")
+
+
+async def test_logout_revokes_the_session_and_its_refresh_token(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    email, tokens, headers = await signed_in(client, mail_sink)
+    other = (await login(client, email)).json()
+
+    assert (await client.post("/api/v1/auth/logout", headers=headers)).status_code == 204
+    assert await redis.get(revoked_session_key(headers["X-Session-Id"])) == "1"
+    assert_problem(await _refresh(client, tokens["refresh_token"]), 401, "token_revoked")
+    # Only that session: the user's other login goes on.
+    assert (await _refresh(client, other["refresh_token"])).status_code == 200
+
+
+async def test_logout_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/api/v1/auth/logout"), 401, "missing_token")
+    assert_problem(await client.post("/api/v1/auth/logout", headers={"X-User-Id": "1"}),
+                   401, "missing_token")
+
+
+async def test_new_access_token_of_a_refresh_carries_the_same_session(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    _, tokens, headers = await signed_in(client, mail_sink)
+    rotated = (await _refresh(client, tokens["refresh_token"])).json()
+    assert identity_headers(rotated["access_token"]) == headers
