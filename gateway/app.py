@@ -1,0 +1,100 @@
+"""Gateway application: its own few routes (health, readiness, docs, metrics) plus the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Scope
+
+from gateway.openapi import OpenApiAggregator
+from gateway.proxy import GatewayRuntime, Proxy
+from gateway.settings import Settings, get_settings
+from shared.errors import install_error_handlers, problem_response
+from shared.logging import configure_logging
+from shared.metrics import MetricsMiddleware, RequestMetrics, route_template
+from shared.request_context import RequestIdMiddleware
+
+READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+def gateway_route(scope: Scope) -> str:
+    label = scope.get("gateway.route")
+    return str(label) if label else route_template(scope)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("gateway", settings.log_level)
+    runtime = GatewayRuntime(settings)
+    aggregator = OpenApiAggregator(runtime.table, settings.upstreams(),
+                                   cache_seconds=settings.openapi_cache_seconds,
+                                   title="Preorder API", version="0.1.0")
+    metrics = RequestMetrics("gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(title="Preorder gateway", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        async def probe(name: str, base_url: str) -> str | None:
+            try:
+                session = runtime.upstreams.sessions[name]
+                async with session.get(f"{base_url}/readyz", timeout=READINESS_TIMEOUT) as resp:
+                    return None if resp.status == 200 else name
+            except (aiohttp.ClientError, TimeoutError):
+                return name
+
+        results = await asyncio.gather(*(probe(n, u) for n, u in settings.upstreams().items()))
+        failing = [name for name in results if name]
+        if failing:
+            return problem_response(503, "upstream_unavailable", "Not ready",
+                                    f"Not ready: {', '.join(failing)}", extra={"failing": failing})
+        return JSONResponse({"status": "ready", "upstreams": sorted(settings.upstreams())})
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> Response:
+        body = await aggregator.document(runtime.upstreams.sessions)
+        return Response(body, media_type="application/json")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Preorder API")
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return metrics.render()
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+
+    # Added innermost first: the request id wraps everything, then CORS, metrics, the proxy.
+    app.add_middleware(Proxy, runtime=runtime)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=gateway_route)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After"], max_age=600,
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app

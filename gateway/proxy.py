@@ -1,0 +1,328 @@
+"""Forwarding: match the route, check the token, strip identity headers, pass the request on.
+
+Written as raw ASGI with one pooled aiohttp session per upstream: this is the hot path of
+every request, and aiohttp's pool holds up under concurrency where httpx's collapses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Receive, Scope, Send
+from yarl import URL
+
+from gateway.auth import Identity, JwksCache, TokenRejected, TokenVerifier
+from gateway.routes import RouteTable
+from gateway.settings import Settings
+from shared.request_context import current_request_id
+
+logger = logging.getLogger("gateway.proxy")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and headers the gateway alone may set.
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
+})
+_IDENTITY = frozenset({
+    b"x-user-id", b"x-session-id", b"x-request-id", b"x-forwarded-for", b"x-real-ip",
+    b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
+})
+_RESPONSE_DROP = frozenset({
+    b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
+    b"x-request-id", b"upgrade", b"trailer",
+})
+_RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+PROBLEM_TITLES = {
+    401: "Authentication required",
+    404: "Not found",
+    413: "Payload too large",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> bytes:
+    body = {
+        "type": f"urn:preorder:problem:{code}",
+        "title": PROBLEM_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": current_request_id(),
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+async def send_problem(send: Send, status: int, code: str, detail: str,
+                       headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = problem_body(status, code, detail)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def client_address(scope: Scope, trusted_proxy_count: int) -> str:
+    """The socket peer, or the X-Forwarded-For entry added by the farthest trusted proxy."""
+    peer = scope.get("client")
+    peer_host = peer[0] if peer else "unknown"
+    if trusted_proxy_count == 0:
+        return str(peer_host)
+    entries: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            entries.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+    if len(entries) >= trusted_proxy_count:
+        return entries[-trusted_proxy_count]
+    return str(peer_host)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > limit:
+            if more:
+                await _discard_rest(receive, budget=4 * limit)
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _discard_rest(receive: Receive, *, budget: int) -> None:
+    """Read and drop what the client is still sending, up to a bound, so it sees our 413
+    instead of a connection reset (a lingering close, as nginx does)."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+class Upstreams:
+    """One pooled aiohttp session per upstream service, created in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_urls = settings.upstreams()
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.connect_timeout_seconds + settings.upstream_timeout_seconds * 3,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.upstream_timeout_seconds,
+        )
+
+    async def start(self) -> None:
+        for name in self.base_urls:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections_per_upstream, keepalive_timeout=30,
+                ttl_dns_cache=300,
+            )
+            self.sessions[name] = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()
+
+
+class Proxy:
+    """ASGI middleware: paths in the route table are forwarded; anything else goes on to `app`."""
+
+    def __init__(self, app: ASGIApp, *, runtime: GatewayRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.table = runtime.table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        match = self.table.match(scope["method"], scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        scope["gateway.route"] = match.route.pattern
+        await self.forward(scope, receive, send, match.route.service, match.public)
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
+                      public: bool) -> None:
+        settings = self.settings
+        authorization: str | None = None
+        content_length: int | None = None
+        expects_continue = False
+        headers: list[tuple[str, str]] = []
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.lower()
+            if name == b"authorization":
+                authorization = raw_value.decode("latin-1")
+            elif name == b"expect":
+                expects_continue = raw_value.lower() == b"100-continue"
+            elif name == b"content-length":
+                try:
+                    content_length = int(raw_value)
+                except ValueError:
+                    content_length = settings.max_body_bytes + 1
+            if name in _HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-internal-"):
+                continue
+            headers.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
+
+        # Refuse an oversized body before buffering any of it, when the client says its size.
+        if content_length is not None and content_length > settings.max_body_bytes:
+            if not expects_continue and content_length <= 4 * settings.max_body_bytes:
+                await _discard_rest(receive, budget=content_length)
+            await send_problem(send, 413, "payload_too_large",
+                               f"The body is larger than {settings.max_body_bytes} bytes.",
+                               [(b"connection", b"close")])
+            return
+
+        identity: Identity | None = None
+        if not public:
+            try:
+                identity = await self.runtime.verifier.verify(authorization)
+            except TokenRejected as rejected:
+                await send_problem(send, 401, rejected.code, rejected.detail,
+                                   [(b"www-authenticate", b'Bearer realm="api"')])
+                return
+            except RedisError as exc:
+                # Fail closed: without the revocation list a logged-out token could pass.
+                logger.error("revocation check failed", extra={"error": repr(exc)})
+                await send_problem(send, 503, "upstream_unavailable",
+                                   "Sign-in state cannot be checked right now.",
+                                   [(b"retry-after", b"1")])
+                return
+
+        try:
+            body = await read_body(receive, settings.max_body_bytes)
+        except BodyTooLarge:
+            await send_problem(send, 413, "payload_too_large",
+                               f"The body is larger than {settings.max_body_bytes} bytes.",
+                               [(b"connection", b"close")])
+            return
+
+        request_id = current_request_id() or ""
+        headers.append(("X-Request-Id", request_id))
+        headers.append(("X-Forwarded-For", client_address(scope, settings.trusted_proxy_count)))
+        if identity is not None:
+            headers.append(("X-User-Id", str(identity.user_id)))
+            headers.append(("X-Session-Id", identity.session_id))
+
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        await self._relay(send, service, scope["method"], URL(target, encoded=True), headers, body)
+
+    async def _relay(self, send: Send, service: str, method: str, url: URL,
+                     headers: list[tuple[str, str]], body: bytes) -> None:
+        session = self.runtime.upstreams.sessions[service]
+        attempts = 2 if method in _RETRYABLE_METHODS else 1
+        for attempt in range(attempts):
+            try:
+                async with session.request(method, url, headers=headers, data=body or None,
+                                           allow_redirects=False) as upstream:
+                    payload = await upstream.read()
+                    status = upstream.status
+                    response_headers = [
+                        (k.lower(), v) for k, v in upstream.raw_headers
+                        if k.lower() not in _RESPONSE_DROP
+                    ]
+                break
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection the upstream had already closed: retry once
+                # when the method is idempotent.
+                if attempt + 1 < attempts:
+                    continue
+                await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                           "closed the connection")
+                return
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                await self._upstream_error(send, service, 503, "upstream_unavailable",
+                                           "is not accepting connections")
+                return
+            except TimeoutError:
+                await self._upstream_error(send, service, 504, "upstream_timeout",
+                                           "did not answer in time")
+                return
+            except aiohttp.ClientError as exc:
+                logger.warning("upstream error", extra={"service": service, "error": repr(exc)})
+                await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                           "answered with a broken response")
+                return
+        response_headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _upstream_error(self, send: Send, service: str, status: int, code: str,
+                              what: str) -> None:
+        logger.warning("upstream failure", extra={"service": service, "status": status})
+        await send_problem(send, status, code, f"The {service} service {what}.",
+                           [(b"retry-after", b"1")] if status == 503 else [])
+
+
+class GatewayRuntime:
+    """What the lifespan opens and closes: upstream pools, Redis, the JWKS cache and verifier."""
+
+    def __init__(self, settings: Settings, table: RouteTable | None = None) -> None:
+        self.settings = settings
+        self.table = table or RouteTable()
+        self.upstreams = Upstreams(settings)
+        self._verifier: TokenVerifier | None = None
+        self._redis: Redis | None = None
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            raise RuntimeError("gateway runtime used outside its lifespan")
+        return self._verifier
+
+    async def start(self) -> None:
+        settings = self.settings
+        await self.upstreams.start()
+        self._redis = Redis.from_url(settings.redis_url, decode_responses=True,
+                                     socket_connect_timeout=1, socket_timeout=2,
+                                     max_connections=512)
+        jwks = JwksCache(f"{settings.user_service_url}/.well-known/jwks.json",
+                         self.upstreams.sessions["user"],
+                         refetch_interval=settings.jwks_refetch_interval_seconds)
+        await jwks.fetch()
+        self._verifier = TokenVerifier(jwks, self._redis, issuer=settings.jwt_issuer,
+                                       audience=settings.jwt_audience,
+                                       leeway=settings.jwt_leeway_seconds)
+
+    async def close(self) -> None:
+        await self.upstreams.close()
+        if self._redis is not None:
+            await self._redis.aclose()

@@ -1,0 +1,109 @@
+"""The routing table, in one place: public path patterns -> the service that owns them.
+
+Patterns are matched most specific first (exact before prefix, more segments first), so a
+prefix can be split between services: `/api/v1/users/{id}/followers` goes to social while
+the rest of `/api/v1/users/**` goes to user. `/internal/**` is never routed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+ANY = "[^/]+"
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: str
+    service: str
+    # Methods that need no token on this pattern; every other method needs one.
+    public_methods: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.pattern.endswith("/**")
+
+    @property
+    def segments(self) -> list[str]:
+        base = self.pattern[:-3] if self.is_prefix else self.pattern
+        return [s for s in base.split("/") if s]
+
+    def specificity(self) -> tuple[int, int, int]:
+        literals = sum(1 for s in self.segments if not s.startswith("{"))
+        return (1 if self.is_prefix else 0, -len(self.segments), -literals)
+
+    def compile(self) -> re.Pattern[str]:
+        parts = [ANY if s.startswith("{") else re.escape(s) for s in self.segments]
+        body = "/" + "/".join(parts)
+        return re.compile(f"^{body}(/.*)?$" if self.is_prefix else f"^{body}$")
+
+
+def _public(*methods: str) -> frozenset[str]:
+    return frozenset(methods)
+
+
+ROUTES: tuple[Route, ...] = (
+    # user_service: accounts and tokens
+    Route("/api/v1/auth/signup", "user", _public("POST")),
+    Route("/api/v1/auth/verify-email", "user", _public("POST")),
+    Route("/api/v1/auth/verify-email/resend", "user", _public("POST")),
+    Route("/api/v1/auth/login", "user", _public("POST")),
+    Route("/api/v1/auth/refresh", "user", _public("POST")),
+    Route("/api/v1/auth/**", "user"),
+    Route("/.well-known/jwks.json", "user", _public("GET", "HEAD")),
+    Route("/api/v1/users/{id}/followers", "social"),
+    Route("/api/v1/users/{id}/following", "social"),
+    Route("/api/v1/users/**", "user"),
+    # product_service and stock_service share the /products prefix
+    Route("/api/v1/products/{id}/stock", "stock", _public("GET", "HEAD")),
+    Route("/api/v1/products/{id}", "product", _public("GET", "HEAD")),
+    Route("/api/v1/products", "product", _public("GET", "HEAD")),
+    Route("/api/v1/products/**", "product"),
+    # orders and payments
+    Route("/api/v1/orders/**", "order"),
+    Route("/api/v1/payments/**", "payment"),
+    # social
+    Route("/api/v1/posts/**", "social"),
+    Route("/api/v1/comments/**", "social"),
+    Route("/api/v1/follows/**", "social"),
+    Route("/api/v1/feed/**", "social"),
+    Route("/api/v1/activities/**", "social"),
+)
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: Route
+    public: bool
+
+
+class RouteTable:
+    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
+        ordered = sorted(routes, key=Route.specificity)
+        self._compiled = [(route, route.compile()) for route in ordered]
+
+    @property
+    def routes(self) -> list[Route]:
+        return [route for route, _ in self._compiled]
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        if not is_routable(path):
+            return None
+        for route, regex in self._compiled:
+            if regex.match(path):
+                return RouteMatch(route, method in route.public_methods)
+        return None
+
+
+_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+
+
+def is_routable(path: str) -> bool:
+    """Refuse anything an upstream could normalise into another path, and all of /internal."""
+    lowered = path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "\\" in path or "//" in path:
+        return False
+    if _DOT_SEGMENT.search(path):
+        return False
+    return not (lowered == "/internal" or lowered.startswith("/internal/"))

@@ -1,0 +1,88 @@
+"""The gateway's own routes: health, readiness, merged OpenAPI, metrics, CORS."""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway.app import create_app
+from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from shared.testing.net import ThreadedServer
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+
+
+async def test_readyz_when_all_upstreams_ready(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["upstreams"] == sorted(["user", "product", "order", "payment", "stock", "social"])
+
+
+async def test_readyz_names_failing_upstreams(rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["stock"] = closed_port_url()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            response = await c.get("/readyz")
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["failing"] == ["stock"]
+
+
+async def test_openapi_merges_only_routes_each_service_owns(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert "/internal/secret" not in paths
+    assert "/api/v1/users/me" in paths
+    assert paths["/api/v1/users/me"]["get"]["tags"] == ["user"]
+    assert paths["/api/v1/users/me"]["get"]["security"] == [{"bearer": []}]
+    assert paths["/api/v1/users/{id}/followers"]["get"]["tags"] == ["social"]
+    stock = paths["/api/v1/products/{id}/stock"]["get"]
+    assert stock["tags"] == ["stock"]
+    assert "security" not in stock  # public route
+    # Each service defines its own "Thing": the clash is resolved by renaming, refs follow.
+    ref = stock["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert schema["properties"] == {"stock": {"type": "string"}}
+
+
+async def test_docs_page(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    assert "/openapi.json" in response.text
+
+
+async def test_metrics_count_requests_by_route_pattern(rig: Rig, client: httpx.AsyncClient) -> None:
+    await client.get("/api/v1/users/12345", headers={"Authorization": f"Bearer {rig.token()}"})
+    text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/users/**"' in text
+    assert "/api/v1/users/12345" not in text
+    assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_cors_only_for_configured_origins(rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    settings = gateway_settings(upstreams, redis_url, cors_origins=["https://shop.example"])
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            preflight = await c.options("/api/v1/orders", headers={
+                "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type"})
+            stranger = await c.get("/api/v1/products/1", headers={"Origin": "https://evil.example"})
+    finally:
+        server.stop()
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_no_cors_headers_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/products/1", headers={"Origin": "https://shop.example"})
+    assert "access-control-allow-origin" not in response.headers

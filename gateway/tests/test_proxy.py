@@ -1,0 +1,192 @@
+"""Forwarding: routing, header hygiene, body limits, upstream failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.proxy import client_address
+from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from shared.testing.net import ThreadedServer
+
+
+def auth(rig: Rig, sub: str = "42") -> dict[str, str]:
+    return {"Authorization": f"Bearer {rig.token(sub=sub)}"}
+
+
+async def test_spoofed_identity_headers_are_dropped_without_token(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/products/5", headers={
+        "X-User-Id": "1", "X-Session-Id": "a" * 32, "X-Internal-Role": "admin",
+        "X-Forwarded-For": "6.6.6.6"})
+    assert response.status_code == 200
+    seen = response.json()["headers"]
+    assert "x-user-id" not in seen
+    assert "x-session-id" not in seen
+    assert "x-internal-role" not in seen
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_spoofed_user_id_is_replaced_by_token_identity(rig: Rig, client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/users/me", headers={**auth(rig, "42"), "X-User-Id": "1"})
+    assert response.json()["headers"]["x-user-id"] == "42"
+
+
+@pytest.mark.parametrize(("method", "path", "service"), [
+    ("GET", "/api/v1/users/7/followers", "social"),
+    ("GET", "/api/v1/users/7/following", "social"),
+    ("GET", "/api/v1/users/7", "user"),
+    ("POST", "/api/v1/auth/logout", "user"),
+    ("GET", "/api/v1/products/3/stock", "stock"),
+    ("PUT", "/api/v1/products/3/stock", "stock"),
+    ("GET", "/api/v1/products/3", "product"),
+    ("POST", "/api/v1/products", "product"),
+    ("GET", "/api/v1/orders", "order"),
+    ("POST", "/api/v1/payments", "payment"),
+    ("GET", "/api/v1/feed", "social"),
+    ("PUT", "/api/v1/comments/9/like", "social"),
+])
+async def test_routes_to_owning_service(rig: Rig, client: httpx.AsyncClient, method: str, path: str,
+                                        service: str) -> None:
+    response = await client.request(method, path, headers=auth(rig))
+    assert response.status_code == 200
+    assert response.json()["service"] == service
+    assert response.headers["x-upstream"] == service
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/v1/auth/signup"), ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"), ("POST", "/api/v1/auth/verify-email"),
+    ("POST", "/api/v1/auth/verify-email/resend"), ("GET", "/.well-known/jwks.json"),
+    ("GET", "/api/v1/products"), ("GET", "/api/v1/products/1"), ("GET", "/api/v1/products/1/stock"),
+])
+async def test_public_routes_need_no_token(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/products"), ("PUT", "/api/v1/products/1/stock"),
+    ("GET", "/api/v1/users/1"), ("GET", "/api/v1/orders/1"), ("GET", "/api/v1/feed"),
+])
+async def test_other_routes_need_a_token(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 401
+    assert response.json()["code"] == "missing_token"
+
+
+@pytest.mark.parametrize("path", [
+    "/internal/anything", "/internal", "/api/v2/users/me", "/nope",
+    "/api/v1/users/%2e%2e/%2e%2e/internal/x", "/api/v1/users/1%2F..%2Finternal",
+])
+async def test_unroutable_paths_are_404(rig: Rig, client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path, headers=auth(rig))
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+
+
+async def test_method_query_and_body_pass_through(rig: Rig, client: httpx.AsyncClient) -> None:
+    response = await client.patch("/api/v1/users/me?a=1&b=%20x", content=b'{"name": "Kim"}',
+                                  headers={**auth(rig), "Content-Type": "application/json"})
+    echoed = response.json()
+    assert echoed["method"] == "PATCH"
+    assert echoed["query"] == "a=1&b=%20x"
+    assert echoed["body"] == '{"name": "Kim"}'
+    assert echoed["headers"]["content-type"] == "application/json"
+
+
+async def test_request_id_is_forwarded_and_returned(rig: Rig, client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/users/me", headers={**auth(rig), "X-Request-Id": "client-req-123"})
+    assert response.headers["x-request-id"] == "client-req-123"
+    assert response.json()["headers"]["x-request-id"] == "client-req-123"
+    for insane_id in ("bad id with spaces", "x" * 300, "<script>"):
+        insane = await client.get("/api/v1/users/me", headers={**auth(rig), "X-Request-Id": insane_id})
+        assert insane.headers["x-request-id"] != insane_id
+        assert insane.json()["headers"]["x-request-id"] == insane.headers["x-request-id"]
+
+
+async def test_upstream_response_headers_come_back(rig: Rig, client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/users/me", headers=auth(rig))
+    assert response.headers["set-cookie"] == "a=b"
+    assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
+
+
+async def test_body_over_limit_is_413(rig: Rig, client: httpx.AsyncClient) -> None:
+    big = b"x" * (2 * 1024 * 1024)
+    response = await client.post("/api/v1/posts", content=big, headers=auth(rig))
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_chunked_body_over_limit_is_413(rig: Rig, client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"y" * 65536
+
+    response = await client.post("/api/v1/posts", content=chunks(), headers=auth(rig))
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_body_at_limit_passes(rig: Rig, client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/posts", content=b"z" * (1024 * 1024), headers=auth(rig))
+    assert response.status_code == 200
+    assert response.json()["body_length"] == 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def broken_rig(rig: Rig, redis_url: str) -> Iterator[ThreadedServer]:
+    """A gateway whose payment service is down and whose Redis is unreachable for one test."""
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = closed_port_url()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    yield server
+    server.stop()
+
+
+async def test_upstream_down_is_503_quickly(rig: Rig, broken_rig: ThreadedServer) -> None:
+    async with httpx.AsyncClient(base_url=broken_rig.url) as c:
+        started = time.monotonic()
+        response = await c.get("/api/v1/payments/1", headers=auth(rig))
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+    assert elapsed < 1.0
+
+
+async def test_upstream_hang_is_504_at_timeout(rig: Rig, client: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    response = await client.get("/api/v1/users/hang", headers=auth(rig))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["code"] == "upstream_timeout"
+    timeout = rig.settings.upstream_timeout_seconds
+    assert timeout - 0.2 <= elapsed < timeout + 2
+
+
+async def test_redis_down_fails_closed(rig: Rig) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    settings = gateway_settings(upstreams, f"redis://127.0.0.1:{closed_port_url().rsplit(':', 1)[1]}/0")
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            protected = await c.get("/api/v1/users/me", headers=auth(rig))
+            public = await c.get("/api/v1/products/1")
+    finally:
+        server.stop()
+    assert protected.status_code == 503
+    assert protected.json()["code"] == "upstream_unavailable"
+    assert public.status_code == 200
+
+
+def test_client_address_trusts_only_configured_proxies() -> None:
+    scope = {"client": ("10.0.0.5", 1234),
+             "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9, 10.0.0.4")]}
+    assert client_address(scope, 0) == "10.0.0.5"
+    assert client_address(scope, 1) == "10.0.0.4"
+    assert client_address(scope, 2) == "203.0.113.9"
+    assert client_address({"client": ("10.0.0.5", 1), "headers": []}, 1) == "10.0.0.5"
