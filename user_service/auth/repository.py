@@ -19,8 +19,11 @@ class AuthRepository:
     async def get_user(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
 
-    async def get_user_by_email(self, email: str) -> User | None:
-        result = await self.session.execute(select(User).where(User.email == email))
+    async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.email == email)
+        if for_update:
+            query = query.with_for_update()
+        result = await self.session.execute(query)
         return result.scalar_one_or_none()
 
     async def create_user(

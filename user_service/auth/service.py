@@ -119,7 +119,8 @@ class AuthService:
         run_after_commit(self.session, partial(self._send_code_after_resend, user.email, code))
 
     async def verify_email(self, email: str, code: str) -> None:
-        user = await self.repository.get_user_by_email(email)
+        # Locked so a double-submitted right code answers 200 twice, not 200 then invalid_code.
+        user = await self.repository.get_user_by_email(email, for_update=True)
         if user is None:
             raise InvalidCode()
         if user.email_verified:

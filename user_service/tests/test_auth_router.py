@@ -179,6 +179,16 @@ async def test_verifying_twice_is_still_200(
     assert response.json() == {"email_verified": True}
 
 
+async def test_double_submitted_right_code_is_200_twice(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    code = (await mail_sink.wait_for(email)).code
+    responses = await asyncio.gather(*(_verify(client, email, code) for _ in range(2)))
+    assert [r.status_code for r in responses] == [200, 200]
+
+
 @pytest.mark.parametrize("code", ["12345", "1234567", "12345a", "١٢٣٤٥٦", 123456])
 async def test_code_must_be_six_ascii_digits(client: httpx.AsyncClient, code: object) -> None:
     response = await client.post("/api/v1/auth/verify-email",
@@ -377,3 +387,4 @@ async def test_new_access_token_of_a_refresh_carries_the_same_session(
     _, tokens, headers = await signed_in(client, mail_sink)
     rotated = (await _refresh(client, tokens["refresh_token"])).json()
     assert identity_headers(rotated["access_token"]) == headers
+
