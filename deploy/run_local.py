@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -118,7 +118,8 @@ def configured_datastores(services: Sequence[Service]) -> Datastores:
     for service in services:
         settings = importlib.import_module(f"{service.package}.settings").get_settings()
         if (database_url := getattr(settings, "database_url", None)) is not None:
-            server = make_url(database_url).set(database=None)
+            url = make_url(database_url)  # the server only: the schema may not exist yet
+            server = URL.create(url.drivername, url.username, url.password, url.host, url.port)
             mysql[server.render_as_string(hide_password=False)] = None
         if (redis_url := getattr(settings, "redis_url", None)) is not None:
             redis[str(redis_url)] = None
@@ -387,6 +388,29 @@ def print_try_it(log: LogStream, gateway: str, sink: MailSink | None) -> None:
         log.run(f"mail: SMTP sink on {sink.host}:{sink.port} -> {sink.directory}/")
 
 
+async def race(running: Sequence[RunningService], stop_requested: asyncio.Event,
+               work: Awaitable[None] | None = None) -> RunningService | str:
+    """Whichever comes first: a service exits (returned), "stop" is asked for, or `work`
+    finishes ("ready") or times out ("timeout")."""
+    exited = asyncio.create_task(first_exit(running))
+    stopped = asyncio.create_task(stop_requested.wait())
+    worked = asyncio.ensure_future(work) if work is not None else None
+    tasks: set[asyncio.Future[Any]] = {exited, stopped}
+    if worked is not None:
+        tasks.add(worked)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    if exited in done:
+        return exited.result()
+    if stopped in done:
+        return "stop"
+    assert worked is not None
+    return "timeout" if worked.exception() is not None else "ready"
+
+
 async def supervise(log: LogStream, services: Sequence[Service], sink: MailSink | None) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -396,40 +420,41 @@ async def supervise(log: LogStream, services: Sequence[Service], sink: MailSink 
     host = "127.0.0.1"
     gateway_host = os.environ.get("GATEWAY_HOST", host)
     env = service_environment(services, sink)
+    # The services first, the gateway once they answer: it fetches user_service's JWKS at start.
+    phases = [[s for s in services if s.package != "gateway"],
+              [s for s in services if s.package == "gateway"]]
     running: list[RunningService] = []
     try:
-        for service in services:
-            bind = gateway_host if service.package == "gateway" else host
-            running.append(await start_service(log, service, host=bind, env=env))
-        log.run(f"started {len(running)} service(s); waiting for /healthz")
-
-        exited = asyncio.create_task(first_exit(running))
-        stopped = asyncio.create_task(stop_requested.wait())
-        healthy = asyncio.create_task(
-            asyncio.wait_for(wait_healthy(running, host=host), HEALTHY_TIMEOUT_SECONDS))
-        done, _ = await asyncio.wait({exited, stopped, healthy},
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if healthy in done:
-            if healthy.exception() is not None:
-                log.run(f"not every service answered /healthz within "
-                        f"{HEALTHY_TIMEOUT_SECONDS:.0f}s; stopping")
-                return 1
+        outcome: RunningService | str = "ready"
+        for phase in phases:
+            if not phase:
+                continue
+            started = [await start_service(log, s, host=gateway_host if s.package == "gateway"
+                                           else host, env=env) for s in phase]
+            running.extend(started)
+            log.run(f"started {', '.join(s.name for s in phase)}; waiting for /healthz")
+            health = asyncio.wait_for(wait_healthy(started, host=host), HEALTHY_TIMEOUT_SECONDS)
+            outcome = await race(running, stop_requested, health)
+            if outcome != "ready":
+                break
+        if outcome == "ready":
             gateway_port = next((s.port for s in services if s.package == "gateway"), None)
             gateway = f"http://{host}:{gateway_port}" if gateway_port else "(gateway not started)"
             print_try_it(log, gateway, sink)
-            done, _ = await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        healthy.cancel()
-        stopped.cancel()
-        if exited in done:
-            dead = exited.result()
-            if dead.pump is not None:
-                await dead.pump
-            log.run(f"{dead.service.name} exited on its own with code "
-                    f"{dead.process.returncode}; its last lines:")
-            for line in dead.recent:
-                log.line(dead.service.name, line)
+            outcome = await race(running, stop_requested)
+
+        if isinstance(outcome, RunningService):
+            if outcome.pump is not None:
+                await outcome.pump
+            log.run(f"{outcome.service.name} exited on its own with code "
+                    f"{outcome.process.returncode}; stopping everything. Its last lines:")
+            for line in outcome.recent:
+                log.line(outcome.service.name, line)
             return 1
-        exited.cancel()
+        if outcome == "timeout":
+            log.run(f"not every service answered /healthz within "
+                    f"{HEALTHY_TIMEOUT_SECONDS:.0f}s; stopping")
+            return 1
         log.run("stopping")
         return 0
     finally:
@@ -492,7 +517,8 @@ def main() -> None:
     DATA_DIR.mkdir(exist_ok=True)
     try:
         code = asyncio.run(run(args.services))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the services started: nothing of ours is running
+        print("run     | interrupted during set-up", flush=True)
         code = 130
     sys.exit(code)
 
