@@ -1,7 +1,9 @@
-"""Prometheus request counts and latency histograms per route template and status."""
+"""Prometheus request counts and latency histograms per route template and status, and one
+access-log line per request (carrying the request id, like every other line)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("access")
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -73,8 +77,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording)
         finally:
-            self.metrics.observe(scope["method"], self.route_of(scope), status,
-                                 time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            route = self.route_of(scope)
+            self.metrics.observe(scope["method"], route, status, elapsed)
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                    "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)})
 
 
 def install_metrics(app: FastAPI, service: str) -> RequestMetrics:

@@ -13,12 +13,16 @@ TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def test_database_url(schema: str) -> str:
-    return make_url(TEST_MYSQL_URL).set(database=f"{schema}_test").render_as_string(hide_password=False)
+def database_url_for_tests(schema: str, suffix: str = "test") -> str:
+    url = make_url(TEST_MYSQL_URL).set(database=f"{schema}_{suffix}")
+    return url.render_as_string(hide_password=False)
 
 
-def fresh_database(service_package: str, schema: str) -> str:
-    """Drop the test schema and build it by running the service's Alembic chain (never create_all)."""
-    url = test_database_url(schema)
+def fresh_database(service_package: str, schema: str, suffix: str = "test") -> str:
+    """Drop the test schema and build it by running the service's Alembic chain (never create_all).
+
+    `suffix` keeps suites apart: the end-to-end system and a service's own tests never share rows.
+    """
+    url = database_url_for_tests(schema, suffix)
     upgrade(service_package, url, drop_first=True)
     return url

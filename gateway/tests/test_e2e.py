@@ -1,0 +1,310 @@
+"""The whole account flow through the real gateway and the real user_service, each its own
+uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.testing.datastores import fresh_database
+from shared.testing.mail import MailSink
+from shared.testing.net import ServiceProcess
+
+PASSWORD = "correct horse battery"
+DB_SERVICES = ("user", "product", "order", "payment", "stock", "social")
+
+
+@dataclass
+class System:
+    gateway: ServiceProcess
+    services: dict[str, ServiceProcess]
+    mail: MailSink
+
+    def log(self, name: str) -> str:
+        process = self.gateway if name == "gateway" else self.services[name]
+        return process.log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def system(
+    mail_sink: MailSink, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
+    services: dict[str, ServiceProcess] = {}
+    for name in DB_SERVICES:
+        prefix = name.upper()
+        env = {**common,
+               f"{prefix}_DATABASE_URL": fresh_database(f"{name}_service", f"preorder_{name}", "e2e"),
+               f"{prefix}_REDIS_URL": redis_url}
+        if name == "user":
+            env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
+                        "USER_JWT_KEY_DIR": str(logs / "keys")})
+        services[name] = ServiceProcess(name, f"{name}_service.app:create_app", env=env, log_dir=logs)
+    for process in services.values():
+        process.start()
+    gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
+                   **{f"GATEWAY_{n.upper()}_SERVICE_URL": p.url for n, p in services.items()}}
+    gateway = ServiceProcess("gateway", "gateway.app:create_app", env=gateway_env, log_dir=logs)
+    try:
+        for process in services.values():
+            process.wait_healthy()
+        gateway.start().wait_healthy()
+        yield System(gateway, services, mail_sink)
+    finally:
+        gateway.stop()
+        for process in services.values():
+            process.stop()
+
+
+@pytest.fixture
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as client:
+        yield client
+
+
+def new_email() -> str:
+    return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def signed_up(api: httpx.AsyncClient, mail: MailSink, *, name: str = "Kim") -> str:
+    email = new_email()
+    response = await api.post("/api/v1/auth/signup",
+                              json={"email": email, "password": PASSWORD, "name": name})
+    assert response.status_code == 201, response.text
+    code = (await mail.wait_for(email)).code
+    verified = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert verified.status_code == 200, verified.text
+    return email
+
+
+async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await api.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:
+    response = await api.get("/readyz")
+    assert response.status_code == 200, response.text
+
+
+async def test_full_account_flow(api: httpx.AsyncClient, system: System) -> None:
+    email = new_email()
+    signup = await api.post("/api/v1/auth/signup", json={
+        "email": email, "password": PASSWORD, "name": "Kim", "greeting": "hi"})
+    assert signup.status_code == 201
+    profile = signup.json()
+    assert profile["email"] == email
+    assert profile["email_verified"] is False
+    assert profile["created_at"].endswith("Z")
+    assert set(profile) == {"id", "email", "name", "greeting", "profile_image_url", "email_verified",
+                            "created_at"}
+
+    unverified = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert_problem(unverified, 403, "email_not_verified")
+
+    code = (await system.mail.wait_for(email)).code
+    verified = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert verified.json() == {"email_verified": True}
+
+    tokens = await login(api, email)
+    assert tokens["token_type"] == "bearer"
+    assert tokens["expires_in"] > 0
+
+    me = await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200
+    assert me.json()["email_verified"] is True
+
+    patched = await api.patch("/api/v1/users/me", headers=bearer(tokens["access_token"]),
+                              json={"name": "Kim Minji", "profile_image_url": "https://img.example/k.png"})
+    assert patched.status_code == 200
+    assert patched.json()["name"] == "Kim Minji"
+    public = await api.get(f"/api/v1/users/{profile['id']}", headers=bearer(tokens["access_token"]))
+    assert public.json() == {"id": profile["id"], "name": "Kim Minji", "greeting": "hi",
+                             "profile_image_url": "https://img.example/k.png"}
+
+    refreshed = await api.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 200
+    new_tokens = refreshed.json()
+    assert new_tokens["refresh_token"] != tokens["refresh_token"]
+    me_again = await api.get("/api/v1/users/me", headers=bearer(new_tokens["access_token"]))
+    assert me_again.status_code == 200
+
+    logout = await api.post("/api/v1/auth/logout", headers=bearer(new_tokens["access_token"]))
+    assert logout.status_code == 204
+    after = await api.get("/api/v1/users/me", headers=bearer(new_tokens["access_token"]))
+    assert_problem(after, 401, "token_revoked")
+    dead_refresh = await api.post("/api/v1/auth/refresh", json={"refresh_token": new_tokens["refresh_token"]})
+    assert dead_refresh.status_code == 401
+
+
+async def test_refresh_token_reuse_revokes_the_session(api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    tokens = await login(api, email)
+    first = await api.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert first.status_code == 200
+    reuse = await api.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert reuse.status_code == 401
+    # The thief's use revoked the whole family: the legitimate rotated pair is dead too.
+    rotated = first.json()
+    assert (await api.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+            ).status_code == 401
+    assert_problem(await api.get("/api/v1/users/me", headers=bearer(rotated["access_token"])),
+                   401, "token_revoked")
+
+
+async def test_password_change_revokes_other_sessions(api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    phone = await login(api, email)
+    laptop = await login(api, email)
+    changed = await api.put("/api/v1/users/me/password", headers=bearer(laptop["access_token"]),
+                            json={"current_password": PASSWORD, "new_password": "a brand new secret"})
+    assert changed.status_code == 204
+    assert_problem(await api.get("/api/v1/users/me", headers=bearer(phone["access_token"])),
+                   401, "token_revoked")
+    assert (await api.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
+            ).status_code == 401
+    assert (await api.get("/api/v1/users/me", headers=bearer(laptop["access_token"]))).status_code == 200
+    old = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert_problem(old, 401, "invalid_credentials")
+    await login(api, email, "a brand new secret")
+
+
+async def test_signup_conflicts_and_validation(api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    again = await api.post("/api/v1/auth/signup",
+                           json={"email": email.upper(), "password": PASSWORD, "name": "X"})
+    assert_problem(again, 409, "email_taken")
+    short = await api.post("/api/v1/auth/signup",
+                           json={"email": new_email(), "password": "short", "name": "X"})
+    assert_problem(short, 422, "validation_error")
+    assert short.json()["errors"]
+    malformed = await api.post("/api/v1/auth/signup", content=b'{"email": ',
+                               headers={"Content-Type": "application/json"})
+    assert_problem(malformed, 422, "validation_error")
+    wrong_type = await api.post("/api/v1/auth/login", json={"email": ["a"], "password": 5})
+    assert_problem(wrong_type, 422, "validation_error")
+
+
+async def test_verification_code_errors(api: httpx.AsyncClient, system: System) -> None:
+    email = new_email()
+    await api.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD, "name": "V"})
+    code = (await system.mail.wait_for(email)).code
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        assert_problem(await api.post("/api/v1/auth/verify-email", json={"email": email, "code": wrong}),
+                       422, "invalid_code")
+    locked = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert_problem(locked, 429, "too_many_attempts")
+    assert int(locked.headers["retry-after"]) > 0
+
+
+async def test_resend_does_not_reveal_accounts(api: httpx.AsyncClient) -> None:
+    unknown = await api.post("/api/v1/auth/verify-email/resend", json={"email": new_email()})
+    assert unknown.status_code == 202
+
+
+async def test_login_failures_are_throttled_per_email(api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    unknown = await api.post("/api/v1/auth/login", json={"email": new_email(), "password": PASSWORD})
+    wrong = await api.post("/api/v1/auth/login", json={"email": email, "password": "not the password"})
+    assert_problem(unknown, 401, "invalid_credentials")
+    assert_problem(wrong, 401, "invalid_credentials")
+    assert unknown.json()["detail"] == wrong.json()["detail"]
+    for _ in range(9):
+        await api.post("/api/v1/auth/login", json={"email": email, "password": "not the password"})
+    throttled = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert_problem(throttled, 429, "too_many_attempts")
+    assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClient, system: System) -> None:
+    alice = await login(api, await signed_up(api, system.mail, name="Alice"))
+    bob = await login(api, await signed_up(api, system.mail, name="Bob"))
+    bob_id = (await api.get("/api/v1/users/me", headers=bearer(bob["access_token"]))).json()["id"]
+
+    spoofed = {**bearer(alice["access_token"]), "X-User-Id": str(bob_id)}
+    me = await api.get("/api/v1/users/me", headers=spoofed)
+    assert me.json()["name"] == "Alice"
+    await api.patch("/api/v1/users/me", headers=spoofed, json={"name": "Mallory"})
+    bob_public = await api.get(f"/api/v1/users/{bob_id}", headers=bearer(alice["access_token"]))
+    assert bob_public.json()["name"] == "Bob"
+    assert "email" not in bob_public.json()
+
+    no_token = await api.get("/api/v1/users/me", headers={"X-User-Id": str(bob_id)})
+    assert_problem(no_token, 401, "missing_token")
+    # Alice changing "her" password with Bob's id in a header changes only Alice's.
+    await api.put("/api/v1/users/me/password", headers=spoofed,
+                  json={"current_password": PASSWORD, "new_password": "alice's new secret"})
+    bob_me = await api.get("/api/v1/users/me", headers=bearer(bob["access_token"]))
+    assert bob_me.status_code == 200
+
+
+async def test_unknown_user_is_404(api: httpx.AsyncClient, system: System) -> None:
+    tokens = await login(api, await signed_up(api, system.mail))
+    assert_problem(await api.get("/api/v1/users/999999999", headers=bearer(tokens["access_token"])),
+                   404, "not_found")
+    assert_problem(await api.get("/api/v1/users/abc", headers=bearer(tokens["access_token"])),
+                   422, "validation_error")
+
+
+async def test_request_id_reaches_every_service_log(api: httpx.AsyncClient, system: System) -> None:
+    request_id = f"e2e-{uuid.uuid4().hex}"
+    response = await api.post("/api/v1/auth/login", headers={"X-Request-Id": request_id},
+                              json={"email": new_email(), "password": PASSWORD})
+    assert response.headers["x-request-id"] == request_id
+    assert response.json()["request_id"] == request_id
+    for _ in range(50):
+        if request_id in system.log("gateway") and request_id in system.log("user"):
+            break
+        await asyncio.sleep(0.05)
+    assert request_id in system.log("gateway")
+    assert request_id in system.log("user")
+
+
+async def test_jwks_is_public(api: httpx.AsyncClient) -> None:
+    response = await api.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    assert keys
+    assert all(key["alg"] == "EdDSA" and "d" not in key for key in keys)
+
+
+async def test_merged_openapi_lists_user_routes(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    assert "/api/v1/auth/signup" in document["paths"]
+    assert "/api/v1/users/me" in document["paths"]
+    assert not [path for path in document["paths"] if path.startswith("/internal")]
+    assert "security" not in document["paths"]["/api/v1/auth/login"]["post"]
+    assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearer": []}]
+
+
+def test_logs_are_json(system: System) -> None:
+    import json
+
+    lines = [line for line in system.log("user").splitlines() if line.startswith("{")]
+    assert lines
+    assert all("service" in json.loads(line) for line in lines)
+    assert Path(system.gateway.log_path).exists()
