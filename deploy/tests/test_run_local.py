@@ -1,0 +1,66 @@
+"""The pieces of `make run` that decide what to start and how the services find each other."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from deploy.mail_sink import MailSink
+from deploy.run_local import LogStream, _is_loopback, _services, configured_datastores, service_environment
+
+
+def test_the_seven_apps_on_their_fixed_ports() -> None:
+    assert {s.package: s.port for s in _services()} == {
+        "gateway": 8000, "user_service": 8001, "product_service": 8002, "order_service": 8003,
+        "payment_service": 8004, "stock_service": 8005, "social_service": 8006,
+    }
+
+
+def test_datastores_come_from_the_services_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCT_DATABASE_URL", "mysql+asyncmy://me:pw@127.0.0.1:3307/preorder_product")
+    product = [s for s in _services() if s.package == "product_service"]
+    from product_service.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        stores = configured_datastores(product)
+    finally:
+        get_settings.cache_clear()
+    # The server without the schema: SELECT 1 must work before migrations create it.
+    assert stores.mysql_servers == ("mysql+asyncmy://me:pw@127.0.0.1:3307",)
+    assert stores.redis_urls == ("redis://127.0.0.1:6379/0",)
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    ("mysql+asyncmy://root@127.0.0.1:3306", True),
+    ("mysql+asyncmy://root@localhost", True),
+    ("redis://127.0.0.1:6379/0", True),
+    ("redis://[::1]:6379/0", True),
+    ("mysql+asyncmy://svc:pw@db.internal:3306", False),
+    ("redis://10.0.0.5:6379/0", False),
+])
+def test_only_loopback_datastores_are_started_locally(url: str, local: bool) -> None:
+    assert _is_loopback(url) is local
+
+
+async def test_services_get_the_sink_and_each_others_addresses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_STOCK_SERVICE_URL", "http://127.0.0.1:9005")
+    async with MailSink(tmp_path, port=0) as sink:
+        env = service_environment(_services(), sink)
+    assert env["SMTP_HOST"] == "127.0.0.1"
+    assert env["SMTP_PORT"] == str(sink.port)
+    assert env["SMTP_STARTTLS"] == "false"
+    assert env["GATEWAY_USER_SERVICE_URL"] == "http://127.0.0.1:8001"
+    assert env["GATEWAY_STOCK_SERVICE_URL"] == "http://127.0.0.1:9005"  # the caller's wins
+
+
+def test_log_lines_carry_a_fixed_width_prefix() -> None:
+    out = io.StringIO()
+    log = LogStream(out)
+    log.line("user", "started")
+    log.line("gateway", "ready")
+    assert out.getvalue() == "user    | started\ngateway | ready\n"
