@@ -120,7 +120,7 @@ class MailSink:
 
 async def _serve(host: str, port: int, directory: Path) -> None:
     async with MailSink(directory, host=host, port=port) as sink:
-        print(f"mail sink listening on {sink.host}:{sink.port}, writing to {directory}/", flush=True)
+        print(f"mail sink on {sink.host}:{sink.port}, writing to {directory}/", flush=True)
         await asyncio.Event().wait()
 
 

@@ -64,7 +64,7 @@ class Service:
         return f"{self.package}.app:create_app"
 
 
-def _services() -> tuple[Service, ...]:
+def all_services() -> tuple[Service, ...]:
     return (
         Service("gateway", "gateway", int(os.environ.get("GATEWAY_PORT", "8000")),
                 has_database=False),
@@ -155,7 +155,7 @@ async def unreachable(stores: Datastores) -> Datastores:
     return Datastores(tuple(mysql), tuple(redis))
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname
     if host in (None, "", "localhost"):
         return True
@@ -201,7 +201,7 @@ async def ensure_datastores(log: LogStream, stores: Datastores) -> None:
     if not missing.mysql_servers and not missing.redis_urls:
         log.run("datastores: MySQL and Redis already answer (SELECT 1, PING); using them")
         return
-    remote = [u for u in (*missing.mysql_servers, *missing.redis_urls) if not _is_loopback(u)]
+    remote = [u for u in (*missing.mysql_servers, *missing.redis_urls) if not is_loopback(u)]
     if remote:
         raise SetupError(f"cannot reach {', '.join(_redact(u) for u in remote)}; "
                          "it is not on this machine, so nothing is started for it")
@@ -225,7 +225,8 @@ async def ensure_datastores(log: LogStream, stores: Datastores) -> None:
             for url in missing.redis_urls:
                 await poll_until(partial(redis_answers, url))
     except TimeoutError:
-        raise SetupError(f"MySQL/Redis did not answer within {DATASTORE_TIMEOUT_SECONDS:.0f}s") from None
+        raise SetupError(
+            f"MySQL/Redis did not answer within {DATASTORE_TIMEOUT_SECONDS:.0f}s") from None
     log.run("datastores: MySQL and Redis answer")
 
 
@@ -483,7 +484,7 @@ async def start_mail_sink(log: LogStream) -> MailSink | None:
 
 async def run(service_names: Sequence[str]) -> int:
     log = LogStream(sys.stdout)
-    services = [s for s in _services() if not service_names or s.name in service_names
+    services = [s for s in all_services() if not service_names or s.name in service_names
                 or s.package in service_names]
     database_services = [s.package for s in services if s.has_database]
     sink: MailSink | None = None
@@ -506,11 +507,11 @@ async def run(service_names: Sequence[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    names = [s.name for s in _services()]
+    names = [s.name for s in all_services()]
     parser.add_argument("services", nargs="*", metavar="SERVICE",
                         help=f"start only these ({', '.join(names)}); default: all")
     args = parser.parse_args()
-    unknown = set(args.services) - set(names) - {s.package for s in _services()}
+    unknown = set(args.services) - set(names) - {s.package for s in all_services()}
     if unknown:
         parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
     os.chdir(REPO_ROOT)

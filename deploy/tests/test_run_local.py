@@ -8,19 +8,26 @@ from pathlib import Path
 import pytest
 
 from deploy.mail_sink import MailSink
-from deploy.run_local import LogStream, _is_loopback, _services, configured_datastores, service_environment
+from deploy.run_local import (
+    LogStream,
+    all_services,
+    configured_datastores,
+    is_loopback,
+    service_environment,
+)
 
 
 def test_the_seven_apps_on_their_fixed_ports() -> None:
-    assert {s.package: s.port for s in _services()} == {
+    assert {s.package: s.port for s in all_services()} == {
         "gateway": 8000, "user_service": 8001, "product_service": 8002, "order_service": 8003,
         "payment_service": 8004, "stock_service": 8005, "social_service": 8006,
     }
 
 
 def test_datastores_come_from_the_services_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRODUCT_DATABASE_URL", "mysql+asyncmy://me:pw@127.0.0.1:3307/preorder_product")
-    product = [s for s in _services() if s.package == "product_service"]
+    monkeypatch.setenv("PRODUCT_DATABASE_URL",
+                       "mysql+asyncmy://me:pw@127.0.0.1:3307/preorder_product")
+    product = [s for s in all_services() if s.package == "product_service"]
     from product_service.settings import get_settings
 
     get_settings.cache_clear()
@@ -42,7 +49,7 @@ def test_datastores_come_from_the_services_settings(monkeypatch: pytest.MonkeyPa
     ("redis://10.0.0.5:6379/0", False),
 ])
 def test_only_loopback_datastores_are_started_locally(url: str, local: bool) -> None:
-    assert _is_loopback(url) is local
+    assert is_loopback(url) is local
 
 
 async def test_services_get_the_sink_and_each_others_addresses(
@@ -50,7 +57,7 @@ async def test_services_get_the_sink_and_each_others_addresses(
 ) -> None:
     monkeypatch.setenv("GATEWAY_STOCK_SERVICE_URL", "http://127.0.0.1:9005")
     async with MailSink(tmp_path, port=0) as sink:
-        env = service_environment(_services(), sink)
+        env = service_environment(all_services(), sink)
     assert env["SMTP_HOST"] == "127.0.0.1"
     assert env["SMTP_PORT"] == str(sink.port)
     assert env["SMTP_STARTTLS"] == "false"
