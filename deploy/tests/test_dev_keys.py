@@ -1,0 +1,28 @@
+"""`make keys` writes one Ed25519 signing key into .env, in a form compose reads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from deploy.dev_keys import VARIABLE, ensure_key
+
+
+def test_a_key_is_written_once_and_then_kept(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("LOG_LEVEL=DEBUG")
+
+    assert ensure_key(env_file) is True
+    first = env_file.read_text()
+    assert ensure_key(env_file) is False
+    assert env_file.read_text() == first
+    assert env_file.stat().st_mode & 0o077 == 0
+
+    lines = first.splitlines()
+    assert lines[0] == "LOG_LEVEL=DEBUG"
+    name, quoted = lines[1].split("=", 1)
+    assert name == VARIABLE
+    pem = quoted.strip('"').replace("\\n", "\n")  # what compose's .env reader does
+    assert isinstance(load_pem_private_key(pem.encode(), password=None), Ed25519PrivateKey)
