@@ -44,7 +44,13 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # uvicorn installs its own handlers; route its lines through ours so every line is JSON.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
+        logger.setLevel(logging.NOTSET)
         logger.propagate = True
+    # shared.metrics writes the access line (with route, duration and request id); uvicorn's own
+    # would be a second, plain one. uvicorn logs access lines only when this logger has handlers.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False

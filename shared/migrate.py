@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -45,6 +46,9 @@ async def ensure_database(database_url: str, *, drop_first: bool = False) -> Non
 
 def upgrade(service_package: str, database_url: str, *, drop_first: bool = False) -> None:
     """Synchronous on purpose: Alembic's env.py runs its own event loop."""
+    # DDL makes MariaDB send notes ("database exists", "name ignored for PRIMARY key") that
+    # asyncmy logs as warnings; they are expected here and would only bury real output.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     asyncio.run(ensure_database(database_url, drop_first=drop_first))
     command.upgrade(alembic_config(service_package, database_url), "head")
 

@@ -11,7 +11,8 @@ Environment = Literal["development", "test", "production"]
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # An empty variable (SMTP_USERNAME= in a compose file) means "not set", not "the empty string".
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
     # Shared by every process of one deployment, so it is read without the service's prefix.
     environment: Environment = Field(
@@ -24,6 +25,8 @@ class ServiceSettings(BaseSettings):
 
 
 class DatabaseSettingsMixin(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
     database_url: str
     database_pool_size: int = 20
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -10,9 +11,13 @@ import uuid
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
-from gateway.tests.conftest import Rig, make_token
+from gateway.app import create_app
+from gateway.auth import Identity, JwksCache, VerifiedTokens, parse_jwks
+from gateway.tests.conftest import KeyRing, Rig, echo_app, gateway_settings, make_token
+from shared.testing.net import ThreadedServer, free_port
 
 ME = "/api/v1/users/me"
 
@@ -81,8 +86,6 @@ async def test_tampered_payload_is_refused(rig: Rig, client: httpx.AsyncClient) 
 
 
 async def test_key_not_in_jwks_is_refused(client: httpx.AsyncClient) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     stranger = Ed25519PrivateKey.generate()
     await expect_401(client, make_token(stranger, kid="nobody-knows"), "invalid_token")
     # Same kid as a real key, wrong private key: signature check fails.
@@ -122,3 +125,64 @@ async def test_revoked_session_is_refused(rig: Rig, client: httpx.AsyncClient, r
     assert ok.status_code == 200
     await redis.set(f"auth:revoked-session:{sid}", "1", ex=60)
     await expect_401(client, token, "token_revoked")
+
+
+async def test_cached_token_still_expires(rig: Rig, client: httpx.AsyncClient) -> None:
+    # Valid only thanks to the leeway, for about one more second: the first request caches it.
+    leeway = rig.settings.jwt_leeway_seconds
+    token = rig.token(expires_in=1 - leeway)
+    assert (await client.get(ME, headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    await asyncio.sleep(1.3)
+    await expect_401(client, token, "token_expired")
+
+
+def test_verified_token_cache_is_bounded_and_honours_expiry() -> None:
+    cache = VerifiedTokens(max_entries=2)
+    cache.put("a", Identity(1, "s" * 32, expires_at=100.0))
+    cache.put("b", Identity(2, "s" * 32, expires_at=100.0))
+    cache.put("c", Identity(3, "s" * 32, expires_at=100.0))
+    assert cache.get("a", now=50.0) is None  # oldest evicted
+    identity = cache.get("b", now=50.0)
+    assert identity is not None
+    assert identity.user_id == 2
+    assert cache.get("b", now=100.0) is None  # expired
+
+
+def test_withdrawn_key_clears_verified_tokens() -> None:
+    ring = KeyRing()
+    ring.add("k1")
+    ring.add("k2")
+    jwks = JwksCache("http://127.0.0.1:9/jwks", None, refetch_interval=0)  # type: ignore[arg-type]
+    jwks.keys = parse_jwks(ring.jwks())
+    cleared: list[bool] = []
+    jwks.on_key_removed.append(lambda: cleared.append(True))
+    del ring.keys["k1"]
+    new_keys = parse_jwks(ring.jwks())
+    assert set(new_keys) == {"k2"}
+    jwks.apply(new_keys)
+    assert cleared == [True]
+
+
+async def test_gateway_started_before_user_service_picks_keys_up_soon(rig: Rig, redis_url: str) -> None:
+    """The first JWKS fetch fails (user_service not up yet); the first token after it is up works
+    within about a second, not after the full refetch interval."""
+    user_port = free_port()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["user"] = f"http://127.0.0.1:{user_port}"
+    settings = gateway_settings(upstreams, redis_url, jwks_refetch_interval_seconds=30.0)
+    gateway = ThreadedServer(create_app(settings)).start()
+    user = ThreadedServer(echo_app("user", rig.ring), port=user_port).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as c:
+            headers = {"Authorization": f"Bearer {rig.token()}"}
+            statuses = []
+            for _ in range(30):
+                statuses.append((await c.get(ME, headers=headers)).status_code)
+                if statuses[-1] == 200:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        user.stop()
+        gateway.stop()
+    assert statuses[-1] == 200
+    assert len(statuses) <= 15
