@@ -133,11 +133,52 @@ def parse_jwks(document: Any) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
+class RevocationList:
+    """Asks Redis whether sessions are revoked, one MGET for all requests waiting at that moment.
+
+    Each request still gets an answer read after it asked (a logout that finished before the
+    request is always seen); concurrent requests just share the round trip and its parsing.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def is_revoked(self, session_id: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(session_id, []).append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        self._flush_scheduled = False
+        session_ids = list(batch)
+        try:
+            found = await self.redis.mget([REVOKED_SESSION_KEY.format(sid=s) for s in session_ids])
+        except Exception as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for session_id, value in zip(session_ids, found, strict=True):
+            for future in batch[session_id]:
+                if not future.done():
+                    future.set_result(value is not None)
+
+
 class TokenVerifier:
     def __init__(self, jwks: JwksCache, redis: Redis, *, issuer: str, audience: str,
                  leeway: int) -> None:
         self.jwks = jwks
-        self.redis = redis
+        self.revocations = RevocationList(redis)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
@@ -157,7 +198,7 @@ class TokenVerifier:
         if identity is None:
             identity = await self._decode(token)
             self.verified.put(token, identity)
-        if await self.redis.exists(REVOKED_SESSION_KEY.format(sid=identity.session_id)):
+        if await self.revocations.is_revoked(identity.session_id):
             raise TokenRejected("token_revoked", "The access token has been revoked.")
         return identity
 

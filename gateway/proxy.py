@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
 from gateway.auth import Identity, JwksCache, TokenRejected, TokenVerifier
@@ -43,6 +43,7 @@ PROBLEM_TITLES = {
     401: "Authentication required",
     404: "Not found",
     413: "Payload too large",
+    500: "Internal server error",
     502: "Bad gateway",
     503: "Service unavailable",
     504: "Gateway timeout",
@@ -175,7 +176,22 @@ class Proxy:
             await self.app(scope, receive, send)
             return
         scope["gateway.route"] = match.route.pattern
-        await self.forward(scope, receive, send, match.route.service, match.public)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.forward(scope, receive, tracking_send, match.route.service, match.public)
+        except Exception:
+            # The proxy runs in front of FastAPI's error handling, so it answers for itself:
+            # a problem+json 500 with the request id, never a bare traceback page.
+            logger.exception("proxy failure")
+            if started:
+                raise
+            await send_problem(send, 500, "internal_error", "The gateway could not complete the request.")
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
                       public: bool) -> None:

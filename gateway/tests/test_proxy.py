@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.types import Message
 
 from gateway.app import create_app
-from gateway.proxy import client_address
+from gateway.proxy import GatewayRuntime, Proxy, client_address
+from gateway.routes import Route, RouteTable
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
 from shared.testing.net import ThreadedServer
 
@@ -190,3 +194,24 @@ def test_client_address_trusts_only_configured_proxies() -> None:
     assert client_address(scope, 1) == "10.0.0.4"
     assert client_address(scope, 2) == "203.0.113.9"
     assert client_address({"client": ("10.0.0.5", 1), "headers": []}, 1) == "10.0.0.5"
+
+
+async def test_unexpected_failure_is_a_problem_500(redis_url: str) -> None:
+    """The proxy sits in front of FastAPI's handlers, so it must render its own failures."""
+    table = RouteTable((Route("/api/v1/ghost", "ghost", frozenset({"GET"})),))
+    runtime = GatewayRuntime(gateway_settings({}, redis_url), table)
+    proxy = Proxy(Starlette(), runtime=runtime)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/api/v1/ghost", "raw_path": b"/api/v1/ghost",
+             "query_string": b"", "headers": [], "client": ("127.0.0.1", 1)}
+    await proxy(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert (b"content-type", b"application/problem+json") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["code"] == "internal_error"
