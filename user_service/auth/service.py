@@ -181,29 +181,27 @@ class AuthService:
     # Login, tokens, logout
 
     async def login(self, email: str, password: str, *, client_ip: str) -> TokenPair:
-        failures = await self.throttle.read(email, client_ip)
-        if self.throttle.email_blocked(failures):
+        attempt = await self.throttle.count_attempt(email)
+        if attempt.blocked:
             # Refused before the password is even checked: guessing this account is paused.
             raise TooManyAttempts(
-                "Too many failed logins for this account.",
-                retry_after=failures.email.retry_after,
+                "Too many failed logins for this account.", retry_after=attempt.retry_after
             )
         user = await self.repository.get_user_by_email(email)
         # Verified against a dummy hash for unknown emails: equal timing, no enumeration.
         valid = await self.passwords.verify(password, user.password_hash if user else None)
         if user is None or not valid:
-            await self.throttle.record_failure(email, client_ip)
-            if self.throttle.ip_blocked(failures):
+            address = await self.throttle.count_address_failure(client_ip)
+            if address.blocked:
                 raise TooManyAttempts(
                     "Too many failed logins from this address.",
-                    retry_after=failures.ip.retry_after,
+                    retry_after=address.retry_after,
                 )
             raise InvalidCredentials()
         # A right password is never throttled: a crowd behind one NAT must still get in.
+        await self.throttle.clear_email(email)
         if not user.email_verified:
             raise EmailNotVerified("Verify your email address before signing in.")
-        if failures.email.failures:
-            await self.throttle.clear_email(email)
         session_id = secrets.token_hex(16)
         await self.repository.create_session(session_id=session_id, user_id=user.id)
         return await self._issue_tokens(user_id=user.id, session_id=session_id)

@@ -1,7 +1,12 @@
 """Failed-login counters in Redis: per email (protects one account) and per client address.
 
-Each counter lives in a fixed window that opens with its first failure and closes
+Each counter lives in a fixed window that opens with its first count and closes
 `login_failure_window_seconds` later; Retry-After is the time left in that window.
+
+An attempt on an account is counted before its password is checked, in the same atomic step
+that decides whether it may be checked at all, so a burst of concurrent guesses cannot all
+slip in under the limit; a right password then clears the account's count. The address
+counter only ever counts failures: a right password is never refused for its address.
 """
 
 from __future__ import annotations
@@ -16,26 +21,23 @@ IP_FAILURES_KEY = "auth:login-fail:ip:{ip}"
 
 # INCR and EXPIRE in one script, so a counter can never be left without an expiry
 # (which would lock an account out for good). The TTL check repairs such a key too.
-_RECORD_FAILURE = """
-for i, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 or redis.call('TTL', key) < 0 then
-    redis.call('EXPIRE', key, ARGV[1])
-  end
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
 end
-return 0
+return {count, ttl}
 """
 
 
 @dataclass(frozen=True)
-class Counter:
-    failures: int
+class Count:
+    """A counter just after it was incremented; `blocked` if it went past its limit."""
+
+    blocked: bool
     retry_after: int
-
-
-@dataclass(frozen=True)
-class LoginFailures:
-    email: Counter
-    ip: Counter
 
 
 def email_failures_key(email: str) -> str:
@@ -60,36 +62,18 @@ class LoginThrottle:
         self.max_failures_per_email = max_failures_per_email
         self.max_failures_per_ip = max_failures_per_ip
         self.window_seconds = window_seconds
-        self._record_failure = redis.register_script(_RECORD_FAILURE)
+        self._count = redis.register_script(_COUNT)
 
-    async def read(self, email: str, ip: str) -> LoginFailures:
-        """Both counters in one round trip."""
-        email_key, ip_key = email_failures_key(email), ip_failures_key(ip)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(email_key)
-            pipe.ttl(email_key)
-            pipe.get(ip_key)
-            pipe.ttl(ip_key)
-            email_count, email_ttl, ip_count, ip_ttl = await pipe.execute()
-        return LoginFailures(
-            email=self._counter(email_count, email_ttl), ip=self._counter(ip_count, ip_ttl)
-        )
+    async def _increment(self, key: str, limit: int) -> Count:
+        count, ttl = await self._count(keys=[key], args=[self.window_seconds])
+        return Count(blocked=int(count) > limit, retry_after=int(ttl))
 
-    def _counter(self, count: str | None, ttl: int) -> Counter:
-        return Counter(
-            failures=int(count or 0), retry_after=ttl if ttl > 0 else self.window_seconds
-        )
+    async def count_attempt(self, email: str) -> Count:
+        """Counts a password check on the account; blocked once the limit's failures are in."""
+        return await self._increment(email_failures_key(email), self.max_failures_per_email)
 
-    def email_blocked(self, failures: LoginFailures) -> bool:
-        return failures.email.failures >= self.max_failures_per_email
-
-    def ip_blocked(self, failures: LoginFailures) -> bool:
-        return failures.ip.failures >= self.max_failures_per_ip
-
-    async def record_failure(self, email: str, ip: str) -> None:
-        await self._record_failure(
-            keys=[email_failures_key(email), ip_failures_key(ip)], args=[self.window_seconds]
-        )
+    async def count_address_failure(self, ip: str) -> Count:
+        return await self._increment(ip_failures_key(ip), self.max_failures_per_ip)
 
     async def clear_email(self, email: str) -> None:
         await self._redis.delete(email_failures_key(email))

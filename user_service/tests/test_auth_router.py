@@ -273,6 +273,25 @@ async def test_ten_failures_lock_the_account_even_for_the_right_password(
     assert 0 < int(locked.headers["Retry-After"]) <= 900
 
 
+async def test_concurrent_wrong_passwords_cannot_outrun_the_account_lock(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # Every guess is admitted or refused atomically: a burst of guesses sent at once must
+    # not all be checked against the password before any of them is counted.
+    email = await verified_account(client, mail_sink)
+    responses = await asyncio.gather(
+        *(login(client, email, f"guess {n}", ip=unique_ip()) for n in range(30))
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) == 10, statuses
+    assert statuses.count(429) == 20, statuses
+    for response in responses:
+        if response.status_code == 429:
+            assert_problem(response, 429, "too_many_attempts")
+            assert 0 < int(response.headers["Retry-After"]) <= 900
+    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+
+
 async def test_success_clears_the_account_failures(
     client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
 ) -> None:
