@@ -15,7 +15,7 @@ help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
 	@echo "make test   - the whole test suite against real MariaDB and Redis"
 	@echo "make lint   - ruff and mypy --strict"
-	@echo "make bench  - gateway vs direct throughput (needs 'make run' in another terminal)"
+	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
 	@echo "make keys   - write a development JWT signing key into .env for docker compose"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Container entry point for every app: `entrypoint.sh <package> <port>`.
 # A database service applies its own Alembic chain first; then uvicorn replaces this shell (exec),
-# so the app runs as PID 1 and receives docker's SIGTERM itself.
+# so the app runs as PID 1 and receives docker's SIGTERM itself. --no-proxy-headers: the gateway
+# resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT); uvicorn must not rewrite them.
 set -eu
 
 service="$1"
@@ -12,4 +13,4 @@ if [ "$service" != "gateway" ]; then
 fi
 
 exec python -m uvicorn --factory "${service}.app:create_app" \
-    --host 0.0.0.0 --port "$port" --no-access-log --timeout-graceful-shutdown 10
+    --host 0.0.0.0 --port "$port" --no-access-log --no-proxy-headers --timeout-graceful-shutdown 10

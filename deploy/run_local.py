@@ -292,6 +292,9 @@ async def start_service(log: LogStream, service: Service, *, host: str,
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "uvicorn", "--factory", service.app, "--host", host,
         "--port", str(service.port), "--no-access-log", "--timeout-graceful-shutdown", "5",
+        # uvicorn would otherwise believe X-Forwarded-For from loopback peers; the gateway
+        # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT).
+        "--no-proxy-headers",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=dict(env),
         # A process group of its own: Ctrl-C reaches only this runner, which stops the services.
