@@ -20,8 +20,9 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    # Stored lower-cased, so the unique index is the one authority on "email taken".
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    # Stored lower-cased and compared byte for byte (no accent folding), so the unique index
+    # is the one authority on "email taken" and agrees with the throttle's per-address keys.
+    email: Mapped[str] = mapped_column(String(254, collation="utf8mb4_bin"), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     name: Mapped[str] = mapped_column(String(100))
     greeting: Mapped[str | None] = mapped_column(String(500))

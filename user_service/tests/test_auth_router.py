@@ -330,6 +330,40 @@ async def test_login_body_is_validated(client: httpx.AsyncClient) -> None:
                    422, "validation_error")
 
 
+def _accented(email: str) -> str:
+    """The same address to an accent-insensitive collation; another mailbox to everyone else."""
+    assert email.startswith("user-")
+    return "us\u00e9r-" + email.removeprefix("user-")
+
+
+async def test_a_locked_account_cannot_be_entered_through_an_accented_spelling(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = await verified_account(client, mail_sink)
+    for _ in range(10):
+        await login(client, email, "guess", ip=unique_ip())
+    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+    # The throttle counts per spelling, so the database must not match other spellings.
+    assert_problem(await login(client, _accented(email), ip=unique_ip()),
+                   401, "invalid_credentials")
+
+
+async def test_an_accented_spelling_is_another_address(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    await mail_sink.wait_for(email)
+    await drain_background_tasks()
+    # Not a way around the one-mail-a-minute limit (each resend also resets the attempts).
+    response = await client.post("/api/v1/auth/verify-email/resend",
+                                 json={"email": _accented(email)})
+    assert response.status_code == 202
+    await drain_background_tasks()
+    assert len(mail_sink.mails_to(email)) == 1
+    assert (await signup(client, _accented(email))).status_code == 201
+
+
 # Refresh and logout
 
 
