@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,9 +14,14 @@ SESSION_ID_HEADER = "X-Session-Id"
 CLIENT_IP_HEADER = "X-Forwarded-For"
 
 
+# ASCII digits only, at most 16 of them (2**53 has 16): str.isdigit() also accepts "²", which
+# int() refuses, and int() refuses strings of over 4300 digits; either would be a 500.
+_USER_ID = re.compile(r"[0-9]{1,16}")
+
+
 def current_user_id(request: Request) -> int:
     raw = request.headers.get(USER_ID_HEADER)
-    if raw is None or not raw.isdigit() or not 0 < int(raw) < 2**53:
+    if raw is None or not _USER_ID.fullmatch(raw) or not 0 < int(raw) < 2**53:
         raise Unauthorized("This route needs a signed-in user.")
     return int(raw)
 

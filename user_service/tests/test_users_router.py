@@ -24,6 +24,17 @@ async def test_me_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
                    401, "missing_token")
 
 
+@pytest.mark.parametrize(
+    "user_id", [b"abc", b"0", b"-1", b"1 ", b"+1", str(2**53).encode(), b"\xb2", b"9" * 5000]
+)
+async def test_a_malformed_user_id_header_is_401_not_500(
+    client: httpx.AsyncClient, user_id: bytes
+) -> None:
+    # b"\xb2" is latin-1 "²": str.isdigit() says yes, int() says no.
+    response = await client.get("/api/v1/users/me", headers=[(b"X-User-Id", user_id)])
+    assert_problem(response, 401, "missing_token")
+
+
 async def test_patch_changes_only_the_fields_sent_and_null_clears(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
