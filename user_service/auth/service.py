@@ -245,8 +245,17 @@ class AuthService:
         user = await self.repository.get_user(user_id)
         if user is None:
             raise NotFound("No such user.")
+        # The login throttle's account counter: with a token in hand, this route must not be
+        # a faster way to guess the password than the login is.
+        attempt = await self.throttle.count_attempt(user.email)
+        if attempt.blocked:
+            raise TooManyAttempts(
+                "Too many failed password checks for this account.",
+                retry_after=attempt.retry_after,
+            )
         if not await self.passwords.verify(current_password, user.password_hash):
             raise WrongCurrentPassword()
+        await self.throttle.clear_email(user.email)
         await self.repository.set_password_hash(user, await self.passwords.hash(new_password))
         others = await self.repository.revoke_other_sessions(
             user_id=user_id, keep_session_id=session_id

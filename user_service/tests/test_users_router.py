@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -137,3 +138,22 @@ async def test_new_password_must_be_8_to_128_characters(
                                     json={"current_password": PASSWORD,
                                           "new_password": new_password})
         assert_problem(response, 422, "validation_error")
+
+
+async def test_guessing_the_current_password_is_throttled_like_login(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # A stolen token must not become an unthrottled password oracle (and then a takeover).
+    email, _, headers = await signed_in(client, mail_sink)
+    guesses = await asyncio.gather(*(
+        client.put("/api/v1/users/me/password", headers=headers,
+                   json={"current_password": f"guess {n}", "new_password": "taken over"})
+        for n in range(15)
+    ))
+    statuses = sorted(r.status_code for r in guesses)
+    assert statuses == [403] * 10 + [429] * 5, statuses
+    refused = await client.put("/api/v1/users/me/password", headers=headers,
+                               json={"current_password": PASSWORD, "new_password": "taken over"})
+    assert_problem(refused, 429, "too_many_attempts")
+    assert 0 < int(refused.headers["Retry-After"]) <= 900
+    assert_problem(await login(client, email, "taken over"), 429, "too_many_attempts")

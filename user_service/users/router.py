@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from shared.errors import NotFound, Unauthorized, ValidationFailed, problem_responses
 from shared.identity import CurrentSession, CurrentUser
-from user_service.auth.errors import WrongCurrentPassword
+from user_service.auth.errors import TooManyAttempts, WrongCurrentPassword
 from user_service.auth.schemas import PasswordChange
 from user_service.dependencies import Auth, Users
 from user_service.users.schemas import Profile, ProfileUpdate, PublicProfile
@@ -39,11 +39,15 @@ async def update_my_profile(body: ProfileUpdate, user_id: CurrentUser, users: Us
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(Unauthorized, WrongCurrentPassword, NotFound, ValidationFailed),
+    responses=problem_responses(
+        Unauthorized, WrongCurrentPassword, NotFound, ValidationFailed, TooManyAttempts
+    ),
     description=(
         "Sets a new password and revokes every other session of the user; the caller's "
         "session stays signed in. A wrong current_password is 403 `invalid_credentials`, "
-        "not 401: the caller's token is fine, and a 401 would make clients sign out."
+        "not 401: the caller's token is fine, and a 401 would make clients sign out. Wrong "
+        "current passwords count against the account like failed logins (429 "
+        "`too_many_attempts` past the limit)."
     ),
 )
 async def change_my_password(
