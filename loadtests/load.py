@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -18,6 +19,7 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -31,37 +33,42 @@ class LoadResult:
         return ordered[index]
 
     def line(self) -> str:
+        kinds = f" {self.error_kinds}" if self.error_kinds else ""
         return (f"{self.label:<28} {self.rps:>9.0f} req/s   p50 {self.percentile(50):>7.2f} ms   "
-                f"p99 {self.percentile(99):>7.2f} ms   errors {self.errors}")
+                f"p99 {self.percentile(99):>7.2f} ms   errors {self.errors}{kinds}")
 
 
 async def run_load(label: str, url: str, *, headers: Mapping[str, str], concurrency: int,
-                   duration: float, expect_status: int = 200) -> LoadResult:
+                   duration: float, expect_status: int = 200, method: str = "GET",
+                   json_bodies: Sequence[Any] = ()) -> LoadResult:
+    """Connection i sends json_bodies[i % len] (if any), e.g. each its own account's login."""
     if not url.startswith(("http://127.", "http://localhost")):
         raise ValueError("load is only ever sent to loopback")
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     latencies: list[float] = []
-    errors = 0
+    error_kinds: dict[str, int] = {}
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         deadline = time.perf_counter() + duration
 
-        async def worker() -> None:
-            nonlocal errors
+        async def worker(index: int) -> None:
+            body = json_bodies[index % len(json_bodies)] if json_bodies else None
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
-                    async with session.get(url, headers=headers) as response:
+                    async with session.request(method, url, headers=headers,
+                                               json=body) as response:
                         await response.read()
-                        ok = response.status == expect_status
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    latencies.append((time.perf_counter() - started) * 1000)
+                        kind = "" if response.status == expect_status else str(response.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    kind = type(exc).__name__
+                if kind:
+                    error_kinds[kind] = error_kinds.get(kind, 0) + 1
                 else:
-                    errors += 1
+                    latencies.append((time.perf_counter() - started) * 1000)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(index) for index in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return LoadResult(label, len(latencies), errors, elapsed, latencies)
+    return LoadResult(label, len(latencies), sum(error_kinds.values()), elapsed, latencies,
+                      error_kinds)

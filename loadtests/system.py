@@ -1,0 +1,83 @@
+"""The processes a benchmark measures: user_service and the gateway as real uvicorn processes on
+loopback, with a schema and Redis database of their own and an SMTP sink for sign-up codes."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from shared.migrate import upgrade
+from shared.testing.datastores import TEST_MYSQL_URL
+from shared.testing.mail import MailSink
+from shared.testing.net import ServiceProcess
+
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass(frozen=True)
+class BenchSystem:
+    gateway_url: str
+    user_url: str
+    mail: MailSink
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    user_id: int
+    access_token: str
+
+
+def bench_database_url() -> str:
+    url = make_url(TEST_MYSQL_URL).set(database="preorder_user_bench")
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def bench_system() -> Iterator[BenchSystem]:
+    database_url = bench_database_url()
+    upgrade("user_service", database_url, drop_first=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    mail = MailSink().start()
+    user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
+        "LOG_LEVEL": "WARNING", "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
+        "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
+        "SMTP_PORT": str(mail.port),
+    })
+    gateway: ServiceProcess | None = None
+    try:
+        user.start().wait_healthy()
+        gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
+            "LOG_LEVEL": "WARNING", "GATEWAY_USER_SERVICE_URL": user.url,
+            "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
+        })
+        gateway.start().wait_healthy()
+        yield BenchSystem(gateway.url, user.url, mail)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        user.stop()
+        mail.stop()
+
+
+async def create_account(system: BenchSystem) -> Account:
+    """Sign up, verify with the mailed code and log in, all through the gateway."""
+    email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
+        signup = await client.post("/api/v1/auth/signup",
+                                   json={"email": email, "password": PASSWORD, "name": "Bench"})
+        signup.raise_for_status()
+        code = (await system.mail.wait_for(email)).code
+        verified = await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+        verified.raise_for_status()
+        login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        login.raise_for_status()
+    return Account(email, int(signup.json()["id"]), login.json()["access_token"])
