@@ -37,6 +37,8 @@ _RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
     b"x-request-id", b"upgrade", b"trailer",
 })
+# A HEAD answer has no body; its Content-Length is the upstream's, describing the GET body.
+_HEAD_RESPONSE_DROP = _RESPONSE_DROP - {b"content-length"}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 PROBLEM_TITLES = {
@@ -264,6 +266,7 @@ class Proxy:
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      headers: list[tuple[str, str]], body: bytes) -> None:
         session = self.runtime.upstreams.sessions[service]
+        drop = _HEAD_RESPONSE_DROP if method == "HEAD" else _RESPONSE_DROP
         attempts = 2 if method in _RETRYABLE_METHODS else 1
         for attempt in range(attempts):
             try:
@@ -273,7 +276,7 @@ class Proxy:
                     status = upstream.status
                     response_headers = [
                         (k.lower(), v) for k, v in upstream.raw_headers
-                        if k.lower() not in _RESPONSE_DROP
+                        if k.lower() not in drop
                     ]
                 break
             except aiohttp.ServerDisconnectedError:
@@ -297,7 +300,8 @@ class Proxy:
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "answered with a broken response")
                 return
-        response_headers.append((b"content-length", str(len(payload)).encode()))
+        if method != "HEAD":
+            response_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
 

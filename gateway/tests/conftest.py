@@ -84,6 +84,8 @@ def echo_app(service: str, ring: KeyRing) -> Starlette:
     async def echo(request: Request) -> Response:
         if request.url.path.endswith("/hang"):
             await asyncio.sleep(30)
+        if request.url.path.endswith("/fixed"):
+            return Response(b"f" * 100, media_type="text/plain")
         body = await request.body()
         return JSONResponse({
             "service": service,

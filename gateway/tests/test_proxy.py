@@ -215,3 +215,12 @@ async def test_unexpected_failure_is_a_problem_500(redis_url: str) -> None:
     assert sent[0]["status"] == 500
     assert (b"content-type", b"application/problem+json") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["code"] == "internal_error"
+
+
+async def test_head_keeps_the_upstream_content_length(client: httpx.AsyncClient) -> None:
+    get = await client.get("/api/v1/products/fixed")
+    head = await client.head("/api/v1/products/fixed")
+    assert get.content == b"f" * 100
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == "100"
