@@ -16,8 +16,8 @@ class AuthRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_user(self, user_id: int) -> User | None:
-        return await self.session.get(User, user_id)
+    async def get_user(self, user_id: int, *, for_update: bool = False) -> User | None:
+        return await self.session.get(User, user_id, with_for_update=for_update)
 
     async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         query = select(User).where(User.email == email)

@@ -242,7 +242,9 @@ class AuthService:
     async def change_password(
         self, user_id: int, session_id: str | None, *, current_password: str, new_password: str
     ) -> None:
-        user = await self.repository.get_user(user_id)
+        # Locked, so a concurrent change with the same old password waits and then fails
+        # against the new hash instead of silently overwriting it.
+        user = await self.repository.get_user(user_id, for_update=True)
         if user is None:
             raise NotFound("No such user.")
         # The login throttle's account counter: with a token in hand, this route must not be

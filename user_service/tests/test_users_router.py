@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.testing.mail import MailSink
-from user_service.tests.helpers import PASSWORD, assert_problem, login, signed_in
+from user_service.tests.helpers import PASSWORD, assert_problem, identity_headers, login, signed_in
 
 
 async def _me(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
@@ -157,3 +157,18 @@ async def test_guessing_the_current_password_is_throttled_like_login(
     assert_problem(refused, 429, "too_many_attempts")
     assert 0 < int(refused.headers["Retry-After"]) <= 900
     assert_problem(await login(client, email, "taken over"), 429, "too_many_attempts")
+
+
+async def test_two_changes_with_the_same_old_password_cannot_both_win(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # The owner changes a leaked password while the attacker, signed in elsewhere, races to
+    # change it too: once one change is in, the old password is no longer the current one.
+    email, _, owner = await signed_in(client, mail_sink)
+    attacker = identity_headers((await login(client, email)).json()["access_token"])
+    responses = await asyncio.gather(*(
+        client.put("/api/v1/users/me/password", headers=headers,
+                   json={"current_password": PASSWORD, "new_password": new_password})
+        for headers, new_password in ((owner, "owner's new one"), (attacker, "attacker's one"))
+    ))
+    assert sorted(r.status_code for r in responses) == [204, 403]
