@@ -124,7 +124,8 @@ class AuthRepository:
         token.used_at = utcnow()
         await self.session.flush()
 
-    async def revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
+    async def revoke_session(self, session_id: str, *, user_id: int | None = None) -> bool:
+        """True if this revoked the session; False if it is unknown, not the user's or revoked."""
         statement = (
             update(LoginSession)
             .where(LoginSession.id == session_id, LoginSession.revoked_at.is_(None))
@@ -133,7 +134,8 @@ class AuthRepository:
         )
         if user_id is not None:
             statement = statement.where(LoginSession.user_id == user_id)
-        await self.session.execute(statement)
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def revoke_other_sessions(self, *, user_id: int, keep_session_id: str | None) -> list[str]:
         """Revoke every unrevoked session of the user but one; returns the ids it revoked."""

@@ -231,13 +231,9 @@ class AuthService:
     async def logout(self, user_id: int, session_id: str | None) -> None:
         if session_id is None or not _SESSION_ID.match(session_id):
             raise Unauthorized("This route needs the caller's session (X-Session-Id).")
-        # The sid is the caller's own, vouched for by the gateway; the user_id guard only keeps
-        # a forged header from revoking someone else's row.
-        await self.repository.revoke_session(session_id, user_id=user_id)
-        await publish_revoked_sessions(
-            self.redis, [session_id],
-            access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
-        )
+        # The sid is the caller's own, vouched for by the gateway; the user_id guard keeps a
+        # forged header from revoking someone else's session.
+        await self._revoke_session(session_id, user_id=user_id)
 
     async def change_password(
         self, user_id: int, session_id: str | None, *, current_password: str, new_password: str
@@ -266,8 +262,9 @@ class AuthService:
             self.redis, others, access_token_ttl_seconds=self.settings.access_token_ttl_seconds
         )
 
-    async def _revoke_session(self, session_id: str) -> None:
-        await self.repository.revoke_session(session_id)
+    async def _revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
+        if not await self.repository.revoke_session(session_id, user_id=user_id):
+            return  # Not this user's, or revoked before (and published then).
         await publish_revoked_sessions(
             self.redis, [session_id],
             access_token_ttl_seconds=self.settings.access_token_ttl_seconds,

@@ -428,6 +428,18 @@ async def test_logout_revokes_the_session_and_its_refresh_token(
     assert (await _refresh(client, other["refresh_token"])).status_code == 200
 
 
+async def test_logout_with_someone_elses_session_id_revokes_nothing(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    _, _, mine = await signed_in(client, mail_sink)
+    _, their_tokens, theirs = await signed_in(client, mail_sink)
+    forged = {"X-User-Id": mine["X-User-Id"], "X-Session-Id": theirs["X-Session-Id"]}
+    assert (await client.post("/api/v1/auth/logout", headers=forged)).status_code == 204
+    # The gateway refuses access tokens by this key: it must not be set for their session.
+    assert await redis.get(revoked_session_key(theirs["X-Session-Id"])) is None
+    assert (await _refresh(client, their_tokens["refresh_token"])).status_code == 200
+
+
 async def test_logout_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
     assert_problem(await client.post("/api/v1/auth/logout"), 401, "missing_token")
     assert_problem(await client.post("/api/v1/auth/logout", headers={"X-User-Id": "1"}),
