@@ -10,7 +10,9 @@ from typing import Any
 
 from shared.request_context import current_request_id
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn adds color_message (the same text with ANSI colours) to its records: noise in JSON.
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
