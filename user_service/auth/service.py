@@ -100,8 +100,12 @@ class AuthService:
             if _is_duplicate_entry(error):
                 raise EmailTaken() from None
             raise
+        # Claimed now, not once the mail is out: a resend while it is in flight sends nothing.
+        await self.redis.set(
+            RESEND_KEY.format(email=user.email), 1, ex=self.settings.resend_interval_seconds
+        )
         code = await self._issue_code(user.id)
-        run_after_commit(self.session, partial(self._send_code_after_signup, user.email, code))
+        run_after_commit(self.session, partial(self._send_code, user.email, code))
         return user
 
     async def resend_verification(self, email: str) -> None:
@@ -116,7 +120,7 @@ class AuthService:
         if not claimed:
             return
         code = await self._issue_code(user.id)
-        run_after_commit(self.session, partial(self._send_code_after_resend, user.email, code))
+        run_after_commit(self.session, partial(self._send_code, user.email, code))
 
     async def verify_email(self, email: str, code: str) -> None:
         # Locked so a double-submitted right code answers 200 twice, not 200 then invalid_code.
@@ -151,27 +155,15 @@ class AuthService:
         )
         return code
 
-    async def _send_code(self, email: str, code: str) -> bool:
+    async def _send_code(self, email: str, code: str) -> None:
         try:
             await self.mailer.send_verification_code(
                 to=email, code=code, ttl_seconds=self.settings.verification_code_ttl_seconds
             )
         except Exception:
-            # The account is committed either way; the user can ask for a resend.
+            # The account is committed either way. Nothing reached the user: let the next
+            # resend through at once.
             logger.warning("verification mail not sent", exc_info=True)
-            return False
-        return True
-
-    async def _send_code_after_signup(self, email: str, code: str) -> None:
-        if await self._send_code(email, code):
-            await self.redis.set(
-                RESEND_KEY.format(email=email), 1,
-                ex=self.settings.resend_interval_seconds, nx=True,
-            )
-
-    async def _send_code_after_resend(self, email: str, code: str) -> None:
-        if not await self._send_code(email, code):
-            # Nothing reached the user: let the next resend through at once.
             await self.redis.delete(RESEND_KEY.format(email=email))
 
     async def _seconds_until_resend(self, email: str) -> int:

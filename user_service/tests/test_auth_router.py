@@ -237,6 +237,18 @@ async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
         assert (await _verify(client, email, second_code)).status_code == 200
 
 
+async def test_a_resend_right_after_signup_sends_no_second_mail(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # The sign-up mail may still be on its way (a slow relay) when the client asks again.
+    email = unique_email()
+    await signup(client, email)
+    assert (await client.post("/api/v1/auth/verify-email/resend",
+                              json={"email": email})).status_code == 202
+    await drain_background_tasks()
+    assert len(mail_sink.mails_to(email)) == 1
+
+
 # Login
 
 
