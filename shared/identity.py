@@ -19,18 +19,18 @@ CLIENT_IP_HEADER = "X-Forwarded-For"
 _USER_ID = re.compile(r"[0-9]{1,16}")
 
 
-def current_user_id(request: Request) -> int:
+async def current_user_id(request: Request) -> int:
     raw = request.headers.get(USER_ID_HEADER)
     if raw is None or not _USER_ID.fullmatch(raw) or not 0 < int(raw) < 2**53:
         raise Unauthorized("This route needs a signed-in user.")
     return int(raw)
 
 
-def current_session_id(request: Request) -> str | None:
+async def current_session_id(request: Request) -> str | None:
     return request.headers.get(SESSION_ID_HEADER)
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     """The gateway replaces X-Forwarded-For with the one address it resolved; fall back to the peer."""
     forwarded = request.headers.get(CLIENT_IP_HEADER)
     if forwarded:

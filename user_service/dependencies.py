@@ -1,4 +1,8 @@
-"""What the lifespan builds once (keys, hasher pool, mailer, Redis) and the per-request services."""
+"""What the lifespan builds once (keys, hasher pool, mailer, Redis) and the per-request services.
+
+Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
+thread hop per dependency per request for what is only attribute access.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ class Resources:
     throttle: LoginThrottle
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 
@@ -36,11 +40,11 @@ def get_resources(request: Request) -> Resources:
 AppResources = Annotated[Resources, Depends(get_resources)]
 
 
-def get_signer(resources: AppResources) -> TokenSigner:
+async def get_signer(resources: AppResources) -> TokenSigner:
     return resources.signer
 
 
-def get_auth_service(session: DbSession, resources: AppResources) -> AuthService:
+async def get_auth_service(session: DbSession, resources: AppResources) -> AuthService:
     return AuthService(
         session=session,
         redis=resources.redis,
@@ -52,7 +56,7 @@ def get_auth_service(session: DbSession, resources: AppResources) -> AuthService
     )
 
 
-def get_users_service(session: DbSession) -> UsersService:
+async def get_users_service(session: DbSession) -> UsersService:
     return UsersService(session)
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from order_service.app import create_app
 from order_service.settings import Settings
 from shared.testing.datastores import fresh_database
+from shared.testing.routes import thread_pool_dependencies
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,7 @@ async def test_readyz_fails_when_database_is_unreachable(redis_url: str) -> None
             response = await c.get("/readyz")
     assert response.status_code == 503
     assert response.json()["failing"] == ["database"]
+
+
+def test_no_route_resolves_dependencies_in_a_worker_thread() -> None:
+    assert thread_pool_dependencies(create_app(Settings())) == []
