@@ -37,6 +37,15 @@ _RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
     b"x-request-id", b"upgrade", b"trailer",
 })
+
+
+def is_identity_header(name: bytes) -> bool:
+    """`name` is lower case. Some servers (CGI-style mappings, some proxies) fold `_` into `-`,
+    so `x_user_id` is as much an identity header as `x-user-id`."""
+    canonical = name.replace(b"_", b"-")
+    return canonical in _IDENTITY or canonical.startswith(b"x-internal-")
+
+
 # A HEAD answer has no body; its Content-Length is the upstream's, describing the GET body.
 _HEAD_RESPONSE_DROP = _RESPONSE_DROP - {b"content-length"}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -213,7 +222,7 @@ class Proxy:
                     content_length = int(raw_value)
                 except ValueError:
                     content_length = settings.max_body_bytes + 1
-            if name in _HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-internal-"):
+            if name in _HOP_BY_HOP or is_identity_header(name):
                 continue
             headers.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
 

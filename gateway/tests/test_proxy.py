@@ -224,3 +224,16 @@ async def test_head_keeps_the_upstream_content_length(client: httpx.AsyncClient)
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["content-length"] == "100"
+
+
+async def test_identity_headers_spelled_with_underscores_are_dropped(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    """uvicorn keeps `X_User_Id` apart from `X-User-Id`, but servers behind CGI-style header
+    mapping (and some proxies) fold `_` into `-`: the gateway drops both spellings."""
+    response = await client.get("/api/v1/users/me", headers={
+        **auth(rig, "42"), "X_User_Id": "1", "X_Session_Id": "a" * 32,
+        "X_Forwarded_For": "6.6.6.6", "X_Internal_Role": "admin", "X-Internal_Role": "admin"})
+    seen = response.json()["headers"]
+    assert seen["x-user-id"] == "42"
+    assert not {"x_user_id", "x_session_id", "x_forwarded_for", "x_internal_role",
+                "x-internal_role"} & seen.keys()
