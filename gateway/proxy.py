@@ -139,6 +139,16 @@ async def _discard_rest(receive: Receive, *, budget: int) -> None:
             return
 
 
+def relative_location(location: bytes, base_url: str) -> bytes:
+    """An upstream's redirect to its own address (built from the Host the gateway sent, as
+    FastAPI's trailing-slash redirect is), made relative: clients never see a private address."""
+    base = base_url.rstrip("/").encode()
+    rest = location[len(base):]
+    if location.startswith(base) and rest[:1] in (b"", b"/", b"?"):
+        return rest if rest.startswith(b"/") else b"/" + rest
+    return location
+
+
 class Upstreams:
     """One pooled aiohttp session per upstream service, created in the lifespan."""
 
@@ -287,6 +297,12 @@ class Proxy:
                         (k.lower(), v) for k, v in upstream.raw_headers
                         if k.lower() not in drop
                     ]
+                    if upstream.headers.get("Location"):
+                        base = self.runtime.upstreams.base_urls[service]
+                        response_headers = [
+                            (k, relative_location(v, base) if k == b"location" else v)
+                            for k, v in response_headers
+                        ]
                 break
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the upstream had already closed: retry once

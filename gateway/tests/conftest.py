@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.app import create_app
@@ -84,6 +84,9 @@ def echo_app(service: str, ring: KeyRing) -> Starlette:
     async def echo(request: Request) -> Response:
         if request.url.path.endswith("/hang"):
             await asyncio.sleep(30)
+        if request.url.path.endswith("/redirect"):
+            # As Starlette's redirect_slashes does: absolute, built from the Host header.
+            return RedirectResponse(str(request.url.replace(path="/api/v1/users/me")), 307)
         if request.url.path.endswith("/fixed"):
             return Response(b"f" * 100, media_type="text/plain")
         body = await request.body()

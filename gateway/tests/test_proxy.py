@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from gateway.app import create_app
-from gateway.proxy import GatewayRuntime, Proxy, client_address
+from gateway.proxy import GatewayRuntime, Proxy, client_address, relative_location
 from gateway.routes import Route, RouteTable
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
 from shared.testing.net import ThreadedServer
@@ -237,3 +237,16 @@ async def test_identity_headers_spelled_with_underscores_are_dropped(
     assert seen["x-user-id"] == "42"
     assert not {"x_user_id", "x_session_id", "x_forwarded_for", "x_internal_role",
                 "x-internal_role"} & seen.keys()
+
+
+async def test_upstream_redirects_do_not_reveal_the_upstream_address(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    """A redirect an upstream builds from its own Host (FastAPI's trailing-slash redirect does)
+    would send the client to the service's private address; it comes back relative."""
+    response = await client.get("/api/v1/users/redirect?x=1", headers=auth(rig))
+    assert response.status_code == 307
+    assert response.headers["location"] == "/api/v1/users/me?x=1"
+    base = "http://127.0.0.1:8001"
+    assert relative_location(b"http://127.0.0.1:8001", base) == b"/"
+    assert relative_location(b"http://127.0.0.1:80012/x", base) == b"http://127.0.0.1:80012/x"
+    assert relative_location(b"https://shop.example/x", base) == b"https://shop.example/x"
