@@ -6,6 +6,8 @@ every request, and aiohttp's pool holds up under concurrency where httpx's colla
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -53,6 +55,7 @@ _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 PROBLEM_TITLES = {
     401: "Authentication required",
     404: "Not found",
+    408: "Request timeout",
     413: "Payload too large",
     500: "Internal server error",
     502: "Bad gateway",
@@ -62,7 +65,9 @@ PROBLEM_TITLES = {
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, *, more: bool) -> None:
+        super().__init__("request body over the limit")
+        self.more = more  # the client is still sending
 
 
 def problem_body(status: int, code: str, detail: str, **extra: Any) -> bytes:
@@ -120,16 +125,14 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         more = message.get("more_body", False)
         if size > limit:
-            if more:
-                await _discard_rest(receive, budget=4 * limit)
-            raise BodyTooLarge
+            raise BodyTooLarge(more=more)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def _discard_rest(receive: Receive, *, budget: int) -> None:
-    """Read and drop what the client is still sending, up to a bound, so it sees our 413
-    instead of a connection reset (a lingering close, as nginx does)."""
+    """Read and drop what the client is still sending, up to a bound (a lingering close, as
+    nginx does)."""
     while budget > 0:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -238,11 +241,8 @@ class Proxy:
 
         # Refuse an oversized body before buffering any of it, when the client says its size.
         if content_length is not None and content_length > settings.max_body_bytes:
-            if not expects_continue and content_length <= 4 * settings.max_body_bytes:
-                await _discard_rest(receive, budget=content_length)
-            await send_problem(send, 413, "payload_too_large",
-                               f"The body is larger than {settings.max_body_bytes} bytes.",
-                               [(b"connection", b"close")])
+            small_enough = not expects_continue and content_length <= 4 * settings.max_body_bytes
+            await self._refuse_body(receive, send, discard=content_length if small_enough else 0)
             return
 
         identity: Identity | None = None
@@ -262,10 +262,15 @@ class Proxy:
                 return
 
         try:
-            body = await read_body(receive, settings.max_body_bytes)
-        except BodyTooLarge:
-            await send_problem(send, 413, "payload_too_large",
-                               f"The body is larger than {settings.max_body_bytes} bytes.",
+            async with asyncio.timeout(settings.body_timeout_seconds):
+                body = await read_body(receive, settings.max_body_bytes)
+        except BodyTooLarge as too_large:
+            await self._refuse_body(receive, send,
+                                    discard=4 * settings.max_body_bytes if too_large.more else 0)
+            return
+        except TimeoutError:
+            await send_problem(send, 408, "request_timeout",
+                               f"The body did not arrive within {settings.body_timeout_seconds:g} s.",
                                [(b"connection", b"close")])
             return
 
@@ -281,6 +286,17 @@ class Proxy:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         await self._relay(send, service, scope["method"], URL(target, encoded=True), headers, body)
+
+    async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
+        """413, after reading and dropping up to `discard` more bytes (within the body timeout)
+        so the client sees the answer instead of a connection reset."""
+        if discard > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.body_timeout_seconds):
+                    await _discard_rest(receive, budget=discard)
+        await send_problem(send, 413, "payload_too_large",
+                           f"The body is larger than {self.settings.max_body_bytes} bytes.",
+                           [(b"connection", b"close")])
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      headers: list[tuple[str, str]], body: bytes) -> None:

@@ -31,6 +31,8 @@ class Settings(ServiceSettings):
     connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
+    # The whole request body must arrive within this, so slow senders cannot hold connections.
+    body_timeout_seconds: float = 30.0
     max_connections_per_upstream: int = 512
     cors_origins: list[str] = Field(default_factory=list)
     trusted_proxy_count: int = Field(default=0, ge=0, le=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -250,3 +251,42 @@ async def test_upstream_redirects_do_not_reveal_the_upstream_address(
     assert relative_location(b"http://127.0.0.1:8001", base) == b"/"
     assert relative_location(b"http://127.0.0.1:80012/x", base) == b"http://127.0.0.1:80012/x"
     assert relative_location(b"https://shop.example/x", base) == b"https://shop.example/x"
+
+
+@pytest.fixture(scope="module")
+def impatient_gateway(rig: Rig, redis_url: str) -> Iterator[ThreadedServer]:
+    """A gateway that waits at most half a second for a request body."""
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    settings = gateway_settings(upstreams, redis_url, body_timeout_seconds=0.5)
+    server = ThreadedServer(create_app(settings)).start()
+    yield server
+    server.stop()
+
+
+async def send_raw(server: ThreadedServer, request: bytes, *, wait: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("declared", [100, 2 * 1024 * 1024])
+async def test_slow_body_is_cut_off(impatient_gateway: ThreadedServer, declared: int) -> None:
+    """A client that announces a body and then sends it slowly, or never, cannot hold a
+    connection and its coroutine for ever (slowloris): a small body gets 408, an oversized
+    one still 413, both once the body timeout has passed."""
+    started = time.monotonic()
+    raw = await send_raw(impatient_gateway, (
+        f"POST /api/v1/auth/login HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n{{\"email\"").encode())
+    elapsed = time.monotonic() - started
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = 408 if declared == 100 else 413
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), raw[:200]
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"x-request-id: " in head.lower()
+    assert json.loads(body)["code"] == ("request_timeout" if status == 408 else "payload_too_large")
+    assert elapsed < 0.5 + 2
