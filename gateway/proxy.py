@@ -70,6 +70,10 @@ class BodyTooLarge(Exception):
         self.more = more  # the client is still sending
 
 
+class ClientDisconnected(Exception):
+    """The client hung up before its request body was in."""
+
+
 def problem_body(status: int, code: str, detail: str, **extra: Any) -> bytes:
     body = {
         "type": f"urn:preorder:problem:{code}",
@@ -120,7 +124,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client went away")
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         more = message.get("more_body", False)
@@ -268,6 +272,8 @@ class Proxy:
             await self._refuse_body(receive, send,
                                     discard=4 * settings.max_body_bytes if too_large.more else 0)
             return
+        except ClientDisconnected:
+            return  # nobody to answer; the access log and metrics record a 499
         except TimeoutError:
             await send_problem(send, 408, "request_timeout",
                                f"The body did not arrive within {settings.body_timeout_seconds:g} s.",

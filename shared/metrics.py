@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_logger = logging.getLogger("access")
 
+# nginx's status for a request the client abandoned before any answer was sent.
+CLIENT_CLOSED_REQUEST = 499
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -66,7 +68,14 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
+        client_gone = False
+
+        async def receive_watching() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            client_gone = client_gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_recording(message: Message) -> None:
             nonlocal status
@@ -75,8 +84,11 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive_watching, send_recording)
         finally:
+            if status is None:
+                # Nothing was answered: the client left first, or the app failed.
+                status = CLIENT_CLOSED_REQUEST if client_gone else 500
             elapsed = time.perf_counter() - started
             route = self.route_of(scope)
             self.metrics.observe(scope["method"], route, status, elapsed)

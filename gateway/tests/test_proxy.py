@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -290,3 +291,24 @@ async def test_slow_body_is_cut_off(impatient_gateway: ThreadedServer, declared:
     assert b"x-request-id: " in head.lower()
     assert json.loads(body)["code"] == ("request_timeout" if status == 408 else "payload_too_large")
     assert elapsed < 0.5 + 2
+
+
+async def test_client_that_leaves_mid_body_is_not_a_server_error(
+        rig: Rig, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that hangs up while sending its body is counted as 499 (client closed request,
+    as nginx calls it), not as a 500 with a traceback in the error log."""
+    _, writer = await asyncio.open_connection("127.0.0.1", rig.gateway.port)
+    writer.write(b"POST /api/v1/auth/verify-email HTTP/1.1\r\nHost: gw\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"email\"")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    series = 'method="POST",route="/api/v1/auth/verify-email",service="gateway",status='
+    for _ in range(30):
+        text = (await client.get("/metrics")).text
+        if series + '"499"' in text:
+            break
+        await asyncio.sleep(0.1)
+    assert series + '"499"' in text
+    assert series + '"500"' not in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
