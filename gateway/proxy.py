@@ -51,6 +51,9 @@ def is_identity_header(name: bytes) -> bool:
 # A HEAD answer has no body; its Content-Length is the upstream's, describing the GET body.
 _HEAD_RESPONSE_DROP = _RESPONSE_DROP - {b"content-length"}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
+# before the upstream closes it under a request that could not safely be retried.
+UPSTREAM_KEEPALIVE_SECONDS = 4.0
 
 PROBLEM_TITLES = {
     401: "Authentication required",
@@ -172,7 +175,8 @@ class Upstreams:
     async def start(self) -> None:
         for name in self.base_urls:
             connector = aiohttp.TCPConnector(
-                limit=self.settings.max_connections_per_upstream, keepalive_timeout=30,
+                limit=self.settings.max_connections_per_upstream,
+                keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                 ttl_dns_cache=300,
             )
             self.sessions[name] = aiohttp.ClientSession(

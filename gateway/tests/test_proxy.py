@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Message
 
@@ -312,3 +313,21 @@ async def test_client_that_leaves_mid_body_is_not_a_server_error(
     assert series + '"499"' in text
     assert series + '"500"' not in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_idle_upstream_connections_are_dropped_before_the_upstream_drops_them(
+        rig: Rig, redis_url: str) -> None:
+    """uvicorn closes a keep-alive connection after 5 idle seconds. A pool that keeps it longer
+    races that close: a POST written as the upstream hangs up cannot be retried (it may have
+    been applied) and becomes a 502. The pool must let go first."""
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    runtime = GatewayRuntime(gateway_settings(upstreams, redis_url))
+    await runtime.upstreams.start()
+    try:
+        connector = runtime.upstreams.sessions["order"].connector
+        assert connector is not None
+        keepalive = connector._keepalive_timeout  # aiohttp has no public getter
+    finally:
+        await runtime.upstreams.close()
+    assert keepalive is not None
+    assert keepalive < uvicorn.Config(app="gateway.app:create_app").timeout_keep_alive
