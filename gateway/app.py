@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Scope
 
 from gateway.openapi import OpenApiAggregator
@@ -22,6 +23,20 @@ from shared.metrics import MetricsMiddleware, RequestMetrics, route_template
 from shared.request_context import RequestIdMiddleware
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, except that a refused preflight is problem+json, as every
+    other error is, instead of a plain-text 400."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        cors = {k: v for k, v in response.headers.items()
+                if k.startswith("access-control-") or k == "vary"}
+        return problem_response(response.status_code, "cors_rejected", "Bad request",
+                                bytes(response.body).decode(), headers=cors)
 
 
 def gateway_route(scope: Scope) -> str:
@@ -91,7 +106,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     asgi: ASGIApp = MetricsMiddleware(Proxy(app, runtime=runtime), metrics=metrics,
                                       route_of=gateway_route)
     if settings.cors_origins:
-        asgi = CORSMiddleware(
+        asgi = ProblemCORSMiddleware(
             asgi, allow_origins=settings.cors_origins, allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],

@@ -76,11 +76,18 @@ async def test_cors_only_for_configured_origins(rig: Rig, redis_url: str) -> Non
                 "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
                 "Access-Control-Request-Headers": "authorization,content-type"})
             stranger = await c.get("/api/v1/products/1", headers={"Origin": "https://evil.example"})
+            # A refused preflight is an error like any other: problem+json with the request id.
+            refused = await c.options("/api/v1/orders", headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     finally:
         server.stop()
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
     assert "access-control-allow-origin" not in stranger.headers
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "cors_rejected"
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]
 
 
 async def test_no_cors_headers_by_default(client: httpx.AsyncClient) -> None:
