@@ -39,6 +39,11 @@ class TokenRejected(Exception):
         self.detail = detail
 
 
+class KeysUnavailable(Exception):
+    """No verification key has ever been fetched (user_service unreachable): no token can be
+    judged, so the answer is 503, not a 401 that would make clients drop a good token."""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     user_id: int
@@ -213,6 +218,8 @@ class TokenVerifier:
         if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
             raise TokenRejected("invalid_token", "The access token is not valid.")
         key = await self.jwks.get(kid)
+        if key is None and not self.jwks.keys:
+            raise KeysUnavailable
         if key is None:
             raise TokenRejected("invalid_token", "The access token was signed by an unknown key.")
         try:

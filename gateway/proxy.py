@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
-from gateway.auth import Identity, JwksCache, TokenRejected, TokenVerifier
+from gateway.auth import Identity, JwksCache, KeysUnavailable, TokenRejected, TokenVerifier
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from shared.request_context import current_request_id
@@ -261,9 +261,10 @@ class Proxy:
                 await send_problem(send, 401, rejected.code, rejected.detail,
                                    [(b"www-authenticate", b'Bearer realm="api"')])
                 return
-            except RedisError as exc:
-                # Fail closed: without the revocation list a logged-out token could pass.
-                logger.error("revocation check failed", extra={"error": repr(exc)})
+            except (RedisError, KeysUnavailable) as exc:
+                # Fail closed: without the revocation list a logged-out token could pass, and
+                # without keys no token can be checked at all.
+                logger.error("token check unavailable", extra={"error": repr(exc)})
                 await send_problem(send, 503, "upstream_unavailable",
                                    "Sign-in state cannot be checked right now.",
                                    [(b"retry-after", b"1")])

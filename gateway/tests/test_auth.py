@@ -207,3 +207,20 @@ async def test_revocation_list_passes_redis_failures_to_every_waiter() -> None:
                                    return_exceptions=True)
     await broken.aclose()
     assert all(isinstance(result, RedisError) for result in results)
+
+
+async def test_no_keys_because_user_service_is_down_is_503_not_a_bad_token(
+        rig: Rig, redis_url: str) -> None:
+    """A gateway that could never fetch the JWKS cannot judge any token: a valid one must not
+    be told it is invalid (clients throw such tokens away and sign the user out)."""
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["user"] = f"http://127.0.0.1:{free_port()}"
+    gateway = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as c:
+            response = await c.get("/api/v1/orders", headers={"Authorization": f"Bearer {rig.token()}"})
+    finally:
+        gateway.stop()
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "upstream_unavailable"
