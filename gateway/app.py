@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Scope
 
@@ -80,7 +81,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             except (aiohttp.ClientError, TimeoutError):
                 return name
 
-        results = await asyncio.gather(*(probe(n, u) for n, u in settings.upstreams().items()))
+        async def probe_redis() -> str | None:
+            # Without Redis no token can be checked for revocation: not ready either.
+            try:
+                await asyncio.wait_for(runtime.redis.ping(), READINESS_TIMEOUT.total)
+            except (RedisError, TimeoutError):
+                return "redis"
+            return None
+
+        results = await asyncio.gather(probe_redis(),
+                                       *(probe(n, u) for n, u in settings.upstreams().items()))
         failing = [name for name in results if name]
         if failing:
             return problem_response(503, "upstream_unavailable", "Not ready",

@@ -29,6 +29,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
 # are refused while this key exists.
 REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
 _SID = re.compile(r"^[0-9a-f]{32}$")
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_SUB = re.compile(r"[0-9]{1,16}")
 _MAX_TOKEN_LENGTH = 4096
 
 
@@ -232,7 +234,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             raise TokenRejected("invalid_token", "The access token is not valid.") from None
         sub, sid = claims["sub"], claims["sid"]
-        if not (isinstance(sub, str) and sub.isdigit() and 0 < int(sub) < 2**53):
+        if not (isinstance(sub, str) and _SUB.fullmatch(sub) and 0 < int(sub) < 2**53):
             raise TokenRejected("invalid_token", "The access token is not valid.")
         if not (isinstance(sid, str) and _SID.match(sid)):
             raise TokenRejected("invalid_token", "The access token is not valid.")

@@ -318,7 +318,12 @@ class Proxy:
             try:
                 async with session.request(method, url, headers=headers, data=body or None,
                                            allow_redirects=False) as upstream:
-                    payload = await upstream.read()
+                    # Bounded: a service gone wrong must not make the gateway buffer without end.
+                    payload = await upstream.content.read(self.settings.max_response_bytes + 1)
+                    if len(payload) > self.settings.max_response_bytes:
+                        await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                                   "answered with an oversized response")
+                        return
                     status = upstream.status
                     response_headers = [
                         (k.lower(), v) for k, v in upstream.raw_headers
@@ -364,6 +369,14 @@ class Proxy:
                            [(b"retry-after", b"1")] if status == 503 else [])
 
 
+async def refresh_periodically(jwks: JwksCache, interval: float) -> None:
+    """An unknown kid brings a new key in at once; only a refetch now and then notices a key
+    that was withdrawn (say, after a leak) without a new one being used yet."""
+    while True:
+        await asyncio.sleep(interval)
+        await jwks.fetch()
+
+
 class GatewayRuntime:
     """What the lifespan opens and closes: upstream pools, Redis, the JWKS cache and verifier."""
 
@@ -373,6 +386,13 @@ class GatewayRuntime:
         self.upstreams = Upstreams(settings)
         self._verifier: TokenVerifier | None = None
         self._redis: Redis | None = None
+        self._jwks_refresher: asyncio.Task[None] | None = None
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("gateway runtime used outside its lifespan")
+        return self._redis
 
     @property
     def verifier(self) -> TokenVerifier:
@@ -393,8 +413,14 @@ class GatewayRuntime:
         self._verifier = TokenVerifier(jwks, self._redis, issuer=settings.jwt_issuer,
                                        audience=settings.jwt_audience,
                                        leeway=settings.jwt_leeway_seconds)
+        self._jwks_refresher = asyncio.create_task(
+            refresh_periodically(jwks, settings.jwks_max_age_seconds))
 
     async def close(self) -> None:
+        if self._jwks_refresher is not None:
+            self._jwks_refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jwks_refresher
         await self.upstreams.close()
         if self._redis is not None:
             await self._redis.aclose()

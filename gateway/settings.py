@@ -27,10 +27,14 @@ class Settings(ServiceSettings):
     # An unknown kid triggers a JWKS refetch at most this often, so forged kids cannot
     # turn the gateway into a flood against user_service.
     jwks_refetch_interval_seconds: float = 10.0
+    # Refetched this often regardless, so a withdrawn key stops being trusted.
+    jwks_max_age_seconds: float = Field(default=300.0, gt=0)
 
     connect_timeout_seconds: float = 1.0
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
+    # Responses are buffered whole (they are small JSON); anything past this is a broken service.
+    max_response_bytes: int = 16 * 1024 * 1024
     # The whole request body must arrive within this, so slow senders cannot hold connections.
     body_timeout_seconds: float = 30.0
     max_connections_per_upstream: int = 512

@@ -117,6 +117,7 @@ async def test_required_claims(rig: Rig, client: httpx.AsyncClient) -> None:
 async def test_non_numeric_subject_is_refused(rig: Rig, client: httpx.AsyncClient) -> None:
     await expect_401(client, rig.token(sub="admin"), "invalid_token")
     await expect_401(client, rig.token(sub=str(2**53)), "invalid_token")
+    await expect_401(client, rig.token(sub="\u00b2"), "invalid_token")  # "²": isdigit(), not int()
 
 
 async def test_revoked_session_is_refused(rig: Rig, client: httpx.AsyncClient, redis: Redis) -> None:
@@ -224,3 +225,24 @@ async def test_no_keys_because_user_service_is_down_is_503_not_a_bad_token(
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "upstream_unavailable"
+
+
+async def test_withdrawn_key_stops_working_without_a_new_one(rig: Rig, redis_url: str) -> None:
+    """Only the periodic refetch can notice a key that is withdrawn with no successor in use."""
+    rig.ring.add("short-lived")
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    settings = gateway_settings(upstreams, redis_url, jwks_max_age_seconds=0.2,
+                                jwks_refetch_interval_seconds=30.0)
+    gateway = ThreadedServer(create_app(settings)).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as c:
+            headers = {"Authorization": f"Bearer {rig.token(kid='short-lived')}"}
+            before = await c.get(ME, headers=headers)
+            del rig.ring.keys["short-lived"]
+            await asyncio.sleep(0.8)
+            after = await c.get(ME, headers=headers)
+    finally:
+        gateway.stop()
+    assert before.status_code == 200
+    assert after.status_code == 401
+    assert after.json()["code"] == "invalid_token"

@@ -183,11 +183,27 @@ async def test_redis_down_fails_closed(rig: Rig) -> None:
         async with httpx.AsyncClient(base_url=server.url) as c:
             protected = await c.get("/api/v1/users/me", headers=auth(rig))
             public = await c.get("/api/v1/products/1")
+            ready = await c.get("/readyz")
     finally:
         server.stop()
     assert protected.status_code == 503
     assert protected.json()["code"] == "upstream_unavailable"
     assert public.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["failing"] == ["redis"]
+
+
+async def test_oversized_upstream_response_is_502(rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,
+                                                        max_response_bytes=99))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            response = await c.get("/api/v1/products/fixed")  # 100 bytes
+    finally:
+        server.stop()
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_unavailable"
 
 
 def test_client_address_trusts_only_configured_proxies() -> None:
