@@ -22,6 +22,7 @@ from yarl import URL
 from gateway.auth import Identity, JwksCache, KeysUnavailable, TokenRejected, TokenVerifier
 from gateway.routes import RouteTable
 from gateway.settings import Settings
+from shared.errors import problem_document
 from shared.request_context import current_request_id
 
 logger = logging.getLogger("gateway.proxy")
@@ -78,16 +79,8 @@ class ClientDisconnected(Exception):
 
 
 def problem_body(status: int, code: str, detail: str, **extra: Any) -> bytes:
-    body = {
-        "type": f"urn:preorder:problem:{code}",
-        "title": PROBLEM_TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "request_id": current_request_id(),
-        **extra,
-    }
-    return json.dumps(body).encode()
+    document = problem_document(status, code, PROBLEM_TITLES.get(status, "Error"), detail, extra)
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 async def send_problem(send: Send, status: int, code: str, detail: str,

@@ -113,15 +113,9 @@ class ServiceUnavailable(ProblemError):
     title = "Service unavailable"
 
 
-def problem_response(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> JSONResponse:
+def problem_document(status: int, code: str, title: str, detail: str,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The body of every error, for whoever renders it (FastAPI handlers, the gateway's ASGI)."""
     body: dict[str, Any] = {
         "type": f"urn:preorder:problem:{code}",
         "title": title,
@@ -132,7 +126,20 @@ def problem_response(
     }
     if extra:
         body.update(extra)
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}),
+    return body
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    return JSONResponse(problem_document(status, code, title, detail, extra),
+                        status_code=status, headers=dict(headers or {}),
                         media_type=PROBLEM_CONTENT_TYPE)
 
 
