@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.request_context import current_request_id
+from shared.request_context import current_request_id, request_id_var
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 logger = logging.getLogger("shared.errors")
@@ -187,10 +187,18 @@ async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
 
 
-async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "internal_error", "Internal server error",
-                            "The server could not complete the request.")
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette answers this from its outermost layer, after the request-id middleware has
+    # finished: the id is taken from the scope and the header set here, or the 500 would lack both.
+    request_id = request.scope.get("state", {}).get("request_id")
+    token = request_id_var.set(request_id)
+    try:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal_error", "Internal server error",
+                                "The server could not complete the request.",
+                                headers={"X-Request-Id": request_id} if request_id else None)
+    finally:
+        request_id_var.reset(token)
 
 
 def install_error_handlers(app: FastAPI) -> None:

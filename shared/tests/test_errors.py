@@ -1,0 +1,99 @@
+"""Every error leaves as problem+json with a stable code, including FastAPI's own errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from shared.errors import Conflict, TooManyRequests, install_error_handlers
+from shared.request_context import RequestIdMiddleware
+
+
+class SoldOut(Conflict):
+    code = "sold_out"
+    title = "Sold out"
+
+
+class Body(BaseModel):
+    quantity: int
+
+
+def build_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.post("/orders")
+    async def create(body: Body) -> dict[str, int]:
+        if body.quantity > 3:
+            raise SoldOut("Only 3 left.")
+        return {"quantity": body.quantity}
+
+    @app.get("/limited")
+    async def limited() -> None:
+        raise TooManyRequests("Slow down.", retry_after=7)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["type"] == f"urn:preorder:problem:{code}"
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_typed_error(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.post("/orders", json={"quantity": 5}), 409, "sold_out")
+    assert body["detail"] == "Only 3 left."
+    assert body["title"] == "Sold out"
+
+
+async def test_validation_error_lists_fields(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.post("/orders", json={"quantity": "many"}), 422,
+                          "validation_error")
+    assert body["errors"] == [{"loc": ["body", "quantity"], "msg": body["errors"][0]["msg"]}]  # type: ignore[index]
+
+
+async def test_malformed_json(client: httpx.AsyncClient) -> None:
+    response = await client.post("/orders", content=b'{"quantity": ',
+                                 headers={"content-type": "application/json"})
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_routing_errors(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/nowhere"), 404, "not_found")
+    assert_problem(await client.get("/orders"), 405, "method_not_allowed")
+
+
+async def test_rate_limit_carries_retry_after(client: httpx.AsyncClient) -> None:
+    response = await client.get("/limited")
+    assert_problem(response, 429, "rate_limited")
+    assert response.headers["retry-after"] == "7"
+
+
+async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/boom")
+    body = assert_problem(response, 500, "internal_error")
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    assert body["detail"] == "The server could not complete the request."
