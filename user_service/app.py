@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -12,6 +15,7 @@ from shared.app import create_service_app
 from shared.health import check_database, check_redis
 from shared.lifespan import datastores
 from shared.logging import configure_logging
+from user_service.auth.housekeeping import purge_periodically
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import router as auth_router
@@ -50,7 +54,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         window_seconds=settings.login_failure_window_seconds,
                     ),
                 )
-                yield
+                purge = asyncio.create_task(purge_periodically(
+                    app.state.sessionmaker,
+                    refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+                    interval_seconds=settings.purge_interval_seconds,
+                ))
+                try:
+                    yield
+                finally:
+                    purge.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await purge
 
     return create_service_app(
         service="user_service",

@@ -43,6 +43,8 @@ class Settings(ServiceSettings, DatabaseSettingsMixin):
     login_max_failures_per_ip: int = Field(default=100, gt=0)
     login_failure_window_seconds: int = Field(default=900, gt=0)
     password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, gt=0)
+    # How often expired refresh tokens and sessions left without any are deleted.
+    purge_interval_seconds: float = Field(default=3600, gt=0)
 
     smtp_host: str = Field(default="127.0.0.1", validation_alias=_unprefixed("SMTP_HOST"))
     smtp_port: int = Field(default=1025, validation_alias=_unprefixed("SMTP_PORT"))

@@ -69,6 +69,7 @@ class RefreshToken(Base):
         CHAR(32), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(CHAR(64), unique=True)
-    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Indexed for the periodic purge of expired tokens (user_service/auth/housekeeping.py).
+    expires_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

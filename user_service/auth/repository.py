@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -153,3 +153,25 @@ class AuthRepository:
                 .execution_options(synchronize_session=False)
             )
         return session_ids
+
+    async def delete_expired_refresh_tokens(self, *, expired_before: datetime, limit: int) -> int:
+        ids = select(RefreshToken.id).where(RefreshToken.expires_at < expired_before).limit(limit)
+        found = list((await self.session.execute(ids)).scalars())
+        if not found:
+            return 0
+        await self.session.execute(delete(RefreshToken).where(RefreshToken.id.in_(found)))
+        return len(found)
+
+    async def delete_sessions_without_tokens(self, *, created_before: datetime, limit: int) -> int:
+        """Sessions whose every refresh token has expired and been purged: nothing can use them."""
+        ids = (
+            select(LoginSession.id)
+            .where(LoginSession.created_at < created_before)
+            .where(~exists().where(RefreshToken.session_id == LoginSession.id))
+            .limit(limit)
+        )
+        found = list((await self.session.execute(ids)).scalars())
+        if not found:
+            return 0
+        await self.session.execute(delete(LoginSession).where(LoginSession.id.in_(found)))
+        return len(found)
