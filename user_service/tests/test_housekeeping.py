@@ -22,7 +22,7 @@ async def add_user(engine: AsyncEngine) -> int:
             "INSERT INTO users (email, password_hash, name, email_verified, created_at, updated_at)"
             " VALUES (:email, 'x', 'Purge', 1, :now, :now)"),
             {"email": f"purge-{uuid.uuid4().hex}@example.com", "now": utcnow()})
-        return int(result.lastrowid)  # type: ignore[attr-defined]
+        return int(result.lastrowid)
 
 
 async def add_session(engine: AsyncEngine, user_id: int, *, created_days_ago: int,
