@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 Environment = Literal["development", "test", "production"]
 
@@ -30,6 +31,15 @@ class DatabaseSettingsMixin(BaseSettings):
     database_url: str
     database_pool_size: int = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
+
+    @model_validator(mode="after")
+    def _no_passwordless_database_in_production(self) -> DatabaseSettingsMixin:
+        # The development default is root with no password; a deployment has its own user.
+        if getattr(self, "environment", None) == "production" and not make_url(
+            self.database_url
+        ).password:
+            raise ValueError("production needs a database URL with a password (its own user)")
+        return self
 
 
 def refuse_in_production(settings: ServiceSettings, condition: bool, message: str) -> None:

@@ -11,3 +11,4 @@ from shared.migrate import ensure_database
 async def test_unsafe_schema_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         await ensure_database(f"mysql+asyncmy://root@127.0.0.1:3306/{name}")
+
