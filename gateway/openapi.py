@@ -36,6 +36,35 @@ def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
     return node
 
 
+# What the gateway itself may answer on any forwarded route.
+_GATEWAY_FAILURES = {
+    "502": "`upstream_unavailable`: the service broke the connection (from the gateway)",
+    "503": "`upstream_unavailable`: the service is down (from the gateway)",
+    "504": "`upstream_timeout`: the service did not answer in time (from the gateway)",
+}
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "request_id": {"type": ["string", "null"]},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _add_problem(responses: dict[str, Any], status: str, description: str) -> None:
+    responses.setdefault(status, {
+        "description": description,
+        "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/GatewayProblem"}}},
+    })
+
+
 def merge_documents(documents: dict[str, dict[str, Any]], table: RouteTable, *,
                     title: str, version: str) -> dict[str, Any]:
     merged: dict[str, Any] = {
@@ -48,6 +77,7 @@ def merge_documents(documents: dict[str, dict[str, Any]], table: RouteTable, *,
         },
     }
     schemas: dict[str, Any] = merged["components"]["schemas"]
+    schemas["GatewayProblem"] = _PROBLEM_SCHEMA
     for service, document in sorted(documents.items()):
         renames: dict[str, str] = {}
         for name, schema in document.get("components", {}).get("schemas", {}).items():
@@ -65,8 +95,15 @@ def merge_documents(documents: dict[str, dict[str, Any]], table: RouteTable, *,
                     continue
                 operation = _rewrite_refs(copy.deepcopy(operation), renames)
                 operation.setdefault("tags", [service])
+                responses = operation.setdefault("responses", {})
                 if not match.public:
                     operation["security"] = [{"bearer": []}]
+                    _add_problem(responses, "401", "`missing_token`, `invalid_token`, "
+                                 "`token_expired`, `token_revoked` (from the gateway)")
+                if "requestBody" in operation:
+                    _add_problem(responses, "413", "`payload_too_large` (from the gateway)")
+                for status, text in _GATEWAY_FAILURES.items():
+                    _add_problem(responses, status, text)
                 merged["paths"].setdefault(path, {})[method] = operation
     return merged
 

@@ -182,6 +182,12 @@ async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's only 400 is a body it could not even decode (not UTF-8, say): to clients
+        # that is malformed input like any other, the contract's 422 validation_error.
+        message = "The body is not valid JSON."
+        return problem_response(422, "validation_error", "Validation failed", message,
+                                extra={"errors": [{"loc": ["body"], "msg": message}]})
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(exc.status_code, code, title, detail, headers=exc.headers)

@@ -93,3 +93,12 @@ async def test_cors_only_for_configured_origins(rig: Rig, redis_url: str) -> Non
 async def test_no_cors_headers_by_default(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/products/1", headers={"Origin": "https://shop.example"})
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_openapi_documents_what_the_gateway_itself_answers(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    secured = paths["/api/v1/users/me"]["get"]["responses"]
+    public = paths["/api/v1/products/{id}/stock"]["get"]["responses"]
+    assert "401" in secured
+    assert "401" not in public
+    assert {"502", "503", "504"} <= set(secured) & set(public)

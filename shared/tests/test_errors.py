@@ -97,3 +97,11 @@ async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClie
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert body["detail"] == "The server could not complete the request."
+
+
+async def test_undecodable_body_is_a_validation_error(client: httpx.AsyncClient) -> None:
+    # Not UTF-8 at all: FastAPI's own answer would be a 400 the contract does not list.
+    response = await client.post("/orders", content=b"\x0f\xff\xfe",
+                                 headers={"content-type": "application/json"})
+    body = assert_problem(response, 422, "validation_error")
+    assert body["errors"] == [{"loc": ["body"], "msg": "The body is not valid JSON."}]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, HttpUrl, StringConstraints, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    HttpUrl,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
 
 from shared.schemas import ApiModel, RequestModel, UtcDatetime
 
@@ -26,7 +33,13 @@ def _http_url(value: str) -> str:
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)]
 Greeting = Annotated[str, StringConstraints(max_length=500)]
-ImageUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)]
+# The schema says what the validator enforces, so generated clients and fuzzers agree with it.
+ImageUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048),
+    AfterValidator(_http_url),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048}),
+]
 
 
 class Profile(ApiModel):
