@@ -142,6 +142,19 @@ async def _discard_rest(receive: Receive, *, budget: int) -> None:
             return
 
 
+async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None past `limit` bytes: a service gone wrong must not make the
+    gateway buffer without end. (A single read(n) would return only what has arrived so far.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def relative_location(location: bytes, base_url: str) -> bytes:
     """An upstream's redirect to its own address (built from the Host the gateway sent, as
     FastAPI's trailing-slash redirect is), made relative: clients never see a private address."""
@@ -311,12 +324,12 @@ class Proxy:
             try:
                 async with session.request(method, url, headers=headers, data=body or None,
                                            allow_redirects=False) as upstream:
-                    # Bounded: a service gone wrong must not make the gateway buffer without end.
-                    payload = await upstream.content.read(self.settings.max_response_bytes + 1)
-                    if len(payload) > self.settings.max_response_bytes:
+                    received = await read_bounded(upstream.content, self.settings.max_response_bytes)
+                    if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
                                                    "answered with an oversized response")
                         return
+                    payload = received
                     status = upstream.status
                     response_headers = [
                         (k.lower(), v) for k, v in upstream.raw_headers

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.app import create_app
@@ -89,6 +89,13 @@ def echo_app(service: str, ring: KeyRing) -> Starlette:
             return RedirectResponse(str(request.url.replace(path="/api/v1/users/me")), 307)
         if request.url.path.endswith("/fixed"):
             return Response(b"f" * 100, media_type="text/plain")
+        if request.url.path.endswith("/streamed"):
+            async def chunks() -> AsyncIterator[bytes]:
+                for index in range(32):
+                    await asyncio.sleep(0.005)
+                    yield bytes([65 + index % 26]) * 65536
+
+            return StreamingResponse(chunks(), media_type="application/octet-stream")
         body = await request.body()
         return JSONResponse({
             "service": service,

@@ -347,3 +347,10 @@ async def test_idle_upstream_connections_are_dropped_before_the_upstream_drops_t
         await runtime.upstreams.close()
     assert keepalive is not None
     assert keepalive < uvicorn.Config(app="gateway.app:create_app").timeout_keep_alive
+
+
+async def test_streamed_upstream_response_arrives_whole(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/products/streamed")
+    assert response.status_code == 200
+    assert len(response.content) == 32 * 65536
+    assert response.content[-1:] == bytes([65 + 31 % 26])
