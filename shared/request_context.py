@@ -11,7 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID_HEADER = "x-request-id"
 # A client may pick its own id so that its logs and ours line up; anything odd is replaced
 # rather than echoed, so a header can never smuggle control characters into our logs.
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+# fullmatch, not ^...$: `$` also matches before a trailing newline.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -25,7 +26,7 @@ def new_request_id() -> str:
 
 
 def sanitize_request_id(value: str | None) -> str:
-    if value and _SANE_REQUEST_ID.match(value):
+    if value and _SANE_REQUEST_ID.fullmatch(value):
         return value
     return new_request_id()
 

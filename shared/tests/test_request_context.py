@@ -12,7 +12,7 @@ def test_sane_id_is_kept() -> None:
 
 
 @pytest.mark.parametrize("value", [None, "", "short", "x" * 129, "has space here", "new\nline-xx",
-                                   '"quote"-xxxx', "ünïcode-xxxx"])
+                                   '"quote"-xxxx', "ünïcode-xxxx", "trailing-newline\n"])
 def test_odd_ids_are_replaced(value: str | None) -> None:
     replaced = sanitize_request_id(value)
     assert replaced != value
