@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 import uuid
 
@@ -130,11 +131,14 @@ async def test_revoked_session_is_refused(rig: Rig, client: httpx.AsyncClient, r
 
 
 async def test_cached_token_still_expires(rig: Rig, client: httpx.AsyncClient) -> None:
-    # Valid only thanks to the leeway, for about one more second: the first request caches it.
+    # Valid only thanks to the leeway, for one to two more seconds: the first request caches it.
+    # `exp` is whole seconds, so the end is rounded up: `int(time.time()) + 1` could leave a
+    # loaded machine only milliseconds to make that first request.
     leeway = rig.settings.jwt_leeway_seconds
-    token = rig.token(expires_in=1 - leeway)
+    valid_until = math.ceil(time.time()) + 1
+    token = rig.token(exp=valid_until - leeway)
     assert (await client.get(ME, headers={"Authorization": f"Bearer {token}"})).status_code == 200
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(valid_until - time.time() + 0.3)
     await expect_401(client, token, "token_expired")
 
 
