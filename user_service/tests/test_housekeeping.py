@@ -26,7 +26,7 @@ async def add_user(engine: AsyncEngine) -> int:
 
 
 async def add_session(engine: AsyncEngine, user_id: int, *, created_days_ago: int,
-                      token_expiries_days: list[int]) -> str:
+                      token_expiries_days: list[float]) -> str:
     session_id = secrets.token_hex(16)
     now = utcnow()
     async with engine.begin() as conn:
@@ -61,7 +61,7 @@ async def test_purge_keeps_live_state_and_removes_dead(db_engine: AsyncEngine) -
     # Abandoned months ago: every token long expired, so the session goes too.
     abandoned = await add_session(db_engine, user_id, created_days_ago=90, token_expiries_days=[-60])
     # Expired only hours ago: kept for the grace day, so a late refresh hears token_expired.
-    recent = await add_session(db_engine, user_id, created_days_ago=31, token_expiries_days=[0])
+    recent = await add_session(db_engine, user_id, created_days_ago=31, token_expiries_days=[-0.25])
     await purge_expired_sessions(create_sessionmaker(db_engine), refresh_token_ttl=TTL)
     assert await tokens_of(db_engine, active) == 1
     assert await tokens_of(db_engine, abandoned) is None
