@@ -147,7 +147,7 @@ async def test_body_at_limit_passes(rig: Rig, client: httpx.AsyncClient) -> None
 
 @pytest.fixture(scope="module")
 def broken_rig(rig: Rig, redis_url: str) -> Iterator[ThreadedServer]:
-    """A gateway whose payment service is down and whose Redis is unreachable for one test."""
+    """A gateway whose payment service is down (nothing listens on its port)."""
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     upstreams["payment"] = closed_port_url()
     server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()

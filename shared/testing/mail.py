@@ -13,6 +13,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from shared.testing.net import free_port
+
 CODE_PATTERN = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 
 
@@ -52,7 +54,7 @@ class MailSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Lock()
         self._mails: list[ReceivedMail] = []
-        self.controller = Controller(_Collector(self), hostname=host, port=port or _free_port())
+        self.controller = Controller(_Collector(self), hostname=host, port=port or free_port())
 
     @property
     def host(self) -> str:
@@ -88,11 +90,3 @@ class MailSink:
             if time.monotonic() > deadline:
                 raise AssertionError(f"expected {count} mail(s) to {address}, got {len(mails)}")
             await asyncio.sleep(0.02)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
