@@ -17,7 +17,8 @@ from deploy.run_local import (
 )
 
 
-def test_the_seven_apps_on_their_fixed_ports() -> None:
+def test_the_seven_apps_on_their_fixed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_PORT", raising=False)  # README: it moves the gateway
     assert {s.package: s.port for s in all_services()} == {
         "gateway": 8000, "user_service": 8001, "product_service": 8002, "order_service": 8003,
         "payment_service": 8004, "stock_service": 8005, "social_service": 8006,
@@ -27,6 +28,7 @@ def test_the_seven_apps_on_their_fixed_ports() -> None:
 def test_datastores_come_from_the_services_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCT_DATABASE_URL",
                        "mysql+asyncmy://me:pw@127.0.0.1:3307/preorder_product")
+    monkeypatch.delenv("PRODUCT_REDIS_URL", raising=False)
     product = [s for s in all_services() if s.package == "product_service"]
     from product_service.settings import get_settings
 

@@ -15,7 +15,9 @@ class DemoSettings(ServiceSettings, DatabaseSettingsMixin):
     mail_user: str | None = None
 
 
-def test_production_refuses_a_passwordless_database() -> None:
+def test_production_refuses_a_passwordless_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("APP_ENV", "ENVIRONMENT", "DEMO_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match="password"):
         DemoSettings(environment="production")
     production = DemoSettings(environment="production",
