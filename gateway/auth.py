@@ -28,7 +28,7 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
 # Contract with user_service (user_service/auth/revocation.py): a session's access tokens
 # are refused while this key exists.
 REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
-_SID = re.compile(r"^[0-9a-f]{32}$")
+_SID = re.compile(r"[0-9a-f]{32}")
 # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
 _SUB = re.compile(r"[0-9]{1,16}")
 _MAX_TOKEN_LENGTH = 4096
@@ -236,6 +236,6 @@ class TokenVerifier:
         sub, sid = claims["sub"], claims["sid"]
         if not (isinstance(sub, str) and _SUB.fullmatch(sub) and 0 < int(sub) < 2**53):
             raise TokenRejected("invalid_token", "The access token is not valid.")
-        if not (isinstance(sid, str) and _SID.match(sid)):
+        if not (isinstance(sid, str) and _SID.fullmatch(sid)):
             raise TokenRejected("invalid_token", "The access token is not valid.")
         return Identity(user_id=int(sub), session_id=sid, expires_at=float(claims["exp"]))

@@ -250,3 +250,8 @@ async def test_withdrawn_key_stops_working_without_a_new_one(rig: Rig, redis_url
     assert before.status_code == 200
     assert after.status_code == 401
     assert after.json()["code"] == "invalid_token"
+
+
+async def test_session_id_must_be_exactly_32_hex(rig: Rig, client: httpx.AsyncClient) -> None:
+    await expect_401(client, rig.token(sid="a" * 32 + "\n"), "invalid_token")
+    await expect_401(client, rig.token(sid="A" * 32), "invalid_token")
