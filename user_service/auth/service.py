@@ -43,7 +43,7 @@ logger = logging.getLogger("user_service.auth")
 
 RESEND_KEY = "mail:resend:{email}"
 _MYSQL_DUPLICATE_ENTRY = 1062
-_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def hash_code(user_id: int, code: str) -> str:
@@ -221,7 +221,7 @@ class AuthService:
         return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id)
 
     async def logout(self, user_id: int, session_id: str | None) -> None:
-        if session_id is None or not _SESSION_ID.match(session_id):
+        if session_id is None or not _SESSION_ID.fullmatch(session_id):
             raise Unauthorized("This route needs the caller's session (X-Session-Id).")
         # The sid is the caller's own, vouched for by the gateway; the user_id guard keeps a
         # forged header from revoking someone else's session.
