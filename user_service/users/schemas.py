@@ -62,7 +62,10 @@ class PublicProfile(ApiModel):
 class ProfileUpdate(RequestModel):
     """Absent fields stay as they are; an explicit null clears greeting or profile_image_url."""
 
-    name: Name | None = None
+    # Optional but never null: the schema says so, the validator below enforces it.
+    name: Annotated[
+        Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100})
+    ] = None
     greeting: Greeting | None = None
     profile_image_url: ImageUrl | None = None
 
