@@ -22,7 +22,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-CODE_PATTERN = re.compile(r"(?<!\d)(\d{6})(?!\d)")
+from shared.mail import verification_code
+
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9@._+-]")
 
 
@@ -37,14 +38,6 @@ class StoredMail:
     def describe(self) -> str:
         code = f"code {self.code}" if self.code else "no code"
         return f"to {', '.join(self.recipients)}: {code}  ({self.subject!r}, {self.path})"
-
-
-def verification_code(message: EmailMessage) -> str | None:
-    """The first six consecutive digits of the plain-text body, as user_service sends them."""
-    part = message.get_body(preferencelist=("plain",))
-    text = part.get_content() if part is not None else ""
-    match = CODE_PATTERN.search(str(text))
-    return match.group(1) if match else None
 
 
 def _print_mail(mail: StoredMail) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from locust import HttpUser, between, events, task
 
-from deploy.mail_sink import verification_code
+from shared.mail import verification_code
 
 MAIL_DIR = Path(__file__).resolve().parent.parent / ".data" / "mail"
 PASSWORD = "correct horse battery staple"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -13,9 +12,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from shared.mail import plain_text, verification_code
 from shared.testing.net import free_port
-
-CODE_PATTERN = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -26,15 +24,14 @@ class ReceivedMail:
 
     @property
     def text(self) -> str:
-        part = self.message.get_body(preferencelist=("plain",))
-        return part.get_content() if part is not None else ""
+        return plain_text(self.message)
 
     @property
     def code(self) -> str:
-        match = CODE_PATTERN.search(self.text)
-        if not match:
+        code = verification_code(self.message)
+        if code is None:
             raise AssertionError(f"no six-digit code in mail: {self.text!r}")
-        return match.group(1)
+        return code
 
 
 class _Collector:
