@@ -11,10 +11,16 @@ from shared.migrate import upgrade
 TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 # A database number of its own, so a test run never touches the data of a `make run`.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Two suites on one machine at once (two work trees, say) each set their own namespace and Redis
+# database, so neither drops the other's schemas: `TEST_NAMESPACE=b TEST_REDIS_URL=.../14 make test`.
+TEST_NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
+if TEST_NAMESPACE and not TEST_NAMESPACE.isalnum():
+    raise RuntimeError(f"TEST_NAMESPACE must be letters and digits, got {TEST_NAMESPACE!r}")
 
 
 def database_url_for_tests(schema: str, suffix: str = "test") -> str:
-    url = make_url(TEST_MYSQL_URL).set(database=f"{schema}_{suffix}")
+    name = f"{schema}_{suffix}_{TEST_NAMESPACE}" if TEST_NAMESPACE else f"{schema}_{suffix}"
+    url = make_url(TEST_MYSQL_URL).set(database=name)
     return url.render_as_string(hide_password=False)
 
 
