@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,16 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
 from redis.asyncio import Redis
 
+from shared.contracts import is_session_id, parse_user_id, revoked_session_key
+
 logger = logging.getLogger("gateway.auth")
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
-# Contract with user_service (user_service/auth/revocation.py): a session's access tokens
-# are refused while this key exists.
-REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
-_SID = re.compile(r"[0-9a-f]{32}")
-# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-_SUB = re.compile(r"[0-9]{1,16}")
 _MAX_TOKEN_LENGTH = 4096
 
 
@@ -168,7 +163,7 @@ class RevocationList:
         self._flush_scheduled = False
         session_ids = list(batch)
         try:
-            found = await self.redis.mget([REVOKED_SESSION_KEY.format(sid=s) for s in session_ids])
+            found = await self.redis.mget([revoked_session_key(s) for s in session_ids])
         except Exception as exc:
             for futures in batch.values():
                 for future in futures:
@@ -233,9 +228,7 @@ class TokenVerifier:
             raise TokenRejected("token_expired", "The access token has expired.") from None
         except jwt.InvalidTokenError:
             raise TokenRejected("invalid_token", "The access token is not valid.") from None
-        sub, sid = claims["sub"], claims["sid"]
-        if not (isinstance(sub, str) and _SUB.fullmatch(sub) and 0 < int(sub) < 2**53):
+        user_id, sid = parse_user_id(claims["sub"]), claims["sid"]
+        if user_id is None or not is_session_id(sid):
             raise TokenRejected("invalid_token", "The access token is not valid.")
-        if not (isinstance(sid, str) and _SID.fullmatch(sid)):
-            raise TokenRejected("invalid_token", "The access token is not valid.")
-        return Identity(user_id=int(sub), session_id=sid, expires_at=float(claims["exp"]))
+        return Identity(user_id=user_id, session_id=sid, expires_at=float(claims["exp"]))

@@ -22,6 +22,7 @@ from yarl import URL
 from gateway.auth import Identity, JwksCache, KeysUnavailable, TokenRejected, TokenVerifier
 from gateway.routes import RouteTable
 from gateway.settings import Settings
+from shared.contracts import CLIENT_IP_HEADER, SESSION_ID_HEADER, USER_ID_HEADER
 from shared.errors import problem_document
 from shared.request_context import current_request_id
 
@@ -293,10 +294,10 @@ class Proxy:
 
         request_id = current_request_id() or ""
         headers.append(("X-Request-Id", request_id))
-        headers.append(("X-Forwarded-For", client_address(scope, settings.trusted_proxy_count)))
+        headers.append((CLIENT_IP_HEADER, client_address(scope, settings.trusted_proxy_count)))
         if identity is not None:
-            headers.append(("X-User-Id", str(identity.user_id)))
-            headers.append(("X-Session-Id", identity.session_id))
+            headers.append((USER_ID_HEADER, str(identity.user_id)))
+            headers.append((SESSION_ID_HEADER, identity.session_id))
 
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
 from shared.settings import ServiceSettings
 
 
@@ -21,8 +22,8 @@ class Settings(ServiceSettings):
     stock_service_url: str = "http://127.0.0.1:8005"
     social_service_url: str = "http://127.0.0.1:8006"
 
-    jwt_issuer: str = "preorder-user-service"
-    jwt_audience: str = "preorder-api"
+    jwt_issuer: str = JWT_ISSUER
+    jwt_audience: str = JWT_AUDIENCE
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=30)
     # An unknown kid triggers a JWKS refetch at most this often, so forged kids cannot
     # turn the gateway into a flood against user_service.

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from shared.contracts import (
+    CLIENT_IP_HEADER,
+    SESSION_ID_HEADER,
+    USER_ID_HEADER,
+    is_session_id,
+    parse_user_id,
+)
 from shared.errors import Unauthorized
-
-USER_ID_HEADER = "X-User-Id"
-SESSION_ID_HEADER = "X-Session-Id"
-CLIENT_IP_HEADER = "X-Forwarded-For"
-
-
-# ASCII digits only, at most 16 of them (2**53 has 16): str.isdigit() also accepts "²", which
-# int() refuses, and int() refuses strings of over 4300 digits; either would be a 500.
-_USER_ID = re.compile(r"[0-9]{1,16}")
 
 
 async def current_user_id(request: Request) -> int:
-    raw = request.headers.get(USER_ID_HEADER)
-    if raw is None or not _USER_ID.fullmatch(raw) or not 0 < int(raw) < 2**53:
+    user_id = parse_user_id(request.headers.get(USER_ID_HEADER))
+    if user_id is None:
         raise Unauthorized("This route needs a signed-in user.")
-    return int(raw)
+    return user_id
 
 
-async def current_session_id(request: Request) -> str | None:
-    return request.headers.get(SESSION_ID_HEADER)
+async def current_session_id(request: Request) -> str:
+    """The caller's login session; the gateway sets it beside X-User-Id on every signed-in call."""
+    session_id = request.headers.get(SESSION_ID_HEADER)
+    if not is_session_id(session_id):
+        raise Unauthorized("This route needs the caller's session (X-Session-Id).")
+    return session_id
 
 
 async def client_ip(request: Request) -> str:
@@ -39,5 +40,5 @@ async def client_ip(request: Request) -> str:
 
 
 CurrentUser = Annotated[int, Depends(current_user_id)]
-CurrentSession = Annotated[str | None, Depends(current_session_id)]
+CurrentSession = Annotated[str, Depends(current_session_id)]
 ClientIp = Annotated[str, Depends(client_ip)]

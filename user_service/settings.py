@@ -8,6 +8,7 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
 from shared.settings import DatabaseSettingsMixin, ServiceSettings, refuse_in_production
 
 
@@ -30,8 +31,8 @@ class Settings(ServiceSettings, DatabaseSettingsMixin):
     jwt_previous_public_keys: str | None = None
     # Development only: where a generated signing key is kept between restarts.
     jwt_key_dir: str = ".data/keys"
-    jwt_issuer: str = "preorder-user-service"
-    jwt_audience: str = "preorder-api"
+    jwt_issuer: str = JWT_ISSUER
+    jwt_audience: str = JWT_AUDIENCE
     access_token_ttl_seconds: int = Field(default=900, gt=0)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, gt=0)
 

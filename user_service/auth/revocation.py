@@ -1,11 +1,11 @@
-"""Session revocation as the gateway sees it: a contract with the gateway, keep both sides in step.
+"""Publishing revoked sessions to the gateway (the key is `shared.contracts.REVOKED_SESSION_KEY`).
 
 To revoke a session, user_service sets, on the Redis of `USER_REDIS_URL`:
 
     SET auth:revoked-session:{sid} 1 EX {access_token_ttl_seconds + 60}
 
-where `sid` is the access token's `sid` claim (32 lowercase hex characters). The gateway answers
-401 `token_revoked` to any access token whose `sid` has that key. The key only needs to outlive
+where `sid` is the access token's `sid` claim. The gateway answers 401 `token_revoked` to any
+access token whose `sid` has that key. The key only needs to outlive
 the longest-lived access token of the session; the margin covers clock skew between hosts.
 Refresh tokens are refused by user_service itself (the `sessions.revoked_at` column), so no new
 access token can be minted for a revoked session once the key expires.
@@ -17,12 +17,9 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
+from shared.contracts import revoked_session_key
+
 CLOCK_SKEW_MARGIN_SECONDS = 60
-
-
-def revoked_session_key(session_id: str) -> str:
-    return REVOKED_SESSION_KEY.format(sid=session_id)
 
 
 async def publish_revoked_sessions(

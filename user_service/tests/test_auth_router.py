@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.contracts import revoked_session_key
 from shared.db import drain_background_tasks
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
-from user_service.auth.revocation import revoked_session_key
 from user_service.auth.throttle import email_failures_key
 from user_service.tests.conftest import SettingsFactory
 from user_service.tests.helpers import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from redis.asyncio import Redis
 
+from shared.contracts import revoked_session_key
 from shared.testing.mail import MailSink
-from user_service.auth.revocation import revoked_session_key
 from user_service.tests.helpers import (
     PASSWORD,
     assert_problem,
