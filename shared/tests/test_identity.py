@@ -51,7 +51,9 @@ async def test_well_formed_identity_is_passed_on(client: httpx.AsyncClient) -> N
 async def test_missing_or_malformed_identity_is_401(
     client: httpx.AsyncClient, headers: dict[str, str | bytes]
 ) -> None:
-    response = await client.get("/whoami", headers=headers)
+    raw = [(name.encode(), value if isinstance(value, bytes) else value.encode())
+           for name, value in headers.items()]
+    response = await client.get("/whoami", headers=raw)
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "missing_token"
