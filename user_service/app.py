@@ -18,8 +18,8 @@ from shared.logging import configure_logging
 from user_service.auth.housekeeping import purge_periodically
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
+from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
-from user_service.auth.router import well_known_router
 from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
@@ -70,6 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service="user_service",
         title="User service",
         lifespan=lifespan,
-        routers=[auth_router, users_router, well_known_router],
+        routers=[auth_router, account_router, users_router, well_known_router],
         readiness={"database": check_database, "redis": check_redis},
     )

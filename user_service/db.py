@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.db import service_metadata
@@ -9,3 +10,8 @@ from shared.db import service_metadata
 
 class Base(DeclarativeBase):
     metadata = service_metadata()
+
+
+# Naive UTC with microseconds (shared.schemas.utcnow); second precision would make
+# "issued in the same second" ambiguous for expiry checks.
+Timestamp = DATETIME(fsp=6)

@@ -1,35 +1,15 @@
-"""Tables of accounts and sign-in: users, their pending email codes, login sessions, refresh tokens."""
+"""Tables of sign-in: pending email codes, login sessions and their refresh tokens (users are in
+user_service.users.models)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CHAR, BigInteger, Boolean, ForeignKey, Integer, String
-from sqlalchemy.dialects.mysql import DATETIME
+from sqlalchemy import CHAR, BigInteger, ForeignKey, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.schemas import utcnow
-from user_service.db import Base
-
-# Naive UTC with microseconds (shared.schemas.utcnow); second precision would make
-# "issued in the same second" ambiguous for expiry checks.
-Timestamp = DATETIME(fsp=6)
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    # Stored lower-cased and compared byte for byte (no accent folding), so the unique index
-    # is the one authority on "email taken" and agrees with the throttle's per-address keys.
-    email: Mapped[str] = mapped_column(String(254, collation="utf8mb4_bin"), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(100))
-    greeting: Mapped[str | None] = mapped_column(String(500))
-    profile_image_url: Mapped[str | None] = mapped_column(String(2048))
-    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+from user_service.db import Base, Timestamp
 
 
 class EmailVerification(Base):

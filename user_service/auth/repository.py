@@ -9,7 +9,8 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.schemas import utcnow
-from user_service.auth.models import EmailVerification, LoginSession, RefreshToken, User
+from user_service.auth.models import EmailVerification, LoginSession, RefreshToken
+from user_service.users.models import User
 
 
 class AuthRepository:

@@ -1,4 +1,4 @@
-"""HTTP routes of sign-up, verification, login, token refresh, logout and the JWKS."""
+"""HTTP routes of sign-up, verification, login, token refresh, logout, password change and the JWKS."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from user_service.auth.errors import (
     TokenExpired,
     TokenRevoked,
     TooManyAttempts,
+    WrongCurrentPassword,
 )
 from user_service.auth.schemas import (
     EmailVerified,
     LoginRequest,
+    PasswordChange,
     RefreshRequest,
     ResendRequest,
     SignupRequest,
@@ -27,9 +29,13 @@ from user_service.auth.schemas import (
     VerifyEmailRequest,
 )
 from user_service.dependencies import Auth, Signer
+from user_service.users.errors import UserNotFound
 from user_service.users.schemas import Profile
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+# The password change lives under the profile's path but is a sign-in rule (it checks the
+# password and revokes sessions), so auth owns it and users never imports auth.
+account_router = APIRouter(prefix="/api/v1/users", tags=["auth"])
 well_known_router = APIRouter(tags=["auth"])
 
 
@@ -107,6 +113,31 @@ async def refresh(body: RefreshRequest, auth: Auth) -> TokenPair:
 )
 async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: Auth) -> Response:
     await auth.logout(user_id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@account_router.put(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(
+        Unauthorized, WrongCurrentPassword, UserNotFound, ValidationFailed, TooManyAttempts
+    ),
+    description=(
+        "Sets a new password and revokes every other session of the user; the caller's "
+        "session stays signed in. A wrong current_password is 403 `invalid_credentials`, "
+        "not 401: the caller's token is fine, and a 401 would make clients sign out. Wrong "
+        "current passwords count against the account like failed logins (429 "
+        "`too_many_attempts` past the limit)."
+    ),
+)
+async def change_my_password(
+    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: Auth
+) -> Response:
+    await auth.change_password(
+        user_id, session_id,
+        current_password=body.current_password, new_password=body.new_password,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

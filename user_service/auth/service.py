@@ -14,7 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import commit_on_error, run_after_commit
-from shared.errors import NotFound
 from shared.schemas import utcnow
 from user_service.auth.errors import (
     CodeExpired,
@@ -29,7 +28,6 @@ from user_service.auth.errors import (
     WrongCurrentPassword,
 )
 from user_service.auth.mail import Mailer
-from user_service.auth.models import User
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import publish_revoked_sessions
@@ -37,6 +35,8 @@ from user_service.auth.schemas import SignupRequest, TokenPair
 from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.settings import Settings
+from user_service.users.errors import UserNotFound
+from user_service.users.models import User
 
 logger = logging.getLogger("user_service.auth")
 
@@ -230,7 +230,7 @@ class AuthService:
         # against the new hash instead of silently overwriting it.
         user = await self.repository.get_user(user_id, for_update=True)
         if user is None:
-            raise NotFound("No such user.")
+            raise UserNotFound()
         # The login throttle's account counter: with a token in hand, this route must not be
         # a faster way to guess the password than the login is.
         attempt = await self.throttle.count_attempt(user.email)

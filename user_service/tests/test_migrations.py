@@ -9,14 +9,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from user_service.auth import models  # noqa: F401  (registers the tables)
-from user_service.db import Base
+from user_service.models import metadata
 
 
 async def test_models_and_migrations_do_not_drift(db_engine: AsyncEngine) -> None:
     def diff(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
+        return list(compare_metadata(context, metadata))
 
     async with db_engine.connect() as conn:
         assert await conn.run_sync(diff) == []

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.schemas import utcnow
-from user_service.auth.models import User
+from user_service.users.models import User
 
 
 class UsersRepository:

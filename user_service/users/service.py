@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.errors import NotFound
-from user_service.auth.models import User
+from user_service.users.errors import UserNotFound
+from user_service.users.models import User
 from user_service.users.repository import UsersRepository
 from user_service.users.schemas import ProfileUpdate
-
-
-class UserNotFound(NotFound):
-    title = "User not found"
 
 
 class UsersService:
