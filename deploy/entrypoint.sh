@@ -9,7 +9,7 @@ service="$1"
 port="$2"
 
 if [ "$service" != "gateway" ]; then
-    python -m shared.migrate "$service"
+    python -m deploy.migrate "$service"
 fi
 
 exec python -m uvicorn --factory "${service}.app:create_app" \

@@ -2,7 +2,7 @@
 
 1. MySQL and Redis: use them if they answer, else start them with Docker (deploy/compose.deps.yml),
    else from the OS packages (MariaDB, Redis).
-2. Each database service's Alembic chain (`python -m shared.migrate`).
+2. Each database service's Alembic chain (`python -m deploy.migrate`).
 3. Mail: an embedded SMTP sink writing .data/mail/*.eml, unless SMTP_HOST is set.
 4. The seven uvicorn processes, their output merged into one stream with a prefix per service.
 5. Ctrl-C or SIGTERM stops everything it started; a service that dies on its own stops the rest.
@@ -22,7 +22,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.mail_sink import MailSink, StoredMail
+from deploy.services import GATEWAY, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
@@ -52,29 +53,10 @@ DATASTORE_TIMEOUT_SECONDS = 120.0
 RECENT_LINES = 40
 
 
-@dataclass(frozen=True)
-class Service:
-    name: str
-    package: str
-    port: int
-    has_database: bool = True
-
-    @property
-    def app(self) -> str:
-        return f"{self.package}.app:create_app"
-
-
-def all_services() -> tuple[Service, ...]:
-    return (
-        Service("gateway", "gateway", int(os.environ.get("GATEWAY_PORT", "8000")),
-                has_database=False),
-        Service("user", "user_service", 8001),
-        Service("product", "product_service", 8002),
-        Service("order", "order_service", 8003),
-        Service("payment", "payment_service", 8004),
-        Service("stock", "stock_service", 8005),
-        Service("social", "social_service", 8006),
-    )
+def all_services() -> tuple[App, ...]:
+    """The registry's apps, with the gateway on GATEWAY_PORT when that is set."""
+    gateway = replace(GATEWAY, port=int(os.environ.get("GATEWAY_PORT", GATEWAY.port)))
+    return (gateway, *SERVICES)
 
 
 class LogStream:
@@ -111,7 +93,7 @@ class Datastores:
     redis_urls: tuple[str, ...]
 
 
-def configured_datastores(services: Sequence[Service]) -> Datastores:
+def configured_datastores(services: Sequence[App]) -> Datastores:
     """The MySQL servers and Redis URLs the chosen services' settings point at."""
     mysql: dict[str, None] = {}
     redis: dict[str, None] = {}
@@ -281,16 +263,16 @@ def _redact(url: str) -> str:
 
 @dataclass
 class RunningService:
-    service: Service
+    service: App
     process: asyncio.subprocess.Process
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_LINES))
     pump: asyncio.Task[None] | None = None
 
 
-async def start_service(log: LogStream, service: Service, *, host: str,
+async def start_service(log: LogStream, service: App, *, host: str,
                         env: Mapping[str, str]) -> RunningService:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "--factory", service.app, "--host", host,
+        sys.executable, "-m", "uvicorn", "--factory", service.factory, "--host", host,
         "--port", str(service.port), "--no-access-log", "--timeout-graceful-shutdown", "5",
         # uvicorn would otherwise believe X-Forwarded-For from loopback peers; the gateway
         # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT).
@@ -357,12 +339,11 @@ async def stop_all(log: LogStream, services: Sequence[RunningService]) -> None:
     await asyncio.gather(*(stop(s) for s in services))
 
 
-def service_environment(services: Sequence[Service], sink: MailSink | None) -> dict[str, str]:
+def service_environment(services: Sequence[App], sink: MailSink | None) -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for service in services:
-        if service.package.endswith("_service"):
-            key = f"GATEWAY_{service.package.removesuffix('_service').upper()}_SERVICE_URL"
-            env.setdefault(key, f"http://127.0.0.1:{service.port}")
+        if service in SERVICES:
+            env.setdefault(f"GATEWAY_{service.env_prefix}_SERVICE_URL", service.local_url)
     if sink is not None:
         env.update(SMTP_HOST=sink.host, SMTP_PORT=str(sink.port), SMTP_STARTTLS="false")
     return env
@@ -415,7 +396,7 @@ async def race(running: Sequence[RunningService], stop_requested: asyncio.Event,
     return "timeout" if worked.exception() is not None else "ready"
 
 
-async def supervise(log: LogStream, services: Sequence[Service], sink: MailSink | None) -> int:
+async def supervise(log: LogStream, services: Sequence[App], sink: MailSink | None) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -494,7 +475,7 @@ async def run(service_names: Sequence[str]) -> int:
     try:
         await ensure_datastores(log, configured_datastores(services))
         if database_services:
-            code = await run_command(log, "migrate", sys.executable, "-m", "shared.migrate",
+            code = await run_command(log, "migrate", sys.executable, "-m", "deploy.migrate",
                                      *database_services)
             if code != 0:
                 raise SetupError("migrations failed (see above)")

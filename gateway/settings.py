@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from deploy.services import SERVICES, service
 from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
 from shared.settings import ServiceSettings
 
@@ -15,12 +16,14 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    user_service_url: str = "http://127.0.0.1:8001"
-    product_service_url: str = "http://127.0.0.1:8002"
-    order_service_url: str = "http://127.0.0.1:8003"
-    payment_service_url: str = "http://127.0.0.1:8004"
-    stock_service_url: str = "http://127.0.0.1:8005"
-    social_service_url: str = "http://127.0.0.1:8006"
+    # GATEWAY_<NAME>_SERVICE_URL, one per service of deploy.services (a test holds the two in
+    # step); the defaults are where `make run` puts each service.
+    user_service_url: str = service("user").local_url
+    product_service_url: str = service("product").local_url
+    order_service_url: str = service("order").local_url
+    payment_service_url: str = service("payment").local_url
+    stock_service_url: str = service("stock").local_url
+    social_service_url: str = service("social").local_url
 
     jwt_issuer: str = JWT_ISSUER
     jwt_audience: str = JWT_AUDIENCE
@@ -44,14 +47,8 @@ class Settings(ServiceSettings):
     openapi_cache_seconds: float = 30.0
 
     def upstreams(self) -> dict[str, str]:
-        return {
-            "user": self.user_service_url,
-            "product": self.product_service_url,
-            "order": self.order_service_url,
-            "payment": self.payment_service_url,
-            "stock": self.stock_service_url,
-            "social": self.social_service_url,
-        }
+        """Base URL of every service, by its short name (the route table's `service`)."""
+        return {app.name: getattr(self, f"{app.name}_service_url") for app in SERVICES}
 
 
 @lru_cache

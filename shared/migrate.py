@@ -1,8 +1,11 @@
-"""Create a service's schema if it is missing and run its Alembic chain to head."""
+"""Create a service's schema if it is missing and run its Alembic chain to head.
+
+The command that does it for every service is `python -m deploy.migrate`; this module takes the
+service's package and database URL as arguments and knows no service itself.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import logging
@@ -12,9 +15,6 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-
-SERVICES = ("user_service", "product_service", "order_service", "payment_service",
-            "stock_service", "social_service")
 
 
 def alembic_config(service_package: str, database_url: str) -> Config:
@@ -51,22 +51,3 @@ def upgrade(service_package: str, database_url: str, *, drop_first: bool = False
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     asyncio.run(ensure_database(database_url, drop_first=drop_first))
     command.upgrade(alembic_config(service_package, database_url), "head")
-
-
-def service_database_url(service_package: str) -> str:
-    settings_module = importlib.import_module(f"{service_package}.settings")
-    url: str = settings_module.get_settings().database_url
-    return url
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Apply each service's migrations.")
-    parser.add_argument("services", nargs="*", default=list(SERVICES))
-    args = parser.parse_args()
-    for service in args.services:
-        upgrade(service, service_database_url(service))
-        print(f"migrated {service}")
-
-
-if __name__ == "__main__":
-    main()

@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
 from shared.testing.net import ThreadedServer, free_port
 
 ISSUER = "preorder-user-service"
 AUDIENCE = "preorder-api"
-SERVICES = ("user", "product", "order", "payment", "stock", "social")
 
 
 @dataclass
@@ -145,7 +145,7 @@ def gateway_settings(upstreams: dict[str, str], redis_url: str, **overrides: Any
 def rig(redis_url: str) -> Iterator[Rig]:
     ring = KeyRing()
     ring.add("k1")
-    upstreams = {name: ThreadedServer(echo_app(name, ring)).start() for name in SERVICES}
+    upstreams = {app.name: ThreadedServer(echo_app(app.name, ring)).start() for app in SERVICES}
     settings = gateway_settings({n: s.url for n, s in upstreams.items()}, redis_url)
     gateway = ThreadedServer(create_app(settings)).start()
     yield Rig(gateway, upstreams, ring, settings)

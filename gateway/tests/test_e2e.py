@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.services import SERVICES
 from shared.testing.datastores import fresh_database
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 
 PASSWORD = "correct horse battery"
-DB_SERVICES = ("user", "product", "order", "payment", "stock", "social")
 
 
 @dataclass
@@ -39,15 +39,15 @@ def system(
     logs = tmp_path_factory.mktemp("e2e-logs")
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
     services: dict[str, ServiceProcess] = {}
-    for name in DB_SERVICES:
-        prefix = name.upper()
+    for app in SERVICES:
+        prefix = app.env_prefix
         env = {**common,
-               f"{prefix}_DATABASE_URL": fresh_database(f"{name}_service", f"preorder_{name}", "e2e"),
+               f"{prefix}_DATABASE_URL": fresh_database(app.package, app.schema, "e2e"),
                f"{prefix}_REDIS_URL": redis_url}
-        if name == "user":
+        if app.name == "user":
             env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
                         "USER_JWT_KEY_DIR": str(logs / "keys")})
-        services[name] = ServiceProcess(name, f"{name}_service.app:create_app", env=env, log_dir=logs)
+        services[app.name] = ServiceProcess(app.name, app.factory, env=env, log_dir=logs)
     for process in services.values():
         process.start()
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",

@@ -1,0 +1,36 @@
+"""`python -m deploy.migrate [service ...]`: each service's Alembic chain to head, against the
+database its own settings name (so the same command serves `make run`, compose and production).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from deploy.services import SERVICES, service
+from shared.migrate import upgrade
+
+
+def service_database_url(package: str) -> str:
+    settings_module = importlib.import_module(f"{package}.settings")
+    url: str = settings_module.get_settings().database_url
+    return url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Apply each service's migrations.")
+    parser.add_argument("services", nargs="*", metavar="SERVICE",
+                        default=[app.package for app in SERVICES if app.has_database],
+                        help="short name or package (default: every service with a database)")
+    args = parser.parse_args()
+    for name in args.services:
+        try:
+            package = service(name).package
+        except KeyError:
+            parser.error(f"unknown service {name!r}")
+        upgrade(package, service_database_url(package))
+        print(f"migrated {package}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The one list of the system's apps. `make run`, the migration command, the gateway's upstream
+defaults, compose checks and the tests all read it; a new service is one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class App:
+    # Short name: log prefix under `make run`, the gateway's upstream key, the env prefix.
+    name: str
+    package: str
+    # Its port on loopback under `make run`, and inside the compose network.
+    port: int
+    has_database: bool = True
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()
+
+    @property
+    def schema(self) -> str:
+        return f"preorder_{self.name}"
+
+    @property
+    def factory(self) -> str:
+        return f"{self.package}.app:create_app"
+
+    @property
+    def local_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+GATEWAY = App("gateway", "gateway", 8000, has_database=False)
+
+SERVICES: tuple[App, ...] = (
+    App("user", "user_service", 8001),
+    App("product", "product_service", 8002),
+    App("order", "order_service", 8003),
+    App("payment", "payment_service", 8004),
+    App("stock", "stock_service", 8005),
+    App("social", "social_service", 8006),
+)
+
+
+def service(name: str) -> App:
+    """A service by its short name or its package name."""
+    for app in SERVICES:
+        if name in (app.name, app.package):
+            return app
+    raise KeyError(name)
