@@ -22,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from shared.mail import verification_code
+from shared.verification_code import read_verification_code
 
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -70,7 +70,7 @@ class _StoreHandler:
             sender=str(envelope.mail_from),
             recipients=recipients,
             subject=str(message.get("Subject", "")),
-            code=verification_code(message),
+            code=read_verification_code(message),
             path=path,
         ))
         return "250 Message accepted for delivery"

@@ -13,7 +13,7 @@ from shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # GATEWAY_<NAME>_SERVICE_URL, one per service of deploy.services (a test holds the two in

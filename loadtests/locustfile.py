@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from locust import HttpUser, between, events, task
 
-from shared.mail import verification_code
+from shared.verification_code import read_verification_code
 
 MAIL_DIR = Path(__file__).resolve().parent.parent / ".data" / "mail"
 PASSWORD = "correct horse battery staple"
@@ -42,7 +42,7 @@ def wait_for_code(email: str, timeout: float = 15.0) -> str:
     while time.monotonic() < deadline:
         for path in sorted(MAIL_DIR.glob(f"*{email}.eml"), reverse=True):
             message = message_from_bytes(path.read_bytes(), policy=policy.default)
-            if isinstance(message, EmailMessage) and (code := verification_code(message)):
+            if isinstance(message, EmailMessage) and (code := read_verification_code(message)):
                 return code
         time.sleep(0.2)
     raise RuntimeError(f"no verification mail for {email} in {MAIL_DIR}")

@@ -6,11 +6,11 @@ from functools import lru_cache
 
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DatabaseSettingsMixin, ServiceSettings
+from shared.settings import DatastoreSettings
 
 
-class Settings(ServiceSettings, DatabaseSettingsMixin):
-    model_config = SettingsConfigDict(env_prefix="PRODUCT_", extra="ignore", frozen=True)
+class Settings(DatastoreSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCT_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_product"
 

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
-from shared.health import ReadinessCheck, health_router
+from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
 from shared.metrics import install_metrics
 from shared.request_context import RequestIdMiddleware
 
-
-class Lifespan(Protocol):
-    def __call__(self, app: FastAPI) -> AbstractAsyncContextManager[Any]: ...
+# Builds the service's frozen Resources object when the app starts and closes it at shutdown.
+OpenResources = Callable[[], AbstractAsyncContextManager[HasDatastores]]
 
 
 def create_service_app(
     *,
     service: str,
     title: str,
-    lifespan: Lifespan,
+    resources: OpenResources,
     routers: Sequence[APIRouter],
-    readiness: Mapping[str, ReadinessCheck],
+    readiness: Mapping[str, ReadinessCheck] = DATASTORE_CHECKS,
     version: str = "0.1.0",
 ) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
+        # Yielded as lifespan state: every request finds it in request.state, typed by the
+        # service's own dependency (and replaceable in tests through dependency_overrides).
+        async with resources() as built:
+            yield {RESOURCES_STATE_KEY: built}
+
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     install_error_handlers(app)
     install_metrics(app, service)

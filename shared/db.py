@@ -1,14 +1,13 @@
-"""Async engine and session factories, and the request-scoped session that alone commits."""
+"""Async engine and session factories, the request session that alone commits, work that runs
+once a commit is durable, and the short transaction of its own that a failure record needs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
-from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,9 +16,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from shared.errors import ProblemError
-
 logger = logging.getLogger("shared.db")
+T = TypeVar("T")
 
 # MySQL needs constraint names to drop them; every service's MetaData uses this convention.
 NAMING_CONVENTION = {
@@ -54,7 +52,32 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 AfterCommit = Callable[[], Awaitable[Any]]
-_background: set[asyncio.Task[Any]] = set()
+
+
+class AfterCommitTasks:
+    """Side effects started once their transaction committed, owned by the app's lifespan: it
+    drains them at shutdown, so a mail queued by the last request still goes out."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self, actions: list[AfterCommit]) -> None:
+        for action in actions:
+            task = asyncio.create_task(self._run_logged(action))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    @staticmethod
+    async def _run_logged(action: AfterCommit) -> None:
+        try:
+            await action()
+        except Exception:
+            logger.exception("after-commit action failed")
+
+    async def drain(self) -> None:
+        """Wait for the work in flight (tests call it to see a side effect happen)."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
 
 def run_after_commit(session: AsyncSession, action: AfterCommit) -> None:
@@ -62,66 +85,31 @@ def run_after_commit(session: AsyncSession, action: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(action)
 
 
-async def _run_logged(action: AfterCommit) -> None:
-    try:
-        await action()
-    except Exception:
-        logger.exception("after-commit action failed")
-
-
-def _fire_after_commit(session: AsyncSession) -> None:
-    actions: list[AfterCommit] = session.info.pop("after_commit", [])
-    for action in actions:
-        task = asyncio.create_task(_run_logged(action))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-async def drain_background_tasks() -> None:
-    """Let in-flight after-commit work finish on shutdown."""
-    if _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
-
-
-def commit_on_error(session: AsyncSession) -> None:
-    """Keep this transaction's writes even though the request goes on to fail with a ProblemError.
-
-    For writes that record the failure itself (a failed-attempt counter, a revoked session):
-    rolling them back with the error response would undo the very thing the error reports.
-    Unexpected exceptions still roll back.
-    """
-    session.info["commit_on_error"] = True
-
-
 async def session_scope(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession], after_commit: AfterCommitTasks
 ) -> AsyncGenerator[AsyncSession, None]:
+    """Commit on success, then start the after-commit work; on any error roll back and drop it."""
     async with sessionmaker() as session:
         try:
             yield session
             await session.commit()
-        except ProblemError:
-            if not session.info.pop("commit_on_error", False):
-                session.info.pop("after_commit", None)
-                await session.rollback()
-                raise
-            await session.commit()
-            _fire_after_commit(session)
-            raise
         except BaseException:
             session.info.pop("after_commit", None)
             await session.rollback()
             raise
-    _fire_after_commit(session)
+        after_commit.start(session.info.pop("after_commit", []))
 
 
-async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The one place that commits: on success after the handler, rollback on any error."""
-    # As a context manager, not `async for`: the handler's exception must be thrown into
-    # session_scope (to roll back at once, or honour commit_on_error), not left to the GC.
-    async with asynccontextmanager(session_scope)(request.app.state.sessionmaker) as session:
-        yield session
+async def in_own_transaction(
+    session: AsyncSession, write: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run `write` in a short transaction of its own, committed at once, whatever becomes of the
+    request's transaction. For what records a failure (a spent attempt, a revoked session): the
+    request then fails and rolls back, and would otherwise undo the very thing its error reports.
 
-
-# scope="function": commit before the response is sent, so a client that gets 201 can rely on it.
-DbSession = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+    Only what `write` does is kept, nothing the request flushed before. It runs on another
+    connection, so it must not need a row the request's transaction holds locked: roll that
+    back first (`await session.rollback()`) if it does.
+    """
+    async with AsyncSession(bind=session.bind, expire_on_commit=False) as own, own.begin():
+        return await write(own)

@@ -1,32 +1,37 @@
-"""/healthz (the process is up) and /readyz (its dependencies answer)."""
+"""/healthz (the process is up) and /readyz (what it depends on answers).
+
+A readiness check is an async function of the app's Resources object; it raises when its
+dependency does not answer. Every app, the gateway included, answers in the same shape.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.dependencies import AppResources, HasDatastores
 from shared.errors import problem_response
 
-ReadinessCheck = Callable[[Request], Awaitable[None]]
+ReadinessCheck = Callable[[Any], Awaitable[object]]
 logger = logging.getLogger("shared.health")
 
 
-async def check_database(request: Request) -> None:
-    engine: AsyncEngine = request.app.state.engine
-    async with engine.connect() as conn:
+async def check_database(resources: object) -> None:
+    async with cast(HasDatastores, resources).datastores.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
 
 
-async def check_redis(request: Request) -> None:
-    redis: Redis = request.app.state.redis
-    await redis.ping()
+async def check_redis(resources: object) -> None:
+    await cast(HasDatastores, resources).datastores.redis.ping()
+
+
+DATASTORE_CHECKS: Mapping[str, ReadinessCheck] = {"database": check_database, "redis": check_redis}
 
 
 def health_router(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0) -> APIRouter:
@@ -37,10 +42,10 @@ def health_router(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0)
         return {"status": "ok"}
 
     @router.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(resources: AppResources) -> JSONResponse:
         async def run(name: str, check: ReadinessCheck) -> str | None:
             try:
-                await asyncio.wait_for(check(request), timeout)
+                await asyncio.wait_for(check(resources), timeout)
             except Exception as exc:
                 logger.warning("readiness check failed", extra={"check": name, "error": repr(exc)})
                 return name

@@ -1,28 +1,37 @@
-"""The datastores a service's lifespan opens and closes: engine, sessionmaker, Redis."""
+"""What a service's lifespan opens and closes for its datastores: engine, sessions, Redis, and the
+after-commit work. The service puts them in its own frozen Resources object (see shared.app)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, create_sessionmaker, drain_background_tasks
-from shared.settings import DatabaseSettingsMixin
+from shared.db import AfterCommitTasks, create_engine, create_sessionmaker
+from shared.settings import DatastoreSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Datastores:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    after_commit: AfterCommitTasks
 
 
 @asynccontextmanager
-async def datastores(app: FastAPI, settings: DatabaseSettingsMixin) -> AsyncIterator[None]:
+async def open_datastores(settings: DatastoreSettings) -> AsyncIterator[Datastores]:
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     redis = Redis.from_url(settings.redis_url, decode_responses=True,
                            socket_connect_timeout=2, socket_timeout=5, max_connections=256)
-    app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.redis = redis
+    datastores = Datastores(engine=engine, sessionmaker=create_sessionmaker(engine), redis=redis,
+                            after_commit=AfterCommitTasks())
     try:
-        yield
+        yield datastores
     finally:
-        await drain_background_tasks()
+        await datastores.after_commit.drain()
         await redis.aclose()
         await engine.dispose()

@@ -14,11 +14,6 @@ def to_utc_z(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def utcnow() -> datetime:
-    """Naive UTC, as stored in DATETIME(6) columns."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 UtcDatetime = Annotated[datetime, PlainSerializer(to_utc_z, return_type=str, when_used="json")]
 
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""Settings base: every service subclasses it with its own env prefix (USER_, ORDER_, ...)."""
+"""Settings bases: every app subclasses one with its own env prefix (USER_, ORDER_, ...) and
+states nothing else in its model_config; the rest is inherited from here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ Environment = Literal["development", "test", "production"]
 
 class ServiceSettings(BaseSettings):
     # An empty variable (SMTP_USERNAME= in a compose file) means "not set", not "the empty string".
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+    # validate_by_name: tests and tools build settings by field name as well as by variable.
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_ignore_empty=True, validate_by_name=True
+    )
 
     # Shared by every process of one deployment, so it is read without the service's prefix.
     environment: Environment = Field(
@@ -25,19 +29,17 @@ class ServiceSettings(BaseSettings):
         return self.environment == "production"
 
 
-class DatabaseSettingsMixin(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+class DatastoreSettings(ServiceSettings):
+    """A service with its own MySQL schema and a Redis."""
 
     database_url: str
     database_pool_size: int = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     @model_validator(mode="after")
-    def _no_passwordless_database_in_production(self) -> DatabaseSettingsMixin:
+    def _no_passwordless_database_in_production(self) -> DatastoreSettings:
         # The development default is root with no password; a deployment has its own user.
-        if getattr(self, "environment", None) == "production" and not make_url(
-            self.database_url
-        ).password:
+        if self.is_production() and not make_url(self.database_url).password:
             raise ValueError("production needs a database URL with a password (its own user)")
         return self
 

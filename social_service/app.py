@@ -1,4 +1,4 @@
-"""social_service application: lifespan owns the engine and Redis; routers mounted here."""
+"""social_service application: the lifespan builds its Resources; routers are mounted here."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared.app import create_service_app
-from shared.health import check_database, check_redis
-from shared.lifespan import datastores
+from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from social_service.dependencies import Resources
 from social_service.settings import Settings, get_settings
 
 
@@ -19,14 +19,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging("social_service", settings.log_level)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with datastores(app, settings):
-            yield
+    async def open_resources() -> AsyncIterator[Resources]:
+        async with open_datastores(settings) as datastores:
+            yield Resources(settings=settings, datastores=datastores)
 
     return create_service_app(
         service="social_service",
         title="Social service",
-        lifespan=lifespan,
+        resources=open_resources,
         routers=[],
-        readiness={"database": check_database, "redis": check_redis},
     )

@@ -1,4 +1,5 @@
-"""user_service application: the lifespan owns the datastores, signing keys, hasher pool and mailer."""
+"""user_service application: the lifespan builds its Resources (datastores, signing keys, hasher
+pool, mailer, throttle) and runs the purge loop."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from shared.app import create_service_app
-from shared.health import check_database, check_redis
-from shared.lifespan import datastores
+from shared.lifespan import open_datastores
 from shared.logging import configure_logging
-from user_service.auth.housekeeping import purge_periodically
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
+from user_service.auth.tasks import purge_expired_sessions_periodically
 from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
@@ -32,35 +32,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging("user_service", settings.log_level)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def open_resources() -> AsyncIterator[Resources]:
         # A bad or missing key fails the start, not the first login.
         signer = TokenSigner.from_settings(settings)
         with ThreadPoolExecutor(
             max_workers=settings.password_hash_workers, thread_name_prefix="password-hash"
         ) as executor:
             passwords = await PasswordHasher.create(executor)
-            # Entered inside the pool, so after-commit work is drained before the pool closes.
-            async with datastores(app, settings):
-                app.state.resources = Resources(
+            # Opened inside the pool, so after-commit work is drained before the pool closes.
+            async with open_datastores(settings) as datastores:
+                resources = Resources(
                     settings=settings,
-                    redis=app.state.redis,
+                    datastores=datastores,
                     signer=signer,
                     passwords=passwords,
                     mailer=Mailer(settings),
                     throttle=LoginThrottle(
-                        app.state.redis,
+                        datastores.redis,
                         max_failures_per_email=settings.login_max_failures_per_email,
                         max_failures_per_ip=settings.login_max_failures_per_ip,
                         window_seconds=settings.login_failure_window_seconds,
                     ),
                 )
-                purge = asyncio.create_task(purge_periodically(
-                    app.state.sessionmaker,
+                purge = asyncio.create_task(purge_expired_sessions_periodically(
+                    datastores.sessionmaker,
                     refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
                     interval_seconds=settings.purge_interval_seconds,
                 ))
                 try:
-                    yield
+                    yield resources
                 finally:
                     purge.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -69,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         service="user_service",
         title="User service",
-        lifespan=lifespan,
+        resources=open_resources,
         routers=[auth_router, account_router, users_router, well_known_router],
-        readiness={"database": check_database, "redis": check_redis},
     )

@@ -12,6 +12,6 @@ class Base(DeclarativeBase):
     metadata = service_metadata()
 
 
-# Naive UTC with microseconds (shared.schemas.utcnow); second precision would make
+# Naive UTC with microseconds (shared.clock.utcnow); second precision would make
 # "issued in the same second" ambiguous for expiry checks.
 Timestamp = DATETIME(fsp=6)

@@ -1,4 +1,5 @@
-"""What the lifespan builds once (keys, hasher pool, mailer, Redis) and the per-request services.
+"""What user_service's lifespan builds once (keys, hasher pool, mailer, datastores) and the
+dependencies that hand it and the per-request services to the routes.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -9,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
-from redis.asyncio import Redis
+from fastapi import Depends
 
-from shared.db import DbSession
+from shared.dependencies import AppResources, SessionDep
+from shared.lifespan import Datastores
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.service import AuthService
@@ -22,32 +23,32 @@ from user_service.settings import Settings
 from user_service.users.service import UsersService
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Resources:
     settings: Settings
-    redis: Redis
+    datastores: Datastores
     signer: TokenSigner
     passwords: PasswordHasher
     mailer: Mailer
     throttle: LoginThrottle
 
 
-async def get_resources(request: Request) -> Resources:
-    resources: Resources = request.app.state.resources
+async def get_resources(resources: AppResources) -> Resources:
+    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
     return resources
 
 
-AppResources = Annotated[Resources, Depends(get_resources)]
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_signer(resources: AppResources) -> TokenSigner:
+async def get_signer(resources: ResourcesDep) -> TokenSigner:
     return resources.signer
 
 
-async def get_auth_service(session: DbSession, resources: AppResources) -> AuthService:
+async def get_auth_service(session: SessionDep, resources: ResourcesDep) -> AuthService:
     return AuthService(
         session=session,
-        redis=resources.redis,
+        redis=resources.datastores.redis,
         settings=resources.settings,
         signer=resources.signer,
         passwords=resources.passwords,
@@ -56,10 +57,10 @@ async def get_auth_service(session: DbSession, resources: AppResources) -> AuthS
     )
 
 
-async def get_users_service(session: DbSession) -> UsersService:
+async def get_users_service(session: SessionDep) -> UsersService:
     return UsersService(session)
 
 
-Signer = Annotated[TokenSigner, Depends(get_signer)]
-Auth = Annotated[AuthService, Depends(get_auth_service)]
-Users = Annotated[UsersService, Depends(get_users_service)]
+TokenSignerDep = Annotated[TokenSigner, Depends(get_signer)]
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+UsersServiceDep = Annotated[UsersService, Depends(get_users_service)]

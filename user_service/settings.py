@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
-from shared.settings import DatabaseSettingsMixin, ServiceSettings, refuse_in_production
+from shared.settings import DatastoreSettings, refuse_in_production
 
 
 def _unprefixed(name: str) -> AliasChoices:
@@ -17,10 +17,8 @@ def _unprefixed(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
-class Settings(ServiceSettings, DatabaseSettingsMixin):
-    model_config = SettingsConfigDict(
-        env_prefix="USER_", extra="ignore", frozen=True, validate_by_name=True
-    )
+class Settings(DatastoreSettings):
+    model_config = SettingsConfigDict(env_prefix="USER_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_user"
     redis_url: str = "redis://127.0.0.1:6379/0"

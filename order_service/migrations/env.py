@@ -1,7 +1,7 @@
 """Alembic environment for order_service: sees order_service's metadata and nothing else."""
 
-from order_service.db import Base
+from order_service.models import metadata
 from order_service.settings import get_settings
 from shared.alembic_env import run_migrations
 
-run_migrations(Base.metadata, get_settings().database_url)
+run_migrations(metadata, get_settings().database_url)

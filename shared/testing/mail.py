@@ -12,8 +12,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from shared.mail import plain_text, verification_code
 from shared.testing.net import free_port
+from shared.verification_code import plain_text, read_verification_code
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ReceivedMail:
 
     @property
     def code(self) -> str:
-        code = verification_code(self.message)
+        code = read_verification_code(self.message)
         if code is None:
             raise AssertionError(f"no six-digit code in mail: {self.text!r}")
         return code

@@ -4,6 +4,9 @@ tests/test_app.py subclasses with its own package, so the checks live in one pla
     class TestProductServiceFrame(ServiceFrameTests):
         package = "product_service"
         schema = "preorder_product"
+
+By convention each service has `<package>.models` (every table, on `<package>.db.Base`), which
+its migrations/env.py imports and the drift check compares with the migrated schema.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from alembic import command
 from fastapi import FastAPI
 
+from shared.migrate import alembic_config
+from shared.testing.apps import running_app
 from shared.testing.datastores import fresh_database
 from shared.testing.routes import thread_pool_dependencies
 
@@ -41,10 +47,8 @@ class ServiceFrameTests:
     @classmethod
     async def client(cls, database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
         app = cls.make_app(database_url=database_url, redis_url=redis_url)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
-                yield c
+        async with running_app(app) as running:
+            yield running.client
 
     async def test_healthz_answers(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/healthz")
@@ -82,12 +86,21 @@ class ServiceFrameTests:
         # Port 9 on loopback has no MySQL: readiness must say so instead of hanging or claiming ready.
         app = self.make_app(database_url=f"mysql+asyncmy://root@127.0.0.1:9/{self.schema}",
                             redis_url=redis_url)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
-                response = await c.get("/readyz")
+        async with running_app(app) as running:
+            response = await running.client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["failing"] == ["database"]
 
     def test_no_route_resolves_dependencies_in_a_worker_thread(self) -> None:
         assert thread_pool_dependencies(self.make_app()) == []
+
+    def test_migrations_match_the_models(self, database_url: str) -> None:
+        """`alembic check` through the service's own migrations/env.py: fails when the models
+        (every table `<package>.models` gathers) and the migrated schema differ, and when env.py
+        does not hand Alembic those models (autogenerate would then write empty revisions)."""
+        command.check(alembic_config(self.package, database_url))
+
+    def test_models_module_gathers_the_service_metadata(self) -> None:
+        models = importlib.import_module(f"{self.package}.models")
+        base = importlib.import_module(f"{self.package}.db").Base
+        assert models.metadata is base.metadata

@@ -1,5 +1,6 @@
-"""The request session commits once on success, rolls back on error, keeps writes that record
-a failure when asked, and runs after-commit work only once the rows are durable (real MariaDB)."""
+"""The request session commits once on success, rolls back on error, runs after-commit work only
+once the rows are durable, and a failure record written in its own transaction survives the
+request's rollback without keeping anything else (real MariaDB)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import (
-    commit_on_error,
+    AfterCommitTasks,
     create_engine,
     create_sessionmaker,
-    drain_background_tasks,
+    in_own_transaction,
     run_after_commit,
     session_scope,
 )
@@ -46,56 +47,85 @@ async def insert(session: AsyncSession, note_id: int) -> None:
 async def test_commits_on_success_then_runs_after_commit(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    tasks = AfterCommitTasks()
     seen: list[int] = []
 
     async def after() -> None:
         seen.append(await count(sessions, 1))  # the row must already be visible
 
-    async for session in session_scope(sessions):
+    async for session in session_scope(sessions, tasks):
         await insert(session, 1)
         run_after_commit(session, after)
-    await drain_background_tasks()
+    await tasks.drain()
     assert seen == [1]
 
 
 async def test_rolls_back_on_error_and_skips_after_commit(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    tasks = AfterCommitTasks()
     ran: list[bool] = []
 
     async def after() -> None:
         ran.append(True)
 
-    scope = session_scope(sessions)
+    scope = session_scope(sessions, tasks)
     session = await anext(scope)
     await insert(session, 2)
     run_after_commit(session, after)
-    with pytest.raises(RuntimeError):
-        await scope.athrow(RuntimeError("handler failed"))
-    await drain_background_tasks()  # had it been scheduled, it would have run by now
+    with pytest.raises(Conflict):
+        await scope.athrow(Conflict("the handler answered with a problem"))
+    await tasks.drain()  # had it been scheduled, it would have run by now
     assert await count(sessions, 2) == 0
     assert ran == []
 
 
-async def test_commit_on_error_keeps_the_failure_record(
+async def test_own_transaction_keeps_only_what_it_writes(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    scope = session_scope(sessions)
+    scope = session_scope(sessions, AfterCommitTasks())
     session = await anext(scope)
-    await insert(session, 3)
-    commit_on_error(session)
+    await insert(session, 3)  # the request's own work, flushed but not committed
+
+    async def record_failure(own: AsyncSession) -> str:
+        await insert(own, 4)
+        return "recorded"
+
+    assert await in_own_transaction(session, record_failure) == "recorded"
+    assert await count(sessions, 4) == 1  # committed at once, before the request ends
     with pytest.raises(Conflict):
         await scope.athrow(Conflict("the request still fails"))
-    assert await count(sessions, 3) == 1
+    assert await count(sessions, 4) == 1
+    assert await count(sessions, 3) == 0
 
 
-async def test_commit_on_error_does_not_cover_unexpected_errors(
+async def test_own_transaction_rolls_back_when_its_write_fails(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    scope = session_scope(sessions)
-    session = await anext(scope)
-    await insert(session, 4)
-    commit_on_error(session)
-    with pytest.raises(KeyError):
-        await scope.athrow(KeyError("a bug"))
-    assert await count(sessions, 4) == 0
+    async with sessions() as session:
+        async def half_done(own: AsyncSession) -> None:
+            await insert(own, 5)
+            raise RuntimeError("a bug halfway")
+
+        with pytest.raises(RuntimeError):
+            await in_own_transaction(session, half_done)
+    assert await count(sessions, 5) == 0
+
+
+async def test_after_commit_work_is_drained_even_when_it_fails(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tasks = AfterCommitTasks()
+    done: list[str] = []
+
+    async def fails() -> None:
+        raise RuntimeError("SMTP down")
+
+    async def succeeds() -> None:
+        done.append("sent")
+
+    async for session in session_scope(sessions, tasks):
+        run_after_commit(session, fails)
+        run_after_commit(session, succeeds)
+    await tasks.drain()  # a failed action is logged, never raised into the drain
+    assert done == ["sent"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DatabaseSettingsMixin, ServiceSettings
+from shared.settings import DatastoreSettings
 
 
-class DemoSettings(ServiceSettings, DatabaseSettingsMixin):
-    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore", frozen=True)
+class DemoSettings(DatastoreSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_demo"
     mail_user: str | None = None
@@ -32,3 +32,15 @@ def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     settings = DemoSettings()
     assert settings.mail_user is None
     assert settings.environment == "test"
+
+
+def test_a_subclass_states_only_its_prefix_and_inherits_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEMO_DATABASE_POOL_SIZE", "7")
+    settings = DemoSettings(redis_url="redis://127.0.0.1:6379/3")  # by field name
+    assert settings.database_pool_size == 7
+    assert DemoSettings.model_config["frozen"] is True
+    assert DemoSettings.model_config["env_ignore_empty"] is True
+    with pytest.raises(ValueError, match="frozen"):
+        settings.database_pool_size = 8  # type: ignore[misc]

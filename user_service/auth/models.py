@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import CHAR, BigInteger, ForeignKey, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.schemas import utcnow
+from shared.clock import utcnow
 from user_service.db import Base, Timestamp
 
 
@@ -49,7 +49,7 @@ class RefreshToken(Base):
         CHAR(32), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(CHAR(64), unique=True)
-    # Indexed for the periodic purge of expired tokens (user_service/auth/housekeeping.py).
+    # Indexed for the periodic purge of expired tokens (user_service/auth/tasks.py).
     expires_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -10,7 +10,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 # OWASP's Argon2id baseline: 19 MiB, 2 passes, 1 lane (about 25 ms a hash on one core).
-_HASHER = PasswordHash((Argon2Hasher(memory_cost=19456, time_cost=2, parallelism=1),))
+HASHER = PasswordHash((Argon2Hasher(memory_cost=19456, time_cost=2, parallelism=1),))
 
 
 class PasswordHasher:
@@ -22,16 +22,16 @@ class PasswordHasher:
     @classmethod
     async def create(cls, executor: ThreadPoolExecutor) -> PasswordHasher:
         loop = asyncio.get_running_loop()
-        dummy = await loop.run_in_executor(executor, _HASHER.hash, secrets.token_urlsafe(16))
+        dummy = await loop.run_in_executor(executor, HASHER.hash, secrets.token_urlsafe(16))
         return cls(executor, dummy)
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _HASHER.hash, password)
+        return await loop.run_in_executor(self._executor, HASHER.hash, password)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """False for a missing hash too, after the same amount of work as a real check."""
         loop = asyncio.get_running_loop()
         target = password_hash if password_hash is not None else self._dummy_hash
-        matches = await loop.run_in_executor(self._executor, _HASHER.verify, password, target)
+        matches = await loop.run_in_executor(self._executor, HASHER.verify, password, target)
         return matches and password_hash is not None

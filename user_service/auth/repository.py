@@ -8,7 +8,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.schemas import utcnow
+from shared.clock import utcnow
 from user_service.auth.models import EmailVerification, LoginSession, RefreshToken
 from user_service.users.models import User
 
@@ -75,22 +75,32 @@ class AuthRepository:
             )
         )
 
-    async def get_verification_for_update(self, user_id: int) -> EmailVerification | None:
+    async def get_verification(self, user_id: int) -> EmailVerification | None:
+        return await self.session.get(EmailVerification, user_id)
+
+    async def count_code_attempt(self, user_id: int, *, code_hash: str, max_attempts: int) -> bool:
+        """Counts an attempt at this code; False if it is gone, replaced or used up."""
         result = await self.session.execute(
-            select(EmailVerification)
-            .where(EmailVerification.user_id == user_id)
-            .with_for_update()
+            update(EmailVerification)
+            .where(
+                EmailVerification.user_id == user_id,
+                EmailVerification.code_hash == code_hash,
+                EmailVerification.failed_attempts < max_attempts,
+            )
+            .values(failed_attempts=EmailVerification.failed_attempts + 1)
+            .execution_options(synchronize_session=False)
         )
-        return result.scalar_one_or_none()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def record_failed_code(self, verification: EmailVerification) -> None:
-        verification.failed_attempts += 1
-        await self.session.flush()
-
-    async def mark_email_verified(self, user: User, verification: EmailVerification) -> None:
+    async def mark_email_verified(self, user: User, *, code_hash: str) -> None:
+        """Verifies the account and spends its code (only this code: a newer one stays void)."""
         user.email_verified = True
         user.updated_at = utcnow()
-        await self.session.delete(verification)
+        await self.session.execute(
+            delete(EmailVerification).where(
+                EmailVerification.user_id == user.id, EmailVerification.code_hash == code_hash
+            )
+        )
         await self.session.flush()
 
     async def create_session(self, *, session_id: str, user_id: int) -> None:

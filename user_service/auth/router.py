@@ -28,7 +28,7 @@ from user_service.auth.schemas import (
     TokenPair,
     VerifyEmailRequest,
 )
-from user_service.dependencies import Auth, Signer
+from user_service.dependencies import AuthServiceDep, TokenSignerDep
 from user_service.users.errors import UserNotFound
 from user_service.users.schemas import Profile
 
@@ -45,7 +45,7 @@ well_known_router = APIRouter(tags=["auth"])
     responses=problem_responses(EmailTaken, ValidationFailed),
     description="Creates an unverified account and mails a six-digit code to the address.",
 )
-async def signup(body: SignupRequest, auth: Auth) -> Profile:
+async def signup(body: SignupRequest, auth: AuthServiceDep) -> Profile:
     return Profile.model_validate(await auth.signup(body))
 
 
@@ -57,7 +57,7 @@ async def signup(body: SignupRequest, auth: Auth) -> Profile:
         "resend issues a new one). Verifying an already verified address answers 200."
     ),
 )
-async def verify_email(body: VerifyEmailRequest, auth: Auth) -> EmailVerified:
+async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep) -> EmailVerified:
     await auth.verify_email(body.email, body.code)
     return EmailVerified()
 
@@ -72,7 +72,7 @@ async def verify_email(body: VerifyEmailRequest, auth: Auth) -> EmailVerified:
         "(replacing the old one) goes out at most once a minute per address."
     ),
 )
-async def resend_verification(body: ResendRequest, auth: Auth) -> Response:
+async def resend_verification(body: ResendRequest, auth: AuthServiceDep) -> Response:
     await auth.resend_verification(body.email)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
@@ -88,7 +88,7 @@ async def resend_verification(body: ResendRequest, auth: Auth) -> Response:
         "only refused when the account itself is locked by failures."
     ),
 )
-async def login(body: LoginRequest, auth: Auth, client_ip: ClientIp) -> TokenPair:
+async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -> TokenPair:
     return await auth.login(body.email, body.password, client_ip=client_ip)
 
 
@@ -100,7 +100,7 @@ async def login(body: LoginRequest, auth: Auth, client_ip: ClientIp) -> TokenPai
         "revokes its whole session (401 token_revoked)."
     ),
 )
-async def refresh(body: RefreshRequest, auth: Auth) -> TokenPair:
+async def refresh(body: RefreshRequest, auth: AuthServiceDep) -> TokenPair:
     return await auth.refresh(body.refresh_token)
 
 
@@ -111,7 +111,7 @@ async def refresh(body: RefreshRequest, auth: Auth) -> TokenPair:
     responses=problem_responses(Unauthorized),
     description="Revokes the caller's session: its access and refresh tokens stop working.",
 )
-async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: Auth) -> Response:
+async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep) -> Response:
     await auth.logout(user_id, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -132,7 +132,7 @@ async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: Auth) -
     ),
 )
 async def change_my_password(
-    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: Auth
+    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep
 ) -> Response:
     await auth.change_password(
         user_id, session_id,
@@ -147,7 +147,7 @@ async def change_my_password(
     responses={200: {"content": {"application/json": {}}, "description": "JSON Web Key Set"}},
     description="The Ed25519 public keys that verify access tokens (current and retiring).",
 )
-async def jwks(signer: Signer) -> Response:
+async def jwks(signer: TokenSignerDep) -> Response:
     return Response(
         content=signer.jwks_body,
         media_type="application/json",

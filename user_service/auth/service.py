@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import commit_on_error, run_after_commit
-from shared.schemas import utcnow
+from shared.clock import utcnow
+from shared.db import in_own_transaction, run_after_commit
 from user_service.auth.errors import (
     CodeExpired,
     EmailNotVerified,
@@ -121,13 +121,12 @@ class AuthService:
         run_after_commit(self.session, partial(self._send_code, user.email, code))
 
     async def verify_email(self, email: str, code: str) -> None:
-        # Locked so a double-submitted right code answers 200 twice, not 200 then invalid_code.
-        user = await self.repository.get_user_by_email(email, for_update=True)
+        user = await self.repository.get_user_by_email(email)
         if user is None:
             raise InvalidCode()
         if user.email_verified:
             return
-        verification = await self.repository.get_verification_for_update(user.id)
+        verification = await self.repository.get_verification(user.id)
         if verification is None:
             raise InvalidCode()
         if verification.failed_attempts >= self.settings.verification_max_attempts:
@@ -137,12 +136,30 @@ class AuthService:
             )
         if verification.expires_at <= utcnow():
             raise CodeExpired("The code has expired: request a new one.")
-        if not hmac.compare_digest(verification.code_hash, hash_code(user.id, code)):
-            await self.repository.record_failed_code(verification)
-            # The count is the point of the error; it must survive the error's rollback.
-            commit_on_error(self.session)
+        # Every attempt is counted before the code is compared, in one conditional UPDATE, so a
+        # burst of parallel guesses cannot all slip in under the limit. It commits on its own:
+        # a wrong code fails the request, and the rollback must not undo the count.
+        user_id, code_hash = user.id, verification.code_hash
+        max_attempts = self.settings.verification_max_attempts
+        counted = await in_own_transaction(
+            self.session,
+            lambda own: AuthRepository(own).count_code_attempt(
+                user_id, code_hash=code_hash, max_attempts=max_attempts),
+        )
+        if not counted:
+            # Verified, replaced or used up since it was read: answer as the row is now.
+            await self.session.refresh(user)
+            if user.email_verified:
+                return
+            raise TooManyAttempts(
+                "Too many wrong codes: request a new one.",
+                retry_after=await self._seconds_until_resend(email),
+            )
+        if not hmac.compare_digest(code_hash, hash_code(user_id, code)):
             raise InvalidCode()
-        await self.repository.mark_email_verified(user, verification)
+        # Conditional on the code, so a double-submitted right code verifies once and answers
+        # 200 twice (the second finds the account verified above).
+        await self.repository.mark_email_verified(user, code_hash=code_hash)
 
     async def _issue_code(self, user_id: int) -> str:
         code = f"{secrets.randbelow(10**6):06d}"
@@ -207,11 +224,16 @@ class AuthService:
             raise TokenRevoked()
         if token.used_at is not None:
             # A rotated token came back: it was copied. Which copy is the thief's is
-            # unknowable, so the whole family goes, the legitimate holder's included.
-            await self._revoke_session(login_session.id)
-            commit_on_error(self.session)
-            logger.warning("refresh token reuse; session revoked",
-                           extra={"session_id": login_session.id})
+            # unknowable, so the whole family goes, the legitimate holder's included. The
+            # request fails, so the revocation commits on its own, after this transaction
+            # let go of the session row it locked.
+            session_id = login_session.id
+            await self.session.rollback()
+            revoked = await in_own_transaction(
+                self.session, lambda own: AuthRepository(own).revoke_session(session_id))
+            if revoked:
+                await self._publish_revoked([session_id])
+            logger.warning("refresh token reuse; session revoked", extra={"session_id": session_id})
             raise TokenRevoked("This refresh token was already used; the session is revoked.")
         if token.expires_at <= utcnow():
             raise TokenExpired()
@@ -246,15 +268,16 @@ class AuthService:
         others = await self.repository.revoke_other_sessions(
             user_id=user_id, keep_session_id=session_id
         )
-        await publish_revoked_sessions(
-            self.redis, others, access_token_ttl_seconds=self.settings.access_token_ttl_seconds
-        )
+        await self._publish_revoked(others)
 
     async def _revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
         if not await self.repository.revoke_session(session_id, user_id=user_id):
             return  # Not this user's, or revoked before (and published then).
+        await self._publish_revoked([session_id])
+
+    async def _publish_revoked(self, session_ids: list[str]) -> None:
         await publish_revoked_sessions(
-            self.redis, [session_id],
+            self.redis, session_ids,
             access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
         )
 

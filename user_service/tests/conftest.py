@@ -1,4 +1,5 @@
-"""user_service fixtures: one migrated schema, settings pointing at the test servers, the app in-process."""
+"""user_service fixtures: one migrated schema, settings pointing at the test servers, the app
+in-process, and a session for the factories."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from shared.db import create_sessionmaker
+from shared.testing.apps import RunningApp
 from shared.testing.datastores import fresh_database
 from shared.testing.mail import MailSink
 from user_service.settings import Settings
@@ -60,12 +63,15 @@ def make_settings(
 
 
 @pytest.fixture(scope="session")
-async def client(
-    make_settings: SettingsFactory, redis: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+async def service(make_settings: SettingsFactory, redis: Any) -> AsyncIterator[RunningApp]:
     # `redis` is requested so the test database is flushed before the first request.
-    async with running_app(make_settings()) as c:
-        yield c
+    async with running_app(make_settings()) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def client(service: RunningApp) -> httpx.AsyncClient:
+    return service.client
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +79,10 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """For factories and checks; commit to let the app under test see what was made."""
+    async with create_sessionmaker(db_engine)() as db:
+        yield db

@@ -1,4 +1,5 @@
-"""Client-side helpers for user_service tests: accounts, logins and problem+json assertions."""
+"""HTTP-side helpers for user_service tests: the app running, accounts made through the API,
+logins and problem+json assertions. (Rows made directly are in factories.py.)"""
 
 from __future__ import annotations
 
@@ -10,24 +11,23 @@ from typing import Any
 import httpx
 import jwt
 
+from shared.testing.apps import RunningApp
+from shared.testing.apps import running_app as running
 from shared.testing.mail import MailSink
 from user_service.app import create_app
 from user_service.settings import Settings
-
-PASSWORD = "correct horse battery"
+from user_service.tests.factories import PASSWORD, unique_email
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://user") as client:
-            yield client
+async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
+    async with running(create_app(settings), base_url="http://user") as app:
+        yield app
 
 
-def unique_email() -> str:
-    return f"user-{uuid.uuid4().hex}@example.com"
+async def after_commit_done(app: RunningApp) -> None:
+    """Wait until the mail and other side effects of the requests so far have run."""
+    await app.resources.datastores.after_commit.drain()
 
 
 def unique_ip() -> str:

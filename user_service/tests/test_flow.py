@@ -7,14 +7,8 @@ from redis.asyncio import Redis
 
 from shared.contracts import revoked_session_key
 from shared.testing.mail import MailSink
-from user_service.tests.helpers import (
-    PASSWORD,
-    assert_problem,
-    identity_headers,
-    login,
-    signup,
-    unique_email,
-)
+from user_service.tests.factories import PASSWORD, unique_email
+from user_service.tests.helpers import assert_problem, identity_headers, login, signup
 
 
 async def test_signup_verify_login_profile_refresh_password_logout(

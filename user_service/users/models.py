@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.schemas import utcnow
+from shared.clock import utcnow
 from user_service.db import Base, Timestamp
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.schemas import utcnow
+from shared.clock import utcnow
 from user_service.users.models import User
 
 

@@ -1,4 +1,5 @@
-"""Sign-up, email verification, resend, login throttling, refresh rotation and logout over HTTP."""
+"""The auth routes over HTTP: sign-up, email verification, resend, login throttling, refresh
+rotation, logout and the password change."""
 
 from __future__ import annotations
 
@@ -12,20 +13,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import revoked_session_key
-from shared.db import drain_background_tasks
+from shared.testing.apps import RunningApp
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
 from user_service.auth.throttle import email_failures_key
 from user_service.tests.conftest import SettingsFactory
+from user_service.tests.factories import PASSWORD, unique_email
 from user_service.tests.helpers import (
-    PASSWORD,
+    after_commit_done,
     assert_problem,
     identity_headers,
     login,
     running_app,
     signed_in,
     signup,
-    unique_email,
     unique_ip,
     verified_account,
 )
@@ -109,9 +110,9 @@ async def test_failed_mail_keeps_the_account_and_resend_delivers_a_code(
     email = unique_email()
     # Nothing listens on a freshly freed port: the SMTP connection is refused.
     async with running_app(make_settings(smtp_port=free_port())) as broken_mail:
-        response = await signup(broken_mail, email)
+        response = await signup(broken_mail.client, email)
         assert response.status_code == 201
-        await drain_background_tasks()
+        await after_commit_done(broken_mail)
     assert mail_sink.mails_to(email) == []
 
     assert (await client.post("/api/v1/auth/verify-email/resend",
@@ -200,7 +201,7 @@ async def test_code_must_be_six_ascii_digits(client: httpx.AsyncClient, code: ob
 
 
 async def test_resend_is_202_for_unknown_and_verified_addresses_and_sends_nothing(
-    client: httpx.AsyncClient, mail_sink: MailSink
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     unknown = unique_email()
     verified = await verified_account(client, mail_sink)
@@ -208,7 +209,7 @@ async def test_resend_is_202_for_unknown_and_verified_addresses_and_sends_nothin
         response = await client.post("/api/v1/auth/verify-email/resend", json={"email": email})
         assert response.status_code == 202
         assert response.content == b""
-    await drain_background_tasks()
+    await after_commit_done(service)
     assert mail_sink.mails_to(unknown) == []
     assert len(mail_sink.mails_to(verified)) == 1
 
@@ -217,19 +218,20 @@ async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
     make_settings: SettingsFactory, mail_sink: MailSink
 ) -> None:
     email = unique_email()
-    async with running_app(make_settings(resend_interval_seconds=1)) as client:
+    async with running_app(make_settings(resend_interval_seconds=1)) as app:
+        client = app.client
         await signup(client, email)
         first_code = (await mail_sink.wait_for(email)).code
 
         resend = {"email": email}
         assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
-        await drain_background_tasks()
+        await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 1
 
         await asyncio.sleep(1.1)
         assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
         second_code = (await mail_sink.wait_for(email, count=2)).code
-        await drain_background_tasks()
+        await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 2
 
         if second_code != first_code:  # one chance in a million they coincide
@@ -238,14 +240,14 @@ async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
 
 
 async def test_a_resend_right_after_signup_sends_no_second_mail(
-    client: httpx.AsyncClient, mail_sink: MailSink
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     # The sign-up mail may still be on its way (a slow relay) when the client asks again.
     email = unique_email()
     await signup(client, email)
     assert (await client.post("/api/v1/auth/verify-email/resend",
                               json={"email": email})).status_code == 202
-    await drain_background_tasks()
+    await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1
 
 
@@ -321,7 +323,8 @@ async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
     make_settings: SettingsFactory, mail_sink: MailSink
 ) -> None:
     ip = unique_ip()
-    async with running_app(make_settings(login_max_failures_per_ip=3)) as client:
+    async with running_app(make_settings(login_max_failures_per_ip=3)) as app:
+        client = app.client
         email = await verified_account(client, mail_sink)
         for _ in range(3):
             assert_problem(await login(client, unique_email(), "guess", ip=ip),
@@ -361,17 +364,17 @@ async def test_a_locked_account_cannot_be_entered_through_an_accented_spelling(
 
 
 async def test_an_accented_spelling_is_another_address(
-    client: httpx.AsyncClient, mail_sink: MailSink
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = unique_email()
     await signup(client, email)
     await mail_sink.wait_for(email)
-    await drain_background_tasks()
+    await after_commit_done(service)
     # Not a way around the one-mail-a-minute limit (each resend also resets the attempts).
     response = await client.post("/api/v1/auth/verify-email/resend",
                                  json={"email": _accented(email)})
     assert response.status_code == 202
-    await drain_background_tasks()
+    await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1
     assert (await signup(client, _accented(email))).status_code == 201
 
@@ -465,3 +468,61 @@ async def test_new_access_token_of_a_refresh_carries_the_same_session(
     rotated = (await _refresh(client, tokens["refresh_token"])).json()
     assert identity_headers(rotated["access_token"]) == headers
 
+
+# Password change
+
+
+async def test_wrong_current_password_is_403_invalid_credentials(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email, _, headers = await signed_in(client, mail_sink)
+    response = await client.put("/api/v1/users/me/password", headers=headers,
+                                json={"current_password": "not it",
+                                      "new_password": "something new"})
+    assert_problem(response, 403, "invalid_credentials")
+    assert (await login(client, email)).status_code == 200
+
+
+async def test_new_password_must_be_8_to_128_characters(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    _, _, headers = await signed_in(client, mail_sink)
+    for new_password in ("short", "x" * 129):
+        response = await client.put("/api/v1/users/me/password", headers=headers,
+                                    json={"current_password": PASSWORD,
+                                          "new_password": new_password})
+        assert_problem(response, 422, "validation_error")
+
+
+async def test_guessing_the_current_password_is_throttled_like_login(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # A stolen token must not become an unthrottled password oracle (and then a takeover).
+    email, _, headers = await signed_in(client, mail_sink)
+    guesses = await asyncio.gather(*(
+        client.put("/api/v1/users/me/password", headers=headers,
+                   json={"current_password": f"guess {n}", "new_password": "taken over"})
+        for n in range(15)
+    ))
+    statuses = sorted(r.status_code for r in guesses)
+    assert statuses == [403] * 10 + [429] * 5, statuses
+    refused = await client.put("/api/v1/users/me/password", headers=headers,
+                               json={"current_password": PASSWORD, "new_password": "taken over"})
+    assert_problem(refused, 429, "too_many_attempts")
+    assert 0 < int(refused.headers["Retry-After"]) <= 900
+    assert_problem(await login(client, email, "taken over"), 429, "too_many_attempts")
+
+
+async def test_two_changes_with_the_same_old_password_cannot_both_win(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # The owner changes a leaked password while the attacker, signed in elsewhere, races to
+    # change it too: once one change is in, the old password is no longer the current one.
+    email, _, owner = await signed_in(client, mail_sink)
+    attacker = identity_headers((await login(client, email)).json()["access_token"])
+    responses = await asyncio.gather(*(
+        client.put("/api/v1/users/me/password", headers=headers,
+                   json={"current_password": PASSWORD, "new_password": new_password})
+        for headers, new_password in ((owner, "owner's new one"), (attacker, "attacker's one"))
+    ))
+    assert sorted(r.status_code for r in responses) == [204, 403]

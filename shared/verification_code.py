@@ -1,6 +1,6 @@
-"""Reading a verification code back out of a mail: what the dev sink, the tests and the load
-scenario all need, in one place. user_service writes the code as six consecutive digits in the
-plain-text body."""
+"""Reading a verification code back out of a received mail: what the dev sink, the tests and the
+load scenario all need, in one place. (user_service sends the mail; it writes the code as six
+consecutive digits in the plain-text body.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def plain_text(message: EmailMessage) -> str:
     return str(part.get_content()) if part is not None else ""
 
 
-def verification_code(message: EmailMessage) -> str | None:
+def read_verification_code(message: EmailMessage) -> str | None:
     """The first six consecutive digits of the plain-text body, or None."""
     match = CODE_PATTERN.search(plain_text(message))
     return match.group(1) if match else None

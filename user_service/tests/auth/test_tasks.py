@@ -9,9 +9,9 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.clock import utcnow
 from shared.db import create_sessionmaker
-from shared.schemas import utcnow
-from user_service.auth.housekeeping import purge_expired_sessions
+from user_service.auth.tasks import purge_expired_sessions
 
 TTL = timedelta(days=30)
 

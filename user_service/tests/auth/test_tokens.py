@@ -1,4 +1,5 @@
-"""Signing keys and access tokens: what the gateway relies on to verify them without us."""
+"""Signing keys and access tokens (auth/tokens.py): what the gateway relies on to verify them
+without us."""
 
 from __future__ import annotations
 
@@ -85,8 +86,8 @@ async def test_jwks_publishes_previous_keys_during_a_rotation(
     old_keys = [Ed25519PrivateKey.generate().public_key() for _ in range(2)]
     # As an environment variable would often carry it: one line with literal "\n"s.
     bundle = "".join(_public_pem(k) for k in old_keys).replace("\n", "\\n")
-    async with running_app(make_settings(jwt_previous_public_keys=bundle)) as client:
-        kids = [k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]]
+    async with running_app(make_settings(jwt_previous_public_keys=bundle)) as app:
+        kids = [k["kid"] for k in (await app.client.get("/.well-known/jwks.json")).json()["keys"]]
     assert kids[1:] == [jwk_thumbprint(k) for k in old_keys]
     assert len(set(kids)) == 3
 

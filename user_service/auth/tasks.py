@@ -1,5 +1,6 @@
-"""Periodic purge of what can no longer be used: expired refresh tokens, then the sessions left
-with none. Without it both tables grow by a row or two with every login, forever.
+"""Background loops of sign-in: the periodic purge of what can no longer be used, expired
+refresh tokens, then the sessions left with none. Without it both tables grow by a row or two
+with every login, forever.
 
 A token is kept for a day past its expiry, so a late refresh still gets `token_expired` rather
 than `invalid_token`. Deletes go in small batches, each its own transaction, so the purge never
@@ -14,7 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.schemas import utcnow
+from shared.clock import utcnow
 from user_service.auth.repository import AuthRepository
 
 logger = logging.getLogger("user_service.housekeeping")
@@ -47,7 +48,7 @@ async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
     return tokens, sessions
 
 
-async def purge_periodically(sessionmaker: async_sessionmaker[AsyncSession], *,
+async def purge_expired_sessions_periodically(sessionmaker: async_sessionmaker[AsyncSession], *,
                              refresh_token_ttl: timedelta, interval_seconds: float) -> None:
     while True:
         try:

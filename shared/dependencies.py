@@ -1,0 +1,58 @@
+"""How a request reaches what the lifespan built: the app's Resources object, its datastores and
+the request's database session. Tests replace `app_resources` through `dependency_overrides`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Protocol, cast
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import session_scope
+from shared.lifespan import Datastores
+
+# The key under which create_service_app's lifespan hands the Resources object to requests.
+RESOURCES_STATE_KEY = "resources"
+
+
+class HasDatastores(Protocol):
+    """What every service's Resources offers the shared frame."""
+
+    @property
+    def datastores(self) -> Datastores: ...
+
+
+async def app_resources(request: Request) -> object:
+    """The frozen Resources object the app's lifespan built (each service narrows its type)."""
+    return getattr(request.state, RESOURCES_STATE_KEY)
+
+
+AppResources = Annotated[object, Depends(app_resources)]
+
+
+async def get_datastores(resources: AppResources) -> Datastores:
+    return cast(HasDatastores, resources).datastores
+
+
+DatastoresDep = Annotated[Datastores, Depends(get_datastores)]
+
+
+async def get_db_session(datastores: DatastoresDep) -> AsyncIterator[AsyncSession]:
+    """The one place that commits: on success after the handler, rollback on any error."""
+    # As a context manager, not `async for`: the handler's exception must be thrown into
+    # session_scope (to roll back at once), not left to the garbage collector.
+    scope = asynccontextmanager(session_scope)(datastores.sessionmaker, datastores.after_commit)
+    async with scope as session:
+        yield session
+
+
+async def get_redis(datastores: DatastoresDep) -> Redis:
+    return datastores.redis
+
+
+# scope="function": commit before the response is sent, so a client that gets 201 can rely on it.
+SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+RedisDep = Annotated[Redis, Depends(get_redis)]

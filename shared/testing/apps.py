@@ -1,0 +1,44 @@
+"""A service app in-process for tests: its lifespan run, its requests over httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.dependencies import RESOURCES_STATE_KEY
+
+
+class _WithLifespanState:
+    """httpx's ASGI transport runs no lifespan; this hands each request the lifespan's state, as
+    uvicorn does (a shallow copy per request)."""
+
+    def __init__(self, app: ASGIApp, state: Mapping[str, Any]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["state"] = dict(self.state)
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    client: httpx.AsyncClient
+    # The service's own Resources object, as its lifespan built it.
+    resources: Any
+
+
+@asynccontextmanager
+async def running_app(app: FastAPI, *, base_url: str = "http://service") -> AsyncIterator[RunningApp]:
+    async with app.router.lifespan_context(app) as state:
+        state = state or {}
+        transport = httpx.ASGITransport(app=_WithLifespanState(app, state))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield RunningApp(client, state.get(RESOURCES_STATE_KEY))

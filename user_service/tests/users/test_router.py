@@ -1,0 +1,140 @@
+"""The profile routes over HTTP: the caller is whoever the gateway's X-User-Id names. The rows
+come from the factories: these rules do not depend on how an account was made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from user_service.tests.factories import identity_headers_of, make_login_session, make_user
+from user_service.tests.helpers import assert_problem
+
+
+async def signed_in_headers(session: AsyncSession, **user_fields: Any) -> dict[str, str]:
+    user = await make_user(session, **user_fields)
+    headers = identity_headers_of(await make_login_session(session, user=user))
+    await session.commit()
+    return headers
+
+
+async def _me(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.get("/api/v1/users/me", headers=headers)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_me_is_the_header_users_profile(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session, name="Ha-eun", greeting="hi")
+    headers = identity_headers_of(await make_login_session(session, user=user))
+    await session.commit()
+    body = await _me(client, headers)
+    assert body == {"id": user.id, "email": user.email, "name": "Ha-eun", "greeting": "hi",
+                    "profile_image_url": None, "email_verified": True,
+                    "created_at": body["created_at"]}
+    assert body["created_at"].endswith("Z")
+
+
+async def test_me_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/v1/users/me"), 401, "missing_token")
+    assert_problem(await client.get("/api/v1/users/me", headers={"X-User-Id": "abc"}),
+                   401, "missing_token")
+
+
+@pytest.mark.parametrize(
+    "user_id", [b"abc", b"0", b"-1", b"1 ", b"+1", str(2**53).encode(), b"\xb2", b"9" * 5000]
+)
+async def test_a_malformed_user_id_header_is_401_not_500(
+    client: httpx.AsyncClient, user_id: bytes
+) -> None:
+    # b"\xb2" is latin-1 "²": str.isdigit() says yes, int() says no.
+    response = await client.get("/api/v1/users/me", headers=[(b"X-User-Id", user_id)])
+    assert_problem(response, 401, "missing_token")
+
+
+async def test_patch_changes_only_the_fields_sent_and_null_clears(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    headers = await signed_in_headers(session)
+    before = await _me(client, headers)
+
+    unchanged = await client.patch("/api/v1/users/me", headers=headers, json={})
+    assert unchanged.status_code == 200
+    assert unchanged.json() == before
+
+    url = "https://cdn.example.com/u/1.png"
+    set_both = await client.patch("/api/v1/users/me", headers=headers,
+                                  json={"greeting": "hi", "profile_image_url": url})
+    assert set_both.json() == {**before, "greeting": "hi", "profile_image_url": url}
+
+    cleared = await client.patch("/api/v1/users/me", headers=headers,
+                                 json={"profile_image_url": None})
+    assert cleared.json() == {**before, "greeting": "hi", "profile_image_url": None}
+    assert await _me(client, headers) == cleared.json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": None},
+        {"name": ""},
+        {"name": "   "},
+        {"name": "n" * 101},
+        {"greeting": "g" * 501},
+        {"profile_image_url": "javascript:alert(1)"},
+        {"email": "new@example.com"},
+        {"id": 1},
+    ],
+)
+async def test_patch_rejects_bad_fields(
+    client: httpx.AsyncClient, session: AsyncSession, body: dict[str, Any]
+) -> None:
+    headers = await signed_in_headers(session)
+    before = await _me(client, headers)
+    assert_problem(await client.patch("/api/v1/users/me", headers=headers, json=body),
+                   422, "validation_error")
+    assert await _me(client, headers) == before
+
+
+async def test_patch_only_ever_touches_the_header_user(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    mine = await signed_in_headers(session)
+    theirs = await signed_in_headers(session)
+    their_profile = await _me(client, theirs)
+
+    response = await client.patch("/api/v1/users/me", headers=mine, json={"name": "Changed"})
+    assert response.json()["id"] == int(mine["X-User-Id"])
+    assert await _me(client, theirs) == their_profile
+    # Naming the other user in the body is not a way around it.
+    assert_problem(
+        await client.patch("/api/v1/users/me", headers=mine,
+                           json={"id": their_profile["id"], "name": "Hijacked"}),
+        422, "validation_error",
+    )
+    assert await _me(client, theirs) == their_profile
+
+
+async def test_public_profile_shows_no_private_fields(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session, name="Min-ji", verified=False)
+    await session.commit()
+    response = await client.get(f"/api/v1/users/{user.id}")
+    assert response.status_code == 200
+    assert response.json() == {"id": user.id, "name": "Min-ji", "greeting": None,
+                               "profile_image_url": None}
+
+
+async def test_unknown_user_is_404(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get(f"/api/v1/users/{2**53 - 1}"), 404, "not_found")
+
+
+@pytest.mark.parametrize("user_id", ["0", "-1", str(2**53), "abc", "1.5"])
+async def test_user_id_out_of_range_is_422(client: httpx.AsyncClient, user_id: str) -> None:
+    assert_problem(await client.get(f"/api/v1/users/{user_id}"), 422, "validation_error")
