@@ -1,0 +1,95 @@
+"""The rules of auth/service.py called directly, on rows the factories made: the parts whose
+point is what happens under concurrency or when a request fails halfway."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.contracts import revoked_session_key
+from shared.db import create_sessionmaker
+from shared.errors import ProblemError
+from shared.testing.apps import RunningApp
+from user_service.auth.models import EmailVerification, LoginSession
+from user_service.auth.service import AuthService
+from user_service.tests.factories import (
+    make_login_session,
+    make_refresh_token,
+    make_user,
+    make_verification,
+)
+from user_service.users.models import User
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def auth_service(service: RunningApp, engine: AsyncEngine) -> AsyncIterator[AuthService]:
+    """An AuthService on its own request-like session: committed if the call returns."""
+    resources = service.resources
+    async with create_sessionmaker(engine)() as session:
+        yield AuthService(
+            session=session, redis=resources.datastores.redis, settings=resources.settings,
+            signer=resources.signer, passwords=resources.passwords, mailer=resources.mailer,
+            throttle=resources.throttle,
+        )
+        await session.commit()
+
+
+async def outcome(service: RunningApp, engine: AsyncEngine,
+                  call: Callable[[AuthService], Awaitable[T]]) -> T | str:
+    """The call's result, or the code of the problem it raised (its transaction rolled back)."""
+    try:
+        async with auth_service(service, engine) as auth:
+            return await call(auth)
+    except ProblemError as problem:
+        return problem.code
+
+
+async def test_a_burst_of_wrong_codes_gets_no_more_than_five_checked(
+    service: RunningApp, db_engine: AsyncEngine, session: AsyncSession
+) -> None:
+    user = await make_user(session, verified=False)
+    await make_verification(session, user=user, code="123456")
+    await session.commit()
+    results = await asyncio.gather(*(
+        outcome(service, db_engine, lambda auth: auth.verify_email(user.email, "654321"))
+        for _ in range(12)
+    ))
+    assert sorted(map(str, results)) == ["invalid_code"] * 5 + ["too_many_attempts"] * 7
+    # The code is void now, the right one included: the counts outlived the 422s' rollbacks.
+    right = await outcome(service, db_engine, lambda auth: auth.verify_email(user.email, "123456"))
+    assert right == "too_many_attempts"
+
+
+async def test_the_right_code_on_the_last_allowed_attempt_verifies(
+    service: RunningApp, db_engine: AsyncEngine, session: AsyncSession
+) -> None:
+    user = await make_user(session, verified=False)
+    await make_verification(session, user=user, code="123456", failed_attempts=4)
+    await session.commit()
+    assert await outcome(service, db_engine,
+                         lambda auth: auth.verify_email(user.email, "123456")) is None
+    verified = await session.get(User, user.id, populate_existing=True)
+    assert verified is not None
+    assert verified.email_verified
+    assert await session.get(EmailVerification, user.id, populate_existing=True) is None
+
+
+async def test_a_reused_refresh_token_revokes_its_session_though_the_request_fails(
+    service: RunningApp, db_engine: AsyncEngine, session: AsyncSession, redis: Redis
+) -> None:
+    user = await make_user(session)
+    login = await make_login_session(session, user=user)
+    spent = await make_refresh_token(session, login_session=login, used=True)
+    await session.commit()
+    assert await outcome(service, db_engine, lambda auth: auth.refresh(spent)) == "token_revoked"
+    revoked = await session.get(LoginSession, login.id, populate_existing=True)
+    assert revoked is not None
+    assert revoked.revoked_at is not None
+    assert await redis.get(revoked_session_key(login.id)) == "1"
