@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,20 +9,42 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from redis.exceptions import RedisError
+from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Scope
 
 from gateway.openapi import OpenApiAggregator
-from gateway.proxy import GatewayRuntime, Proxy
+from gateway.proxy import Proxy
+from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, get_settings
+from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import install_error_handlers, problem_response
+from shared.health import ReadinessCheck, health_router
 from shared.logging import configure_logging
 from shared.metrics import MetricsMiddleware, RequestMetrics, route_template
 from shared.request_context import RequestIdMiddleware
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+async def check_redis(runtime: GatewayRuntime) -> None:
+    # Without Redis no token can be checked for revocation: not ready either.
+    await runtime.redis.ping()
+
+
+def upstream_ready(name: str) -> ReadinessCheck:
+    async def check(runtime: GatewayRuntime) -> None:
+        url = f"{runtime.upstreams.base_urls[name]}/readyz"
+        async with runtime.upstreams.sessions[name].get(url, timeout=READINESS_TIMEOUT) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"{name} answered {resp.status}")
+
+    return check
+
+
+def readiness_checks(settings: Settings) -> dict[str, ReadinessCheck]:
+    """Redis, and each upstream's own /readyz, named as in the route table."""
+    return {"redis": check_redis, **{name: upstream_ready(name) for name in settings.upstreams()}}
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
@@ -55,47 +76,18 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     metrics = RequestMetrics("gateway")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         await runtime.start()
-        app.state.runtime = runtime
         try:
-            yield
+            # The runtime is the gateway's Resources object, handed to requests the same way.
+            yield {RESOURCES_STATE_KEY: runtime}
         finally:
             await runtime.close()
 
     app = FastAPI(title="Preorder gateway", lifespan=lifespan, openapi_url=None, docs_url=None,
                   redoc_url=None)
     install_error_handlers(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        async def probe(name: str, base_url: str) -> str | None:
-            try:
-                session = runtime.upstreams.sessions[name]
-                async with session.get(f"{base_url}/readyz", timeout=READINESS_TIMEOUT) as resp:
-                    return None if resp.status == 200 else name
-            except (aiohttp.ClientError, TimeoutError):
-                return name
-
-        async def probe_redis() -> str | None:
-            # Without Redis no token can be checked for revocation: not ready either.
-            try:
-                await asyncio.wait_for(runtime.redis.ping(), READINESS_TIMEOUT.total)
-            except (RedisError, TimeoutError):
-                return "redis"
-            return None
-
-        results = await asyncio.gather(probe_redis(),
-                                       *(probe(n, u) for n, u in settings.upstreams().items()))
-        failing = [name for name in results if name]
-        if failing:
-            return problem_response(503, "upstream_unavailable", "Not ready",
-                                    f"Not ready: {', '.join(failing)}", extra={"failing": failing})
-        return JSONResponse({"status": "ready", "upstreams": sorted(settings.upstreams())})
+    app.include_router(health_router(readiness_checks(settings)))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> Response:

@@ -6,23 +6,15 @@ refetching the JWKS when a token names a kid it does not know, so keys rotate wi
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from jwt.algorithms import OKPAlgorithm
 from redis.asyncio import Redis
 
-from shared.contracts import is_session_id, parse_user_id, revoked_session_key
-
-logger = logging.getLogger("gateway.auth")
+from gateway.jwks import JwksCache
+from gateway.revocation import RevocationList
+from shared.contracts import is_session_id, parse_user_id
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
@@ -74,106 +66,6 @@ class VerifiedTokens:
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-class JwksCache:
-    def __init__(self, url: str, session: aiohttp.ClientSession, *, refetch_interval: float) -> None:
-        self.url = url
-        self.session = session
-        self.refetch_interval = refetch_interval
-        self.keys: dict[str, Ed25519PublicKey] = {}
-        self.on_key_removed: list[Callable[[], None]] = []
-        self._last_fetch = 0.0
-        self._lock = asyncio.Lock()
-
-    async def get(self, kid: str) -> Ed25519PublicKey | None:
-        key = self.keys.get(kid)
-        if key is not None:
-            return key
-        # With no keys at all (user_service was not up at our start) retry much sooner.
-        interval = self.refetch_interval if self.keys else min(self.refetch_interval, 1.0)
-        async with self._lock:
-            if kid not in self.keys and time.monotonic() - self._last_fetch >= interval:
-                await self.fetch()
-        return self.keys.get(kid)
-
-    async def fetch(self) -> None:
-        self._last_fetch = time.monotonic()
-        try:
-            async with self.session.get(self.url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                resp.raise_for_status()
-                document = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            logger.warning("JWKS fetch failed", extra={"url": self.url, "error": repr(exc)})
-            return
-        keys = parse_jwks(document)
-        if keys:
-            self.apply(keys)
-
-    def apply(self, keys: dict[str, Ed25519PublicKey]) -> None:
-        if set(self.keys) - set(keys):
-            # A key was withdrawn (perhaps compromised): tokens it signed must be checked again.
-            for listener in self.on_key_removed:
-                listener()
-        self.keys = keys
-
-
-def parse_jwks(document: Any) -> dict[str, Ed25519PublicKey]:
-    keys: dict[str, Ed25519PublicKey] = {}
-    for jwk in document.get("keys", []) if isinstance(document, dict) else []:
-        if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-            continue
-        kid = jwk.get("kid")
-        if not isinstance(kid, str):
-            continue
-        try:
-            key = OKPAlgorithm.from_jwk(json.dumps(jwk))
-        except (jwt.InvalidKeyError, ValueError):
-            continue
-        if isinstance(key, Ed25519PublicKey):
-            keys[kid] = key
-    return keys
-
-
-class RevocationList:
-    """Asks Redis whether sessions are revoked, one MGET for all requests waiting at that moment.
-
-    Each request still gets an answer read after it asked (a logout that finished before the
-    request is always seen); concurrent requests just share the round trip and its parsing.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def is_revoked(self, session_id: str) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(session_id, []).append(future)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
-
-    async def _flush(self) -> None:
-        batch, self._waiting = self._waiting, {}
-        self._flush_scheduled = False
-        session_ids = list(batch)
-        try:
-            found = await self.redis.mget([revoked_session_key(s) for s in session_ids])
-        except Exception as exc:
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for session_id, value in zip(session_ids, found, strict=True):
-            for future in batch[session_id]:
-                if not future.done():
-                    future.set_result(value is not None)
 
 
 class TokenVerifier:

@@ -154,9 +154,19 @@ _HTTP_CODES = {
     403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
+    408: ("request_timeout", "Request timeout"),
     413: ("payload_too_large", "Payload too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
+    500: ("internal_error", "Internal server error"),
+    502: ("upstream_unavailable", "Bad gateway"),
+    503: ("upstream_unavailable", "Service unavailable"),
+    504: ("upstream_timeout", "Gateway timeout"),
 }
+
+
+def status_title(status: int) -> str:
+    """The title of a problem whose class is known only by its status (the gateway's answers)."""
+    return _HTTP_CODES.get(status, ("http_error", "Error"))[1]
 
 
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
 from shared.testing.net import ThreadedServer
@@ -18,7 +19,8 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_when_all_upstreams_ready(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["upstreams"] == sorted(["user", "product", "order", "payment", "stock", "social"])
+    assert response.json() == {"status": "ready",
+                               "checks": sorted(["redis", *(app.name for app in SERVICES)])}
 
 
 async def test_readyz_names_failing_upstreams(rig: Rig, redis_url: str) -> None:
@@ -33,6 +35,7 @@ async def test_readyz_names_failing_upstreams(rig: Rig, redis_url: str) -> None:
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["failing"] == ["stock"]
+    assert response.json()["code"] == "not_ready"  # the code every service answers with
 
 
 async def test_openapi_merges_only_routes_each_service_owns(client: httpx.AsyncClient) -> None:

@@ -14,10 +14,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.app import create_app
-from gateway.auth import Identity, JwksCache, RevocationList, VerifiedTokens, parse_jwks
+from gateway.auth import Identity, VerifiedTokens
+from gateway.jwks import JwksCache, parse_jwks
 from gateway.tests.conftest import KeyRing, Rig, echo_app, gateway_settings, make_token
 from shared.testing.net import ThreadedServer, free_port
 
@@ -192,26 +192,6 @@ async def test_gateway_started_before_user_service_picks_keys_up_soon(rig: Rig, 
         gateway.stop()
     assert statuses[-1] == 200
     assert len(statuses) <= 15
-
-
-async def test_revocation_list_answers_each_waiting_request(redis: Redis) -> None:
-    revocations = RevocationList(redis)
-    revoked, live = uuid.uuid4().hex, uuid.uuid4().hex
-    await redis.set(f"auth:revoked-session:{revoked}", "1", ex=60)
-    answers = await asyncio.gather(*(revocations.is_revoked(sid) for sid in [revoked, live] * 20))
-    assert answers == [True, False] * 20
-    # A revocation written after the first answers is seen by the very next question.
-    await redis.set(f"auth:revoked-session:{live}", "1", ex=60)
-    assert await revocations.is_revoked(live)
-
-
-async def test_revocation_list_passes_redis_failures_to_every_waiter() -> None:
-    broken = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.5)
-    revocations = RevocationList(broken)
-    results = await asyncio.gather(*(revocations.is_revoked(uuid.uuid4().hex) for _ in range(3)),
-                                   return_exceptions=True)
-    await broken.aclose()
-    assert all(isinstance(result, RedisError) for result in results)
 
 
 async def test_no_keys_because_user_service_is_down_is_503_not_a_bad_token(

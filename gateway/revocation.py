@@ -1,0 +1,50 @@
+"""Revoked sessions as the gateway reads them (the key is shared.contracts.REVOKED_SESSION_KEY)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from shared.contracts import revoked_session_key
+
+
+class RevocationList:
+    """Asks Redis whether sessions are revoked, one MGET for all requests waiting at that moment.
+
+    Each request still gets an answer read after it asked (a logout that finished before the
+    request is always seen); concurrent requests just share the round trip and its parsing.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def is_revoked(self, session_id: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(session_id, []).append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        self._flush_scheduled = False
+        session_ids = list(batch)
+        try:
+            found = await self.redis.mget([revoked_session_key(s) for s in session_ids])
+        except Exception as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for session_id, value in zip(session_ids, found, strict=True):
+            for future in batch[session_id]:
+                if not future.done():
+                    future.set_result(value is not None)

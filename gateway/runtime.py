@@ -1,0 +1,64 @@
+"""What the gateway's lifespan opens and closes: upstream pools, Redis, the JWKS cache and its
+refresher, and the token verifier. It is the gateway's Resources object."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from redis.asyncio import Redis
+
+from gateway.auth import TokenVerifier
+from gateway.jwks import JwksCache, refresh_periodically
+from gateway.routes import RouteTable
+from gateway.settings import Settings
+from gateway.upstreams import Upstreams
+
+
+class GatewayRuntime:
+    """What the lifespan opens and closes: upstream pools, Redis, the JWKS cache and verifier."""
+
+    def __init__(self, settings: Settings, table: RouteTable | None = None) -> None:
+        self.settings = settings
+        self.table = table or RouteTable()
+        self.upstreams = Upstreams(settings)
+        self._verifier: TokenVerifier | None = None
+        self._redis: Redis | None = None
+        self._jwks_refresher: asyncio.Task[None] | None = None
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("gateway runtime used outside its lifespan")
+        return self._redis
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            raise RuntimeError("gateway runtime used outside its lifespan")
+        return self._verifier
+
+    async def start(self) -> None:
+        settings = self.settings
+        await self.upstreams.start()
+        self._redis = Redis.from_url(settings.redis_url, decode_responses=True,
+                                     socket_connect_timeout=1, socket_timeout=2,
+                                     max_connections=512)
+        jwks = JwksCache(f"{settings.user_service_url}/.well-known/jwks.json",
+                         self.upstreams.sessions["user"],
+                         refetch_interval=settings.jwks_refetch_interval_seconds)
+        await jwks.fetch()
+        self._verifier = TokenVerifier(jwks, self._redis, issuer=settings.jwt_issuer,
+                                       audience=settings.jwt_audience,
+                                       leeway=settings.jwt_leeway_seconds)
+        self._jwks_refresher = asyncio.create_task(
+            refresh_periodically(jwks, settings.jwks_max_age_seconds))
+
+    async def close(self) -> None:
+        if self._jwks_refresher is not None:
+            self._jwks_refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jwks_refresher
+        await self.upstreams.close()
+        if self._redis is not None:
+            await self._redis.aclose()

@@ -1,0 +1,42 @@
+"""The upstream pool: one pooled aiohttp session per service, created in the lifespan."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from gateway.settings import Settings
+
+# Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
+# before the upstream closes it under a request that could not safely be retried.
+UPSTREAM_KEEPALIVE_SECONDS = 4.0
+
+
+class Upstreams:
+    """One pooled aiohttp session per upstream service, created in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_urls = settings.upstreams()
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.connect_timeout_seconds + settings.upstream_timeout_seconds * 3,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.upstream_timeout_seconds,
+        )
+
+    async def start(self) -> None:
+        for name in self.base_urls:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections_per_upstream,
+                keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
+                ttl_dns_cache=300,
+            )
+            self.sessions[name] = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()
