@@ -140,7 +140,7 @@ class OpenApiAggregator:
                     resp.raise_for_status()
                     return service, await resp.json()
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                logger.warning("openapi fetch failed", extra={"service": service, "error": repr(exc)})
+                logger.warning("openapi fetch failed", extra={"upstream": service, "error": repr(exc)})
                 return service, None
 
         results = await asyncio.gather(*(fetch(name) for name in self.base_urls))

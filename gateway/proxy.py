@@ -198,7 +198,7 @@ class Proxy:
                                            "did not answer in time")
                 return
             except aiohttp.ClientError as exc:
-                logger.warning("upstream error", extra={"service": service, "error": repr(exc)})
+                logger.warning("upstream error", extra={"upstream": service, "error": repr(exc)})
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "answered with a broken response")
                 return
@@ -209,6 +209,6 @@ class Proxy:
 
     async def _upstream_error(self, send: Send, service: str, status: int, code: str,
                               what: str) -> None:
-        logger.warning("upstream failure", extra={"service": service, "status": status})
+        logger.warning("upstream failure", extra={"upstream": service, "status": status})
         await send_problem(send, status, code, f"The {service} service {what}.",
                            [(b"retry-after", b"1")] if status == 503 else [])

@@ -1,4 +1,5 @@
-"""JSON log lines that carry the service name and the current request id."""
+"""JSON log lines that carry the service name and the current request id; what a call passes in
+`extra=` goes under the line's "extra" key, where it cannot overwrite those fields."""
 
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id:
             entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        # A call's `extra=` goes under a key of its own: `extra={"service": ...}` once overwrote
+        # the line's own service and attributed the gateway's lines to another app.
+        extra = {key: value for key, value in record.__dict__.items()
+                 if key not in _RESERVED and not key.startswith("_")}
+        if extra:
+            entry["extra"] = extra
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

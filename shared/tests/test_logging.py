@@ -27,9 +27,19 @@ def test_line_carries_service_request_id_and_extras() -> None:
     assert entry["service"] == "user_service"
     assert entry["request_id"] == "req-12345678"
     assert entry["msg"] == "signed up"
-    assert entry["user_id"] == 7
+    assert entry["extra"] == {"user_id": 7}
     assert entry["ts"].endswith("Z")
-    assert "color_message" not in entry
+    assert "color_message" not in entry["extra"]
+
+
+def test_extras_cannot_overwrite_the_lines_own_fields() -> None:
+    line = JsonFormatter("gateway").format(record("upstream failure", service="stock",
+                                                  level="x"))
+    entry = json.loads(line)
+    assert entry["service"] == "gateway"
+    assert entry["level"] == "info"
+    assert entry["msg"] == "upstream failure"
+    assert entry["extra"] == {"service": "stock", "level": "x"}
 
 
 def test_no_request_id_outside_a_request() -> None:
