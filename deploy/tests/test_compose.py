@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 
 APPS = ("gateway", "user_service", "product_service", "order_service", "payment_service",
         "stock_service", "social_service")
@@ -211,9 +212,37 @@ def test_each_database_service_has_its_own_user_granted_only_its_schema(
     assert len(set(users.values())) == len(users), f"services share a MySQL user: {users}"
 
 
+def _stages(dockerfile: str) -> list[str]:
+    return re.split(r"^FROM\s", dockerfile, flags=re.MULTILINE)[1:]
+
+
 def test_the_image_does_not_run_as_root() -> None:
-    users = re.findall(r"^\s*USER\s+(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
+    final = _stages(DOCKERFILE.read_text())[-1]
+    users = re.findall(r"^\s*USER\s+(\S+)", final, re.MULTILINE)
     assert users, "the Dockerfile never leaves root"
-    final_user = users[-1].split(":")[0]
-    assert final_user not in ("root", "0")
-    assert re.search(r"^FROM python:3\.12-slim", DOCKERFILE.read_text(), re.MULTILINE)
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_the_image_is_python_312_slim_unless_told_otherwise() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim$", dockerfile, re.MULTILINE)
+    assert all(stage.startswith("${PYTHON_IMAGE}") for stage in _stages(dockerfile))
+
+
+def test_the_final_stage_takes_nothing_of_the_build_context_but_the_entrypoint() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    final = _stages(dockerfile)[-1]
+    copies = re.findall(r"^COPY\s+(.+)$", final, re.MULTILINE)
+    assert copies == ["--from=build /opt/venv /opt/venv",
+                      "deploy/entrypoint.sh /app/deploy/entrypoint.sh"]
+    # The CA bundle a build may be given reaches the build stage only, and no BuildKit-only
+    # syntax (docker-compose 1.x builds with the legacy builder).
+    assert ".pip-ca.pem" not in final
+    assert "--mount" not in dockerfile
+    assert not re.search(r"^#\s*syntax=", dockerfile, re.MULTILINE)
+
+
+def test_tests_and_tools_stay_out_of_the_build_context() -> None:
+    ignored = set(DOCKERIGNORE.read_text().split())
+    assert {"**/tests", "loadtests", "deploy/compose_check", ".env", ".git", ".venv"} <= ignored
+    assert "deploy/entrypoint.sh" not in ignored
