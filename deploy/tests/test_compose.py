@@ -1,7 +1,7 @@
 """docker-compose.yml, init.sql and the Dockerfile agree with what the services read.
 
-There is no Docker engine where the tests run, so these read the files and the services' own
-settings classes instead of starting containers.
+These read the files and the services' own settings classes; `make compose-check` runs them on a
+real engine (deploy/compose_check/), which the test suite does not need.
 """
 
 from __future__ import annotations
@@ -133,8 +133,34 @@ def test_every_app_is_a_compose_service(compose: dict[str, Any]) -> None:
 
 
 def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
-    publishing = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    publishing = {name: [resolve_default(p) for p in s["ports"]]
+                  for name, s in compose["services"].items() if s.get("ports")}
     assert publishing == {"gateway": ["8000:8000"]}
+
+
+def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
+    # docker-compose 1.29 (Debian's) rejects a top-level `name`; the project is named by -p.
+    assert set(compose) <= {"services", "volumes", "networks", "secrets", "configs"} | {
+        key for key in compose if key.startswith("x-")}
+
+
+def test_nothing_has_to_be_set_before_up(compose: dict[str, Any]) -> None:
+    required = re.findall(r"\$\{(\w+):?\?", COMPOSE_FILE.read_text())
+    assert not required, f"docker-compose.yml refuses to start without {required}"
+
+
+def test_user_service_replicas_share_the_generated_signing_key(compose: dict[str, Any]) -> None:
+    """Outside production, the key user_service generates must be the same for every replica
+    and outlive a container, so its directory is a named volume."""
+    environment = environment_of(compose, "user_service")
+    assert environment["USER_JWT_PRIVATE_KEY"] == "", "passed through from .env only when set"
+    key_dir = resolve_default(environment["USER_JWT_KEY_DIR"])
+    mounts = dict(v.split(":")[:2][::-1] for v in
+                  compose["services"][compose_service_name("user_service")]["volumes"])
+    assert key_dir in mounts, f"{key_dir} is not a volume of user-service"
+    assert mounts[key_dir] in compose["volumes"], "a named volume, not a host path"
+    assert f"install -d -o app -g app -m 0700 /app/.data {key_dir}" in DOCKERFILE.read_text(), (
+        "the image makes the directory the app user's, which a new volume copies")
 
 
 def test_every_app_has_a_healthcheck_and_waits_for_what_it_needs(compose: dict[str, Any]) -> None:
