@@ -8,14 +8,15 @@ STAMP := $(VENV)/.installed
 # Project code checked by `make lint` (migrations included: they are code too).
 CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.py
 
-.PHONY: help venv run test lint bench keys clean distclean
+.PHONY: help venv run test lint bench keys compose-check clean distclean
 
 help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
 	@echo "make test   - the whole test suite against real MariaDB and Redis"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
-	@echo "make keys   - write a development JWT signing key into .env for docker compose"
+	@echo "make keys   - write a development JWT signing key into .env (optional for docker compose)"
+	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
 
 venv: $(STAMP)
@@ -53,6 +54,10 @@ bench: venv
 
 keys: venv
 	$(PYTHON) -m deploy.dev_keys
+
+# Starts (and installs, as root) a Docker engine if none answers; see deploy/compose_check/.
+compose-check: venv
+	$(PYTHON) -m deploy.compose_check
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache build *.egg-info

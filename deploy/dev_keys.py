@@ -1,8 +1,9 @@
 """`make keys`: put a development JWT signing key into .env for `docker compose`.
 
-docker-compose.yml refuses to start without USER_JWT_PRIVATE_KEY rather than invent one. This
-writes a fresh Ed25519 key (user_service signs access tokens with EdDSA) into the git-ignored
-.env, once; an existing key is kept so tokens already issued stay valid.
+Optional: without USER_JWT_PRIVATE_KEY, user-service generates a development key into its
+jwt-keys volume. This writes a fresh Ed25519 key (user_service signs access tokens with EdDSA)
+into the git-ignored .env instead, once, for those who want the key where they can see and keep
+it; an existing key is kept so tokens already issued stay valid.
 Never use a key made this way in production: take it from the deployment's secret store.
 """
 

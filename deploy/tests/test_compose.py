@@ -1,7 +1,7 @@
 """docker-compose.yml, init.sql and the Dockerfile agree with what the services read.
 
-There is no Docker engine where the tests run, so these read the files and the services' own
-settings classes instead of starting containers.
+These read the files and the services' own settings classes; `make compose-check` runs them on a
+real engine (deploy/compose_check/), which the test suite does not need.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 
 APPS = ("gateway", "user_service", "product_service", "order_service", "payment_service",
         "stock_service", "social_service")
@@ -132,8 +133,34 @@ def test_every_app_is_a_compose_service(compose: dict[str, Any]) -> None:
 
 
 def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
-    publishing = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    publishing = {name: [resolve_default(p) for p in s["ports"]]
+                  for name, s in compose["services"].items() if s.get("ports")}
     assert publishing == {"gateway": ["8000:8000"]}
+
+
+def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
+    # docker-compose 1.29 (Debian's) rejects a top-level `name`; the project is named by -p.
+    assert set(compose) <= {"services", "volumes", "networks", "secrets", "configs"} | {
+        key for key in compose if key.startswith("x-")}
+
+
+def test_nothing_has_to_be_set_before_up(compose: dict[str, Any]) -> None:
+    required = re.findall(r"\$\{(\w+):?\?", COMPOSE_FILE.read_text())
+    assert not required, f"docker-compose.yml refuses to start without {required}"
+
+
+def test_user_service_replicas_share_the_generated_signing_key(compose: dict[str, Any]) -> None:
+    """Outside production, the key user_service generates must be the same for every replica
+    and outlive a container, so its directory is a named volume."""
+    environment = environment_of(compose, "user_service")
+    assert environment["USER_JWT_PRIVATE_KEY"] == "", "passed through from .env only when set"
+    key_dir = resolve_default(environment["USER_JWT_KEY_DIR"])
+    mounts = dict(v.split(":")[:2][::-1] for v in
+                  compose["services"][compose_service_name("user_service")]["volumes"])
+    assert key_dir in mounts, f"{key_dir} is not a volume of user-service"
+    assert mounts[key_dir] in compose["volumes"], "a named volume, not a host path"
+    assert f"install -d -o app -g app -m 0700 /app/.data {key_dir}" in DOCKERFILE.read_text(), (
+        "the image makes the directory the app user's, which a new volume copies")
 
 
 def test_every_app_has_a_healthcheck_and_waits_for_what_it_needs(compose: dict[str, Any]) -> None:
@@ -211,9 +238,37 @@ def test_each_database_service_has_its_own_user_granted_only_its_schema(
     assert len(set(users.values())) == len(users), f"services share a MySQL user: {users}"
 
 
+def _stages(dockerfile: str) -> list[str]:
+    return re.split(r"^FROM\s", dockerfile, flags=re.MULTILINE)[1:]
+
+
 def test_the_image_does_not_run_as_root() -> None:
-    users = re.findall(r"^\s*USER\s+(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
+    final = _stages(DOCKERFILE.read_text())[-1]
+    users = re.findall(r"^\s*USER\s+(\S+)", final, re.MULTILINE)
     assert users, "the Dockerfile never leaves root"
-    final_user = users[-1].split(":")[0]
-    assert final_user not in ("root", "0")
-    assert re.search(r"^FROM python:3\.12-slim", DOCKERFILE.read_text(), re.MULTILINE)
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_the_image_is_python_312_slim_unless_told_otherwise() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim$", dockerfile, re.MULTILINE)
+    assert all(stage.startswith("${PYTHON_IMAGE}") for stage in _stages(dockerfile))
+
+
+def test_the_final_stage_takes_nothing_of_the_build_context_but_the_entrypoint() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    final = _stages(dockerfile)[-1]
+    copies = re.findall(r"^COPY\s+(.+)$", final, re.MULTILINE)
+    assert copies == ["--from=build /opt/venv /opt/venv",
+                      "deploy/entrypoint.sh /app/deploy/entrypoint.sh"]
+    # The CA bundle a build may be given reaches the build stage only, and no BuildKit-only
+    # syntax (docker-compose 1.x builds with the legacy builder).
+    assert ".pip-ca.pem" not in final
+    assert "--mount" not in dockerfile
+    assert not re.search(r"^#\s*syntax=", dockerfile, re.MULTILINE)
+
+
+def test_tests_and_tools_stay_out_of_the_build_context() -> None:
+    ignored = set(DOCKERIGNORE.read_text().split())
+    assert {"**/tests", "loadtests", "deploy/compose_check", ".env", ".git", ".venv"} <= ignored
+    assert "deploy/entrypoint.sh" not in ignored

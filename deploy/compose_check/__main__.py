@@ -1,0 +1,139 @@
+"""`python -m deploy.compose_check` (`make compose-check`); see the package's docstring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.compose_check.checks import Report, StackChecks, StopChecks
+from deploy.compose_check.commands import CheckError
+from deploy.compose_check.engine import Apt, Engine, ensure_engine
+from deploy.compose_check.images import REPO_ROOT, Image, ImageBuilder, dockerfile_python_image
+from deploy.compose_check.stack import Stack, gateway_binding, image_override
+
+STATE_DIR = REPO_ROOT / ".data" / "compose-check"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+
+
+@dataclass
+class Run:
+    """What the setup steps hand to the checks and to the clean-up."""
+
+    engine: Engine | None = None
+    stack: Stack | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    app_image: str = ""
+
+
+def prepare_engine(run: Run, apt: Apt) -> str:
+    run.engine = ensure_engine(apt, STATE_DIR)
+    return f"{'; '.join(run.engine.notes)}; compose: `{' '.join(run.engine.compose)}`"
+
+
+def prepare_images(run: Run, apt: Apt) -> str:
+    assert run.engine is not None
+    env_file = STATE_DIR / "empty.env"
+    env_file.write_text("")
+    host, port = gateway_binding()
+    base = Stack(run.engine.compose, [COMPOSE_FILE], env_file, host, port)
+    services: dict[str, Any] = base.config()["services"]
+    builder = ImageBuilder(apt, STATE_DIR)
+    python_official = dockerfile_python_image()
+    python = builder.official_or_standin(python_official)
+    app = builder.app(python.name)
+    run.app_image = app.name
+    chosen: dict[str, Image] = {}
+    for definition in services.values():
+        if not definition.get("build"):
+            official = str(definition["image"])
+            chosen.setdefault(official, builder.official_or_standin(official))
+    override = image_override(services, app.name, {o: i.name for o, i in chosen.items()})
+    # JSON is YAML.
+    override_file = STATE_DIR / "override.yml"
+    override_file.write_text(json.dumps(override, indent=2) + "\n")
+    run.stack = Stack(run.engine.compose, [COMPOSE_FILE, override_file], env_file, host, port)
+    run.config = run.stack.config()
+    # Whatever an interrupted earlier run left behind goes first.
+    run.stack.run("down", "-v", "--remove-orphans", timeout=180)
+    described = [*builder.notes, f"{python_official} -> {python.name} ({python.how})",
+                 *(f"{official} -> {image.name} ({image.how})" for official, image in chosen.items()),
+                 f"app {app.name} ({app.how})"]
+    return "; ".join(described)
+
+
+def take_down(stack: Stack) -> str:
+    stack.run("down", "-v", "--remove-orphans", "--timeout", "20", timeout=300)
+    left = stack.leftovers()
+    if left:
+        raise CheckError(f"left behind: {', '.join(left)}")
+    return f"`compose down -v`: no container, volume or network of {stack.project} left"
+
+
+def check_stack(report: Report, run: Run) -> None:
+    assert run.stack is not None
+    checks = StackChecks(run.stack, run.config, run.app_image)
+    try:
+        report.check("every service healthy", checks.all_healthy)
+        report.check("gateway ready", checks.gateway_ready)
+        report.check("only the gateway is published", checks.only_gateway_published)
+        report.check("sign-up mail in Mailpit", checks.sign_up_and_read_mail)
+        report.check("verify email", checks.verify_email)
+        report.check("login", checks.log_in)
+        report.check("GET /users/me", checks.users_me)
+        report.check("logout revokes the token", checks.log_out)
+        report.check("signing key generated", checks.signing_key_generated)
+        report.check("MySQL users isolated", checks.database_users_isolated)
+        report.check("non-root", checks.non_root)
+        report.check("app image holds no dev tools or tests", checks.app_image_lean)
+        report.check("restart", checks.restart_everything)
+        report.check("accounts survive restart", checks.accounts_kept)
+        report.check("tokens survive restart", checks.tokens_kept)
+        report.check("Redis keeps data across restart (AOF)", checks.redis_kept)
+    finally:
+        checks.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Bring docker-compose.yml up on a Docker engine, check it, take it down.",
+        epilog=f"Logs: {STATE_DIR.relative_to(REPO_ROOT)}/. COMPOSE_GATEWAY_PORT=[ADDRESS:]PORT "
+               "chooses where the gateway is published (default 127.0.0.1:8000, or a free "
+               "loopback port when 8000 is taken).")
+    parser.parse_args()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    for old_log in STATE_DIR.glob("*.log"):
+        old_log.unlink()
+    started = time.monotonic()
+    report = Report()
+    apt = Apt(STATE_DIR / "apt.log")
+    run = Run()
+    try:
+        report.check("engine", lambda: prepare_engine(run, apt))
+        report.check("images", lambda: prepare_images(run, apt))
+        check_stack(report, run)
+    except StopChecks:
+        pass
+    finally:
+        try:
+            if (stack := run.stack) is not None:
+                if report.failed:
+                    stack.save_logs(STATE_DIR / "compose.log")
+                    print(f"      container logs: {STATE_DIR / 'compose.log'}", flush=True)
+                report.check("down -v", lambda: take_down(stack))
+        except StopChecks:
+            pass
+        finally:
+            if run.engine is not None:
+                run.engine.stop()
+    print(f"compose-check: took {time.monotonic() - started:.0f} s", flush=True)
+    # Alone on its line, in the form CI reads as a test count.
+    print(f"compose-check: {report.passed} passed, {report.failed} failed", flush=True)
+    return 0 if report.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
