@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import session_scope
 from shared.lifespan import Datastores
+from shared.reads import ReadSession
 
 # The key under which create_service_app's lifespan hands the Resources object to requests.
 RESOURCES_STATE_KEY = "resources"
@@ -33,15 +34,17 @@ async def app_resources(request: Request) -> object:
 AppResources = Annotated[object, Depends(app_resources)]
 
 
-async def get_datastores(resources: AppResources) -> Datastores:
+def datastores_of(resources: object) -> Datastores:
     return cast(HasDatastores, resources).datastores
 
 
-DatastoresDep = Annotated[Datastores, Depends(get_datastores)]
+# Each of these reads the Resources object itself rather than through a Datastores dependency:
+# every level of dependencies costs FastAPI work on every request.
 
 
-async def get_db_session(datastores: DatastoresDep) -> AsyncIterator[AsyncSession]:
+async def get_db_session(resources: AppResources) -> AsyncIterator[AsyncSession]:
     """The one place that commits: on success after the handler, rollback on any error."""
+    datastores = datastores_of(resources)
     # As a context manager, not `async for`: the handler's exception must be thrown into
     # session_scope (to roll back at once), not left to the garbage collector.
     scope = asynccontextmanager(session_scope)(datastores.sessionmaker, datastores.after_commit)
@@ -49,10 +52,16 @@ async def get_db_session(datastores: DatastoresDep) -> AsyncIterator[AsyncSessio
         yield session
 
 
-async def get_redis(datastores: DatastoresDep) -> Redis:
-    return datastores.redis
+async def get_read_session(resources: AppResources) -> ReadSession:
+    return datastores_of(resources).reads
+
+
+async def get_redis(resources: AppResources) -> Redis:
+    return datastores_of(resources).redis
 
 
 # scope="function": commit before the response is sent, so a client that gets 201 can rely on it.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+# For routes that only read: no transaction, no session, nothing to commit.
+ReadSessionDep = Annotated[ReadSession, Depends(get_read_session)]
 RedisDep = Annotated[Redis, Depends(get_redis)]

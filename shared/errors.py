@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.request_context import current_request_id, request_id_var
@@ -111,6 +112,17 @@ class ServiceUnavailable(ProblemError):
     status = 503
     code = "upstream_unavailable"
     title = "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """MySQL cannot be reached, or dropped the connection under a statement: nothing was
+    decided, and the client may retry (connections are not pinged before use)."""
+
+    title = "Database unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The database did not answer; retry shortly.",
+                         headers={"Retry-After": "1"})
 
 
 def problem_document(status: int, code: str, title: str, detail: str,
@@ -217,8 +229,19 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id_var.reset(token)
 
 
+async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        logger.warning("database unavailable", extra={"error": repr(exc.orig)})
+        return problem_from_error(DatabaseUnavailable())
+    logger.exception("unhandled database error", exc_info=exc)
+    return problem_response(500, "internal_error", "Internal server error",
+                            "The server could not complete the request.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(DBAPIError, _handle_database)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -11,13 +11,17 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import AfterCommitTasks, create_engine, create_sessionmaker
+from shared.reads import ReadSession
 from shared.settings import DatastoreSettings
 
 
 @dataclass(frozen=True, kw_only=True)
 class Datastores:
+    # Transactions (the request session, loops that write).
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Plain reads, outside any transaction (routes that only read).
+    reads: ReadSession
     redis: Redis
     after_commit: AfterCommitTasks
 
@@ -25,13 +29,16 @@ class Datastores:
 @asynccontextmanager
 async def open_datastores(settings: DatastoreSettings) -> AsyncIterator[Datastores]:
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    reads = await ReadSession.open(settings.database_url, pool_size=settings.database_read_pool_size)
     redis = Redis.from_url(settings.redis_url, decode_responses=True,
                            socket_connect_timeout=2, socket_timeout=5, max_connections=256)
-    datastores = Datastores(engine=engine, sessionmaker=create_sessionmaker(engine), redis=redis,
+    datastores = Datastores(engine=engine, sessionmaker=create_sessionmaker(engine),
+                            reads=reads, redis=redis,
                             after_commit=AfterCommitTasks())
     try:
         yield datastores
     finally:
         await datastores.after_commit.drain()
         await redis.aclose()
+        await reads.close()
         await engine.dispose()

@@ -33,7 +33,11 @@ class DatastoreSettings(ServiceSettings):
     """A service with its own MySQL schema and a Redis."""
 
     database_url: str
-    database_pool_size: int = 20
+    # Connections for transactions (and as many again in overflow), and for plain reads. Ten of
+    # each keep a MySQL busy; more would only queue inside it, and six services with more
+    # would pass its default max_connections (151).
+    database_pool_size: int = Field(default=10, gt=0)
+    database_read_pool_size: int = Field(default=10, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from shared.dependencies import AppResources, SessionDep
+from shared.dependencies import AppResources, ReadSessionDep, SessionDep
 from shared.lifespan import Datastores
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
@@ -57,10 +57,16 @@ async def get_auth_service(session: SessionDep, resources: ResourcesDep) -> Auth
     )
 
 
+async def get_users_reader(reads: ReadSessionDep) -> UsersService:
+    return UsersService(reads=reads)
+
+
 async def get_users_service(session: SessionDep) -> UsersService:
-    return UsersService(session)
+    return UsersService(session=session)
 
 
 TokenSignerDep = Annotated[TokenSigner, Depends(get_signer)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+# Profile reads use no transaction; edits get the request session.
+UsersReaderDep = Annotated[UsersService, Depends(get_users_reader)]
 UsersServiceDep = Annotated[UsersService, Depends(get_users_service)]

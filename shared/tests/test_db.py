@@ -6,19 +6,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.db import (
     AfterCommitTasks,
     create_engine,
     create_sessionmaker,
     in_own_transaction,
+    ping_connections_idle_for,
     run_after_commit,
     session_scope,
 )
-from shared.errors import Conflict
+from shared.errors import Conflict, install_error_handlers
 from shared.migrate import ensure_database
 from shared.testing.datastores import database_url_for_tests
 
@@ -129,3 +132,43 @@ async def test_after_commit_work_is_drained_even_when_it_fails(
         run_after_commit(session, succeeds)
     await tasks.drain()  # a failed action is logged, never raised into the drain
     assert done == ["sent"]
+
+
+async def test_a_connection_lost_under_a_request_is_a_503_with_retry_after(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/work")
+    async def work() -> dict[str, str]:
+        async with sessions() as session:
+            own_id = (await session.execute(text("SELECT CONNECTION_ID()"))).scalar_one()
+            async with sessions() as admin:
+                await admin.execute(text(f"KILL {int(own_id)}"))
+            await session.execute(text("SELECT 1"))  # on the connection the server just dropped
+        return {"done": "yes"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        response = await client.post("/work")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "upstream_unavailable"
+
+
+async def test_a_connection_dropped_while_idle_in_the_pool_is_replaced_unseen() -> None:
+    url = database_url_for_tests("preorder_shared")
+    engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    ping_connections_idle_for(engine, 0.0)  # every checkout counts as idle here
+    try:
+        async with engine.connect() as conn:
+            dropped = (await conn.execute(text("SELECT CONNECTION_ID()"))).scalar_one()
+        admin = create_async_engine(url)
+        async with admin.connect() as conn:
+            await conn.execute(text(f"KILL {int(dropped)}"))
+        await admin.dispose()
+        async with engine.connect() as conn:  # the ping on checkout finds it dead: a new one
+            assert (await conn.execute(text("SELECT CONNECTION_ID()"))).scalar_one() != dropped
+    finally:
+        await engine.dispose()

@@ -1,24 +1,49 @@
-"""Every SQL statement of profiles."""
+"""Every SQL statement of profiles: plain reads on a ReadSession (no transaction), changes on the
+request session."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.reads import ReadSession
 from user_service.users.models import User
+
+# The columns a profile answer shows. Built once: constructing the statement per request (ORM
+# attribute comparisons, a new cache key) cost more than a tenth of the route's CPU.
+PROFILE_BY_ID = select(User.id, User.email, User.name, User.greeting, User.profile_image_url,
+                       User.email_verified, User.created_at).where(User.id == bindparam("user_id"))
 
 
 class UsersRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None) -> None:
+        self._reads = reads
+        self._session = session
 
-    async def get(self, user_id: int) -> User | None:
-        return await self.session.get(User, user_id)
+    async def get_profile(self, user_id: int) -> dict[str, Any] | None:
+        return (await self.reads.execute(PROFILE_BY_ID, {"user_id": user_id})).first()
+
+    async def get_for_update(self, user_id: int) -> User | None:
+        return await self.session.get(User, user_id, with_for_update=True)
 
     async def update_profile(self, user: User, changes: dict[str, Any]) -> None:
         for field, value in changes.items():
             setattr(user, field, value)
         user.updated_at = utcnow()
         await self.session.flush()
+
+    @property
+    def reads(self) -> ReadSession:
+        if self._reads is None:
+            raise TypeError("this repository was made for writes only")
+        return self._reads
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise TypeError("writes need the request session; this repository only reads")
+        return self._session

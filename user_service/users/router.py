@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from shared.errors import Unauthorized, ValidationFailed, problem_responses
 from shared.identity import CurrentUser
-from user_service.dependencies import UsersServiceDep
+from user_service.dependencies import UsersReaderDep, UsersServiceDep
 from user_service.users.errors import UserNotFound
 from user_service.users.schemas import Profile, ProfileUpdate, PublicProfile
 
@@ -18,7 +18,7 @@ UserId = Annotated[int, Path(ge=1, le=2**53 - 1)]
 
 
 @router.get("/me", responses=problem_responses(Unauthorized, UserNotFound))
-async def get_my_profile(user_id: CurrentUser, users: UsersServiceDep) -> Profile:
+async def get_my_profile(user_id: CurrentUser, users: UsersReaderDep) -> Profile:
     return Profile.model_validate(await users.get_profile(user_id))
 
 
@@ -30,10 +30,12 @@ async def get_my_profile(user_id: CurrentUser, users: UsersServiceDep) -> Profil
         "name cannot be null. An empty body changes nothing."
     ),
 )
-async def update_my_profile(body: ProfileUpdate, user_id: CurrentUser, users: UsersServiceDep) -> Profile:
+async def update_my_profile(
+    body: ProfileUpdate, user_id: CurrentUser, users: UsersServiceDep
+) -> Profile:
     return Profile.model_validate(await users.update_profile(user_id, body))
 
 
 @router.get("/{user_id}", responses=problem_responses(UserNotFound, ValidationFailed))
-async def get_public_profile(user_id: UserId, users: UsersServiceDep) -> PublicProfile:
+async def get_public_profile(user_id: UserId, users: UsersReaderDep) -> PublicProfile:
     return PublicProfile.model_validate(await users.get_profile(user_id))

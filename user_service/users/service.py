@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.reads import ReadSession
 from user_service.users.errors import UserNotFound
 from user_service.users.models import User
 from user_service.users.repository import UsersRepository
@@ -11,17 +14,21 @@ from user_service.users.schemas import ProfileUpdate
 
 
 class UsersService:
-    def __init__(self, session: AsyncSession) -> None:
-        self.repository = UsersRepository(session)
+    def __init__(self, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None) -> None:
+        self.repository = UsersRepository(reads=reads, session=session)
 
-    async def get_profile(self, user_id: int) -> User:
-        user = await self.repository.get(user_id)
-        if user is None:
+    async def get_profile(self, user_id: int) -> dict[str, Any]:
+        profile = await self.repository.get_profile(user_id)
+        if profile is None:
             raise UserNotFound()
-        return user
+        return profile
 
     async def update_profile(self, user_id: int, update: ProfileUpdate) -> User:
-        user = await self.get_profile(user_id)
+        # Locked: two concurrent edits apply one after the other, each answering its own result.
+        user = await self.repository.get_for_update(user_id)
+        if user is None:
+            raise UserNotFound()
         changes = update.changes()
         if changes:
             await self.repository.update_profile(user, changes)

@@ -1,0 +1,126 @@
+"""ReadSession (real MariaDB): Core statements compiled once and run in autocommit, with the
+column types SQLAlchemy would give, no transaction left open, and dropped connections survived."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects.mysql import DATETIME
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.errors import DatabaseUnavailable
+from shared.migrate import ensure_database
+from shared.reads import ReadSession
+from shared.testing.datastores import database_url_for_tests
+
+notes = Table(
+    "notes", MetaData(),
+    Column("id", BigInteger, primary_key=True),
+    Column("body", String(50)),
+    Column("pinned", Boolean, nullable=False),
+    Column("created_at", DATETIME(fsp=6), nullable=False),
+)
+NOTE_BY_ID = select(notes.c.id, notes.c.body, notes.c.pinned,
+                    notes.c.created_at).where(notes.c.id == bindparam("note_id"))
+WRITTEN = datetime(2026, 11, 25, 9, 30, 15, 123456)
+
+
+@pytest.fixture(scope="module")
+async def url() -> str:
+    url = database_url_for_tests("preorder_shared_reads")
+    await ensure_database(url, drop_first=True)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(notes.metadata.create_all)
+        await conn.execute(notes.insert(), [
+            {"id": 1, "body": "첫 메모", "pinned": True, "created_at": WRITTEN},
+            {"id": 2, "body": None, "pinned": False, "created_at": WRITTEN},
+        ])
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture
+async def reads(url: str) -> AsyncIterator[ReadSession]:
+    session = await ReadSession.open(url, pool_size=2)
+    yield session
+    await session.close()
+
+
+async def test_rows_come_back_typed_as_sqlalchemy_would_type_them(reads: ReadSession) -> None:
+    assert (await reads.execute(NOTE_BY_ID, {"note_id": 1})).first() == {
+        "id": 1, "body": "첫 메모", "pinned": True, "created_at": WRITTEN}
+    second = (await reads.execute(NOTE_BY_ID, {"note_id": 2})).first()
+    assert second is not None
+    assert second["body"] is None
+    assert second["pinned"] is False
+    assert (await reads.execute(NOTE_BY_ID, {"note_id": 3})).first() is None
+
+
+async def test_parameters_are_bound_never_spliced(reads: ReadSession) -> None:
+    by_body = select(notes.c.id).where(notes.c.body == bindparam("body"))
+    assert (await reads.execute(by_body, {"body": "x' OR '1'='1"})).all() == []
+    assert (await reads.execute(by_body, {"body": "첫 메모"})).scalar() == 1
+
+
+async def test_values_written_into_the_statement_are_bound_too(reads: ReadSession) -> None:
+    pinned = select(notes.c.id).where(notes.c.pinned.is_(True), notes.c.id < 100)
+    assert (await reads.execute(pinned)).all() == [{"id": 1}]
+
+
+async def test_a_missing_parameter_is_refused_before_any_query(reads: ReadSession) -> None:
+    with pytest.raises(ValueError, match="note_id"):
+        await reads.execute(NOTE_BY_ID, {})
+
+
+async def test_expanding_parameters_are_refused(reads: ReadSession) -> None:
+    in_list = select(notes.c.id).where(notes.c.id.in_(bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="expanding"):
+        await reads.execute(in_list, {"ids": [1, 2]})
+
+
+async def test_a_read_runs_in_autocommit_and_leaves_no_transaction(reads: ReadSession) -> None:
+    state = select(literal_column("@@autocommit", Integer).label("autocommit"),
+                   literal_column("@@in_transaction", Integer).label("in_transaction"))
+    assert (await reads.execute(state)).first() == {"autocommit": 1, "in_transaction": 0}
+
+
+async def test_a_connection_the_server_killed_is_not_an_error(url: str, reads: ReadSession) -> None:
+    connection_id = select(literal_column("CONNECTION_ID()", Integer).label("id"))
+    before = (await reads.execute(connection_id)).scalar()
+    admin: AsyncEngine = create_async_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"KILL {int(before)}"))
+    await admin.dispose()
+    assert (await reads.execute(NOTE_BY_ID, {"note_id": 1})).first() is not None
+    assert (await reads.execute(connection_id)).scalar() != before
+
+
+async def test_each_statement_is_compiled_once(reads: ReadSession) -> None:
+    assert reads.compiled(NOTE_BY_ID) is reads.compiled(NOTE_BY_ID)
+
+
+async def test_an_unreachable_database_is_a_503_problem_not_a_crash() -> None:
+    reads = await ReadSession.open("mysql+asyncmy://root@127.0.0.1:9/nothing", pool_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await reads.execute(NOTE_BY_ID, {"note_id": 1})
+    finally:
+        await reads.close()
+    assert raised.value.status == 503
+    assert raised.value.headers == {"Retry-After": "1"}
