@@ -17,12 +17,13 @@ from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, get_settings
+from shared.app import NO_TELEMETRY
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import install_error_handlers, problem_response
 from shared.health import ReadinessCheck, health_router
 from shared.logging import configure_logging
-from shared.metrics import MetricsMiddleware, RequestMetrics, route_template
-from shared.request_context import RequestIdMiddleware
+from shared.metrics import RequestMetrics, route_template
+from shared.middleware import RequestFrameMiddleware
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         finally:
             await runtime.close()
 
-    app = FastAPI(title="Preorder gateway", lifespan=lifespan, openapi_url=None, docs_url=None,
+    app = FastAPI(title="Preorder gateway", lifespan=lifespan, telemetry=NO_TELEMETRY,
+                  openapi_url=None, docs_url=None,
                   redoc_url=None)
     install_error_handlers(app)
     app.include_router(health_router(readiness_checks(settings)))
@@ -104,9 +106,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     # The proxy sits in front of FastAPI, not inside it: proxied requests, nearly all of the
-    # traffic, skip FastAPI's own middleware stack. Outermost first: request id, CORS, metrics.
-    asgi: ASGIApp = MetricsMiddleware(Proxy(app, runtime=runtime), metrics=metrics,
-                                      route_of=gateway_route)
+    # traffic, skip FastAPI's own middleware stack. Outermost first: the request frame (request
+    # id, metrics, access line), CORS, the proxy.
+    asgi: ASGIApp = Proxy(app, runtime=runtime)
     if settings.cors_origins:
         asgi = ProblemCORSMiddleware(
             asgi, allow_origins=settings.cors_origins, allow_credentials=False,
@@ -114,4 +116,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
             expose_headers=["X-Request-Id", "Retry-After"], max_age=600,
         )
-    return RequestIdMiddleware(asgi)
+    return RequestFrameMiddleware(asgi, metrics=metrics, route_of=gateway_route)

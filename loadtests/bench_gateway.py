@@ -1,11 +1,16 @@
-"""Gateway overhead: authenticated GET /api/v1/users/me through the gateway vs. straight to
-user_service with X-User-Id, side by side in one run, at the same concurrency.
+"""The frame's cost, side by side in one run at the same concurrency:
 
-    python -m loadtests.bench_gateway [--concurrency 64] [--seconds 10] [--rounds 3]
+1. a FastAPI hello-world on one uvicorn worker (the yardstick),
+2. GET /api/v1/users/me straight to user_service (with the X-User-Id the gateway would send),
+3. the same through the gateway with a bearer token,
 
-It starts its own user_service and gateway (loadtests/system.py), signs a user up through the
-gateway, then alternates direct and gateway rounds so machine noise hits both alike, and
-prints each round, the best of each, and the gateway/direct ratio per round.
+and the ratios direct/hello-world and gateway/direct.
+
+    python -m loadtests.bench_gateway [--connections 64] [--seconds 10] [--rounds 3]
+
+It starts its own processes (loadtests/system.py), signs a user up through the gateway, then
+alternates the three in rounds so machine noise hits all alike. Load comes from wrk when it is
+installed (Debian package wrk), else from the project's aiohttp generator.
 """
 
 from __future__ import annotations
@@ -14,51 +19,63 @@ import argparse
 import asyncio
 import statistics
 
-from loadtests.load import LoadResult, run_load
-from loadtests.system import BenchSystem, bench_system, create_account
+from loadtests.load import LoadResult
+from loadtests.system import BenchSystem, bench_system, create_account, hello_world
+from loadtests.wrk import generator_name, measure
 
 
 def best_of(label: str, rounds: list[LoadResult]) -> LoadResult:
     best = max(rounds, key=lambda r: r.rps)
     return LoadResult(label, best.requests, sum(r.errors for r in rounds), best.seconds,
-                      best.latencies_ms)
+                      best.latencies_ms, best.error_kinds, best.reported_percentiles)
 
 
-async def measure(args: argparse.Namespace, system: BenchSystem) -> None:
+def ratios(numerators: list[LoadResult], denominators: list[LoadResult]) -> list[float]:
+    return [n.rps / d.rps for n, d in zip(numerators, denominators, strict=True) if d.rps]
+
+
+def describe(name: str, values: list[float]) -> str:
+    return (f"{name}: per round {', '.join(f'{v:.2f}' for v in values)} "
+            f"(median {statistics.median(values):.2f})")
+
+
+async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> None:
     account = await create_account(system)
-    direct = (f"{system.user_url}/api/v1/users/me", {"X-User-Id": str(account.user_id)})
-    through = (f"{system.gateway_url}/api/v1/users/me",
-               {"Authorization": f"Bearer {account.access_token}"})
-    for url, headers in (direct, through):  # warm pools and caches before anything counts
-        await run_load("warm-up", url, headers=headers, concurrency=args.concurrency, duration=1.5)
-    direct_rounds: list[LoadResult] = []
-    gateway_rounds: list[LoadResult] = []
+    targets = {
+        "hello-world": (hello_url, {}),
+        "direct /users/me": (f"{system.user_url}/api/v1/users/me",
+                             {"X-User-Id": str(account.user_id)}),
+        "gateway /users/me": (f"{system.gateway_url}/api/v1/users/me",
+                              {"Authorization": f"Bearer {account.access_token}"}),
+    }
+    for url, headers in targets.values():  # warm pools and caches before anything counts
+        await measure("warm-up", url, headers=headers, connections=args.connections, seconds=2)
+    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    print(f"load generator: {generator_name()}; {args.connections} connections, "
+          f"{args.seconds:g} s x {args.rounds} rounds each", flush=True)
     for index in range(args.rounds):
-        for label, (url, headers), results in (("direct", direct, direct_rounds),
-                                               ("gateway", through, gateway_rounds)):
-            results.append(await run_load(f"{label} round {index + 1}", url, headers=headers,
-                                          concurrency=args.concurrency, duration=args.seconds))
-            print(results[-1].line(), flush=True)
-    best_direct = best_of("direct (best round)", direct_rounds)
-    best_gateway = best_of("gateway (best round)", gateway_rounds)
-    ratios = [g.rps / d.rps for d, g in zip(direct_rounds, gateway_rounds, strict=True) if d.rps]
+        for label, (url, headers) in targets.items():
+            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+                                   connections=args.connections, seconds=args.seconds)
+            results[label].append(result)
+            print(result.line(), flush=True)
+    hello, direct, gateway = results.values()
     print()
-    print(f"GET /api/v1/users/me, {args.concurrency} connections, "
-          f"{args.seconds:g} s x {args.rounds} rounds each")
-    print(best_direct.line())
-    print(best_gateway.line())
-    print(f"ratio gateway/direct: best-to-best {best_gateway.rps / best_direct.rps:.2f}; "
-          f"per round {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")
+    for label, rounds in results.items():
+        print(best_of(f"{label} (best)", rounds).line())
+    print(describe("ratio direct/hello-world ", ratios(direct, hello)))
+    print(describe("ratio gateway/direct     ", ratios(gateway, direct)))
+    print(describe("ratio gateway/hello-world", ratios(gateway, hello)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with bench_system() as system:
-        asyncio.run(measure(args, system))
+    with hello_world() as hello_url, bench_system() as system:
+        asyncio.run(run(args, system, hello_url))
 
 
 if __name__ == "__main__":

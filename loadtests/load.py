@@ -20,6 +20,8 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # Percentiles a generator reported without its raw sample (wrk): {50: ms, 99: ms, ...}.
+    reported_percentiles: dict[int, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -27,7 +29,7 @@ class LoadResult:
 
     def percentile(self, p: float) -> float:
         if not self.latencies_ms:
-            return float("nan")
+            return self.reported_percentiles.get(int(p), float("nan"))
         ordered = sorted(self.latencies_ms)
         index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
         return ordered[index]

@@ -3,6 +3,7 @@ loopback, with a schema and Redis database of their own and an SMTP sink for sig
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -11,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from shared.migrate import upgrade
-from shared.testing.datastores import TEST_MYSQL_URL
+from shared.testing.datastores import database_url_for_tests
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 
-BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"
+# Its own Redis database and schema, so a benchmark never touches a test run's or `make run`'s
+# data; TEST_NAMESPACE (see shared/testing/datastores.py) keeps two checkouts' benchmarks apart.
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PASSWORD = "correct horse battery staple"
 
 
@@ -36,9 +38,20 @@ class Account:
     access_token: str
 
 
-def bench_database_url() -> str:
-    url = make_url(TEST_MYSQL_URL).set(database="preorder_user_bench")
-    return url.render_as_string(hide_password=False)
+def bench_database_url(schema: str = "preorder_user") -> str:
+    return database_url_for_tests(schema, "bench")
+
+
+@contextmanager
+def hello_world() -> Iterator[str]:
+    """The hello-world yardstick (loadtests/hello.py) on one uvicorn worker; yields its URL."""
+    hello = ServiceProcess("hello", "loadtests.hello:create_app",
+                           log_dir=Path(tempfile.mkdtemp(prefix="bench-")), env={})
+    try:
+        hello.start().wait_healthy_at("/hello")
+        yield f"{hello.url}/hello"
+    finally:
+        hello.stop()
 
 
 @contextmanager

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
 
 from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
 from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
-from shared.metrics import install_metrics
-from shared.request_context import RequestIdMiddleware
+from shared.metrics import RequestMetrics
+from shared.middleware import RequestFrameMiddleware
+
+# FastAPI's built-in OpenTelemetry hooks, off: metrics are Prometheus (shared.metrics), and
+# with them on FastAPI asks on every request whether a provider has been configured.
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
+                                 "operation_spans": False}
 
 # Builds the service's frozen Resources object when the app starts and closes it at shutdown.
 OpenResources = Callable[[], AbstractAsyncContextManager[HasDatastores]]
@@ -33,11 +39,16 @@ def create_service_app(
         async with resources() as built:
             yield {RESOURCES_STATE_KEY: built}
 
-    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
-    install_metrics(app, service)
+    metrics = RequestMetrics(service)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return metrics.render()
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     # Added last so it runs first: every log line and error body below it sees the request id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestFrameMiddleware, metrics=metrics)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

@@ -49,12 +49,15 @@ class ServiceProcess:
         return self
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
+        self.wait_healthy_at("/healthz", timeout)
+
+    def wait_healthy_at(self, path: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

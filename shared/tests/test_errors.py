@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from shared.errors import Conflict, TooManyRequests, install_error_handlers
-from shared.request_context import RequestIdMiddleware
+from shared.middleware import RequestFrameMiddleware
 
 
 class SoldOut(Conflict):
@@ -25,7 +25,7 @@ class Body(BaseModel):
 def build_app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestFrameMiddleware)
 
     @app.post("/orders")
     async def create(body: Body) -> dict[str, int]:
