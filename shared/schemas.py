@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 
 def to_utc_z(value: datetime) -> str:
@@ -15,6 +15,24 @@ def to_utc_z(value: datetime) -> str:
 
 
 UtcDatetime = Annotated[datetime, PlainSerializer(to_utc_z, return_type=str, when_used="json")]
+
+
+def _to_naive_utc(value: datetime) -> datetime:
+    # Stored as naive UTC in DATETIME(6), compared as epoch milliseconds in Redis: years before
+    # 1970 or past 9999 would be a 500 from either, so they are a 422 here.
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    if not 1970 <= naive.year <= 9999:
+        raise ValueError("must be between 1970 and 9999")
+    return naive
+
+
+# A time a client sends: ISO-8601 with a zone (Z or an offset), kept as naive UTC. A time with
+# no zone is refused rather than guessed.
+UtcDatetimeIn = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_naive_utc),
+    PlainSerializer(to_utc_z, return_type=str, when_used="json"),
+]
 
 T = TypeVar("T")
 

@@ -1,9 +1,13 @@
-"""stock_service application: the lifespan builds its Resources; routers are mounted here."""
+"""stock_service application: the lifespan builds its Resources, rebuilds Redis from the ledger
+when it has lost its state, and runs the reconciler and the expired-hold reaper."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -12,6 +16,15 @@ from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from stock_service.dependencies import Resources
 from stock_service.settings import Settings, get_settings
+from stock_service.stock.rebuild import LiveState
+from stock_service.stock.router import internal_router
+from stock_service.stock.router import router as stock_router
+from stock_service.stock.scripts import StockScripts
+from stock_service.stock.service import StockService
+from stock_service.stock.tasks import (
+    reconcile_live_stock_periodically,
+    release_expired_holds_periodically,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,11 +34,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
         async with open_datastores(settings) as datastores:
-            yield Resources(settings=settings, datastores=datastores)
+            scripts = StockScripts(datastores.redis)
+            live = LiveState(sessions=datastores.sessionmaker, redis=datastores.redis,
+                             scripts=scripts)
+            stock = StockService(sessions=datastores.sessionmaker, reads=datastores.reads,
+                                 scripts=scripts, live=live,
+                                 hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+            loops = [
+                asyncio.create_task(reconcile_live_stock_periodically(
+                    live, interval_seconds=settings.reconcile_interval_seconds)),
+                asyncio.create_task(release_expired_holds_periodically(
+                    stock, interval_seconds=settings.expired_hold_interval_seconds,
+                    grace=timedelta(seconds=settings.expired_hold_grace_seconds))),
+            ]
+            try:
+                yield Resources(settings=settings, datastores=datastores, scripts=scripts,
+                                live=live, stock=stock)
+            finally:
+                for loop in loops:
+                    loop.cancel()
+                for loop in loops:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop
+                await live.drain()
 
     return create_service_app(
         service="stock_service",
         title="Stock service",
         resources=open_resources,
-        routers=[],
+        routers=[stock_router, internal_router],
     )

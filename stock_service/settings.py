@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DatastoreSettings
@@ -13,6 +14,14 @@ class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="STOCK_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_stock"
+    # How often Redis's live state is compared with the ledger (and repaired where it differs).
+    reconcile_interval_seconds: float = Field(default=2.0, gt=0)
+    # An unpaid hold whose reserve named no deadline gives its units back after this.
+    hold_ttl_seconds: int = Field(default=900, gt=0)
+    # Unpaid holds past their deadline (and this grace, so the order's own expiry goes first)
+    # are released by stock_service itself, looked for this often.
+    expired_hold_grace_seconds: float = Field(default=30.0, ge=0)
+    expired_hold_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 @lru_cache

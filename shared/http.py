@@ -1,0 +1,103 @@
+"""Service-to-service calls: one pooled aiohttp session per called service, opened in the lifespan.
+
+aiohttp rather than httpx: httpx's connection pool collapses under concurrency (README, "Library
+choices"). Every call has a timeout, carries the request's X-Request-Id, and turns a service that
+is down, slow or answering garbage into one exception, `ServiceCallFailed`, that callers map to
+their own answer (most often 503 `upstream_unavailable`). A call answers with the status and the
+decoded JSON body; what a status means is the typed client's business (`<service>/clients.py`).
+Internal routes are idempotent by design, so a call that met a closed keep-alive connection is
+sent once more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from shared.request_context import REQUEST_ID_HEADER, current_request_id
+
+# Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
+# closed by the other side under a request that could not safely be retried.
+KEEPALIVE_SECONDS = 4.0
+# Past this a body is not an answer of ours but a service gone wrong.
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class ServiceCallFailed(Exception):
+    """The other service could not be reached, did not answer in time, or answered garbage."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(f"{service}: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServiceResponse:
+    status: int
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        """The problem code of an error answer, if it is a problem document."""
+        return self.body.get("code") if isinstance(self.body, dict) else None
+
+
+class ServiceClient:
+    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      headers: Mapping[str, str] | None = None,
+                      timeout: float | None = None) -> ServiceResponse:
+        sent = {REQUEST_ID_HEADER: current_request_id() or "", **(headers or {})}
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+            sent["Content-Type"] = "application/json"
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        for attempt in (1, 2):
+            try:
+                async with self._session.request(method, self.base_url + path, data=data,
+                                                 headers=sent, allow_redirects=False,
+                                                 **options) as response:
+                    raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                    status = response.status
+                break
+            except aiohttp.ServerDisconnectedError as error:
+                # A pooled keep-alive connection the other side had just closed. Every internal
+                # route is idempotent (by order id, hold id, or as a PUT), so once more is safe.
+                if attempt == 2:
+                    raise ServiceCallFailed(self.name, "closed the connection") from error
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") from error
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise ServiceCallFailed(self.name, "oversized answer")
+        if status >= 500:
+            raise ServiceCallFailed(self.name, f"answered {status}")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError as error:
+            raise ServiceCallFailed(self.name, f"answered {status} with a body that is not JSON") \
+                from error
+        return ServiceResponse(status, body)
+
+
+@asynccontextmanager
+async def service_client(name: str, base_url: str, *, timeout_seconds: float,
+                         max_connections: int = 100) -> AsyncIterator[ServiceClient]:
+    """A client of one service for the lifespan of an app (or a test)."""
+    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     skip_auto_headers=("User-Agent",)) as session:
+        yield ServiceClient(name, base_url, session)

@@ -1,0 +1,94 @@
+"""stock_service's internal API: what product_service (registering products) and order_service
+(holding stock for orders) send and read.
+
+    PUT    /internal/stock/products/{product_id}                     StockRegistration -> StockEntry
+    GET    /internal/stock/products/{product_id}                     -> StockEntry
+    DELETE /internal/stock/products/{product_id}                     -> 204 (no more orders)
+    PUT    /internal/stock/products/{product_id}/holds/{order_id}    HoldRequest -> Hold (reserve)
+    GET    /internal/stock/products/{product_id}/holds/{order_id}    -> Hold
+    POST   /internal/stock/products/{product_id}/holds/{order_id}/commit   -> Hold (sold)
+    POST   /internal/stock/products/{product_id}/holds/{order_id}/release  -> Hold (units back)
+
+Every call is idempotent: a hold is keyed by its order id, so replaying a reserve, a commit or
+a release changes nothing and answers as the first did. Refusals are problem documents with the
+contract's codes: 404 `not_found`, 409 `sale_not_open`, `sale_closed`, `sold_out`,
+`purchase_limit_exceeded`, `invalid_state`; 503 `upstream_unavailable` with Retry-After while a
+product's live state is being rebuilt from the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from shared.contracts import MAX_ID
+from shared.sale_window import SaleState
+from shared.schemas import ApiModel, RequestModel, UtcDatetime, UtcDatetimeIn
+
+PREFIX = "/internal/stock"
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Quantity = Annotated[int, Field(ge=1, le=100)]
+HoldState = Literal["held", "committed", "released"]
+
+
+def product_path(product_id: int) -> str:
+    return f"{PREFIX}/products/{product_id}"
+
+
+def hold_path(product_id: int, order_id: int) -> str:
+    return f"{PREFIX}/products/{product_id}/holds/{order_id}"
+
+
+class StockRegistration(RequestModel):
+    """A product as stock_service needs it: registered at creation, re-sent on every change."""
+
+    seller_id: Id
+    price: Annotated[int, Field(ge=0, le=MAX_ID)]
+    total: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    sale_opens_at: UtcDatetimeIn | None = None
+    sale_closes_at: UtcDatetimeIn | None = None
+    limit_per_user: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> StockRegistration:
+        if (self.sale_opens_at is not None and self.sale_closes_at is not None
+                and self.sale_closes_at <= self.sale_opens_at):
+            raise ValueError("sale_closes_at must be after sale_opens_at")
+        return self
+
+
+class StockEntry(ApiModel):
+    product_id: int
+    seller_id: int
+    price: int
+    total: int
+    held: int
+    sold: int
+    remaining: int
+    sale_opens_at: UtcDatetime | None
+    sale_closes_at: UtcDatetime | None
+    limit_per_user: int | None
+    sale_state: SaleState
+    deleted: bool
+
+
+class HoldRequest(RequestModel):
+    user_id: Id
+    quantity: Quantity
+    # The order's payment deadline: past it (and a grace) an unpaid hold gives its units back
+    # by itself, even if the order is never heard of again. Default: stock_service's setting.
+    expires_at: UtcDatetimeIn | None = None
+
+
+class Hold(ApiModel):
+    order_id: int
+    product_id: int
+    user_id: int
+    quantity: int
+    unit_price: int
+    state: HoldState
+    expires_at: UtcDatetime
+    created_at: UtcDatetime
+

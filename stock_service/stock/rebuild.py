@@ -1,0 +1,228 @@
+"""Redis's live state rebuilt from the ledger, exactly, and kept honest.
+
+Redis is the fast gate, MySQL the truth. Whatever happens to Redis (flushed, restarted, failed
+over, restored from an older snapshot), the MySQL guard refuses a unit sold twice; this module
+makes Redis agree with MySQL again:
+
+- at start-up, and whenever the service epoch key is gone (Redis lost everything), every
+  product is rebuilt;
+- a product whose state is missing, or whose hold the ledger refused (Redis was wrong), is
+  rebuilt at once;
+- every `reconcile_interval` the reconciler compares each product's counts and settings in
+  Redis with the ledger: more remaining in Redis than in the ledger (the dangerous direction:
+  an older snapshot) is rebuilt at once; fewer (a hold Redis took and the ledger never got) is
+  rebuilt when it has not moved for two rounds, since a reserve in flight looks the same for
+  the milliseconds between its Lua call and its commit.
+
+While a product is rebuilt its reserves answer 503 with Retry-After, never a wrong decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.sale_window import epoch_ms
+from stock_service.stock.repository import LedgerProduct, LedgerRepository
+from stock_service.stock.scripts import HoldRecord, ProductKeys, StockScripts
+
+logger = logging.getLogger("stock_service.rebuild")
+
+# Written after every product has been loaded; gone means Redis lost what it had.
+EPOCH_KEY = "stock:epoch"
+# Reserves wait at most this long for one rebuild; a rebuild that dies lets them in again.
+REBUILD_LOCK_MS = 10_000
+# Reserves that passed their Lua call just before the rebuild flag went up finish their ledger
+# transaction within this, so the rebuild reads them.
+IN_FLIGHT_GRACE_SECONDS = 0.05
+# The key of the full rebuild among the requested ones (product ids are positive).
+_ALL = 0
+_META_FIELDS = ("total", "remaining", "held", "sold", "opens", "closes", "limit", "price",
+                "seller", "active")
+
+
+def settings_fields(product: LedgerProduct) -> dict[str, int]:
+    """What Redis keeps of a product's registration (CONFIGURE and LOAD write these)."""
+    return {"total": product.total, "opens": epoch_ms(product.sale_opens_at),
+            "closes": epoch_ms(product.sale_closes_at), "limit": product.limit_per_user or 0,
+            "price": product.price, "seller": product.seller_id,
+            "active": 0 if product.deleted_at else 1}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One product, one reconcile round: what the ledger and Redis said."""
+
+    ledger: tuple[int, int, int]  # remaining, held, sold
+    redis: tuple[int, int, int]
+
+
+class LiveState:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], redis: Redis | RedisCluster,
+                 scripts: StockScripts) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self.scripts = scripts
+        self._last_round: dict[int, Comparison] = {}
+        self._requested: dict[int, asyncio.Task[bool]] = {}
+
+    async def rebuild(self, product_id: int) -> bool:
+        """Loads the product's state from the ledger; False if another rebuild holds it."""
+        keys = ProductKeys.of(product_id)
+        token = os.urandom(8).hex()
+        if not await self.redis.set(keys.rebuilding, token, nx=True, px=REBUILD_LOCK_MS):
+            return False
+        try:
+            await asyncio.sleep(IN_FLIGHT_GRACE_SECONDS)
+            # A shared lock on the product row: the ledger cannot move while it is read.
+            async with self.sessions() as session, session.begin():
+                ledger = LedgerRepository(session)
+                product = await ledger.product(product_id, shared_lock=True)
+                if product is None:
+                    await self.redis.delete(*keys.all)
+                    return True
+                holds = await ledger.live_holds(product_id)
+                users = await ledger.user_units(product_id)
+            meta = {**settings_fields(product), "remaining": product.remaining,
+                    "held": product.held, "sold": product.sold}
+            records = {hold.order_id: HoldRecord(
+                hold.state, hold.user_id, hold.quantity, epoch_ms(hold.created_at))
+                for hold in holds}
+            loaded = await self.scripts.load(product_id, token, meta, users, records)
+        except BaseException:
+            # The flag is ours: let reserves in again rather than make them wait it out.
+            if await self.redis.get(keys.rebuilding) == token:
+                await self.redis.delete(keys.rebuilding)
+            raise
+        if loaded:
+            logger.info("rebuilt live stock from the ledger",
+                        extra={"product_id": product_id, "remaining": product.remaining,
+                               "holds": len(records)})
+        return loaded
+
+    async def rebuild_or_wait(self, product_id: int, *, timeout: float = 2.0) -> None:
+        """Rebuilds, or waits for the rebuild another caller is running (bounded)."""
+        if await self.rebuild(product_id):
+            return
+        flag = ProductKeys.of(product_id).rebuilding
+        # Polled: the other rebuild may run in another replica, so there is nothing to await.
+        for _ in range(int(timeout / 0.01)):
+            if not await self.redis.exists(flag):
+                return
+            await asyncio.sleep(0.01)
+
+    def request_rebuild(self, product_id: int) -> None:
+        """Rebuild soon, in the background (one at a time per product): Redis was found wrong
+        on the way to an answer that must not wait for it."""
+        running = self._requested.get(product_id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._rebuild_logged(product_id))
+        self._requested[product_id] = task
+        task.add_done_callback(lambda _: self._requested.pop(product_id, None))
+
+    def request_full_rebuild(self) -> None:
+        """Redis lost everything (the epoch is gone): every product, in the background, once."""
+        running = self._requested.get(_ALL)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._rebuild_all_logged())
+        self._requested[_ALL] = task
+        task.add_done_callback(lambda _: self._requested.pop(_ALL, None))
+
+    async def _rebuild_all_logged(self) -> bool:
+        try:
+            return await self.rebuild_all() == 0
+        except Exception:
+            logger.exception("full rebuild failed")
+            return False
+
+    async def _rebuild_logged(self, product_id: int) -> bool:
+        try:
+            return await self.rebuild(product_id)
+        except Exception:
+            logger.exception("rebuild failed", extra={"product_id": product_id})
+            return False
+
+    async def drain(self) -> None:
+        while self._requested:
+            await asyncio.gather(*list(self._requested.values()), return_exceptions=True)
+
+    async def epoch_present(self) -> bool:
+        return bool(await self.redis.exists(EPOCH_KEY))
+
+    async def rebuild_all(self) -> int:
+        """Every product, then the epoch; returns how many could not be rebuilt (held by
+        another rebuild, which finishes them)."""
+        async with self.sessions() as session:
+            product_ids = await LedgerRepository(session).all_product_ids()
+        results = await asyncio.gather(*(self.rebuild(pid) for pid in product_ids))
+        busy = results.count(False)
+        if not busy:
+            await self.redis.set(EPOCH_KEY, os.urandom(8).hex())
+        logger.info("live stock rebuilt from the ledger",
+                    extra={"products": len(product_ids), "busy": busy})
+        return busy
+
+    async def reconcile_once(self) -> list[int]:
+        """One round of comparison; returns the products it rebuilt or reconfigured."""
+        if not await self.epoch_present():
+            await self.rebuild_all()
+            return []
+        async with self.sessions() as session:
+            products = await LedgerRepository(session).all_products()
+        if not products:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for product in products:
+                pipe.hmget(ProductKeys.of(product.product_id).meta, *_META_FIELDS)
+            replies: list[Any] = await pipe.execute()
+        fixed: list[int] = []
+        seen: dict[int, Comparison] = {}
+        for product, reply in zip(products, replies, strict=True):
+            if reply[0] is None:
+                if await self.rebuild(product.product_id):
+                    fixed.append(product.product_id)
+                continue
+            live = dict(zip(_META_FIELDS, (int(value or 0) for value in reply), strict=True))
+            wanted = settings_fields(product)
+            if any(live[name] != value for name, value in wanted.items()):
+                await self.scripts.configure(product.product_id, wanted)
+                fixed.append(product.product_id)
+                continue
+            comparison = Comparison((product.remaining, product.held, product.sold),
+                                    (live["remaining"], live["held"], live["sold"]))
+            if comparison.redis == comparison.ledger:
+                continue
+            if (self._last_round.get(product.product_id) == comparison
+                    or (live["remaining"] > product.remaining
+                        and await self._still_ahead(product.product_id))):
+                logger.warning("live stock disagrees with the ledger; rebuilding",
+                               extra={"product_id": product.product_id,
+                                      "ledger": comparison.ledger, "redis": comparison.redis})
+                if await self.rebuild(product.product_id):
+                    fixed.append(product.product_id)
+                continue
+            seen[product.product_id] = comparison
+        self._last_round = seen
+        return fixed
+
+    async def _still_ahead(self, product_id: int) -> bool:
+        """Redis, the ledger, Redis again: a reserve lands in Redis first and a release in the
+        ledger first, so one pair of reads can show Redis ahead for a moment with nothing wrong;
+        Redis ahead of the ledger on both sides of one ledger read cannot be a move in flight."""
+        meta = ProductKeys.of(product_id).meta
+        before = await self.redis.hget(meta, "remaining")
+        async with self.sessions() as session:
+            product = await LedgerRepository(session).product(product_id)
+        after = await self.redis.hget(meta, "remaining")
+        if product is None or before is None or after is None:
+            return False
+        return min(int(before), int(after)) > product.remaining

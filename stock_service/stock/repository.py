@@ -1,0 +1,230 @@
+"""Every SQL statement of the ledger. Writes run in the caller's transaction; each statement that
+guards a rule carries it in its WHERE, so a race ends one way only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import utcnow
+from shared.reads import ReadSession
+from stock_service.stock.models import StockHold, StockProduct, StockUserCount
+
+PRODUCT_COLUMNS = (StockProduct.product_id, StockProduct.seller_id, StockProduct.price,
+                   StockProduct.total, StockProduct.held, StockProduct.sold,
+                   StockProduct.sale_opens_at, StockProduct.sale_closes_at,
+                   StockProduct.limit_per_user, StockProduct.deleted_at)
+PRODUCT_BY_ID = select(*PRODUCT_COLUMNS).where(StockProduct.product_id == bindparam("product_id"))
+HOLD_COLUMNS = (StockHold.order_id, StockHold.product_id, StockHold.user_id, StockHold.quantity,
+                StockHold.unit_price, StockHold.state, StockHold.expires_at, StockHold.created_at)
+HOLD_BY_ID = select(*HOLD_COLUMNS).where(StockHold.order_id == bindparam("order_id"),
+                                         StockHold.product_id == bindparam("product_id"))
+# MySQL error 1062: a hold for this order is already in the ledger.
+DUPLICATE_ENTRY = 1062
+
+
+@dataclass(frozen=True)
+class LedgerProduct:
+    product_id: int
+    seller_id: int
+    price: int
+    total: int
+    held: int
+    sold: int
+    sale_opens_at: datetime | None
+    sale_closes_at: datetime | None
+    limit_per_user: int | None
+    deleted_at: datetime | None
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.held - self.sold
+
+
+@dataclass(frozen=True)
+class LedgerHold:
+    order_id: int
+    product_id: int
+    user_id: int
+    quantity: int
+    unit_price: int
+    state: str
+    expires_at: datetime
+    created_at: datetime
+
+
+def _product(row: Any) -> LedgerProduct:
+    return LedgerProduct(**dict(row))
+
+
+def _hold(row: Any) -> LedgerHold:
+    return LedgerHold(**dict(row))
+
+
+class LedgerReads:
+    """Reads outside any transaction (the public seller check, the reconciler's comparison)."""
+
+    def __init__(self, reads: ReadSession) -> None:
+        self.reads = reads
+
+    async def product(self, product_id: int) -> LedgerProduct | None:
+        row = (await self.reads.execute(PRODUCT_BY_ID, {"product_id": product_id})).first()
+        return _product(row) if row else None
+
+    async def hold(self, product_id: int, order_id: int) -> LedgerHold | None:
+        row = (await self.reads.execute(
+            HOLD_BY_ID, {"order_id": order_id, "product_id": product_id})).first()
+        return _hold(row) if row else None
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # Products
+
+    async def product(self, product_id: int, *, lock: bool = False,
+                      shared_lock: bool = False) -> LedgerProduct | None:
+        query = select(*PRODUCT_COLUMNS).where(StockProduct.product_id == product_id)
+        if lock:
+            query = query.with_for_update()
+        elif shared_lock:
+            query = query.with_for_update(read=True)
+        row = (await self.session.execute(query)).mappings().first()
+        return _product(row) if row else None
+
+    async def live_products(self) -> list[LedgerProduct]:
+        rows = (await self.session.execute(
+            select(*PRODUCT_COLUMNS).where(StockProduct.deleted_at.is_(None)))).mappings()
+        return [_product(row) for row in rows]
+
+    async def all_products(self) -> list[LedgerProduct]:
+        rows = (await self.session.execute(select(*PRODUCT_COLUMNS))).mappings()
+        return [_product(row) for row in rows]
+
+    async def all_product_ids(self) -> list[int]:
+        return list((await self.session.execute(select(StockProduct.product_id))).scalars())
+
+    async def insert_product(self, *, product_id: int, seller_id: int, price: int, total: int,
+                             sale_opens_at: datetime | None, sale_closes_at: datetime | None,
+                             limit_per_user: int | None) -> None:
+        now = utcnow()
+        self.session.add(StockProduct(
+            product_id=product_id, seller_id=seller_id, price=price, total=total, held=0, sold=0,
+            sale_opens_at=sale_opens_at, sale_closes_at=sale_closes_at,
+            limit_per_user=limit_per_user, created_at=now, updated_at=now))
+        await self.session.flush()
+
+    async def update_product(self, product_id: int, **values: Any) -> None:
+        await self.session.execute(
+            update(StockProduct).where(StockProduct.product_id == product_id)
+            .values(**values, updated_at=utcnow()))
+
+    # Holds: the guard
+
+    async def take_units(self, product_id: int, quantity: int) -> bool:
+        """Moves `quantity` into held only if the product is live and still has them."""
+        result = await self.session.execute(
+            update(StockProduct)
+            .where(StockProduct.product_id == product_id, StockProduct.deleted_at.is_(None),
+                   StockProduct.held + StockProduct.sold + quantity <= StockProduct.total)
+            .values(held=StockProduct.held + quantity, updated_at=utcnow()))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def add_hold(self, *, order_id: int, product_id: int, user_id: int, quantity: int,
+                       unit_price: int, expires_at: datetime, created_at: datetime) -> None:
+        """Raises IntegrityError (1062) if this order already has a hold: one per order, ever."""
+        await self.session.execute(insert(StockHold).values(
+            order_id=order_id, product_id=product_id, user_id=user_id, quantity=quantity,
+            unit_price=unit_price, state="held", expires_at=expires_at, created_at=created_at,
+            updated_at=created_at))
+
+    async def count_user_units(self, product_id: int, user_id: int, quantity: int) -> bool:
+        """Adds `quantity` to what the user holds or bought, only within the product's limit."""
+        await self.session.execute(
+            insert(StockUserCount).values(product_id=product_id, user_id=user_id, units=0)
+            .prefix_with("IGNORE"))
+        limit = select(StockProduct.limit_per_user).where(
+            StockProduct.product_id == product_id).scalar_subquery()
+        result = await self.session.execute(
+            update(StockUserCount)
+            .where(StockUserCount.product_id == product_id, StockUserCount.user_id == user_id,
+                   or_(limit.is_(None), StockUserCount.units + quantity <= limit))
+            .values(units=StockUserCount.units + quantity))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def hold_for_update(self, product_id: int, order_id: int) -> LedgerHold | None:
+        row = (await self.session.execute(
+            select(*HOLD_COLUMNS)
+            .where(StockHold.order_id == order_id, StockHold.product_id == product_id)
+            .with_for_update())).mappings().first()
+        return _hold(row) if row else None
+
+    async def hold(self, order_id: int) -> LedgerHold | None:
+        row = (await self.session.execute(
+            select(*HOLD_COLUMNS).where(StockHold.order_id == order_id))).mappings().first()
+        return _hold(row) if row else None
+
+    async def move_hold(self, hold: LedgerHold, *, to: str) -> bool:
+        """held -> committed (sold), or held/committed -> released (units back); False if the
+        hold is not in the state it was read in."""
+        moved = await self.session.execute(
+            update(StockHold)
+            .where(StockHold.order_id == hold.order_id, StockHold.state == hold.state)
+            .values(state=to, updated_at=utcnow()))
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            return False
+        q = hold.quantity
+        if to == "committed":
+            counts: dict[str, Any] = {"held": StockProduct.held - q, "sold": StockProduct.sold + q}
+        elif hold.state == "held":
+            counts = {"held": StockProduct.held - q}
+        else:
+            counts = {"sold": StockProduct.sold - q}
+        await self.update_product(hold.product_id, **counts)
+        if to == "released":
+            await self.session.execute(
+                update(StockUserCount)
+                .where(StockUserCount.product_id == hold.product_id,
+                       StockUserCount.user_id == hold.user_id)
+                .values(units=StockUserCount.units - q))
+        return True
+
+    async def expired_holds(self, *, before: datetime, limit: int) -> list[LedgerHold]:
+        """Unpaid holds past their expiry, locked; rows another replica is reaping are skipped."""
+        rows = (await self.session.execute(
+            select(*HOLD_COLUMNS)
+            .where(StockHold.state == "held", StockHold.expires_at < before)
+            .order_by(StockHold.expires_at).limit(limit)
+            .with_for_update(skip_locked=True))).mappings()
+        return [_hold(row) for row in rows]
+
+    # What a rebuild loads
+
+    async def live_holds(self, product_id: int) -> list[LedgerHold]:
+        rows = (await self.session.execute(
+            select(*HOLD_COLUMNS).where(StockHold.product_id == product_id,
+                                        StockHold.state.in_(("held", "committed"))))).mappings()
+        return [_hold(row) for row in rows]
+
+    async def user_units(self, product_id: int) -> dict[int, int]:
+        rows = await self.session.execute(
+            select(StockUserCount.user_id, StockUserCount.units)
+            .where(StockUserCount.product_id == product_id, StockUserCount.units > 0))
+        return {int(user): int(units) for user, units in rows}
+
+    async def counts_from_holds(self, product_id: int) -> tuple[int, int]:
+        """(held, sold) summed from the hold rows: how the invariant checks the counters."""
+        rows = await self.session.execute(
+            select(StockHold.state, func.coalesce(func.sum(StockHold.quantity), 0))
+            .where(StockHold.product_id == product_id,
+                   StockHold.state.in_(("held", "committed")))
+            .group_by(StockHold.state))
+        sums = {state: int(total) for state, total in rows}
+        return sums.get("held", 0), sums.get("committed", 0)
+

@@ -1,0 +1,118 @@
+"""HTTP routes of stock: the two public /api/v1/products/{id}/stock routes, and the internal API
+(under /internal, never routed by the gateway) for product_service and order_service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from shared.contracts import MAX_ID
+from shared.errors import (
+    DatabaseUnavailable,
+    InvalidState,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+)
+from shared.identity import CurrentUser
+from shared.internal.stock import PREFIX, Hold, HoldRequest, StockEntry, StockRegistration
+from stock_service.dependencies import StockServiceDep
+from stock_service.stock.errors import (
+    HoldNotFound,
+    HoldReleased,
+    NotTheSeller,
+    ProductNotFound,
+    PurchaseLimitExceeded,
+    SaleClosed,
+    SaleNotOpen,
+    SaleStarted,
+    SoldOut,
+    StockRebuilding,
+)
+from stock_service.stock.schemas import StockLevel, StockUpdate
+
+router = APIRouter(prefix="/api/v1/products", tags=["stock"])
+internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False)
+
+ProductId = Annotated[int, Path(ge=1, le=MAX_ID)]
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@router.get(
+    "/{product_id}/stock",
+    responses=problem_responses(ProductNotFound, ValidationFailed, StockRebuilding),
+    description=(
+        "Units left to order and the sale's state, from the live inventory (Redis) alone, "
+        "judged by its clock. While the live state is rebuilt: 503 with Retry-After."
+    ),
+)
+async def get_stock(product_id: ProductId, stock: StockServiceDep) -> StockLevel:
+    return await stock.public_level(product_id)
+
+
+@router.put(
+    "/{product_id}/stock",
+    responses=problem_responses(Unauthorized, NotTheSeller, ProductNotFound, SaleStarted,
+                                ValidationFailed),
+    description=(
+        "The seller sets the product's total stock, before the sale opens; once it has "
+        "opened (a general product is open from its creation): 409 `invalid_state`."
+    ),
+)
+async def set_stock(product_id: ProductId, body: StockUpdate, user_id: CurrentUser,
+                    stock: StockServiceDep) -> StockLevel:
+    return await stock.set_total(product_id, seller_id=user_id, total=body.stock)
+
+
+# Internal: product registration (product_service)
+
+
+@internal_router.put("/products/{product_id}")
+async def register_product(product_id: ProductId, body: StockRegistration,
+                           stock: StockServiceDep) -> StockEntry:
+    return await stock.register(product_id, body)
+
+
+@internal_router.get("/products/{product_id}")
+async def get_product_stock(product_id: ProductId, stock: StockServiceDep) -> StockEntry:
+    return await stock.get_entry(product_id)
+
+
+@internal_router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT,
+                        response_class=Response)
+async def unregister_product(product_id: ProductId, stock: StockServiceDep) -> Response:
+    await stock.unregister(product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Internal: holds (order_service)
+
+
+@internal_router.put(
+    "/products/{product_id}/holds/{order_id}",
+    responses=problem_responses(ProductNotFound, SaleNotOpen, SaleClosed, SoldOut,
+                                PurchaseLimitExceeded, StockRebuilding, DatabaseUnavailable),
+)
+async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
+                  stock: StockServiceDep) -> Hold:
+    return await stock.reserve(product_id, order_id, user_id=body.user_id,
+                               quantity=body.quantity, expires_at=body.expires_at)
+
+
+@internal_router.get("/products/{product_id}/holds/{order_id}",
+                     responses=problem_responses(HoldNotFound))
+async def get_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
+    return await stock.get_hold(product_id, order_id)
+
+
+@internal_router.post("/products/{product_id}/holds/{order_id}/commit",
+                      responses=problem_responses(HoldNotFound, HoldReleased, InvalidState))
+async def commit_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
+    return await stock.commit(product_id, order_id)
+
+
+@internal_router.post("/products/{product_id}/holds/{order_id}/release",
+                      responses=problem_responses(HoldNotFound))
+async def release_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
+    return await stock.release(product_id, order_id)

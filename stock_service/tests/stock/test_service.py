@@ -1,0 +1,348 @@
+"""The rules of stock/service.py against real MariaDB and Redis: holds never oversell, the ledger
+guards whatever Redis says, and Redis is rebuilt to agree with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.clock import utcnow
+from shared.db import create_engine, create_sessionmaker
+from shared.errors import DatabaseUnavailable, ProblemError
+from shared.internal.stock import StockRegistration
+from stock_service.dependencies import Resources
+from stock_service.stock.errors import (
+    HoldNotFound,
+    HoldReleased,
+    ProductNotFound,
+    SaleStarted,
+    SoldOut,
+    StockRebuilding,
+)
+from stock_service.stock.rebuild import EPOCH_KEY
+from stock_service.stock.repository import LedgerRepository
+from stock_service.stock.scripts import ProductKeys
+from stock_service.stock.service import StockService
+from stock_service.tests.conftest import new_id
+from stock_service.tests.factories import make_product
+
+
+async def outcome(call: Any) -> str:
+    """'held' / 'committed' / 'released', or the code of the problem raised."""
+    try:
+        hold = await call
+    except ProblemError as problem:
+        return problem.code
+    return str(hold.state)
+
+
+async def ledger_counts(session: AsyncSession, product_id: int) -> tuple[int, int, int]:
+    """(remaining, held, sold) by the ledger, checked against the sum of its hold rows."""
+    ledger = LedgerRepository(session)
+    product = await ledger.product(product_id)
+    assert product is not None
+    assert await ledger.counts_from_holds(product_id) == (product.held, product.sold)
+    await session.commit()
+    return product.remaining, product.held, product.sold
+
+
+async def redis_counts(redis: Redis, product_id: int) -> tuple[int, int, int]:
+    values = await redis.hmget(ProductKeys.of(product_id).meta, "remaining", "held", "sold")
+    remaining, held, sold = (int(value or 0) for value in values)
+    return remaining, held, sold
+
+
+@contextmanager
+def statements_on(engine: AsyncEngine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_hold_moves_the_counts_in_redis_and_the_ledger_alike(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=5, price=12_000)
+    order = new_id()
+    hold = await stock.reserve(product.product_id, order, user_id=7, quantity=2)
+    assert (hold.state, hold.quantity, hold.unit_price) == ("held", 2, 12_000)
+    assert await ledger_counts(session, product.product_id) == (3, 2, 0)
+    assert await redis_counts(redis, product.product_id) == (3, 2, 0)
+
+    assert (await stock.commit(product.product_id, order)).state == "committed"
+    assert await ledger_counts(session, product.product_id) == (3, 0, 2)
+    assert await redis_counts(redis, product.product_id) == (3, 0, 2)
+
+    # A paid order cancelled (refunded): its units come back too.
+    assert (await stock.release(product.product_id, order)).state == "released"
+    assert await ledger_counts(session, product.product_id) == (5, 0, 0)
+    assert await redis_counts(redis, product.product_id) == (5, 0, 0)
+
+
+async def test_every_call_replayed_changes_nothing(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=3)
+    order = new_id()
+    first = await stock.reserve(product.product_id, order, user_id=7, quantity=1)
+    again = await stock.reserve(product.product_id, order, user_id=7, quantity=1)
+    assert again == first
+    assert await ledger_counts(session, product.product_id) == (2, 1, 0)
+    await stock.commit(product.product_id, order)
+    await stock.commit(product.product_id, order)
+    assert await ledger_counts(session, product.product_id) == (2, 0, 1)
+    await stock.release(product.product_id, order)
+    await stock.release(product.product_id, order)
+    assert await ledger_counts(session, product.product_id) == (3, 0, 0)
+    assert await redis_counts(redis, product.product_id) == (3, 0, 0)
+    # A sale that comes after the units went back is refused, not revived.
+    with pytest.raises(HoldReleased):
+        await stock.commit(product.product_id, order)
+    with pytest.raises(HoldNotFound):
+        await stock.release(product.product_id, new_id())
+
+
+async def test_300_concurrent_reserves_for_30_units_hold_exactly_30(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=30)
+    results = await asyncio.gather(*(
+        outcome(stock.reserve(product.product_id, new_id(), user_id=1000 + n, quantity=1))
+        for n in range(300)))
+    assert Counter(results) == {"held": 30, "sold_out": 270}
+    assert await ledger_counts(session, product.product_id) == (0, 30, 0)
+    assert await redis_counts(redis, product.product_id) == (0, 30, 0)
+
+
+async def test_a_limit_per_user_holds_when_each_user_sends_several_at_once(
+    resources: Resources, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=30, limit_per_user=1)
+    users = [2000 + n for n in range(50)]
+    results = await asyncio.gather(*(
+        outcome(stock.reserve(product.product_id, new_id(), user_id=user, quantity=1))
+        for user in users for _ in range(3)))
+    counts = Counter(results)
+    assert counts["held"] == 30
+    assert set(counts) <= {"held", "sold_out", "purchase_limit_exceeded"}
+    per_user = await session.execute(text(
+        "SELECT user_id, units FROM stock_user_counts WHERE product_id = :p AND units > 0"),
+        {"p": product.product_id})
+    assert all(units == 1 for _, units in per_user)
+    assert await ledger_counts(session, product.product_id) == (0, 30, 0)
+
+
+async def test_refusals_cost_no_mysql_work(resources: Resources) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=1)
+    await stock.reserve(product.product_id, new_id(), user_id=1, quantity=1)
+    closed = await make_product(stock, total=5, opens_at=utcnow() - timedelta(hours=2),
+                                closes_at=utcnow() - timedelta(hours=1))
+    with statements_on(resources.datastores.engine) as statements:
+        for _ in range(20):
+            with pytest.raises(SoldOut):
+                await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+        assert await outcome(stock.reserve(closed.product_id, new_id(), user_id=2,
+                                           quantity=1)) == "sale_closed"
+    assert statements == []
+
+
+async def test_redis_raised_by_hand_never_sells_a_unit_twice(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=3)
+    for user in (1, 2, 3):
+        await stock.reserve(product.product_id, new_id(), user_id=user, quantity=1)
+    # Redis believes there are ten more; the ledger knows there are none.
+    await redis.hincrby(ProductKeys.of(product.product_id).meta, "remaining", 10)
+    results = await asyncio.gather(*(
+        outcome(stock.reserve(product.product_id, new_id(), user_id=10 + n, quantity=1))
+        for n in range(10)))
+    assert set(results) <= {"sold_out", "upstream_unavailable"}
+    assert "sold_out" in results
+    assert await ledger_counts(session, product.product_id) == (0, 3, 0)
+    await resources.live.drain()  # the refusal asked for a rebuild
+    assert await redis_counts(redis, product.product_id) == (0, 3, 0)
+
+
+async def test_redis_restored_from_an_older_snapshot_is_guarded_then_reconciled(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock, live = resources.stock, resources.live
+    product = await make_product(stock, total=10, limit_per_user=2)
+    keys = ProductKeys.of(product.product_id)
+    for user in (1, 2):
+        await stock.reserve(product.product_id, new_id(), user_id=user, quantity=1)
+    snapshot = {key: await redis.dump(key) for key in (keys.meta, keys.users, keys.holds)}
+    later = [new_id() for _ in range(8)]
+    for n, order in enumerate(later):
+        await stock.reserve(product.product_id, order, user_id=100 + n // 2, quantity=1)
+    await stock.commit(product.product_id, later[0])
+    # Back to the older state: Redis forgets 8 holds and a sale.
+    for key, value in snapshot.items():
+        assert value is not None
+        await redis.restore(key, 0, value, replace=True)
+    assert await redis_counts(redis, product.product_id) == (8, 2, 0)
+
+    results = await asyncio.gather(*(
+        outcome(stock.reserve(product.product_id, new_id(), user_id=500 + n, quantity=1))
+        for n in range(10)))
+    assert "held" not in results
+    assert await ledger_counts(session, product.product_id) == (0, 9, 1)
+    # A user Redis now thinks has nothing still cannot pass the limit the ledger keeps.
+    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=100,
+                                       quantity=1)) in {"sold_out", "purchase_limit_exceeded",
+                                                        "upstream_unavailable"}
+    await live.drain()
+    await live.reconcile_once()
+    assert await redis_counts(redis, product.product_id) == await ledger_counts(
+        session, product.product_id)
+    assert len(await redis.hgetall(keys.holds)) == 10
+
+
+async def test_flushed_redis_answers_503_while_rebuilding_then_agrees_with_the_ledger(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock, live = resources.stock, resources.live
+    product = await make_product(stock, total=20, limit_per_user=3)
+    orders = [new_id() for _ in range(6)]
+    for n, order in enumerate(orders):
+        await stock.reserve(product.product_id, order, user_id=1 + n % 2, quantity=1)
+    await stock.commit(product.product_id, orders[0])
+    await stock.release(product.product_id, orders[1])
+    before = await ledger_counts(session, product.product_id)
+
+    await redis.flushdb()
+    with pytest.raises(StockRebuilding) as raised:
+        await stock.reserve(product.product_id, new_id(), user_id=9, quantity=1)
+    assert raised.value.headers["Retry-After"] == "1"
+    with pytest.raises(StockRebuilding):
+        await stock.public_level(product.product_id)
+    await live.drain()  # the 503s asked for a full rebuild: every product, then the epoch
+    assert await redis.exists(EPOCH_KEY)
+
+    assert await redis_counts(redis, product.product_id) == before == (15, 4, 1)
+    users = await redis.hgetall(ProductKeys.of(product.product_id).users)
+    assert users == {"1": "3", "2": "2"}  # user 2's released unit no longer counts
+    # The rebuilt state decides as the ledger would: user 2 may take one more, not two.
+    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=2,
+                                       quantity=2)) == "purchase_limit_exceeded"
+    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=2,
+                                       quantity=1)) == "held"
+    # A replayed reserve of a hold made before the flush finds it, and takes nothing more.
+    assert await outcome(stock.reserve(product.product_id, orders[2], user_id=1,
+                                       quantity=1)) == "held"
+    assert await ledger_counts(session, product.product_id) == (14, 5, 1)
+
+
+async def test_a_hold_only_redis_took_is_confirmed_on_replay_or_reconciled_away(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock, live = resources.stock, resources.live
+    product = await make_product(stock, total=4)
+    # As if the service died between the Lua call and the ledger's commit.
+    replayed, abandoned = new_id(), new_id()
+    await resources.scripts.reserve(product.product_id, replayed, 1, 1)
+    await resources.scripts.reserve(product.product_id, abandoned, 2, 1)
+    assert await redis_counts(redis, product.product_id) == (2, 2, 0)
+
+    assert await outcome(stock.reserve(product.product_id, replayed, user_id=1,
+                                       quantity=1)) == "held"
+    assert await ledger_counts(session, product.product_id) == (3, 1, 0)
+    # The other is never asked for again: two reconcile rounds that see the same gap drop it.
+    assert await live.reconcile_once() == []
+    assert await live.reconcile_once() == [product.product_id]
+    assert await redis_counts(redis, product.product_id) == (3, 1, 0)
+
+
+async def test_a_database_that_cannot_confirm_gives_the_units_back(
+    resources: Resources, redis: Redis, make_settings: Any
+) -> None:
+    product = await make_product(resources.stock, total=2)
+    dead = create_engine("mysql+asyncmy://root@127.0.0.1:9/preorder_stock_test", pool_size=1)
+    cut_off = StockService(sessions=create_sessionmaker(dead),
+                           reads=resources.datastores.reads, scripts=resources.scripts,
+                           live=resources.live, hold_ttl=timedelta(minutes=15))
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await cut_off.reserve(product.product_id, new_id(), user_id=1, quantity=2)
+    finally:
+        await dead.dispose()
+    assert await redis_counts(redis, product.product_id) == (2, 0, 0)
+    assert await outcome(resources.stock.reserve(product.product_id, new_id(), user_id=1,
+                                                 quantity=2)) == "held"
+
+
+async def test_unpaid_holds_past_their_deadline_come_back_by_themselves(
+    resources: Resources, redis: Redis, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=3)
+    overdue, current = new_id(), new_id()
+    await stock.reserve(product.product_id, overdue, user_id=1, quantity=2,
+                        expires_at=utcnow() - timedelta(seconds=1))
+    await stock.reserve(product.product_id, current, user_id=2, quantity=1,
+                        expires_at=utcnow() + timedelta(minutes=10))
+    while await stock.release_expired(grace=timedelta(0)):
+        pass
+    assert (await stock.get_hold(product.product_id, overdue)).state == "released"
+    assert (await stock.get_hold(product.product_id, current)).state == "held"
+    assert await ledger_counts(session, product.product_id) == (2, 1, 0)
+    assert await redis_counts(redis, product.product_id) == (2, 1, 0)
+
+
+async def test_a_deleted_product_takes_no_orders_but_its_holds_settle(
+    resources: Resources, session: AsyncSession
+) -> None:
+    stock = resources.stock
+    product = await make_product(stock, total=5)
+    order = new_id()
+    await stock.reserve(product.product_id, order, user_id=1, quantity=1)
+    await stock.unregister(product.product_id)
+    with pytest.raises(ProductNotFound):
+        await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+    with pytest.raises(ProductNotFound):
+        await stock.public_level(product.product_id)
+    assert (await stock.release(product.product_id, order)).state == "released"
+    assert await ledger_counts(session, product.product_id) == (5, 0, 0)
+
+
+async def test_registration_changes_stop_when_the_sale_opens(resources: Resources) -> None:
+    stock = resources.stock
+    opened = await make_product(stock, total=5)
+    change = StockRegistration(seller_id=1, price=9_000, total=6)
+    with pytest.raises(SaleStarted):
+        await stock.register(opened.product_id, change.model_copy(
+            update={"sale_opens_at": opened.sale_opens_at}))
+    # The price alone may still change (orders keep the price they were made at).
+    same_window = change.model_copy(update={"total": 5, "sale_opens_at": opened.sale_opens_at})
+    assert (await stock.register(opened.product_id, same_window)).price == 9_000
+
+    scheduled = await make_product(stock, total=5, opens_at=utcnow() + timedelta(days=1))
+    moved = await stock.register(scheduled.product_id, change.model_copy(update={
+        "sale_opens_at": utcnow() + timedelta(days=2)}))
+    assert (moved.total, moved.remaining, moved.sale_state) == (6, 6, "scheduled")
+    with pytest.raises(SaleStarted):
+        await stock.set_total(opened.product_id, seller_id=1, total=7)
+    assert (await stock.set_total(scheduled.product_id, seller_id=1, total=8)).remaining == 8
