@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DatastoreSettings
@@ -13,6 +14,15 @@ class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="SOCIAL_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_social"
+
+    # Where user_service answers whether a user exists (its internal route).
+    user_service_url: str = "http://127.0.0.1:8001"
+    user_service_timeout_seconds: float = Field(default=2.0, gt=0)
+    # How long an answer is believed. A user once seen rarely disappears (only unverified
+    # accounts are purged, after a day); a missing one may sign up any moment, so that answer
+    # is kept only long enough to absorb a burst.
+    user_found_cache_seconds: int = Field(default=300, gt=0)
+    user_missing_cache_seconds: int = Field(default=5, gt=0)
 
 
 @lru_cache

@@ -1,0 +1,85 @@
+"""Every SQL statement of comments and comment likes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from social_service.comments.models import Comment, CommentLike
+from social_service.db import AnyRow, execute_counted, execute_insert
+from social_service.keyset import Key, newer_than
+
+COMMENT_COLUMNS = (Comment.id, Comment.post_id, Comment.author_id, Comment.content,
+                   Comment.like_count, Comment.created_at, Comment.updated_at)
+
+
+def comment_key(row: AnyRow) -> Key:
+    return Key(row.created_at, row.id)
+
+
+class CommentsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, *, post_id: int, author_id: int, content: str, now: datetime) -> int:
+        return await execute_insert(self.session, insert(Comment).values(
+            post_id=post_id, author_id=author_id, content=content, like_count=0,
+            created_at=now, updated_at=now,
+        ))
+
+    async def get(self, comment_id: int) -> AnyRow | None:
+        result = await self.session.execute(
+            select(*COMMENT_COLUMNS).where(Comment.id == comment_id)
+        )
+        return result.first()
+
+    async def post_of(self, comment_id: int) -> int | None:
+        return await self.session.scalar(select(Comment.post_id).where(Comment.id == comment_id))
+
+    async def lock(self, comment_id: int) -> AnyRow | None:
+        """(author_id, post_id) of the comment, locked for this transaction; None if it is gone."""
+        result = await self.session.execute(
+            select(Comment.author_id, Comment.post_id)
+            .where(Comment.id == comment_id).with_for_update()
+        )
+        return result.first()
+
+    async def update_content(self, comment_id: int, content: str, *, now: datetime) -> None:
+        await self.session.execute(
+            update(Comment).where(Comment.id == comment_id).values(content=content, updated_at=now)
+        )
+
+    async def delete(self, comment_id: int) -> None:
+        """Its likes and activities go with it: ON DELETE CASCADE."""
+        await self.session.execute(delete(Comment).where(Comment.id == comment_id))
+
+    async def page(self, post_id: int, *, after: Key | None, limit: int) -> Sequence[AnyRow]:
+        query = select(*COMMENT_COLUMNS).where(Comment.post_id == post_id)
+        condition = newer_than(Comment.created_at, Comment.id, after)
+        if condition is not None:
+            query = query.where(condition)
+        result = await self.session.execute(
+            query.order_by(Comment.created_at, Comment.id).limit(limit + 1)
+        )
+        return result.all()
+
+    async def add_like(self, comment_id: int, user_id: int, *, now: datetime) -> bool:
+        """True if this call added the like (the caller holds the comment locked)."""
+        affected = await execute_counted(
+            self.session, insert(CommentLike).prefix_with("IGNORE").values(comment_id=comment_id,
+                                                             user_id=user_id, created_at=now)
+        )
+        return affected == 1
+
+    async def remove_like(self, comment_id: int, user_id: int) -> bool:
+        affected = await execute_counted(self.session, delete(CommentLike).where(
+            CommentLike.comment_id == comment_id, CommentLike.user_id == user_id,
+        ))
+        return affected == 1
+
+    async def add_to_like_count(self, comment_id: int, delta: int) -> None:
+        await self.session.execute(update(Comment).where(Comment.id == comment_id)
+                                   .values(like_count=Comment.like_count + delta))

@@ -1,0 +1,82 @@
+"""Every SQL statement of follows and follow counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from social_service.db import AnyRow, execute_counted
+from social_service.follows.models import Follow, FollowCounts
+from social_service.keyset import Key, older_than
+
+
+def follow_key(row: AnyRow) -> Key:
+    return Key(row.followed_at, row.user_id)
+
+
+class FollowsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_counts(self, *user_ids: int) -> None:
+        """Creates the users' count rows if missing and locks them, in id order: two follows
+        between the same two users in opposite directions then queue instead of deadlocking."""
+        statement = mysql_insert(FollowCounts).values([
+            {"user_id": user_id, "follower_count": 0, "following_count": 0}
+            for user_id in sorted(set(user_ids))
+        ])
+        await self.session.execute(
+            statement.on_duplicate_key_update(user_id=statement.inserted.user_id)
+        )
+
+    async def add(self, follower_id: int, followee_id: int, *, now: datetime) -> bool:
+        """True if this call added the follow (the caller holds both count rows locked)."""
+        affected = await execute_counted(
+            self.session, insert(Follow).prefix_with("IGNORE").values(follower_id=follower_id,
+                                                        followee_id=followee_id, created_at=now)
+        )
+        return affected == 1
+
+    async def remove(self, follower_id: int, followee_id: int) -> bool:
+        affected = await execute_counted(self.session, delete(Follow).where(
+            Follow.follower_id == follower_id, Follow.followee_id == followee_id,
+        ))
+        return affected == 1
+
+    async def add_to_counts(self, follower_id: int, followee_id: int, delta: int) -> None:
+        await self.session.execute(update(FollowCounts).where(FollowCounts.user_id == follower_id)
+                                   .values(following_count=FollowCounts.following_count + delta))
+        await self.session.execute(update(FollowCounts).where(FollowCounts.user_id == followee_id)
+                                   .values(follower_count=FollowCounts.follower_count + delta))
+
+    async def counts(self, user_id: int) -> tuple[int, int]:
+        """(followers, following) of the user."""
+        row = (await self.session.execute(
+            select(FollowCounts.follower_count, FollowCounts.following_count)
+            .where(FollowCounts.user_id == user_id)
+        )).first()
+        return (row.follower_count, row.following_count) if row else (0, 0)
+
+    async def followers_page(self, user_id: int, *, before: Key | None, limit: int
+                             ) -> Sequence[AnyRow]:
+        query = select(Follow.follower_id.label("user_id"),
+                       Follow.created_at.label("followed_at")).where(Follow.followee_id == user_id)
+        condition = older_than(Follow.created_at, Follow.follower_id, before)
+        if condition is not None:
+            query = query.where(condition)
+        query = query.order_by(Follow.created_at.desc(), Follow.follower_id.desc())
+        return (await self.session.execute(query.limit(limit + 1))).all()
+
+    async def following_page(self, user_id: int, *, before: Key | None, limit: int
+                             ) -> Sequence[AnyRow]:
+        query = select(Follow.followee_id.label("user_id"),
+                       Follow.created_at.label("followed_at")).where(Follow.follower_id == user_id)
+        condition = older_than(Follow.created_at, Follow.followee_id, before)
+        if condition is not None:
+            query = query.where(condition)
+        query = query.order_by(Follow.created_at.desc(), Follow.followee_id.desc())
+        return (await self.session.execute(query.limit(limit + 1))).all()
