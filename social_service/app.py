@@ -1,5 +1,5 @@
 """social_service application: the lifespan builds its Resources (datastores, the pooled client
-of user_service); routers are mounted here."""
+of user_service, the feed's timelines); routers are mounted here."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from social_service.clients import UserDirectory, open_http_session
 from social_service.comments.router import router as comments_router
 from social_service.dependencies import Resources
 from social_service.feed.router import router as feed_router
+from social_service.feed.timelines import Timelines
 from social_service.follows.router import router as follows_router
 from social_service.posts.router import router as posts_router
 from social_service.settings import Settings, get_settings
@@ -35,7 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 found_ttl_seconds=settings.user_found_cache_seconds,
                 missing_ttl_seconds=settings.user_missing_cache_seconds,
             )
-            yield Resources(settings=settings, datastores=datastores, users=users)
+            timelines = Timelines(datastores.redis, datastores.sessionmaker,
+                                  length=settings.feed_timeline_length,
+                                  ttl_seconds=settings.feed_timeline_ttl_seconds)
+            yield Resources(settings=settings, datastores=datastores, users=users,
+                            timelines=timelines)
 
     return create_service_app(
         service="social_service",

@@ -7,6 +7,7 @@ thread hop per dependency per request for what is only attribute access.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from shared.lifespan import Datastores
 from social_service.clients import UserDirectory
 from social_service.comments.service import CommentsService
 from social_service.feed.service import FeedService
+from social_service.feed.timelines import TimelineChanges, Timelines
 from social_service.follows.service import FollowsService
 from social_service.posts.service import PostsService
 from social_service.settings import Settings
@@ -27,6 +29,7 @@ class Resources:
     settings: Settings
     datastores: Datastores
     users: UserDirectory
+    timelines: Timelines
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -37,20 +40,36 @@ async def get_resources(resources: AppResources) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_posts_service(session: SessionDep) -> PostsService:
-    return PostsService(session)
+async def get_timeline_changes(resources: ResourcesDep) -> AsyncIterator[TimelineChanges]:
+    """Applies the request's timeline changes once its transaction committed, before the
+    response is sent. A service takes this before SessionDep: FastAPI closes dependencies in
+    reverse order, so the session commits first."""
+    changes = TimelineChanges(resources.timelines)
+    yield changes
+    await changes.apply()
+
+
+# scope="function", like SessionDep: run before the response is sent, not after.
+TimelineChangesDep = Annotated[TimelineChanges, Depends(get_timeline_changes, scope="function")]
+
+
+async def get_posts_service(changes: TimelineChangesDep, session: SessionDep) -> PostsService:
+    return PostsService(session, events=changes)
 
 
 async def get_comments_service(session: SessionDep) -> CommentsService:
     return CommentsService(session)
 
 
-async def get_follows_service(session: SessionDep, resources: ResourcesDep) -> FollowsService:
-    return FollowsService(session, resources.users)
+async def get_follows_service(
+    changes: TimelineChangesDep, session: SessionDep, resources: ResourcesDep
+) -> FollowsService:
+    return FollowsService(session, resources.users, events=changes,
+                          pull_threshold=resources.settings.feed_pull_threshold)
 
 
-async def get_feed_service(session: SessionDep) -> FeedService:
-    return FeedService(session)
+async def get_feed_service(session: SessionDep, resources: ResourcesDep) -> FeedService:
+    return FeedService(session, resources.timelines)
 
 
 PostsServiceDep = Annotated[PostsService, Depends(get_posts_service)]

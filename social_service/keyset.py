@@ -30,8 +30,10 @@ def _invalid_cursor() -> ValidationFailed:
     return ValidationFailed("The cursor is not valid.", loc=("query", "cursor"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Key:
+    """Orders as the lists do: by created_at, then id."""
+
     created_at: datetime  # naive UTC, as stored
     id: int
 

@@ -24,6 +24,16 @@ class Settings(DatastoreSettings):
     user_found_cache_seconds: int = Field(default=300, gt=0)
     user_missing_cache_seconds: int = Field(default=5, gt=0)
 
+    # Fan-out on write (feed/timelines.py): each user's timeline keeps this many newest posts
+    # (50 pages of the default 20); older pages are read from MySQL.
+    feed_timeline_length: int = Field(default=1000, ge=10)
+    # A timeline no followed author has pushed to for this long expires, to be rebuilt from
+    # MySQL on the next read.
+    feed_timeline_ttl_seconds: int = Field(default=3 * 86_400, gt=0)
+    # From this many followers on, an author's posts are pulled when a feed is read instead of
+    # pushed to every follower (and stay so: see follow_counts.posts_pulled).
+    feed_pull_threshold: int = Field(default=10_000, ge=1)
+
 
 @lru_cache
 def get_settings() -> Settings:

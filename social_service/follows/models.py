@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index
+from sqlalchemy import BigInteger, Boolean, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from social_service.db import Base, Counter, Timestamp
@@ -30,7 +30,15 @@ class FollowCounts(Base):
     """A user's counts, changed by ±1 in the transaction that adds or removes a follow row."""
 
     __tablename__ = "follow_counts"
+    __table_args__ = (
+        # The few pulled authors, found before their follow rows (see posts_pulled).
+        Index("ix_follow_counts_posts_pulled", "posts_pulled"),
+    )
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     follower_count: Mapped[int] = mapped_column(Counter, default=0)
     following_count: Mapped[int] = mapped_column(Counter, default=0)
+    # Set once the user has had many followers (SOCIAL_FEED_PULL_THRESHOLD) and never unset:
+    # their posts are no longer pushed to followers' timelines but pulled when a feed is read.
+    # Sticky, so a post is always either pushed or pulled, whatever the count does later.
+    posts_pulled: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ class FollowsRepository:
         """Creates the users' count rows if missing and locks them, in id order: two follows
         between the same two users in opposite directions then queue instead of deadlocking."""
         statement = mysql_insert(FollowCounts).values([
-            {"user_id": user_id, "follower_count": 0, "following_count": 0}
+            {"user_id": user_id, "follower_count": 0, "following_count": 0, "posts_pulled": False}
             for user_id in sorted(set(user_ids))
         ])
         await self.session.execute(
@@ -47,11 +47,28 @@ class FollowsRepository:
         ))
         return affected == 1
 
-    async def add_to_counts(self, follower_id: int, followee_id: int, delta: int) -> None:
+    async def add_to_counts(self, follower_id: int, followee_id: int, delta: int, *,
+                            pull_threshold: int) -> None:
         await self.session.execute(update(FollowCounts).where(FollowCounts.user_id == follower_id)
                                    .values(following_count=FollowCounts.following_count + delta))
-        await self.session.execute(update(FollowCounts).where(FollowCounts.user_id == followee_id)
-                                   .values(follower_count=FollowCounts.follower_count + delta))
+        # posts_pulled first: MySQL assigns left to right, so it still sees the old count.
+        await self.session.execute(
+            update(FollowCounts).where(FollowCounts.user_id == followee_id).ordered_values(
+                (FollowCounts.posts_pulled, or_(
+                    FollowCounts.posts_pulled,
+                    FollowCounts.follower_count + delta >= pull_threshold)),
+                (FollowCounts.follower_count, FollowCounts.follower_count + delta),
+            )
+        )
+
+    async def posts_pulled(self, user_id: int) -> bool:
+        return bool(await self.session.scalar(
+            select(FollowCounts.posts_pulled).where(FollowCounts.user_id == user_id)))
+
+    async def follower_ids(self, user_id: int) -> Sequence[int]:
+        result = await self.session.scalars(
+            select(Follow.follower_id).where(Follow.followee_id == user_id))
+        return result.all()
 
     async def counts(self, user_id: int) -> tuple[int, int]:
         """(followers, following) of the user."""

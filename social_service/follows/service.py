@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,11 +19,23 @@ from social_service.follows.schemas import FollowOut
 from social_service.keyset import Key, page_of
 
 
+class FollowEvents(Protocol):
+    """Told of each follow this request adds or removes; acts once the transaction committed
+    (the feed's timelines implement it: follows cannot import the feed, which builds on them)."""
+
+    def followed(self, *, follower_id: int, followee_id: int) -> None: ...
+
+    def unfollowed(self, *, follower_id: int, followee_id: int) -> None: ...
+
+
 class FollowsService:
-    def __init__(self, session: AsyncSession, users: UserDirectory) -> None:
+    def __init__(self, session: AsyncSession, users: UserDirectory, *, events: FollowEvents,
+                 pull_threshold: int) -> None:
         self.follows = FollowsRepository(session)
         self.activities = ActivitiesRepository(session)
         self.users = users
+        self.events = events
+        self.pull_threshold = pull_threshold
 
     async def follow(self, follower_id: int, followee_id: int) -> None:
         if follower_id == followee_id:
@@ -32,10 +45,12 @@ class FollowsService:
         await self.follows.lock_counts(follower_id, followee_id)
         now = utcnow()
         if await self.follows.add(follower_id, followee_id, now=now):
-            await self.follows.add_to_counts(follower_id, followee_id, +1)
+            await self.follows.add_to_counts(follower_id, followee_id, +1,
+                                             pull_threshold=self.pull_threshold)
             await self.activities.record(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id, owner_id=followee_id,
                                          created_at=now)
+            self.events.followed(follower_id=follower_id, followee_id=followee_id)
 
     async def unfollow(self, follower_id: int, followee_id: int) -> None:
         """No existence check: a follow of an account since deleted must still be undoable."""
@@ -43,9 +58,11 @@ class FollowsService:
             raise CannotFollowYourself()
         await self.follows.lock_counts(follower_id, followee_id)
         if await self.follows.remove(follower_id, followee_id):
-            await self.follows.add_to_counts(follower_id, followee_id, -1)
+            await self.follows.add_to_counts(follower_id, followee_id, -1,
+                                             pull_threshold=self.pull_threshold)
             await self.activities.remove(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id)
+            self.events.unfollowed(follower_id=follower_id, followee_id=followee_id)
 
     async def followers(self, user_id: int, *, cursor: str | None, limit: int) -> Page[FollowOut]:
         before = Key.from_cursor(cursor)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Protocol
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
@@ -14,10 +17,18 @@ from social_service.posts.repository import PostsRepository, post_key
 from social_service.posts.schemas import PostOut
 
 
+class PostEvents(Protocol):
+    """Told of each post this request creates; acts once the transaction committed (the feed's
+    timelines implement it: posts cannot import the feed, which builds on them)."""
+
+    def post_created(self, *, post_id: int, author_id: int, created_at: datetime) -> None: ...
+
+
 class PostsService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, events: PostEvents) -> None:
         self.posts = PostsRepository(session)
         self.activities = ActivitiesRepository(session)
+        self.events = events
 
     async def create(self, author_id: int, content: str) -> PostOut:
         now = utcnow()
@@ -25,6 +36,7 @@ class PostsService:
         await self.activities.record(ActivityType.POST_CREATED, actor_id=author_id,
                                      target_id=post_id, owner_id=None, post_id=post_id,
                                      created_at=now)
+        self.events.post_created(post_id=post_id, author_id=author_id, created_at=now)
         return PostOut(id=post_id, author_id=author_id, content=content, like_count=0,
                        comment_count=0, created_at=now, updated_at=now)
 
