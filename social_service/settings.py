@@ -25,8 +25,9 @@ class Settings(DatastoreSettings):
     user_missing_cache_seconds: int = Field(default=5, gt=0)
 
     # Fan-out on write (feed/timelines.py): each user's timeline keeps this many newest posts
-    # (50 pages of the default 20); older pages are read from MySQL.
-    feed_timeline_length: int = Field(default=1000, ge=10)
+    # (55 pages of the default 20, so page 50 and the look-ahead past it are still here); older
+    # pages are read from MySQL.
+    feed_timeline_length: int = Field(default=1100, ge=10)
     # A timeline no followed author has pushed to for this long expires, to be rebuilt from
     # MySQL on the next read.
     feed_timeline_ttl_seconds: int = Field(default=3 * 86_400, gt=0)
