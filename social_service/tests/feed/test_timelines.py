@@ -17,7 +17,7 @@ from shared.testing.apps import RunningApp, running_app
 from social_service.app import create_app
 from social_service.feed.repository import FeedRepository
 from social_service.feed.scripts import READY, WHOLE
-from social_service.feed.timelines import Timelines
+from social_service.feed.timelines import Timelines, member
 from social_service.keyset import Key
 from social_service.tests.conftest import SettingsFactory
 from social_service.tests.factories import make_account, make_follow, make_post, new_user_id
@@ -213,3 +213,15 @@ async def test_deleted_posts_leave_the_timeline_as_they_are_read(
     assert response.status_code == 204
     await feed_ids(short.client, reader)
     assert first not in await timeline_ids(redis, reader)
+
+
+async def test_a_key_naming_another_row_now_is_dropped(
+    short: RunningApp, session: AsyncSession, redis: Redis
+) -> None:
+    """As after a database restore: the id exists, but the post under it is not the one pushed."""
+    reader, _ = await seeded_reader(session, authors=1, posts_each=3)
+    ids = await feed_ids(short.client, reader)
+    impostor = Key(utcnow() + timedelta(hours=1), ids[-1])
+    await redis.zadd(Timelines.key(reader), {member(impostor): 0})
+    assert await feed_ids(short.client, reader) == ids == await truth(session, reader)
+    assert await timeline_ids(redis, reader) == ids
