@@ -53,12 +53,14 @@ class FeedService:
                 break
             if timeline.keys:
                 found = await self.feed.posts_seen_by(user_id, [key.id for key in timeline.keys])
+                # A key whose row is gone (or is another row now: a restored database hands
+                # ids out again) is forgotten; deleted posts never come back. An unfollowed
+                # author's posts only hide: the unfollow removes them, in order with a re-follow.
+                gone = [key for key in timeline.keys
+                        if key.id not in found or post_key(found[key.id]) != key]
                 rows += [found[key.id] for key in timeline.keys
-                         if key.id in found and found[key.id].followed]
-                # Deleted posts never come back, so they may go. An unfollowed author's posts
-                # only hide: the unfollow itself removes them, in order with a re-follow.
-                await self.timelines.forget(user_id, [key for key in timeline.keys
-                                                      if key.id not in found])
+                         if key not in gone and found[key.id].followed]
+                await self.timelines.forget(user_id, gone)
                 position = timeline.keys[-1]
             if timeline.at_end:
                 if not timeline.whole:  # older posts were trimmed off: MySQL has them
