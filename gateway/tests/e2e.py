@@ -4,6 +4,7 @@ process on loopback, with real MariaDB, Redis and an SMTP server; and the client
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,15 @@ class System:
     def log(self, name: str) -> str:
         process = self.gateway if name == "gateway" else self.services[name]
         return process.log_path.read_text()
+
+    async def wait_for_logged(self, text: str, *names: str) -> None:
+        """Until each named log has `text` (lines are written a moment after the answer)."""
+        for _ in range(50):
+            if all(text in self.log(name) for name in names):
+                return
+            await asyncio.sleep(0.05)
+        for name in names:
+            assert text in self.log(name), f"{text!r} not in the {name} log"
 
 
 @contextmanager

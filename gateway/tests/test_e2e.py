@@ -3,7 +3,6 @@ uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -194,12 +193,7 @@ async def test_request_id_reaches_every_service_log(api: httpx.AsyncClient, syst
                               json={"email": new_email(), "password": PASSWORD})
     assert response.headers["x-request-id"] == request_id
     assert response.json()["request_id"] == request_id
-    for _ in range(50):
-        if request_id in system.log("gateway") and request_id in system.log("user"):
-            break
-        await asyncio.sleep(0.05)
-    assert request_id in system.log("gateway")
-    assert request_id in system.log("user")
+    await system.wait_for_logged(request_id, "gateway", "user")
 
 
 async def test_jwks_is_public(api: httpx.AsyncClient) -> None:

@@ -265,12 +265,7 @@ async def test_a_follow_carries_the_request_id_to_user_service(
     response = await api.put(f"/api/v1/follows/{star.id}",
                              headers={**people[0].headers, "X-Request-Id": request_id})
     assert response.status_code == 204
-    for _ in range(50):
-        if request_id in system.log("social") and request_id in system.log("user"):
-            break
-        await asyncio.sleep(0.05)
-    assert request_id in system.log("social")
-    assert request_id in system.log("user")
+    await system.wait_for_logged(request_id, "social", "user")
 
 
 async def test_merged_openapi_lists_the_social_routes(api: httpx.AsyncClient) -> None:

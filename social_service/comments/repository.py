@@ -68,17 +68,14 @@ class CommentsRepository:
 
     async def add_like(self, comment_id: int, user_id: int, *, now: datetime) -> bool:
         """True if this call added the like (the caller holds the comment locked)."""
-        affected = await execute_counted(
-            self.session, insert(CommentLike).prefix_with("IGNORE").values(comment_id=comment_id,
-                                                             user_id=user_id, created_at=now)
-        )
-        return affected == 1
+        statement = insert(CommentLike).prefix_with("IGNORE").values(
+            comment_id=comment_id, user_id=user_id, created_at=now)
+        return await execute_counted(self.session, statement) == 1
 
     async def remove_like(self, comment_id: int, user_id: int) -> bool:
-        affected = await execute_counted(self.session, delete(CommentLike).where(
-            CommentLike.comment_id == comment_id, CommentLike.user_id == user_id,
-        ))
-        return affected == 1
+        statement = delete(CommentLike).where(CommentLike.comment_id == comment_id,
+                                              CommentLike.user_id == user_id)
+        return await execute_counted(self.session, statement) == 1
 
     async def add_to_like_count(self, comment_id: int, delta: int) -> None:
         await self.session.execute(update(Comment).where(Comment.id == comment_id)

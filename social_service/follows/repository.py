@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from social_service.db import AnyRow, execute_counted
 from social_service.follows.models import Follow, FollowCounts
@@ -35,17 +36,14 @@ class FollowsRepository:
 
     async def add(self, follower_id: int, followee_id: int, *, now: datetime) -> bool:
         """True if this call added the follow (the caller holds both count rows locked)."""
-        affected = await execute_counted(
-            self.session, insert(Follow).prefix_with("IGNORE").values(follower_id=follower_id,
-                                                        followee_id=followee_id, created_at=now)
-        )
-        return affected == 1
+        statement = insert(Follow).prefix_with("IGNORE").values(
+            follower_id=follower_id, followee_id=followee_id, created_at=now)
+        return await execute_counted(self.session, statement) == 1
 
     async def remove(self, follower_id: int, followee_id: int) -> bool:
-        affected = await execute_counted(self.session, delete(Follow).where(
-            Follow.follower_id == follower_id, Follow.followee_id == followee_id,
-        ))
-        return affected == 1
+        statement = delete(Follow).where(Follow.follower_id == follower_id,
+                                         Follow.followee_id == followee_id)
+        return await execute_counted(self.session, statement) == 1
 
     async def add_to_counts(self, follower_id: int, followee_id: int, delta: int, *,
                             pull_threshold: int) -> None:
@@ -80,20 +78,20 @@ class FollowsRepository:
 
     async def followers_page(self, user_id: int, *, before: Key | None, limit: int
                              ) -> Sequence[AnyRow]:
-        query = select(Follow.follower_id.label("user_id"),
-                       Follow.created_at.label("followed_at")).where(Follow.followee_id == user_id)
-        condition = older_than(Follow.created_at, Follow.follower_id, before)
-        if condition is not None:
-            query = query.where(condition)
-        query = query.order_by(Follow.created_at.desc(), Follow.follower_id.desc())
-        return (await self.session.execute(query.limit(limit + 1))).all()
+        return await self._page(Follow.followee_id, Follow.follower_id, user_id, before, limit)
 
     async def following_page(self, user_id: int, *, before: Key | None, limit: int
                              ) -> Sequence[AnyRow]:
-        query = select(Follow.followee_id.label("user_id"),
-                       Follow.created_at.label("followed_at")).where(Follow.follower_id == user_id)
-        condition = older_than(Follow.created_at, Follow.followee_id, before)
+        return await self._page(Follow.follower_id, Follow.followee_id, user_id, before, limit)
+
+    async def _page(self, this_side: InstrumentedAttribute[int],
+                    other_side: InstrumentedAttribute[int], user_id: int, before: Key | None,
+                    limit: int) -> Sequence[AnyRow]:
+        """The other side's ids where this side is the user, newest follow first."""
+        query = select(other_side.label("user_id"), Follow.created_at.label("followed_at"))
+        query = query.where(this_side == user_id)
+        condition = older_than(Follow.created_at, other_side, before)
         if condition is not None:
             query = query.where(condition)
-        query = query.order_by(Follow.created_at.desc(), Follow.followee_id.desc())
-        return (await self.session.execute(query.limit(limit + 1))).all()
+        query = query.order_by(Follow.created_at.desc(), other_side.desc()).limit(limit + 1)
+        return (await self.session.execute(query)).all()

@@ -69,17 +69,13 @@ class PostsRepository:
     async def add_like(self, post_id: int, user_id: int, *, now: datetime) -> bool:
         """True if this call added the like. IGNORE only ever meets the duplicate key: the caller
         holds the post locked, so the foreign key cannot fail."""
-        affected = await execute_counted(
-            self.session, insert(PostLike).prefix_with("IGNORE").values(post_id=post_id, user_id=user_id,
-                                                          created_at=now)
-        )
-        return affected == 1
+        statement = insert(PostLike).prefix_with("IGNORE").values(
+            post_id=post_id, user_id=user_id, created_at=now)
+        return await execute_counted(self.session, statement) == 1
 
     async def remove_like(self, post_id: int, user_id: int) -> bool:
-        affected = await execute_counted(
-            self.session, delete(PostLike).where(PostLike.post_id == post_id, PostLike.user_id == user_id)
-        )
-        return affected == 1
+        statement = delete(PostLike).where(PostLike.post_id == post_id, PostLike.user_id == user_id)
+        return await execute_counted(self.session, statement) == 1
 
     async def add_to_like_count(self, post_id: int, delta: int) -> None:
         # In SQL, never read-modify-write: the row lock makes concurrent changes add up.
