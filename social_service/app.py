@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 found_ttl_seconds=settings.user_found_cache_seconds,
                 missing_ttl_seconds=settings.user_missing_cache_seconds,
             )
-            timelines = Timelines(datastores.redis, datastores.sessionmaker,
+            timelines = Timelines(datastores.redis, datastores.reads,
                                   length=settings.feed_timeline_length,
                                   ttl_seconds=settings.feed_timeline_ttl_seconds)
             yield Resources(settings=settings, datastores=datastores, users=users,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.db import service_metadata
+from shared.reads import ReadSession
 
 
 class Base(DeclarativeBase):
@@ -40,3 +41,25 @@ async def execute_insert(session: AsyncSession, statement: Executable) -> int:
     key = cast("CursorResult[*tuple[Any, ...]]", result).inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+class Repository:
+    """A domain's statements: plain reads on the ReadSession (no transaction, for the routes
+    that only read), changes on the request session. Made with whichever the caller has."""
+
+    def __init__(self, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None) -> None:
+        self._reads = reads
+        self._session = session
+
+    @property
+    def reads(self) -> ReadSession:
+        if self._reads is None:
+            raise TypeError("this repository was made for writes only")
+        return self._reads
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise TypeError("writes need the request session; this repository only reads")
+        return self._session

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from shared.dependencies import AppResources, SessionDep
+from shared.dependencies import AppResources, ReadSessionDep, SessionDep
 from shared.lifespan import Datastores
 from social_service.clients import UserDirectory
 from social_service.comments.service import CommentsService
@@ -53,26 +53,43 @@ async def get_timeline_changes(resources: ResourcesDep) -> AsyncIterator[Timelin
 TimelineChangesDep = Annotated[TimelineChanges, Depends(get_timeline_changes, scope="function")]
 
 
+async def get_posts_reader(reads: ReadSessionDep) -> PostsService:
+    return PostsService(reads=reads)
+
+
 async def get_posts_service(changes: TimelineChangesDep, session: SessionDep) -> PostsService:
-    return PostsService(session, events=changes)
+    return PostsService(session=session, events=changes)
+
+
+async def get_comments_reader(reads: ReadSessionDep) -> CommentsService:
+    return CommentsService(reads=reads)
 
 
 async def get_comments_service(session: SessionDep) -> CommentsService:
-    return CommentsService(session)
+    return CommentsService(session=session)
+
+
+async def get_follows_reader(reads: ReadSessionDep, resources: ResourcesDep) -> FollowsService:
+    return FollowsService(resources.users, reads=reads,
+                          pull_threshold=resources.settings.feed_pull_threshold)
 
 
 async def get_follows_service(
     changes: TimelineChangesDep, session: SessionDep, resources: ResourcesDep
 ) -> FollowsService:
-    return FollowsService(session, resources.users, events=changes,
+    return FollowsService(resources.users, session=session, events=changes,
                           pull_threshold=resources.settings.feed_pull_threshold)
 
 
-async def get_feed_service(session: SessionDep, resources: ResourcesDep) -> FeedService:
-    return FeedService(session, resources.timelines)
+async def get_feed_service(reads: ReadSessionDep, resources: ResourcesDep) -> FeedService:
+    return FeedService(reads, resources.timelines)
 
 
+# Routes that only read get a *Reader: no transaction, no session (shared.reads).
+PostsReaderDep = Annotated[PostsService, Depends(get_posts_reader)]
 PostsServiceDep = Annotated[PostsService, Depends(get_posts_service)]
+CommentsReaderDep = Annotated[CommentsService, Depends(get_comments_reader)]
 CommentsServiceDep = Annotated[CommentsService, Depends(get_comments_service)]
+FollowsReaderDep = Annotated[FollowsService, Depends(get_follows_reader)]
 FollowsServiceDep = Annotated[FollowsService, Depends(get_follows_service)]
 FeedServiceDep = Annotated[FeedService, Depends(get_feed_service)]

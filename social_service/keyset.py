@@ -1,5 +1,6 @@
 """Keyset pagination on (created_at, id), the order of every list in social_service: the key, its
-opaque cursor, and the SQL condition "past this key" in either direction.
+opaque cursor, and the SQL condition "past this key" in either direction, with the key bound as
+parameters so each list's statements are built (and compiled) once.
 
 A key is unique and never changes once a row exists, so a page boundary stays put while rows
 are added or removed elsewhere: no page repeats or skips a row that was there all along.
@@ -7,12 +8,12 @@ are added or removed elsewhere: no page repeats or skips a row that was there al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, or_
 
 from shared.contracts import MAX_ID
 from shared.errors import ValidationFailed
@@ -59,19 +60,30 @@ class Key:
         return cls.from_micros(raw["t"], raw["id"])
 
 
-def older_than(created_at: Any, id_: Any, key: Key | None) -> ColumnElement[bool] | None:
-    """Rows after `key` in newest-first order. Spelt out rather than as a row comparison, which
-    MariaDB does not turn into an index range."""
-    if key is None:
-        return None
-    return or_(created_at < key.created_at, and_(created_at == key.created_at, id_ < key.id))
+def older_than(created_at: Any, id_: Any) -> ColumnElement[bool]:
+    """Rows after the key bound as `key_created_at`, `key_id` (key_params) in newest-first
+    order. Spelt out rather than as a row comparison, which MariaDB does not turn into an index
+    range."""
+    at: BindParameter[Any] = bindparam("key_created_at")
+    id_after: BindParameter[Any] = bindparam("key_id")
+    return or_(created_at < at, and_(created_at == at, id_ < id_after))
 
 
-def newer_than(created_at: Any, id_: Any, key: Key | None) -> ColumnElement[bool] | None:
-    """Rows after `key` in oldest-first order."""
-    if key is None:
-        return None
-    return or_(created_at > key.created_at, and_(created_at == key.created_at, id_ > key.id))
+def newer_than(created_at: Any, id_: Any) -> ColumnElement[bool]:
+    """Rows after the bound key in oldest-first order."""
+    at: BindParameter[Any] = bindparam("key_created_at")
+    id_after: BindParameter[Any] = bindparam("key_id")
+    return or_(created_at > at, and_(created_at == at, id_ > id_after))
+
+
+def key_params(key: Key | None) -> dict[str, Any]:
+    """The values older_than and newer_than bind (none for a first page)."""
+    return {} if key is None else {"key_created_at": key.created_at, "key_id": key.id}
+
+
+def row_key(row: Mapping[str, Any]) -> Key:
+    """The key of a row read with `created_at` and `id` columns."""
+    return Key(row["created_at"], row["id"])
 
 
 def page_of(rows: Sequence[T], limit: int, key_of: Callable[[T], Key]) -> tuple[list[T], str | None]:

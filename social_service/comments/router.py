@@ -10,7 +10,7 @@ from shared.identity import CurrentUser
 from shared.schemas import Page
 from social_service.comments.errors import CommentNotFound, NotCommentAuthor
 from social_service.comments.schemas import CommentOut
-from social_service.dependencies import CommentsServiceDep
+from social_service.dependencies import CommentsReaderDep, CommentsServiceDep
 from social_service.params import DEFAULT_LIMIT, Cursor, Limit, PathId
 from social_service.posts.errors import PostNotFound
 from social_service.posts.schemas import ContentIn
@@ -29,7 +29,7 @@ async def create_comment(post_id: PathId, body: ContentIn, user_id: CurrentUser,
 @router.get("/posts/{post_id}/comments",
             responses=problem_responses(Unauthorized, PostNotFound, ValidationFailed),
             description="Oldest first.")
-async def list_comments(post_id: PathId, _: CurrentUser, comments: CommentsServiceDep,
+async def list_comments(post_id: PathId, _: CurrentUser, comments: CommentsReaderDep,
                         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[CommentOut]:
     return await comments.list(post_id, cursor=cursor, limit=limit)
 
@@ -37,7 +37,7 @@ async def list_comments(post_id: PathId, _: CurrentUser, comments: CommentsServi
 @router.get("/comments/{comment_id}",
             responses=problem_responses(Unauthorized, CommentNotFound, ValidationFailed),
             description="One comment, e.g. the target of a comment_created or comment_liked activity.")
-async def get_comment(comment_id: PathId, _: CurrentUser, comments: CommentsServiceDep) -> CommentOut:
+async def get_comment(comment_id: PathId, _: CurrentUser, comments: CommentsReaderDep) -> CommentOut:
     return await comments.get(comment_id)
 
 

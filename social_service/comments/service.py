@@ -10,23 +10,33 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
 from social_service.activities.repository import ActivitiesRepository
 from social_service.comments.errors import CommentNotFound, NotCommentAuthor
-from social_service.comments.repository import CommentsRepository, comment_key
+from social_service.comments.repository import CommentsRepository
 from social_service.comments.schemas import CommentOut
 from social_service.db import AnyRow
-from social_service.keyset import Key, page_of
+from social_service.keyset import Key, page_of, row_key
 from social_service.posts.errors import PostNotFound
 from social_service.posts.repository import Lock, PostsRepository
 
 
 class CommentsService:
-    def __init__(self, session: AsyncSession) -> None:
-        self.comments = CommentsRepository(session)
-        self.posts = PostsRepository(session)
-        self.activities = ActivitiesRepository(session)
+    """Made with `reads` to read (no transaction) or with `session` to write."""
+
+    def __init__(self, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None) -> None:
+        self.comments = CommentsRepository(reads=reads, session=session)
+        self.posts = PostsRepository(reads=reads, session=session)
+        self.activities = ActivitiesRepository(session) if session is not None else None
+
+    @property
+    def log(self) -> ActivitiesRepository:
+        if self.activities is None:
+            raise TypeError("writes need the request session; this service only reads")
+        return self.activities
 
     async def create(self, user_id: int, post_id: int, content: str) -> CommentOut:
         post_author_id = await self.posts.author_of(post_id, lock="update")
@@ -36,7 +46,7 @@ class CommentsService:
         comment_id = await self.comments.insert(post_id=post_id, author_id=user_id,
                                                 content=content, now=now)
         await self.posts.add_to_comment_count(post_id, +1)
-        await self.activities.record(ActivityType.COMMENT_CREATED, actor_id=user_id,
+        await self.log.record(ActivityType.COMMENT_CREATED, actor_id=user_id,
                                      target_id=comment_id, owner_id=post_author_id,
                                      post_id=post_id, comment_id=comment_id, created_at=now)
         return CommentOut(id=comment_id, post_id=post_id, author_id=user_id, content=content,
@@ -50,17 +60,19 @@ class CommentsService:
 
     async def list(self, post_id: int, *, cursor: str | None, limit: int) -> Page[CommentOut]:
         after = Key.from_cursor(cursor)
-        if await self.posts.author_of(post_id) is None:
+        if not await self.posts.exists(post_id):
             raise PostNotFound()
         rows = await self.comments.page(post_id, after=after, limit=limit)
-        items, next_cursor = page_of(rows, limit, comment_key)
+        items, next_cursor = page_of(rows, limit, row_key)
         return Page(items=[CommentOut.model_validate(row) for row in items], next_cursor=next_cursor)
 
     async def edit(self, user_id: int, comment_id: int, content: str) -> CommentOut:
         # Only the comment's row changes, so only it is locked (no post lock to order against).
         self._check_author(user_id, await self.comments.lock(comment_id))
         await self.comments.update_content(comment_id, content, now=utcnow())
-        return await self.get(comment_id)
+        row = await self.comments.get_in_transaction(comment_id)
+        assert row is not None, "the comment is locked by this transaction"
+        return CommentOut.model_validate(row)
 
     async def delete(self, user_id: int, comment_id: int) -> None:
         comment = await self._lock_with_post(comment_id, post_lock="update")
@@ -74,7 +86,7 @@ class CommentsService:
         now = utcnow()
         if await self.comments.add_like(comment_id, user_id, now=now):
             await self.comments.add_to_like_count(comment_id, +1)
-            await self.activities.record(ActivityType.COMMENT_LIKED, actor_id=user_id,
+            await self.log.record(ActivityType.COMMENT_LIKED, actor_id=user_id,
                                          target_id=comment_id, owner_id=comment.author_id,
                                          post_id=comment.post_id, comment_id=comment_id,
                                          created_at=now)
@@ -83,7 +95,7 @@ class CommentsService:
         await self._lock_with_post(comment_id, post_lock="share")
         if await self.comments.remove_like(comment_id, user_id):
             await self.comments.add_to_like_count(comment_id, -1)
-            await self.activities.remove(ActivityType.COMMENT_LIKED, actor_id=user_id,
+            await self.log.remove(ActivityType.COMMENT_LIKED, actor_id=user_id,
                                          target_id=comment_id)
 
     async def _lock_with_post(self, comment_id: int, *, post_lock: Lock) -> AnyRow:

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, select
 
+from shared.reads import ReadSession
 from social_service.feed.scripts import READY, WHOLE, TimelineScripts
 from social_service.follows.repository import FollowsRepository
 from social_service.keyset import Key
@@ -29,6 +29,8 @@ logger = logging.getLogger("social_service.feed")
 
 # Followers' timelines written per script call: bounds how long one call holds Redis.
 PUSH_BATCH = 500
+LATEST_POST_KEYS = (select(Post.created_at, Post.id).where(Post.author_id == bindparam("author_id"))
+                    .order_by(*NEWEST_FIRST).limit(bindparam("limit")))
 
 
 def member(key: Key) -> str:
@@ -51,12 +53,12 @@ class TimelineSlice:
 
 class Timelines:
     """The Redis side, built once in the lifespan. Its writes run after the request's commit,
-    on sessions of their own."""
+    reading MySQL outside any transaction."""
 
-    def __init__(self, redis: Redis, sessionmaker: async_sessionmaker[AsyncSession], *,
-                 length: int, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, reads: ReadSession, *, length: int, ttl_seconds: int
+                 ) -> None:
         self.redis = redis
-        self.sessionmaker = sessionmaker
+        self.reads = reads
         self.length = length
         self.ttl_seconds = ttl_seconds
         self.scripts = TimelineScripts(redis)
@@ -101,11 +103,10 @@ class Timelines:
             await self.redis.zrem(self.key(user_id), *members)
 
     async def push_post(self, post: Key, author_id: int) -> None:
-        async with self.sessionmaker() as session:
-            follows = FollowsRepository(session)
-            if await follows.posts_pulled(author_id):
-                return
-            followers = await follows.follower_ids(author_id)
+        follows = FollowsRepository(reads=self.reads)
+        if await follows.posts_pulled(author_id):
+            return
+        followers = await follows.follower_ids(author_id)
         for start in range(0, len(followers), PUSH_BATCH):
             await self.scripts.push(
                 keys=[self.key(f) for f in followers[start:start + PUSH_BATCH]],
@@ -125,12 +126,9 @@ class Timelines:
         await self.forget(follower_id, await self._latest_posts(author_id))
 
     async def _latest_posts(self, author_id: int) -> list[Key]:
-        async with self.sessionmaker() as session:
-            rows = (await session.execute(
-                select(Post.created_at, Post.id).where(Post.author_id == author_id)
-                .order_by(*NEWEST_FIRST).limit(self.length)
-            )).all()
-        return [Key(row.created_at, row.id) for row in rows]
+        rows = (await self.reads.execute(LATEST_POST_KEYS, {"author_id": author_id,
+                                                             "limit": self.length})).all()
+        return [Key(row["created_at"], row["id"]) for row in rows]
 
 
 class TimelineChanges:

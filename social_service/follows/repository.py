@@ -1,27 +1,62 @@
-"""Every SQL statement of follows and follow counts."""
+"""Every SQL statement of follows and follow counts: reads on the ReadSession, changes on the
+request session (as in posts/repository.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from social_service.db import AnyRow, execute_counted
+from social_service.db import Repository, execute_counted
 from social_service.follows.models import Follow, FollowCounts
-from social_service.keyset import Key, older_than
+from social_service.keyset import Key, key_params, older_than
+
+Side = Literal["followers", "following"]
 
 
-def follow_key(row: AnyRow) -> Key:
-    return Key(row.followed_at, row.user_id)
+def follow_key(row: Mapping[str, Any]) -> Key:
+    return Key(row["followed_at"], row["user_id"])
 
 
-class FollowsRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+def _page(this_side: InstrumentedAttribute[int], other_side: InstrumentedAttribute[int], *,
+          after_key: bool) -> Any:
+    """The other side's ids where this side is the user, newest follow first."""
+    query = select(other_side.label("user_id"), Follow.created_at.label("followed_at"))
+    query = query.where(this_side == bindparam("user_id"))
+    if after_key:
+        query = query.where(older_than(Follow.created_at, other_side))
+    return query.order_by(Follow.created_at.desc(), other_side.desc()).limit(bindparam("limit"))
+
+
+FOLLOW_PAGES: dict[tuple[Side, bool], Any] = {
+    **{("followers", after): _page(Follow.followee_id, Follow.follower_id, after_key=after)
+       for after in (False, True)},
+    **{("following", after): _page(Follow.follower_id, Follow.followee_id, after_key=after)
+       for after in (False, True)},
+}
+POSTS_PULLED = select(FollowCounts.posts_pulled).where(FollowCounts.user_id == bindparam("user_id"))
+FOLLOWER_IDS = select(Follow.follower_id).where(Follow.followee_id == bindparam("user_id"))
+
+
+class FollowsRepository(Repository):
+    async def page(self, side: Side, user_id: int, *, before: Key | None, limit: int
+                   ) -> list[dict[str, Any]]:
+        parameters = {"user_id": user_id, "limit": limit + 1, **key_params(before)}
+        return (await self.reads.execute(FOLLOW_PAGES[(side, before is not None)],
+                                         parameters)).all()
+
+    async def posts_pulled(self, user_id: int) -> bool:
+        return bool((await self.reads.execute(POSTS_PULLED, {"user_id": user_id})).scalar())
+
+    async def follower_ids(self, user_id: int) -> list[int]:
+        rows = (await self.reads.execute(FOLLOWER_IDS, {"user_id": user_id})).all()
+        return [row["follower_id"] for row in rows]
+
+    # Writes, on the request session.
 
     async def lock_counts(self, *user_ids: int) -> None:
         """Creates the users' count rows if missing and locks them, in id order: two follows
@@ -59,15 +94,6 @@ class FollowsRepository:
             )
         )
 
-    async def posts_pulled(self, user_id: int) -> bool:
-        return bool(await self.session.scalar(
-            select(FollowCounts.posts_pulled).where(FollowCounts.user_id == user_id)))
-
-    async def follower_ids(self, user_id: int) -> Sequence[int]:
-        result = await self.session.scalars(
-            select(Follow.follower_id).where(Follow.followee_id == user_id))
-        return result.all()
-
     async def counts(self, user_id: int) -> tuple[int, int]:
         """(followers, following) of the user."""
         row = (await self.session.execute(
@@ -75,23 +101,3 @@ class FollowsRepository:
             .where(FollowCounts.user_id == user_id)
         )).first()
         return (row.follower_count, row.following_count) if row else (0, 0)
-
-    async def followers_page(self, user_id: int, *, before: Key | None, limit: int
-                             ) -> Sequence[AnyRow]:
-        return await self._page(Follow.followee_id, Follow.follower_id, user_id, before, limit)
-
-    async def following_page(self, user_id: int, *, before: Key | None, limit: int
-                             ) -> Sequence[AnyRow]:
-        return await self._page(Follow.follower_id, Follow.followee_id, user_id, before, limit)
-
-    async def _page(self, this_side: InstrumentedAttribute[int],
-                    other_side: InstrumentedAttribute[int], user_id: int, before: Key | None,
-                    limit: int) -> Sequence[AnyRow]:
-        """The other side's ids where this side is the user, newest follow first."""
-        query = select(other_side.label("user_id"), Follow.created_at.label("followed_at"))
-        query = query.where(this_side == user_id)
-        condition = older_than(Follow.created_at, other_side, before)
-        if condition is not None:
-            query = query.where(condition)
-        query = query.order_by(Follow.created_at.desc(), other_side.desc()).limit(limit + 1)
-        return (await self.session.execute(query)).all()

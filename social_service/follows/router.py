@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from shared.errors import ServiceUnavailable, Unauthorized, ValidationFailed, problem_responses
 from shared.identity import CurrentUser
 from shared.schemas import Page
-from social_service.dependencies import FollowsServiceDep
+from social_service.dependencies import FollowsReaderDep, FollowsServiceDep
 from social_service.follows.errors import UserNotFound
 from social_service.follows.schemas import FollowOut
 from social_service.params import DEFAULT_LIMIT, Cursor, Limit, PathId
@@ -38,7 +38,7 @@ async def unfollow(user_id: PathId, me: CurrentUser, follows: FollowsServiceDep)
             responses=problem_responses(Unauthorized, UserNotFound, ValidationFailed,
                                         ServiceUnavailable),
             description="Who follows the user, most recent follow first.")
-async def list_followers(user_id: PathId, _: CurrentUser, follows: FollowsServiceDep,
+async def list_followers(user_id: PathId, _: CurrentUser, follows: FollowsReaderDep,
                          limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[FollowOut]:
     return await follows.followers(user_id, cursor=cursor, limit=limit)
 
@@ -47,6 +47,6 @@ async def list_followers(user_id: PathId, _: CurrentUser, follows: FollowsServic
             responses=problem_responses(Unauthorized, UserNotFound, ValidationFailed,
                                         ServiceUnavailable),
             description="Whom the user follows, most recent follow first.")
-async def list_following(user_id: PathId, _: CurrentUser, follows: FollowsServiceDep,
+async def list_following(user_id: PathId, _: CurrentUser, follows: FollowsReaderDep,
                          limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[FollowOut]:
     return await follows.following(user_id, cursor=cursor, limit=limit)

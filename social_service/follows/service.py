@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
 from social_service.activities.repository import ActivitiesRepository
 from social_service.clients import UserDirectory
-from social_service.db import AnyRow
 from social_service.follows.errors import CannotFollowYourself, UserNotFound
 from social_service.follows.repository import FollowsRepository, follow_key
 from social_service.follows.schemas import FollowOut
@@ -29,13 +29,28 @@ class FollowEvents(Protocol):
 
 
 class FollowsService:
-    def __init__(self, session: AsyncSession, users: UserDirectory, *, events: FollowEvents,
+    """Made with `reads` to list, or with `session` and `events` to follow and unfollow."""
+
+    def __init__(self, users: UserDirectory, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None, events: FollowEvents | None = None,
                  pull_threshold: int) -> None:
-        self.follows = FollowsRepository(session)
-        self.activities = ActivitiesRepository(session)
+        self.follows = FollowsRepository(reads=reads, session=session)
+        self.activities = ActivitiesRepository(session) if session is not None else None
         self.users = users
-        self.events = events
+        self._events = events
         self.pull_threshold = pull_threshold
+
+    @property
+    def events(self) -> FollowEvents:
+        if self._events is None:
+            raise TypeError("following needs the request's timeline changes")
+        return self._events
+
+    @property
+    def log(self) -> ActivitiesRepository:
+        if self.activities is None:
+            raise TypeError("writes need the request session; this service only reads")
+        return self.activities
 
     async def follow(self, follower_id: int, followee_id: int) -> None:
         if follower_id == followee_id:
@@ -47,7 +62,7 @@ class FollowsService:
         if await self.follows.add(follower_id, followee_id, now=now):
             await self.follows.add_to_counts(follower_id, followee_id, +1,
                                              pull_threshold=self.pull_threshold)
-            await self.activities.record(ActivityType.FOLLOWED, actor_id=follower_id,
+            await self.log.record(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id, owner_id=followee_id,
                                          created_at=now)
             self.events.followed(follower_id=follower_id, followee_id=followee_id)
@@ -60,20 +75,20 @@ class FollowsService:
         if await self.follows.remove(follower_id, followee_id):
             await self.follows.add_to_counts(follower_id, followee_id, -1,
                                              pull_threshold=self.pull_threshold)
-            await self.activities.remove(ActivityType.FOLLOWED, actor_id=follower_id,
+            await self.log.remove(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id)
             self.events.unfollowed(follower_id=follower_id, followee_id=followee_id)
 
     async def followers(self, user_id: int, *, cursor: str | None, limit: int) -> Page[FollowOut]:
         before = Key.from_cursor(cursor)
         await self._require_user(user_id)
-        rows = await self.follows.followers_page(user_id, before=before, limit=limit)
+        rows = await self.follows.page("followers", user_id, before=before, limit=limit)
         return self._page(rows, limit)
 
     async def following(self, user_id: int, *, cursor: str | None, limit: int) -> Page[FollowOut]:
         before = Key.from_cursor(cursor)
         await self._require_user(user_id)
-        rows = await self.follows.following_page(user_id, before=before, limit=limit)
+        rows = await self.follows.page("following", user_id, before=before, limit=limit)
         return self._page(rows, limit)
 
     async def _require_user(self, user_id: int) -> None:
@@ -81,6 +96,6 @@ class FollowsService:
             raise UserNotFound()
 
     @staticmethod
-    def _page(rows: Sequence[AnyRow], limit: int) -> Page[FollowOut]:
+    def _page(rows: Sequence[Mapping[str, Any]], limit: int) -> Page[FollowOut]:
         items, next_cursor = page_of(rows, limit, follow_key)
         return Page(items=[FollowOut.model_validate(row) for row in items], next_cursor=next_cursor)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from shared.errors import Unauthorized, ValidationFailed, problem_responses
 from shared.identity import CurrentUser
 from shared.schemas import Page
-from social_service.dependencies import PostsServiceDep
+from social_service.dependencies import PostsReaderDep, PostsServiceDep
 from social_service.params import DEFAULT_LIMIT, Cursor, Limit, PathId, QueryId
 from social_service.posts.errors import NotPostAuthor, PostNotFound
 from social_service.posts.schemas import ContentIn, PostOut
@@ -26,14 +26,14 @@ async def create_post(body: ContentIn, user_id: CurrentUser, posts: PostsService
             description=("Newest first; `author_id` narrows the list to one author (an id with no "
                          "posts, or no account, gives an empty list)."))
 async def list_posts(
-    _: CurrentUser, posts: PostsServiceDep, author_id: QueryId = None,
+    _: CurrentUser, posts: PostsReaderDep, author_id: QueryId = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> Page[PostOut]:
     return await posts.list(author_id=author_id, cursor=cursor, limit=limit)
 
 
 @router.get("/{post_id}", responses=problem_responses(Unauthorized, PostNotFound, ValidationFailed))
-async def get_post(post_id: PathId, _: CurrentUser, posts: PostsServiceDep) -> PostOut:
+async def get_post(post_id: PathId, _: CurrentUser, posts: PostsReaderDep) -> PostOut:
     return await posts.get(post_id)
 
 

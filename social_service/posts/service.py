@@ -8,12 +8,13 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
 from social_service.activities.repository import ActivitiesRepository
-from social_service.keyset import Key, page_of
+from social_service.keyset import Key, page_of, row_key
 from social_service.posts.errors import NotPostAuthor, PostNotFound
-from social_service.posts.repository import PostsRepository, post_key
+from social_service.posts.repository import PostsRepository
 from social_service.posts.schemas import PostOut
 
 
@@ -25,15 +26,30 @@ class PostEvents(Protocol):
 
 
 class PostsService:
-    def __init__(self, session: AsyncSession, *, events: PostEvents) -> None:
-        self.posts = PostsRepository(session)
-        self.activities = ActivitiesRepository(session)
-        self.events = events
+    """Made with `reads` to read (no transaction) or with `session` and `events` to write."""
+
+    def __init__(self, *, reads: ReadSession | None = None, session: AsyncSession | None = None,
+                 events: PostEvents | None = None) -> None:
+        self.posts = PostsRepository(reads=reads, session=session)
+        self.activities = ActivitiesRepository(session) if session is not None else None
+        self._events = events
+
+    @property
+    def events(self) -> PostEvents:
+        if self._events is None:
+            raise TypeError("writing a post needs the request's timeline changes")
+        return self._events
+
+    @property
+    def log(self) -> ActivitiesRepository:
+        if self.activities is None:
+            raise TypeError("writes need the request session; this service only reads")
+        return self.activities
 
     async def create(self, author_id: int, content: str) -> PostOut:
         now = utcnow()
         post_id = await self.posts.insert(author_id=author_id, content=content, now=now)
-        await self.activities.record(ActivityType.POST_CREATED, actor_id=author_id,
+        await self.log.record(ActivityType.POST_CREATED, actor_id=author_id,
                                      target_id=post_id, owner_id=None, post_id=post_id,
                                      created_at=now)
         self.events.post_created(post_id=post_id, author_id=author_id, created_at=now)
@@ -48,13 +64,15 @@ class PostsService:
 
     async def list(self, *, author_id: int | None, cursor: str | None, limit: int) -> Page[PostOut]:
         rows = await self.posts.page(author_id=author_id, before=Key.from_cursor(cursor), limit=limit)
-        items, next_cursor = page_of(rows, limit, post_key)
+        items, next_cursor = page_of(rows, limit, row_key)
         return Page(items=[PostOut.model_validate(row) for row in items], next_cursor=next_cursor)
 
     async def edit(self, user_id: int, post_id: int, content: str) -> PostOut:
         await self._lock_own_post(user_id, post_id)
         await self.posts.update_content(post_id, content, now=utcnow())
-        return await self.get(post_id)
+        row = await self.posts.get_in_transaction(post_id)
+        assert row is not None, "the post is locked by this transaction"
+        return PostOut.model_validate(row)
 
     async def delete(self, user_id: int, post_id: int) -> None:
         await self._lock_own_post(user_id, post_id)
@@ -67,7 +85,7 @@ class PostsService:
         now = utcnow()
         if await self.posts.add_like(post_id, user_id, now=now):
             await self.posts.add_to_like_count(post_id, +1)
-            await self.activities.record(ActivityType.POST_LIKED, actor_id=user_id,
+            await self.log.record(ActivityType.POST_LIKED, actor_id=user_id,
                                          target_id=post_id, owner_id=author_id, post_id=post_id,
                                          created_at=now)
 
@@ -76,7 +94,7 @@ class PostsService:
             raise PostNotFound()
         if await self.posts.remove_like(post_id, user_id):
             await self.posts.add_to_like_count(post_id, -1)
-            await self.activities.remove(ActivityType.POST_LIKED, actor_id=user_id,
+            await self.log.remove(ActivityType.POST_LIKED, actor_id=user_id,
                                          target_id=post_id)
 
     async def _lock_own_post(self, user_id: int, post_id: int) -> None:

@@ -51,11 +51,11 @@ async def feed_ids(client: httpx.AsyncClient, user_id: int, *, limit: int = 4) -
     return [post["id"] for page in pages for post in page]
 
 
-async def truth(session: AsyncSession, user_id: int) -> list[int]:
+async def truth(app: RunningApp, user_id: int) -> list[int]:
     """The feed by fan-out on read, straight from MySQL."""
-    await session.rollback()
-    rows = await FeedRepository(session).newsfeed_page(user_id, before=None, limit=10_000)
-    return [row.id for row in rows]
+    reads = app.resources.datastores.reads
+    rows = await FeedRepository(reads=reads).newsfeed_page(user_id, before=None, limit=10_000)
+    return [row["id"] for row in rows]
 
 
 async def post(client: httpx.AsyncClient, author_id: int) -> int:
@@ -87,7 +87,7 @@ async def test_a_feed_longer_than_the_timeline_goes_on_from_mysql(
     short: RunningApp, session: AsyncSession, redis: Redis
 ) -> None:
     reader, _ = await seeded_reader(session, authors=3, posts_each=9)
-    assert await feed_ids(short.client, reader, limit=4) == await truth(session, reader)
+    assert await feed_ids(short.client, reader, limit=4) == await truth(short, reader)
     # The build kept the newest LENGTH posts and READY; nothing says the rest is absent.
     members = await redis.zrange(Timelines.key(reader), 0, -1)
     assert len(members) == LENGTH + 1
@@ -104,7 +104,7 @@ async def test_a_timeline_trimmed_by_pushes_stays_right(
     for n in range(8):
         await post(short.client, authors[n % 2])
     assert await redis.zscore(Timelines.key(reader), WHOLE) is None  # trimmed off first
-    assert await feed_ids(short.client, reader, limit=3) == await truth(session, reader)
+    assert await feed_ids(short.client, reader, limit=3) == await truth(short, reader)
 
 
 async def test_a_lost_timeline_is_rebuilt_the_same(
@@ -113,7 +113,7 @@ async def test_a_lost_timeline_is_rebuilt_the_same(
     reader, _ = await seeded_reader(session, authors=3, posts_each=2)
     before = await feed_ids(short.client, reader)
     await redis.delete(Timelines.key(reader))
-    assert await feed_ids(short.client, reader) == before == await truth(session, reader)
+    assert await feed_ids(short.client, reader) == before == await truth(short, reader)
 
 
 async def test_a_post_is_in_the_followers_timeline_when_its_201_arrives(
@@ -136,7 +136,7 @@ async def test_following_merges_the_authors_posts_in_order(
         await make_post(session, author_id=author, created_at=start + timedelta(seconds=n))
     await session.commit()
     await follow(short.client, reader, author)
-    assert await feed_ids(short.client, reader, limit=5) == await truth(session, reader)
+    assert await feed_ids(short.client, reader, limit=5) == await truth(short, reader)
 
 
 async def test_following_someone_with_more_than_a_timeline_of_posts(
@@ -150,7 +150,7 @@ async def test_following_someone_with_more_than_a_timeline_of_posts(
         await make_post(session, author_id=author, created_at=start + timedelta(minutes=n))
     await session.commit()
     await follow(short.client, reader, author)
-    assert await feed_ids(short.client, reader, limit=4) == await truth(session, reader)
+    assert await feed_ids(short.client, reader, limit=4) == await truth(short, reader)
 
 
 async def test_a_follow_voids_a_build_that_read_mysql_before_it(
@@ -162,7 +162,7 @@ async def test_a_follow_voids_a_build_that_read_mysql_before_it(
     await lines.merge_author(reader, new_user_id())  # a follow lands mid-build
     assert not await lines.finish_build(reader, generation, [Key(utcnow(), 1)])
     assert await redis.exists(Timelines.key(reader)) == 0
-    assert await feed_ids(short.client, reader) == await truth(session, reader)
+    assert await feed_ids(short.client, reader) == await truth(short, reader)
 
 
 async def test_an_author_past_the_threshold_is_pulled_for_good(
@@ -179,7 +179,7 @@ async def test_an_author_past_the_threshold_is_pulled_for_good(
     assert early in in_timeline  # pushed: the author was not pulled yet
     assert pulled not in in_timeline
     for fan in fans:
-        assert await feed_ids(short.client, fan) == [pulled, early] == await truth(session, fan)
+        assert await feed_ids(short.client, fan) == [pulled, early] == await truth(short, fan)
     # Fewer followers again, and still pulled: its posts were never pushed, so they must be.
     response = await short.client.delete(f"/api/v1/follows/{star}",
                                          headers=identity_headers(fans[-1]))
@@ -199,7 +199,7 @@ async def test_pulled_and_pushed_posts_merge_into_one_order(
     for n in range(6):
         await post(short.client, star if n % 2 else friend)
     ids = await feed_ids(short.client, reader, limit=2)
-    assert ids == await truth(session, reader)
+    assert ids == await truth(short, reader)
     assert len(ids) == len(set(ids)) == 9
 
 
@@ -223,5 +223,5 @@ async def test_a_key_naming_another_row_now_is_dropped(
     ids = await feed_ids(short.client, reader)
     impostor = Key(utcnow() + timedelta(hours=1), ids[-1])
     await redis.zadd(Timelines.key(reader), {member(impostor): 0})
-    assert await feed_ids(short.client, reader) == ids == await truth(session, reader)
+    assert await feed_ids(short.client, reader) == ids == await truth(short, reader)
     assert await timeline_ids(redis, reader) == ids

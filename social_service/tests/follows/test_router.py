@@ -24,7 +24,7 @@ async def unfollow(client: httpx.AsyncClient, follower: int, followee: int) -> h
 
 async def counts(session: AsyncSession, user_id: int) -> tuple[int, int]:
     await session.rollback()  # a fresh read, not what this session saw before
-    return await FollowsRepository(session).counts(user_id)
+    return await FollowsRepository(session=session).counts(user_id)
 
 
 async def test_follow_is_idempotent_and_listed_on_both_sides(
