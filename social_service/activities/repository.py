@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from social_service.activities.models import Activity, ActivityType
+from social_service.db import Repository
 
 
-class ActivitiesRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class ActivitiesRepository(Repository):
+    """Writes only, on the request session: an activity goes in the transaction of its action."""
 
     async def record(
         self,

@@ -30,13 +30,7 @@ class CommentsService:
                  session: AsyncSession | None = None) -> None:
         self.comments = CommentsRepository(reads=reads, session=session)
         self.posts = PostsRepository(reads=reads, session=session)
-        self.activities = ActivitiesRepository(session) if session is not None else None
-
-    @property
-    def log(self) -> ActivitiesRepository:
-        if self.activities is None:
-            raise TypeError("writes need the request session; this service only reads")
-        return self.activities
+        self.activities = ActivitiesRepository(session=session)
 
     async def create(self, user_id: int, post_id: int, content: str) -> CommentOut:
         post_author_id = await self.posts.author_of(post_id, lock="update")
@@ -46,7 +40,7 @@ class CommentsService:
         comment_id = await self.comments.insert(post_id=post_id, author_id=user_id,
                                                 content=content, now=now)
         await self.posts.add_to_comment_count(post_id, +1)
-        await self.log.record(ActivityType.COMMENT_CREATED, actor_id=user_id,
+        await self.activities.record(ActivityType.COMMENT_CREATED, actor_id=user_id,
                                      target_id=comment_id, owner_id=post_author_id,
                                      post_id=post_id, comment_id=comment_id, created_at=now)
         return CommentOut(id=comment_id, post_id=post_id, author_id=user_id, content=content,
@@ -86,7 +80,7 @@ class CommentsService:
         now = utcnow()
         if await self.comments.add_like(comment_id, user_id, now=now):
             await self.comments.add_to_like_count(comment_id, +1)
-            await self.log.record(ActivityType.COMMENT_LIKED, actor_id=user_id,
+            await self.activities.record(ActivityType.COMMENT_LIKED, actor_id=user_id,
                                          target_id=comment_id, owner_id=comment.author_id,
                                          post_id=comment.post_id, comment_id=comment_id,
                                          created_at=now)
@@ -95,7 +89,7 @@ class CommentsService:
         await self._lock_with_post(comment_id, post_lock="share")
         if await self.comments.remove_like(comment_id, user_id):
             await self.comments.add_to_like_count(comment_id, -1)
-            await self.log.remove(ActivityType.COMMENT_LIKED, actor_id=user_id,
+            await self.activities.remove(ActivityType.COMMENT_LIKED, actor_id=user_id,
                                          target_id=comment_id)
 
     async def _lock_with_post(self, comment_id: int, *, post_lock: Lock) -> AnyRow:

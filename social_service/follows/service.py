@@ -35,7 +35,7 @@ class FollowsService:
                  session: AsyncSession | None = None, events: FollowEvents | None = None,
                  pull_threshold: int) -> None:
         self.follows = FollowsRepository(reads=reads, session=session)
-        self.activities = ActivitiesRepository(session) if session is not None else None
+        self.activities = ActivitiesRepository(session=session)
         self.users = users
         self._events = events
         self.pull_threshold = pull_threshold
@@ -45,12 +45,6 @@ class FollowsService:
         if self._events is None:
             raise TypeError("following needs the request's timeline changes")
         return self._events
-
-    @property
-    def log(self) -> ActivitiesRepository:
-        if self.activities is None:
-            raise TypeError("writes need the request session; this service only reads")
-        return self.activities
 
     async def follow(self, follower_id: int, followee_id: int) -> None:
         if follower_id == followee_id:
@@ -62,7 +56,7 @@ class FollowsService:
         if await self.follows.add(follower_id, followee_id, now=now):
             await self.follows.add_to_counts(follower_id, followee_id, +1,
                                              pull_threshold=self.pull_threshold)
-            await self.log.record(ActivityType.FOLLOWED, actor_id=follower_id,
+            await self.activities.record(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id, owner_id=followee_id,
                                          created_at=now)
             self.events.followed(follower_id=follower_id, followee_id=followee_id)
@@ -75,7 +69,7 @@ class FollowsService:
         if await self.follows.remove(follower_id, followee_id):
             await self.follows.add_to_counts(follower_id, followee_id, -1,
                                              pull_threshold=self.pull_threshold)
-            await self.log.remove(ActivityType.FOLLOWED, actor_id=follower_id,
+            await self.activities.remove(ActivityType.FOLLOWED, actor_id=follower_id,
                                          target_id=followee_id)
             self.events.unfollowed(follower_id=follower_id, followee_id=followee_id)
 

@@ -31,7 +31,7 @@ class PostsService:
     def __init__(self, *, reads: ReadSession | None = None, session: AsyncSession | None = None,
                  events: PostEvents | None = None) -> None:
         self.posts = PostsRepository(reads=reads, session=session)
-        self.activities = ActivitiesRepository(session) if session is not None else None
+        self.activities = ActivitiesRepository(session=session)
         self._events = events
 
     @property
@@ -40,16 +40,10 @@ class PostsService:
             raise TypeError("writing a post needs the request's timeline changes")
         return self._events
 
-    @property
-    def log(self) -> ActivitiesRepository:
-        if self.activities is None:
-            raise TypeError("writes need the request session; this service only reads")
-        return self.activities
-
     async def create(self, author_id: int, content: str) -> PostOut:
         now = utcnow()
         post_id = await self.posts.insert(author_id=author_id, content=content, now=now)
-        await self.log.record(ActivityType.POST_CREATED, actor_id=author_id,
+        await self.activities.record(ActivityType.POST_CREATED, actor_id=author_id,
                                      target_id=post_id, owner_id=None, post_id=post_id,
                                      created_at=now)
         self.events.post_created(post_id=post_id, author_id=author_id, created_at=now)
@@ -85,7 +79,7 @@ class PostsService:
         now = utcnow()
         if await self.posts.add_like(post_id, user_id, now=now):
             await self.posts.add_to_like_count(post_id, +1)
-            await self.log.record(ActivityType.POST_LIKED, actor_id=user_id,
+            await self.activities.record(ActivityType.POST_LIKED, actor_id=user_id,
                                          target_id=post_id, owner_id=author_id, post_id=post_id,
                                          created_at=now)
 
@@ -94,7 +88,7 @@ class PostsService:
             raise PostNotFound()
         if await self.posts.remove_like(post_id, user_id):
             await self.posts.add_to_like_count(post_id, -1)
-            await self.log.remove(ActivityType.POST_LIKED, actor_id=user_id,
+            await self.activities.remove(ActivityType.POST_LIKED, actor_id=user_id,
                                          target_id=post_id)
 
     async def _lock_own_post(self, user_id: int, post_id: int) -> None:
