@@ -46,3 +46,12 @@ REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
 
 def revoked_session_key(session_id: str) -> str:
     return REVOKED_SESSION_KEY.format(sid=session_id)
+
+
+# user_service answers on this route whether a user exists: 200 {"id": <id>}, or 404 problem+json.
+# Internal: the gateway never routes /internal/**; social_service asks it before a follow.
+INTERNAL_USER_PATH = "/internal/users/{user_id}"
+
+
+def internal_user_path(user_id: int) -> str:
+    return INTERNAL_USER_PATH.format(user_id=user_id)

@@ -1,1 +1,2 @@
-"""social_service: posts, comments, likes, follows, feed and activities (domain arrives in a later issue)."""
+"""social_service: posts, comments, likes, follows, the newsfeed (fan-out on write to Redis
+timelines) and activities."""

@@ -1,4 +1,5 @@
-"""social_service application: the lifespan builds its Resources; routers are mounted here."""
+"""social_service application: the lifespan builds its Resources (datastores, the pooled client
+of user_service, the feed's timelines); routers are mounted here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from social_service.clients import UserDirectory, open_http_session
+from social_service.comments.router import router as comments_router
 from social_service.dependencies import Resources
+from social_service.feed.router import router as feed_router
+from social_service.feed.timelines import Timelines
+from social_service.follows.router import router as follows_router
+from social_service.posts.router import router as posts_router
 from social_service.settings import Settings, get_settings
 
 
@@ -20,12 +27,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
-        async with open_datastores(settings) as datastores:
-            yield Resources(settings=settings, datastores=datastores)
+        async with (
+            open_datastores(settings) as datastores,
+            open_http_session(timeout_seconds=settings.user_service_timeout_seconds) as http,
+        ):
+            users = UserDirectory(
+                http=http, base_url=settings.user_service_url, redis=datastores.redis,
+                found_ttl_seconds=settings.user_found_cache_seconds,
+                missing_ttl_seconds=settings.user_missing_cache_seconds,
+            )
+            timelines = Timelines(datastores.redis, datastores.reads,
+                                  length=settings.feed_timeline_length,
+                                  ttl_seconds=settings.feed_timeline_ttl_seconds)
+            yield Resources(settings=settings, datastores=datastores, users=users,
+                            timelines=timelines)
 
     return create_service_app(
         service="social_service",
         title="Social service",
         resources=open_resources,
-        routers=[],
+        routers=[posts_router, comments_router, follows_router, feed_router],
     )

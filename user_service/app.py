@@ -24,6 +24,7 @@ from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
 from user_service.settings import Settings, get_settings
+from user_service.users.router import internal_router as internal_users_router
 from user_service.users.router import router as users_router
 
 
@@ -70,5 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service="user_service",
         title="User service",
         resources=open_resources,
-        routers=[auth_router, account_router, users_router, well_known_router],
+        routers=[auth_router, account_router, users_router, well_known_router, internal_users_router],
     )

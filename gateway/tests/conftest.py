@@ -1,4 +1,5 @@
-"""Gateway test rig: echo upstreams and the gateway itself, each a real HTTP server on loopback."""
+"""Gateway test rig: echo upstreams and the gateway itself, each a real HTTP server on loopback;
+and, for the end-to-end modules, the whole system (one per module)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from starlette.routing import Route
 from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.tests.e2e import System, running_system
+from shared.testing.mail import MailSink
 from shared.testing.net import ThreadedServer, free_port
 
 ISSUER = "preorder-user-service"
@@ -162,3 +165,17 @@ async def client(rig: Rig) -> AsyncIterator[httpx.AsyncClient]:
 
 def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def system(
+    mail_sink: MailSink, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    with running_system(mail_sink, redis_url, tmp_path_factory.mktemp("e2e-logs")) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as client:
+        yield client

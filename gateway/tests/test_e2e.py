@@ -3,106 +3,13 @@ uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
-from deploy.services import SERVICES
-from shared.testing.datastores import fresh_database
-from shared.testing.mail import MailSink
-from shared.testing.net import ServiceProcess
-
-PASSWORD = "correct horse battery"
-
-
-@dataclass
-class System:
-    gateway: ServiceProcess
-    services: dict[str, ServiceProcess]
-    mail: MailSink
-
-    def log(self, name: str) -> str:
-        process = self.gateway if name == "gateway" else self.services[name]
-        return process.log_path.read_text()
-
-
-@pytest.fixture(scope="module")
-def system(
-    mail_sink: MailSink, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[System]:
-    logs = tmp_path_factory.mktemp("e2e-logs")
-    common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
-    services: dict[str, ServiceProcess] = {}
-    for app in SERVICES:
-        prefix = app.env_prefix
-        env = {**common,
-               f"{prefix}_DATABASE_URL": fresh_database(app.package, app.schema, "e2e"),
-               f"{prefix}_REDIS_URL": redis_url}
-        if app.name == "user":
-            env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
-                        "USER_JWT_KEY_DIR": str(logs / "keys")})
-        services[app.name] = ServiceProcess(app.name, app.factory, env=env, log_dir=logs)
-    for process in services.values():
-        process.start()
-    gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
-                   **{f"GATEWAY_{n.upper()}_SERVICE_URL": p.url for n, p in services.items()}}
-    gateway = ServiceProcess("gateway", "gateway.app:create_app", env=gateway_env, log_dir=logs)
-    try:
-        for process in services.values():
-            process.wait_healthy()
-        gateway.start().wait_healthy()
-        yield System(gateway, services, mail_sink)
-    finally:
-        gateway.stop()
-        for process in services.values():
-            process.stop()
-
-
-@pytest.fixture
-async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as client:
-        yield client
-
-
-def new_email() -> str:
-    return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-
-
-async def signed_up(api: httpx.AsyncClient, mail: MailSink, *, name: str = "Kim") -> str:
-    email = new_email()
-    response = await api.post("/api/v1/auth/signup",
-                              json={"email": email, "password": PASSWORD, "name": name})
-    assert response.status_code == 201, response.text
-    code = (await mail.wait_for(email)).code
-    verified = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
-    assert verified.status_code == 200, verified.text
-    return email
-
-
-async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
-    response = await api.post("/api/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    tokens: dict[str, Any] = response.json()
-    return tokens
+from gateway.tests.e2e import PASSWORD, System, assert_problem, bearer, login, new_email, signed_up
 
 
 async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:
@@ -286,12 +193,7 @@ async def test_request_id_reaches_every_service_log(api: httpx.AsyncClient, syst
                               json={"email": new_email(), "password": PASSWORD})
     assert response.headers["x-request-id"] == request_id
     assert response.json()["request_id"] == request_id
-    for _ in range(50):
-        if request_id in system.log("gateway") and request_id in system.log("user"):
-            break
-        await asyncio.sleep(0.05)
-    assert request_id in system.log("gateway")
-    assert request_id in system.log("user")
+    await system.wait_for_logged(request_id, "gateway", "user")
 
 
 async def test_jwks_is_public(api: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from redis import Redis as SyncRedis
 from sqlalchemy.engine import make_url
 
 from shared.migrate import upgrade
@@ -32,3 +33,14 @@ def fresh_database(service_package: str, schema: str, suffix: str = "test") -> s
     url = database_url_for_tests(schema, suffix)
     upgrade(service_package, url, drop_first=True)
     return url
+
+
+def forget_redis_keys(redis_url: str, prefix: str) -> int:
+    """Delete the keys under `prefix` (a service's own namespace, e.g. "social:"), for a test
+    that starts a service on a fresh schema: state keyed by row ids must go with the rows."""
+    client = SyncRedis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()

@@ -6,13 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from shared.contracts import INTERNAL_USER_PATH
 from shared.errors import Unauthorized, ValidationFailed, problem_responses
 from shared.identity import CurrentUser
 from user_service.dependencies import UsersReaderDep, UsersServiceDep
 from user_service.users.errors import UserNotFound
-from user_service.users.schemas import Profile, ProfileUpdate, PublicProfile
+from user_service.users.schemas import Profile, ProfileUpdate, PublicProfile, UserRef
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+# For other services only: the gateway never routes /internal/**, and it is not in the docs.
+internal_router = APIRouter(include_in_schema=False)
 
 UserId = Annotated[int, Path(ge=1, le=2**53 - 1)]
 
@@ -39,3 +42,9 @@ async def update_my_profile(
 @router.get("/{user_id}", responses=problem_responses(UserNotFound, ValidationFailed))
 async def get_public_profile(user_id: UserId, users: UsersReaderDep) -> PublicProfile:
     return PublicProfile.model_validate(await users.get_profile(user_id))
+
+
+@internal_router.get(INTERNAL_USER_PATH, responses=problem_responses(UserNotFound, ValidationFailed))
+async def get_user_ref(user_id: UserId, users: UsersReaderDep) -> UserRef:
+    await users.require_user(user_id)
+    return UserRef(id=user_id)

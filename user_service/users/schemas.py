@@ -59,6 +59,12 @@ class PublicProfile(ApiModel):
     profile_image_url: str | None
 
 
+class UserRef(ApiModel):
+    """The internal answer to "does this user exist" (shared.contracts.INTERNAL_USER_PATH)."""
+
+    id: int
+
+
 class ProfileUpdate(RequestModel):
     """Absent fields stay as they are; an explicit null clears greeting or profile_image_url."""
 

@@ -24,6 +24,11 @@ class UsersService:
             raise UserNotFound()
         return profile
 
+    async def require_user(self, user_id: int) -> None:
+        """Only whether the account exists, for other services (no profile is loaded)."""
+        if not await self.repository.exists(user_id):
+            raise UserNotFound()
+
     async def update_profile(self, user_id: int, update: ProfileUpdate) -> User:
         # Locked: two concurrent edits apply one after the other, each answering its own result.
         user = await self.repository.get_for_update(user_id)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.contracts import internal_user_path
 from user_service.tests.factories import identity_headers_of, make_login_session, make_user
 from user_service.tests.helpers import assert_problem
 
@@ -138,3 +139,20 @@ async def test_unknown_user_is_404(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("user_id", ["0", "-1", str(2**53), "abc", "1.5"])
 async def test_user_id_out_of_range_is_422(client: httpx.AsyncClient, user_id: str) -> None:
     assert_problem(await client.get(f"/api/v1/users/{user_id}"), 422, "validation_error")
+
+
+async def test_internal_user_route_answers_whether_a_user_exists(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session, verified=False)
+    await session.commit()
+    found = await client.get(internal_user_path(user.id))
+    assert found.status_code == 200
+    assert found.json() == {"id": user.id}
+    assert_problem(await client.get(internal_user_path(2**53 - 1)), 404, "not_found")
+    assert_problem(await client.get("/internal/users/0"), 422, "validation_error")
+
+
+async def test_internal_user_route_is_not_in_the_public_document(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    assert not [path for path in document["paths"] if path.startswith("/internal")]

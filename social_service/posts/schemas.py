@@ -1,0 +1,37 @@
+"""Posts as clients see them, and what a client sends to write one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints
+
+from shared.schemas import ApiModel, RequestModel, UtcDatetime
+
+MAX_CONTENT_LENGTH = 5000
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain a visible character")
+    return value
+
+
+# 1..5000 characters (code points), not all white space. Stored as sent.
+Content = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH), AfterValidator(_not_blank)
+]
+
+
+class ContentIn(RequestModel):
+    content: Content
+
+
+class PostOut(ApiModel):
+    id: int
+    author_id: int
+    content: str
+    like_count: int
+    comment_count: int
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
