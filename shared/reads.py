@@ -39,6 +39,7 @@ POOL_RECYCLE_SECONDS = 1800
 # Compiled statements are kept by identity; statements are meant to be module constants with
 # bindparam()s, so this bound is only a guard against one built per request.
 _MAX_COMPILED = 1024
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 ResultProcessor = Callable[[Any], Any] | None
 AnySelect = Select[*tuple[Any, ...]]
@@ -129,7 +130,12 @@ class ReadSession:
 
     async def close(self) -> None:
         self._pool.close()
-        await self._pool.wait_closed()
+        try:
+            # Bounded: a shutdown must never hang on a connection that does not say goodbye.
+            await asyncio.wait_for(self._pool.wait_closed(), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.warning("read pool did not close in time; closing its connections hard")
+            self._pool.terminate()
 
     def compiled(self, statement: AnySelect) -> CompiledRead:
         entry = self._compiled.get(id(statement))

@@ -23,10 +23,43 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from shared.contracts import MAX_ID
+from shared.errors import Conflict, NotFound, ProblemError
 from shared.sale_window import SaleState
 from shared.schemas import ApiModel, RequestModel, UtcDatetime, UtcDatetimeIn
 
 PREFIX = "/internal/stock"
+
+
+# The refusals of a reserve: answered by stock_service and passed on as they are by
+# order_service (the public API's codes).
+class SoldOut(Conflict):
+    code = "sold_out"
+    title = "Sold out"
+
+
+class SaleNotOpen(Conflict):
+    code = "sale_not_open"
+    title = "The sale has not opened yet"
+
+
+class SaleClosed(Conflict):
+    code = "sale_closed"
+    title = "The sale has closed"
+
+
+class PurchaseLimitExceeded(Conflict):
+    code = "purchase_limit_exceeded"
+    title = "Past the purchase limit per user"
+
+
+class ProductNotFound(NotFound):
+    title = "Product not found"
+
+
+REFUSALS: dict[str, type[ProblemError]] = {
+    error.code: error
+    for error in (SoldOut, SaleNotOpen, SaleClosed, PurchaseLimitExceeded, ProductNotFound)
+}
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Quantity = Annotated[int, Field(ge=1, le=100)]

@@ -1,36 +1,20 @@
-"""The problems the stock routes answer with; `code` is what clients switch on."""
+"""The problems the stock routes answer with; `code` is what clients switch on. The refusals of
+a reserve are the internal contract's (shared.internal.stock), re-exported here."""
 
 from __future__ import annotations
 
-from shared.errors import Conflict, Forbidden, InvalidState, NotFound, ServiceUnavailable
-
-
-class ProductNotFound(NotFound):
-    title = "Product not found"
+from shared.errors import Forbidden, InvalidState, NotFound, ServiceUnavailable
+from shared.internal.stock import (
+    ProductNotFound,
+    PurchaseLimitExceeded,
+    SaleClosed,
+    SaleNotOpen,
+    SoldOut,
+)
 
 
 class HoldNotFound(NotFound):
     title = "No hold for this order"
-
-
-class SoldOut(Conflict):
-    code = "sold_out"
-    title = "Sold out"
-
-
-class SaleNotOpen(Conflict):
-    code = "sale_not_open"
-    title = "The sale has not opened yet"
-
-
-class SaleClosed(Conflict):
-    code = "sale_closed"
-    title = "The sale has closed"
-
-
-class PurchaseLimitExceeded(Conflict):
-    code = "purchase_limit_exceeded"
-    title = "Past the purchase limit per user"
 
 
 class HoldReleased(InvalidState):
@@ -53,3 +37,8 @@ class StockRebuilding(ServiceUnavailable):
     def __init__(self) -> None:
         super().__init__("The product's live stock is being rebuilt; retry in a moment.",
                          headers={"Retry-After": "1"})
+
+
+__all__ = ["HoldNotFound", "HoldReleased", "NotTheSeller", "ProductNotFound",
+           "PurchaseLimitExceeded", "SaleClosed", "SaleNotOpen", "SaleStarted", "SoldOut",
+           "StockRebuilding"]

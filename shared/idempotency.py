@@ -1,0 +1,159 @@
+"""`Idempotency-Key` with Stripe's semantics, for the routes that take stock or money (POST
+/orders, POST /payments).
+
+- The key is stored with (user, fingerprint of the request) before any side effect.
+- A retry with the same key and body returns the first answer: same status, same body.
+- The same key with another body is `422 idempotency_key_reused`.
+- A retry while the first is still running is `409 idempotency_key_in_use` with Retry-After: the
+  client asks again in a moment; the request is never run twice at once. A first attempt that
+  died without an answer (its process killed) stops blocking the key after `STALE_AFTER`.
+- An answer of 5xx is not kept: the key is freed so that a retry can do the work.
+- Keys are kept `ttl` (at least 24 h).
+
+The keys live in Redis, so that the sale's refusals (409 sold_out) stay free of MySQL work even
+when clients send keys. Redis is the fast gate here too, not the truth: the resource a request
+creates (an order, a payment) carries its key under a unique (user, key) index, so even a key
+Redis has lost cannot create it twice; the service finds the first one instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header
+from redis.asyncio import Redis
+
+from shared.errors import Conflict, ProblemError, ValidationFailed, problem_document
+
+HEADER = "Idempotency-Key"
+STALE_AFTER = timedelta(seconds=60)
+MIN_TTL = timedelta(hours=24)
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,255}")
+
+# KEYS: the key's hash; ARGV: fingerprint, now_ms, stale_ms, ttl_s.
+# Answers {'claimed'}, {'reused'}, {'in_use'} or {'answer', status, body}.
+_CLAIM = """
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'started', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return {'claimed'}
+end
+if fp ~= ARGV[1] then return {'reused'} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status then return {'answer', status, redis.call('HGET', KEYS[1], 'body')} end
+if tonumber(ARGV[2]) - tonumber(redis.call('HGET', KEYS[1], 'started')) < tonumber(ARGV[3]) then
+  return {'in_use'}
+end
+redis.call('HSET', KEYS[1], 'started', ARGV[2])
+return {'claimed'}
+"""
+# KEYS: the key's hash; ARGV: fingerprint. Frees a key that has no answer (yet) for a retry.
+_FORGET = """
+if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'status') == 0
+then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class IdempotencyKeyReused(ProblemError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used with another request"
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+    title = "A request with this Idempotency-Key is still being processed"
+
+    def __init__(self) -> None:
+        super().__init__("Retry in a moment: the first request with this key is still running.",
+                         headers={"Retry-After": "1"})
+
+
+async def idempotency_key(
+    key: Annotated[str | None, Header(alias=HEADER, description=(
+        "Optional; 1..255 printable ASCII. A retry with the same key and body by the same user "
+        "returns the first answer."))] = None,
+) -> str | None:
+    if key is not None and not _PRINTABLE_ASCII.fullmatch(key):
+        raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters.",
+                               loc=("header", HEADER))
+    return key
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+
+
+def fingerprint(body: Any) -> str:
+    """Of the request body as parsed (so key order and white space do not matter)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a request holds once it may run: the key, and its request's fingerprint."""
+
+    user_id: int
+    key: str
+    fingerprint: str
+
+
+class IdempotencyKeys:
+    def __init__(self, redis: Redis, *, namespace: str, ttl: timedelta = MIN_TTL) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.ttl = max(ttl, MIN_TTL)
+        self._claim = redis.register_script(_CLAIM)
+        self._forget = redis.register_script(_FORGET)
+
+    def _redis_key(self, user_id: int, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"idem:{self.namespace}:{user_id}:{digest}"
+
+    async def claim(self, claim: Claim) -> StoredAnswer | None:
+        """None: run the request, then `remember` or `forget`. Else the first answer, again."""
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        reply = await self._claim(
+            keys=[self._redis_key(claim.user_id, claim.key)],
+            args=[claim.fingerprint, now_ms, int(STALE_AFTER.total_seconds() * 1000),
+                  int(self.ttl.total_seconds())])
+        word = reply[0]
+        if word == "claimed":
+            return None
+        if word == "reused":
+            raise IdempotencyKeyReused()
+        if word == "in_use":
+            raise IdempotencyKeyInUse()
+        return StoredAnswer(int(reply[1]), json.loads(reply[2]))
+
+    async def remember(self, claim: Claim, answer: StoredAnswer) -> None:
+        key = self._redis_key(claim.user_id, claim.key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": answer.status,
+                                    "body": json.dumps(answer.body, default=str)})
+            pipe.expire(key, int(self.ttl.total_seconds()))
+            await pipe.execute()
+
+    async def forget(self, claim: Claim) -> None:
+        await self._forget(keys=[self._redis_key(claim.user_id, claim.key)],
+                           args=[claim.fingerprint])
+
+
+def problem_answer(problem: ProblemError) -> StoredAnswer:
+    """A refusal as it is kept for replays (a 5xx is never kept: see `forget`)."""
+    return StoredAnswer(problem.status, problem_document(
+        problem.status, problem.code, problem.title, problem.detail, problem.extra))
