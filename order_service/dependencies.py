@@ -1,4 +1,6 @@
-"""What order_service's lifespan builds once, and the dependencies that hand it to requests.
+"""What order_service's lifespan builds once (datastores, clients of stock_service and
+payment_service, the id allocator, the Idempotency-Key store and the orders service itself)
+and the dependencies that hand it to requests.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -11,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from order_service.orders.service import OrdersService
 from order_service.settings import Settings
 from shared.dependencies import AppResources
 from shared.lifespan import Datastores
@@ -20,6 +23,8 @@ from shared.lifespan import Datastores
 class Resources:
     settings: Settings
     datastores: Datastores
+    # Stateless between requests but for its caches: built once, nothing per request.
+    orders: OrdersService
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -28,3 +33,11 @@ async def get_resources(resources: AppResources) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_orders_service(resources: AppResources) -> OrdersService:
+    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
+    return resources.orders
+
+
+OrdersServiceDep = Annotated[OrdersService, Depends(get_orders_service)]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from deploy.services import service
 from shared.settings import DatastoreSettings
 
 
@@ -13,6 +16,29 @@ class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="ORDER_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_order"
+    stock_service_url: str = service("stock").local_url
+    payment_service_url: str = service("payment").local_url
+    # How long an unpaid order holds its units (ORDER_PAYMENT_TTL_SECONDS, the contract's name).
+    payment_ttl_seconds: int = Field(default=600, gt=0)
+    # How long a payment may take once it has begun; the order is not expired under it.
+    payment_lease_seconds: float = Field(default=30.0, gt=0)
+    # Calls to stock_service and payment_service give up after this (then 503, or retried).
+    call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A product refused as sold out is refused again without asking for this long.
+    sold_out_memory_seconds: float = Field(default=0.25, ge=0)
+    # Loops: expiry (on time, so often), effects still owed, holds no order was made for.
+    expiry_interval_seconds: float = Field(default=0.5, gt=0)
+    settle_interval_seconds: float = Field(default=2.0, gt=0)
+    orphan_interval_seconds: float = Field(default=15.0, gt=0)
+    orphan_hold_after_seconds: float = Field(default=60.0, gt=0)
+    # Tests only: the process exits at this point of an order, to prove a crash loses nothing.
+    fault_point: Literal["after_reserve"] | None = None
+
+    @model_validator(mode="after")
+    def _faults_only_in_tests(self) -> Settings:
+        if self.fault_point is not None and self.environment != "test":
+            raise ValueError("ORDER_FAULT_POINT is honoured only with APP_ENV=test")
+        return self
 
 
 @lru_cache

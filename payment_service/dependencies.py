@@ -1,4 +1,6 @@
-"""What payment_service's lifespan builds once, and the dependencies that hand it to requests.
+"""What payment_service's lifespan builds once (datastores, the order_service client, the card
+processor, the Idempotency-Key store and the payments service itself) and the dependencies
+that hand it to requests.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -11,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from payment_service.payments.service import PaymentsService
 from payment_service.settings import Settings
 from shared.dependencies import AppResources
 from shared.lifespan import Datastores
@@ -20,6 +23,7 @@ from shared.lifespan import Datastores
 class Resources:
     settings: Settings
     datastores: Datastores
+    payments: PaymentsService
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -28,3 +32,11 @@ async def get_resources(resources: AppResources) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_payments_service(resources: AppResources) -> PaymentsService:
+    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
+    return resources.payments
+
+
+PaymentsServiceDep = Annotated[PaymentsService, Depends(get_payments_service)]

@@ -194,9 +194,12 @@ def test_datastores_mailpit_and_init_sql_are_wired(compose: dict[str, Any]) -> N
 def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], package: str) -> None:
     environment = environment_of(compose, package)
     settings_class = import_settings_class(package)
-    unset = [sorted(names) for names in settings_environment_names(settings_class)
-             if not names & environment.keys()]
+    names = settings_environment_names(settings_class)
+    # Fault injection is for tests alone (settings refuse it outside APP_ENV=test).
+    test_only = [n for n in names if any(name.endswith("_FAULT_POINT") for name in n)]
+    unset = [sorted(n) for n in names if n not in test_only and not n & environment.keys()]
     assert not unset, f"{package} reads these but docker-compose.yml does not set them: {unset}"
+    assert not any(n & environment.keys() for n in test_only), f"{package}: a fault switch"
 
 
 @pytest.mark.parametrize("package", APPS)

@@ -17,7 +17,7 @@ import httpx
 from deploy.services import SERVICES
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.mail import MailSink
-from shared.testing.net import ServiceProcess
+from shared.testing.net import ServiceProcess, free_port
 
 PASSWORD = "correct horse battery"
 
@@ -43,24 +43,33 @@ class System:
 
 
 @contextmanager
-def running_system(mail_sink: MailSink, redis_url: str, logs: Path) -> Iterator[System]:
-    """Fresh e2e schemas, every service, then the gateway in front of them."""
+def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
+                   overrides: dict[str, dict[str, str]] | None = None) -> Iterator[System]:
+    """Fresh e2e schemas, every service, then the gateway in front of them. `overrides` adds
+    environment variables per service (short name)."""
+    overrides = overrides or {}
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
+    # State keyed by row ids the fresh schemas hand out again (timelines, live stock, keys).
+    for prefix in ("social:", "{p:", "stock:", "idem:"):
+        forget_redis_keys(redis_url, prefix)
+    ports = {app.name: free_port() for app in SERVICES}
+    # Every service learns where every other one is (<PREFIX>_<NAME>_SERVICE_URL, read by
+    # those whose settings have it, ignored by the rest).
+    addresses = {f"{app.name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+                 for app, port in zip(SERVICES, ports.values(), strict=True)}
     services: dict[str, ServiceProcess] = {}
     for app in SERVICES:
         prefix = app.env_prefix
         env = {**common,
+               **{f"{prefix}_{name}": url for name, url in addresses.items()},
                f"{prefix}_DATABASE_URL": fresh_database(app.package, app.schema, "e2e"),
                f"{prefix}_REDIS_URL": redis_url}
         if app.name == "user":
             env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
                         "USER_JWT_KEY_DIR": str(logs / "keys")})
-        if app.name == "social":
-            # Its timelines and user cache are keyed by ids the fresh schemas hand out again.
-            forget_redis_keys(redis_url, "social:")
-            # The user process's port is chosen already: SERVICES lists user first.
-            env["SOCIAL_USER_SERVICE_URL"] = services["user"].url
-        services[app.name] = ServiceProcess(app.name, app.factory, env=env, log_dir=logs)
+        env.update(overrides.get(app.name, {}))
+        services[app.name] = ServiceProcess(app.name, app.factory, env=env, log_dir=logs,
+                                            port=ports[app.name])
     for process in services.values():
         process.start()
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",

@@ -8,6 +8,7 @@
     GET    /internal/stock/products/{product_id}/holds/{order_id}    -> Hold
     POST   /internal/stock/products/{product_id}/holds/{order_id}/commit   -> Hold (sold)
     POST   /internal/stock/products/{product_id}/holds/{order_id}/release  -> Hold (units back)
+    GET    /internal/stock/holds?created_before=&after=&limit=  -> HoldPage (held ones, by order id)
 
 Every call is idempotent: a hold is keyed by its order id, so replaying a reserve, a commit or
 a release changes nothing and answers as the first did. Refusals are problem documents with the
@@ -70,6 +71,9 @@ def product_path(product_id: int) -> str:
     return f"{PREFIX}/products/{product_id}"
 
 
+HELD_HOLDS_PATH = f"{PREFIX}/holds"
+
+
 def hold_path(product_id: int, order_id: int) -> str:
     return f"{PREFIX}/products/{product_id}/holds/{order_id}"
 
@@ -125,3 +129,10 @@ class Hold(ApiModel):
     expires_at: UtcDatetime
     created_at: UtcDatetime
 
+
+
+class HoldPage(ApiModel):
+    """Holds still `held`, oldest order id first; `next_after` pages on (null: no more)."""
+
+    items: list[Hold]
+    next_after: int | None

@@ -195,6 +195,15 @@ class LedgerRepository:
                 .values(units=StockUserCount.units - q))
         return True
 
+    async def held_holds(self, *, created_before: datetime, after_order_id: int,
+                         limit: int) -> list[LedgerHold]:
+        rows = (await self.session.execute(
+            select(*HOLD_COLUMNS)
+            .where(StockHold.state == "held", StockHold.created_at < created_before,
+                   StockHold.order_id > after_order_id)
+            .order_by(StockHold.order_id).limit(limit))).mappings()
+        return [_hold(row) for row in rows]
+
     async def expired_holds(self, *, before: datetime, limit: int) -> list[LedgerHold]:
         """Unpaid holds past their expiry, locked; rows another replica is reaping are skipped."""
         rows = (await self.session.execute(

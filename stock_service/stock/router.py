@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from shared.contracts import MAX_ID
 from shared.errors import (
@@ -16,7 +17,14 @@ from shared.errors import (
     problem_responses,
 )
 from shared.identity import CurrentUser
-from shared.internal.stock import PREFIX, Hold, HoldRequest, StockEntry, StockRegistration
+from shared.internal.stock import (
+    PREFIX,
+    Hold,
+    HoldPage,
+    HoldRequest,
+    StockEntry,
+    StockRegistration,
+)
 from stock_service.dependencies import StockServiceDep
 from stock_service.stock.errors import (
     HoldNotFound,
@@ -116,3 +124,15 @@ async def commit_hold(product_id: ProductId, order_id: OrderId, stock: StockServ
                       responses=problem_responses(HoldNotFound))
 async def release_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
     return await stock.release(product_id, order_id)
+
+
+@internal_router.get("/holds")
+async def list_held_holds(
+    stock: StockServiceDep,
+    created_before: Annotated[datetime, Query()],
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> HoldPage:
+    naive = created_before.astimezone(UTC).replace(tzinfo=None) if created_before.tzinfo \
+        else created_before
+    return await stock.held_holds(created_before=naive, after_order_id=after, limit=limit)

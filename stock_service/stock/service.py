@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
 from shared.errors import DatabaseUnavailable, InvalidState, ProblemError
-from shared.internal.stock import Hold, StockEntry, StockRegistration
+from shared.internal.stock import Hold, HoldPage, StockEntry, StockRegistration
 from shared.reads import ReadSession
 from shared.sale_window import sale_state, sale_state_at_ms
 from stock_service.stock.errors import (
@@ -244,6 +244,17 @@ class StockService:
         if hold is None:
             raise HoldNotFound()
         return hold_body(hold)
+
+    async def held_holds(self, *, created_before: datetime, after_order_id: int,
+                         limit: int) -> HoldPage:
+        """Holds still waiting for their order to be paid or to give up: what order_service's
+        reconciler checks against its orders, to release the ones no order will ever settle."""
+        async with self.sessions() as session:
+            holds = await LedgerRepository(session).held_holds(
+                created_before=created_before, after_order_id=after_order_id, limit=limit + 1)
+        page = holds[:limit]
+        return HoldPage(items=[hold_body(hold) for hold in page],
+                        next_after=page[-1].order_id if len(holds) > limit else None)
 
     async def release_expired(self, *, grace: timedelta, batch: int = 100) -> int:
         """Unpaid holds past their expiry give their units back; safe with several replicas

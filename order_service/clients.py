@@ -1,0 +1,95 @@
+"""Typed clients of the services order_service calls (stock_service, payment_service), over
+shared.http's pooled aiohttp sessions built in the lifespan. A call that cannot be made, or is
+answered with a 5xx, raises StockUnavailable / ServiceCallFailed; a refusal raises the
+contract's problem (sold_out, ...), as the client of this API would see it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from order_service.orders.errors import StockUnavailable
+from shared.errors import ProblemError
+from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
+from shared.internal.payments import PaymentView, by_order_path
+from shared.internal.stock import (
+    HELD_HOLDS_PATH,
+    REFUSALS,
+    Hold,
+    HoldPage,
+    HoldRequest,
+    hold_path,
+)
+from shared.schemas import to_utc_z
+
+
+def _refusal(response: ServiceResponse) -> ProblemError:
+    """The stock contract's problem for a 4xx answer (the detail passed on)."""
+    error = REFUSALS.get(response.code or "")
+    detail = response.body.get("detail") if isinstance(response.body, dict) else None
+    if error is not None:
+        return error(detail)
+    return StockUnavailable(f"stock_service answered {response.status} {response.code}.")
+
+
+class StockClient:
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def reserve(self, *, product_id: int, order_id: int, user_id: int, quantity: int,
+                      expires_at: datetime) -> Hold:
+        body = HoldRequest(user_id=user_id, quantity=quantity, expires_at=expires_at)
+        response = await self._call("PUT", hold_path(product_id, order_id),
+                                    body.model_dump(mode="json"))
+        if response.status == 200:
+            return Hold.model_validate(response.body)
+        if response.status == 503:
+            raise StockUnavailable()
+        raise _refusal(response)
+
+    async def release(self, *, product_id: int, order_id: int) -> bool:
+        """True once the units are back (or there never was a hold to give back)."""
+        response = await self._call("POST", hold_path(product_id, order_id) + "/release")
+        return response.status in (200, 404)
+
+    async def commit(self, *, product_id: int, order_id: int) -> str:
+        """'committed', 'released' (too late: the units went back) or 'missing'."""
+        response = await self._call("POST", hold_path(product_id, order_id) + "/commit")
+        if response.status == 200:
+            return "committed"
+        if response.status == 409:
+            return "released"
+        if response.status == 404:
+            return "missing"
+        raise StockUnavailable(f"stock_service answered {response.status} to a commit.")
+
+    async def held_holds(self, *, created_before: datetime, after: int, limit: int) -> HoldPage:
+        path = (f"{HELD_HOLDS_PATH}?created_before={to_utc_z(created_before)}"
+                f"&after={after}&limit={limit}")
+        response = await self._call("GET", path)
+        if response.status != 200:
+            raise StockUnavailable(f"stock_service answered {response.status} to a hold list.")
+        return HoldPage.model_validate(response.body)
+
+    async def _call(self, method: str, path: str, body: object = None) -> ServiceResponse:
+        try:
+            return await self.client.request(method, path, json_body=body)
+        except ServiceCallFailed as failed:
+            raise StockUnavailable() from failed
+
+
+class PaymentsClient:
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def latest_for_order(self, order_id: int) -> PaymentView | None:
+        response = await self.client.request("GET", by_order_path(order_id))
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise ServiceCallFailed(self.client.name, f"answered {response.status}")
+        return PaymentView.model_validate(response.body)
+
+    async def refund(self, order_id: int) -> bool:
+        """True once the order's charge is refunded (or there was none to refund)."""
+        response = await self.client.request("POST", by_order_path(order_id, "refund"))
+        return response.status in (200, 404)

@@ -1,0 +1,25 @@
+"""The problems the order routes answer with; `code` is what clients switch on. A reserve's
+refusals (sold_out, sale_not_open, ...) are the stock contract's, passed on as they are."""
+
+from __future__ import annotations
+
+from shared.errors import InvalidState, NotFound, ServiceUnavailable
+
+
+class OrderNotFound(NotFound):
+    title = "Order not found"
+
+
+class OrderNotPayable(InvalidState):
+    title = "The order cannot be paid now"
+
+
+class OrderNotCancellable(InvalidState):
+    title = "The order cannot be cancelled in its state"
+
+
+class StockUnavailable(ServiceUnavailable):
+    title = "Stock could not be reserved right now"
+
+    def __init__(self, detail: str = "The stock service did not answer; retry shortly.") -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})

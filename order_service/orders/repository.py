@@ -1,0 +1,221 @@
+"""Every SQL statement of orders. Each state change is one conditional UPDATE with the expected
+old state in its WHERE, so a race between pay, cancel and expire ends one way only: whoever
+matches the row first wins, the others match nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from order_service.orders.models import Order
+from shared.clock import utcnow
+from shared.reads import ReadSession
+
+ORDER_COLUMNS = (Order.id, Order.user_id, Order.product_id, Order.quantity, Order.unit_price,
+                 Order.amount, Order.status, Order.expires_at, Order.created_at)
+ORDER_BY_ID = select(*ORDER_COLUMNS).where(Order.id == bindparam("order_id"))
+# A user's orders, newest first, one page past a cursor (the first page has no cursor).
+_NEWEST_FIRST = (Order.created_at.desc(), Order.id.desc())
+ORDERS_OF_USER = (select(*ORDER_COLUMNS).where(Order.user_id == bindparam("user_id"))
+                  .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
+ORDERS_OF_USER_AFTER = (
+    select(*ORDER_COLUMNS)
+    .where(Order.user_id == bindparam("user_id"),
+           tuple_(Order.created_at, Order.id) < tuple_(bindparam("created_at"), bindparam("id")))
+    .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
+ORDERS_OF_USER_IN_STATUS = (
+    select(*ORDER_COLUMNS)
+    .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"))
+    .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
+ORDERS_OF_USER_IN_STATUS_AFTER = (
+    select(*ORDER_COLUMNS)
+    .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"),
+           tuple_(Order.created_at, Order.id) < tuple_(bindparam("created_at"), bindparam("id")))
+    .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
+# MySQL error 1062: the (user, Idempotency-Key) guard, or an order id taken twice.
+DUPLICATE_ENTRY = 1062
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: int
+    user_id: int
+    product_id: int
+    quantity: int
+    unit_price: int
+    amount: int
+    status: str
+    expires_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Settling:
+    """An order with effects still owed to other services."""
+
+    id: int
+    product_id: int
+    status: str
+    stock_effect: str | None
+    payment_effect: str | None
+
+
+def _order(row: Any) -> OrderRow:
+    return OrderRow(**dict(row))
+
+
+class OrderReads:
+    """Reads outside any transaction: the public GETs."""
+
+    def __init__(self, reads: ReadSession) -> None:
+        self.reads = reads
+
+    async def order(self, order_id: int) -> OrderRow | None:
+        row = (await self.reads.execute(ORDER_BY_ID, {"order_id": order_id})).first()
+        return _order(row) if row else None
+
+    async def page(self, user_id: int, *, status: str | None, limit: int,
+                   after: tuple[datetime, int] | None) -> list[OrderRow]:
+        parameters: dict[str, Any] = {"user_id": user_id, "limit": limit}
+        if status is not None:
+            parameters["status"] = status
+        if after is not None:
+            parameters.update(created_at=after[0], id=after[1])
+        statement = {
+            (False, False): ORDERS_OF_USER, (False, True): ORDERS_OF_USER_AFTER,
+            (True, False): ORDERS_OF_USER_IN_STATUS, (True, True): ORDERS_OF_USER_IN_STATUS_AFTER,
+        }[(status is not None, after is not None)]
+        return [_order(row) for row in (await self.reads.execute(statement, parameters)).all()]
+
+
+class OrderRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, *, order_id: int, user_id: int, product_id: int, quantity: int,
+                     unit_price: int, expires_at: datetime, created_at: datetime,
+                     idempotency_key: str | None, idempotency_fingerprint: str | None) -> None:
+        """Raises IntegrityError (1062) when the user's Idempotency-Key already made an order."""
+        await self.session.execute(insert(Order).values(
+            id=order_id, user_id=user_id, product_id=product_id, quantity=quantity,
+            unit_price=unit_price, amount=unit_price * quantity, status="pending_payment",
+            expires_at=expires_at, created_at=created_at, updated_at=created_at,
+            idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint))
+
+    async def by_idempotency_key(self, user_id: int, key: str) -> tuple[OrderRow, str] | None:
+        row = (await self.session.execute(
+            select(*ORDER_COLUMNS, Order.idempotency_fingerprint)
+            .where(Order.user_id == user_id, Order.idempotency_key == key))).mappings().first()
+        if row is None:
+            return None
+        values = dict(row)
+        return _order({k: v for k, v in values.items() if k != "idempotency_fingerprint"}), \
+            str(values["idempotency_fingerprint"])
+
+    async def order(self, order_id: int) -> OrderRow | None:
+        row = (await self.session.execute(
+            select(*ORDER_COLUMNS).where(Order.id == order_id))).mappings().first()
+        return _order(row) if row else None
+
+    async def existing_ids(self, order_ids: list[int]) -> set[int]:
+        if not order_ids:
+            return set()
+        return set((await self.session.execute(
+            select(Order.id).where(Order.id.in_(order_ids)))).scalars())
+
+    async def _move(self, order_id: int, where: list[Any], **values: Any) -> bool:
+        result = await self.session.execute(
+            update(Order).where(Order.id == order_id, *where)
+            .values(**values, updated_at=utcnow()))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # Payment
+
+    async def lease_for_payment(self, order_id: int, user_id: int, *, token: str,
+                                until: datetime, now: datetime) -> bool:
+        """Only a pending order of this user, not past its deadline, with no payment in flight."""
+        return await self._move(
+            order_id,
+            [Order.user_id == user_id, Order.status == "pending_payment", Order.expires_at > now,
+             or_(Order.lease_until.is_(None), Order.lease_until < now)],
+            lease_token=token, lease_until=until)
+
+    async def mark_paid(self, order_id: int, *, token: str, payment_id: int) -> bool:
+        return await self._move(
+            order_id, [Order.status == "pending_payment", Order.lease_token == token],
+            status="paid", payment_id=payment_id, lease_until=None, stock_effect="commit")
+
+    async def mark_payment_failed(self, order_id: int, *, token: str, payment_id: int) -> bool:
+        return await self._move(
+            order_id, [Order.status == "pending_payment", Order.lease_token == token],
+            status="payment_failed", payment_id=payment_id, lease_until=None,
+            stock_effect="release")
+
+    # Expiry and cancel
+
+    async def expire(self, order_id: int, *, now: datetime) -> bool:
+        """Past its deadline and with no payment lease running."""
+        return await self._move(
+            order_id,
+            [Order.status == "pending_payment", Order.expires_at <= now,
+             or_(Order.lease_until.is_(None), Order.lease_until < now)],
+            status="expired", stock_effect="release")
+
+    async def cancel(self, order_id: int, user_id: int, *, from_status: str) -> bool:
+        """pending_payment -> cancelled, paid -> refunded; the units come back either way."""
+        if from_status == "pending_payment":
+            return await self._move(order_id, [Order.user_id == user_id,
+                                               Order.status == "pending_payment"],
+                                    status="cancelled", stock_effect="release")
+        return await self._move(order_id, [Order.user_id == user_id, Order.status == "paid"],
+                                status="refunded", stock_effect="release",
+                                payment_effect="refund")
+
+    async def refund_unsold(self, order_id: int) -> bool:
+        """A paid order whose units were already gone (its hold released under it): the charge
+        goes back rather than the order keeping money for nothing."""
+        return await self._move(order_id, [Order.status == "paid"], status="refunded",
+                                stock_effect=None, payment_effect="refund")
+
+    async def past_deadline(self, *, now: datetime, limit: int) -> list[tuple[int, str | None,
+                                                                             datetime | None]]:
+        rows = await self.session.execute(
+            select(Order.id, Order.lease_token, Order.lease_until)
+            .where(Order.status == "pending_payment", Order.expires_at <= now)
+            .order_by(Order.expires_at).limit(limit))
+        return [(int(order_id), token, until) for order_id, token, until in rows]
+
+    # Effects owed to other services
+
+    async def settling(self, order_id: int) -> Settling | None:
+        row = (await self.session.execute(
+            select(Order.id, Order.product_id, Order.status, Order.stock_effect,
+                   Order.payment_effect).where(Order.id == order_id))).first()
+        return Settling(*row) if row else None
+
+    async def unsettled(self, *, older_than: datetime, limit: int) -> list[int]:
+        rows = await self.session.execute(
+            select(Order.id)
+            .where(or_(Order.stock_effect.is_not(None), Order.payment_effect.is_not(None)),
+                   Order.updated_at < older_than)
+            .limit(limit))
+        return [int(order_id) for order_id in rows.scalars()]
+
+    async def effect_done(self, order_id: int, *, stock_effect: str | None = None,
+                          payment_effect: str | None = None) -> None:
+        """Clears the effect if it is still the one that was carried out (not a newer one)."""
+        if stock_effect is not None:
+            await self.session.execute(update(Order).where(
+                Order.id == order_id, Order.stock_effect == stock_effect).values(stock_effect=None))
+        if payment_effect is not None:
+            await self.session.execute(update(Order).where(
+                Order.id == order_id, Order.payment_effect == payment_effect,
+            ).values(payment_effect=None))
+
+
+

@@ -1,0 +1,137 @@
+"""HTTP routes of orders, and the internal API payment_service calls (under /internal, never
+routed by the gateway)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from fastapi.responses import JSONResponse
+
+from order_service.dependencies import OrdersServiceDep
+from order_service.orders.errors import (
+    OrderNotCancellable,
+    OrderNotFound,
+    OrderNotPayable,
+    StockUnavailable,
+)
+from order_service.orders.schemas import OrderCreate, OrderOut, OrderPage
+from shared.contracts import MAX_ID
+from shared.errors import (
+    PROBLEM_CONTENT_TYPE,
+    DatabaseUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+)
+from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
+from shared.identity import CurrentUser
+from shared.internal.orders import (
+    PREFIX,
+    OrderState,
+    OrderStatus,
+    PaymentLease,
+    PaymentLeaseRequest,
+    PaymentResult,
+)
+from shared.internal.stock import (
+    ProductNotFound,
+    PurchaseLimitExceeded,
+    SaleClosed,
+    SaleNotOpen,
+    SoldOut,
+)
+from shared.pagination import Cursor, Limit, decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False)
+
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+_CURSOR_FIELDS = {"created_at": str, "id": int}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    responses=problem_responses(
+        Unauthorized, ProductNotFound, SaleNotOpen, SaleClosed, SoldOut, PurchaseLimitExceeded,
+        IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed, StockUnavailable,
+        DatabaseUnavailable),
+    description=(
+        "Reserves `quantity` units for the caller until `expires_at` (the order's time to "
+        "pay). With an `Idempotency-Key`, a retry with the same body returns the first "
+        "answer; while the first is still running, 409 `idempotency_key_in_use`."
+    ),
+)
+async def create_order(body: OrderCreate, user_id: CurrentUser, key: IdempotencyKeyDep,
+                       orders: OrdersServiceDep) -> JSONResponse:
+    answer = await orders.create(user_id, body, key)
+    return JSONResponse(answer.body, status_code=answer.status,
+                        media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else None)
+
+
+@router.get("", responses=problem_responses(Unauthorized, ValidationFailed))
+async def list_orders(user_id: CurrentUser, orders: OrdersServiceDep,
+                      status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
+                      limit: Limit = 20, cursor: Cursor = None) -> OrderPage:
+    key = decode_cursor(cursor, fields=_CURSOR_FIELDS)
+    after = None
+    if key is not None:
+        try:
+            after = (datetime.fromisoformat(key["created_at"]), key["id"])
+        except ValueError:
+            raise ValidationFailed("The cursor is not valid.", loc=("query", "cursor")) from None
+    items = await orders.page(user_id, status=status_filter, limit=limit + 1, after=after)
+    page = items[:limit]
+    next_cursor = None
+    if len(items) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+    return OrderPage(items=page, next_cursor=next_cursor)
+
+
+@router.get("/{order_id}", responses=problem_responses(Unauthorized, OrderNotFound,
+                                                       ValidationFailed))
+async def get_order(order_id: OrderId, user_id: CurrentUser,
+                    orders: OrdersServiceDep) -> OrderOut:
+    return await orders.get(user_id, order_id)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    responses=problem_responses(Unauthorized, OrderNotFound, OrderNotCancellable,
+                                ValidationFailed),
+    description=(
+        "`pending_payment` becomes `cancelled`, `paid` becomes `refunded` (the payment is "
+        "refunded); the units return either way. Any other state: 409 `invalid_state`."
+    ),
+)
+async def cancel_order(order_id: OrderId, user_id: CurrentUser,
+                       orders: OrdersServiceDep) -> OrderOut:
+    return await orders.cancel(user_id, order_id)
+
+
+# Internal: payment_service
+
+
+@internal_router.post("/{order_id}/payment-lease",
+                      responses=problem_responses(OrderNotFound, OrderNotPayable))
+async def lease_for_payment(order_id: OrderId, body: PaymentLeaseRequest,
+                            orders: OrdersServiceDep) -> PaymentLease:
+    return await orders.lease_for_payment(order_id, body.user_id)
+
+
+@internal_router.post("/{order_id}/paid", responses=problem_responses(OrderNotFound,
+                                                                       OrderNotPayable))
+async def order_paid(order_id: OrderId, body: PaymentResult,
+                     orders: OrdersServiceDep) -> OrderState:
+    return await orders.mark_paid(order_id, payment_id=body.payment_id, token=body.lease_token)
+
+
+@internal_router.post("/{order_id}/payment-failed", responses=problem_responses(OrderNotFound))
+async def order_payment_failed(order_id: OrderId, body: PaymentResult,
+                               orders: OrdersServiceDep) -> OrderState:
+    return await orders.mark_payment_failed(order_id, payment_id=body.payment_id,
+                                            token=body.lease_token)
