@@ -16,7 +16,6 @@ from shared.internal.stock import (
     REFUSALS,
     Hold,
     HoldPage,
-    HoldRequest,
     hold_path,
 )
 from shared.schemas import to_utc_z
@@ -37,9 +36,9 @@ class StockClient:
 
     async def reserve(self, *, product_id: int, order_id: int, user_id: int, quantity: int,
                       expires_at: datetime) -> Hold:
-        body = HoldRequest(user_id=user_id, quantity=quantity, expires_at=expires_at)
-        response = await self._call("PUT", hold_path(product_id, order_id),
-                                    body.model_dump(mode="json"))
+        # As HoldRequest reads it (times in ISO-8601 UTC with a Z; ours are naive UTC).
+        body = {"user_id": user_id, "quantity": quantity, "expires_at": to_utc_z(expires_at)}
+        response = await self._call("PUT", hold_path(product_id, order_id), body)
         if response.status == 200:
             return Hold.model_validate(response.body)
         if response.status == 503:

@@ -18,9 +18,11 @@ class Settings(DatastoreSettings):
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     # An unpaid hold whose reserve named no deadline gives its units back after this.
     hold_ttl_seconds: int = Field(default=900, gt=0)
-    # Unpaid holds past their deadline (and this grace, so the order's own expiry goes first)
-    # are released by stock_service itself, looked for this often.
-    expired_hold_grace_seconds: float = Field(default=30.0, ge=0)
+    # Unpaid holds past their deadline and this grace are released by stock_service itself,
+    # looked for this often: the last resort for a hold its order service forgot. The grace
+    # outlasts a payment begun just before the deadline (its lease, 30 s) with room to spare,
+    # so the order's own expiry always decides first.
+    expired_hold_grace_seconds: float = Field(default=300.0, ge=0)
     expired_hold_interval_seconds: float = Field(default=5.0, gt=0)
 
 

@@ -1,0 +1,283 @@
+"""Orders over HTTP against the real stock, order and payment processes: the contract's cases,
+Idempotency-Key, the crowd at the opening second, and every race ending one way only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from order_service.tests.orders.flow import (
+    CARD_DECLINED,
+    cancel,
+    codes,
+    get_order,
+    order,
+    pay,
+    settled,
+)
+from order_service.tests.sale import PAYMENT_TTL_SECONDS, Sale, as_user, register_product
+
+Engines = dict[str, AsyncEngine]
+
+
+def user() -> int:
+    return int.from_bytes(os.urandom(4), "big") + 1
+
+
+def problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+async def test_an_order_holds_its_units_until_paid(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=5, price=39_000)
+    buyer = user()
+    created = await order(http, sale, user=buyer, product=product, quantity=2)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["status"] == "pending_payment"
+    assert (body["user_id"], body["product_id"], body["quantity"]) == (buyer, product, 2)
+    assert (body["unit_price"], body["amount"]) == (39_000, 78_000)
+    assert body["expires_at"].endswith("Z")
+    assert body["id"] < 2**53
+    assert (await get_order(http, sale, user=buyer, order_id=body["id"])).json() == body
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"], counts["sold"]) == (3, 2, 0)
+
+    paid = await pay(http, sale, user=buyer, order_id=body["id"])
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["status"] == "succeeded"
+    assert paid.json()["amount"] == 78_000
+    assert (await get_order(http, sale, user=buyer, order_id=body["id"])).json()["status"] == "paid"
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"], counts["sold"]) == (3, 0, 2)
+
+
+async def test_refusals_carry_the_contracts_codes(http: httpx.AsyncClient, sale: Sale) -> None:
+    product = await register_product(http, sale, total=1, limit_per_user=1)
+    buyer = user()
+    assert (await order(http, sale, user=buyer, product=product)).status_code == 201
+    problem(await order(http, sale, user=buyer, product=product), 409, "purchase_limit_exceeded")
+    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    problem(await order(http, sale, user=user(), product=2**53 - 1), 404, "not_found")
+    later = await register_product(http, sale, total=5, sale_opens_at="2099-01-01T00:00:00Z")
+    problem(await order(http, sale, user=user(), product=later), 409, "sale_not_open")
+    over = await register_product(http, sale, total=5, sale_opens_at="2020-01-01T00:00:00Z",
+                                  sale_closes_at="2021-01-01T00:00:00Z")
+    problem(await order(http, sale, user=user(), product=over), 409, "sale_closed")
+
+
+@pytest.mark.parametrize("body", [
+    {"product_id": 1, "quantity": 0}, {"product_id": 1, "quantity": 101},
+    {"product_id": 0, "quantity": 1}, {"product_id": 2**53, "quantity": 1},
+    {"product_id": "1", "quantity": 1.5}, {"product_id": 1}, {"product_id": 1, "quantity": 1,
+                                                            "price": 1},
+])
+async def test_bad_bodies_are_422_and_reserve_nothing(
+    http: httpx.AsyncClient, sale: Sale, body: dict[str, object]
+) -> None:
+    problem(await order(http, sale, user=user(), product=1, body=body), 422, "validation_error")
+
+
+async def test_orders_are_the_callers_own(http: httpx.AsyncClient, sale: Sale) -> None:
+    product = await register_product(http, sale, total=5)
+    owner, stranger = user(), user()
+    order_id = (await order(http, sale, user=owner, product=product)).json()["id"]
+    problem(await get_order(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    problem(await cancel(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    problem(await pay(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    problem(await http.get(sale.url("order") + f"/api/v1/orders/{order_id}"), 401,
+            "missing_token")
+
+
+async def test_the_list_is_newest_first_filtered_and_paged(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    product = await register_product(http, sale, total=10)
+    buyer = user()
+    ids = [(await order(http, sale, user=buyer, product=product)).json()["id"] for _ in range(5)]
+    await cancel(http, sale, user=buyer, order_id=ids[1])
+    url = sale.url("order") + "/api/v1/orders"
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await http.get(url, params=params, headers=as_user(buyer))).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    cancelled = (await http.get(url, params={"status": "cancelled"},
+                                headers=as_user(buyer))).json()
+    assert [item["id"] for item in cancelled["items"]] == [ids[1]]
+    problem(await http.get(url, params={"status": "lost"}, headers=as_user(buyer)), 422,
+            "validation_error")
+    problem(await http.get(url, params={"cursor": "garbage!"}, headers=as_user(buyer)), 422,
+            "validation_error")
+
+
+async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=10)
+    buyer = user()
+    first = await order(http, sale, user=buyer, product=product, quantity=2, key="k-1")
+    again = await order(http, sale, user=buyer, product=product, quantity=2, key="k-1")
+    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    problem(await order(http, sale, user=buyer, product=product, quantity=3, key="k-1"),
+            422, "idempotency_key_reused")
+    # Another user's key of the same name is another key.
+    assert (await order(http, sale, user=user(), product=product, key="k-1")).status_code == 201
+    # Concurrent duplicates: one order; the others wait (409 in use) or replay it.
+    burst = await asyncio.gather(*(order(http, sale, user=buyer, product=product, key="k-2")
+                                   for _ in range(10)))
+    created = {r.json()["id"] for r in burst if r.status_code == 201}
+    assert len(created) == 1
+    assert all(r.status_code == 201 or r.json()["code"] == "idempotency_key_in_use"
+               for r in burst)
+    # A refusal is kept as the answer too.
+    sold_out = await register_product(http, sale, total=0)
+    first_refusal = await order(http, sale, user=buyer, product=sold_out, key="k-3")
+    problem(first_refusal, 409, "sold_out")
+    assert (await order(http, sale, user=buyer, product=sold_out, key="k-3")).json() == \
+        first_refusal.json()
+    problem(await order(http, sale, user=buyer, product=product, key="x" * 256), 422,
+            "validation_error")
+    counts = await settled(engines, redis, product)
+    assert counts["held"] == 4
+
+
+async def test_300_orders_at_once_for_30_units_sell_exactly_30(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=30)
+    responses = await asyncio.gather(*(order(http, sale, user=user(), product=product)
+                                       for _ in range(300)))
+    assert codes(responses) == {"pending_payment": 30, "sold_out": 270}
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"]) == (0, 30)
+
+
+async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=30, limit_per_user=1)
+    buyers = [user() for _ in range(100)]
+    responses = await asyncio.gather(*(order(http, sale, user=buyer, product=product)
+                                       for buyer in buyers for _ in range(3)))
+    results = codes(responses)
+    assert results["pending_payment"] == 30
+    assert set(results) <= {"pending_payment", "sold_out", "purchase_limit_exceeded"}
+    per_buyer = Counter(r.json()["user_id"] for r in responses if r.status_code == 201)
+    assert max(per_buyer.values()) == 1
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"]) == (0, 30)
+
+
+async def test_cancel_gives_units_back_and_refunds_a_paid_order(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=4)
+    buyer = user()
+    pending = (await order(http, sale, user=buyer, product=product)).json()["id"]
+    paid = (await order(http, sale, user=buyer, product=product)).json()["id"]
+    assert (await pay(http, sale, user=buyer, order_id=paid)).status_code == 201
+    cancelled = await cancel(http, sale, user=buyer, order_id=pending)
+    assert cancelled.json()["status"] == "cancelled"
+    refunded = await cancel(http, sale, user=buyer, order_id=paid)
+    assert refunded.json()["status"] == "refunded"
+    problem(await cancel(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
+    problem(await pay(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"], counts["sold"]) == (4, 0, 0)
+    assert counts["orders"] == {"cancelled": 1, "refunded": 1}
+
+
+async def test_a_declined_card_fails_the_order_and_returns_its_units(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=2)
+    buyer = user()
+    order_id = (await order(http, sale, user=buyer, product=product, quantity=2)).json()["id"]
+    declined = await pay(http, sale, user=buyer, order_id=order_id, card=CARD_DECLINED)
+    assert declined.status_code == 201
+    assert (declined.json()["status"], declined.json()["failure_code"]) == ("failed",
+                                                                            "card_declined")
+    counts = await settled(engines, redis, product)
+    assert counts["orders"] == {"payment_failed": 1}
+    assert counts["remaining"] == 2
+
+
+async def test_unpaid_orders_expire_on_time_unread(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=3)
+    for _ in range(3):
+        assert (await order(http, sale, user=user(), product=product)).status_code == 201
+    await asyncio.sleep(PAYMENT_TTL_SECONDS + 0.5)
+    counts = await settled(engines, redis, product)
+    assert counts["orders"] == {"expired": 3}
+    assert counts["remaining"] == 3
+
+
+async def test_paying_twice_at_once_succeeds_once(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=20)
+    buyer = user()
+    orders = [(await order(http, sale, user=buyer, product=product)).json()["id"]
+              for _ in range(10)]
+    outcomes = await asyncio.gather(*(pay(http, sale, user=buyer, order_id=order_id)
+                                      for order_id in orders for _ in range(3)))
+    succeeded = Counter(r.json()["order_id"] for r in outcomes
+                        if r.status_code == 201 and r.json()["status"] == "succeeded")
+    assert succeeded == dict.fromkeys(orders, 1)
+    assert all(r.status_code == 201 or r.json()["code"] == "invalid_state" for r in outcomes)
+    counts = await settled(engines, redis, product)
+    assert counts["orders"] == {"paid": 10}
+
+
+async def test_cancel_and_pay_at_once_end_one_way(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=20)
+    buyer = user()
+    orders = [(await order(http, sale, user=buyer, product=product)).json()["id"]
+              for _ in range(20)]
+    await asyncio.gather(*(step for order_id in orders for step in (
+        pay(http, sale, user=buyer, order_id=order_id),
+        cancel(http, sale, user=buyer, order_id=order_id))))
+    counts = await settled(engines, redis, product)
+    # Each order is cancelled, refunded (paid first, then cancelled) or paid (cancel lost).
+    assert set(counts["orders"]) <= {"cancelled", "refunded", "paid"}
+    assert sum(counts["orders"].values()) == 20
+
+
+async def test_paying_at_the_deadline_races_expiry_and_ends_one_way(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=50)
+    buyers = [user() for _ in range(50)]
+    made = [(await order(http, sale, user=buyer, product=product)).json() for buyer in buyers]
+    # Pay each order within a few milliseconds of its deadline, either side of it.
+    started = time.monotonic()
+    await asyncio.sleep(max(0.0, PAYMENT_TTL_SECONDS - 0.3 - (time.monotonic() - started)))
+    outcomes = await asyncio.gather(*(pay(http, sale, user=buyer, order_id=o["id"])
+                                      for buyer, o in zip(buyers, made, strict=True)))
+    assert all(r.status_code in (201, 409) for r in outcomes), [r.text for r in outcomes]
+    counts = await settled(engines, redis, product, timeout=30)
+    assert set(counts["orders"]) <= {"paid", "expired"}
+    paid = sum(1 for r in outcomes if r.status_code == 201 and r.json()["status"] == "succeeded")
+    assert counts["orders"].get("paid", 0) == paid
+    assert counts["sold"] == paid
