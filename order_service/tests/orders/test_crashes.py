@@ -1,0 +1,53 @@
+"""A process killed at the worst moment loses nothing: the fault switches (APP_ENV=test only)
+make the service exit at that point, and the test restarts it normally."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from order_service.tests.orders.flow import get_order, order, pay, settled
+from order_service.tests.sale import Sale, register_product
+
+
+def user() -> int:
+    return int.from_bytes(os.urandom(4), "big") + 1
+
+
+async def test_killed_between_reserve_and_insert_the_units_come_back(
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=2)
+    sale.restart("order", ORDER_FAULT_POINT="after_reserve")
+    try:
+        with pytest.raises(httpx.HTTPError):
+            await order(http, sale, user=user(), product=product, quantity=2)
+    finally:
+        sale.restart("order")
+    # A hold no order records: released once it is older than the orphan bound (3 s here).
+    counts = await settled(engines, redis, product, timeout=20)
+    assert (counts["remaining"], counts["held"]) == (2, 0)
+    assert (await order(http, sale, user=user(), product=product, quantity=2)).status_code == 201
+
+
+async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=3)
+    buyer = user()
+    order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
+    sale.restart("payment", PAYMENT_FAULT_POINT="after_outcome")
+    try:
+        with pytest.raises(httpx.HTTPError):
+            await pay(http, sale, user=buyer, order_id=order_id)
+    finally:
+        sale.restart("payment")
+    # The outcome was written with the payment; the outbox delivers it after the restart.
+    counts = await settled(engines, redis, product, timeout=20)
+    assert counts["orders"] == {"paid": 1}
+    assert counts["sold"] == 1
+    assert (await get_order(http, sale, user=buyer, order_id=order_id)).json()["status"] == "paid"
