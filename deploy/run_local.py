@@ -44,6 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
 MAIL_DIR = DATA_DIR / "mail"
 COMPOSE_DEPS = REPO_ROOT / "deploy" / "compose.deps.yml"
+# Given on the command line: a top-level `name:` in the file is refused by docker-compose 1.x.
+DEPS_PROJECT = "preorder-deps"
 MARIADBD = Path("/usr/sbin/mariadbd")
 
 PREFIX_WIDTH = 8
@@ -178,6 +180,15 @@ async def poll_until(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.5)
 
 
+async def compose_command() -> list[str] | None:
+    """Compose v2 (`docker compose`), else v1 (`docker-compose`, Debian's package), else None."""
+    if await command_succeeds("docker", "compose", "version"):
+        return ["docker", "compose"]
+    if await command_succeeds("docker-compose", "version"):
+        return ["docker-compose"]
+    return None
+
+
 async def ensure_datastores(log: LogStream, stores: Datastores) -> None:
     missing = await unreachable(stores)
     if not missing.mysql_servers and not missing.redis_urls:
@@ -188,13 +199,16 @@ async def ensure_datastores(log: LogStream, stores: Datastores) -> None:
         raise SetupError(f"cannot reach {', '.join(_redact(u) for u in remote)}; "
                          "it is not on this machine, so nothing is started for it")
 
-    if await command_succeeds("docker", "info"):
+    compose = await compose_command() if await command_succeeds("docker", "info") else None
+    if compose is not None:
         log.run(f"datastores: not answering; path taken: Docker ({COMPOSE_DEPS.name})")
-        code = await run_command(log, "docker", "docker", "compose", "-f", str(COMPOSE_DEPS),
-                                 "up", "-d", "--wait")
+        up = [*compose, "-p", DEPS_PROJECT, "-f", str(COMPOSE_DEPS), "up", "-d"]
+        # Compose v2 waits for the healthchecks itself; with v1 the polling below does.
+        code = await run_command(log, "docker", *up, *(["--wait"] if len(compose) == 2 else []))
         if code != 0:
             raise SetupError("docker compose could not start MySQL and Redis (see above)")
-        log.run(f"they keep running; stop them with: docker compose -f {COMPOSE_DEPS} down")
+        log.run("they keep running; stop them with: "
+                f"{' '.join(compose)} -p {DEPS_PROJECT} -f {COMPOSE_DEPS} down")
     else:
         log.run("datastores: not answering and no Docker engine; path taken: OS packages")
         await start_from_os_packages(log, mysql=bool(missing.mysql_servers),
