@@ -1,7 +1,12 @@
-"""Fixtures every test package may use: a real SMTP sink and the test Redis database."""
+"""Fixtures every test package may use: a real SMTP sink and the test Redis database.
+
+The environment is `test` for everything the tests build, in this process and in the service
+processes they start (which inherit it): settings default to production otherwise.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -9,6 +14,8 @@ from redis.asyncio import Redis
 
 from shared.testing.datastores import TEST_REDIS_URL
 from shared.testing.mail import MailSink
+
+os.environ["APP_ENV"] = "test"
 
 
 @pytest.fixture(scope="session")

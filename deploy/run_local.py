@@ -353,8 +353,14 @@ async def stop_all(log: LogStream, services: Sequence[RunningService]) -> None:
     await asyncio.gather(*(stop(s) for s in services))
 
 
+def development_environment() -> dict[str, str]:
+    """What every process of `make run` shares: the development environment (settings default
+    to production, which refuses the password-less local database), unless the caller chose."""
+    return {"APP_ENV": os.environ.get("APP_ENV", "development")}
+
+
 def service_environment(services: Sequence[App], sink: MailSink | None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **development_environment(), "PYTHONUNBUFFERED": "1"}
     for service in services:
         if service in SERVICES:
             env.setdefault(f"GATEWAY_{service.env_prefix}_SERVICE_URL", service.local_url)
@@ -514,6 +520,8 @@ def main() -> None:
         parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
     os.chdir(REPO_ROOT)
     DATA_DIR.mkdir(exist_ok=True)
+    # Before any settings are read: the datastore check and the migrations read them too.
+    os.environ.update(development_environment())
     try:
         code = asyncio.run(run(args.services))
     except KeyboardInterrupt:  # Ctrl-C before the services started: nothing of ours is running

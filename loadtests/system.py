@@ -60,8 +60,10 @@ def bench_system() -> Iterator[BenchSystem]:
     upgrade("user_service", database_url, drop_first=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     mail = MailSink().start()
+    # What every process of the benchmark shares (settings default to production).
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING"}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
-        "LOG_LEVEL": "WARNING", "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
+        **common, "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
         "SMTP_PORT": str(mail.port),
     })
@@ -69,8 +71,7 @@ def bench_system() -> Iterator[BenchSystem]:
     try:
         user.start().wait_healthy()
         gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
-            "LOG_LEVEL": "WARNING", "GATEWAY_USER_SERVICE_URL": user.url,
-            "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
+            **common, "GATEWAY_USER_SERVICE_URL": user.url, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
         })
         gateway.start().wait_healthy()
         yield BenchSystem(gateway.url, user.url, mail)

@@ -20,8 +20,11 @@ class ServiceSettings(BaseSettings):
     )
 
     # Shared by every process of one deployment, so it is read without the service's prefix.
+    # Production by default: a forgotten APP_ENV then refuses to start on development defaults
+    # (a generated key, a password-less database) instead of running production on them.
+    # `make run`, the tests and compose's development defaults say `development`/`test`.
     environment: Environment = Field(
-        default="development", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
+        default="production", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
 

@@ -208,6 +208,14 @@ def test_every_contract_variable_is_set(compose: dict[str, Any], package: str) -
     assert not missing, f"docker-compose.yml does not set {sorted(missing)} for {package}"
 
 
+@pytest.mark.parametrize("package", APPS)
+def test_compose_runs_the_development_environment_unless_told_otherwise(
+    compose: dict[str, Any], package: str
+) -> None:
+    # Settings default to production; this file's placeholders are development ones.
+    assert resolve_default(environment_of(compose, package)["APP_ENV"]) == "development"
+
+
 def parse_grants(sql: str) -> dict[str, set[str]]:
     """user -> the schemas it is granted anything on."""
     grants: dict[str, set[str]] = {}

@@ -67,6 +67,14 @@ async def test_services_get_the_sink_and_each_others_addresses(
     assert env["GATEWAY_STOCK_SERVICE_URL"] == "http://127.0.0.1:9005"  # the caller's wins
 
 
+def test_make_run_is_development_unless_the_caller_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings default to production, which refuses the password-less local database.
+    monkeypatch.delenv("APP_ENV", raising=False)
+    assert service_environment(all_services(), None)["APP_ENV"] == "development"
+    monkeypatch.setenv("APP_ENV", "test")
+    assert service_environment(all_services(), None)["APP_ENV"] == "test"
+
+
 def test_log_lines_carry_a_fixed_width_prefix() -> None:
     out = io.StringIO()
     log = LogStream(out)

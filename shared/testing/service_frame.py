@@ -35,7 +35,7 @@ class ServiceFrameTests:
         app_module = importlib.import_module(f"{cls.package}.app")
         settings_module = importlib.import_module(f"{cls.package}.settings")
         create_app: Callable[..., FastAPI] = app_module.create_app
-        return create_app(settings_module.Settings(**settings))
+        return create_app(settings_module.Settings(**{"environment": "test", **settings}))
 
     @pytest.fixture(scope="class")
     @classmethod

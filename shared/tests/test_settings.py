@@ -1,4 +1,5 @@
-"""Settings refuse unsafe development defaults in production, and treat empty variables as unset."""
+"""Settings refuse unsafe development defaults in production (the default environment), and treat
+empty variables as unset."""
 
 from __future__ import annotations
 
@@ -23,7 +24,17 @@ def test_production_refuses_a_passwordless_database(monkeypatch: pytest.MonkeyPa
     production = DemoSettings(environment="production",
                               database_url="mysql+asyncmy://demo:s3cret@db:3306/preorder_demo")
     assert production.is_production()
-    assert DemoSettings().environment == "development"
+    assert DemoSettings(environment="development").environment == "development"
+
+
+def test_production_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Forgetting APP_ENV must never run production on development defaults.
+    for name in ("APP_ENV", "ENVIRONMENT", "DEMO_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="password"):
+        DemoSettings()
+    assert DemoSettings(database_url="mysql+asyncmy://demo:s3cret@db:3306/preorder_demo"
+                        ).environment == "production"
 
 
 def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
