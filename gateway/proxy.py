@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -27,7 +28,14 @@ from gateway.headers import (
 )
 from gateway.problems import send_problem
 from gateway.runtime import GatewayRuntime
-from shared.contracts import CLIENT_IP_HEADER, SESSION_ID_HEADER, USER_ID_HEADER
+from shared.contracts import (
+    CLIENT_IP_HEADER,
+    IDENTITY_SIGNATURE_HEADER,
+    REQUEST_ID_HEADER,
+    SESSION_ID_HEADER,
+    USER_ID_HEADER,
+    identity_signature,
+)
 from shared.request_context import current_request_id
 
 logger = logging.getLogger("gateway.proxy")
@@ -43,6 +51,8 @@ class Proxy:
         self.runtime = runtime
         self.settings = runtime.settings
         self.table = runtime.table
+        # Read once; without it the gateway refuses to start (no service would believe it).
+        self.identity_key = runtime.settings.identity_key()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,11 +141,18 @@ class Proxy:
             return
 
         request_id = current_request_id() or ""
-        headers.append(("X-Request-Id", request_id))
-        headers.append((CLIENT_IP_HEADER, client_address(scope, settings.trusted_proxy_count)))
+        client_ip = client_address(scope, settings.trusted_proxy_count)
+        user_id = session_id = ""
+        headers.append((REQUEST_ID_HEADER, request_id))
+        headers.append((CLIENT_IP_HEADER, client_ip))
         if identity is not None:
-            headers.append((USER_ID_HEADER, str(identity.user_id)))
-            headers.append((SESSION_ID_HEADER, identity.session_id))
+            user_id, session_id = str(identity.user_id), identity.session_id
+            headers.append((USER_ID_HEADER, user_id))
+            headers.append((SESSION_ID_HEADER, session_id))
+        # Signed last, just before forwarding: services believe these headers only with it.
+        headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
+            self.identity_key, timestamp=int(time.time()), user_id=user_id,
+            session_id=session_id, request_id=request_id, client_ip=client_ip)))
 
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")

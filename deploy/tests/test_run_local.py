@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from deploy.run_local import (
     LogStream,
     all_services,
     configured_datastores,
+    development_environment,
     is_loopback,
     service_environment,
 )
@@ -73,6 +75,19 @@ def test_make_run_is_development_unless_the_caller_chose(monkeypatch: pytest.Mon
     assert service_environment(all_services(), None)["APP_ENV"] == "development"
     monkeypatch.setenv("APP_ENV", "test")
     assert service_environment(all_services(), None)["APP_ENV"] == "test"
+
+
+def test_every_process_gets_one_identity_key_kept_in_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
+    key = development_environment(tmp_path)["IDENTITY_SIGNING_KEY"]
+    assert len(key) >= 32
+    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == key  # kept
+    (path,) = tmp_path.iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setenv("IDENTITY_SIGNING_KEY", "the-callers-own-key-" * 2)
+    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == "the-callers-own-key-" * 2
 
 
 def test_log_lines_carry_a_fixed_width_prefix() -> None:

@@ -7,9 +7,11 @@ import json
 import uuid
 
 import httpx
+import jwt
 import pytest
 
 from gateway.tests.e2e import PASSWORD, System, assert_problem, bearer, login, new_email, signed_up
+from shared.testing.identity import signed_identity_headers
 
 
 async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:
@@ -177,6 +179,27 @@ async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClie
     assert bob_me.json()["name"] == "Bob"
     await login(api, bob_email)
     await login(api, alice_email, "alice's new secret")
+
+
+async def test_a_service_port_reached_directly_cannot_act_as_a_user(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Only the gateway's signature makes X-User-Id believable: a process that reaches the
+    service without it cannot act as anyone (issue 12, point 6)."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    me = (await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))).json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    async with httpx.AsyncClient(base_url=system.services["user"].url, timeout=15) as direct:
+        unsigned = await direct.get("/api/v1/users/me", headers={
+            "X-User-Id": str(me["id"]), "X-Session-Id": claims["sid"]})
+        assert unsigned.status_code == 401
+        assert unsigned.json()["code"] == "missing_token"
+        forged = signed_identity_headers(me["id"], claims["sid"], "a-key-the-gateway-never-had")
+        assert (await direct.get("/api/v1/users/me", headers=forged)).status_code == 401
+        changed = await direct.put("/api/v1/users/me/password", json={
+            "current_password": PASSWORD, "new_password": "taken over"}, headers={
+            "X-User-Id": str(me["id"]), "X-Session-Id": claims["sid"]})
+        assert changed.status_code == 401
+    await login(api, me["email"])
 
 
 async def test_unknown_user_is_404(api: httpx.AsyncClient, system: System) -> None:

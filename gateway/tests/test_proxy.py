@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -20,6 +21,8 @@ from gateway.proxy import Proxy
 from gateway.routes import Route, RouteTable
 from gateway.runtime import GatewayRuntime
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from shared.contracts import identity_signature, signature_timestamp
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.net import ThreadedServer
 
 
@@ -37,6 +40,35 @@ async def test_spoofed_identity_headers_are_dropped_without_token(client: httpx.
     assert "x-session-id" not in seen
     assert "x-internal-role" not in seen
     assert seen["x-forwarded-for"] == "127.0.0.1"
+
+
+def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "") -> str:
+    """The signature a service expects for the headers an upstream saw."""
+    timestamp = signature_timestamp(seen["x-identity-signature"])
+    assert timestamp is not None
+    return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
+                              user_id=user_id, session_id=session_id,
+                              request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"])
+
+
+async def test_forwarded_identity_is_signed_for_the_services(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    sid = uuid.uuid4().hex
+    forged = {"X-Identity-Signature": "v1.1." + "0" * 64}
+    signed_in = await client.get("/api/v1/users/me", headers={
+        "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})
+    seen = signed_in.json()["headers"]
+    assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid)
+    # A public route has no caller, but the client address it carries is vouched for too.
+    public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
+    assert public["x-identity-signature"] == signature_of(public)
+
+
+async def test_the_gateway_refuses_to_start_without_the_identity_signing_key(
+        rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    with pytest.raises(RuntimeError, match="IDENTITY_SIGNING_KEY"):
+        create_app(gateway_settings(upstreams, redis_url, identity_signing_key=None))
 
 
 async def test_spoofed_user_id_is_replaced_by_token_identity(rig: Rig, client: httpx.AsyncClient) -> None:

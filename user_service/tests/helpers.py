@@ -13,6 +13,7 @@ import jwt
 
 from shared.testing.apps import RunningApp
 from shared.testing.apps import running_app as running
+from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from user_service.app import create_app
 from user_service.settings import Settings
@@ -53,19 +54,24 @@ async def verified_account(
     return email
 
 
+def from_address(ip: str | None) -> dict[str, str]:
+    """What the gateway forwards on a public route for a client at `ip` (a new one if None)."""
+    return signed_identity_headers(None, None, client_ip=ip or unique_ip())
+
+
 async def login(
     client: httpx.AsyncClient, email: str, password: str = PASSWORD, *, ip: str | None = None
 ) -> httpx.Response:
-    headers = {"X-Forwarded-For": ip} if ip else {}
     return await client.post(
-        "/api/v1/auth/login", json={"email": email, "password": password}, headers=headers
+        "/api/v1/auth/login", json={"email": email, "password": password},
+        headers=from_address(ip),
     )
 
 
-def identity_headers(access_token: str) -> dict[str, str]:
+def identity_headers(access_token: str, *, ip: str = "127.0.0.1") -> dict[str, str]:
     """What the gateway forwards after verifying the token (verification is tested elsewhere)."""
     claims = jwt.decode(access_token, options={"verify_signature": False})
-    return {"X-User-Id": claims["sub"], "X-Session-Id": claims["sid"]}
+    return signed_identity_headers(int(claims["sub"]), claims["sid"], client_ip=ip)
 
 
 async def signed_in(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import revoked_session_key
 from shared.testing.apps import RunningApp
+from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
 from user_service.auth.throttle import email_failures_key
@@ -448,16 +449,21 @@ async def test_logout_with_someone_elses_session_id_revokes_nothing(
 ) -> None:
     _, _, mine = await signed_in(client, mail_sink)
     _, their_tokens, theirs = await signed_in(client, mail_sink)
-    forged = {"X-User-Id": mine["X-User-Id"], "X-Session-Id": theirs["X-Session-Id"]}
+    # As if the gateway itself were fooled into pairing one user with another's session.
+    forged = signed_identity_headers(int(mine["X-User-Id"]), theirs["X-Session-Id"])
     assert (await client.post("/api/v1/auth/logout", headers=forged)).status_code == 204
     # The gateway refuses access tokens by this key: it must not be set for their session.
     assert await redis.get(revoked_session_key(theirs["X-Session-Id"])) is None
     assert (await _refresh(client, their_tokens["refresh_token"])).status_code == 200
 
 
-async def test_logout_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
+async def test_logout_needs_the_gateway_identity(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
     assert_problem(await client.post("/api/v1/auth/logout"), 401, "missing_token")
-    assert_problem(await client.post("/api/v1/auth/logout", headers={"X-User-Id": "1"}),
+    _, _, headers = await signed_in(client, mail_sink)
+    unsigned = {"X-User-Id": headers["X-User-Id"], "X-Session-Id": headers["X-Session-Id"]}
+    assert_problem(await client.post("/api/v1/auth/logout", headers=unsigned),
                    401, "missing_token")
 
 
@@ -466,7 +472,9 @@ async def test_new_access_token_of_a_refresh_carries_the_same_session(
 ) -> None:
     _, tokens, headers = await signed_in(client, mail_sink)
     rotated = (await _refresh(client, tokens["refresh_token"])).json()
-    assert identity_headers(rotated["access_token"]) == headers
+    rotated_identity = identity_headers(rotated["access_token"])
+    assert rotated_identity["X-User-Id"] == headers["X-User-Id"]
+    assert rotated_identity["X-Session-Id"] == headers["X-Session-Id"]
 
 
 # Password change
