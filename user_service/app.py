@@ -20,7 +20,7 @@ from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
 from user_service.auth.tasks import purge_expired_sessions_periodically
-from user_service.auth.throttle import LoginThrottle
+from user_service.auth.throttle import LoginFailureMetrics, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
 from user_service.settings import Settings, get_settings
@@ -31,6 +31,8 @@ from user_service.users.router import router as users_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("user_service", settings.log_level)
+    # Made with the app, not in the lifespan: /metrics is wired up before the app starts.
+    login_failures = LoginFailureMetrics()
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         max_failures_per_email=settings.login_max_failures_per_email,
                         max_failures_per_ip=settings.login_max_failures_per_ip,
                         window_seconds=settings.login_failure_window_seconds,
+                        metrics=login_failures,
                     ),
                 )
                 purge = asyncio.create_task(purge_expired_sessions_periodically(
@@ -72,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="User service",
         resources=open_resources,
         routers=[auth_router, account_router, users_router, well_known_router, internal_users_router],
+        collectors=[login_failures.failures, login_failures.on_targeted_accounts],
     )

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
-from gateway.tests.e2e import System, running_system
+from gateway.tests.e2e import System, client_at, new_client_address, running_system
 from shared.testing.mail import MailSink
 from shared.testing.net import ThreadedServer, free_port
 
@@ -177,5 +177,6 @@ def system(
 
 @pytest.fixture
 async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as client:
+    # From an address of its own: sign-ups, resends and logins are limited per address.
+    async with client_at(system, new_client_address()) as client:
         yield client

@@ -3,6 +3,8 @@ uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import uuid
 
@@ -10,7 +12,17 @@ import httpx
 import jwt
 import pytest
 
-from gateway.tests.e2e import PASSWORD, System, assert_problem, bearer, login, new_email, signed_up
+from gateway.tests.e2e import (
+    PASSWORD,
+    System,
+    assert_problem,
+    bearer,
+    client_at,
+    login,
+    new_client_address,
+    new_email,
+    signed_up,
+)
 from shared.testing.identity import signed_identity_headers
 
 
@@ -147,6 +159,37 @@ async def test_login_failures_are_throttled_per_email(api: httpx.AsyncClient, sy
     throttled = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert_problem(throttled, 429, "too_many_attempts")
     assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_a_strangers_failed_logins_never_lock_the_owner_out(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Failures count per (email, client address) and per address (issue 12, point 1)."""
+    email = await signed_up(api, system.mail)
+    async with client_at(system, new_client_address()) as attacker:
+        for _ in range(10):
+            assert_problem(await attacker.post("/api/v1/auth/login", json={
+                "email": email, "password": "a guess"}), 401, "invalid_credentials")
+        # From there, every attempt is refused now, the right password too.
+        locked = await attacker.post("/api/v1/auth/login",
+                                     json={"email": email, "password": PASSWORD})
+        assert_problem(locked, 429, "too_many_attempts")
+        assert 0 < int(locked.headers["retry-after"]) <= 900
+    await login(api, email)
+
+
+async def test_an_address_past_100_failures_is_refused_for_every_account(
+        api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    async with client_at(system, new_client_address()) as sprayer:
+        guesses = [sprayer.post("/api/v1/auth/login", json={
+            "email": new_email(), "password": "a guess"}) for _ in range(100)]
+        for batch in range(0, 100, 20):
+            for response in await asyncio.gather(*guesses[batch:batch + 20]):
+                assert_problem(response, 401, "invalid_credentials")
+        refused = await sprayer.post("/api/v1/auth/login",
+                                     json={"email": email, "password": PASSWORD})
+        assert_problem(refused, 429, "too_many_attempts")
+    await login(api, email)
 
 
 async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClient, system: System) -> None:

@@ -84,8 +84,10 @@ async def resend_verification(body: ResendRequest, auth: AuthServiceDep) -> Resp
     ),
     description=(
         "Exchanges email and password for an access token and a refresh token. Failed "
-        "attempts are throttled per account and per client address; a right password is "
-        "only refused when the account itself is locked by failures."
+        "attempts are throttled per (email, client address) and per client address: past 10 "
+        "failures for one email from one address, or 100 from one address, within 15 minutes, "
+        "every attempt from there is 429 `too_many_attempts`, right password or not. Other "
+        "addresses are not affected; IPv6 addresses count by their /64."
     ),
 )
 async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -> TokenPair:
@@ -127,16 +129,18 @@ async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: AuthSer
         "Sets a new password and revokes every other session of the user; the caller's "
         "session stays signed in. A wrong current_password is 403 `invalid_credentials`, "
         "not 401: the caller's token is fine, and a 401 would make clients sign out. Wrong "
-        "current passwords count against the account like failed logins (429 "
+        "current passwords count as failed logins from the caller's address (429 "
         "`too_many_attempts` past the limit)."
     ),
 )
 async def change_my_password(
-    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep
+    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep,
+    client_ip: ClientIp,
 ) -> Response:
     await auth.change_password(
         user_id, session_id,
         current_password=body.current_password, new_password=body.new_password,
+        client_ip=client_ip,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -188,25 +188,15 @@ class AuthService:
     # Login, tokens, logout
 
     async def login(self, email: str, password: str, *, client_ip: str) -> TokenPair:
-        attempt = await self.throttle.count_attempt(email)
-        if attempt.blocked:
-            # Refused before the password is even checked: guessing this account is paused.
-            raise TooManyAttempts(
-                "Too many failed logins for this account.", retry_after=attempt.retry_after
-            )
+        await self._admit_password_check(email, client_ip)
         user = await self.repository.get_user_by_email(email)
         # Verified against a dummy hash for unknown emails: equal timing, no enumeration.
         valid = await self.passwords.verify(password, user.password_hash if user else None)
         if user is None or not valid:
-            address = await self.throttle.count_address_failure(client_ip)
-            if address.blocked:
-                raise TooManyAttempts(
-                    "Too many failed logins from this address.",
-                    retry_after=address.retry_after,
-                )
+            await self.throttle.count_failure(email, client_ip,
+                                              user_id=user.id if user else None)
             raise InvalidCredentials()
-        # A right password is never throttled: a crowd behind one NAT must still get in.
-        await self.throttle.clear_email(email)
+        await self.throttle.clear(email, client_ip)
         if not user.email_verified:
             raise EmailNotVerified("Verify your email address before signing in.")
         session_id = secrets.token_hex(16)
@@ -246,29 +236,33 @@ class AuthService:
         await self._revoke_session(session_id, user_id=user_id)
 
     async def change_password(
-        self, user_id: int, session_id: str, *, current_password: str, new_password: str
+        self, user_id: int, session_id: str, *, current_password: str, new_password: str,
+        client_ip: str,
     ) -> None:
         # Locked, so a concurrent change with the same old password waits and then fails
         # against the new hash instead of silently overwriting it.
         user = await self.repository.get_user(user_id, for_update=True)
         if user is None:
             raise UserNotFound()
-        # The login throttle's account counter: with a token in hand, this route must not be
-        # a faster way to guess the password than the login is.
-        attempt = await self.throttle.count_attempt(user.email)
-        if attempt.blocked:
-            raise TooManyAttempts(
-                "Too many failed password checks for this account.",
-                retry_after=attempt.retry_after,
-            )
+        # The login throttle: with a token in hand, this route must not be a faster way to
+        # guess the password than the login is.
+        await self._admit_password_check(user.email, client_ip)
         if not await self.passwords.verify(current_password, user.password_hash):
+            await self.throttle.count_failure(user.email, client_ip, user_id=user.id)
             raise WrongCurrentPassword()
-        await self.throttle.clear_email(user.email)
+        await self.throttle.clear(user.email, client_ip)
         await self.repository.set_password_hash(user, await self.passwords.hash(new_password))
         others = await self.repository.revoke_other_sessions(
             user_id=user_id, keep_session_id=session_id
         )
         await self._publish_revoked(others)
+
+    async def _admit_password_check(self, email: str, client_ip: str) -> None:
+        """Refused before any hashing: a refused guess costs no Argon2 work."""
+        admission = await self.throttle.admit(email, client_ip)
+        if not admission.allowed:
+            raise TooManyAttempts("Too many failed sign-in attempts from this address.",
+                                  retry_after=admission.retry_after)
 
     async def _revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
         if not await self.repository.revoke_session(session_id, user_id=user_id):

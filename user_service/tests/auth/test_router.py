@@ -4,6 +4,8 @@ rotation, logout and the password change."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ from shared.testing.apps import RunningApp
 from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
-from user_service.auth.throttle import email_failures_key
+from user_service.auth.throttle import pair_attempts_key
 from user_service.tests.conftest import SettingsFactory
 from user_service.tests.factories import PASSWORD, unique_email
 from user_service.tests.helpers import (
@@ -276,26 +278,48 @@ async def test_unverified_account_with_right_password_is_email_not_verified(
     assert_problem(await login(client, email, "wrong password"), 401, "invalid_credentials")
 
 
-async def test_ten_failures_lock_the_account_even_for_the_right_password(
+async def test_ten_failures_from_one_address_lock_that_address_out_of_the_account_only(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = await verified_account(client, mail_sink)
+    attacker, owner = unique_ip(), unique_ip()
     for _ in range(10):
-        assert_problem(await login(client, email, "guess", ip=unique_ip()),
+        assert_problem(await login(client, email, "guess", ip=attacker),
                        401, "invalid_credentials")
-    locked = await login(client, email, ip=unique_ip())
+    locked = await login(client, email, ip=attacker)  # the right password, from there
     assert_problem(locked, 429, "too_many_attempts")
     assert 0 < int(locked.headers["Retry-After"]) <= 900
+    # A stranger's failures never lock the owner out.
+    assert (await login(client, email, ip=owner)).status_code == 200
 
 
-async def test_concurrent_wrong_passwords_cannot_outrun_the_account_lock(
+async def test_failures_from_everywhere_are_a_signal_not_a_lock(
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    email = await verified_account(client, mail_sink)
+    with caplog.at_level(logging.WARNING, logger="user_service.auth.throttle"):
+        for _ in range(11):
+            assert_problem(await login(client, email, "guess"), 401, "invalid_credentials")
+    assert (await login(client, email)).status_code == 200
+    user_id = (await client.get("/api/v1/users/me", headers=identity_headers(
+        (await login(client, email)).json()["access_token"]))).json()["id"]
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("many failed logins")]
+    assert (line.user_id, line.failures) == (user_id, 11)  # type: ignore[attr-defined]
+    metrics = (await client.get("/metrics")).text
+    assert re.search(r"^user_login_failures_on_targeted_accounts_total [1-9]", metrics, re.M)
+    assert re.search(r"^user_login_failures_total [1-9]", metrics, re.M)
+
+
+async def test_concurrent_wrong_passwords_cannot_outrun_the_lock(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     # Every guess is admitted or refused atomically: a burst of guesses sent at once must
     # not all be checked against the password before any of them is counted.
     email = await verified_account(client, mail_sink)
+    ip = unique_ip()
     responses = await asyncio.gather(
-        *(login(client, email, f"guess {n}", ip=unique_ip()) for n in range(30))
+        *(login(client, email, f"guess {n}", ip=ip) for n in range(30))
     )
     statuses = [r.status_code for r in responses]
     assert statuses.count(401) == 10, statuses
@@ -304,23 +328,23 @@ async def test_concurrent_wrong_passwords_cannot_outrun_the_account_lock(
         if response.status_code == 429:
             assert_problem(response, 429, "too_many_attempts")
             assert 0 < int(response.headers["Retry-After"]) <= 900
-    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+    assert_problem(await login(client, email, ip=ip), 429, "too_many_attempts")
 
 
-async def test_success_clears_the_account_failures(
+async def test_success_clears_the_failures_of_its_address(
     client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
 ) -> None:
     email = await verified_account(client, mail_sink)
     ip = unique_ip()
     for _ in range(3):
         await login(client, email, "guess", ip=ip)
-    assert await redis.get(email_failures_key(email)) == "3"
-    assert 0 < await redis.ttl(email_failures_key(email)) <= 900
+    assert await redis.get(pair_attempts_key(email, ip)) == "3"
+    assert 0 < await redis.ttl(pair_attempts_key(email, ip)) <= 900
     assert (await login(client, email, ip=ip)).status_code == 200
-    assert await redis.get(email_failures_key(email)) is None
+    assert await redis.get(pair_attempts_key(email, ip)) is None
 
 
-async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
+async def test_a_busy_address_is_refused_every_attempt_and_others_are_not(
     make_settings: SettingsFactory, mail_sink: MailSink
 ) -> None:
     ip = unique_ip()
@@ -330,13 +354,27 @@ async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
         for _ in range(3):
             assert_problem(await login(client, unique_email(), "guess", ip=ip),
                            401, "invalid_credentials")
-        refused = await login(client, email, "guess", ip=ip)
-        assert_problem(refused, 429, "too_many_attempts")
-        assert 0 < int(refused.headers["Retry-After"]) <= 900
-        assert (await login(client, email, ip=ip)).status_code == 200
+        for password in ("guess", PASSWORD):
+            refused = await login(client, email, password, ip=ip)
+            assert_problem(refused, 429, "too_many_attempts")
+            assert 0 < int(refused.headers["Retry-After"]) <= 900
         # Another address is unaffected.
-        assert_problem(await login(client, email, "guess", ip=unique_ip()),
-                       401, "invalid_credentials")
+        assert (await login(client, email, ip=unique_ip())).status_code == 200
+
+
+async def test_ipv6_addresses_count_by_their_64(
+    make_settings: SettingsFactory, mail_sink: MailSink
+) -> None:
+    # One subscriber holds a whole /64: a new address in it is not a new client.
+    async with running_app(make_settings(login_max_failures_per_ip=3)) as app:
+        client = app.client
+        email = await verified_account(client, mail_sink)
+        for host in range(1, 4):
+            assert_problem(await login(client, unique_email(), "guess", ip=f"2001:db8:5::{host}"),
+                           401, "invalid_credentials")
+        assert_problem(await login(client, email, ip="2001:db8:5:0:ffff::9"),
+                       429, "too_many_attempts")
+        assert (await login(client, email, ip="2001:db8:5:1::1")).status_code == 200
 
 
 async def test_login_body_is_validated(client: httpx.AsyncClient) -> None:
@@ -356,12 +394,12 @@ async def test_a_locked_account_cannot_be_entered_through_an_accented_spelling(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = await verified_account(client, mail_sink)
+    ip = unique_ip()
     for _ in range(10):
-        await login(client, email, "guess", ip=unique_ip())
-    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+        await login(client, email, "guess", ip=ip)
+    assert_problem(await login(client, email, ip=ip), 429, "too_many_attempts")
     # The throttle counts per spelling, so the database must not match other spellings.
-    assert_problem(await login(client, _accented(email), ip=unique_ip()),
-                   401, "invalid_credentials")
+    assert_problem(await login(client, _accented(email), ip=ip), 401, "invalid_credentials")
 
 
 async def test_an_accented_spelling_is_another_address(
@@ -518,7 +556,9 @@ async def test_guessing_the_current_password_is_throttled_like_login(
                                json={"current_password": PASSWORD, "new_password": "taken over"})
     assert_problem(refused, 429, "too_many_attempts")
     assert 0 < int(refused.headers["Retry-After"]) <= 900
-    assert_problem(await login(client, email, "taken over"), 429, "too_many_attempts")
+    # They were failed logins from the caller's address, and from there only.
+    assert_problem(await login(client, email, ip="127.0.0.1"), 429, "too_many_attempts")
+    assert (await login(client, email)).status_code == 200
 
 
 async def test_two_changes_with_the_same_old_password_cannot_both_win(

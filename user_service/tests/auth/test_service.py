@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -16,8 +17,11 @@ from shared.db import create_sessionmaker
 from shared.errors import ProblemError
 from shared.testing.apps import RunningApp
 from user_service.auth.models import EmailVerification, LoginSession
+from user_service.auth.passwords import PasswordHasher
 from user_service.auth.service import AuthService
+from user_service.auth.throttle import address_failures_key
 from user_service.tests.factories import (
+    PASSWORD,
     make_login_session,
     make_refresh_token,
     make_user,
@@ -29,26 +33,60 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def auth_service(service: RunningApp, engine: AsyncEngine) -> AsyncIterator[AuthService]:
+async def auth_service(service: RunningApp, engine: AsyncEngine, *,
+                       passwords: PasswordHasher | None = None) -> AsyncIterator[AuthService]:
     """An AuthService on its own request-like session: committed if the call returns."""
     resources = service.resources
     async with create_sessionmaker(engine)() as session:
         yield AuthService(
             session=session, redis=resources.datastores.redis, settings=resources.settings,
-            signer=resources.signer, passwords=resources.passwords, mailer=resources.mailer,
-            throttle=resources.throttle,
+            signer=resources.signer, passwords=passwords or resources.passwords,
+            mailer=resources.mailer, throttle=resources.throttle,
         )
         await session.commit()
 
 
 async def outcome(service: RunningApp, engine: AsyncEngine,
-                  call: Callable[[AuthService], Awaitable[T]]) -> T | str:
+                  call: Callable[[AuthService], Awaitable[T]], *,
+                  passwords: PasswordHasher | None = None) -> T | str:
     """The call's result, or the code of the problem it raised (its transaction rolled back)."""
     try:
-        async with auth_service(service, engine) as auth:
+        async with auth_service(service, engine, passwords=passwords) as auth:
             return await call(auth)
     except ProblemError as problem:
         return problem.code
+
+
+class CountingHasher(PasswordHasher):
+    """Real Argon2id, and a count of the password checks it ran."""
+
+    checks = 0
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        self.checks += 1
+        return await super().verify(password, password_hash)
+
+
+async def test_a_refused_login_costs_no_password_check(
+    service: RunningApp, db_engine: AsyncEngine, session: AsyncSession, redis: Redis
+) -> None:
+    user = await make_user(session)
+    await session.commit()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        hasher = await CountingHasher.create(executor)
+
+        async def attempt(password: str, ip: str) -> object:
+            return await outcome(service, db_engine, lambda auth: auth.login(
+                user.email, password, client_ip=ip), passwords=hasher)
+
+        for _ in range(10):
+            assert await attempt("guess", "10.20.0.1") == "invalid_credentials"
+        assert hasher.checks == 10
+        # Past the limit for this email from this address, and past the address's own limit.
+        assert await attempt(PASSWORD, "10.20.0.1") == "too_many_attempts"
+        await redis.set(address_failures_key("10.20.0.2"), 100, ex=900)
+        assert await attempt(PASSWORD, "10.20.0.2") == "too_many_attempts"
+    assert hasher.checks == 10
 
 
 async def test_a_burst_of_wrong_codes_gets_no_more_than_five_checked(
