@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from user_service.auth.limits import RateLimits, RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
@@ -57,6 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         window_seconds=settings.login_failure_window_seconds,
                         metrics=login_failures,
                     ),
+                    limiter=RequestLimiter(datastores.redis, RateLimits(
+                        signup_per_address=settings.signup_max_per_address,
+                        signup_total=settings.signup_max_total,
+                        resend_per_address=settings.resend_max_per_address,
+                        resend_total=settings.resend_max_total,
+                        verify_per_address=settings.verify_max_per_address,
+                        code_failures_per_day=settings.verification_max_failures_per_day,
+                    )),
                 )
                 purge = asyncio.create_task(purge_expired_sessions_periodically(
                     datastores.sessionmaker,

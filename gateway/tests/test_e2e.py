@@ -192,6 +192,32 @@ async def test_an_address_past_100_failures_is_refused_for_every_account(
     await login(api, email)
 
 
+async def test_sign_up_resend_and_verification_are_limited_per_client_address(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Past the contract's numbers, 429 rate_limited with Retry-After (issue 12, point 3)."""
+    async def signup(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("/api/v1/auth/signup", json={
+            "email": new_email(), "password": PASSWORD, "name": "Many"})
+
+    for _ in range(10):
+        assert (await signup(api)).status_code == 201
+    for _ in range(10):
+        assert (await api.post("/api/v1/auth/verify-email/resend",
+                               json={"email": new_email()})).status_code == 202
+    for _ in range(30):
+        assert_problem(await api.post("/api/v1/auth/verify-email", json={
+            "email": new_email(), "code": "123456"}), 422, "invalid_code")
+    refused = [await signup(api),
+               await api.post("/api/v1/auth/verify-email/resend", json={"email": new_email()}),
+               await api.post("/api/v1/auth/verify-email",
+                              json={"email": new_email(), "code": "123456"})]
+    for response in refused:
+        assert_problem(response, 429, "rate_limited")
+        assert 0 < int(response.headers["retry-after"]) <= 3600
+    async with client_at(system, new_client_address()) as elsewhere:
+        assert (await signup(elsewhere)).status_code == 201
+
+
 async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClient, system: System) -> None:
     alice_email = await signed_up(api, system.mail, name="Alice")
     bob_email = await signed_up(api, system.mail, name="Bob")

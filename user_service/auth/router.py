@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from shared.errors import Unauthorized, ValidationFailed, problem_responses
+from shared.errors import TooManyRequests, Unauthorized, ValidationFailed, problem_responses
 from shared.identity import ClientIp, CurrentSession, CurrentUser
 from user_service.auth.errors import (
     CodeExpired,
@@ -42,23 +42,30 @@ well_known_router = APIRouter(tags=["auth"])
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(EmailTaken, ValidationFailed),
-    description="Creates an unverified account and mails a six-digit code to the address.",
+    responses=problem_responses(EmailTaken, ValidationFailed, TooManyRequests),
+    description=(
+        "Creates an unverified account and mails a six-digit code to the address. At most 10 "
+        "sign-ups per client address per hour (and a total per hour for everyone), else 429 "
+        "`rate_limited` with Retry-After."
+    ),
 )
-async def signup(body: SignupRequest, auth: AuthServiceDep) -> Profile:
-    return Profile.model_validate(await auth.signup(body))
+async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp) -> Profile:
+    return Profile.model_validate(await auth.signup(body, client_ip=client_ip))
 
 
 @router.post(
     "/verify-email",
-    responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed),
+    responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed,
+                                TooManyRequests),
     description=(
         "Confirms the address with the mailed code. Five wrong codes void it (429 until a "
-        "resend issues a new one). Verifying an already verified address answers 200."
+        "resend issues a new one). Verifying an already verified address answers 200. At most "
+        "30 attempts per client address per 15 minutes, else 429 `rate_limited`."
     ),
 )
-async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep) -> EmailVerified:
-    await auth.verify_email(body.email, body.code)
+async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep,
+                       client_ip: ClientIp) -> EmailVerified:
+    await auth.verify_email(body.email, body.code, client_ip=client_ip)
     return EmailVerified()
 
 
@@ -66,14 +73,17 @@ async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep) -> EmailV
     "/verify-email/resend",
     status_code=status.HTTP_202_ACCEPTED,
     response_class=Response,
-    responses=problem_responses(ValidationFailed),
+    responses=problem_responses(ValidationFailed, TooManyRequests),
     description=(
         "Always 202 with no body, whether or not the address has an account. A new code "
-        "(replacing the old one) goes out at most once a minute per address."
+        "(replacing the old one) goes out at most once a minute per address. At most 10 "
+        "resends per client address per hour (and a total per hour for everyone), else 429 "
+        "`rate_limited`."
     ),
 )
-async def resend_verification(body: ResendRequest, auth: AuthServiceDep) -> Response:
-    await auth.resend_verification(body.email)
+async def resend_verification(body: ResendRequest, auth: AuthServiceDep,
+                              client_ip: ClientIp) -> Response:
+    await auth.resend_verification(body.email, client_ip=client_ip)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
 from shared.db import in_own_transaction, run_after_commit
+from shared.errors import TooManyRequests
 from user_service.auth.errors import (
     CodeExpired,
     EmailNotVerified,
@@ -27,12 +28,13 @@ from user_service.auth.errors import (
     TooManyAttempts,
     WrongCurrentPassword,
 )
+from user_service.auth.limits import RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import publish_revoked_sessions
 from user_service.auth.schemas import SignupRequest, TokenPair
-from user_service.auth.throttle import LoginThrottle
+from user_service.auth.throttle import Admission, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.settings import Settings
 from user_service.users.errors import UserNotFound
@@ -69,6 +71,7 @@ class AuthService:
         passwords: PasswordHasher,
         mailer: Mailer,
         throttle: LoginThrottle,
+        limiter: RequestLimiter,
     ) -> None:
         self.session = session
         self.repository = AuthRepository(session)
@@ -78,10 +81,12 @@ class AuthService:
         self.passwords = passwords
         self.mailer = mailer
         self.throttle = throttle
+        self.limiter = limiter
 
     # Sign-up and email verification
 
-    async def signup(self, request: SignupRequest) -> User:
+    async def signup(self, request: SignupRequest, *, client_ip: str) -> User:
+        await self._within_limit(await self.limiter.signup(client_ip), "sign-ups")
         if await self.repository.get_user_by_email(request.email) is not None:
             raise EmailTaken()
         password_hash = await self.passwords.hash(request.password)
@@ -106,8 +111,10 @@ class AuthService:
         run_after_commit(self.session, partial(self._send_code, user.email, code))
         return user
 
-    async def resend_verification(self, email: str) -> None:
-        """Silent whatever happens: the caller must not learn whether the address has an account."""
+    async def resend_verification(self, email: str, *, client_ip: str) -> None:
+        """Silent whatever happens: the caller must not learn whether the address has an account.
+        (Counted whatever the address, so the limit reveals nothing either.)"""
+        await self._within_limit(await self.limiter.resend(client_ip), "resends")
         user = await self.repository.get_user_by_email(email)
         if user is None or user.email_verified:
             return
@@ -120,7 +127,8 @@ class AuthService:
         code = await self._issue_code(user.id)
         run_after_commit(self.session, partial(self._send_code, user.email, code))
 
-    async def verify_email(self, email: str, code: str) -> None:
+    async def verify_email(self, email: str, code: str, *, client_ip: str) -> None:
+        await self._within_limit(await self.limiter.verify(client_ip), "verification attempts")
         user = await self.repository.get_user_by_email(email)
         if user is None:
             raise InvalidCode()
@@ -160,6 +168,12 @@ class AuthService:
         # Conditional on the code, so a double-submitted right code verifies once and answers
         # 200 twice (the second finds the account verified above).
         await self.repository.mark_email_verified(user, code_hash=code_hash)
+
+    @staticmethod
+    async def _within_limit(admission: Admission, what: str) -> None:
+        if not admission.allowed:
+            raise TooManyRequests(f"Too many {what}; try again later.",
+                                  retry_after=admission.retry_after)
 
     async def _issue_code(self, user_id: int) -> str:
         code = f"{secrets.randbelow(10**6):06d}"

@@ -36,11 +36,30 @@ def unique_ip() -> str:
     return f"10.{raw[0]}.{raw[1]}.{raw[2]}"
 
 
+def from_address(ip: str | None) -> dict[str, str]:
+    """What the gateway forwards on a public route for a client at `ip` (a new one if None)."""
+    return signed_identity_headers(None, None, client_ip=ip or unique_ip())
+
+
 async def signup(
-    client: httpx.AsyncClient, email: str, *, password: str = PASSWORD, **fields: Any
+    client: httpx.AsyncClient, email: str, *, password: str = PASSWORD, ip: str | None = None,
+    **fields: Any,
 ) -> httpx.Response:
+    """From a client address of its own unless `ip` says (sign-ups are limited per address)."""
     body = {"email": email, "password": password, "name": "Min-ji", **fields}
-    return await client.post("/api/v1/auth/signup", json=body)
+    return await client.post("/api/v1/auth/signup", json=body, headers=from_address(ip))
+
+
+async def verify(
+    client: httpx.AsyncClient, email: str, code: str, *, ip: str | None = None
+) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code},
+                             headers=from_address(ip))
+
+
+async def resend(client: httpx.AsyncClient, email: str, *, ip: str | None = None) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify-email/resend", json={"email": email},
+                             headers=from_address(ip))
 
 
 async def verified_account(
@@ -49,14 +68,8 @@ async def verified_account(
     email = unique_email()
     assert (await signup(client, email, password=password)).status_code == 201
     code = (await mail_sink.wait_for(email)).code
-    response = await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
-    assert response.status_code == 200
+    assert (await verify(client, email, code)).status_code == 200
     return email
-
-
-def from_address(ip: str | None) -> dict[str, str]:
-    """What the gateway forwards on a public route for a client at `ip` (a new one if None)."""
-    return signed_identity_headers(None, None, client_ip=ip or unique_ip())
 
 
 async def login(

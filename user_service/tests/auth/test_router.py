@@ -19,6 +19,7 @@ from shared.testing.apps import RunningApp
 from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
+from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY
 from user_service.auth.throttle import pair_attempts_key
 from user_service.tests.conftest import SettingsFactory
 from user_service.tests.factories import PASSWORD, unique_email
@@ -27,20 +28,18 @@ from user_service.tests.helpers import (
     assert_problem,
     identity_headers,
     login,
+    resend,
     running_app,
     signed_in,
     signup,
     unique_ip,
     verified_account,
+    verify,
 )
 
 
 def _without_request_id(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "request_id"}
-
-
-async def _verify(client: httpx.AsyncClient, email: str, code: str) -> httpx.Response:
-    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
 
 
 def _wrong(code: str) -> str:
@@ -118,10 +117,56 @@ async def test_failed_mail_keeps_the_account_and_resend_delivers_a_code(
         await after_commit_done(broken_mail)
     assert mail_sink.mails_to(email) == []
 
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     code = (await mail_sink.wait_for(email)).code
-    assert (await _verify(client, email, code)).status_code == 200
+    assert (await verify(client, email, code)).status_code == 200
+
+
+# Rate limits
+
+
+async def test_sign_ups_are_limited_per_client_address(client: httpx.AsyncClient) -> None:
+    ip = unique_ip()
+    for _ in range(10):
+        assert (await signup(client, unique_email(), ip=ip)).status_code == 201
+    refused = await signup(client, unique_email(), ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert (await signup(client, unique_email(), ip=unique_ip())).status_code == 201
+
+
+async def test_resends_and_verifications_are_limited_per_client_address(
+    client: httpx.AsyncClient,
+) -> None:
+    # Counted whatever the address asked about, so the limit reveals no account either.
+    ip = unique_ip()
+    for _ in range(10):
+        assert (await resend(client, unique_email(), ip=ip)).status_code == 202
+    refused = await resend(client, unique_email(), ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    for _ in range(30):
+        assert_problem(await verify(client, unique_email(), "123456", ip=ip), 422, "invalid_code")
+    refused = await verify(client, unique_email(), "123456", ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 900
+    assert (await resend(client, unique_email(), ip=unique_ip())).status_code == 202
+
+
+async def test_sign_ups_and_resends_are_limited_for_everyone_together(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # However many addresses a party has, it cannot spend the whole mail quota.
+    await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
+    try:
+        async with running_app(make_settings(signup_max_total=2, resend_max_total=2)) as app:
+            for _ in range(2):
+                assert (await signup(app.client, unique_email())).status_code == 201
+                assert (await resend(app.client, unique_email())).status_code == 202
+            assert_problem(await signup(app.client, unique_email()), 429, "rate_limited")
+            assert_problem(await resend(app.client, unique_email()), 429, "rate_limited")
+    finally:
+        await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
 
 
 # Email verification
@@ -133,9 +178,9 @@ async def test_wrong_code_and_unknown_email_are_invalid_code(
     email = unique_email()
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
-    assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
-    assert_problem(await _verify(client, unique_email(), code), 422, "invalid_code")
-    assert (await _verify(client, email, code)).status_code == 200
+    assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
+    assert_problem(await verify(client, unique_email(), code), 422, "invalid_code")
+    assert (await verify(client, email, code)).status_code == 200
 
 
 async def test_five_wrong_codes_void_the_code_until_a_resend(
@@ -145,18 +190,17 @@ async def test_five_wrong_codes_void_the_code_until_a_resend(
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
     for _ in range(5):
-        assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
+        assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
 
     # Even the right code is refused now: the failures were committed despite the 422s.
-    voided = await _verify(client, email, code)
+    voided = await verify(client, email, code)
     assert_problem(voided, 429, "too_many_attempts")
     assert int(voided.headers["Retry-After"]) >= 1
 
     await redis.delete(f"mail:resend:{email}")  # the minute between mails has passed
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     new_code = (await mail_sink.wait_for(email, count=2)).code
-    assert (await _verify(client, email, new_code)).status_code == 200
+    assert (await verify(client, email, new_code)).status_code == 200
 
 
 async def test_expired_code_is_code_expired(
@@ -171,14 +215,14 @@ async def test_expired_code_is_code_expired(
                  "WHERE user_id = :id"),
             {"id": user_id},
         )
-    assert_problem(await _verify(client, email, code), 422, "code_expired")
+    assert_problem(await verify(client, email, code), 422, "code_expired")
 
 
 async def test_verifying_twice_is_still_200(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = await verified_account(client, mail_sink)
-    response = await _verify(client, email, "000000")
+    response = await verify(client, email, "000000")
     assert response.status_code == 200
     assert response.json() == {"email_verified": True}
 
@@ -189,7 +233,7 @@ async def test_double_submitted_right_code_is_200_twice(
     email = unique_email()
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
-    responses = await asyncio.gather(*(_verify(client, email, code) for _ in range(2)))
+    responses = await asyncio.gather(*(verify(client, email, code) for _ in range(2)))
     assert [r.status_code for r in responses] == [200, 200]
 
 
@@ -209,7 +253,7 @@ async def test_resend_is_202_for_unknown_and_verified_addresses_and_sends_nothin
     unknown = unique_email()
     verified = await verified_account(client, mail_sink)
     for email in (unknown, verified):
-        response = await client.post("/api/v1/auth/verify-email/resend", json={"email": email})
+        response = await resend(client, email)
         assert response.status_code == 202
         assert response.content == b""
     await after_commit_done(service)
@@ -226,20 +270,19 @@ async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
         await signup(client, email)
         first_code = (await mail_sink.wait_for(email)).code
 
-        resend = {"email": email}
-        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        assert (await resend(client, email)).status_code == 202
         await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 1
 
         await asyncio.sleep(1.1)
-        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        assert (await resend(client, email)).status_code == 202
         second_code = (await mail_sink.wait_for(email, count=2)).code
         await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 2
 
         if second_code != first_code:  # one chance in a million they coincide
-            assert_problem(await _verify(client, email, first_code), 422, "invalid_code")
-        assert (await _verify(client, email, second_code)).status_code == 200
+            assert_problem(await verify(client, email, first_code), 422, "invalid_code")
+        assert (await verify(client, email, second_code)).status_code == 200
 
 
 async def test_a_resend_right_after_signup_sends_no_second_mail(
@@ -248,8 +291,7 @@ async def test_a_resend_right_after_signup_sends_no_second_mail(
     # The sign-up mail may still be on its way (a slow relay) when the client asks again.
     email = unique_email()
     await signup(client, email)
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1
 
@@ -410,8 +452,7 @@ async def test_an_accented_spelling_is_another_address(
     await mail_sink.wait_for(email)
     await after_commit_done(service)
     # Not a way around the one-mail-a-minute limit (each resend also resets the attempts).
-    response = await client.post("/api/v1/auth/verify-email/resend",
-                                 json={"email": _accented(email)})
+    response = await resend(client, _accented(email))
     assert response.status_code == 202
     await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1

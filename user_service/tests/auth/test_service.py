@@ -27,6 +27,7 @@ from user_service.tests.factories import (
     make_user,
     make_verification,
 )
+from user_service.tests.helpers import unique_ip
 from user_service.users.models import User
 
 T = TypeVar("T")
@@ -41,7 +42,7 @@ async def auth_service(service: RunningApp, engine: AsyncEngine, *,
         yield AuthService(
             session=session, redis=resources.datastores.redis, settings=resources.settings,
             signer=resources.signer, passwords=passwords or resources.passwords,
-            mailer=resources.mailer, throttle=resources.throttle,
+            mailer=resources.mailer, throttle=resources.throttle, limiter=resources.limiter,
         )
         await session.commit()
 
@@ -96,12 +97,14 @@ async def test_a_burst_of_wrong_codes_gets_no_more_than_five_checked(
     await make_verification(session, user=user, code="123456")
     await session.commit()
     results = await asyncio.gather(*(
-        outcome(service, db_engine, lambda auth: auth.verify_email(user.email, "654321"))
+        outcome(service, db_engine,
+                lambda auth: auth.verify_email(user.email, "654321", client_ip=unique_ip()))
         for _ in range(12)
     ))
     assert sorted(map(str, results)) == ["invalid_code"] * 5 + ["too_many_attempts"] * 7
     # The code is void now, the right one included: the counts outlived the 422s' rollbacks.
-    right = await outcome(service, db_engine, lambda auth: auth.verify_email(user.email, "123456"))
+    right = await outcome(service, db_engine,
+                          lambda auth: auth.verify_email(user.email, "123456", client_ip=unique_ip()))
     assert right == "too_many_attempts"
 
 
@@ -112,7 +115,7 @@ async def test_the_right_code_on_the_last_allowed_attempt_verifies(
     await make_verification(session, user=user, code="123456", failed_attempts=4)
     await session.commit()
     assert await outcome(service, db_engine,
-                         lambda auth: auth.verify_email(user.email, "123456")) is None
+                         lambda auth: auth.verify_email(user.email, "123456", client_ip=unique_ip())) is None
     verified = await session.get(User, user.id, populate_existing=True)
     assert verified is not None
     assert verified.email_verified
