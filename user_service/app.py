@@ -20,7 +20,7 @@ from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
-from user_service.auth.tasks import purge_expired_sessions_periodically
+from user_service.auth.tasks import purge_expired_sign_in_state_periodically
 from user_service.auth.throttle import LoginFailureMetrics, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         code_failures_per_day=settings.verification_max_failures_per_day,
                     )),
                 )
-                purge = asyncio.create_task(purge_expired_sessions_periodically(
+                purge = asyncio.create_task(purge_expired_sign_in_state_periodically(
                     datastores.sessionmaker,
                     refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
                     interval_seconds=settings.purge_interval_seconds,

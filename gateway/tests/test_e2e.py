@@ -142,6 +142,44 @@ async def test_verification_code_errors(api: httpx.AsyncClient, system: System) 
     assert int(locked.headers["retry-after"]) > 0
 
 
+async def test_verify_email_reveals_nothing_about_an_address(
+        api: httpx.AsyncClient, system: System) -> None:
+    """An unknown address, a verified one and a wrong code answer alike (issue 12, point 5)."""
+    verified = await signed_up(api, system.mail)
+    pending = new_email()
+    await api.post("/api/v1/auth/signup", json={"email": pending, "password": PASSWORD,
+                                                "name": "P"})
+    code = (await system.mail.wait_for(pending)).code
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    bodies = []
+    for email, attempt in ((pending, wrong), (new_email(), code), (verified, code)):
+        response = await api.post("/api/v1/auth/verify-email",
+                                  json={"email": email, "code": attempt})
+        assert_problem(response, 422, "invalid_code")
+        bodies.append({k: v for k, v in response.json().items() if k != "request_id"})
+    assert bodies[0] == bodies[1] == bodies[2]
+
+
+async def test_a_new_sign_up_replaces_an_unverified_account(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Whoever typed an address first does not keep it: the mailbox decides (point 4)."""
+    email = new_email()
+    squatter = await api.post("/api/v1/auth/signup", json={
+        "email": email, "password": "the squatter's password", "name": "Squatter"})
+    assert squatter.status_code == 201
+    owner = await api.post("/api/v1/auth/signup", json={
+        "email": email, "password": PASSWORD, "name": "Owner"})
+    assert owner.status_code == 201, owner.text
+    code = (await system.mail.wait_for(email, count=2)).code
+    verified = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert verified.status_code == 200
+    tokens = await login(api, email)
+    me = await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert me.json()["name"] == "Owner"
+    assert_problem(await api.post("/api/v1/auth/login", json={
+        "email": email, "password": "the squatter's password"}), 401, "invalid_credentials")
+
+
 async def test_resend_does_not_reveal_accounts(api: httpx.AsyncClient) -> None:
     unknown = await api.post("/api/v1/auth/verify-email/resend", json={"email": new_email()})
     assert unknown.status_code == 202

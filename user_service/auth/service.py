@@ -87,9 +87,13 @@ class AuthService:
 
     async def signup(self, request: SignupRequest, *, client_ip: str) -> User:
         await self._within_limit(await self.limiter.signup(client_ip), "sign-ups")
-        if await self.repository.get_user_by_email(request.email) is not None:
+        existing = await self.repository.get_user_by_email(request.email)
+        if existing is not None and existing.email_verified:
             raise EmailTaken()
         password_hash = await self.passwords.hash(request.password)
+        # An unverified account proves nothing (anyone can type an address): a new sign-up
+        # replaces it, and the new code goes to the mailbox, whose owner alone can use it.
+        await self.repository.delete_unverified_user(request.email)
         try:
             user = await self.repository.create_user(
                 email=request.email,
@@ -130,10 +134,10 @@ class AuthService:
     async def verify_email(self, email: str, code: str, *, client_ip: str) -> None:
         await self._within_limit(await self.limiter.verify(client_ip), "verification attempts")
         user = await self.repository.get_user_by_email(email)
-        if user is None:
+        # An unknown address and a verified one answer as a wrong code does: nothing here tells
+        # whether an address has an account.
+        if user is None or user.email_verified:
             raise InvalidCode()
-        if user.email_verified:
-            return
         verification = await self.repository.get_verification(user.id)
         if verification is None:
             raise InvalidCode()
@@ -144,6 +148,12 @@ class AuthService:
             )
         if verification.expires_at <= utcnow():
             raise CodeExpired("The code has expired: request a new one.")
+        # A day's cap per address, whatever the resends and new sign-ups: five a code would
+        # otherwise be unbounded with a resend a minute.
+        today = await self.limiter.code_attempt(email)
+        if not today.allowed:
+            raise TooManyAttempts("Too many wrong codes today for this address.",
+                                  retry_after=today.retry_after)
         # Every attempt is counted before the code is compared, in one conditional UPDATE, so a
         # burst of parallel guesses cannot all slip in under the limit. It commits on its own:
         # a wrong code fails the request, and the rollback must not undo the count.
@@ -156,18 +166,19 @@ class AuthService:
         )
         if not counted:
             # Verified, replaced or used up since it was read: answer as the row is now.
-            await self.session.refresh(user)
-            if user.email_verified:
-                return
+            current = await self.repository.get_user(user_id, fresh=True)
+            if current is None or current.email_verified:
+                raise InvalidCode()
             raise TooManyAttempts(
                 "Too many wrong codes: request a new one.",
                 retry_after=await self._seconds_until_resend(email),
             )
         if not hmac.compare_digest(code_hash, hash_code(user_id, code)):
             raise InvalidCode()
-        # Conditional on the code, so a double-submitted right code verifies once and answers
-        # 200 twice (the second finds the account verified above).
-        await self.repository.mark_email_verified(user, code_hash=code_hash)
+        # Conditional on the code, so a double-submitted right code verifies once; the second
+        # finds it spent, and answers as for any verified address.
+        if not await self.repository.mark_email_verified(user, code_hash=code_hash):
+            raise InvalidCode()
 
     @staticmethod
     async def _within_limit(admission: Admission, what: str) -> None:

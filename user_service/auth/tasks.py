@@ -1,6 +1,7 @@
 """Background loops of sign-in: the periodic purge of what can no longer be used, expired
-refresh tokens, then the sessions left with none. Without it both tables grow by a row or two
-with every login, forever.
+refresh tokens, then the sessions left with none, and accounts never verified within a day.
+Without it both tables grow by a row or two with every login, forever, and an address typed by
+someone who does not own it would stay taken.
 
 A token is kept for a day past its expiry, so a late refresh still gets `token_expired` rather
 than `invalid_token`. Deletes go in small batches, each its own transaction, so the purge never
@@ -21,6 +22,8 @@ from user_service.auth.repository import AuthRepository
 logger = logging.getLogger("user_service.housekeeping")
 
 EXPIRED_GRACE = timedelta(days=1)
+# API.md: unverified accounts are deleted after 24 hours.
+UNVERIFIED_ACCOUNT_LIFETIME = timedelta(hours=24)
 BATCH = 1000
 
 
@@ -48,15 +51,32 @@ async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
     return tokens, sessions
 
 
-async def purge_expired_sessions_periodically(sessionmaker: async_sessionmaker[AsyncSession], *,
-                             refresh_token_ttl: timedelta, interval_seconds: float) -> None:
+async def purge_unverified_accounts(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Deletes accounts never verified within a day of their sign-up; returns how many."""
+    deleted_total = 0
+    created_before = utcnow() - UNVERIFIED_ACCOUNT_LIFETIME
+    while True:
+        async with sessionmaker() as session, session.begin():
+            deleted = await AuthRepository(session).delete_unverified_users(
+                created_before=created_before, limit=BATCH)
+        deleted_total += deleted
+        if deleted < BATCH:
+            return deleted_total
+
+
+async def purge_expired_sign_in_state_periodically(
+    sessionmaker: async_sessionmaker[AsyncSession], *, refresh_token_ttl: timedelta,
+    interval_seconds: float,
+) -> None:
     while True:
         try:
             tokens, sessions = await purge_expired_sessions(
                 sessionmaker, refresh_token_ttl=refresh_token_ttl)
-            if tokens or sessions:
-                logger.info("purged expired sign-in state",
-                            extra={"refresh_tokens": tokens, "sessions": sessions})
+            accounts = await purge_unverified_accounts(sessionmaker)
+            if tokens or sessions or accounts:
+                logger.info("purged expired sign-in state", extra={
+                    "refresh_tokens": tokens, "sessions": sessions,
+                    "unverified_accounts": accounts})
         except Exception:
             # A failed round (database restarting, say) is retried at the next interval.
             logger.exception("purge of expired sign-in state failed")

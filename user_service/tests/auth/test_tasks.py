@@ -10,8 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared.clock import utcnow
 from shared.db import create_sessionmaker
 from user_service.auth.models import LoginSession, RefreshToken
-from user_service.auth.tasks import purge_expired_sessions
-from user_service.tests.factories import make_login_session, make_refresh_token, make_user
+from user_service.auth.tasks import purge_expired_sessions, purge_unverified_accounts
+from user_service.tests.factories import (
+    make_login_session,
+    make_refresh_token,
+    make_user,
+    make_verification,
+)
+from user_service.users.models import User
 
 TTL = timedelta(days=30)
 
@@ -50,3 +56,19 @@ async def test_purge_keeps_live_state_and_removes_dead(
     assert await tokens_of(session, active) == 1
     assert await tokens_of(session, abandoned) is None
     assert await tokens_of(session, recent) == 1
+
+
+async def test_purge_deletes_accounts_unverified_for_over_a_day(
+    db_engine: AsyncEngine, session: AsyncSession
+) -> None:
+    # Otherwise an address typed by someone who does not own it would stay taken.
+    now = utcnow()
+    squatted = await make_user(session, verified=False, created_at=now - timedelta(hours=25))
+    await make_verification(session, user=squatted)
+    pending = await make_user(session, verified=False, created_at=now - timedelta(hours=23))
+    old_but_verified = await make_user(session, verified=True, created_at=now - timedelta(days=9))
+    await session.commit()
+    assert await purge_unverified_accounts(create_sessionmaker(db_engine)) >= 1
+    for user, kept in ((squatted, False), (pending, True), (old_but_verified, True)):
+        row = await session.get(User, user.id, populate_existing=True)
+        assert (row is not None) is kept
