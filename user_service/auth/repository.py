@@ -23,6 +23,13 @@ class AuthRepository:
         return await self.session.get(User, user_id, with_for_update=for_update,
                                       populate_existing=fresh)
 
+    async def current_password_hash(self, user_id: int) -> str | None:
+        """The committed hash, read under a shared lock held until this transaction ends: a
+        password change (which locks the row for update) waits for it, or it for the change."""
+        result = await self.session.execute(
+            select(User.password_hash).where(User.id == user_id).with_for_update(read=True))
+        return result.scalar_one_or_none()
+
     async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         query = select(User).where(User.email == email)
         if for_update:

@@ -224,6 +224,12 @@ class AuthService:
         await self.throttle.clear(email, client_ip)
         if not user.email_verified:
             raise EmailNotVerified("Verify your email address before signing in.")
+        # The password was checked against the hash read before hashing began; a change may
+        # have committed since (and revoked every session it found, not this one, which does
+        # not exist yet). Under a lock the change must wait for, the hash must still be the one
+        # checked: then a change after this point sees this session and revokes it.
+        if await self.repository.current_password_hash(user.id) != user.password_hash:
+            raise InvalidCredentials()
         session_id = secrets.token_hex(16)
         await self.repository.create_session(session_id=session_id, user_id=user.id)
         return await self._issue_tokens(user_id=user.id, session_id=session_id)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.contracts import revoked_session_key
@@ -134,3 +135,41 @@ async def test_a_reused_refresh_token_revokes_its_session_though_the_request_fai
     assert revoked is not None
     assert revoked.revoked_at is not None
     assert await redis.get(revoked_session_key(login.id)) == "1"
+
+
+class GatedHasher(PasswordHasher):
+    """Real Argon2id; each check, once done, waits at a gate: the race made to happen."""
+
+    reached: asyncio.Event
+    release: asyncio.Event
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        matches = await super().verify(password, password_hash)
+        self.reached.set()
+        await self.release.wait()
+        return matches
+
+
+async def test_a_login_racing_a_password_change_does_not_outlive_it(
+    service: RunningApp, db_engine: AsyncEngine, session: AsyncSession
+) -> None:
+    # The login checked the old password; the change commits (revoking every session it can
+    # see) before the login writes its session. That session must not be the one that lives.
+    user = await make_user(session)
+    changer = await make_login_session(session, user=user)
+    await session.commit()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        hasher = await GatedHasher.create(executor)
+        hasher.reached, hasher.release = asyncio.Event(), asyncio.Event()
+        racing_login = asyncio.create_task(outcome(service, db_engine, lambda auth: auth.login(
+            user.email, PASSWORD, client_ip=unique_ip()), passwords=hasher))
+        await hasher.reached.wait()
+        changed = await outcome(service, db_engine, lambda auth: auth.change_password(
+            user.id, changer.id, current_password=PASSWORD, new_password="a brand new secret",
+            client_ip=unique_ip()))
+        assert changed is None
+        hasher.release.set()
+        await racing_login
+    live = (await session.execute(select(LoginSession.id).where(
+        LoginSession.user_id == user.id, LoginSession.revoked_at.is_(None)))).scalars().all()
+    assert list(live) == [changer.id]
