@@ -27,6 +27,7 @@ from gateway.headers import (
     relative_location,
 )
 from gateway.problems import send_problem
+from gateway.revocation import RevocationStateMissing
 from gateway.runtime import GatewayRuntime
 from shared.contracts import (
     CLIENT_IP_HEADER,
@@ -116,9 +117,9 @@ class Proxy:
                 await send_problem(send, 401, rejected.code, rejected.detail,
                                    [(b"www-authenticate", b'Bearer realm="api"')])
                 return
-            except (RedisError, KeysUnavailable) as exc:
-                # Fail closed: without the revocation list a logged-out token could pass, and
-                # without keys no token can be checked at all.
+            except (RedisError, RevocationStateMissing, KeysUnavailable) as exc:
+                # Fail closed: without the revocation list (Redis down, or its data lost) a
+                # logged-out token could pass, and without keys no token can be checked at all.
                 logger.error("token check unavailable", extra={"error": repr(exc)})
                 await send_problem(send, 503, "upstream_unavailable",
                                    "Sign-in state cannot be checked right now.",

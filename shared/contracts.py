@@ -61,6 +61,14 @@ def internal_user_path(user_id: int) -> str:
     return INTERNAL_USER_PATH.format(user_id=user_id)
 
 
+# Redis is the fast gate, MySQL the truth: user_service writes this key (no expiry) once every
+# session revoked within the access-token lifetime is in Redis. If Redis loses its data (a
+# restart without persistence, a failover, a FLUSHDB) the key is gone with the revocations, and
+# the gateway refuses every token (503) until user_service has published them again from MySQL.
+# Its value is when that was done (unix seconds), for whoever looks.
+REVOCATION_EPOCH_KEY = "auth:revocation-epoch"
+
+
 # Services believe the identity headers above only under the gateway's signature, so a process
 # that reaches a service's port directly cannot speak for any user (or pose as any client
 # address, which throttling keys on). The signature is HMAC-SHA256 keyed with

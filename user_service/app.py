@@ -1,5 +1,5 @@
 """user_service application: the lifespan builds its Resources (datastores, signing keys, hasher
-pool, mailer, throttle) and runs the purge loop."""
+pool, mailer, throttles) and runs the background loops (purge, revocation watch)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
-from user_service.auth.tasks import purge_expired_sign_in_state_periodically
+from user_service.auth.tasks import (
+    keep_revocations_published,
+    purge_expired_sign_in_state_periodically,
+)
 from user_service.auth.throttle import LoginFailureMetrics, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
@@ -72,12 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
                     interval_seconds=settings.purge_interval_seconds,
                 ))
+                stop_watching = asyncio.Event()
+                revocations = asyncio.create_task(keep_revocations_published(
+                    datastores.sessionmaker, datastores.redis, stop=stop_watching,
+                    access_token_ttl_seconds=settings.access_token_ttl_seconds,
+                ))
                 try:
                     yield resources
                 finally:
+                    stop_watching.set()
                     purge.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await purge
+                    await revocations
 
     return create_service_app(
         service="user_service",

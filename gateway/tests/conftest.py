@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -25,6 +26,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.tests.e2e import System, client_at, new_client_address, running_system
 from shared.testing.mail import MailSink
+from shared.contracts import REVOCATION_EPOCH_KEY
 from shared.testing.net import ThreadedServer, free_port
 
 ISSUER = "preorder-user-service"
@@ -142,6 +144,13 @@ def gateway_settings(upstreams: dict[str, str], redis_url: str, **overrides: Any
                   jwks_refetch_interval_seconds=0.0, environment="test")
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture(autouse=True)
+async def revocations_published(redis: Redis) -> None:
+    """What user_service keeps true in production: without the epoch key the gateway refuses
+    every token, as it must when Redis has lost the revoked sessions."""
+    await redis.set(REVOCATION_EPOCH_KEY, "1")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import uuid
 import httpx
 import jwt
 import pytest
+from redis.asyncio import Redis
 
 from gateway.tests.e2e import (
     PASSWORD,
@@ -79,6 +80,26 @@ async def test_full_account_flow(api: httpx.AsyncClient, system: System) -> None
     assert_problem(after, 401, "token_revoked")
     dead_refresh = await api.post("/api/v1/auth/refresh", json={"refresh_token": new_tokens["refresh_token"]})
     assert dead_refresh.status_code == 401
+
+
+async def test_a_logged_out_token_stays_refused_when_redis_loses_its_data(
+        api: httpx.AsyncClient, system: System, redis: Redis) -> None:
+    """Redis is the fast gate, MySQL the truth (issue 12, point 7): after FLUSHDB the gateway
+    fails closed until user_service has published the revocations again, then 401."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    me = bearer(tokens["access_token"])
+    assert (await api.post("/api/v1/auth/logout", headers=me)).status_code == 204
+    await redis.flushdb()  # this suite's own database only
+    answers: list[int] = []
+    async with asyncio.timeout(10):
+        while not answers or answers[-1] == 503:
+            response = await api.get("/api/v1/users/me", headers=me)
+            answers.append(response.status_code)
+            if response.status_code == 503:
+                assert_problem(response, 503, "upstream_unavailable")
+                await asyncio.sleep(0.05)
+    assert set(answers) <= {503, 401}, answers
+    assert_problem(response, 401, "token_revoked")
 
 
 async def test_refresh_token_reuse_revokes_the_session(api: httpx.AsyncClient, system: System) -> None:

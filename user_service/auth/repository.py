@@ -198,6 +198,10 @@ class AuthRepository:
             )
         return session_ids
 
+    async def sessions_revoked_since(self, since: datetime) -> list[str]:
+        query = select(LoginSession.id).where(LoginSession.revoked_at >= since)
+        return list((await self.session.execute(query)).scalars())
+
     async def delete_expired_refresh_tokens(self, *, expired_before: datetime, limit: int) -> int:
         ids = select(RefreshToken.id).where(RefreshToken.expires_at < expired_before).limit(limit)
         found = list((await self.session.execute(ids)).scalars())
