@@ -102,6 +102,19 @@ async def test_a_logged_out_token_stays_refused_when_redis_loses_its_data(
     assert_problem(response, 401, "token_revoked")
 
 
+async def test_responses_carrying_tokens_are_not_to_be_stored(
+        api: httpx.AsyncClient, system: System) -> None:
+    """RFC 6749 5.1 (issue 12, point 9)."""
+    email = await signed_up(api, system.mail)
+    logged_in = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    refreshed = await api.post("/api/v1/auth/refresh",
+                               json={"refresh_token": logged_in.json()["refresh_token"]})
+    for response in (logged_in, refreshed):
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["pragma"] == "no-cache"
+
+
 async def test_refresh_token_reuse_revokes_the_session(api: httpx.AsyncClient, system: System) -> None:
     email = await signed_up(api, system.mail)
     tokens = await login(api, email)

@@ -100,7 +100,9 @@ async def resend_verification(body: ResendRequest, auth: AuthServiceDep,
         "addresses are not affected; IPv6 addresses count by their /64."
     ),
 )
-async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -> TokenPair:
+async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp,
+                response: Response) -> TokenPair:
+    _not_to_be_stored(response)
     return await auth.login(body.email, body.password, client_ip=client_ip)
 
 
@@ -112,8 +114,15 @@ async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -
         "revokes its whole session (401 token_revoked)."
     ),
 )
-async def refresh(body: RefreshRequest, auth: AuthServiceDep) -> TokenPair:
+async def refresh(body: RefreshRequest, auth: AuthServiceDep, response: Response) -> TokenPair:
+    _not_to_be_stored(response)
     return await auth.refresh(body.refresh_token)
+
+
+def _not_to_be_stored(response: Response) -> None:
+    """RFC 6749 5.1: no cache on the way may keep a response that carries tokens."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
 
 
 @router.post(
