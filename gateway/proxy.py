@@ -59,7 +59,9 @@ class Proxy:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        match = self.table.match(scope["method"], scope["path"])
+        # The raw path, as forwarded: what is matched is exactly what the upstream receives.
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        match = self.table.match(scope["method"], raw_path)
         if match is None:
             await self.app(scope, receive, send)
             return

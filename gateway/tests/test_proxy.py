@@ -130,6 +130,20 @@ async def test_unroutable_paths_are_404(rig: Rig, client: httpx.AsyncClient, pat
     assert response.json()["code"] == "not_found"
 
 
+async def test_a_newline_after_a_public_path_is_not_the_public_route(
+        client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/auth/login%0A", json={})
+    assert response.status_code in (401, 404), response.text
+    assert response.json()["code"] in ("missing_token", "not_found")
+
+
+async def test_an_encoded_slash_is_refused_as_sent(rig: Rig, client: httpx.AsyncClient) -> None:
+    # The decoded path has a plain slash where the client wrote %2F: the raw path decides.
+    response = await client.get("/api/v1/users/a%2Fb", headers=auth(rig))
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
 async def test_method_query_and_body_pass_through(rig: Rig, client: httpx.AsyncClient) -> None:
     response = await client.patch("/api/v1/users/me?a=1&b=%20x", content=b'{"name": "Kim"}',
                                   headers={**auth(rig), "Content-Type": "application/json"})
