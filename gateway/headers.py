@@ -33,6 +33,15 @@ def is_identity_header(name: bytes) -> bool:
 HEAD_RESPONSE_DROP = RESPONSE_DROP - {b"content-length"}
 
 
+def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names a request's Connection header lists (lower case)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return frozenset(named)
+
+
 def client_address(scope: Scope, trusted_proxy_count: int) -> str:
     """The socket peer, or the X-Forwarded-For entry added by the farthest trusted proxy."""
     peer = scope.get("client")

@@ -23,6 +23,7 @@ from gateway.headers import (
     HOP_BY_HOP,
     RESPONSE_DROP,
     client_address,
+    connection_options,
     is_identity_header,
     relative_location,
 )
@@ -41,7 +42,11 @@ from shared.request_context import current_request_id
 
 logger = logging.getLogger("gateway.proxy")
 
-_RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Retried once when a pooled connection turns out closed, which may happen after the upstream
+# read the request: only methods whose repetition has no effect at all. PUT and DELETE are
+# idempotent in state, not in effect: a repeated password change answers 403 and counts as a
+# failed login, a repeated delete answers 404, though the first had succeeded.
+_RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Proxy:
@@ -90,6 +95,9 @@ class Proxy:
         content_length: int | None = None
         expects_continue = False
         headers: list[tuple[str, str]] = []
+        # Headers the client's Connection header names are for this hop only (RFC 9110 7.6.1):
+        # never forwarded, whatever they are called.
+        hop_only = connection_options(scope["headers"])
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.lower()
             if name == b"authorization":
@@ -101,7 +109,7 @@ class Proxy:
                     content_length = int(raw_value)
                 except ValueError:
                     content_length = settings.max_body_bytes + 1
-            if name in HOP_BY_HOP or is_identity_header(name):
+            if name in HOP_BY_HOP or is_identity_header(name) or name in hop_only:
                 continue
             headers.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
 

@@ -144,6 +144,17 @@ async def test_an_encoded_slash_is_refused_as_sent(rig: Rig, client: httpx.Async
     assert response.json()["code"] == "not_found"
 
 
+async def test_headers_named_in_connection_are_not_forwarded(rig: Rig) -> None:
+    raw = await send_raw(rig.gateway, (
+        b"GET /api/v1/products/5 HTTP/1.1\r\nHost: gw\r\nConnection: close, X-Hop-Secret\r\n"
+        b"X-Hop-Secret: for the gateway only\r\nX-Kept: yes\r\n\r\n"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), raw[:200]
+    seen = json.loads(body)["headers"]
+    assert "x-hop-secret" not in seen
+    assert seen["x-kept"] == "yes"
+
+
 async def test_method_query_and_body_pass_through(rig: Rig, client: httpx.AsyncClient) -> None:
     response = await client.patch("/api/v1/users/me?a=1&b=%20x", content=b'{"name": "Kim"}',
                                   headers={**auth(rig), "Content-Type": "application/json"})
@@ -393,3 +404,52 @@ async def test_streamed_upstream_response_arrives_whole(client: httpx.AsyncClien
     assert response.status_code == 200
     assert len(response.content) == 32 * 65536
     assert response.content[-1:] == bytes([65 + 31 % 26])
+
+
+class DroppingUpstream:
+    """Reads each request whole, then closes the connection without an answer: the upstream
+    that went away after it may have done the work."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        self.requests.append(head.split(b" ", 2)[0])
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(("method", "sent"), [("GET", 2), ("PUT", 1), ("DELETE", 1),
+                                              ("POST", 1)])
+async def test_only_requests_without_effect_are_retried_on_a_dropped_connection(
+        rig: Rig, redis_url: str, method: str, sent: int) -> None:
+    # A password change sent twice: the second would answer 403 (and count a failed login)
+    # though the first changed the password.
+    dropping = DroppingUpstream()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["stock"] = await dropping.start()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            response = await c.request(method, "/api/v1/products/3/stock", headers=auth(rig),
+                                       json={"stock": 1} if method != "GET" else None)
+    finally:
+        server.stop()
+        await dropping.stop()
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_unavailable"
+    assert dropping.requests == [method.encode()] * sent
