@@ -42,6 +42,8 @@ def is_session_id(raw: object) -> TypeGuard[str]:
 # Access tokens: user_service signs with these, the gateway verifies against them.
 JWT_ISSUER = "preorder-user-service"
 JWT_AUDIENCE = "preorder-api"
+# The `typ` header of an access token (RFC 9068); the gateway refuses any other.
+ACCESS_TOKEN_TYPE = "at+jwt"
 
 # To revoke a session, user_service sets this key on the Redis the gateway reads; while it
 # exists the gateway answers 401 `token_revoked` to every access token of that session.

@@ -53,7 +53,7 @@ class KeyRing:
 
 def make_token(key: Ed25519PrivateKey, *, kid: str = "k1", sub: str = "42",
                sid: str | None = None, expires_in: int = 300, drop: tuple[str, ...] = (),
-               **overrides: Any) -> str:
+               typ: str = "at+jwt", **overrides: Any) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "sid": sid or uuid.uuid4().hex,
@@ -62,7 +62,7 @@ def make_token(key: Ed25519PrivateKey, *, kid: str = "k1", sub: str = "42",
     claims.update(overrides)
     for name in drop:
         claims.pop(name, None)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": typ})
 
 
 def echo_app(service: str, ring: KeyRing) -> Starlette:

@@ -67,7 +67,7 @@ async def test_login_access_token_verifies_with_the_published_jwks(
     _, tokens, headers = await signed_in(client, mail_sink)
     token = tokens["access_token"]
     header = jwt.get_unverified_header(token)
-    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": published["kid"]}
+    assert header == {"alg": "EdDSA", "typ": "at+jwt", "kid": published["kid"]}  # RFC 9068
 
     key = jwt.PyJWK(published)
     claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="preorder-api",
