@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 revocations = asyncio.create_task(keep_revocations_published(
                     datastores.sessionmaker, datastores.redis, stop=stop_watching,
                     access_token_ttl_seconds=settings.access_token_ttl_seconds,
+                    interval_seconds=settings.revocation_watch_interval_seconds,
                 ))
                 try:
                     yield resources

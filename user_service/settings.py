@@ -56,6 +56,9 @@ class Settings(DatastoreSettings):
     password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, gt=0)
     # How often expired refresh tokens and sessions left without any are deleted.
     purge_interval_seconds: float = Field(default=3600, gt=0)
+    # How often Redis is checked for lost revocations (the epoch key): the gateway refuses
+    # tokens for about this long after Redis lost its data.
+    revocation_watch_interval_seconds: float = Field(default=1.0, gt=0)
 
     smtp_host: str = Field(default="127.0.0.1", validation_alias=_unprefixed("SMTP_HOST"))
     smtp_port: int = Field(default=1025, validation_alias=_unprefixed("SMTP_PORT"))

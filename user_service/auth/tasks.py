@@ -30,9 +30,6 @@ EXPIRED_GRACE = timedelta(days=1)
 # API.md: unverified accounts are deleted after 24 hours.
 UNVERIFIED_ACCOUNT_LIFETIME = timedelta(hours=24)
 BATCH = 1000
-# How often the epoch key is looked for: the gateway answers 503 for at most about this long
-# after Redis lost its data (plus the time to publish again).
-REVOCATION_WATCH_INTERVAL_SECONDS = 1.0
 
 
 async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
@@ -93,7 +90,7 @@ async def purge_expired_sign_in_state_periodically(
 
 async def keep_revocations_published(
     sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, *, stop: asyncio.Event,
-    access_token_ttl_seconds: int, interval_seconds: float = REVOCATION_WATCH_INTERVAL_SECONDS,
+    access_token_ttl_seconds: int, interval_seconds: float,
 ) -> None:
     """At start-up, and whenever the epoch key is missing, publish every recent revocation
     again from MySQL (the gateway refuses tokens meanwhile). The round after such a
