@@ -285,14 +285,22 @@ class RunningService:
     pump: asyncio.Task[None] | None = None
 
 
-async def start_service(log: LogStream, service: App, *, host: str,
-                        env: Mapping[str, str]) -> RunningService:
-    process = await asyncio.create_subprocess_exec(
+def uvicorn_command(service: App, *, host: str) -> list[str]:
+    return [
         sys.executable, "-m", "uvicorn", "--factory", service.factory, "--host", host,
         "--port", str(service.port), "--no-access-log", "--timeout-graceful-shutdown", "5",
         # uvicorn would otherwise believe X-Forwarded-For from loopback peers; the gateway
         # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT).
         "--no-proxy-headers",
+        # No `server: uvicorn` in answers: it tells an attacker which bugs to try.
+        "--no-server-header",
+    ]
+
+
+async def start_service(log: LogStream, service: App, *, host: str,
+                        env: Mapping[str, str]) -> RunningService:
+    process = await asyncio.create_subprocess_exec(
+        *uvicorn_command(service, host=host),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=dict(env),
         # A process group of its own: Ctrl-C reaches only this runner, which stops the services.

@@ -16,6 +16,7 @@ from deploy.run_local import (
     development_environment,
     is_loopback,
     service_environment,
+    uvicorn_command,
 )
 
 
@@ -96,3 +97,12 @@ def test_log_lines_carry_a_fixed_width_prefix() -> None:
     log.line("user", "started")
     log.line("gateway", "ready")
     assert out.getvalue() == "user    | started\ngateway | ready\n"
+
+
+def test_apps_start_without_proxy_headers_or_a_server_header() -> None:
+    # The gateway resolves client addresses itself; `server: uvicorn` only helps an attacker.
+    entrypoint = (Path(__file__).resolve().parents[1] / "entrypoint.sh").read_text()
+    for service in all_services():
+        command = uvicorn_command(service, host="127.0.0.1")
+        assert {"--no-proxy-headers", "--no-server-header"} <= set(command)
+    assert "--no-proxy-headers --no-server-header" in entrypoint

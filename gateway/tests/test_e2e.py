@@ -30,6 +30,7 @@ from shared.testing.identity import signed_identity_headers
 async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:
     response = await api.get("/readyz")
     assert response.status_code == 200, response.text
+    assert "server" not in response.headers  # no `server: uvicorn` (issue 12, point 9)
 
 
 async def test_full_account_flow(api: httpx.AsyncClient, system: System) -> None:
