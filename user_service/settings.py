@@ -33,6 +33,8 @@ class Settings(DatastoreSettings):
     jwt_audience: str = JWT_AUDIENCE
     access_token_ttl_seconds: int = Field(default=900, gt=0)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, gt=0)
+    # A session ends this long after its login, however often it is refreshed (90 days).
+    session_max_lifetime_seconds: int = Field(default=7_776_000, gt=0)
 
     verification_code_ttl_seconds: int = Field(default=600, gt=0)
     verification_max_attempts: int = Field(default=5, gt=0)

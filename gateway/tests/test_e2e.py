@@ -12,6 +12,8 @@ import httpx
 import jwt
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.tests.e2e import (
     PASSWORD,
@@ -24,6 +26,7 @@ from gateway.tests.e2e import (
     new_email,
     signed_up,
 )
+from shared.testing.datastores import database_url_for_tests
 from shared.testing.identity import signed_identity_headers
 
 
@@ -114,6 +117,23 @@ async def test_responses_carrying_tokens_are_not_to_be_stored(
         assert response.status_code == 200
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["pragma"] == "no-cache"
+
+
+async def test_a_session_lives_at_most_90_days_however_often_refreshed(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Issue 12, point 9: refresh cannot stretch a session past 90 days from its login."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    sid = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
+    engine = create_async_engine(database_url_for_tests("preorder_user", "e2e"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE sessions SET created_at = UTC_TIMESTAMP(6) - "
+                                    "INTERVAL 91 DAY WHERE id = :sid"), {"sid": sid})
+    finally:
+        await engine.dispose()
+    assert_problem(await api.post("/api/v1/auth/refresh",
+                                  json={"refresh_token": tokens["refresh_token"]}),
+                   401, "token_expired")
 
 
 async def test_refresh_token_reuse_revokes_the_session(api: httpx.AsyncClient, system: System) -> None:

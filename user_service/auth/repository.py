@@ -136,8 +136,9 @@ class AuthRepository:
         await self.session.flush()
         return True
 
-    async def create_session(self, *, session_id: str, user_id: int) -> None:
-        self.session.add(LoginSession(id=session_id, user_id=user_id, created_at=utcnow()))
+    async def create_session(self, *, session_id: str, user_id: int,
+                             created_at: datetime) -> None:
+        self.session.add(LoginSession(id=session_id, user_id=user_id, created_at=created_at))
         await self.session.flush()
 
     async def add_refresh_token(

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from redis.asyncio import Redis
@@ -231,8 +231,11 @@ class AuthService:
         if await self.repository.current_password_hash(user.id) != user.password_hash:
             raise InvalidCredentials()
         session_id = secrets.token_hex(16)
-        await self.repository.create_session(session_id=session_id, user_id=user.id)
-        return await self._issue_tokens(user_id=user.id, session_id=session_id)
+        started_at = utcnow()
+        await self.repository.create_session(session_id=session_id, user_id=user.id,
+                                             created_at=started_at)
+        return await self._issue_tokens(user_id=user.id, session_id=session_id,
+                                        session_started_at=started_at)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         found = await self.repository.get_refresh_token_for_update(
@@ -258,8 +261,12 @@ class AuthService:
             raise TokenRevoked("This refresh token was already used; the session is revoked.")
         if token.expires_at <= utcnow():
             raise TokenExpired()
+        if login_session.created_at + self._session_lifetime <= utcnow():
+            # However often it was refreshed: a stolen refresh token is not good for ever.
+            raise TokenExpired("The session has reached its maximum age; sign in again.")
         await self.repository.mark_refresh_token_used(token)
-        return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id)
+        return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id,
+                                        session_started_at=login_session.created_at)
 
     async def logout(self, user_id: int, session_id: str) -> None:
         # The sid is the caller's own, vouched for by the gateway; the user_id guard keeps a
@@ -306,12 +313,20 @@ class AuthService:
             access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
         )
 
-    async def _issue_tokens(self, *, user_id: int, session_id: str) -> TokenPair:
+    @property
+    def _session_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.settings.session_max_lifetime_seconds)
+
+    async def _issue_tokens(self, *, user_id: int, session_id: str,
+                            session_started_at: datetime) -> TokenPair:
         refresh_token = secrets.token_urlsafe(32)
+        # Never past the session's end, so no refresh can stretch it.
+        expires_at = min(utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                         session_started_at + self._session_lifetime)
         await self.repository.add_refresh_token(
             session_id=session_id,
             token_hash=hash_refresh_token(refresh_token),
-            expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            expires_at=expires_at,
         )
         return TokenPair(
             access_token=self.signer.issue_access_token(user_id=user_id, session_id=session_id),

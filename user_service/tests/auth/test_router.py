@@ -6,23 +6,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from shared.clock import utcnow
 from shared.contracts import revoked_session_key
 from shared.testing.apps import RunningApp
 from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
 from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY
+from user_service.auth.models import RefreshToken
+from user_service.auth.service import hash_refresh_token
 from user_service.auth.throttle import pair_attempts_key
 from user_service.tests.conftest import SettingsFactory
-from user_service.tests.factories import PASSWORD, unique_email
+from user_service.tests.factories import (
+    PASSWORD,
+    make_login_session,
+    make_refresh_token,
+    make_user,
+    unique_email,
+)
 from user_service.tests.helpers import (
     after_commit_done,
     assert_problem,
@@ -541,6 +551,27 @@ async def test_expired_refresh_token_is_token_expired(
             {"sid": headers["X-Session-Id"]},
         )
     assert_problem(await _refresh(client, tokens["refresh_token"]), 401, "token_expired")
+
+
+async def test_a_session_ends_90_days_after_its_login_however_often_refreshed(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    now = utcnow()
+    old = await make_login_session(session, user=user, created_at=now - timedelta(days=91))
+    fresh_token = await make_refresh_token(session, login_session=old,
+                                           expires_at=now + timedelta(days=29))
+    young = await make_login_session(session, user=user, created_at=now - timedelta(days=89))
+    young_token = await make_refresh_token(session, login_session=young)
+    await session.commit()
+    assert_problem(await _refresh(client, fresh_token), 401, "token_expired")
+    rotated = await _refresh(client, young_token)
+    assert rotated.status_code == 200
+    # The new refresh token ends with the session, a day from now, not 30 days from now.
+    expiry = (await session.execute(select(RefreshToken.expires_at).where(
+        RefreshToken.token_hash == hash_refresh_token(rotated.json()["refresh_token"])))
+    ).scalar_one()
+    assert abs(expiry - (young.created_at + timedelta(days=90))) < timedelta(seconds=1)
 
 
 async def test_concurrent_refreshes_with_one_token_let_exactly_one_win(
