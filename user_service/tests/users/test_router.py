@@ -103,6 +103,13 @@ async def test_patch_changes_only_the_fields_sent_and_null_clears(
         {"name": "n" * 101},
         {"greeting": "g" * 501},
         {"profile_image_url": "javascript:alert(1)"},
+        # Spaces and control characters: a URL that reads one way and goes another.
+        {"profile_image_url": "https://cdn.example.com/a b.png"},
+        {"profile_image_url": "https://cdn.example.com/a.png\n"},
+        {"profile_image_url": "https://cdn.example.com/\x00.png"},
+        {"profile_image_url": "https://cdn.example.com/\u202egnp.exe"},
+        {"profile_image_url": "https://cdn.example.com/\u00a0.png"},
+        {"profile_image_url": "https://cdn.example.com/" + "\u00e9" * 400},  # 2,400 once encoded
         {"email": "new@example.com"},
         {"id": 1},
     ],
@@ -115,6 +122,22 @@ async def test_patch_rejects_bad_fields(
     assert_problem(await client.patch("/api/v1/users/me", headers=headers, json=body),
                    422, "validation_error")
     assert await _me(client, headers) == before
+
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    ("HTTPS://CDN.Example.COM/u/1.png", "https://cdn.example.com/u/1.png"),
+    ("https://cdn.example.com", "https://cdn.example.com/"),
+    ("https://cdn.example.com:443/caf\u00e9.png", "https://cdn.example.com/caf%C3%A9.png"),
+])
+async def test_profile_image_url_is_stored_in_its_normal_form(
+    client: httpx.AsyncClient, session: AsyncSession, sent: str, stored: str
+) -> None:
+    # One spelling per URL: what clients get back is what any URL parser makes of it.
+    headers = await signed_in_headers(session)
+    response = await client.patch("/api/v1/users/me", headers=headers,
+                                  json={"profile_image_url": sent})
+    assert response.json()["profile_image_url"] == stored
+    assert (await _me(client, headers))["profile_image_url"] == stored
 
 
 async def test_patch_only_ever_touches_the_header_user(
