@@ -25,8 +25,8 @@ from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.tests.e2e import System, client_at, new_client_address, running_system
-from shared.testing.mail import MailSink
 from shared.contracts import REVOCATION_EPOCH_KEY
+from shared.testing.mail import MailSink
 from shared.testing.net import ThreadedServer, free_port
 
 ISSUER = "preorder-user-service"

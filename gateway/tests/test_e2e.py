@@ -4,7 +4,6 @@ uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import uuid
 
