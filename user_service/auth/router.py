@@ -44,7 +44,8 @@ well_known_router = APIRouter(tags=["auth"])
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses(EmailTaken, ValidationFailed, TooManyRequests),
     description=(
-        "Creates an unverified account and mails a six-digit code to the address. At most 10 "
+        "Creates an unverified account and mails a six-digit code to the address; an "
+        "unverified account of the address is replaced. At most 10 "
         "sign-ups per client address per hour (and a total per hour for everyone), else 429 "
         "`rate_limited` with Retry-After."
     ),
@@ -58,9 +59,10 @@ async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp)
     responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed,
                                 TooManyRequests),
     description=(
-        "Confirms the address with the mailed code. Five wrong codes void it (429 until a "
-        "resend issues a new one). Verifying an already verified address answers 200. At most "
-        "30 attempts per client address per 15 minutes, else 429 `rate_limited`."
+        "Confirms the address with the mailed code. A wrong code, an unknown address and an "
+        "already verified one all answer 422 `invalid_code`. Five wrong codes void a code (429 "
+        "until a resend issues a new one); at most 20 codes per address a day. At most 30 "
+        "attempts per client address per 15 minutes, else 429 `rate_limited`."
     ),
 )
 async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep,
