@@ -212,6 +212,11 @@ def test_every_contract_variable_is_set(compose: dict[str, Any], package: str) -
     assert not missing, f"docker-compose.yml does not set {sorted(missing)} for {package}"
 
 
+def test_no_default_nests_another_variable() -> None:
+    # docker-compose v1 (the one `make compose-check` runs) leaves `${A:-${B}}` half resolved.
+    assert not re.findall(r"\$\{\w+:?-[^}]*\$\{", COMPOSE_FILE.read_text())
+
+
 def test_redis_requires_a_password_and_every_app_uses_it(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = [resolve_default(part) for part in redis["command"]]
