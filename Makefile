@@ -15,7 +15,7 @@ help:
 	@echo "make test   - the whole test suite against real MariaDB and Redis"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
-	@echo "make keys   - write a development JWT signing key into .env (optional for docker compose)"
+	@echo "make keys   - write development keys (JWT signing, identity signing) into .env (optional for docker compose)"
 	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
 

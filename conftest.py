@@ -1,14 +1,24 @@
-"""Fixtures every test package may use: a real SMTP sink and the test Redis database."""
+"""Fixtures every test package may use: a real SMTP sink and the test Redis database.
+
+The environment is `test` for everything the tests build, in this process and in the service
+processes they start (which inherit it): settings default to production otherwise. They share one
+identity signing key, which shared.testing.identity.signed_identity_headers signs with.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from shared.testing.datastores import TEST_REDIS_URL
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.mail import MailSink
+
+os.environ["APP_ENV"] = "test"
+os.environ["IDENTITY_SIGNING_KEY"] = TEST_IDENTITY_SIGNING_KEY
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 # A database service applies its own Alembic chain first; then uvicorn replaces this shell (exec),
 # so the app runs as PID 1 and receives docker's SIGTERM itself. --no-proxy-headers: the gateway
 # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT); uvicorn must not rewrite them.
+# --no-server-header: no `server: uvicorn` telling an attacker which bugs to try.
 set -eu
 
 service="$1"
@@ -13,4 +14,4 @@ if [ "$service" != "gateway" ]; then
 fi
 
 exec python -m uvicorn --factory "${service}.app:create_app" \
-    --host 0.0.0.0 --port "$port" --no-access-log --no-proxy-headers --timeout-graceful-shutdown 10
+    --host 0.0.0.0 --port "$port" --no-access-log --no-proxy-headers --no-server-header --timeout-graceful-shutdown 10

@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -43,6 +44,7 @@ from deploy.services import GATEWAY, SERVICES, App
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
 MAIL_DIR = DATA_DIR / "mail"
+IDENTITY_KEY_FILENAME = "identity-signing-key"
 COMPOSE_DEPS = REPO_ROOT / "deploy" / "compose.deps.yml"
 # Given on the command line: a top-level `name:` in the file is refused by docker-compose 1.x.
 DEPS_PROJECT = "preorder-deps"
@@ -283,14 +285,22 @@ class RunningService:
     pump: asyncio.Task[None] | None = None
 
 
-async def start_service(log: LogStream, service: App, *, host: str,
-                        env: Mapping[str, str]) -> RunningService:
-    process = await asyncio.create_subprocess_exec(
+def uvicorn_command(service: App, *, host: str) -> list[str]:
+    return [
         sys.executable, "-m", "uvicorn", "--factory", service.factory, "--host", host,
         "--port", str(service.port), "--no-access-log", "--timeout-graceful-shutdown", "5",
         # uvicorn would otherwise believe X-Forwarded-For from loopback peers; the gateway
         # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT).
         "--no-proxy-headers",
+        # No `server: uvicorn` in answers: it tells an attacker which bugs to try.
+        "--no-server-header",
+    ]
+
+
+async def start_service(log: LogStream, service: App, *, host: str,
+                        env: Mapping[str, str]) -> RunningService:
+    process = await asyncio.create_subprocess_exec(
+        *uvicorn_command(service, host=host),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=dict(env),
         # A process group of its own: Ctrl-C reaches only this runner, which stops the services.
@@ -353,8 +363,28 @@ async def stop_all(log: LogStream, services: Sequence[RunningService]) -> None:
     await asyncio.gather(*(stop(s) for s in services))
 
 
+def development_environment(data_dir: Path = DATA_DIR) -> dict[str, str]:
+    """What every process of `make run` shares, unless the caller set it: the development
+    environment (settings default to production, which refuses the password-less local
+    database) and the key the gateway signs forwarded identities with, kept in .data/."""
+    return {"APP_ENV": os.environ.get("APP_ENV", "development"),
+            "IDENTITY_SIGNING_KEY": (os.environ.get("IDENTITY_SIGNING_KEY")
+                                     or load_or_create_identity_key(data_dir))}
+
+
+def load_or_create_identity_key(data_dir: Path) -> str:
+    """One generated key per checkout, readable by its owner only, kept across restarts."""
+    path = data_dir / IDENTITY_KEY_FILENAME
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def service_environment(services: Sequence[App], sink: MailSink | None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **development_environment(), "PYTHONUNBUFFERED": "1"}
     for service in services:
         if service in SERVICES:
             env.setdefault(f"GATEWAY_{service.env_prefix}_SERVICE_URL", service.local_url)
@@ -514,6 +544,8 @@ def main() -> None:
         parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
     os.chdir(REPO_ROOT)
     DATA_DIR.mkdir(exist_ok=True)
+    # Before any settings are read: the datastore check and the migrations read them too.
+    os.environ.update(development_environment())
     try:
         code = asyncio.run(run(args.services))
     except KeyboardInterrupt:  # Ctrl-C before the services started: nothing of ours is running

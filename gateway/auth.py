@@ -14,11 +14,19 @@ from redis.asyncio import Redis
 
 from gateway.jwks import JwksCache
 from gateway.revocation import RevocationList
-from shared.contracts import is_session_id, parse_user_id
+from shared.contracts import ACCESS_TOKEN_TYPE, is_session_id, parse_user_id
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
 _MAX_TOKEN_LENGTH = 4096
+
+
+def is_access_token_type(typ: object) -> bool:
+    """`at+jwt`, or its full media type; media types compare case-insensitively."""
+    if not isinstance(typ, str):
+        return False
+    typ = typ.lower()
+    return typ in (ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}")
 
 
 class TokenRejected(Exception):
@@ -106,6 +114,9 @@ class TokenVerifier:
         kid = header.get("kid")
         if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
             raise TokenRejected("invalid_token", "The access token is not valid.")
+        if not is_access_token_type(header.get("typ")):
+            # RFC 9068/8725: another JWT signed by the same key (an ID token, say) is no pass.
+            raise TokenRejected("invalid_token", "The token is not an access token.")
         key = await self.jwks.get(kid)
         if key is None and not self.jwks.keys:
             raise KeysUnavailable

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from starlette.types import Scope
 
+from shared.contracts import IDENTITY_SIGNATURE_HEADER
+
 # Hop-by-hop headers (RFC 9110 7.6.1) and headers the gateway alone may set.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -13,6 +15,7 @@ HOP_BY_HOP = frozenset({
 IDENTITY = frozenset({
     b"x-user-id", b"x-session-id", b"x-request-id", b"x-forwarded-for", b"x-real-ip",
     b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
+    IDENTITY_SIGNATURE_HEADER.lower().encode(),
 })
 RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
@@ -28,6 +31,15 @@ def is_identity_header(name: bytes) -> bool:
 
 # A HEAD answer has no body; its Content-Length is the upstream's, describing the GET body.
 HEAD_RESPONSE_DROP = RESPONSE_DROP - {b"content-length"}
+
+
+def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names a request's Connection header lists (lower case)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return frozenset(named)
 
 
 def client_address(scope: Scope, trusted_proxy_count: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -22,17 +23,30 @@ from gateway.headers import (
     HOP_BY_HOP,
     RESPONSE_DROP,
     client_address,
+    connection_options,
     is_identity_header,
     relative_location,
 )
 from gateway.problems import send_problem
+from gateway.revocation import RevocationStateMissing
 from gateway.runtime import GatewayRuntime
-from shared.contracts import CLIENT_IP_HEADER, SESSION_ID_HEADER, USER_ID_HEADER
+from shared.contracts import (
+    CLIENT_IP_HEADER,
+    IDENTITY_SIGNATURE_HEADER,
+    REQUEST_ID_HEADER,
+    SESSION_ID_HEADER,
+    USER_ID_HEADER,
+    identity_signature,
+)
 from shared.request_context import current_request_id
 
 logger = logging.getLogger("gateway.proxy")
 
-_RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Retried once when a pooled connection turns out closed, which may happen after the upstream
+# read the request: only methods whose repetition has no effect at all. PUT and DELETE are
+# idempotent in state, not in effect: a repeated password change answers 403 and counts as a
+# failed login, a repeated delete answers 404, though the first had succeeded.
+_RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Proxy:
@@ -43,12 +57,16 @@ class Proxy:
         self.runtime = runtime
         self.settings = runtime.settings
         self.table = runtime.table
+        # Read once; without it the gateway refuses to start (no service would believe it).
+        self.identity_key = runtime.settings.identity_key()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        match = self.table.match(scope["method"], scope["path"])
+        # The raw path, as forwarded: what is matched is exactly what the upstream receives.
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        match = self.table.match(scope["method"], raw_path)
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -77,6 +95,9 @@ class Proxy:
         content_length: int | None = None
         expects_continue = False
         headers: list[tuple[str, str]] = []
+        # Headers the client's Connection header names are for this hop only (RFC 9110 7.6.1):
+        # never forwarded, whatever they are called.
+        hop_only = connection_options(scope["headers"])
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.lower()
             if name == b"authorization":
@@ -88,7 +109,7 @@ class Proxy:
                     content_length = int(raw_value)
                 except ValueError:
                     content_length = settings.max_body_bytes + 1
-            if name in HOP_BY_HOP or is_identity_header(name):
+            if name in HOP_BY_HOP or is_identity_header(name) or name in hop_only:
                 continue
             headers.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
 
@@ -106,9 +127,9 @@ class Proxy:
                 await send_problem(send, 401, rejected.code, rejected.detail,
                                    [(b"www-authenticate", b'Bearer realm="api"')])
                 return
-            except (RedisError, KeysUnavailable) as exc:
-                # Fail closed: without the revocation list a logged-out token could pass, and
-                # without keys no token can be checked at all.
+            except (RedisError, RevocationStateMissing, KeysUnavailable) as exc:
+                # Fail closed: without the revocation list (Redis down, or its data lost) a
+                # logged-out token could pass, and without keys no token can be checked at all.
                 logger.error("token check unavailable", extra={"error": repr(exc)})
                 await send_problem(send, 503, "upstream_unavailable",
                                    "Sign-in state cannot be checked right now.",
@@ -131,11 +152,18 @@ class Proxy:
             return
 
         request_id = current_request_id() or ""
-        headers.append(("X-Request-Id", request_id))
-        headers.append((CLIENT_IP_HEADER, client_address(scope, settings.trusted_proxy_count)))
+        client_ip = client_address(scope, settings.trusted_proxy_count)
+        user_id = session_id = ""
+        headers.append((REQUEST_ID_HEADER, request_id))
+        headers.append((CLIENT_IP_HEADER, client_ip))
         if identity is not None:
-            headers.append((USER_ID_HEADER, str(identity.user_id)))
-            headers.append((SESSION_ID_HEADER, identity.session_id))
+            user_id, session_id = str(identity.user_id), identity.session_id
+            headers.append((USER_ID_HEADER, user_id))
+            headers.append((SESSION_ID_HEADER, session_id))
+        # Signed last, just before forwarding: services believe these headers only with it.
+        headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
+            self.identity_key, timestamp=int(time.time()), user_id=user_id,
+            session_id=session_id, request_id=request_id, client_ip=client_ip)))
 
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")

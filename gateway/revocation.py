@@ -1,4 +1,5 @@
-"""Revoked sessions as the gateway reads them (the key is shared.contracts.REVOKED_SESSION_KEY)."""
+"""Revoked sessions as the gateway reads them (the keys are shared.contracts.REVOKED_SESSION_KEY
+and REVOCATION_EPOCH_KEY)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from shared.contracts import revoked_session_key
+from shared.contracts import REVOCATION_EPOCH_KEY, revoked_session_key
+
+
+class RevocationStateMissing(Exception):
+    """Redis has lost the revoked sessions (the epoch key is gone): no token can be judged
+    until user_service has published them again from MySQL."""
 
 
 class RevocationList:
@@ -37,7 +43,12 @@ class RevocationList:
         self._flush_scheduled = False
         session_ids = list(batch)
         try:
-            found = await self.redis.mget([revoked_session_key(s) for s in session_ids])
+            # The epoch key in the same round trip: its absence means the answers below could
+            # be missing revocations.
+            epoch, *found = await self.redis.mget(
+                [REVOCATION_EPOCH_KEY, *(revoked_session_key(s) for s in session_ids)])
+            if epoch is None:
+                raise RevocationStateMissing
         except Exception as exc:
             for futures in batch.values():
                 for future in futures:

@@ -34,9 +34,11 @@ class Route:
         return (1 if self.is_prefix else 0, -len(self.segments), -literals)
 
     def compile(self) -> re.Pattern[str]:
+        """Matched with fullmatch against the raw path: never ^...$, whose `$` also matches
+        before a trailing newline (`/api/v1/auth/login\n` was the public login route)."""
         parts = [ANY if s.startswith("{") else re.escape(s) for s in self.segments]
         body = "/" + "/".join(parts)
-        return re.compile(f"^{body}(/.*)?$" if self.is_prefix else f"^{body}$")
+        return re.compile(f"{body}(/.*)?" if self.is_prefix else body, re.DOTALL)
 
 
 def _public(*methods: str) -> frozenset[str]:
@@ -87,23 +89,29 @@ class RouteTable:
     def routes(self) -> list[Route]:
         return [route for route, _ in self._compiled]
 
-    def match(self, method: str, path: str) -> RouteMatch | None:
-        if not is_routable(path):
+    def match(self, method: str, raw_path: str) -> RouteMatch | None:
+        """`raw_path`: the path as the client sent it, percent-encoding and all (ASGI's
+        raw_path), which is what the gateway forwards: an upstream decodes what was matched
+        here, and a literal segment spelt with escapes matches nothing."""
+        if not is_routable(raw_path):
             return None
         for route, regex in self._compiled:
-            if regex.match(path):
+            if regex.fullmatch(raw_path):
                 return RouteMatch(route, method in route.public_methods)
         return None
 
 
 _DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+# Raw or percent-encoded C0 controls and DEL: no route has them, and upstreams differ on them.
+_CONTROL = re.compile(r"[\x00-\x20\x7f]|%[01][0-9a-f]|%7f", re.IGNORECASE)
 
 
-def is_routable(path: str) -> bool:
-    """Refuse anything an upstream could normalise into another path, and all of /internal."""
-    lowered = path.lower()
-    if "%2f" in lowered or "%5c" in lowered or "\\" in path or "//" in path:
+def is_routable(raw_path: str) -> bool:
+    """Refuse anything an upstream could normalise into another path (encoded slashes and
+    backslashes, dot segments, empty segments, control characters) and all of /internal."""
+    lowered = raw_path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "\\" in raw_path or "//" in raw_path:
         return False
-    if _DOT_SEGMENT.search(path):
+    if _DOT_SEGMENT.search(raw_path) or _CONTROL.search(raw_path):
         return False
     return not (lowered == "/internal" or lowered.startswith("/internal/"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from deploy.services import SERVICES, service
 from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, refuse_passwordless_redis
 
 
 class Settings(ServiceSettings):
@@ -45,6 +45,11 @@ class Settings(ServiceSettings):
     cors_origins: list[str] = Field(default_factory=list)
     trusted_proxy_count: int = Field(default=0, ge=0, le=10)
     openapi_cache_seconds: float = 30.0
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        refuse_passwordless_redis(self, self.redis_url)
+        return self
 
     def upstreams(self) -> dict[str, str]:
         """Base URL of every service, by its short name (the route table's `service`)."""

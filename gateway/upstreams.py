@@ -31,10 +31,15 @@ class Upstreams:
                 keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                 ttl_dns_cache=300,
             )
-            self.sessions[name] = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
+            # aiohttp would resend PUT and DELETE too when a pooled connection turns out
+            # closed (they are idempotent by the RFC); the proxy decides what is retried
+            # (gateway.proxy._RETRYABLE_METHODS). The attribute has no public setter.
+            session._retry_connection = False
+            self.sessions[name] = session
 
     async def close(self) -> None:
         for session in self.sessions.values():

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,10 +53,13 @@ def feed_system(workdir: Path) -> Iterator[tuple[BenchSystem, str]]:
     """(the system, social_service's database URL)."""
     user_db = database_url_for_tests("preorder_user", "feedbench")
     social_db = database_url_for_tests("preorder_social", "feedbench")
+    # Settings default to production; the migrations here read them too.
+    os.environ["APP_ENV"] = "development"
     upgrade("user_service", user_db, drop_first=True)
     upgrade("social_service", social_db, drop_first=True)
     mail = MailSink().start()
-    quiet = {"LOG_LEVEL": "WARNING"}
+    identity_key = secrets.token_urlsafe(32)
+    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
         **quiet, "USER_DATABASE_URL": user_db, "USER_REDIS_URL": REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
@@ -74,7 +78,7 @@ def feed_system(workdir: Path) -> Iterator[tuple[BenchSystem, str]]:
         for process in (user, social, gateway):
             started.append(process.start())
             process.wait_healthy()
-        yield BenchSystem(gateway.url, user.url, mail), social_db
+        yield BenchSystem(gateway.url, user.url, mail, identity_key), social_db
     finally:
         for process in reversed(started):
             process.stop()

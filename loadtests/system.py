@@ -4,6 +4,7 @@ loopback, with a schema and Redis database of their own and an SMTP sink for sig
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ class BenchSystem:
     gateway_url: str
     user_url: str
     mail: MailSink
+    # What the gateway signs forwarded identities with: a direct caller signs its own with it.
+    identity_key: str
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,16 @@ def hello_world() -> Iterator[str]:
 @contextmanager
 def bench_system() -> Iterator[BenchSystem]:
     database_url = bench_database_url()
+    # Settings default to production; the migration here reads them too.
+    os.environ["APP_ENV"] = "development"
     upgrade("user_service", database_url, drop_first=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     mail = MailSink().start()
+    # What every process of the benchmark shares (settings default to production).
+    identity_key = secrets.token_urlsafe(32)
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
-        "LOG_LEVEL": "WARNING", "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
+        **common, "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
         "SMTP_PORT": str(mail.port),
     })
@@ -69,11 +77,10 @@ def bench_system() -> Iterator[BenchSystem]:
     try:
         user.start().wait_healthy()
         gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
-            "LOG_LEVEL": "WARNING", "GATEWAY_USER_SERVICE_URL": user.url,
-            "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
+            **common, "GATEWAY_USER_SERVICE_URL": user.url, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
         })
         gateway.start().wait_healthy()
-        yield BenchSystem(gateway.url, user.url, mail)
+        yield BenchSystem(gateway.url, user.url, mail, identity_key)
     finally:
         if gateway is not None:
             gateway.stop()

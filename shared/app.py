@@ -4,23 +4,35 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.telemetry import TelemetryConfig
+from prometheus_client.registry import Collector
 
 from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
 from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
+from shared.identity import IDENTITY_KEY_STATE
 from shared.metrics import RequestMetrics
 from shared.middleware import RequestFrameMiddleware
+from shared.settings import ServiceSettings
 
 # FastAPI's built-in OpenTelemetry hooks, off: metrics are Prometheus (shared.metrics), and
 # with them on FastAPI asks on every request whether a provider has been configured.
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
                                  "operation_spans": False}
 
+
+class ServiceResources(HasDatastores, Protocol):
+    """What the frame needs of a service's Resources: its datastores and its settings."""
+
+    @property
+    def settings(self) -> ServiceSettings: ...
+
+
 # Builds the service's frozen Resources object when the app starts and closes it at shutdown.
-OpenResources = Callable[[], AbstractAsyncContextManager[HasDatastores]]
+OpenResources = Callable[[], AbstractAsyncContextManager[ServiceResources]]
 
 
 def create_service_app(
@@ -30,18 +42,25 @@ def create_service_app(
     resources: OpenResources,
     routers: Sequence[APIRouter],
     readiness: Mapping[str, ReadinessCheck] = DATASTORE_CHECKS,
+    collectors: Sequence[Collector] = (),
     version: str = "0.1.0",
 ) -> FastAPI:
+    """`collectors`: the service's own Prometheus metrics, shown on its /metrics beside the
+    request metrics."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         # Yielded as lifespan state: every request finds it in request.state, typed by the
         # service's own dependency (and replaceable in tests through dependency_overrides).
         async with resources() as built:
-            yield {RESOURCES_STATE_KEY: built}
+            # Refuses to start without the key: a service that cannot check the gateway's
+            # signature could only refuse every caller, or believe every one.
+            yield {RESOURCES_STATE_KEY: built, IDENTITY_KEY_STATE: built.settings.identity_key()}
 
     app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
     metrics = RequestMetrics(service)
+    for collector in collectors:
+        metrics.registry.register(collector)
 
     async def metrics_endpoint(_: Request) -> Response:
         return metrics.render()

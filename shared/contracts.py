@@ -5,6 +5,8 @@ A change here changes what one process writes and another reads; both sides must
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import TypeGuard
 
@@ -12,6 +14,8 @@ from typing import TypeGuard
 USER_ID_HEADER = "X-User-Id"
 SESSION_ID_HEADER = "X-Session-Id"
 CLIENT_IP_HEADER = "X-Forwarded-For"
+REQUEST_ID_HEADER = "X-Request-Id"
+IDENTITY_SIGNATURE_HEADER = "X-Identity-Signature"
 
 # Ids are positive integers below 2**53 (API.md), so JavaScript clients hold them exactly.
 MAX_ID = 2**53 - 1
@@ -38,6 +42,8 @@ def is_session_id(raw: object) -> TypeGuard[str]:
 # Access tokens: user_service signs with these, the gateway verifies against them.
 JWT_ISSUER = "preorder-user-service"
 JWT_AUDIENCE = "preorder-api"
+# The `typ` header of an access token (RFC 9068); the gateway refuses any other.
+ACCESS_TOKEN_TYPE = "at+jwt"
 
 # To revoke a session, user_service sets this key on the Redis the gateway reads; while it
 # exists the gateway answers 401 `token_revoked` to every access token of that session.
@@ -55,3 +61,52 @@ INTERNAL_USER_PATH = "/internal/users/{user_id}"
 
 def internal_user_path(user_id: int) -> str:
     return INTERNAL_USER_PATH.format(user_id=user_id)
+
+
+# Redis is the fast gate, MySQL the truth: user_service writes this key (no expiry) once every
+# session revoked within the access-token lifetime is in Redis. If Redis loses its data (a
+# restart without persistence, a failover, a FLUSHDB) the key is gone with the revocations, and
+# the gateway refuses every token (503) until user_service has published them again from MySQL.
+# Its value is when that was done (unix seconds), for whoever looks.
+REVOCATION_EPOCH_KEY = "auth:revocation-epoch"
+
+
+# Services believe the identity headers above only under the gateway's signature, so a process
+# that reaches a service's port directly cannot speak for any user (or pose as any client
+# address, which throttling keys on). The signature is HMAC-SHA256 keyed with
+# IDENTITY_SIGNING_KEY, one secret every process of a deployment reads, over
+#
+#     v1 \n <unix seconds> \n <user id> \n <session id> \n <request id> \n <client address>
+#
+# (user and session id empty on a request without a token), sent as
+# `X-Identity-Signature: v1.<unix seconds>.<hex digest>`. No field can hold a line break (HTTP
+# forbids them in header values), so the fields cannot be shifted into one another.
+IDENTITY_SIGNATURE_VERSION = "v1"
+# A signature further than this from the service's clock is refused, so a captured request
+# cannot be replayed later. The gateway signs just before it forwards; this leaves room for clock
+# skew between hosts and a request queued in a busy service.
+IDENTITY_MAX_AGE_SECONDS = 10
+
+
+def identity_signature(key: bytes, *, timestamp: int, user_id: str, session_id: str,
+                       request_id: str, client_ip: str) -> str:
+    """The X-Identity-Signature value the gateway sends for these forwarded headers."""
+    message = "\n".join((IDENTITY_SIGNATURE_VERSION, str(timestamp), user_id, session_id,
+                         request_id, client_ip))
+    digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    return f"{IDENTITY_SIGNATURE_VERSION}.{timestamp}.{digest}"
+
+
+def signature_timestamp(signature: str) -> int | None:
+    """The signing time a well-formed X-Identity-Signature states, else None."""
+    version, _, rest = signature.partition(".")
+    timestamp, _, digest = rest.partition(".")
+    if version != IDENTITY_SIGNATURE_VERSION or not _TIMESTAMP.fullmatch(timestamp):
+        return None
+    if not _DIGEST.fullmatch(digest):
+        return None
+    return int(timestamp)
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")

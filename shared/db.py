@@ -68,11 +68,12 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
     """The service's engine for transactions (plain reads use shared.reads.ReadSession).
 
     READ COMMITTED: rows locked FOR UPDATE are re-read fresh, and no gap locks turn concurrent
-    inserts into deadlocks.
+    inserts into deadlocks. hide_parameters: an error's message (and so a log line) never
+    carries the statement's values: a password hash, a code hash, an email.
     """
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                  pool_recycle=POOL_RECYCLE_SECONDS, echo=echo,
-                                 isolation_level="READ COMMITTED")
+                                 isolation_level="READ COMMITTED", hide_parameters=True)
     ping_connections_idle_for(engine, IDLE_PING_SECONDS)
     return engine
 

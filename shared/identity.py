@@ -1,41 +1,105 @@
-"""The caller's identity as set by the gateway. Services trust these headers and never parse tokens."""
+"""The caller's identity as the gateway forwards it. Services never parse tokens: they believe the
+identity headers (and the client address) only under the gateway's signature
+(shared.contracts.identity_signature), checked with the key the app's lifespan hands to requests.
+"""
 
 from __future__ import annotations
 
+import hmac
+import logging
+import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from shared.contracts import (
     CLIENT_IP_HEADER,
+    IDENTITY_MAX_AGE_SECONDS,
+    IDENTITY_SIGNATURE_HEADER,
+    REQUEST_ID_HEADER,
     SESSION_ID_HEADER,
     USER_ID_HEADER,
+    identity_signature,
     is_session_id,
     parse_user_id,
+    signature_timestamp,
 )
 from shared.errors import Unauthorized
 
+# The lifespan state key under which create_service_app hands requests the signing key.
+IDENTITY_KEY_STATE = "identity_signing_key"
+logger = logging.getLogger("shared.identity")
 
-async def current_user_id(request: Request) -> int:
-    user_id = parse_user_id(request.headers.get(USER_ID_HEADER))
-    if user_id is None:
+
+@dataclass(frozen=True, slots=True)
+class GatewayIdentity:
+    """What the gateway vouched for: the caller (None on a route without a token) and the client
+    address it resolved."""
+
+    user_id: int | None
+    session_id: str | None
+    client_ip: str
+
+
+def _refuse(reason: str) -> Unauthorized:
+    # Nobody but the gateway (or someone misconfigured) sends these headers: worth a line.
+    logger.warning("identity headers refused", extra={"reason": reason})
+    return Unauthorized("The caller's identity is not signed by the gateway.")
+
+
+async def gateway_identity(request: Request) -> GatewayIdentity | None:
+    """The signed identity, or None when the request carries no signature at all (it did not
+    come through the gateway). A signature that does not check out is a 401."""
+    headers = request.headers
+    signature = headers.get(IDENTITY_SIGNATURE_HEADER)
+    if signature is None:
+        return None
+    key: bytes | None = getattr(request.state, IDENTITY_KEY_STATE, None)
+    if key is None:
+        raise RuntimeError("no identity signing key: build the app with create_service_app")
+    timestamp = signature_timestamp(signature)
+    if timestamp is None:
+        raise _refuse("malformed signature")
+    if abs(time.time() - timestamp) > IDENTITY_MAX_AGE_SECONDS:
+        raise _refuse("stale signature")
+    raw_user_id = headers.get(USER_ID_HEADER, "")
+    raw_session_id = headers.get(SESSION_ID_HEADER, "")
+    client_ip = headers.get(CLIENT_IP_HEADER, "")
+    expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
+                                  session_id=raw_session_id,
+                                  request_id=headers.get(REQUEST_ID_HEADER, ""),
+                                  client_ip=client_ip)
+    if not hmac.compare_digest(expected, signature):
+        raise _refuse("wrong signature")
+    return GatewayIdentity(
+        user_id=parse_user_id(raw_user_id),
+        session_id=raw_session_id if is_session_id(raw_session_id) else None,
+        client_ip=client_ip,
+    )
+
+
+SignedIdentity = Annotated[GatewayIdentity | None, Depends(gateway_identity)]
+
+
+async def current_user_id(identity: SignedIdentity) -> int:
+    if identity is None or identity.user_id is None:
         raise Unauthorized("This route needs a signed-in user.")
-    return user_id
+    return identity.user_id
 
 
-async def current_session_id(request: Request) -> str:
+async def current_session_id(identity: SignedIdentity) -> str:
     """The caller's login session; the gateway sets it beside X-User-Id on every signed-in call."""
-    session_id = request.headers.get(SESSION_ID_HEADER)
-    if not is_session_id(session_id):
+    if identity is None or identity.session_id is None:
         raise Unauthorized("This route needs the caller's session (X-Session-Id).")
-    return session_id
+    return identity.session_id
 
 
-async def client_ip(request: Request) -> str:
-    """The gateway replaces X-Forwarded-For with the one address it resolved; fall back to the peer."""
-    forwarded = request.headers.get(CLIENT_IP_HEADER)
-    if forwarded:
-        return forwarded.split(",")[0].strip()
+async def client_ip(request: Request, identity: SignedIdentity) -> str:
+    """The address the gateway resolved; without its signature, the socket peer (an unsigned
+    X-Forwarded-For is anyone's claim and is never believed)."""
+    if identity is not None and identity.client_ip:
+        return identity.client_ip
     return request.client.host if request.client else "unknown"
 
 

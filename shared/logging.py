@@ -40,7 +40,9 @@ class JsonFormatter(logging.Formatter):
             entry["extra"] = extra
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # ASCII only: U+2028, U+0085 and their kind, which some readers take for line ends,
+        # arrive escaped, so nothing a client sends (a path) can split a line or forge one.
+        return json.dumps(entry, default=str, ensure_ascii=True)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

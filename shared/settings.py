@@ -4,29 +4,69 @@ states nothing else in its model_config; the rest is inherited from here."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 Environment = Literal["development", "test", "production"]
+# An HMAC key shorter than this is guessable offline from one signed request.
+MIN_IDENTITY_KEY_LENGTH = 32
+# How docker-compose.yml's development defaults begin (passwords, the identity key).
+DEVELOPMENT_PLACEHOLDER = "devonly-"
 
 
 class ServiceSettings(BaseSettings):
     # An empty variable (SMTP_USERNAME= in a compose file) means "not set", not "the empty string".
     # validate_by_name: tests and tools build settings by field name as well as by variable.
+    # hide_input_in_errors: a refused setting must not print the others (keys, passwords).
     model_config = SettingsConfigDict(
-        extra="ignore", frozen=True, env_ignore_empty=True, validate_by_name=True
+        extra="ignore", frozen=True, env_ignore_empty=True, validate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     # Shared by every process of one deployment, so it is read without the service's prefix.
+    # Production by default: a forgotten APP_ENV then refuses to start on development defaults
+    # (a generated key, a password-less database) instead of running production on them.
+    # `make run`, the tests and compose's development defaults say `development`/`test`.
     environment: Environment = Field(
-        default="development", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
+        default="production", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # The secret the gateway signs forwarded identities with and every service checks them
+    # with (shared.contracts.identity_signature); one unprefixed variable for all processes.
+    # Optional here so that tools which only read a database URL (migrations) run without it;
+    # an app refuses to start without it (identity_key()).
+    identity_signing_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("IDENTITY_SIGNING_KEY")
+    )
 
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    def identity_key(self) -> bytes:
+        if self.identity_signing_key is None:
+            raise RuntimeError(
+                "IDENTITY_SIGNING_KEY is not set: the gateway and every service need the same "
+                "secret (make run generates one into .data/; make keys writes one into .env)")
+        return self.identity_signing_key.get_secret_value().encode()
+
+    @model_validator(mode="after")
+    def _identity_key_strong_enough(self) -> ServiceSettings:
+        key = self.identity_signing_key
+        if key is not None and len(key.get_secret_value()) < MIN_IDENTITY_KEY_LENGTH:
+            raise ValueError(f"IDENTITY_SIGNING_KEY must be at least {MIN_IDENTITY_KEY_LENGTH} "
+                             "characters (e.g. python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))')")
+        refuse_in_production(self, key is None,
+                             "IDENTITY_SIGNING_KEY must be set in production: without it no "
+                             "service can tell the gateway's requests from anyone else's.")
+        refuse_in_production(self, key is not None
+                             and key.get_secret_value().startswith(DEVELOPMENT_PLACEHOLDER),
+                             "IDENTITY_SIGNING_KEY is compose's development placeholder: "
+                             "production takes a key of its own from the secret store.")
+        return self
 
 
 class DatastoreSettings(ServiceSettings):
@@ -45,7 +85,15 @@ class DatastoreSettings(ServiceSettings):
         # The development default is root with no password; a deployment has its own user.
         if self.is_production() and not make_url(self.database_url).password:
             raise ValueError("production needs a database URL with a password (its own user)")
+        refuse_passwordless_redis(self, self.redis_url)
         return self
+
+
+def refuse_passwordless_redis(settings: ServiceSettings, redis_url: str) -> None:
+    """Redis holds what the gateway trusts (revoked sessions, throttles): in production only
+    those who know its password may write there."""
+    refuse_in_production(settings, not urlsplit(redis_url).password,
+                         "production needs a Redis URL with a password (redis://:pw@host/0)")
 
 
 def refuse_in_production(settings: ServiceSettings, condition: bool, message: str) -> None:

@@ -1,5 +1,5 @@
 """user_service application: the lifespan builds its Resources (datastores, signing keys, hasher
-pool, mailer, throttle) and runs the purge loop."""
+pool, mailer, throttles) and runs the background loops (purge, revocation watch)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from user_service.auth.limits import RateLimits, RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.router import account_router, well_known_router
 from user_service.auth.router import router as auth_router
-from user_service.auth.tasks import purge_expired_sessions_periodically
-from user_service.auth.throttle import LoginThrottle
+from user_service.auth.tasks import (
+    keep_revocations_published,
+    purge_expired_sign_in_state_periodically,
+)
+from user_service.auth.throttle import LoginFailureMetrics, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.dependencies import Resources
 from user_service.settings import Settings, get_settings
@@ -31,6 +35,8 @@ from user_service.users.router import router as users_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("user_service", settings.log_level)
+    # Made with the app, not in the lifespan: /metrics is wired up before the app starts.
+    login_failures = LoginFailureMetrics()
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
@@ -53,23 +59,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         max_failures_per_email=settings.login_max_failures_per_email,
                         max_failures_per_ip=settings.login_max_failures_per_ip,
                         window_seconds=settings.login_failure_window_seconds,
+                        metrics=login_failures,
                     ),
+                    limiter=RequestLimiter(datastores.redis, RateLimits(
+                        signup_per_address=settings.signup_max_per_address,
+                        signup_total=settings.signup_max_total,
+                        resend_per_address=settings.resend_max_per_address,
+                        resend_total=settings.resend_max_total,
+                        verify_per_address=settings.verify_max_per_address,
+                        code_failures_per_day=settings.verification_max_failures_per_day,
+                    )),
                 )
-                purge = asyncio.create_task(purge_expired_sessions_periodically(
+                purge = asyncio.create_task(purge_expired_sign_in_state_periodically(
                     datastores.sessionmaker,
                     refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
                     interval_seconds=settings.purge_interval_seconds,
                 ))
+                stop_watching = asyncio.Event()
+                revocations = asyncio.create_task(keep_revocations_published(
+                    datastores.sessionmaker, datastores.redis, stop=stop_watching,
+                    access_token_ttl_seconds=settings.access_token_ttl_seconds,
+                    interval_seconds=settings.revocation_watch_interval_seconds,
+                ))
                 try:
                     yield resources
                 finally:
+                    stop_watching.set()
                     purge.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await purge
+                    await revocations
 
     return create_service_app(
         service="user_service",
         title="User service",
         resources=open_resources,
         routers=[auth_router, account_router, users_router, well_known_router, internal_users_router],
+        collectors=[login_failures.failures, login_failures.on_targeted_accounts],
     )

@@ -14,6 +14,7 @@ from fastapi import Depends
 
 from shared.dependencies import AppResources, ReadSessionDep, SessionDep
 from shared.lifespan import Datastores
+from user_service.auth.limits import RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.service import AuthService
@@ -31,6 +32,7 @@ class Resources:
     passwords: PasswordHasher
     mailer: Mailer
     throttle: LoginThrottle
+    limiter: RequestLimiter
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -54,6 +56,7 @@ async def get_auth_service(session: SessionDep, resources: ResourcesDep) -> Auth
         passwords=resources.passwords,
         mailer=resources.mailer,
         throttle=resources.throttle,
+        limiter=resources.limiter,
     )
 
 

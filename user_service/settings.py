@@ -33,17 +33,34 @@ class Settings(DatastoreSettings):
     jwt_audience: str = JWT_AUDIENCE
     access_token_ttl_seconds: int = Field(default=900, gt=0)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, gt=0)
+    # A session ends this long after its login, however often it is refreshed (90 days).
+    session_max_lifetime_seconds: int = Field(default=7_776_000, gt=0)
 
     verification_code_ttl_seconds: int = Field(default=600, gt=0)
     verification_max_attempts: int = Field(default=5, gt=0)
+    # Wrong codes per e-mail address per day, whatever the resends and new sign-ups.
+    verification_max_failures_per_day: int = Field(default=20, gt=0)
     resend_interval_seconds: int = Field(default=60, gt=0)
 
+    # Rate limits (auth/limits.py): sign-ups and resends per client address and per hour, and for
+    # everyone together (the mail quota's guard: set the totals to what the mail relay allows);
+    # verification attempts per client address per 15 minutes.
+    signup_max_per_address: int = Field(default=10, gt=0)
+    signup_max_total: int = Field(default=3000, gt=0)
+    resend_max_per_address: int = Field(default=10, gt=0)
+    resend_max_total: int = Field(default=1000, gt=0)
+    verify_max_per_address: int = Field(default=30, gt=0)
+
+    # Failed logins for one e-mail from one client address, then from one address at all.
     login_max_failures_per_email: int = Field(default=10, gt=0)
     login_max_failures_per_ip: int = Field(default=100, gt=0)
     login_failure_window_seconds: int = Field(default=900, gt=0)
     password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, gt=0)
     # How often expired refresh tokens and sessions left without any are deleted.
     purge_interval_seconds: float = Field(default=3600, gt=0)
+    # How often Redis is checked for lost revocations (the epoch key): the gateway refuses
+    # tokens for about this long after Redis lost its data.
+    revocation_watch_interval_seconds: float = Field(default=1.0, gt=0)
 
     smtp_host: str = Field(default="127.0.0.1", validation_alias=_unprefixed("SMTP_HOST"))
     smtp_port: int = Field(default=1025, validation_alias=_unprefixed("SMTP_PORT"))

@@ -60,9 +60,10 @@ for _package, (_prefix, _schema) in DATABASE_SERVICES.items():
     CONTRACT_VARIABLES.setdefault(_package, set()).update(
         f"{_prefix}{name}" for name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "REDIS_URL"))
 for _variables in CONTRACT_VARIABLES.values():
-    _variables.update({"APP_ENV", "LOG_LEVEL"})
+    _variables.update({"APP_ENV", "LOG_LEVEL", "IDENTITY_SIGNING_KEY"})
 
-_SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# The innermost `${...}` (its argument holds no other): nested defaults resolve inside out.
+_SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}$]*))?\}")
 
 
 def compose_service_name(package: str) -> str:
@@ -86,8 +87,11 @@ def environment_of(compose: dict[str, Any], package: str) -> dict[str, str]:
 def resolve_default(value: str) -> str:
     """`${VAR:-default}` as compose resolves it when VAR is unset (`${VAR:?msg}` stays as is)."""
     def substitute(match: re.Match[str]) -> str:
-        return match["arg"] if match["op"] in (":-", "-") else match[0]
-    return _SUBSTITUTION.sub(substitute, value)
+        # `${VAR:?msg}` is kept, with its `$` escaped so the loop does not find it again.
+        return match["arg"] if match["op"] in (":-", "-") else "\0" + match[0][1:]
+    while (resolved := _SUBSTITUTION.sub(substitute, value)) != value:
+        value = resolved
+    return value.replace("\0", "$")
 
 
 def settings_environment_names(settings_class: type[BaseSettings]) -> list[set[str]]:
@@ -206,6 +210,31 @@ def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], packag
 def test_every_contract_variable_is_set(compose: dict[str, Any], package: str) -> None:
     missing = CONTRACT_VARIABLES[package] - environment_of(compose, package).keys()
     assert not missing, f"docker-compose.yml does not set {sorted(missing)} for {package}"
+
+
+def test_no_default_nests_another_variable() -> None:
+    # docker-compose v1 (the one `make compose-check` runs) leaves `${A:-${B}}` half resolved.
+    assert not re.findall(r"\$\{\w+:?-[^}]*\$\{", COMPOSE_FILE.read_text())
+
+
+def test_redis_requires_a_password_and_every_app_uses_it(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = [resolve_default(part) for part in redis["command"]]
+    password = command[command.index("--requirepass") + 1]
+    assert password
+    assert resolve_default(redis["environment"]["REDISCLI_AUTH"]) == password  # healthcheck
+    for package in APPS:
+        (url,) = [resolve_default(value) for name, value in environment_of(compose, package).items()
+                  if name.endswith("_REDIS_URL")]
+        assert url == f"redis://:{password}@redis:6379/0", package
+
+
+@pytest.mark.parametrize("package", APPS)
+def test_compose_runs_the_development_environment_unless_told_otherwise(
+    compose: dict[str, Any], package: str
+) -> None:
+    # Settings default to production; this file's placeholders are development ones.
+    assert resolve_default(environment_of(compose, package)["APP_ENV"]) == "development"
 
 
 def parse_grants(sql: str) -> dict[str, set[str]]:

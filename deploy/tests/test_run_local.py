@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from deploy.run_local import (
     LogStream,
     all_services,
     configured_datastores,
+    development_environment,
     is_loopback,
     service_environment,
+    uvicorn_command,
 )
 
 
@@ -67,9 +70,39 @@ async def test_services_get_the_sink_and_each_others_addresses(
     assert env["GATEWAY_STOCK_SERVICE_URL"] == "http://127.0.0.1:9005"  # the caller's wins
 
 
+def test_make_run_is_development_unless_the_caller_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings default to production, which refuses the password-less local database.
+    monkeypatch.delenv("APP_ENV", raising=False)
+    assert service_environment(all_services(), None)["APP_ENV"] == "development"
+    monkeypatch.setenv("APP_ENV", "test")
+    assert service_environment(all_services(), None)["APP_ENV"] == "test"
+
+
+def test_every_process_gets_one_identity_key_kept_in_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
+    key = development_environment(tmp_path)["IDENTITY_SIGNING_KEY"]
+    assert len(key) >= 32
+    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == key  # kept
+    (path,) = tmp_path.iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setenv("IDENTITY_SIGNING_KEY", "the-callers-own-key-" * 2)
+    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == "the-callers-own-key-" * 2
+
+
 def test_log_lines_carry_a_fixed_width_prefix() -> None:
     out = io.StringIO()
     log = LogStream(out)
     log.line("user", "started")
     log.line("gateway", "ready")
     assert out.getvalue() == "user    | started\ngateway | ready\n"
+
+
+def test_apps_start_without_proxy_headers_or_a_server_header() -> None:
+    # The gateway resolves client addresses itself; `server: uvicorn` only helps an attacker.
+    entrypoint = (Path(__file__).resolve().parents[1] / "entrypoint.sh").read_text()
+    for service in all_services():
+        command = uvicorn_command(service, host="127.0.0.1")
+        assert {"--no-proxy-headers", "--no-server-header"} <= set(command)
+    assert "--no-proxy-headers --no-server-header" in entrypoint

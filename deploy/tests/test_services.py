@@ -27,7 +27,7 @@ def test_names_and_ports_are_unique() -> None:
 def test_each_service_has_the_shared_shape(app: App) -> None:
     settings = importlib.import_module(f"{app.package}.settings")
     assert settings.Settings.model_config["env_prefix"] == f"{app.env_prefix}_"
-    assert settings.Settings().database_url.endswith(f"/{app.schema}")
+    assert settings.Settings(environment="test").database_url.endswith(f"/{app.schema}")
     assert callable(importlib.import_module(f"{app.package}.app").create_app)
     assert (REPO_ROOT / app.package / "migrations" / "env.py").is_file()
 

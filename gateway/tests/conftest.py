@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -23,7 +24,8 @@ from starlette.routing import Route
 from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
-from gateway.tests.e2e import System, running_system
+from gateway.tests.e2e import System, client_at, new_client_address, running_system
+from shared.contracts import REVOCATION_EPOCH_KEY
 from shared.testing.mail import MailSink
 from shared.testing.net import ThreadedServer, free_port
 
@@ -51,7 +53,7 @@ class KeyRing:
 
 def make_token(key: Ed25519PrivateKey, *, kid: str = "k1", sub: str = "42",
                sid: str | None = None, expires_in: int = 300, drop: tuple[str, ...] = (),
-               **overrides: Any) -> str:
+               typ: str = "at+jwt", **overrides: Any) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "sid": sid or uuid.uuid4().hex,
@@ -60,7 +62,7 @@ def make_token(key: Ed25519PrivateKey, *, kid: str = "k1", sub: str = "42",
     claims.update(overrides)
     for name in drop:
         claims.pop(name, None)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": typ})
 
 
 def echo_app(service: str, ring: KeyRing) -> Starlette:
@@ -144,6 +146,13 @@ def gateway_settings(upstreams: dict[str, str], redis_url: str, **overrides: Any
     return Settings(**values)
 
 
+@pytest.fixture(autouse=True)
+async def revocations_published(redis: Redis) -> None:
+    """What user_service keeps true in production: without the epoch key the gateway refuses
+    every token, as it must when Redis has lost the revoked sessions."""
+    await redis.set(REVOCATION_EPOCH_KEY, "1")
+
+
 @pytest.fixture(scope="session")
 def rig(redis_url: str) -> Iterator[Rig]:
     ring = KeyRing()
@@ -177,5 +186,6 @@ def system(
 
 @pytest.fixture
 async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as client:
+    # From an address of its own: sign-ups, resends and logins are limited per address.
+    async with client_at(system, new_client_address()) as client:
         yield client

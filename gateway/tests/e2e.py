@@ -5,6 +5,7 @@ process on loopback, with real MariaDB, Redis and an SMTP server; and the client
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,6 +85,21 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
         gateway.stop()
         for process in services.values():
             process.stop()
+
+
+_loopback_hosts = itertools.count()
+
+
+def new_client_address() -> str:
+    """A loopback address no other test has used: the throttles count per client address."""
+    n = next(_loopback_hosts)
+    return f"127.0.{1 + n // 250}.{2 + n % 250}"
+
+
+def client_at(system: System, address: str) -> httpx.AsyncClient:
+    """A client whose requests reach the gateway from `address` (bound on loopback)."""
+    return httpx.AsyncClient(base_url=system.gateway.url, timeout=15,
+                             transport=httpx.AsyncHTTPTransport(local_address=address))
 
 
 def new_email() -> str:

@@ -235,3 +235,13 @@ async def test_withdrawn_key_stops_working_without_a_new_one(rig: Rig, redis_url
 async def test_session_id_must_be_exactly_32_hex(rig: Rig, client: httpx.AsyncClient) -> None:
     await expect_401(client, rig.token(sid="a" * 32 + "\n"), "invalid_token")
     await expect_401(client, rig.token(sid="A" * 32), "invalid_token")
+
+
+async def test_only_access_tokens_are_accepted(rig: Rig, client: httpx.AsyncClient) -> None:
+    # RFC 9068: an access token says `at+jwt`; a JWT of another kind signed with the same key
+    # (or one that says nothing) is no access token.
+    for typ in ("JWT", "id_token+jwt", ""):
+        await expect_401(client, rig.token(typ=typ), "invalid_token")
+    for typ in ("at+jwt", "AT+JWT", "application/at+jwt"):
+        response = await client.get(ME, headers={"Authorization": f"Bearer {rig.token(typ=typ)}"})
+        assert response.status_code == 200

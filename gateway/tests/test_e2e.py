@@ -3,18 +3,36 @@ uvicorn process on loopback, with real MariaDB, Redis and an SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import httpx
+import jwt
 import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.tests.e2e import PASSWORD, System, assert_problem, bearer, login, new_email, signed_up
+from gateway.tests.e2e import (
+    PASSWORD,
+    System,
+    assert_problem,
+    bearer,
+    client_at,
+    login,
+    new_client_address,
+    new_email,
+    signed_up,
+)
+from shared.testing.datastores import database_url_for_tests
+from shared.testing.identity import signed_identity_headers
 
 
 async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:
     response = await api.get("/readyz")
     assert response.status_code == 200, response.text
+    assert "server" not in response.headers  # no `server: uvicorn` (issue 12, point 9)
 
 
 async def test_full_account_flow(api: httpx.AsyncClient, system: System) -> None:
@@ -65,6 +83,56 @@ async def test_full_account_flow(api: httpx.AsyncClient, system: System) -> None
     assert_problem(after, 401, "token_revoked")
     dead_refresh = await api.post("/api/v1/auth/refresh", json={"refresh_token": new_tokens["refresh_token"]})
     assert dead_refresh.status_code == 401
+
+
+async def test_a_logged_out_token_stays_refused_when_redis_loses_its_data(
+        api: httpx.AsyncClient, system: System, redis: Redis) -> None:
+    """Redis is the fast gate, MySQL the truth (issue 12, point 7): after FLUSHDB the gateway
+    fails closed until user_service has published the revocations again, then 401."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    me = bearer(tokens["access_token"])
+    assert (await api.post("/api/v1/auth/logout", headers=me)).status_code == 204
+    await redis.flushdb()  # this suite's own database only
+    answers: list[int] = []
+    async with asyncio.timeout(10):
+        while not answers or answers[-1] == 503:
+            response = await api.get("/api/v1/users/me", headers=me)
+            answers.append(response.status_code)
+            if response.status_code == 503:
+                assert_problem(response, 503, "upstream_unavailable")
+                await asyncio.sleep(0.05)
+    assert set(answers) <= {503, 401}, answers
+    assert_problem(response, 401, "token_revoked")
+
+
+async def test_responses_carrying_tokens_are_not_to_be_stored(
+        api: httpx.AsyncClient, system: System) -> None:
+    """RFC 6749 5.1 (issue 12, point 9)."""
+    email = await signed_up(api, system.mail)
+    logged_in = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    refreshed = await api.post("/api/v1/auth/refresh",
+                               json={"refresh_token": logged_in.json()["refresh_token"]})
+    for response in (logged_in, refreshed):
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["pragma"] == "no-cache"
+
+
+async def test_a_session_lives_at_most_90_days_however_often_refreshed(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Issue 12, point 9: refresh cannot stretch a session past 90 days from its login."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    sid = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
+    engine = create_async_engine(database_url_for_tests("preorder_user", "e2e"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE sessions SET created_at = UTC_TIMESTAMP(6) - "
+                                    "INTERVAL 91 DAY WHERE id = :sid"), {"sid": sid})
+    finally:
+        await engine.dispose()
+    assert_problem(await api.post("/api/v1/auth/refresh",
+                                  json={"refresh_token": tokens["refresh_token"]}),
+                   401, "token_expired")
 
 
 async def test_refresh_token_reuse_revokes_the_session(api: httpx.AsyncClient, system: System) -> None:
@@ -128,6 +196,44 @@ async def test_verification_code_errors(api: httpx.AsyncClient, system: System) 
     assert int(locked.headers["retry-after"]) > 0
 
 
+async def test_verify_email_reveals_nothing_about_an_address(
+        api: httpx.AsyncClient, system: System) -> None:
+    """An unknown address, a verified one and a wrong code answer alike (issue 12, point 5)."""
+    verified = await signed_up(api, system.mail)
+    pending = new_email()
+    await api.post("/api/v1/auth/signup", json={"email": pending, "password": PASSWORD,
+                                                "name": "P"})
+    code = (await system.mail.wait_for(pending)).code
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    bodies = []
+    for email, attempt in ((pending, wrong), (new_email(), code), (verified, code)):
+        response = await api.post("/api/v1/auth/verify-email",
+                                  json={"email": email, "code": attempt})
+        assert_problem(response, 422, "invalid_code")
+        bodies.append({k: v for k, v in response.json().items() if k != "request_id"})
+    assert bodies[0] == bodies[1] == bodies[2]
+
+
+async def test_a_new_sign_up_replaces_an_unverified_account(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Whoever typed an address first does not keep it: the mailbox decides (point 4)."""
+    email = new_email()
+    squatter = await api.post("/api/v1/auth/signup", json={
+        "email": email, "password": "the squatter's password", "name": "Squatter"})
+    assert squatter.status_code == 201
+    owner = await api.post("/api/v1/auth/signup", json={
+        "email": email, "password": PASSWORD, "name": "Owner"})
+    assert owner.status_code == 201, owner.text
+    code = (await system.mail.wait_for(email, count=2)).code
+    verified = await api.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
+    assert verified.status_code == 200
+    tokens = await login(api, email)
+    me = await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert me.json()["name"] == "Owner"
+    assert_problem(await api.post("/api/v1/auth/login", json={
+        "email": email, "password": "the squatter's password"}), 401, "invalid_credentials")
+
+
 async def test_resend_does_not_reveal_accounts(api: httpx.AsyncClient) -> None:
     unknown = await api.post("/api/v1/auth/verify-email/resend", json={"email": new_email()})
     assert unknown.status_code == 202
@@ -145,6 +251,63 @@ async def test_login_failures_are_throttled_per_email(api: httpx.AsyncClient, sy
     throttled = await api.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert_problem(throttled, 429, "too_many_attempts")
     assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_a_strangers_failed_logins_never_lock_the_owner_out(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Failures count per (email, client address) and per address (issue 12, point 1)."""
+    email = await signed_up(api, system.mail)
+    async with client_at(system, new_client_address()) as attacker:
+        for _ in range(10):
+            assert_problem(await attacker.post("/api/v1/auth/login", json={
+                "email": email, "password": "a guess"}), 401, "invalid_credentials")
+        # From there, every attempt is refused now, the right password too.
+        locked = await attacker.post("/api/v1/auth/login",
+                                     json={"email": email, "password": PASSWORD})
+        assert_problem(locked, 429, "too_many_attempts")
+        assert 0 < int(locked.headers["retry-after"]) <= 900
+    await login(api, email)
+
+
+async def test_an_address_past_100_failures_is_refused_for_every_account(
+        api: httpx.AsyncClient, system: System) -> None:
+    email = await signed_up(api, system.mail)
+    async with client_at(system, new_client_address()) as sprayer:
+        guesses = [sprayer.post("/api/v1/auth/login", json={
+            "email": new_email(), "password": "a guess"}) for _ in range(100)]
+        for batch in range(0, 100, 20):
+            for response in await asyncio.gather(*guesses[batch:batch + 20]):
+                assert_problem(response, 401, "invalid_credentials")
+        refused = await sprayer.post("/api/v1/auth/login",
+                                     json={"email": email, "password": PASSWORD})
+        assert_problem(refused, 429, "too_many_attempts")
+    await login(api, email)
+
+
+async def test_sign_up_resend_and_verification_are_limited_per_client_address(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Past the contract's numbers, 429 rate_limited with Retry-After (issue 12, point 3)."""
+    async def signup(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("/api/v1/auth/signup", json={
+            "email": new_email(), "password": PASSWORD, "name": "Many"})
+
+    for _ in range(10):
+        assert (await signup(api)).status_code == 201
+    for _ in range(10):
+        assert (await api.post("/api/v1/auth/verify-email/resend",
+                               json={"email": new_email()})).status_code == 202
+    for _ in range(30):
+        assert_problem(await api.post("/api/v1/auth/verify-email", json={
+            "email": new_email(), "code": "123456"}), 422, "invalid_code")
+    refused = [await signup(api),
+               await api.post("/api/v1/auth/verify-email/resend", json={"email": new_email()}),
+               await api.post("/api/v1/auth/verify-email",
+                              json={"email": new_email(), "code": "123456"})]
+    for response in refused:
+        assert_problem(response, 429, "rate_limited")
+        assert 0 < int(response.headers["retry-after"]) <= 3600
+    async with client_at(system, new_client_address()) as elsewhere:
+        assert (await signup(elsewhere)).status_code == 201
 
 
 async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClient, system: System) -> None:
@@ -177,6 +340,27 @@ async def test_another_users_data_cannot_be_read_or_changed(api: httpx.AsyncClie
     assert bob_me.json()["name"] == "Bob"
     await login(api, bob_email)
     await login(api, alice_email, "alice's new secret")
+
+
+async def test_a_service_port_reached_directly_cannot_act_as_a_user(
+        api: httpx.AsyncClient, system: System) -> None:
+    """Only the gateway's signature makes X-User-Id believable: a process that reaches the
+    service without it cannot act as anyone (issue 12, point 6)."""
+    tokens = await login(api, await signed_up(api, system.mail))
+    me = (await api.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))).json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    async with httpx.AsyncClient(base_url=system.services["user"].url, timeout=15) as direct:
+        unsigned = await direct.get("/api/v1/users/me", headers={
+            "X-User-Id": str(me["id"]), "X-Session-Id": claims["sid"]})
+        assert unsigned.status_code == 401
+        assert unsigned.json()["code"] == "missing_token"
+        forged = signed_identity_headers(me["id"], claims["sid"], "a-key-the-gateway-never-had")
+        assert (await direct.get("/api/v1/users/me", headers=forged)).status_code == 401
+        changed = await direct.put("/api/v1/users/me/password", json={
+            "current_password": PASSWORD, "new_password": "taken over"}, headers={
+            "X-User-Id": str(me["id"]), "X-Session-Id": claims["sid"]})
+        assert changed.status_code == 401
+    await login(api, me["email"])
 
 
 async def test_unknown_user_is_404(api: httpx.AsyncClient, system: System) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -20,6 +21,8 @@ from gateway.proxy import Proxy
 from gateway.routes import Route, RouteTable
 from gateway.runtime import GatewayRuntime
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from shared.contracts import identity_signature, signature_timestamp
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.net import ThreadedServer
 
 
@@ -37,6 +40,35 @@ async def test_spoofed_identity_headers_are_dropped_without_token(client: httpx.
     assert "x-session-id" not in seen
     assert "x-internal-role" not in seen
     assert seen["x-forwarded-for"] == "127.0.0.1"
+
+
+def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "") -> str:
+    """The signature a service expects for the headers an upstream saw."""
+    timestamp = signature_timestamp(seen["x-identity-signature"])
+    assert timestamp is not None
+    return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
+                              user_id=user_id, session_id=session_id,
+                              request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"])
+
+
+async def test_forwarded_identity_is_signed_for_the_services(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    sid = uuid.uuid4().hex
+    forged = {"X-Identity-Signature": "v1.1." + "0" * 64}
+    signed_in = await client.get("/api/v1/users/me", headers={
+        "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})
+    seen = signed_in.json()["headers"]
+    assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid)
+    # A public route has no caller, but the client address it carries is vouched for too.
+    public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
+    assert public["x-identity-signature"] == signature_of(public)
+
+
+async def test_the_gateway_refuses_to_start_without_the_identity_signing_key(
+        rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    with pytest.raises(RuntimeError, match="IDENTITY_SIGNING_KEY"):
+        create_app(gateway_settings(upstreams, redis_url, identity_signing_key=None))
 
 
 async def test_spoofed_user_id_is_replaced_by_token_identity(rig: Rig, client: httpx.AsyncClient) -> None:
@@ -96,6 +128,31 @@ async def test_unroutable_paths_are_404(rig: Rig, client: httpx.AsyncClient, pat
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "not_found"
+
+
+async def test_a_newline_after_a_public_path_is_not_the_public_route(
+        client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/auth/login%0A", json={})
+    assert response.status_code in (401, 404), response.text
+    assert response.json()["code"] in ("missing_token", "not_found")
+
+
+async def test_an_encoded_slash_is_refused_as_sent(rig: Rig, client: httpx.AsyncClient) -> None:
+    # The decoded path has a plain slash where the client wrote %2F: the raw path decides.
+    response = await client.get("/api/v1/users/a%2Fb", headers=auth(rig))
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+async def test_headers_named_in_connection_are_not_forwarded(rig: Rig) -> None:
+    raw = await send_raw(rig.gateway, (
+        b"GET /api/v1/products/5 HTTP/1.1\r\nHost: gw\r\nConnection: close, X-Hop-Secret\r\n"
+        b"X-Hop-Secret: for the gateway only\r\nX-Kept: yes\r\n\r\n"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), raw[:200]
+    seen = json.loads(body)["headers"]
+    assert "x-hop-secret" not in seen
+    assert seen["x-kept"] == "yes"
 
 
 async def test_method_query_and_body_pass_through(rig: Rig, client: httpx.AsyncClient) -> None:
@@ -347,3 +404,52 @@ async def test_streamed_upstream_response_arrives_whole(client: httpx.AsyncClien
     assert response.status_code == 200
     assert len(response.content) == 32 * 65536
     assert response.content[-1:] == bytes([65 + 31 % 26])
+
+
+class DroppingUpstream:
+    """Reads each request whole, then closes the connection without an answer: the upstream
+    that went away after it may have done the work."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        self.requests.append(head.split(b" ", 2)[0])
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(("method", "sent"), [("GET", 2), ("PUT", 1), ("DELETE", 1),
+                                              ("POST", 1)])
+async def test_only_requests_without_effect_are_retried_on_a_dropped_connection(
+        rig: Rig, redis_url: str, method: str, sent: int) -> None:
+    # A password change sent twice: the second would answer 403 (and count a failed login)
+    # though the first changed the password.
+    dropping = DroppingUpstream()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["stock"] = await dropping.start()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            response = await c.request(method, "/api/v1/products/3/stock", headers=auth(rig),
+                                       json={"stock": 1} if method != "GET" else None)
+    finally:
+        server.stop()
+        await dropping.stop()
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_unavailable"
+    assert dropping.requests == [method.encode()] * sent

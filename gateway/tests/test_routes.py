@@ -38,3 +38,24 @@ def test_path_tricks_are_not_routable(path: str) -> None:
 
 def test_every_service_owns_some_route() -> None:
     assert {route.service for route in ROUTES} == {"user", "product", "order", "payment", "stock", "social"}
+
+
+@pytest.mark.parametrize("raw_path", ["/api/v1/auth/login%0A", "/api/v1/auth/login%0a",
+                                      "/api/v1/auth/login\n", "/api/v1/auth/login%00"])
+def test_a_public_route_is_matched_exactly(raw_path: str) -> None:
+    # `$` matched before a trailing newline: the decoded "/api/v1/auth/login\n" was the
+    # public login route, though no upstream route has that path.
+    match = RouteTable().match("POST", raw_path)
+    assert match is None or not match.public
+
+
+@pytest.mark.parametrize("raw_path", ["/api/v1/users/a%2Fb", "/api/v1/users/a%5cb",
+                                      "/api/v1/users/%2e%2e/internal"])
+def test_encoded_slashes_and_dots_are_refused_in_the_raw_path(raw_path: str) -> None:
+    assert RouteTable().match("GET", raw_path) is None
+
+
+def test_a_literal_segment_spelt_with_escapes_matches_nothing_public() -> None:
+    match = RouteTable().match("POST", "/api/v1/auth/log%69n")
+    assert match is not None
+    assert (match.route.pattern, match.public) == ("/api/v1/auth/**", False)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from deploy.services import service
 from shared.internal.stock import StockRegistration, product_path
 from shared.testing.datastores import forget_redis_keys, fresh_database
+from shared.testing.identity import signed_identity_headers
 from shared.testing.net import ServiceProcess, free_port
 
 SALE_APPS = ("stock", "order", "payment")
@@ -109,8 +110,8 @@ async def engines(sale: Sale) -> AsyncIterator[dict[str, AsyncEngine]]:
 
 
 def as_user(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user."""
-    return {"X-User-Id": str(user_id), "X-Session-Id": os.urandom(16).hex()}
+    """What the gateway forwards for a signed-in user, signed as the gateway signs it."""
+    return signed_identity_headers(user_id, os.urandom(16).hex())
 
 
 async def register_product(http: httpx.AsyncClient, sale: Sale, *, total: int,

@@ -43,7 +43,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log", "--no-proxy-headers",
-             "--timeout-graceful-shutdown", "3"],
+             "--no-server-header", "--timeout-graceful-shutdown", "3"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         return self
@@ -82,7 +82,7 @@ class ThreadedServer:
         self.port = port or free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="on", timeout_graceful_shutdown=2,
-                                proxy_headers=False)
+                                proxy_headers=False, server_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -35,7 +35,7 @@ class ServiceFrameTests:
         app_module = importlib.import_module(f"{cls.package}.app")
         settings_module = importlib.import_module(f"{cls.package}.settings")
         create_app: Callable[..., FastAPI] = app_module.create_app
-        return create_app(settings_module.Settings(**settings))
+        return create_app(settings_module.Settings(**{"environment": "test", **settings}))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -90,6 +90,16 @@ class ServiceFrameTests:
             response = await running.client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["failing"] == ["database"]
+
+    async def test_refuses_to_start_without_the_identity_signing_key(
+        self, database_url: str, redis_url: str
+    ) -> None:
+        # Without it the service could only refuse every caller, or believe every one.
+        app = self.make_app(database_url=database_url, redis_url=redis_url,
+                            identity_signing_key=None)
+        with pytest.raises(RuntimeError, match="IDENTITY_SIGNING_KEY"):
+            async with running_app(app):
+                pass
 
     def test_no_route_resolves_dependencies_in_a_worker_thread(self) -> None:
         assert thread_pool_dependencies(self.make_app()) == []

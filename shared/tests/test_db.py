@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.db import (
@@ -172,3 +173,18 @@ async def test_a_connection_dropped_while_idle_in_the_pool_is_replaced_unseen() 
             assert (await conn.execute(text("SELECT CONNECTION_ID()"))).scalar_one() != dropped
     finally:
         await engine.dispose()
+
+
+async def test_a_database_error_does_not_carry_the_statements_values(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # What a log line of the error would show: never a password hash, a code hash or an email.
+    async with sessions() as session:
+        await session.execute(text("INSERT INTO notes VALUES (:id, :body)"),
+                              {"id": 99, "body": "first"})
+        with pytest.raises(DBAPIError) as failed:
+            await session.execute(text("INSERT INTO notes VALUES (:id, :body)"),
+                                  {"id": 99, "body": "secret-value"})
+        await session.rollback()
+    assert "secret-value" not in str(failed.value)
+    assert "hidden due to hide_parameters" in str(failed.value)

@@ -45,3 +45,10 @@ def test_extras_cannot_overwrite_the_lines_own_fields() -> None:
 def test_no_request_id_outside_a_request() -> None:
     entry = json.loads(JsonFormatter("gateway").format(record("started")))
     assert "request_id" not in entry
+
+
+def test_a_line_is_ascii_so_nothing_in_a_message_can_split_it() -> None:
+    # U+2028 and U+0085 end a line for some log readers; a path may carry them (percent-decoded).
+    line = JsonFormatter("gateway").format(record("GET /api/v1/\u2028x\u0085y/caf\u00e9"))
+    assert line.isascii()
+    assert json.loads(line)["msg"] == "GET /api/v1/\u2028x\u0085y/caf\u00e9"

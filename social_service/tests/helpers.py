@@ -3,15 +3,19 @@ assertions. (Rows made directly are in factories.py.)"""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
 
+from shared.testing.identity import signed_identity_headers
+
 
 def identity_headers(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user. The one place tests build identity, so
-    a change in how services trust the gateway is a change here only."""
-    return {"X-User-Id": str(user_id)}
+    """What the gateway forwards for a signed-in user, signed as the gateway signs it. The one
+    place tests build identity, so a change in how services trust the gateway is a change here
+    only."""
+    return signed_identity_headers(user_id, secrets.token_hex(16))
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

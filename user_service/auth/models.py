@@ -36,7 +36,8 @@ class LoginSession(Base):
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Indexed for publishing recent revocations again when Redis lost them (auth/revocation.py).
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
 
 
 class RefreshToken(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -20,7 +21,7 @@ class PasswordHasher:
         self._dummy_hash = dummy_hash
 
     @classmethod
-    async def create(cls, executor: ThreadPoolExecutor) -> PasswordHasher:
+    async def create(cls, executor: ThreadPoolExecutor) -> Self:
         loop = asyncio.get_running_loop()
         dummy = await loop.run_in_executor(executor, HASHER.hash, secrets.token_urlsafe(16))
         return cls(executor, dummy)

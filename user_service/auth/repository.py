@@ -17,8 +17,18 @@ class AuthRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_user(self, user_id: int, *, for_update: bool = False) -> User | None:
-        return await self.session.get(User, user_id, with_for_update=for_update)
+    async def get_user(self, user_id: int, *, for_update: bool = False,
+                       fresh: bool = False) -> User | None:
+        """`fresh`: read the row again even if this session holds it (and None if it is gone)."""
+        return await self.session.get(User, user_id, with_for_update=for_update,
+                                      populate_existing=fresh)
+
+    async def current_password_hash(self, user_id: int) -> str | None:
+        """The committed hash, read under a shared lock held until this transaction ends: a
+        password change (which locks the row for update) waits for it, or it for the change."""
+        result = await self.session.execute(
+            select(User.password_hash).where(User.id == user_id).with_for_update(read=True))
+        return result.scalar_one_or_none()
 
     async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         query = select(User).where(User.email == email)
@@ -51,6 +61,25 @@ class AuthRepository:
         self.session.add(user)
         await self.session.flush()
         return user
+
+    async def delete_unverified_user(self, email: str) -> None:
+        """The account of an address nobody has proven to own yet, replaced by a new sign-up."""
+        await self.session.execute(
+            delete(User).where(User.email == email, User.email_verified.is_(False))
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete_unverified_users(self, *, created_before: datetime, limit: int) -> int:
+        """Accounts never verified since before `created_before` (their codes and sessions go
+        with them, by the foreign keys)."""
+        ids = (select(User.id).where(User.email_verified.is_(False),
+                                     User.created_at < created_before).limit(limit))
+        found = list((await self.session.execute(ids)).scalars())
+        if not found:
+            return 0
+        await self.session.execute(
+            delete(User).where(User.id.in_(found), User.email_verified.is_(False)))
+        return len(found)
 
     async def set_password_hash(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -92,19 +121,24 @@ class AuthRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def mark_email_verified(self, user: User, *, code_hash: str) -> None:
-        """Verifies the account and spends its code (only this code: a newer one stays void)."""
-        user.email_verified = True
-        user.updated_at = utcnow()
-        await self.session.execute(
+    async def mark_email_verified(self, user: User, *, code_hash: str) -> bool:
+        """Spends the code (only this code: a newer one stays void) and verifies the account;
+        False if the code was spent already (a concurrent request got there first)."""
+        spent = await self.session.execute(
             delete(EmailVerification).where(
                 EmailVerification.user_id == user.id, EmailVerification.code_hash == code_hash
             )
         )
+        if not spent.rowcount:  # type: ignore[attr-defined]
+            return False
+        user.email_verified = True
+        user.updated_at = utcnow()
         await self.session.flush()
+        return True
 
-    async def create_session(self, *, session_id: str, user_id: int) -> None:
-        self.session.add(LoginSession(id=session_id, user_id=user_id, created_at=utcnow()))
+    async def create_session(self, *, session_id: str, user_id: int,
+                             created_at: datetime) -> None:
+        self.session.add(LoginSession(id=session_id, user_id=user_id, created_at=created_at))
         await self.session.flush()
 
     async def add_refresh_token(
@@ -164,6 +198,10 @@ class AuthRepository:
                 .execution_options(synchronize_session=False)
             )
         return session_ids
+
+    async def sessions_revoked_since(self, since: datetime) -> list[str]:
+        query = select(LoginSession.id).where(LoginSession.revoked_at >= since)
+        return list((await self.session.execute(query)).scalars())
 
     async def delete_expired_refresh_tokens(self, *, expired_before: datetime, limit: int) -> int:
         ids = select(RefreshToken.id).where(RefreshToken.expires_at < expired_before).limit(limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from shared.errors import Unauthorized, ValidationFailed, problem_responses
+from shared.errors import TooManyRequests, Unauthorized, ValidationFailed, problem_responses
 from shared.identity import ClientIp, CurrentSession, CurrentUser
 from user_service.auth.errors import (
     CodeExpired,
@@ -42,23 +42,32 @@ well_known_router = APIRouter(tags=["auth"])
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(EmailTaken, ValidationFailed),
-    description="Creates an unverified account and mails a six-digit code to the address.",
+    responses=problem_responses(EmailTaken, ValidationFailed, TooManyRequests),
+    description=(
+        "Creates an unverified account and mails a six-digit code to the address; an "
+        "unverified account of the address is replaced. At most 10 "
+        "sign-ups per client address per hour (and a total per hour for everyone), else 429 "
+        "`rate_limited` with Retry-After."
+    ),
 )
-async def signup(body: SignupRequest, auth: AuthServiceDep) -> Profile:
-    return Profile.model_validate(await auth.signup(body))
+async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp) -> Profile:
+    return Profile.model_validate(await auth.signup(body, client_ip=client_ip))
 
 
 @router.post(
     "/verify-email",
-    responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed),
+    responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed,
+                                TooManyRequests),
     description=(
-        "Confirms the address with the mailed code. Five wrong codes void it (429 until a "
-        "resend issues a new one). Verifying an already verified address answers 200."
+        "Confirms the address with the mailed code. A wrong code, an unknown address and an "
+        "already verified one all answer 422 `invalid_code`. Five wrong codes void a code (429 "
+        "until a resend issues a new one); at most 20 codes per address a day. At most 30 "
+        "attempts per client address per 15 minutes, else 429 `rate_limited`."
     ),
 )
-async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep) -> EmailVerified:
-    await auth.verify_email(body.email, body.code)
+async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep,
+                       client_ip: ClientIp) -> EmailVerified:
+    await auth.verify_email(body.email, body.code, client_ip=client_ip)
     return EmailVerified()
 
 
@@ -66,14 +75,17 @@ async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep) -> EmailV
     "/verify-email/resend",
     status_code=status.HTTP_202_ACCEPTED,
     response_class=Response,
-    responses=problem_responses(ValidationFailed),
+    responses=problem_responses(ValidationFailed, TooManyRequests),
     description=(
         "Always 202 with no body, whether or not the address has an account. A new code "
-        "(replacing the old one) goes out at most once a minute per address."
+        "(replacing the old one) goes out at most once a minute per address. At most 10 "
+        "resends per client address per hour (and a total per hour for everyone), else 429 "
+        "`rate_limited`."
     ),
 )
-async def resend_verification(body: ResendRequest, auth: AuthServiceDep) -> Response:
-    await auth.resend_verification(body.email)
+async def resend_verification(body: ResendRequest, auth: AuthServiceDep,
+                              client_ip: ClientIp) -> Response:
+    await auth.resend_verification(body.email, client_ip=client_ip)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -84,11 +96,15 @@ async def resend_verification(body: ResendRequest, auth: AuthServiceDep) -> Resp
     ),
     description=(
         "Exchanges email and password for an access token and a refresh token. Failed "
-        "attempts are throttled per account and per client address; a right password is "
-        "only refused when the account itself is locked by failures."
+        "attempts are throttled per (email, client address) and per client address: past 10 "
+        "failures for one email from one address, or 100 from one address, within 15 minutes, "
+        "every attempt from there is 429 `too_many_attempts`, right password or not. Other "
+        "addresses are not affected; IPv6 addresses count by their /64."
     ),
 )
-async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -> TokenPair:
+async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp,
+                response: Response) -> TokenPair:
+    _not_to_be_stored(response)
     return await auth.login(body.email, body.password, client_ip=client_ip)
 
 
@@ -100,8 +116,15 @@ async def login(body: LoginRequest, auth: AuthServiceDep, client_ip: ClientIp) -
         "revokes its whole session (401 token_revoked)."
     ),
 )
-async def refresh(body: RefreshRequest, auth: AuthServiceDep) -> TokenPair:
+async def refresh(body: RefreshRequest, auth: AuthServiceDep, response: Response) -> TokenPair:
+    _not_to_be_stored(response)
     return await auth.refresh(body.refresh_token)
+
+
+def _not_to_be_stored(response: Response) -> None:
+    """RFC 6749 5.1: no cache on the way may keep a response that carries tokens."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
 
 
 @router.post(
@@ -127,16 +150,18 @@ async def logout(user_id: CurrentUser, session_id: CurrentSession, auth: AuthSer
         "Sets a new password and revokes every other session of the user; the caller's "
         "session stays signed in. A wrong current_password is 403 `invalid_credentials`, "
         "not 401: the caller's token is fine, and a 401 would make clients sign out. Wrong "
-        "current passwords count against the account like failed logins (429 "
+        "current passwords count as failed logins from the caller's address (429 "
         "`too_many_attempts` past the limit)."
     ),
 )
 async def change_my_password(
-    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep
+    body: PasswordChange, user_id: CurrentUser, session_id: CurrentSession, auth: AuthServiceDep,
+    client_ip: ClientIp,
 ) -> Response:
     await auth.change_password(
         user_id, session_id,
         current_password=body.current_password, new_password=body.new_password,
+        client_ip=client_ip,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

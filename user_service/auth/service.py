@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from redis.asyncio import Redis
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
 from shared.db import in_own_transaction, run_after_commit
+from shared.errors import TooManyRequests
 from user_service.auth.errors import (
     CodeExpired,
     EmailNotVerified,
@@ -27,12 +28,13 @@ from user_service.auth.errors import (
     TooManyAttempts,
     WrongCurrentPassword,
 )
+from user_service.auth.limits import RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import publish_revoked_sessions
 from user_service.auth.schemas import SignupRequest, TokenPair
-from user_service.auth.throttle import LoginThrottle
+from user_service.auth.throttle import Admission, LoginThrottle
 from user_service.auth.tokens import TokenSigner
 from user_service.settings import Settings
 from user_service.users.errors import UserNotFound
@@ -69,6 +71,7 @@ class AuthService:
         passwords: PasswordHasher,
         mailer: Mailer,
         throttle: LoginThrottle,
+        limiter: RequestLimiter,
     ) -> None:
         self.session = session
         self.repository = AuthRepository(session)
@@ -78,13 +81,19 @@ class AuthService:
         self.passwords = passwords
         self.mailer = mailer
         self.throttle = throttle
+        self.limiter = limiter
 
     # Sign-up and email verification
 
-    async def signup(self, request: SignupRequest) -> User:
-        if await self.repository.get_user_by_email(request.email) is not None:
+    async def signup(self, request: SignupRequest, *, client_ip: str) -> User:
+        await self._within_limit(await self.limiter.signup(client_ip), "sign-ups")
+        existing = await self.repository.get_user_by_email(request.email)
+        if existing is not None and existing.email_verified:
             raise EmailTaken()
         password_hash = await self.passwords.hash(request.password)
+        # An unverified account proves nothing (anyone can type an address): a new sign-up
+        # replaces it, and the new code goes to the mailbox, whose owner alone can use it.
+        await self.repository.delete_unverified_user(request.email)
         try:
             user = await self.repository.create_user(
                 email=request.email,
@@ -106,8 +115,10 @@ class AuthService:
         run_after_commit(self.session, partial(self._send_code, user.email, code))
         return user
 
-    async def resend_verification(self, email: str) -> None:
-        """Silent whatever happens: the caller must not learn whether the address has an account."""
+    async def resend_verification(self, email: str, *, client_ip: str) -> None:
+        """Silent whatever happens: the caller must not learn whether the address has an account.
+        (Counted whatever the address, so the limit reveals nothing either.)"""
+        await self._within_limit(await self.limiter.resend(client_ip), "resends")
         user = await self.repository.get_user_by_email(email)
         if user is None or user.email_verified:
             return
@@ -120,12 +131,13 @@ class AuthService:
         code = await self._issue_code(user.id)
         run_after_commit(self.session, partial(self._send_code, user.email, code))
 
-    async def verify_email(self, email: str, code: str) -> None:
+    async def verify_email(self, email: str, code: str, *, client_ip: str) -> None:
+        await self._within_limit(await self.limiter.verify(client_ip), "verification attempts")
         user = await self.repository.get_user_by_email(email)
-        if user is None:
+        # An unknown address and a verified one answer as a wrong code does: nothing here tells
+        # whether an address has an account.
+        if user is None or user.email_verified:
             raise InvalidCode()
-        if user.email_verified:
-            return
         verification = await self.repository.get_verification(user.id)
         if verification is None:
             raise InvalidCode()
@@ -136,6 +148,12 @@ class AuthService:
             )
         if verification.expires_at <= utcnow():
             raise CodeExpired("The code has expired: request a new one.")
+        # A day's cap per address, whatever the resends and new sign-ups: five a code would
+        # otherwise be unbounded with a resend a minute.
+        today = await self.limiter.code_attempt(email)
+        if not today.allowed:
+            raise TooManyAttempts("Too many wrong codes today for this address.",
+                                  retry_after=today.retry_after)
         # Every attempt is counted before the code is compared, in one conditional UPDATE, so a
         # burst of parallel guesses cannot all slip in under the limit. It commits on its own:
         # a wrong code fails the request, and the rollback must not undo the count.
@@ -148,18 +166,25 @@ class AuthService:
         )
         if not counted:
             # Verified, replaced or used up since it was read: answer as the row is now.
-            await self.session.refresh(user)
-            if user.email_verified:
-                return
+            current = await self.repository.get_user(user_id, fresh=True)
+            if current is None or current.email_verified:
+                raise InvalidCode()
             raise TooManyAttempts(
                 "Too many wrong codes: request a new one.",
                 retry_after=await self._seconds_until_resend(email),
             )
         if not hmac.compare_digest(code_hash, hash_code(user_id, code)):
             raise InvalidCode()
-        # Conditional on the code, so a double-submitted right code verifies once and answers
-        # 200 twice (the second finds the account verified above).
-        await self.repository.mark_email_verified(user, code_hash=code_hash)
+        # Conditional on the code, so a double-submitted right code verifies once; the second
+        # finds it spent, and answers as for any verified address.
+        if not await self.repository.mark_email_verified(user, code_hash=code_hash):
+            raise InvalidCode()
+
+    @staticmethod
+    async def _within_limit(admission: Admission, what: str) -> None:
+        if not admission.allowed:
+            raise TooManyRequests(f"Too many {what}; try again later.",
+                                  retry_after=admission.retry_after)
 
     async def _issue_code(self, user_id: int) -> str:
         code = f"{secrets.randbelow(10**6):06d}"
@@ -188,30 +213,29 @@ class AuthService:
     # Login, tokens, logout
 
     async def login(self, email: str, password: str, *, client_ip: str) -> TokenPair:
-        attempt = await self.throttle.count_attempt(email)
-        if attempt.blocked:
-            # Refused before the password is even checked: guessing this account is paused.
-            raise TooManyAttempts(
-                "Too many failed logins for this account.", retry_after=attempt.retry_after
-            )
+        await self._admit_password_check(email, client_ip)
         user = await self.repository.get_user_by_email(email)
         # Verified against a dummy hash for unknown emails: equal timing, no enumeration.
         valid = await self.passwords.verify(password, user.password_hash if user else None)
         if user is None or not valid:
-            address = await self.throttle.count_address_failure(client_ip)
-            if address.blocked:
-                raise TooManyAttempts(
-                    "Too many failed logins from this address.",
-                    retry_after=address.retry_after,
-                )
+            await self.throttle.count_failure(email, client_ip,
+                                              user_id=user.id if user else None)
             raise InvalidCredentials()
-        # A right password is never throttled: a crowd behind one NAT must still get in.
-        await self.throttle.clear_email(email)
+        await self.throttle.clear(email, client_ip)
         if not user.email_verified:
             raise EmailNotVerified("Verify your email address before signing in.")
+        # The password was checked against the hash read before hashing began; a change may
+        # have committed since (and revoked every session it found, not this one, which does
+        # not exist yet). Under a lock the change must wait for, the hash must still be the one
+        # checked: then a change after this point sees this session and revokes it.
+        if await self.repository.current_password_hash(user.id) != user.password_hash:
+            raise InvalidCredentials()
         session_id = secrets.token_hex(16)
-        await self.repository.create_session(session_id=session_id, user_id=user.id)
-        return await self._issue_tokens(user_id=user.id, session_id=session_id)
+        started_at = utcnow()
+        await self.repository.create_session(session_id=session_id, user_id=user.id,
+                                             created_at=started_at)
+        return await self._issue_tokens(user_id=user.id, session_id=session_id,
+                                        session_started_at=started_at)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         found = await self.repository.get_refresh_token_for_update(
@@ -237,8 +261,12 @@ class AuthService:
             raise TokenRevoked("This refresh token was already used; the session is revoked.")
         if token.expires_at <= utcnow():
             raise TokenExpired()
+        if login_session.created_at + self._session_lifetime <= utcnow():
+            # However often it was refreshed: a stolen refresh token is not good for ever.
+            raise TokenExpired("The session has reached its maximum age; sign in again.")
         await self.repository.mark_refresh_token_used(token)
-        return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id)
+        return await self._issue_tokens(user_id=login_session.user_id, session_id=login_session.id,
+                                        session_started_at=login_session.created_at)
 
     async def logout(self, user_id: int, session_id: str) -> None:
         # The sid is the caller's own, vouched for by the gateway; the user_id guard keeps a
@@ -246,29 +274,33 @@ class AuthService:
         await self._revoke_session(session_id, user_id=user_id)
 
     async def change_password(
-        self, user_id: int, session_id: str, *, current_password: str, new_password: str
+        self, user_id: int, session_id: str, *, current_password: str, new_password: str,
+        client_ip: str,
     ) -> None:
         # Locked, so a concurrent change with the same old password waits and then fails
         # against the new hash instead of silently overwriting it.
         user = await self.repository.get_user(user_id, for_update=True)
         if user is None:
             raise UserNotFound()
-        # The login throttle's account counter: with a token in hand, this route must not be
-        # a faster way to guess the password than the login is.
-        attempt = await self.throttle.count_attempt(user.email)
-        if attempt.blocked:
-            raise TooManyAttempts(
-                "Too many failed password checks for this account.",
-                retry_after=attempt.retry_after,
-            )
+        # The login throttle: with a token in hand, this route must not be a faster way to
+        # guess the password than the login is.
+        await self._admit_password_check(user.email, client_ip)
         if not await self.passwords.verify(current_password, user.password_hash):
+            await self.throttle.count_failure(user.email, client_ip, user_id=user.id)
             raise WrongCurrentPassword()
-        await self.throttle.clear_email(user.email)
+        await self.throttle.clear(user.email, client_ip)
         await self.repository.set_password_hash(user, await self.passwords.hash(new_password))
         others = await self.repository.revoke_other_sessions(
             user_id=user_id, keep_session_id=session_id
         )
         await self._publish_revoked(others)
+
+    async def _admit_password_check(self, email: str, client_ip: str) -> None:
+        """Refused before any hashing: a refused guess costs no Argon2 work."""
+        admission = await self.throttle.admit(email, client_ip)
+        if not admission.allowed:
+            raise TooManyAttempts("Too many failed sign-in attempts from this address.",
+                                  retry_after=admission.retry_after)
 
     async def _revoke_session(self, session_id: str, *, user_id: int | None = None) -> None:
         if not await self.repository.revoke_session(session_id, user_id=user_id):
@@ -281,12 +313,20 @@ class AuthService:
             access_token_ttl_seconds=self.settings.access_token_ttl_seconds,
         )
 
-    async def _issue_tokens(self, *, user_id: int, session_id: str) -> TokenPair:
+    @property
+    def _session_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.settings.session_max_lifetime_seconds)
+
+    async def _issue_tokens(self, *, user_id: int, session_id: str,
+                            session_started_at: datetime) -> TokenPair:
         refresh_token = secrets.token_urlsafe(32)
+        # Never past the session's end, so no refresh can stretch it.
+        expires_at = min(utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                         session_started_at + self._session_lifetime)
         await self.repository.add_refresh_token(
             session_id=session_id,
             token_hash=hash_refresh_token(refresh_token),
-            expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            expires_at=expires_at,
         )
         return TokenPair(
             access_token=self.signer.issue_access_token(user_id=user_id, session_id=session_id),

@@ -1,6 +1,8 @@
 """Background loops of sign-in: the periodic purge of what can no longer be used, expired
-refresh tokens, then the sessions left with none. Without it both tables grow by a row or two
-with every login, forever.
+refresh tokens, then the sessions left with none, and accounts never verified within a day.
+Without it both tables grow by a row or two with every login, forever, and an address typed by
+someone who does not own it would stay taken. And the watch on Redis's revocation state, which
+publishes the revocations again from MySQL whenever Redis has lost them.
 
 A token is kept for a day past its expiry, so a late refresh still gets `token_expired` rather
 than `invalid_token`. Deletes go in small batches, each its own transaction, so the purge never
@@ -10,17 +12,23 @@ holds many locks while logins are writing to the same tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
+from shared.contracts import REVOCATION_EPOCH_KEY
 from user_service.auth.repository import AuthRepository
+from user_service.auth.revocation import republish_revoked_sessions
 
 logger = logging.getLogger("user_service.housekeeping")
 
 EXPIRED_GRACE = timedelta(days=1)
+# API.md: unverified accounts are deleted after 24 hours.
+UNVERIFIED_ACCOUNT_LIFETIME = timedelta(hours=24)
 BATCH = 1000
 
 
@@ -48,16 +56,62 @@ async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
     return tokens, sessions
 
 
-async def purge_expired_sessions_periodically(sessionmaker: async_sessionmaker[AsyncSession], *,
-                             refresh_token_ttl: timedelta, interval_seconds: float) -> None:
+async def purge_unverified_accounts(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Deletes accounts never verified within a day of their sign-up; returns how many."""
+    deleted_total = 0
+    created_before = utcnow() - UNVERIFIED_ACCOUNT_LIFETIME
+    while True:
+        async with sessionmaker() as session, session.begin():
+            deleted = await AuthRepository(session).delete_unverified_users(
+                created_before=created_before, limit=BATCH)
+        deleted_total += deleted
+        if deleted < BATCH:
+            return deleted_total
+
+
+async def purge_expired_sign_in_state_periodically(
+    sessionmaker: async_sessionmaker[AsyncSession], *, refresh_token_ttl: timedelta,
+    interval_seconds: float,
+) -> None:
     while True:
         try:
             tokens, sessions = await purge_expired_sessions(
                 sessionmaker, refresh_token_ttl=refresh_token_ttl)
-            if tokens or sessions:
-                logger.info("purged expired sign-in state",
-                            extra={"refresh_tokens": tokens, "sessions": sessions})
+            accounts = await purge_unverified_accounts(sessionmaker)
+            if tokens or sessions or accounts:
+                logger.info("purged expired sign-in state", extra={
+                    "refresh_tokens": tokens, "sessions": sessions,
+                    "unverified_accounts": accounts})
         except Exception:
             # A failed round (database restarting, say) is retried at the next interval.
             logger.exception("purge of expired sign-in state failed")
         await asyncio.sleep(interval_seconds)
+
+
+async def keep_revocations_published(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, *, stop: asyncio.Event,
+    access_token_ttl_seconds: int, interval_seconds: float,
+) -> None:
+    """At start-up, and whenever the epoch key is missing, publish every recent revocation
+    again from MySQL (the gateway refuses tokens meanwhile). The round after such a
+    publication publishes once more: a revocation whose transaction was still open while the
+    first read MySQL committed too late for it (its own Redis write having been lost).
+
+    Ends after the round in progress once `stop` is set: it runs every second, so a
+    cancellation would often land inside a query, which can leave the driver's connection
+    waiting for ever."""
+    published_last_round = True  # so the first round, at start-up, publishes
+    while not stop.is_set():
+        try:
+            if published_last_round or not await redis.exists(REVOCATION_EPOCH_KEY):
+                count = await republish_revoked_sessions(
+                    sessionmaker, redis, access_token_ttl_seconds=access_token_ttl_seconds)
+                if not published_last_round:
+                    logger.warning("revocation state missing in Redis; published again from "
+                                   "MySQL", extra={"revoked_sessions": count})
+                published_last_round = not published_last_round
+        except Exception:
+            # Redis or MySQL unreachable: the gateway fails closed meanwhile; try again soon.
+            logger.exception("publishing revocations failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_seconds)

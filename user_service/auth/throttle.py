@@ -1,52 +1,120 @@
-"""Failed-login counters in Redis: per email (protects one account) and per client address.
+"""Failed-login counters in Redis, per (email, client address) and per client address, and the
+account-wide count of failures from everywhere, which is a signal, never a lock.
+
+Both locks are checked before any password is hashed, so a refused attempt costs no Argon2 work,
+and both key on the client address: a stranger's failures never lock the owner out of an account,
+and a crowd that signs in successfully from one office or carrier NAT is never throttled (only
+failures count). IPv6 clients count by their /64, which one subscriber usually holds whole.
 
 Each counter lives in a fixed window that opens with its first count and closes
 `login_failure_window_seconds` later; Retry-After is the time left in that window.
 
-An attempt on an account is counted before its password is checked, in the same atomic step
-that decides whether it may be checked at all, so a burst of concurrent guesses cannot all
-slip in under the limit; a right password then clears the account's count. The address
-counter only ever counts failures: a right password is never refused for its address.
+An attempt on (email, address) is counted before its password is checked, in the same atomic step
+that decides whether it may be checked at all, so a burst of concurrent guesses cannot all slip in
+under the limit; a right password then clears that count. The address counter counts failures
+only, after the check (counting attempts would throttle a crowd signing in at once), so a burst
+from one address can pass its limit by as many guesses as are in flight at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 from dataclasses import dataclass
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
-EMAIL_FAILURES_KEY = "auth:login-fail:email:{digest}"
-IP_FAILURES_KEY = "auth:login-fail:ip:{ip}"
+logger = logging.getLogger("user_service.auth.throttle")
 
-# INCR and EXPIRE in one script, so a counter can never be left without an expiry
-# (which would lock an account out for good). The TTL check repairs such a key too.
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if count == 1 or ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+PAIR_ATTEMPTS_KEY = "auth:login-fail:pair:{digest}"
+ADDRESS_FAILURES_KEY = "auth:login-fail:addr:{network}"
+ACCOUNT_FAILURES_KEY = "auth:login-fail:email:{digest}"
+
+# KEYS: the address's failures, the (email, address) attempts. ARGV: their limits, the window.
+# Refused without counting when the address is over its limit; otherwise the attempt is counted
+# and refused if it goes past the pair's limit. The TTL check repairs a key left without one.
+_ADMIT = """
+local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
+if failures >= tonumber(ARGV[1]) then
+  return {0, redis.call('TTL', KEYS[1])}
 end
-return {count, ttl}
+local attempts = redis.call('INCR', KEYS[2])
+local ttl = redis.call('TTL', KEYS[2])
+if attempts == 1 or ttl < 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+if attempts > tonumber(ARGV[2]) then
+  return {0, ttl}
+end
+return {1, 0}
+"""
+
+# INCR and EXPIRE of each key in one script, so a counter can never be left without an expiry
+# (which would lock an address out for good). Returns the new counts.
+_COUNT = """
+local counts = {}
+for index, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 or redis.call('TTL', key) < 0 then
+    redis.call('EXPIRE', key, ARGV[1])
+  end
+  counts[index] = count
+end
+return counts
 """
 
 
 @dataclass(frozen=True)
-class Count:
-    """A counter just after it was incremented; `blocked` if it went past its limit."""
-
-    blocked: bool
+class Admission:
+    allowed: bool
     retry_after: int
 
 
-def email_failures_key(email: str) -> str:
+def client_network(ip: str) -> str:
+    """What an address counts as: itself for IPv4, its /64 for IPv6 (an IPv4-mapped IPv6
+    address is the IPv4 address it maps)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _digest(*parts: str) -> str:
     # Hashed so Redis never holds a readable list of addresses under attack.
-    return EMAIL_FAILURES_KEY.format(digest=hashlib.sha256(email.encode()).hexdigest())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def ip_failures_key(ip: str) -> str:
-    return IP_FAILURES_KEY.format(ip=ip)
+def pair_attempts_key(email: str, ip: str) -> str:
+    return PAIR_ATTEMPTS_KEY.format(digest=_digest(email, client_network(ip)))
+
+
+def address_failures_key(ip: str) -> str:
+    return ADDRESS_FAILURES_KEY.format(network=client_network(ip))
+
+
+def account_failures_key(email: str) -> str:
+    return ACCOUNT_FAILURES_KEY.format(digest=_digest(email))
+
+
+class LoginFailureMetrics:
+    """The account-wide signal as Prometheus counters (registered on the app's /metrics)."""
+
+    def __init__(self) -> None:
+        self.failures = Counter(
+            "user_login_failures_total",
+            "Failed password checks (login and password change)", registry=None)
+        self.on_targeted_accounts = Counter(
+            "user_login_failures_on_targeted_accounts_total",
+            "Failed password checks on an account that has failed more often than the "
+            "per-address limit, from all addresses together, within the window", registry=None)
 
 
 class LoginThrottle:
@@ -57,23 +125,37 @@ class LoginThrottle:
         max_failures_per_email: int,
         max_failures_per_ip: int,
         window_seconds: int,
+        metrics: LoginFailureMetrics,
     ) -> None:
         self._redis = redis
         self.max_failures_per_email = max_failures_per_email
         self.max_failures_per_ip = max_failures_per_ip
         self.window_seconds = window_seconds
+        self.metrics = metrics
+        self._admit = redis.register_script(_ADMIT)
         self._count = redis.register_script(_COUNT)
 
-    async def _increment(self, key: str, limit: int) -> Count:
-        count, ttl = await self._count(keys=[key], args=[self.window_seconds])
-        return Count(blocked=int(count) > limit, retry_after=int(ttl))
+    async def admit(self, email: str, ip: str) -> Admission:
+        """May a password be checked for `email` from `ip`? Counts the attempt if so."""
+        allowed, ttl = await self._admit(
+            keys=[address_failures_key(ip), pair_attempts_key(email, ip)],
+            args=[self.max_failures_per_ip, self.max_failures_per_email, self.window_seconds])
+        return Admission(allowed=bool(allowed), retry_after=max(1, int(ttl)))
 
-    async def count_attempt(self, email: str) -> Count:
-        """Counts a password check on the account; blocked once the limit's failures are in."""
-        return await self._increment(email_failures_key(email), self.max_failures_per_email)
+    async def count_failure(self, email: str, ip: str, *, user_id: int | None) -> None:
+        """A wrong password: one more failure for the address, and for the account's signal."""
+        _, account = await self._count(
+            keys=[address_failures_key(ip), account_failures_key(email)],
+            args=[self.window_seconds])
+        self.metrics.failures.inc()
+        if int(account) > self.max_failures_per_email:
+            self.metrics.on_targeted_accounts.inc()
+            if int(account) % self.max_failures_per_email == 1:
+                # A line when the count passes the limit, then one per limit's worth more.
+                logger.warning("many failed logins for one account, from all addresses", extra={
+                    "user_id": user_id, "failures": int(account),
+                    "window_seconds": self.window_seconds})
 
-    async def count_address_failure(self, ip: str) -> Count:
-        return await self._increment(ip_failures_key(ip), self.max_failures_per_ip)
-
-    async def clear_email(self, email: str) -> None:
-        await self._redis.delete(email_failures_key(email))
+    async def clear(self, email: str, ip: str) -> None:
+        """A right password: the (email, address) count starts over."""
+        await self._redis.delete(pair_attempts_key(email, ip))

@@ -1,6 +1,6 @@
 """Access-token signing: Ed25519 keys (loaded once at startup), EdDSA JWTs and the published JWKS.
 
-The gateway verifies these tokens with the JWKS alone, so the header (alg EdDSA, typ JWT,
+The gateway verifies these tokens with the JWKS alone, so the header (alg EdDSA, typ at+jwt,
 kid = RFC 7638 thumbprint) and the claims (iss, aud, sub, sid, jti, iat, exp) are a contract.
 """
 
@@ -22,6 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from shared.contracts import ACCESS_TOKEN_TYPE
 from user_service.settings import Settings
 
 DEV_KEY_FILENAME = "signing-key.pem"
@@ -169,5 +170,7 @@ class TokenSigner:
             "exp": issued_at + self.access_token_ttl_seconds,
         }
         return jwt.encode(
-            claims, self._signing_key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "JWT"}
+            claims, self._signing_key, algorithm="EdDSA",
+            # RFC 9068: an access token says so, and is never taken for another kind of JWT.
+            headers={"kid": self.kid, "typ": ACCESS_TOKEN_TYPE},
         )

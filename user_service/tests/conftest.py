@@ -55,6 +55,9 @@ def make_settings(
             "smtp_port": mail_sink.port,
             "smtp_timeout_seconds": 2,
             "log_level": "WARNING",
+            # These apps share the suite's Redis database with the end-to-end system's own
+            # user_service (another schema): only that one may answer a FLUSHDB there.
+            "revocation_watch_interval_seconds": 3600,
         }
         values.update(overrides)
         return Settings(**values)

@@ -12,6 +12,7 @@ from functools import cache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.testing.identity import signed_identity_headers
 from user_service.auth.models import EmailVerification, LoginSession, RefreshToken
 from user_service.auth.passwords import HASHER
 from user_service.auth.service import hash_code, hash_refresh_token
@@ -105,4 +106,4 @@ async def make_refresh_token(
 
 def identity_headers_of(login_session: LoginSession) -> dict[str, str]:
     """What the gateway forwards for a token of this session."""
-    return {"X-User-Id": str(login_session.user_id), "X-Session-Id": login_session.id}
+    return signed_identity_headers(login_session.user_id, login_session.id)

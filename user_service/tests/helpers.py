@@ -13,6 +13,7 @@ import jwt
 
 from shared.testing.apps import RunningApp
 from shared.testing.apps import running_app as running
+from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from user_service.app import create_app
 from user_service.settings import Settings
@@ -35,11 +36,30 @@ def unique_ip() -> str:
     return f"10.{raw[0]}.{raw[1]}.{raw[2]}"
 
 
+def from_address(ip: str | None) -> dict[str, str]:
+    """What the gateway forwards on a public route for a client at `ip` (a new one if None)."""
+    return signed_identity_headers(None, None, client_ip=ip or unique_ip())
+
+
 async def signup(
-    client: httpx.AsyncClient, email: str, *, password: str = PASSWORD, **fields: Any
+    client: httpx.AsyncClient, email: str, *, password: str = PASSWORD, ip: str | None = None,
+    **fields: Any,
 ) -> httpx.Response:
+    """From a client address of its own unless `ip` says (sign-ups are limited per address)."""
     body = {"email": email, "password": password, "name": "Min-ji", **fields}
-    return await client.post("/api/v1/auth/signup", json=body)
+    return await client.post("/api/v1/auth/signup", json=body, headers=from_address(ip))
+
+
+async def verify(
+    client: httpx.AsyncClient, email: str, code: str, *, ip: str | None = None
+) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code},
+                             headers=from_address(ip))
+
+
+async def resend(client: httpx.AsyncClient, email: str, *, ip: str | None = None) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify-email/resend", json={"email": email},
+                             headers=from_address(ip))
 
 
 async def verified_account(
@@ -48,24 +68,23 @@ async def verified_account(
     email = unique_email()
     assert (await signup(client, email, password=password)).status_code == 201
     code = (await mail_sink.wait_for(email)).code
-    response = await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
-    assert response.status_code == 200
+    assert (await verify(client, email, code)).status_code == 200
     return email
 
 
 async def login(
     client: httpx.AsyncClient, email: str, password: str = PASSWORD, *, ip: str | None = None
 ) -> httpx.Response:
-    headers = {"X-Forwarded-For": ip} if ip else {}
     return await client.post(
-        "/api/v1/auth/login", json={"email": email, "password": password}, headers=headers
+        "/api/v1/auth/login", json={"email": email, "password": password},
+        headers=from_address(ip),
     )
 
 
-def identity_headers(access_token: str) -> dict[str, str]:
+def identity_headers(access_token: str, *, ip: str = "127.0.0.1") -> dict[str, str]:
     """What the gateway forwards after verifying the token (verification is tested elsewhere)."""
     claims = jwt.decode(access_token, options={"verify_signature": False})
-    return {"X-User-Id": claims["sub"], "X-Session-Id": claims["sid"]}
+    return signed_identity_headers(int(claims["sub"]), claims["sid"], client_ip=ip)
 
 
 async def signed_in(

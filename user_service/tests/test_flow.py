@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from shared.contracts import revoked_session_key
 from shared.testing.mail import MailSink
 from user_service.tests.factories import PASSWORD, unique_email
-from user_service.tests.helpers import assert_problem, identity_headers, login, signup
+from user_service.tests.helpers import assert_problem, identity_headers, login, signup, verify
 
 
 async def test_signup_verify_login_profile_refresh_password_logout(
@@ -28,8 +28,7 @@ async def test_signup_verify_login_profile_refresh_password_logout(
 
     mail = await mail_sink.wait_for(email)
     assert "verification code" in str(mail.message["Subject"]).lower()
-    verified = await client.post("/api/v1/auth/verify-email",
-                                 json={"email": email, "code": mail.code})
+    verified = await verify(client, email, mail.code)
     assert verified.status_code == 200
     assert verified.json() == {"email_verified": True}
 
@@ -56,7 +55,8 @@ async def test_signup_verify_login_profile_refresh_password_logout(
     assert rotated.status_code == 200
     new_tokens = rotated.json()
     assert new_tokens["refresh_token"] != tokens["refresh_token"]
-    assert identity_headers(new_tokens["access_token"]) == headers  # same session, same sid
+    # Same session, same sid.
+    assert identity_headers(new_tokens["access_token"])["X-Session-Id"] == headers["X-Session-Id"]
 
     # A second login is a second session; the password change must sign it out, not this one.
     other = (await login(client, email)).json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, String
+from sqlalchemy import BigInteger, Boolean, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.clock import utcnow
@@ -13,6 +13,8 @@ from user_service.db import Base, Timestamp
 
 class User(Base):
     __tablename__ = "users"
+    # For the purge of unverified accounts older than a day (user_service/auth/tasks.py).
+    __table_args__ = (Index("ix_users_email_verified_created_at", "email_verified", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # Stored lower-cased and compared byte for byte (no accent folding), so the unique index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import (
@@ -16,6 +17,8 @@ from pydantic import (
 from shared.schemas import ApiModel, RequestModel, UtcDatetime
 
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+# The column's size (users.profile_image_url).
+MAX_URL_LENGTH = 2048
 
 
 def _not_blank(value: str) -> str:
@@ -25,10 +28,16 @@ def _not_blank(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
-    # Validated as an http(s) URL but stored as sent: pydantic's normal form (a trailing
-    # slash added to a bare host) would hand clients back a string they did not send.
-    _HTTP_URL.validate_python(value)
-    return value
+    # Spaces and control or format characters (a newline, U+202E) make a URL that reads one
+    # way and goes another; browsers strip or encode them differently. Refused, not repaired.
+    if any(unicodedata.category(char)[0] in "CZ" for char in value):
+        raise ValueError("must not contain spaces or control characters")
+    # Stored in its normal form (WHATWG: lower-case scheme and host, default port dropped,
+    # non-ASCII percent-encoded, "/" for an empty path), so one URL has one spelling.
+    normal = str(_HTTP_URL.validate_python(value))
+    if len(normal) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters once normalised")
+    return normal
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)]
@@ -36,9 +45,10 @@ Greeting = Annotated[str, StringConstraints(max_length=500)]
 # The schema says what the validator enforces, so generated clients and fuzzers agree with it.
 ImageUrl = Annotated[
     str,
-    StringConstraints(max_length=2048),
+    StringConstraints(max_length=MAX_URL_LENGTH),
     AfterValidator(_http_url),
-    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048}),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://",
+                    "maxLength": MAX_URL_LENGTH}),
 ]
 
 

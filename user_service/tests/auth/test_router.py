@@ -4,40 +4,52 @@ rotation, logout and the password change."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from shared.clock import utcnow
 from shared.contracts import revoked_session_key
 from shared.testing.apps import RunningApp
+from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
-from user_service.auth.throttle import email_failures_key
+from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY
+from user_service.auth.models import RefreshToken
+from user_service.auth.service import hash_refresh_token
+from user_service.auth.throttle import pair_attempts_key
 from user_service.tests.conftest import SettingsFactory
-from user_service.tests.factories import PASSWORD, unique_email
+from user_service.tests.factories import (
+    PASSWORD,
+    make_login_session,
+    make_refresh_token,
+    make_user,
+    unique_email,
+)
 from user_service.tests.helpers import (
     after_commit_done,
     assert_problem,
     identity_headers,
     login,
+    resend,
     running_app,
     signed_in,
     signup,
     unique_ip,
     verified_account,
+    verify,
 )
 
 
 def _without_request_id(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "request_id"}
-
-
-async def _verify(client: httpx.AsyncClient, email: str, code: str) -> httpx.Response:
-    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
 
 
 def _wrong(code: str) -> str:
@@ -47,23 +59,48 @@ def _wrong(code: str) -> str:
 # Sign-up
 
 
-async def test_signup_with_a_taken_email_is_409_whatever_its_case(
-    client: httpx.AsyncClient,
+async def test_signup_with_a_verified_accounts_email_is_409_whatever_its_case(
+    client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
-    email = unique_email()
-    assert (await signup(client, email)).status_code == 201
+    email = await verified_account(client, mail_sink)
     assert_problem(await signup(client, email.upper()), 409, "email_taken")
 
 
-async def test_concurrent_signups_for_one_email_create_one_account(
-    client: httpx.AsyncClient,
+async def test_concurrent_signups_for_one_email_leave_one_account(
+    client: httpx.AsyncClient, db_engine: AsyncEngine
 ) -> None:
     email = unique_email()
     responses = await asyncio.gather(*(signup(client, email) for _ in range(3)))
-    assert sorted(r.status_code for r in responses) == [201, 409, 409]
     for response in responses:
-        if response.status_code == 409:
+        if response.status_code != 201:
             assert_problem(response, 409, "email_taken")
+    assert 201 in [r.status_code for r in responses]
+    async with db_engine.connect() as conn:
+        count = (await conn.execute(text("SELECT COUNT(*) FROM users WHERE email = :email"),
+                                    {"email": email})).scalar_one()
+    assert count == 1
+
+
+async def test_a_sign_up_for_an_unverified_address_replaces_that_account(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    # Someone typed the address first (a squatter, or the owner with a typo in the name): the
+    # mailbox proves ownership, so the new sign-up wins and only its code verifies.
+    email = unique_email()
+    first = await signup(client, email, password="squatter's password", name="Squatter")
+    first_code = (await mail_sink.wait_for(email)).code
+    second = await signup(client, email, name="Owner")
+    assert second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+    assert second.json()["name"] == "Owner"
+    code = (await mail_sink.wait_for(email, count=2)).code
+    if first_code != code:  # one chance in a million they coincide
+        assert_problem(await verify(client, email, first_code), 422, "invalid_code")
+    assert (await verify(client, email, code)).status_code == 200
+    assert_problem(await login(client, email, "squatter's password"), 401, "invalid_credentials")
+    assert (await login(client, email)).status_code == 200
+    # Verified now: the address is taken.
+    assert_problem(await signup(client, email), 409, "email_taken")
 
 
 @pytest.mark.parametrize(
@@ -115,24 +152,74 @@ async def test_failed_mail_keeps_the_account_and_resend_delivers_a_code(
         await after_commit_done(broken_mail)
     assert mail_sink.mails_to(email) == []
 
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     code = (await mail_sink.wait_for(email)).code
-    assert (await _verify(client, email, code)).status_code == 200
+    assert (await verify(client, email, code)).status_code == 200
+
+
+# Rate limits
+
+
+async def test_sign_ups_are_limited_per_client_address(client: httpx.AsyncClient) -> None:
+    ip = unique_ip()
+    for _ in range(10):
+        assert (await signup(client, unique_email(), ip=ip)).status_code == 201
+    refused = await signup(client, unique_email(), ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert (await signup(client, unique_email(), ip=unique_ip())).status_code == 201
+
+
+async def test_resends_and_verifications_are_limited_per_client_address(
+    client: httpx.AsyncClient,
+) -> None:
+    # Counted whatever the address asked about, so the limit reveals no account either.
+    ip = unique_ip()
+    for _ in range(10):
+        assert (await resend(client, unique_email(), ip=ip)).status_code == 202
+    refused = await resend(client, unique_email(), ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    for _ in range(30):
+        assert_problem(await verify(client, unique_email(), "123456", ip=ip), 422, "invalid_code")
+    refused = await verify(client, unique_email(), "123456", ip=ip)
+    assert_problem(refused, 429, "rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 900
+    assert (await resend(client, unique_email(), ip=unique_ip())).status_code == 202
+
+
+async def test_sign_ups_and_resends_are_limited_for_everyone_together(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # However many addresses a party has, it cannot spend the whole mail quota.
+    await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
+    try:
+        async with running_app(make_settings(signup_max_total=2, resend_max_total=2)) as app:
+            for _ in range(2):
+                assert (await signup(app.client, unique_email())).status_code == 201
+                assert (await resend(app.client, unique_email())).status_code == 202
+            assert_problem(await signup(app.client, unique_email()), 429, "rate_limited")
+            assert_problem(await resend(app.client, unique_email()), 429, "rate_limited")
+    finally:
+        await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
 
 
 # Email verification
 
 
-async def test_wrong_code_and_unknown_email_are_invalid_code(
+async def test_wrong_code_unknown_and_verified_addresses_answer_alike(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
+    # Nothing in the answer tells whether an address has an account, verified or not.
     email = unique_email()
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
-    assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
-    assert_problem(await _verify(client, unique_email(), code), 422, "invalid_code")
-    assert (await _verify(client, email, code)).status_code == 200
+    verified = await verified_account(client, mail_sink)
+    answers = [assert_problem(await verify(client, address, attempt), 422, "invalid_code")
+               for address, attempt in ((email, _wrong(code)), (unique_email(), code),
+                                        (verified, code))]
+    assert len({str(_without_request_id(answer)) for answer in answers}) == 1
+    assert (await verify(client, email, code)).status_code == 200
 
 
 async def test_five_wrong_codes_void_the_code_until_a_resend(
@@ -142,18 +229,17 @@ async def test_five_wrong_codes_void_the_code_until_a_resend(
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
     for _ in range(5):
-        assert_problem(await _verify(client, email, _wrong(code)), 422, "invalid_code")
+        assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
 
     # Even the right code is refused now: the failures were committed despite the 422s.
-    voided = await _verify(client, email, code)
+    voided = await verify(client, email, code)
     assert_problem(voided, 429, "too_many_attempts")
     assert int(voided.headers["Retry-After"]) >= 1
 
     await redis.delete(f"mail:resend:{email}")  # the minute between mails has passed
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     new_code = (await mail_sink.wait_for(email, count=2)).code
-    assert (await _verify(client, email, new_code)).status_code == 200
+    assert (await verify(client, email, new_code)).status_code == 200
 
 
 async def test_expired_code_is_code_expired(
@@ -168,26 +254,40 @@ async def test_expired_code_is_code_expired(
                  "WHERE user_id = :id"),
             {"id": user_id},
         )
-    assert_problem(await _verify(client, email, code), 422, "code_expired")
+    assert_problem(await verify(client, email, code), 422, "code_expired")
 
 
-async def test_verifying_twice_is_still_200(
-    client: httpx.AsyncClient, mail_sink: MailSink
-) -> None:
-    email = await verified_account(client, mail_sink)
-    response = await _verify(client, email, "000000")
-    assert response.status_code == 200
-    assert response.json() == {"email_verified": True}
-
-
-async def test_double_submitted_right_code_is_200_twice(
+async def test_double_submitted_right_code_verifies_once(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = unique_email()
     await signup(client, email)
     code = (await mail_sink.wait_for(email)).code
-    responses = await asyncio.gather(*(_verify(client, email, code) for _ in range(2)))
-    assert [r.status_code for r in responses] == [200, 200]
+    responses = await asyncio.gather(*(verify(client, email, code) for _ in range(2)))
+    # The second finds the address verified, and answers as for any verified address.
+    assert sorted(r.status_code for r in responses) == [200, 422]
+    assert (await login(client, email)).status_code == 200
+
+
+async def test_at_most_20_wrong_codes_a_day_whatever_the_resends_and_sign_ups(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    email = unique_email()
+    await signup(client, email)
+    for round_ in range(4):
+        code = (await mail_sink.wait_for(email, count=round_ + 1)).code
+        for _ in range(5):
+            assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
+        await redis.delete(f"mail:resend:{email}")  # the minute between mails has passed
+        if round_ < 3:
+            # A fresh code each round: by resend, and once by signing up again.
+            fresh = resend(client, email) if round_ % 2 == 0 else signup(client, email)
+            assert (await fresh).status_code in (201, 202)
+    await signup(client, email)
+    code = (await mail_sink.wait_for(email, count=5)).code
+    refused = await verify(client, email, code)  # the right code, of a fresh account
+    assert_problem(refused, 429, "too_many_attempts")
+    assert 3600 < int(refused.headers["Retry-After"]) <= 24 * 3600
 
 
 @pytest.mark.parametrize("code", ["12345", "1234567", "12345a", "١٢٣٤٥٦", 123456])
@@ -206,7 +306,7 @@ async def test_resend_is_202_for_unknown_and_verified_addresses_and_sends_nothin
     unknown = unique_email()
     verified = await verified_account(client, mail_sink)
     for email in (unknown, verified):
-        response = await client.post("/api/v1/auth/verify-email/resend", json={"email": email})
+        response = await resend(client, email)
         assert response.status_code == 202
         assert response.content == b""
     await after_commit_done(service)
@@ -223,20 +323,19 @@ async def test_resend_sends_at_most_one_mail_per_interval_and_replaces_the_code(
         await signup(client, email)
         first_code = (await mail_sink.wait_for(email)).code
 
-        resend = {"email": email}
-        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        assert (await resend(client, email)).status_code == 202
         await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 1
 
         await asyncio.sleep(1.1)
-        assert (await client.post("/api/v1/auth/verify-email/resend", json=resend)).status_code == 202
+        assert (await resend(client, email)).status_code == 202
         second_code = (await mail_sink.wait_for(email, count=2)).code
         await after_commit_done(app)
         assert len(mail_sink.mails_to(email)) == 2
 
         if second_code != first_code:  # one chance in a million they coincide
-            assert_problem(await _verify(client, email, first_code), 422, "invalid_code")
-        assert (await _verify(client, email, second_code)).status_code == 200
+            assert_problem(await verify(client, email, first_code), 422, "invalid_code")
+        assert (await verify(client, email, second_code)).status_code == 200
 
 
 async def test_a_resend_right_after_signup_sends_no_second_mail(
@@ -245,8 +344,7 @@ async def test_a_resend_right_after_signup_sends_no_second_mail(
     # The sign-up mail may still be on its way (a slow relay) when the client asks again.
     email = unique_email()
     await signup(client, email)
-    assert (await client.post("/api/v1/auth/verify-email/resend",
-                              json={"email": email})).status_code == 202
+    assert (await resend(client, email)).status_code == 202
     await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1
 
@@ -275,26 +373,48 @@ async def test_unverified_account_with_right_password_is_email_not_verified(
     assert_problem(await login(client, email, "wrong password"), 401, "invalid_credentials")
 
 
-async def test_ten_failures_lock_the_account_even_for_the_right_password(
+async def test_ten_failures_from_one_address_lock_that_address_out_of_the_account_only(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = await verified_account(client, mail_sink)
+    attacker, owner = unique_ip(), unique_ip()
     for _ in range(10):
-        assert_problem(await login(client, email, "guess", ip=unique_ip()),
+        assert_problem(await login(client, email, "guess", ip=attacker),
                        401, "invalid_credentials")
-    locked = await login(client, email, ip=unique_ip())
+    locked = await login(client, email, ip=attacker)  # the right password, from there
     assert_problem(locked, 429, "too_many_attempts")
     assert 0 < int(locked.headers["Retry-After"]) <= 900
+    # A stranger's failures never lock the owner out.
+    assert (await login(client, email, ip=owner)).status_code == 200
 
 
-async def test_concurrent_wrong_passwords_cannot_outrun_the_account_lock(
+async def test_failures_from_everywhere_are_a_signal_not_a_lock(
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    email = await verified_account(client, mail_sink)
+    with caplog.at_level(logging.WARNING, logger="user_service.auth.throttle"):
+        for _ in range(11):
+            assert_problem(await login(client, email, "guess"), 401, "invalid_credentials")
+    assert (await login(client, email)).status_code == 200
+    user_id = (await client.get("/api/v1/users/me", headers=identity_headers(
+        (await login(client, email)).json()["access_token"]))).json()["id"]
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("many failed logins")]
+    assert (line.user_id, line.failures) == (user_id, 11)  # type: ignore[attr-defined]
+    metrics = (await client.get("/metrics")).text
+    assert re.search(r"^user_login_failures_on_targeted_accounts_total [1-9]", metrics, re.M)
+    assert re.search(r"^user_login_failures_total [1-9]", metrics, re.M)
+
+
+async def test_concurrent_wrong_passwords_cannot_outrun_the_lock(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     # Every guess is admitted or refused atomically: a burst of guesses sent at once must
     # not all be checked against the password before any of them is counted.
     email = await verified_account(client, mail_sink)
+    ip = unique_ip()
     responses = await asyncio.gather(
-        *(login(client, email, f"guess {n}", ip=unique_ip()) for n in range(30))
+        *(login(client, email, f"guess {n}", ip=ip) for n in range(30))
     )
     statuses = [r.status_code for r in responses]
     assert statuses.count(401) == 10, statuses
@@ -303,23 +423,23 @@ async def test_concurrent_wrong_passwords_cannot_outrun_the_account_lock(
         if response.status_code == 429:
             assert_problem(response, 429, "too_many_attempts")
             assert 0 < int(response.headers["Retry-After"]) <= 900
-    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+    assert_problem(await login(client, email, ip=ip), 429, "too_many_attempts")
 
 
-async def test_success_clears_the_account_failures(
+async def test_success_clears_the_failures_of_its_address(
     client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
 ) -> None:
     email = await verified_account(client, mail_sink)
     ip = unique_ip()
     for _ in range(3):
         await login(client, email, "guess", ip=ip)
-    assert await redis.get(email_failures_key(email)) == "3"
-    assert 0 < await redis.ttl(email_failures_key(email)) <= 900
+    assert await redis.get(pair_attempts_key(email, ip)) == "3"
+    assert 0 < await redis.ttl(pair_attempts_key(email, ip)) <= 900
     assert (await login(client, email, ip=ip)).status_code == 200
-    assert await redis.get(email_failures_key(email)) is None
+    assert await redis.get(pair_attempts_key(email, ip)) is None
 
 
-async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
+async def test_a_busy_address_is_refused_every_attempt_and_others_are_not(
     make_settings: SettingsFactory, mail_sink: MailSink
 ) -> None:
     ip = unique_ip()
@@ -329,13 +449,27 @@ async def test_busy_address_lets_right_passwords_in_and_refuses_wrong_ones(
         for _ in range(3):
             assert_problem(await login(client, unique_email(), "guess", ip=ip),
                            401, "invalid_credentials")
-        refused = await login(client, email, "guess", ip=ip)
-        assert_problem(refused, 429, "too_many_attempts")
-        assert 0 < int(refused.headers["Retry-After"]) <= 900
-        assert (await login(client, email, ip=ip)).status_code == 200
+        for password in ("guess", PASSWORD):
+            refused = await login(client, email, password, ip=ip)
+            assert_problem(refused, 429, "too_many_attempts")
+            assert 0 < int(refused.headers["Retry-After"]) <= 900
         # Another address is unaffected.
-        assert_problem(await login(client, email, "guess", ip=unique_ip()),
-                       401, "invalid_credentials")
+        assert (await login(client, email, ip=unique_ip())).status_code == 200
+
+
+async def test_ipv6_addresses_count_by_their_64(
+    make_settings: SettingsFactory, mail_sink: MailSink
+) -> None:
+    # One subscriber holds a whole /64: a new address in it is not a new client.
+    async with running_app(make_settings(login_max_failures_per_ip=3)) as app:
+        client = app.client
+        email = await verified_account(client, mail_sink)
+        for host in range(1, 4):
+            assert_problem(await login(client, unique_email(), "guess", ip=f"2001:db8:5::{host}"),
+                           401, "invalid_credentials")
+        assert_problem(await login(client, email, ip="2001:db8:5:0:ffff::9"),
+                       429, "too_many_attempts")
+        assert (await login(client, email, ip="2001:db8:5:1::1")).status_code == 200
 
 
 async def test_login_body_is_validated(client: httpx.AsyncClient) -> None:
@@ -355,12 +489,12 @@ async def test_a_locked_account_cannot_be_entered_through_an_accented_spelling(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
     email = await verified_account(client, mail_sink)
+    ip = unique_ip()
     for _ in range(10):
-        await login(client, email, "guess", ip=unique_ip())
-    assert_problem(await login(client, email, ip=unique_ip()), 429, "too_many_attempts")
+        await login(client, email, "guess", ip=ip)
+    assert_problem(await login(client, email, ip=ip), 429, "too_many_attempts")
     # The throttle counts per spelling, so the database must not match other spellings.
-    assert_problem(await login(client, _accented(email), ip=unique_ip()),
-                   401, "invalid_credentials")
+    assert_problem(await login(client, _accented(email), ip=ip), 401, "invalid_credentials")
 
 
 async def test_an_accented_spelling_is_another_address(
@@ -371,8 +505,7 @@ async def test_an_accented_spelling_is_another_address(
     await mail_sink.wait_for(email)
     await after_commit_done(service)
     # Not a way around the one-mail-a-minute limit (each resend also resets the attempts).
-    response = await client.post("/api/v1/auth/verify-email/resend",
-                                 json={"email": _accented(email)})
+    response = await resend(client, _accented(email))
     assert response.status_code == 202
     await after_commit_done(service)
     assert len(mail_sink.mails_to(email)) == 1
@@ -420,6 +553,27 @@ async def test_expired_refresh_token_is_token_expired(
     assert_problem(await _refresh(client, tokens["refresh_token"]), 401, "token_expired")
 
 
+async def test_a_session_ends_90_days_after_its_login_however_often_refreshed(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    now = utcnow()
+    old = await make_login_session(session, user=user, created_at=now - timedelta(days=91))
+    fresh_token = await make_refresh_token(session, login_session=old,
+                                           expires_at=now + timedelta(days=29))
+    young = await make_login_session(session, user=user, created_at=now - timedelta(days=89))
+    young_token = await make_refresh_token(session, login_session=young)
+    await session.commit()
+    assert_problem(await _refresh(client, fresh_token), 401, "token_expired")
+    rotated = await _refresh(client, young_token)
+    assert rotated.status_code == 200
+    # The new refresh token ends with the session, a day from now, not 30 days from now.
+    expiry = (await session.execute(select(RefreshToken.expires_at).where(
+        RefreshToken.token_hash == hash_refresh_token(rotated.json()["refresh_token"])))
+    ).scalar_one()
+    assert abs(expiry - (young.created_at + timedelta(days=90))) < timedelta(seconds=1)
+
+
 async def test_concurrent_refreshes_with_one_token_let_exactly_one_win(
     client: httpx.AsyncClient, mail_sink: MailSink
 ) -> None:
@@ -448,16 +602,21 @@ async def test_logout_with_someone_elses_session_id_revokes_nothing(
 ) -> None:
     _, _, mine = await signed_in(client, mail_sink)
     _, their_tokens, theirs = await signed_in(client, mail_sink)
-    forged = {"X-User-Id": mine["X-User-Id"], "X-Session-Id": theirs["X-Session-Id"]}
+    # As if the gateway itself were fooled into pairing one user with another's session.
+    forged = signed_identity_headers(int(mine["X-User-Id"]), theirs["X-Session-Id"])
     assert (await client.post("/api/v1/auth/logout", headers=forged)).status_code == 204
     # The gateway refuses access tokens by this key: it must not be set for their session.
     assert await redis.get(revoked_session_key(theirs["X-Session-Id"])) is None
     assert (await _refresh(client, their_tokens["refresh_token"])).status_code == 200
 
 
-async def test_logout_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
+async def test_logout_needs_the_gateway_identity(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
     assert_problem(await client.post("/api/v1/auth/logout"), 401, "missing_token")
-    assert_problem(await client.post("/api/v1/auth/logout", headers={"X-User-Id": "1"}),
+    _, _, headers = await signed_in(client, mail_sink)
+    unsigned = {"X-User-Id": headers["X-User-Id"], "X-Session-Id": headers["X-Session-Id"]}
+    assert_problem(await client.post("/api/v1/auth/logout", headers=unsigned),
                    401, "missing_token")
 
 
@@ -466,7 +625,9 @@ async def test_new_access_token_of_a_refresh_carries_the_same_session(
 ) -> None:
     _, tokens, headers = await signed_in(client, mail_sink)
     rotated = (await _refresh(client, tokens["refresh_token"])).json()
-    assert identity_headers(rotated["access_token"]) == headers
+    rotated_identity = identity_headers(rotated["access_token"])
+    assert rotated_identity["X-User-Id"] == headers["X-User-Id"]
+    assert rotated_identity["X-Session-Id"] == headers["X-Session-Id"]
 
 
 # Password change
@@ -510,7 +671,9 @@ async def test_guessing_the_current_password_is_throttled_like_login(
                                json={"current_password": PASSWORD, "new_password": "taken over"})
     assert_problem(refused, 429, "too_many_attempts")
     assert 0 < int(refused.headers["Retry-After"]) <= 900
-    assert_problem(await login(client, email, "taken over"), 429, "too_many_attempts")
+    # They were failed logins from the caller's address, and from there only.
+    assert_problem(await login(client, email, ip="127.0.0.1"), 429, "too_many_attempts")
+    assert (await login(client, email)).status_code == 200
 
 
 async def test_two_changes_with_the_same_old_password_cannot_both_win(

@@ -67,7 +67,7 @@ async def test_login_access_token_verifies_with_the_published_jwks(
     _, tokens, headers = await signed_in(client, mail_sink)
     token = tokens["access_token"]
     header = jwt.get_unverified_header(token)
-    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": published["kid"]}
+    assert header == {"alg": "EdDSA", "typ": "at+jwt", "kid": published["kid"]}  # RFC 9068
 
     key = jwt.PyJWK(published)
     claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="preorder-api",
@@ -113,10 +113,11 @@ def test_configured_key_wins_over_the_dev_key_dir(tmp_path: Path) -> None:
 
 def test_production_refuses_to_start_without_a_signing_key() -> None:
     database_url = "mysql+asyncmy://user_svc:s3cret@db:3306/preorder_user"
+    redis_url = "redis://:s3cret@redis:6379/0"
     with pytest.raises(ValidationError, match="USER_JWT_PRIVATE_KEY"):
-        Settings(environment="production", database_url=database_url)
+        Settings(environment="production", database_url=database_url, redis_url=redis_url)
     key = _private_pem(Ed25519PrivateKey.generate())
-    assert Settings(environment="production", database_url=database_url,
+    assert Settings(environment="production", database_url=database_url, redis_url=redis_url,
                     jwt_private_key=key).is_production()
 
 

@@ -3,13 +3,15 @@ come from the factories: these rules do not depend on how an account was made.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts import internal_user_path
+from shared.contracts import identity_signature, internal_user_path
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
 from user_service.tests.factories import identity_headers_of, make_login_session, make_user
 from user_service.tests.helpers import assert_problem
 
@@ -41,10 +43,14 @@ async def test_me_is_the_header_users_profile(
     assert body["created_at"].endswith("Z")
 
 
-async def test_me_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
+async def test_me_needs_the_gateway_identity(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
     assert_problem(await client.get("/api/v1/users/me"), 401, "missing_token")
-    assert_problem(await client.get("/api/v1/users/me", headers={"X-User-Id": "abc"}),
-                   401, "missing_token")
+    # A real user's id, but not signed by the gateway: anyone could have sent it.
+    headers = await signed_in_headers(session)
+    unsigned = {"X-User-Id": headers["X-User-Id"], "X-Session-Id": headers["X-Session-Id"]}
+    assert_problem(await client.get("/api/v1/users/me", headers=unsigned), 401, "missing_token")
 
 
 @pytest.mark.parametrize(
@@ -53,8 +59,17 @@ async def test_me_needs_the_gateway_identity(client: httpx.AsyncClient) -> None:
 async def test_a_malformed_user_id_header_is_401_not_500(
     client: httpx.AsyncClient, user_id: bytes
 ) -> None:
-    # b"\xb2" is latin-1 "²": str.isdigit() says yes, int() says no.
-    response = await client.get("/api/v1/users/me", headers=[(b"X-User-Id", user_id)])
+    # b"\xb2" is latin-1 "²": str.isdigit() says yes, int() says no. Signed, so that it is
+    # the parsing that refuses it, not the signature check.
+    headers = signed_identity_headers(None, None)
+    signature = identity_signature(
+        TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=int(time.time()),
+        user_id=user_id.decode("latin-1"), session_id="", request_id=headers["X-Request-Id"],
+        client_ip=headers["X-Forwarded-For"])
+    raw = [(name.encode(), value.encode()) for name, value in headers.items()
+           if name != "X-Identity-Signature"]
+    raw += [(b"X-User-Id", user_id), (b"X-Identity-Signature", signature.encode())]
+    response = await client.get("/api/v1/users/me", headers=raw)
     assert_problem(response, 401, "missing_token")
 
 
@@ -88,6 +103,13 @@ async def test_patch_changes_only_the_fields_sent_and_null_clears(
         {"name": "n" * 101},
         {"greeting": "g" * 501},
         {"profile_image_url": "javascript:alert(1)"},
+        # Spaces and control characters: a URL that reads one way and goes another.
+        {"profile_image_url": "https://cdn.example.com/a b.png"},
+        {"profile_image_url": "https://cdn.example.com/a.png\n"},
+        {"profile_image_url": "https://cdn.example.com/\x00.png"},
+        {"profile_image_url": "https://cdn.example.com/\u202egnp.exe"},
+        {"profile_image_url": "https://cdn.example.com/\u00a0.png"},
+        {"profile_image_url": "https://cdn.example.com/" + "\u00e9" * 400},  # 2,400 once encoded
         {"email": "new@example.com"},
         {"id": 1},
     ],
@@ -100,6 +122,22 @@ async def test_patch_rejects_bad_fields(
     assert_problem(await client.patch("/api/v1/users/me", headers=headers, json=body),
                    422, "validation_error")
     assert await _me(client, headers) == before
+
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    ("HTTPS://CDN.Example.COM/u/1.png", "https://cdn.example.com/u/1.png"),
+    ("https://cdn.example.com", "https://cdn.example.com/"),
+    ("https://cdn.example.com:443/caf\u00e9.png", "https://cdn.example.com/caf%C3%A9.png"),
+])
+async def test_profile_image_url_is_stored_in_its_normal_form(
+    client: httpx.AsyncClient, session: AsyncSession, sent: str, stored: str
+) -> None:
+    # One spelling per URL: what clients get back is what any URL parser makes of it.
+    headers = await signed_in_headers(session)
+    response = await client.patch("/api/v1/users/me", headers=headers,
+                                  json={"profile_image_url": sent})
+    assert response.json()["profile_image_url"] == stored
+    assert (await _me(client, headers))["profile_image_url"] == stored
 
 
 async def test_patch_only_ever_touches_the_header_user(
