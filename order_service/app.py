@@ -39,10 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             datastores = await stack.enter_async_context(open_datastores(settings))
             stock = await stack.enter_async_context(service_client(
-                "stock_service", settings.stock_service_url,
+                "stock_service", settings.stock_service_url, signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds, max_connections=256))
             payments = await stack.enter_async_context(service_client(
-                "payment_service", settings.payment_service_url,
+                "payment_service", settings.payment_service_url, signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds))
             orders = OrdersService(
                 sessions=datastores.sessionmaker, reads=datastores.reads,

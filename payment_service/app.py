@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             datastores = await stack.enter_async_context(open_datastores(settings))
             orders = await stack.enter_async_context(service_client(
-                "order_service", settings.order_service_url,
+                "order_service", settings.order_service_url, signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds))
             payments = PaymentsService(
                 sessions=datastores.sessionmaker, reads=datastores.reads,

@@ -12,6 +12,7 @@ sent once more.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.request_context import REQUEST_ID_HEADER, current_request_id
+from shared.contracts import IDENTITY_SIGNATURE_HEADER, identity_signature
+from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
 # closed by the other side under a request that could not safely be retried.
@@ -49,15 +51,27 @@ class ServiceResponse:
 
 
 class ServiceClient:
-    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
+                 signing_key: bytes) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._session = session
+        self._signing_key = signing_key
+
+    def _signed(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        """The request id to follow the call through both logs, signed as the gateway signs,
+        with no user: internal routes answer only callers holding the key."""
+        request_id = current_request_id() or new_request_id()
+        signature = identity_signature(self._signing_key, timestamp=int(time.time()),
+                                       user_id="", session_id="", request_id=request_id,
+                                       client_ip="")
+        return {REQUEST_ID_HEADER: request_id, IDENTITY_SIGNATURE_HEADER: signature,
+                **(headers or {})}
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None,
                       timeout: float | None = None) -> ServiceResponse:
-        sent = {REQUEST_ID_HEADER: current_request_id() or "", **(headers or {})}
+        sent = self._signed(headers)
         data = None
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
@@ -93,11 +107,11 @@ class ServiceClient:
 
 
 @asynccontextmanager
-async def service_client(name: str, base_url: str, *, timeout_seconds: float,
+async def service_client(name: str, base_url: str, *, signing_key: bytes, timeout_seconds: float,
                          max_connections: int = 100) -> AsyncIterator[ServiceClient]:
     """A client of one service for the lifespan of an app (or a test)."""
     connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      skip_auto_headers=("User-Agent",)) as session:
-        yield ServiceClient(name, base_url, session)
+        yield ServiceClient(name, base_url, session, signing_key=signing_key)

@@ -103,6 +103,17 @@ async def client_ip(request: Request, identity: SignedIdentity) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def signed_caller(identity: SignedIdentity) -> None:
+    """For the internal routes (/internal/**): only a caller holding the deployment's signing key
+    (another service, through shared.http) is answered. The gateway never routes them, so a
+    request that reaches one directly without a signature is nobody we trust."""
+    if identity is None:
+        raise Unauthorized("Internal routes answer only the deployment's own services.")
+
+
+# The dependency every internal router declares: APIRouter(dependencies=[InternalCallersOnly]).
+InternalCallersOnly = Depends(signed_caller)
+
 CurrentUser = Annotated[int, Depends(current_user_id)]
 CurrentSession = Annotated[str, Depends(current_session_id)]
 ClientIp = Annotated[str, Depends(client_ip)]

@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.http import service_client
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
-from social_service.clients import UserDirectory, open_http_session
+from social_service.clients import UserDirectory
 from social_service.comments.router import router as comments_router
 from social_service.dependencies import Resources
 from social_service.feed.router import router as feed_router
@@ -29,10 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def open_resources() -> AsyncIterator[Resources]:
         async with (
             open_datastores(settings) as datastores,
-            open_http_session(timeout_seconds=settings.user_service_timeout_seconds) as http,
+            service_client("user_service", settings.user_service_url,
+                           signing_key=settings.identity_key(),
+                           timeout_seconds=settings.user_service_timeout_seconds) as user_service,
         ):
             users = UserDirectory(
-                http=http, base_url=settings.user_service_url, redis=datastores.redis,
+                client=user_service, redis=datastores.redis,
                 found_ttl_seconds=settings.user_found_cache_seconds,
                 missing_ttl_seconds=settings.user_missing_cache_seconds,
             )

@@ -26,7 +26,7 @@ from shared.errors import (
     problem_responses,
 )
 from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
-from shared.identity import CurrentUser
+from shared.identity import CurrentUser, InternalCallersOnly
 from shared.internal.orders import (
     PREFIX,
     OrderState,
@@ -45,7 +45,8 @@ from shared.internal.stock import (
 from shared.pagination import Cursor, Limit, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
-internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False)
+internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
+                          dependencies=[InternalCallersOnly])
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _CURSOR_FIELDS = {"created_at": str, "id": int}

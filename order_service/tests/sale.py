@@ -124,6 +124,7 @@ async def register_product(http: httpx.AsyncClient, sale: Sale, *, total: int,
                              limit_per_user=limit_per_user).model_dump(mode="json")
     body["sale_opens_at"] = "2020-01-01T00:00:00Z"
     body.update(window)
-    response = await http.put(sale.url("stock") + product_path(product_id), json=body)
+    response = await http.put(sale.url("stock") + product_path(product_id), json=body,
+                              headers=signed_identity_headers(None, None))
     assert response.status_code == 200, response.text
     return product_id

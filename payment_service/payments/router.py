@@ -25,11 +25,12 @@ from shared.errors import (
     problem_responses,
 )
 from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
-from shared.identity import CurrentUser
+from shared.identity import CurrentUser, InternalCallersOnly
 from shared.internal.payments import PREFIX, PaymentView
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
-internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False)
+internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
+                          dependencies=[InternalCallersOnly])
 
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 

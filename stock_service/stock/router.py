@@ -16,7 +16,7 @@ from shared.errors import (
     ValidationFailed,
     problem_responses,
 )
-from shared.identity import CurrentUser
+from shared.identity import CurrentUser, InternalCallersOnly
 from shared.internal.stock import (
     PREFIX,
     Hold,
@@ -41,7 +41,8 @@ from stock_service.stock.errors import (
 from stock_service.stock.schemas import StockLevel, StockUpdate
 
 router = APIRouter(prefix="/api/v1/products", tags=["stock"])
-internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False)
+internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
+                          dependencies=[InternalCallersOnly])
 
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID)]
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]

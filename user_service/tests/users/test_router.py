@@ -184,11 +184,26 @@ async def test_internal_user_route_answers_whether_a_user_exists(
 ) -> None:
     user = await make_user(session, verified=False)
     await session.commit()
-    found = await client.get(internal_user_path(user.id))
+    service = signed_identity_headers(None, None)  # another service, holding the key
+    found = await client.get(internal_user_path(user.id), headers=service)
     assert found.status_code == 200
     assert found.json() == {"id": user.id}
-    assert_problem(await client.get(internal_user_path(2**53 - 1)), 404, "not_found")
-    assert_problem(await client.get("/internal/users/0"), 422, "validation_error")
+    assert_problem(await client.get(internal_user_path(2**53 - 1), headers=service), 404,
+                   "not_found")
+    assert_problem(await client.get("/internal/users/0", headers=service), 422,
+                   "validation_error")
+
+
+async def test_internal_routes_answer_only_callers_holding_the_key(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    await session.commit()
+    # Any process that reaches the port, without going through a service of the deployment.
+    assert_problem(await client.get(internal_user_path(user.id)), 401, "missing_token")
+    forged = signed_identity_headers(None, None, key="not-the-deployment-key-" + "x" * 16)
+    assert_problem(await client.get(internal_user_path(user.id), headers=forged), 401,
+                   "missing_token")
 
 
 async def test_internal_user_route_is_not_in_the_public_document(client: httpx.AsyncClient) -> None:
