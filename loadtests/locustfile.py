@@ -1,9 +1,20 @@
-"""A crowd of account users against `make run`: each signs up, reads its code from the
-development mail sink's files (.data/mail), verifies, logs in, then reads and edits its
-profile and refreshes its tokens.
+"""A crowd against `make run`:
+
+- account users each sign up, read their code from the development mail sink's files
+  (.data/mail), verify, log in, then read and edit their profile and refresh their tokens;
+- buyers (when SALE_BUYERS and SALE_PRODUCT_ID are given) look at the product's stock, order
+  one unit, then pay (4 in 5, with the always-succeeding test card) or walk away and let the
+  order expire.
 
     make run                                   # in one terminal
     .venv/bin/locust -f loadtests/locustfile.py --headless -u 50 -r 10 --run-time 60s \
+        --host http://127.0.0.1:8000
+
+    # buyers: accounts with tokens made by user_service's operator command, and a product
+    USER_JWT_KEY_DIR=.data/keys .venv/bin/python -m user_service.bulk_accounts --count 500 \
+        --output .data/buyers.jsonl
+    SALE_BUYERS=.data/buyers.jsonl SALE_PRODUCT_ID=<id> .venv/bin/locust -f \
+        loadtests/locustfile.py BuyerUser --headless -u 200 -r 50 --run-time 60s \
         --host http://127.0.0.1:8000
 
 Only loopback hosts are accepted, and --run-time bounds every run.
@@ -11,6 +22,10 @@ Only loopback hosts are accepted, and --run-time bounds every run.
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import random
 import time
 import uuid
 from email import message_from_bytes, policy
@@ -86,3 +101,44 @@ class AccountUser(HttpUser):
         tokens = response.json()
         self.access_token = tokens["access_token"]
         self.refresh_token = tokens["refresh_token"]
+
+
+def _buyers() -> itertools.cycle[dict[str, Any]] | None:
+    path = os.environ.get("SALE_BUYERS")
+    if not path:
+        return None
+    lines = Path(path).read_text().splitlines()
+    return itertools.cycle([json.loads(line) for line in lines if line.strip()])
+
+
+_BUYERS = _buyers()
+CARD_OK = "4242424242424242"
+
+
+class BuyerUser(HttpUser):
+    """One buyer of the sale's product: look, order, then pay or walk away."""
+
+    wait_time = between(0.2, 1.0)
+
+    def on_start(self) -> None:
+        product = os.environ.get("SALE_PRODUCT_ID")
+        if _BUYERS is None or not product:
+            raise SystemExit("BuyerUser needs SALE_BUYERS (a bulk_accounts file) and "
+                             "SALE_PRODUCT_ID")
+        self.product_id = int(product)
+        self.auth = {"Authorization": f"Bearer {next(_BUYERS)['access_token']}"}
+
+    @task
+    def buy(self) -> None:
+        self.client.get(f"/api/v1/products/{self.product_id}/stock",
+                        name="/products/{id}/stock")
+        with self.client.post("/api/v1/orders", headers=self.auth, name="/orders",
+                              json={"product_id": self.product_id, "quantity": 1},
+                              catch_response=True) as ordered:
+            if ordered.status_code == 409:
+                ordered.success()  # sold out, not open, over the limit: answers, not failures
+                return
+        if ordered.status_code != 201 or random.random() < 0.2:
+            return  # walks away: the order expires and its unit comes back
+        self.client.post("/api/v1/payments", headers=self.auth, name="/payments",
+                         json={"order_id": ordered.json()["id"], "card_number": CARD_OK})
