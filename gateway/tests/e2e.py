@@ -51,7 +51,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
     overrides = overrides or {}
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
     # State keyed by row ids the fresh schemas hand out again (timelines, live stock, keys).
-    for prefix in ("social:", "{p:", "stock:", "idem:"):
+    for prefix in ("social:", "{p:", "stock:", "idem:", "product:"):
         forget_redis_keys(redis_url, prefix)
     ports = {app.name: free_port() for app in SERVICES}
     # Every service learns where every other one is (<PREFIX>_<NAME>_SERVICE_URL, read by
