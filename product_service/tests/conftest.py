@@ -49,10 +49,13 @@ def stock_database_url() -> str:
     return fresh_database("stock_service", "preorder_stock", "product")
 
 
-@pytest.fixture(scope="session")
+# The app, its stock_service and their connections live as long as this package's tests (not
+# the whole session): MariaDB's 151 connections are shared with every other suite on the machine.
+@pytest.fixture(scope="package")
 def stock_service_url(stock_database_url: str, redis_url: str) -> Iterator[str]:
     settings = StockSettings(environment="test", database_url=stock_database_url,
                              redis_url=redis_url, log_level="WARNING",
+                             database_pool_size=3, database_read_pool_size=2,
                              reconcile_interval_seconds=3600,
                              expired_hold_interval_seconds=3600)
     server = ThreadedServer(create_stock_app(settings)).start()
@@ -60,12 +63,13 @@ def stock_service_url(stock_database_url: str, redis_url: str) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def make_settings(database_url: str, redis_url: str, stock_service_url: str) -> SettingsFactory:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "environment": "test", "database_url": database_url, "redis_url": redis_url,
             "stock_service_url": stock_service_url, "log_level": "WARNING",
+            "database_pool_size": 3, "database_read_pool_size": 3,
             # The settler stays out of the way; tests that need a round run one themselves.
             "pending_settle_interval_seconds": 3600,
         }
@@ -75,25 +79,25 @@ def make_settings(database_url: str, redis_url: str, stock_service_url: str) -> 
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def service(make_settings: SettingsFactory, redis: Redis) -> AsyncIterator[RunningApp]:
     # `redis` is requested so the test database is flushed before the app starts.
     async with running_app(create_app(make_settings()), base_url="http://product") as app:
         yield app
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(service: RunningApp) -> httpx.AsyncClient:
     return service.client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def resources(service: RunningApp) -> Resources:
     assert isinstance(service.resources, Resources)
     return service.resources
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url)
     yield engine

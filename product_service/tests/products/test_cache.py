@@ -39,7 +39,7 @@ class CountingReadSession(ReadSession):
 
 @pytest.fixture
 async def counting_reads(database_url: str) -> AsyncIterator[CountingReadSession]:
-    reads = await CountingReadSession.open(database_url, pool_size=5)
+    reads = await CountingReadSession.open(database_url, pool_size=2)
     assert isinstance(reads, CountingReadSession)
     yield reads
     await reads.close()
