@@ -135,3 +135,18 @@ async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) ->
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-up, verified and logged-in account: its id and its bearer header."""
+
+    id: int
+    headers: dict[str, str]
+
+
+async def new_user(api: httpx.AsyncClient, system: System) -> User:
+    tokens = await login(api, await signed_up(api, system.mail))
+    headers = bearer(tokens["access_token"])
+    me = await api.get("/api/v1/users/me", headers=headers)
+    return User(me.json()["id"], headers)
