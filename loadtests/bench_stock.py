@@ -8,6 +8,9 @@
 5. GET /api/v1/products/{id} through the gateway (product_service, detail from Redis),
 6. GET /api/v1/products/{id}/stock through the gateway (stock_service, from Redis),
 7. the same straight to stock_service (what the gateway's hop costs),
+8. the hello-world with one Redis call: the same PUT body parsed and the reserve script sent
+   once through redis-py, on the sold-out product (loadtests/hello.py): the best any route
+   that makes one Redis round trip per answer can do here,
 
 and each as a share of the hello-world. Goals: a sold-out answer at least 0.5 of the
 hello-world, a public stock read through the gateway at least 0.4.
@@ -286,7 +289,7 @@ def best_of(label: str, rounds: list[LoadResult]) -> LoadResult:
                       best.latencies_ms, best.error_kinds, best.reported_percentiles)
 
 
-async def run(args: argparse.Namespace, bench: StockBench, hello_url: str,
+async def run(args: argparse.Namespace, bench: StockBench, hello_url: str, evalsha_url: str,
               workdir: Path) -> None:
     ids = await create_products(bench)
     await check_answers(bench, ids)
@@ -309,6 +312,8 @@ async def run(args: argparse.Namespace, bench: StockBench, hello_url: str,
         # The same read straight to stock_service: what the gateway's hop costs.
         Target("direct GET stock",
                f"{bench.stock.url}/api/v1/products/{ids['shown']}/stock", ("stock",)),
+        Target("hello + one EVALSHA", evalsha_url, reserve_product=ids["sold_out"],
+               counts_refusals=True),
     ]
     runner = Runner(args, bench, workdir, sha, ids["raw"])
     for target in targets:  # warm pools, caches and the JIT of nothing before anything counts
@@ -342,6 +347,18 @@ async def run(args: argparse.Namespace, bench: StockBench, hello_url: str,
                 await profile(runner, target, processes, Path(args.profile), args.seconds)
 
 
+@contextmanager
+def hello_with_evalsha(workdir: Path) -> Iterator[str]:
+    """loadtests.hello's one-Redis-call variant on one uvicorn worker; yields its base URL."""
+    process = ServiceProcess("hello_evalsha", "loadtests.hello:create_evalsha_app",
+                             log_dir=workdir, env={"HELLO_REDIS_URL": BENCH_REDIS_URL})
+    try:
+        process.start().wait_healthy_at("/hello")
+        yield process.url
+    finally:
+        process.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=64)
@@ -353,8 +370,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-stock-"))
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    with hello_world() as hello_url, stock_system(workdir) as bench:
-        asyncio.run(run(args, bench, hello_url, workdir))
+    with (hello_world() as hello_url, hello_with_evalsha(workdir) as evalsha_url,
+          stock_system(workdir) as bench):
+        asyncio.run(run(args, bench, hello_url, evalsha_url, workdir))
 
 
 if __name__ == "__main__":
