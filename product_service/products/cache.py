@@ -91,22 +91,29 @@ class ProductDetails:
         self.ttl_ms = ttl_seconds * 1000
         self._store = redis.register_script(STORE)
         self._invalidate = redis.register_script(INVALIDATE)
-        self._flights: dict[tuple[int, str], asyncio.Task[str]] = {}
+        self._flights: dict[tuple[int, str | None], asyncio.Task[str]] = {}
 
     async def body(self, product_id: int) -> bytes | None:
         """The product's JSON answer, or None if there is no such (active) product."""
-        # One round trip for both: the generation is the one this miss is loaded under.
-        # (decode_responses: str, never bytes.)
-        found = cast(list[str | None], await self.redis.mget(detail_key(product_id),
-                                                             generation_key(product_id)))
-        value, generation = found
-        if value is None:
-            value = await self._load_once(product_id, generation or "")
+        try:
+            # One round trip for both: the generation is the one this miss is loaded under.
+            # (decode_responses: str, never bytes.)
+            found = cast(list[str | None], await self.redis.mget(detail_key(product_id),
+                                                                 generation_key(product_id)))
+        except RedisError:
+            # Redis away: MySQL answers (a crowd still shares one read), and nothing is cached,
+            # since no generation could be noted.
+            logger.warning("product detail cache unavailable", exc_info=True)
+            value = await self._load_once(product_id, None)
+        else:
+            cached, generation = found
+            value = cached if cached is not None else await self._load_once(product_id,
+                                                                            generation or "")
         if value == MISSING:
             return None
         return render(value, int(time.time() * 1000))
 
-    async def _load_once(self, product_id: int, generation: str) -> str:
+    async def _load_once(self, product_id: int, generation: str | None) -> str:
         flight_key = (product_id, generation)
         flight = self._flights.get(flight_key)
         if flight is None:
@@ -116,10 +123,16 @@ class ProductDetails:
         # Shielded: a reader that goes away must not cancel the load the others wait for.
         return await asyncio.shield(flight)
 
-    async def _load(self, product_id: int, generation: str) -> str:
+    async def _load(self, product_id: int, generation: str | None) -> str:
+        """generation None: Redis is away, the row is only answered."""
         row = await self.products.get_active(product_id)
         value = MISSING if row is None else encode(row)
-        await self.store(product_id, generation, value)
+        if generation is not None:
+            try:
+                await self.store(product_id, generation, value)
+            except RedisError:
+                logger.warning("product detail not cached", extra={"product_id": product_id},
+                               exc_info=True)
         return value
 
     async def store(self, product_id: int, generation: str, value: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.dependencies import Resources
@@ -24,6 +25,7 @@ from product_service.products.repository import ProductsRepository
 from product_service.tests.helpers import create_product, identity_headers, new_user_id
 from product_service.tests.products.factories import make_product
 from shared.reads import AnySelect, ReadResult, ReadSession
+from shared.testing.net import free_port
 
 
 class CountingReadSession(ReadSession):
@@ -101,6 +103,23 @@ async def test_a_store_at_the_current_generation_is_kept(
     assert row is not None
     assert await resources.details.store(product.id, "", encode(row))
     assert await resources.datastores.redis.get(detail_key(product.id)) == encode(row)
+
+
+async def test_without_redis_the_database_answers(
+    resources: Resources, session: AsyncSession, counting_reads: CountingReadSession
+) -> None:
+    product = await make_product(session, seller_id=new_user_id(), name="Still here")
+    await session.commit()
+    # Nothing listens on that port: every Redis call fails at once.
+    away = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True,
+                          socket_connect_timeout=1)
+    try:
+        details = ProductDetails(away, counting_reads, ttl_seconds=60)
+        bodies = await asyncio.gather(*(details.body(product.id) for _ in range(50)))
+    finally:
+        await away.aclose()
+    assert {json.loads(body or b"{}")["name"] for body in bodies} == {"Still here"}
+    assert counting_reads.statements == 1
 
 
 def test_the_sale_state_is_computed_when_the_answer_is_made() -> None:
