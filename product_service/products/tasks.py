@@ -3,7 +3,6 @@ and safe with several replicas running (rows another replica holds are skipped).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from product_service.clients import StockClient
 from product_service.products.repository import ProductsRepository
 from shared.clock import utcnow
+from shared.loops import run_periodically
 
 logger = logging.getLogger("product_service.tasks")
 
@@ -44,12 +44,10 @@ async def settle_pending_products_periodically(
     sessions: async_sessionmaker[AsyncSession], stock: StockClient, *, older_than: timedelta,
     interval_seconds: float,
 ) -> None:
-    while True:
-        # Sleeps first: at start-up nothing is older than it was a moment ago, and a replica's
-        # restart should not race the requests its peers are finishing.
-        await asyncio.sleep(interval_seconds)
-        try:
-            await settle_pending_products(sessions, stock, older_than=older_than)
-        except Exception:
-            # MySQL or stock_service away for a moment: the next round tries again.
-            logger.warning("settling pending products failed", exc_info=True)
+    async def settle_round() -> None:
+        await settle_pending_products(sessions, stock, older_than=older_than)
+
+    # Waits first: at start-up nothing is older than it was a moment ago, and a replica's
+    # restart should not race the requests its peers are finishing.
+    await run_periodically(settle_round, interval_seconds=interval_seconds, logger=logger,
+                           what="settling pending products", wait_first=True)
