@@ -32,11 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import re
+import secrets
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -50,9 +53,11 @@ from sqlalchemy.engine import make_url
 from loadtests.load import LoadResult
 from loadtests.system import BENCH_REDIS_URL, BenchSystem, create_account, hello_world
 from loadtests.wrk import measure
+from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.internal.stock import hold_path
 from shared.migrate import upgrade
 from shared.testing.datastores import database_url_for_tests, forget_redis_keys
+from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 from stock_service.stock.scripts import REFUSAL_MEMORY_MS, RESERVE, ProductKeys
@@ -75,7 +80,7 @@ function setup(thread)
   next_thread = next_thread + 1
 end
 local counter = 0
-local headers = {{["Content-Type"] = "application/json"}}
+local headers = {{["Content-Type"] = "application/json", {signed}}}
 function request()
   counter = counter + 1
   local order = base + thread_index * 1000000000 + counter
@@ -95,6 +100,7 @@ class StockBench:
 
 @contextmanager
 def stock_system(workdir: Path) -> Iterator[StockBench]:
+    os.environ["APP_ENV"] = "development"
     urls = {name: database_url_for_tests(f"preorder_{name}", "bench")
             for name in ("user", "stock", "product")}
     for name, url in urls.items():
@@ -102,7 +108,9 @@ def stock_system(workdir: Path) -> Iterator[StockBench]:
     # Fresh schemas hand out the same product ids again: their live state goes too.
     for prefix in ("{p:", "stock:", "product:"):
         forget_redis_keys(BENCH_REDIS_URL, prefix)
-    quiet = {"APP_ENV": "test", "LOG_LEVEL": "WARNING"}
+    # Settings default to production; the migrations above read them too.
+    identity_key = secrets.token_urlsafe(32)
+    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
     with ExitStack() as stack:
         mail = MailSink().start()
         stack.callback(mail.stop)
@@ -126,7 +134,8 @@ def stock_system(workdir: Path) -> Iterator[StockBench]:
         gateway = started("gateway", {
             "GATEWAY_REDIS_URL": BENCH_REDIS_URL, "GATEWAY_USER_SERVICE_URL": user.url,
             "GATEWAY_PRODUCT_SERVICE_URL": product.url, "GATEWAY_STOCK_SERVICE_URL": stock.url})
-        yield StockBench(gateway, stock, product, BenchSystem(gateway.url, user.url, mail))
+        yield StockBench(gateway, stock, product, BenchSystem(gateway.url, user.url, mail,
+                                                                   identity_key))
 
 
 async def create_products(bench: StockBench) -> dict[str, int]:
@@ -152,11 +161,12 @@ async def create_products(bench: StockBench) -> dict[str, int]:
 
 async def check_answers(bench: StockBench, ids: dict[str, int]) -> None:
     """Each target answers what it is meant to measure before anything is counted."""
+    signed = as_a_service(bench.system.identity_key)
     async with httpx.AsyncClient(timeout=10) as client:
         won = await client.put(bench.stock.url + hold_path(ids["hot"], 1),
-                               json={"user_id": 1, "quantity": 1})
+                               json={"user_id": 1, "quantity": 1}, headers=signed)
         refused = await client.put(bench.stock.url + hold_path(ids["sold_out"], 2),
-                                   json={"user_id": 1, "quantity": 1})
+                                   json={"user_id": 1, "quantity": 1}, headers=signed)
         product = await client.get(f"{bench.gateway.url}/api/v1/products/{ids['shown']}")
         stock = await client.get(f"{bench.gateway.url}/api/v1/products/{ids['shown']}/stock")
     assert won.status_code == 200, won.text
@@ -166,10 +176,21 @@ async def check_answers(bench: StockBench, ids: dict[str, int]) -> None:
                             "sale_state": "scheduled"}, stock.text
 
 
-def reserve_script(workdir: Path, product_id: int, base: int) -> Path:
+def as_a_service(identity_key: str) -> dict[str, str]:
+    """What shared.http signs an internal call with (internal routes answer nobody else). wrk
+    sends one set of headers for a whole run, and a signature is believed for
+    IDENTITY_MAX_AGE_SECONDS either side of its time: dated that far ahead (less a second), one
+    covers a run of up to twice as long."""
+    ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
+    return signed_identity_headers(None, None, identity_key, client_ip="", timestamp=ahead)
+
+
+def reserve_script(workdir: Path, product_id: int, base: int, identity_key: str) -> Path:
     prefix = hold_path(product_id, 0)[:-1]  # ".../holds/", the order id appended per request
+    signed = ", ".join(f'["{name}"] = "{value}"'
+                       for name, value in as_a_service(identity_key).items())
     path = workdir / f"reserve-{product_id}-{base}.lua"
-    path.write_text(RESERVE_SCRIPT.format(prefix=prefix, base=base))
+    path.write_text(RESERVE_SCRIPT.format(prefix=prefix, base=base, signed=signed))
     return path
 
 
@@ -238,7 +259,8 @@ class Runner:
             return result
         script = None
         if target.reserve_product is not None:
-            script = reserve_script(self.workdir, target.reserve_product, self.next_base)
+            script = reserve_script(self.workdir, target.reserve_product, self.next_base,
+                                    self.bench.system.identity_key)
             self.next_base += ORDERS_PER_RUN
         result = await measure(label, target.url, headers={}, connections=self.args.connections,
                                seconds=seconds, script=script)
@@ -367,6 +389,9 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="record each goal's target once more under py-spy into DIR")
     args = parser.parse_args()
+    if args.seconds > 2 * IDENTITY_MAX_AGE_SECONDS - 2:
+        parser.error(f"--seconds above {2 * IDENTITY_MAX_AGE_SECONDS - 2} would outlive the "
+                     "signature of the internal calls")
     workdir = Path(tempfile.mkdtemp(prefix="bench-stock-"))
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with (
             open_datastores(settings) as datastores,
             service_client("stock_service", settings.stock_service_url,
+                           signing_key=settings.identity_key(),
                            timeout_seconds=settings.stock_service_timeout_seconds) as http,
         ):
             stock = StockClient(http)

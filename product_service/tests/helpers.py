@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import random
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
+from shared.testing.identity import signed_identity_headers
 
 # Ids of users the tests make up (product_service never asks user_service), never the same
 # twice in one run.
@@ -20,9 +23,10 @@ def new_user_id() -> int:
 
 
 def identity_headers(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user. The one place tests build identity, so
-    a change in how services trust the gateway is a change here only."""
-    return {"X-User-Id": str(user_id)}
+    """What the gateway forwards for a signed-in user, signed as the gateway signs it. The one
+    place tests build identity, so a change in how services trust the gateway is a change here
+    only."""
+    return signed_identity_headers(user_id, secrets.token_hex(16))
 
 
 def iso(value: datetime) -> str:

@@ -20,6 +20,7 @@ from product_service.tests.products.factories import make_product
 from shared.clock import utcnow
 from shared.http import ServiceCallFailed, service_client
 from shared.internal.stock import StockRegistration
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.net import free_port
 
 
@@ -61,6 +62,7 @@ async def test_without_stock_service_a_pending_product_waits_for_the_next_round(
                              created_at=utcnow() - timedelta(days=300))
     await session.commit()
     async with service_client("stock_service", f"http://127.0.0.1:{free_port()}",
+                              signing_key=TEST_IDENTITY_SIGNING_KEY.encode(),
                               timeout_seconds=1) as http:
         with pytest.raises(ServiceCallFailed):
             await settle_pending_products(resources.datastores.sessionmaker, StockClient(http),
