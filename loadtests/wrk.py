@@ -8,6 +8,7 @@ import asyncio
 import re
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 
 from loadtests.load import LoadResult, run_load
 
@@ -43,14 +44,20 @@ def parse_wrk(label: str, output: str) -> LoadResult:
 
 
 async def measure(label: str, url: str, *, headers: Mapping[str, str], connections: int,
-                  seconds: float, threads: int = 2) -> LoadResult:
+                  seconds: float, threads: int = 2, script: Path | None = None) -> LoadResult:
+    """`script`: a wrk Lua script whose request() builds each request (a method and body other
+    than GET, a path per request); it needs wrk, there is no fallback for it."""
     if not url.startswith(("http://127.", "http://localhost")):
         raise ValueError("load is only ever sent to loopback")
     if not have_wrk():
+        if script is not None:
+            raise RuntimeError("a wrk script needs wrk (Debian package wrk)")
         return await run_load(label, url, headers=headers, concurrency=connections,
                               duration=seconds)
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
             "--latency", "--timeout", "10s"]
+    if script is not None:
+        argv += ["-s", str(script)]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     process = await asyncio.create_subprocess_exec(

@@ -1,1 +1,1 @@
-"""product_service: the product catalogue and sale windows (domain arrives in a later issue)."""
+"""product_service: the product catalogue and sale windows; registers each product with stock_service."""

@@ -51,7 +51,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
     overrides = overrides or {}
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
     # State keyed by row ids the fresh schemas hand out again (timelines, live stock, keys).
-    for prefix in ("social:", "{p:", "stock:", "idem:"):
+    for prefix in ("social:", "{p:", "stock:", "idem:", "product:"):
         forget_redis_keys(redis_url, prefix)
     ports = {app.name: free_port() for app in SERVICES}
     # Every service learns where every other one is (<PREFIX>_<NAME>_SERVICE_URL, read by
@@ -135,3 +135,18 @@ async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) ->
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-up, verified and logged-in account: its id and its bearer header."""
+
+    id: int
+    headers: dict[str, str]
+
+
+async def new_user(api: httpx.AsyncClient, system: System) -> User:
+    tokens = await login(api, await signed_up(api, system.mail))
+    headers = bearer(tokens["access_token"])
+    me = await api.get("/api/v1/users/me", headers=headers)
+    return User(me.json()["id"], headers)

@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.tests.e2e import System, assert_problem, bearer, login, signed_up
+from gateway.tests.e2e import System, User, assert_problem, new_user
 
 MAX_ID = 2**53 - 1
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    headers: dict[str, str]
-
-
-async def new_user(api: httpx.AsyncClient, system: System) -> User:
-    tokens = await login(api, await signed_up(api, system.mail))
-    headers = bearer(tokens["access_token"])
-    me = await api.get("/api/v1/users/me", headers=headers)
-    return User(me.json()["id"], headers)
 
 
 @pytest.fixture(scope="module")

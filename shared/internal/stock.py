@@ -79,11 +79,16 @@ def hold_path(product_id: int, order_id: int) -> str:
 
 
 class StockRegistration(RequestModel):
-    """A product as stock_service needs it: registered at creation, re-sent on every change."""
+    """A product as stock_service needs it: registered at creation, re-sent on every change.
+
+    `total` is needed to register a product; a change may leave it out (None) to keep the
+    total stock_service has, which the seller may have set since (PUT .../stock): the sender
+    of a change would otherwise overwrite it with the total it last read.
+    """
 
     seller_id: Id
     price: Annotated[int, Field(ge=0, le=MAX_ID)]
-    total: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    total: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
     sale_opens_at: UtcDatetimeIn | None = None
     sale_closes_at: UtcDatetimeIn | None = None
     limit_per_user: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None

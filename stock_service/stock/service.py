@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
-from shared.errors import DatabaseUnavailable, InvalidState, ProblemError
+from shared.errors import DatabaseUnavailable, InvalidState, ProblemError, ValidationFailed
 from shared.internal.stock import Hold, HoldPage, StockEntry, StockRegistration
 from shared.reads import ReadSession
 from shared.sale_window import sale_state, sale_state_at_ms
@@ -278,6 +278,9 @@ class StockService:
             ledger = LedgerRepository(session)
             product = await ledger.product(product_id, lock=True)
             if product is None:
+                if registration.total is None:
+                    raise ValidationFailed("A new product needs its total stock.",
+                                           loc=("body", "total"))
                 await ledger.insert_product(
                     product_id=product_id, seller_id=registration.seller_id,
                     price=registration.price, total=registration.total,
@@ -287,6 +290,8 @@ class StockService:
             else:
                 if product.deleted_at is not None:
                     raise ProductNotFound()
+                if registration.total is None:
+                    registration = registration.model_copy(update={"total": product.total})
                 _check_change_allowed(product, registration, now)
                 await ledger.update_product(
                     product_id, seller_id=registration.seller_id, price=registration.price,
@@ -375,5 +380,6 @@ def _check_change_allowed(product: LedgerProduct, change: StockRegistration,
              or product.limit_per_user != change.limit_per_user)
     if opened and fixed:
         raise SaleStarted()
+    assert change.total is not None, "register() fills in the total it keeps"
     if change.total < product.held + product.sold:
         raise InvalidState("Units are already held or sold: the total cannot go below them.")

@@ -346,3 +346,25 @@ async def test_registration_changes_stop_when_the_sale_opens(resources: Resource
     with pytest.raises(SaleStarted):
         await stock.set_total(opened.product_id, seller_id=1, total=7)
     assert (await stock.set_total(scheduled.product_id, seller_id=1, total=8)).remaining == 8
+
+
+async def test_a_change_that_leaves_the_total_out_keeps_the_one_the_seller_set(
+    resources: Resources
+) -> None:
+    """product_service re-sends a product's registration when its price, window or limit
+    change, and does not own the total (the seller sets it here, with PUT .../stock): a total
+    it had to send would undo a PUT that landed between its read and its write."""
+    stock = resources.stock
+    opens_at = utcnow() + timedelta(days=1)
+    scheduled = await make_product(stock, total=5, opens_at=opens_at)
+    await stock.set_total(scheduled.product_id, seller_id=1, total=25)
+    change = StockRegistration(seller_id=1, price=9_000).model_copy(
+        update={"sale_opens_at": opens_at})
+    changed = await stock.register(scheduled.product_id, change)
+    assert (changed.total, changed.remaining, changed.price) == (25, 25, 9_000)
+
+
+async def test_a_new_registration_needs_its_total(resources: Resources) -> None:
+    with pytest.raises(ProblemError) as refused:
+        await resources.stock.register(new_id(), StockRegistration(seller_id=1, price=9_000))
+    assert (refused.value.status, refused.value.code) == (422, "validation_error")

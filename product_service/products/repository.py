@@ -1,0 +1,128 @@
+"""Every SQL statement of products: plain reads on a ReadSession (no transaction), changes on
+a session. Reads are Core statements built once with bindparam(); rows are plain mappings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import BindParameter, CursorResult, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from product_service.products.models import Product
+from shared.reads import ReadSession
+
+Row = dict[str, Any]
+
+PRODUCT_COLUMNS = (Product.id, Product.seller_id, Product.name, Product.description,
+                   Product.price, Product.kind, Product.sale_opens_at, Product.sale_closes_at,
+                   Product.limit_per_user, Product.created_at, Product.updated_at)
+NEWEST_FIRST = (Product.created_at.desc(), Product.id.desc())
+
+ACTIVE_PRODUCT_BY_ID = select(*PRODUCT_COLUMNS).where(
+    Product.id == bindparam("product_id"), Product.status == "active")
+
+
+def _page(*, of_kind: bool, after_key: bool) -> Any:
+    query = select(*PRODUCT_COLUMNS).where(Product.status == "active")
+    if of_kind:
+        query = query.where(Product.kind == bindparam("kind"))
+    if after_key:
+        # Spelt out rather than as a row comparison, which MariaDB does not turn into an
+        # index range.
+        at: BindParameter[Any] = bindparam("key_created_at")
+        query = query.where(or_(Product.created_at < at,
+                                and_(Product.created_at == at, Product.id < bindparam("key_id"))))
+    return query.order_by(*NEWEST_FIRST).limit(bindparam("limit"))
+
+
+# (one kind?, past a cursor?) -> the statement.
+PRODUCT_PAGES = {(of_kind, after_key): _page(of_kind=of_kind, after_key=after_key)
+                 for of_kind in (False, True) for after_key in (False, True)}
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast("CursorResult[Any]", result).rowcount)
+
+
+class ProductsRepository:
+    def __init__(self, *, reads: ReadSession | None = None,
+                 session: AsyncSession | None = None) -> None:
+        self._reads = reads
+        self._session = session
+
+    @property
+    def reads(self) -> ReadSession:
+        if self._reads is None:
+            raise TypeError("this repository was made for writes only")
+        return self._reads
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise TypeError("writes need a session; this repository only reads")
+        return self._session
+
+    # Reads, outside any transaction.
+
+    async def get_active(self, product_id: int) -> Row | None:
+        return (await self.reads.execute(ACTIVE_PRODUCT_BY_ID, {"product_id": product_id})).first()
+
+    async def page(self, *, kind: str | None, before: tuple[datetime, int] | None,
+                   limit: int) -> list[Row]:
+        """`limit` + 1 rows at most: the extra one says whether a next page exists."""
+        statement = PRODUCT_PAGES[(kind is not None, before is not None)]
+        parameters: dict[str, Any] = {"kind": kind, "limit": limit + 1}
+        if before is not None:
+            parameters.update(key_created_at=before[0], key_id=before[1])
+        return (await self.reads.execute(statement, parameters)).all()
+
+    # Writes.
+
+    async def insert_pending(self, *, seller_id: int, name: str, description: str, price: int,
+                             kind: str, sale_opens_at: datetime | None,
+                             sale_closes_at: datetime | None, limit_per_user: int | None,
+                             now: datetime) -> int:
+        result = await self.session.execute(insert(Product).values(
+            seller_id=seller_id, name=name, description=description, price=price, kind=kind,
+            sale_opens_at=sale_opens_at, sale_closes_at=sale_closes_at,
+            limit_per_user=limit_per_user, status="pending", created_at=now, updated_at=now))
+        key = cast("CursorResult[Any]", result).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    async def activate(self, product_id: int) -> bool:
+        """False if the row is no longer pending (the settler removed it meanwhile)."""
+        return _rowcount(await self.session.execute(
+            update(Product).where(Product.id == product_id, Product.status == "pending")
+            .values(status="active"))) == 1
+
+    async def delete_pending(self, product_id: int) -> bool:
+        return _rowcount(await self.session.execute(
+            delete(Product).where(Product.id == product_id, Product.status == "pending"))) == 1
+
+    async def lock_active(self, product_id: int) -> Row | None:
+        """The product, locked for this transaction's change; None unless it is active."""
+        row = (await self.session.execute(
+            select(*PRODUCT_COLUMNS).where(Product.id == product_id, Product.status == "active")
+            .with_for_update())).first()
+        return None if row is None else dict(row._mapping)
+
+    async def update(self, product_id: int, changes: dict[str, Any], *, now: datetime) -> None:
+        await self.session.execute(
+            update(Product).where(Product.id == product_id).values(**changes, updated_at=now))
+
+    async def mark_deleted(self, product_id: int, *, now: datetime) -> None:
+        await self.session.execute(
+            update(Product).where(Product.id == product_id)
+            .values(status="deleted", updated_at=now))
+
+    async def lock_one_stale_pending(self, *, written_before: datetime) -> int | None:
+        """A product left pending since before `written_before`, locked; rows another replica's
+        settler holds are skipped."""
+        # No ORDER BY: MariaDB may sort the matches with a filesort, locking every one of
+        # them before LIMIT applies, and a second settler would then find all of them taken.
+        return cast(int | None, await self.session.scalar(
+            select(Product.id)
+            .where(Product.status == "pending", Product.created_at < written_before)
+            .limit(1).with_for_update(skip_locked=True)))
