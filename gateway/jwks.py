@@ -15,6 +15,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
 
+from shared.loops import run_periodically
+
 logger = logging.getLogger("gateway.jwks")
 
 
@@ -80,6 +82,5 @@ def parse_jwks(document: Any) -> dict[str, Ed25519PublicKey]:
 async def refresh_periodically(jwks: JwksCache, interval: float) -> None:
     """An unknown kid brings a new key in at once; only a refetch now and then notices a key
     that was withdrawn (say, after a leak) without a new one being used yet."""
-    while True:
-        await asyncio.sleep(interval)
-        await jwks.fetch()
+    await run_periodically(jwks.fetch, interval_seconds=interval, logger=logger,
+                           what="refetching the JWKS", wait_first=True)

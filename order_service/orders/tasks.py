@@ -4,35 +4,27 @@ idempotent at the other end)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from order_service.orders.service import OrdersService
+from shared.loops import run_periodically
 
 logger = logging.getLogger("order_service.tasks")
 
 
-async def _every(interval_seconds: float, what: str, round_: Callable[[], Awaitable[int]]) -> None:
-    while True:
-        try:
-            await round_()
-        except Exception:
-            # A service or the database away for a moment: the next round tries again.
-            logger.warning("%s: round failed", what, exc_info=True)
-        await asyncio.sleep(interval_seconds)
-
-
 async def expire_unpaid_orders(orders: OrdersService, *, interval_seconds: float) -> None:
     """On time, whether or not anyone reads the order: its units come back."""
-    await _every(interval_seconds, "expire unpaid orders", orders.expire_due)
+    await run_periodically(orders.expire_due, interval_seconds=interval_seconds, logger=logger,
+                           what="expiring unpaid orders")
 
 
 async def settle_order_effects(orders: OrdersService, *, interval_seconds: float) -> None:
     """Releases, commits and refunds that did not land right after their transition."""
-    await _every(interval_seconds, "settle order effects", orders.settle_overdue)
+    await run_periodically(orders.settle_overdue, interval_seconds=interval_seconds,
+                           logger=logger, what="settling order effects")
 
 
 async def release_orphan_holds(orders: OrdersService, *, interval_seconds: float) -> None:
     """Holds no order was ever made for (a crash between the reserve and the insert)."""
-    await _every(interval_seconds, "release orphan holds", orders.release_orphan_holds)
+    await run_periodically(orders.release_orphan_holds, interval_seconds=interval_seconds,
+                           logger=logger, what="releasing orphan holds")

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
 from shared.contracts import REVOCATION_EPOCH_KEY
+from shared.loops import run_periodically
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import republish_revoked_sessions
 
@@ -73,19 +74,17 @@ async def purge_expired_sign_in_state_periodically(
     sessionmaker: async_sessionmaker[AsyncSession], *, refresh_token_ttl: timedelta,
     interval_seconds: float,
 ) -> None:
-    while True:
-        try:
-            tokens, sessions = await purge_expired_sessions(
-                sessionmaker, refresh_token_ttl=refresh_token_ttl)
-            accounts = await purge_unverified_accounts(sessionmaker)
-            if tokens or sessions or accounts:
-                logger.info("purged expired sign-in state", extra={
-                    "refresh_tokens": tokens, "sessions": sessions,
-                    "unverified_accounts": accounts})
-        except Exception:
-            # A failed round (database restarting, say) is retried at the next interval.
-            logger.exception("purge of expired sign-in state failed")
-        await asyncio.sleep(interval_seconds)
+    async def purge_round() -> None:
+        tokens, sessions = await purge_expired_sessions(
+            sessionmaker, refresh_token_ttl=refresh_token_ttl)
+        accounts = await purge_unverified_accounts(sessionmaker)
+        if tokens or sessions or accounts:
+            logger.info("purged expired sign-in state", extra={
+                "refresh_tokens": tokens, "sessions": sessions, "unverified_accounts": accounts})
+
+    # A failed round (database restarting, say) is retried at the next interval.
+    await run_periodically(purge_round, interval_seconds=interval_seconds, logger=logger,
+                           what="purging expired sign-in state")
 
 
 async def keep_revocations_published(
