@@ -39,7 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              scripts=scripts)
             stock = StockService(sessions=datastores.sessionmaker, reads=datastores.reads,
                                  scripts=scripts, live=live,
-                                 hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+                                 hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+                                 sold_out_memory=settings.sold_out_memory_seconds,
+                                 view_memory=settings.view_memory_seconds)
             loops = [
                 asyncio.create_task(reconcile_live_stock_periodically(
                     live, interval_seconds=settings.reconcile_interval_seconds)),

@@ -14,6 +14,13 @@ class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="STOCK_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_stock"
+    # At the opening most reserves are refused: a product refused as sold out is refused again
+    # for this long without a Lua call (units that come back show this much later at most).
+    sold_out_memory_seconds: float = Field(default=0.1, ge=0)
+    # The public stock view of a product is read from Redis at most once per this long per
+    # process (a crowd refreshing the page at the opening); the sale state is still judged at
+    # the moment of each answer, by Redis's clock.
+    view_memory_seconds: float = Field(default=0.1, ge=0)
     # How often Redis's live state is compared with the ledger (and repaired where it differs).
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     # An unpaid hold whose reserve named no deadline gives its units back after this.

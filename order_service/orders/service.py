@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,6 +55,7 @@ from shared.idempotency import (
 from shared.internal.orders import OrderState, PaymentLease
 from shared.internal.stock import SoldOut
 from shared.reads import ReadSession
+from shared.sold_out import SoldOutMemory
 
 logger = logging.getLogger("order_service.orders")
 
@@ -70,31 +70,6 @@ class Timing:
 
 def order_out(order: OrderRow) -> OrderOut:
     return OrderOut.model_validate(order, from_attributes=True)
-
-
-class SoldOutMemory:
-    """Per product, the smallest quantity stock_service last refused as sold out, for a fraction
-    of a second: any order of at least that many is refused without asking again. Units that
-    come back are buyable again once the memory lapses."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._refused: dict[int, tuple[int, float]] = {}
-
-    def refuses(self, product_id: int, quantity: int) -> bool:
-        entry = self._refused.get(product_id)
-        if entry is None:
-            return False
-        smallest, until = entry
-        if time.monotonic() >= until:
-            del self._refused[product_id]
-            return False
-        return quantity >= smallest
-
-    def remember(self, product_id: int, quantity: int) -> None:
-        entry = self._refused.get(product_id)
-        smallest = min(quantity, entry[0]) if entry else quantity
-        self._refused[product_id] = (smallest, time.monotonic() + self.seconds)
 
 
 class OrdersService:

@@ -14,7 +14,9 @@ it keeps fewer units available than the ledger (never more) until the reconciler
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
@@ -26,6 +28,7 @@ from shared.errors import DatabaseUnavailable, InvalidState, ProblemError, Valid
 from shared.internal.stock import Hold, HoldPage, StockEntry, StockRegistration
 from shared.reads import ReadSession
 from shared.sale_window import sale_state, sale_state_at_ms
+from shared.sold_out import SoldOutMemory
 from stock_service.stock.errors import (
     HoldNotFound,
     HoldReleased,
@@ -54,6 +57,7 @@ from stock_service.stock.scripts import (
     SALE_NOT_OPEN,
     SOLD_OUT,
     HoldRecord,
+    LiveView,
     StockScripts,
 )
 
@@ -101,17 +105,23 @@ def entry_body(product: LedgerProduct, now: datetime) -> StockEntry:
 
 class StockService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], reads: ReadSession,
-                 scripts: StockScripts, live: LiveState, hold_ttl: timedelta) -> None:
+                 scripts: StockScripts, live: LiveState, hold_ttl: timedelta,
+                 sold_out_memory: float = 0.0, view_memory: float = 0.0) -> None:
         self.sessions = sessions
         self.reads = LedgerReads(reads)
         self.scripts = scripts
         self.live = live
         self.hold_ttl = hold_ttl
+        self.sold_out = SoldOutMemory(sold_out_memory)
+        self.view_memory = view_memory
+        self._views: dict[int, tuple[LiveView, float]] = {}
 
     # Holds
 
     async def reserve(self, product_id: int, order_id: int, *, user_id: int, quantity: int,
                       expires_at: datetime | None = None) -> Hold:
+        if self.sold_out.refuses(product_id, quantity):
+            raise SoldOut()
         outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
         if outcome.word == "held":
             assert outcome.hold is not None
@@ -123,6 +133,8 @@ class StockService:
             return await self._replayed(product_id, order_id, outcome.hold,
                                         expires_at or utcnow() + self.hold_ttl)
         if outcome.word in REFUSAL_ERRORS:
+            if outcome.word == SOLD_OUT:
+                self.sold_out.remember(product_id, quantity)
             raise REFUSAL_ERRORS[outcome.word]()
         if outcome.word == "missing":
             await self._state_missing(product_id)
@@ -136,6 +148,7 @@ class StockService:
                 ledger = LedgerRepository(session)
                 # Product row first: every hold of a product queues on it, in one order.
                 if not await ledger.take_units(product_id, record.quantity):
+                    self.sold_out.remember(product_id, record.quantity)
                     product = await ledger.product(product_id)
                     gone = product is None or product.deleted_at is not None
                     raise _LedgerRefused(NOT_FOUND if gone else SOLD_OUT)
@@ -215,6 +228,7 @@ class StockService:
             if hold.state != "released":
                 await ledger.move_hold(hold, to="released")
         await self._tell_redis(self.scripts.release, product_id, order_id)
+        self.sold_out.forget(product_id)
         return hold_body(hold, state="released")
 
     async def commit(self, product_id: int, order_id: int) -> Hold:
@@ -355,7 +369,7 @@ class StockService:
 
     async def public_level(self, product_id: int) -> StockLevel:
         """Served from Redis alone: the remaining count and the state by Redis's clock."""
-        view = await self.scripts.view(product_id)
+        view = await self._live_view(product_id)
         if view.rebuilding:
             raise StockRebuilding()
         if view.active is None:
@@ -367,6 +381,23 @@ class StockService:
             raise ProductNotFound()
         return StockLevel(product_id=product_id, remaining=view.remaining,
                           sale_state=sale_state_at_ms(view.opens_ms, view.closes_ms, view.now_ms))
+
+
+    async def _live_view(self, product_id: int) -> LiveView:
+        """The product's live view, read from Redis at most once per `view_memory` here. Its
+        clock moves on with ours in between, so the sale still opens at its exact millisecond
+        (by Redis's clock as last read)."""
+        remembered = self._views.get(product_id)
+        now = time.monotonic()
+        if remembered is not None and now - remembered[1] < self.view_memory:
+            view, read_at = remembered
+            return replace(view, now_ms=view.now_ms + int((now - read_at) * 1000))
+        view = await self.scripts.view(product_id)
+        if self.view_memory > 0:
+            if len(self._views) > 10_000:
+                self._views.clear()
+            self._views[product_id] = (view, now)
+        return view
 
 
 def _check_change_allowed(product: LedgerProduct, change: StockRegistration,

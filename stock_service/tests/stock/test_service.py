@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -368,3 +368,49 @@ async def test_a_new_registration_needs_its_total(resources: Resources) -> None:
     with pytest.raises(ProblemError) as refused:
         await resources.stock.register(new_id(), StockRegistration(seller_id=1, price=9_000))
     assert (refused.value.status, refused.value.code) == (422, "validation_error")
+
+
+async def test_a_sold_out_product_is_refused_from_memory_until_units_come_back(
+    resources: Resources, redis: Redis
+) -> None:
+    stock = StockService(sessions=resources.datastores.sessionmaker,
+                         reads=resources.datastores.reads, scripts=resources.scripts,
+                         live=resources.live, hold_ttl=timedelta(minutes=15),
+                         sold_out_memory=60.0)
+    product = await make_product(stock, total=1)
+    order = new_id()
+    await stock.reserve(product.product_id, order, user_id=1, quantity=1)
+    with pytest.raises(SoldOut):
+        await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+    # Without a Lua call: with Redis's state gone, asking Redis would have been a 503.
+    meta = ProductKeys.of(product.product_id).meta
+    saved = await redis.dump(meta)
+    await redis.delete(meta)
+    with pytest.raises(SoldOut):
+        await stock.reserve(product.product_id, new_id(), user_id=3, quantity=1)
+    assert saved is not None
+    await redis.restore(meta, 0, saved)
+    # A unit given back through this process is buyable at once.
+    await stock.release(product.product_id, order)
+    assert (await stock.reserve(product.product_id, new_id(), user_id=3, quantity=1)).state \
+        == "held"
+
+
+async def test_the_public_view_is_remembered_briefly_but_opens_on_time(
+    resources: Resources, redis: Redis
+) -> None:
+    stock = StockService(sessions=resources.datastores.sessionmaker,
+                         reads=resources.datastores.reads, scripts=resources.scripts,
+                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=0.5)
+    seconds, micros = await redis.time()
+    redis_now = datetime(1970, 1, 1) + timedelta(seconds=int(seconds), microseconds=int(micros))
+    product = await make_product(stock, total=5, opens_at=redis_now + timedelta(milliseconds=200))
+    first = await stock.public_level(product.product_id)
+    assert (first.remaining, first.sale_state) == (5, "scheduled")
+    await redis.hincrby(ProductKeys.of(product.product_id).meta, "remaining", -2)
+    await asyncio.sleep(0.25)
+    remembered = await stock.public_level(product.product_id)
+    # Still the remembered count, but the opening came on time by the moving clock.
+    assert (remembered.remaining, remembered.sale_state) == (5, "open")
+    await asyncio.sleep(0.3)
+    assert (await stock.public_level(product.product_id)).remaining == 3
