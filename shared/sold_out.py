@@ -2,37 +2,51 @@
 most requests are refused, and a crowd refused a moment ago is refused again without asking.
 
 Per product it keeps the smallest quantity refused as sold out: any request for at least that
-many is refused while the memory lasts. Units that come back (an order expired or cancelled)
-are buyable again once it lapses, so the memory's length bounds how late they show.
+many is refused while the memory lasts. When it lapses, one request asks again while the
+others go on being refused (for at most one more period), so a crowd sends one question per
+period, not one per request in flight. Units that come back (an order expired or cancelled)
+are buyable again once that question is answered: within two periods.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Refused:
+    smallest: int
+    until: float
+    asking: bool = False
 
 
 class SoldOutMemory:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._refused: dict[int, tuple[int, float]] = {}
+        self._refused: dict[int, _Refused] = {}
 
     def refuses(self, product_id: int, quantity: int) -> bool:
+        """True: answer sold out now. False: ask (and tell the memory what was answered)."""
         entry = self._refused.get(product_id)
-        if entry is None:
+        if entry is None or quantity < entry.smallest:
             return False
-        smallest, until = entry
-        if time.monotonic() >= until:
-            del self._refused[product_id]
-            return False
-        return quantity >= smallest
+        now = time.monotonic()
+        if now < entry.until:
+            return True
+        if entry.asking and now < entry.until + self.seconds:
+            return True  # another request is asking right now
+        entry.asking = True  # this one asks; if it never tells, the next period asks again
+        return False
 
     def remember(self, product_id: int, quantity: int) -> None:
+        """The product was refused as sold out for `quantity`."""
         if self.seconds <= 0:
             return
         entry = self._refused.get(product_id)
-        smallest = min(quantity, entry[0]) if entry else quantity
-        self._refused[product_id] = (smallest, time.monotonic() + self.seconds)
+        smallest = min(quantity, entry.smallest) if entry and not entry.asking else quantity
+        self._refused[product_id] = _Refused(smallest, time.monotonic() + self.seconds)
 
     def forget(self, product_id: int) -> None:
-        """Units came back through this process: no need to wait for the memory to lapse."""
+        """Units are there again (one was held, or given back through this process)."""
         self._refused.pop(product_id, None)

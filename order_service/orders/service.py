@@ -127,6 +127,7 @@ class OrdersService:
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
             raise
+        self.sold_out.forget(request.product_id)
         if self.fault_point == "after_reserve":
             # Tests only (settings refuse it elsewhere): die holding units no order records.
             logger.error("fault injected: exiting", extra={"point": self.fault_point})

@@ -124,6 +124,7 @@ class StockService:
             raise SoldOut()
         outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
         if outcome.word == "held":
+            self.sold_out.forget(product_id)
             assert outcome.hold is not None
             assert outcome.price is not None
             return await self._confirm(product_id, order_id, outcome.hold, outcome.price,
