@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 logger = logging.getLogger("shared.db")
@@ -78,8 +79,23 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
     return engine
 
 
+class RepositorySession(Session):
+    """The sessions repositories write through. Their UPDATE and DELETE statements never
+    synchronize loaded objects: a repository does not keep ORM objects across its own bulk
+    statements, and on MariaDB (no UPDATE ... RETURNING) SQLAlchemy's default would send a
+    SELECT of the matching keys first, an extra round trip inside the transaction (measured on
+    stock_service's hold, where that round trip is spent holding the product's row lock)."""
+
+
+@event.listens_for(RepositorySession, "do_orm_execute")
+def _no_session_synchronization(state: ORMExecuteState) -> None:
+    if state.is_update or state.is_delete:
+        state.update_execution_options(synchronize_session=False)
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False,
+                              sync_session_class=RepositorySession)
 
 
 AfterCommit = Callable[[], Awaitable[Any]]

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import Integer, String, event, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import (
     AfterCommitTasks,
@@ -36,6 +37,17 @@ async def sessions() -> AsyncIterator[async_sessionmaker[AsyncSession]]:
         await conn.execute(text("CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(20))"))
     yield create_sessionmaker(engine)
     await engine.dispose()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[str] = mapped_column(String(20))
 
 
 async def count(sessions: async_sessionmaker[AsyncSession], note_id: int) -> int:
@@ -188,3 +200,28 @@ async def test_a_database_error_does_not_carry_the_statements_values(
         await session.rollback()
     assert "secret-value" not in str(failed.value)
     assert "hidden due to hide_parameters" in str(failed.value)
+
+
+async def test_a_bulk_update_is_one_statement_without_a_select_of_its_keys_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async for session in session_scope(sessions, AfterCommitTasks()):
+        await insert(session, 40)
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async for session in session_scope(sessions, AfterCommitTasks()):
+            # A criterion SQLAlchemy cannot evaluate in Python (a subquery): by default it would
+            # SELECT the matching keys before the UPDATE to synchronize the session.
+            await session.execute(update(Note).where(
+                Note.id.in_(select(Note.id).where(Note.body == "x").scalar_subquery()),
+                Note.id == 40).values(body="y"))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert "SELECT" not in statements
+    assert statements.count("UPDATE") == 1
