@@ -191,6 +191,10 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def _handle_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
+    if exc.status >= 500:
+        # A refusal is the client's business; a 5xx is ours, and an operator needs its cause.
+        logger.warning("answered %s %s", exc.status, exc.code,
+                       extra={"detail": exc.detail, "cause": repr(exc.__cause__)})
     return problem_from_error(exc)
 
 
