@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stock_service.db import Base, Timestamp
@@ -52,8 +52,8 @@ class StockHold(Base):
 
     # One hold per order, ever: a replayed reserve can never take a second one.
     order_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    product_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("stock_products.product_id", ondelete="RESTRICT"))
+    # No foreign key to stock_products: see migration 0003 (the product row's lock order).
+    product_id: Mapped[int] = mapped_column(BigInteger)
     user_id: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[int] = mapped_column(BigInteger)
@@ -71,8 +71,6 @@ class StockUserCount(Base):
     __tablename__ = "stock_user_counts"
     __table_args__ = (CheckConstraint("units >= 0", name="not_negative"),)
 
-    product_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("stock_products.product_id", ondelete="RESTRICT"),
-        primary_key=True)
+    product_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     units: Mapped[int] = mapped_column(BigInteger, default=0)

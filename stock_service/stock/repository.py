@@ -3,6 +3,8 @@ guards a rule carries it in its WHERE, so a race ends one way only."""
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,25 @@ HOLD_COLUMNS = (StockHold.order_id, StockHold.product_id, StockHold.user_id, Sto
                 StockHold.unit_price, StockHold.state, StockHold.expires_at, StockHold.created_at)
 HOLD_BY_ID = select(*HOLD_COLUMNS).where(StockHold.order_id == bindparam("order_id"),
                                          StockHold.product_id == bindparam("product_id"))
+# The writes of winning holds, built once: every winner of a sale runs them. (Parameters are
+# named apart from the columns: SQLAlchemy keeps columns' own names for its SET/VALUES.)
+INSERT_HOLD = insert(StockHold)
+_count = insert(StockUserCount).values(product_id=bindparam("p_product"),
+                                       user_id=bindparam("p_user"), units=bindparam("p_quantity"))
+COUNT_USER_UNITS = _count.on_duplicate_key_update(units=StockUserCount.units + _count.inserted.units)
+_a_user_past_the_limit = (
+    select(StockUserCount.user_id)
+    .where(StockUserCount.product_id == bindparam("p_product"),
+           StockUserCount.user_id.in_(bindparam("p_users", expanding=True)),
+           StockUserCount.units > StockProduct.limit_per_user)
+    .exists())
+TAKE_UNITS = (
+    update(StockProduct)
+    .where(StockProduct.product_id == bindparam("p_product"),
+           StockProduct.deleted_at.is_(None),
+           StockProduct.held + StockProduct.sold + bindparam("p_quantity") <= StockProduct.total,
+           or_(StockProduct.limit_per_user.is_(None), ~_a_user_past_the_limit))
+    .values(held=StockProduct.held + bindparam("p_quantity"), updated_at=bindparam("p_now")))
 # MySQL error 1062: a hold for this order is already in the ledger.
 DUPLICATE_ENTRY = 1062
 
@@ -44,6 +65,19 @@ class LedgerProduct:
     @property
     def remaining(self) -> int:
         return self.total - self.held - self.sold
+
+
+@dataclass(frozen=True)
+class NewHold:
+    """A hold Redis has just granted, for the ledger to record."""
+
+    order_id: int
+    product_id: int
+    user_id: int
+    quantity: int
+    unit_price: int
+    expires_at: datetime
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -125,37 +159,35 @@ class LedgerRepository:
             update(StockProduct).where(StockProduct.product_id == product_id)
             .values(**values, updated_at=utcnow()))
 
-    # Holds: the guard
+    # Holds: the guard. Every transaction that changes a product's counts locks its rows in one
+    # order: the hold, then the user's count, then the product's row, last. The product row is
+    # the one every hold of a product queues on, so it is held for one statement and the commit
+    # only; and as nothing waits for another row while holding it, no two of these transactions
+    # can wait on each other.
 
-    async def take_units(self, product_id: int, quantity: int) -> bool:
-        """Moves `quantity` into held only if the product is live and still has them."""
-        result = await self.session.execute(
-            update(StockProduct)
-            .where(StockProduct.product_id == product_id, StockProduct.deleted_at.is_(None),
-                   StockProduct.held + StockProduct.sold + quantity <= StockProduct.total)
-            .values(held=StockProduct.held + quantity, updated_at=utcnow()))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    async def add_holds(self, holds: Sequence[NewHold]) -> None:
+        """One multi-row INSERT. Raises IntegrityError (1062) if an order already has a hold:
+        one per order, ever."""
+        await self.session.execute(INSERT_HOLD, [{
+            "order_id": hold.order_id, "product_id": hold.product_id, "user_id": hold.user_id,
+            "quantity": hold.quantity, "unit_price": hold.unit_price, "state": "held",
+            "expires_at": hold.expires_at, "created_at": hold.created_at,
+            "updated_at": hold.created_at} for hold in holds])
 
-    async def add_hold(self, *, order_id: int, product_id: int, user_id: int, quantity: int,
-                       unit_price: int, expires_at: datetime, created_at: datetime) -> None:
-        """Raises IntegrityError (1062) if this order already has a hold: one per order, ever."""
-        await self.session.execute(insert(StockHold).values(
-            order_id=order_id, product_id=product_id, user_id=user_id, quantity=quantity,
-            unit_price=unit_price, state="held", expires_at=expires_at, created_at=created_at,
-            updated_at=created_at))
+    async def count_user_units(self, product_id: int, units: Mapping[int, int]) -> None:
+        """Adds to what each user holds or bought of the product (take_units checks the limit),
+        users in ascending order: the lock order of LedgerRepository.move_holds."""
+        await self.session.execute(COUNT_USER_UNITS, [
+            {"p_product": product_id, "p_user": user_id, "p_quantity": quantity}
+            for user_id, quantity in sorted(units.items())])
 
-    async def count_user_units(self, product_id: int, user_id: int, quantity: int) -> bool:
-        """Adds `quantity` to what the user holds or bought, only within the product's limit."""
-        await self.session.execute(
-            insert(StockUserCount).values(product_id=product_id, user_id=user_id, units=0)
-            .prefix_with("IGNORE"))
-        limit = select(StockProduct.limit_per_user).where(
-            StockProduct.product_id == product_id).scalar_subquery()
-        result = await self.session.execute(
-            update(StockUserCount)
-            .where(StockUserCount.product_id == product_id, StockUserCount.user_id == user_id,
-                   or_(limit.is_(None), StockUserCount.units + quantity <= limit))
-            .values(units=StockUserCount.units + quantity))
+    async def take_units(self, product_id: int, quantity: int, user_ids: Collection[int]) -> bool:
+        """Moves `quantity` into held only if the product is live, still has them, and none of
+        the users' counts (already raised by count_user_units in this transaction) is past the
+        product's limit."""
+        result = await self.session.execute(TAKE_UNITS, {
+            "p_product": product_id, "p_users": list(user_ids), "p_quantity": quantity,
+            "p_now": utcnow()})
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def hold_for_update(self, product_id: int, order_id: int) -> LedgerHold | None:
@@ -170,30 +202,37 @@ class LedgerRepository:
             select(*HOLD_COLUMNS).where(StockHold.order_id == order_id))).mappings().first()
         return _hold(row) if row else None
 
-    async def move_hold(self, hold: LedgerHold, *, to: str) -> bool:
-        """held -> committed (sold), or held/committed -> released (units back); False if the
-        hold is not in the state it was read in."""
-        moved = await self.session.execute(
-            update(StockHold)
-            .where(StockHold.order_id == hold.order_id, StockHold.state == hold.state)
-            .values(state=to, updated_at=utcnow()))
-        if not moved.rowcount:  # type: ignore[attr-defined]
-            return False
-        q = hold.quantity
-        if to == "committed":
-            counts: dict[str, Any] = {"held": StockProduct.held - q, "sold": StockProduct.sold + q}
-        elif hold.state == "held":
-            counts = {"held": StockProduct.held - q}
-        else:
-            counts = {"sold": StockProduct.sold - q}
-        await self.update_product(hold.product_id, **counts)
+    async def move_holds(self, holds: Sequence[LedgerHold], *, to: str) -> list[LedgerHold]:
+        """held -> committed (sold), or held/committed -> released (units back), for holds read
+        FOR UPDATE in this transaction; returns those moved (a hold not in the state it was read
+        in is left). Locks in the guard's order: the holds, the users' counts, the products."""
+        moved = []
+        for hold in holds:
+            result = await self.session.execute(
+                update(StockHold)
+                .where(StockHold.order_id == hold.order_id, StockHold.state == hold.state)
+                .values(state=to, updated_at=utcnow()))
+            if result.rowcount:  # type: ignore[attr-defined]
+                moved.append(hold)
         if to == "released":
-            await self.session.execute(
-                update(StockUserCount)
-                .where(StockUserCount.product_id == hold.product_id,
-                       StockUserCount.user_id == hold.user_id)
-                .values(units=StockUserCount.units - q))
-        return True
+            for hold in sorted(moved, key=lambda h: (h.product_id, h.user_id)):
+                await self.session.execute(
+                    update(StockUserCount)
+                    .where(StockUserCount.product_id == hold.product_id,
+                           StockUserCount.user_id == hold.user_id)
+                    .values(units=StockUserCount.units - hold.quantity))
+        changes: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for hold in moved:
+            if to == "committed":
+                changes[hold.product_id].update(held=-hold.quantity, sold=hold.quantity)
+            else:  # a released hold gives back what it held, or what it had sold (a refund)
+                changes[hold.product_id]["held" if hold.state == "held" else "sold"] -= (
+                    hold.quantity)
+        for product_id in sorted(changes):
+            delta = changes[product_id]
+            await self.update_product(product_id, held=StockProduct.held + delta["held"],
+                                      sold=StockProduct.sold + delta["sold"])
+        return moved
 
     async def held_holds(self, *, created_before: datetime, after_order_id: int,
                          limit: int) -> list[LedgerHold]:

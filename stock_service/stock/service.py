@@ -3,9 +3,10 @@ in the ledger first; products registered and changed; the public view.
 
 A reserve is one Lua call, and only when Redis accepts it one MySQL transaction that records
 the hold and moves the counts only if the product still has the units and the user stays within
-the limit. A refusal from Redis costs no MySQL work at all. If MySQL refuses what Redis
-accepted, Redis was wrong: the hold is taken back, the caller hears the ledger's answer, and
-the product's live state is rebuilt.
+the limit (shared with the product's other holds arriving meanwhile: see hold_writer). A
+refusal from Redis costs no MySQL work at all. If MySQL refuses what Redis accepted, Redis was
+wrong: the hold is taken back, the caller hears the ledger's answer, and the product's live
+state is rebuilt.
 
 Releases and commits change the ledger first (the truth), then Redis. If Redis cannot be told,
 it keeps fewer units available than the ledger (never more) until the reconciler repairs it.
@@ -20,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
@@ -41,13 +42,19 @@ from stock_service.stock.errors import (
     SoldOut,
     StockRebuilding,
 )
+from stock_service.stock.hold_writer import (
+    AlreadyInLedger,
+    HoldWriter,
+    LedgerRefused,
+    WriterStopped,
+)
 from stock_service.stock.rebuild import LiveState, settings_fields
 from stock_service.stock.repository import (
-    DUPLICATE_ENTRY,
     LedgerHold,
     LedgerProduct,
     LedgerReads,
     LedgerRepository,
+    NewHold,
 )
 from stock_service.stock.schemas import StockLevel
 from stock_service.stock.scripts import (
@@ -70,16 +77,6 @@ REFUSAL_ERRORS: dict[str, type[ProblemError]] = {
     LIMIT_EXCEEDED: PurchaseLimitExceeded,
     SOLD_OUT: SoldOut,
 }
-
-
-class _LedgerRefused(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class _AlreadyInLedger(Exception):
-    pass
 
 
 def _from_ms(ms: int) -> datetime:
@@ -110,6 +107,7 @@ class StockService:
         self.sessions = sessions
         self.reads = LedgerReads(reads)
         self.scripts = scripts
+        self.holds = HoldWriter(sessions)
         self.live = live
         self.hold_ttl = hold_ttl
         self.sold_out = SoldOutMemory(sold_out_memory)
@@ -145,37 +143,23 @@ class StockService:
                        expires_at: datetime, *, fresh: bool) -> Hold:
         created_at = _from_ms(record.created_ms)
         try:
-            async with self.sessions() as session, session.begin():
-                ledger = LedgerRepository(session)
-                # Product row first: every hold of a product queues on it, in one order.
-                if not await ledger.take_units(product_id, record.quantity):
-                    self.sold_out.remember(product_id, record.quantity)
-                    product = await ledger.product(product_id)
-                    gone = product is None or product.deleted_at is not None
-                    raise _LedgerRefused(NOT_FOUND if gone else SOLD_OUT)
-                try:
-                    await ledger.add_hold(order_id=order_id, product_id=product_id,
-                                          user_id=record.user_id, quantity=record.quantity,
-                                          unit_price=price, expires_at=expires_at,
-                                          created_at=created_at)
-                except IntegrityError as error:
-                    if getattr(error.orig, "args", (None,))[0] == DUPLICATE_ENTRY:
-                        raise _AlreadyInLedger from None
-                    raise
-                if not await ledger.count_user_units(product_id, record.user_id,
-                                                     record.quantity):
-                    raise _LedgerRefused(LIMIT_EXCEEDED)
-        except _LedgerRefused as refused:
+            await self.holds.write(NewHold(
+                order_id=order_id, product_id=product_id, user_id=record.user_id,
+                quantity=record.quantity, unit_price=price, expires_at=expires_at,
+                created_at=created_at))
+        except LedgerRefused as refused:
             # Redis said yes, the ledger no: Redis was wrong (an older snapshot, say).
             logger.warning("ledger refused a hold Redis accepted",
                            extra={"product_id": product_id, "order_id": order_id,
                                   "code": refused.code})
+            if refused.code == SOLD_OUT:
+                self.sold_out.remember(product_id, record.quantity)
             await self.scripts.unreserve(product_id, order_id, remember=refused.code)
             self.live.request_rebuild(product_id)
             raise REFUSAL_ERRORS[refused.code]() from None
-        except _AlreadyInLedger:
+        except AlreadyInLedger:
             return await self._as_in_ledger(product_id, order_id, fresh=fresh)
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, WriterStopped) as error:
             if fresh:
                 # Nothing is decided: give the units back so a retry can take them again.
                 await self.scripts.unreserve(product_id, order_id)
@@ -227,7 +211,7 @@ class StockService:
             if hold is None:
                 raise HoldNotFound()
             if hold.state != "released":
-                await ledger.move_hold(hold, to="released")
+                await ledger.move_holds([hold], to="released")
         await self._tell_redis(self.scripts.release, product_id, order_id)
         self.sold_out.forget(product_id)
         return hold_body(hold, state="released")
@@ -241,7 +225,7 @@ class StockService:
             if hold.state == "released":
                 raise HoldReleased()
             if hold.state == "held":
-                await ledger.move_hold(hold, to="committed")
+                await ledger.move_holds([hold], to="committed")
         await self._tell_redis(self.scripts.commit, product_id, order_id)
         return hold_body(hold, state="committed")
 
@@ -276,9 +260,8 @@ class StockService:
         (rows another one is reaping are skipped). Returns how many were released."""
         async with self.sessions() as session, session.begin():
             ledger = LedgerRepository(session)
-            expired = await ledger.expired_holds(before=utcnow() - grace, limit=batch)
-            for hold in expired:
-                await ledger.move_hold(hold, to="released")
+            expired = await ledger.move_holds(
+                await ledger.expired_holds(before=utcnow() - grace, limit=batch), to="released")
         for hold in expired:
             await self._tell_redis(self.scripts.release, hold.product_id, hold.order_id)
         return len(expired)

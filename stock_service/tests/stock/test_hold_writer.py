@@ -1,0 +1,95 @@
+"""The hold writer against real MariaDB: holds of one product arriving together are written in
+fewer transactions than holds, and a batch the ledger refuses in part still gives every hold its
+own answer (the ones at fault refused, the rest written)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import utcnow
+from stock_service.dependencies import Resources
+from stock_service.stock.hold_writer import AlreadyInLedger, HoldWriter, LedgerRefused
+from stock_service.stock.repository import NewHold
+from stock_service.stock.scripts import LIMIT_EXCEEDED, SOLD_OUT
+from stock_service.tests.conftest import new_id
+from stock_service.tests.factories import make_product
+from stock_service.tests.stock.test_service import ledger_counts, statements_on
+
+
+def new_hold(product_id: int, *, user_id: int | None = None, order_id: int | None = None,
+             quantity: int = 1) -> NewHold:
+    now = utcnow().replace(microsecond=0)
+    return NewHold(order_id=order_id or new_id(), product_id=product_id,
+                   user_id=user_id or new_id(), quantity=quantity, unit_price=1_000,
+                   expires_at=now + timedelta(minutes=10), created_at=now)
+
+
+async def answer(writer: HoldWriter, hold: NewHold) -> str:
+    try:
+        await writer.write(hold)
+    except LedgerRefused as refused:
+        return refused.code
+    except AlreadyInLedger:
+        return "already"
+    return "written"
+
+
+async def test_holds_arriving_together_share_transactions(
+    resources: Resources, session: AsyncSession
+) -> None:
+    product = await make_product(resources.stock, total=100)
+    writer = HoldWriter(resources.datastores.sessionmaker)
+    engine = resources.datastores.engine
+    with statements_on(engine) as seen:
+        answers = await asyncio.gather(*(answer(writer, new_hold(product.product_id))
+                                         for _ in range(60)))
+    assert answers == ["written"] * 60
+    updates = [s for s in seen if s.startswith("UPDATE stock_products")]
+    # All arrived before the first transaction began (or while it ran): a few batches at most.
+    assert 1 <= len(updates) < 10
+    assert await ledger_counts(session, product.product_id) == (40, 60, 0)
+    assert writer._writers == {}
+    assert writer._waiting == {}
+
+
+async def test_a_batch_past_the_ledgers_stock_writes_what_fits_and_refuses_the_rest(
+    resources: Resources, session: AsyncSession
+) -> None:
+    # As if Redis had granted 12 units of 10 (an older snapshot restored, say).
+    product = await make_product(resources.stock, total=10)
+    writer = HoldWriter(resources.datastores.sessionmaker)
+    answers = await asyncio.gather(*(answer(writer, new_hold(product.product_id))
+                                     for _ in range(12)))
+    assert Counter(answers) == {"written": 10, SOLD_OUT: 2}
+    assert await ledger_counts(session, product.product_id) == (0, 10, 0)
+
+
+async def test_a_batch_with_a_user_past_the_limit_refuses_only_that_users_extra_hold(
+    resources: Resources, session: AsyncSession
+) -> None:
+    product = await make_product(resources.stock, total=10, limit_per_user=2)
+    writer = HoldWriter(resources.datastores.sessionmaker)
+    greedy = new_id()
+    holds = [new_hold(product.product_id) for _ in range(4)]
+    holds += [new_hold(product.product_id, user_id=greedy) for _ in range(3)]
+    answers = await asyncio.gather(*(answer(writer, hold) for hold in holds))
+    assert answers[:4] == ["written"] * 4
+    assert Counter(answers[4:]) == {"written": 2, LIMIT_EXCEEDED: 1}
+    assert await ledger_counts(session, product.product_id) == (4, 6, 0)
+
+
+async def test_an_order_already_in_the_ledger_is_told_so_and_its_batch_is_written(
+    resources: Resources, session: AsyncSession
+) -> None:
+    product = await make_product(resources.stock, total=10)
+    writer = HoldWriter(resources.datastores.sessionmaker)
+    first = new_hold(product.product_id)
+    assert await answer(writer, first) == "written"
+    holds = [new_hold(product.product_id) for _ in range(3)] + [first]
+    answers = await asyncio.gather(*(answer(writer, hold) for hold in holds))
+    assert answers == ["written"] * 3 + ["already"]
+    assert await ledger_counts(session, product.product_id) == (6, 4, 0)
