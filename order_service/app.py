@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
                     lease=timedelta(seconds=settings.payment_lease_seconds),
                     sold_out_memory=settings.sold_out_memory_seconds,
-                    orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds)),
+                    orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds),
+                    reserves_in_flight=settings.reserves_in_flight_per_product,
+                    reserve_wait_seconds=settings.call_timeout_seconds),
                 fault_point=settings.fault_point)
             loops = [
                 asyncio.create_task(expire_unpaid_orders(

@@ -26,6 +26,9 @@ class Settings(DatastoreSettings):
     call_timeout_seconds: float = Field(default=5.0, gt=0)
     # A product refused as sold out is refused again without asking for this long.
     sold_out_memory_seconds: float = Field(default=0.25, ge=0)
+    # At most this many reserves of one product in flight to stock_service from this process;
+    # the rest queue (for at most call_timeout_seconds) and may be refused by the memory above.
+    reserves_in_flight_per_product: int = Field(default=64, ge=1)
     # Loops: expiry (on time, so often), effects still owed, holds no order was made for.
     expiry_interval_seconds: float = Field(default=0.5, gt=0)
     settle_interval_seconds: float = Field(default=2.0, gt=0)

@@ -10,7 +10,10 @@ are buyable again once that question is answered: within two periods.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 
@@ -50,3 +53,47 @@ class SoldOutMemory:
     def forget(self, product_id: int) -> None:
         """Units are there again (one was held, or given back through this process)."""
         self._refused.pop(product_id, None)
+
+
+class SlotTimeout(Exception):
+    """No slot came free in time: the calls ahead are slow (their service is, most likely)."""
+
+
+class InFlightLimit:
+    """At most `limit` calls per key (a product) in flight from this process; the others wait
+    their turn, first come first served, for at most `wait_seconds`.
+
+    Beside a SoldOutMemory it makes the memory work when the crowd arrives all at once: without
+    it every request that came in before the first refusal came back was sent on (measured: 700
+    of 2,000 orders at a sale's opening reached stock_service for 200 units). A request that
+    waited asks the memory again once it has its slot, so the queue behind the last unit drains
+    without asking anyone.
+    """
+
+    def __init__(self, limit: int, wait_seconds: float) -> None:
+        self.limit = limit
+        self.wait_seconds = wait_seconds
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self._users: dict[int, int] = {}
+
+    @asynccontextmanager
+    async def slot(self, key: int) -> AsyncIterator[None]:
+        semaphore = self._slots.get(key)
+        if semaphore is None:
+            semaphore = self._slots[key] = asyncio.Semaphore(self.limit)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            try:
+                async with asyncio.timeout(self.wait_seconds):
+                    await semaphore.acquire()
+            except TimeoutError:
+                raise SlotTimeout() from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:  # nobody holds or waits: forget the key
+                del self._users[key]
+                del self._slots[key]

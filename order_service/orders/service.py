@@ -7,7 +7,9 @@ stock_service, then the order is inserted in one short transaction. If the inser
 is released; if the process dies in between, the orphan reconciler releases the hold (a hold
 with no order after `orphan_after`). A refusal (sold_out, ...) costs one call to stock_service
 (one Lua call there) and no MySQL work here; a product refused as sold out is remembered for
-`sold_out_memory` so the crowd behind it is answered without even that call.
+`sold_out_memory` so the crowd behind it is answered without even that call, and at most
+`reserves_in_flight` reserves of one product are in flight at once, so a crowd that arrives all
+at once waits for the first answer instead of all asking before it comes.
 
 Transitions write what they owe other services on the order row (stock_effect,
 payment_effect) in the same transaction; the effect is carried out right after the commit and,
@@ -55,7 +57,7 @@ from shared.idempotency import (
 from shared.internal.orders import OrderState, PaymentLease
 from shared.internal.stock import SoldOut
 from shared.reads import ReadSession
-from shared.sold_out import SoldOutMemory
+from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory
 
 logger = logging.getLogger("order_service.orders")
 
@@ -66,6 +68,8 @@ class Timing:
     lease: timedelta
     sold_out_memory: float
     orphan_after: timedelta
+    reserves_in_flight: int = 64
+    reserve_wait_seconds: float = 5.0
 
 
 def order_out(order: OrderRow) -> OrderOut:
@@ -85,6 +89,8 @@ class OrdersService:
         self.timing = timing
         self.fault_point = fault_point
         self.sold_out = SoldOutMemory(timing.sold_out_memory)
+        self.reserving = InFlightLimit(timing.reserves_in_flight,
+                                       wait_seconds=timing.reserve_wait_seconds)
         self._effects: set[asyncio.Task[None]] = set()
 
     # Creating
@@ -117,16 +123,22 @@ class OrdersService:
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None) -> OrderOut:
         if self.sold_out.refuses(request.product_id, request.quantity):
             raise SoldOut()
-        order_id = await self.ids.next()
-        created_at = utcnow()
-        expires_at = created_at + self.timing.payment_ttl
         try:
-            hold = await self.stock.reserve(product_id=request.product_id, order_id=order_id,
-                                            user_id=user_id, quantity=request.quantity,
-                                            expires_at=expires_at)
+            async with self.reserving.slot(request.product_id):
+                if self.sold_out.refuses(request.product_id, request.quantity):
+                    raise SoldOut()  # learnt while this one waited its turn
+                order_id = await self.ids.next()
+                created_at = utcnow()
+                expires_at = created_at + self.timing.payment_ttl
+                hold = await self.stock.reserve(
+                    product_id=request.product_id, order_id=order_id, user_id=user_id,
+                    quantity=request.quantity, expires_at=expires_at)
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
             raise
+        except SlotTimeout:
+            raise StockUnavailable("Too many orders for this product are waiting on "
+                                   "stock_service; retry shortly.") from None
         self.sold_out.forget(request.product_id)
         if self.fault_point == "after_reserve":
             # Tests only (settings refuse it elsewhere): die holding units no order records.

@@ -1,13 +1,14 @@
 """The sold-out memory refuses what it saw refused, for as long as it was told, and lets one
-request ask again when it lapses."""
+request ask again when it lapses; the in-flight limit queues the crowd behind a few calls."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
-from shared.sold_out import SoldOutMemory
+from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory
 
 
 @pytest.fixture
@@ -60,3 +61,49 @@ def test_a_zero_length_memory_remembers_nothing() -> None:
     off = SoldOutMemory(0)
     off.remember(1, 1)
     assert not off.refuses(1, 1)
+
+
+async def test_in_flight_limit_lets_that_many_through_per_key_and_queues_the_rest() -> None:
+    limit = InFlightLimit(2, wait_seconds=5)
+    inside: list[int] = []
+    most = 0
+    release = asyncio.Event()
+
+    async def call(key: int) -> None:
+        nonlocal most
+        async with limit.slot(key):
+            inside.append(key)
+            most = max(most, inside.count(7))
+            await release.wait()
+            inside.remove(key)
+
+    tasks = [asyncio.create_task(call(7)) for _ in range(5)] + [asyncio.create_task(call(8))]
+    await asyncio.sleep(0.01)
+    assert sorted(inside) == [7, 7, 8]  # two of product 7, and product 8 is not held up
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most == 2
+    assert inside == []
+    assert limit._slots == {}  # nothing kept once nobody waits
+
+
+async def test_in_flight_limit_gives_up_waiting_and_frees_the_slot_it_never_had() -> None:
+    limit = InFlightLimit(1, wait_seconds=0.05)
+    held = asyncio.Event()
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with limit.slot(7):
+            held.set()
+            await done.wait()
+
+    task = asyncio.create_task(holder())
+    await held.wait()
+    with pytest.raises(SlotTimeout):
+        async with limit.slot(7):
+            pass
+    done.set()
+    await task
+    async with limit.slot(7):  # the slot is free again, and only one was ever taken
+        pass
+    assert limit._slots == {}
