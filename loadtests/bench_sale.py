@@ -1,0 +1,370 @@
+"""The sale's opening second: N signed-in buyers order one unit of a product with stock S the
+moment it opens, all through the gateway.
+
+    python -m loadtests.bench_sale [--buyers 2000] [--stock 200] [--connections 500]
+
+It starts its own user_service, stock_service, order_service, payment_service and gateway on
+loopback (schemas preorder_*_bench, Redis database BENCH_REDIS_URL), makes the buyers in bulk
+(verified accounts with tokens, by user_service's operator path: no Argon2, no SMTP), lets each
+buyer's token be seen once (as a signed-in app would), then registers the product
+with its window opening a few seconds ahead, and at that second sends every order at once.
+
+It prints the order decisions per second through the gateway (answers of 201 or 409 over the
+time from the first order sent to the last answer), p50/p99, the answers by code, the stock
+left and sold by the ledger (oversold = sold + held beyond the stock), the raw Lua reserve
+rate on Redis and a hello-world rate measured in the same run with the ratios, and the CPU
+seconds each process used during the burst. Loopback only; bounded; stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from deploy.services import service
+from loadtests.bench_stock import evalsha_rate
+from loadtests.system import BENCH_REDIS_URL, bench_database_url, hello_world
+from loadtests.wrk import measure
+from shared.clock import utcnow
+from shared.db import create_engine, create_sessionmaker
+from shared.internal.stock import product_path
+from shared.migrate import upgrade
+from shared.schemas import to_utc_z
+from shared.testing.datastores import forget_redis_keys
+from shared.testing.identity import signed_identity_headers
+from shared.testing.net import ServiceProcess, free_port
+from stock_service.stock.scripts import RESERVE, ProductKeys
+from user_service.auth.bulk import BulkAccount, create_verified_accounts
+from user_service.auth.tokens import TokenSigner
+from user_service.settings import Settings as UserSettings
+
+SALE_APPS = ("user", "stock", "order", "payment")
+GOAL_DECISIONS_PER_SECOND = 1000
+GOAL_P99_MS = 500
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
+@dataclass
+class SaleBench:
+    processes: dict[str, ServiceProcess]
+    gateway: ServiceProcess
+    databases: dict[str, str]
+    key_dir: Path
+    # What every process signs and checks forwarded identities with; a direct call signs too.
+    identity_key: str
+
+    def pids(self) -> dict[str, int]:
+        """The services' processes, and this one (the buyers' client: it shares the cores)."""
+        found = {name: p.process.pid for name, p in self.processes.items() if p.process}
+        if self.gateway.process:
+            found["gateway"] = self.gateway.process.pid
+        found["buyers' client"] = os.getpid()
+        return found
+
+
+@contextmanager
+def sale_bench(workdir: Path) -> Iterator[SaleBench]:
+    # Settings default to production; the migrations and the bulk accounts here read them too.
+    os.environ["APP_ENV"] = "development"
+    for prefix in ("{p:", "stock:", "idem:", "auth:"):
+        forget_redis_keys(BENCH_REDIS_URL, prefix)
+    ports = {name: free_port() for name in SALE_APPS}
+    databases = {name: bench_database_url(service(name).schema) for name in SALE_APPS}
+    for name, url in databases.items():
+        upgrade(service(name).package, url, drop_first=True)
+    key_dir = workdir / "keys"
+    identity_key = secrets.token_urlsafe(32)
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
+              "IDENTITY_SIGNING_KEY": identity_key}
+    processes: dict[str, ServiceProcess] = {}
+    for name in SALE_APPS:
+        prefix = name.upper()
+        env = {**common, f"{prefix}_DATABASE_URL": databases[name],
+               f"{prefix}_REDIS_URL": BENCH_REDIS_URL,
+               **{f"{prefix}_{other.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+                  for other, port in ports.items()}}
+        if name == "user":
+            env["USER_JWT_KEY_DIR"] = str(key_dir)
+        processes[name] = ServiceProcess(name, service(name).factory, env=env, log_dir=workdir,
+                                         port=ports[name])
+    gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
+        **common, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
+        **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+           for name, port in ports.items()}})
+    try:
+        for process in processes.values():
+            process.start()
+        for process in processes.values():
+            process.wait_healthy()
+        gateway.start().wait_healthy()
+        yield SaleBench(processes, gateway, databases, key_dir, identity_key)
+    finally:
+        gateway.stop()
+        for process in processes.values():
+            process.stop()
+
+
+async def make_buyers(bench: SaleBench, count: int) -> list[BulkAccount]:
+    settings = UserSettings(database_url=bench.databases["user"], jwt_key_dir=str(bench.key_dir))
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        return await create_verified_accounts(create_sessionmaker(engine),
+                                              TokenSigner.from_settings(settings), count=count,
+                                              password="bench buyer password")
+    finally:
+        await engine.dispose()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    code: str
+    started: float
+    ended: float
+
+
+async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rate: float,
+                   open_sale: Callable[[], Awaitable[tuple[int, float]]], pids: dict[str, int],
+                   profile: Path | None) -> tuple[list[Answer], dict[str, float]]:
+    """Every buyer's order from the moment the sale `open_sale` schedules opens: all at once
+    (rate 0), or `rate` buyers a second in an even stream. Returns the answers, each timed from
+    when it was due (so a request the client was slow to send is not flattered), and the CPU
+    seconds each process used from the end of the warm-up to the last answer."""
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # Connections are opened (and the tokens seen) before the opening, as by apps that
+        # have been open on the product page; the sale opens soon after, before the servers'
+        # keep-alive timeout (uvicorn's 5 s) closes them.
+        await asyncio.gather(*(_warm(session, url, buyer) for buyer in buyers))
+        product_id, at = await open_sale()
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        seconds = len(buyers) / rate if rate else 0.0
+        recorders = await start_profiles(profile, pids, seconds=at - time.time() + seconds + 4)
+        await asyncio.sleep(max(0.0, at - time.time()))
+        opened = time.perf_counter()
+
+        async def buy(index: int, buyer: BulkAccount) -> Answer:
+            due = opened + (index / rate if rate else 0.0)
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            async with session.post(f"{url}/api/v1/orders",
+                                    headers={"Authorization": f"Bearer {buyer.access_token}"},
+                                    json={"product_id": product_id, "quantity": 1}) as response:
+                body: Any = await response.json(content_type=None)
+            code = body.get("code") or body.get("status") if isinstance(body, dict) else ""
+            return Answer(response.status, str(code), due, time.perf_counter())
+
+        answers = await asyncio.gather(*(buy(n, buyer) for n, buyer in enumerate(buyers)))
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        for recorder in recorders:
+            await recorder.wait()
+        return answers, used
+
+
+async def start_profiles(prefix: Path | None, pids: dict[str, int],
+                         seconds: float) -> list[asyncio.subprocess.Process]:
+    """py-spy on each service from now for `seconds`, into `<prefix><service>.txt` (the CPU
+    figures of a profiled run are py-spy's as much as the services': read them from a run
+    without it)."""
+    if prefix is None:
+        return []
+    return [await asyncio.create_subprocess_exec(
+        PY_SPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+        "--duration", str(max(1, round(seconds))), "--output", f"{prefix}{name}.txt",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for name, pid in pids.items() if name in ("gateway", "order", "stock", "payment")]
+
+
+async def _warm(session: aiohttp.ClientSession, url: str, buyer: BulkAccount) -> None:
+    async with session.get(f"{url}/api/v1/orders?limit=1",
+                           headers={"Authorization": f"Bearer {buyer.access_token}"}) as response:
+        await response.read()
+
+
+async def register_product(bench: SaleBench, *, stock: int, opens_in: float) -> tuple[int, float]:
+    """Registered at stock_service as product_service would; returns its id and opening (epoch)."""
+    product_id = int.from_bytes(os.urandom(4), "big") + 1
+    opens_at = utcnow() + timedelta(seconds=opens_in)
+    body = {"seller_id": 1, "price": 99_000, "total": stock, "sale_opens_at": to_utc_z(opens_at)}
+    signed = signed_identity_headers(None, None, bench.identity_key, client_ip="")
+    async with aiohttp.ClientSession() as session, session.put(
+            bench.processes["stock"].url + product_path(product_id), json=body,
+            headers=signed) as response:
+        assert response.status == 200, await response.text()
+    return product_id, opens_at.timestamp()
+
+
+async def redis_only_product() -> tuple[str, int]:
+    """The reserve script's SHA and a product that lives only in Redis (as a rebuild would load
+    it), for the raw rate: one registered with stock_service would disagree with its ledger
+    under holds no order made, and be rebuilt during the burst."""
+    product_id = int.from_bytes(os.urandom(4), "big") + 1
+    redis: Any = Redis.from_url(BENCH_REDIS_URL)
+    try:
+        await redis.hset(ProductKeys.of(product_id).meta, mapping={
+            "total": 10**12, "remaining": 10**12, "held": 0, "sold": 0, "opens": 0, "closes": 0,
+            "limit": 0, "price": 1, "seller": 1, "active": 1, "gen": 1})
+        return str(await redis.script_load(RESERVE)), product_id
+    finally:
+        await redis.aclose()
+
+
+# Route labels are templates with braces of their own: the labels run to the last "} ".
+_REQUESTS = re.compile(r"^http_requests_total\{(?P<labels>.*)\} (?P<count>\S+)$", re.M)
+
+
+async def requests_answered(base_url: str, method: str, route_part: str) -> int:
+    """How many `method` requests to routes containing `route_part` the service has answered
+    (its /metrics)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
+        text = await response.text()
+    return sum(int(float(match["count"])) for match in _REQUESTS.finditer(text)
+               if f'method="{method}"' in match["labels"] and route_part in match["labels"])
+
+
+async def ledger(bench: SaleBench, product_id: int) -> tuple[int, int, int]:
+    engine = create_async_engine(bench.databases["stock"])
+    try:
+        async with engine.connect() as conn:
+            total, held, sold = (await conn.execute(text(
+                "SELECT total, held, sold FROM stock_products WHERE product_id = :p"),
+                {"p": product_id})).one()
+    finally:
+        await engine.dispose()
+    return int(total), int(held), int(sold)
+
+
+async def run(args: argparse.Namespace, bench: SaleBench, hello_url: str) -> None:
+    print(f"making {args.buyers} buyers (bulk, no Argon2 or SMTP) ...", flush=True)
+    buyers = await make_buyers(bench, args.buyers)
+    hello = await measure("hello-world", hello_url, headers={}, connections=64, seconds=5)
+    print(hello.line(), flush=True)
+    # The raw rate of the reserve script straight on Redis, every call a winning hold.
+    sha, raw_product = await redis_only_product()
+    raw = await evalsha_rate("raw EVALSHA reserve", sha, raw_product, connections=64,
+                             requests=100_000)
+    print(raw.line(), flush=True)
+
+    phases = [("all at the opening", 0.0), (f"{args.rate:,.0f} a second", args.rate)]
+    for label, rate in phases:
+        print(flush=True)
+        result = await sale_phase(args, bench, buyers, rate=rate,
+                                  profile=Path(args.profile) / f"{rate:g}-"
+                                  if args.profile else None)
+        result.report(f"{args.buyers} buyers, {label}, 1 unit each, stock {args.stock}, "
+                      "through the gateway", hello=hello.rps, raw=raw.rps)
+
+
+@dataclass(frozen=True)
+class Phase:
+    answers: list[Answer]
+    cpu: dict[str, float]
+    reserves: int
+    ledger: tuple[int, int, int]
+    rate: float
+
+    def report(self, title: str, *, hello: float, raw: float) -> None:
+        answers = self.answers
+        first = min(a.started for a in answers)
+        last = max(a.ended for a in answers)
+        decided = len([a for a in answers if a.status in (201, 409)])
+        rate = decided / (last - first)
+        latencies = sorted((a.ended - a.started) * 1000 for a in answers)
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+        total, held, sold = self.ledger
+        oversold = max(0, held + sold - total)
+        print(title)
+        print(f"  order decisions: {rate:,.0f}/s over {last - first:.2f} s   p50 {p50:.0f} ms   "
+              f"p99 {p99:.0f} ms")
+        print("  answers:", dict(Counter(f"{a.status} {a.code}" for a in answers)))
+        step = 0.25
+        buckets: dict[int, Counter[int]] = {}
+        for a in answers:
+            buckets.setdefault(int((a.ended - first) / step), Counter())[a.status] += 1
+        print(f"  201/409 answered per {step:g} s: " + "  ".join(
+            f"{c[201]}/{c[409]}" for _, c in sorted(buckets.items())))
+        print(f"  reserves that reached stock_service: {self.reserves} (the other "
+              f"{len(answers) - self.reserves} refused by order_service's sold-out memory)")
+        print(f"  ledger: total {total}, held {held}, sold {sold}, remaining "
+              f"{total - held - sold}, oversold {oversold}")
+        print(f"  ratios: decisions/hello-world {rate / hello:.3f}   "
+              f"decisions/raw EVALSHA {rate / raw:.4f}")
+        print("  CPU ms per order: " + ", ".join(
+            f"{name} {1000 * seconds / len(answers):.2f}"
+            for name, seconds in sorted(self.cpu.items(), key=lambda i: -i[1])))
+        if self.rate:
+            met = (rate >= 0.97 * self.rate and p99 < GOAL_P99_MS and not oversold
+                   and decided == len(answers))
+            print(f"  goal {GOAL_DECISIONS_PER_SECOND:,}/s with p99 < {GOAL_P99_MS} ms and no "
+                  f"oversell: {'met' if met else 'MISSED'}")
+
+
+async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[BulkAccount], *,
+                     rate: float, profile: Path | None) -> Phase:
+    stock_url = bench.processes["stock"].url
+    reserves_before = await requests_answered(stock_url, "PUT", "/holds/")
+    sale: list[int] = []
+
+    async def open_sale() -> tuple[int, float]:
+        product_id, opens_at = await register_product(bench, stock=args.stock,
+                                                      opens_in=args.lead)
+        sale.append(product_id)
+        return product_id, opens_at
+
+    answers, used = await send_all(bench.gateway.url, buyers, connections=args.connections,
+                                   rate=rate, open_sale=open_sale, pids=bench.pids(),
+                                   profile=profile)
+    await asyncio.sleep(1)  # effects are after-commit: let them land before reading the ledger
+    reserves = await requests_answered(stock_url, "PUT", "/holds/") - reserves_before
+    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--buyers", type=int, default=2000)
+    parser.add_argument("--stock", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=GOAL_DECISIONS_PER_SECOND,
+                        help="buyers a second in the second phase (the first sends all at once)")
+    parser.add_argument("--lead", type=float, default=1.5,
+                        help="seconds from registering the product (after the warm-up) to its opening")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="record each phase under py-spy (raw) into DIR, a file a service")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sale-"))
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        hello_url = stack.enter_context(hello_world())
+        bench = stack.enter_context(sale_bench(workdir))
+        asyncio.run(run(args, bench, hello_url))
+
+
+if __name__ == "__main__":
+    main()
