@@ -228,6 +228,26 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
     held_or_expired(await settled(engines, redis, product), 30)
 
 
+async def test_units_back_after_a_sell_out_are_sold_again_while_the_crowd_keeps_asking(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    """order_service remembers a sell-out briefly; when the memory lapses one order asks stock
+    again. With a crowd ordering every 0.1 s (more often than the memory's two periods), the
+    unit a cancel gave back must still be sold within a second or so, not refused forever."""
+    product = await register_product(http, sale, total=1)
+    first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
+    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
+    deadline = time.monotonic() + 3
+    answers: list[int] = []
+    while time.monotonic() < deadline:
+        answers.append((await order(http, sale, user=user(), product=product)).status_code)
+        if answers[-1] == 201:
+            break
+        await asyncio.sleep(0.1)
+    assert answers[-1] == 201, f"the unit given back was never sold again: {answers}"
+
+
 async def test_cancel_gives_units_back_and_refunds_a_paid_order(
     http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
 ) -> None:
