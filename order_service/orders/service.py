@@ -55,9 +55,9 @@ from shared.idempotency import (
     problem_answer,
 )
 from shared.internal.orders import OrderState, PaymentLease
-from shared.internal.stock import SoldOut
+from shared.internal.stock import Hold, SoldOut
 from shared.reads import ReadSession
-from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory
+from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory, Verdict
 
 logger = logging.getLogger("order_service.orders")
 
@@ -121,24 +121,30 @@ class OrdersService:
         return answer
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None) -> OrderOut:
-        if self.sold_out.refuses(request.product_id, request.quantity):
+        verdict = self.sold_out.verdict(request.product_id, request.quantity)
+        if verdict is Verdict.REFUSE:
             raise SoldOut()
+        hold: Hold | None = None
         try:
             async with self.reserving.slot(request.product_id):
-                if self.sold_out.refuses(request.product_id, request.quantity):
-                    raise SoldOut()  # learnt while this one waited its turn
-                order_id = await self.ids.next()
-                created_at = utcnow()
-                expires_at = created_at + self.timing.payment_ttl
-                hold = await self.stock.reserve(
-                    product_id=request.product_id, order_id=order_id, user_id=user_id,
-                    quantity=request.quantity, expires_at=expires_at)
+                # Learnt while this one waited its turn; never for the order chosen to ask, and
+                # never remembered again (only stock_service's answer re-arms the memory).
+                if verdict is Verdict.ASK or not self.sold_out.still_refuses(
+                        request.product_id, request.quantity):
+                    order_id = await self.ids.next()
+                    created_at = utcnow()
+                    expires_at = created_at + self.timing.payment_ttl
+                    hold = await self.stock.reserve(
+                        product_id=request.product_id, order_id=order_id, user_id=user_id,
+                        quantity=request.quantity, expires_at=expires_at)
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
             raise
         except SlotTimeout:
             raise StockUnavailable("Too many orders for this product are waiting on "
                                    "stock_service; retry shortly.") from None
+        if hold is None:
+            raise SoldOut()
         self.sold_out.forget(request.product_id)
         if self.fault_point == "after_reserve":
             # Tests only (settings refuse it elsewhere): die holding units no order records.
