@@ -41,6 +41,9 @@ async def remembering(make_settings: SettingsFactory, redis: Redis) -> AsyncIter
 
     app.dependency_overrides[get_stock_service] = noted
     async with running_app(app) as running:
+        # The steady state (the service's epoch in Redis): an unknown product is then a 404,
+        # not a 503 while a first full rebuild runs.
+        await running.resources.live.rebuild_all()
         yield running
 
 
