@@ -8,6 +8,7 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
@@ -108,6 +109,7 @@ class StallingWriter(HoldWriter):
     def __init__(self) -> None:
         super().__init__(sessions=None)  # type: ignore[arg-type]
         self.alone = 0
+        self.stalled = asyncio.Event()
 
     async def _write_together(self, holds: list[NewHold]) -> None:
         raise _BatchRefused()
@@ -115,17 +117,39 @@ class StallingWriter(HoldWriter):
     async def _write_alone(self, hold: NewHold) -> None:
         self.alone += 1
         if self.alone == 2:
-            await asyncio.sleep(3600)
+            self.stalled.set()
+            await asyncio.Event().wait()  # never set: the stop comes first
 
 
 async def test_a_writer_stopped_in_the_middle_of_a_batch_answers_every_caller() -> None:
     writer = StallingWriter()
     product_id = new_id()
     calls = [asyncio.create_task(answer(writer, new_hold(product_id))) for _ in range(4)]
-    while writer.alone < 2:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(writer.stalled.wait(), 5)
     writer._writers[product_id].cancel()
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert outcomes[0] == "written"
     assert all(isinstance(outcome, WriterStopped) for outcome in outcomes[1:]), outcomes
     assert (writer._writers, writer._waiting) == ({}, {})
+
+
+class CollidingWriter(HoldWriter):
+    """A batch that meets a deadlock (MySQL error 1213), its holds then written alone."""
+
+    def __init__(self) -> None:
+        super().__init__(sessions=None)  # type: ignore[arg-type]
+        self.alone: list[int] = []
+
+    async def _write_together(self, holds: list[NewHold]) -> None:
+        raise OperationalError("UPDATE stock_products ...", {}, Exception(1213, "Deadlock"))
+
+    async def _write_alone(self, hold: NewHold) -> None:
+        self.alone.append(hold.order_id)
+
+
+async def test_a_batch_cut_short_by_a_deadlock_is_written_hold_by_hold() -> None:
+    writer = CollidingWriter()
+    product_id = new_id()
+    holds = [new_hold(product_id) for _ in range(5)]
+    assert await asyncio.gather(*(answer(writer, hold) for hold in holds)) == ["written"] * 5
+    assert sorted(writer.alone) == sorted(hold.order_id for hold in holds)
