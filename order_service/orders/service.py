@@ -222,7 +222,7 @@ class OrdersService:
                 raise OrderNotCancellable(f"The order is {current.status}.")
             cancelled = await orders.order(order_id)
         assert cancelled is not None
-        self._settle_soon(order_id)
+        await self._settle_before_answering(order_id)
         return order_out(cancelled)
 
     # The payment's side (internal API)
@@ -268,7 +268,7 @@ class OrdersService:
             order = await orders.order(order_id)
         if order is None:
             raise OrderNotFound()
-        self._settle_soon(order_id)
+        await self._settle_before_answering(order_id)
         return OrderState(order_id=order_id, status=order.status)
 
     # Expiry
@@ -310,10 +310,18 @@ class OrdersService:
 
     # Effects owed to stock_service and payment_service
 
-    def _settle_soon(self, order_id: int) -> None:
+    def _settle_soon(self, order_id: int) -> asyncio.Task[None]:
         task = asyncio.create_task(self._settle_logged(order_id))
         self._effects.add(task)
         task.add_done_callback(self._effects.discard)
+        return task
+
+    async def _settle_before_answering(self, order_id: int) -> None:
+        """For a transition that gives units back: the answer tells the client the order is no
+        longer live, so its next order must find the units there (the limit and the stock count
+        live orders only). A failed release is logged and retried by `settle_overdue`; the
+        shield keeps it running, and drained on shutdown, if the request is cancelled."""
+        await asyncio.shield(self._settle_soon(order_id))
 
     async def _settle_logged(self, order_id: int) -> None:
         try:

@@ -282,6 +282,31 @@ async def test_a_declined_card_fails_the_order_and_returns_its_units(
     assert counts["remaining"] == 2
 
 
+async def test_units_are_back_when_cancel_or_a_declined_card_answers(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    # The last unit, one per buyer: an order right after a cancel or a declined card must get
+    # it. The answer says the order is no longer live, so the contract's limit (live orders)
+    # and stock no longer count it; a release still in flight made the next order 409.
+    product = await register_product(http, sale, total=1, limit_per_user=1)
+    buyer = user()
+    for _ in range(10):
+        first = await order(http, sale, user=buyer, product=product)
+        assert first.status_code == 201, first.text
+        cancelled = await cancel(http, sale, user=buyer, order_id=first.json()["id"])
+        assert cancelled.status_code == 200, cancelled.text
+        again = await order(http, sale, user=buyer, product=product)
+        assert again.status_code == 201, again.text
+        declined = await pay(http, sale, user=buyer, order_id=again.json()["id"],
+                             card=CARD_DECLINED)
+        assert declined.json()["status"] == "failed", declined.text
+    last = await order(http, sale, user=buyer, product=product)
+    assert last.status_code == 201, last.text
+    counts = await settled(engines, redis, product)
+    assert counts["orders"] == {"cancelled": 10, "payment_failed": 10, "pending_payment": 1}
+    assert (counts["remaining"], counts["held"]) == (0, 1)
+
+
 async def test_unpaid_orders_expire_on_time_unread(
     http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
 ) -> None:
