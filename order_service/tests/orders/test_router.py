@@ -228,6 +228,18 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
     held_or_expired(await settled(engines, redis, product), 30)
 
 
+async def test_a_unit_a_cancel_gave_back_after_a_sell_out_is_buyable_at_once(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    """The cancel answers once the unit is back (through this order_service): the memory of
+    the sell-out must not refuse the next order for the rest of its period."""
+    product = await register_product(http, sale, total=1)
+    first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
+    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
+    assert (await order(http, sale, user=user(), product=product)).status_code == 201
+
+
 async def test_units_back_after_a_sell_out_are_sold_again_while_the_crowd_keeps_asking(
     http: httpx.AsyncClient, sale: Sale
 ) -> None:
