@@ -188,6 +188,7 @@ class OrdersService:
     async def _release_quietly(self, product_id: int, order_id: int) -> None:
         try:
             await self.stock.release(product_id=product_id, order_id=order_id)
+            self.sold_out.forget(product_id)
         except StockUnavailable:
             # The orphan reconciler releases it: a hold with no order is found and given back.
             logger.warning("could not release the hold of an order not created",
@@ -337,6 +338,8 @@ class OrdersService:
             return
         if order.stock_effect == "release":
             if await self.stock.release(product_id=order.product_id, order_id=order_id):
+                # Units back through this process: buyable here at once, not after the memory.
+                self.sold_out.forget(order.product_id)
                 await self._done(order_id, stock_effect="release")
         elif order.stock_effect == "commit":
             outcome = await self.stock.commit(product_id=order.product_id, order_id=order_id)
@@ -390,6 +393,7 @@ class OrdersService:
             for hold in page.items:
                 if hold.order_id not in known:
                     await self.stock.release(product_id=hold.product_id, order_id=hold.order_id)
+                    self.sold_out.forget(hold.product_id)
                     released += 1
             if page.next_after is None:
                 return released
