@@ -100,8 +100,15 @@ def merge_documents(documents: dict[str, dict[str, Any]], table: RouteTable, *,
                     operation["security"] = [{"bearer": []}]
                     _add_problem(responses, "401", "`missing_token`, `invalid_token`, "
                                  "`token_expired`, `token_revoked` (from the gateway)")
+                if "{" in path:
+                    # The route table refuses a parameter an upstream could read as another
+                    # path (control characters, encoded slashes, dot segments) before any service.
+                    _add_problem(responses, "404", "`not_found`: a path parameter the gateway "
+                                 "does not route (from the gateway)")
                 if "requestBody" in operation:
                     _add_problem(responses, "413", "`payload_too_large` (from the gateway)")
+                    _add_problem(responses, "408", "`request_timeout`: the body did not arrive "
+                                 "in time (from the gateway)")
                 for status, text in _GATEWAY_FAILURES.items():
                     _add_problem(responses, status, text)
                 merged["paths"].setdefault(path, {})[method] = operation

@@ -219,6 +219,12 @@ async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
 
 
+def unexpected_error_response(headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The 500 of an error nobody expected: no detail of it leaves the process."""
+    return problem_response(500, "internal_error", "Internal server error",
+                            "The server could not complete the request.", headers=headers)
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Starlette answers this from its outermost layer, after the request-id middleware has
     # finished: the id is taken from the scope and the header set here, or the 500 would lack both.
@@ -226,9 +232,7 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     token = request_id_var.set(request_id)
     try:
         logger.exception("unhandled error", exc_info=exc)
-        return problem_response(500, "internal_error", "Internal server error",
-                                "The server could not complete the request.",
-                                headers={"X-Request-Id": request_id} if request_id else None)
+        return unexpected_error_response({"X-Request-Id": request_id} if request_id else None)
     finally:
         request_id_var.reset(token)
 

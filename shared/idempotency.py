@@ -79,7 +79,11 @@ class IdempotencyKeyInUse(Conflict):
 async def idempotency_key(
     key: Annotated[str | None, Header(alias=HEADER, description=(
         "Optional; 1..255 printable ASCII. A retry with the same key and body by the same user "
-        "returns the first answer."))] = None,
+        "returns the first answer."),
+        # Documented only (the check below answers in its own words): a client built from the
+        # OpenAPI document must know which keys are refused.
+        json_schema_extra={"pattern": f"^{_PRINTABLE_ASCII.pattern}$", "maxLength": 255,
+                           "minLength": 1})] = None,
 ) -> str | None:
     if key is not None and not _PRINTABLE_ASCII.fullmatch(key):
         raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters.",

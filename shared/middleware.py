@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import unexpected_error_response
 from shared.metrics import CLIENT_CLOSED_REQUEST, RequestMetrics, route_template
 from shared.request_context import request_id_var, sanitize_request_id
 
 access_logger = logging.getLogger("access")
+error_logger = logging.getLogger("shared.errors")
 _REQUEST_ID = b"x-request-id"
 
 
@@ -61,6 +63,14 @@ class RequestFrameMiddleware:
 
         try:
             await self.app(scope, receive_watching, send_with_id)
+        except Exception:
+            if status is not None:
+                raise  # the answer is under way: only cutting the connection can say it failed
+            # Answered here, not re-raised: Starlette's outermost layer would answer too, then
+            # hand the error to uvicorn, which closes the connection, and the gateway's next
+            # request on that pooled connection (another client's) would fail as a 502.
+            error_logger.exception("unhandled error")
+            await unexpected_error_response()(scope, receive_watching, send_with_id)
         finally:
             if status is None:
                 # Nothing was answered: the client left first, or the app failed.

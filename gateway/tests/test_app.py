@@ -105,3 +105,17 @@ async def test_openapi_documents_what_the_gateway_itself_answers(client: httpx.A
     assert "401" in secured
     assert "401" not in public
     assert {"502", "503", "504"} <= set(secured) & set(public)
+
+
+async def test_openapi_documents_the_404_for_a_parameter_the_gateway_will_not_route(
+    client: httpx.AsyncClient,
+) -> None:
+    # A control character in a path parameter is refused by the route table itself (404,
+    # whatever the service would say), so every operation with a parameter can answer 404.
+    response = await client.get("/api/v1/products/%0B/stock")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "404" in paths["/api/v1/products/{id}/stock"]["get"]["responses"]
+    assert "404" in paths["/api/v1/users/{id}/followers"]["get"]["responses"]
+    assert "404" not in paths["/api/v1/users/me"]["get"]["responses"]

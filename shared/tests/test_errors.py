@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from shared.errors import Conflict, TooManyRequests, install_error_handlers
 from shared.middleware import RequestFrameMiddleware
+from shared.testing.net import free_port
 
 
 class SoldOut(Conflict):
@@ -105,3 +108,33 @@ async def test_undecodable_body_is_a_validation_error(client: httpx.AsyncClient)
                                  headers={"content-type": "application/json"})
     body = assert_problem(response, 422, "validation_error")
     assert body["errors"] == [{"loc": ["body"], "msg": "The body is not valid JSON."}]
+
+
+async def test_a_500_keeps_the_connection_open_for_the_next_request() -> None:
+    # The gateway pools its connections to a service. When the unexpected error was re-raised
+    # to uvicorn after the 500 was sent, uvicorn closed the connection, and the next request
+    # the gateway sent on it (another client's order, say) failed as a 502.
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port,
+                                           log_level="critical", lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET /%s HTTP/1.1\r\nHost: test\r\n\r\n"
+        writer.write(request % b"boom")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 ")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        await reader.readexactly(length)
+        writer.write(request % b"limited")
+        following = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert following.startswith(b"HTTP/1.1 429 ")
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
