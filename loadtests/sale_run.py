@@ -71,13 +71,14 @@ class Target:
 
 
 @contextmanager
-def own_system(out: Path, ttl: float) -> Iterator[Target]:
-    forget_redis_keys(LOAD_REDIS_URL, "")
+def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str) -> Iterator[Target]:
+    # Fresh schemas number products from 1 again: keys of an earlier run would speak for them.
+    forget_redis_keys(redis_url, "")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {"ORDER_PAYMENT_TTL_SECONDS": str(int(ttl))}
-    with service_system([s.name for s in SERVICES], logs, redis_url=LOAD_REDIS_URL,
-                        schema_suffix="load", env=env) as system:
+    with service_system([s.name for s in SERVICES], logs, redis_url=redis_url,
+                        schema_suffix=schema_suffix, env=env) as system:
         yield _target(system, logs)
 
 
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("starting the services and the gateway on loopback "
                   f"(ORDER_PAYMENT_TTL_SECONDS={int(args.ttl)}) ...", flush=True)
-            target = stack.enter_context(own_system(out, args.ttl))
+            target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
+                                                    schema_suffix=args.schema_suffix))
         seeded_at = time.monotonic()
         sale = asyncio.run(seed(target.host, target.user_settings,
                                 users=args.buyers + args.social, stock=args.stock,
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "machine": machine(),
         "target": "own system on loopback" if not args.host else args.host,
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "redis_url")},
         "product_id": sale.product_id, "sale_opens_at": sale.sale_opens_at,
         **summarise(outcomes, sale.opens_at),
         "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
@@ -264,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="Locust workers (default: one per core)")
     parser.add_argument("--spawn-rate", type=float, default=250.0,
                         help="users started per second, over all workers")
+    parser.add_argument("--redis-url", default=LOAD_REDIS_URL,
+                        help="own system: its Redis database, emptied first (LOAD_REDIS_URL)")
+    parser.add_argument("--schema-suffix", default="load",
+                        help="own system: schemas preorder_<service>_<suffix>, rebuilt first")
     parser.add_argument("--out", default=None,
                         help="default .data/loadtests/<UTC timestamp>/")
     sys.exit(run(parser.parse_args(argv)))
