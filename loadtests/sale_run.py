@@ -236,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
     decisions = summary["decisions_at_opening"]
     print(f"decisions at the opening: {decisions['per_second']:,.0f}/s "
-          f"({decisions['decided']} of {decisions['orders']} orders in {decisions['seconds']} s)")
+          f"({decisions['decided']} of {decisions['orders']} orders decided in "
+          f"{decisions['seconds']} s; {decisions['sent_in_first_second']} sent in its first "
+          "second)")
     for route, figures in summary["latency"].items():
         print(f"{route:<16} n={figures['count']:<5} p50 {figures['p50_ms']} ms  "
               f"p95 {figures['p95_ms']} ms  p99 {figures['p99_ms']} ms")
