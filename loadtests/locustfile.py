@@ -1,7 +1,8 @@
 """The sale opening as a crowd sees it, for Locust (FastHttpUser, its fast client):
 
 - BuyerUser: a signed-in buyer with the product page open. It waits for the product's
-  sale_opens_at and orders one unit at that second; of those who get an order, `--walk-away`
+  sale_opens_at and orders one unit at that second (`--double-tap`, 5%, send two orders at
+  once, which limit_per_user must refuse one of); of those who get an order, `--walk-away`
   (20%) leave it unpaid to expire, the rest pay, `--declined` (20%) of them with the test card
   that is always declined (4000000000000002, see API.md), the others with 4242424242424242.
   Either way its units must come back. Each buyer runs once, then tells the master it is done;
@@ -64,6 +65,8 @@ def add_arguments(parser: Any, **_: Any) -> None:
     group.add_argument("--social", type=int, default=50, help="SocialUsers")
     group.add_argument("--account-users", type=int, default=0,
                        help="AccountUsers (need make run's mail sink files)")
+    group.add_argument("--double-tap", type=float, default=0.05,
+                       help="share of buyers who send two orders at once (limit_per_user)")
     group.add_argument("--walk-away", type=float, default=0.2,
                        help="share of buyers with an order who leave it unpaid")
     group.add_argument("--declined", type=float, default=0.2,
@@ -256,14 +259,22 @@ class BuyerUser(FastHttpUser):
         self.client.get(f"/api/v1/products/{self.seed.product_id}/stock",
                         name="/products/{id}/stock")
         gevent.sleep(max(0.0, opens_at - time.time()))
-        ordered = self.send("POST /orders", "/api/v1/orders",
-                            {"product_id": self.seed.product_id, "quantity": 1})
         options = self.environment.parsed_options
-        if ordered.status_code == 201 and random.random() >= options.walk_away:
-            card = CARD_DECLINED if random.random() < options.declined else CARD_OK
-            gevent.sleep(random.uniform(0.5, 3.0))  # typing the card in
-            self.send("POST /payments", "/api/v1/payments",
-                      {"order_id": ordered.json()["id"], "card_number": card})
+        body = {"product_id": self.seed.product_id, "quantity": 1}
+        if random.random() < options.double_tap:
+            # Two taps, two orders at once, no Idempotency-Key: the limit must refuse one.
+            second = gevent.spawn(self.send, "POST /orders", "/api/v1/orders", body)
+            answers = [self.send("POST /orders", "/api/v1/orders", body), second.get()]
+        else:
+            answers = [self.send("POST /orders", "/api/v1/orders", body)]
+        # Every order won is seen through, so one the limit should have refused ends up paid
+        # (or held) where the checker finds it, not expired out of sight.
+        for ordered in answers:
+            if ordered.status_code == 201 and random.random() >= options.walk_away:
+                card = CARD_DECLINED if random.random() < options.declined else CARD_OK
+                gevent.sleep(random.uniform(0.5, 3.0))  # typing the card in
+                self.send("POST /payments", "/api/v1/payments",
+                          {"order_id": ordered.json()["id"], "card_number": card})
         self.environment.runner.send_message("buyer_done", self.answers)
         raise StopUser
 

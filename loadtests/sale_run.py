@@ -115,6 +115,7 @@ def run_locust(args: argparse.Namespace, target: Target, seed_file: Path, out: P
               "--stop-timeout", "5", "--host", target.host, "--seed-file", str(seed_file),
               "--buyers", str(args.buyers), "--browsers", str(args.browsers),
               "--social", str(args.social), "--walk-away", str(args.walk_away),
+              "--double-tap", str(args.double_tap),
               "--declined", str(args.declined), "--outcomes-file", str(out / "outcomes.json"),
               "--html", str(out / "report.html"), "--csv", str(out / "locust"),
               "--only-summary"]
@@ -258,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--browsers", type=int, default=100)
     parser.add_argument("--social", type=int, default=50)
     parser.add_argument("--limit-per-user", type=int, default=1)
+    parser.add_argument("--double-tap", type=float, default=0.05,
+                        help="share of buyers who send two orders at once")
     parser.add_argument("--walk-away", type=float, default=0.2)
     parser.add_argument("--declined", type=float, default=0.2)
     parser.add_argument("--ttl", type=float, default=20.0,

@@ -17,7 +17,7 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtests.sale_run", "--buyers", "12", "--stock", "3",
         "--browsers", "2", "--social", "2", "--ttl", "3", "--lead", "6", "--workers", "1",
-        "--spawn-rate", "50", "--redis-url", TEST_REDIS_URL, "--schema-suffix", "smoke",
+        "--spawn-rate", "50", "--double-tap", "1", "--redis-url", TEST_REDIS_URL, "--schema-suffix", "smoke",
         "--out", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     printed = (await asyncio.wait_for(run.communicate(), 150))[0].decode()
     assert run.returncode == 0, printed
@@ -29,10 +29,12 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     assert len(summary["checker"]["checked"]) == 6
     assert summary["buyers_done"] == 12
     orders = summary["answers"]["POST /orders"]
-    # Every buyer ordered once at the opening: 3 units won, the rest refused as sold out.
+    # Every buyer tapped twice at the opening: 3 units won, every other order refused (sold out,
+    # or over the limit of one).
     assert orders.get("201") == 3
-    assert sum(orders.values()) == 12
-    assert summary["decisions_at_opening"]["decided"] == 12
+    assert sum(orders.values()) == 24
+    assert set(orders) <= {"201", "409 sold_out", "409 purchase_limit_exceeded"}
+    assert summary["decisions_at_opening"]["decided"] == 24
     facts = summary["checker"]["facts"]
     assert facts["ledger"]["held"] == 0
     assert facts["public_remaining"] + facts["ledger"]["sold"] == 3
