@@ -45,6 +45,7 @@ from loadtests.system import (
     BENCH_REDIS_URL,
     ServiceSystem,
     cpu_seconds,
+    datastore_pids,
     hello_world,
     service_system,
 )
@@ -68,8 +69,10 @@ PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 class SaleBench(ServiceSystem):
     def pids(self) -> dict[str, int]:
-        """The services' processes, and this one (the buyers' client: it shares the cores)."""
-        return {**super().pids(), "buyers' client": os.getpid()}
+        """The services' processes, this one (the buyers' client: it shares the cores), and
+        the local MariaDB and Redis servers when they run here (shared with anything else that
+        uses them at the time)."""
+        return {**super().pids(), "buyers' client": os.getpid(), **datastore_pids()}
 
 
 @contextmanager
@@ -190,13 +193,35 @@ async def redis_only_product() -> tuple[str, int]:
 _REQUESTS = re.compile(r"^http_requests_total\{(?P<labels>.*)\} (?P<count>\S+)$", re.M)
 
 
+_DURATIONS = re.compile(
+    r"^http_request_duration_seconds_(?P<kind>sum|count)\{(?P<labels>.*)\} (?P<value>\S+)$", re.M)
+# Where an order's time goes, from each service's own /metrics: (process, method, route part).
+LEGS = (("gateway", "POST", "/api/v1/orders"), ("order", "POST", "/api/v1/orders"),
+        ("stock", "PUT", "/holds/"))
+
+
+async def _metrics(base_url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
+        return await response.text()
+
+
 async def requests_answered(base_url: str, method: str, route_part: str) -> int:
     """How many `method` requests to routes containing `route_part` the service has answered
     (its /metrics)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
-        text = await response.text()
+    text = await _metrics(base_url)
     return sum(int(float(match["count"])) for match in _REQUESTS.finditer(text)
                if f'method="{method}"' in match["labels"] and route_part in match["labels"])
+
+
+async def time_inside(base_url: str, method: str, route_part: str) -> tuple[float, float]:
+    """(requests, seconds) the service has spent answering such requests so far, from the
+    start of each request to its answer as the service's own frame measures it."""
+    text = await _metrics(base_url)
+    totals = {"sum": 0.0, "count": 0.0}
+    for match in _DURATIONS.finditer(text):
+        if f'method="{method}"' in match["labels"] and route_part in match["labels"]:
+            totals[match["kind"]] += float(match["value"])
+    return totals["count"], totals["sum"]
 
 
 async def ledger(bench: SaleBench, product_id: int) -> tuple[int, int, int]:
@@ -239,6 +264,8 @@ class Phase:
     reserves: int
     ledger: tuple[int, int, int]
     rate: float
+    # (requests, mean ms) inside each leg of LEGS during the phase.
+    legs: dict[str, tuple[int, float]]
 
     def report(self, title: str, *, hello: float, raw: float) -> None:
         answers = self.answers
@@ -261,6 +288,8 @@ class Phase:
             buckets.setdefault(int((a.ended - first) / step), Counter())[a.status] += 1
         print(f"  201/409 answered per {step:g} s: " + "  ".join(
             f"{c[201]}/{c[409]}" for _, c in sorted(buckets.items())))
+        print("  mean time inside each service per request (its own /metrics): " + ", ".join(
+            f"{leg} {ms:.0f} ms over {count}" for leg, (count, ms) in self.legs.items()))
         print(f"  reserves that reached stock_service: {self.reserves} (the other "
               f"{len(answers) - self.reserves} refused by order_service's sold-out memory)")
         print(f"  ledger: total {total}, held {held}, sold {sold}, remaining "
@@ -281,6 +310,9 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
                      rate: float, profile: Path | None) -> Phase:
     stock_url = bench.processes["stock"].url
     reserves_before = await requests_answered(stock_url, "PUT", "/holds/")
+    urls = {name: bench.gateway.url if name == "gateway" else bench.processes[name].url
+            for name, _, _ in LEGS}
+    legs_before = [await time_inside(urls[name], method, part) for name, method, part in LEGS]
     sale: list[int] = []
 
     async def open_sale() -> tuple[int, float]:
@@ -294,7 +326,13 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
                                    profile=profile)
     await asyncio.sleep(1)  # effects are after-commit: let them land before reading the ledger
     reserves = await requests_answered(stock_url, "PUT", "/holds/") - reserves_before
-    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate)
+    legs: dict[str, tuple[int, float]] = {}
+    for (name, method, part), (count_before, seconds_before) in zip(LEGS, legs_before,
+                                                                    strict=True):
+        count, seconds = await time_inside(urls[name], method, part)
+        count -= count_before
+        legs[name] = (int(count), 1000 * (seconds - seconds_before) / count if count else 0.0)
+    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate, legs)
 
 
 def main() -> None:
@@ -310,6 +348,7 @@ def main() -> None:
                         help="record each phase under py-spy (raw) into DIR, a file a service")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sale-"))
+    print(f"services' logs in {workdir}")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:

@@ -44,7 +44,7 @@ from deploy.services import SERVICES
 from loadtests.checker import answers_by_status, check, read_state, service_databases
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import SaleSeed, seed
-from loadtests.system import ServiceSystem, cpu_seconds, service_system
+from loadtests.system import ServiceSystem, cpu_seconds, datastore_pids, service_system
 from shared.testing.datastores import forget_redis_keys
 from shared.testing.net import free_port
 from user_service.settings import Settings as UserSettings
@@ -86,7 +86,9 @@ def _target(system: ServiceSystem, logs: Path) -> Target:
     databases = {name: system.databases[name] for name in ("order", "stock", "payment")}
     settings = UserSettings(database_url=system.databases["user"],
                             jwt_key_dir=str(system.key_dir))
-    return Target(system.gateway.url, databases, settings, system.pids(), logs)
+    # MariaDB's and Redis's CPU too: shared with anything else using them at the time.
+    return Target(system.gateway.url, databases, settings,
+                  {**system.pids(), **datastore_pids()}, logs)
 
 
 @contextmanager

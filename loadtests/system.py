@@ -174,3 +174,18 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def datastore_pids() -> dict[str, int]:
+    """The local MariaDB and Redis servers' processes, when they run on this machine (their CPU
+    is shared with anything else using them at the time)."""
+    found: dict[str, int] = {}
+    names = {"mariadbd": "mariadb", "mysqld": "mariadb", "redis-server": "redis"}
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = names.get(comm.read_text().strip())
+        except OSError:
+            continue
+        if name is not None and name not in found:
+            found[name] = int(comm.parent.name)
+    return found

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from order_service.clients import PaymentsClient, StockClient
 from order_service.dependencies import Resources
+from order_service.orders.fast_refusal import SoldOutFastPath
 from order_service.orders.ids import OrderIds
 from order_service.orders.router import internal_router
 from order_service.orders.router import router as orders_router
@@ -80,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Order service",
         resources=open_resources,
         routers=[orders_router, internal_router],
+        front=[SoldOutFastPath],
     )

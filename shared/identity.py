@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -51,25 +52,37 @@ def _refuse(reason: str) -> Unauthorized:
 async def gateway_identity(request: Request) -> GatewayIdentity | None:
     """The signed identity, or None when the request carries no signature at all (it did not
     come through the gateway). A signature that does not check out is a 401."""
-    headers = request.headers
-    signature = headers.get(IDENTITY_SIGNATURE_HEADER)
-    if signature is None:
-        return None
     key: bytes | None = getattr(request.state, IDENTITY_KEY_STATE, None)
     if key is None:
         raise RuntimeError("no identity signing key: build the app with create_service_app")
+    return verify_identity(request.headers, key)
+
+
+# Looked up in lower case: ASGI's header names are, and Starlette's Headers folds to it anyway.
+_SIGNATURE = IDENTITY_SIGNATURE_HEADER.lower()
+_USER_ID = USER_ID_HEADER.lower()
+_SESSION_ID = SESSION_ID_HEADER.lower()
+_CLIENT_IP = CLIENT_IP_HEADER.lower()
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
+
+
+def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity | None:
+    """gateway_identity for whoever holds the headers (names in lower case) outside a route:
+    None without a signature, Unauthorized for one that does not check out."""
+    signature = headers.get(_SIGNATURE)
+    if signature is None:
+        return None
     timestamp = signature_timestamp(signature)
     if timestamp is None:
         raise _refuse("malformed signature")
     if abs(time.time() - timestamp) > IDENTITY_MAX_AGE_SECONDS:
         raise _refuse("stale signature")
-    raw_user_id = headers.get(USER_ID_HEADER, "")
-    raw_session_id = headers.get(SESSION_ID_HEADER, "")
-    client_ip = headers.get(CLIENT_IP_HEADER, "")
+    raw_user_id = headers.get(_USER_ID, "")
+    raw_session_id = headers.get(_SESSION_ID, "")
+    client_ip = headers.get(_CLIENT_IP, "")
     expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
                                   session_id=raw_session_id,
-                                  request_id=headers.get(REQUEST_ID_HEADER, ""),
-                                  client_ip=client_ip)
+                                  request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip)
     if not hmac.compare_digest(expected, signature):
         raise _refuse("wrong signature")
     return GatewayIdentity(

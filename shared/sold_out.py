@@ -31,16 +31,23 @@ class SoldOutMemory:
 
     def refuses(self, product_id: int, quantity: int) -> bool:
         """True: answer sold out now. False: ask (and tell the memory what was answered)."""
+        if self.still_refuses(product_id, quantity):
+            return True
+        entry = self._refused.get(product_id)
+        if entry is not None and quantity >= entry.smallest:
+            entry.asking = True  # this one asks; if it never tells, the next period asks again
+        return False
+
+    def still_refuses(self, product_id: int, quantity: int) -> bool:
+        """refuses() without choosing the request that asks when the memory has lapsed: for a
+        look ahead of the path that will call refuses()."""
         entry = self._refused.get(product_id)
         if entry is None or quantity < entry.smallest:
             return False
         now = time.monotonic()
         if now < entry.until:
             return True
-        if entry.asking and now < entry.until + self.seconds:
-            return True  # another request is asking right now
-        entry.asking = True  # this one asks; if it never tells, the next period asks again
-        return False
+        return entry.asking and now < entry.until + self.seconds  # another one is asking
 
     def remember(self, product_id: int, quantity: int) -> None:
         """The product was refused as sold out for `quantity`."""

@@ -12,8 +12,8 @@ from shared.schemas import ApiModel, Page, RequestModel, UtcDatetime
 
 
 class OrderCreate(RequestModel):
-    product_id: Annotated[int, Field(ge=1, le=MAX_ID)]
-    quantity: Annotated[int, Field(ge=1, le=100)]
+    product_id: Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+    quantity: Annotated[int, Field(ge=1, le=100, strict=True)]
 
 
 class OrderOut(ApiModel):

@@ -28,7 +28,7 @@ CardNumber = Annotated[
 
 
 class PaymentCreate(RequestModel):
-    order_id: Annotated[int, Field(ge=1, le=MAX_ID)]
+    order_id: Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
     card_number: CardNumber
 
 

@@ -22,10 +22,10 @@ def _not_blank(value: str) -> str:
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Description = Annotated[str, Field(max_length=5000)]
-Price = Annotated[int, Field(ge=0, le=MAX_ID)]
-Stock = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Price = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]
+Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
 # Units of the product one user may hold or buy in all; null: no limit.
-LimitPerUser = Annotated[int, Field(ge=1, le=1_000_000_000)]
+LimitPerUser = Annotated[int, Field(ge=1, le=1_000_000_000, strict=True)]
 
 
 def check_window(kind: str, opens_at: datetime | None, closes_at: datetime | None) -> str | None:

@@ -17,4 +17,4 @@ class StockLevel(ApiModel):
 
 
 class StockUpdate(RequestModel):
-    stock: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    stock: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]

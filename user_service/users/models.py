@@ -13,7 +13,7 @@ from user_service.db import Base, Timestamp
 
 class User(Base):
     __tablename__ = "users"
-    # For the purge of unverified accounts older than a day (user_service/auth/tasks.py).
+    # For the purge of unverified accounts older than a day (the auth domain's tasks.py).
     __table_args__ = (Index("ix_users_email_verified_created_at", "email_verified", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

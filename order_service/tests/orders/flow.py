@@ -54,6 +54,16 @@ def codes(responses: list[httpx.Response]) -> Counter[str]:
                    for r in responses)
 
 
+def held_or_expired(counts: dict[str, Any], units: int) -> None:
+    """`units` orders of one unit each took the whole stock, held until paid; those the test's
+    short payment TTL (tests/sale.py) expired before the ledger was read gave theirs back."""
+    orders = counts["orders"]
+    assert sum(orders.values()) == units
+    assert set(orders) <= {"pending_payment", "expired"}
+    assert counts["held"] == orders["pending_payment"]
+    assert (counts["total"], counts["sold"]) == (units, 0)
+
+
 async def settled(engines: dict[str, AsyncEngine], redis: Redis, product_id: int, *,
                   timeout: float = 15.0) -> dict[str, Any]:
     """Waits until every effect has landed and Redis agrees with the ledger, then checks that

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 
@@ -18,6 +19,7 @@ from order_service.tests.orders.flow import (
     cancel,
     codes,
     get_order,
+    held_or_expired,
     order,
     pay,
     settled,
@@ -75,6 +77,49 @@ async def test_refusals_carry_the_contracts_codes(http: httpx.AsyncClient, sale:
     over = await register_product(http, sale, total=5, sale_opens_at="2020-01-01T00:00:00Z",
                                   sale_closes_at="2021-01-01T00:00:00Z")
     problem(await order(http, sale, user=user(), product=over), 409, "sale_closed")
+
+
+async def refusals_counted(http: httpx.AsyncClient, sale: Sale) -> float:
+    metrics = (await http.get(sale.url("order") + "/metrics")).text
+    found = re.search(r'^http_requests_total\{method="POST",route="/api/v1/orders",'
+                      r'service="order_service",status="409"\} (\S+)$', metrics, re.M)
+    return float(found[1]) if found else 0.0
+
+
+async def test_the_crowd_behind_a_sell_out_gets_the_routes_own_answer(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    """After a refusal the memory answers the next orders in front of the router
+    (orders/fast_refusal.py): the same problem, request id and metrics as the route's, and the
+    orders it must not answer (unsigned, keyed, malformed, another quantity) still reach it."""
+    product = await register_product(http, sale, total=1)
+    assert (await order(http, sale, user=user(), product=product)).status_code == 201
+    refusals_before = await refusals_counted(http, sale)
+    by_stock = await order(http, sale, user=user(), product=product)  # the route asks stock
+    by_memory = await order(http, sale, user=user(), product=product)
+    for answer in (by_stock, by_memory):
+        problem(answer, 409, "sold_out")
+        assert answer.json()["request_id"] == answer.headers["x-request-id"]
+    assert ({k: v for k, v in by_stock.json().items() if k != "request_id"}
+            == {k: v for k, v in by_memory.json().items() if k != "request_id"})
+    # Both refusals counted under the route's label.
+    assert await refusals_counted(http, sale) == refusals_before + 2
+
+    url = sale.url("order") + "/api/v1/orders"
+    unsigned = await http.post(url, json={"product_id": product, "quantity": 1})
+    problem(unsigned, 401, "missing_token")
+    forged = as_user(user()) | {"X-User-Id": str(user())}
+    problem(await http.post(url, json={"product_id": product, "quantity": 1}, headers=forged),
+            401, "missing_token")
+    problem(await order(http, sale, user=user(), product=product, body={
+        "product_id": product, "quantity": True}), 422, "validation_error")
+    keyed = await order(http, sale, user=(buyer := user()), product=product, key="crowd-1")
+    problem(keyed, 409, "sold_out")
+    # The keyed refusal was stored by the route: the same key with another body is a reuse.
+    problem(await order(http, sale, user=buyer, product=product, quantity=2, key="crowd-1"),
+            422, "idempotency_key_reused")
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"], counts["sold"]) == (0, 1, 0)
 
 
 @pytest.mark.parametrize("body", [
@@ -165,8 +210,7 @@ async def test_300_orders_at_once_for_30_units_sell_exactly_30(
     responses = await asyncio.gather(*(order(http, sale, user=user(), product=product)
                                        for _ in range(300)))
     assert codes(responses) == {"pending_payment": 30, "sold_out": 270}
-    counts = await settled(engines, redis, product)
-    assert (counts["remaining"], counts["held"]) == (0, 30)
+    held_or_expired(await settled(engines, redis, product), 30)
 
 
 async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
@@ -181,8 +225,7 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
     assert set(results) <= {"pending_payment", "sold_out", "purchase_limit_exceeded"}
     per_buyer = Counter(r.json()["user_id"] for r in responses if r.status_code == 201)
     assert max(per_buyer.values()) == 1
-    counts = await settled(engines, redis, product)
-    assert (counts["remaining"], counts["held"]) == (0, 30)
+    held_or_expired(await settled(engines, redis, product), 30)
 
 
 async def test_cancel_gives_units_back_and_refunds_a_paid_order(
