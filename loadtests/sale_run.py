@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--declined", type=float, default=0.2)
     parser.add_argument("--ttl", type=float, default=20.0,
                         help="ORDER_PAYMENT_TTL_SECONDS of the system (set on the own one)")
-    parser.add_argument("--lead", type=float, default=40.0,
+    parser.add_argument("--lead", type=float, default=30.0,
                         help="seconds from the seeding to the opening (covers the spawning)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="Locust workers (default: one per core)")
