@@ -252,6 +252,18 @@ class BuyerUser(FastHttpUser):
 
     @task
     def buy(self) -> None:
+        try:
+            self.order_and_pay()
+        except Exception as error:
+            # Locust would run the task again: a buyer buys once, so the error is only reported.
+            self.environment.events.user_error.fire(user_instance=self, exception=error,
+                                                    tb=error.__traceback__)
+        finally:
+            # Whatever happened, the master hears of it: it ends the run when all have.
+            self.environment.runner.send_message("buyer_done", self.answers)
+        raise StopUser
+
+    def order_and_pay(self) -> None:
         opens_at = self.seed.opens_at
         # The page is refreshed a moment before the opening (and the connection kept warm:
         # uvicorn closes one idle for 5 s).
@@ -275,8 +287,6 @@ class BuyerUser(FastHttpUser):
                 gevent.sleep(random.uniform(0.5, 3.0))  # typing the card in
                 self.send("POST /payments", "/api/v1/payments",
                           {"order_id": ordered.json()["id"], "card_number": card})
-        self.environment.runner.send_message("buyer_done", self.answers)
-        raise StopUser
 
 
 class BrowserUser(FastHttpUser):
