@@ -44,7 +44,7 @@ import gevent
 from locust import FastHttpUser, between, constant, events, task
 from locust.exception import StopUser
 
-from loadtests.seed import SaleSeed
+from loadtests.seed import SaleSeed, account_of_worker
 from shared.verification_code import read_verification_code
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,10 +211,9 @@ def next_account(environment: Any, role: str) -> dict[str, Any]:
     runner = environment.runner
     workers, index = ((max(1, int(options.expect_workers)), runner.worker_index)
                       if _is_worker(runner) else (1, 0))
-    mine = pool[index::workers] or pool
     taken = _TAKEN[role]
     _TAKEN[role] += 1
-    return mine[taken % len(mine)]
+    return account_of_worker(pool, worker=index, workers=workers, taken=taken)
 
 
 def bearer(account: dict[str, Any]) -> dict[str, str]:

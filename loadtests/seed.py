@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -106,6 +107,15 @@ async def seed(host: str, settings: UserSettings, *, users: int, stock: int, ope
 
 def _epoch(iso_z: str) -> float:
     return datetime.fromisoformat(iso_z.replace("Z", "+00:00")).timestamp()
+
+
+def account_of_worker(pool: Sequence[dict[str, Any]], *, worker: int, workers: int,
+                      taken: int) -> dict[str, Any]:
+    """The `taken`-th account worker `worker` of `workers` hands out: every `workers`-th of the
+    pool from its own index, so workers never share one (they go round again only when the
+    dispatcher gives a worker more users than its share)."""
+    mine = pool[worker::workers] or pool
+    return mine[taken % len(mine)]
 
 
 def main() -> None:
