@@ -63,6 +63,17 @@ def decisions_at_opening(answers: Sequence[Answer], opens_at: float) -> dict[str
             "per_second": round(len(decided) / seconds, 1)}
 
 
+def order_and_payment_rate(answers: Sequence[Answer]) -> dict[str, float | int]:
+    """Order and payment requests answered per second from the first sent to the last answer,
+    and their mean latency: the figure public write-ups of the same brief quote."""
+    if not answers:
+        return {"requests": 0, "seconds": 0.0, "per_second": 0.0, "mean_ms": math.nan}
+    seconds = max(max(a.answered for a in answers) - min(a.sent for a in answers), 1e-3)
+    return {"requests": len(answers), "seconds": round(seconds, 3),
+            "per_second": round(len(answers) / seconds, 1),
+            "mean_ms": round(sum(a.latency_ms for a in answers) / len(answers), 1)}
+
+
 def answer_counts(outcomes: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     """route -> "status code" -> count, over every answer of the run."""
     counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -88,6 +99,7 @@ def summarise(outcomes: Mapping[str, Any], opens_at: float) -> dict[str, Any]:
     counts = answer_counts(outcomes)
     return {
         "decisions_at_opening": decisions_at_opening(answers, opens_at),
+        "orders_and_payments": order_and_payment_rate(answers),
         "latency": {ORDERS: latency([a for a in answers if a.route == ORDERS]),
                     PAYMENTS: latency([a for a in answers if a.route == PAYMENTS])},
         "buyers_done": outcomes.get("buyers_done", 0),

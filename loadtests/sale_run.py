@@ -242,6 +242,9 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
           f"({decisions['decided']} of {decisions['orders']} orders decided in "
           f"{decisions['seconds']} s; {decisions['sent_in_first_second']} sent in its first "
           "second)")
+    both = summary["orders_and_payments"]
+    print(f"orders and payments: {both['per_second']:,.0f} requests/s over {both['seconds']} s, "
+          f"mean {both['mean_ms']} ms")
     for route, figures in summary["latency"].items():
         print(f"{route:<16} n={figures['count']:<5} p50 {figures['p50_ms']} ms  "
               f"p95 {figures['p95_ms']} ms  p99 {figures['p99_ms']} ms")

@@ -11,6 +11,7 @@ from loadtests.report import (
     decisions_at_opening,
     draw_chart,
     errors_by_code,
+    order_and_payment_rate,
     percentile,
 )
 from loadtests.seed import account_of_worker
@@ -67,3 +68,10 @@ def test_workers_hand_out_disjoint_accounts() -> None:
     assert handed == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     # A worker given more users than its share goes round its own accounts again.
     assert account_of_worker(pool, worker=1, workers=3, taken=3)["user_id"] == 1
+
+
+def test_order_and_payment_rate_runs_from_the_first_sent_to_the_last_answer() -> None:
+    answers = [order(201, "", 0.0, 100), order(409, "sold_out", 0.5, 300),
+               Answer("POST /payments", 201, "succeeded", OPENS + 1.0, 1000)]
+    assert order_and_payment_rate(answers) == {"requests": 3, "seconds": 2.0, "per_second": 1.5,
+                                               "mean_ms": 466.7}
