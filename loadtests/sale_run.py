@@ -131,20 +131,34 @@ def run_locust(args: argparse.Namespace, target: Target, seed_file: Path, out: P
             processes[f"locust worker {n}"] = subprocess.Popen(worker, stdout=log, stderr=log,
                                                                cwd=REPO_ROOT)
         cpu: dict[str, float] = {}
-        returncode = 0
         try:
             for name, process in processes.items():
-                _, status, usage = os.wait4(process.pid, 0)
-                process.returncode = os.waitstatus_to_exitcode(status)
-                cpu[name] = usage.ru_utime + usage.ru_stime
-                if name == "locust master":
-                    returncode = process.returncode
+                # The master ends by itself (--run-time at the latest); workers follow it, or
+                # are stopped when they outlive it by long (a master that died never says quit).
+                cpu[name] = reap(process, timeout=None if name == "locust master" else 30.0)
         finally:
             for process in processes.values():
                 if process.returncode is None:
-                    process.terminate()
-                    process.wait(timeout=15)
-    return LocustRun(returncode, cpu, time.monotonic() - started)
+                    process.kill()
+                    reap(process, timeout=None)
+    return LocustRun(processes["locust master"].returncode or 0, cpu,
+                     time.monotonic() - started)
+
+
+def reap(process: subprocess.Popen[bytes], *, timeout: float | None) -> float:
+    """Wait for `process` (terminating it after `timeout` seconds) and return the CPU seconds it
+    used, from its rusage: /proc forgets a process once it has been reaped."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if deadline is not None and time.monotonic() > deadline:
+            process.terminate()
+            deadline = None
+        else:
+            time.sleep(0.2)
 
 
 async def wait_for_returns(target: Target, sale: SaleSeed, ttl: float) -> float:
