@@ -1,6 +1,7 @@
 """`make load`: a sale opening under a crowd, then a verdict on what the system did.
 
-1. Without --host, starts its own system on loopback: all six services and the gateway, on
+1. Without --host, finds or starts MariaDB and Redis as `make run` does (TEST_MYSQL_URL's server,
+   --redis-url), then starts its own system on loopback: all six services and the gateway, on
    fresh schemas preorder_*_load (TEST_NAMESPACE appended) and LOAD_REDIS_URL (default
    database 13, emptied first), with a short ORDER_PAYMENT_TTL_SECONDS (--ttl). With --host it
    targets a running system instead: the seeding and the checker then need that system's
@@ -40,12 +41,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from deploy.run_local import Datastores, LogStream, SetupError, ensure_datastores
 from deploy.services import SERVICES
 from loadtests.checker import answers_by_status, check, read_state, service_databases
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import SaleSeed, seed
 from loadtests.system import ServiceSystem, cpu_seconds, datastore_pids, service_system
-from shared.testing.datastores import forget_redis_keys
+from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
 from shared.testing.net import free_port
 from user_service.settings import Settings as UserSettings
 from user_service.settings import get_settings as user_settings
@@ -198,6 +200,14 @@ def run(args: argparse.Namespace) -> int:
         if args.host:
             target = stack.enter_context(running_system(args.host))
         else:
+            # As make run does: MariaDB and Redis used if they answer, else started (Docker, or
+            # the OS packages), so that a fresh clone's `make load` needs nothing beforehand.
+            try:
+                asyncio.run(ensure_datastores(LogStream(sys.stdout), Datastores(
+                    (TEST_MYSQL_URL,), (args.redis_url,))))
+            except SetupError as error:
+                print(f"error: {error}", flush=True)
+                return 2
             print("starting the services and the gateway on loopback "
                   f"(ORDER_PAYMENT_TTL_SECONDS={int(args.ttl)}) ...", flush=True)
             target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
