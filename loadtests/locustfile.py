@@ -44,7 +44,7 @@ import gevent
 from locust import FastHttpUser, between, constant, events, task
 from locust.exception import StopUser
 
-from loadtests.seed import SaleSeed, account_of_worker
+from loadtests.seed_file import SaleSeed, account_of_worker
 from shared.verification_code import read_verification_code
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

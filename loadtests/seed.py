@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from loadtests.seed_file import SaleSeed
 from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
 from shared.schemas import to_utc_z
@@ -37,29 +35,6 @@ from user_service.settings import get_settings
 
 PASSWORD = "load test buyer password"
 PRICE = 99_000
-
-
-@dataclass(frozen=True)
-class SaleSeed:
-    host: str
-    product_id: int
-    # ISO-8601 with Z, as the API gives it; `opens_at` is the same instant as epoch seconds.
-    sale_opens_at: str
-    opens_at: float
-    stock: int
-    limit_per_user: int
-    price: int
-    seller: dict[str, Any]
-    # user_id, email, session_id, access_token of each; buyers take them first, social users next.
-    accounts: list[dict[str, Any]]
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self)))
-
-    @classmethod
-    def read(cls, path: Path) -> SaleSeed:
-        return cls(**json.loads(path.read_text()))
 
 
 async def create_accounts(settings: UserSettings, count: int) -> list[BulkAccount]:
@@ -107,15 +82,6 @@ async def seed(host: str, settings: UserSettings, *, users: int, stock: int, ope
 
 def _epoch(iso_z: str) -> float:
     return datetime.fromisoformat(iso_z.replace("Z", "+00:00")).timestamp()
-
-
-def account_of_worker(pool: Sequence[dict[str, Any]], *, worker: int, workers: int,
-                      taken: int) -> dict[str, Any]:
-    """The `taken`-th account worker `worker` of `workers` hands out: every `workers`-th of the
-    pool from its own index, so workers never share one (they go round again only when the
-    dispatcher gives a worker more users than its share)."""
-    mine = pool[worker::workers] or pool
-    return mine[taken % len(mine)]
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from loadtests.report import (
     order_and_payment_rate,
     percentile,
 )
-from loadtests.seed import account_of_worker
+from loadtests.seed_file import account_of_worker
 
 OPENS = 1_000_000.0
 
