@@ -16,6 +16,7 @@ from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from stock_service.dependencies import Resources
 from stock_service.settings import Settings, get_settings
+from stock_service.stock.fast_answers import RememberedLevel, ReserveRefusal
 from stock_service.stock.rebuild import LiveState
 from stock_service.stock.router import internal_router
 from stock_service.stock.router import router as stock_router
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Stock service",
         resources=open_resources,
         routers=[stock_router, internal_router],
+        front=[ReserveRefusal, RememberedLevel],
     )

@@ -84,6 +84,8 @@ def check_stack(report: Report, run: Run) -> None:
         report.check("verify email", checks.verify_email)
         report.check("login", checks.log_in)
         report.check("GET /users/me", checks.users_me)
+        report.check("a sale: product, stock, order, payment", checks.sale)
+        report.check("posts, comments, likes", checks.social)
         report.check("logout revokes the token", checks.log_out)
         report.check("signing key generated", checks.signing_key_generated)
         report.check("MySQL users isolated", checks.database_users_isolated)
@@ -92,6 +94,7 @@ def check_stack(report: Report, run: Run) -> None:
         report.check("restart", checks.restart_everything)
         report.check("accounts survive restart", checks.accounts_kept)
         report.check("tokens survive restart", checks.tokens_kept)
+        report.check("orders, stock and posts survive restart", checks.sale_and_posts_kept)
         report.check("Redis keeps data across restart (AOF)", checks.redis_kept)
     finally:
         checks.close()

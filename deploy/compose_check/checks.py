@@ -31,6 +31,7 @@ KEYS_SECONDS = 60
 MAILPIT_API = "http://mailpit:8025/api/v1"
 SIGNING_KEY = "/app/.data/keys/signing-key.pem"
 APP_UID = 10001
+SALE_STOCK = 5
 
 
 class StopChecks(Exception):
@@ -111,6 +112,9 @@ class StackChecks:
         self.code = ""
         self.revoked_token = ""
         self.redis_marker = f"compose-check:{uuid.uuid4().hex}"
+        self.product_id = 0
+        self.order_id = 0
+        self.post_id = 0
 
     def close(self) -> None:
         self.http.close()
@@ -220,6 +224,66 @@ class StackChecks:
         self.revoked_token = token
         return "204, then the same token gets 401 token_revoked"
 
+    # -- the sale and the social side, through the published port ------------------------------
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.account.access_tokens[0]}"}
+
+    def _stock(self) -> dict[str, Any]:
+        return dict(_expect(self.http.get(f"/api/v1/products/{self.product_id}/stock"), 200,
+                            "GET /api/v1/products/{id}/stock").json())
+
+    def sale(self) -> str:
+        product = _expect(self.http.post("/api/v1/products", headers=self._auth(), json={
+            "name": "Compose check", "description": "", "price": 1200, "stock": SALE_STOCK,
+            "kind": "general"}), 201, "POST /api/v1/products").json()
+        self.product_id = int(product["id"])
+        before = self._stock()
+        if (before["remaining"], before["sale_state"]) != (SALE_STOCK, "open"):
+            raise CheckError(f"a new product's stock: {before}")
+        order = _expect(self.http.post("/api/v1/orders", headers=self._auth(), json={
+            "product_id": self.product_id, "quantity": 2}), 201, "POST /api/v1/orders").json()
+        self.order_id = int(order["id"])
+        if (order["status"], order["amount"]) != ("pending_payment", 2400):
+            raise CheckError(f"the order: {order}")
+        payment = _expect(self.http.post("/api/v1/payments", headers=self._auth(), json={
+            "order_id": self.order_id, "card_number": "4242424242424242"}), 201,
+            "POST /api/v1/payments").json()
+        if payment["status"] != "succeeded":
+            raise CheckError(f"the test card that always succeeds: {payment}")
+        # The payment tells order_service at once, or its outbox worker does within a second.
+        deadline = Deadline(10)
+        while (status := self._order_status()) != "paid" and not deadline.passed():
+            time.sleep(0.5)
+        after = self._stock()
+        if (status, after["remaining"]) != ("paid", SALE_STOCK - 2):
+            raise CheckError(f"after paying: order {status}, stock {after}")
+        return (f"product {self.product_id} with stock {SALE_STOCK}; order of 2 paid with the "
+                f"test card; order paid, {after['remaining']} left")
+
+    def _order_status(self) -> str:
+        response = _expect(self.http.get(f"/api/v1/orders/{self.order_id}", headers=self._auth()),
+                           200, "GET /api/v1/orders/{id}")
+        return str(response.json()["status"])
+
+    def social(self) -> str:
+        post = _expect(self.http.post("/api/v1/posts", headers=self._auth(), json={
+            "content": "compose check"}), 201, "POST /api/v1/posts").json()
+        self.post_id = int(post["id"])
+        _expect(self.http.post(f"/api/v1/posts/{self.post_id}/comments", headers=self._auth(),
+                               json={"content": "a comment"}), 201, "POST .../comments")
+        _expect(self.http.put(f"/api/v1/posts/{self.post_id}/like", headers=self._auth()), 204,
+                "PUT /api/v1/posts/{id}/like")
+        counts = self._post_counts()
+        if counts != (1, 1):
+            raise CheckError(f"the post's (like_count, comment_count): {counts}")
+        return f"post {self.post_id}, a comment and a like: like_count 1, comment_count 1"
+
+    def _post_counts(self) -> tuple[int, int]:
+        body = _expect(self.http.get(f"/api/v1/posts/{self.post_id}", headers=self._auth()), 200,
+                       "GET /api/v1/posts/{id}").json()
+        return int(body["like_count"]), int(body["comment_count"])
+
     # -- what the containers hold ---------------------------------------------------------------
 
     def database_users_isolated(self) -> str:
@@ -321,6 +385,15 @@ class StackChecks:
             raise CheckError(f"the logged-out token after the restart: {response.text[:300]}")
         return ("a token issued before the restart is still accepted (signing key kept in its "
                 "volume); the logged-out one is still token_revoked")
+
+    def sale_and_posts_kept(self) -> str:
+        status = self._order_status()
+        stock = self._stock()
+        counts = self._post_counts()
+        if (status, stock["remaining"], counts) != ("paid", SALE_STOCK - 2, (1, 1)):
+            raise CheckError(f"after the restart: order {status}, stock {stock}, post {counts}")
+        return (f"order {self.order_id} still paid, product {self.product_id} still has "
+                f"{stock['remaining']} left (live stock rebuilt or kept), the post's counts kept")
 
     def redis_kept(self) -> str:
         redis = self.stack.container_of("redis")

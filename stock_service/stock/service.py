@@ -363,9 +363,20 @@ class StockService:
             raise ProductNotFound()
         if not view.active:
             raise ProductNotFound()
-        return StockLevel(product_id=product_id, remaining=view.remaining,
-                          sale_state=sale_state_at_ms(view.opens_ms, view.closes_ms, view.now_ms))
+        return _level(product_id, view)
 
+    def remembered_level(self, product_id: int) -> StockLevel | None:
+        """public_level's answer without a Redis read, when this process read the product's
+        view less than `view_memory` ago and it shows a product on sale; else None (ask
+        public_level). For the layer in front of the router (fast_answers.py)."""
+        remembered = self._views.get(product_id)
+        if remembered is None:
+            return None
+        view, read_at = remembered
+        elapsed = time.monotonic() - read_at
+        if elapsed >= self.view_memory or view.rebuilding or not view.active:
+            return None
+        return _level(product_id, replace(view, now_ms=view.now_ms + int(elapsed * 1000)))
 
     async def _live_view(self, product_id: int) -> LiveView:
         """The product's live view, read from Redis at most once per `view_memory` here. Its
@@ -382,6 +393,11 @@ class StockService:
                 self._views.clear()
             self._views[product_id] = (view, now)
         return view
+
+
+def _level(product_id: int, view: LiveView) -> StockLevel:
+    return StockLevel(product_id=product_id, remaining=view.remaining,
+                      sale_state=sale_state_at_ms(view.opens_ms, view.closes_ms, view.now_ms))
 
 
 def _check_change_allowed(product: LedgerProduct, change: StockRegistration,

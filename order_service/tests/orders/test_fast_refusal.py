@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from order_service.orders.fast_refusal import ORDERS_PATH, SoldOutFastPath
 from shared.dependencies import RESOURCES_STATE_KEY
+from shared.fast_path import MAX_BODY
 from shared.identity import IDENTITY_KEY_STATE
 from shared.metrics import route_template
 from shared.sold_out import SoldOutMemory
@@ -99,7 +100,7 @@ async def test_a_body_in_several_pieces_is_read_whole() -> None:
     order_body(quantity=True), order_body(product_id=True), order_body(quantity=1.0),
     order_body(quantity="1"), order_body(quantity=0), order_body(quantity=101),
     order_body(product_id=2**53), order_body(extra=1), b'{"product_id": 7}', b"[7, 1]",
-    b"not json", b"", order_body() + b" " * 600,
+    b"not json", b"", order_body() + b" " * MAX_BODY,
 ])
 async def test_a_body_the_route_would_read_otherwise_goes_to_the_route_as_sent(
         body: bytes) -> None:
