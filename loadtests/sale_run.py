@@ -187,16 +187,21 @@ async def wait_for_returns(target: Target, sale: SaleSeed, ttl: float) -> float:
     return time.monotonic() - started
 
 
-def machine() -> dict[str, Any]:
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What ran the test, and how busy it was before (a shared machine's other work shows in
+    every figure)."""
     return {"host": socket.gethostname(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_before": [round(n, 2) for n in load_before]}
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (
         REPO_ROOT / ".data" / "loadtests" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"load run: {out}", flush=True)
+    load_before = os.getloadavg()
+    print(f"load run: {out} (load average before: "
+          f"{', '.join(f'{n:.2f}' for n in load_before)})", flush=True)
     with ExitStack() as stack:
         if args.host:
             target = stack.enter_context(running_system(args.host))
@@ -242,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes))
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "machine": machine(),
+        "machine": machine(load_before),
         "target": "own system on loopback" if not args.host else args.host,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "redis_url")},
         "product_id": sale.product_id, "sale_opens_at": sale.sale_opens_at,
