@@ -259,9 +259,11 @@ def run(args: argparse.Namespace) -> int:
                   ("report.html", "locust_stats.csv", "outcomes.json", "chart.png", "seed.json")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    verdict_line = "checker PASS" if verdict.ok else (
+        f"checker FAIL: {', '.join(sorted(verdict.breaches))}")
     draw_chart(outcomes, sale.opens_at, out / "chart.png",
                f"{args.buyers} buyers at the opening, stock {args.stock}, "
-               f"{summary['date']} on {summary['machine']['host']}")
+               f"{summary['date']} on {summary['machine']['host']}; {verdict_line}")
     print_summary(summary, verdict.lines())
     return 0 if verdict.ok else 1
 
