@@ -186,8 +186,8 @@ class Proxy:
                      headers: list[tuple[str, str]], body: bytes) -> None:
         session = self.runtime.upstreams.sessions[service]
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
-        attempts = 2 if method in _RETRYABLE_METHODS else 1
-        for attempt in range(attempts):
+        for attempt in range(2):
+            last = attempt == 1
             try:
                 async with session.request(method, url, headers=headers, data=body or None,
                                            allow_redirects=False) as upstream:
@@ -212,12 +212,21 @@ class Proxy:
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the upstream had already closed: retry once
                 # when the method is idempotent.
-                if attempt + 1 < attempts:
+                if not last and method in _RETRYABLE_METHODS:
                     continue
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
                 return
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            except aiohttp.ConnectionTimeoutError:
+                # Nothing was sent, so a second connect is safe for any method. Seen under a
+                # burst (make load): the connect completes at once on loopback, but a gateway
+                # loop busy for longer than the timeout runs the timer before it sees that.
+                if not last:
+                    continue
+                await self._upstream_error(send, service, 503, "upstream_unavailable",
+                                           "is not accepting connections")
+                return
+            except aiohttp.ClientConnectorError:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections")
                 return

@@ -16,9 +16,11 @@ on any doubt, None.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +29,25 @@ MAX_BODY = 1024
 
 # (scope, headers with lower-case names, the body (b"" without one), the path's match).
 Decide = Callable[[Scope, dict[str, str], bytes, re.Match[str]], ASGIApp | None]
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body with this content type as JSON (application/json or
+    application/*+json, any parameters): without it the route answers 422, so neither may a
+    layer answer as if it had read the body."""
+    if not content_type:
+        return False
+    main, _, sub = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, or None for anything it refuses (a body too deeply nested for its recursion
+    is a RecursionError, not a ValueError)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 @dataclass(frozen=True)

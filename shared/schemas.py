@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 
 
 def to_utc_z(value: datetime) -> str:
@@ -17,10 +25,23 @@ def to_utc_z(value: datetime) -> str:
 UtcDatetime = Annotated[datetime, PlainSerializer(to_utc_z, return_type=str, when_used="json")]
 
 
+def _iso_text_only(value: object) -> object:
+    # Pydantic's lax mode reads a JSON number as epoch seconds; the contract's times are
+    # ISO-8601 text, and a number is a wrong type like any other. Python code (tests, internal
+    # callers) may still hand over a datetime.
+    if isinstance(value, (str, datetime)):
+        return value
+    raise ValueError("must be an ISO-8601 time with a zone, as a string")
+
+
 def _to_naive_utc(value: datetime) -> datetime:
     # Stored as naive UTC in DATETIME(6), compared as epoch milliseconds in Redis: years before
-    # 1970 or past 9999 would be a 500 from either, so they are a 422 here.
-    naive = value.astimezone(UTC).replace(tzinfo=None)
+    # 1970 or past 9999 would be a 500 from either, so they are a 422 here. So is a time that is
+    # in range as written but not in UTC (9999-12-31T23:59:59-05:00): converting it overflows.
+    try:
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError("must be between 1970 and 9999") from None
     if not 1970 <= naive.year <= 9999:
         raise ValueError("must be between 1970 and 9999")
     return naive
@@ -30,6 +51,7 @@ def _to_naive_utc(value: datetime) -> datetime:
 # no zone is refused rather than guessed.
 UtcDatetimeIn = Annotated[
     AwareDatetime,
+    BeforeValidator(_iso_text_only),
     AfterValidator(_to_naive_utc),
     PlainSerializer(to_utc_z, return_type=str, when_used="json"),
 ]

@@ -15,6 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(Enum):
+    REFUSE = "refuse"
+    ASK = "ask"
+    FREE = "free"
 
 
 @dataclass
@@ -29,14 +36,21 @@ class SoldOutMemory:
         self.seconds = seconds
         self._refused: dict[int, _Refused] = {}
 
-    def refuses(self, product_id: int, quantity: int) -> bool:
-        """True: answer sold out now. False: ask (and tell the memory what was answered)."""
+    def verdict(self, product_id: int, quantity: int) -> Verdict:
+        """REFUSE: answer sold out now. ASK: the memory lapsed and this request is the one that
+        asks (it must not be refused by the memory after this, or nobody would ask). FREE:
+        nothing is remembered for it. After ASK or FREE, tell the memory what was answered."""
         if self.still_refuses(product_id, quantity):
-            return True
+            return Verdict.REFUSE
         entry = self._refused.get(product_id)
         if entry is not None and quantity >= entry.smallest:
             entry.asking = True  # this one asks; if it never tells, the next period asks again
-        return False
+            return Verdict.ASK
+        return Verdict.FREE
+
+    def refuses(self, product_id: int, quantity: int) -> bool:
+        """True: answer sold out now. False: ask (and tell the memory what was answered)."""
+        return self.verdict(product_id, quantity) is Verdict.REFUSE
 
     def still_refuses(self, product_id: int, quantity: int) -> bool:
         """refuses() without choosing the request that asks when the memory has lapsed: for a

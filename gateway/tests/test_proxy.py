@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -453,3 +455,68 @@ async def test_only_requests_without_effect_are_retried_on_a_dropped_connection(
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_unavailable"
     assert dropping.requests == [method.encode()] * sent
+
+
+class BacklogUpstream:
+    """An upstream whose accept queue is full at first: the kernel drops new SYNs, so a connect
+    times out (as one does when the gateway's own loop is too busy to see it complete in time).
+    After `opens_after` seconds it starts accepting and answers every request 200 `{}`."""
+
+    def __init__(self, opens_after: float) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.opens_after = opens_after
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):  # enough to fill a backlog of 0 on Linux
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+        self.server: asyncio.Server | None = None
+
+    async def open_later(self) -> None:
+        await asyncio.sleep(self.opens_after)
+        self.server = await asyncio.start_server(self._answer, sock=self.listener)
+
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: 2\r\nconnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        if self.server is not None:
+            self.server.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_connect_that_timed_out_is_tried_once_more_whatever_the_method(
+    rig: Rig, redis_url: str, method: str
+) -> None:
+    """Nothing reached the upstream, so a second connect is safe even for a POST."""
+    upstream = BacklogUpstream(opens_after=0.3)
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = f"http://127.0.0.1:{upstream.port}"
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    opening = asyncio.create_task(upstream.open_later())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            response = await c.request(method, "/api/v1/payments", headers=auth(rig),
+                                       json={} if method == "POST" else None)
+        assert (response.status_code, response.json()) == (200, {})
+    finally:
+        await opening
+        server.stop()
+        upstream.close()

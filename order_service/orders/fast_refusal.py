@@ -3,23 +3,21 @@
 At a sale's opening nearly every order is for a product the sold-out memory already refuses.
 `POST /api/v1/orders` is answered here when it comes from a signed-in caller (the gateway's
 signature checked as the route checks it), without an Idempotency-Key (a keyed order's answer is
-stored, which the route does), with a body that is exactly `{"product_id": int, "quantity":
-int}` within the contract's bounds, for a product the memory refuses right now. Anything else,
+stored, which the route does), with a JSON body that is exactly `{"product_id": int,
+"quantity": int}` within the contract's bounds, for a product the memory refuses right now. Anything else,
 including a request the memory would let ask, goes on to the route.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from starlette.types import ASGIApp, Scope
 
 from shared.contracts import MAX_ID
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import Unauthorized, problem_from_error
-from shared.fast_path import fast_path
+from shared.fast_path import fast_path, is_json, parse_json
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.identity import IDENTITY_KEY_STATE, verify_identity
 from shared.internal.stock import SoldOut
@@ -31,7 +29,7 @@ _FIELDS = {"product_id", "quantity"}
 
 def _decide(scope: Scope, headers: dict[str, str], body: bytes,
             _: re.Match[str]) -> ASGIApp | None:
-    if _IDEMPOTENCY in headers:
+    if _IDEMPOTENCY in headers or not is_json(headers.get("content-type")):
         return None
     order = _order(body)
     state = scope.get("state", {})
@@ -52,10 +50,7 @@ def _decide(scope: Scope, headers: dict[str, str], body: bytes,
 
 def _order(body: bytes) -> tuple[int, int] | None:
     """(product_id, quantity) of a body OrderCreate would take as it is, else None."""
-    try:
-        parsed: Any = json.loads(body)
-    except ValueError:
-        return None
+    parsed = parse_json(body)
     if not isinstance(parsed, dict) or parsed.keys() != _FIELDS:
         return None
     product_id, quantity = parsed["product_id"], parsed["quantity"]

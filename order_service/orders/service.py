@@ -55,9 +55,9 @@ from shared.idempotency import (
     problem_answer,
 )
 from shared.internal.orders import OrderState, PaymentLease
-from shared.internal.stock import SoldOut
+from shared.internal.stock import Hold, SoldOut
 from shared.reads import ReadSession
-from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory
+from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory, Verdict
 
 logger = logging.getLogger("order_service.orders")
 
@@ -121,24 +121,30 @@ class OrdersService:
         return answer
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None) -> OrderOut:
-        if self.sold_out.refuses(request.product_id, request.quantity):
+        verdict = self.sold_out.verdict(request.product_id, request.quantity)
+        if verdict is Verdict.REFUSE:
             raise SoldOut()
+        hold: Hold | None = None
         try:
             async with self.reserving.slot(request.product_id):
-                if self.sold_out.refuses(request.product_id, request.quantity):
-                    raise SoldOut()  # learnt while this one waited its turn
-                order_id = await self.ids.next()
-                created_at = utcnow()
-                expires_at = created_at + self.timing.payment_ttl
-                hold = await self.stock.reserve(
-                    product_id=request.product_id, order_id=order_id, user_id=user_id,
-                    quantity=request.quantity, expires_at=expires_at)
+                # Learnt while this one waited its turn; never for the order chosen to ask, and
+                # never remembered again (only stock_service's answer re-arms the memory).
+                if verdict is Verdict.ASK or not self.sold_out.still_refuses(
+                        request.product_id, request.quantity):
+                    order_id = await self.ids.next()
+                    created_at = utcnow()
+                    expires_at = created_at + self.timing.payment_ttl
+                    hold = await self.stock.reserve(
+                        product_id=request.product_id, order_id=order_id, user_id=user_id,
+                        quantity=request.quantity, expires_at=expires_at)
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
             raise
         except SlotTimeout:
             raise StockUnavailable("Too many orders for this product are waiting on "
                                    "stock_service; retry shortly.") from None
+        if hold is None:
+            raise SoldOut()
         self.sold_out.forget(request.product_id)
         if self.fault_point == "after_reserve":
             # Tests only (settings refuse it elsewhere): die holding units no order records.
@@ -182,6 +188,7 @@ class OrdersService:
     async def _release_quietly(self, product_id: int, order_id: int) -> None:
         try:
             await self.stock.release(product_id=product_id, order_id=order_id)
+            self.sold_out.forget(product_id)
         except StockUnavailable:
             # The orphan reconciler releases it: a hold with no order is found and given back.
             logger.warning("could not release the hold of an order not created",
@@ -216,7 +223,7 @@ class OrdersService:
                 raise OrderNotCancellable(f"The order is {current.status}.")
             cancelled = await orders.order(order_id)
         assert cancelled is not None
-        self._settle_soon(order_id)
+        await self._settle_before_answering(order_id)
         return order_out(cancelled)
 
     # The payment's side (internal API)
@@ -262,7 +269,7 @@ class OrdersService:
             order = await orders.order(order_id)
         if order is None:
             raise OrderNotFound()
-        self._settle_soon(order_id)
+        await self._settle_before_answering(order_id)
         return OrderState(order_id=order_id, status=order.status)
 
     # Expiry
@@ -304,10 +311,18 @@ class OrdersService:
 
     # Effects owed to stock_service and payment_service
 
-    def _settle_soon(self, order_id: int) -> None:
+    def _settle_soon(self, order_id: int) -> asyncio.Task[None]:
         task = asyncio.create_task(self._settle_logged(order_id))
         self._effects.add(task)
         task.add_done_callback(self._effects.discard)
+        return task
+
+    async def _settle_before_answering(self, order_id: int) -> None:
+        """For a transition that gives units back: the answer tells the client the order is no
+        longer live, so its next order must find the units there (the limit and the stock count
+        live orders only). A failed release is logged and retried by `settle_overdue`; the
+        shield keeps it running, and drained on shutdown, if the request is cancelled."""
+        await asyncio.shield(self._settle_soon(order_id))
 
     async def _settle_logged(self, order_id: int) -> None:
         try:
@@ -323,6 +338,8 @@ class OrdersService:
             return
         if order.stock_effect == "release":
             if await self.stock.release(product_id=order.product_id, order_id=order_id):
+                # Units back through this process: buyable here at once, not after the memory.
+                self.sold_out.forget(order.product_id)
                 await self._done(order_id, stock_effect="release")
         elif order.stock_effect == "commit":
             outcome = await self.stock.commit(product_id=order.product_id, order_id=order_id)
@@ -376,6 +393,7 @@ class OrdersService:
             for hold in page.items:
                 if hold.order_id not in known:
                     await self.stock.release(product_id=hold.product_id, order_id=hold.order_id)
+                    self.sold_out.forget(hold.product_id)
                     released += 1
             if page.next_after is None:
                 return released

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory
+from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory, Verdict
 
 
 @pytest.fixture
@@ -55,6 +55,19 @@ def test_an_asker_that_never_answers_is_replaced_after_a_period(clock: list[floa
     assert memory.refuses(7, 1)
     clock[0] += 0.05
     assert not memory.refuses(7, 1)
+
+
+def test_the_request_chosen_to_ask_is_told_so(clock: list[float]) -> None:
+    """A caller that checks the memory twice (before and after waiting its turn) must know the
+    first answer made it the asker: its second look sees the flag it set itself."""
+    memory = SoldOutMemory(0.25)
+    assert memory.verdict(7, 1) is Verdict.FREE
+    memory.remember(7, 1)
+    assert memory.verdict(7, 1) is Verdict.REFUSE
+    clock[0] += 0.25
+    assert memory.verdict(7, 1) is Verdict.ASK
+    assert memory.verdict(7, 1) is Verdict.REFUSE  # the crowd, while that one asks
+    assert memory.still_refuses(7, 1)  # a second look cannot tell the asker from the crowd
 
 
 def test_a_zero_length_memory_remembers_nothing() -> None:

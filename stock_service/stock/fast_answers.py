@@ -12,9 +12,7 @@ or being rebuilt, any doubt about the request) goes on to the route.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -23,7 +21,7 @@ from starlette.types import ASGIApp, Scope
 from shared.contracts import MAX_ID
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import Unauthorized, problem_from_error
-from shared.fast_path import fast_path
+from shared.fast_path import fast_path, is_json, parse_json
 from shared.identity import IDENTITY_KEY_STATE, verify_identity
 from shared.internal.stock import PREFIX, HoldRequest
 from stock_service.stock.errors import SoldOut
@@ -44,10 +42,11 @@ def _refuse_reserve(scope: Scope, headers: dict[str, str], body: bytes,
     product_id, order_id = _id(match[1]), _id(match[2])
     if resources is None or key is None or product_id is None or order_id is None:
         return None
+    if not is_json(headers.get("content-type")):
+        return None
     try:
-        parsed: Any = json.loads(body)
-        request = HoldRequest.model_validate(parsed)  # as FastAPI validates the route's body
-    except (ValueError, ValidationError):
+        request = HoldRequest.model_validate(parse_json(body))  # as FastAPI validates the body
+    except ValidationError:
         return None
     if not resources.stock.sold_out.still_refuses(product_id, request.quantity):
         return None

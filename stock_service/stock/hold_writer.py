@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stock_service.stock.repository import DUPLICATE_ENTRY, LedgerRepository, NewHold
@@ -41,6 +41,10 @@ class LedgerRefused(Exception):
 
 class AlreadyInLedger(Exception):
     """The order already has a hold in the ledger."""
+
+
+# MySQL's deadlock and lock-wait-timeout errors: a batch cut short by one is written hold by hold.
+_RETRY_ALONE = {1213, 1205}
 
 
 class WriterStopped(Exception):
@@ -100,6 +104,13 @@ class HoldWriter:
                 await self._write_together([hold for hold, _ in batch])
             except (_BatchRefused, IntegrityError):
                 pass  # one of them is at fault: each alone finds which
+            except OperationalError as error:
+                if _error_code(error) not in _RETRY_ALONE:
+                    for _, done in batch:
+                        _settle(done, error)
+                    return
+                # A deadlock or lock wait cut the batch short: each alone rather than 200
+                # winners refused for one collision.
             except Exception as error:
                 for _, done in batch:
                     _settle(done, error)
@@ -150,12 +161,16 @@ class HoldWriter:
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.cancelled():
+    if done.done():  # cancelled, or answered before a stop settles the whole batch again
         return
     if error is None:
         done.set_result(None)
     else:
         done.set_exception(error)
+
+
+def _error_code(error: DBAPIError) -> object:
+    return getattr(error.orig, "args", (None,))[0]
 
 
 def _forget_outcome(done: asyncio.Future[None]) -> None:

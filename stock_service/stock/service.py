@@ -171,12 +171,13 @@ class StockService:
     async def _as_in_ledger(self, product_id: int, order_id: int, *, fresh: bool) -> Hold:
         """The ledger already has this order's hold: its answer is the first one."""
         existing = await self.reads.hold(product_id, order_id)
-        if existing is None:
-            raise HoldNotFound()  # the order's hold is for another product
         if fresh:
-            # Redis had forgotten the hold and just took its units a second time.
+            # Redis had forgotten the hold (or the order's hold is for another product) and
+            # just took units a second time: they go back before any answer.
             await self.scripts.unreserve(product_id, order_id)
             self.live.request_rebuild(product_id)
+        if existing is None:
+            raise HoldNotFound()  # the order's hold is for another product
         return hold_body(existing)
 
     async def _replayed(self, product_id: int, order_id: int, record: HoldRecord,

@@ -21,6 +21,7 @@ from shared.sold_out import SoldOutMemory
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
 
 PRODUCT = 7
+JSON = {"content-type": "application/json"}
 
 
 class Downstream:
@@ -47,7 +48,7 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
     downstream = Downstream()
     layer = SoldOutFastPath(downstream)
     if headers is None:
-        headers = signed_identity_headers(1, "s" * 32)
+        headers = signed_identity_headers(1, "s" * 32) | JSON
     chunks = [body] if isinstance(body, bytes) else list(body)
     messages: list[Message] = [
         {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
@@ -90,6 +91,14 @@ async def test_a_signed_order_the_memory_refuses_is_answered_without_the_route()
     assert downstream.bodies == []
 
 
+async def test_a_json_media_type_with_parameters_or_a_suffix_is_json() -> None:
+    for content_type in ("application/json; charset=utf-8", "Application/JSON",
+                         "application/merge-patch+json"):
+        headers = signed_identity_headers(1, "s" * 32) | {"content-type": content_type}
+        status, _, downstream = await call(refusing(), body=order_body(), headers=headers)
+        assert (status, downstream.bodies) == (409, []), content_type
+
+
 async def test_a_body_in_several_pieces_is_read_whole() -> None:
     whole = order_body()
     status, _, downstream = await call(refusing(), body=[whole[:5], whole[5:]])
@@ -100,7 +109,7 @@ async def test_a_body_in_several_pieces_is_read_whole() -> None:
     order_body(quantity=True), order_body(product_id=True), order_body(quantity=1.0),
     order_body(quantity="1"), order_body(quantity=0), order_body(quantity=101),
     order_body(product_id=2**53), order_body(extra=1), b'{"product_id": 7}', b"[7, 1]",
-    b"not json", b"", order_body() + b" " * MAX_BODY,
+    b"not json", b"", order_body() + b" " * MAX_BODY, b"[" * 1000,
 ])
 async def test_a_body_the_route_would_read_otherwise_goes_to_the_route_as_sent(
         body: bytes) -> None:
@@ -109,10 +118,12 @@ async def test_a_body_the_route_would_read_otherwise_goes_to_the_route_as_sent(
 
 
 @pytest.mark.parametrize("headers", [
-    {},  # not through the gateway
-    signed_identity_headers(None, None),  # a public caller
-    signed_identity_headers(1, "s" * 32, key="another-key"),  # a forged signature
-    signed_identity_headers(1, "s" * 32) | {"Idempotency-Key": "k1"},  # stored by the route
+    signed_identity_headers(1, "s" * 32),  # no content-type: FastAPI does not read it as JSON
+    signed_identity_headers(1, "s" * 32) | {"content-type": "text/plain"},
+    JSON,  # not through the gateway
+    signed_identity_headers(None, None) | JSON,  # a public caller
+    signed_identity_headers(1, "s" * 32, key="another-key") | JSON,  # a forged signature
+    signed_identity_headers(1, "s" * 32) | JSON | {"Idempotency-Key": "k1"},  # stored by the route
 ])
 async def test_a_caller_the_route_must_see_goes_to_the_route(headers: dict[str, str]) -> None:
     status, _, downstream = await call(refusing(), body=order_body(), headers=headers)

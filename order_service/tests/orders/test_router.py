@@ -228,6 +228,38 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
     held_or_expired(await settled(engines, redis, product), 30)
 
 
+async def test_a_unit_a_cancel_gave_back_after_a_sell_out_is_buyable_at_once(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    """The cancel answers once the unit is back (through this order_service): the memory of
+    the sell-out must not refuse the next order for the rest of its period."""
+    product = await register_product(http, sale, total=1)
+    first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
+    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
+    assert (await order(http, sale, user=user(), product=product)).status_code == 201
+
+
+async def test_units_back_after_a_sell_out_are_sold_again_while_the_crowd_keeps_asking(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    """order_service remembers a sell-out briefly; when the memory lapses one order asks stock
+    again. With a crowd ordering every 0.1 s (more often than the memory's two periods), the
+    unit a cancel gave back must still be sold within a second or so, not refused forever."""
+    product = await register_product(http, sale, total=1)
+    first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
+    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
+    deadline = time.monotonic() + 3
+    answers: list[int] = []
+    while time.monotonic() < deadline:
+        answers.append((await order(http, sale, user=user(), product=product)).status_code)
+        if answers[-1] == 201:
+            break
+        await asyncio.sleep(0.1)
+    assert answers[-1] == 201, f"the unit given back was never sold again: {answers}"
+
+
 async def test_cancel_gives_units_back_and_refunds_a_paid_order(
     http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
 ) -> None:
@@ -260,6 +292,31 @@ async def test_a_declined_card_fails_the_order_and_returns_its_units(
     counts = await settled(engines, redis, product)
     assert counts["orders"] == {"payment_failed": 1}
     assert counts["remaining"] == 2
+
+
+async def test_units_are_back_when_cancel_or_a_declined_card_answers(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    # The last unit, one per buyer: an order right after a cancel or a declined card must get
+    # it. The answer says the order is no longer live, so the contract's limit (live orders)
+    # and stock no longer count it; a release still in flight made the next order 409.
+    product = await register_product(http, sale, total=1, limit_per_user=1)
+    buyer = user()
+    for _ in range(10):
+        first = await order(http, sale, user=buyer, product=product)
+        assert first.status_code == 201, first.text
+        cancelled = await cancel(http, sale, user=buyer, order_id=first.json()["id"])
+        assert cancelled.status_code == 200, cancelled.text
+        again = await order(http, sale, user=buyer, product=product)
+        assert again.status_code == 201, again.text
+        declined = await pay(http, sale, user=buyer, order_id=again.json()["id"],
+                             card=CARD_DECLINED)
+        assert declined.json()["status"] == "failed", declined.text
+    last = await order(http, sale, user=buyer, product=product)
+    assert last.status_code == 201, last.text
+    counts = await settled(engines, redis, product)
+    assert counts["orders"] == {"cancelled": 10, "payment_failed": 10, "pending_payment": 1}
+    assert (counts["remaining"], counts["held"]) == (0, 1)
 
 
 async def test_unpaid_orders_expire_on_time_unread(

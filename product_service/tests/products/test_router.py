@@ -75,7 +75,13 @@ async def test_a_preorder_that_opened_already_is_open(client: httpx.AsyncClient)
     {"sale_closes_at": in_(hours=1)},  # before the opening a day from now
     {"sale_opens_at": "2030-01-01T00:00:00"},  # no zone
     {"sale_opens_at": "1969-12-31T23:59:59Z"},
+    # In range as written, out of it in UTC: converting them overflowed into a 500.
+    {"sale_opens_at": "9999-12-31T23:59:59-05:00"},
+    {"sale_opens_at": "0001-01-01T00:00:00+05:00"},
     {"sale_opens_at": "not a time"},
+    # A number is not an ISO-8601 time (pydantic's lax mode read it as epoch seconds).
+    {"sale_opens_at": 1_900_000_000},
+    {"sale_opens_at": in_(days=1), "sale_closes_at": 1_900_000_000.5},
     {"price": -1},
     {"price": 2**53},
     {"price": "lots"},
@@ -202,6 +208,8 @@ async def test_null_clears_the_closing_time_and_the_limit_and_absent_fields_stay
     {"stock": 5},  # the stock is PUT .../stock, on stock_service
     {"kind": "general"},
     {"sale_opens_at": "2030-01-01T00:00:00"},
+    {"sale_closes_at": "9999-12-31T23:59:59-00:01"},
+    {"sale_opens_at": 1_900_000_000},
 ])
 async def test_bad_changes_are_422_and_change_nothing(
     client: httpx.AsyncClient, change: dict[str, Any]

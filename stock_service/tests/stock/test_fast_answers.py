@@ -41,6 +41,9 @@ async def remembering(make_settings: SettingsFactory, redis: Redis) -> AsyncIter
 
     app.dependency_overrides[get_stock_service] = noted
     async with running_app(app) as running:
+        # The steady state (the service's epoch in Redis): an unknown product is then a 404,
+        # not a 503 while a first full rebuild runs.
+        await running.resources.live.rebuild_all()
         yield running
 
 
@@ -103,6 +106,13 @@ async def test_a_reserve_the_memory_refuses_gets_the_routes_refusal_without_redi
             assert (await reserve(client, product, bad)).status_code == 422, bad
         assert (await client.put(hold_path(product, new_id()), content=b"{",
                                  headers=service_headers())).status_code == 422
+        # Not JSON to FastAPI without a JSON content type, and a body too deep for json.loads:
+        # the route's answers, never the layer's 409 or a 500.
+        as_text = await client.put(hold_path(product, new_id()), content=b'{"user_id": 1, '
+                                   b'"quantity": 1}', headers=service_headers())
+        deep = await client.put(hold_path(product, new_id()), content=b"[" * 1000,
+                                headers=service_headers() | {"content-type": "application/json"})
+        assert (as_text.status_code, deep.status_code // 100) == (422, 4)
     finally:
         await redis.restore(meta, 0, saved, replace=True)
 

@@ -8,11 +8,18 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
 from stock_service.dependencies import Resources
-from stock_service.stock.hold_writer import AlreadyInLedger, HoldWriter, LedgerRefused
+from stock_service.stock.hold_writer import (
+    AlreadyInLedger,
+    HoldWriter,
+    LedgerRefused,
+    WriterStopped,
+    _BatchRefused,
+)
 from stock_service.stock.repository import NewHold
 from stock_service.stock.scripts import LIMIT_EXCEEDED, SOLD_OUT
 from stock_service.tests.conftest import new_id
@@ -93,3 +100,56 @@ async def test_an_order_already_in_the_ledger_is_told_so_and_its_batch_is_writte
     answers = await asyncio.gather(*(answer(writer, hold) for hold in holds))
     assert answers == ["written"] * 3 + ["already"]
     assert await ledger_counts(session, product.product_id) == (6, 4, 0)
+
+
+class StallingWriter(HoldWriter):
+    """The writer's own bookkeeping under a stop, with its database part replaced: the batch is
+    refused as a whole and each hold written alone, the second of them never finishing."""
+
+    def __init__(self) -> None:
+        super().__init__(sessions=None)  # type: ignore[arg-type]
+        self.alone = 0
+        self.stalled = asyncio.Event()
+
+    async def _write_together(self, holds: list[NewHold]) -> None:
+        raise _BatchRefused()
+
+    async def _write_alone(self, hold: NewHold) -> None:
+        self.alone += 1
+        if self.alone == 2:
+            self.stalled.set()
+            await asyncio.Event().wait()  # never set: the stop comes first
+
+
+async def test_a_writer_stopped_in_the_middle_of_a_batch_answers_every_caller() -> None:
+    writer = StallingWriter()
+    product_id = new_id()
+    calls = [asyncio.create_task(answer(writer, new_hold(product_id))) for _ in range(4)]
+    await asyncio.wait_for(writer.stalled.wait(), 5)
+    writer._writers[product_id].cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert outcomes[0] == "written"
+    assert all(isinstance(outcome, WriterStopped) for outcome in outcomes[1:]), outcomes
+    assert (writer._writers, writer._waiting) == ({}, {})
+
+
+class CollidingWriter(HoldWriter):
+    """A batch that meets a deadlock (MySQL error 1213), its holds then written alone."""
+
+    def __init__(self) -> None:
+        super().__init__(sessions=None)  # type: ignore[arg-type]
+        self.alone: list[int] = []
+
+    async def _write_together(self, holds: list[NewHold]) -> None:
+        raise OperationalError("UPDATE stock_products ...", {}, Exception(1213, "Deadlock"))
+
+    async def _write_alone(self, hold: NewHold) -> None:
+        self.alone.append(hold.order_id)
+
+
+async def test_a_batch_cut_short_by_a_deadlock_is_written_hold_by_hold() -> None:
+    writer = CollidingWriter()
+    product_id = new_id()
+    holds = [new_hold(product_id) for _ in range(5)]
+    assert await asyncio.gather(*(answer(writer, hold) for hold in holds)) == ["written"] * 5
+    assert sorted(writer.alone) == sorted(hold.order_id for hold in holds)

@@ -414,3 +414,16 @@ async def test_the_public_view_is_remembered_briefly_but_opens_on_time(
     assert (remembered.remaining, remembered.sale_state) == (5, "open")
     await asyncio.sleep(0.3)
     assert (await stock.public_level(product.product_id)).remaining == 3
+
+
+async def test_an_order_id_already_holding_another_product_takes_nothing_here(
+    resources: Resources, redis: Redis
+) -> None:
+    first = (await make_product(resources.stock, total=5)).product_id
+    second = (await make_product(resources.stock, total=5)).product_id
+    order = new_id()
+    await resources.stock.reserve(first, order, user_id=1, quantity=1)
+    with pytest.raises(HoldNotFound):
+        await resources.stock.reserve(second, order, user_id=1, quantity=2)
+    assert await redis_counts(redis, second) == (5, 0, 0)  # Redis gave the two units back
+    assert await redis_counts(redis, first) == (4, 1, 0)
