@@ -8,13 +8,14 @@ STAMP := $(VENV)/.installed
 # Project code checked by `make lint` (migrations included: they are code too).
 CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.py
 
-.PHONY: help venv run test lint bench keys compose-check clean distclean
+.PHONY: help venv run test lint bench load keys compose-check clean distclean
 
 help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
 	@echo "make test   - the whole test suite against real MariaDB and Redis"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
+	@echo "make load   - a sale opening under Locust, then the invariant checker (ARGS=\"--host URL ...\")"
 	@echo "make keys   - write development keys (JWT signing, identity signing) into .env (optional for docker compose)"
 	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
@@ -51,6 +52,11 @@ lint: venv
 
 bench: venv
 	$(PYTHON) -m loadtests.bench_gateway
+
+# A sale opening on its own loopback system (or ARGS="--host URL"), checked and reported under
+# .data/loadtests/<timestamp>/; see loadtests/README.md.
+load: venv
+	$(PYTHON) -m loadtests.sale_run $(ARGS)
 
 keys: venv
 	$(PYTHON) -m deploy.dev_keys

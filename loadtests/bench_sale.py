@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import shutil
 import statistics
 import sys
@@ -41,18 +40,22 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from deploy.services import service
 from loadtests.bench_stock import evalsha_rate
-from loadtests.system import BENCH_REDIS_URL, bench_database_url, hello_world
+from loadtests.system import (
+    BENCH_REDIS_URL,
+    ServiceSystem,
+    cpu_seconds,
+    datastore_pids,
+    hello_world,
+    service_system,
+)
 from loadtests.wrk import measure
 from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
 from shared.internal.stock import product_path
-from shared.migrate import upgrade
 from shared.schemas import to_utc_z
 from shared.testing.datastores import forget_redis_keys
 from shared.testing.identity import signed_identity_headers
-from shared.testing.net import ServiceProcess, free_port
 from stock_service.stock.scripts import RESERVE, ProductKeys
 from user_service.auth.bulk import BulkAccount, create_verified_accounts
 from user_service.auth.tokens import TokenSigner
@@ -64,66 +67,21 @@ GOAL_P99_MS = 500
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
-@dataclass
-class SaleBench:
-    processes: dict[str, ServiceProcess]
-    gateway: ServiceProcess
-    databases: dict[str, str]
-    key_dir: Path
-    # What every process signs and checks forwarded identities with; a direct call signs too.
-    identity_key: str
-
+class SaleBench(ServiceSystem):
     def pids(self) -> dict[str, int]:
         """The services' processes, this one (the buyers' client: it shares the cores), and
         the local MariaDB and Redis servers when they run here (shared with anything else that
         uses them at the time)."""
-        found = {name: p.process.pid for name, p in self.processes.items() if p.process}
-        if self.gateway.process:
-            found["gateway"] = self.gateway.process.pid
-        found["buyers' client"] = os.getpid()
-        return found | datastore_pids()
+        return {**super().pids(), "buyers' client": os.getpid(), **datastore_pids()}
 
 
 @contextmanager
 def sale_bench(workdir: Path) -> Iterator[SaleBench]:
-    # Settings default to production; the migrations and the bulk accounts here read them too.
-    os.environ["APP_ENV"] = "development"
     for prefix in ("{p:", "stock:", "idem:", "auth:"):
         forget_redis_keys(BENCH_REDIS_URL, prefix)
-    ports = {name: free_port() for name in SALE_APPS}
-    databases = {name: bench_database_url(service(name).schema) for name in SALE_APPS}
-    for name, url in databases.items():
-        upgrade(service(name).package, url, drop_first=True)
-    key_dir = workdir / "keys"
-    identity_key = secrets.token_urlsafe(32)
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
-              "IDENTITY_SIGNING_KEY": identity_key}
-    processes: dict[str, ServiceProcess] = {}
-    for name in SALE_APPS:
-        prefix = name.upper()
-        env = {**common, f"{prefix}_DATABASE_URL": databases[name],
-               f"{prefix}_REDIS_URL": BENCH_REDIS_URL,
-               **{f"{prefix}_{other.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
-                  for other, port in ports.items()}}
-        if name == "user":
-            env["USER_JWT_KEY_DIR"] = str(key_dir)
-        processes[name] = ServiceProcess(name, service(name).factory, env=env, log_dir=workdir,
-                                         port=ports[name])
-    gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
-        **common, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
-        **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
-           for name, port in ports.items()}})
-    try:
-        for process in processes.values():
-            process.start()
-        for process in processes.values():
-            process.wait_healthy()
-        gateway.start().wait_healthy()
-        yield SaleBench(processes, gateway, databases, key_dir, identity_key)
-    finally:
-        gateway.stop()
-        for process in processes.values():
-            process.stop()
+    with service_system(SALE_APPS, workdir, redis_url=BENCH_REDIS_URL,
+                        schema_suffix="bench") as system:
+        yield SaleBench(**vars(system))
 
 
 async def make_buyers(bench: SaleBench, count: int) -> list[BulkAccount]:
@@ -135,24 +93,6 @@ async def make_buyers(bench: SaleBench, count: int) -> list[BulkAccount]:
                                               password="bench buyer password")
     finally:
         await engine.dispose()
-
-
-def datastore_pids() -> dict[str, int]:
-    found: dict[str, int] = {}
-    names = {"mariadbd": "mariadb", "mysqld": "mariadb", "redis-server": "redis"}
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            name = names.get(comm.read_text().strip())
-        except OSError:
-            continue
-        if name is not None and name not in found:
-            found[name] = int(comm.parent.name)
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

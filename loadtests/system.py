@@ -1,5 +1,6 @@
-"""The processes a benchmark measures: user_service and the gateway as real uvicorn processes on
-loopback, with a schema and Redis database of their own and an SMTP sink for sign-up codes."""
+"""The processes a benchmark or a load run measures, as real uvicorn processes on loopback with
+schemas and a Redis database of their own: user_service and the gateway with an SMTP sink for
+sign-up codes (bench_system), or any set of services behind a gateway (service_system)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from deploy.services import service
 from shared.migrate import upgrade
 from shared.testing.datastores import database_url_for_tests
 from shared.testing.mail import MailSink
-from shared.testing.net import ServiceProcess
+from shared.testing.net import ServiceProcess, free_port
 
 # Its own Redis database and schema, so a benchmark never touches a test run's or `make run`'s
 # data; TEST_NAMESPACE (see shared/testing/datastores.py) keeps two checkouts' benchmarks apart.
@@ -101,3 +103,89 @@ async def create_account(system: BenchSystem) -> Account:
         login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         login.raise_for_status()
     return Account(email, int(signup.json()["id"]), login.json()["access_token"])
+
+
+@dataclass
+class ServiceSystem:
+    """Services behind a gateway, each a uvicorn process on loopback with its own schema."""
+
+    processes: dict[str, ServiceProcess]
+    gateway: ServiceProcess
+    databases: dict[str, str]
+    key_dir: Path
+    # What every process signs and checks forwarded identities with; a direct call signs too.
+    identity_key: str
+
+    def pids(self) -> dict[str, int]:
+        found = {name: p.process.pid for name, p in self.processes.items() if p.process}
+        if self.gateway.process:
+            found["gateway"] = self.gateway.process.pid
+        return found
+
+
+@contextmanager
+def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema_suffix: str,
+                   env: Mapping[str, str] | None = None) -> Iterator[ServiceSystem]:
+    """`apps` (short names from deploy/services.py) on fresh schemas `preorder_<app>_<suffix>`
+    (TEST_NAMESPACE appended) and `redis_url`, every one told where the others are, then the
+    gateway. The caller clears `redis_url`'s keys first: state keyed by row ids must go with the
+    rows. `env` is added to every process's environment (ORDER_PAYMENT_TTL_SECONDS, say)."""
+    # Settings default to production; the migrations and the callers' own settings read them too.
+    os.environ["APP_ENV"] = "development"
+    ports = {name: free_port() for name in apps}
+    databases = {name: database_url_for_tests(service(name).schema, schema_suffix)
+                 for name in apps}
+    for name, url in databases.items():
+        upgrade(service(name).package, url, drop_first=True)
+    key_dir = workdir / "keys"
+    identity_key = secrets.token_urlsafe(32)
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
+              "IDENTITY_SIGNING_KEY": identity_key, **(env or {})}
+    processes: dict[str, ServiceProcess] = {}
+    for name in apps:
+        prefix = name.upper()
+        app_env = {**common, f"{prefix}_DATABASE_URL": databases[name],
+                   f"{prefix}_REDIS_URL": redis_url,
+                   **{f"{prefix}_{other.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+                      for other, port in ports.items()}}
+        if name == "user":
+            app_env["USER_JWT_KEY_DIR"] = str(key_dir)
+        processes[name] = ServiceProcess(name, service(name).factory, env=app_env,
+                                         log_dir=workdir, port=ports[name])
+    gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
+        **common, "GATEWAY_REDIS_URL": redis_url,
+        **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+           for name, port in ports.items()}})
+    try:
+        for process in processes.values():
+            process.start()
+        for process in processes.values():
+            process.wait_healthy()
+        # After the services: it fetches user_service's JWKS when it starts.
+        gateway.start().wait_healthy()
+        yield ServiceSystem(processes, gateway, databases, key_dir, identity_key)
+    finally:
+        gateway.stop()
+        for process in processes.values():
+            process.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def datastore_pids() -> dict[str, int]:
+    """The local MariaDB and Redis servers' processes, when they run on this machine (their CPU
+    is shared with anything else using them at the time)."""
+    found: dict[str, int] = {}
+    names = {"mariadbd": "mariadb", "mysqld": "mariadb", "redis-server": "redis"}
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = names.get(comm.read_text().strip())
+        except OSError:
+            continue
+        if name is not None and name not in found:
+            found[name] = int(comm.parent.name)
+    return found

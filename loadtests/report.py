@@ -1,0 +1,179 @@
+"""What a load run leaves to show others: summary.json's figures and the PNG chart, both from the
+answers loadtests/locustfile.py collected (its outcomes file)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ORDERS = "POST /orders"
+PAYMENTS = "POST /payments"
+
+
+@dataclass(frozen=True)
+class Answer:
+    route: str
+    status: int
+    code: str
+    sent: float  # epoch seconds
+    latency_ms: float
+
+    @property
+    def answered(self) -> float:
+        return self.sent + self.latency_ms / 1000
+
+
+def answers_of(outcomes: Mapping[str, Any]) -> list[Answer]:
+    return [Answer(str(r[0]), int(r[1]), str(r[2]), float(r[3]), float(r[4]))
+            for r in outcomes.get("records", ())]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest rank; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def latency(answers: Sequence[Answer]) -> dict[str, float | int]:
+    values = [a.latency_ms for a in answers]
+    return {"count": len(values), **{f"p{p}_ms": round(percentile(values, p), 1)
+                                     for p in (50, 95, 99)},
+            "max_ms": round(max(values), 1) if values else math.nan}
+
+
+def decisions_at_opening(answers: Sequence[Answer], opens_at: float) -> dict[str, float | int]:
+    """Every buyer orders at the opening: orders decided (201, or 409 of any kind) per second
+    from the opening to the last decision. How many the load generator managed to send within
+    the first second is given too: a client short of CPU spreads the burst out."""
+    orders = [a for a in answers if a.route == ORDERS]
+    decided = [a for a in orders if a.status in (201, 409)]
+    first_second = len([a for a in orders if a.sent < opens_at + 1.0])
+    if not decided:
+        return {"orders": len(orders), "sent_in_first_second": first_second, "decided": 0,
+                "seconds": 0.0, "per_second": 0.0}
+    seconds = max(max(a.answered for a in decided) - opens_at, 1e-3)
+    return {"orders": len(orders), "sent_in_first_second": first_second,
+            "decided": len(decided), "seconds": round(seconds, 3),
+            "per_second": round(len(decided) / seconds, 1)}
+
+
+def order_and_payment_rate(answers: Sequence[Answer]) -> dict[str, float | int]:
+    """Order and payment requests answered per second from the first sent to the last answer,
+    and their mean latency: the figure public write-ups of the same brief quote."""
+    if not answers:
+        return {"requests": 0, "seconds": 0.0, "per_second": 0.0, "mean_ms": math.nan}
+    seconds = max(max(a.answered for a in answers) - min(a.sent for a in answers), 1e-3)
+    return {"requests": len(answers), "seconds": round(seconds, 3),
+            "per_second": round(len(answers) / seconds, 1),
+            "mean_ms": round(sum(a.latency_ms for a in answers) / len(answers), 1)}
+
+
+def answer_counts(outcomes: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """route -> "status code" -> count, over every answer of the run."""
+    counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for route, status, code, n in outcomes.get("counts", ()):
+        counts[route][f"{status} {code}".strip()] += int(n)
+    for a in answers_of(outcomes):
+        counts[a.route][f"{a.status} {a.code}".strip()] += 1
+    return {route: dict(sorted(c.items())) for route, c in sorted(counts.items())}
+
+
+def errors_by_code(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Every answer that was not a 2xx or 3xx, by status and problem code, all routes."""
+    errors: Counter[str] = Counter()
+    for by_code in counts.values():
+        for key, n in by_code.items():
+            if not 200 <= int(key.split()[0]) < 400:
+                errors[key] += n
+    return dict(sorted(errors.items()))
+
+
+def summarise(outcomes: Mapping[str, Any], opens_at: float) -> dict[str, Any]:
+    answers = answers_of(outcomes)
+    counts = answer_counts(outcomes)
+    return {
+        "decisions_at_opening": decisions_at_opening(answers, opens_at),
+        "orders_and_payments": order_and_payment_rate(answers),
+        "latency": {ORDERS: latency([a for a in answers if a.route == ORDERS]),
+                    PAYMENTS: latency([a for a in answers if a.route == PAYMENTS])},
+        "buyers_done": outcomes.get("buyers_done", 0),
+        "answers": counts,
+        "errors_by_code": errors_by_code(counts),
+    }
+
+
+def outcome_label(answer: Answer) -> str:
+    if answer.status == 0:
+        return "no answer"
+    if answer.status >= 500:
+        return "5xx"
+    return f"{answer.status} {answer.code}".strip()
+
+
+# The same outcome keeps its colour from chart to chart; anything else takes the cycle's.
+COLOURS = {"order 201": "tab:green", "order 409 sold_out": "tab:blue",
+           "order 409 purchase_limit_exceeded": "tab:purple",
+           "order 409 sale_not_open": "tab:cyan", "order 409 sale_closed": "tab:gray",
+           "order 5xx": "tab:red", "order no answer": "black",
+           "payment 201 succeeded": "tab:olive", "payment 201 failed": "tab:orange",
+           "payment 5xx": "tab:pink", "payment no answer": "dimgray"}
+
+
+def draw_chart(outcomes: Mapping[str, Any], opens_at: float, path: Path, title: str,
+               step: float = 0.25) -> None:
+    """Two panels over seconds from the opening, in steps of `step` seconds (an opening is
+    decided within a second or two): the rate of order and payment outcomes answered in each
+    step (stacked, per second), and p50/p95/p99 of orders and payments by the step they were
+    sent in."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file is all that is wanted
+    import matplotlib.pyplot as plt
+
+    def bucket(at: float) -> int:
+        return math.floor((at - opens_at) / step)
+
+    answers = answers_of(outcomes)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    if answers:
+        steps = list(range(min(bucket(a.sent) for a in answers),
+                           max(bucket(a.answered) for a in answers) + 1))
+        xs = [n * step for n in steps]
+        per_step: defaultdict[str, Counter[int]] = defaultdict(Counter)
+        for a in answers:
+            kind = "order" if a.route == ORDERS else "payment"
+            per_step[f"{kind} {outcome_label(a)}"][bucket(a.answered)] += 1
+        base = [0.0] * len(steps)
+        for label in sorted(per_step, key=lambda name: -sum(per_step[name].values())):
+            rates = [per_step[label][n] / step for n in steps]
+            top.bar(xs, rates, bottom=base, width=step * 0.9, align="edge", label=label,
+                    color=COLOURS.get(label))
+            base = [b + r for b, r in zip(base, rates, strict=True)]
+        top.legend(fontsize=8, ncol=2)
+        for route, style in ((ORDERS, "-"), (PAYMENTS, "--")):
+            sent: defaultdict[int, list[float]] = defaultdict(list)
+            for a in answers:
+                if a.route == route:
+                    sent[bucket(a.sent)].append(a.latency_ms)
+            for p in (50, 95, 99):
+                bottom.plot([(n + 0.5) * step for n in sorted(sent)],
+                            [percentile(sent[n], p) for n in sorted(sent)], style, marker="o",
+                            markersize=3, label=f"{route} p{p}")
+        bottom.legend(fontsize=8, ncol=2)
+    top.margins(y=0.08)
+    top.set_ylabel(f"answers per second (in {step:g} s steps)")
+    top.set_title(title)
+    bottom.set_ylabel(f"latency (ms), by {step:g} s step sent")
+    bottom.set_xlabel("seconds from sale_opens_at")
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

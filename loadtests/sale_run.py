@@ -1,0 +1,321 @@
+"""`make load`: a sale opening under a crowd, then a verdict on what the system did.
+
+1. Without --host, finds or starts MariaDB and Redis as `make run` does (TEST_MYSQL_URL's server,
+   --redis-url), then starts its own system on loopback: all six services and the gateway, on
+   fresh schemas preorder_*_load (TEST_NAMESPACE appended) and LOAD_REDIS_URL (default
+   database 13, emptied first), with a short ORDER_PAYMENT_TTL_SECONDS (--ttl). With --host it
+   targets a running system instead: the seeding and the checker then need that system's
+   user, order, stock and payment settings in the environment (USER_DATABASE_URL, its signing
+   key, ORDER_DATABASE_URL, ...), as its operators have them, and --ttl must be its TTL.
+2. Seeds (loadtests/seed.py): the buyers and social users, verified and signed in, and the
+   product, opening --lead seconds later.
+3. Runs Locust headless (loadtests/locustfile.py): one master and --workers workers (one per
+   core by default); the run ends by itself once every buyer has finished.
+4. Waits until the payment TTL has passed and every unpaid order has given its units back
+   (bounded), then runs the checker (loadtests/checker.py).
+5. Writes .data/loadtests/<UTC timestamp>/: Locust's report.html and CSVs, outcomes.json (every
+   order and payment answer), summary.json (figures, CPU seconds per process, the checker's
+   verdict), chart.png, seed.json and the services' logs; prints the verdict. Exits 1 when an
+   invariant broke (summary.json's "checker" says which), 2 when the run itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from deploy.run_local import Datastores, LogStream, SetupError, ensure_datastores
+from deploy.services import SERVICES
+from loadtests.checker import answers_by_status, check, read_state, service_databases
+from loadtests.report import draw_chart, summarise
+from loadtests.seed import seed
+from loadtests.seed_file import SaleSeed
+from loadtests.system import ServiceSystem, cpu_seconds, datastore_pids, service_system
+from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
+from shared.testing.net import free_port
+from user_service.settings import Settings as UserSettings
+from user_service.settings import get_settings as user_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+# A database of its own: emptied at the start of every run (never make run's 0, the tests' 15 or
+# the benchmarks' 14).
+LOAD_REDIS_URL = os.environ.get("LOAD_REDIS_URL", "redis://127.0.0.1:6379/13")
+# After the TTL: the expiry loop's round, the effect's delivery to stock_service, and slack for
+# a machine still busy with the run.
+SETTLE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    databases: dict[str, str]
+    user_settings: UserSettings
+    # The processes whose CPU is reported (empty for a system this run did not start).
+    pids: dict[str, int]
+    logs: Path | None
+
+
+@contextmanager
+def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str) -> Iterator[Target]:
+    # Fresh schemas number products from 1 again: keys of an earlier run would speak for them.
+    forget_redis_keys(redis_url, "")
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {"ORDER_PAYMENT_TTL_SECONDS": str(int(ttl))}
+    with service_system([s.name for s in SERVICES], logs, redis_url=redis_url,
+                        schema_suffix=schema_suffix, env=env) as system:
+        yield _target(system, logs)
+
+
+def _target(system: ServiceSystem, logs: Path) -> Target:
+    databases = {name: system.databases[name] for name in ("order", "stock", "payment")}
+    settings = UserSettings(database_url=system.databases["user"],
+                            jwt_key_dir=str(system.key_dir))
+    # MariaDB's and Redis's CPU too: shared with anything else using them at the time.
+    return Target(system.gateway.url, databases, settings,
+                  {**system.pids(), **datastore_pids()}, logs)
+
+
+@contextmanager
+def running_system(host: str) -> Iterator[Target]:
+    yield Target(host.rstrip("/"), service_databases(), user_settings(), {}, None)
+
+
+@dataclass
+class LocustRun:
+    returncode: int
+    cpu: dict[str, float]
+    seconds: float
+
+
+def run_locust(args: argparse.Namespace, target: Target, seed_file: Path, out: Path,
+               run_time: float) -> LocustRun:
+    """One master and args.workers workers on this machine; returns when the master exits, with
+    the CPU seconds each Locust process used (its rusage, as it is reaped)."""
+    port = free_port()
+    users = args.buyers + args.browsers + args.social
+    common = ["-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    master = [sys.executable, "-m", "locust", *common, "--master", "--headless",
+              "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+              "--expect-workers", str(args.workers), "-u", str(users),
+              "-r", str(args.spawn_rate), "--run-time", f"{int(run_time)}s",
+              "--stop-timeout", "5", "--host", target.host, "--seed-file", str(seed_file),
+              "--buyers", str(args.buyers), "--browsers", str(args.browsers),
+              "--social", str(args.social), "--walk-away", str(args.walk_away),
+              "--double-tap", str(args.double_tap),
+              "--declined", str(args.declined), "--outcomes-file", str(out / "outcomes.json"),
+              "--html", str(out / "report.html"), "--csv", str(out / "locust"),
+              "--only-summary"]
+    worker = [sys.executable, "-m", "locust", *common, "--worker", "--master-host", "127.0.0.1",
+              "--master-port", str(port)]
+    started = time.monotonic()
+    with (out / "locust.log").open("wb") as log:
+        processes = {"locust master": subprocess.Popen(master, stdout=log, stderr=log,
+                                                       cwd=REPO_ROOT)}
+        for n in range(args.workers):
+            processes[f"locust worker {n}"] = subprocess.Popen(worker, stdout=log, stderr=log,
+                                                               cwd=REPO_ROOT)
+        cpu: dict[str, float] = {}
+        try:
+            for name, process in processes.items():
+                # The master ends by itself (--run-time at the latest); workers follow it, or
+                # are stopped when they outlive it by long (a master that died never says quit).
+                cpu[name] = reap(process, timeout=None if name == "locust master" else 30.0)
+        finally:
+            for process in processes.values():
+                if process.returncode is None:
+                    process.kill()
+                    reap(process, timeout=None)
+    return LocustRun(processes["locust master"].returncode or 0, cpu,
+                     time.monotonic() - started)
+
+
+def reap(process: subprocess.Popen[bytes], *, timeout: float | None) -> float:
+    """Wait for `process` (terminating it after `timeout` seconds) and return the CPU seconds it
+    used, from its rusage: /proc forgets a process once it has been reaped."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if deadline is not None and time.monotonic() > deadline:
+            process.terminate()
+            deadline = None
+        else:
+            time.sleep(0.2)
+
+
+async def wait_for_returns(target: Target, sale: SaleSeed, ttl: float) -> float:
+    """Until the TTL has passed since the opening and the ledger holds nothing any more, or the
+    settling time is up; returns the seconds waited."""
+    started = time.monotonic()
+    await asyncio.sleep(max(0.0, sale.opens_at + ttl - time.time()))
+    engine = create_async_engine(target.databases["stock"], poolclass=NullPool)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                held = (await conn.execute(text(
+                    "SELECT held FROM stock_products WHERE product_id = :p"),
+                    {"p": sale.product_id})).scalar()
+            if not held:
+                break
+            await asyncio.sleep(1.0)
+        # Effects to order_service (a payment's outcome) land on their own rounds too.
+        await asyncio.sleep(3.0)
+    finally:
+        await engine.dispose()
+    return time.monotonic() - started
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What ran the test, and how busy it was before (a shared machine's other work shows in
+    every figure)."""
+    return {"host": socket.gethostname(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_before": [round(n, 2) for n in load_before]}
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else (
+        REPO_ROOT / ".data" / "loadtests" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    print(f"load run: {out} (load average before: "
+          f"{', '.join(f'{n:.2f}' for n in load_before)})", flush=True)
+    with ExitStack() as stack:
+        if args.host:
+            target = stack.enter_context(running_system(args.host))
+        else:
+            # As make run does: MariaDB and Redis used if they answer, else started (Docker, or
+            # the OS packages), so that a fresh clone's `make load` needs nothing beforehand.
+            try:
+                asyncio.run(ensure_datastores(LogStream(sys.stdout), Datastores(
+                    (TEST_MYSQL_URL,), (args.redis_url,))))
+            except SetupError as error:
+                print(f"error: {error}", flush=True)
+                return 2
+            print("starting the services and the gateway on loopback "
+                  f"(ORDER_PAYMENT_TTL_SECONDS={int(args.ttl)}) ...", flush=True)
+            target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
+                                                    schema_suffix=args.schema_suffix))
+        seeded_at = time.monotonic()
+        sale = asyncio.run(seed(target.host, target.user_settings,
+                                users=args.buyers + args.social, stock=args.stock,
+                                opens_in=args.lead, limit_per_user=args.limit_per_user))
+        seed_file = out / "seed.json"
+        sale.write(seed_file)
+        print(f"seeded {len(sale.accounts)} users and product {sale.product_id} in "
+              f"{time.monotonic() - seeded_at:.1f} s; the sale opens at {sale.sale_opens_at}",
+              flush=True)
+        before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+        run_time = (sale.opens_at - time.time()) + args.ttl + 120
+        print(f"locust: {args.buyers} buyers, {args.browsers} browsers, {args.social} social "
+              f"users, 1 master + {args.workers} workers ...", flush=True)
+        locust = run_locust(args, target, seed_file, out, run_time)
+        cpu = {name: round(cpu_seconds(pid) - before[name], 2)
+               for name, pid in target.pids.items()}
+        cpu.update({name: round(seconds, 2) for name, seconds in locust.cpu.items()})
+        outcomes_path = out / "outcomes.json"
+        if not outcomes_path.exists():
+            print(f"locust wrote no outcomes (exit {locust.returncode}); see {out}/locust.log",
+                  flush=True)
+            return 2
+        outcomes = json.loads(outcomes_path.read_text())
+        print("waiting for the payment TTL and the units' return ...", flush=True)
+        asyncio.run(wait_for_returns(target, sale, args.ttl))
+        state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host))
+    verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes))
+    summary = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "machine": machine(load_before),
+        "target": "own system on loopback" if not args.host else args.host,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "redis_url")},
+        "product_id": sale.product_id, "sale_opens_at": sale.sale_opens_at,
+        **summarise(outcomes, sale.opens_at),
+        "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
+        "locust_exit_code": locust.returncode,
+        "checker": verdict.as_dict(),
+        "files": {name: str(out / name) for name in
+                  ("report.html", "locust_stats.csv", "outcomes.json", "chart.png", "seed.json")},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    verdict_line = "checker PASS" if verdict.ok else (
+        f"checker FAIL: {', '.join(sorted(verdict.breaches))}")
+    draw_chart(outcomes, sale.opens_at, out / "chart.png",
+               f"{args.buyers} buyers at the opening, stock {args.stock}, "
+               f"{summary['date']} on {summary['machine']['host']}; {verdict_line}")
+    print_summary(summary, verdict.lines())
+    return 0 if verdict.ok else 1
+
+
+def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
+    decisions = summary["decisions_at_opening"]
+    print(f"decisions at the opening: {decisions['per_second']:,.0f}/s "
+          f"({decisions['decided']} of {decisions['orders']} orders decided in "
+          f"{decisions['seconds']} s; {decisions['sent_in_first_second']} sent in its first "
+          "second)")
+    both = summary["orders_and_payments"]
+    print(f"orders and payments: {both['per_second']:,.0f} requests/s over {both['seconds']} s, "
+          f"mean {both['mean_ms']} ms")
+    for route, figures in summary["latency"].items():
+        print(f"{route:<16} n={figures['count']:<5} p50 {figures['p50_ms']} ms  "
+              f"p95 {figures['p95_ms']} ms  p99 {figures['p99_ms']} ms")
+    print("answers other than 2xx, by code:", json.dumps(summary["errors_by_code"]))
+    print("CPU seconds:", ", ".join(f"{n} {s}" for n, s in summary["cpu_seconds"].items()))
+    print("\n".join(verdict))
+    print(f"report: {summary['files']['report.html']}\nchart:  {summary['files']['chart.png']}\n"
+          f"summary: {Path(summary['files']['chart.png']).with_name('summary.json')}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--host", default=None,
+                        help="a running system's gateway (default: start one on loopback)")
+    parser.add_argument("--buyers", type=int, default=2000)
+    parser.add_argument("--stock", type=int, default=200)
+    parser.add_argument("--browsers", type=int, default=100)
+    parser.add_argument("--social", type=int, default=50)
+    parser.add_argument("--limit-per-user", type=int, default=1)
+    parser.add_argument("--double-tap", type=float, default=0.05,
+                        help="share of buyers who send two orders at once")
+    parser.add_argument("--walk-away", type=float, default=0.2)
+    parser.add_argument("--declined", type=float, default=0.2)
+    parser.add_argument("--ttl", type=float, default=20.0,
+                        help="ORDER_PAYMENT_TTL_SECONDS of the system (set on the own one)")
+    parser.add_argument("--lead", type=float, default=30.0,
+                        help="seconds from the seeding to the opening (covers the spawning)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="Locust workers (default: one per core)")
+    parser.add_argument("--spawn-rate", type=float, default=250.0,
+                        help="users started per second, over all workers")
+    parser.add_argument("--redis-url", default=LOAD_REDIS_URL,
+                        help="own system: its Redis database, emptied first (LOAD_REDIS_URL)")
+    parser.add_argument("--schema-suffix", default="load",
+                        help="own system: schemas preorder_<service>_<suffix>, rebuilt first")
+    parser.add_argument("--out", default=None,
+                        help="default .data/loadtests/<UTC timestamp>/")
+    sys.exit(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

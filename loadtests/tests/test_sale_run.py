@@ -1,0 +1,46 @@
+"""`make load`'s whole pipeline at a tiny size: its own services on loopback, the seed, Locust
+(a master and one worker), the wait for the TTL, the checker and the report files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from shared.testing.datastores import TEST_REDIS_URL
+
+
+async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # The test Redis database: the run empties it first, and loadtests run last in the suite.
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtests.sale_run", "--buyers", "12", "--stock", "3",
+        "--browsers", "2", "--social", "2", "--ttl", "3", "--lead", "6", "--workers", "1",
+        "--spawn-rate", "50", "--double-tap", "1", "--redis-url", TEST_REDIS_URL, "--schema-suffix", "smoke",
+        "--out", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    printed = (await asyncio.wait_for(run.communicate(), 150))[0].decode()
+    assert run.returncode == 0, printed
+    assert "checker: PASS" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checker"]["ok"] is True
+    assert summary["checker"]["broken"] == []
+    assert len(summary["checker"]["checked"]) == 6
+    assert summary["buyers_done"] == 12
+    orders = summary["answers"]["POST /orders"]
+    # Every buyer tapped twice at the opening: 3 units won (more only if a declined card gave
+    # one back while orders were still being decided), every other order refused (sold out, or
+    # over the limit of one).
+    assert orders.get("201", 0) >= 3
+    assert sum(orders.values()) == 24
+    assert set(orders) <= {"201", "409 sold_out", "409 purchase_limit_exceeded"}
+    assert summary["decisions_at_opening"]["decided"] == 24
+    facts = summary["checker"]["facts"]
+    assert facts["ledger"]["held"] == 0
+    assert facts["public_remaining"] + facts["ledger"]["sold"] == 3
+    assert {"gateway", "order", "stock", "locust master", "locust worker 0"} <= set(
+        summary["cpu_seconds"])
+    for name in ("report.html", "locust_stats.csv", "chart.png", "outcomes.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
