@@ -31,8 +31,11 @@ class Upstreams:
                 keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                 ttl_dns_cache=300,
             )
+            # No cookie jar: a Set-Cookie in one client's answer is that client's, passed on to
+            # it, never kept in a pool every user's requests share.
             session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
             # aiohttp would resend PUT and DELETE too when a pooled connection turns out

@@ -112,6 +112,9 @@ async def service_client(name: str, base_url: str, *, signing_key: bytes, timeou
     """A client of one service for the lifespan of an app (or a test)."""
     connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    # No cookie jar: calls are made on behalf of many users; nothing one answer sets may ride
+    # along with the next.
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     cookie_jar=aiohttp.DummyCookieJar(),
                                      skip_auto_headers=("User-Agent",)) as session:
         yield ServiceClient(name, base_url, session, signing_key=signing_key)
