@@ -427,3 +427,18 @@ async def test_an_order_id_already_holding_another_product_takes_nothing_here(
         await resources.stock.reserve(second, order, user_id=1, quantity=2)
     assert await redis_counts(redis, second) == (5, 0, 0)  # Redis gave the two units back
     assert await redis_counts(redis, first) == (4, 1, 0)
+
+
+async def test_a_product_missing_from_redis_is_rebuilt_by_the_second_round_that_sees_it(
+    resources: Resources, redis: Redis
+) -> None:
+    """A registration commits the ledger's row, then configures Redis: a reconcile round
+    between the two must not start a rebuild (its flag would answer the product's first
+    orders 503). A product still missing one round later is rebuilt."""
+    product = (await make_product(resources.stock, total=3)).product_id
+    keys = ProductKeys.of(product)
+    await redis.delete(*keys.all)  # as seen between the ledger's commit and Redis's configure
+    assert product not in await resources.live.reconcile_once()
+    assert not await redis.exists(keys.rebuilding)
+    assert product in await resources.live.reconcile_once()
+    assert await redis_counts(redis, product) == (3, 0, 0)
