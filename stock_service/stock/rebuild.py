@@ -71,6 +71,7 @@ class LiveState:
         self.redis = redis
         self.scripts = scripts
         self._last_round: dict[int, Comparison] = {}
+        self._missing_last_round: set[int] = set()
         self._requested: dict[int, asyncio.Task[bool]] = {}
 
     async def rebuild(self, product_id: int) -> bool:
@@ -186,9 +187,15 @@ class LiveState:
             replies: list[Any] = await pipe.execute()
         fixed: list[int] = []
         seen: dict[int, Comparison] = {}
+        missing: set[int] = set()
         for product, reply in zip(products, replies, strict=True):
             if reply[0] is None:
-                if await self.rebuild(product.product_id):
+                # Missing in two rounds in a row: one round can fall between a registration's
+                # ledger commit and its configure of Redis. A reserve meanwhile rebuilds on
+                # demand (_state_missing), so waiting a round delays nothing a buyer needs.
+                if product.product_id not in self._missing_last_round:
+                    missing.add(product.product_id)
+                elif await self.rebuild(product.product_id):
                     fixed.append(product.product_id)
                 continue
             live = dict(zip(_META_FIELDS, (int(value or 0) for value in reply), strict=True))
@@ -212,6 +219,7 @@ class LiveState:
                 continue
             seen[product.product_id] = comparison
         self._last_round = seen
+        self._missing_last_round = missing
         return fixed
 
     async def _still_ahead(self, product_id: int) -> bool:
