@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.errors import Conflict, ProblemError, ValidationFailed, problem_document
@@ -155,6 +157,32 @@ class IdempotencyKeys:
     async def forget(self, claim: Claim) -> None:
         await self._forget(keys=[self._redis_key(claim.user_id, claim.key)],
                            args=[claim.fingerprint])
+
+    async def once(self, user_id: int, key: str | None, request: BaseModel,
+                   work: Callable[[Claim | None], Awaitable[BaseModel]]) -> StoredAnswer:
+        """201 and what `work` made, or its refusal; with a key, at most once and the same
+        again: claimed before any side effect, the answer (a 4xx refusal included) kept for
+        replays, a 5xx or any other failure forgotten so a retry does the work."""
+        if key is None:
+            return StoredAnswer(201, (await work(None)).model_dump(mode="json"))
+        claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json")))
+        stored = await self.claim(claim)
+        if stored is not None:
+            return stored
+        try:
+            made = await work(claim)
+        except ProblemError as problem:
+            if problem.status >= 500:
+                await self.forget(claim)
+            else:
+                await self.remember(claim, problem_answer(problem))
+            raise
+        except BaseException:
+            await self.forget(claim)
+            raise
+        answer = StoredAnswer(201, made.model_dump(mode="json"))
+        await self.remember(claim, answer)
+        return answer
 
 
 def problem_answer(problem: ProblemError) -> StoredAnswer:

@@ -44,15 +44,13 @@ from order_service.orders.repository import (
 )
 from order_service.orders.schemas import OrderCreate, OrderOut
 from shared.clock import utcnow
-from shared.errors import DatabaseUnavailable, ProblemError
+from shared.errors import DatabaseUnavailable
 from shared.http import ServiceCallFailed
 from shared.idempotency import (
     Claim,
     IdempotencyKeyReused,
     IdempotencyKeys,
     StoredAnswer,
-    fingerprint,
-    problem_answer,
 )
 from shared.internal.orders import OrderState, PaymentLease
 from shared.internal.stock import Hold, SoldOut
@@ -98,27 +96,9 @@ class OrdersService:
     async def create(self, user_id: int, request: OrderCreate,
                      idempotency_key: str | None) -> StoredAnswer:
         """201 and the order, or the refusal; with a key, at most once and the same again."""
-        if idempotency_key is None:
-            return StoredAnswer(201, (await self._create(user_id, request, None)).model_dump(
-                mode="json"))
-        claim = Claim(user_id, idempotency_key, fingerprint(request.model_dump(mode="json")))
-        stored = await self.keys.claim(claim)
-        if stored is not None:
-            return stored
-        try:
-            order = await self._create(user_id, request, claim)
-        except ProblemError as problem:
-            if problem.status >= 500:
-                await self.keys.forget(claim)
-            else:
-                await self.keys.remember(claim, problem_answer(problem))
-            raise
-        except BaseException:
-            await self.keys.forget(claim)
-            raise
-        answer = StoredAnswer(201, order.model_dump(mode="json"))
-        await self.keys.remember(claim, answer)
-        return answer
+        return await self.keys.once(
+            user_id, idempotency_key, request,
+            lambda claim: self._create(user_id, request, claim))
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None) -> OrderOut:
         verdict = self.sold_out.verdict(request.product_id, request.quantity)

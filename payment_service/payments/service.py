@@ -39,14 +39,12 @@ from payment_service.payments.repository import (
 )
 from payment_service.payments.schemas import PaymentCreate, PaymentOut
 from shared.clock import utcnow
-from shared.errors import DatabaseUnavailable, ProblemError
+from shared.errors import DatabaseUnavailable
 from shared.idempotency import (
     Claim,
     IdempotencyKeyReused,
     IdempotencyKeys,
     StoredAnswer,
-    fingerprint,
-    problem_answer,
 )
 from shared.internal.payments import PaymentView
 from shared.reads import ReadSession
@@ -78,28 +76,10 @@ class PaymentsService:
 
     async def pay(self, user_id: int, request: PaymentCreate,
                   idempotency_key: str | None) -> StoredAnswer:
-        if idempotency_key is None:
-            return StoredAnswer(201, (await self._pay(user_id, request, None)).model_dump(
-                mode="json"))
         # The fingerprint of the body as sent: the card number is hashed, never stored.
-        claim = Claim(user_id, idempotency_key, fingerprint(request.model_dump(mode="json")))
-        stored = await self.keys.claim(claim)
-        if stored is not None:
-            return stored
-        try:
-            payment = await self._pay(user_id, request, claim)
-        except ProblemError as problem:
-            if problem.status >= 500:
-                await self.keys.forget(claim)
-            else:
-                await self.keys.remember(claim, problem_answer(problem))
-            raise
-        except BaseException:
-            await self.keys.forget(claim)
-            raise
-        answer = StoredAnswer(201, payment.model_dump(mode="json"))
-        await self.keys.remember(claim, answer)
-        return answer
+        return await self.keys.once(
+            user_id, idempotency_key, request,
+            lambda claim: self._pay(user_id, request, claim))
 
     async def _pay(self, user_id: int, request: PaymentCreate, claim: Claim | None) -> PaymentOut:
         lease = await self.orders.lease(request.order_id, user_id)
