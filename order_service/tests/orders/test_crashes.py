@@ -34,6 +34,16 @@ async def test_killed_between_reserve_and_insert_the_units_come_back(
     assert (await order(http, sale, user=user(), product=product, quantity=2)).status_code == 201
 
 
+async def pay_until_cut_off(http: httpx.AsyncClient, sale: Sale, *, user: int,
+                            order_id: int) -> None:
+    """Pays until the process dies at its fault point (the call raises). On a busy machine a
+    payment may be answered 503 before it gets there (its lease call to order_service timed
+    out; nothing was charged): that one is tried again, a few times at most."""
+    for _ in range(5):
+        answer = await pay(http, sale, user=user, order_id=order_id)
+        assert answer.status_code == 503, answer.text
+
+
 async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
     http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
 ) -> None:
@@ -43,7 +53,7 @@ async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
     sale.restart("payment", PAYMENT_FAULT_POINT="after_outcome")
     try:
         with pytest.raises(httpx.HTTPError):
-            await pay(http, sale, user=buyer, order_id=order_id)
+            await pay_until_cut_off(http, sale, user=buyer, order_id=order_id)
     finally:
         sale.restart("payment")
     # The outcome was written with the payment; the outbox delivers it after the restart.
