@@ -3,8 +3,6 @@ stock_service and payment_service) and runs the expiry, settle and orphan-hold l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -29,6 +27,7 @@ from shared.http import service_client
 from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from shared.loops import running
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,22 +57,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reserves_in_flight=settings.reserves_in_flight_per_product,
                     reserve_wait_seconds=settings.call_timeout_seconds),
                 fault_point=settings.fault_point)
-            loops = [
-                asyncio.create_task(expire_unpaid_orders(
-                    orders, interval_seconds=settings.expiry_interval_seconds)),
-                asyncio.create_task(settle_order_effects(
-                    orders, interval_seconds=settings.settle_interval_seconds)),
-                asyncio.create_task(release_orphan_holds(
-                    orders, interval_seconds=settings.orphan_interval_seconds)),
-            ]
             try:
-                yield Resources(settings=settings, datastores=datastores, orders=orders)
+                async with running(
+                    expire_unpaid_orders(
+                        orders, interval_seconds=settings.expiry_interval_seconds),
+                    settle_order_effects(
+                        orders, interval_seconds=settings.settle_interval_seconds),
+                    release_orphan_holds(
+                        orders, interval_seconds=settings.orphan_interval_seconds),
+                ):
+                    yield Resources(settings=settings, datastores=datastores, orders=orders)
             finally:
-                for loop in loops:
-                    loop.cancel()
-                for loop in loops:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop
                 await orders.drain()
 
     return create_service_app(

@@ -3,8 +3,6 @@ client, the simulated card processor) and runs the outbox and interrupted-paymen
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -23,6 +21,7 @@ from shared.http import service_client
 from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from shared.loops import running
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,20 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 processor=SimulatedProcessor(failure_rate=settings.failure_rate),
                 keys=IdempotencyKeys(datastores.redis, namespace="payments"),
                 fault_point=settings.fault_point)
-            loops = [
-                asyncio.create_task(deliver_payment_outcomes(
-                    payments, interval_seconds=settings.outbox_interval_seconds)),
-                asyncio.create_task(fail_interrupted_payments(
-                    payments, interval_seconds=settings.stale_interval_seconds)),
-            ]
-            try:
+            async with running(
+                deliver_payment_outcomes(
+                    payments, interval_seconds=settings.outbox_interval_seconds),
+                fail_interrupted_payments(
+                    payments, interval_seconds=settings.stale_interval_seconds),
+            ):
                 yield Resources(settings=settings, datastores=datastores, payments=payments)
-            finally:
-                for loop in loops:
-                    loop.cancel()
-                for loop in loops:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop
 
     return create_service_app(
         service="payment_service",

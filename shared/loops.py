@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
 
 
 def stop_if_cancelled() -> None:
@@ -33,3 +36,18 @@ async def run_periodically(round_: Callable[[], Awaitable[object]], *, interval_
             logger.exception("%s failed", what)
         stop_if_cancelled()
         await asyncio.sleep(interval_seconds)
+
+
+@asynccontextmanager
+async def running(*loops: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """The lifespan's background loops: started on entry; on exit each is cancelled and
+    awaited, so none outlives the datastores it uses."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

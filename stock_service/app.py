@@ -3,8 +3,6 @@ when it has lost its state, and runs the reconciler and the expired-hold reaper.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,6 +12,7 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from shared.loops import running
 from stock_service.dependencies import Resources
 from stock_service.settings import Settings, get_settings
 from stock_service.stock.fast_answers import RememberedLevel, ReserveRefusal
@@ -43,22 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
                                  sold_out_memory=settings.sold_out_memory_seconds,
                                  view_memory=settings.view_memory_seconds)
-            loops = [
-                asyncio.create_task(reconcile_live_stock_periodically(
-                    live, interval_seconds=settings.reconcile_interval_seconds)),
-                asyncio.create_task(release_expired_holds_periodically(
-                    stock, interval_seconds=settings.expired_hold_interval_seconds,
-                    grace=timedelta(seconds=settings.expired_hold_grace_seconds))),
-            ]
             try:
-                yield Resources(settings=settings, datastores=datastores, scripts=scripts,
-                                live=live, stock=stock)
+                async with running(
+                    reconcile_live_stock_periodically(
+                        live, interval_seconds=settings.reconcile_interval_seconds),
+                    release_expired_holds_periodically(
+                        stock, interval_seconds=settings.expired_hold_interval_seconds,
+                        grace=timedelta(seconds=settings.expired_hold_grace_seconds)),
+                ):
+                    yield Resources(settings=settings, datastores=datastores, scripts=scripts,
+                                    live=live, stock=stock)
             finally:
-                for loop in loops:
-                    loop.cancel()
-                for loop in loops:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop
                 await live.drain()
 
     return create_service_app(

@@ -4,7 +4,6 @@ pool, mailer, throttles) and runs the background loops (purge, revocation watch)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
+from shared.loops import running
 from user_service.auth.limits import RateLimits, RequestLimiter
 from user_service.auth.mail import Mailer
 from user_service.auth.passwords import PasswordHasher
@@ -70,11 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         code_failures_per_day=settings.verification_max_failures_per_day,
                     )),
                 )
-                purge = asyncio.create_task(purge_expired_sign_in_state_periodically(
-                    datastores.sessionmaker,
-                    refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-                    interval_seconds=settings.purge_interval_seconds,
-                ))
                 stop_watching = asyncio.Event()
                 revocations = asyncio.create_task(keep_revocations_published(
                     datastores.sessionmaker, datastores.redis, stop=stop_watching,
@@ -82,12 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     interval_seconds=settings.revocation_watch_interval_seconds,
                 ))
                 try:
-                    yield resources
+                    async with running(purge_expired_sign_in_state_periodically(
+                        datastores.sessionmaker,
+                        refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+                        interval_seconds=settings.purge_interval_seconds,
+                    )):
+                        yield resources
                 finally:
+                    # Stopped, not cancelled: a cancel could land inside a query (see the task).
                     stop_watching.set()
-                    purge.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await purge
                     await revocations
 
     return create_service_app(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared.loops import run_periodically
+import pytest
+
+from shared.loops import run_periodically, running
 
 logger = logging.getLogger("shared.tests.loops")
 
@@ -63,3 +65,25 @@ async def test_wait_first_sleeps_before_the_first_round() -> None:
     done, _ = await asyncio.wait({task}, timeout=5)
     assert done
     assert ran == []
+
+
+async def test_running_starts_the_loops_and_leaves_none_behind_even_on_an_error() -> None:
+    started: list[str] = []
+    stopped: list[str] = []
+
+    async def loop(name: str) -> None:
+        started.append(name)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.append(name)
+
+    async def app_that_fails() -> None:
+        async with running(loop("a"), loop("b")):
+            await asyncio.sleep(0)
+            assert started == ["a", "b"]
+            raise RuntimeError("the app failed")
+
+    with pytest.raises(RuntimeError):
+        await app_that_fails()
+    assert stopped == ["a", "b"]
