@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
-from sqlalchemy import CursorResult, Executable, Row
+from sqlalchemy import Row
 from sqlalchemy.dialects.mysql import DATETIME, INTEGER
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.db import service_metadata
-from shared.reads import ReadSession
 
 
 class Base(DeclarativeBase):
@@ -27,39 +25,3 @@ Counter = INTEGER(unsigned=True)
 # A row of any columns (SQLAlchemy types rows by their column types; the repositories hand rows
 # straight to a response model, which checks them).
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
-
-
-async def execute_counted(session: AsyncSession, statement: Executable) -> int:
-    """The rows an INSERT, UPDATE or DELETE affected (IGNORE: 0 when the key already existed)."""
-    result = await session.execute(statement)
-    return int(cast("CursorResult[*tuple[Any, ...]]", result).rowcount)
-
-
-async def execute_insert(session: AsyncSession, statement: Executable) -> int:
-    """The id the database gave the row an INSERT added."""
-    result = await session.execute(statement)
-    key = cast("CursorResult[*tuple[Any, ...]]", result).inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-class Repository:
-    """A domain's statements: plain reads on the ReadSession (no transaction, for the routes
-    that only read), changes on the request session. Made with whichever the caller has."""
-
-    def __init__(self, *, reads: ReadSession | None = None,
-                 session: AsyncSession | None = None) -> None:
-        self._reads = reads
-        self._session = session
-
-    @property
-    def reads(self) -> ReadSession:
-        if self._reads is None:
-            raise TypeError("this repository was made for writes only")
-        return self._reads
-
-    @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
-            raise TypeError("writes need the request session; this repository only reads")
-        return self._session

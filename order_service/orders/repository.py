@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from order_service.orders.models import Order
 from shared.clock import utcnow
 from shared.reads import ReadSession
+from shared.repository import execute_counted
 
 ORDER_COLUMNS = (Order.id, Order.user_id, Order.product_id, Order.quantity, Order.unit_price,
                  Order.amount, Order.status, Order.expires_at, Order.created_at)
@@ -136,10 +137,8 @@ class OrderRepository:
             select(Order.id).where(Order.id.in_(order_ids)))).scalars())
 
     async def _move(self, order_id: int, where: list[Any], **values: Any) -> bool:
-        result = await self.session.execute(
-            update(Order).where(Order.id == order_id, *where)
-            .values(**values, updated_at=utcnow()))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(await execute_counted(self.session, update(Order).where(
+            Order.id == order_id, *where).values(**values, updated_at=utcnow())))
 
     # Payment
 

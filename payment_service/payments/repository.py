@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payment_service.payments.models import Payment, PaymentOutcome
 from shared.clock import utcnow
 from shared.reads import ReadSession
+from shared.repository import execute_counted, execute_insert
 
 PAYMENT_COLUMNS = (Payment.id, Payment.order_id, Payment.user_id, Payment.amount,
                    Payment.status, Payment.failure_code, Payment.lease_token,
@@ -71,12 +72,11 @@ class PaymentRepository:
         """Raises IntegrityError (1062) if the order already has a payment pending or
         succeeded, or the user's Idempotency-Key already made a payment."""
         now = utcnow()
-        result = await self.session.execute(insert(Payment).values(
+        return await execute_insert(self.session, insert(Payment).values(
             order_id=order_id, user_id=user_id, amount=amount, status="pending",
             card_last4=card_last4, lease_token=lease_token, active_order_id=order_id,
             idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
             created_at=now, updated_at=now))
-        return int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
 
     async def by_idempotency_key(self, user_id: int,
                                  key: str) -> tuple[PaymentRow, str | None] | None:
@@ -111,10 +111,8 @@ class PaymentRepository:
             values["failure_code"] = failure_code
         if to_status == "failed":
             values["active_order_id"] = None
-        result = await self.session.execute(
-            update(Payment).where(Payment.id == payment_id, Payment.status == from_status)
-            .values(**values))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(await execute_counted(self.session, update(Payment).where(
+            Payment.id == payment_id, Payment.status == from_status).values(**values)))
 
     async def stale_pending(self, *, before: datetime, limit: int) -> list[int]:
         rows = await self.session.execute(
@@ -125,10 +123,9 @@ class PaymentRepository:
     # Outbox
 
     async def add_outcome(self, payment: PaymentRow, kind: str) -> int:
-        result = await self.session.execute(insert(PaymentOutcome).values(
+        return await execute_insert(self.session, insert(PaymentOutcome).values(
             payment_id=payment.id, order_id=payment.order_id, kind=kind,
             lease_token=payment.lease_token, attempts=0, created_at=utcnow()))
-        return int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
 
     async def undelivered(self, *, older_than: datetime, limit: int) -> list[Undelivered]:
         rows = await self.session.execute(

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, CursorResult, and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BindParameter, and_, bindparam, delete, insert, or_, select, update
 
 from product_service.products.models import Product
-from shared.reads import ReadSession
+from shared.repository import Repository, execute_counted, execute_insert
 
 Row = dict[str, Any]
 
@@ -41,28 +40,7 @@ PRODUCT_PAGES = {(of_kind, after_key): _page(of_kind=of_kind, after_key=after_ke
                  for of_kind in (False, True) for after_key in (False, True)}
 
 
-def _rowcount(result: Any) -> int:
-    return int(cast("CursorResult[Any]", result).rowcount)
-
-
-class ProductsRepository:
-    def __init__(self, *, reads: ReadSession | None = None,
-                 session: AsyncSession | None = None) -> None:
-        self._reads = reads
-        self._session = session
-
-    @property
-    def reads(self) -> ReadSession:
-        if self._reads is None:
-            raise TypeError("this repository was made for writes only")
-        return self._reads
-
-    @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
-            raise TypeError("writes need a session; this repository only reads")
-        return self._session
-
+class ProductsRepository(Repository):
     # Reads, outside any transaction.
 
     async def get_active(self, product_id: int) -> Row | None:
@@ -83,23 +61,19 @@ class ProductsRepository:
                              kind: str, sale_opens_at: datetime | None,
                              sale_closes_at: datetime | None, limit_per_user: int | None,
                              now: datetime) -> int:
-        result = await self.session.execute(insert(Product).values(
+        return await execute_insert(self.session, insert(Product).values(
             seller_id=seller_id, name=name, description=description, price=price, kind=kind,
             sale_opens_at=sale_opens_at, sale_closes_at=sale_closes_at,
             limit_per_user=limit_per_user, status="pending", created_at=now, updated_at=now))
-        key = cast("CursorResult[Any]", result).inserted_primary_key
-        assert key is not None
-        return int(key[0])
 
     async def activate(self, product_id: int) -> bool:
         """False if the row is no longer pending (the settler removed it meanwhile)."""
-        return _rowcount(await self.session.execute(
-            update(Product).where(Product.id == product_id, Product.status == "pending")
-            .values(status="active"))) == 1
+        return await execute_counted(self.session, update(Product).where(
+            Product.id == product_id, Product.status == "pending").values(status="active")) == 1
 
     async def delete_pending(self, product_id: int) -> bool:
-        return _rowcount(await self.session.execute(
-            delete(Product).where(Product.id == product_id, Product.status == "pending"))) == 1
+        return await execute_counted(self.session, delete(Product).where(
+            Product.id == product_id, Product.status == "pending")) == 1
 
     async def lock_active(self, product_id: int) -> Row | None:
         """The product, locked for this transaction's change; None unless it is active."""

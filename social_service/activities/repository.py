@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, insert
 
+from shared.repository import Repository
 from social_service.activities.models import Activity, ActivityType
-from social_service.db import Repository
 
 
 class ActivitiesRepository(Repository):

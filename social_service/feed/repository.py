@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import BindParameter, bindparam, select, union, union_all
 
+from shared.repository import Repository
 from social_service.activities.models import Activity
-from social_service.db import Repository
 from social_service.follows.models import Follow, FollowCounts
 from social_service.keyset import Key, key_params, older_than
 from social_service.posts.models import Post

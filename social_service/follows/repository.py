@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.orm import InstrumentedAttribute
 
-from social_service.db import Repository, execute_counted
+from shared.repository import Repository, execute_counted
 from social_service.follows.models import Follow, FollowCounts
 from social_service.keyset import Key, key_params, older_than
 

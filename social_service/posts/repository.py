@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from social_service.db import Repository, execute_counted, execute_insert
+from shared.repository import Repository, execute_counted, execute_insert
 from social_service.keyset import Key, key_params, older_than
 from social_service.posts.models import Post, PostLike
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
 from shared.reads import ReadSession
+from shared.repository import execute_counted
 from stock_service.stock.models import StockHold, StockProduct, StockUserCount
 
 PRODUCT_COLUMNS = (StockProduct.product_id, StockProduct.seller_id, StockProduct.price,
@@ -185,10 +186,9 @@ class LedgerRepository:
         """Moves `quantity` into held only if the product is live, still has them, and none of
         the users' counts (already raised by count_user_units in this transaction) is past the
         product's limit."""
-        result = await self.session.execute(TAKE_UNITS, {
+        return bool(await execute_counted(self.session, TAKE_UNITS, {
             "p_product": product_id, "p_users": list(user_ids), "p_quantity": quantity,
-            "p_now": utcnow()})
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            "p_now": utcnow()}))
 
     async def hold_for_update(self, product_id: int, order_id: int) -> LedgerHold | None:
         row = (await self.session.execute(
