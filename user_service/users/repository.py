@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
-from shared.reads import ReadSession
+from shared.repository import Repository
 from user_service.users.models import User
 
 # The columns a profile answer shows. Built once: constructing the statement per request (ORM
@@ -19,12 +18,7 @@ PROFILE_BY_ID = select(User.id, User.email, User.name, User.greeting, User.profi
 USER_ID_BY_ID = select(User.id).where(User.id == bindparam("user_id"))
 
 
-class UsersRepository:
-    def __init__(self, *, reads: ReadSession | None = None,
-                 session: AsyncSession | None = None) -> None:
-        self._reads = reads
-        self._session = session
-
+class UsersRepository(Repository):
     async def get_profile(self, user_id: int) -> dict[str, Any] | None:
         return (await self.reads.execute(PROFILE_BY_ID, {"user_id": user_id})).first()
 
@@ -39,15 +33,3 @@ class UsersRepository:
             setattr(user, field, value)
         user.updated_at = utcnow()
         await self.session.flush()
-
-    @property
-    def reads(self) -> ReadSession:
-        if self._reads is None:
-            raise TypeError("this repository was made for writes only")
-        return self._reads
-
-    @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
-            raise TypeError("writes need the request session; this repository only reads")
-        return self._session
