@@ -123,6 +123,7 @@ class StockService:
         outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
         if outcome.word == "held":
             self.sold_out.forget(product_id)
+            self._forget_view(product_id)
             assert outcome.hold is not None
             assert outcome.price is not None
             return await self._confirm(product_id, order_id, outcome.hold, outcome.price,
@@ -154,7 +155,7 @@ class StockService:
                                   "code": refused.code})
             if refused.code == SOLD_OUT:
                 self.sold_out.remember(product_id, record.quantity)
-            await self.scripts.unreserve(product_id, order_id, remember=refused.code)
+            await self._unreserve(product_id, order_id, remember=refused.code)
             self.live.request_rebuild(product_id)
             raise REFUSAL_ERRORS[refused.code]() from None
         except AlreadyInLedger:
@@ -162,7 +163,7 @@ class StockService:
         except (SQLAlchemyError, WriterStopped) as error:
             if fresh:
                 # Nothing is decided: give the units back so a retry can take them again.
-                await self.scripts.unreserve(product_id, order_id)
+                await self._unreserve(product_id, order_id)
             raise DatabaseUnavailable() from error
         return Hold(order_id=order_id, product_id=product_id, user_id=record.user_id,
                     quantity=record.quantity, unit_price=price, state="held",
@@ -174,7 +175,7 @@ class StockService:
         if fresh:
             # Redis had forgotten the hold (or the order's hold is for another product) and
             # just took units a second time: they go back before any answer.
-            await self.scripts.unreserve(product_id, order_id)
+            await self._unreserve(product_id, order_id)
             self.live.request_rebuild(product_id)
         if existing is None:
             raise HoldNotFound()  # the order's hold is for another product
@@ -194,6 +195,10 @@ class StockService:
             return await self._confirm(product_id, order_id, record, product.price,
                                        expires_at, fresh=False)
         raise HoldNotFound()
+
+    async def _unreserve(self, product_id: int, order_id: int, *, remember: str = "") -> None:
+        await self.scripts.unreserve(product_id, order_id, remember=remember)
+        self._forget_view(product_id)
 
     async def _state_missing(self, product_id: int) -> None:
         """Redis has nothing for the product: flushed (rebuild it) or never registered."""
@@ -234,6 +239,7 @@ class StockService:
                           product_id: int, order_id: int) -> None:
         try:
             await script(product_id, order_id)
+            self._forget_view(product_id)
         except RedisError:
             # The ledger moved; Redis keeps fewer units available than it until reconciled.
             logger.warning("Redis not told of a ledger change; the reconciler will repair it",
@@ -320,6 +326,7 @@ class StockService:
             applied = await self.scripts.configure(product.product_id, settings_fields(product))
             if applied is None:
                 await self.live.rebuild_or_wait(product.product_id)
+            self._forget_view(product.product_id)
         except RedisError:
             logger.warning("Redis not told of a registration; the reconciler will repair it",
                            extra={"product_id": product.product_id})
@@ -378,6 +385,11 @@ class StockService:
         if elapsed >= self.view_memory or view.rebuilding or not view.active:
             return None
         return _level(product_id, replace(view, now_ms=view.now_ms + int(elapsed * 1000)))
+
+    def _forget_view(self, product_id: int) -> None:
+        """A change made through this process is seen by its next read; other processes see it
+        within `view_memory`."""
+        self._views.pop(product_id, None)
 
     async def _live_view(self, product_id: int) -> LiveView:
         """The product's live view, read from Redis at most once per `view_memory` here. Its

@@ -416,6 +416,29 @@ async def test_the_public_view_is_remembered_briefly_but_opens_on_time(
     assert (await stock.public_level(product.product_id)).remaining == 3
 
 
+async def test_a_change_made_through_this_process_is_seen_by_its_next_read(
+    resources: Resources
+) -> None:
+    """The view memory spares Redis reads of a level nobody here changed; a buyer whose order
+    just took units (or gave them back) through this process sees the new count at once."""
+    stock = StockService(sessions=resources.datastores.sessionmaker,
+                         reads=resources.datastores.reads, scripts=resources.scripts,
+                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
+    product = (await make_product(stock, total=5)).product_id
+    assert (await stock.public_level(product)).remaining == 5
+    first, second = new_id(), new_id()
+    await stock.reserve(product, first, user_id=1, quantity=2)
+    assert (await stock.public_level(product)).remaining == 3
+    await stock.reserve(product, second, user_id=2, quantity=1)
+    await stock.commit(product, first)
+    assert (await stock.public_level(product)).remaining == 2
+    await stock.release(product, second)
+    assert (await stock.public_level(product)).remaining == 3
+    await stock.unregister(product)
+    with pytest.raises(ProductNotFound):
+        await stock.public_level(product)
+
+
 async def test_an_order_id_already_holding_another_product_takes_nothing_here(
     resources: Resources, redis: Redis
 ) -> None:
