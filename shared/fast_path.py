@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # The hot requests are small; anything longer goes to the route without more reading here.
 MAX_BODY = 1024
 
+
+@dataclass(frozen=True)
+class AfterWaiting:
+    """What `decide` returns when the answer is known only after a wait (a turn behind calls
+    already in flight): `then()` waits, then gives the answer, or None to let the route answer.
+    A request waiting here costs a future, not a pass through the framework."""
+
+    then: Callable[[], Awaitable[ASGIApp | None]]
+
+
 # (scope, headers with lower-case names, the body (b"" without one), the path's match).
-Decide = Callable[[Scope, dict[str, str], bytes, re.Match[str]], ASGIApp | None]
+Decide = Callable[[Scope, dict[str, str], bytes, re.Match[str]], ASGIApp | AfterWaiting | None]
 
 
 def is_json(content_type: str | None) -> bool:
@@ -101,7 +111,8 @@ class FastPath:
         async def replay() -> Message:
             return received.pop(0) if received else await receive()
 
-        answer = None if body is None else self.decide(scope, headers, body, match)
+        decided = None if body is None else self.decide(scope, headers, body, match)
+        answer = await decided.then() if isinstance(decided, AfterWaiting) else decided
         if answer is None:
             await self.app(scope, replay, send)
             return

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
 
@@ -89,6 +90,10 @@ class InFlightLimit:
     of 2,000 orders at a sale's opening reached stock_service for 200 units). A request that
     waited asks the memory again once it has its slot, so the queue behind the last unit drains
     without asking anyone.
+
+    A layer in front of the framework can keep the crowd out of it while the slots are taken
+    (`wait_outside`): each slot given back lets one such waiter in, and `wake_all` (the memory
+    has just learnt the product is sold out) lets them all look again at once.
     """
 
     def __init__(self, limit: int, wait_seconds: float) -> None:
@@ -96,6 +101,48 @@ class InFlightLimit:
         self.wait_seconds = wait_seconds
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._users: dict[int, int] = {}
+        self._outside: dict[int, deque[asyncio.Future[None]]] = {}
+
+    def busy(self, key: int) -> bool:
+        """Every slot of `key` is taken: a new call would wait."""
+        semaphore = self._slots.get(key)
+        return semaphore is not None and semaphore.locked()
+
+    async def wait_outside(self, key: int) -> bool:
+        """Waits, without a slot, until one of `key`'s slots is given back or wake_all(key);
+        False if `wait_seconds` passed first. Returns at once when a slot is free."""
+        if not self.busy(key):
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._outside.setdefault(key, deque())
+        waiting.append(future)
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not future.done():
+                future.cancel()
+            with suppress(ValueError):
+                waiting.remove(future)  # only a waiter that timed out or was cancelled is there
+            if not waiting and self._outside.get(key) is waiting:
+                del self._outside[key]
+
+    def wake_all(self, key: int) -> None:
+        """Every waiter outside looks again (the memory has just changed its answer)."""
+        for future in self._outside.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _wake_one(self, key: int) -> None:
+        waiting = self._outside.get(key)
+        while waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
 
     @asynccontextmanager
     async def slot(self, key: int) -> AsyncIterator[None]:
@@ -113,8 +160,10 @@ class InFlightLimit:
                 yield
             finally:
                 semaphore.release()
+                self._wake_one(key)
         finally:
             self._users[key] -= 1
             if not self._users[key]:  # nobody holds or waits: forget the key
                 del self._users[key]
                 del self._slots[key]
+                self.wake_all(key)  # nothing is in flight: nobody outside has a reason to wait

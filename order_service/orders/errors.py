@@ -23,3 +23,10 @@ class StockUnavailable(ServiceUnavailable):
 
     def __init__(self, detail: str = "The stock service did not answer; retry shortly.") -> None:
         super().__init__(detail, headers={"Retry-After": "1"})
+
+
+def too_many_waiting() -> StockUnavailable:
+    """A product's reserves queued past the wait (InFlightLimit.wait_seconds), in the route or
+    in the layer in front of it: one answer for both."""
+    return StockUnavailable("Too many orders for this product are waiting on stock_service; "
+                            "retry shortly.")

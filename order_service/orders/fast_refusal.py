@@ -1,23 +1,33 @@
 """The crowd's answer without the framework (shared/fast_path.py).
 
-At a sale's opening nearly every order is for a product the sold-out memory already refuses.
-`POST /api/v1/orders` is answered here when it comes from a signed-in caller (the gateway's
-signature checked as the route checks it), without an Idempotency-Key (a keyed order's answer is
-stored, which the route does), with a JSON body that is exactly `{"product_id": int,
-"quantity": int}` within the contract's bounds, for a product the memory refuses right now. Anything else,
-including a request the memory would let ask, goes on to the route.
+At a sale's opening nearly every order is for a product the sold-out memory already refuses, or
+soon will. `POST /api/v1/orders` is looked at here when it comes from a signed-in caller (the
+gateway's signature checked as the route checks it), without an Idempotency-Key (a keyed
+order's answer is stored, which the route does), with a JSON body that is exactly
+`{"product_id": int, "quantity": int}` within the contract's bounds:
+
+- for a product the memory refuses right now, it is answered 409 sold_out here;
+- while every reserve slot of the product is taken (the opening's crowd behind the first
+  reserves), it waits here for its turn instead of in the route: a slot given back lets it on to
+  the route, the memory learning the product is sold out answers it 409 here, and a wait past
+  the route's own bound is the route's 503.
+
+Anything else, including a request the memory would let ask, goes on to the route.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from starlette.types import ASGIApp, Scope
 
+from order_service.orders.errors import too_many_waiting
+from order_service.orders.service import OrdersService
 from shared.contracts import MAX_ID
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import Unauthorized, problem_from_error
-from shared.fast_path import fast_path, is_json, parse_json
+from shared.fast_path import AfterWaiting, fast_path, is_json, parse_json
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.identity import IDENTITY_KEY_STATE, verify_identity
 from shared.internal.stock import SoldOut
@@ -28,7 +38,7 @@ _FIELDS = {"product_id", "quantity"}
 
 
 def _decide(scope: Scope, headers: dict[str, str], body: bytes,
-            _: re.Match[str]) -> ASGIApp | None:
+            _: re.Match[str]) -> ASGIApp | AfterWaiting | None:
     if _IDEMPOTENCY in headers or not is_json(headers.get("content-type")):
         return None
     order = _order(body)
@@ -37,15 +47,34 @@ def _decide(scope: Scope, headers: dict[str, str], body: bytes,
     key = state.get(IDENTITY_KEY_STATE)
     if order is None or resources is None or key is None:
         return None
-    if not resources.orders.sold_out.still_refuses(*order):
-        return None
+    orders = resources.orders
+    product_id, quantity = order
+    if orders.sold_out.still_refuses(product_id, quantity):
+        return problem_from_error(SoldOut()) if _signed_in(headers, key) else None
+    if orders.reserving.busy(product_id) and _signed_in(headers, key):
+        return AfterWaiting(partial(_after_turn, orders, product_id, quantity))
+    return None
+
+
+async def _after_turn(orders: OrdersService, product_id: int, quantity: int) -> ASGIApp | None:
+    """The crowd behind the reserves in flight waits here, out of the framework: a slot given
+    back lets one in to the route; the memory learning the product is sold out answers them
+    all at once, for a future's cost each."""
+    if not await orders.reserving.wait_outside(product_id):
+        return problem_from_error(too_many_waiting())  # as the route's own wait ends
+    if orders.sold_out.still_refuses(product_id, quantity):
+        return problem_from_error(SoldOut())
+    return None
+
+
+def _signed_in(headers: dict[str, str], key: bytes) -> bool:
+    """The gateway signed the identity as the route checks it, for a user (on any doubt the
+    route answers, in its own words)."""
     try:
         identity = verify_identity(headers, key)
     except Unauthorized:
-        return None  # the route says so, in its words
-    if identity is None or identity.user_id is None:
-        return None
-    return problem_from_error(SoldOut())
+        return False
+    return identity is not None and identity.user_id is not None
 
 
 def _order(body: bytes) -> tuple[int, int] | None:

@@ -34,6 +34,7 @@ from order_service.orders.errors import (
     OrderNotFound,
     OrderNotPayable,
     StockUnavailable,
+    too_many_waiting,
 )
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import (
@@ -119,10 +120,10 @@ class OrdersService:
                         quantity=request.quantity, expires_at=expires_at)
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
+            self.reserving.wake_all(request.product_id)  # the crowd outside can be answered now
             raise
         except SlotTimeout:
-            raise StockUnavailable("Too many orders for this product are waiting on "
-                                   "stock_service; retry shortly.") from None
+            raise too_many_waiting() from None
         if hold is None:
             raise SoldOut()
         self.sold_out.forget(request.product_id)

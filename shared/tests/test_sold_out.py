@@ -120,3 +120,79 @@ async def test_in_flight_limit_gives_up_waiting_and_frees_the_slot_it_never_had(
     async with limit.slot(7):  # the slot is free again, and only one was ever taken
         pass
     assert limit._slots == {}
+
+
+async def test_waiters_outside_are_let_in_one_per_slot_given_back() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+    assert await limit.wait_outside(7)  # nothing in flight: no wait at all
+    finished = [asyncio.Event() for _ in range(3)]
+    entered: list[int] = []
+
+    async def call(number: int) -> None:
+        async with limit.slot(7):
+            entered.append(number)
+            await finished[number].wait()
+
+    async def outside_then_call(number: int) -> bool:
+        let_in = await limit.wait_outside(7)
+        await call(number)
+        return let_in
+
+    first = asyncio.create_task(call(0))
+    await asyncio.sleep(0.01)
+    assert limit.busy(7)
+    assert not limit.busy(8)
+    waiters = [asyncio.create_task(outside_then_call(n)) for n in (1, 2)]
+    await asyncio.sleep(0.01)
+    assert entered == [0]
+    finished[0].set()
+    await asyncio.sleep(0.01)
+    assert entered == [0, 1]  # one slot back: one waiter in, in the order they came
+    finished[1].set()
+    finished[2].set()
+    assert await asyncio.gather(*waiters) == [True, True]
+    await first
+    assert (limit._slots, limit._outside) == ({}, {})
+
+
+async def test_wake_all_lets_every_waiter_outside_look_again() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with limit.slot(7):
+            await done.wait()
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(limit.wait_outside(7)) for _ in range(5)]
+    other = asyncio.create_task(limit.wait_outside(7))
+    await asyncio.sleep(0.01)
+    assert not any(waiter.done() for waiter in waiters)
+    limit.wake_all(7)
+    assert await asyncio.gather(*waiters, other) == [True] * 6
+    assert limit.busy(7)  # the slot itself is still held
+    done.set()
+    await task
+
+
+async def test_a_waiter_outside_gives_up_after_wait_seconds_and_leaves_nothing() -> None:
+    limit = InFlightLimit(1, wait_seconds=0.05)
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with limit.slot(7):
+            await done.wait()
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    assert not await limit.wait_outside(7)
+    assert limit._outside == {}
+    cancelled = asyncio.create_task(limit.wait_outside(7))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert limit._outside == {}
+    done.set()
+    await task

@@ -4,20 +4,23 @@ way) is tested through a real order_service in test_router.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from order_service.orders.errors import too_many_waiting
 from order_service.orders.fast_refusal import ORDERS_PATH, SoldOutFastPath
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.fast_path import MAX_BODY
 from shared.identity import IDENTITY_KEY_STATE
 from shared.metrics import route_template
-from shared.sold_out import SoldOutMemory
+from shared.sold_out import InFlightLimit, SoldOutMemory
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
 
 PRODUCT = 7
@@ -44,7 +47,8 @@ class Downstream:
 
 async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
                headers: dict[str, str] | None = None, method: str = "POST",
-               path: str = ORDERS_PATH) -> tuple[int, dict[str, Any] | None, Downstream]:
+               path: str = ORDERS_PATH, reserving: InFlightLimit | None = None,
+               ) -> tuple[int, dict[str, Any] | None, Downstream]:
     downstream = Downstream()
     layer = SoldOutFastPath(downstream)
     if headers is None:
@@ -64,7 +68,8 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
     scope: Scope = {
         "type": "http", "method": method, "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "state": {RESOURCES_STATE_KEY: SimpleNamespace(orders=SimpleNamespace(sold_out=memory)),
+        "state": {RESOURCES_STATE_KEY: SimpleNamespace(orders=SimpleNamespace(
+                      sold_out=memory, reserving=reserving or InFlightLimit(64, 5))),
                   IDENTITY_KEY_STATE: TEST_IDENTITY_SIGNING_KEY.encode()},
     }
     await layer(scope, receive, send)
@@ -148,3 +153,72 @@ async def test_other_routes_pass_untouched() -> None:
         status, _, downstream = await call(refusing(), body=order_body(), method=method,
                                            path=path)
         assert (status, downstream.bodies) == (299, [order_body()])
+
+
+@asynccontextmanager
+async def all_slots_taken(limit: InFlightLimit) -> AsyncIterator[asyncio.Event]:
+    """Every reserve slot of PRODUCT held (the first orders of an opening, in flight) until
+    the event is set."""
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with limit.slot(PRODUCT):
+            await done.wait()
+
+    holders = [asyncio.create_task(holder()) for _ in range(limit.limit)]
+    await asyncio.sleep(0)
+    assert limit.busy(PRODUCT)
+    try:
+        yield done
+    finally:
+        done.set()
+        await asyncio.gather(*holders)
+
+
+async def test_the_crowd_behind_the_slots_waits_here_and_is_refused_when_stock_says_so() -> None:
+    memory, limit = SoldOutMemory(60), InFlightLimit(2, wait_seconds=5)
+    async with all_slots_taken(limit):
+        waiting = [asyncio.create_task(call(memory, body=order_body(), reserving=limit))
+                   for _ in range(20)]
+        await asyncio.sleep(0.01)
+        assert not any(task.done() for task in waiting)
+        # A reserve in flight is answered sold_out: the route remembers it and wakes the crowd.
+        memory.remember(PRODUCT, 1)
+        limit.wake_all(PRODUCT)
+        answers = await asyncio.gather(*waiting)
+    assert {(status, problem and problem["code"]) for status, problem, _ in answers} == \
+        {(409, "sold_out")}
+    assert all(downstream.bodies == [] for _, _, downstream in answers)
+
+
+async def test_a_slot_given_back_lets_one_waiter_on_to_the_route_with_its_body() -> None:
+    memory, limit = SoldOutMemory(60), InFlightLimit(1, wait_seconds=5)
+    async with all_slots_taken(limit) as done:
+        waiting = [asyncio.create_task(call(memory, body=order_body(quantity=n), reserving=limit))
+                   for n in (1, 2)]
+        await asyncio.sleep(0.01)
+        done.set()  # the reserve in flight was held: its slot comes back
+        first = await waiting[0]
+    assert (first[0], first[2].bodies) == (299, [order_body(quantity=1)])
+    second = await waiting[1]  # the slot of the first (the stand-in route holds none) is free
+    assert (second[0], second[2].bodies) == (299, [order_body(quantity=2)])
+
+
+async def test_a_wait_past_the_routes_bound_is_the_routes_503() -> None:
+    limit = InFlightLimit(1, wait_seconds=0.05)
+    async with all_slots_taken(limit):
+        status, problem, downstream = await call(SoldOutMemory(60), body=order_body(),
+                                                 reserving=limit)
+    assert problem is not None
+    assert (status, problem["code"], downstream.bodies) == (503, "upstream_unavailable", [])
+    assert problem["detail"] == too_many_waiting().detail
+
+
+async def test_a_caller_the_route_must_see_does_not_wait_here() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+    async with all_slots_taken(limit):
+        for headers in [JSON, signed_identity_headers(None, None) | JSON,
+                        signed_identity_headers(1, "s" * 32) | JSON | {"Idempotency-Key": "k1"}]:
+            status, _, downstream = await asyncio.wait_for(
+                call(SoldOutMemory(60), body=order_body(), headers=headers, reserving=limit), 1)
+            assert (status, downstream.bodies) == (299, [order_body()])
