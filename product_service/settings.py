@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from deploy.services import service
 from shared.settings import DatastoreSettings
 
 
@@ -17,7 +18,7 @@ class Settings(DatastoreSettings):
 
     # Where stock_service takes product registrations (its internal API), and how long a call
     # may take before the product change fails with 503.
-    stock_service_url: str = "http://127.0.0.1:8005"
+    stock_service_url: str = service("stock").local_url
     stock_service_timeout_seconds: float = Field(default=2.0, gt=0)
     # How long a product's detail stays in Redis (every change deletes it at once anyway).
     detail_cache_seconds: int = Field(default=300, gt=0)

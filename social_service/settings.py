@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from deploy.services import service
 from shared.settings import DatastoreSettings
 
 
@@ -16,7 +17,7 @@ class Settings(DatastoreSettings):
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_social"
 
     # Where user_service answers whether a user exists (its internal route).
-    user_service_url: str = "http://127.0.0.1:8001"
+    user_service_url: str = service("user").local_url
     user_service_timeout_seconds: float = Field(default=2.0, gt=0)
     # How long an answer is believed. A user once seen rarely disappears (only unverified
     # accounts are purged, after a day); a missing one may sign up any moment, so that answer
