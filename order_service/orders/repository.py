@@ -56,6 +56,21 @@ class OrderRow:
 
 
 @dataclass(frozen=True)
+class NewOrder:
+    """An order to insert: its units are held at stock_service already."""
+
+    order_id: int
+    user_id: int
+    product_id: int
+    quantity: int
+    unit_price: int
+    expires_at: datetime
+    created_at: datetime
+    idempotency_key: str | None
+    idempotency_fingerprint: str | None
+
+
+@dataclass(frozen=True)
 class Settling:
     """An order with effects still owed to other services."""
 
@@ -104,16 +119,16 @@ class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert(self, *, order_id: int, user_id: int, product_id: int, quantity: int,
-                     unit_price: int, expires_at: datetime, created_at: datetime,
-                     idempotency_key: str | None, idempotency_fingerprint: str | None) -> None:
-        """Raises IntegrityError (1062) when the user's Idempotency-Key already made an order."""
-        await self.session.execute(INSERT_ORDER, {
-            "id": order_id, "user_id": user_id, "product_id": product_id, "quantity": quantity,
-            "unit_price": unit_price, "amount": unit_price * quantity, "status": "pending_payment",
-            "expires_at": expires_at, "created_at": created_at, "updated_at": created_at,
-            "idempotency_key": idempotency_key,
-            "idempotency_fingerprint": idempotency_fingerprint})
+    async def insert(self, orders: list[NewOrder]) -> None:
+        """One statement for them all. Raises IntegrityError (1062) when a user's
+        Idempotency-Key already made an order (and then none of them is inserted)."""
+        await self.session.execute(INSERT_ORDER, [{
+            "id": order.order_id, "user_id": order.user_id, "product_id": order.product_id,
+            "quantity": order.quantity, "unit_price": order.unit_price,
+            "amount": order.unit_price * order.quantity, "status": "pending_payment",
+            "expires_at": order.expires_at, "created_at": order.created_at,
+            "updated_at": order.created_at, "idempotency_key": order.idempotency_key,
+            "idempotency_fingerprint": order.idempotency_fingerprint} for order in orders])
 
     async def by_idempotency_key(self, user_id: int, key: str) -> tuple[OrderRow, str] | None:
         row = (await self.session.execute(

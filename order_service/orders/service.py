@@ -3,7 +3,8 @@ one conditional transition each, and the effects those transitions owe stock_ser
 payment_service.
 
 The order path: an id is made first (so the reserve is keyed by it), the units are reserved at
-stock_service, then the order is inserted in one short transaction. If the insert fails the hold
+stock_service, then the order is inserted (with the product's other new orders of that moment:
+orders/writer.py). If the insert fails the hold
 is released; if the process dies in between, the orphan reconciler releases the hold (a hold
 with no order after `orphan_after`). A refusal (sold_out, ...) costs one call to stock_service
 (one Lua call there) and no MySQL work here; a product refused as sold out is remembered for
@@ -39,13 +40,16 @@ from order_service.orders.errors import (
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import (
     DUPLICATE_ENTRY,
+    NewOrder,
     OrderReads,
     OrderRepository,
     OrderRow,
 )
 from order_service.orders.schemas import OrderCreate, OrderOut
+from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
 from shared.errors import DatabaseUnavailable
+from shared.group_commit import WriterStopped
 from shared.http import ServiceCallFailed
 from shared.idempotency import (
     Claim,
@@ -90,6 +94,7 @@ class OrdersService:
         self.sold_out = SoldOutMemory(timing.sold_out_memory)
         self.reserving = InFlightLimit(timing.reserves_in_flight,
                                        wait_seconds=timing.reserve_wait_seconds)
+        self.writer = OrderWriter(sessions)
         self._effects: set[asyncio.Task[None]] = set()
 
     # Creating
@@ -132,19 +137,17 @@ class OrdersService:
             logger.error("fault injected: exiting", extra={"point": self.fault_point})
             os._exit(17)
         try:
-            async with self.sessions() as session, session.begin():
-                await OrderRepository(session).insert(
-                    order_id=order_id, user_id=user_id, product_id=request.product_id,
-                    quantity=request.quantity, unit_price=hold.unit_price,
-                    expires_at=expires_at, created_at=created_at,
-                    idempotency_key=claim.key if claim else None,
-                    idempotency_fingerprint=claim.fingerprint if claim else None)
+            await self.writer.write(NewOrder(
+                order_id=order_id, user_id=user_id, product_id=request.product_id,
+                quantity=request.quantity, unit_price=hold.unit_price, expires_at=expires_at,
+                created_at=created_at, idempotency_key=claim.key if claim else None,
+                idempotency_fingerprint=claim.fingerprint if claim else None))
         except IntegrityError as error:
             await self._release_quietly(request.product_id, order_id)
             if claim is not None and getattr(error.orig, "args", (None,))[0] == DUPLICATE_ENTRY:
                 return await self._first_order_of(claim)
             raise
-        except (SQLAlchemyError, OSError) as error:
+        except (SQLAlchemyError, OSError, WriterStopped) as error:
             await self._release_quietly(request.product_id, order_id)
             raise DatabaseUnavailable() from error
         except BaseException:
