@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -155,44 +157,43 @@ async def test_waiters_outside_are_let_in_one_per_slot_given_back() -> None:
     assert (limit._slots, limit._outside) == ({}, {})
 
 
-async def test_wake_all_lets_every_waiter_outside_look_again() -> None:
-    limit = InFlightLimit(1, wait_seconds=5)
+@asynccontextmanager
+async def only_slot_held(limit: InFlightLimit, key: int) -> AsyncIterator[None]:
+    """`key`'s one slot held by a call in flight while inside."""
     done = asyncio.Event()
 
     async def holder() -> None:
-        async with limit.slot(7):
+        async with limit.slot(key):
             await done.wait()
 
     task = asyncio.create_task(holder())
     await asyncio.sleep(0.01)
-    waiters = [asyncio.create_task(limit.wait_outside(7)) for _ in range(5)]
-    other = asyncio.create_task(limit.wait_outside(7))
-    await asyncio.sleep(0.01)
-    assert not any(waiter.done() for waiter in waiters)
-    limit.wake_all(7)
-    assert await asyncio.gather(*waiters, other) == [True] * 6
-    assert limit.busy(7)  # the slot itself is still held
-    done.set()
-    await task
+    try:
+        yield
+    finally:
+        done.set()
+        await task
+
+
+async def test_wake_all_lets_every_waiter_outside_look_again() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+    async with only_slot_held(limit, 7):
+        waiters = [asyncio.create_task(limit.wait_outside(7)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        assert not any(waiter.done() for waiter in waiters)
+        limit.wake_all(7)
+        assert await asyncio.gather(*waiters) == [True] * 5
+        assert limit.busy(7)  # the slot itself is still held
 
 
 async def test_a_waiter_outside_gives_up_after_wait_seconds_and_leaves_nothing() -> None:
     limit = InFlightLimit(1, wait_seconds=0.05)
-    done = asyncio.Event()
-
-    async def holder() -> None:
-        async with limit.slot(7):
-            await done.wait()
-
-    task = asyncio.create_task(holder())
-    await asyncio.sleep(0.01)
-    assert not await limit.wait_outside(7)
-    assert limit._outside == {}
-    cancelled = asyncio.create_task(limit.wait_outside(7))
-    await asyncio.sleep(0.01)
-    cancelled.cancel()  # the client went away
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    assert limit._outside == {}
-    done.set()
-    await task
+    async with only_slot_held(limit, 7):
+        assert not await limit.wait_outside(7)
+        assert limit._outside == {}
+        cancelled = asyncio.create_task(limit.wait_outside(7))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert limit._outside == {}
