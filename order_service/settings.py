@@ -34,8 +34,9 @@ class Settings(DatastoreSettings):
     settle_interval_seconds: float = Field(default=2.0, gt=0)
     orphan_interval_seconds: float = Field(default=15.0, gt=0)
     orphan_hold_after_seconds: float = Field(default=60.0, gt=0)
-    # Tests only: the process exits at this point of an order, to prove a crash loses nothing.
-    fault_point: Literal["after_reserve"] | None = None
+    # Tests only: the process exits at this point of an order (after_reserve), or the order's
+    # insert commits but its answer is lost (insert_answer_lost), to prove neither loses a unit.
+    fault_point: Literal["after_reserve", "insert_answer_lost"] | None = None
 
     @model_validator(mode="after")
     def _faults_only_in_tests(self) -> Settings:

@@ -35,10 +35,6 @@ class WriterStopped(Exception):
 
 
 class GroupCommit(Generic[Row]):
-    # Whether a row whose caller is cancelled is still written (True: the caller has promised it
-    # elsewhere already) or dropped when no batch has taken it yet (False).
-    shielded = True
-
     def __init__(self, *, max_batch: int) -> None:
         self.max_batch = max_batch
         self._waiting: dict[Hashable, list[tuple[Row, asyncio.Future[None]]]] = {}
@@ -69,21 +65,20 @@ class GroupCommit(Generic[Row]):
         self._waiting.setdefault(stream, []).append((row, done))
         if stream not in self._writers:
             self._writers[stream] = asyncio.create_task(self._write_waiting(stream))
-        if self.shielded:
-            try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                done.add_done_callback(_forget_outcome)
-                raise
-            return
+        # Shielded: a caller that goes away leaves its row to be written with the rest. Its
+        # caller has acted on it already (units held for it): whether it lands must not
+        # depend on who is still waiting for the answer.
         try:
-            await done
+            await asyncio.shield(done)
         except asyncio.CancelledError:
-            # Not yet taken into a batch: it is never written. Taken: it lands or fails with
-            # its batch, as a commit in flight does when its caller is cancelled.
-            waiting = self._waiting.get(stream, [])
-            waiting[:] = [(r, d) for r, d in waiting if d is not done]
+            done.add_done_callback(_forget_outcome)
             raise
+
+    async def drain(self, timeout: float) -> None:
+        """Waits (at most `timeout`) for the rows already handed in to be written: for a stop,
+        before the pool they are written with is closed."""
+        if self._writers:
+            await asyncio.wait(list(self._writers.values()), timeout=timeout)
 
     async def _write_waiting(self, stream: Hashable) -> None:
         batch: list[tuple[Row, asyncio.Future[None]]] = []

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_service.clients import PaymentsClient, StockClient
@@ -142,17 +142,21 @@ class OrdersService:
                 quantity=request.quantity, unit_price=hold.unit_price, expires_at=expires_at,
                 created_at=created_at, idempotency_key=claim.key if claim else None,
                 idempotency_fingerprint=claim.fingerprint if claim else None))
+            if self.fault_point == "insert_answer_lost":
+                raise OperationalError("COMMIT", {}, Exception(2013, "Lost connection"))
         except IntegrityError as error:
+            # Refused by the database: nothing of it was written.
             await self._release_quietly(request.product_id, order_id)
             if claim is not None and getattr(error.orig, "args", (None,))[0] == DUPLICATE_ENTRY:
                 return await self._first_order_of(claim)
             raise
         except (SQLAlchemyError, OSError, WriterStopped) as error:
-            await self._release_quietly(request.product_id, order_id)
-            raise DatabaseUnavailable() from error
-        except BaseException:
-            await self._release_quietly(request.product_id, order_id)
-            raise
+            # The commit may have landed before the error (a connection lost during COMMIT):
+            # the units go back only once the order is known not to exist.
+            if not await self._written_or_released(request.product_id, order_id):
+                raise DatabaseUnavailable() from error
+        # Not caught: a cancelled caller (its order is still written, shielded in the writer;
+        # if the process stops first, the orphan reconciler releases the hold).
         return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
                         quantity=request.quantity, unit_price=hold.unit_price,
                         amount=hold.unit_price * request.quantity, status="pending_payment",
@@ -168,6 +172,18 @@ class OrdersService:
         if first_fingerprint != claim.fingerprint:
             raise IdempotencyKeyReused()
         return order_out(order)
+
+    async def _written_or_released(self, product_id: int, order_id: int) -> bool:
+        """After a failed insert: True if the order was written after all; else its hold is
+        released (now, or by the orphan reconciler when the database cannot be asked)."""
+        try:
+            async with self.sessions() as session:
+                written = bool(await OrderRepository(session).existing_ids([order_id]))
+        except (SQLAlchemyError, OSError):
+            return False
+        if not written:
+            await self._release_quietly(product_id, order_id)
+        return written
 
     async def _release_quietly(self, product_id: int, order_id: int) -> None:
         try:
@@ -384,5 +400,6 @@ class OrdersService:
             after = page.next_after
 
     async def drain(self) -> None:
+        await self.writer.drain(timeout=self.timing.reserve_wait_seconds)
         while self._effects:
             await asyncio.gather(*list(self._effects), return_exceptions=True)

@@ -21,10 +21,6 @@ MAX_BATCH = 200
 
 
 class OrderWriter(GroupCommit[NewOrder]):
-    # A cancelled caller releases its hold (OrdersService._create): its order must then not be
-    # written later by a batch that had not taken it yet.
-    shielded = False
-
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *,
                  max_batch: int = MAX_BATCH) -> None:
         super().__init__(max_batch=max_batch)

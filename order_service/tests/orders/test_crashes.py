@@ -34,6 +34,26 @@ async def test_killed_between_reserve_and_insert_the_units_come_back(
     assert (await order(http, sale, user=user(), product=product, quantity=2)).status_code == 201
 
 
+async def test_an_insert_whose_answer_was_lost_keeps_its_order_and_its_units(
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
+) -> None:
+    """The database committed the order, then the connection failed before saying so: the
+    order is there, so the buyer gets it and its hold stays (released, it would be an order
+    whose units are sold to someone else)."""
+    product = await register_product(http, sale, total=2)
+    buyer = user()
+    sale.restart("order", ORDER_FAULT_POINT="insert_answer_lost")
+    try:
+        created = await order(http, sale, user=buyer, product=product)
+    finally:
+        sale.restart("order")
+    assert created.status_code == 201, created.text
+    assert (await get_order(http, sale, user=buyer, order_id=created.json()["id"])).json()[
+        "status"] == "pending_payment"
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"]) == (1, 1)
+
+
 async def pay_until_cut_off(http: httpx.AsyncClient, sale: Sale, *, user: int,
                             order_id: int) -> None:
     """Pays until the process dies at its fault point (the call raises). On a busy machine a
