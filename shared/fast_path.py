@@ -31,10 +31,13 @@ MAX_BODY = 1024
 @dataclass(frozen=True)
 class AfterWaiting:
     """What `decide` returns when the answer is known only after a wait (a turn behind calls
-    already in flight): `then()` waits, then gives the answer, or None to let the route answer.
-    A request waiting here costs a future, not a pass through the framework."""
+    already in flight): `then()` waits, then gives the answer, or None to let the route answer;
+    `after()`, if given, runs once the request is answered either way (to give back what
+    `then()` took for the route and the route did not use). A request waiting here costs a
+    future, not a pass through the framework."""
 
     then: Callable[[], Awaitable[ASGIApp | None]]
+    after: Callable[[], None] | None = None
 
 
 # (scope, headers with lower-case names, the body (b"" without one), the path's match).
@@ -112,12 +115,22 @@ class FastPath:
             return received.pop(0) if received else await receive()
 
         decided = None if body is None else self.decide(scope, headers, body, match)
-        answer = await decided.then() if isinstance(decided, AfterWaiting) else decided
+        if not isinstance(decided, AfterWaiting):
+            await self._answer(decided, scope, replay, send)
+            return
+        try:
+            await self._answer(await decided.then(), scope, replay, send)
+        finally:
+            if decided.after is not None:
+                decided.after()
+
+    async def _answer(self, answer: ASGIApp | None, scope: Scope, receive: Receive,
+                      send: Send) -> None:
         if answer is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
         scope["route"] = self.label
-        await answer(scope, replay, send)
+        await answer(scope, receive, send)
 
 
 async def _read_small_body(receive: Receive, received: list[Message]) -> bytes | None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 
@@ -81,6 +81,18 @@ class SlotTimeout(Exception):
     """No slot came free in time: the calls ahead are slow (their service is, most likely)."""
 
 
+@dataclass
+class _Turn:
+    limit: InFlightLimit
+    key: int
+    used: bool = False
+
+
+# The slot a task took in front of the framework (InFlightLimit.take_turn), for its route's
+# slot() to use. A request is one task, so the route sees what the layer in front set.
+_TURN: ContextVar[_Turn | None] = ContextVar("in_flight_turn", default=None)
+
+
 class InFlightLimit:
     """At most `limit` calls per key (a product) in flight from this process; the others wait
     their turn, first come first served, for at most `wait_seconds`.
@@ -91,9 +103,10 @@ class InFlightLimit:
     waited asks the memory again once it has its slot, so the queue behind the last unit drains
     without asking anyone.
 
-    A layer in front of the framework can keep the crowd out of it while the slots are taken
-    (`wait_outside`): each slot given back lets one such waiter in, and `wake_all` (the memory
-    has just learnt the product is sold out) lets them all look again at once.
+    A layer in front of the framework can wait for the turn itself (`take_turn`), so the crowd
+    waits there and not inside the framework: the slot it gets is the one its route's `slot()`
+    then uses (one wait, one place in the queue), and `give_back_turn` returns it if the route
+    never used it.
     """
 
     def __init__(self, limit: int, wait_seconds: float) -> None:
@@ -101,69 +114,62 @@ class InFlightLimit:
         self.wait_seconds = wait_seconds
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._users: dict[int, int] = {}
-        self._outside: dict[int, deque[asyncio.Future[None]]] = {}
 
     def busy(self, key: int) -> bool:
-        """Every slot of `key` is taken: a new call would wait."""
+        """Every slot of `key` is taken or waited for: a new call would wait."""
         semaphore = self._slots.get(key)
         return semaphore is not None and semaphore.locked()
 
-    async def wait_outside(self, key: int) -> bool:
-        """Waits, without a slot, until one of `key`'s slots is given back or wake_all(key);
-        False if `wait_seconds` passed first. Returns at once when a slot is free."""
-        if not self.busy(key):
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._outside.setdefault(key, deque())
-        waiting.append(future)
+    async def take_turn(self, key: int) -> bool:
+        """Waits for a slot of `key` as slot() does and keeps it for this task's next
+        slot(key). False if none came within `wait_seconds`."""
         try:
-            async with asyncio.timeout(self.wait_seconds):
-                await future
-            return True
-        except TimeoutError:
+            await self._acquire(key)
+        except SlotTimeout:
             return False
-        finally:
-            if not future.done():
-                future.cancel()
-            with suppress(ValueError):
-                waiting.remove(future)  # only a waiter that timed out or was cancelled is there
-            if not waiting and self._outside.get(key) is waiting:
-                del self._outside[key]
+        _TURN.set(_Turn(self, key))
+        return True
 
-    def wake_all(self, key: int) -> None:
-        """Every waiter outside looks again (the memory has just changed its answer)."""
-        for future in self._outside.pop(key, ()):
-            if not future.done():
-                future.set_result(None)
-
-    def _wake_one(self, key: int) -> None:
-        waiting = self._outside.get(key)
-        while waiting:
-            future = waiting.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
+    def give_back_turn(self) -> None:
+        """The slot take_turn got, if this task's slot() has not used it."""
+        turn = _TURN.get()
+        if turn is not None and turn.limit is self and not turn.used:
+            turn.used = True
+            self._release(turn.key)
 
     @asynccontextmanager
     async def slot(self, key: int) -> AsyncIterator[None]:
+        turn = _TURN.get()
+        if turn is not None and turn.limit is self and turn.key == key and not turn.used:
+            turn.used = True  # waited for in front of the framework already
+        else:
+            await self._acquire(key)
+        try:
+            yield
+        finally:
+            self._release(key)
+
+    async def _acquire(self, key: int) -> None:
         semaphore = self._slots.get(key)
         if semaphore is None:
             semaphore = self._slots[key] = asyncio.Semaphore(self.limit)
         self._users[key] = self._users.get(key, 0) + 1
         try:
-            try:
-                async with asyncio.timeout(self.wait_seconds):
-                    await semaphore.acquire()
-            except TimeoutError:
-                raise SlotTimeout() from None
-            try:
-                yield
-            finally:
-                semaphore.release()
-                self._wake_one(key)
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:  # nobody holds or waits: forget the key
-                del self._users[key]
-                del self._slots[key]
-                self.wake_all(key)  # nothing is in flight: nobody outside has a reason to wait
+            async with asyncio.timeout(self.wait_seconds):
+                await semaphore.acquire()
+        except TimeoutError:
+            self._leave(key)
+            raise SlotTimeout() from None
+        except BaseException:
+            self._leave(key)
+            raise
+
+    def _release(self, key: int) -> None:
+        self._slots[key].release()
+        self._leave(key)
+
+    def _leave(self, key: int) -> None:
+        self._users[key] -= 1
+        if not self._users[key]:  # nobody holds or waits: forget the key
+            del self._users[key]
+            del self._slots[key]

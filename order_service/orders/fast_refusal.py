@@ -8,9 +8,10 @@ order's answer is stored, which the route does), with a JSON body that is exactl
 
 - for a product the memory refuses right now, it is answered 409 sold_out here;
 - while every reserve slot of the product is taken (the opening's crowd behind the first
-  reserves), it waits here for its turn instead of in the route: a slot given back lets it on to
-  the route, the memory learning the product is sold out answers it 409 here, and a wait past
-  the route's own bound is the route's 503.
+  reserves), it waits for its turn here instead of in the route, in the same queue: with its
+  slot it goes on to the route (which uses that slot), or is answered 409 here if the memory
+  has learnt meanwhile that the product is sold out; a wait past the route's own bound is the
+  route's 503.
 
 Anything else, including a request the memory would let ask, goes on to the route.
 """
@@ -52,18 +53,19 @@ def _decide(scope: Scope, headers: dict[str, str], body: bytes,
     if orders.sold_out.still_refuses(product_id, quantity):
         return problem_from_error(SoldOut()) if _signed_in(headers, key) else None
     if orders.reserving.busy(product_id) and _signed_in(headers, key):
-        return AfterWaiting(partial(_after_turn, orders, product_id, quantity))
+        return AfterWaiting(then=partial(_after_turn, orders, product_id, quantity),
+                            after=orders.reserving.give_back_turn)
     return None
 
 
 async def _after_turn(orders: OrdersService, product_id: int, quantity: int) -> ASGIApp | None:
-    """The crowd behind the reserves in flight waits here, out of the framework: a slot given
-    back lets one in to the route; the memory learning the product is sold out answers them
-    all at once, for a future's cost each."""
-    if not await orders.reserving.wait_outside(product_id):
+    """The crowd behind the reserves in flight waits for its turn here, out of the framework,
+    in the same queue as the route's: the slot it gets is the one the route then uses. Once
+    the memory has learnt the product is sold out, each turn is a refusal given here."""
+    if not await orders.reserving.take_turn(product_id):
         return problem_from_error(too_many_waiting())  # as the route's own wait ends
     if orders.sold_out.still_refuses(product_id, quantity):
-        return problem_from_error(SoldOut())
+        return problem_from_error(SoldOut())  # the turn goes back in `after`
     return None
 
 

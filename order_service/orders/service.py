@@ -125,7 +125,6 @@ class OrdersService:
                         quantity=request.quantity, expires_at=expires_at)
         except SoldOut:
             self.sold_out.remember(request.product_id, request.quantity)
-            self.reserving.wake_all(request.product_id)  # the crowd outside can be answered now
             raise
         except SlotTimeout:
             raise too_many_waiting() from None

@@ -124,42 +124,9 @@ async def test_in_flight_limit_gives_up_waiting_and_frees_the_slot_it_never_had(
     assert limit._slots == {}
 
 
-async def test_waiters_outside_are_let_in_one_per_slot_given_back() -> None:
-    limit = InFlightLimit(1, wait_seconds=5)
-    assert await limit.wait_outside(7)  # nothing in flight: no wait at all
-    finished = [asyncio.Event() for _ in range(3)]
-    entered: list[int] = []
-
-    async def call(number: int) -> None:
-        async with limit.slot(7):
-            entered.append(number)
-            await finished[number].wait()
-
-    async def outside_then_call(number: int) -> bool:
-        let_in = await limit.wait_outside(7)
-        await call(number)
-        return let_in
-
-    first = asyncio.create_task(call(0))
-    await asyncio.sleep(0.01)
-    assert limit.busy(7)
-    assert not limit.busy(8)
-    waiters = [asyncio.create_task(outside_then_call(n)) for n in (1, 2)]
-    await asyncio.sleep(0.01)
-    assert entered == [0]
-    finished[0].set()
-    await asyncio.sleep(0.01)
-    assert entered == [0, 1]  # one slot back: one waiter in, in the order they came
-    finished[1].set()
-    finished[2].set()
-    assert await asyncio.gather(*waiters) == [True, True]
-    await first
-    assert (limit._slots, limit._outside) == ({}, {})
-
-
 @asynccontextmanager
-async def only_slot_held(limit: InFlightLimit, key: int) -> AsyncIterator[None]:
-    """`key`'s one slot held by a call in flight while inside."""
+async def only_slot_held(limit: InFlightLimit, key: int) -> AsyncIterator[asyncio.Event]:
+    """`key`'s one slot held by a call in flight until the event is set (or the block ends)."""
     done = asyncio.Event()
 
     async def holder() -> None:
@@ -169,31 +136,66 @@ async def only_slot_held(limit: InFlightLimit, key: int) -> AsyncIterator[None]:
     task = asyncio.create_task(holder())
     await asyncio.sleep(0.01)
     try:
-        yield
+        yield done
     finally:
         done.set()
         await task
 
 
-async def test_wake_all_lets_every_waiter_outside_look_again() -> None:
+async def test_a_turn_taken_in_front_is_the_slot_the_route_then_uses() -> None:
     limit = InFlightLimit(1, wait_seconds=5)
-    async with only_slot_held(limit, 7):
-        waiters = [asyncio.create_task(limit.wait_outside(7)) for _ in range(5)]
+    order: list[str] = []
+
+    async def request_waiting_in_front(name: str) -> None:
+        assert await limit.take_turn(7)
+        order.append(name)
+        # Its route, in the same task: the slot is the turn's, with no second wait (with one
+        # slot, a second wait would be for itself).
+        async with limit.slot(7):
+            await asyncio.sleep(0.01)
+        limit.give_back_turn()  # used by the route: nothing more to give back
+
+    async def request_in_the_route(name: str) -> None:
+        async with limit.slot(7):
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    async with only_slot_held(limit, 7) as done:
+        first = asyncio.create_task(request_waiting_in_front("front 1"))
         await asyncio.sleep(0.01)
-        assert not any(waiter.done() for waiter in waiters)
-        limit.wake_all(7)
-        assert await asyncio.gather(*waiters) == [True] * 5
-        assert limit.busy(7)  # the slot itself is still held
+        second = asyncio.create_task(request_in_the_route("route"))
+        await asyncio.sleep(0.01)
+        third = asyncio.create_task(request_waiting_in_front("front 2"))
+        await asyncio.sleep(0.01)
+        assert limit.busy(7)
+        done.set()
+        await asyncio.wait_for(asyncio.gather(first, second, third), 2)
+    assert order == ["front 1", "route", "front 2"]  # one queue, first come first served
+    assert limit._slots == {}
 
 
-async def test_a_waiter_outside_gives_up_after_wait_seconds_and_leaves_nothing() -> None:
+async def test_a_turn_the_route_never_used_is_given_back() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+
+    async def refused_in_front() -> None:
+        assert await limit.take_turn(7)
+        limit.give_back_turn()
+        limit.give_back_turn()  # once only
+
+    await asyncio.wait_for(asyncio.create_task(refused_in_front()), 1)
+    assert limit._slots == {}
+    async with limit.slot(7):  # the slot is free again
+        pass
+
+
+async def test_a_turn_not_come_in_time_is_false_and_leaves_nothing() -> None:
     limit = InFlightLimit(1, wait_seconds=0.05)
     async with only_slot_held(limit, 7):
-        assert not await limit.wait_outside(7)
-        assert limit._outside == {}
-        cancelled = asyncio.create_task(limit.wait_outside(7))
+        assert not await limit.take_turn(7)
+        cancelled = asyncio.create_task(limit.take_turn(7))
         await asyncio.sleep(0.01)
         cancelled.cancel()  # the client went away
         with pytest.raises(asyncio.CancelledError):
             await cancelled
-        assert limit._outside == {}
+        assert limit._users == {7: 1}  # only the holder
+    assert (limit._slots, limit._users) == ({}, {})

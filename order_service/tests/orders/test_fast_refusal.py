@@ -48,8 +48,9 @@ class Downstream:
 async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
                headers: dict[str, str] | None = None, method: str = "POST",
                path: str = ORDERS_PATH, reserving: InFlightLimit | None = None,
+               downstream: Downstream | None = None,
                ) -> tuple[int, dict[str, Any] | None, Downstream]:
-    downstream = Downstream()
+    downstream = downstream or Downstream()
     layer = SoldOutFastPath(downstream)
     if headers is None:
         headers = signed_identity_headers(1, "s" * 32) | JSON
@@ -177,31 +178,62 @@ async def all_slots_taken(limit: InFlightLimit) -> AsyncIterator[asyncio.Event]:
 
 async def test_the_crowd_behind_the_slots_waits_here_and_is_refused_when_stock_says_so() -> None:
     memory, limit = SoldOutMemory(60), InFlightLimit(2, wait_seconds=5)
-    async with all_slots_taken(limit):
+    async with all_slots_taken(limit) as done:
         waiting = [asyncio.create_task(call(memory, body=order_body(), reserving=limit))
                    for _ in range(20)]
         await asyncio.sleep(0.01)
         assert not any(task.done() for task in waiting)
-        # A reserve in flight is answered sold_out: the route remembers it and wakes the crowd.
+        # The reserves in flight are answered sold_out: the route remembers it, the slots
+        # come back, and each waiter's turn is a refusal given here.
         memory.remember(PRODUCT, 1)
-        limit.wake_all(PRODUCT)
-        answers = await asyncio.gather(*waiting)
+        done.set()
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), 2)
     assert {(status, problem and problem["code"]) for status, problem, _ in answers} == \
         {(409, "sold_out")}
     assert all(downstream.bodies == [] for _, _, downstream in answers)
+    assert limit._slots == {}  # every turn given back
 
 
-async def test_a_slot_given_back_lets_one_waiter_on_to_the_route_with_its_body() -> None:
+class RouteUsingTheSlot(Downstream):
+    """A route that reserves as order_service's does, inside limit.slot(PRODUCT)."""
+
+    def __init__(self, limit: InFlightLimit) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.limit.slot(PRODUCT):
+            await asyncio.sleep(0.01)
+            await super().__call__(scope, receive, send)
+
+
+async def test_a_waiter_goes_on_to_the_route_with_its_turn_and_its_body() -> None:
     memory, limit = SoldOutMemory(60), InFlightLimit(1, wait_seconds=5)
+    route = RouteUsingTheSlot(limit)
     async with all_slots_taken(limit) as done:
-        waiting = [asyncio.create_task(call(memory, body=order_body(quantity=n), reserving=limit))
-                   for n in (1, 2)]
+        waiting = [asyncio.create_task(call(memory, body=order_body(quantity=n), reserving=limit,
+                                            downstream=route)) for n in (1, 2, 3)]
         await asyncio.sleep(0.01)
+        assert route.bodies == []
         done.set()  # the reserve in flight was held: its slot comes back
-        first = await waiting[0]
-    assert (first[0], first[2].bodies) == (299, [order_body(quantity=1)])
-    second = await waiting[1]  # the slot of the first (the stand-in route holds none) is free
-    assert (second[0], second[2].bodies) == (299, [order_body(quantity=2)])
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), 2)
+    assert [status for status, _, _ in answers] == [299] * 3
+    # In the order they came, each through the route with the slot its turn got (with one
+    # slot, a route waiting again would wait for itself).
+    assert route.bodies == [order_body(quantity=n) for n in (1, 2, 3)]
+    assert limit._slots == {}
+
+
+async def test_a_turn_the_route_did_not_use_is_given_back() -> None:
+    limit = InFlightLimit(1, wait_seconds=5)
+    async with all_slots_taken(limit) as done:
+        waiting = [asyncio.create_task(call(SoldOutMemory(60), body=order_body(),
+                                            reserving=limit)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        done.set()
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), 2)
+    assert [status for status, _, _ in answers] == [299] * 3  # the stand-in route takes no slot
+    assert limit._slots == {}
 
 
 async def test_a_wait_past_the_routes_bound_is_the_routes_503() -> None:
@@ -212,6 +244,7 @@ async def test_a_wait_past_the_routes_bound_is_the_routes_503() -> None:
     assert problem is not None
     assert (status, problem["code"], downstream.bodies) == (503, "upstream_unavailable", [])
     assert problem["detail"] == too_many_waiting().detail
+    assert limit._slots == {}
 
 
 async def test_a_caller_the_route_must_see_does_not_wait_here() -> None:
