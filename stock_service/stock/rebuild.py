@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ class LiveState:
         self._last_round: dict[int, Comparison] = {}
         self._missing_last_round: set[int] = set()
         self._requested: dict[int, asyncio.Task[bool]] = {}
+        # Told of every product whose live state this changed (StockService forgets what it
+        # remembered of it).
+        self.on_change: Callable[[int], None] = lambda product_id: None
 
     async def rebuild(self, product_id: int) -> bool:
         """Loads the product's state from the ledger; False if another rebuild holds it."""
@@ -88,6 +92,7 @@ class LiveState:
                 product = await ledger.product(product_id, shared_lock=True)
                 if product is None:
                     await self.redis.delete(*keys.all)
+                    self.on_change(product_id)
                     return True
                 holds = await ledger.live_holds(product_id)
                 users = await ledger.user_units(product_id)
@@ -97,6 +102,7 @@ class LiveState:
                 hold.state, hold.user_id, hold.quantity, epoch_ms(hold.created_at))
                 for hold in holds}
             loaded = await self.scripts.load(product_id, token, meta, users, records)
+            self.on_change(product_id)
         except BaseException:
             # The flag is ours: let reserves in again rather than make them wait it out.
             if await self.redis.get(keys.rebuilding) == token:
@@ -202,6 +208,7 @@ class LiveState:
             wanted = settings_fields(product)
             if any(live[name] != value for name, value in wanted.items()):
                 await self.scripts.configure(product.product_id, wanted)
+                self.on_change(product.product_id)
                 fixed.append(product.product_id)
                 continue
             comparison = Comparison((product.remaining, product.held, product.sold),

@@ -113,6 +113,10 @@ class StockService:
         self.sold_out = SoldOutMemory(sold_out_memory)
         self.view_memory = view_memory
         self._views: dict[int, tuple[LiveView, float]] = {}
+        # Counts the changes made through this process: a view read while one was made may
+        # predate it, and is not remembered.
+        self._changes = 0
+        live.on_change = self._forget_view
 
     # Holds
 
@@ -389,6 +393,7 @@ class StockService:
     def _forget_view(self, product_id: int) -> None:
         """A change made through this process is seen by its next read; other processes see it
         within `view_memory`."""
+        self._changes += 1
         self._views.pop(product_id, None)
 
     async def _live_view(self, product_id: int) -> LiveView:
@@ -400,8 +405,9 @@ class StockService:
         if remembered is not None and now - remembered[1] < self.view_memory:
             view, read_at = remembered
             return replace(view, now_ms=view.now_ms + int((now - read_at) * 1000))
+        changes = self._changes
         view = await self.scripts.view(product_id)
-        if self.view_memory > 0:
+        if self.view_memory > 0 and changes == self._changes:
             if len(self._views) > 10_000:
                 self._views.clear()
             self._views[product_id] = (view, now)

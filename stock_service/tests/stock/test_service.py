@@ -439,6 +439,49 @@ async def test_a_change_made_through_this_process_is_seen_by_its_next_read(
         await stock.public_level(product)
 
 
+async def test_a_view_read_while_this_process_changed_the_product_is_not_remembered(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read Redis answered before a hold, its answer handled after it: that view predates
+    the hold, and remembering it would show the old count for `view_memory`."""
+    stock = StockService(sessions=resources.datastores.sessionmaker,
+                         reads=resources.datastores.reads, scripts=resources.scripts,
+                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
+    product = (await make_product(stock, total=5)).product_id
+    answered, go_on = asyncio.Event(), asyncio.Event()
+    real_view = resources.scripts.view
+
+    async def slow_view(product_id: int) -> Any:
+        view = await real_view(product_id)
+        answered.set()
+        await go_on.wait()
+        return view
+
+    monkeypatch.setattr(resources.scripts, "view", slow_view)
+    reading = asyncio.create_task(stock.public_level(product))
+    await answered.wait()
+    monkeypatch.setattr(resources.scripts, "view", real_view)
+    await stock.reserve(product, new_id(), user_id=1, quantity=2)
+    go_on.set()
+    assert (await reading).remaining == 5  # read before the hold
+    assert (await stock.public_level(product)).remaining == 3
+
+
+async def test_a_rebuild_in_this_process_drops_what_it_remembered_of_the_product(
+    resources: Resources
+) -> None:
+    stock = StockService(sessions=resources.datastores.sessionmaker,
+                         reads=resources.datastores.reads, scripts=resources.scripts,
+                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
+    product = (await make_product(stock, total=5)).product_id
+    assert (await stock.public_level(product)).remaining == 5
+    # Another process sells two: this one still remembers five, as it may for view_memory.
+    await resources.stock.reserve(product, new_id(), user_id=1, quantity=2)
+    assert (await stock.public_level(product)).remaining == 5
+    assert await resources.live.rebuild(product)
+    assert (await stock.public_level(product)).remaining == 3
+
+
 async def test_an_order_id_already_holding_another_product_takes_nothing_here(
     resources: Resources, redis: Redis
 ) -> None:
