@@ -54,6 +54,7 @@ PREFIX_WIDTH = 8
 STOP_GRACE_SECONDS = 10.0
 HEALTHY_TIMEOUT_SECONDS = 60.0
 DATASTORE_TIMEOUT_SECONDS = 120.0
+LISTEN_BACKLOG = 4096
 RECENT_LINES = 40
 
 
@@ -294,6 +295,10 @@ def uvicorn_command(service: App, *, host: str) -> list[str]:
         "--no-proxy-headers",
         # No `server: uvicorn` in answers: it tells an attacker which bugs to try.
         "--no-server-header",
+        # A sale's opening connects thousands at once: twice uvicorn's 2,048 (Linux caps it
+        # at net.core.somaxconn, 4,096 by default); a connection past the backlog waits for a
+        # SYN retry, a second or more.
+        "--backlog", str(LISTEN_BACKLOG),
     ]
 
 

@@ -105,4 +105,5 @@ def test_apps_start_without_proxy_headers_or_a_server_header() -> None:
     for service in all_services():
         command = uvicorn_command(service, host="127.0.0.1")
         assert {"--no-proxy-headers", "--no-server-header"} <= set(command)
-    assert "--no-proxy-headers --no-server-header" in entrypoint
+        assert command[command.index("--backlog") + 1] == "4096"  # the crowd's connects
+    assert "--no-proxy-headers --no-server-header --backlog 4096" in entrypoint
