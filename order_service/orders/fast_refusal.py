@@ -65,7 +65,8 @@ async def _after_turn(orders: OrdersService, product_id: int, quantity: int) -> 
     if not await orders.reserving.take_turn(product_id):
         return problem_from_error(too_many_waiting())  # as the route's own wait ends
     if orders.sold_out.still_refuses(product_id, quantity):
-        return problem_from_error(SoldOut())  # the turn goes back in `after`
+        orders.reserving.give_back_turn()  # now, for the next in the queue, not after the send
+        return problem_from_error(SoldOut())
     return None
 
 
