@@ -25,8 +25,10 @@ class StockUnavailable(ServiceUnavailable):
         super().__init__(detail, headers={"Retry-After": "1"})
 
 
-def too_many_waiting() -> StockUnavailable:
+class TooManyWaiting(StockUnavailable):
     """A product's reserves queued past the wait (InFlightLimit.wait_seconds), in the route or
     in the layer in front of it: one answer for both."""
-    return StockUnavailable("Too many orders for this product are waiting on stock_service; "
-                            "retry shortly.")
+
+    def __init__(self) -> None:
+        super().__init__("Too many orders for this product are waiting on stock_service; "
+                         "retry shortly.")

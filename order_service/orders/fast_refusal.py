@@ -23,7 +23,7 @@ from functools import partial
 
 from starlette.types import ASGIApp, Scope
 
-from order_service.orders.errors import too_many_waiting
+from order_service.orders.errors import TooManyWaiting
 from order_service.orders.service import OrdersService
 from shared.contracts import MAX_ID
 from shared.dependencies import RESOURCES_STATE_KEY
@@ -63,7 +63,7 @@ async def _after_turn(orders: OrdersService, product_id: int, quantity: int) -> 
     in the same queue as the route's: the slot it gets is the one the route then uses. Once
     the memory has learnt the product is sold out, each turn is a refusal given here."""
     if not await orders.reserving.take_turn(product_id):
-        return problem_from_error(too_many_waiting())  # as the route's own wait ends
+        return problem_from_error(TooManyWaiting())  # as the route's own wait ends
     if orders.sold_out.still_refuses(product_id, quantity):
         orders.reserving.give_back_turn()  # now, for the next in the queue, not after the send
         return problem_from_error(SoldOut())

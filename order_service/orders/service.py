@@ -35,7 +35,7 @@ from order_service.orders.errors import (
     OrderNotFound,
     OrderNotPayable,
     StockUnavailable,
-    too_many_waiting,
+    TooManyWaiting,
 )
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import (
@@ -127,7 +127,7 @@ class OrdersService:
             self.sold_out.remember(request.product_id, request.quantity)
             raise
         except SlotTimeout:
-            raise too_many_waiting() from None
+            raise TooManyWaiting() from None
         if hold is None:
             raise SoldOut()
         self.sold_out.forget(request.product_id)

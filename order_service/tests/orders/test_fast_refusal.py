@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from order_service.orders.errors import too_many_waiting
+from order_service.orders.errors import TooManyWaiting
 from order_service.orders.fast_refusal import ORDERS_PATH, SoldOutFastPath
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.fast_path import MAX_BODY
@@ -243,7 +243,7 @@ async def test_a_wait_past_the_routes_bound_is_the_routes_503() -> None:
                                                  reserving=limit)
     assert problem is not None
     assert (status, problem["code"], downstream.bodies) == (503, "upstream_unavailable", [])
-    assert problem["detail"] == too_many_waiting().detail
+    assert problem["detail"] == TooManyWaiting().detail
     assert limit._slots == {}
 
 
