@@ -32,12 +32,12 @@ MAX_BODY = 1024
 class AfterWaiting:
     """What `decide` returns when the answer is known only after a wait (a turn behind calls
     already in flight): `then()` waits, then gives the answer, or None to let the route answer;
-    `after()`, if given, runs once the request is answered either way (to give back what
-    `then()` took for the route and the route did not use). A request waiting here costs a
-    future, not a pass through the framework."""
+    `after()` runs once the request is answered either way (to give back what `then()` took
+    for the route and the route did not use). A request waiting here costs a future, not a
+    pass through the framework."""
 
     then: Callable[[], Awaitable[ASGIApp | None]]
-    after: Callable[[], None] | None = None
+    after: Callable[[], None]
 
 
 # (scope, headers with lower-case names, the body (b"" without one), the path's match).
@@ -121,8 +121,7 @@ class FastPath:
         try:
             await self._answer(await decided.then(), scope, replay, send)
         finally:
-            if decided.after is not None:
-                decided.after()
+            decided.after()
 
     async def _answer(self, answer: ASGIApp | None, scope: Scope, receive: Receive,
                       send: Send) -> None:
