@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from deploy.services import SERVICES, service
 from shared.migrate import upgrade
+from shared.services import SERVICES, service
 
 
 def service_database_url(package: str) -> str:

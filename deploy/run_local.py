@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.mail_sink import MailSink, StoredMail
-from deploy.services import GATEWAY, SERVICES, App
+from shared.services import GATEWAY, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"

@@ -7,8 +7,8 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from deploy.services import SERVICES, service
 from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
+from shared.services import SERVICES, service
 from shared.settings import ServiceSettings, refuse_passwordless_redis
 
 
@@ -16,7 +16,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # GATEWAY_<NAME>_SERVICE_URL, one per service of deploy.services (a test holds the two in
+    # GATEWAY_<NAME>_SERVICE_URL, one per service of shared.services (a test holds the two in
     # step); the defaults are where `make run` puts each service.
     user_service_url: str = service("user").local_url
     product_service_url: str = service("product").local_url

@@ -42,12 +42,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.run_local import Datastores, LogStream, SetupError, ensure_datastores
-from deploy.services import SERVICES
 from loadtests.checker import answers_by_status, check, read_state, service_databases
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import seed
 from loadtests.seed_file import SaleSeed
 from loadtests.system import ServiceSystem, cpu_seconds, datastore_pids, service_system
+from shared.services import SERVICES
 from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
 from shared.testing.net import free_port
 from user_service.settings import Settings as UserSettings

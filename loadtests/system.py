@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.services import service
 from shared.migrate import upgrade
+from shared.services import service
 from shared.testing.datastores import database_url_for_tests
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
@@ -126,7 +126,7 @@ class ServiceSystem:
 @contextmanager
 def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema_suffix: str,
                    env: Mapping[str, str] | None = None) -> Iterator[ServiceSystem]:
-    """`apps` (short names from deploy/services.py) on fresh schemas `preorder_<app>_<suffix>`
+    """`apps` (short names from shared/services.py) on fresh schemas `preorder_<app>_<suffix>`
     (TEST_NAMESPACE appended) and `redis_url`, every one told where the others are, then the
     gateway. The caller clears `redis_url`'s keys first: state keyed by row ids must go with the
     rows. `env` is added to every process's environment (ORDER_PAYMENT_TTL_SECONDS, say)."""

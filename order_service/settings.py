@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from deploy.services import service
+from shared.services import service
 from shared.settings import DatastoreSettings
 
 

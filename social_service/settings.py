@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from deploy.services import service
+from shared.services import service
 from shared.settings import DatastoreSettings
 
 

@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.tests.e2e import System, client_at, new_client_address, running_system
 from shared.contracts import REVOCATION_EPOCH_KEY
+from shared.services import SERVICES
 from shared.testing.mail import MailSink
 from shared.testing.net import ThreadedServer, free_port
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from deploy.services import SERVICES
+from shared.services import SERVICES
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port

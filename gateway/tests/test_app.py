@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from deploy.services import SERVICES
 from gateway.app import create_app
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from shared.services import SERVICES
 from shared.testing.net import ThreadedServer
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.services import SERVICES
 from gateway.settings import Settings
+from shared.services import SERVICES
 
 
 def test_one_url_setting_per_registered_service() -> None:

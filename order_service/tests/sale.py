@@ -17,8 +17,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from deploy.services import service
 from shared.internal.stock import StockRegistration, product_path
+from shared.services import service
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.identity import signed_identity_headers
 from shared.testing.net import ServiceProcess, free_port

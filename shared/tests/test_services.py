@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
 import pytest
 
-from deploy.services import GATEWAY, SERVICES, App, service
+from shared.services import GATEWAY, SERVICES, App, service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,3 +37,29 @@ def test_lookup_by_short_name_or_package() -> None:
     assert service("stock") is service("stock_service")
     with pytest.raises(KeyError):
         service("billing")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_running_code_never_imports_deployment_tooling() -> None:
+    """What runs in production (gateway, services, shared) does without deploy/: the image holds
+    the code, and the deployment tooling may change without touching a service."""
+    packages = ["shared", GATEWAY.package, *(app.package for app in SERVICES)]
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for package in packages
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        if "tests" not in path.relative_to(REPO_ROOT).parts
+        for module in _imported_modules(path)
+        if module == "deploy" or module.startswith("deploy.")
+    ]
+    assert offenders == []

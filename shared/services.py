@@ -1,5 +1,7 @@
-"""The one list of the system's apps. `make run`, the migration command, the gateway's upstream
-defaults, compose checks and the tests all read it; a new service is one line here.
+"""The one list of the system's apps. The services' settings (where the others listen by
+default), `make run`, the migration command, compose checks and the tests all read it; a new
+service is one line here. It lives in shared/ because running code reads it: deploy/ may import
+shared/, never the reverse.
 """
 
 from __future__ import annotations
