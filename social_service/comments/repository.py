@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from shared.pagination import Key, key_params, newer_than
 from shared.repository import Repository, execute_counted, execute_insert
 from social_service.comments.models import Comment, CommentLike
 from social_service.db import AnyRow
-from social_service.keyset import Key, key_params, newer_than
 
 COMMENT_COLUMNS = (Comment.id, Comment.post_id, Comment.author_id, Comment.content,
                    Comment.like_count, Comment.created_at, Comment.updated_at)

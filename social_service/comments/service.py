@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.pagination import Key, page_of, row_key
 from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
@@ -18,7 +19,6 @@ from social_service.comments.errors import CommentNotFound, NotCommentAuthor
 from social_service.comments.repository import CommentsRepository
 from social_service.comments.schemas import CommentOut
 from social_service.db import AnyRow
-from social_service.keyset import Key, page_of, row_key
 from social_service.posts.errors import PostNotFound
 from social_service.posts.repository import Lock, PostsRepository
 

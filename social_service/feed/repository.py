@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import BindParameter, bindparam, select, union, union_all
 
+from shared.pagination import Key, key_params, older_than
 from shared.repository import Repository
 from social_service.activities.models import Activity
 from social_service.follows.models import Follow, FollowCounts
-from social_service.keyset import Key, key_params, older_than
 from social_service.posts.models import Post
 from social_service.posts.repository import NEWEST_FIRST, POST_COLUMNS
 

@@ -8,13 +8,13 @@ read from MySQL (fan-out on read).
 
 from __future__ import annotations
 
+from shared.pagination import Key, page_of, row_key
 from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import TARGET_TYPES, ActivityType
 from social_service.activities.schemas import ActivityOut
 from social_service.feed.repository import FeedRepository, Row
 from social_service.feed.timelines import Timelines
-from social_service.keyset import Key, page_of, row_key
 from social_service.posts.schemas import PostOut
 
 

@@ -18,10 +18,10 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, select
 
+from shared.pagination import Key
 from shared.reads import ReadSession
 from social_service.feed.scripts import READY, WHOLE, TimelineScripts
 from social_service.follows.repository import FollowsRepository
-from social_service.keyset import Key
 from social_service.posts.models import Post
 from social_service.posts.repository import NEWEST_FIRST
 

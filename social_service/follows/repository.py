@@ -11,9 +11,9 @@ from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.orm import InstrumentedAttribute
 
+from shared.pagination import Key, key_params, older_than
 from shared.repository import Repository, execute_counted
 from social_service.follows.models import Follow, FollowCounts
-from social_service.keyset import Key, key_params, older_than
 
 Side = Literal["followers", "following"]
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.pagination import Key, page_of
 from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
@@ -16,7 +17,6 @@ from social_service.clients import UserDirectory
 from social_service.follows.errors import CannotFollowYourself, UserNotFound
 from social_service.follows.repository import FollowsRepository, follow_key
 from social_service.follows.schemas import FollowOut
-from social_service.keyset import Key, page_of
 
 
 class FollowEvents(Protocol):

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from shared.pagination import Key, key_params, older_than
 from shared.repository import Repository, execute_counted, execute_insert
-from social_service.keyset import Key, key_params, older_than
 from social_service.posts.models import Post, PostLike
 
 POST_COLUMNS = (Post.id, Post.author_id, Post.content, Post.like_count, Post.comment_count,

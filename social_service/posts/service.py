@@ -8,11 +8,11 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.pagination import Key, page_of, row_key
 from shared.reads import ReadSession
 from shared.schemas import Page
 from social_service.activities.models import ActivityType
 from social_service.activities.repository import ActivitiesRepository
-from social_service.keyset import Key, page_of, row_key
 from social_service.posts.errors import NotPostAuthor, PostNotFound
 from social_service.posts.repository import PostsRepository
 from social_service.posts.schemas import PostOut
