@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from product_service.products.models import Product
+from shared.pagination import Key, key_params, older_than
 from shared.repository import Repository, execute_counted, execute_insert
 
 Row = dict[str, Any]
@@ -27,11 +28,7 @@ def _page(*, of_kind: bool, after_key: bool) -> Any:
     if of_kind:
         query = query.where(Product.kind == bindparam("kind"))
     if after_key:
-        # Spelt out rather than as a row comparison, which MariaDB does not turn into an
-        # index range.
-        at: BindParameter[Any] = bindparam("key_created_at")
-        query = query.where(or_(Product.created_at < at,
-                                and_(Product.created_at == at, Product.id < bindparam("key_id"))))
+        query = query.where(older_than(Product.created_at, Product.id))
     return query.order_by(*NEWEST_FIRST).limit(bindparam("limit"))
 
 
@@ -46,13 +43,10 @@ class ProductsRepository(Repository):
     async def get_active(self, product_id: int) -> Row | None:
         return (await self.reads.execute(ACTIVE_PRODUCT_BY_ID, {"product_id": product_id})).first()
 
-    async def page(self, *, kind: str | None, before: tuple[datetime, int] | None,
-                   limit: int) -> list[Row]:
+    async def page(self, *, kind: str | None, before: Key | None, limit: int) -> list[Row]:
         """`limit` + 1 rows at most: the extra one says whether a next page exists."""
         statement = PRODUCT_PAGES[(kind is not None, before is not None)]
-        parameters: dict[str, Any] = {"kind": kind, "limit": limit + 1}
-        if before is not None:
-            parameters.update(key_created_at=before[0], key_id=before[1])
+        parameters: dict[str, Any] = {"kind": kind, "limit": limit + 1, **key_params(before)}
         return (await self.reads.execute(statement, parameters)).all()
 
     # Writes.

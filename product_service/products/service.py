@@ -18,7 +18,7 @@ the product withdrawn from stock_service, then marked deleted.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,12 +34,11 @@ from product_service.products.errors import (
 from product_service.products.repository import ProductsRepository, Row
 from product_service.products.schemas import ProductCreate, ProductOut, ProductUpdate, check_window
 from shared.clock import utcnow
-from shared.contracts import MAX_ID
 from shared.db import in_own_transaction
 from shared.errors import ProblemError, ValidationFailed
 from shared.http import ServiceCallFailed
 from shared.internal.stock import StockRegistration
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import Key, page_of, row_key
 from shared.reads import ReadSession
 from shared.sale_window import sale_state
 from shared.schemas import Page
@@ -50,12 +49,6 @@ logger = logging.getLogger("product_service.products")
 STOCK_FIELDS = frozenset({"price", "sale_opens_at", "sale_closes_at", "limit_per_user"})
 # Fixed once the sale has opened (stock_service refuses them too).
 FIXED_ONCE_OPEN = frozenset({"sale_opens_at", "sale_closes_at", "limit_per_user"})
-
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-# The largest time a DATETIME holds: a forged cursor past it would overflow datetime.
-_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999) - _EPOCH) // _MICROSECOND
-
 
 def product_out(row: Row, now: datetime) -> ProductOut:
     return ProductOut.model_validate(
@@ -75,20 +68,6 @@ def registration_of(row: Row, *, total: int | None = None) -> StockRegistration:
         limit_per_user=row["limit_per_user"])
 
 
-def cursor_of(row: Row) -> str:
-    return encode_cursor({"t": (row["created_at"] - _EPOCH) // _MICROSECOND, "id": row["id"]})
-
-
-def key_of(cursor: str | None) -> tuple[datetime, int] | None:
-    """(created_at, id) a cursor names, None for the first page; a forged one is a 422."""
-    raw = decode_cursor(cursor, fields={"t": int, "id": int})
-    if raw is None:
-        return None
-    if not (0 <= raw["t"] <= _MAX_MICROS and 1 <= raw["id"] <= MAX_ID):
-        raise ValidationFailed("The cursor is not valid.", loc=("query", "cursor"))
-    return _EPOCH + raw["t"] * _MICROSECOND, raw["id"]
-
-
 class ProductsReader:
     """The routes that only read: no transaction. Built once in the lifespan."""
 
@@ -104,11 +83,10 @@ class ProductsReader:
 
     async def list(self, *, kind: str | None, cursor: str | None,
                    limit: int) -> Page[ProductOut]:
-        rows = await self.products.page(kind=kind, before=key_of(cursor), limit=limit)
-        items = rows[:limit]
+        rows = await self.products.page(kind=kind, before=Key.from_cursor(cursor), limit=limit)
+        items, next_cursor = page_of(rows, limit, row_key)
         now = utcnow()
-        return Page(items=[product_out(row, now) for row in items],
-                    next_cursor=cursor_of(items[-1]) if len(rows) > limit else None)
+        return Page(items=[product_out(row, now) for row in items], next_cursor=next_cursor)
 
 
 class ProductsService:

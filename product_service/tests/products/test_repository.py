@@ -12,6 +12,7 @@ from product_service.products.repository import ProductsRepository
 from product_service.tests.helpers import new_user_id
 from product_service.tests.products.factories import make_product
 from shared.clock import utcnow
+from shared.pagination import Key
 
 
 async def test_pages_are_newest_first_with_ties_on_created_at_ordered_by_id(
@@ -31,7 +32,7 @@ async def test_pages_are_newest_first_with_ties_on_created_at_ordered_by_id(
 
     first = await products.page(kind=None, before=None, limit=2)
     assert [row["id"] for row in first] == [newest.id, tied[2].id, tied[1].id]
-    rest = await products.page(kind=None, before=(at, tied[1].id), limit=5)
+    rest = await products.page(kind=None, before=Key(at, tied[1].id), limit=5)
     assert rest[0]["id"] == tied[0].id
     assert all(row["created_at"] < at for row in rest[1:])
 
