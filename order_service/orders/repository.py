@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order_service.orders.models import Order
 from shared.clock import utcnow
+from shared.pagination import Key, key_params, older_than
 from shared.reads import ReadSession
 from shared.repository import execute_counted
 
@@ -27,7 +28,7 @@ ORDERS_OF_USER = (select(*ORDER_COLUMNS).where(Order.user_id == bindparam("user_
 ORDERS_OF_USER_AFTER = (
     select(*ORDER_COLUMNS)
     .where(Order.user_id == bindparam("user_id"),
-           tuple_(Order.created_at, Order.id) < tuple_(bindparam("created_at"), bindparam("id")))
+           older_than(Order.created_at, Order.id))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 ORDERS_OF_USER_IN_STATUS = (
     select(*ORDER_COLUMNS)
@@ -36,7 +37,7 @@ ORDERS_OF_USER_IN_STATUS = (
 ORDERS_OF_USER_IN_STATUS_AFTER = (
     select(*ORDER_COLUMNS)
     .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"),
-           tuple_(Order.created_at, Order.id) < tuple_(bindparam("created_at"), bindparam("id")))
+           older_than(Order.created_at, Order.id))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 # MySQL error 1062: the (user, Idempotency-Key) guard, or an order id taken twice.
 DUPLICATE_ENTRY = 1062
@@ -96,12 +97,10 @@ class OrderReads:
         return _order(row) if row else None
 
     async def page(self, user_id: int, *, status: str | None, limit: int,
-                   after: tuple[datetime, int] | None) -> list[OrderRow]:
-        parameters: dict[str, Any] = {"user_id": user_id, "limit": limit}
+                   after: Key | None) -> list[OrderRow]:
+        parameters: dict[str, Any] = {"user_id": user_id, "limit": limit, **key_params(after)}
         if status is not None:
             parameters["status"] = status
-        if after is not None:
-            parameters.update(created_at=after[0], id=after[1])
         statement = {
             (False, False): ORDERS_OF_USER, (False, True): ORDERS_OF_USER_AFTER,
             (True, False): ORDERS_OF_USER_IN_STATUS, (True, True): ORDERS_OF_USER_IN_STATUS_AFTER,

@@ -3,7 +3,6 @@ routed by the gateway)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
@@ -42,14 +41,17 @@ from shared.internal.stock import (
     SaleNotOpen,
     SoldOut,
 )
-from shared.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from shared.pagination import Cursor, Key, Limit, page_of
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
                           dependencies=[InternalCallersOnly])
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
-_CURSOR_FIELDS = {"created_at": str, "id": int}
+
+
+def _order_key(order: OrderOut) -> Key:
+    return Key(order.created_at, order.id)
 
 
 @router.post(
@@ -77,19 +79,9 @@ async def create_order(body: OrderCreate, user_id: CurrentUser, key: Idempotency
 async def list_orders(user_id: CurrentUser, orders: OrdersServiceDep,
                       status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
                       limit: Limit = 20, cursor: Cursor = None) -> OrderPage:
-    key = decode_cursor(cursor, fields=_CURSOR_FIELDS)
-    after = None
-    if key is not None:
-        try:
-            after = (datetime.fromisoformat(key["created_at"]), key["id"])
-        except ValueError:
-            raise ValidationFailed("The cursor is not valid.", loc=("query", "cursor")) from None
-    items = await orders.page(user_id, status=status_filter, limit=limit + 1, after=after)
-    page = items[:limit]
-    next_cursor = None
-    if len(items) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+    items = await orders.page(user_id, status=status_filter, limit=limit + 1,
+                              after=Key.from_cursor(cursor))
+    page, next_cursor = page_of(items, limit, _order_key)
     return OrderPage(items=page, next_cursor=next_cursor)
 
 

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -59,6 +59,7 @@ from shared.idempotency import (
 )
 from shared.internal.orders import OrderState, PaymentLease
 from shared.internal.stock import Hold, SoldOut
+from shared.pagination import Key
 from shared.reads import ReadSession
 from shared.sold_out import InFlightLimit, SlotTimeout, SoldOutMemory, Verdict
 
@@ -202,7 +203,7 @@ class OrdersService:
         return order_out(order)
 
     async def page(self, user_id: int, *, status: str | None, limit: int,
-                   after: tuple[datetime, int] | None) -> list[OrderOut]:
+                   after: Key | None) -> list[OrderOut]:
         return [order_out(order)
                 for order in await self.reads.page(user_id, status=status, limit=limit,
                                                    after=after)]
