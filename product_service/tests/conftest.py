@@ -8,15 +8,13 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from product_service.app import create_app
 from product_service.dependencies import Resources
 from product_service.settings import Settings
-from shared.db import create_sessionmaker
 from shared.testing.apps import RunningApp, running_app
 from shared.testing.datastores import fresh_database
 from shared.testing.net import ThreadedServer
@@ -87,25 +85,5 @@ async def service(make_settings: SettingsFactory, redis: Redis) -> AsyncIterator
 
 
 @pytest.fixture(scope="package")
-def client(service: RunningApp) -> httpx.AsyncClient:
-    return service.client
-
-
-@pytest.fixture(scope="package")
 def resources(service: RunningApp) -> Resources:
-    assert isinstance(service.resources, Resources)
-    return service.resources
-
-
-@pytest.fixture(scope="package")
-async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """For factories and checks; commit to let the app under test see what was made."""
-    async with create_sessionmaker(db_engine)() as db:
-        yield db
+    return service.resources_as(Resources)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.dependencies import RESOURCES_STATE_KEY
+
+R = TypeVar("R")
 
 
 class _WithLifespanState:
@@ -33,6 +35,11 @@ class RunningApp:
     client: httpx.AsyncClient
     # The service's own Resources object, as its lifespan built it.
     resources: Any
+
+    def resources_as(self, kind: type[R]) -> R:
+        """The Resources object with the service's own type (what its lifespan must build)."""
+        assert isinstance(self.resources, kind), f"the lifespan built {type(self.resources)}"
+        return self.resources
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -74,25 +73,6 @@ async def service(make_settings: SettingsFactory, redis: Any) -> AsyncIterator[R
     forget_redis_keys(make_settings().redis_url, "social:")
     async with running_app(create_app(make_settings()), base_url="http://social") as app:
         yield app
-
-
-@pytest.fixture(scope="session")
-def client(service: RunningApp) -> httpx.AsyncClient:
-    return service.client
-
-
-@pytest.fixture(scope="session")
-async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """For factories and checks; commit to let the app under test see what was made."""
-    async with create_sessionmaker(db_engine)() as db:
-        yield db
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from shared.db import create_sessionmaker
 from shared.testing.apps import RunningApp, running_app
 from shared.testing.datastores import fresh_database
 from stock_service.app import create_app
@@ -57,18 +55,4 @@ async def service(make_settings: SettingsFactory, redis: Redis) -> AsyncIterator
 
 @pytest.fixture(scope="session")
 def resources(service: RunningApp) -> Resources:
-    assert isinstance(service.resources, Resources)
-    return service.resources
-
-
-@pytest.fixture(scope="session")
-async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    async with create_sessionmaker(db_engine)() as db:
-        yield db
+    return service.resources_as(Resources)

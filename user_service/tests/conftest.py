@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from shared.db import create_sessionmaker
 from shared.testing.apps import RunningApp
 from shared.testing.datastores import fresh_database
 from shared.testing.mail import MailSink
@@ -70,22 +67,3 @@ async def service(make_settings: SettingsFactory, redis: Any) -> AsyncIterator[R
     # `redis` is requested so the test database is flushed before the first request.
     async with running_app(make_settings()) as app:
         yield app
-
-
-@pytest.fixture(scope="session")
-def client(service: RunningApp) -> httpx.AsyncClient:
-    return service.client
-
-
-@pytest.fixture(scope="session")
-async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """For factories and checks; commit to let the app under test see what was made."""
-    async with create_sessionmaker(db_engine)() as db:
-        yield db
