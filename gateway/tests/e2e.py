@@ -110,15 +110,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-
-
 async def signed_up(api: httpx.AsyncClient, mail: MailSink, *, name: str = "Kim") -> str:
     email = new_email()
     response = await api.post("/api/v1/auth/signup",

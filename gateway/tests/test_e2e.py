@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.tests.e2e import (
     PASSWORD,
     System,
-    assert_problem,
     bearer,
     client_at,
     login,
@@ -27,6 +26,7 @@ from gateway.tests.e2e import (
 )
 from shared.testing.datastores import database_url_for_tests
 from shared.testing.identity import signed_identity_headers
+from shared.testing.problems import assert_problem
 
 
 async def test_readyz_with_every_service_up(api: httpx.AsyncClient) -> None:

@@ -15,14 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.tests.e2e import (
-    System,
-    User,
-    assert_problem,
-    client_at,
-    new_client_address,
-    new_user,
-)
+from gateway.tests.e2e import System, User, client_at, new_client_address, new_user
+from shared.testing.problems import assert_problem
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.tests.e2e import System, User, assert_problem, new_user
+from gateway.tests.e2e import System, User, new_user
+from shared.testing.problems import assert_problem
 
 MAX_ID = 2**53 - 1
 PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price", "kind", "sale_opens_at",

@@ -1,32 +1,15 @@
-"""HTTP-side helpers for product_service tests: the caller's identity headers, problem+json
-assertions, and product bodies. (Rows made directly are in products/factories.py.)"""
+"""HTTP-side helpers for product_service tests: product bodies and products made through the
+API. (Rows made directly are in products/factories.py; identities and problem checks come from
+shared.testing.)"""
 
 from __future__ import annotations
 
-import itertools
-import random
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from shared.testing.identity import signed_identity_headers
-
-# Ids of users the tests make up (product_service never asks user_service), never the same
-# twice in one run.
-_user_ids = itertools.count(random.randrange(10**12, 2 * 10**12), random.randrange(1, 1000))
-
-
-def new_user_id() -> int:
-    return next(_user_ids)
-
-
-def identity_headers(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user, signed as the gateway signs it. The one
-    place tests build identity, so a change in how services trust the gateway is a change here
-    only."""
-    return signed_identity_headers(user_id, secrets.token_hex(16))
+from shared.testing.identity import identity_headers
 
 
 def iso(value: datetime) -> str:
@@ -43,15 +26,6 @@ def product_body(**fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"name": "Keyboard", "description": "Tactile, 75%", "price": 129_000,
                             "stock": 30, "kind": "preorder", "sale_opens_at": in_(days=1)}
     body.update(fields)
-    return body
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
     return body
 
 

@@ -1,5 +1,6 @@
 """Acting as the gateway in a service's tests: the identity headers it forwards, signed.
 
+    response = await client.get("/api/v1/orders", headers=identity_headers(new_user_id()))
     response = await client.get("/api/v1/orders", headers=signed_identity_headers(user_id, sid))
 
 The root conftest puts TEST_IDENTITY_SIGNING_KEY in the environment (IDENTITY_SIGNING_KEY), so
@@ -8,6 +9,7 @@ every Settings a test builds, and every service process it starts, checks with t
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 import uuid
@@ -50,3 +52,19 @@ def signed_identity_headers(
     if session_id is not None:
         headers[SESSION_ID_HEADER] = session
     return headers
+
+
+# Ids of users the tests make up (a service that never asks user_service takes any id), far above
+# the ids user_service hands out and never the same twice in one run.
+_user_ids = itertools.count(10**12 + secrets.randbelow(10**12), 1 + secrets.randbelow(999))
+
+
+def new_user_id() -> int:
+    return next(_user_ids)
+
+
+def identity_headers(user_id: int) -> dict[str, str]:
+    """What the gateway forwards for a signed-in user (a new session each call), signed as the
+    gateway signs it. The one place service tests build identity, so a change in how services
+    trust the gateway is a change here only."""
+    return signed_identity_headers(user_id, secrets.token_hex(16))

@@ -3,8 +3,6 @@ the app under test (another connection) must see the rows."""
 
 from __future__ import annotations
 
-import itertools
-import random
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,14 +12,6 @@ from social_service.comments.models import Comment
 from social_service.follows.models import Follow
 from social_service.posts.models import Post
 from user_service.tests.factories import make_user
-
-# Ids of users the tests make up (no account needed: posting does not ask user_service). Far
-# above the ids user_service hands out, and never the same twice in one run.
-_user_ids = itertools.count(random.randrange(10**12, 2 * 10**12), random.randrange(1, 1000))
-
-
-def new_user_id() -> int:
-    return next(_user_ids)
 
 
 async def make_account(user_session: AsyncSession) -> int:

@@ -1,30 +1,13 @@
-"""HTTP-side helpers for social_service tests: the caller's identity headers and problem+json
-assertions. (Rows made directly are in factories.py.)"""
+"""HTTP-side helpers for social_service tests: every page of a list. (Rows made directly are in
+factories.py; identities and problem checks come from shared.testing.)"""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import httpx
 
-from shared.testing.identity import signed_identity_headers
-
-
-def identity_headers(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user, signed as the gateway signs it. The one
-    place tests build identity, so a change in how services trust the gateway is a change here
-    only."""
-    return signed_identity_headers(user_id, secrets.token_hex(16))
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
+from shared.testing.identity import identity_headers
 
 
 async def all_pages(client: httpx.AsyncClient, url: str, user_id: int, *, limit: int,

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ServiceUnavailable
 from shared.http import service_client
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, new_user_id
 from shared.testing.net import free_port
 from social_service.clients import UserDirectory
-from social_service.tests.factories import make_account, new_user_id
+from social_service.tests.factories import make_account
 
 Directories = Callable[[str], Awaitable[UserDirectory]]
 

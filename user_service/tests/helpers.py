@@ -1,5 +1,5 @@
-"""HTTP-side helpers for user_service tests: the app running, accounts made through the API,
-logins and problem+json assertions. (Rows made directly are in factories.py.)"""
+"""HTTP-side helpers for user_service tests: the app running, accounts made through the API
+and logins. (Rows made directly are in factories.py.)"""
 
 from __future__ import annotations
 
@@ -96,12 +96,3 @@ async def signed_in(
     assert response.status_code == 200
     tokens = response.json()
     return email, tokens, identity_headers(tokens["access_token"])
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body

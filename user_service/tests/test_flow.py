@@ -7,8 +7,9 @@ from redis.asyncio import Redis
 
 from shared.contracts import revoked_session_key
 from shared.testing.mail import MailSink
+from shared.testing.problems import assert_problem
 from user_service.tests.factories import PASSWORD, unique_email
-from user_service.tests.helpers import assert_problem, identity_headers, login, signup, verify
+from user_service.tests.helpers import identity_headers, login, signup, verify
 
 
 async def test_signup_verify_login_profile_refresh_password_logout(

@@ -22,9 +22,10 @@ from product_service.products.cache import (
     render,
 )
 from product_service.products.repository import ProductsRepository
-from product_service.tests.helpers import create_product, identity_headers, new_user_id
+from product_service.tests.helpers import create_product
 from product_service.tests.products.factories import make_product
 from shared.reads import AnySelect, ReadResult, ReadSession
+from shared.testing.identity import identity_headers, new_user_id
 from shared.testing.net import free_port
 
 

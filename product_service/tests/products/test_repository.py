@@ -9,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.dependencies import Resources
 from product_service.products.repository import ProductsRepository
-from product_service.tests.helpers import new_user_id
 from product_service.tests.products.factories import make_product
 from shared.clock import utcnow
 from shared.pagination import Key
+from shared.testing.identity import new_user_id
 
 
 async def test_pages_are_newest_first_with_ties_on_created_at_ordered_by_id(

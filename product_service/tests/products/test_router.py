@@ -14,17 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.dependencies import Resources
 from product_service.products.models import Product
-from product_service.tests.helpers import (
-    assert_problem,
-    create_product,
-    identity_headers,
-    in_,
-    new_user_id,
-    product_body,
-)
+from product_service.tests.helpers import create_product, in_, product_body
 from shared.clock import utcnow
 from shared.errors import ProblemError
 from shared.internal.stock import StockRegistration
+from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.problems import assert_problem
 
 PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price", "kind", "sale_opens_at",
                   "sale_closes_at", "limit_per_user", "sale_state", "created_at", "updated_at"}

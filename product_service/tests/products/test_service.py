@@ -24,16 +24,12 @@ from product_service.dependencies import Resources
 from product_service.products.models import Product
 from product_service.products.tasks import settle_pending_products
 from product_service.tests.conftest import SettingsFactory
-from product_service.tests.helpers import (
-    assert_problem,
-    create_product,
-    identity_headers,
-    new_user_id,
-    product_body,
-)
+from product_service.tests.helpers import create_product, product_body
 from shared.internal.stock import StockRegistration
 from shared.testing.apps import RunningApp, running_app
+from shared.testing.identity import identity_headers, new_user_id
 from shared.testing.net import ThreadedServer, free_port
+from shared.testing.problems import assert_problem
 
 
 @dataclass

@@ -15,12 +15,11 @@ from product_service.dependencies import Resources
 from product_service.products.models import Product
 from product_service.products.repository import ProductsRepository
 from product_service.products.tasks import settle_pending_products
-from product_service.tests.helpers import new_user_id
 from product_service.tests.products.factories import make_product
 from shared.clock import utcnow
 from shared.http import ServiceCallFailed, service_client
 from shared.internal.stock import StockRegistration
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, new_user_id
 from shared.testing.net import free_port
 
 

@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.problems import assert_problem
 from social_service.activities.models import Activity
 from social_service.comments.models import Comment, CommentLike
-from social_service.tests.factories import make_comment, make_post, new_user_id
-from social_service.tests.helpers import all_pages, assert_problem, identity_headers
+from social_service.tests.factories import make_comment, make_post
+from social_service.tests.helpers import all_pages
 
 
 async def new_post(session: AsyncSession) -> int:

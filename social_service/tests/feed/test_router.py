@@ -10,8 +10,10 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
-from social_service.tests.factories import make_account, make_follow, make_post, new_user_id
-from social_service.tests.helpers import all_pages, assert_problem, identity_headers
+from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.problems import assert_problem
+from social_service.tests.factories import make_account, make_follow, make_post
+from social_service.tests.helpers import all_pages
 
 
 async def feed_page(client: httpx.AsyncClient, user_id: int, *, limit: int = 20,

@@ -15,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import utcnow
 from shared.pagination import Key
 from shared.testing.apps import RunningApp, running_app
+from shared.testing.identity import identity_headers, new_user_id
 from social_service.app import create_app
 from social_service.feed.repository import FeedRepository
 from social_service.feed.scripts import READY, WHOLE
 from social_service.feed.timelines import Timelines, member
 from social_service.tests.conftest import SettingsFactory
-from social_service.tests.factories import make_account, make_follow, make_post, new_user_id
-from social_service.tests.helpers import all_pages, identity_headers
+from social_service.tests.factories import make_account, make_follow, make_post
+from social_service.tests.helpers import all_pages
 
 LENGTH = 10
 PULL_THRESHOLD = 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.testing.identity import new_user_id
 from social_service.follows.models import FollowCounts
 from social_service.follows.repository import FollowsRepository
-from social_service.tests.factories import new_user_id
 
 
 async def pulled(session: AsyncSession, user_id: int) -> bool:

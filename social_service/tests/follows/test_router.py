@@ -9,9 +9,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.problems import assert_problem
 from social_service.follows.repository import FollowsRepository
-from social_service.tests.factories import make_account, new_user_id
-from social_service.tests.helpers import all_pages, assert_problem, identity_headers
+from social_service.tests.factories import make_account
+from social_service.tests.helpers import all_pages
 
 
 async def follow(client: httpx.AsyncClient, follower: int, followee: int) -> httpx.Response:

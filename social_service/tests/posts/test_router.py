@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.problems import assert_problem
 from social_service.posts.models import Post, PostLike
-from social_service.tests.factories import make_post, new_user_id
-from social_service.tests.helpers import all_pages, assert_problem, identity_headers
+from social_service.tests.factories import make_post
+from social_service.tests.helpers import all_pages
 
 
 async def create_post(client: httpx.AsyncClient, author_id: int, content: str = "hello") -> dict[str, Any]:

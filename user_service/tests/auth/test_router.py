@@ -21,6 +21,7 @@ from shared.testing.apps import RunningApp
 from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
+from shared.testing.problems import assert_problem
 from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY
 from user_service.auth.models import RefreshToken
 from user_service.auth.service import hash_refresh_token
@@ -35,7 +36,6 @@ from user_service.tests.factories import (
 )
 from user_service.tests.helpers import (
     after_commit_done,
-    assert_problem,
     identity_headers,
     login,
     resend,

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import identity_signature, internal_user_path
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
+from shared.testing.problems import assert_problem
 from user_service.tests.factories import identity_headers_of, make_login_session, make_user
-from user_service.tests.helpers import assert_problem
 
 
 async def signed_in_headers(session: AsyncSession, **user_fields: Any) -> dict[str, str]:
