@@ -1,5 +1,5 @@
 """Registers the project's test plugin (shared/testing/plugin.py: engine, session, client, the
-SMTP sink, the test Redis) for every test below this folder, whether pytest
+SMTP sink, the test Redis, the sale system) for every test below this folder, whether pytest
 starts here (`make test`) or in a subfolder (pyproject.toml makes this folder the rootdir, and
 a rootdir's conftest.py is always read)."""
 

@@ -7,6 +7,7 @@ package may use.
   (one engine per schema for the whole run); commit in a test to let the app under test see
   what a factory made.
 - `client`: the HTTP client of the app the package's conftest runs as `service` (a RunningApp).
+- `sale`, `http` and `engines`: the multi-process sale system (stock, order, payment; sale.py).
 
 The environment is `test` for everything the tests build, in this process and in the service
 processes they start (which inherit it): settings default to production otherwise. They share
@@ -28,6 +29,10 @@ from shared.testing.apps import RunningApp
 from shared.testing.datastores import TEST_REDIS_URL
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.mail import MailSink
+from shared.testing.sale import engines, http, sale
+
+__all__ = ["client", "db_engine", "engines", "http", "mail_sink", "redis", "redis_url", "sale",
+           "session"]
 
 os.environ["APP_ENV"] = "test"
 os.environ["IDENTITY_SIGNING_KEY"] = TEST_IDENTITY_SIGNING_KEY

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_service.tests.orders.flow import get_order, order, pay, settled
-from order_service.tests.sale import Sale, register_product
+from shared.testing.sale import Sale, register_product
+from shared.testing.sale_flow import get_order, order, pay, settled
 
 
 def user() -> int:

@@ -14,7 +14,10 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_service.tests.orders.flow import (
+from shared.testing.identity import identity_headers
+from shared.testing.problems import assert_problem
+from shared.testing.sale import PAYMENT_TTL_SECONDS, Sale, register_product
+from shared.testing.sale_flow import (
     CARD_DECLINED,
     cancel,
     codes,
@@ -24,19 +27,12 @@ from order_service.tests.orders.flow import (
     pay,
     settled,
 )
-from order_service.tests.sale import PAYMENT_TTL_SECONDS, Sale, as_user, register_product
 
 Engines = dict[str, AsyncEngine]
 
 
 def user() -> int:
     return int.from_bytes(os.urandom(4), "big") + 1
-
-
-def problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == code
 
 
 async def test_an_order_holds_its_units_until_paid(
@@ -69,14 +65,14 @@ async def test_refusals_carry_the_contracts_codes(http: httpx.AsyncClient, sale:
     product = await register_product(http, sale, total=1, limit_per_user=1)
     buyer = user()
     assert (await order(http, sale, user=buyer, product=product)).status_code == 201
-    problem(await order(http, sale, user=buyer, product=product), 409, "purchase_limit_exceeded")
-    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
-    problem(await order(http, sale, user=user(), product=2**53 - 1), 404, "not_found")
+    assert_problem(await order(http, sale, user=buyer, product=product), 409, "purchase_limit_exceeded")
+    assert_problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert_problem(await order(http, sale, user=user(), product=2**53 - 1), 404, "not_found")
     later = await register_product(http, sale, total=5, sale_opens_at="2099-01-01T00:00:00Z")
-    problem(await order(http, sale, user=user(), product=later), 409, "sale_not_open")
+    assert_problem(await order(http, sale, user=user(), product=later), 409, "sale_not_open")
     over = await register_product(http, sale, total=5, sale_opens_at="2020-01-01T00:00:00Z",
                                   sale_closes_at="2021-01-01T00:00:00Z")
-    problem(await order(http, sale, user=user(), product=over), 409, "sale_closed")
+    assert_problem(await order(http, sale, user=user(), product=over), 409, "sale_closed")
 
 
 async def refusals_counted(http: httpx.AsyncClient, sale: Sale) -> float:
@@ -98,7 +94,7 @@ async def test_the_crowd_behind_a_sell_out_gets_the_routes_own_answer(
     by_stock = await order(http, sale, user=user(), product=product)  # the route asks stock
     by_memory = await order(http, sale, user=user(), product=product)
     for answer in (by_stock, by_memory):
-        problem(answer, 409, "sold_out")
+        assert_problem(answer, 409, "sold_out")
         assert answer.json()["request_id"] == answer.headers["x-request-id"]
     assert ({k: v for k, v in by_stock.json().items() if k != "request_id"}
             == {k: v for k, v in by_memory.json().items() if k != "request_id"})
@@ -107,17 +103,17 @@ async def test_the_crowd_behind_a_sell_out_gets_the_routes_own_answer(
 
     url = sale.url("order") + "/api/v1/orders"
     unsigned = await http.post(url, json={"product_id": product, "quantity": 1})
-    problem(unsigned, 401, "missing_token")
-    forged = as_user(user()) | {"X-User-Id": str(user())}
-    problem(await http.post(url, json={"product_id": product, "quantity": 1}, headers=forged),
-            401, "missing_token")
-    problem(await order(http, sale, user=user(), product=product, body={
+    assert_problem(unsigned, 401, "missing_token")
+    forged = identity_headers(user()) | {"X-User-Id": str(user())}
+    assert_problem(await http.post(url, json={"product_id": product, "quantity": 1}, headers=forged),
+                   401, "missing_token")
+    assert_problem(await order(http, sale, user=user(), product=product, body={
         "product_id": product, "quantity": True}), 422, "validation_error")
     keyed = await order(http, sale, user=(buyer := user()), product=product, key="crowd-1")
-    problem(keyed, 409, "sold_out")
+    assert_problem(keyed, 409, "sold_out")
     # The keyed refusal was stored by the route: the same key with another body is a reuse.
-    problem(await order(http, sale, user=buyer, product=product, quantity=2, key="crowd-1"),
-            422, "idempotency_key_reused")
+    assert_problem(await order(http, sale, user=buyer, product=product, quantity=2, key="crowd-1"),
+                   422, "idempotency_key_reused")
     counts = await settled(engines, redis, product)
     assert (counts["remaining"], counts["held"], counts["sold"]) == (0, 1, 0)
 
@@ -131,18 +127,18 @@ async def test_the_crowd_behind_a_sell_out_gets_the_routes_own_answer(
 async def test_bad_bodies_are_422_and_reserve_nothing(
     http: httpx.AsyncClient, sale: Sale, body: dict[str, object]
 ) -> None:
-    problem(await order(http, sale, user=user(), product=1, body=body), 422, "validation_error")
+    assert_problem(await order(http, sale, user=user(), product=1, body=body), 422, "validation_error")
 
 
 async def test_orders_are_the_callers_own(http: httpx.AsyncClient, sale: Sale) -> None:
     product = await register_product(http, sale, total=5)
     owner, stranger = user(), user()
     order_id = (await order(http, sale, user=owner, product=product)).json()["id"]
-    problem(await get_order(http, sale, user=stranger, order_id=order_id), 404, "not_found")
-    problem(await cancel(http, sale, user=stranger, order_id=order_id), 404, "not_found")
-    problem(await pay(http, sale, user=stranger, order_id=order_id), 404, "not_found")
-    problem(await http.get(sale.url("order") + f"/api/v1/orders/{order_id}"), 401,
-            "missing_token")
+    assert_problem(await get_order(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    assert_problem(await cancel(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    assert_problem(await pay(http, sale, user=stranger, order_id=order_id), 404, "not_found")
+    assert_problem(await http.get(sale.url("order") + f"/api/v1/orders/{order_id}"), 401,
+                   "missing_token")
 
 
 async def test_the_list_is_newest_first_filtered_and_paged(
@@ -157,19 +153,19 @@ async def test_the_list_is_newest_first_filtered_and_paged(
     cursor = None
     while True:
         params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = (await http.get(url, params=params, headers=as_user(buyer))).json()
+        page = (await http.get(url, params=params, headers=identity_headers(buyer))).json()
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert seen == ids[::-1]
     cancelled = (await http.get(url, params={"status": "cancelled"},
-                                headers=as_user(buyer))).json()
+                                headers=identity_headers(buyer))).json()
     assert [item["id"] for item in cancelled["items"]] == [ids[1]]
-    problem(await http.get(url, params={"status": "lost"}, headers=as_user(buyer)), 422,
-            "validation_error")
-    problem(await http.get(url, params={"cursor": "garbage!"}, headers=as_user(buyer)), 422,
-            "validation_error")
+    assert_problem(await http.get(url, params={"status": "lost"}, headers=identity_headers(buyer)), 422,
+                   "validation_error")
+    assert_problem(await http.get(url, params={"cursor": "garbage!"}, headers=identity_headers(buyer)), 422,
+                   "validation_error")
 
 
 async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
@@ -180,8 +176,8 @@ async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
     first = await order(http, sale, user=buyer, product=product, quantity=2, key="k-1")
     again = await order(http, sale, user=buyer, product=product, quantity=2, key="k-1")
     assert (again.status_code, again.json()) == (first.status_code, first.json())
-    problem(await order(http, sale, user=buyer, product=product, quantity=3, key="k-1"),
-            422, "idempotency_key_reused")
+    assert_problem(await order(http, sale, user=buyer, product=product, quantity=3, key="k-1"),
+                   422, "idempotency_key_reused")
     # Another user's key of the same name is another key.
     assert (await order(http, sale, user=user(), product=product, key="k-1")).status_code == 201
     # Concurrent duplicates: one order; the others wait (409 in use) or replay it.
@@ -194,11 +190,11 @@ async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
     # A refusal is kept as the answer too.
     sold_out = await register_product(http, sale, total=0)
     first_refusal = await order(http, sale, user=buyer, product=sold_out, key="k-3")
-    problem(first_refusal, 409, "sold_out")
+    assert_problem(first_refusal, 409, "sold_out")
     assert (await order(http, sale, user=buyer, product=sold_out, key="k-3")).json() == \
         first_refusal.json()
-    problem(await order(http, sale, user=buyer, product=product, key="x" * 256), 422,
-            "validation_error")
+    assert_problem(await order(http, sale, user=buyer, product=product, key="x" * 256), 422,
+                   "validation_error")
     counts = await settled(engines, redis, product)
     assert counts["held"] == 4
 
@@ -235,7 +231,7 @@ async def test_a_unit_a_cancel_gave_back_after_a_sell_out_is_buyable_at_once(
     the sell-out must not refuse the next order for the rest of its period."""
     product = await register_product(http, sale, total=1)
     first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
-    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert_problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
     assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
     assert (await order(http, sale, user=user(), product=product)).status_code == 201
 
@@ -248,7 +244,7 @@ async def test_units_back_after_a_sell_out_are_sold_again_while_the_crowd_keeps_
     unit a cancel gave back must still be sold within a second or so, not refused forever."""
     product = await register_product(http, sale, total=1)
     first = (await order(http, sale, user=(buyer := user()), product=product)).json()["id"]
-    problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
+    assert_problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
     assert (await cancel(http, sale, user=buyer, order_id=first)).status_code == 200
     deadline = time.monotonic() + 3
     answers: list[int] = []
@@ -272,8 +268,8 @@ async def test_cancel_gives_units_back_and_refunds_a_paid_order(
     assert cancelled.json()["status"] == "cancelled"
     refunded = await cancel(http, sale, user=buyer, order_id=paid)
     assert refunded.json()["status"] == "refunded"
-    problem(await cancel(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
-    problem(await pay(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
+    assert_problem(await cancel(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
+    assert_problem(await pay(http, sale, user=buyer, order_id=pending), 409, "invalid_state")
     counts = await settled(engines, redis, product)
     assert (counts["remaining"], counts["held"], counts["sold"]) == (4, 0, 0)
     assert counts["orders"] == {"cancelled": 1, "refunded": 1}

@@ -10,18 +10,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_service.tests.orders.flow import CARD_DECLINED, CARD_OK, order, pay
-from order_service.tests.sale import Sale, as_user, register_product
+from shared.testing.identity import identity_headers
+from shared.testing.problems import assert_problem
+from shared.testing.sale import Sale, register_product
+from shared.testing.sale_flow import CARD_DECLINED, CARD_OK, order, pay
 
 
 def user() -> int:
     return int.from_bytes(os.urandom(4), "big") + 1
-
-
-def problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == code
 
 
 async def new_order(http: httpx.AsyncClient, sale: Sale, buyer: int, *, quantity: int = 1) -> int:
@@ -42,10 +38,10 @@ async def test_a_payment_is_the_payers_own_to_read(http: httpx.AsyncClient, sale
     assert (body["order_id"], body["amount"], body["status"], body["failure_code"]) == (
         order_id, 45_000, "succeeded", None)
     url = sale.url("payment") + f"/api/v1/payments/{body['id']}"
-    assert (await http.get(url, headers=as_user(buyer))).json() == body
-    problem(await http.get(url, headers=as_user(user())), 404, "not_found")
-    problem(await http.get(sale.url("payment") + "/api/v1/payments/0", headers=as_user(buyer)),
-            422, "validation_error")
+    assert (await http.get(url, headers=identity_headers(buyer))).json() == body
+    assert_problem(await http.get(url, headers=identity_headers(user())), 404, "not_found")
+    assert_problem(await http.get(sale.url("payment") + "/api/v1/payments/0",
+                                  headers=identity_headers(buyer)), 422, "validation_error")
 
 
 @pytest.mark.parametrize("card", ["4242424242424241", "424242424242424", "42424242424242424",
@@ -56,7 +52,7 @@ async def test_a_card_that_is_not_16_valid_digits_is_422_and_charges_nothing(
     buyer = user()
     order_id = await new_order(http, sale, buyer)
     refused = await pay(http, sale, user=buyer, order_id=order_id, card=card)
-    problem(refused, 422, "validation_error")
+    assert_problem(refused, 422, "validation_error")
     assert card not in refused.text or not card
     async with engines["payment"].connect() as conn:
         count = (await conn.execute(text("SELECT COUNT(*) FROM payments WHERE order_id = :o"),
@@ -87,8 +83,8 @@ async def test_a_failed_payment_can_be_followed_by_none_on_its_order(
     failed = await pay(http, sale, user=buyer, order_id=order_id, card=CARD_DECLINED)
     assert failed.json()["status"] == "failed"
     # The order is payment_failed now: nothing more to pay.
-    problem(await pay(http, sale, user=buyer, order_id=order_id), 409, "invalid_state")
-    problem(await pay(http, sale, user=buyer, order_id=2**53 - 1), 404, "not_found")
+    assert_problem(await pay(http, sale, user=buyer, order_id=order_id), 409, "invalid_state")
+    assert_problem(await pay(http, sale, user=buyer, order_id=2**53 - 1), 404, "not_found")
 
 
 async def test_idempotency_key_replays_the_first_payment(
@@ -100,9 +96,9 @@ async def test_idempotency_key_replays_the_first_payment(
     again = await pay(http, sale, user=buyer, order_id=order_id, key="pay-1")
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
-    problem(await pay(http, sale, user=buyer, order_id=order_id, card=CARD_DECLINED,
-                      key="pay-1"), 422, "idempotency_key_reused")
-    problem(await pay(http, sale, user=buyer, order_id=order_id), 409, "invalid_state")
+    assert_problem(await pay(http, sale, user=buyer, order_id=order_id, card=CARD_DECLINED,
+                             key="pay-1"), 422, "idempotency_key_reused")
+    assert_problem(await pay(http, sale, user=buyer, order_id=order_id), 409, "invalid_state")
 
 
 async def test_unknown_fields_and_no_identity_are_refused(
@@ -110,6 +106,6 @@ async def test_unknown_fields_and_no_identity_are_refused(
 ) -> None:
     url = sale.url("payment") + "/api/v1/payments"
     body = {"order_id": 1, "card_number": CARD_OK}
-    problem(await http.post(url, json=body), 401, "missing_token")
-    problem(await http.post(url, json={**body, "amount": 1}, headers=as_user(user())), 422,
-            "validation_error")
+    assert_problem(await http.post(url, json=body), 401, "missing_token")
+    assert_problem(await http.post(url, json={**body, "amount": 1}, headers=identity_headers(user())), 422,
+                   "validation_error")

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_service.tests.sale import Sale, as_user
+from shared.testing.identity import identity_headers
+from shared.testing.sale import Sale
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -25,14 +26,14 @@ HOLD_OF = {"pending_payment": "held", "paid": "committed", "payment_failed": "re
 async def order(http: httpx.AsyncClient, sale: Sale, *, user: int, product: int,
                 quantity: int = 1, key: str | None = None,
                 body: dict[str, Any] | None = None) -> httpx.Response:
-    headers = as_user(user) | ({"Idempotency-Key": key} if key else {})
+    headers = identity_headers(user) | ({"Idempotency-Key": key} if key else {})
     return await http.post(sale.url("order") + "/api/v1/orders", headers=headers,
                            json=body or {"product_id": product, "quantity": quantity})
 
 
 async def pay(http: httpx.AsyncClient, sale: Sale, *, user: int, order_id: int,
               card: str = CARD_OK, key: str | None = None) -> httpx.Response:
-    headers = as_user(user) | ({"Idempotency-Key": key} if key else {})
+    headers = identity_headers(user) | ({"Idempotency-Key": key} if key else {})
     return await http.post(sale.url("payment") + "/api/v1/payments", headers=headers,
                            json={"order_id": order_id, "card_number": card})
 
@@ -40,12 +41,12 @@ async def pay(http: httpx.AsyncClient, sale: Sale, *, user: int, order_id: int,
 async def cancel(http: httpx.AsyncClient, sale: Sale, *, user: int,
                  order_id: int) -> httpx.Response:
     return await http.post(sale.url("order") + f"/api/v1/orders/{order_id}/cancel",
-                           headers=as_user(user))
+                           headers=identity_headers(user))
 
 
 async def get_order(http: httpx.AsyncClient, sale: Sale, *, user: int,
                     order_id: int) -> httpx.Response:
-    return await http.get(sale.url("order") + f"/api/v1/orders/{order_id}", headers=as_user(user))
+    return await http.get(sale.url("order") + f"/api/v1/orders/{order_id}", headers=identity_headers(user))
 
 
 def codes(responses: list[httpx.Response]) -> Counter[str]:
@@ -56,7 +57,7 @@ def codes(responses: list[httpx.Response]) -> Counter[str]:
 
 def held_or_expired(counts: dict[str, Any], units: int) -> None:
     """`units` orders of one unit each took the whole stock, held until paid; those the test's
-    short payment TTL (tests/sale.py) expired before the ledger was read gave theirs back."""
+    short payment TTL (sale.py) expired before the ledger was read gave theirs back."""
     orders = counts["orders"]
     assert sum(orders.values()) == units
     assert set(orders) <= {"pending_payment", "expired"}

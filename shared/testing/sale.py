@@ -1,7 +1,8 @@
 """The sale's three services as real processes on loopback (stock, order, payment) over fresh
 schemas, talking real HTTP; tests act as the gateway (identity headers) and can restart a
-service with other settings (a fault switch, say). order_service's and payment_service's tests
-both use it (their conftest.py imports the fixtures)."""
+service with other settings (a fault switch, say). The fixtures `sale`, `http` and `engines`
+come with the test plugin (shared/testing/plugin.py); the client steps and the invariant check
+are in sale_flow.py."""
 
 from __future__ import annotations
 
@@ -107,11 +108,6 @@ async def engines(sale: Sale) -> AsyncIterator[dict[str, AsyncEngine]]:
     yield engines
     for engine in engines.values():
         await engine.dispose()
-
-
-def as_user(user_id: int) -> dict[str, str]:
-    """What the gateway forwards for a signed-in user, signed as the gateway signs it."""
-    return signed_identity_headers(user_id, os.urandom(16).hex())
 
 
 async def register_product(http: httpx.AsyncClient, sale: Sale, *, total: int,
