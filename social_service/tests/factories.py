@@ -3,6 +3,7 @@ the app under test (another connection) must see the rows."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,14 +12,20 @@ from shared.clock import utcnow
 from social_service.comments.models import Comment
 from social_service.follows.models import Follow
 from social_service.posts.models import Post
-from user_service.tests.factories import make_user
+from user_service.users.models import User
 
 
 async def make_account(user_session: AsyncSession) -> int:
-    """A user that exists in user_service (the follow routes ask); returns its id."""
-    user = await make_user(user_session)
+    """A verified account in user_service's schema (the follow routes ask whether a user
+    exists), made with user_service's own model; returns its id. No one logs in with it."""
+    now = utcnow()
+    user = User(email=f"social-{secrets.token_hex(8)}@example.com", password_hash="unusable",
+                name="Min-ji", email_verified=True, created_at=now, updated_at=now)
+    user_session.add(user)
+    await user_session.flush()
+    user_id = user.id
     await user_session.commit()
-    return user.id
+    return user_id
 
 
 async def make_post(session: AsyncSession, *, author_id: int, content: str = "hello",
