@@ -15,7 +15,7 @@ from fastapi import Depends
 
 from order_service.orders.service import OrdersService
 from order_service.settings import Settings
-from shared.dependencies import AppResources
+from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
 
 
@@ -28,16 +28,14 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_orders_service(resources: AppResources) -> OrdersService:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources.orders
+    return resources_of(resources, Resources).orders
 
 
 OrdersServiceDep = Annotated[OrdersService, Depends(get_orders_service)]

@@ -15,7 +15,7 @@ from fastapi import Depends
 
 from payment_service.payments.service import PaymentsService
 from payment_service.settings import Settings
-from shared.dependencies import AppResources
+from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
 
 
@@ -27,16 +27,14 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_payments_service(resources: AppResources) -> PaymentsService:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources.payments
+    return resources_of(resources, Resources).payments
 
 
 PaymentsServiceDep = Annotated[PaymentsService, Depends(get_payments_service)]

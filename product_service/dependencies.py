@@ -18,7 +18,7 @@ from product_service.clients import StockClient
 from product_service.products.cache import DetailInvalidations, ProductDetails
 from product_service.products.service import ProductsReader, ProductsService
 from product_service.settings import Settings
-from shared.dependencies import AppResources, SessionDep
+from shared.dependencies import AppResources, SessionDep, resources_of
 from shared.lifespan import Datastores
 
 
@@ -33,16 +33,14 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_products_reader(resources: AppResources) -> ProductsReader:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources.reader
+    return resources_of(resources, Resources).reader
 
 
 async def get_detail_invalidations(resources: ResourcesDep) -> AsyncIterator[DetailInvalidations]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Protocol, cast
+from typing import Annotated, Protocol, TypeVar, cast
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -32,6 +32,14 @@ async def app_resources(request: Request) -> object:
 
 
 AppResources = Annotated[object, Depends(app_resources)]
+
+R = TypeVar("R")
+
+
+def resources_of(resources: object, kind: type[R]) -> R:
+    """`resources` as the service's own Resources class: what its lifespan must have built."""
+    assert isinstance(resources, kind), "the lifespan hands out this service's Resources"
+    return resources
 
 
 def datastores_of(resources: object) -> Datastores:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from shared.dependencies import AppResources, ReadSessionDep, SessionDep
+from shared.dependencies import AppResources, ReadSessionDep, SessionDep, resources_of
 from shared.lifespan import Datastores
 from social_service.clients import UserDirectory
 from social_service.comments.service import CommentsService
@@ -33,8 +33,7 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from shared.dependencies import AppResources
+from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
 from stock_service.settings import Settings
 from stock_service.stock.rebuild import LiveState
@@ -31,16 +31,14 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_stock_service(resources: AppResources) -> StockService:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources.stock
+    return resources_of(resources, Resources).stock
 
 
 StockServiceDep = Annotated[StockService, Depends(get_stock_service)]

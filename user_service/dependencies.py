@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from shared.dependencies import AppResources, ReadSessionDep, SessionDep
+from shared.dependencies import AppResources, ReadSessionDep, SessionDep, resources_of
 from shared.lifespan import Datastores
 from user_service.auth.limits import RequestLimiter
 from user_service.auth.mail import Mailer
@@ -36,8 +36,7 @@ class Resources:
 
 
 async def get_resources(resources: AppResources) -> Resources:
-    assert isinstance(resources, Resources), "the lifespan hands out this service's Resources"
-    return resources
+    return resources_of(resources, Resources)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.dependencies import RESOURCES_STATE_KEY
+from shared.dependencies import RESOURCES_STATE_KEY, resources_of
 
 R = TypeVar("R")
 
@@ -38,8 +38,7 @@ class RunningApp:
 
     def resources_as(self, kind: type[R]) -> R:
         """The Resources object with the service's own type (what its lifespan must build)."""
-        assert isinstance(self.resources, kind), f"the lifespan built {type(self.resources)}"
-        return self.resources
+        return resources_of(self.resources, kind)
 
 
 @asynccontextmanager
