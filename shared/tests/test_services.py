@@ -63,3 +63,18 @@ def test_running_code_never_imports_deployment_tooling() -> None:
         if module == "deploy" or module.startswith("deploy.")
     ]
     assert offenders == []
+
+
+def test_no_tests_import_another_apps_tests() -> None:
+    """What tests share lives in shared/testing; one service's tests reaching into another's
+    would tie the two suites together."""
+    packages = [GATEWAY.package, *(app.package for app in SERVICES)]
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for package in packages
+        for path in sorted((REPO_ROOT / package / "tests").rglob("*.py"))
+        for module in _imported_modules(path)
+        for other in packages
+        if other != package and (module == f"{other}.tests" or module.startswith(f"{other}.tests."))
+    ]
+    assert offenders == []
