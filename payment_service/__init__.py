@@ -1,1 +1,2 @@
-"""payment_service: payments through the simulated card processor (domain arrives in a later issue)."""
+"""payment_service: payments of orders through the simulated card processor, their outcome
+handed to order_service through an outbox, and refunds of cancelled paid orders."""

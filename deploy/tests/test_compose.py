@@ -33,8 +33,7 @@ DATABASE_SERVICES = {
     "stock_service": ("STOCK_", "preorder_stock"),
     "social_service": ("SOCIAL_", "preorder_social"),
 }
-# The variables the deployment contract names for each app, whether or not its settings class
-# reads them yet (the domains of some services come in later issues).
+# The variables the deployment contract names for each app: docker-compose.yml sets every one.
 CONTRACT_VARIABLES: dict[str, set[str]] = {
     "gateway": {
         "GATEWAY_REDIS_URL", "GATEWAY_USER_SERVICE_URL", "GATEWAY_PRODUCT_SERVICE_URL",
