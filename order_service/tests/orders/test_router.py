@@ -8,12 +8,15 @@ import os
 import re
 import time
 from collections import Counter
+from datetime import datetime
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.contracts import MAX_ID
+from shared.pagination import Key
 from shared.testing.identity import identity_headers
 from shared.testing.problems import assert_problem
 from shared.testing.sale import PAYMENT_TTL_SECONDS, Sale, register_product
@@ -166,6 +169,27 @@ async def test_the_list_is_newest_first_filtered_and_paged(
                    "validation_error")
     assert_problem(await http.get(url, params={"cursor": "garbage!"}, headers=identity_headers(buyer)), 422,
                    "validation_error")
+
+
+async def test_a_cursor_of_another_list_is_taken_as_a_position(
+    http: httpx.AsyncClient, sale: Sale
+) -> None:
+    """Every list's cursor names (created_at, id) (shared.pagination): one that decodes, from
+    the product list say, is the page after that position here too, not a 422."""
+    buyer = user()
+    ids = []
+    for _ in range(2):
+        product = await register_product(http, sale, total=1)
+        ids.append((await order(http, sale, user=buyer, product=product)).json()["id"])
+    url = sale.url("order") + "/api/v1/orders"
+    after_everything = Key(datetime(9999, 1, 1), MAX_ID).cursor()
+    before_everything = Key(datetime(2000, 1, 1), 1).cursor()
+    page = (await http.get(url, params={"cursor": after_everything},
+                           headers=identity_headers(buyer))).json()
+    assert [item["id"] for item in page["items"]] == ids[::-1]
+    page = (await http.get(url, params={"cursor": before_everything},
+                           headers=identity_headers(buyer))).json()
+    assert page == {"items": [], "next_cursor": None}
 
 
 async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
