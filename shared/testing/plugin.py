@@ -7,6 +7,7 @@ package may use.
   (one engine per schema for the whole run); commit in a test to let the app under test see
   what a factory made.
 - `client`: the HTTP client of the app the package's conftest runs as `service` (a RunningApp).
+- `signing_key_pem`: an Ed25519 private key (PEM) for the user_service a test runs.
 - `sale`, `http` and `engines`: the multi-process sale system (stock, order, payment; sale.py).
 
 The environment is `test` for everything the tests build, in this process and in the service
@@ -21,6 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
@@ -32,7 +35,7 @@ from shared.testing.mail import MailSink
 from shared.testing.sale import engines, http, sale
 
 __all__ = ["client", "db_engine", "engines", "http", "mail_sink", "redis", "redis_url", "sale",
-           "session"]
+           "session", "signing_key_pem"]
 
 os.environ["APP_ENV"] = "test"
 os.environ["IDENTITY_SIGNING_KEY"] = TEST_IDENTITY_SIGNING_KEY
@@ -87,3 +90,11 @@ async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 @pytest.fixture
 def client(service: RunningApp) -> httpx.AsyncClient:
     return service.client
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem() -> str:
+    """The key a user_service under test signs access tokens with (new each run)."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from shared.db import create_sessionmaker
@@ -35,13 +33,10 @@ def user_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def user_service_url(user_database_url: str, redis_url: str) -> Iterator[str]:
-    key = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+def user_service_url(user_database_url: str, redis_url: str, signing_key_pem: str) -> Iterator[str]:
     settings = UserSettings(environment="test", database_url=user_database_url,
-                            redis_url=redis_url, database_pool_size=2, jwt_private_key=key,
+                            redis_url=redis_url, database_pool_size=2,
+                            jwt_private_key=signing_key_pem,
                             log_level="WARNING")
     server = ThreadedServer(create_user_app(settings)).start()
     yield server.url

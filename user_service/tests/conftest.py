@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.testing.apps import RunningApp
 from shared.testing.datastores import fresh_database
@@ -22,19 +20,6 @@ SettingsFactory = Callable[..., Settings]
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return fresh_database("user_service", "preorder_user")
-
-
-@pytest.fixture(scope="session")
-def signing_key_pem() -> str:
-    return (
-        Ed25519PrivateKey.generate()
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
 
 
 @pytest.fixture(scope="session")
