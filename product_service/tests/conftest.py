@@ -15,11 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from product_service.app import create_app
 from product_service.dependencies import Resources
 from product_service.settings import Settings
-from shared.testing.apps import RunningApp, running_app
+from shared.testing.apps import RunningApp, running_app, service_app
 from shared.testing.datastores import fresh_database
 from shared.testing.net import ThreadedServer
-from stock_service.app import create_app as create_stock_app
-from stock_service.settings import Settings as StockSettings
 
 SettingsFactory = Callable[..., Settings]
 
@@ -51,12 +49,10 @@ def stock_database_url() -> str:
 # the whole session): MariaDB's 151 connections are shared with every other suite on the machine.
 @pytest.fixture(scope="package")
 def stock_service_url(stock_database_url: str, redis_url: str) -> Iterator[str]:
-    settings = StockSettings(environment="test", database_url=stock_database_url,
-                             redis_url=redis_url, log_level="WARNING",
-                             database_pool_size=3, database_read_pool_size=2,
-                             reconcile_interval_seconds=3600,
-                             expired_hold_interval_seconds=3600)
-    server = ThreadedServer(create_stock_app(settings)).start()
+    app = service_app("stock_service", database_url=stock_database_url, redis_url=redis_url,
+                      log_level="WARNING", database_pool_size=3, database_read_pool_size=2,
+                      reconcile_interval_seconds=3600, expired_hold_interval_seconds=3600)
+    server = ThreadedServer(app).start()
     yield server.url
     server.stop()
 

@@ -1,8 +1,10 @@
-"""A service app in-process for tests: its lifespan run, its requests over httpx's ASGI transport."""
+"""A service app in-process for tests: built from its package name, its lifespan run, its
+requests over httpx's ASGI transport."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import importlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +16,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.dependencies import RESOURCES_STATE_KEY, resources_of
 
 R = TypeVar("R")
+
+
+def service_app(package: str, **settings: Any) -> FastAPI:
+    """`<package>.app.create_app` on its own Settings (`environment` "test" unless given). A
+    test that needs another service running names it by package: its tests import nothing of
+    that service."""
+    create_app: Callable[..., FastAPI] = importlib.import_module(f"{package}.app").create_app
+    settings_class = importlib.import_module(f"{package}.settings").Settings
+    return create_app(settings_class(**{"environment": "test", **settings}))
 
 
 class _WithLifespanState:

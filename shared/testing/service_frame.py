@@ -12,7 +12,7 @@ its migrations/env.py imports and the drift check compares with the migrated sch
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import httpx
@@ -21,7 +21,7 @@ from alembic import command
 from fastapi import FastAPI
 
 from shared.migrate import alembic_config
-from shared.testing.apps import running_app
+from shared.testing.apps import running_app, service_app
 from shared.testing.datastores import fresh_database
 from shared.testing.routes import thread_pool_dependencies
 
@@ -32,10 +32,7 @@ class ServiceFrameTests:
 
     @classmethod
     def make_app(cls, **settings: Any) -> FastAPI:
-        app_module = importlib.import_module(f"{cls.package}.app")
-        settings_module = importlib.import_module(f"{cls.package}.settings")
-        create_app: Callable[..., FastAPI] = app_module.create_app
-        return create_app(settings_module.Settings(**{"environment": "test", **settings}))
+        return service_app(cls.package, **settings)
 
     @pytest.fixture(scope="class")
     @classmethod

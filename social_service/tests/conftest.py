@@ -10,13 +10,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from shared.db import create_sessionmaker
-from shared.testing.apps import RunningApp, running_app
+from shared.testing.apps import RunningApp, running_app, service_app
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.net import ThreadedServer
 from social_service.app import create_app
 from social_service.settings import Settings
-from user_service.app import create_app as create_user_app
-from user_service.settings import Settings as UserSettings
 
 SettingsFactory = Callable[..., Settings]
 
@@ -34,11 +32,9 @@ def user_database_url() -> str:
 
 @pytest.fixture(scope="session")
 def user_service_url(user_database_url: str, redis_url: str, signing_key_pem: str) -> Iterator[str]:
-    settings = UserSettings(environment="test", database_url=user_database_url,
-                            redis_url=redis_url, database_pool_size=2,
-                            jwt_private_key=signing_key_pem,
-                            log_level="WARNING")
-    server = ThreadedServer(create_user_app(settings)).start()
+    app = service_app("user_service", database_url=user_database_url, redis_url=redis_url,
+                      database_pool_size=2, jwt_private_key=signing_key_pem, log_level="WARNING")
+    server = ThreadedServer(app).start()
     yield server.url
     server.stop()
 
