@@ -1,14 +1,22 @@
-"""The engine and sessions of transactions: the request session that alone commits, work that
-runs once a commit is durable, and the short transaction of its own that a failure record needs.
-(Plain reads outside a transaction are shared.reads.)"""
+"""The engine and sessions of transactions, and the two ways a service commits:
+
+- a simple route: the request session (`session_scope`, handed out as `SessionDep`) commits
+  once after the handler, and the service only flushes;
+- a multi-step flow that must commit in the middle (a hold confirmed before an insert, a state
+  change before the call it owes another service): `Transactions`, one named helper whose every
+  `write()` block is one transaction on one session, committed once.
+
+Also: work that runs once a commit is durable, and the short transaction of its own that a
+failure record needs. (Plain reads outside a transaction are shared.reads.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
@@ -23,6 +31,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 logger = logging.getLogger("shared.db")
 T = TypeVar("T")
+Repositories = TypeVar("Repositories")
 
 # MySQL needs constraint names to drop them; every service's MetaData uses this convention.
 NAMING_CONVENTION = {
@@ -160,3 +169,31 @@ async def in_own_transaction(
     """
     async with AsyncSession(bind=session.bind, expire_on_commit=False) as own, own.begin():
         return await write(own)
+
+
+class Transactions(Generic[Repositories]):
+    """The transactions of a multi-step flow, by name: `write()` opens one transaction on one
+    session and yields the flow's repositories built on it (`repositories(session)`: one
+    repository, or an object holding several); it commits once when the block ends and rolls
+    back if the block raises. `read()` yields them on a session that commits nothing, for the
+    reads a flow makes between its transactions (locks taken there end with the block).
+
+        orders = Transactions(sessionmaker, OrderRepository)
+        async with orders.write() as repository:
+            await repository.cancel(order_id)
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 repositories: Callable[[AsyncSession], Repositories]) -> None:
+        self.sessions = sessions
+        self.repositories = repositories
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Repositories]:
+        async with self.sessions() as session, session.begin():
+            yield self.repositories(session)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Repositories]:
+        async with self.sessions() as session:
+            yield self.repositories(session)

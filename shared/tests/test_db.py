@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import (
     AfterCommitTasks,
+    Transactions,
     create_engine,
     create_sessionmaker,
     in_own_transaction,
@@ -225,3 +226,46 @@ async def test_a_bulk_update_is_one_statement_without_a_select_of_its_keys_first
         event.remove(engine.sync_engine, "before_cursor_execute", seen)
     assert "SELECT" not in statements
     assert statements.count("UPDATE") == 1
+
+
+class Notes:
+    """Two repositories' worth of writes on one session, as a flow's `repositories` builds."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, note_id: int) -> None:
+        await insert(self.session, note_id)
+
+
+async def test_a_flows_transaction_commits_once_at_the_end_of_its_block(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    notes = Transactions(sessions, Notes)
+    async with notes.write() as repository:
+        await repository.add(401)
+        await repository.add(402)
+        assert await count(sessions, 401) == 0  # not committed until the block ends
+    assert (await count(sessions, 401), await count(sessions, 402)) == (1, 1)
+
+
+async def test_a_flows_transaction_keeps_nothing_when_its_block_raises(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    notes = Transactions(sessions, Notes)
+
+    async def refused_half_way() -> None:
+        async with notes.write() as repository:
+            await repository.add(403)
+            raise Conflict("refused half way")
+
+    with pytest.raises(Conflict):
+        await refused_half_way()
+    assert await count(sessions, 403) == 0
+
+
+async def test_a_flows_read_commits_nothing(sessions: async_sessionmaker[AsyncSession]) -> None:
+    notes = Transactions(sessions, Notes)
+    async with notes.read() as repository:
+        await repository.add(404)
+    assert await count(sessions, 404) == 0
