@@ -1,5 +1,6 @@
 """order_service application: the lifespan builds its Resources (datastores, clients of
-stock_service and payment_service) and runs the expiry, settle and orphan-hold loops."""
+stock_service and payment_service, admission and the three parts of orders) and runs the
+expiry, settle and orphan-hold loops; admission's layer stands in front of the router."""
 
 from __future__ import annotations
 
@@ -11,23 +12,28 @@ from fastapi import FastAPI
 
 from order_service.clients import PaymentsClient, StockClient
 from order_service.dependencies import Resources
-from order_service.orders.fast_refusal import SoldOutFastPath
+from order_service.orders.admission import OrderAdmission, OrderAdmissionFront
+from order_service.orders.creation import OrderCreation
+from order_service.orders.effects import OrderEffects
 from order_service.orders.ids import OrderIds
+from order_service.orders.repository import OrderRepository
 from order_service.orders.router import internal_router
 from order_service.orders.router import router as orders_router
-from order_service.orders.service import OrdersService, Timing
 from order_service.orders.tasks import (
     expire_unpaid_orders,
     release_orphan_holds,
     settle_order_effects,
 )
+from order_service.orders.transitions import OrderTransitions
 from order_service.settings import Settings, get_settings
 from shared.app import create_service_app
+from shared.db import Transactions
 from shared.http import service_client
 from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
+from shared.sold_out import InFlightLimit, SoldOutMemory
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,36 +50,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payments = await stack.enter_async_context(service_client(
                 "payment_service", settings.payment_service_url, signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds))
-            orders = OrdersService(
-                sessions=datastores.sessionmaker, reads=datastores.reads,
-                stock=StockClient(stock), payments=PaymentsClient(payments),
-                ids=OrderIds(datastores.sessionmaker),
+            transactions = Transactions(datastores.sessionmaker, OrderRepository)
+            stock_client = StockClient(stock)
+            payments_client = PaymentsClient(payments)
+            admission = OrderAdmission(
+                sold_out=SoldOutMemory(settings.sold_out_memory_seconds),
+                reserving=InFlightLimit(settings.reserves_in_flight_per_product,
+                                        wait_seconds=settings.call_timeout_seconds))
+            creation = OrderCreation(
+                transactions=transactions, admission=admission, stock=stock_client,
+                ids=OrderIds(transactions),
                 keys=IdempotencyKeys(datastores.redis, namespace="orders"),
-                timing=Timing(
-                    payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
-                    lease=timedelta(seconds=settings.payment_lease_seconds),
-                    sold_out_memory=settings.sold_out_memory_seconds,
-                    orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds),
-                    reserves_in_flight=settings.reserves_in_flight_per_product,
-                    reserve_wait_seconds=settings.call_timeout_seconds),
-                fault_point=settings.fault_point)
+                payment_ttl=timedelta(seconds=settings.payment_ttl_seconds))
+            effects = OrderEffects(
+                transactions=transactions, admission=admission, stock=stock_client,
+                payments=payments_client,
+                orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds))
+            transitions = OrderTransitions(
+                transactions=transactions, reads=datastores.reads, effects=effects,
+                payments=payments_client,
+                lease=timedelta(seconds=settings.payment_lease_seconds))
             try:
                 async with running(
                     expire_unpaid_orders(
-                        orders, interval_seconds=settings.expiry_interval_seconds),
+                        transitions, interval_seconds=settings.expiry_interval_seconds),
                     settle_order_effects(
-                        orders, interval_seconds=settings.settle_interval_seconds),
+                        effects, interval_seconds=settings.settle_interval_seconds),
                     release_orphan_holds(
-                        orders, interval_seconds=settings.orphan_interval_seconds),
+                        effects, interval_seconds=settings.orphan_interval_seconds),
                 ):
-                    yield Resources(settings=settings, datastores=datastores, orders=orders)
+                    yield Resources(settings=settings, datastores=datastores,
+                                    admission=admission, creation=creation,
+                                    transitions=transitions, effects=effects)
             finally:
-                await orders.drain()
+                await creation.drain(timeout=settings.call_timeout_seconds)
+                await effects.drain()
 
     return create_service_app(
         service="order_service",
         title="Order service",
         resources=open_resources,
         routers=[orders_router, internal_router],
-        front=[SoldOutFastPath],
+        front=[OrderAdmissionFront],
     )

@@ -1,6 +1,5 @@
-"""What order_service's lifespan builds once (datastores, clients of stock_service and
-payment_service, the id allocator, the Idempotency-Key store and the orders service itself)
-and the dependencies that hand it to requests.
+"""What order_service's lifespan builds once (datastores, admission, and the three parts of
+orders: creation, transitions, effects) and the dependencies that hand it to requests.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -13,18 +12,25 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from order_service.orders.service import OrdersService
+from order_service.orders.admission import OrderAdmission, slot_taken_in_front
+from order_service.orders.creation import OrderCreation
+from order_service.orders.effects import OrderEffects
+from order_service.orders.transitions import OrderTransitions
 from order_service.settings import Settings
 from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
+from shared.sold_out import Slot
 
 
 @dataclass(frozen=True, kw_only=True)
 class Resources:
     settings: Settings
     datastores: Datastores
-    # Stateless between requests but for its caches: built once, nothing per request.
-    orders: OrdersService
+    # Stateless between requests but for their caches: built once, nothing per request.
+    admission: OrderAdmission
+    creation: OrderCreation
+    transitions: OrderTransitions
+    effects: OrderEffects
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -34,8 +40,15 @@ async def get_resources(resources: AppResources) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_orders_service(resources: AppResources) -> OrdersService:
-    return resources_of(resources, Resources).orders
+async def get_order_creation(resources: AppResources) -> OrderCreation:
+    return resources_of(resources, Resources).creation
 
 
-OrdersServiceDep = Annotated[OrdersService, Depends(get_orders_service)]
+async def get_order_transitions(resources: AppResources) -> OrderTransitions:
+    return resources_of(resources, Resources).transitions
+
+
+OrderCreationDep = Annotated[OrderCreation, Depends(get_order_creation)]
+OrderTransitionsDep = Annotated[OrderTransitions, Depends(get_order_transitions)]
+# The reserve slot admission's layer in front of the router waited for, if it did.
+SlotTakenInFront = Annotated[Slot | None, Depends(slot_taken_in_front)]

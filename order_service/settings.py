@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.services import service
@@ -34,15 +33,6 @@ class Settings(DatastoreSettings):
     settle_interval_seconds: float = Field(default=2.0, gt=0)
     orphan_interval_seconds: float = Field(default=15.0, gt=0)
     orphan_hold_after_seconds: float = Field(default=60.0, gt=0)
-    # Tests only: the process exits at this point of an order (after_reserve), or the order's
-    # insert commits but its answer is lost (insert_answer_lost), to prove neither loses a unit.
-    fault_point: Literal["after_reserve", "insert_answer_lost"] | None = None
-
-    @model_validator(mode="after")
-    def _faults_only_in_tests(self) -> Settings:
-        if self.fault_point is not None and self.environment != "test":
-            raise ValueError("ORDER_FAULT_POINT is honoured only with APP_ENV=test")
-        return self
 
 
 @lru_cache

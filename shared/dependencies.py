@@ -10,6 +10,7 @@ from typing import Annotated, Protocol, TypeVar, cast
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Scope
 
 from shared.db import session_scope
 from shared.lifespan import Datastores
@@ -17,6 +18,7 @@ from shared.reads import ReadSession
 
 # The key under which create_service_app's lifespan hands the Resources object to requests.
 RESOURCES_STATE_KEY = "resources"
+Part = TypeVar("Part")
 
 
 class HasDatastores(Protocol):
@@ -40,6 +42,15 @@ def resources_of(resources: object, kind: type[R]) -> R:
     """`resources` as the service's own Resources class: what its lifespan must have built."""
     assert isinstance(resources, kind), "the lifespan hands out this service's Resources"
     return resources
+
+
+def resource_in_scope(scope: Scope, name: str, kind: type[Part]) -> Part | None:
+    """For a layer in front of the router (shared/fast_path.py), which has no dependencies:
+    the Resources object's `name` if it is a `kind`, else None (no lifespan ran, or a test
+    replaced what it built: the route then answers)."""
+    resources = scope.get("state", {}).get(RESOURCES_STATE_KEY)
+    part = getattr(resources, name, None)
+    return part if isinstance(part, kind) else None
 
 
 def datastores_of(resources: object) -> Datastores:

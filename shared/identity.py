@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from shared.contracts import (
     CLIENT_IP_HEADER,
@@ -64,6 +65,32 @@ _USER_ID = USER_ID_HEADER.lower()
 _SESSION_ID = SESSION_ID_HEADER.lower()
 _CLIENT_IP = CLIENT_IP_HEADER.lower()
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
+
+
+def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
+    """For a layer in front of the router: the user the route's CurrentUser would believe
+    (the gateway's signature checked with the app's key), else None (on any doubt the route
+    answers, in its own words)."""
+    key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
+    if not isinstance(key, bytes):
+        return None
+    try:
+        identity = verify_identity(headers, key)
+    except Unauthorized:
+        return None
+    return None if identity is None else identity.user_id
+
+
+def signed_by_the_deployment(scope: Scope, headers: Mapping[str, str]) -> bool:
+    """For a layer in front of an internal route: the caller is one InternalCallersOnly would
+    believe (a service of the deployment, signed with the app's key)."""
+    key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
+    if not isinstance(key, bytes):
+        return False
+    try:
+        return verify_identity(headers, key) is not None
+    except Unauthorized:
+        return False
 
 
 def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity | None:

@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 
@@ -81,16 +80,20 @@ class SlotTimeout(Exception):
     """No slot came free in time: the calls ahead are slow (their service is, most likely)."""
 
 
-@dataclass
-class _Turn:
+@dataclass(eq=False)
+class Slot:
+    """One slot of one key, taken (by `InFlightLimit.take_turn` or `slot()`); given back once,
+    however many times `give_back` is called. A layer in front of the framework that waited for
+    it hands it to the route explicitly (the route passes it to `slot(key, taken=...)`)."""
+
     limit: InFlightLimit
     key: int
-    used: bool = False
+    given_back: bool = False
 
-
-# The slot a task took in front of the framework (InFlightLimit.take_turn), for its route's
-# slot() to use. A request is one task, so the route sees what the layer in front set.
-_TURN: ContextVar[_Turn | None] = ContextVar("in_flight_turn", default=None)
+    def give_back(self) -> None:
+        if not self.given_back:
+            self.given_back = True
+            self.limit._release(self.key)
 
 
 class InFlightLimit:
@@ -104,9 +107,9 @@ class InFlightLimit:
     without asking anyone.
 
     A layer in front of the framework can wait for the turn itself (`take_turn`), so the crowd
-    waits there and not inside the framework: the slot it gets is the one its route's `slot()`
-    then uses (one wait, one place in the queue), and `give_back_turn` returns it if the route
-    never used it.
+    waits there and not inside the framework: the Slot it gets is handed to its route, whose
+    `slot(key, taken=...)` uses it (one wait, one place in the queue); `Slot.give_back` returns
+    it if the route never used it.
     """
 
     def __init__(self, limit: int, wait_seconds: float) -> None:
@@ -120,34 +123,28 @@ class InFlightLimit:
         semaphore = self._slots.get(key)
         return semaphore is not None and semaphore.locked()
 
-    async def take_turn(self, key: int) -> bool:
-        """Waits for a slot of `key` as slot() does and keeps it for this task's next
-        slot(key). False if none came within `wait_seconds`."""
+    async def take_turn(self, key: int) -> Slot | None:
+        """Waits for a slot of `key` as slot() does and returns it, for the caller to hand on
+        (or give back). None if none came within `wait_seconds`."""
         try:
             await self._acquire(key)
         except SlotTimeout:
-            return False
-        _TURN.set(_Turn(self, key))
-        return True
-
-    def give_back_turn(self) -> None:
-        """The slot take_turn got, if this task's slot() has not used it."""
-        turn = _TURN.get()
-        if turn is not None and turn.limit is self and not turn.used:
-            turn.used = True
-            self._release(turn.key)
+            return None
+        return Slot(self, key)
 
     @asynccontextmanager
-    async def slot(self, key: int) -> AsyncIterator[None]:
-        turn = _TURN.get()
-        if turn is not None and turn.limit is self and turn.key == key and not turn.used:
-            turn.used = True  # waited for in front of the framework already
+    async def slot(self, key: int, *, taken: Slot | None = None) -> AsyncIterator[None]:
+        """A slot of `key` for the block: `taken` if it is one of this limit's for that key not
+        given back yet (waited for in front of the framework), else one waited for here."""
+        if taken is not None and taken.limit is self and taken.key == key and not taken.given_back:
+            held = taken
         else:
             await self._acquire(key)
+            held = Slot(self, key)
         try:
             yield
         finally:
-            self._release(key)
+            held.give_back()
 
     async def _acquire(self, key: int) -> None:
         semaphore = self._slots.get(key)

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.mysql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from order_service.orders.models import IdBlock
+from order_service.orders.repository import OrderRepository
+from shared.db import Transactions
 
 BLOCK = 1000
 
 
 class OrderIds:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, name: str = "orders",
+    def __init__(self, transactions: Transactions[OrderRepository], *, name: str = "orders",
                  block: int = BLOCK) -> None:
-        self.sessions = sessions
+        self.transactions = transactions
         self.name = name
         self.block = block
         self._next = 0
@@ -37,11 +34,5 @@ class OrderIds:
         return value
 
     async def _take_block(self) -> int:
-        async with self.sessions() as session, session.begin():
-            await session.execute(insert(IdBlock).values(name=self.name, next_id=1)
-                                  .prefix_with("IGNORE"))
-            # LAST_INSERT_ID(expr) hands the new value back on this connection, no SELECT race.
-            await session.execute(update(IdBlock).where(IdBlock.name == self.name)
-                                  .values(next_id=func.last_insert_id(IdBlock.next_id + self.block)))
-            end = (await session.execute(select(func.last_insert_id()))).scalar_one()
-        return int(end) - self.block
+        async with self.transactions.write() as orders:
+            return await orders.take_id_block(self.name, self.block)

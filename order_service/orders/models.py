@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -16,8 +17,11 @@ from sqlalchemy.dialects.mysql import CHAR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from order_service.db import Base, Timestamp
+from shared.internal.orders import OrderStatus
 
-STATUSES = ("pending_payment", "paid", "payment_failed", "cancelled", "expired", "refunded")
+# What an order still owes stock_service (its hold committed or released) and payment_service.
+StockEffect = Literal["commit", "release"]
+PaymentEffect = Literal["refund"]
 
 
 class Order(Base):
@@ -49,7 +53,7 @@ class Order(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[OrderStatus] = mapped_column(String(20))
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -58,8 +62,8 @@ class Order(Base):
     lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
     payment_id: Mapped[int | None] = mapped_column(BigInteger)
     # What stock_service and payment_service still have to be told; NULL once they were.
-    stock_effect: Mapped[str | None] = mapped_column(String(8))
-    payment_effect: Mapped[str | None] = mapped_column(String(8))
+    stock_effect: Mapped[StockEffect | None] = mapped_column(String(8))
+    payment_effect: Mapped[PaymentEffect | None] = mapped_column(String(8))
     idempotency_key: Mapped[str | None] = mapped_column(String(255, collation="utf8mb4_bin"))
     idempotency_fingerprint: Mapped[str | None] = mapped_column(CHAR(64))
 

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.orders.models import Order
+from order_service.orders.models import IdBlock, Order, PaymentEffect, StockEffect
+from order_service.orders.schemas import OrderOut
 from shared.clock import utcnow
+from shared.internal.orders import OrderStatus
 from shared.pagination import Key, key_params, older_than
 from shared.reads import ReadSession
 from shared.repository import execute_counted
@@ -44,31 +46,13 @@ DUPLICATE_ENTRY = 1062
 
 
 @dataclass(frozen=True)
-class OrderRow:
-    id: int
-    user_id: int
-    product_id: int
-    quantity: int
-    unit_price: int
-    amount: int
-    status: str
-    expires_at: datetime
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class NewOrder:
-    """An order to insert: its units are held at stock_service already."""
+    """An order to insert (its units are held at stock_service already), with the
+    Idempotency-Key that made it, if any."""
 
-    order_id: int
-    user_id: int
-    product_id: int
-    quantity: int
-    unit_price: int
-    expires_at: datetime
-    created_at: datetime
-    idempotency_key: str | None
-    idempotency_fingerprint: str | None
+    order: OrderOut
+    idempotency_key: str | None = None
+    idempotency_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +61,13 @@ class Settling:
 
     id: int
     product_id: int
-    status: str
-    stock_effect: str | None
-    payment_effect: str | None
+    status: OrderStatus
+    stock_effect: StockEffect | None
+    payment_effect: PaymentEffect | None
 
 
-def _order(row: Any) -> OrderRow:
-    return OrderRow(**dict(row))
+def _order(row: Any) -> OrderOut:
+    return OrderOut.model_validate(dict(row))
 
 
 class OrderReads:
@@ -92,12 +76,12 @@ class OrderReads:
     def __init__(self, reads: ReadSession) -> None:
         self.reads = reads
 
-    async def order(self, order_id: int) -> OrderRow | None:
+    async def order(self, order_id: int) -> OrderOut | None:
         row = (await self.reads.execute(ORDER_BY_ID, {"order_id": order_id})).first()
         return _order(row) if row else None
 
-    async def page(self, user_id: int, *, status: str | None, limit: int,
-                   after: Key | None) -> list[OrderRow]:
+    async def page(self, user_id: int, *, status: OrderStatus | None, limit: int,
+                   after: Key | None) -> list[OrderOut]:
         parameters: dict[str, Any] = {"user_id": user_id, "limit": limit, **key_params(after)}
         if status is not None:
             parameters["status"] = status
@@ -122,14 +106,24 @@ class OrderRepository:
         """One statement for them all. Raises IntegrityError (1062) when a user's
         Idempotency-Key already made an order (and then none of them is inserted)."""
         await self.session.execute(INSERT_ORDER, [{
-            "id": order.order_id, "user_id": order.user_id, "product_id": order.product_id,
-            "quantity": order.quantity, "unit_price": order.unit_price,
-            "amount": order.unit_price * order.quantity, "status": "pending_payment",
-            "expires_at": order.expires_at, "created_at": order.created_at,
-            "updated_at": order.created_at, "idempotency_key": order.idempotency_key,
-            "idempotency_fingerprint": order.idempotency_fingerprint} for order in orders])
+            "id": new.order.id, "user_id": new.order.user_id, "product_id": new.order.product_id,
+            "quantity": new.order.quantity, "unit_price": new.order.unit_price,
+            "amount": new.order.amount, "status": new.order.status,
+            "expires_at": new.order.expires_at, "created_at": new.order.created_at,
+            "updated_at": new.order.created_at, "idempotency_key": new.idempotency_key,
+            "idempotency_fingerprint": new.idempotency_fingerprint} for new in orders])
 
-    async def by_idempotency_key(self, user_id: int, key: str) -> tuple[OrderRow, str] | None:
+    async def take_id_block(self, name: str, size: int) -> int:
+        """The first id of a block of `size` ids of the sequence `name`, taken for good."""
+        await self.session.execute(insert(IdBlock).values(name=name, next_id=1)
+                                   .prefix_with("IGNORE"))
+        # LAST_INSERT_ID(expr) hands the new value back on this connection, no SELECT race.
+        await self.session.execute(update(IdBlock).where(IdBlock.name == name)
+                                   .values(next_id=func.last_insert_id(IdBlock.next_id + size)))
+        end = (await self.session.execute(select(func.last_insert_id()))).scalar_one()
+        return int(end) - size
+
+    async def by_idempotency_key(self, user_id: int, key: str) -> tuple[OrderOut, str] | None:
         row = (await self.session.execute(
             select(*ORDER_COLUMNS, Order.idempotency_fingerprint)
             .where(Order.user_id == user_id, Order.idempotency_key == key))).mappings().first()
@@ -139,7 +133,7 @@ class OrderRepository:
         return _order({k: v for k, v in values.items() if k != "idempotency_fingerprint"}), \
             str(values["idempotency_fingerprint"])
 
-    async def order(self, order_id: int) -> OrderRow | None:
+    async def order(self, order_id: int) -> OrderOut | None:
         row = (await self.session.execute(
             select(*ORDER_COLUMNS).where(Order.id == order_id))).mappings().first()
         return _order(row) if row else None
@@ -186,7 +180,7 @@ class OrderRepository:
              or_(Order.lease_until.is_(None), Order.lease_until < now)],
             status="expired", stock_effect="release")
 
-    async def cancel(self, order_id: int, user_id: int, *, from_status: str) -> bool:
+    async def cancel(self, order_id: int, user_id: int, *, from_status: OrderStatus) -> bool:
         """pending_payment -> cancelled, paid -> refunded; the units come back either way."""
         if from_status == "pending_payment":
             return await self._move(order_id, [Order.user_id == user_id,
@@ -226,8 +220,8 @@ class OrderRepository:
             .limit(limit))
         return [int(order_id) for order_id in rows.scalars()]
 
-    async def effect_done(self, order_id: int, *, stock_effect: str | None = None,
-                          payment_effect: str | None = None) -> None:
+    async def effect_done(self, order_id: int, *, stock_effect: StockEffect | None = None,
+                          payment_effect: PaymentEffect | None = None) -> None:
         """Clears the effect if it is still the one that was carried out (not a newer one)."""
         if stock_effect is not None:
             await self.session.execute(update(Order).where(
@@ -236,6 +230,3 @@ class OrderRepository:
             await self.session.execute(update(Order).where(
                 Order.id == order_id, Order.payment_effect == payment_effect,
             ).values(payment_effect=None))
-
-
-

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import JSONResponse
 
-from order_service.dependencies import OrdersServiceDep
+from order_service.dependencies import OrderCreationDep, OrderTransitionsDep, SlotTakenInFront
 from order_service.orders.errors import (
     OrderNotCancellable,
     OrderNotFound,
@@ -69,14 +69,14 @@ def _order_key(order: OrderOut) -> Key:
     ),
 )
 async def create_order(body: OrderCreate, user_id: CurrentUser, key: IdempotencyKeyDep,
-                       orders: OrdersServiceDep) -> JSONResponse:
-    answer = await orders.create(user_id, body, key)
+                       orders: OrderCreationDep, slot: SlotTakenInFront) -> JSONResponse:
+    answer = await orders.create(user_id, body, key, slot=slot)
     return JSONResponse(answer.body, status_code=answer.status,
                         media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else None)
 
 
 @router.get("", responses=problem_responses(Unauthorized, ValidationFailed))
-async def list_orders(user_id: CurrentUser, orders: OrdersServiceDep,
+async def list_orders(user_id: CurrentUser, orders: OrderTransitionsDep,
                       status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
                       limit: Limit = 20, cursor: Cursor = None) -> OrderPage:
     items = await orders.page(user_id, status=status_filter, limit=limit + 1,
@@ -88,7 +88,7 @@ async def list_orders(user_id: CurrentUser, orders: OrdersServiceDep,
 @router.get("/{order_id}", responses=problem_responses(Unauthorized, OrderNotFound,
                                                        ValidationFailed))
 async def get_order(order_id: OrderId, user_id: CurrentUser,
-                    orders: OrdersServiceDep) -> OrderOut:
+                    orders: OrderTransitionsDep) -> OrderOut:
     return await orders.get(user_id, order_id)
 
 
@@ -102,7 +102,7 @@ async def get_order(order_id: OrderId, user_id: CurrentUser,
     ),
 )
 async def cancel_order(order_id: OrderId, user_id: CurrentUser,
-                       orders: OrdersServiceDep) -> OrderOut:
+                       orders: OrderTransitionsDep) -> OrderOut:
     return await orders.cancel(user_id, order_id)
 
 
@@ -112,19 +112,19 @@ async def cancel_order(order_id: OrderId, user_id: CurrentUser,
 @internal_router.post("/{order_id}/payment-lease",
                       responses=problem_responses(OrderNotFound, OrderNotPayable))
 async def lease_for_payment(order_id: OrderId, body: PaymentLeaseRequest,
-                            orders: OrdersServiceDep) -> PaymentLease:
+                            orders: OrderTransitionsDep) -> PaymentLease:
     return await orders.lease_for_payment(order_id, body.user_id)
 
 
 @internal_router.post("/{order_id}/paid", responses=problem_responses(OrderNotFound,
                                                                        OrderNotPayable))
 async def order_paid(order_id: OrderId, body: PaymentResult,
-                     orders: OrdersServiceDep) -> OrderState:
+                     orders: OrderTransitionsDep) -> OrderState:
     return await orders.mark_paid(order_id, payment_id=body.payment_id, token=body.lease_token)
 
 
 @internal_router.post("/{order_id}/payment-failed", responses=problem_responses(OrderNotFound))
 async def order_payment_failed(order_id: OrderId, body: PaymentResult,
-                               orders: OrdersServiceDep) -> OrderState:
+                               orders: OrderTransitionsDep) -> OrderState:
     return await orders.mark_payment_failed(order_id, payment_id=body.payment_id,
                                             token=body.lease_token)

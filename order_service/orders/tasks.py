@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import logging
 
-from order_service.orders.service import OrdersService
+from order_service.orders.effects import OrderEffects
+from order_service.orders.transitions import OrderTransitions
 from shared.loops import run_periodically
 
 logger = logging.getLogger("order_service.tasks")
 
 
-async def expire_unpaid_orders(orders: OrdersService, *, interval_seconds: float) -> None:
+async def expire_unpaid_orders(orders: OrderTransitions, *, interval_seconds: float) -> None:
     """On time, whether or not anyone reads the order: its units come back."""
     await run_periodically(orders.expire_due, interval_seconds=interval_seconds, logger=logger,
                            what="expiring unpaid orders")
 
 
-async def settle_order_effects(orders: OrdersService, *, interval_seconds: float) -> None:
+async def settle_order_effects(effects: OrderEffects, *, interval_seconds: float) -> None:
     """Releases, commits and refunds that did not land right after their transition."""
-    await run_periodically(orders.settle_overdue, interval_seconds=interval_seconds,
+    await run_periodically(effects.settle_overdue, interval_seconds=interval_seconds,
                            logger=logger, what="settling order effects")
 
 
-async def release_orphan_holds(orders: OrdersService, *, interval_seconds: float) -> None:
+async def release_orphan_holds(effects: OrderEffects, *, interval_seconds: float) -> None:
     """Holds no order was ever made for (a crash between the reserve and the insert)."""
-    await run_periodically(orders.release_orphan_holds, interval_seconds=interval_seconds,
+    await run_periodically(effects.release_orphan_holds, interval_seconds=interval_seconds,
                            logger=logger, what="releasing orphan holds")

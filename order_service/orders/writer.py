@@ -11,9 +11,9 @@ so each caller gets the answer an insert of its own would have.
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_service.orders.repository import NewOrder, OrderRepository
+from shared.db import Transactions
 from shared.group_commit import GroupCommit
 
 # One INSERT of this many rows stays a few dozen KB.
@@ -21,20 +21,20 @@ MAX_BATCH = 200
 
 
 class OrderWriter(GroupCommit[NewOrder]):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *,
+    def __init__(self, transactions: Transactions[OrderRepository], *,
                  max_batch: int = MAX_BATCH) -> None:
         super().__init__(max_batch=max_batch)
-        self.sessions = sessions
+        self.transactions = transactions
 
     def _stream(self, row: NewOrder) -> int:
-        return row.product_id
+        return row.order.product_id
 
     def _alone_after(self, error: Exception) -> bool:
         return isinstance(error, IntegrityError) or super()._alone_after(error)
 
     async def _write_together(self, rows: list[NewOrder]) -> None:
-        async with self.sessions() as session, session.begin():
-            await OrderRepository(session).insert(rows)
+        async with self.transactions.write() as orders:
+            await orders.insert(rows)
 
     async def _write_alone(self, row: NewOrder) -> None:
         await self._write_together([row])

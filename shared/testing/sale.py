@@ -41,14 +41,15 @@ class Sale:
     def url(self, name: str) -> str:
         return self.processes[name].url
 
-    def restart(self, name: str, **extra_env: str) -> None:
-        """Stops the service (if it still runs) and starts it again, same port and schema."""
+    def restart(self, name: str, *, factory: str | None = None, **extra_env: str) -> None:
+        """Stops the service (if it still runs) and starts it again, same port and schema;
+        `factory`: another app factory (one with a fault built in, say)."""
         old = self.processes[name]
         old.stop()
         app = service(name)
         env = {**self.environments[name], **extra_env}
-        self.processes[name] = ServiceProcess(name, app.factory, env=env, log_dir=self.logs,
-                                              port=old.port).start()
+        self.processes[name] = ServiceProcess(name, factory or app.factory, env=env,
+                                              log_dir=self.logs, port=old.port).start()
         self.processes[name].wait_healthy()
         self.restarts.append(name)
 

@@ -147,13 +147,14 @@ async def test_a_turn_taken_in_front_is_the_slot_the_route_then_uses() -> None:
     order: list[str] = []
 
     async def request_waiting_in_front(name: str) -> None:
-        assert await limit.take_turn(7)
+        turn = await limit.take_turn(7)
+        assert turn is not None
         order.append(name)
-        # Its route, in the same task: the slot is the turn's, with no second wait (with one
-        # slot, a second wait would be for itself).
-        async with limit.slot(7):
+        # Its route, handed the slot: no second wait (with one slot, a second wait would be
+        # for itself).
+        async with limit.slot(7, taken=turn):
             await asyncio.sleep(0.01)
-        limit.give_back_turn()  # used by the route: nothing more to give back
+        turn.give_back()  # used by the route: nothing more to give back
 
     async def request_in_the_route(name: str) -> None:
         async with limit.slot(7):
@@ -178,9 +179,10 @@ async def test_a_turn_the_route_never_used_is_given_back() -> None:
     limit = InFlightLimit(1, wait_seconds=5)
 
     async def refused_in_front() -> None:
-        assert await limit.take_turn(7)
-        limit.give_back_turn()
-        limit.give_back_turn()  # once only
+        turn = await limit.take_turn(7)
+        assert turn is not None
+        turn.give_back()
+        turn.give_back()  # once only
 
     await asyncio.wait_for(asyncio.create_task(refused_in_front()), 1)
     assert limit._slots == {}
@@ -188,10 +190,21 @@ async def test_a_turn_the_route_never_used_is_given_back() -> None:
         pass
 
 
-async def test_a_turn_not_come_in_time_is_false_and_leaves_nothing() -> None:
+async def test_a_slot_for_another_key_is_not_used_in_its_place() -> None:
+    limit = InFlightLimit(1, wait_seconds=0.05)
+    turn = await limit.take_turn(8)
+    assert turn is not None
+    async with limit.slot(7, taken=turn):  # a slot of 7 of its own; 8's is still held
+        assert limit.busy(8)
+    assert limit.busy(8)
+    turn.give_back()
+    assert limit._slots == {}
+
+
+async def test_a_turn_not_come_in_time_is_none_and_leaves_nothing() -> None:
     limit = InFlightLimit(1, wait_seconds=0.05)
     async with only_slot_held(limit, 7):
-        assert not await limit.take_turn(7)
+        assert await limit.take_turn(7) is None
         cancelled = asyncio.create_task(limit.take_turn(7))
         await asyncio.sleep(0.01)
         cancelled.cancel()  # the client went away

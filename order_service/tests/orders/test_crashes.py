@@ -1,5 +1,5 @@
-"""A process killed at the worst moment loses nothing: the fault switches (APP_ENV=test only)
-make the service exit at that point, and the test restarts it normally."""
+"""A process killed at the worst moment loses nothing: order_service is restarted with a fault
+built in (tests/faults.py, a dependency override), then normally again."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from order_service.tests.faults import FAULT_VARIABLE
 from shared.testing.sale import Sale, register_product
 from shared.testing.sale_flow import get_order, order, pay, settled
+
+WITH_FAULT = "order_service.tests.faults:create_app_with_fault"
 
 
 def user() -> int:
@@ -22,7 +25,7 @@ async def test_killed_between_reserve_and_insert_the_units_come_back(
     http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
 ) -> None:
     product = await register_product(http, sale, total=2)
-    sale.restart("order", ORDER_FAULT_POINT="after_reserve")
+    sale.restart("order", factory=WITH_FAULT, **{FAULT_VARIABLE: "after_reserve"})
     try:
         with pytest.raises(httpx.HTTPError):
             await order(http, sale, user=user(), product=product, quantity=2)
@@ -42,7 +45,7 @@ async def test_an_insert_whose_answer_was_lost_keeps_its_order_and_its_units(
     whose units are sold to someone else)."""
     product = await register_product(http, sale, total=2)
     buyer = user()
-    sale.restart("order", ORDER_FAULT_POINT="insert_answer_lost")
+    sale.restart("order", factory=WITH_FAULT, **{FAULT_VARIABLE: "insert_answer_lost"})
     try:
         created = await order(http, sale, user=buyer, product=product)
     finally:

@@ -16,9 +16,11 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from order_service.orders.repository import NewOrder
+from order_service.orders.repository import NewOrder, OrderRepository
+from order_service.orders.schemas import OrderOut
 from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
+from shared.db import Transactions
 
 
 def new_id() -> int:
@@ -27,15 +29,20 @@ def new_id() -> int:
 
 def new_order(product_id: int, *, user_id: int | None = None, key: str | None = None) -> NewOrder:
     now = utcnow().replace(microsecond=0)
-    return NewOrder(order_id=new_id(), user_id=user_id or new_id(), product_id=product_id,
-                    quantity=1, unit_price=1_000, expires_at=now + timedelta(minutes=10),
-                    created_at=now, idempotency_key=key,
-                    idempotency_fingerprint="f" * 64 if key else None)
+    return NewOrder(OrderOut(id=new_id(), user_id=user_id or new_id(), product_id=product_id,
+                             quantity=1, unit_price=1_000, amount=1_000,
+                             status="pending_payment", expires_at=now + timedelta(minutes=10),
+                             created_at=now),
+                    idempotency_key=key, idempotency_fingerprint="f" * 64 if key else None)
+
+
+def transactions(engine: AsyncEngine) -> Transactions[OrderRepository]:
+    return Transactions(async_sessionmaker(engine, expire_on_commit=False), OrderRepository)
 
 
 @pytest.fixture
 def writer(engines: dict[str, AsyncEngine]) -> OrderWriter:
-    return OrderWriter(async_sessionmaker(engines["order"], expire_on_commit=False))
+    return OrderWriter(transactions(engines["order"]))
 
 
 @contextmanager
@@ -58,7 +65,7 @@ def inserts_on(engine: AsyncEngine) -> Iterator[list[int]]:
 async def stored(engine: AsyncEngine, orders: list[NewOrder]) -> set[int]:
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT id FROM orders WHERE product_id = :p"),
-                                  {"p": orders[0].product_id})
+                                  {"p": orders[0].order.product_id})
         return {row[0] for row in rows}
 
 
@@ -69,7 +76,7 @@ async def test_orders_arriving_together_share_inserts(
     orders = [new_order(product_id) for _ in range(60)]
     with inserts_on(engines["order"]) as inserts:
         await asyncio.gather(*(writer.write(order) for order in orders))
-    assert await stored(engines["order"], orders) == {order.order_id for order in orders}
+    assert await stored(engines["order"], orders) == {new.order.id for new in orders}
     assert sum(inserts) == 60
     assert 1 <= len(inserts) < 10  # a lone first order, then the rest in a few batches
     assert (writer._waiting, writer._writers) == ({}, {})
@@ -88,7 +95,7 @@ async def test_a_duplicate_key_in_a_batch_fails_only_its_own_order(
                                     return_exceptions=True)
     assert isinstance(outcomes[10], IntegrityError)
     assert outcomes[:10] + outcomes[11:] == [None] * 20
-    assert await stored(engines["order"], others) == {o.order_id for o in [first, *others]}
+    assert await stored(engines["order"], others) == {o.order.id for o in [first, *others]}
 
 
 class GatedWriter(OrderWriter):
@@ -111,7 +118,7 @@ async def test_an_order_whose_caller_is_cancelled_is_still_written(
 ) -> None:
     """Its units are held for it: the order must land whether or not anyone still waits (the
     caller, cancelled, does not release the hold), and a stop waits for it (drain)."""
-    writer = GatedWriter(async_sessionmaker(engines["order"], expire_on_commit=False))
+    writer = GatedWriter(transactions(engines["order"]))
     product_id = new_id()
     first, gone = new_order(product_id), new_order(product_id)
     writing = asyncio.create_task(writer.write(first))
@@ -124,5 +131,5 @@ async def test_an_order_whose_caller_is_cancelled_is_still_written(
     writer.gate.set()
     await writer.drain(timeout=5)
     await writing
-    assert await stored(engines["order"], [first]) == {first.order_id, gone.order_id}
+    assert await stored(engines["order"], [first]) == {first.order.id, gone.order.id}
     assert (writer._waiting, writer._writers) == ({}, {})

@@ -1,6 +1,6 @@
-"""The layer in front of the router (orders/fast_refusal.py) on its own: what it answers itself
-and what it must hand on to the route untouched. The route's side (the same answer either
-way) is tested through a real order_service in test_router.py."""
+"""Admission's layer in front of the router (orders/admission.py) on its own: what it answers
+itself and what it must hand on to the route untouched. The route's side (the same answer
+either way, request by request) is tested through a real order_service in test_router.py."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from order_service.orders.admission import ORDERS_PATH, OrderAdmission, OrderAdmissionFront
 from order_service.orders.errors import TooManyWaiting
-from order_service.orders.fast_refusal import ORDERS_PATH, SoldOutFastPath
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.fast_path import MAX_BODY
 from shared.identity import IDENTITY_KEY_STATE
 from shared.metrics import route_template
-from shared.sold_out import InFlightLimit, SoldOutMemory
+from shared.sold_out import InFlightLimit, Slot, SoldOutMemory
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
 
 PRODUCT = 7
@@ -51,7 +51,7 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
                downstream: Downstream | None = None,
                ) -> tuple[int, dict[str, Any] | None, Downstream]:
     downstream = downstream or Downstream()
-    layer = SoldOutFastPath(downstream)
+    layer = OrderAdmissionFront(downstream)
     if headers is None:
         headers = signed_identity_headers(1, "s" * 32) | JSON
     chunks = [body] if isinstance(body, bytes) else list(body)
@@ -69,7 +69,7 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
     scope: Scope = {
         "type": "http", "method": method, "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "state": {RESOURCES_STATE_KEY: SimpleNamespace(orders=SimpleNamespace(
+        "state": {RESOURCES_STATE_KEY: SimpleNamespace(admission=OrderAdmission(
                       sold_out=memory, reserving=reserving or InFlightLimit(64, 5))),
                   IDENTITY_KEY_STATE: TEST_IDENTITY_SIGNING_KEY.encode()},
     }
@@ -195,14 +195,17 @@ async def test_the_crowd_behind_the_slots_waits_here_and_is_refused_when_stock_s
 
 
 class RouteUsingTheSlot(Downstream):
-    """A route that reserves as order_service's does, inside limit.slot(PRODUCT)."""
+    """A route that reserves as order_service's does, inside limit.slot(PRODUCT) with the slot
+    the layer handed on."""
 
     def __init__(self, limit: InFlightLimit) -> None:
         super().__init__()
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with self.limit.slot(PRODUCT):
+        handed_on = [value for value in scope.values() if isinstance(value, Slot)]
+        assert len(handed_on) == 1
+        async with self.limit.slot(PRODUCT, taken=handed_on[0]):
             await asyncio.sleep(0.01)
             await super().__call__(scope, receive, send)
 

@@ -1,0 +1,127 @@
+"""Creating an order: an id is made first (so the reserve is keyed by it), the units are reserved
+at stock_service when admission lets the order ask (orders/admission.py), then the order is
+inserted with the product's other new orders of that moment (orders/writer.py).
+
+If the insert fails the hold is released; if the process dies in between, the orphan
+reconciler (orders/effects.py) releases it (a hold with no order after `orphan_after`). A
+refusal (sold_out, ...) costs one call to stock_service (one Lua call there) and no MySQL work
+here, or nothing at all when admission answers it from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from order_service.clients import StockClient
+from order_service.orders.admission import OrderAdmission
+from order_service.orders.errors import StockUnavailable
+from order_service.orders.ids import OrderIds
+from order_service.orders.repository import DUPLICATE_ENTRY, NewOrder, OrderRepository
+from order_service.orders.schemas import OrderCreate, OrderOut
+from order_service.orders.writer import OrderWriter
+from shared.clock import utcnow
+from shared.db import Transactions
+from shared.errors import DatabaseUnavailable
+from shared.group_commit import WriterStopped, error_code
+from shared.idempotency import Claim, IdempotencyKeyReused, IdempotencyKeys, StoredAnswer
+from shared.sold_out import Slot
+
+logger = logging.getLogger("order_service.orders")
+
+
+class OrderCreation:
+    def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
+                 stock: StockClient, ids: OrderIds, keys: IdempotencyKeys,
+                 payment_ttl: timedelta, writer: OrderWriter | None = None) -> None:
+        self.transactions = transactions
+        self.admission = admission
+        self.stock = stock
+        self.ids = ids
+        self.keys = keys
+        self.payment_ttl = payment_ttl
+        self.writer = writer or OrderWriter(transactions)
+
+    async def create(self, user_id: int, request: OrderCreate, idempotency_key: str | None,
+                     *, slot: Slot | None = None) -> StoredAnswer:
+        """201 and the order, or the refusal; with a key, at most once and the same again.
+        `slot`: the reserve slot admission's layer in front already waited for, if any."""
+        return await self.keys.once(
+            user_id, idempotency_key, request,
+            lambda claim: self._create(user_id, request, claim, slot))
+
+    async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
+                      slot: Slot | None) -> OrderOut:
+        async def reserve() -> OrderOut:
+            order_id = await self.ids.next()
+            created_at = utcnow()
+            expires_at = created_at + self.payment_ttl
+            hold = await self.stock.reserve(
+                product_id=request.product_id, order_id=order_id, user_id=user_id,
+                quantity=request.quantity, expires_at=expires_at)
+            return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
+                            quantity=request.quantity, unit_price=hold.unit_price,
+                            amount=hold.unit_price * request.quantity, status="pending_payment",
+                            expires_at=expires_at, created_at=created_at)
+
+        order = await self.admission.reserve(request.product_id, request.quantity, slot=slot,
+                                             ask=reserve)
+        return await self.insert(order, claim)
+
+    async def insert(self, order: OrderOut, claim: Claim | None) -> OrderOut:
+        """The order whose units are held, written; the hold is released if it cannot be."""
+        try:
+            await self.writer.write(NewOrder(
+                order, idempotency_key=claim.key if claim else None,
+                idempotency_fingerprint=claim.fingerprint if claim else None))
+        except IntegrityError as error:
+            # Refused by the database: nothing of it was written.
+            await self._release_quietly(order.product_id, order.id)
+            if claim is not None and error_code(error) == DUPLICATE_ENTRY:
+                return await self._first_order_of(claim)
+            raise
+        except (SQLAlchemyError, OSError, WriterStopped) as error:
+            # The commit may have landed before the error (a connection lost during COMMIT):
+            # the units go back only once the order is known not to exist.
+            if not await self._written_or_released(order.product_id, order.id):
+                raise DatabaseUnavailable() from error
+        # Not caught: a cancelled caller (its order is still written, shielded in the writer;
+        # if the process stops first, the orphan reconciler releases the hold).
+        return order
+
+    async def _first_order_of(self, claim: Claim) -> OrderOut:
+        """The key made an order before (Redis had lost the key): that order is the answer."""
+        async with self.transactions.read() as orders:
+            found = await orders.by_idempotency_key(claim.user_id, claim.key)
+        if found is None:
+            raise DatabaseUnavailable()
+        order, first_fingerprint = found
+        if first_fingerprint != claim.fingerprint:
+            raise IdempotencyKeyReused()
+        return order
+
+    async def _written_or_released(self, product_id: int, order_id: int) -> bool:
+        """After a failed insert: True if the order was written after all; else its hold is
+        released (now, or by the orphan reconciler when the database cannot be asked)."""
+        try:
+            async with self.transactions.read() as orders:
+                written = bool(await orders.existing_ids([order_id]))
+        except (SQLAlchemyError, OSError):
+            return False
+        if not written:
+            await self._release_quietly(product_id, order_id)
+        return written
+
+    async def _release_quietly(self, product_id: int, order_id: int) -> None:
+        try:
+            await self.stock.release(product_id=product_id, order_id=order_id)
+            self.admission.units_back(product_id)
+        except StockUnavailable:
+            # The orphan reconciler releases it: a hold with no order is found and given back.
+            logger.warning("could not release the hold of an order not created",
+                           extra={"order_id": order_id})
+
+    async def drain(self, timeout: float) -> None:
+        await self.writer.drain(timeout=timeout)
