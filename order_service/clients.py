@@ -6,6 +6,7 @@ contract's problem (sold_out, ...), as the client of this API would see it."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from order_service.orders.errors import StockUnavailable
 from shared.errors import ProblemError
@@ -17,16 +18,20 @@ from shared.internal.stock import (
     Hold,
     HoldPage,
     hold_path,
+    refusal_code,
 )
 from shared.schemas import to_utc_z
+
+# What became of a paid order's hold: sold, too late (its units went back), or never there.
+CommitOutcome = Literal["committed", "released", "missing"]
 
 
 def _refusal(response: ServiceResponse) -> ProblemError:
     """The stock contract's problem for a 4xx answer (the detail passed on)."""
-    error = REFUSALS.get(response.code or "")
+    code = refusal_code(response.code)
     detail = response.body.get("detail") if isinstance(response.body, dict) else None
-    if error is not None:
-        return error(detail)
+    if code is not None:
+        return REFUSALS[code](detail)
     return StockUnavailable(f"stock_service answered {response.status} {response.code}.")
 
 
@@ -50,7 +55,7 @@ class StockClient:
         response = await self._call("POST", hold_path(product_id, order_id) + "/release")
         return response.status in (200, 404)
 
-    async def commit(self, *, product_id: int, order_id: int) -> str:
+    async def commit(self, *, product_id: int, order_id: int) -> CommitOutcome:
         """'committed', 'released' (too late: the units went back) or 'missing'."""
         response = await self._call("POST", hold_path(product_id, order_id) + "/commit")
         if response.status == 200:

@@ -10,17 +10,20 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.db import Transactions
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
 from stock_service.dependencies import Resources
 from stock_service.settings import Settings, get_settings
-from stock_service.stock.fast_answers import RememberedLevel, ReserveRefusal
+from stock_service.stock.admission import RememberedLevel, ReserveRefusal, StockAdmission
+from stock_service.stock.catalog import CatalogService
+from stock_service.stock.holds import HoldService
 from stock_service.stock.rebuild import LiveState
+from stock_service.stock.repository import LedgerRepository
 from stock_service.stock.router import internal_router
 from stock_service.stock.router import router as stock_router
 from stock_service.stock.scripts import StockScripts
-from stock_service.stock.service import StockService
 from stock_service.stock.tasks import (
     reconcile_live_stock_periodically,
     release_expired_holds_periodically,
@@ -34,24 +37,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
         async with open_datastores(settings) as datastores:
+            transactions = Transactions(datastores.sessionmaker, LedgerRepository)
             scripts = StockScripts(datastores.redis)
-            live = LiveState(sessions=datastores.sessionmaker, redis=datastores.redis,
-                             scripts=scripts)
-            stock = StockService(sessions=datastores.sessionmaker, reads=datastores.reads,
-                                 scripts=scripts, live=live,
-                                 hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
-                                 sold_out_memory=settings.sold_out_memory_seconds,
-                                 view_memory=settings.view_memory_seconds)
+            admission = StockAdmission(scripts=scripts,
+                                       sold_out_memory=settings.sold_out_memory_seconds,
+                                       view_memory=settings.view_memory_seconds)
+            live = LiveState(transactions=transactions, redis=datastores.redis, scripts=scripts,
+                             on_change=admission.changed)
+            holds = HoldService(transactions=transactions, reads=datastores.reads,
+                                scripts=scripts, live=live, admission=admission,
+                                hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+            catalog = CatalogService(transactions=transactions, reads=datastores.reads,
+                                     scripts=scripts, live=live, admission=admission)
             try:
                 async with running(
                     reconcile_live_stock_periodically(
                         live, interval_seconds=settings.reconcile_interval_seconds),
                     release_expired_holds_periodically(
-                        stock, interval_seconds=settings.expired_hold_interval_seconds,
+                        holds, interval_seconds=settings.expired_hold_interval_seconds,
                         grace=timedelta(seconds=settings.expired_hold_grace_seconds)),
                 ):
                     yield Resources(settings=settings, datastores=datastores, scripts=scripts,
-                                    live=live, stock=stock)
+                                    live=live, admission=admission, holds=holds,
+                                    catalog=catalog)
             finally:
                 await live.drain()
 

@@ -1,5 +1,6 @@
-"""What stock_service's lifespan builds once (datastores, Lua scripts, the live-state keeper and
-the stock service itself) and the dependencies that hand it to requests.
+"""What stock_service's lifespan builds once (datastores, Lua scripts, the live-state keeper,
+admission, and the two parts of stock: holds and the catalog) and the dependencies that hand it
+to requests.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -15,9 +16,11 @@ from fastapi import Depends
 from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
 from stock_service.settings import Settings
+from stock_service.stock.admission import StockAdmission
+from stock_service.stock.catalog import CatalogService
+from stock_service.stock.holds import HoldService
 from stock_service.stock.rebuild import LiveState
 from stock_service.stock.scripts import StockScripts
-from stock_service.stock.service import StockService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,8 +29,11 @@ class Resources:
     datastores: Datastores
     scripts: StockScripts
     live: LiveState
-    # Stateless between requests: built once, so the sale's hot path allocates nothing for it.
-    stock: StockService
+    # Stateless between requests but for their memories: built once, so the sale's hot path
+    # allocates nothing for them.
+    admission: StockAdmission
+    holds: HoldService
+    catalog: CatalogService
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -37,8 +43,13 @@ async def get_resources(resources: AppResources) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_stock_service(resources: AppResources) -> StockService:
-    return resources_of(resources, Resources).stock
+async def get_hold_service(resources: AppResources) -> HoldService:
+    return resources_of(resources, Resources).holds
 
 
-StockServiceDep = Annotated[StockService, Depends(get_stock_service)]
+async def get_catalog_service(resources: AppResources) -> CatalogService:
+    return resources_of(resources, Resources).catalog
+
+
+HoldServiceDep = Annotated[HoldService, Depends(get_hold_service)]
+CatalogServiceDep = Annotated[CatalogService, Depends(get_catalog_service)]

@@ -57,10 +57,20 @@ class ProductNotFound(NotFound):
     title = "Product not found"
 
 
-REFUSALS: dict[str, type[ProblemError]] = {
-    error.code: error
-    for error in (SoldOut, SaleNotOpen, SaleClosed, PurchaseLimitExceeded, ProductNotFound)
+# The one table of a reserve's refusals: the code the reserve script (stock_service's
+# stock/scripts.py) and the ledger's guard answer with is the problem's `code` on the wire, and
+# order_service reads a 4xx back into the same error.
+RefusalCode = Literal["not_found", "sale_not_open", "sale_closed", "purchase_limit_exceeded",
+                      "sold_out"]
+REFUSALS: dict[RefusalCode, type[ProblemError]] = {
+    "not_found": ProductNotFound, "sale_not_open": SaleNotOpen, "sale_closed": SaleClosed,
+    "purchase_limit_exceeded": PurchaseLimitExceeded, "sold_out": SoldOut,
 }
+
+
+def refusal_code(word: str | None) -> RefusalCode | None:
+    """`word` (a script's answer, a problem's code) if it is a reserve's refusal, else None."""
+    return word if word in REFUSALS else None
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Quantity = Annotated[int, Field(ge=1, le=100)]

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.internal.stock import HoldState
 from stock_service.db import Base, Timestamp
 
 HOLD_STATES = ("held", "committed", "released")
@@ -57,7 +58,7 @@ class StockHold(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[HoldState] = mapped_column(String(16))
     # When an unpaid hold gives its units back by itself, whoever forgets it (the order's
     # payment deadline, passed with the reserve).
     expires_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -28,8 +28,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import Transactions
 from shared.sale_window import epoch_ms
 from stock_service.stock.repository import LedgerProduct, LedgerRepository
 from stock_service.stock.scripts import HoldRecord, ProductKeys, StockScripts
@@ -65,18 +65,23 @@ class Comparison:
     redis: tuple[int, int, int]
 
 
+def _nobody_told(product_id: int) -> None:
+    pass
+
+
 class LiveState:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], redis: Redis | RedisCluster,
-                 scripts: StockScripts) -> None:
-        self.sessions = sessions
+    def __init__(self, *, transactions: Transactions[LedgerRepository],
+                 redis: Redis | RedisCluster, scripts: StockScripts,
+                 on_change: Callable[[int], None] = _nobody_told) -> None:
+        self.transactions = transactions
         self.redis = redis
         self.scripts = scripts
         self._last_round: dict[int, Comparison] = {}
         self._missing_last_round: set[int] = set()
         self._requested: dict[int, asyncio.Task[bool]] = {}
-        # Told of every product whose live state this changed (StockService forgets what it
-        # remembered of it).
-        self.on_change: Callable[[int], None] = lambda product_id: None
+        # Told of every product whose live state this changed (admission forgets what it
+        # remembered of it: stock/admission.py StockAdmission.changed).
+        self.on_change = on_change
 
     async def rebuild(self, product_id: int) -> bool:
         """Loads the product's state from the ledger; False if another rebuild holds it."""
@@ -87,8 +92,7 @@ class LiveState:
         try:
             await asyncio.sleep(IN_FLIGHT_GRACE_SECONDS)
             # A shared lock on the product row: the ledger cannot move while it is read.
-            async with self.sessions() as session, session.begin():
-                ledger = LedgerRepository(session)
+            async with self.transactions.read() as ledger:
                 product = await ledger.product(product_id, shared_lock=True)
                 if product is None:
                     await self.redis.delete(*keys.all)
@@ -168,8 +172,8 @@ class LiveState:
     async def rebuild_all(self) -> int:
         """Every product, then the epoch; returns how many could not be rebuilt (held by
         another rebuild, which finishes them)."""
-        async with self.sessions() as session:
-            product_ids = await LedgerRepository(session).all_product_ids()
+        async with self.transactions.read() as ledger:
+            product_ids = await ledger.all_product_ids()
         results = await asyncio.gather(*(self.rebuild(pid) for pid in product_ids))
         busy = results.count(False)
         if not busy:
@@ -183,8 +187,8 @@ class LiveState:
         if not await self.epoch_present():
             await self.rebuild_all()
             return []
-        async with self.sessions() as session:
-            products = await LedgerRepository(session).all_products()
+        async with self.transactions.read() as ledger:
+            products = await ledger.all_products()
         if not products:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -235,8 +239,8 @@ class LiveState:
         Redis ahead of the ledger on both sides of one ledger read cannot be a move in flight."""
         meta = ProductKeys.of(product_id).meta
         before = await self.redis.hget(meta, "remaining")
-        async with self.sessions() as session:
-            product = await LedgerRepository(session).product(product_id)
+        async with self.transactions.read() as ledger:
+            product = await ledger.product(product_id)
         after = await self.redis.hget(meta, "remaining")
         if product is None or before is None or after is None:
             return False

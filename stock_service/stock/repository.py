@@ -14,6 +14,7 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.internal.stock import Hold, HoldState
 from shared.reads import ReadSession
 from shared.repository import execute_counted
 from stock_service.stock.models import StockHold, StockProduct, StockUserCount
@@ -68,37 +69,12 @@ class LedgerProduct:
         return self.total - self.held - self.sold
 
 
-@dataclass(frozen=True)
-class NewHold:
-    """A hold Redis has just granted, for the ledger to record."""
-
-    order_id: int
-    product_id: int
-    user_id: int
-    quantity: int
-    unit_price: int
-    expires_at: datetime
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class LedgerHold:
-    order_id: int
-    product_id: int
-    user_id: int
-    quantity: int
-    unit_price: int
-    state: str
-    expires_at: datetime
-    created_at: datetime
-
-
 def _product(row: Any) -> LedgerProduct:
     return LedgerProduct(**dict(row))
 
 
-def _hold(row: Any) -> LedgerHold:
-    return LedgerHold(**dict(row))
+def _hold(row: Any) -> Hold:
+    return Hold.model_validate(dict(row))
 
 
 class LedgerReads:
@@ -111,7 +87,7 @@ class LedgerReads:
         row = (await self.reads.execute(PRODUCT_BY_ID, {"product_id": product_id})).first()
         return _product(row) if row else None
 
-    async def hold(self, product_id: int, order_id: int) -> LedgerHold | None:
+    async def hold(self, product_id: int, order_id: int) -> Hold | None:
         row = (await self.reads.execute(
             HOLD_BY_ID, {"order_id": order_id, "product_id": product_id})).first()
         return _hold(row) if row else None
@@ -166,12 +142,12 @@ class LedgerRepository:
     # only; and as nothing waits for another row while holding it, no two of these transactions
     # can wait on each other.
 
-    async def add_holds(self, holds: Sequence[NewHold]) -> None:
-        """One multi-row INSERT. Raises IntegrityError (1062) if an order already has a hold:
-        one per order, ever."""
+    async def add_holds(self, holds: Sequence[Hold]) -> None:
+        """One multi-row INSERT of new holds (Redis has just granted them). Raises
+        IntegrityError (1062) if an order already has a hold: one per order, ever."""
         await self.session.execute(INSERT_HOLD, [{
             "order_id": hold.order_id, "product_id": hold.product_id, "user_id": hold.user_id,
-            "quantity": hold.quantity, "unit_price": hold.unit_price, "state": "held",
+            "quantity": hold.quantity, "unit_price": hold.unit_price, "state": hold.state,
             "expires_at": hold.expires_at, "created_at": hold.created_at,
             "updated_at": hold.created_at} for hold in holds])
 
@@ -190,19 +166,19 @@ class LedgerRepository:
             "p_product": product_id, "p_users": list(user_ids), "p_quantity": quantity,
             "p_now": utcnow()}))
 
-    async def hold_for_update(self, product_id: int, order_id: int) -> LedgerHold | None:
+    async def hold_for_update(self, product_id: int, order_id: int) -> Hold | None:
         row = (await self.session.execute(
             select(*HOLD_COLUMNS)
             .where(StockHold.order_id == order_id, StockHold.product_id == product_id)
             .with_for_update())).mappings().first()
         return _hold(row) if row else None
 
-    async def hold(self, order_id: int) -> LedgerHold | None:
+    async def hold(self, order_id: int) -> Hold | None:
         row = (await self.session.execute(
             select(*HOLD_COLUMNS).where(StockHold.order_id == order_id))).mappings().first()
         return _hold(row) if row else None
 
-    async def move_holds(self, holds: Sequence[LedgerHold], *, to: str) -> list[LedgerHold]:
+    async def move_holds(self, holds: Sequence[Hold], *, to: HoldState) -> list[Hold]:
         """held -> committed (sold), or held/committed -> released (units back), for holds read
         FOR UPDATE in this transaction; returns those moved (a hold not in the state it was read
         in is left). Locks in the guard's order: the holds, the users' counts, the products."""
@@ -235,7 +211,7 @@ class LedgerRepository:
         return moved
 
     async def held_holds(self, *, created_before: datetime, after_order_id: int,
-                         limit: int) -> list[LedgerHold]:
+                         limit: int) -> list[Hold]:
         rows = (await self.session.execute(
             select(*HOLD_COLUMNS)
             .where(StockHold.state == "held", StockHold.created_at < created_before,
@@ -243,7 +219,7 @@ class LedgerRepository:
             .order_by(StockHold.order_id).limit(limit))).mappings()
         return [_hold(row) for row in rows]
 
-    async def expired_holds(self, *, before: datetime, limit: int) -> list[LedgerHold]:
+    async def expired_holds(self, *, before: datetime, limit: int) -> list[Hold]:
         """Unpaid holds past their expiry, locked; rows another replica is reaping are skipped."""
         rows = (await self.session.execute(
             select(*HOLD_COLUMNS)
@@ -254,7 +230,7 @@ class LedgerRepository:
 
     # What a rebuild loads
 
-    async def live_holds(self, product_id: int) -> list[LedgerHold]:
+    async def live_holds(self, product_id: int) -> list[Hold]:
         rows = (await self.session.execute(
             select(*HOLD_COLUMNS).where(StockHold.product_id == product_id,
                                         StockHold.state.in_(("held", "committed"))))).mappings()

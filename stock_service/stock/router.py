@@ -25,7 +25,7 @@ from shared.internal.stock import (
     StockEntry,
     StockRegistration,
 )
-from stock_service.dependencies import StockServiceDep
+from stock_service.dependencies import CatalogServiceDep, HoldServiceDep
 from stock_service.stock.errors import (
     HoldNotFound,
     HoldReleased,
@@ -56,8 +56,8 @@ OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
         "judged by its clock. While the live state is rebuilt: 503 with Retry-After."
     ),
 )
-async def get_stock(product_id: ProductId, stock: StockServiceDep) -> StockLevel:
-    return await stock.public_level(product_id)
+async def get_stock(product_id: ProductId, catalog: CatalogServiceDep) -> StockLevel:
+    return await catalog.public_level(product_id)
 
 
 @router.put(
@@ -70,8 +70,8 @@ async def get_stock(product_id: ProductId, stock: StockServiceDep) -> StockLevel
     ),
 )
 async def set_stock(product_id: ProductId, body: StockUpdate, user_id: CurrentUser,
-                    stock: StockServiceDep) -> StockLevel:
-    return await stock.set_total(product_id, seller_id=user_id, total=body.stock)
+                    catalog: CatalogServiceDep) -> StockLevel:
+    return await catalog.set_total(product_id, seller_id=user_id, total=body.stock)
 
 
 # Internal: product registration (product_service)
@@ -79,19 +79,19 @@ async def set_stock(product_id: ProductId, body: StockUpdate, user_id: CurrentUs
 
 @internal_router.put("/products/{product_id}")
 async def register_product(product_id: ProductId, body: StockRegistration,
-                           stock: StockServiceDep) -> StockEntry:
-    return await stock.register(product_id, body)
+                           catalog: CatalogServiceDep) -> StockEntry:
+    return await catalog.register(product_id, body)
 
 
 @internal_router.get("/products/{product_id}")
-async def get_product_stock(product_id: ProductId, stock: StockServiceDep) -> StockEntry:
-    return await stock.get_entry(product_id)
+async def get_product_stock(product_id: ProductId, catalog: CatalogServiceDep) -> StockEntry:
+    return await catalog.get_entry(product_id)
 
 
 @internal_router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT,
                         response_class=Response)
-async def unregister_product(product_id: ProductId, stock: StockServiceDep) -> Response:
-    await stock.unregister(product_id)
+async def unregister_product(product_id: ProductId, catalog: CatalogServiceDep) -> Response:
+    await catalog.unregister(product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -104,36 +104,36 @@ async def unregister_product(product_id: ProductId, stock: StockServiceDep) -> R
                                 PurchaseLimitExceeded, StockRebuilding, DatabaseUnavailable),
 )
 async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
-                  stock: StockServiceDep) -> Hold:
-    return await stock.reserve(product_id, order_id, user_id=body.user_id,
+                  holds: HoldServiceDep) -> Hold:
+    return await holds.reserve(product_id, order_id, user_id=body.user_id,
                                quantity=body.quantity, expires_at=body.expires_at)
 
 
 @internal_router.get("/products/{product_id}/holds/{order_id}",
                      responses=problem_responses(HoldNotFound))
-async def get_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
-    return await stock.get_hold(product_id, order_id)
+async def get_hold(product_id: ProductId, order_id: OrderId, holds: HoldServiceDep) -> Hold:
+    return await holds.get_hold(product_id, order_id)
 
 
 @internal_router.post("/products/{product_id}/holds/{order_id}/commit",
                       responses=problem_responses(HoldNotFound, HoldReleased, InvalidState))
-async def commit_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
-    return await stock.commit(product_id, order_id)
+async def commit_hold(product_id: ProductId, order_id: OrderId, holds: HoldServiceDep) -> Hold:
+    return await holds.commit(product_id, order_id)
 
 
 @internal_router.post("/products/{product_id}/holds/{order_id}/release",
                       responses=problem_responses(HoldNotFound))
-async def release_hold(product_id: ProductId, order_id: OrderId, stock: StockServiceDep) -> Hold:
-    return await stock.release(product_id, order_id)
+async def release_hold(product_id: ProductId, order_id: OrderId, holds: HoldServiceDep) -> Hold:
+    return await holds.release(product_id, order_id)
 
 
 @internal_router.get("/holds")
 async def list_held_holds(
-    stock: StockServiceDep,
+    holds: HoldServiceDep,
     created_before: Annotated[datetime, Query()],
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> HoldPage:
     naive = created_before.astimezone(UTC).replace(tzinfo=None) if created_before.tzinfo \
         else created_before
-    return await stock.held_holds(created_before=naive, after_order_id=after, limit=limit)
+    return await holds.held_holds(created_before=naive, after_order_id=after, limit=limit)

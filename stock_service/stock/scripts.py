@@ -20,20 +20,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-REFUSAL_MEMORY_MS = 600_000
+from shared.internal.stock import HoldState, RefusalCode, refusal_code
 
-# Refusal codes, as the scripts return them and the API answers them.
-NOT_FOUND = "not_found"
-SALE_NOT_OPEN = "sale_not_open"
-SALE_CLOSED = "sale_closed"
-LIMIT_EXCEEDED = "purchase_limit_exceeded"
-SOLD_OUT = "sold_out"
-REFUSALS = frozenset({NOT_FOUND, SALE_NOT_OPEN, SALE_CLOSED, LIMIT_EXCEEDED, SOLD_OUT})
+REFUSAL_MEMORY_MS = 600_000
+# RESERVE refuses with the codes of shared.internal.stock REFUSALS (the API answers them as
+# they are); it answers 'held', 'replay', 'missing' or 'rebuilding' otherwise.
 
 _HOLD_PARSER = """
 local function parse_hold(value)
@@ -188,9 +184,11 @@ class ProductKeys:
 
 @dataclass(frozen=True)
 class HoldRecord:
-    """A hold as Redis keeps it."""
+    """A hold as Redis keeps it, in the hash of its product's holds under its order id: the
+    encoding of the live state, not a row (the ledger's and the API's hold is
+    shared.internal.stock.Hold)."""
 
-    state: str
+    state: HoldState
     user_id: int
     quantity: int
     created_ms: int
@@ -198,7 +196,7 @@ class HoldRecord:
     @classmethod
     def parse(cls, value: str) -> HoldRecord:
         state, user, quantity, created = value.split("|")
-        return cls(state, int(user), int(quantity), int(created))
+        return cls(cast(HoldState, state), int(user), int(quantity), int(created))
 
     def encode(self) -> str:
         return f"{self.state}|{self.user_id}|{self.quantity}|{self.created_ms}"
@@ -206,11 +204,16 @@ class HoldRecord:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a script answered: a word, and what came with it."""
+    """What a script answered: a word, and what came with it. `refusal`: the word, when it is
+    one of a reserve's refusals."""
 
     word: str
     hold: HoldRecord | None = None
     price: int | None = None
+
+    @property
+    def refusal(self) -> RefusalCode | None:
+        return refusal_code(self.word)
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,11 @@ class StockScripts:
             return Outcome("replay", HoldRecord.parse(reply[1]))
         return Outcome(reply[0])
 
-    async def unreserve(self, product_id: int, order_id: int, *, remember: str = "") -> bool:
+    async def unreserve(self, product_id: int, order_id: int, *,
+                        remember: RefusalCode | None = None) -> bool:
         keys = ProductKeys.of(product_id)
         undone = await self._unreserve(keys=[keys.meta, keys.users, keys.holds, keys.refusals],
-                                       args=[order_id, remember, REFUSAL_MEMORY_MS])
+                                       args=[order_id, remember or "", REFUSAL_MEMORY_MS])
         return bool(int(undone))
 
     async def release(self, product_id: int, order_id: int) -> Outcome:

@@ -7,8 +7,8 @@ import logging
 from datetime import timedelta
 
 from shared.loops import run_periodically
+from stock_service.stock.holds import HoldService
 from stock_service.stock.rebuild import LiveState
-from stock_service.stock.service import StockService
 
 logger = logging.getLogger("stock_service.tasks")
 
@@ -19,12 +19,12 @@ async def reconcile_live_stock_periodically(live: LiveState, *, interval_seconds
                            what="reconcile round")
 
 
-async def release_expired_holds_periodically(stock: StockService, *, interval_seconds: float,
+async def release_expired_holds_periodically(holds: HoldService, *, interval_seconds: float,
                                              grace: timedelta) -> None:
     """A hold nobody paid for comes back by itself, even if its order is never heard of."""
 
     async def release_all_expired() -> None:
-        while await stock.release_expired(grace=grace) > 0:
+        while await holds.release_expired(grace=grace) > 0:
             pass
 
     await run_periodically(release_all_expired, interval_seconds=interval_seconds, logger=logger,

@@ -1,5 +1,5 @@
-"""The rules of stock/service.py against real MariaDB and Redis: holds never oversell, the ledger
-guards whatever Redis says, and Redis is rebuilt to agree with it."""
+"""The rules of stock/holds.py and stock/catalog.py against real MariaDB and Redis: holds never
+oversell, the ledger guards whatever Redis says, and Redis is rebuilt to agree with it."""
 
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ from stock_service.stock.errors import (
 from stock_service.stock.rebuild import EPOCH_KEY
 from stock_service.stock.repository import LedgerRepository
 from stock_service.stock.scripts import ProductKeys
-from stock_service.stock.service import StockService
 from stock_service.tests.conftest import new_id
-from stock_service.tests.factories import make_product
+from stock_service.tests.factories import make_product, stock_parts
 
 
 async def outcome(call: Any) -> str:
@@ -78,20 +77,20 @@ def statements_on(engine: AsyncEngine) -> Iterator[list[str]]:
 async def test_a_hold_moves_the_counts_in_redis_and_the_ledger_alike(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=5, price=12_000)
+    stock = resources
+    product = await make_product(stock.catalog, total=5, price=12_000)
     order = new_id()
-    hold = await stock.reserve(product.product_id, order, user_id=7, quantity=2)
+    hold = await stock.holds.reserve(product.product_id, order, user_id=7, quantity=2)
     assert (hold.state, hold.quantity, hold.unit_price) == ("held", 2, 12_000)
     assert await ledger_counts(session, product.product_id) == (3, 2, 0)
     assert await redis_counts(redis, product.product_id) == (3, 2, 0)
 
-    assert (await stock.commit(product.product_id, order)).state == "committed"
+    assert (await stock.holds.commit(product.product_id, order)).state == "committed"
     assert await ledger_counts(session, product.product_id) == (3, 0, 2)
     assert await redis_counts(redis, product.product_id) == (3, 0, 2)
 
     # A paid order cancelled (refunded): its units come back too.
-    assert (await stock.release(product.product_id, order)).state == "released"
+    assert (await stock.holds.release(product.product_id, order)).state == "released"
     assert await ledger_counts(session, product.product_id) == (5, 0, 0)
     assert await redis_counts(redis, product.product_id) == (5, 0, 0)
 
@@ -99,34 +98,34 @@ async def test_a_hold_moves_the_counts_in_redis_and_the_ledger_alike(
 async def test_every_call_replayed_changes_nothing(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=3)
+    stock = resources
+    product = await make_product(stock.catalog, total=3)
     order = new_id()
-    first = await stock.reserve(product.product_id, order, user_id=7, quantity=1)
-    again = await stock.reserve(product.product_id, order, user_id=7, quantity=1)
+    first = await stock.holds.reserve(product.product_id, order, user_id=7, quantity=1)
+    again = await stock.holds.reserve(product.product_id, order, user_id=7, quantity=1)
     assert again == first
     assert await ledger_counts(session, product.product_id) == (2, 1, 0)
-    await stock.commit(product.product_id, order)
-    await stock.commit(product.product_id, order)
+    await stock.holds.commit(product.product_id, order)
+    await stock.holds.commit(product.product_id, order)
     assert await ledger_counts(session, product.product_id) == (2, 0, 1)
-    await stock.release(product.product_id, order)
-    await stock.release(product.product_id, order)
+    await stock.holds.release(product.product_id, order)
+    await stock.holds.release(product.product_id, order)
     assert await ledger_counts(session, product.product_id) == (3, 0, 0)
     assert await redis_counts(redis, product.product_id) == (3, 0, 0)
     # A sale that comes after the units went back is refused, not revived.
     with pytest.raises(HoldReleased):
-        await stock.commit(product.product_id, order)
+        await stock.holds.commit(product.product_id, order)
     with pytest.raises(HoldNotFound):
-        await stock.release(product.product_id, new_id())
+        await stock.holds.release(product.product_id, new_id())
 
 
 async def test_300_concurrent_reserves_for_30_units_hold_exactly_30(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=30)
+    stock = resources
+    product = await make_product(stock.catalog, total=30)
     results = await asyncio.gather(*(
-        outcome(stock.reserve(product.product_id, new_id(), user_id=1000 + n, quantity=1))
+        outcome(stock.holds.reserve(product.product_id, new_id(), user_id=1000 + n, quantity=1))
         for n in range(300)))
     assert Counter(results) == {"held": 30, "sold_out": 270}
     assert await ledger_counts(session, product.product_id) == (0, 30, 0)
@@ -136,11 +135,11 @@ async def test_300_concurrent_reserves_for_30_units_hold_exactly_30(
 async def test_a_limit_per_user_holds_when_each_user_sends_several_at_once(
     resources: Resources, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=30, limit_per_user=1)
+    stock = resources
+    product = await make_product(stock.catalog, total=30, limit_per_user=1)
     users = [2000 + n for n in range(50)]
     results = await asyncio.gather(*(
-        outcome(stock.reserve(product.product_id, new_id(), user_id=user, quantity=1))
+        outcome(stock.holds.reserve(product.product_id, new_id(), user_id=user, quantity=1))
         for user in users for _ in range(3)))
     counts = Counter(results)
     assert counts["held"] == 30
@@ -153,16 +152,16 @@ async def test_a_limit_per_user_holds_when_each_user_sends_several_at_once(
 
 
 async def test_refusals_cost_no_mysql_work(resources: Resources) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=1)
-    await stock.reserve(product.product_id, new_id(), user_id=1, quantity=1)
-    closed = await make_product(stock, total=5, opens_at=utcnow() - timedelta(hours=2),
+    stock = resources
+    product = await make_product(stock.catalog, total=1)
+    await stock.holds.reserve(product.product_id, new_id(), user_id=1, quantity=1)
+    closed = await make_product(stock.catalog, total=5, opens_at=utcnow() - timedelta(hours=2),
                                 closes_at=utcnow() - timedelta(hours=1))
     with statements_on(resources.datastores.engine) as statements:
         for _ in range(20):
             with pytest.raises(SoldOut):
-                await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
-        assert await outcome(stock.reserve(closed.product_id, new_id(), user_id=2,
+                await stock.holds.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+        assert await outcome(stock.holds.reserve(closed.product_id, new_id(), user_id=2,
                                            quantity=1)) == "sale_closed"
     assert statements == []
 
@@ -170,14 +169,14 @@ async def test_refusals_cost_no_mysql_work(resources: Resources) -> None:
 async def test_redis_raised_by_hand_never_sells_a_unit_twice(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=3)
+    stock = resources
+    product = await make_product(stock.catalog, total=3)
     for user in (1, 2, 3):
-        await stock.reserve(product.product_id, new_id(), user_id=user, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=user, quantity=1)
     # Redis believes there are ten more; the ledger knows there are none.
     await redis.hincrby(ProductKeys.of(product.product_id).meta, "remaining", 10)
     results = await asyncio.gather(*(
-        outcome(stock.reserve(product.product_id, new_id(), user_id=10 + n, quantity=1))
+        outcome(stock.holds.reserve(product.product_id, new_id(), user_id=10 + n, quantity=1))
         for n in range(10)))
     assert set(results) <= {"sold_out", "upstream_unavailable"}
     assert "sold_out" in results
@@ -189,16 +188,16 @@ async def test_redis_raised_by_hand_never_sells_a_unit_twice(
 async def test_redis_restored_from_an_older_snapshot_is_guarded_then_reconciled(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock, live = resources.stock, resources.live
-    product = await make_product(stock, total=10, limit_per_user=2)
+    stock, live = resources, resources.live
+    product = await make_product(stock.catalog, total=10, limit_per_user=2)
     keys = ProductKeys.of(product.product_id)
     for user in (1, 2):
-        await stock.reserve(product.product_id, new_id(), user_id=user, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=user, quantity=1)
     snapshot = {key: await redis.dump(key) for key in (keys.meta, keys.users, keys.holds)}
     later = [new_id() for _ in range(8)]
     for n, order in enumerate(later):
-        await stock.reserve(product.product_id, order, user_id=100 + n // 2, quantity=1)
-    await stock.commit(product.product_id, later[0])
+        await stock.holds.reserve(product.product_id, order, user_id=100 + n // 2, quantity=1)
+    await stock.holds.commit(product.product_id, later[0])
     # Back to the older state: Redis forgets 8 holds and a sale.
     for key, value in snapshot.items():
         assert value is not None
@@ -206,12 +205,12 @@ async def test_redis_restored_from_an_older_snapshot_is_guarded_then_reconciled(
     assert await redis_counts(redis, product.product_id) == (8, 2, 0)
 
     results = await asyncio.gather(*(
-        outcome(stock.reserve(product.product_id, new_id(), user_id=500 + n, quantity=1))
+        outcome(stock.holds.reserve(product.product_id, new_id(), user_id=500 + n, quantity=1))
         for n in range(10)))
     assert "held" not in results
     assert await ledger_counts(session, product.product_id) == (0, 9, 1)
     # A user Redis now thinks has nothing still cannot pass the limit the ledger keeps.
-    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=100,
+    assert await outcome(stock.holds.reserve(product.product_id, new_id(), user_id=100,
                                        quantity=1)) in {"sold_out", "purchase_limit_exceeded",
                                                         "upstream_unavailable"}
     await live.drain()
@@ -224,21 +223,21 @@ async def test_redis_restored_from_an_older_snapshot_is_guarded_then_reconciled(
 async def test_flushed_redis_answers_503_while_rebuilding_then_agrees_with_the_ledger(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock, live = resources.stock, resources.live
-    product = await make_product(stock, total=20, limit_per_user=3)
+    stock, live = resources, resources.live
+    product = await make_product(stock.catalog, total=20, limit_per_user=3)
     orders = [new_id() for _ in range(6)]
     for n, order in enumerate(orders):
-        await stock.reserve(product.product_id, order, user_id=1 + n % 2, quantity=1)
-    await stock.commit(product.product_id, orders[0])
-    await stock.release(product.product_id, orders[1])
+        await stock.holds.reserve(product.product_id, order, user_id=1 + n % 2, quantity=1)
+    await stock.holds.commit(product.product_id, orders[0])
+    await stock.holds.release(product.product_id, orders[1])
     before = await ledger_counts(session, product.product_id)
 
     await redis.flushdb()
     with pytest.raises(StockRebuilding) as raised:
-        await stock.reserve(product.product_id, new_id(), user_id=9, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=9, quantity=1)
     assert raised.value.headers["Retry-After"] == "1"
     with pytest.raises(StockRebuilding):
-        await stock.public_level(product.product_id)
+        await stock.catalog.public_level(product.product_id)
     await live.drain()  # the 503s asked for a full rebuild: every product, then the epoch
     assert await redis.exists(EPOCH_KEY)
 
@@ -246,12 +245,12 @@ async def test_flushed_redis_answers_503_while_rebuilding_then_agrees_with_the_l
     users = await redis.hgetall(ProductKeys.of(product.product_id).users)
     assert users == {"1": "3", "2": "2"}  # user 2's released unit no longer counts
     # The rebuilt state decides as the ledger would: user 2 may take one more, not two.
-    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=2,
+    assert await outcome(stock.holds.reserve(product.product_id, new_id(), user_id=2,
                                        quantity=2)) == "purchase_limit_exceeded"
-    assert await outcome(stock.reserve(product.product_id, new_id(), user_id=2,
+    assert await outcome(stock.holds.reserve(product.product_id, new_id(), user_id=2,
                                        quantity=1)) == "held"
     # A replayed reserve of a hold made before the flush finds it, and takes nothing more.
-    assert await outcome(stock.reserve(product.product_id, orders[2], user_id=1,
+    assert await outcome(stock.holds.reserve(product.product_id, orders[2], user_id=1,
                                        quantity=1)) == "held"
     assert await ledger_counts(session, product.product_id) == (14, 5, 1)
 
@@ -259,15 +258,15 @@ async def test_flushed_redis_answers_503_while_rebuilding_then_agrees_with_the_l
 async def test_a_hold_only_redis_took_is_confirmed_on_replay_or_reconciled_away(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock, live = resources.stock, resources.live
-    product = await make_product(stock, total=4)
+    stock, live = resources, resources.live
+    product = await make_product(stock.catalog, total=4)
     # As if the service died between the Lua call and the ledger's commit.
     replayed, abandoned = new_id(), new_id()
     await resources.scripts.reserve(product.product_id, replayed, 1, 1)
     await resources.scripts.reserve(product.product_id, abandoned, 2, 1)
     assert await redis_counts(redis, product.product_id) == (2, 2, 0)
 
-    assert await outcome(stock.reserve(product.product_id, replayed, user_id=1,
+    assert await outcome(stock.holds.reserve(product.product_id, replayed, user_id=1,
                                        quantity=1)) == "held"
     assert await ledger_counts(session, product.product_id) == (3, 1, 0)
     # The other is never asked for again: two reconcile rounds that see the same gap drop it.
@@ -279,35 +278,33 @@ async def test_a_hold_only_redis_took_is_confirmed_on_replay_or_reconciled_away(
 async def test_a_database_that_cannot_confirm_gives_the_units_back(
     resources: Resources, redis: Redis, make_settings: Any
 ) -> None:
-    product = await make_product(resources.stock, total=2)
+    product = await make_product(resources.catalog, total=2)
     dead = create_engine("mysql+asyncmy://root@127.0.0.1:9/preorder_stock_test", pool_size=1)
-    cut_off = StockService(sessions=create_sessionmaker(dead),
-                           reads=resources.datastores.reads, scripts=resources.scripts,
-                           live=resources.live, hold_ttl=timedelta(minutes=15))
+    cut_off = stock_parts(resources, sessions=create_sessionmaker(dead))
     try:
         with pytest.raises(DatabaseUnavailable):
-            await cut_off.reserve(product.product_id, new_id(), user_id=1, quantity=2)
+            await cut_off.holds.reserve(product.product_id, new_id(), user_id=1, quantity=2)
     finally:
         await dead.dispose()
     assert await redis_counts(redis, product.product_id) == (2, 0, 0)
-    assert await outcome(resources.stock.reserve(product.product_id, new_id(), user_id=1,
+    assert await outcome(resources.holds.reserve(product.product_id, new_id(), user_id=1,
                                                  quantity=2)) == "held"
 
 
 async def test_unpaid_holds_past_their_deadline_come_back_by_themselves(
     resources: Resources, redis: Redis, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=3)
+    stock = resources
+    product = await make_product(stock.catalog, total=3)
     overdue, current = new_id(), new_id()
-    await stock.reserve(product.product_id, overdue, user_id=1, quantity=2,
+    await stock.holds.reserve(product.product_id, overdue, user_id=1, quantity=2,
                         expires_at=utcnow() - timedelta(seconds=1))
-    await stock.reserve(product.product_id, current, user_id=2, quantity=1,
+    await stock.holds.reserve(product.product_id, current, user_id=2, quantity=1,
                         expires_at=utcnow() + timedelta(minutes=10))
-    while await stock.release_expired(grace=timedelta(0)):
+    while await stock.holds.release_expired(grace=timedelta(0)):
         pass
-    assert (await stock.get_hold(product.product_id, overdue)).state == "released"
-    assert (await stock.get_hold(product.product_id, current)).state == "held"
+    assert (await stock.holds.get_hold(product.product_id, overdue)).state == "released"
+    assert (await stock.holds.get_hold(product.product_id, current)).state == "held"
     assert await ledger_counts(session, product.product_id) == (2, 1, 0)
     assert await redis_counts(redis, product.product_id) == (2, 1, 0)
 
@@ -315,37 +312,37 @@ async def test_unpaid_holds_past_their_deadline_come_back_by_themselves(
 async def test_a_deleted_product_takes_no_orders_but_its_holds_settle(
     resources: Resources, session: AsyncSession
 ) -> None:
-    stock = resources.stock
-    product = await make_product(stock, total=5)
+    stock = resources
+    product = await make_product(stock.catalog, total=5)
     order = new_id()
-    await stock.reserve(product.product_id, order, user_id=1, quantity=1)
-    await stock.unregister(product.product_id)
+    await stock.holds.reserve(product.product_id, order, user_id=1, quantity=1)
+    await stock.catalog.unregister(product.product_id)
     with pytest.raises(ProductNotFound):
-        await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=2, quantity=1)
     with pytest.raises(ProductNotFound):
-        await stock.public_level(product.product_id)
-    assert (await stock.release(product.product_id, order)).state == "released"
+        await stock.catalog.public_level(product.product_id)
+    assert (await stock.holds.release(product.product_id, order)).state == "released"
     assert await ledger_counts(session, product.product_id) == (5, 0, 0)
 
 
 async def test_registration_changes_stop_when_the_sale_opens(resources: Resources) -> None:
-    stock = resources.stock
-    opened = await make_product(stock, total=5)
+    stock = resources
+    opened = await make_product(stock.catalog, total=5)
     change = StockRegistration(seller_id=1, price=9_000, total=6)
     with pytest.raises(SaleStarted):
-        await stock.register(opened.product_id, change.model_copy(
+        await stock.catalog.register(opened.product_id, change.model_copy(
             update={"sale_opens_at": opened.sale_opens_at}))
     # The price alone may still change (orders keep the price they were made at).
     same_window = change.model_copy(update={"total": 5, "sale_opens_at": opened.sale_opens_at})
-    assert (await stock.register(opened.product_id, same_window)).price == 9_000
+    assert (await stock.catalog.register(opened.product_id, same_window)).price == 9_000
 
-    scheduled = await make_product(stock, total=5, opens_at=utcnow() + timedelta(days=1))
-    moved = await stock.register(scheduled.product_id, change.model_copy(update={
+    scheduled = await make_product(stock.catalog, total=5, opens_at=utcnow() + timedelta(days=1))
+    moved = await stock.catalog.register(scheduled.product_id, change.model_copy(update={
         "sale_opens_at": utcnow() + timedelta(days=2)}))
     assert (moved.total, moved.remaining, moved.sale_state) == (6, 6, "scheduled")
     with pytest.raises(SaleStarted):
-        await stock.set_total(opened.product_id, seller_id=1, total=7)
-    assert (await stock.set_total(scheduled.product_id, seller_id=1, total=8)).remaining == 8
+        await stock.catalog.set_total(opened.product_id, seller_id=1, total=7)
+    assert (await stock.catalog.set_total(scheduled.product_id, seller_id=1, total=8)).remaining == 8
 
 
 async def test_a_change_that_leaves_the_total_out_keeps_the_one_the_seller_set(
@@ -354,66 +351,61 @@ async def test_a_change_that_leaves_the_total_out_keeps_the_one_the_seller_set(
     """product_service re-sends a product's registration when its price, window or limit
     change, and does not own the total (the seller sets it here, with PUT .../stock): a total
     it had to send would undo a PUT that landed between its read and its write."""
-    stock = resources.stock
+    stock = resources
     opens_at = utcnow() + timedelta(days=1)
-    scheduled = await make_product(stock, total=5, opens_at=opens_at)
-    await stock.set_total(scheduled.product_id, seller_id=1, total=25)
+    scheduled = await make_product(stock.catalog, total=5, opens_at=opens_at)
+    await stock.catalog.set_total(scheduled.product_id, seller_id=1, total=25)
     change = StockRegistration(seller_id=1, price=9_000).model_copy(
         update={"sale_opens_at": opens_at})
-    changed = await stock.register(scheduled.product_id, change)
+    changed = await stock.catalog.register(scheduled.product_id, change)
     assert (changed.total, changed.remaining, changed.price) == (25, 25, 9_000)
 
 
 async def test_a_new_registration_needs_its_total(resources: Resources) -> None:
     with pytest.raises(ProblemError) as refused:
-        await resources.stock.register(new_id(), StockRegistration(seller_id=1, price=9_000))
+        await resources.catalog.register(new_id(), StockRegistration(seller_id=1, price=9_000))
     assert (refused.value.status, refused.value.code) == (422, "validation_error")
 
 
 async def test_a_sold_out_product_is_refused_from_memory_until_units_come_back(
     resources: Resources, redis: Redis
 ) -> None:
-    stock = StockService(sessions=resources.datastores.sessionmaker,
-                         reads=resources.datastores.reads, scripts=resources.scripts,
-                         live=resources.live, hold_ttl=timedelta(minutes=15),
-                         sold_out_memory=60.0)
-    product = await make_product(stock, total=1)
+    stock = stock_parts(resources, sold_out_memory=60.0)
+    product = await make_product(stock.catalog, total=1)
     order = new_id()
-    await stock.reserve(product.product_id, order, user_id=1, quantity=1)
+    await stock.holds.reserve(product.product_id, order, user_id=1, quantity=1)
     with pytest.raises(SoldOut):
-        await stock.reserve(product.product_id, new_id(), user_id=2, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=2, quantity=1)
     # Without a Lua call: with Redis's state gone, asking Redis would have been a 503.
     meta = ProductKeys.of(product.product_id).meta
     saved = await redis.dump(meta)
     await redis.delete(meta)
     with pytest.raises(SoldOut):
-        await stock.reserve(product.product_id, new_id(), user_id=3, quantity=1)
+        await stock.holds.reserve(product.product_id, new_id(), user_id=3, quantity=1)
     assert saved is not None
     await redis.restore(meta, 0, saved)
     # A unit given back through this process is buyable at once.
-    await stock.release(product.product_id, order)
-    assert (await stock.reserve(product.product_id, new_id(), user_id=3, quantity=1)).state \
+    await stock.holds.release(product.product_id, order)
+    assert (await stock.holds.reserve(product.product_id, new_id(), user_id=3, quantity=1)).state \
         == "held"
 
 
 async def test_the_public_view_is_remembered_briefly_but_opens_on_time(
     resources: Resources, redis: Redis
 ) -> None:
-    stock = StockService(sessions=resources.datastores.sessionmaker,
-                         reads=resources.datastores.reads, scripts=resources.scripts,
-                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=0.5)
+    stock = stock_parts(resources, view_memory=0.5)
     seconds, micros = await redis.time()
     redis_now = datetime(1970, 1, 1) + timedelta(seconds=int(seconds), microseconds=int(micros))
-    product = await make_product(stock, total=5, opens_at=redis_now + timedelta(milliseconds=200))
-    first = await stock.public_level(product.product_id)
+    product = await make_product(stock.catalog, total=5, opens_at=redis_now + timedelta(milliseconds=200))
+    first = await stock.catalog.public_level(product.product_id)
     assert (first.remaining, first.sale_state) == (5, "scheduled")
     await redis.hincrby(ProductKeys.of(product.product_id).meta, "remaining", -2)
     await asyncio.sleep(0.25)
-    remembered = await stock.public_level(product.product_id)
+    remembered = await stock.catalog.public_level(product.product_id)
     # Still the remembered count, but the opening came on time by the moving clock.
     assert (remembered.remaining, remembered.sale_state) == (5, "open")
     await asyncio.sleep(0.3)
-    assert (await stock.public_level(product.product_id)).remaining == 3
+    assert (await stock.catalog.public_level(product.product_id)).remaining == 3
 
 
 async def test_a_change_made_through_this_process_is_seen_by_its_next_read(
@@ -421,22 +413,20 @@ async def test_a_change_made_through_this_process_is_seen_by_its_next_read(
 ) -> None:
     """The view memory spares Redis reads of a level nobody here changed; a buyer whose order
     just took units (or gave them back) through this process sees the new count at once."""
-    stock = StockService(sessions=resources.datastores.sessionmaker,
-                         reads=resources.datastores.reads, scripts=resources.scripts,
-                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
-    product = (await make_product(stock, total=5)).product_id
-    assert (await stock.public_level(product)).remaining == 5
+    stock = stock_parts(resources, view_memory=60)
+    product = (await make_product(stock.catalog, total=5)).product_id
+    assert (await stock.catalog.public_level(product)).remaining == 5
     first, second = new_id(), new_id()
-    await stock.reserve(product, first, user_id=1, quantity=2)
-    assert (await stock.public_level(product)).remaining == 3
-    await stock.reserve(product, second, user_id=2, quantity=1)
-    await stock.commit(product, first)
-    assert (await stock.public_level(product)).remaining == 2
-    await stock.release(product, second)
-    assert (await stock.public_level(product)).remaining == 3
-    await stock.unregister(product)
+    await stock.holds.reserve(product, first, user_id=1, quantity=2)
+    assert (await stock.catalog.public_level(product)).remaining == 3
+    await stock.holds.reserve(product, second, user_id=2, quantity=1)
+    await stock.holds.commit(product, first)
+    assert (await stock.catalog.public_level(product)).remaining == 2
+    await stock.holds.release(product, second)
+    assert (await stock.catalog.public_level(product)).remaining == 3
+    await stock.catalog.unregister(product)
     with pytest.raises(ProductNotFound):
-        await stock.public_level(product)
+        await stock.catalog.public_level(product)
 
 
 async def test_a_view_read_while_this_process_changed_the_product_is_not_remembered(
@@ -444,10 +434,8 @@ async def test_a_view_read_while_this_process_changed_the_product_is_not_remembe
 ) -> None:
     """A read Redis answered before a hold, its answer handled after it: that view predates
     the hold, and remembering it would show the old count for `view_memory`."""
-    stock = StockService(sessions=resources.datastores.sessionmaker,
-                         reads=resources.datastores.reads, scripts=resources.scripts,
-                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
-    product = (await make_product(stock, total=5)).product_id
+    stock = stock_parts(resources, view_memory=60)
+    product = (await make_product(stock.catalog, total=5)).product_id
     answered, go_on = asyncio.Event(), asyncio.Event()
     real_view = resources.scripts.view
 
@@ -458,39 +446,37 @@ async def test_a_view_read_while_this_process_changed_the_product_is_not_remembe
         return view
 
     monkeypatch.setattr(resources.scripts, "view", slow_view)
-    reading = asyncio.create_task(stock.public_level(product))
+    reading = asyncio.create_task(stock.catalog.public_level(product))
     await answered.wait()
     monkeypatch.setattr(resources.scripts, "view", real_view)
-    await stock.reserve(product, new_id(), user_id=1, quantity=2)
+    await stock.holds.reserve(product, new_id(), user_id=1, quantity=2)
     go_on.set()
     assert (await reading).remaining == 5  # read before the hold
-    assert (await stock.public_level(product)).remaining == 3
+    assert (await stock.catalog.public_level(product)).remaining == 3
 
 
 async def test_a_rebuild_in_this_process_drops_what_it_remembered_of_the_product(
     resources: Resources
 ) -> None:
-    stock = StockService(sessions=resources.datastores.sessionmaker,
-                         reads=resources.datastores.reads, scripts=resources.scripts,
-                         live=resources.live, hold_ttl=timedelta(minutes=15), view_memory=60)
-    product = (await make_product(stock, total=5)).product_id
-    assert (await stock.public_level(product)).remaining == 5
+    stock = stock_parts(resources, view_memory=60)
+    product = (await make_product(stock.catalog, total=5)).product_id
+    assert (await stock.catalog.public_level(product)).remaining == 5
     # Another process sells two: this one still remembers five, as it may for view_memory.
-    await resources.stock.reserve(product, new_id(), user_id=1, quantity=2)
-    assert (await stock.public_level(product)).remaining == 5
-    assert await resources.live.rebuild(product)
-    assert (await stock.public_level(product)).remaining == 3
+    await resources.holds.reserve(product, new_id(), user_id=1, quantity=2)
+    assert (await stock.catalog.public_level(product)).remaining == 5
+    assert await stock.live.rebuild(product)
+    assert (await stock.catalog.public_level(product)).remaining == 3
 
 
 async def test_an_order_id_already_holding_another_product_takes_nothing_here(
     resources: Resources, redis: Redis
 ) -> None:
-    first = (await make_product(resources.stock, total=5)).product_id
-    second = (await make_product(resources.stock, total=5)).product_id
+    first = (await make_product(resources.catalog, total=5)).product_id
+    second = (await make_product(resources.catalog, total=5)).product_id
     order = new_id()
-    await resources.stock.reserve(first, order, user_id=1, quantity=1)
+    await resources.holds.reserve(first, order, user_id=1, quantity=1)
     with pytest.raises(HoldNotFound):
-        await resources.stock.reserve(second, order, user_id=1, quantity=2)
+        await resources.holds.reserve(second, order, user_id=1, quantity=2)
     assert await redis_counts(redis, second) == (5, 0, 0)  # Redis gave the two units back
     assert await redis_counts(redis, first) == (4, 1, 0)
 
@@ -501,7 +487,7 @@ async def test_a_product_missing_from_redis_is_rebuilt_by_the_second_round_that_
     """A registration commits the ledger's row, then configures Redis: a reconcile round
     between the two must not start a rebuild (its flag would answer the product's first
     orders 503). A product still missing one round later is rebuilt."""
-    product = (await make_product(resources.stock, total=3)).product_id
+    product = (await make_product(resources.catalog, total=3)).product_id
     keys = ProductKeys.of(product)
     await redis.delete(*keys.all)  # as seen between the ledger's commit and Redis's configure
     assert product not in await resources.live.reconcile_once()

@@ -11,8 +11,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Transactions, create_engine, create_sessionmaker
 from stock_service.stock.rebuild import LiveState
+from stock_service.stock.repository import LedgerRepository
 from stock_service.stock.scripts import StockScripts
 from stock_service.stock.tasks import reconcile_live_stock_periodically
 
@@ -34,7 +35,8 @@ async def test_the_reconciler_stops_when_its_round_turns_the_cancellation_into_a
 ) -> None:
     engine = create_engine("mysql+asyncmy://root@127.0.0.1:9/preorder_stock")
     try:
-        live = CancellationTurnedIntoAnError(sessions=create_sessionmaker(engine), redis=redis,
+        live = CancellationTurnedIntoAnError(
+            transactions=Transactions(create_sessionmaker(engine), LedgerRepository), redis=redis,
                                              scripts=StockScripts(redis))
         task = asyncio.create_task(reconcile_live_stock_periodically(live, interval_seconds=3600))
         await asyncio.sleep(0.05)  # inside its first round

@@ -1,4 +1,4 @@
-"""The answers given in front of the router (stock/fast_answers.py) are the route's own: the same
+"""The answers admission gives in front of the router (stock/admission.py) are the route's own: the same
 document and status, under the route's metrics label, and only for requests the route would
 take as they are. The app runs in-process with long memories, and notes every run of a stock
 route's dependencies, so what the layer answered is told apart from what the route did."""
@@ -19,9 +19,10 @@ from shared.internal.stock import hold_path
 from shared.testing.apps import RunningApp, running_app
 from shared.testing.identity import signed_identity_headers
 from stock_service.app import create_app
-from stock_service.dependencies import Resources, get_stock_service
+from stock_service.dependencies import Resources, get_catalog_service, get_hold_service
+from stock_service.stock.catalog import CatalogService
+from stock_service.stock.holds import HoldService
 from stock_service.stock.scripts import ProductKeys
-from stock_service.stock.service import StockService
 from stock_service.tests.conftest import SettingsFactory, new_id
 from stock_service.tests.factories import make_product
 
@@ -35,11 +36,16 @@ async def remembering(make_settings: SettingsFactory, redis: Redis) -> AsyncIter
     settings = make_settings(sold_out_memory_seconds=60, view_memory_seconds=60)
     app = create_app(settings)
 
-    async def noted(request: Request, resources: AppResources) -> StockService:
+    async def holds_noted(request: Request, resources: AppResources) -> HoldService:
         ROUTE_RUNS.append(request.url.path)
-        return await get_stock_service(resources)
+        return await get_hold_service(resources)
 
-    app.dependency_overrides[get_stock_service] = noted
+    async def catalog_noted(request: Request, resources: AppResources) -> CatalogService:
+        ROUTE_RUNS.append(request.url.path)
+        return await get_catalog_service(resources)
+
+    app.dependency_overrides[get_hold_service] = holds_noted
+    app.dependency_overrides[get_catalog_service] = catalog_noted
     async with running_app(app) as running:
         # The steady state (the service's epoch in Redis): an unknown product is then a 404,
         # not a 503 while a first full rebuild runs.
@@ -75,7 +81,7 @@ async def test_a_reserve_the_memory_refuses_gets_the_routes_refusal_without_redi
 ) -> None:
     client = remembering.client
     assert isinstance(remembering.resources, Resources)
-    product = (await make_product(remembering.resources.stock, total=1)).product_id
+    product = (await make_product(remembering.resources.catalog, total=1)).product_id
     route = "/internal/stock/products/{product_id}/holds/{order_id}"
     body = {"user_id": 1, "quantity": 1}
     assert (await reserve(client, product, body)).status_code == 200
@@ -122,7 +128,7 @@ async def test_a_remembered_stock_level_is_the_routes_answer(
 ) -> None:
     client = remembering.client
     assert isinstance(remembering.resources, Resources)
-    product = (await make_product(remembering.resources.stock, total=5)).product_id
+    product = (await make_product(remembering.resources.catalog, total=5)).product_id
     route = "/api/v1/products/{product_id}/stock"
     before = await answered(client, "GET", route, 200)
     first = await client.get(f"/api/v1/products/{product}/stock")  # read from Redis by the route

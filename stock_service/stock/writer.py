@@ -19,11 +19,11 @@ import logging
 from collections import Counter
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import Transactions
 from shared.group_commit import GroupCommit, WriterStopped, error_code
-from stock_service.stock.repository import DUPLICATE_ENTRY, LedgerRepository, NewHold
-from stock_service.stock.scripts import LIMIT_EXCEEDED, NOT_FOUND, SOLD_OUT
+from shared.internal.stock import Hold, RefusalCode
+from stock_service.stock.repository import DUPLICATE_ENTRY, LedgerRepository
 
 logger = logging.getLogger("stock_service.holds")
 
@@ -34,9 +34,9 @@ __all__ = ["MAX_BATCH", "AlreadyInLedger", "HoldWriter", "LedgerRefused", "Write
 
 
 class LedgerRefused(Exception):
-    """The ledger does not allow the hold: NOT_FOUND, SOLD_OUT or LIMIT_EXCEEDED."""
+    """The ledger does not allow the hold: not_found, sold_out or purchase_limit_exceeded."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: RefusalCode) -> None:
         super().__init__(code)
         self.code = code
 
@@ -49,17 +49,17 @@ class _BatchRefused(Exception):
     pass
 
 
-class HoldWriter(GroupCommit[NewHold]):
-    """Holds group-committed per product (shared/group_commit.py). `write` returns once the
-    hold is committed, or raises LedgerRefused, AlreadyInLedger, or the database's error, as a
-    transaction of its own would."""
+class HoldWriter(GroupCommit[Hold]):
+    """New holds group-committed per product (shared/group_commit.py). `write` returns once
+    the hold is committed, or raises LedgerRefused, AlreadyInLedger, or the database's error,
+    as a transaction of its own would."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *,
+    def __init__(self, transactions: Transactions[LedgerRepository], *,
                  max_batch: int = MAX_BATCH) -> None:
         super().__init__(max_batch=max_batch)
-        self.sessions = sessions
+        self.transactions = transactions
 
-    def _stream(self, row: NewHold) -> int:
+    def _stream(self, row: Hold) -> int:
         return row.product_id
 
     def _alone_after(self, error: Exception) -> bool:
@@ -67,13 +67,12 @@ class HoldWriter(GroupCommit[NewHold]):
         # alone finds which. A deadlock: each alone rather than 200 winners refused for one.
         return isinstance(error, (_BatchRefused, IntegrityError)) or super()._alone_after(error)
 
-    async def _write_together(self, holds: list[NewHold]) -> None:
+    async def _write_together(self, holds: list[Hold]) -> None:
         product_id = holds[0].product_id
         units: Counter[int] = Counter()
         for hold in holds:
             units[hold.user_id] += hold.quantity
-        async with self.sessions() as session, session.begin():
-            ledger = LedgerRepository(session)
+        async with self.transactions.write() as ledger:
             # In the guard's lock order (see LedgerRepository): the product's row last.
             await ledger.add_holds(holds)
             await ledger.count_user_units(product_id, units)
@@ -82,9 +81,8 @@ class HoldWriter(GroupCommit[NewHold]):
         logger.debug("holds written together", extra={"product_id": product_id,
                                                          "holds": len(holds)})
 
-    async def _write_alone(self, hold: NewHold) -> None:
-        async with self.sessions() as session, session.begin():
-            ledger = LedgerRepository(session)
+    async def _write_alone(self, hold: Hold) -> None:
+        async with self.transactions.write() as ledger:
             try:
                 await ledger.add_holds([hold])
             except IntegrityError as error:
@@ -96,5 +94,6 @@ class HoldWriter(GroupCommit[NewHold]):
                 return
             product = await ledger.product(hold.product_id)
             if product is None or product.deleted_at is not None:
-                raise LedgerRefused(NOT_FOUND)
-            raise LedgerRefused(SOLD_OUT if product.remaining < hold.quantity else LIMIT_EXCEEDED)
+                raise LedgerRefused("not_found")
+            raise LedgerRefused("sold_out" if product.remaining < hold.quantity
+                                else "purchase_limit_exceeded")

@@ -12,30 +12,31 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utcnow
+from shared.db import Transactions
+from shared.internal.stock import Hold
 from stock_service.dependencies import Resources
-from stock_service.stock.hold_writer import (
+from stock_service.stock.repository import LedgerRepository
+from stock_service.stock.writer import (
     AlreadyInLedger,
     HoldWriter,
     LedgerRefused,
     WriterStopped,
     _BatchRefused,
 )
-from stock_service.stock.repository import NewHold
-from stock_service.stock.scripts import LIMIT_EXCEEDED, SOLD_OUT
 from stock_service.tests.conftest import new_id
 from stock_service.tests.factories import make_product
 from stock_service.tests.stock.test_service import ledger_counts, statements_on
 
 
 def new_hold(product_id: int, *, user_id: int | None = None, order_id: int | None = None,
-             quantity: int = 1) -> NewHold:
+             quantity: int = 1) -> Hold:
     now = utcnow().replace(microsecond=0)
-    return NewHold(order_id=order_id or new_id(), product_id=product_id,
-                   user_id=user_id or new_id(), quantity=quantity, unit_price=1_000,
-                   expires_at=now + timedelta(minutes=10), created_at=now)
+    return Hold(order_id=order_id or new_id(), product_id=product_id,
+                user_id=user_id or new_id(), quantity=quantity, unit_price=1_000, state="held",
+                expires_at=now + timedelta(minutes=10), created_at=now)
 
 
-async def answer(writer: HoldWriter, hold: NewHold) -> str:
+async def answer(writer: HoldWriter, hold: Hold) -> str:
     try:
         await writer.write(hold)
     except LedgerRefused as refused:
@@ -48,8 +49,8 @@ async def answer(writer: HoldWriter, hold: NewHold) -> str:
 async def test_holds_arriving_together_share_transactions(
     resources: Resources, session: AsyncSession
 ) -> None:
-    product = await make_product(resources.stock, total=100)
-    writer = HoldWriter(resources.datastores.sessionmaker)
+    product = await make_product(resources.catalog, total=100)
+    writer = HoldWriter(Transactions(resources.datastores.sessionmaker, LedgerRepository))
     engine = resources.datastores.engine
     with statements_on(engine) as seen:
         answers = await asyncio.gather(*(answer(writer, new_hold(product.product_id))
@@ -67,33 +68,33 @@ async def test_a_batch_past_the_ledgers_stock_writes_what_fits_and_refuses_the_r
     resources: Resources, session: AsyncSession
 ) -> None:
     # As if Redis had granted 12 units of 10 (an older snapshot restored, say).
-    product = await make_product(resources.stock, total=10)
-    writer = HoldWriter(resources.datastores.sessionmaker)
+    product = await make_product(resources.catalog, total=10)
+    writer = HoldWriter(Transactions(resources.datastores.sessionmaker, LedgerRepository))
     answers = await asyncio.gather(*(answer(writer, new_hold(product.product_id))
                                      for _ in range(12)))
-    assert Counter(answers) == {"written": 10, SOLD_OUT: 2}
+    assert Counter(answers) == {"written": 10, "sold_out": 2}
     assert await ledger_counts(session, product.product_id) == (0, 10, 0)
 
 
 async def test_a_batch_with_a_user_past_the_limit_refuses_only_that_users_extra_hold(
     resources: Resources, session: AsyncSession
 ) -> None:
-    product = await make_product(resources.stock, total=10, limit_per_user=2)
-    writer = HoldWriter(resources.datastores.sessionmaker)
+    product = await make_product(resources.catalog, total=10, limit_per_user=2)
+    writer = HoldWriter(Transactions(resources.datastores.sessionmaker, LedgerRepository))
     greedy = new_id()
     holds = [new_hold(product.product_id) for _ in range(4)]
     holds += [new_hold(product.product_id, user_id=greedy) for _ in range(3)]
     answers = await asyncio.gather(*(answer(writer, hold) for hold in holds))
     assert answers[:4] == ["written"] * 4
-    assert Counter(answers[4:]) == {"written": 2, LIMIT_EXCEEDED: 1}
+    assert Counter(answers[4:]) == {"written": 2, "purchase_limit_exceeded": 1}
     assert await ledger_counts(session, product.product_id) == (4, 6, 0)
 
 
 async def test_an_order_already_in_the_ledger_is_told_so_and_its_batch_is_written(
     resources: Resources, session: AsyncSession
 ) -> None:
-    product = await make_product(resources.stock, total=10)
-    writer = HoldWriter(resources.datastores.sessionmaker)
+    product = await make_product(resources.catalog, total=10)
+    writer = HoldWriter(Transactions(resources.datastores.sessionmaker, LedgerRepository))
     first = new_hold(product.product_id)
     assert await answer(writer, first) == "written"
     holds = [new_hold(product.product_id) for _ in range(3)] + [first]
@@ -107,14 +108,14 @@ class StallingWriter(HoldWriter):
     refused as a whole and each hold written alone, the second of them never finishing."""
 
     def __init__(self) -> None:
-        super().__init__(sessions=None)  # type: ignore[arg-type]
+        super().__init__(transactions=None)  # type: ignore[arg-type]
         self.alone = 0
         self.stalled = asyncio.Event()
 
-    async def _write_together(self, holds: list[NewHold]) -> None:
+    async def _write_together(self, holds: list[Hold]) -> None:
         raise _BatchRefused()
 
-    async def _write_alone(self, hold: NewHold) -> None:
+    async def _write_alone(self, hold: Hold) -> None:
         self.alone += 1
         if self.alone == 2:
             self.stalled.set()
@@ -137,13 +138,13 @@ class CollidingWriter(HoldWriter):
     """A batch that meets a deadlock (MySQL error 1213), its holds then written alone."""
 
     def __init__(self) -> None:
-        super().__init__(sessions=None)  # type: ignore[arg-type]
+        super().__init__(transactions=None)  # type: ignore[arg-type]
         self.alone: list[int] = []
 
-    async def _write_together(self, holds: list[NewHold]) -> None:
+    async def _write_together(self, holds: list[Hold]) -> None:
         raise OperationalError("UPDATE stock_products ...", {}, Exception(1213, "Deadlock"))
 
-    async def _write_alone(self, hold: NewHold) -> None:
+    async def _write_alone(self, hold: Hold) -> None:
         self.alone.append(hold.order_id)
 
 
