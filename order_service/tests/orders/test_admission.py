@@ -6,22 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from order_service.app import create_app
+from order_service.dependencies import Resources, get_order_creation
 from order_service.orders.admission import ORDERS_PATH, OrderAdmission, OrderAdmissionFront
+from order_service.orders.creation import OrderCreation
 from order_service.orders.errors import TooManyWaiting
-from shared.dependencies import RESOURCES_STATE_KEY
+from order_service.settings import Settings
+from shared.dependencies import RESOURCES_STATE_KEY, AppResources
 from shared.fast_path import MAX_BODY
 from shared.identity import IDENTITY_KEY_STATE
 from shared.metrics import route_template
 from shared.sold_out import InFlightLimit, Slot, SoldOutMemory
+from shared.testing.apps import running_app
+from shared.testing.datastores import fresh_database
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
+from shared.testing.net import free_port
 
 PRODUCT = 7
 JSON = {"content-type": "application/json"}
@@ -258,3 +269,114 @@ async def test_a_caller_the_route_must_see_does_not_wait_here() -> None:
             status, _, downstream = await asyncio.wait_for(
                 call(SoldOutMemory(60), body=order_body(), headers=headers, reserving=limit), 1)
             assert (status, downstream.bodies) == (299, [order_body()])
+
+
+# The rule "a fast answer only answers what the route would", request by request: the same
+# requests sent to the app as it runs (admission's layer in front) and to the same app without
+# the layer (the route answers everything), their answers compared.
+
+SOLD_OUT_PRODUCT, ASKING_PRODUCT = 7, 8
+ROUTE_RUNS: list[str] = []
+
+
+@dataclass(frozen=True)
+class BothWays:
+    front: httpx.AsyncClient
+    route_only: httpx.AsyncClient
+
+
+@pytest.fixture(scope="module")
+def admission_database() -> str:
+    return fresh_database("order_service", "preorder_order", "admission")
+
+
+def noting_app(settings: Settings, way: str, *, with_layer: bool) -> FastAPI:
+    """The app, every run of the create route noted in ROUTE_RUNS under `way`; without the
+    layer in front, the route answers everything."""
+    app = create_app(settings)
+
+    async def noted(resources: AppResources) -> OrderCreation:
+        ROUTE_RUNS.append(way)
+        return await get_order_creation(resources)
+
+    app.dependency_overrides[get_order_creation] = noted
+    if not with_layer:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not OrderAdmissionFront]
+    return app
+
+
+@pytest.fixture(scope="module")
+async def both_ways(redis_url: str, admission_database: str) -> AsyncIterator[BothWays]:
+    settings = Settings(
+        environment="test", log_level="WARNING", redis_url=redis_url,
+        database_url=admission_database,
+        # Nobody listens there: an order the memory lets ask is the route's 503, both ways.
+        stock_service_url=f"http://127.0.0.1:{free_port()}",
+        payment_service_url=f"http://127.0.0.1:{free_port()}",
+        sold_out_memory_seconds=600, expiry_interval_seconds=3600,
+        settle_interval_seconds=3600, orphan_interval_seconds=3600)
+    async with running_app(noting_app(settings, "front", with_layer=True)) as front, \
+            running_app(noting_app(settings, "route", with_layer=False)) as route_only:
+        for running in (front, route_only):
+            running.resources_as(Resources).admission.sold_out.remember(SOLD_OUT_PRODUCT, 1)
+        yield BothWays(front.client, route_only.client)
+
+
+def signed() -> dict[str, str]:
+    return signed_identity_headers(int.from_bytes(os.urandom(4), "big") + 1, "s" * 32) | JSON
+
+
+SAME_REQUESTS: list[tuple[str, bytes, dict[str, str]]] = [
+    ("refused by the memory", order_body(product_id=SOLD_OUT_PRODUCT), {}),
+    ("more than was refused", order_body(product_id=SOLD_OUT_PRODUCT, quantity=3), {}),
+    ("a product the memory lets ask", order_body(product_id=ASKING_PRODUCT), {}),
+    ("quantity a bool", order_body(product_id=SOLD_OUT_PRODUCT, quantity=True), {}),
+    ("quantity a float", order_body(product_id=SOLD_OUT_PRODUCT, quantity=1.0), {}),
+    ("quantity a string", order_body(product_id=SOLD_OUT_PRODUCT, quantity="1"), {}),
+    ("quantity 0", order_body(product_id=SOLD_OUT_PRODUCT, quantity=0), {}),
+    ("quantity 101", order_body(product_id=SOLD_OUT_PRODUCT, quantity=101), {}),
+    ("product id past 2^53", order_body(product_id=2**53), {}),
+    ("an extra field", order_body(product_id=SOLD_OUT_PRODUCT, note="x"), {}),
+    ("a field missing", b'{"product_id": 7}', {}),
+    ("a list", b"[7, 1]", {}),
+    ("not JSON", b"{", {}),
+    ("no body", b"", {}),
+    ("too deep for json.loads", b"[" * 1000, {}),
+    ("text/plain", order_body(product_id=SOLD_OUT_PRODUCT), {"content-type": "text/plain"}),
+    ("not through the gateway", order_body(product_id=SOLD_OUT_PRODUCT), {"unsigned": ""}),
+    ("a public caller", order_body(product_id=SOLD_OUT_PRODUCT), {"public": ""}),
+    ("a forged signature", order_body(product_id=SOLD_OUT_PRODUCT), {"forged": ""}),
+    ("an Idempotency-Key", order_body(product_id=SOLD_OUT_PRODUCT), {"Idempotency-Key": ""}),
+]
+
+
+def headers_for(extra: dict[str, str]) -> dict[str, str]:
+    if "unsigned" in extra:
+        return dict(JSON)
+    if "public" in extra:
+        return signed_identity_headers(None, None) | JSON
+    if "forged" in extra:
+        return signed_identity_headers(1, "s" * 32, key="another-key") | JSON
+    if "Idempotency-Key" in extra:
+        return signed() | {"Idempotency-Key": os.urandom(8).hex()}
+    return signed() | extra
+
+
+def answer_of(response: httpx.Response) -> tuple[int, str | None, object]:
+    body = response.json()
+    if response.headers["content-type"] == "application/problem+json":
+        return response.status_code, body["code"], {k: v for k, v in body.items()
+                                                      if k != "request_id"}
+    return response.status_code, None, body
+
+
+async def test_a_fast_answer_is_only_ever_the_one_the_route_gives(both_ways: BothWays) -> None:
+    ROUTE_RUNS.clear()
+    for what, body, extra in SAME_REQUESTS:
+        by_front = await both_ways.front.post(ORDERS_PATH, content=body,
+                                              headers=headers_for(extra))
+        by_route = await both_ways.route_only.post(ORDERS_PATH, content=body,
+                                                   headers=headers_for(extra))
+        assert answer_of(by_front) == answer_of(by_route), what
+    # The layer did answer some itself: the two refusals the memory knows, and nothing else.
+    assert ROUTE_RUNS.count("route") - ROUTE_RUNS.count("front") == 2
