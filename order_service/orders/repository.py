@@ -114,12 +114,19 @@ class OrderRepository:
             "idempotency_fingerprint": new.idempotency_fingerprint} for new in orders])
 
     async def take_id_block(self, name: str, size: int) -> int:
-        """The first id of a block of `size` ids of the sequence `name`, taken for good."""
-        await self.session.execute(insert(IdBlock).values(name=name, next_id=1)
-                                   .prefix_with("IGNORE"))
+        """The first id of a block of `size` ids of the sequence `name`, taken for good.
+
+        The UPDATE comes first: it locks the sequence's row exclusively at once, so replicas
+        taking blocks together queue on it. (An INSERT IGNORE first takes a shared lock on the
+        row it finds, and two of those each waiting to upgrade are a deadlock.) Only a sequence
+        never used before is inserted, and then updated."""
         # LAST_INSERT_ID(expr) hands the new value back on this connection, no SELECT race.
-        await self.session.execute(update(IdBlock).where(IdBlock.name == name)
-                                   .values(next_id=func.last_insert_id(IdBlock.next_id + size)))
+        take = (update(IdBlock).where(IdBlock.name == name)
+                .values(next_id=func.last_insert_id(IdBlock.next_id + size)))
+        if not await execute_counted(self.session, take):
+            await self.session.execute(insert(IdBlock).values(name=name, next_id=1)
+                                       .prefix_with("IGNORE"))
+            await self.session.execute(take)
         end = (await self.session.execute(select(func.last_insert_id()))).scalar_one()
         return int(end) - size
 
