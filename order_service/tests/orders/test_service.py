@@ -1,0 +1,266 @@
+"""The rules of orders (orders/creation.py, transitions.py, effects.py) in-process, against real
+MariaDB and Redis and a real stock_service over loopback HTTP (its own schema): what each part
+decides, and what it owes stock_service afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from order_service.clients import PaymentsClient, StockClient
+from order_service.orders.admission import OrderAdmission
+from order_service.orders.creation import OrderCreation
+from order_service.orders.effects import OrderEffects
+from order_service.orders.errors import OrderNotCancellable, OrderNotFound, OrderNotPayable
+from order_service.orders.ids import OrderIds
+from order_service.orders.repository import OrderRepository
+from order_service.orders.schemas import OrderCreate
+from order_service.orders.transitions import OrderTransitions
+from shared.clock import utcnow
+from shared.db import Transactions, create_engine, create_sessionmaker
+from shared.http import service_client
+from shared.idempotency import IdempotencyKeys
+from shared.internal.stock import Hold, SoldOut, StockRegistration, hold_path, product_path
+from shared.reads import ReadSession
+from shared.sold_out import InFlightLimit, SoldOutMemory
+from shared.testing.apps import service_app
+from shared.testing.datastores import fresh_database
+from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.testing.net import ThreadedServer, free_port
+
+KEY = TEST_IDENTITY_SIGNING_KEY.encode()
+_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
+
+
+def new_id() -> int:
+    return next(_ids)
+
+
+@pytest.fixture(scope="module")
+def stock_url(redis_url: str) -> Iterator[str]:
+    server = ThreadedServer(service_app(
+        "stock_service", log_level="WARNING", redis_url=redis_url,
+        database_url=fresh_database("stock_service", "preorder_stock", "orders"),
+        reconcile_interval_seconds=3600, expired_hold_interval_seconds=3600)).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def order_database() -> str:
+    return fresh_database("order_service", "preorder_order", "service")
+
+
+@dataclass
+class Orders:
+    admission: OrderAdmission
+    creation: OrderCreation
+    transitions: OrderTransitions
+    effects: OrderEffects
+    stock: StockClient
+    transactions: Transactions[OrderRepository]
+
+
+@pytest.fixture(scope="module")
+async def orders(stock_url: str, order_database: str, redis: Redis) -> AsyncIterator[Orders]:
+    """The parts of orders as the lifespan wires them (no loops: tests run their rounds), with a
+    sold-out memory long enough to be seen, and no payment_service (nobody listens there)."""
+    engine = create_engine(order_database, pool_size=5)
+    reads = await ReadSession.open(order_database, pool_size=2)
+    transactions = Transactions(create_sessionmaker(engine), OrderRepository)
+    async with service_client("stock_service", stock_url, signing_key=KEY,
+                              timeout_seconds=5) as stock_http, \
+            service_client("payment_service", f"http://127.0.0.1:{free_port()}",
+                           signing_key=KEY, timeout_seconds=1) as payment_http:
+        stock, payments = StockClient(stock_http), PaymentsClient(payment_http)
+        admission = OrderAdmission(sold_out=SoldOutMemory(60),
+                                   reserving=InFlightLimit(4, wait_seconds=5))
+        effects = OrderEffects(transactions=transactions, admission=admission, stock=stock,
+                               payments=payments, orphan_after=timedelta(seconds=60))
+        yield Orders(
+            admission=admission,
+            creation=OrderCreation(transactions=transactions, admission=admission, stock=stock,
+                                   ids=OrderIds(transactions),
+                                   keys=IdempotencyKeys(redis, namespace="orders-service-test"),
+                                   payment_ttl=timedelta(minutes=10)),
+            transitions=OrderTransitions(transactions=transactions, reads=reads,
+                                         effects=effects, payments=payments,
+                                         lease=timedelta(seconds=30)),
+            effects=effects, stock=stock, transactions=transactions)
+        await effects.drain()
+    await reads.close()
+    await engine.dispose()
+
+
+async def register(orders: Orders, *, total: int, price: int = 10_000) -> int:
+    product_id = new_id()
+    registration = StockRegistration(seller_id=1, price=price, total=total)
+    body = registration.model_dump(mode="json") | {"sale_opens_at": "2020-01-01T00:00:00Z"}
+    response = await orders.stock.client.request("PUT", product_path(product_id), json_body=body)
+    assert response.status == 200, response.body
+    return product_id
+
+
+async def hold_of(orders: Orders, product_id: int, order_id: int) -> Hold | None:
+    response = await orders.stock.client.request("GET", hold_path(product_id, order_id))
+    return Hold.model_validate(response.body) if response.status == 200 else None
+
+
+async def hold_state(orders: Orders, product_id: int, order_id: int) -> str | None:
+    hold = await hold_of(orders, product_id, order_id)
+    return None if hold is None else hold.state
+
+
+async def create(orders: Orders, user_id: int, product_id: int, quantity: int = 1) -> dict[str, object]:
+    answer = await orders.creation.create(
+        user_id, OrderCreate(product_id=product_id, quantity=quantity), None)
+    assert answer.status == 201, answer.body
+    assert isinstance(answer.body, dict)
+    return answer.body
+
+
+async def test_an_order_is_written_with_the_units_held_for_it(orders: Orders) -> None:
+    product_id, buyer = await register(orders, total=3, price=2_500), new_id()
+    order = await create(orders, buyer, product_id, quantity=2)
+    assert (order["status"], order["amount"], order["unit_price"]) == ("pending_payment", 5_000,
+                                                                       2_500)
+    order_id = int(str(order["id"]))
+    hold = await hold_of(orders, product_id, order_id)
+    assert hold is not None
+    assert (hold.state, hold.quantity, hold.user_id) == ("held", 2, buyer)
+    assert (await orders.transitions.get(buyer, order_id)).status == "pending_payment"
+    with pytest.raises(OrderNotFound):
+        await orders.transitions.get(new_id(), order_id)  # someone else's
+
+
+async def test_a_sold_out_answer_is_remembered_and_forgotten_when_units_come_back(
+    orders: Orders
+) -> None:
+    product_id, buyer = await register(orders, total=1), new_id()
+    order_id = int(str((await create(orders, buyer, product_id))["id"]))
+    with pytest.raises(SoldOut):  # raised, for the route's handler to answer
+        await orders.creation.create(new_id(), OrderCreate(product_id=product_id, quantity=1),
+                                     None)
+    assert orders.admission.sold_out.still_refuses(product_id, 1)
+    # Cancelled: the answer waits for the units to be back, and this process may sell them.
+    cancelled = await orders.transitions.cancel(buyer, order_id)
+    assert cancelled.status == "cancelled"
+    assert not orders.admission.sold_out.still_refuses(product_id, 1)
+    assert await hold_state(orders, product_id, order_id) == "released"
+    await create(orders, new_id(), product_id)
+
+
+async def test_a_slot_waited_for_in_front_is_the_one_the_order_uses(orders: Orders) -> None:
+    product_id = await register(orders, total=5)
+    reserving = orders.admission.reserving
+    slot = await reserving.take_turn(product_id)
+    assert slot is not None
+    answer = await orders.creation.create(new_id(), OrderCreate(product_id=product_id,
+                                                                quantity=1), None, slot=slot)
+    assert answer.status == 201
+    assert slot.given_back
+    assert product_id not in reserving._slots  # nothing else held or waited
+
+
+async def test_a_memory_refusal_asks_no_one(orders: Orders) -> None:
+    product_id = new_id()  # stock_service has never heard of it: asking would be a 404
+    orders.admission.sold_out.remember(product_id, 1)
+    with pytest.raises(SoldOut):
+        await orders.admission.reserve(product_id, 1, slot=None, ask=_never_asked)
+
+
+async def _never_asked() -> None:
+    raise AssertionError("stock_service was asked")
+
+
+async def test_a_cancel_ends_one_way_only(orders: Orders) -> None:
+    product_id, buyer = await register(orders, total=2), new_id()
+    order_id = int(str((await create(orders, buyer, product_id))["id"]))
+    with pytest.raises(OrderNotFound):
+        await orders.transitions.cancel(new_id(), order_id)
+    assert (await orders.transitions.cancel(buyer, order_id)).status == "cancelled"
+    with pytest.raises(OrderNotCancellable, match="cancelled"):
+        await orders.transitions.cancel(buyer, order_id)
+
+
+async def test_a_payment_needs_the_lease_it_was_given(orders: Orders) -> None:
+    product_id, buyer = await register(orders, total=2), new_id()
+    order_id = int(str((await create(orders, buyer, product_id))["id"]))
+    with pytest.raises(OrderNotFound):
+        await orders.transitions.lease_for_payment(order_id, new_id())
+    lease = await orders.transitions.lease_for_payment(order_id, buyer)
+    assert lease.amount == 10_000
+    with pytest.raises(OrderNotPayable, match="in progress"):
+        await orders.transitions.lease_for_payment(order_id, buyer)
+    with pytest.raises(OrderNotPayable):
+        await orders.transitions.mark_paid(order_id, payment_id=1, token="0" * 32)
+    paid = await orders.transitions.mark_paid(order_id, payment_id=1, token=lease.lease_token)
+    assert paid.status == "paid"
+    await orders.effects.drain()
+    assert await hold_state(orders, product_id, order_id) == "committed"
+    # Told again (a retry): the same answer, nothing moves twice.
+    again = await orders.transitions.mark_paid(order_id, payment_id=1, token=lease.lease_token)
+    assert again.status == "paid"
+
+
+async def test_an_unpaid_order_past_its_deadline_expires_and_gives_its_units_back(
+    orders: Orders
+) -> None:
+    product_id, buyer = await register(orders, total=1), new_id()
+    order_id = int(str((await create(orders, buyer, product_id))["id"]))
+    async with orders.transactions.write() as repository:
+        await repository.session.execute(
+            text("UPDATE orders SET expires_at = :past WHERE id = :id"),
+            {"past": utcnow() - timedelta(seconds=1), "id": order_id})
+    while await orders.transitions.expire_due():
+        pass
+    await orders.effects.drain()
+    assert (await orders.transitions.get(buyer, order_id)).status == "expired"
+    assert await hold_state(orders, product_id, order_id) == "released"
+
+
+async def test_an_effect_that_could_not_land_is_carried_out_by_the_next_round(
+    orders: Orders
+) -> None:
+    product_id, buyer = await register(orders, total=1), new_id()
+    order_id = int(str((await create(orders, buyer, product_id))["id"]))
+    # The cancel is written with its release owed; stock_service cannot be told yet.
+    async with orders.transactions.write() as repository:
+        assert await repository.cancel(order_id, buyer, from_status="pending_payment")
+    async with orders.transactions.read() as repository:
+        owed = await repository.settling(order_id)
+    assert owed is not None
+    assert owed.stock_effect == "release"
+    async with orders.transactions.write() as repository:
+        await repository.session.execute(
+            text("UPDATE orders SET updated_at = :old WHERE id = :id"),
+            {"old": utcnow() - timedelta(minutes=1), "id": order_id})
+    assert await orders.effects.settle_overdue() >= 1
+    async with orders.transactions.read() as repository:
+        settled = await repository.settling(order_id)
+    assert settled is not None
+    assert settled.stock_effect is None
+    assert await hold_state(orders, product_id, order_id) == "released"
+
+
+async def test_a_hold_no_order_was_made_for_is_released_once_old_enough(orders: Orders) -> None:
+    product_id, orphan = await register(orders, total=2), new_id()
+    response = await orders.stock.client.request(
+        "PUT", hold_path(product_id, orphan), json_body={"user_id": new_id(), "quantity": 1})
+    assert response.status == 200
+    assert await orders.effects.release_orphan_holds() == 0  # too young to be an orphan
+    orders.effects.orphan_after = timedelta(0)
+    try:
+        assert await orders.effects.release_orphan_holds() >= 1
+    finally:
+        orders.effects.orphan_after = timedelta(seconds=60)
+    assert await hold_state(orders, product_id, orphan) == "released"
