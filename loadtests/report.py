@@ -119,6 +119,7 @@ def outcome_label(answer: Answer) -> str:
 # The same outcome keeps its colour from chart to chart; anything else takes the cycle's.
 COLOURS = {"order 201": "tab:green", "order 409 sold_out": "tab:blue",
            "order 409 purchase_limit_exceeded": "tab:purple",
+           "order 409 unpaid_order_exists": "tab:brown",
            "order 409 sale_not_open": "tab:cyan", "order 409 sale_closed": "tab:gray",
            "order 5xx": "tab:red", "order no answer": "black",
            "payment 201 succeeded": "tab:olive", "payment 201 failed": "tab:orange",

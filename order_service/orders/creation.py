@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from order_service.clients import StockClient
 from order_service.orders.admission import OrderAdmission
-from order_service.orders.errors import StockUnavailable
+from order_service.orders.errors import StockUnavailable, UnpaidOrderExists
 from order_service.orders.ids import OrderIds
+from order_service.orders.models import UNPAID_ORDER_KEY
 from order_service.orders.repository import DUPLICATE_ENTRY, NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate, OrderOut
 from order_service.orders.writer import OrderWriter
@@ -27,9 +28,12 @@ from shared.db import Transactions
 from shared.errors import DatabaseUnavailable
 from shared.group_commit import WriterStopped, error_code
 from shared.idempotency import Claim, IdempotencyKeyReused, IdempotencyKeys, StoredAnswer
+from shared.internal.stock import PurchaseLimitExceeded
 from shared.sold_out import Slot
 
 logger = logging.getLogger("order_service.orders")
+# (user, product) pairs remembered at most: past it the memory starts again.
+MAX_REMEMBERED_ORDERS = 100_000
 
 
 class OrderCreation:
@@ -43,6 +47,10 @@ class OrderCreation:
         self.keys = keys
         self.payment_ttl = payment_ttl
         self.writer = writer or OrderWriter(transactions)
+        # Buyers and products this process wrote an order for: only their next order pays a
+        # read for an unpaid one before it takes a slot and a hold (MySQL's unique key is the
+        # truth, whichever replica wrote the first).
+        self._ordered_here: set[tuple[int, int]] = set()
 
     async def create(self, user_id: int, request: OrderCreate, idempotency_key: str | None,
                      *, slot: Slot | None = None) -> StoredAnswer:
@@ -66,9 +74,33 @@ class OrderCreation:
                             amount=hold.unit_price * request.quantity, status="pending_payment",
                             expires_at=expires_at, created_at=created_at)
 
-        order = await self.admission.reserve(request.product_id, request.quantity, slot=slot,
-                                             ask=reserve)
+        if (user_id, request.product_id) in self._ordered_here:
+            first = await self._unless_unpaid(user_id, request.product_id, claim)
+            if first is not None:
+                return first
+        try:
+            order = await self.admission.reserve(request.product_id, request.quantity,
+                                                 slot=slot, ask=reserve)
+        except PurchaseLimitExceeded:
+            # The limit counts the unpaid order too: the answer names the rule that refused.
+            first = await self._unless_unpaid(user_id, request.product_id, claim)
+            if first is not None:
+                return first
+            raise
         return await self.insert(order, claim)
+
+    async def _unless_unpaid(self, user_id: int, product_id: int,
+                             claim: Claim | None) -> OrderOut | None:
+        """Raises UnpaidOrderExists if the buyer has an unpaid order of the product; returns
+        that order instead when the same Idempotency-Key made it (a retry whose first answer
+        was lost); None when there is none."""
+        async with self.transactions.read() as orders:
+            found = await orders.unpaid_order(user_id, product_id)
+        if found is None:
+            return None
+        if claim is not None and found[1] == claim.key:
+            return await self._first_order_of(claim)
+        raise UnpaidOrderExists()
 
     async def insert(self, order: OrderOut, claim: Claim | None) -> OrderOut:
         """The order whose units are held, written; the hold is released if it cannot be."""
@@ -79,6 +111,12 @@ class OrderCreation:
         except IntegrityError as error:
             # Refused by the database: nothing of it was written.
             await self._release_quietly(order.product_id, order.id)
+            if error_code(error) == DUPLICATE_ENTRY and UNPAID_ORDER_KEY in str(error.orig):
+                # Another unpaid order of the buyer's was written first (a racing create).
+                first = await self._unless_unpaid(order.user_id, order.product_id, claim)
+                if first is None:  # paid or cancelled since; it was there when this one was not
+                    raise UnpaidOrderExists() from None
+                return first
             if claim is not None and error_code(error) == DUPLICATE_ENTRY:
                 return await self._first_order_of(claim)
             raise
@@ -89,6 +127,9 @@ class OrderCreation:
                 raise DatabaseUnavailable() from error
         # Not caught: a cancelled caller (its order is still written, shielded in the writer;
         # if the process stops first, the orphan reconciler releases the hold).
+        if len(self._ordered_here) >= MAX_REMEMBERED_ORDERS:
+            self._ordered_here.clear()
+        self._ordered_here.add((order.user_id, order.product_id))
         return order
 
     async def _first_order_of(self, claim: Claim) -> OrderOut:

@@ -3,7 +3,7 @@ refusals (sold_out, sale_not_open, ...) are the stock contract's, passed on as t
 
 from __future__ import annotations
 
-from shared.errors import InvalidState, NotFound, ServiceUnavailable
+from shared.errors import Conflict, InvalidState, NotFound, ServiceUnavailable
 
 
 class OrderNotFound(NotFound):
@@ -16,6 +16,13 @@ class OrderNotPayable(InvalidState):
 
 class OrderNotCancellable(InvalidState):
     title = "The order cannot be cancelled in its state"
+
+
+class UnpaidOrderExists(Conflict):
+    """One unpaid order per buyer per product, whatever the product's limit per user."""
+
+    code = "unpaid_order_exists"
+    title = "An unpaid order for this product exists"
 
 
 class StockUnavailable(ServiceUnavailable):

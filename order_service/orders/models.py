@@ -8,6 +8,7 @@ from typing import Literal
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     Index,
     Integer,
     String,
@@ -22,6 +23,9 @@ from shared.internal.orders import OrderStatus
 # What an order still owes stock_service (its hold committed or released) and payment_service.
 StockEffect = Literal["commit", "release"]
 PaymentEffect = Literal["refund"]
+
+
+UNPAID_ORDER_KEY = "uq_orders_user_id_unpaid_product_id"
 
 
 class Order(Base):
@@ -43,6 +47,9 @@ class Order(Base):
         Index("ix_orders_payment_effect", "payment_effect"),
         # The hard guard behind Idempotency-Key: one order per (user, key), whatever Redis says.
         UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_id_idempotency_key"),
+        # One unpaid order per buyer per product: only a pending order has an unpaid_product_id
+        # (NULLs never collide), so two creates racing each other end with one order.
+        UniqueConstraint("user_id", "unpaid_product_id", name=UNPAID_ORDER_KEY),
     )
 
     # Made by the service (order_service/orders/ids.py) before the units are reserved, so the
@@ -66,6 +73,9 @@ class Order(Base):
     payment_effect: Mapped[PaymentEffect | None] = mapped_column(String(8))
     idempotency_key: Mapped[str | None] = mapped_column(String(255, collation="utf8mb4_bin"))
     idempotency_fingerprint: Mapped[str | None] = mapped_column(CHAR(64))
+    # The product, while the order is unpaid (pending_payment); NULL in every other state.
+    unpaid_product_id: Mapped[int | None] = mapped_column(
+        BigInteger, Computed("IF(status = 'pending_payment', product_id, NULL)", persisted=True))
 
 
 class IdBlock(Base):

@@ -140,6 +140,19 @@ class OrderRepository:
         return _order({k: v for k, v in values.items() if k != "idempotency_fingerprint"}), \
             str(values["idempotency_fingerprint"])
 
+    async def unpaid_order(self, user_id: int, product_id: int) -> tuple[OrderOut, str | None] | None:
+        """The user's unpaid order of the product (at most one: UNPAID_ORDER_KEY), and the
+        Idempotency-Key that made it."""
+        row = (await self.session.execute(
+            select(*ORDER_COLUMNS, Order.idempotency_key)
+            .where(Order.user_id == user_id, Order.unpaid_product_id == product_id)
+        )).mappings().first()
+        if row is None:
+            return None
+        values = dict(row)
+        key = values.pop("idempotency_key")
+        return _order(values), key
+
     async def order(self, order_id: int) -> OrderOut | None:
         row = (await self.session.execute(
             select(*ORDER_COLUMNS).where(Order.id == order_id))).mappings().first()

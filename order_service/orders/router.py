@@ -14,6 +14,7 @@ from order_service.orders.errors import (
     OrderNotFound,
     OrderNotPayable,
     StockUnavailable,
+    UnpaidOrderExists,
 )
 from order_service.orders.schemas import OrderCreate, OrderOut, OrderPage
 from shared.contracts import MAX_ID
@@ -60,12 +61,13 @@ def _order_key(order: OrderOut) -> Key:
     response_model=OrderOut,
     responses=problem_responses(
         Unauthorized, ProductNotFound, SaleNotOpen, SaleClosed, SoldOut, PurchaseLimitExceeded,
-        IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed, StockUnavailable,
+        UnpaidOrderExists, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed, StockUnavailable,
         DatabaseUnavailable),
     description=(
         "Reserves `quantity` units for the caller until `expires_at` (the order's time to "
-        "pay). With an `Idempotency-Key`, a retry with the same body returns the first "
-        "answer; while the first is still running, 409 `idempotency_key_in_use`."
+        "pay). One unpaid order per buyer per product: another one is 409 "
+        "`unpaid_order_exists`. With an `Idempotency-Key`, a retry with the same body returns "
+        "the first answer; while the first is still running, 409 `idempotency_key_in_use`."
     ),
 )
 async def create_order(body: OrderCreate, user_id: CurrentUser, key: IdempotencyKeyDep,

@@ -66,9 +66,9 @@ async def test_an_order_holds_its_units_until_paid(
 
 async def test_refusals_carry_the_contracts_codes(http: httpx.AsyncClient, sale: Sale) -> None:
     product = await register_product(http, sale, total=1, limit_per_user=1)
-    buyer = user()
-    assert (await order(http, sale, user=buyer, product=product)).status_code == 201
-    assert_problem(await order(http, sale, user=buyer, product=product), 409, "purchase_limit_exceeded")
+    assert_problem(await order(http, sale, user=user(), product=product, quantity=2), 409,
+                   "purchase_limit_exceeded")
+    assert (await order(http, sale, user=user(), product=product)).status_code == 201
     assert_problem(await order(http, sale, user=user(), product=product), 409, "sold_out")
     assert_problem(await order(http, sale, user=user(), product=2**53 - 1), 404, "not_found")
     later = await register_product(http, sale, total=5, sale_opens_at="2099-01-01T00:00:00Z")
@@ -76,6 +76,39 @@ async def test_refusals_carry_the_contracts_codes(http: httpx.AsyncClient, sale:
     over = await register_product(http, sale, total=5, sale_opens_at="2020-01-01T00:00:00Z",
                                   sale_closes_at="2021-01-01T00:00:00Z")
     assert_problem(await order(http, sale, user=user(), product=over), 409, "sale_closed")
+
+
+async def test_a_buyer_holds_one_unpaid_order_per_product_whatever_the_limit(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    unlimited = await register_product(http, sale, total=10)
+    limited = await register_product(http, sale, total=10, limit_per_user=5)
+    buyer = user()
+    first = await order(http, sale, user=buyer, product=unlimited)
+    assert first.status_code == 201, first.text
+    assert_problem(await order(http, sale, user=buyer, product=unlimited), 409, "unpaid_order_exists")
+    assert (await order(http, sale, user=buyer, product=limited, quantity=2)).status_code == 201
+    assert_problem(await order(http, sale, user=buyer, product=limited), 409, "unpaid_order_exists")
+    # Another buyer is not concerned; once paid (or cancelled) the buyer may order again.
+    assert (await order(http, sale, user=user(), product=unlimited)).status_code == 201
+    assert (await pay(http, sale, user=buyer, order_id=first.json()["id"])).status_code == 201
+    assert (await order(http, sale, user=buyer, product=unlimited)).status_code == 201
+    counts = await settled(engines, redis, unlimited)
+    assert (counts["held"], counts["sold"]) == (2, 1)  # the refused order held nothing
+
+
+async def test_one_unpaid_order_holds_when_a_buyer_sends_many_at_once(
+    http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
+) -> None:
+    product = await register_product(http, sale, total=50)
+    buyers = [user() for _ in range(10)]
+    responses = await asyncio.gather(*(order(http, sale, user=buyer, product=product)
+                                       for _ in range(5) for buyer in buyers))
+    assert codes(responses) == {"pending_payment": 10, "unpaid_order_exists": 40}
+    per_buyer = Counter(r.json()["user_id"] for r in responses if r.status_code == 201)
+    assert set(per_buyer.values()) == {1}
+    counts = await settled(engines, redis, product)
+    assert counts["held"] + counts["orders"].get("expired", 0) == 10  # no unit kept by a refusal
 
 
 async def refusals_counted(http: httpx.AsyncClient, sale: Sale) -> float:
@@ -147,9 +180,10 @@ async def test_orders_are_the_callers_own(http: httpx.AsyncClient, sale: Sale) -
 async def test_the_list_is_newest_first_filtered_and_paged(
     http: httpx.AsyncClient, sale: Sale
 ) -> None:
-    product = await register_product(http, sale, total=10)
     buyer = user()
-    ids = [(await order(http, sale, user=buyer, product=product)).json()["id"] for _ in range(5)]
+    # One product each: a buyer holds one unpaid order per product.
+    ids = [(await order(http, sale, user=buyer, product=await register_product(
+        http, sale, total=10))).json()["id"] for _ in range(5)]
     await cancel(http, sale, user=buyer, order_id=ids[1])
     url = sale.url("order") + "/api/v1/orders"
     seen: list[int] = []
@@ -205,7 +239,8 @@ async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
     # Another user's key of the same name is another key.
     assert (await order(http, sale, user=user(), product=product, key="k-1")).status_code == 201
     # Concurrent duplicates: one order; the others wait (409 in use) or replay it.
-    burst = await asyncio.gather(*(order(http, sale, user=buyer, product=product, key="k-2")
+    other = await register_product(http, sale, total=10)
+    burst = await asyncio.gather(*(order(http, sale, user=buyer, product=other, key="k-2")
                                    for _ in range(10)))
     created = {r.json()["id"] for r in burst if r.status_code == 201}
     assert len(created) == 1
@@ -220,7 +255,7 @@ async def test_idempotency_key_replays_refuses_reuse_and_runs_once(
     assert_problem(await order(http, sale, user=buyer, product=product, key="x" * 256), 422,
                    "validation_error")
     counts = await settled(engines, redis, product)
-    assert counts["held"] == 4
+    assert counts["held"] == 3
 
 
 async def test_300_orders_at_once_for_30_units_sell_exactly_30(
@@ -242,7 +277,8 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
                                        for buyer in buyers for _ in range(3)))
     results = codes(responses)
     assert results["pending_payment"] == 30
-    assert set(results) <= {"pending_payment", "sold_out", "purchase_limit_exceeded"}
+    assert set(results) <= {"pending_payment", "sold_out", "purchase_limit_exceeded",
+                            "unpaid_order_exists"}
     per_buyer = Counter(r.json()["user_id"] for r in responses if r.status_code == 201)
     assert max(per_buyer.values()) == 1
     held_or_expired(await settled(engines, redis, product), 30)
@@ -285,9 +321,9 @@ async def test_cancel_gives_units_back_and_refunds_a_paid_order(
 ) -> None:
     product = await register_product(http, sale, total=4)
     buyer = user()
-    pending = (await order(http, sale, user=buyer, product=product)).json()["id"]
     paid = (await order(http, sale, user=buyer, product=product)).json()["id"]
     assert (await pay(http, sale, user=buyer, order_id=paid)).status_code == 201
+    pending = (await order(http, sale, user=buyer, product=product)).json()["id"]
     cancelled = await cancel(http, sale, user=buyer, order_id=pending)
     assert cancelled.json()["status"] == "cancelled"
     refunded = await cancel(http, sale, user=buyer, order_id=paid)
@@ -355,15 +391,16 @@ async def test_paying_twice_at_once_succeeds_once(
     http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
 ) -> None:
     product = await register_product(http, sale, total=20)
-    buyer = user()
-    orders = [(await order(http, sale, user=buyer, product=product)).json()["id"]
-              for _ in range(10)]
+    buyers = [user() for _ in range(10)]
+    orders = {(await order(http, sale, user=buyer, product=product)).json()["id"]: buyer
+              for buyer in buyers}
     outcomes = await asyncio.gather(*(pay(http, sale, user=buyer, order_id=order_id)
-                                      for order_id in orders for _ in range(3)))
+                                      for order_id, buyer in orders.items() for _ in range(3)))
     succeeded = Counter(r.json()["order_id"] for r in outcomes
                         if r.status_code == 201 and r.json()["status"] == "succeeded")
     assert succeeded == dict.fromkeys(orders, 1)
-    assert all(r.status_code == 201 or r.json()["code"] == "invalid_state" for r in outcomes)
+    assert all(r.status_code == 201 or r.json()["code"] == "invalid_state" for r in outcomes), \
+        [r.text for r in outcomes if r.status_code != 201]
     counts = await settled(engines, redis, product)
     assert counts["orders"] == {"paid": 10}
 
@@ -372,10 +409,9 @@ async def test_cancel_and_pay_at_once_end_one_way(
     http: httpx.AsyncClient, sale: Sale, engines: Engines, redis: Redis
 ) -> None:
     product = await register_product(http, sale, total=20)
-    buyer = user()
-    orders = [(await order(http, sale, user=buyer, product=product)).json()["id"]
-              for _ in range(20)]
-    await asyncio.gather(*(step for order_id in orders for step in (
+    orders = {(await order(http, sale, user=buyer, product=product)).json()["id"]: buyer
+              for buyer in [user() for _ in range(20)]}
+    await asyncio.gather(*(step for order_id, buyer in orders.items() for step in (
         pay(http, sale, user=buyer, order_id=order_id),
         cancel(http, sale, user=buyer, order_id=order_id))))
     counts = await settled(engines, redis, product)

@@ -18,7 +18,12 @@ from order_service.clients import PaymentsClient, StockClient
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.creation import OrderCreation
 from order_service.orders.effects import OrderEffects
-from order_service.orders.errors import OrderNotCancellable, OrderNotFound, OrderNotPayable
+from order_service.orders.errors import (
+    OrderNotCancellable,
+    OrderNotFound,
+    OrderNotPayable,
+    UnpaidOrderExists,
+)
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import OrderRepository
 from order_service.orders.schemas import OrderCreate
@@ -101,9 +106,11 @@ async def orders(stock_url: str, order_database: str, redis: Redis) -> AsyncIter
     await engine.dispose()
 
 
-async def register(orders: Orders, *, total: int, price: int = 10_000) -> int:
+async def register(orders: Orders, *, total: int, price: int = 10_000,
+                   limit_per_user: int | None = None) -> int:
     product_id = new_id()
-    registration = StockRegistration(seller_id=1, price=price, total=total)
+    registration = StockRegistration(seller_id=1, price=price, total=total,
+                                     limit_per_user=limit_per_user)
     body = registration.model_dump(mode="json") | {"sale_opens_at": "2020-01-01T00:00:00Z"}
     response = await orders.stock.client.request("PUT", product_path(product_id), json_body=body)
     assert response.status == 200, response.body
@@ -264,3 +271,33 @@ async def test_a_hold_no_order_was_made_for_is_released_once_old_enough(orders: 
     finally:
         orders.effects.orphan_after = timedelta(seconds=60)
     assert await hold_state(orders, product_id, orphan) == "released"
+
+
+async def test_an_unpaid_order_is_the_answer_before_the_limit_and_before_a_hold(
+    orders: Orders, redis: Redis
+) -> None:
+    product_id, buyer = await register(orders, total=5, limit_per_user=1), new_id()
+    await create(orders, buyer, product_id)
+    # Made through this process: refused before a slot or a hold is taken.
+    with pytest.raises(UnpaidOrderExists):
+        await create(orders, buyer, product_id)
+    # Made elsewhere (another replica): stock_service's limit refuses it, and the answer still
+    # names the unpaid order.
+    orders.creation._ordered_here.clear()
+    with pytest.raises(UnpaidOrderExists):
+        await create(orders, buyer, product_id)
+    meta = await redis.hgetall(f"{{p:{product_id}}}:meta")
+    assert meta["held"] == "1"
+
+
+async def test_a_keyed_retry_whose_first_answer_was_lost_gets_that_order(
+    orders: Orders, redis: Redis
+) -> None:
+    product_id, buyer = await register(orders, total=5), new_id()
+    body = OrderCreate(product_id=product_id, quantity=1)
+    first = await orders.creation.create(buyer, body, "k-lost")
+    assert first.status == 201
+    # Redis lost the stored answer (a failover, say): the unpaid order is the retry's answer.
+    await redis.delete(orders.creation.keys._redis_key(buyer, "k-lost"))
+    again = await orders.creation.create(buyer, body, "k-lost")
+    assert (again.status, again.body) == (201, first.body)
