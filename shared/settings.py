@@ -41,6 +41,12 @@ class ServiceSettings(BaseSettings):
     identity_signing_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("IDENTITY_SIGNING_KEY")
     )
+    # Redis pub/sub channels are global across a server's databases: every channel (and the
+    # keys the gateway scans for) carries this, so two deployments or test suites sharing one
+    # Redis never hear each other. Shared by every process, read without the service's prefix.
+    # No braces: a key's hash tag must be the product's, not the prefix's.
+    pubsub_prefix: str = Field(default="preorder:", pattern=r"^[^{}\s]*$",
+                               validation_alias=AliasChoices("PUBSUB_PREFIX"))
 
     def is_production(self) -> bool:
         return self.environment == "production"

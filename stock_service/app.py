@@ -19,6 +19,8 @@ from stock_service.settings import Settings, get_settings
 from stock_service.stock.admission import RememberedLevel, ReserveRefusal, StockAdmission
 from stock_service.stock.catalog import CatalogService
 from stock_service.stock.holds import HoldService
+from stock_service.stock.live import LiveStock, refresh_sold_out_answers_periodically
+from stock_service.stock.live import router as live_router
 from stock_service.stock.rebuild import LiveState
 from stock_service.stock.repository import LedgerRepository
 from stock_service.stock.router import internal_router
@@ -49,8 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
             catalog = CatalogService(transactions=transactions, reads=datastores.reads,
                                      scripts=scripts, live=live, admission=admission)
+            live_stock = LiveStock(redis=datastores.redis, redis_url=settings.redis_url,
+                                   catalog=catalog, prefix=settings.pubsub_prefix,
+                                   min_interval=settings.live_min_interval_seconds,
+                                   heartbeat_seconds=settings.live_heartbeat_seconds,
+                                   edge_ttl_seconds=settings.edge_answer_ttl_seconds)
+            admission.on_level_change = live_stock.changed
+            await live_stock.start()
             try:
                 async with running(
+                    refresh_sold_out_answers_periodically(
+                        live_stock, interval_seconds=settings.edge_answer_ttl_seconds / 3),
                     reconcile_live_stock_periodically(
                         live, interval_seconds=settings.reconcile_interval_seconds),
                     release_expired_holds_periodically(
@@ -59,14 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ):
                     yield Resources(settings=settings, datastores=datastores, scripts=scripts,
                                     live=live, admission=admission, holds=holds,
-                                    catalog=catalog)
+                                    catalog=catalog, live_stock=live_stock)
             finally:
+                await live_stock.close()
                 await live.drain()
 
     return create_service_app(
         service="stock_service",
         title="Stock service",
         resources=open_resources,
-        routers=[stock_router, internal_router],
+        routers=[stock_router, live_router, internal_router],
         front=[ReserveRefusal, RememberedLevel],
     )

@@ -19,6 +19,7 @@ from stock_service.settings import Settings
 from stock_service.stock.admission import StockAdmission
 from stock_service.stock.catalog import CatalogService
 from stock_service.stock.holds import HoldService
+from stock_service.stock.live import LiveStock
 from stock_service.stock.rebuild import LiveState
 from stock_service.stock.scripts import StockScripts
 
@@ -34,6 +35,7 @@ class Resources:
     admission: StockAdmission
     holds: HoldService
     catalog: CatalogService
+    live_stock: LiveStock
 
 
 async def get_resources(resources: AppResources) -> Resources:

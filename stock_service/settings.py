@@ -31,6 +31,13 @@ class Settings(DatastoreSettings):
     # so the order's own expiry always decides first.
     expired_hold_grace_seconds: float = Field(default=300.0, ge=0)
     expired_hold_interval_seconds: float = Field(default=5.0, gt=0)
+    # /live streams: events per product at most once per this long (coalesced), and a comment
+    # line after this long without one, so idle connections stay open.
+    live_min_interval_seconds: float = Field(default=0.1, ge=0)
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # The gateway's sold-out answer for POST /api/v1/orders lives this long unless refreshed
+    # (a third of it): what a lost withdrawal can cost at most.
+    edge_answer_ttl_seconds: float = Field(default=2.0, gt=0)
 
 
 @lru_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 from redis import Redis as SyncRedis
 from sqlalchemy.engine import make_url
@@ -17,6 +18,9 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
 if TEST_NAMESPACE and not TEST_NAMESPACE.isalnum():
     raise RuntimeError(f"TEST_NAMESPACE must be letters and digits, got {TEST_NAMESPACE!r}")
+
+# New for every run: pub/sub channels are shared by every database of a Redis server.
+TEST_PUBSUB_PREFIX = f"test-{TEST_NAMESPACE or 'suite'}-{uuid.uuid4().hex[:8]}:"
 
 
 def database_url_for_tests(schema: str, suffix: str = "test") -> str:

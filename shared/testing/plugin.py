@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from shared.db import create_sessionmaker
 from shared.testing.apps import RunningApp
-from shared.testing.datastores import TEST_REDIS_URL
+from shared.testing.datastores import TEST_PUBSUB_PREFIX, TEST_REDIS_URL
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
 from shared.testing.mail import MailSink
 from shared.testing.sale import engines, http, sale
@@ -39,6 +39,9 @@ __all__ = ["client", "db_engine", "engines", "http", "mail_sink", "redis", "redi
 
 os.environ["APP_ENV"] = "test"
 os.environ["IDENTITY_SIGNING_KEY"] = TEST_IDENTITY_SIGNING_KEY
+# Pub/sub channels are global across Redis databases: this run's own, so two suites on one
+# Redis never hear each other (every process the tests start inherits it).
+os.environ["PUBSUB_PREFIX"] = TEST_PUBSUB_PREFIX
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from pydantic import ValidationError
@@ -55,6 +56,8 @@ class StockAdmission:
         # Counts the changes made through this process: a view read while one was made may
         # predate it, and is not remembered.
         self._changes = 0
+        # Told of every change too (stock/live.py publishes it).
+        self.on_level_change: Callable[[int], None] = lambda product_id: None
 
     def changed(self, product_id: int) -> None:
         """The product's live state changed through this process (a hold, a release, a
@@ -62,6 +65,7 @@ class StockAdmission:
         `view_memory`."""
         self._changes += 1
         self._views.pop(product_id, None)
+        self.on_level_change(product_id)
 
     async def live_view(self, product_id: int) -> LiveView:
         """The product's live view, read from Redis at most once per `view_memory` here. Its
