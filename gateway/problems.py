@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from starlette.types import Send
 
+from shared.edge_answers import Answer
 from shared.errors import problem_document, status_title
 
 
@@ -26,6 +27,22 @@ async def send_problem(send: Send, status: int, code: str, detail: str,
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),
             *headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    """An answer a service published for the edge (shared/edge_answers.py), in its own words:
+    the same document the service would have sent, with this request's id."""
+    document = problem_document(answer.status, answer.code, answer.title, answer.detail)
+    body = json.dumps(document, separators=(",", ":")).encode()
+    await send({
+        "type": "http.response.start",
+        "status": answer.status,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
         ],
     })
     await send({"type": "http.response.body", "body": body})

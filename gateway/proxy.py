@@ -27,9 +27,10 @@ from gateway.headers import (
     is_identity_header,
     relative_location,
 )
-from gateway.problems import send_problem
+from gateway.problems import send_answer, send_problem
 from gateway.revocation import RevocationStateMissing
 from gateway.runtime import GatewayRuntime
+from gateway.streams import StreamRelay
 from shared.contracts import (
     CLIENT_IP_HEADER,
     IDENTITY_SIGNATURE_HEADER,
@@ -59,6 +60,8 @@ class Proxy:
         self.table = runtime.table
         # Read once; without it the gateway refuses to start (no service would believe it).
         self.identity_key = runtime.settings.identity_key()
+        self.open_streams = 0
+        self.stream_relay = StreamRelay(max_response_bytes=self.settings.max_response_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +82,8 @@ class Proxy:
             await send(message)
 
         try:
-            await self.forward(scope, receive, tracking_send, match.route.service, match.public)
+            await self.forward(scope, receive, tracking_send, match.route.service, match.public,
+                               stream=match.route.stream)
         except Exception:
             # The proxy runs in front of FastAPI's error handling, so it answers for itself:
             # a problem+json 500 with the request id, never a bare traceback page.
@@ -89,7 +93,7 @@ class Proxy:
             await send_problem(send, 500, "internal_error", "The gateway could not complete the request.")
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
-                      public: bool) -> None:
+                      public: bool, *, stream: bool = False) -> None:
         settings = self.settings
         authorization: str | None = None
         content_length: int | None = None
@@ -151,6 +155,14 @@ class Proxy:
                                [(b"connection", b"close")])
             return
 
+        # An answer a service published for this route and the request's key (sold out), given
+        # here without forwarding; from memory, no Redis round trip (gateway/edge answers).
+        answer = self.runtime.edge_answers.answer_for(f"{scope['method']} {scope['path']}",
+                                                      scope["headers"], body)
+        if answer is not None:
+            await send_answer(send, answer)
+            return
+
         request_id = current_request_id() or ""
         client_ip = client_address(scope, settings.trusted_proxy_count)
         user_id = session_id = ""
@@ -169,6 +181,10 @@ class Proxy:
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
+        if stream:
+            await self._relay_stream(receive, send, service, scope["method"],
+                                     URL(target, encoded=True), headers)
+            return
         await self._relay(send, service, scope["method"], URL(target, encoded=True), headers, body)
 
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
@@ -243,6 +259,44 @@ class Proxy:
             response_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
+
+    async def _relay_stream(self, receive: Receive, send: Send, service: str, method: str,
+                            url: URL, headers: list[tuple[str, str]]) -> None:
+        """A streamed route: through the streams' own pool, relayed as it comes."""
+        if self.open_streams >= self.settings.max_open_streams:
+            await send_problem(send, 503, "upstream_unavailable",
+                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+            return
+        self.open_streams += 1
+        drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
+        started = False
+
+        async def oversized() -> None:
+            await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                       "answered with an oversized response")
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            async with self.runtime.upstreams.streams.request(
+                    method, url, headers=headers, allow_redirects=False) as upstream:
+                response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
+                                    if k.lower() not in drop]
+                await self.stream_relay.relay(upstream, response_headers, receive,
+                                              tracking_send, oversized=oversized)
+        except aiohttp.ClientConnectorError:
+            if not started:
+                await self._upstream_error(send, service, 503, "upstream_unavailable",
+                                           "is not accepting connections")
+        except (aiohttp.ClientError, TimeoutError):
+            if not started:
+                await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                           "answered with a broken response")
+        finally:
+            self.open_streams -= 1
 
     async def _upstream_error(self, send: Send, service: str, status: int, code: str,
                               what: str) -> None:

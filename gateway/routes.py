@@ -19,6 +19,8 @@ class Route:
     service: str
     # Methods that need no token on this pattern; every other method needs one.
     public_methods: frozenset[str] = field(default_factory=frozenset)
+    # Answers are streamed (server-sent events): relayed as they come (gateway/streams.py).
+    stream: bool = False
 
     @property
     def is_prefix(self) -> bool:
@@ -59,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/users/**", "user"),
     # product_service and stock_service share the /products prefix
     Route("/api/v1/products/{id}/stock", "stock", _public("GET", "HEAD")),
+    Route("/api/v1/products/{id}/live", "stock", _public("GET", "HEAD"), stream=True),
     Route("/api/v1/products/{id}", "product", _public("GET", "HEAD")),
     Route("/api/v1/products", "product", _public("GET", "HEAD")),
     Route("/api/v1/products/**", "product"),

@@ -13,6 +13,8 @@ from gateway.jwks import JwksCache, refresh_periodically
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.upstreams import Upstreams
+from shared.broadcast import Channels, Subscription
+from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers
 
 
 class GatewayRuntime:
@@ -25,6 +27,15 @@ class GatewayRuntime:
         self._verifier: TokenVerifier | None = None
         self._redis: Redis | None = None
         self._jwks_refresher: asyncio.Task[None] | None = None
+        # Answers services publish for the gateway to give without forwarding (sold out).
+        self.edge_answers = EdgeAnswers()
+        self._answers = Subscription(
+            settings.redis_url,
+            {Channels(settings.pubsub_prefix).name(ANSWERS_TOPIC): self.edge_answers.heard},
+            on_connected=self._load_edge_answers)
+
+    async def _load_edge_answers(self) -> None:
+        await self.edge_answers.load(self.redis, self.settings.pubsub_prefix)
 
     @property
     def redis(self) -> Redis:
@@ -53,8 +64,10 @@ class GatewayRuntime:
                                        leeway=settings.jwt_leeway_seconds)
         self._jwks_refresher = asyncio.create_task(
             refresh_periodically(jwks, settings.jwks_max_age_seconds))
+        await self._answers.start()
 
     async def close(self) -> None:
+        await self._answers.close()
         if self._jwks_refresher is not None:
             self._jwks_refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -42,6 +42,12 @@ class Settings(ServiceSettings):
     # The whole request body must arrive within this, so slow senders cannot hold connections.
     body_timeout_seconds: float = 30.0
     max_connections_per_upstream: int = 512
+    # Streamed routes (/live) have a pool of their own, so open streams never take the
+    # connections of ordinary requests; past this many open streams, 503 with Retry-After.
+    max_open_streams: int = Field(default=20_000, gt=0)
+    # A stream whose upstream sends nothing this long (it sends a comment every 15 s) is ended;
+    # there is no total timeout on a stream.
+    stream_idle_timeout_seconds: float = Field(default=45.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     trusted_proxy_count: int = Field(default=0, ge=0, le=10)
     openapi_cache_seconds: float = 30.0

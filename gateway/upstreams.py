@@ -18,6 +18,11 @@ class Upstreams:
         self.settings = settings
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
+        # Streamed routes' own pool (gateway/streams.py), for every upstream.
+        self._streams: aiohttp.ClientSession | None = None
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.stream_idle_timeout_seconds)
         self.timeout = aiohttp.ClientTimeout(
             total=settings.connect_timeout_seconds + settings.upstream_timeout_seconds * 3,
             sock_connect=settings.connect_timeout_seconds,
@@ -43,8 +48,24 @@ class Upstreams:
             # (gateway.proxy._RETRYABLE_METHODS). The attribute has no public setter.
             session._retry_connection = False
             self.sessions[name] = session
+        self._streams = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.max_open_streams,
+                                           keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
+            timeout=self.stream_timeout, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self._streams._retry_connection = False
+
+    @property
+    def streams(self) -> aiohttp.ClientSession:
+        if self._streams is None:
+            raise RuntimeError("upstream pools used outside the gateway's lifespan")
+        return self._streams
 
     async def close(self) -> None:
         for session in self.sessions.values():
             await session.close()
         self.sessions.clear()
+        if self._streams is not None:
+            await self._streams.close()
+            self._streams = None

@@ -101,6 +101,16 @@ def echo_app(service: str, ring: KeyRing) -> Starlette:
                     yield bytes([65 + index % 26]) * 65536
 
             return StreamingResponse(chunks(), media_type="application/octet-stream")
+        if request.url.path.endswith("/live"):
+            # Server-sent events: one at once, the next after `gap` seconds of silence.
+            gap = float(request.query_params.get("gap", "0.5"))
+
+            async def events() -> AsyncIterator[bytes]:
+                yield b"id: 1\ndata: {\"n\":1}\n\n"
+                await asyncio.sleep(gap)
+                yield b"id: 2\ndata: {\"n\":2}\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
         body = await request.body()
         return JSONResponse({
             "service": service,
