@@ -9,6 +9,14 @@ and the ratios direct/hello-world and gateway/direct.
 
     python -m loadtests.bench_gateway [--connections 64] [--seconds 10] [--rounds 3]
 
+With --sold-out it measures instead the crowd's most common request at an opening, a
+`POST /api/v1/orders` for a sold-out product, side by side with the hello-world:
+
+1. through the gateway that heard stock_service's answer for it (given at the edge),
+2. through a second gateway on the same services that hears no answers (another
+   PUBSUB_PREFIX): forwarded, and refused by order_service's own sold-out memory (the path
+   every such request took before the edge answered it).
+
 It starts its own processes (loadtests/system.py), signs a user up through the gateway, then
 alternates the three in rounds so machine noise hits all alike. Load comes from wrk when it is
 installed (Debian package wrk), else from the project's aiohttp generator.
@@ -19,16 +27,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import jwt
 
 from loadtests.load import LoadResult
-from loadtests.system import BenchSystem, bench_system, create_account, hello_world
+from loadtests.system import (
+    BENCH_REDIS_URL,
+    BenchSystem,
+    bench_system,
+    create_account,
+    hello_world,
+    service_system,
+)
 from loadtests.wrk import generator_name, measure
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
+from shared.testing.datastores import forget_redis_keys
 from shared.testing.identity import signed_identity_headers
+from shared.testing.mail import MailSink
+from shared.testing.net import ServiceProcess
 
 
 def best_of(label: str, rounds: list[LoadResult]) -> LoadResult:
@@ -85,15 +108,124 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
     print(describe("ratio gateway/hello-world", ratios(gateway, hello)))
 
 
+SOLD_OUT_GOAL = 0.5
+ORDER_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{{"product_id":{product_id},"quantity":1}}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+@dataclass(frozen=True)
+class SoldOutBench:
+    system: BenchSystem
+    # The same services behind a gateway that hears no edge answers.
+    forwarding_url: str
+
+
+@contextmanager
+def sold_out_system(workdir: Path) -> Iterator[SoldOutBench]:
+    # Fresh schemas hand out the same ids again: their live state goes too.
+    for prefix in ("{p:", "stock:", "product:", "order", "bench-"):
+        forget_redis_keys(BENCH_REDIS_URL, prefix)
+    mail = MailSink().start()
+    try:
+        with service_system(["user", "product", "stock", "order", "payment"], workdir,
+                            redis_url=BENCH_REDIS_URL, schema_suffix="bench",
+                            env={"SMTP_HOST": mail.host, "SMTP_PORT": str(mail.port),
+                                 "PUBSUB_PREFIX": "bench-edge:"}) as services:
+            forwarding = ServiceProcess(
+                "gateway-forwarding", "gateway.app:create_app", log_dir=workdir,
+                env={**services.gateway.env, "PUBSUB_PREFIX": "bench-deaf:"})
+            try:
+                forwarding.start().wait_healthy()
+                yield SoldOutBench(
+                    BenchSystem(services.gateway.url, services.processes["user"].url, mail,
+                                services.identity_key),
+                    forwarding.url)
+            finally:
+                forwarding.stop()
+    finally:
+        mail.stop()
+
+
+async def sold_out_product(bench: SoldOutBench, token: str) -> int:
+    """A general product with no stock, and both gateways answering 409 sold_out for it."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"name": "sold out", "description": "bench", "price": 1_000, "stock": 0,
+            "kind": "general"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        created = await client.post(f"{bench.system.gateway_url}/api/v1/products", json=body,
+                                    headers=headers)
+        created.raise_for_status()
+        product_id = int(created.json()["id"])
+        for url in (bench.system.gateway_url, bench.forwarding_url):
+            refused = await client.post(f"{url}/api/v1/orders", headers=headers,
+                                        json={"product_id": product_id, "quantity": 1})
+            assert (refused.status_code, refused.json()["code"]) == (409, "sold_out"), \
+                refused.text
+    return product_id
+
+
+def every_answer(result: LoadResult, label: str) -> LoadResult:
+    """Every answer counted, refusals included (wrk calls a 409 non-2xx)."""
+    refusals = result.error_kinds.get("non-2xx", 0)
+    kinds = {k: v for k, v in result.error_kinds.items() if k != "non-2xx"}
+    return LoadResult(label, result.requests + refusals, sum(kinds.values()), result.seconds,
+                      [], kinds, result.reported_percentiles)
+
+
+async def run_sold_out(args: argparse.Namespace, bench: SoldOutBench, hello_url: str,
+                       workdir: Path) -> None:
+    account = await create_account(bench.system)
+    product_id = await sold_out_product(bench, account.access_token)
+    script = workdir / "sold-out-order.lua"
+    script.write_text(ORDER_SCRIPT.format(product_id=product_id))
+    auth = {"Authorization": f"Bearer {account.access_token}"}
+    targets: dict[str, tuple[str, dict[str, str], Path | None]] = {
+        "hello-world": (hello_url, {}, None),
+        "sold out, at the edge": (f"{bench.system.gateway_url}/api/v1/orders", auth, script),
+        "sold out, forwarded": (f"{bench.forwarding_url}/api/v1/orders", auth, script),
+    }
+    for url, headers, lua in targets.values():
+        await measure("warm-up", url, headers=headers, connections=args.connections,
+                      seconds=2, script=lua)
+    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    print(f"load generator: {generator_name()}; {args.connections} connections, "
+          f"{args.seconds:g} s x {args.rounds} rounds each", flush=True)
+    for index in range(args.rounds):
+        for label, (url, headers, lua) in targets.items():
+            result = every_answer(await measure(
+                f"{label} r{index + 1}", url, headers=headers, connections=args.connections,
+                seconds=args.seconds, script=lua), f"{label} r{index + 1}")
+            results[label].append(result)
+            print(result.line(), flush=True)
+    hello, edge, forwarded = results.values()
+    print()
+    for label, rounds in results.items():
+        print(best_of(f"{label} (best)", rounds).line())
+    print(describe("ratio at the edge/hello-world", ratios(edge, hello)))
+    print(describe("ratio forwarded/hello-world  ", ratios(forwarded, hello)))
+    print(f"goal: at the edge >= {SOLD_OUT_GOAL} of the hello-world")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sold-out", action="store_true",
+                        help="POST /api/v1/orders for a sold-out product, at the edge and "
+                             "forwarded, beside the hello-world")
     args = parser.parse_args()
     if args.seconds > 2 * IDENTITY_MAX_AGE_SECONDS - 2:
         parser.error(f"--seconds above {2 * IDENTITY_MAX_AGE_SECONDS - 2} would outlive the "
                      "direct round's identity signature")
+    if args.sold_out:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+        with hello_world() as hello_url, sold_out_system(workdir) as bench:
+            asyncio.run(run_sold_out(args, bench, hello_url, workdir))
+        return
     with hello_world() as hello_url, bench_system() as system:
         asyncio.run(run(args, system, hello_url))
 
