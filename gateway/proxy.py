@@ -156,9 +156,9 @@ class Proxy:
             return
 
         # An answer a service published for this route and the request's key (sold out), given
-        # here without forwarding; from memory, no Redis round trip (gateway/edge answers).
-        answer = self.runtime.edge_answers.answer_for(f"{scope['method']} {scope['path']}",
-                                                      scope["headers"], body)
+        # here without forwarding; from memory, no Redis round trip (shared/edge_answers.py).
+        route = f"{scope['method']} {scope['path']}"
+        answer = self.runtime.edge_answers.answer_for(route, scope["headers"], body)
         if answer is not None:
             await send_answer(send, answer)
             return
@@ -281,18 +281,29 @@ class Proxy:
             await send(message)
 
         try:
-            async with self.runtime.upstreams.streams.request(
-                    method, url, headers=headers, allow_redirects=False) as upstream:
-                response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
-                                    if k.lower() not in drop]
-                await self.stream_relay.relay(upstream, response_headers, receive,
-                                              tracking_send, oversized=oversized)
+            for attempt in range(2):
+                try:
+                    async with self.runtime.upstreams.streams.request(
+                            method, url, headers=headers, allow_redirects=False) as upstream:
+                        response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
+                                            if k.lower() not in drop]
+                        await self.stream_relay.relay(upstream, response_headers, receive,
+                                                      tracking_send, oversized=oversized)
+                    return
+                except (aiohttp.ConnectionTimeoutError, aiohttp.ServerDisconnectedError):
+                    # Nothing was relayed and a stream's method changes nothing: a second
+                    # connect is safe (a burst of new streams keeps the loop busy past the
+                    # connect timeout, as in _relay).
+                    if started or attempt == 1:
+                        raise
         except aiohttp.ClientConnectorError:
             if not started:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections")
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError) as error:
             if not started:
+                logger.warning("stream not opened", extra={"upstream": service,
+                                                           "error": repr(error)})
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "answered with a broken response")
         finally:
