@@ -127,28 +127,35 @@ class Subscription:
 
 
 class Feed(Generic[T]):
-    """A topic's latest value, handed to its listeners at most once per `min_interval`.
+    """A topic's latest value, handed to its listeners at most once per `min_interval`, and a
+    beat every `heartbeat_seconds` the topic is quiet (for streams' keep-alive lines).
 
-    A listener awaits `next_change()` (a future shared by all of them: await it through
-    asyncio.wait, never directly, since cancelling a direct awaiter would cancel it for all),
-    then reads `value` and `rendered`. `close()` ends the topic: its last value is final.
+    A listener awaits `wait()` (a future of its own: cancelling it touches nobody else), then
+    compares `version` with the one it last handled (unchanged: a beat, or its own wake-up) and
+    reads `value` and `rendered`. `close()` ends the topic: its last value is final. One timer
+    per topic, none per listener: a wake costs each listener one future.
     """
 
-    def __init__(self, value: T, render: Callable[[T], bytes], *,
-                 min_interval: float) -> None:
+    def __init__(self, value: T, render: Callable[[T], bytes], *, min_interval: float,
+                 heartbeat_seconds: float = 15.0) -> None:
         self.render = render
         self.min_interval = min_interval
+        self.heartbeat_seconds = heartbeat_seconds
         self.value = value
         self.rendered = render(value)
         self.version = 0
         self.closed = False
-        self._next: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters: list[asyncio.Future[None]] = []
         self._pending: T | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._beat: asyncio.TimerHandle | None = None
         self._last_woken = float("-inf")
+        self._beat_later()
 
-    def next_change(self) -> asyncio.Future[None]:
-        return self._next
+    def wait(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
 
     def update(self, value: T, *, final: bool = False) -> None:
         """A new value: listeners hear it now, or at most `min_interval` after they last
@@ -178,11 +185,29 @@ class Feed(Generic[T]):
         self.rendered = self.render(self.value)
         self.version += 1
         self._last_woken = time.monotonic()
-        woken, self._next = self._next, asyncio.get_running_loop().create_future()
-        woken.set_result(None)
+        self._wake_listeners()
+        self._beat_later()
+
+    def _wake_listeners(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _beat_later(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+        self._beat = asyncio.get_running_loop().call_later(self.heartbeat_seconds, self._on_beat)
+
+    def _on_beat(self) -> None:
+        self._beat = None
+        self._wake_listeners()
+        if not self.closed:
+            self._beat_later()
 
     def discard(self) -> None:
-        """Nobody listens any more: drop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Nobody listens any more: drop the timers."""
+        for timer in (self._timer, self._beat):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._beat = None

@@ -48,17 +48,16 @@ async def _until_disconnected(receive: Receive) -> None:
 
 
 class EventStreamResponse(Response):
-    """Sends `first`, then every change of `feed` (its `rendered` bytes), until the feed's final
-    value has been sent or the client leaves."""
+    """Sends `first`, then every change of `feed` (its `rendered` bytes), a comment line on
+    each of the feed's beats, until the feed's final value has been sent or the client leaves."""
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, feed: Feed[Any], first: bytes, *, heartbeat_seconds: float,
+    def __init__(self, feed: Feed[Any], first: bytes, *,
                  on_close: Callable[[], None] = lambda: None) -> None:
         super().__init__(status_code=200)
         self.feed = feed
         self.first = first
-        self.heartbeat_seconds = heartbeat_seconds
         self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,12 +76,20 @@ class EventStreamResponse(Response):
         await send({"type": "http.response.body", "body": self.first, "more_body": not feed.closed})
         if feed.closed:
             return
+        waiting: list[asyncio.Future[None]] = []
         gone = asyncio.ensure_future(_until_disconnected(receive))
+
+        def client_left(_: asyncio.Future[None]) -> None:
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+        gone.add_done_callback(client_left)
         try:
             while True:
-                changed = feed.next_change()
-                await asyncio.wait((changed, gone), timeout=self.heartbeat_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter = feed.wait()
+                waiting[:] = (waiter,)
+                await waiter
                 if gone.done():
                     return
                 if feed.version == seen:
@@ -95,4 +102,5 @@ class EventStreamResponse(Response):
                 if feed.closed:
                     return
         finally:
+            gone.remove_done_callback(client_left)
             gone.cancel()

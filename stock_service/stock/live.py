@@ -328,7 +328,8 @@ class LiveStock:
     def watch(self, level: Level) -> Feed[Level]:
         watched = self._watched.get(level.product_id)
         if watched is None:
-            feed = Feed(level, render_level, min_interval=self.min_interval)
+            feed = Feed(level, render_level, min_interval=self.min_interval,
+                        heartbeat_seconds=self.heartbeat_seconds)
             watched = self._watched[level.product_id] = _Watched(feed)
             self._at_next_boundary(watched, level)
         watched.listeners += 1
@@ -387,5 +388,4 @@ async def live_stock(product_id: ProductId, live: LiveStockDep) -> EventStreamRe
     level = await live.current_level(product_id)
     feed = live.watch(level)
     return EventStreamResponse(feed, render_level(feed.value),
-                               heartbeat_seconds=live.heartbeat_seconds,
                                on_close=lambda: live.unwatch(product_id))
