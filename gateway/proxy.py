@@ -165,6 +165,15 @@ class Proxy:
 
         request_id = current_request_id() or ""
         client_ip = client_address(scope, settings.trusted_proxy_count)
+        limits = self.runtime.rate_limits
+        if identity is not None and limits.applies_to(route):
+            retry_after = await limits.retry_after(route, user_id=str(identity.user_id),
+                                                   client_ip=client_ip)
+            if retry_after is not None:
+                await send_problem(send, 429, "rate_limited",
+                                   "Too many requests; try again later.",
+                                   [(b"retry-after", str(int(retry_after)).encode())])
+                return
         user_id = session_id = ""
         headers.append((REQUEST_ID_HEADER, request_id))
         headers.append((CLIENT_IP_HEADER, client_ip))

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.auth import TokenVerifier
 from gateway.jwks import JwksCache, refresh_periodically
+from gateway.rate_limits import RateLimiter
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.upstreams import Upstreams
@@ -27,6 +28,7 @@ class GatewayRuntime:
         self._verifier: TokenVerifier | None = None
         self._redis: Redis | None = None
         self._jwks_refresher: asyncio.Task[None] | None = None
+        self._rate_limits: RateLimiter | None = None
         # Answers services publish for the gateway to give without forwarding (sold out).
         self.edge_answers = EdgeAnswers()
         self._answers = Subscription(
@@ -42,6 +44,12 @@ class GatewayRuntime:
         if self._redis is None:
             raise RuntimeError("gateway runtime used outside its lifespan")
         return self._redis
+
+    @property
+    def rate_limits(self) -> RateLimiter:
+        if self._rate_limits is None:
+            raise RuntimeError("gateway runtime used outside its lifespan")
+        return self._rate_limits
 
     @property
     def verifier(self) -> TokenVerifier:
@@ -64,6 +72,12 @@ class GatewayRuntime:
                                        leeway=settings.jwt_leeway_seconds)
         self._jwks_refresher = asyncio.create_task(
             refresh_periodically(jwks, settings.jwks_max_age_seconds))
+        self._rate_limits = RateLimiter(
+            self._redis, prefix=settings.pubsub_prefix,
+            window_seconds=settings.rate_limit_window_seconds,
+            per_user=settings.rate_limit_per_user, per_network=settings.rate_limit_per_network,
+            ipv4_prefix=settings.rate_limit_ipv4_prefix,
+            ipv6_prefix=settings.rate_limit_ipv6_prefix)
         await self._answers.start()
 
     async def close(self) -> None:

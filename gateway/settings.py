@@ -48,6 +48,15 @@ class Settings(ServiceSettings):
     # A stream whose upstream sends nothing this long (it sends a comment every 15 s) is ended;
     # there is no total timeout on a stream.
     stream_idle_timeout_seconds: float = Field(default=45.0, gt=0)
+    # POST /api/v1/orders and POST /api/v1/payments (each counted apart): at most this many per
+    # user and per client network in a fixed window, else 429 rate_limited (0: no such limit).
+    # The network limit is for many accounts behind one address range, set well above what a
+    # crowd behind one office or carrier NAT sends (a load test from one machine is one network).
+    rate_limit_window_seconds: float = Field(default=10.0, gt=0)
+    rate_limit_per_user: int = Field(default=10, ge=0)
+    rate_limit_per_network: int = Field(default=3_000, ge=0)
+    rate_limit_ipv4_prefix: int = Field(default=24, ge=8, le=32)
+    rate_limit_ipv6_prefix: int = Field(default=48, ge=16, le=128)
     cors_origins: list[str] = Field(default_factory=list)
     trusted_proxy_count: int = Field(default=0, ge=0, le=10)
     openapi_cache_seconds: float = 30.0

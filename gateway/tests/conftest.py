@@ -150,8 +150,10 @@ class Rig:
 
 def gateway_settings(upstreams: dict[str, str], redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {f"{name}_service_url": url for name, url in upstreams.items()}
+    # No rate limits unless a test asks for them: the rig's tests share one user id.
     values.update(redis_url=redis_url, upstream_timeout_seconds=1.5, connect_timeout_seconds=0.5,
-                  jwks_refetch_interval_seconds=0.0, environment="test")
+                  jwks_refetch_interval_seconds=0.0, environment="test",
+                  rate_limit_per_user=0, rate_limit_per_network=0)
     values.update(overrides)
     return Settings(**values)
 

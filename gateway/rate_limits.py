@@ -1,0 +1,126 @@
+"""Per-user and per-network limits on the requests a crowd could hoard stock with (`POST
+/api/v1/orders`, `POST /api/v1/payments`): answered `429 rate_limited` with Retry-After at the
+gateway, before the request reaches a service and takes any reserve slot or place in line.
+
+Fixed windows counted in Redis (keys `<PUBSUB_PREFIX>rate:<route>:user:<id>` and
+`...:net:<network>`), asked once for every request waiting at that moment: one pipeline of
+INCRBY/PEXPIRE NX/PTTL per distinct key, as the revocation list batches its MGET, so a crowd
+costs one round trip per batch, not per request. Requests counted in one batch are ranked in
+arrival order: the first `limit` of a window pass. A network is the client address's /24
+(IPv4) or /48 (IPv6), by default. Without Redis the limit is not applied (the order path keeps
+its own guards; a limit must never turn a Redis outage into refused buyers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("gateway.rate_limits")
+
+LIMITED_ROUTES = frozenset({"POST /api/v1/orders", "POST /api/v1/payments"})
+
+
+def network_of(address: str, *, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """The client's network, as counted: `203.0.113.0/24`, `2001:db8:1::/48`; an address that
+    does not parse counts alone."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+@dataclass(frozen=True)
+class Counted:
+    key: str
+    limit: int
+
+
+@dataclass
+class _Waiting:
+    counts: list[Counted]
+    future: asyncio.Future[float | None]
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, *, prefix: str, window_seconds: float, per_user: int,
+                 per_network: int, ipv4_prefix: int, ipv6_prefix: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.window_ms = max(1, int(window_seconds * 1000))
+        self.per_user = per_user
+        self.per_network = per_network
+        self.ipv4_prefix = ipv4_prefix
+        self.ipv6_prefix = ipv6_prefix
+        self._waiting: list[_Waiting] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def applies_to(self, route: str) -> bool:
+        return route in LIMITED_ROUTES and (self.per_user > 0 or self.per_network > 0)
+
+    async def retry_after(self, route: str, *, user_id: str, client_ip: str) -> float | None:
+        """Seconds until the caller may try again, or None: the request may pass."""
+        counts = []
+        base = f"{self.prefix}rate:{route.replace(' ', '')}"
+        if self.per_user > 0 and user_id:
+            counts.append(Counted(f"{base}:user:{user_id}", self.per_user))
+        if self.per_network > 0:
+            network = network_of(client_ip, ipv4_prefix=self.ipv4_prefix,
+                                 ipv6_prefix=self.ipv6_prefix)
+            counts.append(Counted(f"{base}:net:{network}", self.per_network))
+        if not counts:
+            return None
+        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(counts, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._flush_scheduled = False
+        asked: dict[str, int] = {}
+        for waiting in batch:
+            for counted in waiting.counts:
+                asked[counted.key] = asked.get(counted.key, 0) + 1
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, count in asked.items():
+                pipe.incrby(key, count)
+                pipe.pexpire(key, self.window_ms, nx=True)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        except RedisError as error:
+            logger.warning("rate limits not checked", extra={"error": repr(error)})
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_result(None)
+            return
+        # Per key: the count before this batch, and how long its window still runs.
+        before: dict[str, int] = {}
+        left_ms: dict[str, int] = {}
+        for index, (key, count) in enumerate(asked.items()):
+            total, _, ttl = replies[3 * index: 3 * index + 3]
+            before[key] = int(total) - count
+            left_ms[key] = int(ttl) if int(ttl) > 0 else self.window_ms
+        for waiting in batch:
+            retry: float | None = None
+            for counted in waiting.counts:
+                before[counted.key] += 1
+                if before[counted.key] > counted.limit:
+                    wait = max(1, math.ceil(left_ms[counted.key] / 1000))
+                    retry = max(retry or 0, wait)
+            if not waiting.future.done():
+                waiting.future.set_result(retry)

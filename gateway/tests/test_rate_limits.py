@@ -1,0 +1,89 @@
+"""POST /api/v1/orders and POST /api/v1/payments limited per user and per client network at
+the gateway: 429 rate_limited with Retry-After, never forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.rate_limits import network_of
+from gateway.tests.conftest import Rig, gateway_settings
+from shared.testing.net import ThreadedServer
+
+
+def test_networks_are_slash_24_and_slash_48_by_default() -> None:
+    assert network_of("203.0.113.77", ipv4_prefix=24, ipv6_prefix=48) == "203.0.113.0/24"
+    assert network_of("2001:db8:1:2::5", ipv4_prefix=24, ipv6_prefix=48) == "2001:db8:1::/48"
+    assert network_of("not an address", ipv4_prefix=24, ipv6_prefix=48) == "not an address"
+
+
+@pytest.fixture(scope="module")
+def limited(rig: Rig, redis_url: str) -> Iterator[str]:
+    # The client address comes from X-Forwarded-For (one trusted proxy), so a test can speak
+    # from many networks.
+    settings = gateway_settings({n: s.url for n, s in rig.upstreams.items()}, redis_url,
+                                rate_limit_per_user=3, rate_limit_per_network=5,
+                                rate_limit_window_seconds=30, trusted_proxy_count=1)
+    gateway = ThreadedServer(create_app(settings)).start()
+    yield gateway.url
+    gateway.stop()
+
+
+async def post(http: httpx.AsyncClient, rig: Rig, path: str, *, user: str,
+               network: str) -> httpx.Response:
+    return await http.post(path, json={"product_id": 1, "quantity": 1},
+                           headers={"Authorization": f"Bearer {rig.token(sub=user)}",
+                                    "X-Forwarded-For": f"{network}.{uuid.uuid4().int % 250 + 1}"})
+
+
+def a_network() -> str:
+    value = uuid.uuid4().int
+    return f"10.{value % 250}.{value // 250 % 250}"
+
+
+def a_user() -> str:
+    return str(uuid.uuid4().int % 10**9 + 1000)
+
+
+async def test_a_user_past_the_limit_is_refused_with_retry_after(limited: str,
+                                                                 rig: Rig) -> None:
+    user = a_user()
+    async with httpx.AsyncClient(base_url=limited, timeout=5) as http:
+        answers = [await post(http, rig, "/api/v1/orders", user=user, network=a_network())
+                   for _ in range(4)]
+        assert [a.status_code for a in answers[:3]] == [200, 200, 200]  # the echo upstream
+        refused = answers[3]
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 30
+        assert "x-upstream" not in refused.headers
+        # Payments are counted apart; another user is not affected.
+        paid = await post(http, rig, "/api/v1/payments", user=user, network=a_network())
+        assert paid.status_code == 200
+        other = await post(http, rig, "/api/v1/orders", user=a_user(), network=a_network())
+        assert other.status_code == 200
+
+
+async def test_a_network_past_the_limit_is_refused_whoever_asks(limited: str,
+                                                                rig: Rig) -> None:
+    network = a_network()
+    async with httpx.AsyncClient(base_url=limited, timeout=5) as http:
+        answers = await asyncio.gather(*(post(http, rig, "/api/v1/orders", user=a_user(),
+                                              network=network) for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [200] * 5 + [429] * 3
+        elsewhere = await post(http, rig, "/api/v1/orders", user=a_user(), network=a_network())
+        assert elsewhere.status_code == 200
+
+
+async def test_other_routes_are_not_limited(limited: str, rig: Rig) -> None:
+    user = a_user()
+    async with httpx.AsyncClient(base_url=limited, timeout=5) as http:
+        for _ in range(5):
+            response = await http.get("/api/v1/orders", headers={
+                "Authorization": f"Bearer {rig.token(sub=user)}"})
+            assert response.status_code == 200
