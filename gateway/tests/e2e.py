@@ -73,7 +73,9 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
                                             port=ports[app.name])
     for process in services.values():
         process.start()
+    # A module's tests share their buyers: the per-user limit is gateway/tests/test_rate_limits.py's.
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
+                   "GATEWAY_RATE_LIMIT_PER_USER": "1000",
                    **{f"GATEWAY_{n.upper()}_SERVICE_URL": p.url for n, p in services.items()}}
     gateway = ServiceProcess("gateway", "gateway.app:create_app", env=gateway_env, log_dir=logs)
     try:
