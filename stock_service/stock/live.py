@@ -183,9 +183,14 @@ class LiveStock:
 
     async def close(self) -> None:
         await self.subscription.close()
+        for publishing in self._publishing.values():
+            if publishing.timer is not None:
+                publishing.timer.cancel()
+        # Publications under way finish (a withdrawal lost here would last its expiry).
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for watched in self._watched.values():
@@ -214,7 +219,9 @@ class LiveStock:
                 wait, self._publish_now, product_id)
 
     def _publish_now(self, product_id: int) -> None:
-        publishing = self._publishing[product_id]
+        publishing = self._publishing.get(product_id)
+        if publishing is None:  # heard from another process, never changed here
+            publishing = self._publishing[product_id] = _Publishing()
         if publishing.timer is not None:
             publishing.timer.cancel()
             publishing.timer = None
@@ -355,7 +362,10 @@ async def refresh_sold_out_answers_periodically(live: LiveStock, *,
                                                 interval_seconds: float) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
-        await live.refresh_sold_out_answers()
+        try:
+            await live.refresh_sold_out_answers()
+        except Exception:
+            logger.exception("sold-out answers not refreshed")  # the next round tries again
 
 
 router = APIRouter(prefix="/api/v1/products", tags=["stock"])

@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 
 from shared.broadcast import Channels, Subscription
 from shared.clock import utcnow
-from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers
+from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers, answer_key
 from shared.testing.net import free_port
 from stock_service.app import create_app
 from stock_service.dependencies import Resources
-from stock_service.stock.live import ORDERS_ROUTE
+from stock_service.stock.live import ORDERS_ROUTE, LiveStock
 from stock_service.tests.conftest import SettingsFactory, new_id
 from stock_service.tests.factories import make_product
 
@@ -256,3 +256,20 @@ async def test_the_answer_is_refreshed_while_sold_out_and_kept_for_new_gateways(
     newcomer = EdgeAnswers()
     assert await newcomer.load(redis, resources.settings.pubsub_prefix) >= 1
     assert newcomer.answer_for(ORDERS_ROUTE, *order(pid)) is not None
+
+
+async def test_a_product_sold_out_through_another_process_is_refreshed_here_too(
+        resources: Resources, redis: Redis) -> None:
+    """Another replica sold it out: this one only heard it, and still keeps its answer alive."""
+    product = await make_product(resources.catalog, total=0)
+    settings = resources.settings
+    replica = LiveStock(redis=resources.datastores.redis, redis_url=settings.redis_url,
+                        catalog=resources.catalog, prefix=settings.pubsub_prefix, min_interval=0.1,
+                        heartbeat_seconds=15, edge_ttl_seconds=settings.edge_answer_ttl_seconds)
+    replica.heard(f"{product.product_id} 1 0 0 0 {int(time.time() * 1000)}")
+    key = answer_key(settings.pubsub_prefix, f"{{p:{product.product_id}}}", ORDERS_ROUTE,
+                     str(product.product_id))
+    await redis.delete(key)
+    await replica.refresh_sold_out_answers()
+    await replica.close()  # lets the publication it started finish
+    assert await redis.pttl(key) > 0
