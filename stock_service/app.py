@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    catalog=catalog, prefix=settings.pubsub_prefix,
                                    min_interval=settings.live_min_interval_seconds,
                                    heartbeat_seconds=settings.live_heartbeat_seconds,
-                                   edge_ttl_seconds=settings.edge_answer_ttl_seconds)
+                                   edge_ttl_seconds=settings.edge_answer_ttl_seconds,
+                                   edge_refresh_window_seconds=(
+                                       settings.edge_answer_refresh_window_seconds))
             admission.on_level_change = live_stock.changed
             await live_stock.start()
             try:

@@ -160,7 +160,7 @@ class _Watched:
 class LiveStock:
     def __init__(self, *, redis: Redis | RedisCluster, redis_url: str, catalog: CatalogService,
                  prefix: str, min_interval: float, heartbeat_seconds: float,
-                 edge_ttl_seconds: float) -> None:
+                 edge_ttl_seconds: float, edge_refresh_window_seconds: float = 1800.0) -> None:
         self.redis = redis
         self.catalog = catalog
         self.prefix = prefix
@@ -170,10 +170,13 @@ class LiveStock:
         self.min_interval = min_interval
         self.heartbeat_seconds = heartbeat_seconds
         self.edge_ttl_ms = max(1, int(edge_ttl_seconds * 1000))
+        self.edge_refresh_window = edge_refresh_window_seconds
         self._publish_level = redis.register_script(PUBLISH_LEVEL)
         self.subscription = Subscription(redis_url, {self.levels_channel: self.heard},
                                          on_connected=self._read_watched_again)
         self._levels: dict[int, Level] = {}
+        # When each product was first heard sold out (monotonic), while it stays so.
+        self._sold_out_since: dict[int, float] = {}
         self._publishing: dict[int, _Publishing] = {}
         self._watched: dict[int, _Watched] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -266,10 +269,14 @@ class LiveStock:
         return level
 
     async def refresh_sold_out_answers(self) -> None:
-        """Publishes again every product last heard sold out, so its answer at the edge
-        outlives its short expiry while it stays sold out (and lapses when nobody can tell)."""
-        for product_id, level in list(self._levels.items()):
-            if level.sold_out():
+        """Publishes again every product heard sold out less than `edge_refresh_window` ago, so
+        its answer at the edge outlives its short expiry while it stays sold out (and lapses
+        when nobody can tell). Past the window (the opening's crowd long gone) the answer
+        lapses and order_service answers the stragglers itself: a shop's worth of products
+        sold out for good would otherwise be published again and again for ever."""
+        now = time.monotonic()
+        for product_id, since in list(self._sold_out_since.items()):
+            if now - since < self.edge_refresh_window:
                 self._publish_now(product_id)
 
     # Listening
@@ -288,7 +295,12 @@ class LiveStock:
             return  # an older reading (our own, returned after a newer one was heard)
         if known is None and len(self._levels) >= MAX_LEVELS:
             self._levels.clear()
+            self._sold_out_since.clear()
         self._levels[level.product_id] = level
+        if level.sold_out():
+            self._sold_out_since.setdefault(level.product_id, time.monotonic())
+        else:
+            self._sold_out_since.pop(level.product_id, None)
         if known is not None and known.same_state(level):
             return  # read again (a refresh, or by two processes): nothing to show
         watched = self._watched.get(level.product_id)

@@ -273,3 +273,21 @@ async def test_a_product_sold_out_through_another_process_is_refreshed_here_too(
     await replica.refresh_sold_out_answers()
     await replica.close()  # lets the publication it started finish
     assert await redis.pttl(key) > 0
+
+
+async def test_an_answer_is_no_longer_refreshed_past_its_window(
+        resources: Resources, redis: Redis) -> None:
+    product = await make_product(resources.catalog, total=0)
+    settings = resources.settings
+    replica = LiveStock(redis=resources.datastores.redis, redis_url=settings.redis_url,
+                        catalog=resources.catalog, prefix=settings.pubsub_prefix, min_interval=0.1,
+                        heartbeat_seconds=15, edge_ttl_seconds=settings.edge_answer_ttl_seconds,
+                        edge_refresh_window_seconds=0.2)
+    replica.heard(f"{product.product_id} 1 0 0 0 {int(time.time() * 1000)}")
+    key = answer_key(settings.pubsub_prefix, f"{{p:{product.product_id}}}", ORDERS_ROUTE,
+                     str(product.product_id))
+    await asyncio.sleep(0.3)
+    await redis.delete(key)
+    await replica.refresh_sold_out_answers()
+    await replica.close()
+    assert await redis.exists(key) == 0
