@@ -242,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--changes", type=int, default=5)
-    parser.add_argument("--wait", type=float, default=1.5,
+    parser.add_argument("--wait", type=float, default=4.0,
                         help="seconds after each change before it is counted")
     parser.add_argument("--seconds", type=float, default=5.0, help="each wrk measurement")
     parser.add_argument("--gateways", type=int, default=0,
