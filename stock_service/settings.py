@@ -37,7 +37,7 @@ class Settings(DatastoreSettings):
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # The gateway's sold-out answer for POST /api/v1/orders lives this long unless refreshed
     # (a third of it): what a lost withdrawal can cost at most.
-    edge_answer_ttl_seconds: float = Field(default=2.0, gt=0)
+    edge_answer_ttl_seconds: float = Field(default=5.0, gt=0)
     # ... refreshed for at most this long after the product sold out; then order_service
     # answers the stragglers (the opening's crowd is long gone).
     edge_answer_refresh_window_seconds: float = Field(default=1800.0, gt=0)
