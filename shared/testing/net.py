@@ -39,7 +39,8 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        log = self.log_path.open("wb")
+        # Appended: after a restart the log still shows what the process did before.
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log", "--no-proxy-headers",
@@ -63,6 +64,12 @@ class ServiceProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not healthy in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown runs, nothing is drained."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
