@@ -134,7 +134,7 @@ async def read_state(product_id: int, databases: Mapping[str, str], *,
                      host: str | None = None) -> SaleState:
     """`databases`: the order, stock and payment schemas' URLs. `host`: the gateway, for the
     public stock."""
-    async with _connect(databases["stock"]) as stock:
+    async with ReadOnlyConnection(databases["stock"]) as stock:
         ledger_row = (await stock.execute(text(
             "SELECT total, held, sold, limit_per_user FROM stock_products "
             "WHERE product_id = :p"), {"p": product_id})).first()
@@ -144,13 +144,13 @@ async def read_state(product_id: int, databases: Mapping[str, str], *,
         user_units = {int(u): int(n) for u, n in await stock.execute(text(
             "SELECT user_id, units FROM stock_user_counts WHERE product_id = :p"),
             {"p": product_id})}
-    async with _connect(databases["order"]) as order:
+    async with ReadOnlyConnection(databases["order"]) as order:
         orders = [OrderRow(*row) for row in await order.execute(text(
             "SELECT id, user_id, quantity, amount, status, payment_id, stock_effect "
             "FROM orders WHERE product_id = :p"), {"p": product_id})]
     order_ids = [o.id for o in orders] + [h.order_id for h in holds]
     payments: list[PaymentRow] = []
-    async with _connect(databases["payment"]) as payment:
+    async with ReadOnlyConnection(databases["payment"]) as payment:
         statement = text("SELECT id, order_id, user_id, amount, status FROM payments "
                          "WHERE order_id IN :ids").bindparams(bindparam("ids", expanding=True))
         for chunk in _chunks(sorted(set(order_ids)), 1000):
@@ -161,7 +161,7 @@ async def read_state(product_id: int, databases: Mapping[str, str], *,
     return SaleState(product_id, ledger, orders, holds, payments, user_units, public)
 
 
-class _connect:
+class ReadOnlyConnection:
     """One read-only connection on its own engine: the checker keeps no pool."""
 
     def __init__(self, url: str) -> None:

@@ -1,0 +1,3 @@
+from loadtests.chaos.run import main
+
+main()
