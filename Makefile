@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Project code checked by `make lint` (migrations included: they are code too).
 CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.py
 
-.PHONY: help venv run test lint bench load keys compose-check clean distclean
+.PHONY: help venv run test lint bench load chaos keys compose-check clean distclean
 
 help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
 	@echo "make load   - a sale opening under Locust, then the invariant checker (ARGS=\"--host URL ...\")"
+	@echo "make chaos  - a sale under a seeded fault schedule on its own Redis/MariaDB, then the invariants (ARGS=\"--seed N ...\")"
 	@echo "make keys   - write development keys (JWT signing, identity signing) into .env (optional for docker compose)"
 	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
@@ -57,6 +58,11 @@ bench: venv
 # .data/loadtests/<timestamp>/; see loadtests/README.md.
 load: venv
 	$(PYTHON) -m loadtests.sale_run $(ARGS)
+
+# A sale with payments while every app, Redis and MariaDB are killed and restarted, on the run's
+# own datastores; verdict and report under .data/chaos/<timestamp>/; see docs/chaos.md.
+chaos: venv
+	$(PYTHON) -m loadtests.chaos $(ARGS)
 
 keys: venv
 	$(PYTHON) -m deploy.dev_keys

@@ -19,9 +19,10 @@ import httpx
 Operation = Literal["order", "pay", "cancel"]
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
-# Bounds of one operation's retries: attempts, and seconds from its first attempt.
-MAX_ATTEMPTS = 10
-OPERATION_SECONDS = 60.0
+# Bounds of one operation's retries: attempts, and seconds from its first attempt (by default
+# past shared.idempotency's 60 s after which a key whose first attempt died is claimed again).
+MAX_ATTEMPTS = 40
+OPERATION_SECONDS = 90.0
 # Each attempt's own bound: past the gateway's upstream time-out (10 s) so that its 504 is seen.
 REQUEST_SECONDS = 12.0
 TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "rate_limited"})
@@ -103,6 +104,7 @@ class Crowd:
     product_id: int
     seed: int
     started_at: float
+    retry_for: float = OPERATION_SECONDS
     attempts: list[Attempt] = field(default_factory=list)
 
     def now(self) -> float:
@@ -165,9 +167,9 @@ class Crowd:
             # then give the same one.
             if attempt.final and not dropped:
                 return attempt
-            if time.monotonic() - began > OPERATION_SECONDS:
+            if time.monotonic() - began > self.retry_for:
                 return None
-            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
         return None
 
     async def _send(self, client: httpx.AsyncClient, plan: BuyerPlan, operation: Operation,

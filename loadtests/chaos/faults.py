@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 FaultKind = Literal["kill", "processor"]
 APPS = ("gateway", "user", "product", "order", "payment", "stock", "social")
+# Where the extra kills land: the apps a buyer's money and units pass through.
+MONEY_PATH = ("gateway", "order", "payment", "stock")
 DATASTORES = ("redis", "mariadb")
 # Processor fault settings applied for a while (names as the simulator's PUT /_sim/faults takes
 # them); each is one entry of the schedule.
@@ -71,13 +73,13 @@ def plan_faults(seed: int, *, duration: float, targets: Sequence[str] = APPS + D
                 processor_faults: Sequence[str] = (), extra_kills: int = 0,
                 max_down_seconds: float = 3.0) -> FaultPlan:
     """Every target killed once and each processor fault applied once, plus `extra_kills`
-    kills of apps drawn at random, at moments drawn uniformly from the fault window (the
+    kills drawn from the money path's apps, at moments drawn uniformly from the fault window (the
     sale's duration minus a tenth at each end), spaced so that one fault's recovery never
     overlaps the next one's start by design (the runner serialises them anyway)."""
     rng = random.Random(seed)
     start, end = duration * 0.1, duration * 0.9
     chosen: list[tuple[FaultKind, str]] = [("kill", target) for target in targets]
-    chosen += [("kill", rng.choice(APPS)) for _ in range(extra_kills)]
+    chosen += [("kill", rng.choice(MONEY_PATH)) for _ in range(extra_kills)]
     chosen += [("processor", name) for name in processor_faults]
     rng.shuffle(chosen)
     moments = sorted(rng.uniform(start, end) for _ in chosen)

@@ -102,12 +102,12 @@ class Bounds:
 def bounds_of(args: argparse.Namespace, plan: FaultPlan, timers: Timers) -> Bounds:
     arrive_within = args.duration * 0.85
     # Three operations a buyer at most (order, pay, cancel), each bounded, plus its pauses.
-    buyers_done = arrive_within + 3 * (OPERATION_SECONDS + 12.0) + 10.0
+    buyers_done = arrive_within + 3 * (args.retry_for + 15.0) + 10.0
     settle = (timers.payment_ttl_seconds + timers.payment_lease_seconds + STALE_PAYMENT_SECONDS
               + STALE_INTERVAL_SECONDS + timers.expired_hold_grace_seconds
               + SETTLE_SLACK_SECONDS)
     return Bounds(args.duration, plan.window, len(plan.faults), args.max_down, args.buyers,
-                  arrive_within, MAX_ATTEMPTS, OPERATION_SECONDS, buyers_done, settle,
+                  arrive_within, MAX_ATTEMPTS, args.retry_for, buyers_done, settle,
                   max(buyers_done, args.duration + 100.0) + settle)
 
 
@@ -189,7 +189,7 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
                        dropped_answers=args.dropped_answers)
     plans = plan_buyers(args.seed, seeded.accounts, arrive_within=bounds.arrive_within,
                         shape=shape)
-    crowd = Crowd(system.gateway_url, seeded.product_id, args.seed, started)
+    crowd = Crowd(system.gateway_url, seeded.product_id, args.seed, started, args.retry_for)
     runner = FaultRunner(plan, kill=system.kill, start=system.start, set_processor=None,
                          started_at=started)
     samples: list[Sample] = []
@@ -267,15 +267,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=90.0,
                         help="seconds of sale with faults (buyers arrive in the first 85%%)")
-    parser.add_argument("--buyers", type=int, default=120)
-    parser.add_argument("--stock", type=int, default=30)
+    parser.add_argument("--buyers", type=int, default=300)
+    parser.add_argument("--stock", type=int, default=60)
     parser.add_argument("--ttl", type=int, default=15,
                         help="ORDER_PAYMENT_TTL_SECONDS of the run's system")
     parser.add_argument("--kill", nargs="*", default=None,
                         help=f"what is killed once each (default all: "
                              f"{' '.join(APPS + DATASTORES)})")
-    parser.add_argument("--extra-kills", type=int, default=3,
-                        help="more kills of apps drawn at random")
+    parser.add_argument("--extra-kills", type=int, default=6,
+                        help="more kills drawn from the money path (gateway, order, payment, "
+                             "stock)")
     parser.add_argument("--max-down", type=float, default=3.0,
                         help="at most this many seconds between a kill and its restart")
     parser.add_argument("--walk-away", type=float, default=0.15)
@@ -285,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="share of paid orders cancelled afterwards (refunds)")
     parser.add_argument("--dropped-answers", type=float, default=0.2,
                         help="share of orders and payments whose first answer the buyer drops")
+    parser.add_argument("--retry-for", type=float, default=OPERATION_SECONDS,
+                        help="seconds a buyer keeps retrying one request (default past the 60 "
+                             "s after which a key whose first attempt died is claimed again)")
     parser.add_argument("--out", default=None, help="default .data/chaos/<UTC timestamp>/")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.buyers <= 0 or args.stock < 0:
