@@ -107,12 +107,19 @@ class ChaosState:
     # None: no processor simulator ran; the charges are then the payments' rows.
     charges: list[ProcessorCharge] | None = None
 
+    def orphans_released(self) -> list[HoldRow]:
+        """Released holds no order was made for: a process died between the reserve and the
+        insert, and the orphan reconciler gave the units back, as it should."""
+        orders = {o.id for o in self.orders}
+        return [h for h in self.holds if h.state == "released" and h.order_id not in orders]
+
     def sale_state(self) -> SaleState:
+        orphans = {h.order_id for h in self.orphans_released()}
         return SaleState(
             self.product_id, self.ledger,
             [OrderRow(o.id, o.user_id, o.quantity, o.amount, o.status, o.payment_id,
                       o.stock_effect) for o in self.orders],
-            self.holds,
+            [h for h in self.holds if h.order_id not in orphans],
             [PaymentRow(p.id, p.order_id, p.user_id, p.amount, p.status)
              for p in self.payments],
             self.user_units, self.public_remaining)
@@ -354,6 +361,7 @@ def _facts(state: ChaosState, attempts: Sequence[Attempt]) -> dict[str, Any]:
         "public_remaining": state.public_remaining,
         "orders_by_status": dict(Counter(o.status for o in state.orders)),
         "holds_by_state": dict(Counter(h.state for h in state.holds)),
+        "orphan_holds_released": len(state.orphans_released()),
         "payments_by_status": dict(Counter(p.status for p in state.payments)),
         "charges_source": "processor" if state.charges is not None else "payments",
         "charges_by_status": dict(Counter(c.status for c in _charges_of(state))),
@@ -394,10 +402,10 @@ def charges_from_simulator(items: Iterable[Mapping[str, Any]]) -> list[Processor
 # --- Reading ---------------------------------------------------------------------------------
 
 
-async def read_chaos_state(product_id: int, databases: Mapping[str, str], *, host: str,
-                           simulator: str | None) -> ChaosState:
+async def read_chaos_state(product_id: int, databases: Mapping[str, str], *,
+                           host: str | None, simulator: str | None) -> ChaosState:
     """`databases`: the order, stock and payment schemas' URLs; `host`: the gateway (the public
-    stock); `simulator`: the processor simulator's URL, when one ran."""
+    stock; None: not read); `simulator`: the processor simulator's URL, when one ran."""
     async with ReadOnlyConnection(databases["stock"]) as stock:
         ledger_row = (await stock.execute(text(
             "SELECT total, held, sold, limit_per_user FROM stock_products "
@@ -430,5 +438,5 @@ async def read_chaos_state(product_id: int, databases: Mapping[str, str], *, hos
             response.raise_for_status()
             charges = charges_from_simulator(response.json()["items"])
     ledger = Ledger(*ledger_row) if ledger_row is not None else None
-    return ChaosState(product_id, ledger, orders, holds, payments, user_units,
-                      await public_remaining(host, product_id), charges)
+    public = await public_remaining(host, product_id) if host is not None else None
+    return ChaosState(product_id, ledger, orders, holds, payments, user_units, public, charges)

@@ -104,6 +104,16 @@ class PrivateRedis(PrivateServer):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def forget_everything(self) -> None:
+        """After a kill: its files gone, so it starts empty (a failover to a replica that had
+        nothing, or a FLUSHALL)."""
+        for path in self.directory.iterdir():
+            if path.name.startswith("appendonly") or path.suffix == ".rdb":
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+
 
 @dataclass
 class PrivateMariaDB(PrivateServer):

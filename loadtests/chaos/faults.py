@@ -5,7 +5,8 @@ Kinds of fault:
 - kill: kill -9 of one app (each service and the gateway at least once), started again by the
   run after `down_seconds`;
 - kill of the run's own Redis (its append-only file keeps every acknowledged write) or MariaDB
-  (InnoDB's crash recovery), started again after `down_seconds`;
+  (InnoDB's crash recovery), started again after `down_seconds`; on request only, Redis
+  started again empty (`redis-wiped`);
 - processor: the card-processor simulator's faults changed for `down_seconds` through its
   `PUT /_sim/faults` (slow past the stale-payment bound, lost answers, duplicated and reordered
   webhooks), then set back.
@@ -25,6 +26,9 @@ APPS = ("gateway", "user", "product", "order", "payment", "stock", "social")
 # Where the extra kills land: the apps a buyer's money and units pass through.
 MONEY_PATH = ("gateway", "order", "payment", "stock")
 DATASTORES = ("redis", "mariadb")
+# Only when asked for (--kill redis-wiped): Redis back empty, beyond what its append-only file
+# guarantees; shows what rests on Redis alone (stored Idempotency-Key answers, say).
+OPTIONAL = ("redis-wiped",)
 # Processor fault settings applied for a while (names as the simulator's PUT /_sim/faults takes
 # them); each is one entry of the schedule.
 PROCESSOR_FAULTS: dict[str, dict[str, Any]] = {

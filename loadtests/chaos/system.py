@@ -69,9 +69,13 @@ class ChaosSystem:
         return self.apps[GATEWAY].url
 
     def kill(self, name: str) -> None:
-        """kill -9 of one app, or of the run's own redis or mariadb."""
+        """kill -9 of one app, or of the run's own redis or mariadb; `redis-wiped` is Redis
+        killed and started again empty."""
         if name == "redis":
             self.redis.kill()
+        elif name == "redis-wiped":
+            self.redis.kill()
+            self.redis.forget_everything()
         elif name == "mariadb":
             self.mariadb.kill()
         else:
@@ -79,8 +83,8 @@ class ChaosSystem:
 
     def start(self, name: str) -> int:
         """Starts one app (or datastore) again on its port; returns the attempts it took."""
-        if name in ("redis", "mariadb"):
-            (self.redis if name == "redis" else self.mariadb).start()
+        if name in ("redis", "redis-wiped", "mariadb"):
+            (self.mariadb if name == "mariadb" else self.redis).start()
             return 1
         deadline = time.monotonic() + RESTART_SECONDS
         app = self.apps[name]

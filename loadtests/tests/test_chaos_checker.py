@@ -225,3 +225,19 @@ def test_the_simulator_ledger_is_read_from_fields_or_the_reference() -> None:
     ])
     assert [(c.payment_id, c.order_id, c.status) for c in charges] == [
         (7, 3, "succeeded"), (8, 4, "voided"), (9, None, "refunded")]
+
+
+def test_a_released_hold_no_order_was_made_for_is_an_orphan_given_back() -> None:
+    sale = consistent()
+    # The order process died between the reserve and the insert; the reconciler released it.
+    sale.holds.append(HoldRow(77, 177, 1, "released"))
+    verdict = judge(sale.state(), sale.attempts)
+    assert verdict.ok, verdict.lines()
+    assert verdict.facts["orphan_holds_released"] == 1
+
+
+@pytest.mark.parametrize("state", ["held", "committed"])
+def test_a_live_hold_no_order_was_made_for_is_named(state: str) -> None:
+    sale = consistent()
+    sale.holds.append(HoldRow(77, 177, 1, state))
+    assert "records_agree" in broken(sale)
