@@ -3,7 +3,9 @@
 lost (a transport error or time-out, a 5xx, `409 idempotency_key_in_use`, `429`, a `202`
 ticket) is sent again with the same key and body, a bounded number of times; some buyers drop
 their first answer on purpose (a client time-out shorter than the request). Every attempt is
-recorded, so the checker can tell whether each retry got the first answer."""
+recorded, so the checker can tell whether each retry got the first answer. After the settle
+period every keyed request is sent once more (the replay round): its answer must be the first
+one too."""
 
 from __future__ import annotations
 
@@ -87,6 +89,8 @@ class Attempt:
     resource_status: str | None = None
     error: str | None = None
     dropped: bool = False
+    # Sent once more after the settle period, to ask every key for its answer again.
+    replay: bool = False
 
     @property
     def final(self) -> bool:
@@ -106,6 +110,9 @@ class Crowd:
     started_at: float
     retry_for: float = OPERATION_SECONDS
     attempts: list[Attempt] = field(default_factory=list)
+    # Every keyed request as first sent, for the replay round.
+    keyed: dict[str, tuple[BuyerPlan, Operation, str, dict[str, Any]]] = field(
+        default_factory=dict)
 
     def now(self) -> float:
         return time.monotonic() - self.started_at
@@ -152,8 +159,9 @@ class Crowd:
                            rng: random.Random) -> Attempt | None:
         """Sends until a final answer, MAX_ATTEMPTS times and OPERATION_SECONDS at most."""
         headers = {"Authorization": f"Bearer {plan.access_token}"}
-        if key is not None:
+        if key is not None and body is not None:
             headers["Idempotency-Key"] = key
+            self.keyed[key] = (plan, operation, path, body)
         began = time.monotonic()
         for number in range(1, MAX_ATTEMPTS + 1):
             dropped = drop_first and number == 1
@@ -171,6 +179,30 @@ class Crowd:
                 return None
             await asyncio.sleep(rng.uniform(1.0, 3.0))
         return None
+
+    async def replay(self, made: set[str], *, concurrency: int = 20) -> None:
+        """Every keyed request that had an answer, or whose key is in `made` (an order or
+        payment exists with it), sent once more as it was first sent: after the faults (Redis
+        restarted, answers kept or lost), each must still give its first answer. (A key that
+        never got one and made nothing is left alone: sent now it would be a new request.)"""
+        answered = {a.key for a in self.attempts if a.key is not None and a.final}
+        limits = httpx.Limits(max_connections=concurrency)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def again(key: str, plan: BuyerPlan, operation: Operation, path: str,
+                        body: dict[str, Any]) -> None:
+            headers = {"Authorization": f"Bearer {plan.access_token}", "Idempotency-Key": key}
+            async with gate:
+                attempt = await self._send(client, plan, operation, path, body, headers,
+                                           key=key, number=MAX_ATTEMPTS + 1,
+                                           timeout=REQUEST_SECONDS)
+            attempt.replay = True
+            self.attempts.append(attempt)
+
+        async with httpx.AsyncClient(base_url=self.gateway, limits=limits) as client:
+            await asyncio.gather(*(again(key, *request)
+                                   for key, request in sorted(self.keyed.items())
+                                   if key in answered or key in made))
 
     async def _send(self, client: httpx.AsyncClient, plan: BuyerPlan, operation: Operation,
                     path: str, body: dict[str, Any] | None, headers: dict[str, str], *,

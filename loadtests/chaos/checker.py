@@ -352,6 +352,13 @@ def _retries(state: ChaosState, attempts: Sequence[Attempt], breach: _Breacher) 
                    if operation == "order" else None)
 
 
+def answer_label(attempt: Attempt) -> str:
+    """"pay 201", "order 503 upstream_unavailable", "replay order 409 sold_out", ..."""
+    return (("replay " if attempt.replay else "") + f"{attempt.operation} "
+            + f"{attempt.status if attempt.status is not None else attempt.error}"
+            + (f" {attempt.code}" if attempt.code else ""))
+
+
 def _facts(state: ChaosState, attempts: Sequence[Attempt]) -> dict[str, Any]:
     ledger = state.ledger
     retried = Counter(a.key for a in attempts if a.key is not None)
@@ -367,9 +374,8 @@ def _facts(state: ChaosState, attempts: Sequence[Attempt]) -> dict[str, Any]:
         "charges_by_status": dict(Counter(c.status for c in _charges_of(state))),
         "attempts": len(attempts),
         "keys_retried": sum(1 for n in retried.values() if n > 1),
-        "answers": dict(Counter(
-            f"{a.operation} {a.status if a.status is not None else a.error}"
-            + (f" {a.code}" if a.code else "") for a in attempts)),
+        "replayed": sum(1 for a in attempts if a.replay),
+        "answers": dict(Counter(answer_label(a) for a in attempts)),
     }
 
 

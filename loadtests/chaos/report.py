@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.chaos.buyers import Attempt
-from loadtests.chaos.checker import INVARIANTS, Breach, ChaosVerdict
+from loadtests.chaos.checker import INVARIANTS, Breach, ChaosVerdict, answer_label
 from loadtests.chaos.faults import FaultRecord
 
 LOG_LINES_PER_BREACH = 4
@@ -108,8 +108,7 @@ def _markdown(report: dict[str, Any], verdict: ChaosVerdict, faults: Sequence[Fa
     out += ["", "## Timeline (seconds from the opening)", "", "| t | event |", "|---:|---|"]
     out += [f"| {at:.1f} | {what.replace('|', '/')} |" for at, what in
             timeline(faults, samples, verdict)]
-    answers = Counter(f"{a.operation} {a.status if a.status is not None else a.error}"
-                      + (f" {a.code}" if a.code else "") for a in attempts)
+    answers = Counter(answer_label(a) for a in attempts)
     out += ["", "## Answers the buyers got", "", "| answer | count |", "|---|---:|"]
     out += [f"| {answer} | {count} |" for answer, count in sorted(answers.items())]
     out += ["", "## Facts", "", "```json", json.dumps(verdict.facts, indent=2), "```", "",

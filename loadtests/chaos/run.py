@@ -68,6 +68,8 @@ SAMPLE_EVERY_SECONDS = 5.0
 STALE_PAYMENT_SECONDS = 60.0
 STALE_INTERVAL_SECONDS = 2.0
 SETTLE_SLACK_SECONDS = 30.0
+# The replay round: every keyed request once more, 20 at a time.
+REPLAY_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,12 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
     print(f"buyers and faults done at {ended:.0f} s; settling (<= {bounds.settle_within:.0f} s)"
           " ...", flush=True)
     settled_in, quiet = await settle(system, seeded.product_id, bounds.settle_within)
+    print(f"settled in {settled_in:.0f} s; every keyed request once more ...", flush=True)
+    before = await read_chaos_state(seeded.product_id, system.databases, host=None,
+                                    simulator=None)
+    made = {o.idempotency_key for o in before.orders if o.idempotency_key} | {
+        p.idempotency_key for p in before.payments if p.idempotency_key}
+    await asyncio.wait_for(crowd.replay(made), REPLAY_SECONDS)
     state = await read_chaos_state(seeded.product_id, system.databases,
                                    host=system.gateway_url, simulator=None)
     verdict = judge(state, crowd.attempts, started_wall=started_wall)

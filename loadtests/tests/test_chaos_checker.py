@@ -241,3 +241,14 @@ def test_a_live_hold_no_order_was_made_for_is_named(state: str) -> None:
     sale = consistent()
     sale.holds.append(HoldRow(77, 177, 1, state))
     assert "records_agree" in broken(sale)
+
+
+def test_a_replay_after_the_sale_that_refuses_a_key_which_made_its_order_is_named() -> None:
+    sale = consistent()
+    # Redis came back without the stored answer: the replay ran the order again, sold out.
+    sale.attempts.append(Attempt(0, 101, "order", "k1", 41, 200.0, 0.1, 409, code="sold_out",
+                                 replay=True))
+    verdict = judge(sale.state(), sale.attempts)
+    assert sorted(verdict.breaches) == ["retry_got_first_answer"]
+    assert verdict.facts["replayed"] == 1
+    assert verdict.facts["answers"]["replay order 409 sold_out"] == 1
