@@ -30,11 +30,12 @@ DATASTORES = ("redis", "mariadb")
 # guarantees; shows what rests on Redis alone (stored Idempotency-Key answers, say).
 OPTIONAL = ("redis-wiped",)
 # Processor fault settings applied for a while (names as the simulator's PUT /_sim/faults takes
-# them); each is one entry of the schedule.
+# them); each is one entry of the schedule. `slow_past_reaper`'s latency is set by the run to
+# outlast payment_service's stale-payment bound.
 PROCESSOR_FAULTS: dict[str, dict[str, Any]] = {
     "slow_past_reaper": {"latency_ms": 70_000},
     "lost_answers": {"lost_answer_rate": 0.5},
-    "webhooks_duplicated_reordered": {"webhook_duplicate_rate": 0.5,
+    "webhooks_duplicated_reordered": {"pending_rate": 0.5, "webhook_duplicate_rate": 0.5,
                                       "webhook_reorder_rate": 0.5},
 }
 
@@ -102,12 +103,14 @@ class FaultRunner:
 
     def __init__(self, plan: FaultPlan, *, kill: Callable[[str], None],
                  start: Callable[[str], int],
-                 set_processor: Callable[[dict[str, Any]], None] | None,
-                 started_at: float) -> None:
+                 set_processor: Callable[[dict[str, Any]], dict[str, Any]] | None,
+                 started_at: float, processor_faults: dict[str, dict[str, Any]] | None = None,
+                 ) -> None:
         self.plan = plan
         self.kill = kill
         self.start = start
         self.set_processor = set_processor
+        self.processor_faults = processor_faults or PROCESSOR_FAULTS
         self.started_at = started_at
         self.records: list[FaultRecord] = []
 
@@ -130,15 +133,13 @@ class FaultRunner:
         if fault.kind == "processor":
             if self.set_processor is None:
                 raise RuntimeError("no processor simulator in this system")
-            self.set_processor(PROCESSOR_FAULTS[fault.target])
+            applied = self.processor_faults[fault.target]
+            # The settings in force before, to go back to (an empty PUT changes nothing).
+            calm = self.set_processor({})
+            self.set_processor(applied)
             time.sleep(fault.down_seconds)
-            self.set_processor({key: _CALM[key] for key in PROCESSOR_FAULTS[fault.target]})
+            self.set_processor({key: calm[key] for key in applied})
             return 1
         self.kill(fault.target)
         time.sleep(fault.down_seconds)
         return self.start(fault.target)
-
-
-# What the processor's fault settings return to after a processor fault.
-_CALM: dict[str, Any] = {"latency_ms": 0, "lost_answer_rate": 0.0,
-                         "webhook_duplicate_rate": 0.0, "webhook_reorder_rate": 0.0}

@@ -83,7 +83,8 @@ def _markdown(report: dict[str, Any], verdict: ChaosVerdict, faults: Sequence[Fa
               samples: Sequence[Sample], attempts: Sequence[Attempt], logs: Path) -> str:
     bounds = report["bounds"]
     out = [f"# Chaos run, seed {report['seed']}: {'PASS' if verdict.ok else 'FAIL'}", "",
-           f"{report['date']}; product {report['product_id']}; sale ended at "
+           f"{report['date']}; product {report['product_id']}; sale opened at "
+           f"{report['sale_opened_at']} (t = 0 below), ended at "
            f"{report['sale_ended_at']} s, settled in {report['settled_in']} s"
            f"{'' if report['settled'] else ' (NOT quiet at the bound)'}.", "",
            "## Bounds", "",

@@ -49,13 +49,14 @@ from loadtests.chaos.faults import (
     APPS,
     DATASTORES,
     OPTIONAL,
+    PROCESSOR_FAULTS,
     FaultPlan,
     FaultRecord,
     FaultRunner,
     plan_faults,
 )
 from loadtests.chaos.report import Sample, write_report
-from loadtests.chaos.system import ChaosSystem, Timers, chaos_system
+from loadtests.chaos.system import ChaosSystem, Timers, chaos_system, has_processor_simulator
 from loadtests.seed import seed as seed_sale
 from user_service.settings import Settings as UserSettings
 
@@ -63,9 +64,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Seconds from the seeding to the opening: the product must be live at stock_service first.
 LEAD_SECONDS = 3.0
 SAMPLE_EVERY_SECONDS = 5.0
-# What a payment stuck in `pending` waits before payment_service's reaper fails it (its
-# STALE_AFTER, not a setting today) and how often the reaper looks.
-STALE_PAYMENT_SECONDS = 60.0
+# What a payment stuck in `pending` waits before payment_service's reaper fails it where it has
+# no setting for it (before the processor simulator), and how often the reaper looks.
+FIXED_STALE_PAYMENT_SECONDS = 60.0
 STALE_INTERVAL_SECONDS = 2.0
 SETTLE_SLACK_SECONDS = 30.0
 # The replay round: every keyed request once more, 20 at a time.
@@ -106,12 +107,20 @@ def bounds_of(args: argparse.Namespace, plan: FaultPlan, timers: Timers) -> Boun
     arrive_within = args.duration * 0.85
     # Three operations a buyer at most (order, pay, cancel), each bounded, plus its pauses.
     buyers_done = arrive_within + 3 * (args.retry_for + 15.0) + 10.0
-    settle = (timers.payment_ttl_seconds + timers.payment_lease_seconds + STALE_PAYMENT_SECONDS
+    stale = (timers.stale_payment_seconds if has_processor_simulator()
+             else FIXED_STALE_PAYMENT_SECONDS)
+    settle = (timers.payment_ttl_seconds + timers.payment_lease_seconds + stale
               + STALE_INTERVAL_SECONDS + timers.expired_hold_grace_seconds
               + SETTLE_SLACK_SECONDS)
     return Bounds(args.duration, plan.window, len(plan.faults), args.max_down, args.buyers,
                   arrive_within, MAX_ATTEMPTS, args.retry_for, buyers_done, settle,
                   max(buyers_done, args.duration + 100.0) + settle)
+
+
+def processor_faults(timers: Timers) -> dict[str, dict[str, Any]]:
+    """The simulator's faults, the slow one slower than the stale-payment bound by 10 s."""
+    slow = int((timers.stale_payment_seconds + 10.0) * 1000)
+    return {**PROCESSOR_FAULTS, "slow_past_reaper": {"latency_ms": slow}}
 
 
 def targets_of(args: argparse.Namespace) -> tuple[str, ...]:
@@ -181,7 +190,7 @@ async def settle(system: ChaosSystem, product_id: int, bound: float) -> tuple[fl
 
 
 async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
-               bounds: Bounds) -> dict[str, Any]:
+               bounds: Bounds, timers: Timers) -> dict[str, Any]:
     users = UserSettings(database_url=system.databases["user"], jwt_key_dir=str(system.key_dir))
     seeded = await seed_sale(system.gateway_url, users, users=args.buyers, stock=args.stock,
                              opens_in=LEAD_SECONDS, limit_per_user=1)
@@ -194,8 +203,10 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
     plans = plan_buyers(args.seed, seeded.accounts, arrive_within=bounds.arrive_within,
                         shape=shape)
     crowd = Crowd(system.gateway_url, seeded.product_id, args.seed, started, args.retry_for)
-    runner = FaultRunner(plan, kill=system.kill, start=system.start, set_processor=None,
-                         started_at=started)
+    runner = FaultRunner(
+        plan, kill=system.kill, start=system.start,
+        set_processor=system.set_processor_faults if system.simulator_url else None,
+        processor_faults=processor_faults(timers), started_at=started)
     samples: list[Sample] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_always(system, seeded.product_id, started, samples,
@@ -217,7 +228,7 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
         p.idempotency_key for p in before.payments if p.idempotency_key}
     await asyncio.wait_for(crowd.replay(made), REPLAY_SECONDS)
     state = await read_chaos_state(seeded.product_id, system.databases,
-                                   host=system.gateway_url, simulator=None)
+                                   host=system.gateway_url, simulator=system.simulator_url)
     verdict = judge(state, crowd.attempts, started_wall=started_wall)
     return {"product_id": seeded.product_id, "started_wall": started_wall,
             "attempts": crowd.attempts, "faults": runner.records, "samples": samples,
@@ -229,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
         REPO_ROOT / ".data" / "chaos" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
     timers = Timers(payment_ttl_seconds=args.ttl)
+    simulated = has_processor_simulator() and not args.no_processor_faults
     plan = plan_faults(args.seed, duration=args.duration, targets=targets_of(args),
+                       processor_faults=tuple(PROCESSOR_FAULTS) if simulated else (),
                        extra_kills=args.extra_kills, max_down_seconds=args.max_down)
     bounds = bounds_of(args, plan, timers)
     print(f"chaos run: {out}\nseed {args.seed}; load average before: "
@@ -241,10 +254,10 @@ def run(args: argparse.Namespace) -> int:
     os.environ["APP_ENV"] = "development"
     begun = time.monotonic()
     try:
-        with chaos_system(out, timers=timers) as system:
+        with chaos_system(out, timers=timers, seed=args.seed) as system:
             print(f"own system up in {time.monotonic() - begun:.0f} s (redis :{system.redis.port},"
                   f" mariadb :{system.mariadb.port}, gateway {system.gateway_url})", flush=True)
-            outcome = asyncio.run(sale(args, system, plan, bounds))
+            outcome = asyncio.run(sale(args, system, plan, bounds, timers))
     except (DatastoreError, RuntimeError, OSError) as error:
         print(f"error: the run itself failed: {error}", flush=True)
         return 2
@@ -256,7 +269,10 @@ def run(args: argparse.Namespace) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "seed": args.seed, "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "bounds": asdict(bounds), "timers": asdict(timers),
-        "product_id": outcome["product_id"], "sale_ended_at": round(outcome["ended"], 1),
+        "product_id": outcome["product_id"],
+        "sale_opened_at": datetime.fromtimestamp(outcome["started_wall"], UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"),
+        "sale_ended_at": round(outcome["ended"], 1),
         "settled_in": round(outcome["settled_in"], 1), "settled": outcome["quiet"],
         "faults": [record.as_dict() for record in faults],
         "samples": [asdict(sample) for sample in outcome["samples"]],
@@ -299,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--retry-for", type=float, default=OPERATION_SECONDS,
                         help="seconds a buyer keeps retrying one request (default past the 60 "
                              "s after which a key whose first attempt died is claimed again)")
+    parser.add_argument("--no-processor-faults", action="store_true",
+                        help="the processor simulator runs calm (no slow charges, lost answers "
+                             "or duplicated webhooks)")
     parser.add_argument("--out", default=None, help="default .data/chaos/<UTC timestamp>/")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.buyers <= 0 or args.stock < 0:
