@@ -171,9 +171,12 @@ class ChaosVerdict:
 
 
 def judge(state: ChaosState, attempts: Sequence[Attempt], *,
-          started_wall: float | None = None) -> ChaosVerdict:
-    """Every invariant. `started_wall`: the sale's start as epoch seconds, to place each breach
-    on the run's timeline."""
+          started_wall: float | None = None,
+          after_replay: ChaosState | None = None) -> ChaosVerdict:
+    """Every invariant over `state` (read once the system settled). `started_wall`: the sale's
+    start as epoch seconds, to place each breach on the run's timeline. `after_replay`: read
+    after the replay round, for what each key made (a replay that does new work makes an
+    order or payment that `state` cannot know)."""
     verdict = ChaosVerdict()
     orders = {o.id: o for o in state.orders}
 
@@ -186,19 +189,22 @@ def judge(state: ChaosState, attempts: Sequence[Attempt], *,
             return None
         return round(moment.replace(tzinfo=UTC).timestamp() - started_wall, 2)
 
-    def breach(invariant: str, detail: str, order_id: int | None = None) -> None:
-        verdict.breach(invariant, Breach(detail, order_id, at(order_id)))
+    def breach(invariant: str, detail: str, order_id: int | None = None,
+               when: float | None = None) -> None:
+        verdict.breach(invariant, Breach(detail, order_id,
+                                         when if when is not None else at(order_id)))
 
     _ledger_invariants(state, breach)
     _holds_resolved(state, breach)
     _charges(state, breach)
-    _retries(state, attempts, breach)
+    _retries(after_replay or state, attempts, breach)
     verdict.facts = _facts(state, attempts)
     return verdict
 
 
 class _Breacher(Protocol):
-    def __call__(self, invariant: str, detail: str, order_id: int | None = None) -> None: ...
+    def __call__(self, invariant: str, detail: str, order_id: int | None = None,
+                 when: float | None = None) -> None: ...
 
 
 _ORDER_ID = re.compile(r"order (\d+)")
@@ -332,10 +338,12 @@ def _retries(state: ChaosState, attempts: Sequence[Attempt], breach: _Breacher) 
         created = made.get((operation, user_id, key))
         order_id = (created if operation == "order" else
                     payment_order.get(created) if created is not None else None)
-        if final and any(not _same(final[0], other) for other in final[1:]):
+        differing = [other for other in final[1:] if not _same(final[0], other)]
+        if differing:
             breach("retry_got_first_answer",
                    f"{operation} key {key} (user {user_id}): answers "
-                   f"{[_describe(a) for a in final]}", order_id)
+                   f"{[_describe(a) + (' (replay)' if a.replay else '') for a in final]}",
+                   order_id, differing[0].sent)
             continue
         if not final:
             continue
@@ -344,12 +352,13 @@ def _retries(state: ChaosState, attempts: Sequence[Attempt], breach: _Breacher) 
             lost = sum(1 for a in tries if not a.final)
             breach("retry_got_first_answer",
                    f"{operation} key {key} (user {user_id}) made {operation} {created}, but "
-                   f"the answer after {lost} lost ones was {_describe(first)}", order_id)
+                   f"the answer after {lost} lost ones was {_describe(first)}", order_id,
+                   first.sent)
         elif created is None and first.status == 201:
             breach("retry_got_first_answer",
                    f"{operation} key {key} (user {user_id}) was answered {_describe(first)}, "
                    "but nothing with that key exists", first.resource_id
-                   if operation == "order" else None)
+                   if operation == "order" else None, first.sent)
 
 
 def answer_label(attempt: Attempt) -> str:

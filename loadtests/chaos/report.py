@@ -42,7 +42,8 @@ def log_lines_naming(logs: Path, order_id: int | None) -> list[str]:
     """A few log lines (of any app) that name the order, to start reading from."""
     if order_id is None or not logs.is_dir():
         return []
-    pattern = re.compile(rf"\b{order_id}\b")
+    # As the apps log an order: a field of the line, or a path that carries its id.
+    pattern = re.compile(rf'"order_id": {order_id}\b|/(?:orders|holds)/{order_id}\b')
     found: list[str] = []
     for path in sorted(logs.glob("*.log")):
         with path.open(errors="replace") as lines:
@@ -118,9 +119,9 @@ def _markdown(report: dict[str, Any], verdict: ChaosVerdict, faults: Sequence[Fa
 
 
 def _breach_lines(breach: Breach, faults: Sequence[FaultRecord], logs: Path) -> list[str]:
-    where = f" (order {breach.order_id}, last changed at {breach.at} s)" if (
-        breach.order_id is not None) else ""
-    lines = [f"- {breach.detail}{where}"]
+    parts = ([f"order {breach.order_id}"] if breach.order_id is not None else []) + (
+        [f"at {breach.at} s"] if breach.at is not None else [])
+    lines = [f"- {breach.detail}" + (f" ({', '.join(parts)})" if parts else "")]
     before = faults_before(faults, breach.at)
     if before:
         lines.append(f"  - faults just before: {'; '.join(before)}")

@@ -221,15 +221,19 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
     print(f"buyers and faults done at {ended:.0f} s; settling (<= {bounds.settle_within:.0f} s)"
           " ...", flush=True)
     settled_in, quiet = await settle(system, seeded.product_id, bounds.settle_within)
-    print(f"settled in {settled_in:.0f} s; every keyed request once more ...", flush=True)
-    before = await read_chaos_state(seeded.product_id, system.databases, host=None,
-                                    simulator=None)
-    made = {o.idempotency_key for o in before.orders if o.idempotency_key} | {
-        p.idempotency_key for p in before.payments if p.idempotency_key}
-    await asyncio.wait_for(crowd.replay(made), REPLAY_SECONDS)
+    # The settled state is judged as read before the replay round (whose retries, if they do
+    # new work where they should only answer again, leave new orders behind); what each key
+    # made is read after it.
     state = await read_chaos_state(seeded.product_id, system.databases,
                                    host=system.gateway_url, simulator=system.simulator_url)
-    verdict = judge(state, crowd.attempts, started_wall=started_wall)
+    made = {o.idempotency_key for o in state.orders if o.idempotency_key} | {
+        p.idempotency_key for p in state.payments if p.idempotency_key}
+    print(f"settled in {settled_in:.0f} s; every keyed request once more ...", flush=True)
+    await asyncio.wait_for(crowd.replay(made), REPLAY_SECONDS)
+    after_replay = await read_chaos_state(seeded.product_id, system.databases, host=None,
+                                          simulator=None)
+    verdict = judge(state, crowd.attempts, started_wall=started_wall,
+                    after_replay=after_replay)
     return {"product_id": seeded.product_id, "started_wall": started_wall,
             "attempts": crowd.attempts, "faults": runner.records, "samples": samples,
             "verdict": verdict, "ended": ended, "settled_in": settled_in, "quiet": quiet}

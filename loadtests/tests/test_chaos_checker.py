@@ -65,8 +65,10 @@ class Sale:
         held = sum(1 for h in self.holds if h.state == "held")
         remaining = self.total - sold if self.public_remaining is None else self.public_remaining
         units = {h.user_id: 1 for h in self.holds if h.state in ("held", "committed")}
-        return ChaosState(1, Ledger(self.total, held, sold, 1), self.orders, self.holds,
-                          self.payments, units, remaining, self.charges)
+        # Copies: a state read at one moment does not change with the sale afterwards.
+        return ChaosState(1, Ledger(self.total, held, sold, 1), list(self.orders),
+                          list(self.holds), list(self.payments), units, remaining,
+                          None if self.charges is None else list(self.charges))
 
 
 def consistent(*, processor: bool = False) -> Sale:
@@ -252,3 +254,20 @@ def test_a_replay_after_the_sale_that_refuses_a_key_which_made_its_order_is_name
     assert sorted(verdict.breaches) == ["retry_got_first_answer"]
     assert verdict.facts["replayed"] == 1
     assert verdict.facts["answers"]["replay order 409 sold_out"] == 1
+
+
+def test_an_order_a_replay_made_is_judged_from_the_state_after_the_replay() -> None:
+    sale = consistent()
+    # First refused (sold out); the key's answer lost with Redis; the replay made order 9.
+    sale.attempts += [
+        Attempt(0, 109, "order", "k9", 1, 5.0, 0.1, 409, code="sold_out"),
+        Attempt(0, 109, "order", "k9", 41, 300.0, 0.1, 201, resource_id=9, replay=True)]
+    settled = sale.state()
+    sale.buy(9, "pending_payment")
+    sale.attempts.pop()  # buy's own record of an answer: this buyer saw only the two above
+    verdict = judge(settled, sale.attempts, after_replay=sale.state())
+    # The settled sale is sound; the key gave two answers, the second at the replay.
+    assert sorted(verdict.breaches) == ["retry_got_first_answer"]
+    (found,) = verdict.breaches["retry_got_first_answer"]
+    assert (found.order_id, found.at) == (9, 300.0)
+    assert "(replay)" in found.detail
