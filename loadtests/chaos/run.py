@@ -235,6 +235,7 @@ async def sale(args: argparse.Namespace, system: ChaosSystem, plan: FaultPlan,
     verdict = judge(state, crowd.attempts, started_wall=started_wall,
                     after_replay=after_replay)
     return {"product_id": seeded.product_id, "started_wall": started_wall,
+            "mariadb": system.mariadb,
             "attempts": crowd.attempts, "faults": runner.records, "samples": samples,
             "verdict": verdict, "ended": ended, "settled_in": settled_in, "quiet": quiet}
 
@@ -283,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
         "verdict": verdict.as_dict(),
     }
     paths = write_report(out, report, verdict, faults, outcome["samples"], attempts)
+    if verdict.ok:
+        # Kept after a failure, for inspection; a pass leaves only its report and logs.
+        outcome["mariadb"].forget_data()
     for line in verdict.lines():
         print(line)
     failed = [r for r in faults if r.error]
