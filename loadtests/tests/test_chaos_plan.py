@@ -4,11 +4,21 @@ breaches on one timeline."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from loadtests.chaos.buyers import CrowdShape, plan_buyers
 from loadtests.chaos.checker import Breach, ChaosVerdict
-from loadtests.chaos.faults import APPS, DATASTORES, Fault, FaultRecord, plan_faults
+from loadtests.chaos.faults import (
+    APPS,
+    DATASTORES,
+    Fault,
+    FaultPlan,
+    FaultRecord,
+    FaultRunner,
+    plan_faults,
+)
 from loadtests.chaos.report import Sample, faults_before, log_lines_naming, timeline
 
 
@@ -61,3 +71,30 @@ def test_the_timeline_merges_faults_samples_and_breaches(tmp_path: Path) -> None
     assert faults_before([kill, down], 10.5) == ["kill order at 5.1 s", "kill mariadb at 9.0 s"]
     (tmp_path / "order.log").write_text('{"msg": "x", "order_id": 14}\n{"order_id": 4}\n')
     assert log_lines_naming(tmp_path, 4) == ['order: {"order_id": 4}']
+
+
+async def test_kills_wait_for_each_other_and_processor_faults_run_beside_them() -> None:
+    plan = FaultPlan(0, (0.0, 1.0), (
+        Fault(0.0, "kill", "order", 0.2), Fault(0.05, "kill", "stock", 0.0),
+        Fault(0.05, "processor", "lost_answers", 0.1)))
+    calls: list[str] = []
+    settings: dict[str, Any] = {"lost_answer_rate": 0.0, "latency_ms": 20}
+
+    def set_processor(update: dict[str, Any]) -> dict[str, Any]:
+        calls.append(f"processor {update}")
+        settings.update(update)
+        return dict(settings)
+
+    def start(name: str) -> int:
+        calls.append(f"start {name}")
+        return 1
+
+    runner = FaultRunner(plan, kill=lambda name: calls.append(f"kill {name}"), start=start,
+                         set_processor=set_processor, started_at=time.monotonic())
+    records = await runner.run()
+    assert [r.fault.target for r in records] == ["order", "lost_answers", "stock"]
+    assert all(r.error is None and r.restored is not None for r in records)
+    # The stock kill waited for order's restart; the processor fault did not.
+    assert calls.index("kill stock") > calls.index("start order")
+    assert calls.index("processor {'lost_answer_rate': 0.5}") < calls.index("start order")
+    assert settings == {"lost_answer_rate": 0.0, "latency_ms": 20}
