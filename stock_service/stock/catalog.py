@@ -74,7 +74,7 @@ class CatalogService:
                 if registration.total is None:
                     registration = registration.model_copy(update={"total": product.total})
                 _check_change_allowed(product, registration, now)
-                await ledger.update_product(
+                await ledger.change_registration(
                     product_id, seller_id=registration.seller_id, price=registration.price,
                     total=registration.total, sale_opens_at=registration.sale_opens_at,
                     sale_closes_at=registration.sale_closes_at,
@@ -91,7 +91,7 @@ class CatalogService:
             if product is None:
                 return
             if product.deleted_at is None:
-                await ledger.update_product(product_id, deleted_at=utcnow())
+                await ledger.change_registration(product_id, deleted_at=utcnow())
             updated = await ledger.product(product_id)
         assert updated is not None
         await self._apply_settings(updated)
@@ -125,7 +125,7 @@ class CatalogService:
                 raise SaleStarted()
             if total < product.held + product.sold:
                 raise InvalidState("Units are already held or sold: the total cannot go below them.")
-            await ledger.update_product(product_id, total=total)
+            await ledger.change_registration(product_id, total=total)
             updated = await ledger.product(product_id)
         assert updated is not None
         await self._apply_settings(updated)

@@ -36,6 +36,10 @@ class StockProduct(Base):
     sale_closes_at: Mapped[datetime | None] = mapped_column(Timestamp)
     limit_per_user: Mapped[int | None] = mapped_column(Integer)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Raised by every change of the registration (window, price, limit, seller, total, deleted;
+    # not by holds): Redis keeps the version of the settings it has, and a writer holding an
+    # older read of the row (the reconciler, a rebuild) never puts older settings back.
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

@@ -14,6 +14,11 @@ makes Redis agree with MySQL again:
   rebuilt when it has not moved for two rounds, since a reserve in flight looks the same for
   the milliseconds between its Lua call and its commit.
 
+Settings carry the ledger row's version (stock/models.py StockProduct.version), so a round or a
+rebuild that read the row just before a registration change never puts the older settings
+back: CONFIGURE leaves out settings older than Redis's, and a rebuild whose row moved while it
+loaded loads again.
+
 While a product is rebuilt its reserves answer 503 with Retry-After, never a wrong decision.
 """
 
@@ -45,8 +50,11 @@ REBUILD_LOCK_MS = 10_000
 IN_FLIGHT_GRACE_SECONDS = 0.05
 # The key of the full rebuild among the requested ones (product ids are positive).
 _ALL = 0
+# A rebuild loads again at most this often when the product's registration moved meanwhile
+# (then the reconciler's next round has the last word).
+REBUILD_ATTEMPTS = 3
 _META_FIELDS = ("total", "remaining", "held", "sold", "opens", "closes", "limit", "price",
-                "seller", "active")
+                "seller", "active", "version")
 
 
 def settings_fields(product: LedgerProduct) -> dict[str, int]:
@@ -54,7 +62,7 @@ def settings_fields(product: LedgerProduct) -> dict[str, int]:
     return {"total": product.total, "opens": epoch_ms(product.sale_opens_at),
             "closes": epoch_ms(product.sale_closes_at), "limit": product.limit_per_user or 0,
             "price": product.price, "seller": product.seller_id,
-            "active": 0 if product.deleted_at else 1}
+            "active": 0 if product.deleted_at else 1, "version": product.version}
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,15 @@ class Comparison:
 
     ledger: tuple[int, int, int]  # remaining, held, sold
     redis: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One load of a product from the ledger: `done` False if another rebuild held it;
+    `version` the settings' version loaded (None: the product is gone, from Redis too)."""
+
+    done: bool
+    version: int | None = None
 
 
 def _nobody_told(product_id: int) -> None:
@@ -78,17 +95,33 @@ class LiveState:
         self.scripts = scripts
         self._last_round: dict[int, Comparison] = {}
         self._missing_last_round: set[int] = set()
+        self._ahead_last_round: dict[int, tuple[int, int]] = {}
         self._requested: dict[int, asyncio.Task[bool]] = {}
         # Told of every product whose live state this changed (admission forgets what it
         # remembered of it: stock/admission.py StockAdmission.changed).
         self.on_change = on_change
 
     async def rebuild(self, product_id: int) -> bool:
-        """Loads the product's state from the ledger; False if another rebuild holds it."""
+        """Loads the product's state from the ledger; False if another rebuild holds it. A
+        registration change that committed after the ledger was read may have reached Redis
+        before the load replaced it: the row's version says so, and the product loads again."""
+        for _ in range(REBUILD_ATTEMPTS):
+            loaded = await self._load_from_ledger(product_id)
+            if not loaded.done:
+                return False
+            if loaded.version is None:
+                return True
+            async with self.transactions.read() as ledger:
+                now = await ledger.product(product_id)
+            if now is None or now.version == loaded.version:
+                return True
+        return True
+
+    async def _load_from_ledger(self, product_id: int) -> Loaded:
         keys = ProductKeys.of(product_id)
         token = os.urandom(8).hex()
         if not await self.redis.set(keys.rebuilding, token, nx=True, px=REBUILD_LOCK_MS):
-            return False
+            return Loaded(done=False)
         try:
             await asyncio.sleep(IN_FLIGHT_GRACE_SECONDS)
             # A shared lock on the product row: the ledger cannot move while it is read.
@@ -97,7 +130,7 @@ class LiveState:
                 if product is None:
                     await self.redis.delete(*keys.all)
                     self.on_change(product_id)
-                    return True
+                    return Loaded(done=True)
                 holds = await ledger.live_holds(product_id)
                 users = await ledger.user_units(product_id)
             meta = {**settings_fields(product), "remaining": product.remaining,
@@ -116,7 +149,8 @@ class LiveState:
             logger.info("rebuilt live stock from the ledger",
                         extra={"product_id": product_id, "remaining": product.remaining,
                                "holds": len(records)})
-        return loaded
+            return Loaded(done=True, version=product.version)
+        return Loaded(done=False)
 
     async def rebuild_or_wait(self, product_id: int, *, timeout: float = 2.0) -> None:
         """Rebuilds, or waits for the rebuild another caller is running (bounded)."""
@@ -198,6 +232,7 @@ class LiveState:
         fixed: list[int] = []
         seen: dict[int, Comparison] = {}
         missing: set[int] = set()
+        ahead: dict[int, tuple[int, int]] = {}
         for product, reply in zip(products, replies, strict=True):
             if reply[0] is None:
                 # Missing in two rounds in a row: one round can fall between a registration's
@@ -209,6 +244,16 @@ class LiveState:
                     fixed.append(product.product_id)
                 continue
             live = dict(zip(_META_FIELDS, (int(value or 0) for value in reply), strict=True))
+            if live["version"] > product.version:
+                # A registration change committed after this round's ledger read has reached
+                # Redis already: this round's values are the older ones. Redis ahead of the
+                # ledger for two rounds (a ledger restored from an older backup) is rebuilt.
+                versions = (product.version, live["version"])
+                if self._ahead_last_round.get(product.product_id) != versions:
+                    ahead[product.product_id] = versions
+                elif await self.rebuild(product.product_id):
+                    fixed.append(product.product_id)
+                continue
             wanted = settings_fields(product)
             if any(live[name] != value for name, value in wanted.items()):
                 await self.scripts.configure(product.product_id, wanted)
@@ -231,6 +276,7 @@ class LiveState:
             seen[product.product_id] = comparison
         self._last_round = seen
         self._missing_last_round = missing
+        self._ahead_last_round = ahead
         return fixed
 
     async def _still_ahead(self, product_id: int) -> bool:

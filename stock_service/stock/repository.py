@@ -22,7 +22,7 @@ from stock_service.stock.models import StockHold, StockProduct, StockUserCount
 PRODUCT_COLUMNS = (StockProduct.product_id, StockProduct.seller_id, StockProduct.price,
                    StockProduct.total, StockProduct.held, StockProduct.sold,
                    StockProduct.sale_opens_at, StockProduct.sale_closes_at,
-                   StockProduct.limit_per_user, StockProduct.deleted_at)
+                   StockProduct.limit_per_user, StockProduct.deleted_at, StockProduct.version)
 PRODUCT_BY_ID = select(*PRODUCT_COLUMNS).where(StockProduct.product_id == bindparam("product_id"))
 HOLD_COLUMNS = (StockHold.order_id, StockHold.product_id, StockHold.user_id, StockHold.quantity,
                 StockHold.unit_price, StockHold.state, StockHold.expires_at, StockHold.created_at)
@@ -63,6 +63,7 @@ class LedgerProduct:
     sale_closes_at: datetime | None
     limit_per_user: int | None
     deleted_at: datetime | None
+    version: int  # of the registration (models.py StockProduct.version)
 
     @property
     def remaining(self) -> int:
@@ -128,8 +129,13 @@ class LedgerRepository:
         self.session.add(StockProduct(
             product_id=product_id, seller_id=seller_id, price=price, total=total, held=0, sold=0,
             sale_opens_at=sale_opens_at, sale_closes_at=sale_closes_at,
-            limit_per_user=limit_per_user, created_at=now, updated_at=now))
+            limit_per_user=limit_per_user, version=1, created_at=now, updated_at=now))
         await self.session.flush()
+
+    async def change_registration(self, product_id: int, **values: Any) -> None:
+        """A change of the product's settings (not of its counts): its version goes up with it,
+        in the same statement."""
+        await self.update_product(product_id, **values, version=StockProduct.version + 1)
 
     async def update_product(self, product_id: int, **values: Any) -> None:
         await self.session.execute(

@@ -5,6 +5,7 @@ Every key of a product sits under one hash tag, `{p:<id>}`, and is passed in KEY
 scripts run unchanged on a Redis Cluster (the slot is the product's). Per product:
 
     {p:<id>}:meta        hash: total remaining held sold opens closes limit price seller active gen
+                         version (of the ledger row's settings: stock/models.py StockProduct)
     {p:<id>}:users       hash: user id -> units held or bought
     {p:<id>}:holds       hash: order id -> "state|user|quantity|created_ms"
     {p:<id>}:refusals    hash: order id -> refusal code (forgotten 10 minutes after the last)
@@ -129,15 +130,20 @@ return {m[1] or '', m[2] or '0', m[3] or '0', m[4] or '0', now_ms(),
 """
 
 # KEYS: meta. A registration change that moves no hold: the window, price, limit, seller,
-# whether it may be ordered, and the total (remaining moves by the same difference).
+# whether it may be ordered, and the total (remaining moves by the same difference), at the
+# ledger row's version: settings older than the ones Redis has change nothing ('stale').
 # ARGV: JSON of the fields.
 CONFIGURE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local f = cjson.decode(ARGV[1])
-local old_total = tonumber(redis.call('HGET', KEYS[1], 'total'))
-redis.call('HINCRBY', KEYS[1], 'remaining', f.total - old_total)
+local m = redis.call('HMGET', KEYS[1], 'total', 'version')
+if f.version < tonumber(m[2] or '0') then
+  return {'stale', redis.call('HGET', KEYS[1], 'remaining')}
+end
+redis.call('HINCRBY', KEYS[1], 'remaining', f.total - tonumber(m[1]))
 redis.call('HSET', KEYS[1], 'total', f.total, 'opens', f.opens, 'closes', f.closes,
-           'limit', f.limit, 'price', f.price, 'seller', f.seller, 'active', f.active)
+           'limit', f.limit, 'price', f.price, 'seller', f.seller, 'active', f.active,
+           'version', f.version)
 return {'configured', redis.call('HGET', KEYS[1], 'remaining')}
 """
 
@@ -282,10 +288,11 @@ class StockScripts:
                         rebuilding=rebuilding == "1")
 
     async def configure(self, product_id: int, fields: Mapping[str, int]) -> int | None:
-        """The product's new remaining, or None if Redis has no state for it (rebuild it)."""
+        """The product's remaining, or None if Redis has no state for it (rebuild it). Fields
+        older (by `version`) than the ones Redis has are left out: a newer change was applied."""
         reply = [_text(part) for part in await self._configure(
             keys=[ProductKeys.of(product_id).meta], args=[json.dumps(dict(fields))])]
-        return int(reply[1]) if reply[0] == "configured" else None
+        return None if reply[0] == "missing" else int(reply[1])
 
     async def load(self, product_id: int, token: str, meta: Mapping[str, int],
                    users: Mapping[int, int], holds: Mapping[int, HoldRecord]) -> bool:

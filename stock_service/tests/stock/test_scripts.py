@@ -129,8 +129,23 @@ async def check_rebuilding_blocks_reserves(scripts: StockScripts) -> None:
     assert (await scripts.view(missing)).active is None
 
 
+async def check_configure_keeps_the_newer_settings(scripts: StockScripts) -> None:
+    product = await seed(scripts, total=5)
+    settings = {"total": 5, "opens": 0, "closes": 0, "limit": 0, "seller": 1, "active": 1}
+    assert await scripts.configure(product, {**settings, "price": 7_000, "version": 3}) == 5
+    # Read before the change above was made: it changes nothing.
+    assert await scripts.configure(product, {**settings, "total": 4, "price": 6_000,
+                                             "version": 2}) == 5
+    meta = ProductKeys.of(product).meta
+    assert await scripts.redis.hmget(meta, "price", "total", "version") == ["7000", "5", "3"]
+    assert await scripts.configure(product, {**settings, "total": 4, "price": 6_000,
+                                             "version": 3}) == 4
+    assert await scripts.redis.hmget(meta, "price", "total", "version") == ["6000", "4", "3"]
+
+
 CHECKS: list[Any] = [check_window_edges, check_limit_and_quantity, check_replays,
-                     check_unreserve_and_load, check_rebuilding_blocks_reserves]
+                     check_unreserve_and_load, check_rebuilding_blocks_reserves,
+                     check_configure_keeps_the_newer_settings]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
