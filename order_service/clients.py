@@ -5,7 +5,7 @@ contract's problem (sold_out, ...), as the client of this API would see it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from order_service.orders.errors import StockUnavailable
@@ -66,8 +66,9 @@ class StockClient:
             return "missing"
         raise StockUnavailable(f"stock_service answered {response.status} to a commit.")
 
-    async def held_holds(self, *, created_before: datetime, after: int, limit: int) -> HoldPage:
-        path = (f"{HELD_HOLDS_PATH}?created_before={to_utc_z(created_before)}"
+    async def held_holds(self, *, older_than: timedelta, after: int, limit: int) -> HoldPage:
+        """Holds still held at least `older_than` old by stock_service's clock."""
+        path = (f"{HELD_HOLDS_PATH}?older_than_seconds={older_than.total_seconds()}"
                 f"&after={after}&limit={limit}")
         response = await self._call("GET", path)
         if response.status != 200:

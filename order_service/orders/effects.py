@@ -104,12 +104,12 @@ class OrderEffects:
     async def release_orphan_holds(self, *, page_size: int = 500) -> int:
         """Holds with no order (the process died between the reserve and the insert): given back
         once they are `orphan_after` old. Orders are inserted within seconds of their reserve,
-        so an older hold without one will never get one."""
-        created_before = utcnow() - self.orphan_after
+        so an older hold without one will never get one. The age is stock_service's to judge
+        (a hold's created_at is its clock; this process's may be off)."""
         released = 0
         after = 0
         while True:
-            page = await self.stock.held_holds(created_before=created_before, after=after,
+            page = await self.stock.held_holds(older_than=self.orphan_after, after=after,
                                                limit=page_size)
             async with self.transactions.read() as orders:
                 known = await orders.existing_ids([hold.order_id for hold in page.items])

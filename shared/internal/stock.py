@@ -8,7 +8,8 @@
     GET    /internal/stock/products/{product_id}/holds/{order_id}    -> Hold
     POST   /internal/stock/products/{product_id}/holds/{order_id}/commit   -> Hold (sold)
     POST   /internal/stock/products/{product_id}/holds/{order_id}/release  -> Hold (units back)
-    GET    /internal/stock/holds?created_before=&after=&limit=  -> HoldPage (held ones, by order id)
+    GET    /internal/stock/holds?older_than_seconds=&after=&limit=  -> HoldPage (held ones,
+           at least that old by stock_service's clock, by order id)
 
 Every call is idempotent: a hold is keyed by its order id, so replaying a reserve, a commit or
 a release changes nothing and answers as the first did. Refusals are problem documents with the
@@ -82,6 +83,9 @@ def product_path(product_id: int) -> str:
 
 
 HELD_HOLDS_PATH = f"{PREFIX}/holds"
+# A hold's age is judged by stock_service (its created_at is Redis's clock): the caller sends an
+# age, never an instant of its own clock.
+MAX_HOLD_AGE_SECONDS = 366 * 24 * 3600
 
 
 def hold_path(product_id: int, order_id: int) -> str:

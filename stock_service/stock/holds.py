@@ -188,10 +188,14 @@ class HoldService:
             raise HoldNotFound()
         return hold
 
-    async def held_holds(self, *, created_before: datetime, after_order_id: int,
+    async def held_holds(self, *, older_than: timedelta, after_order_id: int,
                          limit: int) -> HoldPage:
-        """Holds still waiting for their order to be paid or to give up: what order_service's
-        reconciler checks against its orders, to release the ones no order will ever settle."""
+        """Holds still waiting for their order to be paid or to give up, at least `older_than`
+        old: what order_service's reconciler checks against its orders, to release the ones no
+        order will ever settle. Their age is judged by Redis's clock, the one their created_at
+        was taken from (the reserve script's TIME), never by the caller's."""
+        seconds, micros = await self.scripts.redis.time()
+        created_before = _from_ms(int(seconds) * 1000 + int(micros) // 1000) - older_than
         async with self.transactions.read() as ledger:
             holds = await ledger.held_holds(created_before=created_before,
                                             after_order_id=after_order_id, limit=limit + 1)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -18,6 +18,7 @@ from shared.errors import (
 )
 from shared.identity import CurrentUser, InternalCallersOnly
 from shared.internal.stock import (
+    MAX_HOLD_AGE_SECONDS,
     PREFIX,
     Hold,
     HoldPage,
@@ -130,10 +131,9 @@ async def release_hold(product_id: ProductId, order_id: OrderId, holds: HoldServ
 @internal_router.get("/holds")
 async def list_held_holds(
     holds: HoldServiceDep,
-    created_before: Annotated[datetime, Query()],
+    older_than_seconds: Annotated[float, Query(ge=0, le=MAX_HOLD_AGE_SECONDS)],
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> HoldPage:
-    naive = created_before.astimezone(UTC).replace(tzinfo=None) if created_before.tzinfo \
-        else created_before
-    return await holds.held_holds(created_before=naive, after_order_id=after, limit=limit)
+    return await holds.held_holds(older_than=timedelta(seconds=older_than_seconds),
+                                  after_order_id=after, limit=limit)

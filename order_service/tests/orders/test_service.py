@@ -273,6 +273,21 @@ async def test_a_hold_no_order_was_made_for_is_released_once_old_enough(orders: 
     assert await hold_state(orders, product_id, orphan) == "released"
 
 
+async def test_a_fresh_hold_is_no_orphan_whatever_order_services_clock_says(
+    orders: Orders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The age of a hold is judged by stock_service's clock (the one its created_at comes
+    from): this process's clock two minutes ahead must not make a fresh hold look orphaned."""
+    product_id, fresh = await register(orders, total=2), new_id()
+    response = await orders.stock.client.request(
+        "PUT", hold_path(product_id, fresh), json_body={"user_id": new_id(), "quantity": 1})
+    assert response.status == 200
+    ahead = utcnow() + timedelta(minutes=2)
+    monkeypatch.setattr("order_service.orders.effects.utcnow", lambda: ahead)
+    await orders.effects.release_orphan_holds()
+    assert await hold_state(orders, product_id, fresh) == "held"
+
+
 async def test_an_unpaid_order_is_the_answer_before_the_limit_and_before_a_hold(
     orders: Orders, redis: Redis
 ) -> None:

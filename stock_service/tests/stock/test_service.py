@@ -494,3 +494,26 @@ async def test_a_product_missing_from_redis_is_rebuilt_by_the_second_round_that_
     assert not await redis.exists(keys.rebuilding)
     assert product in await resources.live.reconcile_once()
     assert await redis_counts(redis, product) == (3, 0, 0)
+
+
+async def test_held_holds_are_listed_by_their_age_on_redis_clock(resources: Resources) -> None:
+    """order_service's orphan check asks for holds at least so old; their created_at is Redis's
+    TIME, so their age is too, whatever the caller's clock says."""
+    product = (await make_product(resources.catalog, total=3)).product_id
+    order = new_id()
+    await resources.holds.reserve(product, order, user_id=1, quantity=1)
+    await asyncio.sleep(0.01)
+
+    async def listed(older_than: timedelta) -> set[int]:
+        seen: set[int] = set()
+        after = 0
+        while True:
+            page = await resources.holds.held_holds(older_than=older_than,
+                                                    after_order_id=after, limit=1000)
+            seen |= {hold.order_id for hold in page.items}
+            if page.next_after is None:
+                return seen
+            after = page.next_after
+
+    assert order not in await listed(timedelta(seconds=60))
+    assert order in await listed(timedelta(0))
