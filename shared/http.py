@@ -6,7 +6,8 @@ is down, slow or answering garbage into one exception, `ServiceCallFailed`, that
 their own answer (most often 503 `upstream_unavailable`). A call answers with the status and the
 decoded JSON body; what a status means is the typed client's business (`<service>/clients.py`).
 Internal routes are idempotent by design, so a call that met a closed keep-alive connection is
-sent once more.
+sent once more, marked as sent again (RESENT_HEADER) so the receiver answers it from what the
+first did.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_re
 KEEPALIVE_SECONDS = 4.0
 # Past this a body is not an answer of ours but a service gone wrong.
 MAX_RESPONSE_BYTES = 1024 * 1024
+# Carried by a request sent once more after the connection closed under the first: that one may
+# have been carried out, so the receiver answers from what it did, never from a memory of other
+# requests (stock_service's sold-out memory would refuse a reserve whose units it holds).
+RESENT_HEADER = "X-Resent"
 
 
 class ServiceCallFailed(Exception):
@@ -92,6 +97,7 @@ class ServiceClient:
                 # route is idempotent (by order id, hold id, or as a PUT), so once more is safe.
                 if attempt == 2:
                     raise ServiceCallFailed(self.name, "closed the connection") from error
+                sent[RESENT_HEADER] = "1"
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") from error
         if len(raw) > MAX_RESPONSE_BYTES:
@@ -117,4 +123,8 @@ async def service_client(name: str, base_url: str, *, signing_key: bytes, timeou
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      cookie_jar=aiohttp.DummyCookieJar(),
                                      skip_auto_headers=("User-Agent",)) as session:
+        # aiohttp sends an idempotent method (PUT, GET) once more by itself when the connection
+        # closed under it, unmarked; the one resend is ours, marked RESENT_HEADER. (aiohttp's
+        # own test client switches it off the same way.)
+        session._retry_connection = False
         yield ServiceClient(name, base_url, session, signing_key=signing_key)

@@ -10,9 +10,11 @@ the services (stock/holds.py, stock/catalog.py) and for the layers in front of F
 
 The layers in front answer, in the route's own words, only a request the route would take as it
 is: a reserve the memory refuses (409 sold_out), for a caller the internal route believes and a
-body HoldRequest takes; the public stock level of a product whose view is remembered and shows
-it on sale. Everything else (a memory that lets the request ask, no remembered view, a product
-gone or being rebuilt, any doubt about the request) goes on to the route.
+body HoldRequest takes, unless it is sent again (shared/http.py RESENT_HEADER: its order may hold
+units, and only the script answers it as a replay); the public stock level of a product whose
+view is remembered and shows it on sale. Everything else (a memory that lets the request ask, no
+remembered view, a product gone or being rebuilt, any doubt about the request) goes on to the
+route.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from shared.contracts import MAX_ID
 from shared.dependencies import resource_in_scope
 from shared.errors import problem_from_error
 from shared.fast_path import fast_path, is_json, parse_json
+from shared.http import RESENT_HEADER
 from shared.identity import signed_by_the_deployment
 from shared.internal.stock import PREFIX, HoldRequest, SoldOut
 from shared.sale_window import sale_state_at_ms
@@ -98,6 +101,7 @@ class StockAdmission:
 
 
 _ID = "([1-9][0-9]{0,15})"
+_RESENT = RESENT_HEADER.lower()
 
 
 def _id(text: str) -> int | None:
@@ -109,7 +113,7 @@ def _refuse_reserve(scope: Scope, headers: dict[str, str], body: bytes,
                     match: re.Match[str]) -> ASGIApp | None:
     admission = resource_in_scope(scope, "admission", StockAdmission)
     product_id, order_id = _id(match[1]), _id(match[2])
-    if admission is None or product_id is None or order_id is None:
+    if admission is None or product_id is None or order_id is None or _RESENT in headers:
         return None
     if not is_json(headers.get("content-type")):
         return None

@@ -58,8 +58,10 @@ class HoldService:
         self.hold_ttl = hold_ttl
 
     async def reserve(self, product_id: int, order_id: int, *, user_id: int, quantity: int,
-                      expires_at: datetime | None = None) -> Hold:
-        if self.admission.sold_out.refuses(product_id, quantity):
+                      expires_at: datetime | None = None, resent: bool = False) -> Hold:
+        """`resent`: the caller sent this reserve before and its answer was lost; the order may
+        hold units, so the script answers it (as a replay), never the sold-out memory."""
+        if not resent and self.admission.sold_out.refuses(product_id, quantity):
             raise SoldOut()
         outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
         if outcome.word == "held":

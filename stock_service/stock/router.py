@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from shared.contracts import MAX_ID
 from shared.errors import (
@@ -16,6 +16,7 @@ from shared.errors import (
     ValidationFailed,
     problem_responses,
 )
+from shared.http import RESENT_HEADER
 from shared.identity import CurrentUser, InternalCallersOnly
 from shared.internal.stock import (
     MAX_HOLD_AGE_SECONDS,
@@ -105,9 +106,11 @@ async def unregister_product(product_id: ProductId, catalog: CatalogServiceDep) 
                                 PurchaseLimitExceeded, StockRebuilding, DatabaseUnavailable),
 )
 async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
-                  holds: HoldServiceDep) -> Hold:
+                  holds: HoldServiceDep,
+                  resent: Annotated[str | None, Header(alias=RESENT_HEADER)] = None) -> Hold:
     return await holds.reserve(product_id, order_id, user_id=body.user_id,
-                               quantity=body.quantity, expires_at=body.expires_at)
+                               quantity=body.quantity, expires_at=body.expires_at,
+                               resent=resent is not None)
 
 
 @internal_router.get("/products/{product_id}/holds/{order_id}",

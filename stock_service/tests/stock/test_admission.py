@@ -15,6 +15,7 @@ from fastapi import Request
 from redis.asyncio import Redis
 
 from shared.dependencies import AppResources
+from shared.http import RESENT_HEADER
 from shared.internal.stock import hold_path
 from shared.testing.apps import RunningApp, running_app
 from shared.testing.identity import signed_identity_headers
@@ -145,3 +146,28 @@ async def test_a_remembered_stock_level_is_the_routes_answer(
     assert (await client.get(f"/api/v1/products/{new_id()}/stock")).status_code == 404
     assert len(ROUTE_RUNS) == 1
     assert (await client.get("/api/v1/products/0/stock")).status_code == 422
+
+
+async def test_a_resent_reserve_of_an_order_holding_units_is_its_hold_not_sold_out(
+    remembering: RunningApp
+) -> None:
+    """shared/http.py sends a reserve again when the connection closed under it: the first may
+    have taken the last unit, and the memory it armed must not refuse the order its own hold."""
+    client = remembering.client
+    assert isinstance(remembering.resources, Resources)
+    product = (await make_product(remembering.resources.catalog, total=1)).product_id
+    order, body = new_id(), {"user_id": 1, "quantity": 1}
+    first = await client.put(hold_path(product, order), json=body, headers=service_headers())
+    assert first.status_code == 200
+    assert (await reserve(client, product, body | {"user_id": 2})).json()["code"] == "sold_out"
+    resent = await client.put(hold_path(product, order), json=body,
+                              headers=service_headers() | {RESENT_HEADER: "1"})
+    assert (resent.status_code, resent.json()) == (200, first.json())
+    # Through the route's own check as well (a memory the layer in front did not consult).
+    hold = await remembering.resources.holds.reserve(product, order, user_id=1, quantity=1,
+                                                     resent=True)
+    assert hold.model_dump(mode="json") == first.json()
+    # A resent reserve of an order that holds nothing is still refused, by the script.
+    refused = await client.put(hold_path(product, new_id()), json=body | {"user_id": 3},
+                               headers=service_headers() | {RESENT_HEADER: "1"})
+    assert refused.json()["code"] == "sold_out"

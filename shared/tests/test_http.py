@@ -1,0 +1,43 @@
+"""shared/http.py against a real loopback server: a call whose connection closed under it is sent
+once more, and says so (RESENT_HEADER), so the receiver answers it from what the first did."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from shared.http import RESENT_HEADER, service_client
+
+KEY = b"k" * 32
+
+
+async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def closes_the_first(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")[1:]
+        headers = {name.lower(): value.strip() for name, _, value in
+                   (line.partition(":") for line in lines if line)}
+        await reader.readexactly(int(headers.get("content-length", "0")))
+        seen.append(headers)
+        if len(seen) > 1:
+            body = json.dumps({"resent": RESENT_HEADER.lower() in headers}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+        writer.close()  # the first: carried out, perhaps, but never answered
+
+    server = await asyncio.start_server(closes_the_first, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with service_client("stock_service", f"http://127.0.0.1:{port}",
+                                  signing_key=KEY, timeout_seconds=5) as client:
+            answer = await client.request("PUT", "/internal/x", json_body={"a": 1})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (answer.status, answer.body) == (200, {"resent": True})
+    assert len(seen) == 2
+    assert RESENT_HEADER.lower() not in seen[0]
