@@ -92,11 +92,14 @@ class ServiceClient:
                     raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
                     status = response.status
                 break
-            except aiohttp.ServerDisconnectedError as error:
-                # A pooled keep-alive connection the other side had just closed. Every internal
-                # route is idempotent (by order id, hold id, or as a PUT), so once more is safe.
-                if attempt == 2:
-                    raise ServiceCallFailed(self.name, "closed the connection") from error
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                # A pooled keep-alive connection the other side had just closed or reset (a
+                # connection that could not be opened is not sent again: nothing was sent).
+                # Every internal route is idempotent (by order id, hold id, or as a PUT), so once
+                # more is safe.
+                if attempt == 2 or isinstance(error, aiohttp.ClientConnectorError):
+                    raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") \
+                        from error
                 sent[RESENT_HEADER] = "1"
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") from error
