@@ -15,6 +15,7 @@ from order_service.dependencies import Resources
 from order_service.orders.admission import OrderAdmission, OrderAdmissionFront
 from order_service.orders.creation import OrderCreation
 from order_service.orders.effects import OrderEffects
+from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import OrderRepository
 from order_service.orders.router import internal_router
@@ -68,12 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds))
             transitions = OrderTransitions(
                 transactions=transactions, reads=datastores.reads, effects=effects,
-                payments=payments_client,
                 lease=timedelta(seconds=settings.payment_lease_seconds))
+            expiry = OrderExpiry(
+                transactions=transactions, effects=effects, payments=payments_client,
+                transitions=transitions, check_timeout=settings.call_timeout_seconds)
             try:
                 async with running(
                     expire_unpaid_orders(
-                        transitions, interval_seconds=settings.expiry_interval_seconds),
+                        expiry, interval_seconds=settings.expiry_interval_seconds),
                     settle_order_effects(
                         effects, interval_seconds=settings.settle_interval_seconds),
                     release_orphan_holds(
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     transitions=transitions, effects=effects)
             finally:
                 await creation.drain(timeout=settings.call_timeout_seconds)
+                await expiry.drain()
                 await effects.drain()
 
     return create_service_app(

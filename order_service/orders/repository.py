@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,6 +64,26 @@ class Settling:
     status: OrderStatus
     stock_effect: StockEffect | None
     payment_effect: PaymentEffect | None
+
+
+@dataclass(frozen=True)
+class DueKey:
+    """Where an order stands in the deadline order: the expiry round pages on from it."""
+
+    expires_at: datetime
+    order_id: int
+
+
+@dataclass(frozen=True)
+class DueOrder:
+    """An unpaid order past its deadline; `leased`: a payment began and its lease ran out."""
+
+    key: DueKey
+    leased: bool
+
+    @property
+    def order_id(self) -> int:
+        return self.key.order_id
 
 
 def _order(row: Any) -> OrderOut:
@@ -216,13 +236,21 @@ class OrderRepository:
         return await self._move(order_id, [Order.status == "paid"], status="refunded",
                                 stock_effect=None, payment_effect="refund")
 
-    async def past_deadline(self, *, now: datetime, limit: int) -> list[tuple[int, str | None,
-                                                                             datetime | None]]:
+    async def past_deadline(self, *, now: datetime, after: DueKey | None = None,
+                            limit: int) -> list[DueOrder]:
+        """Unpaid orders past their deadline with no payment lease running, in deadline order,
+        from just past `after` (the last of the previous page)."""
+        query = (select(Order.id, Order.expires_at, Order.lease_token)
+                 .where(Order.status == "pending_payment", Order.expires_at <= now,
+                        or_(Order.lease_until.is_(None), Order.lease_until < now)))
+        if after is not None:
+            query = query.where(or_(Order.expires_at > after.expires_at,
+                                    and_(Order.expires_at == after.expires_at,
+                                         Order.id > after.order_id)))
         rows = await self.session.execute(
-            select(Order.id, Order.lease_token, Order.lease_until)
-            .where(Order.status == "pending_payment", Order.expires_at <= now)
-            .order_by(Order.expires_at).limit(limit))
-        return [(int(order_id), token, until) for order_id, token, until in rows]
+            query.order_by(Order.expires_at, Order.id).limit(limit))
+        return [DueOrder(DueKey(expires_at, int(order_id)), leased=token is not None)
+                for order_id, expires_at, token in rows]
 
     # Effects owed to other services
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import logging
 
 from order_service.orders.effects import OrderEffects
-from order_service.orders.transitions import OrderTransitions
+from order_service.orders.expiry import OrderExpiry
 from shared.loops import run_periodically
 
 logger = logging.getLogger("order_service.tasks")
 
 
-async def expire_unpaid_orders(orders: OrderTransitions, *, interval_seconds: float) -> None:
+async def expire_unpaid_orders(expiry: OrderExpiry, *, interval_seconds: float) -> None:
     """On time, whether or not anyone reads the order: its units come back."""
-    await run_periodically(orders.expire_due, interval_seconds=interval_seconds, logger=logger,
+    await run_periodically(expiry.expire_due, interval_seconds=interval_seconds, logger=logger,
                            what="expiring unpaid orders")
 
 

@@ -1,4 +1,5 @@
-"""An order after its creation: read, cancelled, leased to a payment, paid, failed, expired.
+"""An order after its creation: read, cancelled, leased to a payment, paid, failed (expired:
+orders/expiry.py).
 
 Each transition is one conditional UPDATE (orders/repository.py) in a transaction of its own,
 so a race between pay, cancel and expire ends one way only. What a transition owes stock_service
@@ -10,14 +11,12 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from order_service.clients import PaymentsClient
 from order_service.orders.effects import OrderEffects
 from order_service.orders.errors import OrderNotCancellable, OrderNotFound, OrderNotPayable
 from order_service.orders.repository import OrderReads, OrderRepository
 from order_service.orders.schemas import OrderOut
 from shared.clock import utcnow
 from shared.db import Transactions
-from shared.http import ServiceCallFailed
 from shared.internal.orders import OrderState, OrderStatus, PaymentLease
 from shared.pagination import Key
 from shared.reads import ReadSession
@@ -29,11 +28,10 @@ CANCELLED_AS: dict[OrderStatus, OrderStatus] = {"pending_payment": "cancelled",
 
 class OrderTransitions:
     def __init__(self, *, transactions: Transactions[OrderRepository], reads: ReadSession,
-                 effects: OrderEffects, payments: PaymentsClient, lease: timedelta) -> None:
+                 effects: OrderEffects, lease: timedelta) -> None:
         self.transactions = transactions
         self.reads = OrderReads(reads)
         self.effects = effects
-        self.payments = payments
         self.lease = lease
 
     # Reading
@@ -108,40 +106,3 @@ class OrderTransitions:
             raise OrderNotFound()
         await self.effects.settle_before_answering(order_id)
         return OrderState(order_id=order_id, status=order.status)
-
-    # Expiry
-
-    async def expire_due(self, *, batch: int = 200) -> int:
-        """Unpaid orders past their deadline become expired (their units come back). An order
-        whose payment lease ran out is asked about first: a payment that succeeded makes it
-        paid instead. Each order moves once, whatever other replicas do (conditional UPDATE)."""
-        now = utcnow()
-        async with self.transactions.read() as orders:
-            due = await orders.past_deadline(now=now, limit=batch)
-        moved = 0
-        for order_id, token, lease_until in due:
-            if lease_until is not None and lease_until >= now:
-                continue  # a payment is being made right now; its outcome decides
-            if token is not None and await self._paid_meanwhile(order_id):
-                moved += 1
-                continue
-            async with self.transactions.write() as orders:
-                expired = await orders.expire(order_id, now=now)
-            if expired:
-                moved += 1
-                self.effects.settle_soon(order_id)
-        return moved
-
-    async def _paid_meanwhile(self, order_id: int) -> bool:
-        try:
-            payment = await self.payments.latest_for_order(order_id)
-        except ServiceCallFailed:
-            return True  # cannot tell yet: not expired this round
-        if payment is None:
-            return False
-        if payment.status == "pending":
-            return True  # still being decided by payment_service
-        if payment.status == "succeeded":
-            await self.mark_paid(order_id, payment_id=payment.id, token=payment.lease_token)
-            return True
-        return False

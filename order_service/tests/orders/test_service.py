@@ -4,6 +4,7 @@ decides, and what it owes stock_service afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -24,6 +27,7 @@ from order_service.orders.errors import (
     OrderNotPayable,
     UnpaidOrderExists,
 )
+from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
 from order_service.orders.repository import OrderRepository
 from order_service.orders.schemas import OrderCreate
@@ -32,6 +36,7 @@ from shared.clock import utcnow
 from shared.db import Transactions, create_engine, create_sessionmaker
 from shared.http import service_client
 from shared.idempotency import IdempotencyKeys
+from shared.internal.payments import by_order_path
 from shared.internal.stock import Hold, SoldOut, StockRegistration, hold_path, product_path
 from shared.reads import ReadSession
 from shared.sold_out import InFlightLimit, SoldOutMemory
@@ -70,6 +75,7 @@ class Orders:
     admission: OrderAdmission
     creation: OrderCreation
     transitions: OrderTransitions
+    expiry: OrderExpiry
     effects: OrderEffects
     stock: StockClient
     transactions: Transactions[OrderRepository]
@@ -91,16 +97,19 @@ async def orders(stock_url: str, order_database: str, redis: Redis) -> AsyncIter
                                    reserving=InFlightLimit(4, wait_seconds=5))
         effects = OrderEffects(transactions=transactions, admission=admission, stock=stock,
                                payments=payments, orphan_after=timedelta(seconds=60))
+        transitions = OrderTransitions(transactions=transactions, reads=reads, effects=effects,
+                                       lease=timedelta(seconds=30))
+        expiry = OrderExpiry(transactions=transactions, effects=effects, payments=payments,
+                             transitions=transitions, check_timeout=1.0)
         yield Orders(
             admission=admission,
             creation=OrderCreation(transactions=transactions, admission=admission, stock=stock,
                                    ids=OrderIds(transactions),
                                    keys=IdempotencyKeys(redis, namespace="orders-service-test"),
                                    payment_ttl=timedelta(minutes=10)),
-            transitions=OrderTransitions(transactions=transactions, reads=reads,
-                                         effects=effects, payments=payments,
-                                         lease=timedelta(seconds=30)),
-            effects=effects, stock=stock, transactions=transactions)
+            transitions=transitions, expiry=expiry, effects=effects, stock=stock,
+            transactions=transactions)
+        await expiry.drain()
         await effects.drain()
     await reads.close()
     await engine.dispose()
@@ -228,8 +237,7 @@ async def test_an_unpaid_order_past_its_deadline_expires_and_gives_its_units_bac
         await repository.session.execute(
             text("UPDATE orders SET expires_at = :past WHERE id = :id"),
             {"past": utcnow() - timedelta(seconds=1), "id": order_id})
-    while await orders.transitions.expire_due():
-        pass
+    await expire_round(orders.expiry)
     await orders.effects.drain()
     assert (await orders.transitions.get(buyer, order_id)).status == "expired"
     assert await hold_state(orders, product_id, order_id) == "released"
@@ -316,3 +324,135 @@ async def test_a_keyed_retry_whose_first_answer_was_lost_gets_that_order(
     await redis.delete(orders.creation.keys._redis_key(buyer, "k-lost"))
     again = await orders.creation.create(buyer, body, "k-lost")
     assert (again.status, again.body) == (201, first.body)
+
+
+# Expiry with payment_service unreachable, slow, or answering what makes one order fail.
+
+# What the stand-in payment_service answers per order: a PaymentView's fields, or "never".
+PAYMENT_ANSWERS: dict[int, dict[str, object] | str] = {}
+
+
+def stand_in_payments() -> FastAPI:
+    app = FastAPI()
+
+    @app.get(by_order_path(0).rsplit("/", 1)[0] + "/{order_id}")
+    async def latest(order_id: int) -> Response:
+        answer = PAYMENT_ANSWERS.get(order_id)
+        if answer == "never":
+            await asyncio.sleep(30)
+        if not isinstance(answer, dict):
+            return Response(status_code=404)
+        return JSONResponse(answer)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def payments_url() -> Iterator[str]:
+    server = ThreadedServer(stand_in_payments()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def due_order(orders: Orders, product_id: int, *, seconds_ago: float,
+                    lease: str | None = None, lease_until_in: float = -1.0) -> int:
+    """An unpaid order past its deadline by `seconds_ago`; with `lease`, a payment lease that
+    ran out `lease_until_in` seconds from now (negative: in the past)."""
+    order_id = int(str((await create(orders, new_id(), product_id))["id"]))
+    now = utcnow()
+    async with orders.transactions.write() as repository:
+        await repository.session.execute(
+            text("UPDATE orders SET expires_at = :past, lease_token = :token, "
+                 "lease_until = :until WHERE id = :id"),
+            {"past": now - timedelta(seconds=seconds_ago), "token": lease,
+             "until": now + timedelta(seconds=lease_until_in) if lease else None,
+             "id": order_id})
+    return order_id
+
+
+async def statuses(orders: Orders, order_ids: list[int]) -> list[str]:
+    async with orders.transactions.read() as repository:
+        found = [await repository.order(order_id) for order_id in order_ids]
+    return [order.status if order else "missing" for order in found]
+
+
+async def expire_round(expiry: OrderExpiry, *, batch: int = 200) -> None:
+    """One round, and the payment checks it began."""
+    await expiry.expire_due(batch=batch)
+    await expiry.drain()
+
+
+def expiry_over(orders: Orders, payments: PaymentsClient) -> OrderExpiry:
+    return OrderExpiry(transactions=orders.transactions, effects=orders.effects,
+                       payments=payments, transitions=orders.transitions, check_timeout=1.0)
+
+
+async def test_orders_whose_lease_ran_out_expire_with_payment_service_unreachable(
+    orders: Orders
+) -> None:
+    """Nobody listens where payment_service should be: the bound on expiry still holds, and
+    the units come back (a charge that succeeds later finds the order expired: voided)."""
+    product_id = await register(orders, total=4)
+    lapsed = [await due_order(orders, product_id, seconds_ago=5 - n, lease="a" * 32)
+              for n in range(3)]
+    unleased = await due_order(orders, product_id, seconds_ago=1)
+    await expire_round(orders.expiry)
+    await orders.effects.drain()
+    assert await statuses(orders, [*lapsed, unleased]) == ["expired"] * 4
+    assert [await hold_state(orders, product_id, order_id) for order_id in lapsed] \
+        == ["released"] * 3
+
+
+async def test_a_payment_service_that_never_answers_holds_up_no_order(
+    orders: Orders, payments_url: str
+) -> None:
+    product_id = await register(orders, total=4)
+    lapsed = [await due_order(orders, product_id, seconds_ago=5 - n, lease="b" * 32)
+              for n in range(3)]
+    unleased = await due_order(orders, product_id, seconds_ago=1)
+    PAYMENT_ANSWERS.update(dict.fromkeys(lapsed, "never"))
+    async with service_client("payment_service", payments_url, signing_key=KEY,
+                              timeout_seconds=60) as slow:
+        expiry = expiry_over(orders, PaymentsClient(slow))
+        async with asyncio.timeout(20):  # one check alone would take 60 s, three in a row 180
+            await expiry.expire_due()
+            # Not held up by the checks still out: expired by the round itself.
+            assert await statuses(orders, [unleased]) == ["expired"]
+            await expiry.drain()
+        assert await statuses(orders, lapsed) == ["expired"] * 3
+
+
+async def test_an_order_whose_check_fails_is_skipped_not_the_round(
+    orders: Orders, payments_url: str
+) -> None:
+    product_id = await register(orders, total=2)
+    # Its payment succeeded under another lease than the order's: mark_paid refuses it.
+    refused = await due_order(orders, product_id, seconds_ago=5, lease="c" * 32)
+    PAYMENT_ANSWERS[refused] = {"id": new_id(), "order_id": refused, "status": "succeeded",
+                                "lease_token": "d" * 32}
+    unleased = await due_order(orders, product_id, seconds_ago=1)
+    async with service_client("payment_service", payments_url, signing_key=KEY,
+                              timeout_seconds=5) as answering:
+        await expire_round(expiry_over(orders, PaymentsClient(answering)))
+    assert await statuses(orders, [refused, unleased]) == ["pending_payment", "expired"]
+
+
+async def test_orders_skipped_at_the_head_of_the_deadline_order_starve_none_behind(
+    orders: Orders, payments_url: str
+) -> None:
+    product_id = await register(orders, total=5)
+    running = [await due_order(orders, product_id, seconds_ago=9 - n, lease="e" * 32,
+                               lease_until_in=30) for n in range(2)]
+    pending = [await due_order(orders, product_id, seconds_ago=7 - n, lease="f" * 32)
+               for n in range(2)]
+    PAYMENT_ANSWERS.update({order_id: {"id": new_id(), "order_id": order_id,
+                                       "status": "pending", "lease_token": "f" * 32}
+                            for order_id in pending})
+    unleased = await due_order(orders, product_id, seconds_ago=1)
+    async with service_client("payment_service", payments_url, signing_key=KEY,
+                              timeout_seconds=5) as answering:
+        await expire_round(expiry_over(orders, PaymentsClient(answering)), batch=3)
+    assert await statuses(orders, [*running, *pending, unleased]) == \
+        ["pending_payment"] * 4 + ["expired"]
