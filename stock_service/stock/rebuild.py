@@ -112,8 +112,8 @@ class LiveState:
             if loaded.version is None:
                 return True
             async with self.transactions.read() as ledger:
-                now = await ledger.product(product_id)
-            if now is None or now.version == loaded.version:
+                current = await ledger.product(product_id)
+            if current is None or current.version == loaded.version:
                 return True
         return True
 
