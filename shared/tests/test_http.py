@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
+
+import pytest
 
 from shared.http import RESENT_HEADER, service_client
 
 KEY = b"k" * 32
 
 
-async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent() -> None:
+@pytest.mark.parametrize("how", ["closed", "reset"])
+async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(how: str) -> None:
     seen: list[dict[str, str]] = []
 
     async def closes_the_first(reader: asyncio.StreamReader,
@@ -27,6 +32,9 @@ async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
             await writer.drain()
+        elif how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.close()  # the first: carried out, perhaps, but never answered
 
     server = await asyncio.start_server(closes_the_first, "127.0.0.1", 0)
