@@ -9,15 +9,19 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.migrate import migration_lock
+
 
 def run_migrations(metadata: MetaData, default_url: str) -> None:
     config = context.config
     url = config.attributes.get("database_url") or default_url
 
     def do_run(connection: Connection) -> None:
-        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        # Two runs of one chain at once would both create the same tables; they take turns.
+        with migration_lock(connection):
+            context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+            with context.begin_transaction():
+                context.run_migrations()
 
     async def run_async() -> None:
         engine = create_async_engine(url)

@@ -2,6 +2,10 @@
 
 The command that does it for every service is `python -m deploy.migrate`; this module takes the
 service's package and database URL as arguments and knows no service itself.
+
+A chain runs under a MySQL named lock per schema (`migration_lock`, taken by every service's
+env.py through shared.alembic_env), so two runs at once (replicas starting together, a Kubernetes
+Job beside `make run`, a retried Job) take turns: the second finds the schema at head.
 """
 
 from __future__ import annotations
@@ -9,12 +13,57 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import make_url
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+
+# How long a run waits for another run of the same schema's chain before it gives up.
+MIGRATION_LOCK_TIMEOUT_SECONDS = 600
+# MySQL refuses lock names past 64 characters.
+_MAX_LOCK_NAME = 64
+logger = logging.getLogger("shared.migrate")
+
+
+class MigrationLockTimeout(RuntimeError):
+    pass
+
+
+def migration_lock_name(schema: str) -> str:
+    """Per schema, so different services migrate side by side; server-wide in MySQL."""
+    name = f"preorder.migrate.{schema}"
+    if len(name) > _MAX_LOCK_NAME:
+        raise ValueError(f"schema name too long for a migration lock: {schema!r}")
+    return name
+
+
+@contextmanager
+def migration_lock(connection: Connection, *,
+                   timeout: float = MIGRATION_LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Holds the schema's named lock on `connection` (the one the chain runs on) meanwhile.
+
+    A named lock belongs to the session, not to a transaction, so the DDL's implicit commits do
+    not release it; a connection that dies releases it with itself.
+    """
+    name = migration_lock_name(str(connection.engine.url.database))
+    got = connection.execute(text("SELECT GET_LOCK(:name, :timeout)"),
+                             {"name": name, "timeout": timeout}).scalar()
+    # Alembic begins its own transaction; the one the SELECT began must not be open then.
+    connection.commit()
+    if got != 1:
+        raise MigrationLockTimeout(f"another migration of {name!r} held its lock past {timeout} s")
+    try:
+        yield
+    finally:
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+        connection.commit()
 
 
 def alembic_config(service_package: str, database_url: str) -> Config:
@@ -51,3 +100,27 @@ def upgrade(service_package: str, database_url: str, *, drop_first: bool = False
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     asyncio.run(ensure_database(database_url, drop_first=drop_first))
     command.upgrade(alembic_config(service_package, database_url), "head")
+
+
+async def at_head(service_package: str, database_url: str) -> bool:
+    """Whether the schema exists and its chain is at head (what an app needs before it starts)."""
+    heads = set(ScriptDirectory.from_config(alembic_config(service_package, database_url)).get_heads())
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(
+                lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+    except Exception as exc:  # a schema or server not there yet is the usual answer while waiting
+        logger.info("schema not reachable yet", extra={"error": repr(exc)})
+        return False
+    finally:
+        await engine.dispose()
+    return current == heads
+
+
+async def wait_for_head(service_package: str, database_url: str, *, interval: float = 2.0) -> None:
+    """Returns once another process (a Kubernetes Job) has brought the schema to head."""
+    while True:
+        if await at_head(service_package, database_url):
+            return
+        await asyncio.sleep(interval)
