@@ -1,6 +1,8 @@
 #!/bin/sh
 # Container entry point for every app: `entrypoint.sh <package> <port>`.
-# A database service applies its own Alembic chain first; then uvicorn replaces this shell (exec),
+# A database service applies its own Alembic chain first (under the schema's named lock, so
+# replicas starting together take turns; MIGRATE_ON_START=0 leaves it to a separate step, as the
+# Kubernetes Job does); then uvicorn replaces this shell (exec),
 # so the app runs as PID 1 and receives docker's SIGTERM itself. --no-proxy-headers: the gateway
 # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT); uvicorn must not rewrite them.
 # --no-server-header: no `server: uvicorn` telling an attacker which bugs to try.
@@ -11,7 +13,7 @@ set -eu
 service="$1"
 port="$2"
 
-if [ "$service" != "gateway" ]; then
+if [ "$service" != "gateway" ] && [ "${MIGRATE_ON_START:-1}" != "0" ]; then
     python -m deploy.migrate "$service"
 fi
 

@@ -1,13 +1,18 @@
 """`python -m deploy.migrate [service ...]`: each service's Alembic chain to head, against the
 database its own settings name (so the same command serves `make run`, compose and production).
+Runs of one schema take turns on a MySQL named lock (shared.migrate).
+
+`--wait`: change nothing; return once each schema is at head (a Kubernetes pod's init container
+waits so for its service's migration Job).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 
-from shared.migrate import upgrade
+from shared.migrate import upgrade, wait_for_head
 from shared.services import SERVICES, service
 
 
@@ -22,14 +27,21 @@ def main() -> None:
     parser.add_argument("services", nargs="*", metavar="SERVICE",
                         default=[app.package for app in SERVICES if app.has_database],
                         help="short name or package (default: every service with a database)")
+    parser.add_argument("--wait", action="store_true",
+                        help="migrate nothing: wait until each schema is at head")
     args = parser.parse_args()
     for name in args.services:
         try:
             package = service(name).package
         except KeyError:
             parser.error(f"unknown service {name!r}")
-        upgrade(package, service_database_url(package))
-        print(f"migrated {package}")
+        if args.wait:
+            print(f"waiting for {package}'s schema to reach head", flush=True)
+            asyncio.run(wait_for_head(package, service_database_url(package)))
+            print(f"{package} is at head")
+        else:
+            upgrade(package, service_database_url(package))
+            print(f"migrated {package}")
 
 
 if __name__ == "__main__":
