@@ -44,7 +44,9 @@ $(STAMP): pyproject.toml | $(PYTHON)
 run: venv
 	$(PYTHON) -m deploy.run_local
 
+# The Kubernetes manifests' test renders them with kubectl (installed here when missing).
 test: venv
+	deploy/k8s/ensure_kubectl.sh
 	$(VENV)/bin/pytest
 
 lint: venv

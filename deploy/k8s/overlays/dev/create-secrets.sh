@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The dev overlay's Secrets, with fresh random passwords and keys, created straight in the cluster
+# (nothing is written to a file): MySQL's root password, Redis's password, each app's database and
+# Redis URLs, the identity signing key and user_service's JWT key. Run once before the first
+# `kubectl apply -k deploy/k8s/overlays/dev`; an existing Secret is left as it is, so tokens
+# and data survive a second run. Needs kubectl (pointed at the dev cluster) and openssl.
+set -euo pipefail
+
+namespace=preorder
+kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
+
+random() { openssl rand -hex 24; }
+
+create() {  # create <name> --from-literal=... ...
+    local name=$1
+    shift
+    if kubectl -n "$namespace" get secret "$name" >/dev/null 2>&1; then
+        echo "secret/$name exists, kept"
+    else
+        kubectl -n "$namespace" create secret generic "$name" "$@"
+    fi
+}
+
+mysql_password=$(kubectl -n "$namespace" get secret preorder-dev-mysql \
+    -o jsonpath='{.data.root-password}' 2>/dev/null | base64 -d || true)
+redis_password=$(kubectl -n "$namespace" get secret preorder-dev-redis \
+    -o jsonpath='{.data.password}' 2>/dev/null | base64 -d || true)
+mysql_password=${mysql_password:-$(random)}
+redis_password=${redis_password:-$(random)}
+
+create preorder-dev-mysql --from-literal=root-password="$mysql_password"
+create preorder-dev-redis --from-literal=password="$redis_password"
+create preorder-identity --from-literal=signing-key="$(random)"
+create preorder-gateway --from-literal=redis-url="redis://:$redis_password@redis:6379/0"
+# Development only: every service reaches its own schema as MySQL's root (the migration creates
+# the schema). Production gives each service a user of its own (deploy/mysql/init.sql's grants).
+for name in user product order payment stock social; do
+    extra=()
+    if [ "$name" = user ]; then
+        extra=(--from-literal=jwt-private-key="$(openssl genpkey -algorithm ed25519)")
+    fi
+    create "preorder-$name" \
+        --from-literal=database-url="mysql+asyncmy://root:$mysql_password@mysql:3306/preorder_$name" \
+        --from-literal=redis-url="redis://:$redis_password@redis:6379/0" "${extra[@]}"
+done
