@@ -16,6 +16,7 @@ from gateway.settings import Settings
 from gateway.upstreams import Upstreams
 from shared.broadcast import Channels, Subscription
 from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers
+from shared.lifespan import open_redis
 
 
 class GatewayRuntime:
@@ -60,9 +61,13 @@ class GatewayRuntime:
     async def start(self) -> None:
         settings = self.settings
         await self.upstreams.start()
-        self._redis = Redis.from_url(settings.redis_url, decode_responses=True,
-                                     socket_connect_timeout=1, socket_timeout=2,
-                                     max_connections=512)
+        if settings.redis_cluster:
+            self._redis = open_redis(settings.redis_url, cluster=True, connect_timeout=1,
+                                     timeout=2)
+        else:
+            self._redis = Redis.from_url(settings.redis_url, decode_responses=True,
+                                         socket_connect_timeout=1, socket_timeout=2,
+                                         max_connections=512)
         jwks = JwksCache(f"{settings.user_service_url}/.well-known/jwks.json",
                          self.upstreams.sessions["user"],
                          refetch_interval=settings.jwks_refetch_interval_seconds)

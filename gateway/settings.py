@@ -16,6 +16,8 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # redis_url is one node of a Redis Cluster (GATEWAY_REDIS_CLUSTER=true).
+    redis_cluster: bool = False
     # GATEWAY_<NAME>_SERVICE_URL, one per service of shared.services (a test holds the two in
     # step); the defaults are where `make run` puts each service.
     user_service_url: str = service("user").local_url

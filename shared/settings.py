@@ -85,6 +85,9 @@ class DatastoreSettings(ServiceSettings):
     database_pool_size: int = Field(default=10, gt=0)
     database_read_pool_size: int = Field(default=10, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # redis_url names one node of a Redis Cluster (X_REDIS_CLUSTER=true): the client learns the
+    # others from it and sends each command to the shard that owns its keys.
+    redis_cluster: bool = False
 
     @model_validator(mode="after")
     def _no_passwordless_database_in_production(self) -> DatastoreSettings:
