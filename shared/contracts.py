@@ -47,7 +47,10 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 
 # To revoke a session, user_service sets this key on the Redis the gateway reads; while it
 # exists the gateway answers 401 `token_revoked` to every access token of that session.
-REVOKED_SESSION_KEY = "auth:revoked-session:{sid}"
+# One hash tag, `{auth:revocation}`, for these keys and REVOCATION_EPOCH_KEY: on a Redis Cluster
+# they share one shard, so the gateway reads them in one MGET, and a shard that loses its data
+# loses the epoch key with the revocations (never the revocations alone, unnoticed).
+REVOKED_SESSION_KEY = "{{auth:revocation}}:session:{sid}"
 
 
 def revoked_session_key(session_id: str) -> str:
@@ -68,7 +71,7 @@ def internal_user_path(user_id: int) -> str:
 # restart without persistence, a failover, a FLUSHDB) the key is gone with the revocations, and
 # the gateway refuses every token (503) until user_service has published them again from MySQL.
 # Its value is when that was done (unix seconds), for whoever looks.
-REVOCATION_EPOCH_KEY = "auth:revocation-epoch"
+REVOCATION_EPOCH_KEY = "{auth:revocation}:epoch"
 
 
 # Services believe the identity headers above only under the gateway's signature, so a process

@@ -19,6 +19,7 @@ from gateway.app import create_app
 from gateway.auth import Identity, VerifiedTokens
 from gateway.jwks import JwksCache, parse_jwks
 from gateway.tests.conftest import KeyRing, Rig, echo_app, gateway_settings, make_token
+from shared.contracts import revoked_session_key
 from shared.testing.net import ThreadedServer, free_port
 
 ME = "/api/v1/users/me"
@@ -126,7 +127,7 @@ async def test_revoked_session_is_refused(rig: Rig, client: httpx.AsyncClient, r
     token = rig.token(sid=sid)
     ok = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
-    await redis.set(f"auth:revoked-session:{sid}", "1", ex=60)
+    await redis.set(revoked_session_key(sid), "1", ex=60)
     await expect_401(client, token, "token_revoked")
 
 

@@ -9,6 +9,7 @@ posts are pulled from MySQL when a follower reads (follow_counts.posts_pulled).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, select
 
+from shared.lifespan import same_slot_groups
 from shared.pagination import Key
 from shared.reads import ReadSession
 from social_service.feed.scripts import READY, WHOLE, TimelineScripts
@@ -63,13 +65,15 @@ class Timelines:
         self.ttl_seconds = ttl_seconds
         self.scripts = TimelineScripts(redis)
 
+    # A timeline and its generation share the user's hash tag: the scripts take both, which a
+    # Redis Cluster allows only within one slot.
     @staticmethod
     def key(user_id: int) -> str:
-        return f"social:timeline:{user_id}"
+        return f"social:timeline:{{{user_id}}}"
 
     @staticmethod
     def generation_key(user_id: int) -> str:
-        return f"social:timeline-generation:{user_id}"
+        return f"social:timeline-generation:{{{user_id}}}"
 
     async def read(self, user_id: int, *, before: Key | None, count: int) -> TimelineSlice | None:
         """Up to `count` keys older than `before`, newest first; None if not built."""
@@ -108,10 +112,11 @@ class Timelines:
             return
         followers = await follows.follower_ids(author_id)
         for start in range(0, len(followers), PUSH_BATCH):
-            await self.scripts.push(
-                keys=[self.key(f) for f in followers[start:start + PUSH_BATCH]],
-                args=[member(post), self.length, self.ttl_seconds],
-            )
+            keys = [self.key(f) for f in followers[start:start + PUSH_BATCH]]
+            # One call for the batch on a single Redis; on a cluster one per slot, at once.
+            await asyncio.gather(*(
+                self.scripts.push(keys=group, args=[member(post), self.length, self.ttl_seconds])
+                for group in same_slot_groups(self.redis, keys)))
 
     async def merge_author(self, follower_id: int, author_id: int) -> None:
         keys = await self._latest_posts(author_id)

@@ -23,10 +23,12 @@ RESEND_WINDOW_SECONDS = HOUR
 VERIFY_WINDOW_SECONDS = 15 * 60
 CODE_FAILURES_WINDOW_SECONDS = 24 * HOUR
 
-SIGNUP_ADDRESS_KEY = "auth:limit:signup:addr:{network}"
-SIGNUP_TOTAL_KEY = "auth:limit:signup:total"
-RESEND_ADDRESS_KEY = "auth:limit:resend:addr:{network}"
-RESEND_TOTAL_KEY = "auth:limit:resend:total"
+# A route's per-address counters and its total share one hash tag, so the script that counts
+# both runs on a Redis Cluster (its keys must sit in one slot).
+SIGNUP_ADDRESS_KEY = "auth:limit:{{signup}}:addr:{network}"
+SIGNUP_TOTAL_KEY = "auth:limit:{signup}:total"
+RESEND_ADDRESS_KEY = "auth:limit:{{resend}}:addr:{network}"
+RESEND_TOTAL_KEY = "auth:limit:{resend}:total"
 VERIFY_ADDRESS_KEY = "auth:limit:verify:addr:{network}"
 # Per address (mailbox), not per account: a new sign-up replacing an unverified account must not
 # give a guesser twenty more tries at its code.

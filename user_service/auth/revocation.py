@@ -2,7 +2,7 @@
 
 To revoke a session, user_service sets, on the Redis of `USER_REDIS_URL`:
 
-    SET auth:revoked-session:{sid} 1 EX {access_token_ttl_seconds + 60}
+    SET {auth:revocation}:session:<sid> 1 EX <access_token_ttl_seconds + 60>
 
 where `sid` is the access token's `sid` claim. The gateway answers 401 `token_revoked` to any
 access token whose `sid` has that key. The key only needs to outlive

@@ -18,6 +18,7 @@ from one address can pass its limit by as many guesses as are in flight at once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -28,8 +29,9 @@ from redis.asyncio import Redis
 
 logger = logging.getLogger("user_service.auth.throttle")
 
-PAIR_ATTEMPTS_KEY = "auth:login-fail:pair:{digest}"
-ADDRESS_FAILURES_KEY = "auth:login-fail:addr:{network}"
+# The address's two keys share its hash tag, so one script reads both on a Redis Cluster.
+PAIR_ATTEMPTS_KEY = "auth:login-fail:{{{network}}}:pair:{digest}"
+ADDRESS_FAILURES_KEY = "auth:login-fail:{{{network}}}:addr"
 ACCOUNT_FAILURES_KEY = "auth:login-fail:email:{digest}"
 
 # KEYS: the address's failures, the (email, address) attempts. ARGV: their limits, the window.
@@ -93,7 +95,8 @@ def _digest(*parts: str) -> str:
 
 
 def pair_attempts_key(email: str, ip: str) -> str:
-    return PAIR_ATTEMPTS_KEY.format(digest=_digest(email, client_network(ip)))
+    network = client_network(ip)
+    return PAIR_ATTEMPTS_KEY.format(network=network, digest=_digest(email, network))
 
 
 def address_failures_key(ip: str) -> str:
@@ -144,9 +147,11 @@ class LoginThrottle:
 
     async def count_failure(self, email: str, ip: str, *, user_id: int | None) -> None:
         """A wrong password: one more failure for the address, and for the account's signal."""
-        _, account = await self._count(
-            keys=[address_failures_key(ip), account_failures_key(email)],
-            args=[self.window_seconds])
+        # One script per key: the address's and the account's counters sit in different hash
+        # slots (a cluster refuses a script across slots), and neither needs the other's count.
+        _, (account,) = await asyncio.gather(
+            self._count(keys=[address_failures_key(ip)], args=[self.window_seconds]),
+            self._count(keys=[account_failures_key(email)], args=[self.window_seconds]))
         self.metrics.failures.inc()
         if int(account) > self.max_failures_per_email:
             self.metrics.on_targeted_accounts.inc()
