@@ -47,7 +47,7 @@ class System:
 def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
                    overrides: dict[str, dict[str, str]] | None = None) -> Iterator[System]:
     """Fresh e2e schemas, every service, then the gateway in front of them. `overrides` adds
-    environment variables per service (short name)."""
+    environment variables per app (a service's short name, or "gateway")."""
     overrides = overrides or {}
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
     # State keyed by row ids the fresh schemas hand out again (timelines, live stock, keys).
@@ -77,6 +77,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
                    "GATEWAY_RATE_LIMIT_PER_USER": "1000",
                    **{f"GATEWAY_{n.upper()}_SERVICE_URL": p.url for n, p in services.items()}}
+    gateway_env.update(overrides.get("gateway", {}))
     gateway = ServiceProcess("gateway", "gateway.app:create_app", env=gateway_env, log_dir=logs)
     try:
         for process in services.values():
