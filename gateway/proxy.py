@@ -242,16 +242,13 @@ class Proxy:
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
                 return
-            except aiohttp.ConnectionTimeoutError:
+            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
                 # Nothing was sent, so a second connect is safe for any method. Seen under a
                 # burst (make load): the connect completes at once on loopback, but a gateway
-                # loop busy for longer than the timeout runs the timer before it sees that.
+                # loop busy for longer than the timeout runs the timer before it sees that. And
+                # with replicas behind one name: the next connect goes to the next address.
                 if not last:
                     continue
-                await self._upstream_error(send, service, 503, "upstream_unavailable",
-                                           "is not accepting connections")
-                return
-            except aiohttp.ClientConnectorError:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections")
                 return

@@ -9,6 +9,11 @@ from gateway.settings import Settings
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
 UPSTREAM_KEEPALIVE_SECONDS = 4.0
+# A name with several replicas behind it (swarm's dnsrr, a Kubernetes headless Service) resolves
+# to each one's address; aiohttp spreads new connections over them in turn and, when one does
+# not connect, tries the next. Asked again this often, so a replica that died leaves the list
+# and one that was added joins it within seconds.
+UPSTREAM_DNS_TTL_SECONDS = 5
 
 
 class Upstreams:
@@ -34,7 +39,7 @@ class Upstreams:
             connector = aiohttp.TCPConnector(
                 limit=self.settings.max_connections_per_upstream,
                 keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
-                ttl_dns_cache=300,
+                ttl_dns_cache=UPSTREAM_DNS_TTL_SECONDS,
             )
             # No cookie jar: a Set-Cookie in one client's answer is that client's, passed on to
             # it, never kept in a pool every user's requests share.
