@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Project code checked by `make lint` (migrations included: they are code too).
 CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.py
 
-.PHONY: help venv run test lint bench load chaos keys compose-check clean distclean
+.PHONY: help venv run test lint bench load chaos keys compose-check swarm-check clean distclean
 
 help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
@@ -19,6 +19,7 @@ help:
 	@echo "make chaos  - a sale under a seeded fault schedule on its own Redis/MariaDB, then the invariants (ARGS=\"--seed N ...\")"
 	@echo "make keys   - write development keys (JWT signing, identity signing) into .env (optional for docker compose)"
 	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
+	@echo "make swarm-check - the same images on Docker Swarm with replicas, a sale while replicas die"
 	@echo "make clean  - remove caches and .data/ (distclean also removes .venv)"
 
 venv: $(STAMP)
@@ -72,6 +73,10 @@ keys: venv
 # Starts (and installs, as root) a Docker engine if none answers; see deploy/compose_check/.
 compose-check: venv
 	$(PYTHON) -m deploy.compose_check
+
+# Docker Swarm with replicas and a sale while tasks die and scale; see deploy/swarm_check/.
+swarm-check: venv
+	$(PYTHON) -m deploy.swarm_check
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -73,6 +73,10 @@ def add_arguments(parser: Any, **_: Any) -> None:
                        help="share of paying buyers whose card is declined")
     group.add_argument("--quit-when-bought", type=float, default=2.0,
                        help="seconds after the last buyer finished that the run ends (<0: never)")
+    group.add_argument("--idempotent-retries", type=float, default=0.0,
+                       help="seconds a buyer retries an order or payment answered 5xx (or 409 "
+                            "idempotency_key_in_use), with the same Idempotency-Key, as a client "
+                            "following API.md would (0: one attempt, no key)")
     group.add_argument("--outcomes-file", default="",
                        help="master (or a local run): where the collected answers are written")
 
@@ -238,16 +242,28 @@ class BuyerUser(FastHttpUser):
     def send(self, route: str, path: str, body: dict[str, Any]) -> Any:
         sent = time.time()
         started = time.perf_counter()
-        with self.client.post(path, json=body, headers=self.auth, name=path.removeprefix(
-                "/api/v1"), catch_response=True) as response:
-            latency = (time.perf_counter() - started) * 1000
-            code = problem_code(response)
-            if route == "POST /payments" and response.status_code == 201:
-                code = str(response.json()["status"])  # succeeded or failed: both are 201
-            self.answers.append([route, int(response.status_code or 0), code, sent, latency])
-            if response.status_code == 409:
-                response.success()  # sold out, over the limit: answers, not failures
-        return response
+        retry_for = float(self.environment.parsed_options.idempotent_retries)
+        headers = self.auth | ({"Idempotency-Key": uuid.uuid4().hex} if retry_for > 0 else {})
+        while True:
+            with self.client.post(path, json=body, headers=headers, name=path.removeprefix(
+                    "/api/v1"), catch_response=True) as response:
+                code = problem_code(response)
+                status = int(response.status_code or 0)
+                if (retry_for > 0 and time.perf_counter() - started < retry_for
+                        and (status >= 500 or status == 0 or code == "idempotency_key_in_use")):
+                    # Locust's statistics keep the attempt as a failure; the buyer's answer is
+                    # what the retries with the same key end in.
+                    response.failure(f"{status} {code}: retried with the same Idempotency-Key")
+                    delay = min(5.0, float(response.headers.get("Retry-After") or 1))
+                else:
+                    latency = (time.perf_counter() - started) * 1000
+                    if route == "POST /payments" and status == 201:
+                        code = str(response.json()["status"])  # succeeded or failed: both 201
+                    self.answers.append([route, status, code, sent, latency])
+                    if status == 409:
+                        response.success()  # sold out, over the limit: answers, not failures
+                    return response
+            gevent.sleep(delay)
 
     @task
     def buy(self) -> None:

@@ -121,6 +121,7 @@ def run_locust(args: argparse.Namespace, target: Target, seed_file: Path, out: P
               "--buyers", str(args.buyers), "--browsers", str(args.browsers),
               "--social", str(args.social), "--walk-away", str(args.walk_away),
               "--double-tap", str(args.double_tap),
+              "--idempotent-retries", str(args.idempotent_retries),
               "--declined", str(args.declined), "--outcomes-file", str(out / "outcomes.json"),
               "--html", str(out / "report.html"), "--csv", str(out / "locust"),
               "--only-summary"]
@@ -300,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="share of buyers who send two orders at once")
     parser.add_argument("--walk-away", type=float, default=0.2)
     parser.add_argument("--declined", type=float, default=0.2)
+    parser.add_argument("--idempotent-retries", type=float, default=0.0,
+                        help="seconds buyers retry a 5xx with the same Idempotency-Key (0: never)")
     parser.add_argument("--ttl", type=float, default=20.0,
                         help="ORDER_PAYMENT_TTL_SECONDS of the system (set on the own one)")
     parser.add_argument("--lead", type=float, default=30.0,
