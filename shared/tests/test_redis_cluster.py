@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 from shared.lifespan import open_redis, same_slot_groups
+from shared.settings import DatastoreSettings
 from shared.testing.datastores import TEST_REDIS_URL
 from shared.testing.redis_cluster import redis_cluster
-from stock_service.settings import Settings as StockSettings
 
 # Counts each key it is given.
 COUNT_EACH = "for _, key in ipairs(KEYS) do redis.call('INCR', key) end return #KEYS"
@@ -54,8 +55,12 @@ async def test_a_single_redis_takes_all_keys_in_one_group() -> None:
         await client.aclose()
 
 
+class ExampleSettings(DatastoreSettings):
+    model_config = SettingsConfigDict(env_prefix="EXAMPLE_")
+
+
 def test_the_setting_is_read_with_the_services_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STOCK_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1/x")
-    assert StockSettings().redis_cluster is False
-    monkeypatch.setenv("STOCK_REDIS_CLUSTER", "true")
-    assert StockSettings().redis_cluster is True
+    monkeypatch.setenv("EXAMPLE_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1/x")
+    assert ExampleSettings().redis_cluster is False
+    monkeypatch.setenv("EXAMPLE_REDIS_CLUSTER", "true")
+    assert ExampleSettings().redis_cluster is True
