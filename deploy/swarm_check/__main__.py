@@ -19,8 +19,8 @@ from deploy.compose_check.commands import CheckError, Deadline, run, run_logged
 from deploy.compose_check.engine import Apt, Engine, ensure_engine
 from deploy.compose_check.images import ImageBuilder, dockerfile_python_image
 from deploy.dev_keys import new_private_key_pem
-from deploy.services import SERVICES
 from deploy.swarm_check.stack import REPO_ROOT, StackImages, StackPorts, stack_file
+from shared.services import SERVICES
 from shared.testing.net import free_port
 
 STATE_DIR = REPO_ROOT / ".data" / "swarm-check"

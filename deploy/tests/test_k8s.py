@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy.services import GATEWAY, SERVICES, App
+from shared.services import GATEWAY, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from deploy.services import SERVICES
 from gateway.tests.e2e import System, running_system
+from shared.services import SERVICES
 from shared.testing.mail import MailSink
 from shared.testing.redis_cluster import redis_cluster
 
