@@ -173,6 +173,27 @@ async def test_an_order_without_its_hold_breaks_the_agreement(
     assert await broken(sale, engines, databases) == ["orders_holds_payments_agree"]
 
 
+def orphan_hold(sale: Sale, order_id: int, user_id: int, state: str) -> None:
+    """A hold whose order was never written (its order_service died between the two)."""
+    sale.order(order_id, user_id, "expired", hold=state)
+    sale.orders.pop()
+
+
+async def test_a_released_hold_whose_order_was_never_written_is_an_orphan_given_back(
+        engines: dict[str, AsyncEngine], databases: dict[str, str]) -> None:
+    sale = after_a_sale()
+    orphan_hold(sale, 4, 14, "released")
+    assert await broken(sale, engines, databases) == []
+
+
+async def test_a_committed_hold_without_an_order_breaks_the_agreement(
+        engines: dict[str, AsyncEngine], databases: dict[str, str]) -> None:
+    sale = after_a_sale()
+    orphan_hold(sale, 4, 14, "committed")
+    assert "orders_holds_payments_agree" in await broken(sale, engines, databases,
+                                                         public_remaining=3)
+
+
 async def test_a_hold_in_the_wrong_state_breaks_the_agreement(
         engines: dict[str, AsyncEngine], databases: dict[str, str]) -> None:
     sale = after_a_sale()
