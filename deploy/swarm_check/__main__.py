@@ -91,14 +91,21 @@ def ended_tasks(stack: str) -> dict[str, int]:
     return ended
 
 
-def wait_until_up(stack: str, gateway_url: str, expected: int) -> None:
+def healthy_tasks(stack: str) -> int:
+    return len(docker("ps", "-q", "--filter", f"label=com.docker.stack.namespace={stack}",
+                      "--filter", "health=healthy").split())
+
+
+def wait_until_up(stack: str, gateway_url: str, services: int, tasks: int) -> None:
+    """Every task healthy, not only running: a task joins its name's DNS answer once it runs,
+    which for a database service is while it still migrates (or waits for the lock to)."""
     deadline = Deadline(UP_SECONDS)
     while not deadline.passed():
         replicas = running_replicas(stack)
-        full = len(replicas) == expected and all(
+        full = len(replicas) == services and all(
             r.split(" ")[0].split("/")[0] == r.split(" ")[0].split("/")[1]
             for r in replicas.values())
-        if full:
+        if full and healthy_tasks(stack) >= tasks:
             try:
                 with urllib.request.urlopen(f"{gateway_url}/readyz", timeout=3) as answer:  # noqa: S310
                     if answer.status == 200:
@@ -207,7 +214,8 @@ def main() -> None:
         run_logged(["docker", "stack", "deploy", "--compose-file", str(stack_path), args.stack],
                    STATE_DIR / "deploy.log", timeout=300)
         gateway_url = f"http://127.0.0.1:{ports.gateway}"
-        wait_until_up(args.stack, gateway_url, len(stack["services"]))
+        wait_until_up(args.stack, gateway_url, len(stack["services"]),
+                      sum(s["deploy"]["replicas"] for s in stack["services"].values()))
         print(f"stack {args.stack} up in {time.monotonic() - started:.0f} s: "
               f"{running_replicas(args.stack)}", flush=True)
         faults, stop = Faults(), threading.Event()
