@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway.tests.test_e2e_orders import (
     people,
-    test_300_orders_at_once_for_30_units_sell_exactly_30,
+    test_300_orders_at_once_from_one_buyer_make_one_order_and_keep_nothing_more,
     test_a_declined_card_fails_the_order_and_returns_its_stock,
     test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once,
     test_an_order_holds_stock_until_paid_and_each_side_is_its_owners,
@@ -14,7 +14,7 @@ from gateway.tests.test_e2e_orders import (
 
 __all__ = [
     "people",
-    "test_300_orders_at_once_for_30_units_sell_exactly_30",
+    "test_300_orders_at_once_from_one_buyer_make_one_order_and_keep_nothing_more",
     "test_a_declined_card_fails_the_order_and_returns_its_stock",
     "test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once",
     "test_an_order_holds_stock_until_paid_and_each_side_is_its_owners",
