@@ -4,7 +4,8 @@
    else from the OS packages (MariaDB, Redis).
 2. Each database service's Alembic chain (`python -m deploy.migrate`).
 3. Mail: an embedded SMTP sink writing .data/mail/*.eml, unless SMTP_HOST is set.
-4. The seven uvicorn processes, their output merged into one stream with a prefix per service.
+4. The eight uvicorn processes (the card processor simulator among them), their output merged
+   into one stream with a prefix per service.
 5. Ctrl-C or SIGTERM stops everything it started; a service that dies on its own stops the rest.
 
 `python -m deploy.run_local user product` starts only those services (the gateway is `gateway`).
@@ -39,7 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.mail_sink import MailSink, StoredMail
-from shared.services import GATEWAY, SERVICES, App
+from shared.services import GATEWAY, PROCESSOR_SIM, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
@@ -59,16 +60,17 @@ RECENT_LINES = 40
 
 
 def all_services() -> tuple[App, ...]:
-    """The registry's apps, with the gateway on GATEWAY_PORT when that is set."""
+    """The registry's apps, with the gateway on GATEWAY_PORT when that is set, and the card
+    processor simulator payment_service charges through."""
     gateway = replace(GATEWAY, port=int(os.environ.get("GATEWAY_PORT", GATEWAY.port)))
-    return (gateway, *SERVICES)
+    return (gateway, *SERVICES, PROCESSOR_SIM)
 
 
 class LogStream:
     """One output stream; every line carries a fixed-width prefix, colored on a terminal."""
 
     COLORS = {"gateway": 36, "user": 32, "product": 33, "order": 35, "payment": 34,
-              "stock": 96, "social": 92, "mail": 93, "migrate": 37, "run": 1}
+              "stock": 96, "social": 92, "processor_sim": 94, "mail": 93, "migrate": 37, "run": 1}
 
     def __init__(self, out: TextIO) -> None:
         self.out = out

@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 
 from shared.migrate import upgrade
-from shared.services import service
+from shared.services import PROCESSOR_SIM, service
 from shared.testing.datastores import database_url_for_tests
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
+from shared.testing.processor import payment_environment, simulator_process
 
 # Its own Redis database and schema, so a benchmark never touches a test run's or `make run`'s
 # data; TEST_NAMESPACE (see shared/testing/datastores.py) keeps two checkouts' benchmarks apart.
@@ -142,6 +143,11 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
     common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
               "IDENTITY_SIGNING_KEY": identity_key, **(env or {})}
     processes: dict[str, ServiceProcess] = {}
+    if "payment" in apps:
+        # The card processor simulator, at its defaults (PAYMENT_FAILURE_RATE from `env`).
+        processes[PROCESSOR_SIM.name] = simulator_process(
+            payment_url=f"http://127.0.0.1:{ports['payment']}", log_dir=workdir,
+            env={**common, "LOG_LEVEL": "WARNING"})
     for name in apps:
         prefix = name.upper()
         app_env = {**common, f"{prefix}_DATABASE_URL": databases[name],
@@ -150,6 +156,8 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
                       for other, port in ports.items()}}
         if name == "user":
             app_env["USER_JWT_KEY_DIR"] = str(key_dir)
+        if name == "payment":
+            app_env.update(payment_environment(processes[PROCESSOR_SIM.name]))
         processes[name] = ServiceProcess(name, service(name).factory, env=app_env,
                                          log_dir=workdir, port=ports[name])
     gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={

@@ -1,17 +1,20 @@
 """payment_service application: the lifespan builds its Resources (datastores, the order_service
-client, the simulated card processor) and runs the outbox and interrupted-payment loops."""
+client, the card processor's client) and runs the outbox and interrupted-payment loops."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from payment_service.clients import OrdersClient
 from payment_service.dependencies import Resources
-from payment_service.payments.processor import SimulatedProcessor
-from payment_service.payments.router import internal_router
+from payment_service.payments.errors import ProcessorUnavailable
+from payment_service.payments.processor import Attempts, HttpProcessor
+from payment_service.payments.router import internal_router, webhook_router
 from payment_service.payments.router import router as payments_router
 from payment_service.payments.service import PaymentsService
 from payment_service.payments.tasks import deliver_payment_outcomes, fail_interrupted_payments
@@ -22,6 +25,23 @@ from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
+
+logger = logging.getLogger("payment_service")
+
+
+async def refuse_simulator_in_production(processor: HttpProcessor, settings: Settings) -> None:
+    """Production charges real cards: a processor that says it is the simulator (or cannot say
+    what it is) is refused unless PAYMENT_ALLOW_SIMULATED_PROCESSOR says otherwise."""
+    if not settings.is_production() or settings.allow_simulated_processor:
+        return
+    try:
+        info = await processor.info()
+    except ProcessorUnavailable as error:
+        raise RuntimeError("production: the card processor at PAYMENT_PROCESSOR_URL did not "
+                           "say what it is; refusing to start") from error
+    if info.simulated:
+        raise RuntimeError("production: PAYMENT_PROCESSOR_URL is the card processor simulator; "
+                           "set PAYMENT_ALLOW_SIMULATED_PROCESSOR=true if that is meant")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,11 +55,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             orders = await stack.enter_async_context(service_client(
                 "order_service", settings.order_service_url, signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds))
+            # Outside the system: nothing it is sent is signed with the identity key.
+            processor = HttpProcessor(
+                await stack.enter_async_context(service_client(
+                    "card_processor", settings.processor_url, signing_key=None,
+                    timeout_seconds=settings.processor_timeout_seconds)),
+                attempts=Attempts(count=settings.processor_attempts,
+                                  timeout_seconds=settings.processor_timeout_seconds))
+            await refuse_simulator_in_production(processor, settings)
             payments = PaymentsService(
                 sessions=datastores.sessionmaker, reads=datastores.reads,
-                orders=OrdersClient(orders),
-                processor=SimulatedProcessor(failure_rate=settings.failure_rate),
+                orders=OrdersClient(orders), processor=processor,
                 keys=IdempotencyKeys(datastores.redis, namespace="payments"),
+                stale_after=timedelta(seconds=settings.stale_after_seconds),
+                pending_wait_seconds=settings.processor_pending_wait_seconds,
                 fault_point=settings.fault_point)
             async with running(
                 deliver_payment_outcomes(
@@ -53,5 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service="payment_service",
         title="Payment service",
         resources=open_resources,
-        routers=[payments_router, internal_router],
+        routers=[payments_router, internal_router, webhook_router],
     )

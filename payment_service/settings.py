@@ -5,11 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.services import service
-from shared.settings import DatastoreSettings
+from payment_service.payments.processor_api import DEVELOPMENT_WEBHOOK_SECRET
+from shared.services import PROCESSOR_SIM, service
+from shared.settings import DEVELOPMENT_PLACEHOLDER, DatastoreSettings, refuse_in_production
 
 
 class Settings(DatastoreSettings):
@@ -17,12 +18,29 @@ class Settings(DatastoreSettings):
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_payment"
     order_service_url: str = service("order").local_url
-    # The simulated processor declines this share of valid cards other than the test cards
-    # (PAYMENT_FAILURE_RATE, the contract's name).
-    failure_rate: float = Field(default=0.2, ge=0, le=1)
     call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The card processor's API (payments/processor_api.py); the simulator under `make run`.
+    processor_url: str = PROCESSOR_SIM.local_url
+    # Each request to it waits this long for an answer, and one whose answer is lost is sent
+    # again (same idempotency key) up to `processor_attempts` times in all: together below the
+    # gateway's upstream timeout (10 s).
+    processor_timeout_seconds: float = Field(default=2.0, gt=0)
+    processor_attempts: int = Field(default=3, ge=1, le=10)
+    # A charge the processor answers `pending` is waited for this long before the payment is
+    # answered as `pending` (its webhook, or the stale-payment loop, decides it later).
+    processor_pending_wait_seconds: float = Field(default=2.0, ge=0)
+    # Webhooks from the processor are signed with this secret (HMAC-SHA256 over
+    # "<timestamp>.<body>") and refused when their timestamp is further off than the tolerance.
+    processor_webhook_secret: SecretStr = SecretStr(DEVELOPMENT_WEBHOOK_SECRET)
+    webhook_tolerance_seconds: int = Field(default=300, gt=0)
+    # Production refuses to start when the processor says it is the simulator, unless this says
+    # so explicitly (a staging deployment that must never charge a card).
+    allow_simulated_processor: bool = False
     outbox_interval_seconds: float = Field(default=0.5, gt=0)
     stale_interval_seconds: float = Field(default=15.0, gt=0)
+    # A payment still pending after this was cut short (its process died mid-charge, or the
+    # processor never decided): it fails and its charge is voided.
+    stale_after_seconds: float = Field(default=60.0, gt=0)
     # Tests only: the process exits at this point of a payment, to prove a crash loses nothing.
     fault_point: Literal["after_outcome"] | None = None
 
@@ -30,6 +48,11 @@ class Settings(DatastoreSettings):
     def _faults_only_in_tests(self) -> Settings:
         if self.fault_point is not None and self.environment != "test":
             raise ValueError("PAYMENT_FAULT_POINT is honoured only with APP_ENV=test")
+        refuse_in_production(
+            self, self.processor_webhook_secret.get_secret_value().startswith(
+                DEVELOPMENT_PLACEHOLDER),
+            "PAYMENT_PROCESSOR_WEBHOOK_SECRET must be set in production (the processor's "
+            "webhook signing secret)")
         return self
 
 

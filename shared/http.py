@@ -57,7 +57,7 @@ class ServiceResponse:
 
 class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
-                 signing_key: bytes) -> None:
+                 signing_key: bytes | None) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._session = session
@@ -65,8 +65,12 @@ class ServiceClient:
 
     def _signed(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         """The request id to follow the call through both logs, signed as the gateway signs,
-        with no user: internal routes answer only callers holding the key."""
+        with no user: internal routes answer only callers holding the key. Without a key (a
+        client of something outside the system, such as the card processor) nothing is signed:
+        a signature must never leave the system, where it could be replayed against it."""
         request_id = current_request_id() or new_request_id()
+        if self._signing_key is None:
+            return {REQUEST_ID_HEADER: request_id, **(headers or {})}
         signature = identity_signature(self._signing_key, timestamp=int(time.time()),
                                        user_id="", session_id="", request_id=request_id,
                                        client_ip="")
@@ -116,7 +120,8 @@ class ServiceClient:
 
 
 @asynccontextmanager
-async def service_client(name: str, base_url: str, *, signing_key: bytes, timeout_seconds: float,
+async def service_client(name: str, base_url: str, *, signing_key: bytes | None,
+                         timeout_seconds: float,
                          max_connections: int = 100) -> AsyncIterator[ServiceClient]:
     """A client of one service for the lifespan of an app (or a test)."""
     connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)

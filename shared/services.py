@@ -46,10 +46,14 @@ SERVICES: tuple[App, ...] = (
     App("social", "social_service", 8006),
 )
 
+# The card processor simulator (payment_service.simulator): a stand-in for a processor outside
+# the system, so not one of the gateway's upstreams; `make run`, compose and the tests start it.
+PROCESSOR_SIM = App("processor_sim", "payment_service.simulator", 8007, has_database=False)
+
 
 def service(name: str) -> App:
-    """A service by its short name or its package name."""
-    for app in SERVICES:
+    """A service by its short name or its package name (the processor simulator included)."""
+    for app in (*SERVICES, PROCESSOR_SIM):
         if name in (app.name, app.package):
             return app
     raise KeyError(name)

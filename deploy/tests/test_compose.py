@@ -303,3 +303,26 @@ def test_tests_and_tools_stay_out_of_the_build_context() -> None:
     ignored = set(DOCKERIGNORE.read_text().split())
     assert {"**/tests", "loadtests", "deploy/compose_check", ".env", ".git", ".venv"} <= ignored
     assert "deploy/entrypoint.sh" not in ignored
+
+
+def test_payment_service_charges_through_the_processor_simulator(compose: dict[str, Any]) -> None:
+    from payment_service.simulator.settings import SimulatorSettings
+
+    services = compose["services"]
+    simulator = services["processor-sim"]
+    assert simulator["command"] == ["payment_service.simulator", "8007"]
+    assert "8007/healthz" in " ".join(simulator["healthcheck"]["test"])
+    assert not simulator.get("ports")
+    environment = {str(k): "" if v is None else str(v)
+                   for k, v in simulator["environment"].items()}
+    unset = [sorted(n) for n in settings_environment_names(SimulatorSettings)
+             if not n & environment.keys()]
+    assert not unset, f"the simulator reads these but docker-compose.yml does not set them: {unset}"
+    payment = environment_of(compose, "payment_service")
+    assert resolve_default(payment["PAYMENT_PROCESSOR_URL"]) == "http://processor-sim:8007"
+    assert resolve_default(environment["PROCESSOR_SIM_WEBHOOK_URL"]) == (
+        "http://payment-service:8004/webhooks/processor")
+    assert resolve_default(environment["PROCESSOR_SIM_WEBHOOK_SECRET"]) == resolve_default(
+        payment["PAYMENT_PROCESSOR_WEBHOOK_SECRET"])
+    assert services["payment-service"]["depends_on"]["processor-sim"]["condition"] == (
+        "service_healthy")

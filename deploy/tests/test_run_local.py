@@ -20,11 +20,12 @@ from deploy.run_local import (
 )
 
 
-def test_the_seven_apps_on_their_fixed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_eight_apps_on_their_fixed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEWAY_PORT", raising=False)  # README: it moves the gateway
     assert {s.package: s.port for s in all_services()} == {
         "gateway": 8000, "user_service": 8001, "product_service": 8002, "order_service": 8003,
         "payment_service": 8004, "stock_service": 8005, "social_service": 8006,
+        "payment_service.simulator": 8007,
     }
 
 

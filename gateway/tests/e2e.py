@@ -19,6 +19,7 @@ from shared.services import SERVICES
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
+from shared.testing.processor import payment_environment, simulator_process
 
 PASSWORD = "correct horse battery"
 
@@ -59,6 +60,8 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
     addresses = {f"{app.name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
                  for app, port in zip(SERVICES, ports.values(), strict=True)}
     services: dict[str, ServiceProcess] = {}
+    simulator = simulator_process(payment_url=f"http://127.0.0.1:{ports['payment']}",
+                                  log_dir=logs, env=overrides.get("processor_sim"))
     for app in SERVICES:
         prefix = app.env_prefix
         env = {**common,
@@ -68,11 +71,14 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
         if app.name == "user":
             env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
                         "USER_JWT_KEY_DIR": str(logs / "keys")})
+        if app.name == "payment":
+            env.update(payment_environment(simulator))
         env.update(overrides.get(app.name, {}))
         services[app.name] = ServiceProcess(app.name, app.factory, env=env, log_dir=logs,
                                             port=ports[app.name])
     for process in services.values():
         process.start()
+    simulator.start()
     # A module's tests share their buyers: the per-user limit is gateway/tests/test_rate_limits.py's.
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
                    "GATEWAY_RATE_LIMIT_PER_USER": "1000",
@@ -86,6 +92,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
         yield System(gateway, services, mail_sink)
     finally:
         gateway.stop()
+        simulator.stop()
         for process in services.values():
             process.stop()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import InvalidState, NotFound, ServiceUnavailable
+from shared.errors import InvalidState, NotFound, ServiceUnavailable, Unauthorized
 
 
 class PaymentNotFound(NotFound):
@@ -23,3 +23,15 @@ class OrdersUnavailable(ServiceUnavailable):
     def __init__(self) -> None:
         super().__init__("The order service did not answer; retry shortly.",
                          headers={"Retry-After": "1"})
+
+
+class ProcessorUnavailable(ServiceUnavailable):
+    title = "The card processor could not be reached"
+
+    def __init__(self, detail: str = "The card processor did not answer; retry shortly.") -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class InvalidWebhookSignature(Unauthorized):
+    code = "invalid_signature"
+    title = "The webhook's signature or timestamp is not valid"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.dialects.mysql import CHAR
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -18,6 +27,7 @@ class Payment(Base):
                         name="known_status"),
         Index("ix_payments_order_id_id", "order_id", "id"),
         Index("ix_payments_status_created_at", "status", "created_at"),
+        Index("ix_payments_void_owed", "void_owed"),
         # At most one payment of an order pending or succeeded, ever at once: the database's
         # word, not only a check. A failed payment lets go of the order (NULL repeats freely).
         UniqueConstraint("active_order_id", name="uq_payments_active_order_id"),
@@ -37,6 +47,9 @@ class Payment(Base):
     active_order_id: Mapped[int | None] = mapped_column(BigInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(255, collation="utf8mb4_bin"))
     idempotency_fingerprint: Mapped[str | None] = mapped_column(CHAR(64))
+    # Failed while its charge may stand at the processor: voided (now, or by the stale-payment
+    # loop until the processor confirms), so no failed payment keeps a card charged.
+    void_owed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

@@ -1,34 +1,34 @@
-"""The card processor, behind a small interface: the seam where a real one (Toss Payments, say)
-would plug in. The simulated one follows the contract's test cards:
+"""The card processor as payment_service sees it: an HTTP API (payments/processor_api.py) behind
+a small interface, the seam where a real processor (Toss Payments, say) would plug in. In
+development and tests the simulator serves it (payment_service/simulator).
 
-    4242424242424242  always succeeds
-    4000000000000002  always fails with card_declined
-    any other valid   fails at PAYMENT_FAILURE_RATE with processor_declined
+A charge request carries the processor's idempotency key, derived from the payment, so a request
+whose answer was lost (a timeout, a closed connection) is sent again with the same key: the
+processor answers the charge it already made, and never makes a second one.
 
-Only the last four digits ever leave this module's callers' hands.
+Only the last four digits of a card ever leave this module's callers' hands.
 """
 
 from __future__ import annotations
 
-import random
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-ALWAYS_SUCCEEDS = "4242424242424242"
-ALWAYS_DECLINED = "4000000000000002"
+from payment_service.payments.errors import ProcessorUnavailable
+from payment_service.payments.processor_api import (
+    CHARGES_PATH,
+    IDEMPOTENCY_HEADER,
+    INFO_PATH,
+    Charge,
+    ChargeRequest,
+    ProcessorInfo,
+    charge_path,
+)
+from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
 
-
-@dataclass(frozen=True)
-class Charge:
-    succeeded: bool
-    failure_code: str | None = None
-
-
-class CardProcessor(Protocol):
-    async def charge(self, *, card_number: str, amount: int, reference: str) -> Charge: ...
-
-    async def void(self, *, reference: str) -> None:
-        """Gives a charge back in full (a refund, or a charge the order could not take)."""
+logger = logging.getLogger("payment_service.processor")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -41,21 +41,85 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-class SimulatedProcessor:
-    def __init__(self, *, failure_rate: float, rng: random.Random | None = None) -> None:
-        self.failure_rate = failure_rate
-        # Not a secret: which simulated charge fails needs no cryptographic randomness.
-        self.rng = rng or random.Random()  # noqa: S311
-        self.voided: list[str] = []
+def charge_key(payment_id: int, lease_token: str) -> str:
+    """The processor's idempotency key of a payment's charge: one charge per payment, and never
+    the same key for two payments (ids start again in a new database; leases never repeat)."""
+    return f"pay-{payment_id}-{lease_token}"
 
-    async def charge(self, *, card_number: str, amount: int, reference: str) -> Charge:
-        if card_number == ALWAYS_SUCCEEDS:
-            return Charge(True)
-        if card_number == ALWAYS_DECLINED:
-            return Charge(False, "card_declined")
-        if self.rng.random() < self.failure_rate:
-            return Charge(False, "processor_declined")
-        return Charge(True)
 
-    async def void(self, *, reference: str) -> None:
-        self.voided.append(reference)
+@dataclass(frozen=True)
+class Attempts:
+    """How often, and how patiently, a request whose answer is lost is sent again."""
+
+    count: int = 3
+    timeout_seconds: float = 2.0
+    backoff_seconds: float = 0.2
+
+
+class CardProcessor(Protocol):
+    async def charge(self, *, key: str, card_number: str, amount: int,
+                     reference: str) -> Charge:
+        """The charge made with `key` (made now, or before). ProcessorUnavailable when no
+        answer came: whether the charge was taken is then unknown."""
+
+    async def charge_state(self, key: str) -> Charge | None:
+        """The charge made with `key` as the processor knows it now; None if there is none."""
+
+    async def void(self, key: str) -> Charge:
+        """Gives a charge back in full, or makes sure none is taken with this key later."""
+
+    async def refund(self, key: str) -> Charge | None:
+        """Gives a settled charge back; None if the processor has no charge with this key."""
+
+
+class HttpProcessor:
+    def __init__(self, client: ServiceClient, *, attempts: Attempts = Attempts()) -> None:
+        self.client = client
+        self.attempts = attempts
+
+    async def info(self) -> ProcessorInfo:
+        response = await self._send("GET", INFO_PATH, key=None)
+        return ProcessorInfo.model_validate(response.body)
+
+    async def charge(self, *, key: str, card_number: str, amount: int,
+                     reference: str) -> Charge:
+        body = ChargeRequest(amount=amount, card_number=card_number, reference=reference)
+        response = await self._send("POST", CHARGES_PATH, key=key,
+                                    body=body.model_dump(mode="json"))
+        return self._charge(response)
+
+    async def charge_state(self, key: str) -> Charge | None:
+        response = await self._send("GET", charge_path(key), key=None)
+        return None if response.status == 404 else self._charge(response)
+
+    async def void(self, key: str) -> Charge:
+        return self._charge(await self._send("POST", charge_path(key, "void"),
+                                             key=f"void-{key}"))
+
+    async def refund(self, key: str) -> Charge | None:
+        response = await self._send("POST", charge_path(key, "refund"), key=f"refund-{key}")
+        return None if response.status == 404 else self._charge(response)
+
+    def _charge(self, response: ServiceResponse) -> Charge:
+        if response.status != 200:
+            raise ProcessorUnavailable(f"The card processor answered {response.status} "
+                                       f"{response.code}.")
+        return Charge.model_validate(response.body)
+
+    async def _send(self, method: str, path: str, *, key: str | None,
+                    body: object = None) -> ServiceResponse:
+        """Every request the processor takes is idempotent by its key: one whose answer is lost
+        is sent again, with the same key, a few times."""
+        headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        for attempt in range(1, self.attempts.count + 1):
+            try:
+                return await self.client.request(method, path, json_body=body, headers=headers,
+                                                 timeout=self.attempts.timeout_seconds)
+            except ServiceCallFailed as failed:
+                logger.warning("card processor did not answer",
+                               extra={"path": path.split("/")[2], "attempt": attempt,
+                                      "reason": failed.reason})
+                if attempt == self.attempts.count:
+                    raise ProcessorUnavailable() from failed
+                await asyncio.sleep(self.attempts.backoff_seconds * attempt)
+        raise AssertionError("unreachable")

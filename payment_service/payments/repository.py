@@ -100,25 +100,38 @@ class PaymentRepository:
         row = (await self.session.execute(
             select(*PAYMENT_COLUMNS)
             .where(Payment.order_id == order_id, Payment.status == "succeeded")
-            .with_for_update())).mappings().first()
+            )).mappings().first()
         return _payment(row) if row else None
 
     async def settle(self, payment_id: int, *, from_status: str, to_status: str,
-                     failure_code: str | None = None) -> bool:
-        """One conditional transition; a failed payment lets go of its order."""
+                     failure_code: str | None = None, void_owed: bool = False) -> bool:
+        """One conditional transition; a failed payment lets go of its order. `void_owed`: its
+        charge may stand and must be voided (`void_confirmed` once it is)."""
         values: dict[str, Any] = {"status": to_status, "updated_at": utcnow()}
         if failure_code is not None:
             values["failure_code"] = failure_code
+        if void_owed:
+            values["void_owed"] = True
         if to_status == "failed":
             values["active_order_id"] = None
         return bool(await execute_counted(self.session, update(Payment).where(
             Payment.id == payment_id, Payment.status == from_status).values(**values)))
 
-    async def stale_pending(self, *, before: datetime, limit: int) -> list[int]:
+    async def stale_pending(self, *, before: datetime, limit: int) -> list[PaymentRow]:
         rows = await self.session.execute(
-            select(Payment.id).where(Payment.status == "pending", Payment.created_at < before)
+            select(*PAYMENT_COLUMNS).where(Payment.status == "pending",
+                                           Payment.created_at < before)
             .limit(limit))
-        return [int(payment_id) for payment_id in rows.scalars()]
+        return [_payment(row) for row in rows.mappings()]
+
+    async def owing_voids(self, *, limit: int) -> list[PaymentRow]:
+        rows = await self.session.execute(
+            select(*PAYMENT_COLUMNS).where(Payment.void_owed.is_(True)).limit(limit))
+        return [_payment(row) for row in rows.mappings()]
+
+    async def void_confirmed(self, payment_id: int) -> None:
+        await self.session.execute(
+            update(Payment).where(Payment.id == payment_id).values(void_owed=False))
 
     # Outbox
 

@@ -3,17 +3,27 @@ routed by the gateway)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from payment_service.dependencies import PaymentsServiceDep
+from payment_service.dependencies import PaymentsServiceDep, ResourcesDep
 from payment_service.payments.errors import (
+    InvalidWebhookSignature,
     OrderNotFound,
     OrderNotPayable,
     OrdersUnavailable,
     PaymentNotFound,
+    ProcessorUnavailable,
+)
+from payment_service.payments.processor_api import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ChargeEvent,
+    webhook_signature_valid,
 )
 from payment_service.payments.schemas import PaymentCreate, PaymentOut
 from shared.contracts import MAX_ID
@@ -31,6 +41,10 @@ from shared.internal.payments import PREFIX, PaymentView
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
                           dependencies=[InternalCallersOnly])
+
+# Called by the card processor directly (never routed by the gateway), signed with the webhook
+# secret instead of the gateway's identity signature.
+webhook_router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=False)
 
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -71,3 +85,25 @@ async def latest_payment_of_order(order_id: Id, payments: PaymentsServiceDep) ->
 @internal_router.post("/by-order/{order_id}/refund", responses=problem_responses(PaymentNotFound))
 async def refund_order_payment(order_id: Id, payments: PaymentsServiceDep) -> PaymentView:
     return await payments.refund(order_id)
+
+
+@webhook_router.post("/processor", responses=problem_responses(
+    InvalidWebhookSignature, ValidationFailed, ProcessorUnavailable))
+async def processor_webhook(request: Request, resources: ResourcesDep,
+                            payments: PaymentsServiceDep) -> dict[str, bool]:
+    """A charge's new state. 2xx acknowledges it (the processor stops sending); anything else
+    and it is sent again."""
+    body = await request.body()
+    settings = resources.settings
+    if not webhook_signature_valid(
+            settings.processor_webhook_secret.get_secret_value().encode(),
+            timestamp=request.headers.get(TIMESTAMP_HEADER),
+            signature=request.headers.get(SIGNATURE_HEADER), body=body, now=time.time(),
+            tolerance_seconds=settings.webhook_tolerance_seconds):
+        raise InvalidWebhookSignature()
+    try:
+        event = ChargeEvent.model_validate_json(body)
+    except ValidationError:
+        raise ValidationFailed("The webhook's body is not a charge event.") from None
+    await payments.take_charge_event(event)
+    return {"received": True}

@@ -2,13 +2,19 @@
 
 A payment first takes the order's payment lease from order_service (only a pending order of
 the payer, before its deadline, with no other payment in flight), is recorded `pending`, then
-the processor is called, then its outcome is recorded together with an outbox row in one
-transaction, and order_service is told (now, and by the outbox worker until it lands):
+the card processor is asked to charge (over HTTP, with the processor's idempotency key, so an
+answer lost on the way is asked for again and never charged twice), then its outcome is
+recorded together with an outbox row in one transaction, and order_service is told (now, and by
+the outbox worker until it lands):
 
 - succeeded: the order becomes paid and its units are sold. If the order can no longer be paid
   (cancelled meanwhile, or expired after a crash outlived the lease), the charge is voided and
   the payment fails: never a charge without the units, never the units without a charge.
 - failed: the order becomes payment_failed and its units come back.
+
+A charge the processor answers `pending` is decided later: by its webhook (signed, retried,
+maybe twice or out of order: only a pending payment moves, once), by asking the processor while
+the request waits a little, or by the stale-payment loop.
 
 At most one payment of an order is pending or succeeded at once (a unique index, so two
 payments of one order at the same moment get one success at most).
@@ -16,8 +22,10 @@ payments of one order at the same moment get one success at most).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -28,8 +36,10 @@ from payment_service.payments.errors import (
     OrderNotPayable,
     OrdersUnavailable,
     PaymentNotFound,
+    ProcessorUnavailable,
 )
-from payment_service.payments.processor import CardProcessor
+from payment_service.payments.processor import CardProcessor, charge_key
+from payment_service.payments.processor_api import Charge, ChargeEvent, payment_of, reference
 from payment_service.payments.repository import (
     DUPLICATE_ENTRY,
     PaymentReads,
@@ -51,27 +61,45 @@ from shared.reads import ReadSession
 
 logger = logging.getLogger("payment_service.payments")
 
-# A payment still pending after this was cut short (its process died mid-charge).
-STALE_AFTER = timedelta(seconds=60)
+# How often a request waiting for a pending charge asks the processor again.
+PENDING_POLL_SECONDS = 0.2
 
 
 def payment_out(payment: PaymentRow) -> PaymentOut:
     return PaymentOut.model_validate(payment, from_attributes=True)
 
 
-def reference(payment_id: int) -> str:
-    return f"payment-{payment_id}"
+def key_of(payment: PaymentRow | Undelivered) -> str:
+    payment_id = payment.id if isinstance(payment, PaymentRow) else payment.payment_id
+    return charge_key(payment_id, payment.lease_token)
+
+
+def transition(charge: Charge) -> tuple[str, str | None, str | None] | None:
+    """What a pending payment becomes for a charge in this state: (status, failure_code,
+    outbox kind), or None while the processor has not decided."""
+    if charge.status == "succeeded":
+        return "succeeded", None, "paid"
+    if charge.status == "declined":
+        return "failed", charge.failure_code or "processor_declined", "failed"
+    if charge.status in ("voided", "refunded"):
+        # Given back before the payment heard of it (voided ahead by the stale-payment loop):
+        # the payment lets go of the order, which stays payable until its deadline.
+        return "failed", "interrupted", None
+    return None
 
 
 class PaymentsService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], reads: ReadSession,
                  orders: OrdersClient, processor: CardProcessor, keys: IdempotencyKeys,
-                 fault_point: str | None = None) -> None:
+                 stale_after: timedelta = timedelta(seconds=60),
+                 pending_wait_seconds: float = 2.0, fault_point: str | None = None) -> None:
         self.sessions = sessions
         self.reads = PaymentReads(reads)
         self.orders = orders
         self.processor = processor
         self.keys = keys
+        self.stale_after = stale_after
+        self.pending_wait_seconds = pending_wait_seconds
         self.fault_point = fault_point
 
     async def pay(self, user_id: int, request: PaymentCreate,
@@ -100,18 +128,34 @@ class PaymentsService:
                     return first
             raise OrderNotPayable("The order is already paid or being paid.") from None
 
-        charge = await self.processor.charge(card_number=request.card_number,
-                                             amount=lease.amount,
-                                             reference=reference(payment_id))
-        kind = "paid" if charge.succeeded else "failed"
+        key = charge_key(payment_id, lease.lease_token)
+        try:
+            charge = await self.processor.charge(
+                key=key, card_number=request.card_number, amount=lease.amount,
+                reference=reference(payment_id, request.order_id))
+        except ProcessorUnavailable:
+            # No answer, however often asked: whether the card was charged is unknown. The
+            # payment fails (unless its webhook decided it meanwhile), then the charge is
+            # voided ahead: one still on its way is refused, one already taken given back.
+            await self._fail_interrupted(payment_id, key)
+            return await self._current(payment_id)
+        if charge.status == "pending":
+            decided = await self._wait_for_decision(payment_id, key)
+            if decided is None:
+                return await self._current(payment_id)
+            charge = decided
+        moved = transition(charge)
+        assert moved is not None
+        to_status, failure_code, kind = moved
         async with self.sessions() as session, session.begin():
             payments = PaymentRepository(session)
-            await payments.settle(payment_id, from_status="pending",
-                                  to_status="succeeded" if charge.succeeded else "failed",
-                                  failure_code=charge.failure_code)
+            await payments.settle(payment_id, from_status="pending", to_status=to_status,
+                                  failure_code=failure_code)
             payment = await payments.payment(payment_id)
             assert payment is not None
-            outcome_id = await payments.add_outcome(payment, kind)
+            outcome_id = await payments.add_outcome(payment, kind) if kind else None
+        if outcome_id is None or kind is None:
+            return await self._current(payment_id)
         self._maybe_crash("after_outcome")
         took = await self._deliver(Undelivered(outcome_id, payment_id, payment.order_id, kind,
                                                payment.lease_token))
@@ -119,6 +163,61 @@ class PaymentsService:
             raise OrderNotPayable("The order could not be paid any more (it was cancelled or "
                                   "ran out of time); the charge was voided.")
         return await self._current(payment_id)
+
+    async def _wait_for_decision(self, payment_id: int, key: str) -> Charge | None:
+        """A pending charge's outcome, asked for while the request may still wait; None if the
+        payment was decided meanwhile (by its webhook) or is still undecided."""
+        deadline = time.monotonic() + self.pending_wait_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(PENDING_POLL_SECONDS)
+            if (await self._current(payment_id)).status != "pending":
+                return None
+            try:
+                charge = await self.processor.charge_state(key)
+            except ProcessorUnavailable:
+                continue
+            if charge is not None and charge.status != "pending":
+                return charge
+        return None
+
+    async def _settle_charge(self, payment: PaymentRow, charge: Charge) -> bool:
+        """A pending payment takes the processor's decision, with its outbox row, once; False
+        if it was no longer pending (decided by another path meanwhile)."""
+        moved = transition(charge)
+        if moved is None:
+            return False
+        to_status, failure_code, kind = moved
+        async with self.sessions() as session, session.begin():
+            payments = PaymentRepository(session)
+            if not await payments.settle(payment.id, from_status="pending",
+                                         to_status=to_status, failure_code=failure_code):
+                return False
+            outcome_id = await payments.add_outcome(payment, kind) if kind else None
+        if outcome_id is not None and kind is not None:
+            await self._deliver(Undelivered(outcome_id, payment.id, payment.order_id, kind,
+                                            payment.lease_token))
+        return True
+
+    async def _fail_interrupted(self, payment_id: int, key: str) -> bool:
+        """A pending payment whose charge is unknown fails first, owing a void; the void follows
+        only if it was still pending (a webhook may have decided it, and a succeeded payment's
+        charge must stand)."""
+        async with self.sessions() as session, session.begin():
+            moved = await PaymentRepository(session).settle(
+                payment_id, from_status="pending", to_status="failed",
+                failure_code="interrupted", void_owed=True)
+        if moved:
+            await self._void_owed(payment_id, key)
+        return moved
+
+    async def _void_owed(self, payment_id: int, key: str) -> None:
+        try:
+            await self.processor.void(key)
+        except ProcessorUnavailable:
+            logger.warning("void not confirmed yet; retried later", extra={"payment_id": payment_id})
+            return
+        async with self.sessions() as session, session.begin():
+            await PaymentRepository(session).void_confirmed(payment_id)
 
     async def _first_payment_of(self, claim: Claim) -> PaymentOut | None:
         async with self.sessions() as session:
@@ -142,17 +241,18 @@ class PaymentsService:
                 await PaymentRepository(session).attempted(outcome.id)
             return None
         if outcome.kind == "paid" and not took:
-            await self._void(outcome.payment_id, failure_code="order_not_payable")
+            await self._void(outcome, failure_code="order_not_payable")
         async with self.sessions() as session, session.begin():
             await PaymentRepository(session).delivered(outcome.id)
         return took
 
-    async def _void(self, payment_id: int, *, failure_code: str) -> None:
-        await self.processor.void(reference=reference(payment_id))
+    async def _void(self, outcome: Undelivered, *, failure_code: str) -> None:
+        await self.processor.void(key_of(outcome))
         async with self.sessions() as session, session.begin():
-            await PaymentRepository(session).settle(payment_id, from_status="succeeded",
+            await PaymentRepository(session).settle(outcome.payment_id, from_status="succeeded",
                                                     to_status="failed", failure_code=failure_code)
-        logger.warning("charge voided", extra={"payment_id": payment_id, "code": failure_code})
+        logger.warning("charge voided",
+                       extra={"payment_id": outcome.payment_id, "code": failure_code})
 
     async def _current(self, payment_id: int) -> PaymentOut:
         async with self.sessions() as session:
@@ -186,17 +286,37 @@ class PaymentsService:
 
     async def refund(self, order_id: int) -> PaymentView:
         """The order's succeeded payment is given back; idempotent."""
-        async with self.sessions() as session, session.begin():
-            payments = PaymentRepository(session)
-            paid = await payments.succeeded_of_order(order_id)
-            if paid is not None:
-                await self.processor.void(reference=reference(paid.id))
-                await payments.settle(paid.id, from_status="succeeded", to_status="refunded")
+        async with self.sessions() as session:
+            paid = await PaymentRepository(session).succeeded_of_order(order_id)
+        if paid is not None:
+            await self.processor.refund(key_of(paid))
+            async with self.sessions() as session, session.begin():
+                await PaymentRepository(session).settle(paid.id, from_status="succeeded",
+                                                        to_status="refunded")
         latest = await self.reads.latest_of_order(order_id)
         if latest is None or latest.status != "refunded":
             raise PaymentNotFound("The order has no payment to refund.")
         return PaymentView(id=latest.id, order_id=order_id, status=latest.status,
                            lease_token=latest.lease_token)
+
+    # The processor's side (webhooks)
+
+    async def take_charge_event(self, event: ChargeEvent) -> None:
+        """A processor's webhook: delivered at least once, in any order. Only a pending
+        payment moves (once); a charge that succeeded for a payment already failed is voided,
+        whatever order the events came in."""
+        charge = event.charge
+        payment_id = payment_of(charge.reference)
+        if payment_id is None:
+            return
+        async with self.sessions() as session:
+            payment = await PaymentRepository(session).payment(payment_id)
+        if payment is None or key_of(payment) != charge.idempotency_key:
+            return
+        if payment.status == "pending":
+            await self._settle_charge(payment, charge)
+        elif payment.status == "failed" and charge.status == "succeeded":
+            await self.processor.void(charge.idempotency_key)
 
     # Loops
 
@@ -209,16 +329,24 @@ class PaymentsService:
         return len(outcomes)
 
     async def fail_stale_pending(self, *, batch: int = 200) -> int:
-        """A payment left pending by a process that died mid-charge: no charge is kept (void it,
-        in case the processor took it) and it lets go of the order, which stays payable until
-        its deadline."""
+        """A payment left pending (its process died mid-charge, or the processor has not
+        decided): no charge is kept (void it, in case the processor took it) and it lets go of
+        the order, which stays payable until its deadline."""
         async with self.sessions() as session:
             stale = await PaymentRepository(session).stale_pending(
-                before=utcnow() - STALE_AFTER, limit=batch)
-        for payment_id in stale:
-            await self.processor.void(reference=reference(payment_id))
+                before=utcnow() - self.stale_after, limit=batch)
+        for payment in stale:
+            await self.processor.void(key_of(payment))
             async with self.sessions() as session, session.begin():
-                await PaymentRepository(session).settle(payment_id, from_status="pending",
+                await PaymentRepository(session).settle(payment.id, from_status="pending",
                                                         to_status="failed",
                                                         failure_code="interrupted")
         return len(stale)
+
+    async def void_owed_charges(self, *, batch: int = 200) -> int:
+        """Voids the processor did not confirm when they were due (it did not answer)."""
+        async with self.sessions() as session:
+            owing = await PaymentRepository(session).owing_voids(limit=batch)
+        for payment in owing:
+            await self._void_owed(payment.id, key_of(payment))
+        return len(owing)

@@ -18,5 +18,9 @@ async def deliver_payment_outcomes(payments: PaymentsService, *, interval_second
 
 
 async def fail_interrupted_payments(payments: PaymentsService, *, interval_seconds: float) -> None:
-    await run_periodically(payments.fail_stale_pending, interval_seconds=interval_seconds,
-                           logger=logger, what="failing interrupted payments")
+    """Payments left pending fail, and the voids they owe reach the processor."""
+    async def one_round() -> int:
+        return await payments.fail_stale_pending() + await payments.void_owed_charges()
+
+    await run_periodically(one_round, interval_seconds=interval_seconds, logger=logger,
+                           what="failing interrupted payments")

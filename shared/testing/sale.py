@@ -23,8 +23,10 @@ from shared.services import service
 from shared.testing.datastores import forget_redis_keys, fresh_database
 from shared.testing.identity import signed_identity_headers
 from shared.testing.net import ServiceProcess, free_port
+from shared.testing.processor import payment_environment, simulator_process
 
 SALE_APPS = ("stock", "order", "payment")
+SIMULATOR = "processor_sim"
 # Short enough that expiry can be watched, long enough to pay on a busy machine.
 PAYMENT_TTL_SECONDS = 4
 _product_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
@@ -42,8 +44,9 @@ class Sale:
         return self.processes[name].url
 
     def restart(self, name: str, *, factory: str | None = None, **extra_env: str) -> None:
-        """Stops the service (if it still runs) and starts it again, same port and schema;
-        `factory`: another app factory (one with a fault built in, say)."""
+        """Stops the service (if it still runs) and starts it again, same port and schema (the
+        processor simulator too: SIMULATOR); `factory`: another app factory (one with a fault
+        built in, say)."""
         old = self.processes[name]
         old.stop()
         app = service(name)
@@ -80,14 +83,19 @@ def sale(redis_url: str, redis: Redis, tmp_path_factory: pytest.TempPathFactory)
     for prefix in ("{p:", "stock:", "idem:"):
         forget_redis_keys(redis_url, prefix)
     ports = {name: free_port() for name in SALE_APPS}
+    simulator = simulator_process(payment_url=f"http://127.0.0.1:{ports['payment']}",
+                                  log_dir=logs)
     databases = {name: fresh_database(service(name).package, service(name).schema, "sale")
                  for name in SALE_APPS}
     environments = {name: sale_environment(name, database_url=databases[name],
                                            redis_url=redis_url, ports=ports)
                     for name in SALE_APPS}
+    environments["payment"].update(payment_environment(simulator))
+    environments[SIMULATOR] = simulator.env
     processes = {name: ServiceProcess(name, service(name).factory, env=environments[name],
                                       log_dir=logs, port=ports[name]).start()
                  for name in SALE_APPS}
+    processes[SIMULATOR] = simulator.start()
     try:
         for process in processes.values():
             process.wait_healthy()
