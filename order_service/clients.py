@@ -11,7 +11,7 @@ from typing import Literal
 from order_service.orders.errors import StockUnavailable
 from shared.errors import ProblemError
 from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
-from shared.internal.payments import PaymentView, by_order_path
+from shared.internal.payments import NO_CHARGE, PaymentView, by_order_path
 from shared.internal.stock import (
     HELD_HOLDS_PATH,
     REFUSALS,
@@ -95,6 +95,7 @@ class PaymentsClient:
         return PaymentView.model_validate(response.body)
 
     async def refund(self, order_id: int) -> bool:
-        """True once the order's charge is refunded (or there was none to refund)."""
+        """True once the order's charge is refunded, or payment_service states that the order
+        has no charge (NO_CHARGE); any other answer, a bare 404 included, is asked again later."""
         response = await self.client.request("POST", by_order_path(order_id, "refund"))
-        return response.status in (200, 404)
+        return response.status == 200 or (response.status == 404 and response.code == NO_CHARGE)

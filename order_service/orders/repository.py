@@ -199,6 +199,10 @@ class OrderRepository:
              or_(Order.lease_until.is_(None), Order.lease_until < now)],
             lease_token=token, lease_until=until)
 
+    async def paid_by(self, order_id: int) -> int | None:
+        """The payment an order was paid with (None while unpaid)."""
+        return await self.session.scalar(select(Order.payment_id).where(Order.id == order_id))
+
     async def mark_paid(self, order_id: int, *, token: str, payment_id: int) -> bool:
         return await self._move(
             order_id, [Order.status == "pending_payment", Order.lease_token == token],

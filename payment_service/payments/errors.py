@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from shared.errors import InvalidState, NotFound, ServiceUnavailable, Unauthorized
+from shared.internal.payments import NO_CHARGE
 
 
 class PaymentNotFound(NotFound):
     title = "Payment not found"
+
+
+class NoCharge(NotFound):
+    """The order has no payment holding a charge, nor one that may yet: nothing to give back."""
+
+    code = NO_CHARGE
+    title = "The order has no charge to refund"
+
+
+class PaymentPending(InvalidState):
+    code = "payment_pending"
+    title = "The order's payment is still being decided"
 
 
 class OrderNotFound(NotFound):

@@ -63,6 +63,7 @@ class PaymentOutcome(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('paid', 'failed')", name="known_kind"),
         Index("ix_payment_outbox_delivered_at_id", "delivered_at", "id"),
+        Index("ix_payment_outbox_payment_id", "payment_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -96,12 +96,15 @@ class PaymentRepository:
         row = (await self.session.execute(query)).mappings().first()
         return _payment(row) if row else None
 
-    async def succeeded_of_order(self, order_id: int) -> PaymentRow | None:
-        row = (await self.session.execute(
+    async def holding_charges(self, order_id: int) -> list[PaymentRow]:
+        """The order's payments that hold a charge or may yet (pending, succeeded), or gave
+        one back (refunded); failed ones hold none (their void is owed or done)."""
+        rows = await self.session.execute(
             select(*PAYMENT_COLUMNS)
-            .where(Payment.order_id == order_id, Payment.status == "succeeded")
-            )).mappings().first()
-        return _payment(row) if row else None
+            .where(Payment.order_id == order_id,
+                   Payment.status.in_(("pending", "succeeded", "refunded")))
+            .order_by(Payment.id))
+        return [_payment(row) for row in rows.mappings()]
 
     async def settle(self, payment_id: int, *, from_status: str, to_status: str,
                      failure_code: str | None = None, void_owed: bool = False) -> bool:
@@ -148,6 +151,14 @@ class PaymentRepository:
                    PaymentOutcome.created_at < older_than)
             .order_by(PaymentOutcome.id).limit(limit))
         return [Undelivered(*row) for row in rows]
+
+    async def undelivered_of(self, payment_id: int) -> Undelivered | None:
+        row = (await self.session.execute(
+            select(PaymentOutcome.id, PaymentOutcome.payment_id, PaymentOutcome.order_id,
+                   PaymentOutcome.kind, PaymentOutcome.lease_token)
+            .where(PaymentOutcome.payment_id == payment_id,
+                   PaymentOutcome.delivered_at.is_(None)))).first()
+        return Undelivered(*row) if row else None
 
     async def delivered(self, outcome_id: int) -> None:
         await self.session.execute(

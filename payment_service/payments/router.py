@@ -13,10 +13,12 @@ from pydantic import ValidationError
 from payment_service.dependencies import PaymentsServiceDep, ResourcesDep
 from payment_service.payments.errors import (
     InvalidWebhookSignature,
+    NoCharge,
     OrderNotFound,
     OrderNotPayable,
     OrdersUnavailable,
     PaymentNotFound,
+    PaymentPending,
     ProcessorUnavailable,
 )
 from payment_service.payments.processor_api import (
@@ -82,7 +84,8 @@ async def latest_payment_of_order(order_id: Id, payments: PaymentsServiceDep) ->
     return await payments.latest_for_order(order_id)
 
 
-@internal_router.post("/by-order/{order_id}/refund", responses=problem_responses(PaymentNotFound))
+@internal_router.post("/by-order/{order_id}/refund",
+                      responses=problem_responses(NoCharge, PaymentPending, ProcessorUnavailable))
 async def refund_order_payment(order_id: Id, payments: PaymentsServiceDep) -> PaymentView:
     return await payments.refund(order_id)
 

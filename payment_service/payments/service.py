@@ -33,9 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payment_service.clients import OrdersClient
 from payment_service.payments.errors import (
+    NoCharge,
     OrderNotPayable,
     OrdersUnavailable,
     PaymentNotFound,
+    PaymentPending,
     ProcessorUnavailable,
 )
 from payment_service.payments.processor import CardProcessor, charge_key
@@ -144,25 +146,28 @@ class PaymentsService:
             if decided is None:
                 return await self._current(payment_id)
             charge = decided
-        moved = transition(charge)
-        assert moved is not None
-        to_status, failure_code, kind = moved
-        async with self.sessions() as session, session.begin():
-            payments = PaymentRepository(session)
-            await payments.settle(payment_id, from_status="pending", to_status=to_status,
-                                  failure_code=failure_code)
-            payment = await payments.payment(payment_id)
-            assert payment is not None
-            outcome_id = await payments.add_outcome(payment, kind) if kind else None
-        if outcome_id is None or kind is None:
-            return await self._current(payment_id)
-        self._maybe_crash("after_outcome")
-        took = await self._deliver(Undelivered(outcome_id, payment_id, payment.order_id, kind,
-                                               payment.lease_token))
-        if kind == "paid" and took is False:
+        async with self.sessions() as session:
+            payment = await PaymentRepository(session).payment(payment_id)
+        assert payment is not None
+        moved, took = await self._settle_charge(payment, charge)
+        if not moved:
+            # Decided meanwhile: cut short by the stale-payment loop, whose void this charge
+            # must not outlive, or by its webhook, whose outcome order_service may not have
+            # heard yet: told again (it is idempotent) so the answer never runs ahead of it.
+            current = await self._current(payment_id)
+            if current.status == "failed" and charge.status == "succeeded":
+                await self._void_owed(payment_id, key)
+                return current
+            took = await self._deliver_outcome_of(payment_id)
+        if charge.status == "succeeded" and took is False:
             raise OrderNotPayable("The order could not be paid any more (it was cancelled or "
                                   "ran out of time); the charge was voided.")
         return await self._current(payment_id)
+
+    async def _deliver_outcome_of(self, payment_id: int) -> bool | None:
+        async with self.sessions() as session:
+            outcome = await PaymentRepository(session).undelivered_of(payment_id)
+        return await self._deliver(outcome) if outcome is not None else None
 
     async def _wait_for_decision(self, payment_id: int, key: str) -> Charge | None:
         """A pending charge's outcome, asked for while the request may still wait; None if the
@@ -180,23 +185,28 @@ class PaymentsService:
                 return charge
         return None
 
-    async def _settle_charge(self, payment: PaymentRow, charge: Charge) -> bool:
-        """A pending payment takes the processor's decision, with its outbox row, once; False
-        if it was no longer pending (decided by another path meanwhile)."""
+    async def _settle_charge(self, payment: PaymentRow,
+                             charge: Charge) -> tuple[bool, bool | None]:
+        """A pending payment takes the processor's decision, with its outbox row, once; then
+        order_service is told. (moved, took): moved is False if the payment was no longer
+        pending (decided by another path meanwhile, which wrote the outcome if any); took is
+        what order_service said (None: not reached, the outbox worker tries again)."""
         moved = transition(charge)
         if moved is None:
-            return False
+            return False, None
         to_status, failure_code, kind = moved
         async with self.sessions() as session, session.begin():
             payments = PaymentRepository(session)
             if not await payments.settle(payment.id, from_status="pending",
                                          to_status=to_status, failure_code=failure_code):
-                return False
+                return False, None
             outcome_id = await payments.add_outcome(payment, kind) if kind else None
-        if outcome_id is not None and kind is not None:
-            await self._deliver(Undelivered(outcome_id, payment.id, payment.order_id, kind,
-                                            payment.lease_token))
-        return True
+        if outcome_id is None or kind is None:
+            return True, None
+        self._maybe_crash("after_outcome")
+        took = await self._deliver(Undelivered(outcome_id, payment.id, payment.order_id, kind,
+                                               payment.lease_token))
+        return True, took
 
     async def _fail_interrupted(self, payment_id: int, key: str) -> bool:
         """A pending payment whose charge is unknown fails first, owing a void; the void follows
@@ -247,12 +257,16 @@ class PaymentsService:
         return took
 
     async def _void(self, outcome: Undelivered, *, failure_code: str) -> None:
-        await self.processor.void(key_of(outcome))
+        """A succeeded payment the order would not take fails first, owing its void; the void
+        follows only if it was still succeeded (not refunded meanwhile)."""
         async with self.sessions() as session, session.begin():
-            await PaymentRepository(session).settle(outcome.payment_id, from_status="succeeded",
-                                                    to_status="failed", failure_code=failure_code)
-        logger.warning("charge voided",
-                       extra={"payment_id": outcome.payment_id, "code": failure_code})
+            moved = await PaymentRepository(session).settle(
+                outcome.payment_id, from_status="succeeded", to_status="failed",
+                failure_code=failure_code, void_owed=True)
+        if moved:
+            await self._void_owed(outcome.payment_id, key_of(outcome))
+            logger.warning("charge voided",
+                           extra={"payment_id": outcome.payment_id, "code": failure_code})
 
     async def _current(self, payment_id: int) -> PaymentOut:
         async with self.sessions() as session:
@@ -285,19 +299,28 @@ class PaymentsService:
                            lease_token=payment.lease_token)
 
     async def refund(self, order_id: int) -> PaymentView:
-        """The order's succeeded payment is given back; idempotent."""
+        """The order's succeeded payment is given back; idempotent. NoCharge only when no
+        payment of the order holds a charge or may yet (order_service then counts the refund
+        done); PaymentPending while one is being decided (asked again later)."""
         async with self.sessions() as session:
-            paid = await PaymentRepository(session).succeeded_of_order(order_id)
-        if paid is not None:
-            await self.processor.refund(key_of(paid))
-            async with self.sessions() as session, session.begin():
-                await PaymentRepository(session).settle(paid.id, from_status="succeeded",
-                                                        to_status="refunded")
-        latest = await self.reads.latest_of_order(order_id)
-        if latest is None or latest.status != "refunded":
-            raise PaymentNotFound("The order has no payment to refund.")
-        return PaymentView(id=latest.id, order_id=order_id, status=latest.status,
-                           lease_token=latest.lease_token)
+            holding = await PaymentRepository(session).holding_charges(order_id)
+        if not holding:
+            raise NoCharge()
+        for payment in holding:
+            if payment.status == "pending":
+                raise PaymentPending()
+            if payment.status == "succeeded":
+                await self.processor.refund(key_of(payment))
+                async with self.sessions() as session, session.begin():
+                    await PaymentRepository(session).settle(
+                        payment.id, from_status="succeeded", to_status="refunded")
+        async with self.sessions() as session:
+            refunded = [p for p in await PaymentRepository(session).holding_charges(order_id)
+                        if p.status == "refunded"]
+        if not refunded:
+            raise PaymentPending()  # moved meanwhile (voided, say): asked again, then decided
+        return PaymentView(id=refunded[-1].id, order_id=order_id, status="refunded",
+                           lease_token=refunded[-1].lease_token)
 
     # The processor's side (webhooks)
 
@@ -336,11 +359,9 @@ class PaymentsService:
             stale = await PaymentRepository(session).stale_pending(
                 before=utcnow() - self.stale_after, limit=batch)
         for payment in stale:
-            await self.processor.void(key_of(payment))
-            async with self.sessions() as session, session.begin():
-                await PaymentRepository(session).settle(payment.id, from_status="pending",
-                                                        to_status="failed",
-                                                        failure_code="interrupted")
+            # Failed first: a void is owed only by a payment this loop took from pending. A
+            # charge answered meanwhile keeps its payment (never voided under a paid order).
+            await self._fail_interrupted(payment.id, key_of(payment))
         return len(stale)
 
     async def void_owed_charges(self, *, batch: int = 200) -> int:

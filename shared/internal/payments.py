@@ -5,7 +5,9 @@
 
 order_service asks for an order's latest payment before it expires an order whose payment
 lease ran out (a payment that succeeded makes it paid instead), and asks for the refund when a
-paid order is cancelled. Both idempotent.
+paid order is cancelled. Both idempotent. A refund answers 200 once the charge is given back,
+404 `no_charge` only when no payment of the order holds or may yet hold a charge, and 409
+`payment_pending` while one is still being decided.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 from shared.schemas import ApiModel
 
 PREFIX = "/internal/payments"
+NO_CHARGE = "no_charge"
 
 PaymentStatus = Literal["pending", "succeeded", "failed", "refunded"]
 

@@ -1,5 +1,5 @@
 """Payments that owe the processor a void (failed while their charge may stand), kept until the
-processor confirms it.
+processor confirms it; a payment's outcome found by its payment id.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,8 +21,11 @@ def upgrade() -> None:
     op.add_column('payments', sa.Column('void_owed', sa.Boolean(), server_default=sa.false(),
                                         nullable=False))
     op.create_index('ix_payments_void_owed', 'payments', ['void_owed'], unique=False)
+    op.create_index('ix_payment_outbox_payment_id', 'payment_outbox', ['payment_id'],
+                    unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_payment_outbox_payment_id', table_name='payment_outbox')
     op.drop_index('ix_payments_void_owed', table_name='payments')
     op.drop_column('payments', 'void_owed')
