@@ -12,8 +12,12 @@
 
 The keys live in Redis, so that the sale's refusals (409 sold_out) stay free of MySQL work even
 when clients send keys. Redis is the fast gate here too, not the truth: the resource a request
-creates (an order, a payment) carries its key under a unique (user, key) index, so even a key
-Redis has lost cannot create it twice; the service finds the first one instead.
+creates (an order, a payment) carries its key under a unique (user, key) index, and a key
+claimed afresh is first looked up there (`made_before`) before any work: a retry whose first
+answer Redis lost (a crash, a failover, FLUSHDB) gets what the first request made, never a
+refusal that first request caused (purchase_limit_exceeded, invalid_state) nor a second one.
+A key claimed afresh is rare (first use, or a lost answer), so the sale's refusals stay free of
+MySQL work only for requests without a key or with a stored answer; see `once`.
 """
 
 from __future__ import annotations
@@ -117,6 +121,11 @@ class Claim:
     fingerprint: str
 
 
+# What a claim's (user, key) made before, from the database the resource lives in: None if
+# nothing; raises IdempotencyKeyReused if it was made from another request body.
+MadeBefore = Callable[[Claim], Awaitable[BaseModel | None]]
+
+
 class IdempotencyKeys:
     def __init__(self, redis: Redis, *, namespace: str, ttl: timedelta = MIN_TTL) -> None:
         self.redis = redis
@@ -159,10 +168,13 @@ class IdempotencyKeys:
                            args=[claim.fingerprint])
 
     async def once(self, user_id: int, key: str | None, request: BaseModel,
-                   work: Callable[[Claim | None], Awaitable[BaseModel]]) -> StoredAnswer:
+                   work: Callable[[Claim | None], Awaitable[BaseModel]], *,
+                   made_before: MadeBefore) -> StoredAnswer:
         """201 and what `work` made, or its refusal; with a key, at most once and the same
-        again: claimed before any side effect, the answer (a 4xx refusal included) kept for
-        replays, a 5xx or any other failure forgotten so a retry does the work."""
+        again: claimed before any side effect, then looked up in the database (`made_before`:
+        what this user's key made, or None; IdempotencyKeyReused for another body), the answer
+        (a 4xx refusal included) kept for replays, a 5xx or any other failure forgotten so a
+        retry does the work."""
         if key is None:
             return StoredAnswer(201, (await work(None)).model_dump(mode="json"))
         claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json")))
@@ -170,7 +182,7 @@ class IdempotencyKeys:
         if stored is not None:
             return stored
         try:
-            made = await work(claim)
+            made = await made_before(claim) or await work(claim)
         except ProblemError as problem:
             if problem.status >= 500:
                 await self.forget(claim)

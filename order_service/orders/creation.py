@@ -58,7 +58,8 @@ class OrderCreation:
         `slot`: the reserve slot admission's layer in front already waited for, if any."""
         return await self.keys.once(
             user_id, idempotency_key, request,
-            lambda claim: self._create(user_id, request, claim, slot))
+            lambda claim: self._create(user_id, request, claim, slot),
+            made_before=self._order_made_with)
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
                       slot: Slot | None) -> OrderOut:
@@ -134,10 +135,16 @@ class OrderCreation:
 
     async def _first_order_of(self, claim: Claim) -> OrderOut:
         """The key made an order before (Redis had lost the key): that order is the answer."""
+        order = await self._order_made_with(claim)
+        if order is None:
+            raise DatabaseUnavailable()
+        return order
+
+    async def _order_made_with(self, claim: Claim) -> OrderOut | None:
         async with self.transactions.read() as orders:
             found = await orders.by_idempotency_key(claim.user_id, claim.key)
         if found is None:
-            raise DatabaseUnavailable()
+            return None
         order, first_fingerprint = found
         if first_fingerprint != claim.fingerprint:
             raise IdempotencyKeyReused()

@@ -109,7 +109,8 @@ class PaymentsService:
         # The fingerprint of the body as sent: the card number is hashed, never stored.
         return await self.keys.once(
             user_id, idempotency_key, request,
-            lambda claim: self._pay(user_id, request, claim))
+            lambda claim: self._pay(user_id, request, claim),
+            made_before=self._first_payment_of)
 
     async def _pay(self, user_id: int, request: PaymentCreate, claim: Claim | None) -> PaymentOut:
         lease = await self.orders.lease(request.order_id, user_id)
