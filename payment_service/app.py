@@ -66,7 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payments = PaymentsService(
                 sessions=datastores.sessionmaker, reads=datastores.reads,
                 orders=OrdersClient(orders), processor=processor,
-                keys=IdempotencyKeys(datastores.redis, namespace="payments"),
+                # A namespace of its own since fingerprints became HMACs: the plain hashes
+                # kept before are never compared (and expire with their keys).
+                keys=IdempotencyKeys(datastores.redis, namespace="payments-hmac",
+                                     fingerprint_secret=settings.fingerprint_key()),
                 stale_after=timedelta(seconds=settings.stale_after_seconds),
                 pending_wait_seconds=settings.processor_pending_wait_seconds,
                 fault_point=settings.fault_point)

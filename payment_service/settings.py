@@ -12,6 +12,9 @@ from payment_service.payments.processor_api import DEVELOPMENT_WEBHOOK_SECRET
 from shared.services import PROCESSOR_SIM, service
 from shared.settings import DEVELOPMENT_PLACEHOLDER, DatastoreSettings, refuse_in_production
 
+DEVELOPMENT_FINGERPRINT_KEY = DEVELOPMENT_PLACEHOLDER + "payment-fingerprint-key-0123456789"
+MIN_FINGERPRINT_KEY_LENGTH = 32
+
 
 class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENT_")
@@ -33,6 +36,9 @@ class Settings(DatastoreSettings):
     # "<timestamp>.<body>") and refused when their timestamp is further off than the tolerance.
     processor_webhook_secret: SecretStr = SecretStr(DEVELOPMENT_WEBHOOK_SECRET)
     webhook_tolerance_seconds: int = Field(default=300, gt=0)
+    # The Idempotency-Key fingerprint of a payment is an HMAC with this key (the body holds the
+    # card number); only payment_service holds it. Production refuses the development one.
+    idempotency_fingerprint_key: SecretStr = SecretStr(DEVELOPMENT_FINGERPRINT_KEY)
     # Production refuses to start when the processor says it is the simulator, unless this says
     # so explicitly (a staging deployment that must never charge a card).
     allow_simulated_processor: bool = False
@@ -53,7 +59,17 @@ class Settings(DatastoreSettings):
                 DEVELOPMENT_PLACEHOLDER),
             "PAYMENT_PROCESSOR_WEBHOOK_SECRET must be set in production (the processor's "
             "webhook signing secret)")
+        key = self.idempotency_fingerprint_key.get_secret_value()
+        if len(key) < MIN_FINGERPRINT_KEY_LENGTH:
+            raise ValueError("PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY must be at least "
+                             f"{MIN_FINGERPRINT_KEY_LENGTH} characters")
+        refuse_in_production(self, key.startswith(DEVELOPMENT_PLACEHOLDER),
+                             "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY must be set in production (a "
+                             "secret of payment_service's own)")
         return self
+
+    def fingerprint_key(self) -> bytes:
+        return self.idempotency_fingerprint_key.get_secret_value().encode()
 
 
 @lru_cache

@@ -23,6 +23,7 @@ MySQL work only for requests without a key or with a stored answer; see `once`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -100,10 +101,14 @@ async def idempotency_key(
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
 
 
-def fingerprint(body: Any) -> str:
-    """Of the request body as parsed (so key order and white space do not matter)."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                     default=str).encode()).hexdigest()
+def fingerprint(body: Any, secret: bytes | None = None) -> str:
+    """Of the request body as parsed (so key order and white space do not matter). With a
+    secret, an HMAC: a body holding something guessable and secret (a card number) cannot be
+    found again by trying candidates against the stored fingerprint."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    if secret is not None:
+        return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,11 @@ MadeBefore = Callable[[Claim], Awaitable[BaseModel | None]]
 
 
 class IdempotencyKeys:
-    def __init__(self, redis: Redis, *, namespace: str, ttl: timedelta = MIN_TTL) -> None:
+    def __init__(self, redis: Redis, *, namespace: str, ttl: timedelta = MIN_TTL,
+                 fingerprint_secret: bytes | None = None) -> None:
         self.redis = redis
         self.namespace = namespace
+        self.fingerprint_secret = fingerprint_secret
         self.ttl = max(ttl, MIN_TTL)
         self._claim = redis.register_script(_CLAIM)
         self._forget = redis.register_script(_FORGET)
@@ -177,7 +184,8 @@ class IdempotencyKeys:
         retry does the work."""
         if key is None:
             return StoredAnswer(201, (await work(None)).model_dump(mode="json"))
-        claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json")))
+        claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json"),
+                                                self.fingerprint_secret))
         stored = await self.claim(claim)
         if stored is not None:
             return stored

@@ -110,7 +110,7 @@ class PaymentsService:
         return await self.keys.once(
             user_id, idempotency_key, request,
             lambda claim: self._pay(user_id, request, claim),
-            made_before=self._first_payment_of)
+            made_before=lambda claim: self._first_payment_of(claim, request.order_id))
 
     async def _pay(self, user_id: int, request: PaymentCreate, claim: Claim | None) -> PaymentOut:
         lease = await self.orders.lease(request.order_id, user_id)
@@ -126,7 +126,7 @@ class PaymentsService:
             if getattr(error.orig, "args", (None,))[0] != DUPLICATE_ENTRY:
                 raise
             if claim is not None:
-                first = await self._first_payment_of(claim)
+                first = await self._first_payment_of(claim, request.order_id)
                 if first is not None:
                     return first
             raise OrderNotPayable("The order is already paid or being paid.") from None
@@ -230,13 +230,18 @@ class PaymentsService:
         async with self.sessions() as session, session.begin():
             await PaymentRepository(session).void_confirmed(payment_id)
 
-    async def _first_payment_of(self, claim: Claim) -> PaymentOut | None:
+    async def _first_payment_of(self, claim: Claim, order_id: int) -> PaymentOut | None:
         async with self.sessions() as session:
             found = await PaymentRepository(session).by_idempotency_key(claim.user_id, claim.key)
         if found is None:
             return None
         payment, first_fingerprint = found
-        if first_fingerprint != claim.fingerprint:
+        # A payment from before fingerprints were HMACs has none kept (migration 0004): the
+        # order it paid is what can still be compared.
+        if first_fingerprint is None:
+            if order_id != payment.order_id:
+                raise IdempotencyKeyReused()
+        elif first_fingerprint != claim.fingerprint:
             raise IdempotencyKeyReused()
         return payment_out(payment)
 

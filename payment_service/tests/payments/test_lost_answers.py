@@ -50,10 +50,10 @@ async def test_a_payment_retried_after_its_answer_was_lost_is_the_same_payment(
     order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
     first = await pay(http, sale, user=buyer, order_id=order_id, key="pay-once")
     assert (first.status_code, first.json()["status"]) == (201, "succeeded"), first.text
-    await forget_stored_answers(redis, "payments", buyer)
+    await forget_stored_answers(redis, "payments-hmac", buyer)
     again = await pay(http, sale, user=buyer, order_id=order_id, key="pay-once")
     assert (again.status_code, again.json()) == (201, first.json())
-    await forget_stored_answers(redis, "payments", buyer)
+    await forget_stored_answers(redis, "payments-hmac", buyer)
     reused = await pay(http, sale, user=buyer, order_id=order_id, key="pay-once",
                        card="4000000000000002")
     assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")
