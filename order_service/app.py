@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from order_service.clients import PaymentsClient, StockClient
 from order_service.dependencies import Resources
 from order_service.orders.admission import OrderAdmission, OrderAdmissionFront
-from order_service.orders.creation import OrderCreation
+from order_service.orders.creation import OrderCreation, create_time_budget
 from order_service.orders.effects import OrderEffects
 from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
@@ -54,15 +54,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             transactions = Transactions(datastores.sessionmaker, OrderRepository)
             stock_client = StockClient(stock)
             payments_client = PaymentsClient(payments)
+            reserve_wait, reserve_timeout = create_time_budget(
+                settings.create_budget_seconds, settings.call_timeout_seconds)
             admission = OrderAdmission(
                 sold_out=SoldOutMemory(settings.sold_out_memory_seconds),
                 reserving=InFlightLimit(settings.reserves_in_flight_per_product,
-                                        wait_seconds=settings.call_timeout_seconds))
+                                        wait_seconds=reserve_wait))
             creation = OrderCreation(
                 transactions=transactions, admission=admission, stock=stock_client,
                 ids=OrderIds(transactions),
                 keys=IdempotencyKeys(datastores.redis, namespace="orders"),
-                payment_ttl=timedelta(seconds=settings.payment_ttl_seconds))
+                payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
+                reserve_timeout_seconds=reserve_timeout)
             effects = OrderEffects(
                 transactions=transactions, admission=admission, stock=stock_client,
                 payments=payments_client,

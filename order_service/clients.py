@@ -40,10 +40,11 @@ class StockClient:
         self.client = client
 
     async def reserve(self, *, product_id: int, order_id: int, user_id: int, quantity: int,
-                      expires_at: datetime) -> Hold:
+                      expires_at: datetime, timeout: float | None = None) -> Hold:
+        """`timeout`: what is left of the order's time budget (the client's default if None)."""
         # As HoldRequest reads it (times in ISO-8601 UTC with a Z; ours are naive UTC).
         body = {"user_id": user_id, "quantity": quantity, "expires_at": to_utc_z(expires_at)}
-        response = await self._call("PUT", hold_path(product_id, order_id), body)
+        response = await self._call("PUT", hold_path(product_id, order_id), body, timeout)
         if response.status == 200:
             return Hold.model_validate(response.body)
         if response.status == 503:
@@ -75,9 +76,10 @@ class StockClient:
             raise StockUnavailable(f"stock_service answered {response.status} to a hold list.")
         return HoldPage.model_validate(response.body)
 
-    async def _call(self, method: str, path: str, body: object = None) -> ServiceResponse:
+    async def _call(self, method: str, path: str, body: object = None,
+                    timeout: float | None = None) -> ServiceResponse:
         try:
-            return await self.client.request(method, path, json_body=body)
+            return await self.client.request(method, path, json_body=body, timeout=timeout)
         except ServiceCallFailed as failed:
             raise StockUnavailable() from failed
 

@@ -23,10 +23,15 @@ class Settings(DatastoreSettings):
     payment_lease_seconds: float = Field(default=30.0, gt=0)
     # Calls to stock_service and payment_service give up after this (then 503, or retried).
     call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A POST /orders is answered within this, whatever its waits (a reserve slot, the reserve,
+    # the insert) would add up to: keep it below the gateway's upstream timeout (10 s), so the
+    # gateway never gives up on an order still being made.
+    create_budget_seconds: float = Field(default=8.0, gt=0)
     # A product refused as sold out is refused again without asking for this long.
     sold_out_memory_seconds: float = Field(default=0.25, ge=0)
     # At most this many reserves of one product in flight to stock_service from this process;
-    # the rest queue (for at most call_timeout_seconds) and may be refused by the memory above.
+    # the rest queue (for a share of create_budget_seconds) and may be refused by the memory
+    # above.
     reserves_in_flight_per_product: int = Field(default=64, ge=1)
     # Loops: expiry (on time, so often), effects still owed, holds no order was made for.
     expiry_interval_seconds: float = Field(default=0.5, gt=0)

@@ -8,6 +8,7 @@ own tests; here the contract and the crowd cross the gateway."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -274,3 +275,31 @@ async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(
         assert {r.json()["code"] for r in answers if r.status_code != 201} <= {
             "sold_out", "purchase_limit_exceeded", "unpaid_order_exists"}
         assert await remaining(api, product_id) == 0
+
+
+async def test_a_retry_after_the_gateway_gave_up_returns_the_order_that_exists(
+    api: httpx.AsyncClient, people: list[User], system: System
+) -> None:
+    """order_service stalls (SIGSTOP, a process this suite started) with the request in hand:
+    the gateway answers 504 in time, the order is made once the service runs again, and the
+    client's retry with the same key gets that order, not a refusal it caused."""
+    seller, buyer, _ = people
+    product_id = await product(api, seller, stock=3, limit_per_user=1)
+    orders = system.services["order"].process
+    assert orders is not None
+    orders.send_signal(signal.SIGSTOP)
+    try:
+        first = await order(api, buyer, product_id, key="after-504")
+    finally:
+        orders.send_signal(signal.SIGCONT)
+    assert_problem(first, 504, "upstream_timeout")
+    for _ in range(100):
+        again = await order(api, buyer, product_id, key="after-504")
+        if again.status_code != 409 or again.json()["code"] != "idempotency_key_in_use":
+            break
+        await asyncio.sleep(0.2)
+    assert again.status_code == 201, again.text
+    mine = await api.get("/api/v1/orders", headers=buyer.headers)
+    made = [o for o in mine.json()["items"] if o["product_id"] == product_id]
+    assert [o["id"] for o in made] == [again.json()["id"]]
+    assert await remaining(api, product_id) == 2

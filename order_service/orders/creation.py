@@ -34,13 +34,26 @@ from shared.sold_out import Slot
 logger = logging.getLogger("order_service.orders")
 # (user, product) pairs remembered at most: past it the memory starts again.
 MAX_REMEMBERED_ORDERS = 100_000
+# Of a create's time budget (ORDER_CREATE_BUDGET_SECONDS, below the gateway's upstream timeout):
+# at most this share waits for a reserve slot, in front of the router or in it, and this much is
+# left for the insert once the reserve is answered; the reserve call has the rest.
+SLOT_WAIT_SHARE = 0.4
+INSERT_SECONDS = 1.0
+
+
+def create_time_budget(budget_seconds: float, call_timeout_seconds: float) -> tuple[float, float]:
+    """(reserve slot wait, reserve call timeout), together within `budget_seconds`."""
+    wait = min(call_timeout_seconds, budget_seconds * SLOT_WAIT_SHARE)
+    return wait, max(min(call_timeout_seconds, budget_seconds - wait - INSERT_SECONDS), 0.1)
 
 
 class OrderCreation:
     def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
                  stock: StockClient, ids: OrderIds, keys: IdempotencyKeys,
-                 payment_ttl: timedelta, writer: OrderWriter | None = None) -> None:
+                 payment_ttl: timedelta, reserve_timeout_seconds: float | None = None,
+                 writer: OrderWriter | None = None) -> None:
         self.transactions = transactions
+        self.reserve_timeout_seconds = reserve_timeout_seconds
         self.admission = admission
         self.stock = stock
         self.ids = ids
@@ -69,7 +82,8 @@ class OrderCreation:
             expires_at = created_at + self.payment_ttl
             hold = await self.stock.reserve(
                 product_id=request.product_id, order_id=order_id, user_id=user_id,
-                quantity=request.quantity, expires_at=expires_at)
+                quantity=request.quantity, expires_at=expires_at,
+                timeout=self.reserve_timeout_seconds)
             return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
                             quantity=request.quantity, unit_price=hold.unit_price,
                             amount=hold.unit_price * request.quantity, status="pending_payment",
