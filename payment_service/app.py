@@ -30,8 +30,9 @@ logger = logging.getLogger("payment_service")
 
 
 async def refuse_simulator_in_production(processor: HttpProcessor, settings: Settings) -> None:
-    """Production charges real cards: a processor that says it is the simulator (or cannot say
-    what it is) is refused unless PAYMENT_ALLOW_SIMULATED_PROCESSOR says otherwise."""
+    """Production charges real cards: a processor that says it is the simulator (or does not
+    answer at all) is refused unless PAYMENT_ALLOW_SIMULATED_PROCESSOR says otherwise; one with
+    no /v1/processor route is not the simulator."""
     if not settings.is_production() or settings.allow_simulated_processor:
         return
     try:
@@ -39,7 +40,7 @@ async def refuse_simulator_in_production(processor: HttpProcessor, settings: Set
     except ProcessorUnavailable as error:
         raise RuntimeError("production: the card processor at PAYMENT_PROCESSOR_URL did not "
                            "say what it is; refusing to start") from error
-    if info.simulated:
+    if info is not None and info.simulated:
         raise RuntimeError("production: PAYMENT_PROCESSOR_URL is the card processor simulator; "
                            "set PAYMENT_ALLOW_SIMULATED_PROCESSOR=true if that is meant")
 

@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from payment_service.payments.errors import ProcessorUnavailable
 from payment_service.payments.processor_api import (
     CHARGES_PATH,
@@ -77,9 +79,19 @@ class HttpProcessor:
         self.client = client
         self.attempts = attempts
 
-    async def info(self) -> ProcessorInfo:
+    async def info(self) -> ProcessorInfo | None:
+        """What the processor says it is; None if it has no such route (a processor that is
+        not the simulator need not have one)."""
         response = await self._send("GET", INFO_PATH, key=None)
-        return ProcessorInfo.model_validate(response.body)
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise ProcessorUnavailable(f"The card processor answered {response.status}.")
+        try:
+            return ProcessorInfo.model_validate(response.body)
+        except ValidationError as error:
+            raise ProcessorUnavailable("The card processor's answer was not understood.") \
+                from error
 
     async def charge(self, *, key: str, card_number: str, amount: int,
                      reference: str) -> Charge:

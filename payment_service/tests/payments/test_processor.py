@@ -180,3 +180,7 @@ async def test_production_refuses_the_simulator_unless_told(sale: Sale) -> None:
                               timeout_seconds=1) as client:
         with pytest.raises(RuntimeError, match="did not say"):
             await refuse_simulator_in_production(HttpProcessor(client), production)
+    # A processor without the simulator's /v1/processor route (here: order_service) is not it.
+    async with service_client("card_processor", sale.url("order"), signing_key=None,
+                              timeout_seconds=2) as client:
+        await refuse_simulator_in_production(HttpProcessor(client), production)
