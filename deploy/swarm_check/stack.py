@@ -18,8 +18,10 @@ INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
 
 # Several tasks behind each name: the sale's path twice over, the rest (and any app added to
 # docker-compose.yml later) once.
+# The card processor simulator runs once: its ledger lives in its memory.
 REPLICAS = {"gateway": 1, "user-service": 1, "product-service": 2, "order-service": 2,
-            "payment-service": 2, "stock-service": 2, "social-service": 1, "mysql": 1, "redis": 1}
+            "payment-service": 2, "stock-service": 2, "social-service": 1, "mysql": 1, "redis": 1,
+            "processor-sim": 1}
 # The mail sink is left out: nothing in a sale sends mail (accounts are seeded verified).
 LEFT_OUT = {"mailpit"}
 _DEFAULTED = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
