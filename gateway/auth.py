@@ -14,7 +14,13 @@ from redis.asyncio import Redis
 
 from gateway.jwks import JwksCache
 from gateway.revocation import RevocationList
-from shared.contracts import ACCESS_TOKEN_TYPE, is_session_id, parse_user_id
+from shared.contracts import (
+    ACCESS_TOKEN_TYPE,
+    is_session_id,
+    parse_roles,
+    parse_user_id,
+    roles_header,
+)
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "sid"]
@@ -46,6 +52,8 @@ class Identity:
     user_id: int
     session_id: str
     expires_at: float
+    # The token's `roles` claim, as the header services read (shared.contracts.roles_header).
+    roles: str = ""
 
 
 class VerifiedTokens:
@@ -132,6 +140,8 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             raise TokenRejected("invalid_token", "The access token is not valid.") from None
         user_id, sid = parse_user_id(claims["sub"]), claims["sid"]
-        if user_id is None or not is_session_id(sid):
+        roles = parse_roles(claims.get("roles"))
+        if user_id is None or not is_session_id(sid) or roles is None:
             raise TokenRejected("invalid_token", "The access token is not valid.")
-        return Identity(user_id=user_id, session_id=sid, expires_at=float(claims["exp"]))
+        return Identity(user_id=user_id, session_id=sid, expires_at=float(claims["exp"]),
+                        roles=roles_header(roles))

@@ -13,8 +13,8 @@ HOP_BY_HOP = frozenset({
     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
 })
 IDENTITY = frozenset({
-    b"x-user-id", b"x-session-id", b"x-request-id", b"x-forwarded-for", b"x-real-ip",
-    b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
+    b"x-user-id", b"x-session-id", b"x-user-roles", b"x-request-id", b"x-forwarded-for",
+    b"x-real-ip", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
     IDENTITY_SIGNATURE_HEADER.lower().encode(),
 })
 RESPONSE_DROP = frozenset({

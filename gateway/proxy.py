@@ -37,6 +37,7 @@ from shared.contracts import (
     REQUEST_ID_HEADER,
     SESSION_ID_HEADER,
     USER_ID_HEADER,
+    USER_ROLES_HEADER,
     identity_signature,
 )
 from shared.request_context import current_request_id
@@ -174,17 +175,19 @@ class Proxy:
                                    "Too many requests; try again later.",
                                    [(b"retry-after", str(int(retry_after)).encode())])
                 return
-        user_id = session_id = ""
+        user_id = session_id = roles = ""
         headers.append((REQUEST_ID_HEADER, request_id))
         headers.append((CLIENT_IP_HEADER, client_ip))
         if identity is not None:
-            user_id, session_id = str(identity.user_id), identity.session_id
+            user_id, session_id, roles = str(identity.user_id), identity.session_id, identity.roles
             headers.append((USER_ID_HEADER, user_id))
             headers.append((SESSION_ID_HEADER, session_id))
+            if roles:
+                headers.append((USER_ROLES_HEADER, roles))
         # Signed last, just before forwarding: services believe these headers only with it.
         headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
             self.identity_key, timestamp=int(time.time()), user_id=user_id,
-            session_id=session_id, request_id=request_id, client_ip=client_ip)))
+            session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles)))
 
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")

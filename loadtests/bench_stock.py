@@ -109,6 +109,8 @@ class StockBench:
     stock: ServiceProcess
     product: ServiceProcess
     system: BenchSystem
+    # user_service's schema: the bench's seller is granted its role there.
+    user_database_url: str
 
 
 @contextmanager
@@ -148,12 +150,12 @@ def stock_system(workdir: Path) -> Iterator[StockBench]:
             "GATEWAY_REDIS_URL": BENCH_REDIS_URL, "GATEWAY_USER_SERVICE_URL": user.url,
             "GATEWAY_PRODUCT_SERVICE_URL": product.url, "GATEWAY_STOCK_SERVICE_URL": stock.url})
         yield StockBench(gateway, stock, product, BenchSystem(gateway.url, user.url, mail,
-                                                                   identity_key))
+                                                                   identity_key), urls["user"])
 
 
 async def create_products(bench: StockBench) -> dict[str, int]:
     """hot (every reserve wins), sold_out (no stock), raw (for EVALSHA), shown (for reads)."""
-    account = await create_account(bench.system)
+    account = await create_account(bench.system, seller_in=bench.user_database_url)
     headers = {"Authorization": f"Bearer {account.access_token}"}
     general = {"description": "bench", "price": 1_000, "kind": "general"}
     bodies = {

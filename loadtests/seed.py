@@ -9,8 +9,8 @@ read.
 The accounts are made by user_service's operator path (user_service/auth/bulk.py: no Argon2 per
 account, no SMTP), so this runs where user_service's settings are: its database and signing key
 come from the environment, as the service's own do. The product is listed through the public
-API by one more seeded account (the seller), as a preorder opening `--opens-in` seconds from
-now with `--stock` units and `--limit-per-user`.
+API by one more seeded account (the seller, granted the `seller` role), as a preorder opening
+`--opens-in` seconds from now with `--stock` units and `--limit-per-user`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import httpx
 
 from loadtests.seed_file import SaleSeed
 from shared.clock import utcnow
+from shared.contracts import SELLER_ROLE
 from shared.db import create_engine, create_sessionmaker
 from shared.schemas import to_utc_z
 from user_service.auth.bulk import BulkAccount, create_verified_accounts
@@ -37,12 +38,14 @@ PASSWORD = "load test buyer password"
 PRICE = 99_000
 
 
-async def create_accounts(settings: UserSettings, count: int) -> list[BulkAccount]:
+async def create_accounts(settings: UserSettings, count: int, *, email_prefix: str = "load",
+                          roles: tuple[str, ...] = ()) -> list[BulkAccount]:
     engine = create_engine(settings.database_url, pool_size=2)
     try:
         return await create_verified_accounts(create_sessionmaker(engine),
                                               TokenSigner.from_settings(settings), count=count,
-                                              password=PASSWORD, email_prefix="load")
+                                              password=PASSWORD, email_prefix=email_prefix,
+                                              roles=roles)
     finally:
         await engine.dispose()
 
@@ -69,8 +72,9 @@ async def list_sale_product(host: str, seller: BulkAccount, *, stock: int, opens
 
 async def seed(host: str, settings: UserSettings, *, users: int, stock: int, opens_in: float,
                limit_per_user: int = 1) -> SaleSeed:
-    accounts = await create_accounts(settings, users + 1)
-    seller, crowd = accounts[0], accounts[1:]
+    # The seller holds the `seller` role, as an operator grants it (python -m user_service.roles).
+    [seller] = await create_accounts(settings, 1, email_prefix="seller", roles=(SELLER_ROLE,))
+    crowd = await create_accounts(settings, users)
     product = await list_sale_product(host, seller, stock=stock, opens_in=opens_in,
                                       limit_per_user=limit_per_user)
     opens_at = product["sale_opens_at"]

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import httpx
 
+from shared.contracts import SELLER_ROLE
+from shared.db import create_engine, create_sessionmaker
 from shared.migrate import upgrade
 from shared.services import PROCESSOR_SIM, service
 from shared.testing.datastores import database_url_for_tests
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
+from user_service.roles.service import grant_role as grant_role_to
 
 # Its own Redis database and schema, so a benchmark never touches a test run's or `make run`'s
 # data; TEST_NAMESPACE (see shared/testing/datastores.py) keeps two checkouts' benchmarks apart.
@@ -91,8 +94,20 @@ def bench_system() -> Iterator[BenchSystem]:
         mail.stop()
 
 
-async def create_account(system: BenchSystem) -> Account:
-    """Sign up, verify with the mailed code and log in, all through the gateway."""
+async def grant_role(database_url: str, email: str, role: str) -> None:
+    """As the operator's command does (python -m user_service.roles), on user_service's schema."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await grant_role_to(session, email, role)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def create_account(system: BenchSystem, *, seller_in: str | None = None) -> Account:
+    """Sign up, verify with the mailed code and log in, all through the gateway; granted the
+    seller role before the login when `seller_in` names user_service's database."""
     email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
         signup = await client.post("/api/v1/auth/signup",
@@ -101,6 +116,8 @@ async def create_account(system: BenchSystem) -> Account:
         code = (await system.mail.wait_for(email)).code
         verified = await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code})
         verified.raise_for_status()
+        if seller_in is not None:
+            await grant_role(seller_in, email, SELLER_ROLE)
         login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         login.raise_for_status()
     return Account(email, int(signup.json()["id"]), login.json()["access_token"])

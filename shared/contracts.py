@@ -13,6 +13,8 @@ from typing import TypeGuard
 # Headers the gateway alone sets on a forwarded request (it drops any a client sent).
 USER_ID_HEADER = "X-User-Id"
 SESSION_ID_HEADER = "X-Session-Id"
+# The caller's roles (the access token's `roles` claim), comma-separated, sorted; absent: none.
+USER_ROLES_HEADER = "X-User-Roles"
 CLIENT_IP_HEADER = "X-Forwarded-For"
 REQUEST_ID_HEADER = "X-Request-Id"
 IDENTITY_SIGNATURE_HEADER = "X-Identity-Signature"
@@ -37,6 +39,30 @@ def parse_user_id(raw: object) -> int | None:
 
 def is_session_id(raw: object) -> TypeGuard[str]:
     return isinstance(raw, str) and _SESSION_ID.fullmatch(raw) is not None
+
+
+# Roles an operator grants (python -m user_service.roles); a token's `roles` claim names only these.
+SELLER_ROLE = "seller"
+ROLES = frozenset({SELLER_ROLE})
+
+
+def parse_roles(raw: object) -> frozenset[str] | None:
+    """The roles in a token's `roles` claim (a list of names), None if it is not one. A role
+    this version does not know is dropped, not refused: a newer user_service may grant more."""
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list) or len(raw) > 16 or not all(isinstance(r, str) for r in raw):
+        return None
+    return frozenset(role for role in raw if role in ROLES)
+
+
+def roles_header(roles: frozenset[str]) -> str:
+    return ",".join(sorted(roles))
+
+
+def roles_from_header(raw: str) -> frozenset[str]:
+    """Only under a checked signature: the names the gateway wrote, known ones only."""
+    return frozenset(role for role in raw.split(",") if role in ROLES)
 
 
 # Access tokens: user_service signs with these, the gateway verifies against them.
@@ -80,8 +106,9 @@ REVOCATION_EPOCH_KEY = "{auth:revocation}:epoch"
 # IDENTITY_SIGNING_KEY, one secret every process of a deployment reads, over
 #
 #     v1 \n <unix seconds> \n <user id> \n <session id> \n <request id> \n <client address>
+#        \n <roles>
 #
-# (user and session id empty on a request without a token), sent as
+# (user and session id and roles empty on a request without a token), sent as
 # `X-Identity-Signature: v1.<unix seconds>.<hex digest>`. No field can hold a line break (HTTP
 # forbids them in header values), so the fields cannot be shifted into one another.
 IDENTITY_SIGNATURE_VERSION = "v1"
@@ -92,10 +119,10 @@ IDENTITY_MAX_AGE_SECONDS = 10
 
 
 def identity_signature(key: bytes, *, timestamp: int, user_id: str, session_id: str,
-                       request_id: str, client_ip: str) -> str:
+                       request_id: str, client_ip: str, roles: str = "") -> str:
     """The X-Identity-Signature value the gateway sends for these forwarded headers."""
     message = "\n".join((IDENTITY_SIGNATURE_VERSION, str(timestamp), user_id, session_id,
-                         request_id, client_ip))
+                         request_id, client_ip, roles))
     digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
     return f"{IDENTITY_SIGNATURE_VERSION}.{timestamp}.{digest}"
 

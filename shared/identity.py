@@ -20,14 +20,17 @@ from shared.contracts import (
     IDENTITY_MAX_AGE_SECONDS,
     IDENTITY_SIGNATURE_HEADER,
     REQUEST_ID_HEADER,
+    SELLER_ROLE,
     SESSION_ID_HEADER,
     USER_ID_HEADER,
+    USER_ROLES_HEADER,
     identity_signature,
     is_session_id,
     parse_user_id,
+    roles_from_header,
     signature_timestamp,
 )
-from shared.errors import Unauthorized
+from shared.errors import Forbidden, Unauthorized
 
 # The lifespan state key under which create_service_app hands requests the signing key.
 IDENTITY_KEY_STATE = "identity_signing_key"
@@ -42,6 +45,7 @@ class GatewayIdentity:
     user_id: int | None
     session_id: str | None
     client_ip: str
+    roles: frozenset[str] = frozenset()
 
 
 def _refuse(reason: str) -> Unauthorized:
@@ -65,6 +69,7 @@ _USER_ID = USER_ID_HEADER.lower()
 _SESSION_ID = SESSION_ID_HEADER.lower()
 _CLIENT_IP = CLIENT_IP_HEADER.lower()
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
+_ROLES = USER_ROLES_HEADER.lower()
 
 
 def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
@@ -107,15 +112,18 @@ def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity |
     raw_user_id = headers.get(_USER_ID, "")
     raw_session_id = headers.get(_SESSION_ID, "")
     client_ip = headers.get(_CLIENT_IP, "")
+    raw_roles = headers.get(_ROLES, "")
     expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
                                   session_id=raw_session_id,
-                                  request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip)
+                                  request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip,
+                                  roles=raw_roles)
     if not hmac.compare_digest(expected, signature):
         raise _refuse("wrong signature")
     return GatewayIdentity(
         user_id=parse_user_id(raw_user_id),
         session_id=raw_session_id if is_session_id(raw_session_id) else None,
         client_ip=client_ip,
+        roles=roles_from_header(raw_roles),
     )
 
 
@@ -126,6 +134,20 @@ async def current_user_id(identity: SignedIdentity) -> int:
     if identity is None or identity.user_id is None:
         raise Unauthorized("This route needs a signed-in user.")
     return identity.user_id
+
+
+class NotASeller(Forbidden):
+    title = "Only sellers may do this"
+
+
+async def current_seller_id(identity: SignedIdentity) -> int:
+    """A signed-in caller holding the `seller` role (granted by an operator; the gateway forwards
+    the token's roles under its signature)."""
+    user_id = await current_user_id(identity)
+    assert identity is not None
+    if SELLER_ROLE not in identity.roles:
+        raise NotASeller("Only accounts with the seller role may list products.")
+    return user_id
 
 
 async def current_session_id(identity: SignedIdentity) -> str:
@@ -156,4 +178,5 @@ InternalCallersOnly = Depends(signed_caller)
 
 CurrentUser = Annotated[int, Depends(current_user_id)]
 CurrentSession = Annotated[str, Depends(current_session_id)]
+CurrentSeller = Annotated[int, Depends(current_seller_id)]
 ClientIp = Annotated[str, Depends(client_ip)]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from user_service.auth import models as auth_models
 from user_service.db import Base
+from user_service.roles import models as roles_models
 from user_service.users import models as users_models
 
 metadata = Base.metadata
 
-__all__ = ["auth_models", "metadata", "users_models"]
+__all__ = ["auth_models", "metadata", "roles_models", "users_models"]

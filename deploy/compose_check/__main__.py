@@ -82,6 +82,7 @@ def check_stack(report: Report, run: Run) -> None:
         report.check("only the gateway is published", checks.only_gateway_published)
         report.check("sign-up mail in Mailpit", checks.sign_up_and_read_mail)
         report.check("verify email", checks.verify_email)
+        report.check("seller role granted by the operator command", checks.grant_seller)
         report.check("login", checks.log_in)
         report.check("GET /users/me", checks.users_me)
         report.check("a sale: product, stock, order, payment", checks.sale)

@@ -185,6 +185,14 @@ class StackChecks:
             raise CheckError(f"verify-email answered {response.text[:300]}")
         return '200 {"email_verified": true}'
 
+    def grant_seller(self) -> str:
+        """Only a seller lists products; an operator grants the role inside the service's own
+        container (never through a public route)."""
+        user_service = self.stack.container_of("user-service")
+        done = run(["docker", "exec", user_service, "python", "-m", "user_service.roles",
+                    "grant", self.account.email, "seller"], timeout=60)
+        return done.stdout.strip()
+
     def log_in(self) -> str:
         token = self._log_in()
         self.account.access_tokens.append(token)
@@ -212,7 +220,10 @@ class StackChecks:
         response = _expect(self._me(self.account.access_tokens[0]), 200, "GET /api/v1/users/me")
         if response.json().get("email") != self.account.email:
             raise CheckError(f"/users/me is someone else: {response.text[:300]}")
-        return f"200, {self.account.email}, email_verified {response.json().get('email_verified')}"
+        if response.json().get("roles") != ["seller"]:
+            raise CheckError(f"/users/me does not show the seller role: {response.text[:300]}")
+        return (f"200, {self.account.email}, email_verified "
+                f"{response.json().get('email_verified')}, roles [seller]")
 
     def log_out(self) -> str:
         token = self.account.access_tokens.pop(0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,4 +152,22 @@ async def new_user(api: httpx.AsyncClient, system: System) -> User:
     tokens = await login(api, await signed_up(api, system.mail))
     headers = bearer(tokens["access_token"])
     me = await api.get("/api/v1/users/me", headers=headers)
+    return User(me.json()["id"], headers)
+
+
+def grant_role(system: System, email: str, role: str) -> None:
+    """As an operator does: user_service's command, with the service's own environment."""
+    done = subprocess.run([sys.executable, "-m", "user_service.roles", "grant", email, role],
+                          env=system.services["user"].env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+async def new_seller(api: httpx.AsyncClient, system: System) -> User:
+    """A user an operator granted the `seller` role before they logged in."""
+    email = await signed_up(api, system.mail)
+    await asyncio.to_thread(grant_role, system, email, "seller")
+    headers = bearer((await login(api, email))["access_token"])
+    me = await api.get("/api/v1/users/me", headers=headers)
+    assert me.json()["roles"] == ["seller"]
     return User(me.json()["id"], headers)

@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.tests.e2e import System, User, client_at, new_client_address, new_user
+from gateway.tests.e2e import (
+    System,
+    User,
+    client_at,
+    new_client_address,
+    new_seller,
+    new_user,
+)
 from shared.testing.problems import assert_problem
 
 CARD_OK = "4242424242424242"
@@ -30,9 +37,9 @@ PAYMENT_FIELDS = {"id", "order_id", "amount", "status", "failure_code", "created
 async def people(system: System) -> list[User]:
     """A seller, a buyer and a stranger, signed up once for the module."""
     users = []
-    for _ in range(3):
+    for make in (new_seller, new_user, new_user):
         async with client_at(system, new_client_address()) as api:
-            users.append(await new_user(api, system))
+            users.append(await make(api, system))
     return users
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.tests.e2e import System, User, new_user
+from gateway.tests.e2e import System, User, new_seller, new_user
 from shared.testing.problems import assert_problem
 
 MAX_ID = 2**53 - 1
@@ -21,9 +21,10 @@ PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price", "kind", "sa
 
 @pytest.fixture(scope="module")
 async def people(system: System) -> list[User]:
-    """A seller and another user, signed up once for the module."""
+    """Two sellers and a user without the role, signed up once for the module."""
     async with httpx.AsyncClient(base_url=system.gateway.url, timeout=15) as api:
-        return list(await asyncio.gather(*(new_user(api, system) for _ in range(2))))
+        return list(await asyncio.gather(new_seller(api, system), new_seller(api, system),
+                                         new_user(api, system)))
 
 
 def in_(**delta: float) -> str:
@@ -46,7 +47,19 @@ async def create(api: httpx.AsyncClient, user: User, **fields: Any) -> dict[str,
     return created
 
 
-async def test_a_product_is_created_by_any_signed_in_user_and_read_by_anyone(
+async def test_only_a_seller_lists_a_product_and_a_forged_role_header_is_dropped(
+    api: httpx.AsyncClient, people: list[User]
+) -> None:
+    """The attack: a buyer lists a product, with and without claiming the role in a header."""
+    buyer = people[2]
+    assert_problem(await api.post("/api/v1/products", json=body(), headers=buyer.headers),
+                   403, "forbidden")
+    forged = {**buyer.headers, "X-User-Roles": "seller"}
+    assert_problem(await api.post("/api/v1/products", json=body(), headers=forged),
+                   403, "forbidden")
+
+
+async def test_a_product_is_created_by_a_seller_and_read_by_anyone(
     api: httpx.AsyncClient, people: list[User]
 ) -> None:
     seller = people[0]
@@ -124,7 +137,7 @@ async def test_the_list_is_newest_first_by_kind_in_pages(
 async def test_only_the_seller_changes_a_product_and_not_its_window_once_open(
     api: httpx.AsyncClient, people: list[User]
 ) -> None:
-    seller, stranger = people
+    seller, stranger = people[0], people[2]
     product = await create(api, seller)
     url = f"/api/v1/products/{product['id']}"
     assert_problem(await api.patch(url, json={"price": 1}, headers=stranger.headers), 403,
@@ -142,7 +155,7 @@ async def test_only_the_seller_changes_a_product_and_not_its_window_once_open(
     opened_url = f"/api/v1/products/{opened['id']}"
     assert opened["sale_state"] == "open"
     for change in ({"sale_opens_at": in_(days=1)}, {"sale_closes_at": in_(days=5)},
-                   {"limit_per_user": 10}):
+                   {"limit_per_user": 10}, {"price": 1}):
         assert_problem(await api.patch(opened_url, json=change, headers=seller.headers), 409,
                        "invalid_state")
     assert (await api.get(opened_url)).json() == opened
@@ -151,7 +164,7 @@ async def test_only_the_seller_changes_a_product_and_not_its_window_once_open(
 async def test_the_seller_sets_the_stock_before_the_sale_opens_only(
     api: httpx.AsyncClient, people: list[User]
 ) -> None:
-    seller, stranger = people
+    seller, stranger = people[0], people[2]
     product = await create(api, seller)
     stock_url = f"/api/v1/products/{product['id']}/stock"
     response = await api.put(stock_url, json={"stock": 250}, headers=seller.headers)
@@ -180,7 +193,7 @@ async def test_the_seller_sets_the_stock_before_the_sale_opens_only(
 async def test_a_deleted_product_is_gone_with_its_stock(
     api: httpx.AsyncClient, people: list[User]
 ) -> None:
-    seller, stranger = people
+    seller, stranger = people[0], people[2]
     product = await create(api, seller)
     url = f"/api/v1/products/{product['id']}"
     assert_problem(await api.delete(url, headers=stranger.headers), 403, "forbidden")

@@ -44,13 +44,15 @@ async def test_spoofed_identity_headers_are_dropped_without_token(client: httpx.
     assert seen["x-forwarded-for"] == "127.0.0.1"
 
 
-def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "") -> str:
+def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "",
+                 roles: str = "") -> str:
     """The signature a service expects for the headers an upstream saw."""
     timestamp = signature_timestamp(seen["x-identity-signature"])
     assert timestamp is not None
     return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
                               user_id=user_id, session_id=session_id,
-                              request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"])
+                              request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"],
+                              roles=roles)
 
 
 async def test_forwarded_identity_is_signed_for_the_services(
@@ -64,6 +66,25 @@ async def test_forwarded_identity_is_signed_for_the_services(
     # A public route has no caller, but the client address it carries is vouched for too.
     public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
     assert public["x-identity-signature"] == signature_of(public)
+
+
+async def test_the_tokens_roles_are_forwarded_signed_and_a_clients_are_dropped(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    sid = uuid.uuid4().hex
+    seller = await client.get("/api/v1/users/me", headers={
+        "Authorization": f"Bearer {rig.token(sub='42', sid=sid, roles=['seller', 'future'])}"})
+    seen = seller.json()["headers"]
+    assert seen["x-user-roles"] == "seller"  # a role this version does not know is dropped
+    assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid,
+                                                        roles="seller")
+    buyer = await client.get("/api/v1/users/me", headers={
+        **auth(rig, "43"), "X-User-Roles": "seller", "X_User_Roles": "seller"})
+    assert "x-user-roles" not in buyer.json()["headers"]
+    assert "x_user_roles" not in buyer.json()["headers"]
+    # A roles claim that is not a list of names is no token of ours.
+    bad = await client.get("/api/v1/users/me", headers={
+        "Authorization": f"Bearer {rig.token(roles='seller')}"})
+    assert bad.status_code == 401
 
 
 async def test_the_gateway_refuses_to_start_without_the_identity_signing_key(

@@ -16,7 +16,7 @@ class NotTheSeller(Forbidden):
 
 
 class SaleStarted(InvalidState):
-    title = "The sale has opened; its window and purchase limit are fixed"
+    title = "The sale has opened; its window, price and purchase limit are fixed"
 
 
 class StockUnavailable(ServiceUnavailable):

@@ -17,7 +17,7 @@ from product_service.products.errors import (
 from product_service.products.schemas import Kind, ProductCreate, ProductOut, ProductUpdate
 from shared.contracts import MAX_ID
 from shared.errors import Unauthorized, ValidationFailed, problem_responses
-from shared.identity import CurrentUser
+from shared.identity import CurrentSeller, CurrentUser, NotASeller
 from shared.pagination import Cursor, Limit
 from shared.schemas import Page
 
@@ -29,16 +29,17 @@ KindFilter = Annotated[Kind | None, Query(description="Only products of this kin
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(Unauthorized, ValidationFailed, StockUnavailable),
+    responses=problem_responses(Unauthorized, NotASeller, ValidationFailed, StockUnavailable),
     description=(
-        "Any signed-in user may list a product and becomes its seller. `preorder` needs "
+        "Only an account with the `seller` role (granted by an operator) may list a product "
+        "(others: 403 `forbidden`); the caller becomes its seller. `preorder` needs "
         "`sale_opens_at`; a `general` product is on sale from its creation and takes none. "
         "`sale_closes_at`, if given, is after `sale_opens_at`; `limit_per_user` counts units "
         "(null: no limit). Times carry a zone. The stock is registered with the stock service "
         "before the answer: if it cannot be, nothing is created (503)."
     ),
 )
-async def create_product(body: ProductCreate, user_id: CurrentUser,
+async def create_product(body: ProductCreate, user_id: CurrentSeller,
                          products: ProductsServiceDep) -> ProductOut:
     return await products.create(user_id, body)
 
@@ -66,8 +67,8 @@ async def get_product(product_id: ProductId, products: ProductsReaderDep) -> Res
     description=(
         "Seller only (another user's product: 403 `forbidden`). Absent fields stay as they "
         "are; null clears `sale_closes_at` or `limit_per_user`. Once the sale has opened, "
-        "the window and `limit_per_user` are fixed (409 `invalid_state`); the name, "
-        "description and price may still change (orders keep the price they were made at)."
+        "the window, `price` and `limit_per_user` are fixed (409 `invalid_state`): buyers "
+        "decided on them. The name and description may still change."
     ),
 )
 async def update_product(product_id: ProductId, body: ProductUpdate, user_id: CurrentUser,

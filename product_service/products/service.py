@@ -47,8 +47,9 @@ logger = logging.getLogger("product_service.products")
 
 # What stock_service keeps of a product: a change to any of them is sent to it.
 STOCK_FIELDS = frozenset({"price", "sale_opens_at", "sale_closes_at", "limit_per_user"})
-# Fixed once the sale has opened (stock_service refuses them too).
-FIXED_ONCE_OPEN = frozenset({"sale_opens_at", "sale_closes_at", "limit_per_user"})
+# Fixed once the sale has opened: the buyers in the line decided on them (stock_service refuses
+# a change of the window and limit too).
+FIXED_ONCE_OPEN = frozenset({"price", "sale_opens_at", "sale_closes_at", "limit_per_user"})
 
 def product_out(row: Row, now: datetime) -> ProductOut:
     return ProductOut.model_validate(
@@ -155,8 +156,8 @@ class ProductsService:
             raise ValidationFailed(problem, loc=("body",))
         opened = sale_state(row["sale_opens_at"], row["sale_closes_at"], now) != "scheduled"
         if opened and changes.keys() & FIXED_ONCE_OPEN:
-            raise SaleStarted("The sale has opened: its window and purchase limit can no "
-                              "longer change.")
+            raise SaleStarted("The sale has opened: its window, price and purchase limit "
+                              "can no longer change.")
         await self.products.update(product_id, changes, now=now)
         if changes.keys() & STOCK_FIELDS:
             await self._change_registration(product_id, merged, previous=row)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from shared.testing.identity import identity_headers
+from shared.testing.identity import seller_headers
 
 
 def iso(value: datetime) -> str:
@@ -32,7 +32,7 @@ def product_body(**fields: Any) -> dict[str, Any]:
 async def create_product(client: httpx.AsyncClient, seller_id: int,
                          **fields: Any) -> dict[str, Any]:
     response = await client.post("/api/v1/products", json=product_body(**fields),
-                                 headers=identity_headers(seller_id))
+                                 headers=seller_headers(seller_id))
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

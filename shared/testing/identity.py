@@ -18,9 +18,12 @@ from shared.contracts import (
     CLIENT_IP_HEADER,
     IDENTITY_SIGNATURE_HEADER,
     REQUEST_ID_HEADER,
+    SELLER_ROLE,
     SESSION_ID_HEADER,
     USER_ID_HEADER,
+    USER_ROLES_HEADER,
     identity_signature,
+    roles_header,
 )
 
 # New for every test run: no key in the repository could ever sign a real deployment's requests.
@@ -35,15 +38,18 @@ def signed_identity_headers(
     client_ip: str = "127.0.0.1",
     request_id: str | None = None,
     timestamp: int | None = None,
+    roles: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """What the gateway sends with a request: a signed-in caller (user_id and session_id), or
     none (both None, as on a public route), and the client address it resolved."""
     request_id = request_id or uuid.uuid4().hex
     user = "" if user_id is None else str(user_id)
     session = session_id or ""
+    role_names = roles_header(roles)
     signature = identity_signature(
         key.encode(), timestamp=int(time.time()) if timestamp is None else timestamp,
         user_id=user, session_id=session, request_id=request_id, client_ip=client_ip,
+        roles=role_names,
     )
     headers = {REQUEST_ID_HEADER: request_id, CLIENT_IP_HEADER: client_ip,
                IDENTITY_SIGNATURE_HEADER: signature}
@@ -51,6 +57,8 @@ def signed_identity_headers(
         headers[USER_ID_HEADER] = user
     if session_id is not None:
         headers[SESSION_ID_HEADER] = session
+    if role_names:
+        headers[USER_ROLES_HEADER] = role_names
     return headers
 
 
@@ -63,8 +71,13 @@ def new_user_id() -> int:
     return next(_user_ids)
 
 
-def identity_headers(user_id: int) -> dict[str, str]:
+def identity_headers(user_id: int, *, roles: frozenset[str] = frozenset()) -> dict[str, str]:
     """What the gateway forwards for a signed-in user (a new session each call), signed as the
     gateway signs it. The one place service tests build identity, so a change in how services
     trust the gateway is a change here only."""
-    return signed_identity_headers(user_id, secrets.token_hex(16))
+    return signed_identity_headers(user_id, secrets.token_hex(16), roles=roles)
+
+
+def seller_headers(user_id: int) -> dict[str, str]:
+    """identity_headers of a user an operator granted the `seller` role (who lists products)."""
+    return identity_headers(user_id, roles=frozenset({SELLER_ROLE}))

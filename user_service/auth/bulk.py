@@ -22,6 +22,7 @@ from shared.clock import utcnow
 from user_service.auth.models import LoginSession
 from user_service.auth.passwords import HASHER
 from user_service.auth.tokens import TokenSigner
+from user_service.roles.models import UserRole
 from user_service.users.models import User
 
 BATCH = 500
@@ -40,21 +41,23 @@ class BulkAccount:
 
 async def create_verified_accounts(
     sessions: async_sessionmaker[AsyncSession], signer: TokenSigner, *, count: int,
-    password: str, email_prefix: str = "bulk",
+    password: str, email_prefix: str = "bulk", roles: Sequence[str] = (),
 ) -> list[BulkAccount]:
-    """`count` verified accounts sharing one password (hashed once), each signed in once."""
+    """`count` verified accounts sharing one password (hashed once), each signed in once, each
+    granted `roles` (a load test's seller lists its product with the `seller` role)."""
     password_hash = HASHER.hash(password)
     run = secrets.token_hex(4)
     accounts: list[BulkAccount] = []
     for start in range(0, count, BATCH):
         emails = [f"{email_prefix}-{run}-{n}@example.com"
                   for n in range(start, min(start + BATCH, count))]
-        accounts += await _create_batch(sessions, signer, emails, password_hash)
+        accounts += await _create_batch(sessions, signer, emails, password_hash, roles)
     return accounts
 
 
 async def _create_batch(sessions: async_sessionmaker[AsyncSession], signer: TokenSigner,
-                        emails: Sequence[str], password_hash: str) -> list[BulkAccount]:
+                        emails: Sequence[str], password_hash: str,
+                        roles: Sequence[str]) -> list[BulkAccount]:
     now = utcnow()
     async with sessions() as session, session.begin():
         await session.execute(insert(User), [
@@ -66,7 +69,12 @@ async def _create_batch(sessions: async_sessionmaker[AsyncSession], signer: Toke
         logins = {email: secrets.token_hex(16) for email in emails}
         await session.execute(insert(LoginSession), [
             {"id": logins[email], "user_id": ids[email], "created_at": now} for email in emails])
+        if roles:
+            await session.execute(insert(UserRole), [
+                {"user_id": ids[email], "role": role, "granted_at": now}
+                for email in emails for role in roles])
     return [BulkAccount(user_id=ids[email], email=email, session_id=logins[email],
                         access_token=signer.issue_access_token(user_id=ids[email],
-                                                               session_id=logins[email]))
+                                                               session_id=logins[email],
+                                                               roles=roles))
             for email in emails]

@@ -30,7 +30,7 @@ from user_service.auth.schemas import (
 )
 from user_service.dependencies import AuthServiceDep, TokenSignerDep
 from user_service.users.errors import UserNotFound
-from user_service.users.schemas import Profile
+from user_service.users.schemas import Account
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 # The password change lives under the profile's path but is a sign-in rule (it checks the
@@ -50,8 +50,8 @@ well_known_router = APIRouter(tags=["auth"])
         "`rate_limited` with Retry-After."
     ),
 )
-async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp) -> Profile:
-    return Profile.model_validate(await auth.signup(body, client_ip=client_ip))
+async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp) -> Account:
+    return Account.model_validate(await auth.signup(body, client_ip=client_ip))
 
 
 @router.post(

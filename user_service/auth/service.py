@@ -36,6 +36,7 @@ from user_service.auth.revocation import publish_revoked_sessions
 from user_service.auth.schemas import SignupRequest, TokenPair
 from user_service.auth.throttle import Admission, LoginThrottle
 from user_service.auth.tokens import TokenSigner
+from user_service.roles.repository import RolesRepository
 from user_service.settings import Settings
 from user_service.users.errors import UserNotFound
 from user_service.users.models import User
@@ -328,8 +329,10 @@ class AuthService:
             token_hash=hash_refresh_token(refresh_token),
             expires_at=expires_at,
         )
+        roles = await RolesRepository(session=self.session).roles_of(user_id)
         return TokenPair(
-            access_token=self.signer.issue_access_token(user_id=user_id, session_id=session_id),
+            access_token=self.signer.issue_access_token(user_id=user_id, session_id=session_id,
+                                                        roles=roles),
             refresh_token=refresh_token,
             expires_in=self.settings.access_token_ttl_seconds,
         )

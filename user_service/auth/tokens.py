@@ -158,7 +158,8 @@ class TokenSigner:
             access_token_ttl_seconds=settings.access_token_ttl_seconds,
         )
 
-    def issue_access_token(self, *, user_id: int, session_id: str) -> str:
+    def issue_access_token(self, *, user_id: int, session_id: str,
+                           roles: Sequence[str] = ()) -> str:
         issued_at = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -169,6 +170,9 @@ class TokenSigner:
             "iat": issued_at,
             "exp": issued_at + self.access_token_ttl_seconds,
         }
+        if roles:
+            # Read at login and refresh (user_service.roles.service says why that is enough).
+            claims["roles"] = sorted(roles)
         return jwt.encode(
             claims, self._signing_key, algorithm="EdDSA",
             # RFC 9068: an access token says so, and is never taken for another kind of JWT.

@@ -43,7 +43,7 @@ async def test_signup_verify_login_profile_refresh_password_logout(
 
     me = await client.get("/api/v1/users/me", headers=headers)
     assert me.status_code == 200
-    assert me.json() == {**profile, "email_verified": True}
+    assert me.json() == {**profile, "email_verified": True, "roles": []}
 
     patched = await client.patch("/api/v1/users/me", headers=headers,
                                  json={"name": "Min-ji Kim", "greeting": None})

@@ -52,7 +52,9 @@ ImageUrl = Annotated[
 ]
 
 
-class Profile(ApiModel):
+class Account(ApiModel):
+    """The account as a sign-up answers it."""
+
     id: int
     email: str
     name: str
@@ -60,6 +62,13 @@ class Profile(ApiModel):
     profile_image_url: str | None
     email_verified: bool
     created_at: UtcDatetime
+
+
+class Profile(Account):
+    """The caller's own profile (GET and PATCH /users/me)."""
+
+    # Granted by an operator (python -m user_service.roles); `seller` lists products.
+    roles: list[str]
 
 
 class PublicProfile(ApiModel):

@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.reads import ReadSession
 from user_service.users.errors import UserNotFound
-from user_service.users.models import User
 from user_service.users.repository import UsersRepository
 from user_service.users.schemas import ProfileUpdate
 
@@ -29,7 +28,7 @@ class UsersService:
         if not await self.repository.exists(user_id):
             raise UserNotFound()
 
-    async def update_profile(self, user_id: int, update: ProfileUpdate) -> User:
+    async def update_profile(self, user_id: int, update: ProfileUpdate) -> dict[str, Any]:
         # Locked: two concurrent edits apply one after the other, each answering its own result.
         user = await self.repository.get_for_update(user_id)
         if user is None:
@@ -37,4 +36,7 @@ class UsersService:
         changes = update.changes()
         if changes:
             await self.repository.update_profile(user, changes)
-        return user
+        profile = await self.repository.get_profile_in_session(user_id)
+        if profile is None:
+            raise UserNotFound()
+        return profile

@@ -25,7 +25,7 @@ from product_service.products.repository import ProductsRepository
 from product_service.tests.helpers import create_product
 from product_service.tests.products.factories import make_product
 from shared.reads import AnySelect, ReadResult, ReadSession
-from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.identity import new_user_id, seller_headers
 from shared.testing.net import free_port
 
 
@@ -86,7 +86,7 @@ async def test_a_read_that_raced_a_change_never_caches_the_row_it_read(
     assert old_row is not None
     # ...the seller's change commits and invalidates meanwhile...
     changed = await client.patch(f"/api/v1/products/{product['id']}", json={"name": "After"},
-                                 headers=identity_headers(seller))
+                                 headers=seller_headers(seller))
     assert changed.status_code == 200
     # ...and the reader's store of what it read is refused.
     assert not await resources.details.store(product["id"], str(generation or ""),

@@ -18,7 +18,7 @@ from product_service.tests.helpers import create_product, in_, product_body
 from shared.clock import utcnow
 from shared.errors import ProblemError
 from shared.internal.stock import StockRegistration
-from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.identity import identity_headers, new_user_id, seller_headers
 from shared.testing.problems import assert_problem
 
 PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price", "kind", "sale_opens_at",
@@ -95,7 +95,7 @@ async def test_bad_product_bodies_are_422(client: httpx.AsyncClient, session: As
                                           fields: dict[str, Any]) -> None:
     seller = new_user_id()
     response = await client.post("/api/v1/products", json=product_body(**fields),
-                                 headers=identity_headers(seller))
+                                 headers=seller_headers(seller))
     assert_problem(response, 422, "validation_error")
     assert await session.scalar(
         select(func.count()).where(Product.seller_id == seller)) == 0
@@ -106,13 +106,13 @@ async def test_each_required_field_is_required(client: httpx.AsyncClient, missin
     body = product_body()
     del body[missing]
     response = await client.post("/api/v1/products", json=body,
-                                 headers=identity_headers(new_user_id()))
+                                 headers=seller_headers(new_user_id()))
     assert_problem(response, 422, "validation_error")
 
 
 async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/products", content=b"{not json",
-                                 headers={**identity_headers(new_user_id()),
+                                 headers={**seller_headers(new_user_id()),
                                           "content-type": "application/json"})
     assert_problem(response, 422, "validation_error")
 
@@ -128,7 +128,7 @@ async def test_changes_need_a_signed_in_user(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("product_id", ["0", "-1", str(2**53), "abc", "1.5"])
 async def test_ids_out_of_range_are_422(client: httpx.AsyncClient, product_id: str) -> None:
-    seller = identity_headers(new_user_id())
+    seller = seller_headers(new_user_id())
     url = f"/api/v1/products/{product_id}"
     assert_problem(await client.get(url), 422, "validation_error")
     assert_problem(await client.patch(url, json={"name": "x"}, headers=seller), 422,
@@ -141,7 +141,7 @@ async def test_an_unknown_product_is_404(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get(url), 404, "not_found")
     # Twice: the second answer comes from the cached "no such product".
     assert_problem(await client.get(url), 404, "not_found")
-    seller = identity_headers(new_user_id())
+    seller = seller_headers(new_user_id())
     assert_problem(await client.patch(url, json={"name": "x"}, headers=seller), 404, "not_found")
     assert_problem(await client.delete(url, headers=seller), 404, "not_found")
 
@@ -159,7 +159,7 @@ async def test_the_seller_changes_fields_and_reads_the_change_back_at_once(
     opens = in_(days=5)
     response = await client.patch(url, json={"name": "New name", "price": 99_000,
                                              "sale_opens_at": opens, "limit_per_user": 3},
-                                  headers=identity_headers(seller))
+                                  headers=seller_headers(seller))
     assert response.status_code == 200, response.text
     changed = response.json()
     assert (changed["name"], changed["price"], changed["limit_per_user"]) == (
@@ -181,13 +181,13 @@ async def test_null_clears_the_closing_time_and_the_limit_and_absent_fields_stay
     product = await create_product(client, seller, sale_closes_at=in_(days=3), limit_per_user=2)
     url = f"/api/v1/products/{product['id']}"
     response = await client.patch(url, json={"sale_closes_at": None, "limit_per_user": None},
-                                  headers=identity_headers(seller))
+                                  headers=seller_headers(seller))
     assert response.status_code == 200, response.text
     changed = response.json()
     assert (changed["sale_closes_at"], changed["limit_per_user"]) == (None, None)
     assert (changed["name"], changed["sale_opens_at"]) == (product["name"],
                                                            product["sale_opens_at"])
-    unchanged = await client.patch(url, json={}, headers=identity_headers(seller))
+    unchanged = await client.patch(url, json={}, headers=seller_headers(seller))
     assert unchanged.status_code == 200
     assert unchanged.json() == changed
 
@@ -212,9 +212,29 @@ async def test_bad_changes_are_422_and_change_nothing(
     seller = new_user_id()
     product = await create_product(client, seller)
     url = f"/api/v1/products/{product['id']}"
-    assert_problem(await client.patch(url, json=change, headers=identity_headers(seller)), 422,
+    assert_problem(await client.patch(url, json=change, headers=seller_headers(seller)), 422,
                    "validation_error")
     assert (await client.get(url)).json() == product
+
+
+async def test_an_account_without_the_seller_role_cannot_list_a_product(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = new_user_id()
+    response = await client.post("/api/v1/products", json=product_body(),
+                                 headers=identity_headers(buyer))
+    assert_problem(response, 403, "forbidden")
+    count = await session.scalar(select(func.count()).select_from(Product)
+                                 .where(Product.seller_id == buyer))
+    assert count == 0
+
+
+async def test_a_forged_role_header_is_not_believed(client: httpx.AsyncClient) -> None:
+    """The attack: a buyer adds `X-User-Roles: seller` to a request the gateway signed."""
+    headers = identity_headers(new_user_id())
+    headers["X-User-Roles"] = "seller"
+    assert_problem(await client.post("/api/v1/products", json=product_body(), headers=headers),
+                   401, "missing_token")
 
 
 async def test_another_users_change_or_delete_is_403(
@@ -222,7 +242,7 @@ async def test_another_users_change_or_delete_is_403(
 ) -> None:
     product = await create_product(client, new_user_id())
     url = f"/api/v1/products/{product['id']}"
-    stranger = identity_headers(new_user_id())
+    stranger = seller_headers(new_user_id())
     assert_problem(await client.patch(url, json={"price": 1}, headers=stranger), 403, "forbidden")
     assert_problem(await client.delete(url, headers=stranger), 403, "forbidden")
     assert (await client.get(url)).json() == product
@@ -231,27 +251,30 @@ async def test_another_users_change_or_delete_is_403(
     assert (entry.price, entry.deleted) == (129_000, False)
 
 
-async def test_once_the_sale_opened_window_and_limit_are_fixed_but_the_price_is_not(
+async def test_once_the_sale_opened_window_price_and_limit_are_fixed(
     client: httpx.AsyncClient, resources: Resources
 ) -> None:
+    """The attack: a seller raises the price (or the limit) once the crowd is in line."""
     seller = new_user_id()
-    headers = identity_headers(seller)
+    headers = seller_headers(seller)
     product = await create_product(client, seller, sale_opens_at=in_(minutes=-1),
                                    limit_per_user=2)
     url = f"/api/v1/products/{product['id']}"
     for change in ({"sale_opens_at": in_(days=1)}, {"sale_closes_at": in_(days=1)},
-                   {"limit_per_user": 5}, {"limit_per_user": None}):
+                   {"limit_per_user": 5}, {"limit_per_user": None}, {"price": 1_000_000},
+                   {"price": 1_000, "name": "Sale!"}):
         assert_problem(await client.patch(url, json=change, headers=headers), 409,
                        "invalid_state")
-    # The same values again are no change.
-    same = await client.patch(url, json={"limit_per_user": 2}, headers=headers)
+    # The same values again are no change; the name and description may still change.
+    same = await client.patch(url, json={"limit_per_user": 2, "price": 129_000},
+                              headers=headers)
     assert same.status_code == 200
-    repriced = await client.patch(url, json={"price": 1_000, "name": "Sale!"}, headers=headers)
-    assert repriced.status_code == 200, repriced.text
-    assert (repriced.json()["price"], repriced.json()["sale_state"]) == (1_000, "open")
+    renamed = await client.patch(url, json={"name": "Sale!"}, headers=headers)
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["price"], renamed.json()["name"]) == (129_000, "Sale!")
     entry = await resources.stock.entry(product["id"])
     assert entry is not None
-    assert (entry.price, entry.limit_per_user) == (1_000, 2)
+    assert (entry.price, entry.limit_per_user) == (129_000, 2)
 
     general = await create_product(client, seller, kind="general", sale_opens_at=None)
     assert_problem(await client.patch(f"/api/v1/products/{general['id']}",
@@ -271,7 +294,7 @@ async def test_stock_services_refusal_is_answered_as_it_is_and_nothing_changes(
     await session.commit()
     url = f"/api/v1/products/{product['id']}"
     refused = await client.patch(url, json={"sale_opens_at": in_(days=2)},
-                                 headers=identity_headers(seller))
+                                 headers=seller_headers(seller))
     body = assert_problem(refused, 409, "invalid_state")
     assert "opened" in body["title"]
     row = await session.scalar(select(Product.sale_opens_at).where(Product.id == product["id"]))
@@ -293,14 +316,14 @@ async def test_a_deleted_product_is_gone_and_stock_refuses_it(
     product = await create_product(client, seller, kind="general", sale_opens_at=None)
     url = f"/api/v1/products/{product['id']}"
     await client.get(url)  # cached
-    response = await client.delete(url, headers=identity_headers(seller))
+    response = await client.delete(url, headers=seller_headers(seller))
     assert response.status_code == 204
     assert response.content == b""
     assert_problem(await client.get(url), 404, "not_found")
     listed = await client.get("/api/v1/products", params={"limit": 100})
     assert product["id"] not in [item["id"] for item in listed.json()["items"]]
-    assert_problem(await client.delete(url, headers=identity_headers(seller)), 404, "not_found")
-    assert_problem(await client.patch(url, json={"name": "x"}, headers=identity_headers(seller)),
+    assert_problem(await client.delete(url, headers=seller_headers(seller)), 404, "not_found")
+    assert_problem(await client.patch(url, json={"name": "x"}, headers=seller_headers(seller)),
                    404, "not_found")
     entry = await resources.stock.entry(product["id"])
     assert entry is not None

@@ -27,7 +27,7 @@ from product_service.tests.conftest import SettingsFactory
 from product_service.tests.helpers import create_product, product_body
 from shared.internal.stock import StockRegistration
 from shared.testing.apps import RunningApp, running_app
-from shared.testing.identity import identity_headers, new_user_id
+from shared.testing.identity import new_user_id, seller_headers
 from shared.testing.net import ThreadedServer, free_port
 from shared.testing.problems import assert_problem
 
@@ -89,7 +89,7 @@ async def test_a_creation_stock_service_fails_is_503_and_withdrawn_on_both_sides
 ) -> None:
     seller = new_user_id()
     response = await app_with_failing_stock.client.post(
-        "/api/v1/products", json=product_body(), headers=identity_headers(seller))
+        "/api/v1/products", json=product_body(), headers=seller_headers(seller))
     assert_problem(response, 503, "upstream_unavailable")
     assert response.headers["retry-after"] == "1"
     assert await rows_of(session, seller) == []
@@ -110,7 +110,7 @@ async def test_a_creation_stock_service_refuses_answers_its_problem_and_leaves_n
     await resources.stock.register(next_id, StockRegistration(seller_id=seller, price=1, total=1))
     await resources.stock.unregister(next_id)
     response = await client.post("/api/v1/products", json=product_body(),
-                                 headers=identity_headers(seller))
+                                 headers=seller_headers(seller))
     assert_problem(response, 404, "not_found")
     assert await rows_of(session, seller) == [(previous["id"], "active")]
 
@@ -121,7 +121,7 @@ async def test_a_creation_without_stock_service_is_503_and_never_visible_then_se
 ) -> None:
     seller = new_user_id()
     response = await app_without_stock.client.post(
-        "/api/v1/products", json=product_body(), headers=identity_headers(seller))
+        "/api/v1/products", json=product_body(), headers=seller_headers(seller))
     assert_problem(response, 503, "upstream_unavailable")
     # Nothing could be withdrawn from stock_service, so the row waits, pending, for the settler.
     [(product_id, status)] = await rows_of(session, seller)
@@ -146,7 +146,7 @@ async def test_a_change_stock_service_fails_is_503_changes_nothing_and_is_put_ba
     product = await create_product(client, seller)
     url = f"/api/v1/products/{product['id']}"
     response = await app_with_failing_stock.client.patch(
-        url, json={"price": 1, "name": "Cheap"}, headers=identity_headers(seller))
+        url, json={"price": 1, "name": "Cheap"}, headers=seller_headers(seller))
     assert_problem(response, 503, "upstream_unavailable")
     assert (await client.get(url)).json() == product
     # The change, then the registration as it was (the change may have landed).
@@ -161,7 +161,7 @@ async def test_a_change_of_name_alone_does_not_ask_stock_service(
     product = await create_product(client, seller)
     response = await app_with_failing_stock.client.patch(
         f"/api/v1/products/{product['id']}", json={"name": "Renamed", "description": "new"},
-        headers=identity_headers(seller))
+        headers=seller_headers(seller))
     assert response.status_code == 200, response.text
     assert failing_stock[0].calls == []
 
@@ -172,7 +172,7 @@ async def test_a_delete_stock_service_cannot_take_is_503_and_the_product_stays(
     seller = new_user_id()
     product = await create_product(client, seller)
     url = f"/api/v1/products/{product['id']}"
-    response = await app_without_stock.client.delete(url, headers=identity_headers(seller))
+    response = await app_without_stock.client.delete(url, headers=seller_headers(seller))
     assert_problem(response, 503, "upstream_unavailable")
     assert (await client.get(url)).json() == product
     entry = await resources.stock.entry(product["id"])
@@ -188,7 +188,7 @@ async def test_concurrent_changes_of_one_product_are_applied_one_at_a_time(
     url = f"/api/v1/products/{product['id']}"
     prices = list(range(1_000, 1_010))
     answers = await asyncio.gather(*(client.patch(url, json={"price": price},
-                                                  headers=identity_headers(seller))
+                                                  headers=seller_headers(seller))
                                      for price in prices))
     assert {answer.status_code for answer in answers} == {200}
     final = (await client.get(url)).json()["price"]

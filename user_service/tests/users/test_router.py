@@ -39,7 +39,7 @@ async def test_me_is_the_header_users_profile(
     body = await _me(client, headers)
     assert body == {"id": user.id, "email": user.email, "name": "Ha-eun", "greeting": "hi",
                     "profile_image_url": None, "email_verified": True,
-                    "created_at": body["created_at"]}
+                    "created_at": body["created_at"], "roles": []}
     assert body["created_at"].endswith("Z")
 
 
