@@ -293,7 +293,7 @@ def uvicorn_command(service: App, *, host: str) -> list[str]:
         sys.executable, "-m", "uvicorn", "--factory", service.factory, "--host", host,
         "--port", str(service.port), "--no-access-log", "--timeout-graceful-shutdown", "5",
         # uvicorn would otherwise believe X-Forwarded-For from loopback peers; the gateway
-        # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_COUNT).
+        # resolves client addresses itself (GATEWAY_TRUSTED_PROXY_NETWORKS).
         "--no-proxy-headers",
         # No `server: uvicorn` in answers: it tells an attacker which bugs to try.
         "--no-server-header",

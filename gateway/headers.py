@@ -3,6 +3,9 @@ resolves a client's address and rewrites an upstream's redirect."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
+
 from starlette.types import Scope
 
 from shared.contracts import IDENTITY_SIGNATURE_HEADER
@@ -42,19 +45,61 @@ def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(named)
 
 
-def client_address(scope: Scope, trusted_proxy_count: int) -> str:
-    """The socket peer, or the X-Forwarded-For entry added by the farthest trusted proxy."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# More X-Forwarded-For entries than this are not read: no real chain of proxies is that long.
+MAX_FORWARDED_ENTRIES = 32
+
+
+def parse_address(raw: str) -> Address | None:
+    """An IPv4 or IPv6 address as written, nothing else (no port, no name, no brackets)."""
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+    # An IPv4-mapped IPv6 address is the IPv4 address it carries (one client, one bucket).
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class TrustedProxies:
+    """The networks of the proxies in front of the gateway (GATEWAY_TRUSTED_PROXY_NETWORKS):
+    only a peer inside them is believed about who connected to it."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(network, strict=False) for network in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __contains__(self, address: Address) -> bool:
+        return any(address in network for network in self.networks)
+
+
+def client_address(scope: Scope, proxies: TrustedProxies) -> str:
+    """The socket peer, unless it is a trusted proxy: then X-Forwarded-For is read from the
+    right (each proxy appends the peer it saw), past every trusted proxy, to the first address
+    that is not one. An entry that is not an address ends the walk at the last trusted hop: what
+    lies beyond it is anyone's claim."""
     peer = scope.get("client")
-    peer_host = peer[0] if peer else "unknown"
-    if trusted_proxy_count == 0:
-        return str(peer_host)
+    peer_host = str(peer[0]) if peer else "unknown"
+    if not proxies:
+        return peer_host
+    current = parse_address(peer_host)
+    if current is None or current not in proxies:
+        return peer_host
     entries: list[str] = []
     for name, value in scope["headers"]:
         if name == b"x-forwarded-for":
-            entries.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
-    if len(entries) >= trusted_proxy_count:
-        return entries[-trusted_proxy_count]
-    return str(peer_host)
+            entries.extend(value.decode("latin-1").split(","))
+    for entry in reversed(entries[-MAX_FORWARDED_ENTRIES:]):
+        address = parse_address(entry)
+        if address is None:
+            break
+        current = address
+        if address not in proxies:
+            break
+    return str(current)
 
 
 def relative_location(location: bytes, base_url: str) -> bytes:

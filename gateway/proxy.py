@@ -22,6 +22,7 @@ from gateway.headers import (
     HEAD_RESPONSE_DROP,
     HOP_BY_HOP,
     RESPONSE_DROP,
+    TrustedProxies,
     client_address,
     connection_options,
     is_identity_header,
@@ -63,6 +64,7 @@ class Proxy:
         self.identity_key = runtime.settings.identity_key()
         self.open_streams = 0
         self.stream_relay = StreamRelay(max_response_bytes=self.settings.max_response_bytes)
+        self.proxies = TrustedProxies(runtime.settings.trusted_proxy_networks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,7 +167,7 @@ class Proxy:
             return
 
         request_id = current_request_id() or ""
-        client_ip = client_address(scope, settings.trusted_proxy_count)
+        client_ip = client_address(scope, self.proxies)
         limits = self.runtime.rate_limits
         if identity is not None and limits.applies_to(route):
             retry_after = await limits.retry_after(route, user_id=str(identity.user_id),

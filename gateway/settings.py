@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.contracts import JWT_AUDIENCE, JWT_ISSUER
@@ -60,8 +61,21 @@ class Settings(ServiceSettings):
     rate_limit_ipv4_prefix: int = Field(default=24, ge=8, le=32)
     rate_limit_ipv6_prefix: int = Field(default=48, ge=16, le=128)
     cors_origins: list[str] = Field(default_factory=list)
-    trusted_proxy_count: int = Field(default=0, ge=0, le=10)
+    # The networks (CIDR, e.g. ["10.0.0.0/24"]) of the proxies in front of the gateway: only
+    # a peer inside one is believed about the client's address (X-Forwarded-For). Empty: the
+    # socket peer is the client.
+    trusted_proxy_networks: list[str] = Field(default_factory=list)
     openapi_cache_seconds: float = 30.0
+
+    @field_validator("trusted_proxy_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(f"not a network: {network!r}") from error
+        return networks
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -275,6 +275,28 @@ async def test_redis_down_fails_closed(rig: Rig) -> None:
     assert ready.json()["failing"] == ["redis"]
 
 
+async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
+        rig: Rig, redis_url: str) -> None:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, trusted_proxy_networks=["127.0.0.2/32"]))).start()
+
+    async def seen_from(local_address: str, forwarded_for: str) -> str:
+        transport = httpx.AsyncHTTPTransport(local_address=local_address)
+        async with httpx.AsyncClient(base_url=server.url, transport=transport) as c:
+            response = await c.get("/api/v1/products/5",
+                                   headers={"X-Forwarded-For": forwarded_for})
+        return str(response.json()["headers"]["x-forwarded-for"])
+
+    try:
+        assert await seen_from("127.0.0.2", "198.51.100.4") == "198.51.100.4"
+        assert await seen_from("127.0.0.2", "198.51.100.4, not-an-address") == "127.0.0.2"
+        # The attack: a client that is no proxy names any address it likes.
+        assert await seen_from("127.0.0.3", "198.51.100.4") == "127.0.0.3"
+    finally:
+        server.stop()
+
+
 async def test_oversized_upstream_response_is_502(rig: Rig, redis_url: str) -> None:
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,

@@ -24,11 +24,12 @@ def test_networks_are_slash_24_and_slash_48_by_default() -> None:
 
 @pytest.fixture(scope="module")
 def limited(rig: Rig, redis_url: str) -> Iterator[str]:
-    # The client address comes from X-Forwarded-For (one trusted proxy), so a test can speak
-    # from many networks.
+    # The client address comes from X-Forwarded-For (the test client on loopback is the trusted
+    # proxy), so a test can speak from many networks.
     settings = gateway_settings({n: s.url for n, s in rig.upstreams.items()}, redis_url,
                                 rate_limit_per_user=3, rate_limit_per_network=5,
-                                rate_limit_window_seconds=30, trusted_proxy_count=1)
+                                rate_limit_window_seconds=30,
+                                trusted_proxy_networks=["127.0.0.1/32"])
     gateway = ThreadedServer(create_app(settings)).start()
     yield gateway.url
     gateway.stop()
