@@ -33,6 +33,13 @@ VERIFY_ADDRESS_KEY = "auth:limit:verify:addr:{network}"
 # Per address (mailbox), not per account: a new sign-up replacing an unverified account must not
 # give a guesser twenty more tries at its code.
 CODE_FAILURES_KEY = "auth:limit:code-fail:{digest}"
+# Wrong codes for an address without a pending account, counted as a pending code's are, so the
+# 429 after five of them tells nothing about whether the address has an account.
+NO_ACCOUNT_CODE_KEY = "auth:limit:code-none:{digest}"
+# Sign-up mails to one address per code lifetime: the owner after a squatter, a typo fixed,
+# and no more (repeated sign-ups are not a way around the resend interval).
+SIGNUP_MAILS_KEY = "auth:limit:signup-mail:{digest}"
+SIGNUP_MAILS_PER_CODE_LIFETIME = 2
 
 # KEYS: counters; ARGV[1]: the window, ARGV[1 + i]: the limit of KEYS[i]. Refused without
 # counting if any counter is at its limit; otherwise every counter is counted. The TTL check
@@ -67,6 +74,10 @@ def code_failures_key(email: str) -> str:
     return CODE_FAILURES_KEY.format(digest=hashlib.sha256(email.encode()).hexdigest())
 
 
+def signup_mails_key(email: str) -> str:
+    return SIGNUP_MAILS_KEY.format(digest=hashlib.sha256(email.encode()).hexdigest())
+
+
 class RequestLimiter:
     def __init__(self, redis: Redis, limits: RateLimits) -> None:
         self.limits = limits
@@ -91,6 +102,19 @@ class RequestLimiter:
     async def verify(self, ip: str) -> Admission:
         return await self._check(VERIFY_WINDOW_SECONDS, {
             VERIFY_ADDRESS_KEY.format(network=client_network(ip)): self.limits.verify_per_address})
+
+    async def wrong_code_without_account(self, email: str, *, max_attempts: int,
+                                         window_seconds: int) -> Admission:
+        """A code checked for an address without a pending account: refused past the attempts
+        a real code allows, within a real code's lifetime."""
+        digest = hashlib.sha256(email.encode()).hexdigest()
+        return await self._check(window_seconds,
+                                 {NO_ACCOUNT_CODE_KEY.format(digest=digest): max_attempts})
+
+    async def signup_mail(self, email: str, *, window_seconds: int) -> Admission:
+        """May a sign-up mail its code to this address now?"""
+        return await self._check(window_seconds,
+                                 {signup_mails_key(email): SIGNUP_MAILS_PER_CODE_LIFETIME})
 
     async def code_attempt(self, email: str) -> Admission:
         """Counts a code checked for this address; refused once a day's worth were wrong."""

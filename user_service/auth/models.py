@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CHAR, BigInteger, ForeignKey, Integer
+from sqlalchemy import CHAR, BigInteger, Boolean, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.clock import utcnow
@@ -24,6 +24,13 @@ class EmailVerification(Base):
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # SHA-256 of the token the sign-up answered to its client alone (kept across resends).
+    signup_token_hash: Mapped[str | None] = mapped_column(CHAR(64))
+    # The sign-up replaced another whose code was still live: two parties claim the address,
+    # so the code verifies only with the token (whoever set this password holds it) or from
+    # the sign-up's own client network.
+    contested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    signup_network: Mapped[str | None] = mapped_column(String(64))
 
 
 class LoginSession(Base):

@@ -62,12 +62,19 @@ class AuthRepository:
         await self.session.flush()
         return user
 
-    async def delete_unverified_user(self, email: str) -> None:
-        """The account of an address nobody has proven to own yet, replaced by a new sign-up."""
+    async def delete_unverified_user(self, email: str) -> bool:
+        """The account of an address nobody has proven to own yet, replaced by a new sign-up.
+        True if its code was still live (someone else may be about to verify it)."""
+        live = await self.session.execute(
+            select(EmailVerification.user_id).join(User, User.id == EmailVerification.user_id)
+            .where(User.email == email, User.email_verified.is_(False),
+                   EmailVerification.expires_at > utcnow()).with_for_update())
+        contested = live.first() is not None
         await self.session.execute(
             delete(User).where(User.email == email, User.email_verified.is_(False))
             .execution_options(synchronize_session=False)
         )
+        return contested
 
     async def delete_unverified_users(self, *, created_before: datetime, limit: int) -> int:
         """Accounts never verified since before `created_before` (their codes and sessions go
@@ -87,13 +94,17 @@ class AuthRepository:
         await self.session.flush()
 
     async def replace_verification_code(
-        self, *, user_id: int, code_hash: str, expires_at: datetime
+        self, *, user_id: int, code_hash: str, expires_at: datetime,
+        signup_token_hash: str | None = None, contested: bool = False,
+        signup_network: str | None = None,
     ) -> None:
-        """One live code per user: a new one replaces the old and resets its attempts."""
+        """One live code per user: a new one replaces the old and resets its attempts (the
+        sign-up's token and contest, set by the sign-up's first code, stay as they are)."""
         now = utcnow()
         statement = insert(EmailVerification).values(
             user_id=user_id, code_hash=code_hash, expires_at=expires_at,
-            failed_attempts=0, created_at=now,
+            failed_attempts=0, created_at=now, signup_token_hash=signup_token_hash,
+            contested=contested, signup_network=signup_network,
         )
         await self.session.execute(
             statement.on_duplicate_key_update(

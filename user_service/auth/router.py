@@ -28,6 +28,7 @@ from user_service.auth.schemas import (
     TokenPair,
     VerifyEmailRequest,
 )
+from user_service.auth.service import SIGNUP_TOKEN_HEADER
 from user_service.dependencies import AuthServiceDep, TokenSignerDep
 from user_service.users.errors import UserNotFound
 from user_service.users.schemas import Account
@@ -45,13 +46,23 @@ well_known_router = APIRouter(tags=["auth"])
     responses=problem_responses(EmailTaken, ValidationFailed, TooManyRequests),
     description=(
         "Creates an unverified account and mails a six-digit code to the address; an "
-        "unverified account of the address is replaced. At most 10 "
+        "unverified account of the address is replaced. The answer's `Signup-Token` header "
+        "goes, as `signup_token`, with "
+        "the code to verify-email: it proves the code is typed by whoever chose the password, "
+        "and is required when this sign-up replaced one whose code was still live. A sign-up "
+        "within a minute of the address's last mail sends none (resend after the minute). "
+        "At most 10 "
         "sign-ups per client address per hour (and a total per hour for everyone), else 429 "
         "`rate_limited` with Retry-After."
     ),
 )
-async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp) -> Account:
-    return Account.model_validate(await auth.signup(body, client_ip=client_ip))
+async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp,
+                 response: Response) -> Account:
+    signed_up = await auth.signup(body, client_ip=client_ip)
+    # A header, so the body stays the account as API.md lists it.
+    response.headers[SIGNUP_TOKEN_HEADER] = signed_up.signup_token
+    _not_to_be_stored(response)
+    return signed_up.account
 
 
 @router.post(
@@ -59,15 +70,17 @@ async def signup(body: SignupRequest, auth: AuthServiceDep, client_ip: ClientIp)
     responses=problem_responses(InvalidCode, CodeExpired, TooManyAttempts, ValidationFailed,
                                 TooManyRequests),
     description=(
-        "Confirms the address with the mailed code. A wrong code, an unknown address and an "
-        "already verified one all answer 422 `invalid_code`. Five wrong codes void a code (429 "
+        "Confirms the address with the mailed code and the sign-up's `signup_token`. A wrong "
+        "code or token, an unknown address and an already verified one all answer 422 "
+        "`invalid_code` (and 429 alike after five). Five wrong codes void a code (429 "
         "until a resend issues a new one); at most 20 codes per address a day. At most 30 "
         "attempts per client address per 15 minutes, else 429 `rate_limited`."
     ),
 )
 async def verify_email(body: VerifyEmailRequest, auth: AuthServiceDep,
                        client_ip: ClientIp) -> EmailVerified:
-    await auth.verify_email(body.email, body.code, client_ip=client_ip)
+    await auth.verify_email(body.email, body.code, client_ip=client_ip,
+                            signup_token=body.signup_token)
     return EmailVerified()
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, EmailStr, StringConstraints
 
 from shared.schemas import RequestModel
-from user_service.users.schemas import Greeting, ImageUrl, Name
+from user_service.users.schemas import Account, Greeting, ImageUrl, Name
 
 
 def _lower(value: str) -> str:
@@ -30,9 +31,25 @@ class SignupRequest(RequestModel):
     profile_image_url: ImageUrl | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SignedUp:
+    """The sign-up's outcome: the account, and the token that proves to verify-email that the
+    code is typed by whoever chose this password (the mail proves only the mailbox)."""
+
+    account: Account
+    signup_token: str
+
+
+SignupToken = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class VerifyEmailRequest(RequestModel):
     email: Email
     code: VerificationCode
+    # The sign-up's token (its answer's Signup-Token header). Clients always send it; it is
+    # required when a later sign-up replaced one whose code was still live (two parties
+    # claimed the address).
+    signup_token: SignupToken | None = None
 
 
 class EmailVerified(BaseModel):

@@ -30,20 +30,23 @@ from user_service.auth.errors import (
 )
 from user_service.auth.limits import RequestLimiter
 from user_service.auth.mail import Mailer
+from user_service.auth.models import EmailVerification
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import publish_revoked_sessions
-from user_service.auth.schemas import SignupRequest, TokenPair
-from user_service.auth.throttle import Admission, LoginThrottle
+from user_service.auth.schemas import SignedUp, SignupRequest, TokenPair
+from user_service.auth.throttle import Admission, LoginThrottle, client_network
 from user_service.auth.tokens import TokenSigner
 from user_service.roles.repository import RolesRepository
 from user_service.settings import Settings
 from user_service.users.errors import UserNotFound
-from user_service.users.models import User
+from user_service.users.schemas import Account
 
 logger = logging.getLogger("user_service.auth")
 
 RESEND_KEY = "mail:resend:{email}"
+# The sign-up answers its token in this header (the body is the account, as API.md lists it).
+SIGNUP_TOKEN_HEADER = "Signup-Token"
 _MYSQL_DUPLICATE_ENTRY = 1062
 
 
@@ -52,8 +55,11 @@ def hash_code(user_id: int, code: str) -> str:
     return hashlib.sha256(f"{user_id}:{code}".encode()).hexdigest()
 
 
-def hash_refresh_token(token: str) -> str:
+def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+hash_refresh_token = hash_token
 
 
 def _is_duplicate_entry(error: IntegrityError) -> bool:
@@ -86,15 +92,19 @@ class AuthService:
 
     # Sign-up and email verification
 
-    async def signup(self, request: SignupRequest, *, client_ip: str) -> User:
+    async def signup(self, request: SignupRequest, *, client_ip: str) -> SignedUp:
         await self._within_limit(await self.limiter.signup(client_ip), "sign-ups")
         existing = await self.repository.get_user_by_email(request.email)
         if existing is not None and existing.email_verified:
             raise EmailTaken()
         password_hash = await self.passwords.hash(request.password)
         # An unverified account proves nothing (anyone can type an address): a new sign-up
-        # replaces it, and the new code goes to the mailbox, whose owner alone can use it.
-        await self.repository.delete_unverified_user(request.email)
+        # replaces it, and the new code goes to the mailbox. If the old one's code was still
+        # live, two parties claim the address, and the mailbox alone no longer tells them
+        # apart: the new code then verifies only with the token this answer carries, or from
+        # this sign-up's client network, which only whoever chose this password has (no
+        # pre-hijack by either party).
+        contested = await self.repository.delete_unverified_user(request.email)
         try:
             user = await self.repository.create_user(
                 email=request.email,
@@ -108,44 +118,54 @@ class AuthService:
             if _is_duplicate_entry(error):
                 raise EmailTaken() from None
             raise
-        # Claimed now, not once the mail is out: a resend while it is in flight sends nothing.
-        await self.redis.set(
-            RESEND_KEY.format(email=user.email), 1, ex=self.settings.resend_interval_seconds
-        )
-        code = await self._issue_code(user.id)
-        run_after_commit(self.session, partial(self._send_code, user.email, code))
-        return user
+        signup_token = secrets.token_urlsafe(24)
+        code = await self._issue_code(user.id, signup_token_hash=hash_token(signup_token),
+                                      contested=contested, signup_network=client_network(client_ip))
+        # Signing up again and again is no way to bomb a mailbox: a few sign-up mails per code
+        # lifetime (the owner after a squatter, a typo fixed), then the code waits for a resend.
+        mail = await self.limiter.signup_mail(
+            user.email, window_seconds=self.settings.verification_code_ttl_seconds)
+        if mail.allowed:
+            # Claimed now, not once the mail is out: a resend while it is in flight sends nothing.
+            await self.redis.set(RESEND_KEY.format(email=user.email), 1,
+                                 ex=self.settings.resend_interval_seconds)
+            run_after_commit(self.session, partial(self._send_code, user.email, code))
+        return SignedUp(account=Account.model_validate(user), signup_token=signup_token)
 
     async def resend_verification(self, email: str, *, client_ip: str) -> None:
         """Silent whatever happens: the caller must not learn whether the address has an account.
         (Counted whatever the address, so the limit reveals nothing either.)"""
         await self._within_limit(await self.limiter.resend(client_ip), "resends")
-        user = await self.repository.get_user_by_email(email)
-        if user is None or user.email_verified:
-            return
-        # Claimed before the code is replaced, so concurrent resends send one mail, not several.
+        # Claimed before the code is replaced, so concurrent resends send one mail, not several;
+        # and for every address, so the Retry-After of a voided code (the time to the next
+        # resend) is alike for addresses with and without an account.
         claimed = await self.redis.set(
             RESEND_KEY.format(email=email), 1, ex=self.settings.resend_interval_seconds, nx=True
         )
         if not claimed:
             return
+        user = await self.repository.get_user_by_email(email)
+        if user is None or user.email_verified:
+            return
         code = await self._issue_code(user.id)
         run_after_commit(self.session, partial(self._send_code, user.email, code))
 
-    async def verify_email(self, email: str, code: str, *, client_ip: str) -> None:
+    async def verify_email(self, email: str, code: str, *, client_ip: str,
+                           signup_token: str | None = None) -> None:
         await self._within_limit(await self.limiter.verify(client_ip), "verification attempts")
         user = await self.repository.get_user_by_email(email)
-        # An unknown address and a verified one answer as a wrong code does: nothing here tells
-        # whether an address has an account.
-        if user is None or user.email_verified:
-            raise InvalidCode()
-        verification = await self.repository.get_verification(user.id)
-        if verification is None:
+        verification = None
+        if user is not None and not user.email_verified:
+            verification = await self.repository.get_verification(user.id)
+        if user is None or verification is None:
+            # An unknown address and a verified one answer as a wrong code does, the cap of
+            # wrong codes included: nothing here tells whether an address has an account.
+            await self._refuse_as_a_wrong_code(email)
             raise InvalidCode()
         if verification.failed_attempts >= self.settings.verification_max_attempts:
             raise TooManyAttempts(
                 "Too many wrong codes: request a new one.",
-                retry_after=await self._seconds_until_resend(email),
+                retry_after=self._until_resend,
             )
         if verification.expires_at <= utcnow():
             raise CodeExpired("The code has expired: request a new one.")
@@ -172,9 +192,10 @@ class AuthService:
                 raise InvalidCode()
             raise TooManyAttempts(
                 "Too many wrong codes: request a new one.",
-                retry_after=await self._seconds_until_resend(email),
+                retry_after=self._until_resend,
             )
-        if not hmac.compare_digest(code_hash, hash_code(user_id, code)):
+        right_code = hmac.compare_digest(code_hash, hash_code(user_id, code))
+        if not (right_code and self._from_the_signup(verification, signup_token, client_ip)):
             raise InvalidCode()
         # Conditional on the code, so a double-submitted right code verifies once; the second
         # finds it spent, and answers as for any verified address.
@@ -182,17 +203,46 @@ class AuthService:
             raise InvalidCode()
 
     @staticmethod
+    def _from_the_signup(verification: EmailVerification, signup_token: str | None,
+                         client_ip: str) -> bool:
+        """The token, when sent, must be this sign-up's. Without it, a contested address is
+        verified only from the sign-up's own client network. (A wrong token counts as a wrong
+        code: it was counted above.)"""
+        if signup_token is None:
+            return (not verification.contested
+                    or verification.signup_network == client_network(client_ip))
+        expected = verification.signup_token_hash
+        return expected is not None and hmac.compare_digest(expected, hash_token(signup_token))
+
+    async def _refuse_as_a_wrong_code(self, email: str) -> None:
+        """What a wrong code for a real pending account answers, for an address without one:
+        the same 429 after as many wrong codes, with the same kind of Retry-After."""
+        wrong = await self.limiter.wrong_code_without_account(
+            email, max_attempts=self.settings.verification_max_attempts,
+            window_seconds=self.settings.verification_code_ttl_seconds)
+        if not wrong.allowed:
+            raise TooManyAttempts("Too many wrong codes: request a new one.",
+                                  retry_after=self._until_resend)
+        today = await self.limiter.code_attempt(email)
+        if not today.allowed:
+            raise TooManyAttempts("Too many wrong codes today for this address.",
+                                  retry_after=today.retry_after)
+
+    @staticmethod
     async def _within_limit(admission: Admission, what: str) -> None:
         if not admission.allowed:
             raise TooManyRequests(f"Too many {what}; try again later.",
                                   retry_after=admission.retry_after)
 
-    async def _issue_code(self, user_id: int) -> str:
+    async def _issue_code(self, user_id: int, *, signup_token_hash: str | None = None,
+                          contested: bool = False, signup_network: str | None = None) -> str:
         code = f"{secrets.randbelow(10**6):06d}"
         await self.repository.replace_verification_code(
             user_id=user_id,
             code_hash=hash_code(user_id, code),
             expires_at=utcnow() + timedelta(seconds=self.settings.verification_code_ttl_seconds),
+            signup_token_hash=signup_token_hash, contested=contested,
+            signup_network=signup_network,
         )
         return code
 
@@ -207,9 +257,11 @@ class AuthService:
             logger.warning("verification mail not sent", exc_info=True)
             await self.redis.delete(RESEND_KEY.format(email=email))
 
-    async def _seconds_until_resend(self, email: str) -> int:
-        ttl = await self.redis.ttl(RESEND_KEY.format(email=email))
-        return ttl if ttl > 0 else 1
+    @property
+    def _until_resend(self) -> int:
+        """Retry-After of a voided code: a whole resend interval, whether or not a mail went out
+        lately (the time left would tell that an address has a pending account)."""
+        return self.settings.resend_interval_seconds
 
     # Login, tokens, logout
 

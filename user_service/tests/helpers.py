@@ -51,10 +51,12 @@ async def signup(
 
 
 async def verify(
-    client: httpx.AsyncClient, email: str, code: str, *, ip: str | None = None
+    client: httpx.AsyncClient, email: str, code: str, *, ip: str | None = None,
+    token: str | None = None,
 ) -> httpx.Response:
-    return await client.post("/api/v1/auth/verify-email", json={"email": email, "code": code},
-                             headers=from_address(ip))
+    """Without `token`, as a client that does not send the sign-up's token."""
+    body = {"email": email, "code": code, **({"signup_token": token} if token else {})}
+    return await client.post("/api/v1/auth/verify-email", json=body, headers=from_address(ip))
 
 
 async def resend(client: httpx.AsyncClient, email: str, *, ip: str | None = None) -> httpx.Response:

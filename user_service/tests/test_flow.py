@@ -26,10 +26,12 @@ async def test_signup_verify_login_profile_refresh_password_logout(
     assert profile["created_at"].endswith("Z")
     assert set(profile) == {"id", "email", "name", "greeting", "profile_image_url",
                             "email_verified", "created_at"}
+    token = created.headers["Signup-Token"]
+    assert created.headers["Cache-Control"] == "no-store"
 
     mail = await mail_sink.wait_for(email)
     assert "verification code" in str(mail.message["Subject"]).lower()
-    verified = await verify(client, email, mail.code)
+    verified = await verify(client, email, mail.code, token=token)
     assert verified.status_code == 200
     assert verified.json() == {"email_verified": True}
 

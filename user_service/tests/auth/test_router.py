@@ -22,7 +22,7 @@ from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
 from shared.testing.problems import assert_problem
-from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY
+from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY, signup_mails_key
 from user_service.auth.models import RefreshToken
 from user_service.auth.service import hash_refresh_token
 from user_service.auth.throttle import pair_attempts_key
@@ -82,25 +82,103 @@ async def test_concurrent_signups_for_one_email_leave_one_account(
 
 
 async def test_a_sign_up_for_an_unverified_address_replaces_that_account(
-    client: httpx.AsyncClient, mail_sink: MailSink
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
 ) -> None:
-    # Someone typed the address first (a squatter, or the owner with a typo in the name): the
-    # mailbox proves ownership, so the new sign-up wins and only its code verifies.
+    """The pre-hijack: a squatter signs up the owner's address first with a password of
+    theirs. The owner signs up too and verifies; the squatter's password opens nothing."""
     email = unique_email()
     first = await signup(client, email, password="squatter's password", name="Squatter")
     first_code = (await mail_sink.wait_for(email)).code
-    second = await signup(client, email, name="Owner")
+    owners_address = unique_ip()
+    second = await signup(client, email, name="Owner", ip=owners_address)
     assert second.status_code == 201
     assert second.json()["id"] != first.json()["id"]
     assert second.json()["name"] == "Owner"
+    token = second.headers["Signup-Token"]
     code = (await mail_sink.wait_for(email, count=2)).code
     if first_code != code:  # one chance in a million they coincide
-        assert_problem(await verify(client, email, first_code), 422, "invalid_code")
-    assert (await verify(client, email, code)).status_code == 200
+        assert_problem(await verify(client, email, first_code, token=token), 422,
+                       "invalid_code")
+    # Two parties claimed the address while a code was live: the code alone is not enough
+    # from elsewhere than the sign-up's network; its token is, or that network.
+    assert_problem(await verify(client, email, code), 422, "invalid_code")
+    assert_problem(await verify(client, email, code, token=first.headers["Signup-Token"]), 422,
+                   "invalid_code")
+    assert (await verify(client, email, code, token=token)).status_code == 200
     assert_problem(await login(client, email, "squatter's password"), 401, "invalid_credentials")
     assert (await login(client, email)).status_code == 200
     # Verified now: the address is taken.
     assert_problem(await signup(client, email), 409, "email_taken")
+
+
+async def test_a_later_sign_up_cannot_hijack_a_pending_account(
+    client: httpx.AsyncClient, mail_sink: MailSink, redis: Redis
+) -> None:
+    """The attack of issue 19: the victim signs up; the attacker signs the pending address up
+    again with a password of theirs; the victim types the newest code. It must not verify the
+    attacker's account."""
+    email, victims_address = unique_email(), unique_ip()
+    victim = (await signup(client, email, name="Victim", ip=victims_address)).headers
+    victims_code = (await mail_sink.wait_for(email)).code
+    attacker = await signup(client, email, password="attacker's password", name="Attacker")
+    assert attacker.status_code == 201
+    newest = (await mail_sink.wait_for(email, count=2)).code
+    for code in {victims_code, newest}:
+        assert_problem(await verify(client, email, code, token=victim["Signup-Token"],
+                                    ip=victims_address), 422, "invalid_code")
+        assert_problem(await verify(client, email, code, ip=victims_address), 422,
+                       "invalid_code")
+    assert_problem(await login(client, email, "attacker's password"), 403, "email_not_verified")
+    # The attacker's own sign-up is the one that may verify: from where it was made.
+    assert (await verify(client, email, newest, ip=victims_address,
+                         token=attacker.headers["Signup-Token"])).status_code == 200
+
+
+async def test_repeated_sign_ups_do_not_bomb_a_mailbox(
+    service: RunningApp, client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    """Mail bombing: signing an address up again and again is no way around the resend limit
+    (two sign-up mails per code lifetime: the owner after a squatter)."""
+    email = unique_email()
+    for _ in range(5):
+        assert (await signup(client, email)).status_code == 201
+    await mail_sink.wait_for(email, count=2)
+    await after_commit_done(service)
+    assert len(mail_sink.mails_to(email)) == 2
+
+
+async def test_an_uncontested_sign_up_verifies_with_or_without_its_token(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    email, other = unique_email(), unique_email()
+    token = (await signup(client, email)).headers["Signup-Token"]
+    other_token = (await signup(client, other)).headers["Signup-Token"]
+    code = (await mail_sink.wait_for(email)).code
+    # Another sign-up's token is a wrong one.
+    assert_problem(await verify(client, email, code, token=other_token), 422, "invalid_code")
+    assert (await verify(client, email, code, token=token)).status_code == 200
+    other_code = (await mail_sink.wait_for(other)).code
+    assert (await verify(client, other, other_code)).status_code == 200
+
+
+async def test_verify_answers_alike_for_unknown_verified_and_pending_addresses(
+    client: httpx.AsyncClient, mail_sink: MailSink
+) -> None:
+    """Item 8: after the cap of wrong codes, a pending account answered 429 and the others
+    422, which told which addresses have accounts."""
+    pending = unique_email()
+    await signup(client, pending)
+    code = (await mail_sink.wait_for(pending)).code
+    verified = await verified_account(client, mail_sink)
+    answers = []
+    for email in (unique_email(), verified, pending):
+        for _ in range(5):
+            assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
+        for attempt in (_wrong(code), code):
+            refused = await verify(client, email, attempt)
+            body = assert_problem(refused, 429, "too_many_attempts")
+            answers.append((body["detail"], refused.headers["Retry-After"]))
+    assert len(set(answers)) == 1, answers
 
 
 @pytest.mark.parametrize(
@@ -278,7 +356,8 @@ async def test_at_most_20_wrong_codes_a_day_whatever_the_resends_and_sign_ups(
         code = (await mail_sink.wait_for(email, count=round_ + 1)).code
         for _ in range(5):
             assert_problem(await verify(client, email, _wrong(code)), 422, "invalid_code")
-        await redis.delete(f"mail:resend:{email}")  # the minute between mails has passed
+        # The minute between mails has passed, and the code's lifetime of sign-up mails.
+        await redis.delete(f"mail:resend:{email}", signup_mails_key(email))
         if round_ < 3:
             # A fresh code each round: by resend, and once by signing up again.
             fresh = resend(client, email) if round_ % 2 == 0 else signup(client, email)
