@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         max_failures_per_ip=settings.login_max_failures_per_ip,
                         window_seconds=settings.login_failure_window_seconds,
                         metrics=login_failures,
+                        slowed_interval_seconds=settings.login_slowed_interval_seconds,
+                        known_pair_seconds=settings.login_known_pair_seconds,
                     ),
                     limiter=RequestLimiter(datastores.redis, RateLimits(
                         signup_per_address=settings.signup_max_per_address,

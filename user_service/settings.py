@@ -55,6 +55,11 @@ class Settings(DatastoreSettings):
     login_max_failures_per_email: int = Field(default=10, gt=0)
     login_max_failures_per_ip: int = Field(default=100, gt=0)
     login_failure_window_seconds: int = Field(default=900, gt=0)
+    # An address past its failures lets through one password check per this interval for
+    # pairs that never signed in from there (auth/throttle.py); pairs that did, go on as usual
+    # for this long after their last success.
+    login_slowed_interval_seconds: float = Field(default=1.0, gt=0)
+    login_known_pair_seconds: int = Field(default=30 * 24 * 3600, gt=0)
     password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, gt=0)
     # How often expired refresh tokens and sessions left without any are deleted.
     purge_interval_seconds: float = Field(default=3600, gt=0)

@@ -518,11 +518,12 @@ async def test_success_clears_the_failures_of_its_address(
     assert await redis.get(pair_attempts_key(email, ip)) is None
 
 
-async def test_a_busy_address_is_refused_every_attempt_and_others_are_not(
+async def test_a_busy_address_slows_strangers_and_others_are_not(
     make_settings: SettingsFactory, mail_sink: MailSink
 ) -> None:
     ip = unique_ip()
-    async with running_app(make_settings(login_max_failures_per_ip=3)) as app:
+    async with running_app(make_settings(login_max_failures_per_ip=3,
+                                         login_slowed_interval_seconds=60)) as app:
         client = app.client
         email = await verified_account(client, mail_sink)
         for _ in range(3):
@@ -531,9 +532,44 @@ async def test_a_busy_address_is_refused_every_attempt_and_others_are_not(
         for password in ("guess", PASSWORD):
             refused = await login(client, email, password, ip=ip)
             assert_problem(refused, 429, "too_many_attempts")
-            assert 0 < int(refused.headers["Retry-After"]) <= 900
+            assert 0 < int(refused.headers["Retry-After"]) <= 60
         # Another address is unaffected.
         assert (await login(client, email, ip=unique_ip())).status_code == 200
+
+
+async def test_one_nat_does_not_lock_everyone_behind_it_out(
+    make_settings: SettingsFactory, mail_sink: MailSink
+) -> None:
+    """The attack: wrong logins from a carrier NAT until every login from it is 429, right
+    password or not, at the opening. Those who signed in from there before go on; the others
+    are slowed (one password check per interval for the address), not refused."""
+    nat = unique_ip()
+    async with running_app(make_settings(login_max_failures_per_ip=3,
+                                         login_slowed_interval_seconds=1)) as app:
+        client = app.client
+        regular = await verified_account(client, mail_sink)
+        newcomer = await verified_account(client, mail_sink)
+        assert (await login(client, regular, ip=nat)).status_code == 200
+        for _ in range(3):
+            assert_problem(await login(client, unique_email(), "guess", ip=nat),
+                           401, "invalid_credentials")
+        for _ in range(3):
+            assert (await login(client, regular, ip=nat)).status_code == 200
+        # The guesser's next guess and the newcomer wait for the slow lane...
+        assert_problem(await login(client, unique_email(), "guess", ip=nat),
+                       429, "too_many_attempts")
+        slowed = await login(client, newcomer, ip=nat)
+        assert_problem(slowed, 429, "too_many_attempts")
+        assert int(slowed.headers["Retry-After"]) == 1
+        # ... which opens for one check an interval later.
+        for _ in range(30):
+            await asyncio.sleep(0.2)
+            answer = await login(client, newcomer, ip=nat)
+            if answer.status_code != 429:
+                break
+        assert answer.status_code == 200, answer.text
+        # The pair is known from now on.
+        assert (await login(client, newcomer, ip=nat)).status_code == 200
 
 
 async def test_ipv6_addresses_count_by_their_64(

@@ -20,7 +20,7 @@ from shared.testing.apps import RunningApp
 from user_service.auth.models import EmailVerification, LoginSession
 from user_service.auth.passwords import PasswordHasher
 from user_service.auth.service import AuthService
-from user_service.auth.throttle import address_failures_key
+from user_service.auth.throttle import address_failures_key, slow_lane_key
 from user_service.tests.factories import (
     PASSWORD,
     make_login_session,
@@ -87,6 +87,7 @@ async def test_a_refused_login_costs_no_password_check(
         # Past the limit for this email from this address, and past the address's own limit.
         assert await attempt(PASSWORD, "10.20.0.1") == "too_many_attempts"
         await redis.set(address_failures_key("10.20.0.2"), 100, ex=900)
+        await redis.set(slow_lane_key("10.20.0.2"), 1, ex=60)  # as the 100th failure left it
         assert await attempt(PASSWORD, "10.20.0.2") == "too_many_attempts"
     assert hasher.checks == 10
 
