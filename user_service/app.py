@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -23,10 +24,11 @@ from user_service.auth.router import router as auth_router
 from user_service.auth.tasks import (
     keep_revocations_published,
     purge_expired_sign_in_state_periodically,
+    send_delayed_codes_periodically,
 )
 from user_service.auth.throttle import LoginFailureMetrics, LoginThrottle
 from user_service.auth.tokens import TokenSigner
-from user_service.dependencies import Resources
+from user_service.dependencies import Resources, auth_service_of
 from user_service.settings import Settings, get_settings
 from user_service.users.router import internal_router as internal_users_router
 from user_service.users.router import router as users_router
@@ -65,11 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     ),
                     limiter=RequestLimiter(datastores.redis, RateLimits(
                         signup_per_address=settings.signup_max_per_address,
-                        signup_total=settings.signup_max_total,
                         resend_per_address=settings.resend_max_per_address,
-                        resend_total=settings.resend_max_total,
                         verify_per_address=settings.verify_max_per_address,
                         code_failures_per_day=settings.verification_max_failures_per_day,
+                        mail_per_hour=settings.mail_max_per_hour,
                     )),
                 )
                 stop_watching = asyncio.Event()
@@ -79,11 +80,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     interval_seconds=settings.revocation_watch_interval_seconds,
                 ))
                 try:
-                    async with running(purge_expired_sign_in_state_periodically(
-                        datastores.sessionmaker,
-                        refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-                        interval_seconds=settings.purge_interval_seconds,
-                    )):
+                    async with (
+                        running(purge_expired_sign_in_state_periodically(
+                            datastores.sessionmaker,
+                            refresh_token_ttl=timedelta(
+                                seconds=settings.refresh_token_ttl_seconds),
+                            interval_seconds=settings.purge_interval_seconds,
+                        )),
+                        running(send_delayed_codes_periodically(
+                            datastores.sessionmaker, datastores.after_commit, resources.limiter,
+                            partial(auth_service_of, resources),
+                            interval_seconds=settings.mail_delayed_interval_seconds,
+                        )),
+                    ):
                         yield resources
                 finally:
                     # Stopped, not cancelled: a cancel could land inside a query (see the task).

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.dependencies import AppResources, ReadSessionDep, SessionDep, resources_of
 from shared.lifespan import Datastores
@@ -47,6 +48,11 @@ async def get_signer(resources: ResourcesDep) -> TokenSigner:
 
 
 async def get_auth_service(session: SessionDep, resources: ResourcesDep) -> AuthService:
+    return auth_service_of(resources, session)
+
+
+def auth_service_of(resources: Resources, session: AsyncSession) -> AuthService:
+    """The service on `session`, for a route or a loop."""
     return AuthService(
         session=session,
         redis=resources.datastores.redis,

@@ -42,13 +42,14 @@ class Settings(DatastoreSettings):
     verification_max_failures_per_day: int = Field(default=20, gt=0)
     resend_interval_seconds: int = Field(default=60, gt=0)
 
-    # Rate limits (auth/limits.py): sign-ups and resends per client address and per hour, and for
-    # everyone together (the mail quota's guard: set the totals to what the mail relay allows);
-    # verification attempts per client address per 15 minutes.
+    # Rate limits (auth/limits.py): sign-ups and resends per client network (an IPv4 address or
+    # an IPv6 /56) and per hour; verification attempts per client network per 15 minutes.
     signup_max_per_address: int = Field(default=10, gt=0)
-    signup_max_total: int = Field(default=3000, gt=0)
     resend_max_per_address: int = Field(default=10, gt=0)
-    resend_max_total: int = Field(default=1000, gt=0)
+    # The mail guard: codes mailed per hour for everyone together (the mail provider's quota);
+    # past it a code's mail waits for the next slot instead of a sign-up being refused.
+    mail_max_per_hour: int = Field(default=3000, gt=0)
+    mail_delayed_interval_seconds: float = Field(default=5.0, gt=0)
     verify_max_per_address: int = Field(default=30, gt=0)
 
     # Failed logins for one e-mail from one client address, then from one address at all.

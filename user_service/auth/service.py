@@ -129,7 +129,9 @@ class AuthService:
             # Claimed now, not once the mail is out: a resend while it is in flight sends nothing.
             await self.redis.set(RESEND_KEY.format(email=user.email), 1,
                                  ex=self.settings.resend_interval_seconds)
-            run_after_commit(self.session, partial(self._send_code, user.email, code))
+            # Past the hour's mails the code waits (a fresh one is mailed with its slot).
+            if await self.limiter.mail_now(user.email):
+                run_after_commit(self.session, partial(self._send_code, user.email, code))
         return SignedUp(account=Account.model_validate(user), signup_token=signup_token)
 
     async def resend_verification(self, email: str, *, client_ip: str) -> None:
@@ -147,6 +149,8 @@ class AuthService:
         user = await self.repository.get_user_by_email(email)
         if user is None or user.email_verified:
             return
+        if not await self.limiter.mail_now(user.email):
+            return  # waits for a slot in the hour's mails; a fresh code is mailed then
         code = await self._issue_code(user.id)
         run_after_commit(self.session, partial(self._send_code, user.email, code))
 
@@ -245,6 +249,16 @@ class AuthService:
             signup_network=signup_network,
         )
         return code
+
+    async def mail_delayed_code(self, email: str) -> bool:
+        """The mail guard gave `email` its slot: a fresh code for its pending account, mailed
+        once this commits. False if the address has no pending account any more."""
+        user = await self.repository.get_user_by_email(email)
+        if user is None or user.email_verified:
+            return False
+        code = await self._issue_code(user.id)
+        run_after_commit(self.session, partial(self._send_code, user.email, code))
+        return True
 
     async def _send_code(self, email: str, code: str) -> None:
         try:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from redis.asyncio import Redis
@@ -21,9 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
 from shared.contracts import REVOCATION_EPOCH_KEY
+from shared.db import AfterCommitTasks, session_scope
 from shared.loops import run_periodically
+from user_service.auth.limits import RequestLimiter
 from user_service.auth.repository import AuthRepository
 from user_service.auth.revocation import republish_revoked_sessions
+from user_service.auth.service import AuthService
 
 logger = logging.getLogger("user_service.housekeeping")
 
@@ -114,3 +119,31 @@ async def keep_revocations_published(
             logger.exception("publishing revocations failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_seconds)
+
+
+async def send_delayed_codes(
+    sessionmaker: async_sessionmaker[AsyncSession], after_commit: AfterCommitTasks,
+    limiter: RequestLimiter, auth_for: Callable[[AsyncSession], AuthService],
+) -> int:
+    """Mails a fresh code to every address the mail guard delayed, as long as the hour has
+    room, longest-waiting first; returns how many were mailed. Safe with replicas: each address
+    is popped by one of them."""
+    mailed = 0
+    while (email := await limiter.next_delayed()) is not None:
+        async with asynccontextmanager(session_scope)(sessionmaker, after_commit) as session:
+            mailed += await auth_for(session).mail_delayed_code(email)
+    return mailed
+
+
+async def send_delayed_codes_periodically(
+    sessionmaker: async_sessionmaker[AsyncSession], after_commit: AfterCommitTasks,
+    limiter: RequestLimiter, auth_for: Callable[[AsyncSession], AuthService], *,
+    interval_seconds: float,
+) -> None:
+    async def mail_round() -> None:
+        mailed = await send_delayed_codes(sessionmaker, after_commit, limiter, auth_for)
+        if mailed:
+            logger.info("mailed delayed verification codes", extra={"mailed": mailed})
+
+    await run_periodically(mail_round, interval_seconds=interval_seconds, logger=logger,
+                           what="mailing delayed verification codes")

@@ -22,7 +22,7 @@ from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import free_port
 from shared.testing.problems import assert_problem
-from user_service.auth.limits import RESEND_TOTAL_KEY, SIGNUP_TOTAL_KEY, signup_mails_key
+from user_service.auth.limits import MAIL_DELAYED_KEY, MAIL_SENT_KEY, signup_mails_key
 from user_service.auth.models import RefreshToken
 from user_service.auth.service import hash_refresh_token
 from user_service.auth.throttle import pair_attempts_key
@@ -266,20 +266,41 @@ async def test_resends_and_verifications_are_limited_per_client_address(
     assert (await resend(client, unique_email(), ip=unique_ip())).status_code == 202
 
 
-async def test_sign_ups_and_resends_are_limited_for_everyone_together(
-    make_settings: SettingsFactory, redis: Redis
+async def test_no_shared_cap_lets_a_few_networks_deny_every_sign_up(
+    make_settings: SettingsFactory, mail_sink: MailSink, redis: Redis
 ) -> None:
-    # However many addresses a party has, it cannot spend the whole mail quota.
-    await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
+    """The attack: a few hundred addresses spend a cap for everyone together and every sign-up
+    is refused for the hour. Now nothing is refused for that; past the hour's mails a code
+    waits for its slot, and is mailed (fresh) once there is one."""
+    await redis.delete(MAIL_SENT_KEY, MAIL_DELAYED_KEY)
     try:
-        async with running_app(make_settings(signup_max_total=2, resend_max_total=2)) as app:
-            for _ in range(2):
-                assert (await signup(app.client, unique_email())).status_code == 201
-                assert (await resend(app.client, unique_email())).status_code == 202
-            assert_problem(await signup(app.client, unique_email()), 429, "rate_limited")
-            assert_problem(await resend(app.client, unique_email()), 429, "rate_limited")
+        async with running_app(make_settings(mail_max_per_hour=2,
+                                             mail_delayed_interval_seconds=0.2)) as app:
+            emails = [unique_email() for _ in range(5)]
+            for email in emails:
+                assert (await signup(app.client, email)).status_code == 201
+            assert (await resend(app.client, emails[-1])).status_code == 202
+            await after_commit_done(app)
+            assert sum(len(mail_sink.mails_to(email)) for email in emails) == 2
+            assert await redis.zcard(MAIL_DELAYED_KEY) == 3
+            # A new hour: the delayed codes go out, one mail each.
+            await redis.delete(MAIL_SENT_KEY)
+            for email in emails:
+                code = (await mail_sink.wait_for(email)).code
+                assert (await verify(app.client, email, code)).status_code == 200
+            assert all(len(mail_sink.mails_to(email)) == 1 for email in emails)
     finally:
-        await redis.delete(SIGNUP_TOTAL_KEY, RESEND_TOTAL_KEY)
+        await redis.delete(MAIL_SENT_KEY, MAIL_DELAYED_KEY)
+
+
+async def test_ipv6_sign_ups_count_by_their_56(client: httpx.AsyncClient) -> None:
+    """One subscriber's /56 is one client: 256 /64s are not 256 times the limit."""
+    for subnet in range(10):
+        ip = f"2001:db8:77:{subnet:x}::1"
+        assert (await signup(client, unique_email(), ip=ip)).status_code == 201
+    assert_problem(await signup(client, unique_email(), ip="2001:db8:77:ff::5"),
+                   429, "rate_limited")
+    assert (await signup(client, unique_email(), ip="2001:db8:77:100::1")).status_code == 201
 
 
 # Email verification
