@@ -1,12 +1,14 @@
-"""Gateway application: its own few routes (health, readiness, docs, metrics) plus the proxy."""
+"""Gateway application: its own few routes (health, readiness, docs) plus the proxy; /metrics on
+an internal listener of its own (settings.metrics_port), never on the public port."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -22,7 +24,7 @@ from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import install_error_handlers, problem_response
 from shared.health import ReadinessCheck, health_router
 from shared.logging import configure_logging
-from shared.metrics import RequestMetrics, route_template
+from shared.metrics import RequestMetrics, metrics_listener, route_template
 from shared.middleware import RequestFrameMiddleware
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
@@ -80,8 +82,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         await runtime.start()
         try:
-            # The runtime is the gateway's Resources object, handed to requests the same way.
-            yield {RESOURCES_STATE_KEY: runtime}
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.metrics_port is not None:
+                    await stack.enter_async_context(metrics_listener(
+                        metrics.registry, settings.metrics_host, settings.metrics_port))
+                # The runtime is the gateway's Resources object, handed to requests the same way.
+                yield {RESOURCES_STATE_KEY: runtime}
         finally:
             await runtime.close()
 
@@ -89,7 +95,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                   openapi_url=None, docs_url=None,
                   redoc_url=None)
     install_error_handlers(app)
-    app.include_router(health_router(readiness_checks(settings)))
+    app.include_router(health_router(readiness_checks(settings),
+                                     cache_seconds=settings.readiness_cache_seconds))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> Response:
@@ -99,11 +106,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Preorder API")
-
-    async def metrics_endpoint(_: Request) -> Response:
-        return metrics.render()
-
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     # The proxy sits in front of FastAPI, not inside it: proxied requests, nearly all of the
     # traffic, skip FastAPI's own middleware stack. Outermost first: the request frame (request

@@ -66,6 +66,13 @@ class Settings(ServiceSettings):
     # socket peer is the client.
     trusted_proxy_networks: list[str] = Field(default_factory=list)
     openapi_cache_seconds: float = 30.0
+    # /readyz asks every service's /readyz: its outcome is reused this long, so a crowd asking
+    # the public port costs one round.
+    readiness_cache_seconds: float = Field(default=2.0, ge=0)
+    # GET /metrics is served here, never on the public port (None: not served). Bind it to an
+    # address only the scraper reaches (compose: the internal network, port not published).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("trusted_proxy_networks")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -34,8 +35,13 @@ async def check_redis(resources: object) -> None:
 DATASTORE_CHECKS: Mapping[str, ReadinessCheck] = {"database": check_database, "redis": check_redis}
 
 
-def health_router(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0) -> APIRouter:
+def health_router(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0,
+                  cache_seconds: float = 0.0) -> APIRouter:
+    """`cache_seconds`: the checks' outcome is reused that long, and run by one request at a
+    time, so a crowd asking /readyz (the gateway's fans out to every service) costs one round."""
     router = APIRouter(include_in_schema=False)
+    last: list[tuple[float, list[str]]] = []
+    one_round = asyncio.Lock()
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -51,7 +57,16 @@ def health_router(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0)
                 return name
             return None
 
-        failed = [n for n in await asyncio.gather(*(run(n, c) for n, c in checks.items())) if n]
+        async def failing() -> list[str]:
+            return [n for n in await asyncio.gather(*(run(n, c) for n, c in checks.items())) if n]
+
+        if cache_seconds <= 0:
+            failed = await failing()
+        else:
+            async with one_round:
+                if not last or time.monotonic() - last[0][0] >= cache_seconds:
+                    last[:] = [(time.monotonic(), await failing())]
+                failed = last[0][1]
         if failed:
             return problem_response(503, "not_ready", "Not ready",
                                     f"Failing: {', '.join(failed)}", extra={"failing": failed})

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -55,3 +61,46 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return str(path) if path else "unmatched"
+
+
+logger = logging.getLogger("shared.metrics")
+_REQUEST_TIMEOUT_SECONDS = 5.0
+_MAX_REQUEST_BYTES = 8192
+
+
+@asynccontextmanager
+async def metrics_listener(registry: CollectorRegistry, host: str,
+                           port: int) -> AsyncIterator[int]:
+    """GET /metrics on an internal listener of its own (yields the bound port): never on the
+    public port, where anyone could read request rates and latencies of every route."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT_SECONDS):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError):
+            writer.close()
+            return
+        method, _, rest = head.partition(b" ")
+        path = rest.partition(b" ")[0]
+        if method in (b"GET", b"HEAD") and path.partition(b"?")[0] == b"/metrics":
+            body = generate_latest(registry)
+            status, kind = b"200 OK", CONTENT_TYPE_LATEST.encode()
+        else:
+            body, status, kind = b"not found\n", b"404 Not Found", b"text/plain"
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind
+                     + b"\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\nConnection: close\r\n\r\n" + (body if method != b"HEAD" else b""))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, host, port, limit=_MAX_REQUEST_BYTES)
+    bound = int(server.sockets[0].getsockname()[1])
+    logger.info("metrics listener", extra={"host": host, "port": bound})
+    try:
+        yield bound
+    finally:
+        server.close()
+        await server.wait_closed()

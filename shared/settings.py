@@ -92,8 +92,12 @@ class DatastoreSettings(ServiceSettings):
     @model_validator(mode="after")
     def _no_passwordless_database_in_production(self) -> DatastoreSettings:
         # The development default is root with no password; a deployment has its own user.
-        if self.is_production() and not make_url(self.database_url).password:
+        password = make_url(self.database_url).password
+        if self.is_production() and not password:
             raise ValueError("production needs a database URL with a password (its own user)")
+        refuse_in_production(self, str(password or "").startswith(DEVELOPMENT_PLACEHOLDER),
+                             "the database password is compose's development placeholder: "
+                             "production takes one of its own from the secret store")
         refuse_passwordless_redis(self, self.redis_url)
         return self
 
@@ -101,8 +105,12 @@ class DatastoreSettings(ServiceSettings):
 def refuse_passwordless_redis(settings: ServiceSettings, redis_url: str) -> None:
     """Redis holds what the gateway trusts (revoked sessions, throttles): in production only
     those who know its password may write there."""
-    refuse_in_production(settings, not urlsplit(redis_url).password,
+    password = urlsplit(redis_url).password
+    refuse_in_production(settings, not password,
                          "production needs a Redis URL with a password (redis://:pw@host/0)")
+    refuse_in_production(settings, (password or "").startswith(DEVELOPMENT_PLACEHOLDER),
+                         "the Redis password is compose's development placeholder: production "
+                         "takes one of its own from the secret store")
 
 
 def refuse_in_production(settings: ServiceSettings, condition: bool, message: str) -> None:

@@ -65,11 +65,16 @@ def make_token(key: Ed25519PrivateKey, *, kid: str = "k1", sub: str = "42",
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": typ})
 
 
+# How often each echo upstream was asked its /readyz (the gateway's cache is tested on it).
+READINESS_ASKED: dict[str, int] = {}
+
+
 def echo_app(service: str, ring: KeyRing) -> Starlette:
     async def jwks(_: Request) -> JSONResponse:
         return JSONResponse(ring.jwks())
 
     async def readyz(_: Request) -> JSONResponse:
+        READINESS_ASKED[service] = READINESS_ASKED.get(service, 0) + 1
         return JSONResponse({"status": "ready"})
 
     async def openapi(_: Request) -> JSONResponse:
@@ -143,6 +148,11 @@ class Rig:
     def url(self) -> str:
         return self.gateway.url
 
+    @property
+    def metrics_url(self) -> str:
+        """The gateway's internal metrics listener."""
+        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+
     def token(self, **kwargs: Any) -> str:
         kid = kwargs.pop("kid", "k1")
         return make_token(self.ring.keys[kid], kid=kid, **kwargs)
@@ -170,7 +180,8 @@ def rig(redis_url: str) -> Iterator[Rig]:
     ring = KeyRing()
     ring.add("k1")
     upstreams = {app.name: ThreadedServer(echo_app(app.name, ring)).start() for app in SERVICES}
-    settings = gateway_settings({n: s.url for n, s in upstreams.items()}, redis_url)
+    settings = gateway_settings({n: s.url for n, s in upstreams.items()}, redis_url,
+                                metrics_port=free_port())
     gateway = ThreadedServer(create_app(settings)).start()
     yield Rig(gateway, upstreams, ring, settings)
     gateway.stop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from gateway.app import create_app
-from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
+from gateway.tests.conftest import READINESS_ASKED, Rig, closed_port_url, gateway_settings
 from shared.services import SERVICES
 from shared.testing.net import ThreadedServer
 
@@ -63,7 +65,7 @@ async def test_docs_page(client: httpx.AsyncClient) -> None:
 
 async def test_metrics_count_requests_by_route_pattern(rig: Rig, client: httpx.AsyncClient) -> None:
     await client.get("/api/v1/users/12345", headers={"Authorization": f"Bearer {rig.token()}"})
-    text = (await client.get("/metrics")).text
+    text = (await client.get(rig.metrics_url)).text
     assert 'route="/api/v1/users/**"' in text
     assert "/api/v1/users/12345" not in text
     assert "http_request_duration_seconds_bucket" in text
@@ -119,3 +121,31 @@ async def test_openapi_documents_the_404_for_a_parameter_the_gateway_will_not_ro
     assert "404" in paths["/api/v1/products/{id}/stock"]["get"]["responses"]
     assert "404" in paths["/api/v1/users/{id}/followers"]["get"]["responses"]
     assert "404" not in paths["/api/v1/users/me"]["get"]["responses"]
+
+
+async def test_metrics_are_not_on_the_public_port(rig: Rig, client: httpx.AsyncClient) -> None:
+    """The attack: anyone reads every route's request rates and latencies from the public port."""
+    response = await client.get("/metrics")
+    assert response.status_code == 404
+    assert "http_requests_total" not in response.text
+    internal = await client.get(rig.metrics_url)
+    assert internal.status_code == 200
+    assert "http_requests_total" in internal.text
+    assert (await client.get(rig.metrics_url.replace("/metrics", "/other"))).status_code == 404
+
+
+async def test_readiness_is_cached_so_a_crowd_does_not_fan_out(
+        rig: Rig, redis_url: str) -> None:
+    """The attack: every public /readyz asks every service's /readyz (and their databases)."""
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, readiness_cache_seconds=30))).start()
+    try:
+        before = dict(READINESS_ASKED)
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            answers = await asyncio.gather(*(c.get("/readyz") for _ in range(20)))
+    finally:
+        server.stop()
+    assert {answer.status_code for answer in answers} == {200}
+    asked = {name: READINESS_ASKED.get(name, 0) - before.get(name, 0) for name in upstreams}
+    assert set(asked.values()) == {1}, asked

@@ -47,7 +47,7 @@ async def test_valid_token_is_forwarded_with_identity(rig: Rig, client: httpx.As
     headers = response.json()["headers"]
     assert headers["x-user-id"] == "42"
     assert headers["x-session-id"] == sid
-    assert "authorization" in headers  # end-to-end header passes through untouched
+    assert "authorization" not in headers  # no service reads it (issue 19, item 6)
 
 
 async def test_missing_token(client: httpx.AsyncClient) -> None:

@@ -94,6 +94,14 @@ async def test_the_gateway_refuses_to_start_without_the_identity_signing_key(
         create_app(gateway_settings(upstreams, redis_url, identity_signing_key=None))
 
 
+async def test_the_bearer_token_is_not_forwarded_to_services(
+        rig: Rig, client: httpx.AsyncClient) -> None:
+    """No service reads it: one that is compromised gets no token to replay at the gateway."""
+    seen = (await client.get("/api/v1/users/me", headers=auth(rig))).json()["headers"]
+    assert "authorization" not in seen
+    assert seen["x-user-id"] == "42"
+
+
 async def test_spoofed_user_id_is_replaced_by_token_identity(rig: Rig, client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/users/me", headers={**auth(rig, "42"), "X-User-Id": "1"})
     assert response.json()["headers"]["x-user-id"] == "42"
@@ -417,7 +425,7 @@ async def test_client_that_leaves_mid_body_is_not_a_server_error(
     writer.close()
     series = 'method="POST",route="/api/v1/auth/verify-email",service="gateway",status='
     for _ in range(30):
-        text = (await client.get("/metrics")).text
+        text = (await client.get(rig.metrics_url)).text
         if series + '"499"' in text:
             break
         await asyncio.sleep(0.1)

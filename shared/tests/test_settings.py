@@ -83,3 +83,20 @@ def test_a_refused_setting_does_not_print_the_others(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValueError, match="password") as refused:
         DemoSettings(environment="production")
     assert "the-secret" not in str(refused.value)
+
+
+def test_production_refuses_compose_development_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: a deployment left on docker-compose.yml's published development passwords."""
+    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
+    key, redis_url = "k" * 32, "redis://:s3cret@redis:6379/0"
+    with pytest.raises(ValueError, match="development placeholder"):
+        DemoSettings(environment="production", identity_signing_key=key, redis_url=redis_url,
+                     database_url="mysql+asyncmy://demo:devonly-demo-pw@db:3306/preorder_demo")
+    with pytest.raises(ValueError, match="development placeholder"):
+        DemoSettings(environment="production", identity_signing_key=key,
+                     database_url="mysql+asyncmy://demo:s3cret@db:3306/preorder_demo",
+                     redis_url="redis://demo:devonly-redis-pw@redis:6379/0")
+    development = DemoSettings(
+        environment="development", redis_url="redis://:devonly-redis-pw@redis:6379/0",
+        database_url="mysql+asyncmy://demo:devonly-demo-pw@db:3306/preorder_demo")
+    assert not development.is_production()
