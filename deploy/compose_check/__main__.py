@@ -17,6 +17,7 @@ from deploy.compose_check.stack import Stack, gateway_binding, image_override
 
 STATE_DIR = REPO_ROOT / ".data" / "compose-check"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+DEVELOPMENT_ENV = REPO_ROOT / "deploy" / "development.env"
 
 
 @dataclass
@@ -36,8 +37,9 @@ def prepare_engine(run: Run, apt: Apt) -> str:
 
 def prepare_images(run: Run, apt: Apt) -> str:
     assert run.engine is not None
-    env_file = STATE_DIR / "empty.env"
-    env_file.write_text("")
+    # docker-compose.yml is production by default (every secret required): the check runs the
+    # development override, which a developer's .env must not take the place of.
+    env_file = DEVELOPMENT_ENV
     host, port = gateway_binding()
     base = Stack(run.engine.compose, [COMPOSE_FILE], env_file, host, port)
     services: dict[str, Any] = base.config()["services"]
@@ -91,6 +93,7 @@ def check_stack(report: Report, run: Run) -> None:
         report.check("signing key generated", checks.signing_key_generated)
         report.check("MySQL users isolated", checks.database_users_isolated)
         report.check("non-root", checks.non_root)
+        report.check("least privilege", checks.least_privilege)
         report.check("app image holds no dev tools or tests", checks.app_image_lean)
         report.check("restart", checks.restart_everything)
         report.check("accounts survive restart", checks.accounts_kept)

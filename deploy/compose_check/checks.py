@@ -354,6 +354,26 @@ class StackChecks:
         return (f"every process in {len(states)} containers runs as non-root "
                 f"(app image USER {user})")
 
+    def least_privilege(self) -> str:
+        """The app containers: no capability, none to gain, a read-only root filesystem."""
+        apps = [state for state in self.stack.containers()
+                if self.services[state.service].get("build")]
+        for state in apps:
+            host = json.loads(run(["docker", "inspect", "--format", "{{json .HostConfig}}",
+                                   state.id], timeout=30).stdout)
+            drops = [str(cap).upper() for cap in host.get("CapDrop") or []]
+            if drops not in (["ALL"], ["CAP_ALL"]) or not host.get("ReadonlyRootfs") or not any(
+                    "no-new-privileges" in str(opt) for opt in host.get("SecurityOpt") or []):
+                raise CheckError(f"{state.service}: CapDrop {host.get('CapDrop')}, ReadonlyRootfs "
+                                 f"{host.get('ReadonlyRootfs')}, SecurityOpt "
+                                 f"{host.get('SecurityOpt')}")
+            written = run(["docker", "exec", state.id, "sh", "-c", "touch /app/x 2>&1 || true"],
+                          timeout=30).stdout
+            if "Read-only file system" not in written:
+                raise CheckError(f"{state.service}: the root filesystem took a write ({written!r})")
+        return (f"{len(apps)} app containers: cap_drop ALL, no-new-privileges, read-only root "
+                "filesystem (a write is refused)")
+
     def app_image_lean(self) -> str:
         packages = sorted({"shared", "deploy", *(
             str(definition["command"][0]) for definition in self.services.values()

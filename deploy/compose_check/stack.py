@@ -104,8 +104,8 @@ class Stack:
 
     def run(self, *args: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
         files = [argument for path in self.files for argument in ("-f", str(path))]
-        # An empty env file: a developer's .env (say a key from `make keys`) must not take the
-        # place of what the check is about, the defaults.
+        # An env file of its own (the development override): a developer's .env (say a key
+        # from `make keys`) must not take the place of what the check is about.
         command = [*self.compose, "-p", self.project, *files, "--env-file", str(self.env_file),
                    *args]
         return run(command, timeout=timeout, env=self.environment, check=check,

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+DEVELOPMENT_ENV = REPO_ROOT / "deploy" / "development.env"
 INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -83,9 +84,21 @@ def environment_of(compose: dict[str, Any], package: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in environment.items()}
 
 
-def resolve_default(value: str) -> str:
-    """`${VAR:-default}` as compose resolves it when VAR is unset (`${VAR:?msg}` stays as is)."""
+def development_env() -> dict[str, str]:
+    """deploy/development.env: the development override's variables."""
+    pairs = (line.split("=", 1) for line in DEVELOPMENT_ENV.read_text().splitlines()
+             if line.strip() and not line.startswith("#"))
+    return {name: value for name, value in pairs}
+
+
+def resolve_default(value: str, env: dict[str, str] | None = None) -> str:
+    """`${VAR:-default}` as compose resolves it with the variables of `env` (the development
+    override by default) and nothing else set; `${VAR:?msg}` without VAR stays as is."""
+    env = development_env() if env is None else env
+
     def substitute(match: re.Match[str]) -> str:
+        if match["name"] in env:
+            return env[match["name"]]
         # `${VAR:?msg}` is kept, with its `$` escaped so the loop does not find it again.
         return match["arg"] if match["op"] in (":-", "-") else "\0" + match[0][1:]
     while (resolved := _SUBSTITUTION.sub(substitute, value)) != value:
@@ -147,9 +160,26 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
         key for key in compose if key.startswith("x-")}
 
 
-def test_nothing_has_to_be_set_before_up(compose: dict[str, Any]) -> None:
-    required = re.findall(r"\$\{(\w+):?\?", COMPOSE_FILE.read_text())
-    assert not required, f"docker-compose.yml refuses to start without {required}"
+SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD"} | {
+    f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
+                                     "STOCK_", "SOCIAL_") for name in ("REDIS_URL", "DATABASE_URL")
+} - {"GATEWAY_DATABASE_URL"}
+
+
+def test_every_secret_must_be_given_and_the_development_override_gives_them() -> None:
+    """Production by default: compose refuses to start without each secret (no public default
+    key or password to forget), and deploy/development.env sets every one of them."""
+    text = "\n".join(line for line in COMPOSE_FILE.read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required == SECRETS
+    defaulted = set(re.findall(r"\$\{(\w+):-", text))
+    assert not defaulted & SECRETS, f"secrets with a default: {defaulted & SECRETS}"
+    assert "devonly-" not in text
+    development = development_env()
+    assert development.keys() >= SECRETS
+    assert development["APP_ENV"] == "development"
+    assert all(development[name].count("devonly-") == 1 for name in SECRETS)
 
 
 def test_user_service_replicas_share_the_generated_signing_key(compose: dict[str, Any]) -> None:
@@ -229,11 +259,21 @@ def test_redis_requires_a_password_and_every_app_uses_it(compose: dict[str, Any]
 
 
 @pytest.mark.parametrize("package", APPS)
-def test_compose_runs_the_development_environment_unless_told_otherwise(
+def test_compose_runs_production_unless_the_development_override_says_otherwise(
     compose: dict[str, Any], package: str
 ) -> None:
-    # Settings default to production; this file's placeholders are development ones.
-    assert resolve_default(environment_of(compose, package)["APP_ENV"]) == "development"
+    app_env = environment_of(compose, package)["APP_ENV"]
+    assert resolve_default(app_env, env={}) == "production"
+    assert resolve_default(app_env) == "development"
+
+
+@pytest.mark.parametrize("package", APPS)
+def test_app_containers_run_with_least_privilege(compose: dict[str, Any], package: str) -> None:
+    service = compose["services"][compose_service_name(package)]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert service["read_only"] is True
+    assert service["tmpfs"] == ["/tmp"]  # noqa: S108 (a private tmpfs, not a shared /tmp)
 
 
 def parse_grants(sql: str) -> dict[str, set[str]]:
