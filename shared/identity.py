@@ -168,9 +168,13 @@ async def client_ip(request: Request, identity: SignedIdentity) -> str:
 async def signed_caller(identity: SignedIdentity) -> None:
     """For the internal routes (/internal/**): only a caller holding the deployment's signing key
     (another service, through shared.http) is answered. The gateway never routes them, so a
-    request that reaches one directly without a signature is nobody we trust."""
+    request that reaches one directly without a signature is nobody we trust; and one signed
+    for a user or a client address was signed by the gateway for a public request (captured
+    and replayed here), never by a service, which signs neither."""
     if identity is None:
         raise Unauthorized("Internal routes answer only the deployment's own services.")
+    if identity.user_id is not None or identity.session_id is not None or identity.client_ip:
+        raise _refuse("a gateway's signature on an internal route")
 
 
 # The dependency every internal router declares: APIRouter(dependencies=[InternalCallersOnly]).

@@ -81,3 +81,9 @@ def identity_headers(user_id: int, *, roles: frozenset[str] = frozenset()) -> di
 def seller_headers(user_id: int) -> dict[str, str]:
     """identity_headers of a user an operator granted the `seller` role (who lists products)."""
     return identity_headers(user_id, roles=frozenset({SELLER_ROLE}))
+
+
+def service_identity_headers(key: str = TEST_IDENTITY_SIGNING_KEY) -> dict[str, str]:
+    """What another service signs an internal call with (shared.http): no user, no client
+    address. Internal routes refuse anything the gateway signed."""
+    return signed_identity_headers(None, None, key, client_ip="")

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.internal.stock import StockRegistration, product_path
 from shared.services import service
 from shared.testing.datastores import forget_redis_keys, fresh_database
-from shared.testing.identity import signed_identity_headers
+from shared.testing.identity import service_identity_headers
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
 
@@ -130,6 +130,6 @@ async def register_product(http: httpx.AsyncClient, sale: Sale, *, total: int,
     body["sale_opens_at"] = "2020-01-01T00:00:00Z"
     body.update(window)
     response = await http.put(sale.url("stock") + product_path(product_id), json=body,
-                              headers=signed_identity_headers(None, None))
+                              headers=service_identity_headers())
     assert response.status_code == 200, response.text
     return product_id

@@ -18,7 +18,7 @@ from shared.dependencies import AppResources
 from shared.http import RESENT_HEADER
 from shared.internal.stock import hold_path
 from shared.testing.apps import RunningApp, running_app
-from shared.testing.identity import signed_identity_headers
+from shared.testing.identity import service_identity_headers, signed_identity_headers
 from stock_service.app import create_app
 from stock_service.dependencies import Resources, get_catalog_service, get_hold_service
 from stock_service.stock.catalog import CatalogService
@@ -55,7 +55,7 @@ async def remembering(make_settings: SettingsFactory, redis: Redis) -> AsyncIter
 
 
 def service_headers() -> dict[str, str]:
-    return signed_identity_headers(None, None)  # another service of the deployment
+    return service_identity_headers()  # another service of the deployment
 
 
 async def reserve(client: httpx.AsyncClient, product_id: int, body: Any,

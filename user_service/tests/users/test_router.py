@@ -11,7 +11,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import identity_signature, internal_user_path
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
+from shared.testing.identity import (
+    TEST_IDENTITY_SIGNING_KEY,
+    service_identity_headers,
+    signed_identity_headers,
+)
 from shared.testing.problems import assert_problem
 from user_service.tests.factories import identity_headers_of, make_login_session, make_user
 
@@ -184,7 +188,7 @@ async def test_internal_user_route_answers_whether_a_user_exists(
 ) -> None:
     user = await make_user(session, verified=False)
     await session.commit()
-    service = signed_identity_headers(None, None)  # another service, holding the key
+    service = service_identity_headers()  # another service, holding the key
     found = await client.get(internal_user_path(user.id), headers=service)
     assert found.status_code == 200
     assert found.json() == {"id": user.id}
@@ -204,6 +208,12 @@ async def test_internal_routes_answer_only_callers_holding_the_key(
     forged = signed_identity_headers(None, None, key="not-the-deployment-key-" + "x" * 16)
     assert_problem(await client.get(internal_user_path(user.id), headers=forged), 401,
                    "missing_token")
+    # The attack: a signature the gateway made for a user's public request (captured on the
+    # wire), sent to an internal route within its age.
+    for gateway_made in (signed_identity_headers(user.id, "a" * 32),
+                         signed_identity_headers(None, None, client_ip="203.0.113.9")):
+        assert_problem(await client.get(internal_user_path(user.id), headers=gateway_made),
+                       401, "missing_token")
 
 
 async def test_internal_user_route_is_not_in_the_public_document(client: httpx.AsyncClient) -> None:
