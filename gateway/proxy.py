@@ -34,6 +34,8 @@ from gateway.runtime import GatewayRuntime
 from gateway.streams import StreamRelay
 from shared.contracts import (
     CLIENT_IP_HEADER,
+    GATEWAY_CALLER,
+    IDENTITY_CALLER_HEADER,
     IDENTITY_SIGNATURE_HEADER,
     REQUEST_ID_HEADER,
     SESSION_ID_HEADER,
@@ -192,7 +194,9 @@ class Proxy:
         # Signed last, just before forwarding: services believe these headers only with it.
         headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
             self.identity_key, timestamp=int(time.time()), user_id=user_id,
-            session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles)))
+            session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles,
+            caller=GATEWAY_CALLER)))
+        headers.append((IDENTITY_CALLER_HEADER, GATEWAY_CALLER))
 
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")

@@ -166,7 +166,8 @@ async def register_product(bench: SaleBench, *, stock: int, opens_in: float) -> 
     product_id = int.from_bytes(os.urandom(4), "big") + 1
     opens_at = utcnow() + timedelta(seconds=opens_in)
     body = {"seller_id": 1, "price": 99_000, "total": stock, "sale_opens_at": to_utc_z(opens_at)}
-    signed = signed_identity_headers(None, None, bench.identity_key, client_ip="")
+    signed = signed_identity_headers(None, None, bench.identity_key, client_ip="",
+                                     caller="product_service")
     async with aiohttp.ClientSession() as session, session.put(
             bench.processes["stock"].url + product_path(product_id), json=body,
             headers=signed) as response:

@@ -197,7 +197,8 @@ def as_a_service(identity_key: str) -> dict[str, str]:
     IDENTITY_MAX_AGE_SECONDS either side of its time: dated that far ahead (less a second), one
     covers a run of up to twice as long."""
     ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
-    return signed_identity_headers(None, None, identity_key, client_ip="", timestamp=ahead)
+    return signed_identity_headers(None, None, identity_key, client_ip="", timestamp=ahead,
+                                   caller="order_service")
 
 
 def reserve_script(workdir: Path, product_id: int, base: int, identity_key: str) -> Path:

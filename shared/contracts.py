@@ -18,6 +18,10 @@ USER_ROLES_HEADER = "X-User-Roles"
 CLIENT_IP_HEADER = "X-Forwarded-For"
 REQUEST_ID_HEADER = "X-Request-Id"
 IDENTITY_SIGNATURE_HEADER = "X-Identity-Signature"
+# Who signed: `gateway`, or the package of the service making an internal call. Each internal
+# route names the callers it answers (shared.identity.internal_callers).
+IDENTITY_CALLER_HEADER = "X-Identity-Caller"
+GATEWAY_CALLER = "gateway"
 
 # Ids are positive integers below 2**53 (API.md), so JavaScript clients hold them exactly.
 MAX_ID = 2**53 - 1
@@ -106,7 +110,7 @@ REVOCATION_EPOCH_KEY = "{auth:revocation}:epoch"
 # IDENTITY_SIGNING_KEY, one secret every process of a deployment reads, over
 #
 #     v1 \n <unix seconds> \n <user id> \n <session id> \n <request id> \n <client address>
-#        \n <roles>
+#        \n <roles> \n <caller>
 #
 # (user and session id and roles empty on a request without a token), sent as
 # `X-Identity-Signature: v1.<unix seconds>.<hex digest>`. No field can hold a line break (HTTP
@@ -119,10 +123,10 @@ IDENTITY_MAX_AGE_SECONDS = 10
 
 
 def identity_signature(key: bytes, *, timestamp: int, user_id: str, session_id: str,
-                       request_id: str, client_ip: str, roles: str = "") -> str:
+                       request_id: str, client_ip: str, roles: str = "", caller: str = "") -> str:
     """The X-Identity-Signature value the gateway sends for these forwarded headers."""
     message = "\n".join((IDENTITY_SIGNATURE_VERSION, str(timestamp), user_id, session_id,
-                         request_id, client_ip, roles))
+                         request_id, client_ip, roles, caller))
     digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
     return f"{IDENTITY_SIGNATURE_VERSION}.{timestamp}.{digest}"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.contracts import IDENTITY_SIGNATURE_HEADER, identity_signature
+from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER, identity_signature
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
@@ -57,8 +57,9 @@ class ServiceResponse:
 
 class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
-                 signing_key: bytes | None) -> None:
+                 signing_key: bytes | None, caller: str) -> None:
         self.name = name
+        self.caller = caller
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._signing_key = signing_key
@@ -73,9 +74,9 @@ class ServiceClient:
             return {REQUEST_ID_HEADER: request_id, **(headers or {})}
         signature = identity_signature(self._signing_key, timestamp=int(time.time()),
                                        user_id="", session_id="", request_id=request_id,
-                                       client_ip="")
+                                       client_ip="", caller=self.caller)
         return {REQUEST_ID_HEADER: request_id, IDENTITY_SIGNATURE_HEADER: signature,
-                **(headers or {})}
+                IDENTITY_CALLER_HEADER: self.caller, **(headers or {})}
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None,
@@ -120,7 +121,7 @@ class ServiceClient:
 
 
 @asynccontextmanager
-async def service_client(name: str, base_url: str, *, signing_key: bytes | None,
+async def service_client(name: str, base_url: str, *, caller: str, signing_key: bytes | None,
                          timeout_seconds: float,
                          max_connections: int = 100) -> AsyncIterator[ServiceClient]:
     """A client of one service for the lifespan of an app (or a test)."""
@@ -135,4 +136,4 @@ async def service_client(name: str, base_url: str, *, signing_key: bytes | None,
         # closed under it, unmarked; the one resend is ours, marked RESENT_HEADER. (aiohttp's
         # own test client switches it off the same way.)
         session._retry_connection = False
-        yield ServiceClient(name, base_url, session, signing_key=signing_key)
+        yield ServiceClient(name, base_url, session, signing_key=signing_key, caller=caller)

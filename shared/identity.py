@@ -10,13 +10,14 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.types import Scope
 
 from shared.contracts import (
     CLIENT_IP_HEADER,
+    IDENTITY_CALLER_HEADER,
     IDENTITY_MAX_AGE_SECONDS,
     IDENTITY_SIGNATURE_HEADER,
     REQUEST_ID_HEADER,
@@ -46,6 +47,9 @@ class GatewayIdentity:
     session_id: str | None
     client_ip: str
     roles: frozenset[str] = frozenset()
+    # Who signed: `gateway`, or the package of the service that called (its own word: every
+    # holder of the key can sign any name; it tells routes apart, it is no proof).
+    caller: str = ""
 
 
 def _refuse(reason: str) -> Unauthorized:
@@ -70,6 +74,7 @@ _SESSION_ID = SESSION_ID_HEADER.lower()
 _CLIENT_IP = CLIENT_IP_HEADER.lower()
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
 _ROLES = USER_ROLES_HEADER.lower()
+_CALLER = IDENTITY_CALLER_HEADER.lower()
 
 
 def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
@@ -113,10 +118,11 @@ def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity |
     raw_session_id = headers.get(_SESSION_ID, "")
     client_ip = headers.get(_CLIENT_IP, "")
     raw_roles = headers.get(_ROLES, "")
+    caller = headers.get(_CALLER, "")
     expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
                                   session_id=raw_session_id,
                                   request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip,
-                                  roles=raw_roles)
+                                  roles=raw_roles, caller=caller)
     if not hmac.compare_digest(expected, signature):
         raise _refuse("wrong signature")
     return GatewayIdentity(
@@ -124,6 +130,7 @@ def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity |
         session_id=raw_session_id if is_session_id(raw_session_id) else None,
         client_ip=client_ip,
         roles=roles_from_header(raw_roles),
+        caller=caller,
     )
 
 
@@ -165,20 +172,24 @@ async def client_ip(request: Request, identity: SignedIdentity) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def signed_caller(identity: SignedIdentity) -> None:
-    """For the internal routes (/internal/**): only a caller holding the deployment's signing key
-    (another service, through shared.http) is answered. The gateway never routes them, so a
-    request that reaches one directly without a signature is nobody we trust; and one signed
-    for a user or a client address was signed by the gateway for a public request (captured
-    and replayed here), never by a service, which signs neither."""
-    if identity is None:
-        raise Unauthorized("Internal routes answer only the deployment's own services.")
-    if identity.user_id is not None or identity.session_id is not None or identity.client_ip:
-        raise _refuse("a gateway's signature on an internal route")
+def internal_callers(*callers: str) -> Any:
+    """The dependency of an internal router (/internal/**), naming the services it answers:
+    APIRouter(dependencies=[internal_callers("order_service")]). Only a request signed as a
+    service signs an internal call (shared.http) is answered. The gateway never routes them, so
+    one without a signature is nobody we trust; one signed for a user or a client address was
+    signed by the gateway for a public request (captured and replayed here), never by a
+    service, which signs neither; and one from a service the route does not name is refused."""
+    allowed = frozenset(callers)
 
+    async def internal_caller(identity: SignedIdentity) -> None:
+        if identity is None:
+            raise Unauthorized("Internal routes answer only the deployment's own services.")
+        if identity.user_id is not None or identity.session_id is not None or identity.client_ip:
+            raise _refuse("a gateway's signature on an internal route")
+        if identity.caller not in allowed:
+            raise _refuse("a caller this internal route does not name")
 
-# The dependency every internal router declares: APIRouter(dependencies=[InternalCallersOnly]).
-InternalCallersOnly = Depends(signed_caller)
+    return Depends(internal_caller)
 
 CurrentUser = Annotated[int, Depends(current_user_id)]
 CurrentSession = Annotated[str, Depends(current_session_id)]

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def open_resources() -> AsyncIterator[Resources]:
         async with (
             open_datastores(settings) as datastores,
-            service_client("user_service", settings.user_service_url,
+            service_client("user_service", settings.user_service_url, caller="social_service",
                            signing_key=settings.identity_key(),
                            timeout_seconds=settings.user_service_timeout_seconds) as user_service,
         ):

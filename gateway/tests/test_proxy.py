@@ -52,7 +52,7 @@ def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "
     return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
                               user_id=user_id, session_id=session_id,
                               request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"],
-                              roles=roles)
+                              roles=roles, caller=seen["x-identity-caller"])
 
 
 async def test_forwarded_identity_is_signed_for_the_services(
@@ -63,6 +63,7 @@ async def test_forwarded_identity_is_signed_for_the_services(
         "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})
     seen = signed_in.json()["headers"]
     assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid)
+    assert seen["x-identity-caller"] == "gateway"
     # A public route has no caller, but the client address it carries is vouched for too.
     public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
     assert public["x-identity-signature"] == signature_of(public)

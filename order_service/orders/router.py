@@ -26,7 +26,7 @@ from shared.errors import (
     problem_responses,
 )
 from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
-from shared.identity import CurrentUser, InternalCallersOnly
+from shared.identity import CurrentUser, internal_callers
 from shared.internal.orders import (
     PREFIX,
     OrderState,
@@ -46,7 +46,7 @@ from shared.pagination import Cursor, Key, Limit, page_of
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
-                          dependencies=[InternalCallersOnly])
+                          dependencies=[internal_callers("payment_service")])
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
 

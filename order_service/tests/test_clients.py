@@ -36,7 +36,8 @@ def payments_stand_in() -> Iterator[str]:
 async def test_a_refund_is_done_only_when_refunded_or_stated_chargeless(
     payments_stand_in: str
 ) -> None:
-    async with service_client("payment_service", payments_stand_in, signing_key=b"k" * 32,
+    async with service_client("payment_service", payments_stand_in, caller="order_service",
+                              signing_key=b"k" * 32,
                               timeout_seconds=2) as client:
         payments = PaymentsClient(client)
         assert await payments.refund(1) is True

@@ -37,12 +37,12 @@ from shared.errors import (
     problem_responses,
 )
 from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
-from shared.identity import CurrentUser, InternalCallersOnly
+from shared.identity import CurrentUser, internal_callers
 from shared.internal.payments import PREFIX, PaymentView
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
-                          dependencies=[InternalCallersOnly])
+                          dependencies=[internal_callers("order_service")])
 
 # Called by the card processor directly (never routed by the gateway), signed with the webhook
 # secret instead of the gateway's identity signature.

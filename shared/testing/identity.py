@@ -16,6 +16,8 @@ import uuid
 
 from shared.contracts import (
     CLIENT_IP_HEADER,
+    GATEWAY_CALLER,
+    IDENTITY_CALLER_HEADER,
     IDENTITY_SIGNATURE_HEADER,
     REQUEST_ID_HEADER,
     SELLER_ROLE,
@@ -39,9 +41,11 @@ def signed_identity_headers(
     request_id: str | None = None,
     timestamp: int | None = None,
     roles: frozenset[str] = frozenset(),
+    caller: str = GATEWAY_CALLER,
 ) -> dict[str, str]:
     """What the gateway sends with a request: a signed-in caller (user_id and session_id), or
-    none (both None, as on a public route), and the client address it resolved."""
+    none (both None, as on a public route), and the client address it resolved. (`caller`:
+    another service's package, for service_identity_headers.)"""
     request_id = request_id or uuid.uuid4().hex
     user = "" if user_id is None else str(user_id)
     session = session_id or ""
@@ -49,10 +53,10 @@ def signed_identity_headers(
     signature = identity_signature(
         key.encode(), timestamp=int(time.time()) if timestamp is None else timestamp,
         user_id=user, session_id=session, request_id=request_id, client_ip=client_ip,
-        roles=role_names,
+        roles=role_names, caller=caller,
     )
     headers = {REQUEST_ID_HEADER: request_id, CLIENT_IP_HEADER: client_ip,
-               IDENTITY_SIGNATURE_HEADER: signature}
+               IDENTITY_SIGNATURE_HEADER: signature, IDENTITY_CALLER_HEADER: caller}
     if user_id is not None:
         headers[USER_ID_HEADER] = user
     if session_id is not None:
@@ -83,7 +87,8 @@ def seller_headers(user_id: int) -> dict[str, str]:
     return identity_headers(user_id, roles=frozenset({SELLER_ROLE}))
 
 
-def service_identity_headers(key: str = TEST_IDENTITY_SIGNING_KEY) -> dict[str, str]:
-    """What another service signs an internal call with (shared.http): no user, no client
-    address. Internal routes refuse anything the gateway signed."""
-    return signed_identity_headers(None, None, key, client_ip="")
+def service_identity_headers(caller: str, key: str = TEST_IDENTITY_SIGNING_KEY) -> dict[str, str]:
+    """What the service `caller` (a package name) signs an internal call with (shared.http): no
+    user, no client address. Internal routes refuse anything the gateway signed, and callers
+    they do not name."""
+    return signed_identity_headers(None, None, key, client_ip="", caller=caller)

@@ -130,6 +130,6 @@ async def register_product(http: httpx.AsyncClient, sale: Sale, *, total: int,
     body["sale_opens_at"] = "2020-01-01T00:00:00Z"
     body.update(window)
     response = await http.put(sale.url("stock") + product_path(product_id), json=body,
-                              headers=service_identity_headers())
+                              headers=service_identity_headers("product_service"))
     assert response.status_code == 200, response.text
     return product_id

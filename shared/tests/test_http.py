@@ -41,7 +41,8 @@ async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(
     port = server.sockets[0].getsockname()[1]
     try:
         async with service_client("stock_service", f"http://127.0.0.1:{port}",
-                                  signing_key=KEY, timeout_seconds=5) as client:
+                                  caller="order_service", signing_key=KEY,
+                                  timeout_seconds=5) as client:
             answer = await client.request("PUT", "/internal/x", json_body={"a": 1})
     finally:
         server.close()

@@ -26,7 +26,7 @@ async def directory(redis: Redis) -> AsyncIterator[Directories]:
     async with AsyncExitStack() as stack:
         async def open_directory(url: str) -> UserDirectory:
             client = await stack.enter_async_context(service_client(
-                "user_service", url, timeout_seconds=2,
+                "user_service", url, caller="social_service", timeout_seconds=2,
                 signing_key=TEST_IDENTITY_SIGNING_KEY.encode()))
             return UserDirectory(client=client, redis=redis, found_ttl_seconds=300,
                                  missing_ttl_seconds=5)

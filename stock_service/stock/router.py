@@ -17,7 +17,7 @@ from shared.errors import (
     problem_responses,
 )
 from shared.http import RESENT_HEADER
-from shared.identity import CurrentUser, InternalCallersOnly
+from shared.identity import CurrentUser, internal_callers
 from shared.internal.stock import (
     MAX_HOLD_AGE_SECONDS,
     PREFIX,
@@ -44,7 +44,7 @@ from stock_service.stock.schemas import StockLevel, StockUpdate
 
 router = APIRouter(prefix="/api/v1/products", tags=["stock"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
-                          dependencies=[InternalCallersOnly])
+                          dependencies=[internal_callers("product_service", "order_service")])
 
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID)]
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]

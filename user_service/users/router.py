@@ -8,14 +8,14 @@ from fastapi import APIRouter, Path
 
 from shared.contracts import INTERNAL_USER_PATH
 from shared.errors import Unauthorized, ValidationFailed, problem_responses
-from shared.identity import CurrentUser, InternalCallersOnly
+from shared.identity import CurrentUser, internal_callers
 from user_service.dependencies import UsersReaderDep, UsersServiceDep
 from user_service.users.errors import UserNotFound
 from user_service.users.schemas import Profile, ProfileUpdate, PublicProfile, UserRef
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 # For other services only: the gateway never routes /internal/**, and it is not in the docs.
-internal_router = APIRouter(include_in_schema=False, dependencies=[InternalCallersOnly])
+internal_router = APIRouter(include_in_schema=False, dependencies=[internal_callers("social_service")])
 
 UserId = Annotated[int, Path(ge=1, le=2**53 - 1)]
 

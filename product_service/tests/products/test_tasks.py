@@ -61,6 +61,7 @@ async def test_without_stock_service_a_pending_product_waits_for_the_next_round(
                              created_at=utcnow() - timedelta(days=300))
     await session.commit()
     async with service_client("stock_service", f"http://127.0.0.1:{free_port()}",
+                              caller="product_service",
                               signing_key=TEST_IDENTITY_SIGNING_KEY.encode(),
                               timeout_seconds=1) as http:
         with pytest.raises(ServiceCallFailed):

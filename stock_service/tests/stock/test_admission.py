@@ -55,7 +55,7 @@ async def remembering(make_settings: SettingsFactory, redis: Redis) -> AsyncIter
 
 
 def service_headers() -> dict[str, str]:
-    return service_identity_headers()  # another service of the deployment
+    return service_identity_headers("order_service")  # the service that holds stock
 
 
 async def reserve(client: httpx.AsyncClient, product_id: int, body: Any,

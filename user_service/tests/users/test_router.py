@@ -69,7 +69,7 @@ async def test_a_malformed_user_id_header_is_401_not_500(
     signature = identity_signature(
         TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=int(time.time()),
         user_id=user_id.decode("latin-1"), session_id="", request_id=headers["X-Request-Id"],
-        client_ip=headers["X-Forwarded-For"])
+        client_ip=headers["X-Forwarded-For"], caller=headers["X-Identity-Caller"])
     raw = [(name.encode(), value.encode()) for name, value in headers.items()
            if name != "X-Identity-Signature"]
     raw += [(b"X-User-Id", user_id), (b"X-Identity-Signature", signature.encode())]
@@ -188,7 +188,7 @@ async def test_internal_user_route_answers_whether_a_user_exists(
 ) -> None:
     user = await make_user(session, verified=False)
     await session.commit()
-    service = service_identity_headers()  # another service, holding the key
+    service = service_identity_headers("social_service")  # the service that asks it
     found = await client.get(internal_user_path(user.id), headers=service)
     assert found.status_code == 200
     assert found.json() == {"id": user.id}
@@ -214,6 +214,10 @@ async def test_internal_routes_answer_only_callers_holding_the_key(
                          signed_identity_headers(None, None, client_ip="203.0.113.9")):
         assert_problem(await client.get(internal_user_path(user.id), headers=gateway_made),
                        401, "missing_token")
+    # A service the route does not name (only social_service asks whether a user exists).
+    assert_problem(await client.get(internal_user_path(user.id),
+                                    headers=service_identity_headers("order_service")),
+                   401, "missing_token")
 
 
 async def test_internal_user_route_is_not_in_the_public_document(client: httpx.AsyncClient) -> None:
