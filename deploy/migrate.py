@@ -1,5 +1,7 @@
 """`python -m deploy.migrate [service ...]`: each service's Alembic chain to head, against the
-database its own settings name (so the same command serves `make run`, compose and production).
+database its own settings name (so the same command serves `make run`, compose and production),
+or, when `<PREFIX>_MIGRATION_DATABASE_URL` is set, as that user: the migration user alone may
+change the schema (CREATE, ALTER, DROP); the service's own user may only read and write rows.
 Runs of one schema take turns on a MySQL named lock (shared.migrate).
 
 `--wait`: change nothing; return once each schema is at head (a Kubernetes pod's init container
@@ -11,12 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 
 from shared.migrate import upgrade, wait_for_head
 from shared.services import SERVICES, service
 
 
 def service_database_url(package: str) -> str:
+    migration_url = os.environ.get(f"{service(package).env_prefix}_MIGRATION_DATABASE_URL")
+    if migration_url:
+        return migration_url
     settings_module = importlib.import_module(f"{package}.settings")
     url: str = settings_module.get_settings().database_url
     return url

@@ -298,16 +298,17 @@ class StackChecks:
     # -- what the containers hold ---------------------------------------------------------------
 
     def database_users_isolated(self) -> str:
-        urls = {}
+        # The runtime user (X_DATABASE_URL) and the migration user (X_MIGRATION_DATABASE_URL).
+        urls = []
         for service, definition in self.services.items():
             for variable, value in (definition.get("environment") or {}).items():
                 if variable.endswith("_DATABASE_URL") and value:
-                    urls[service] = (variable, make_url(str(value)))
+                    urls.append((service, variable, make_url(str(value))))
         if not urls:
             raise CheckError("no service has a *_DATABASE_URL")
-        schemas = {url.database for _, url in urls.values()}
+        schemas = {url.database for _, _, url in urls}
         pairs = []
-        for service, (variable, url) in sorted(urls.items()):
+        for service, variable, url in sorted(urls, key=lambda found: found[:2]):
             others = sorted(str(s) for s in schemas - {url.database})
             found = _run_probe(self.stack.container_of(service), "database_access.py",
                                variable, *others)
@@ -316,8 +317,13 @@ class StackChecks:
             if visible != {url.database} or reachable:
                 raise CheckError(f"{service}'s MySQL user {url.username} sees {sorted(visible)} "
                                  f"and reaches {reachable}; it should reach {url.database} only")
-            pairs.append(f"{url.username}->{url.database}")
-        return f"{len(pairs)} users, each reaches its own schema and no other: {', '.join(pairs)}"
+            migration = variable.endswith("_MIGRATION_DATABASE_URL")
+            if found["ddl"] != migration:
+                raise CheckError(f"{service}'s MySQL user {url.username} "
+                                 f"{'cannot' if migration else 'can'} change its schema")
+            pairs.append(f"{url.username}->{url.database}{' (DDL)' if migration else ''}")
+        return (f"{len(pairs)} users, each reaches its own schema and no other, only the "
+                f"migration users change it: {', '.join(pairs)}")
 
     def signing_key_generated(self) -> str:
         user_service = self.stack.container_of("user-service")

@@ -162,8 +162,9 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
 
 SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD"} | {
     f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
-                                     "STOCK_", "SOCIAL_") for name in ("REDIS_URL", "DATABASE_URL")
-} - {"GATEWAY_DATABASE_URL"}
+                                     "STOCK_", "SOCIAL_")
+    for name in ("REDIS_URL", "DATABASE_URL", "MIGRATION_DATABASE_URL")
+} - {"GATEWAY_DATABASE_URL", "GATEWAY_MIGRATION_DATABASE_URL"}
 
 
 def test_every_secret_must_be_given_and_the_development_override_gives_them() -> None:
@@ -366,3 +367,24 @@ def test_payment_service_charges_through_the_processor_simulator(compose: dict[s
         payment["PAYMENT_PROCESSOR_WEBHOOK_SECRET"])
     assert services["payment-service"]["depends_on"]["processor-sim"]["condition"] == (
         "service_healthy")
+
+
+def test_runtime_users_cannot_change_the_schema_and_migration_users_can(
+    compose: dict[str, Any],
+) -> None:
+    """A service that is compromised can read and write its rows, not drop or alter its tables:
+    only the migration user (used at start-up by deploy/migrate.py) holds DDL."""
+    sql = INIT_SQL.read_text()
+    pattern = re.compile(r"^\s*GRANT\s+(?P<privileges>.+?)\s+ON\s+`(?P<schema>\w+)`\.\*\s+TO\s+"
+                         r"'(?P<user>[^']+)'", re.IGNORECASE | re.MULTILINE)
+    granted = {(m["user"], m["schema"]): {p.strip().upper() for p in m["privileges"].split(",")}
+               for m in pattern.finditer(sql)}
+    for package, (prefix, schema) in DATABASE_SERVICES.items():
+        environment = environment_of(compose, package)
+        runtime = make_url(resolve_default(environment[f"{prefix}DATABASE_URL"]))
+        migration = make_url(resolve_default(environment[f"{prefix}MIGRATION_DATABASE_URL"]))
+        assert runtime.username != migration.username, package
+        assert (runtime.database, migration.database) == (schema, schema), package
+        assert granted[(str(runtime.username), schema)] == {"SELECT", "INSERT", "UPDATE",
+                                                            "DELETE"}, package
+        assert {"CREATE", "ALTER", "DROP"} <= granted[(str(migration.username), schema)], package

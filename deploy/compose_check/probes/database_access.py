@@ -1,6 +1,7 @@
 """`python - VARIABLE SCHEMA...`, in an app container: which schemas can the MySQL user in the
 service's own database URL (environment variable VARIABLE) reach? Prints JSON: the user, the
-schemas it sees, whether its own schema answers, and for each other SCHEMA whether it was denied.
+schemas it sees, whether its own schema answers, for each other SCHEMA whether it was denied,
+and whether it may change its own schema (a table created and dropped again).
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ async def probe(variable: str, others: list[str]) -> dict[str, Any]:
                     result["denied"][schema] = False
                 except asyncmy.errors.OperationalError as error:
                     result["denied"][schema] = error.args[0] in ACCESS_DENIED
+            try:
+                await cursor.execute(
+                    f"CREATE TABLE `{url.database}`.`compose_check_ddl_probe` (id INT)")
+                await cursor.execute(f"DROP TABLE `{url.database}`.`compose_check_ddl_probe`")
+                result["ddl"] = True
+            except (asyncmy.errors.OperationalError, asyncmy.errors.ProgrammingError) as error:
+                if error.args[0] not in ACCESS_DENIED:
+                    raise
+                result["ddl"] = False
     finally:
         connection.close()
     return result
