@@ -33,7 +33,9 @@ def user_database_url() -> str:
 @pytest.fixture(scope="session")
 def user_service_url(user_database_url: str, redis_url: str, signing_key_pem: str) -> Iterator[str]:
     app = service_app("user_service", database_url=user_database_url, redis_url=redis_url,
-                      database_pool_size=2, jwt_private_key=signing_key_pem, log_level="WARNING")
+                      database_pool_size=2, jwt_private_key=signing_key_pem, log_level="WARNING",
+                      # Its mail loop stays out of user_service's tests (same Redis database).
+                      mail_delayed_interval_seconds=3600)
     server = ThreadedServer(app).start()
     yield server.url
     server.stop()

@@ -40,6 +40,10 @@ def make_settings(
             # These apps share the suite's Redis database with the end-to-end system's own
             # user_service (another schema): only that one may answer a FLUSHDB there.
             "revocation_watch_interval_seconds": 3600,
+            # Likewise the mail guard's queue (auth:mail:*): a loop of an app on another schema
+            # would take a waiting address and find no account for it. A test that needs the
+            # loop runs an app of its own with a short interval.
+            "mail_delayed_interval_seconds": 3600,
         }
         values.update(overrides)
         return Settings(**values)
