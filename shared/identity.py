@@ -92,8 +92,9 @@ def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
 
 
 def signed_by_the_deployment(scope: Scope, headers: Mapping[str, str]) -> bool:
-    """For a layer in front of an internal route: the caller is one InternalCallersOnly would
-    believe (a service of the deployment, signed with the app's key)."""
+    """For a layer in front of an internal route that only refuses (sold out): the request is
+    signed with the app's key. Which caller may be answered is the route's own check
+    (internal_callers)."""
     key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
     if not isinstance(key, bytes):
         return False
