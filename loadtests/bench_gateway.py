@@ -121,6 +121,8 @@ class SoldOutBench:
     system: BenchSystem
     # The same services behind a gateway that hears no edge answers.
     forwarding_url: str
+    # user_service's schema: the bench's seller is granted its role there.
+    user_database_url: str
 
 
 @contextmanager
@@ -146,7 +148,7 @@ def sold_out_system(workdir: Path) -> Iterator[SoldOutBench]:
                 yield SoldOutBench(
                     BenchSystem(services.gateway.url, services.processes["user"].url, mail,
                                 services.identity_key),
-                    forwarding.url)
+                    forwarding.url, services.databases["user"])
             finally:
                 forwarding.stop()
     finally:
@@ -191,7 +193,7 @@ def every_answer(result: LoadResult, label: str) -> LoadResult:
 
 async def run_sold_out(args: argparse.Namespace, bench: SoldOutBench, hello_url: str,
                        workdir: Path) -> None:
-    account = await create_account(bench.system)
+    account = await create_account(bench.system, seller_in=bench.user_database_url)
     product_id = await sold_out_product(bench, account.access_token)
     script = workdir / "sold-out-order.lua"
     script.write_text(ORDER_SCRIPT.format(product_id=product_id))
