@@ -15,6 +15,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 INIT_SQL = REPO_ROOT / "deploy" / "mysql" / "init.sql"
+# docker-compose.yml requires its secrets (`${VAR:?}`); the stack runs the development override.
+DEVELOPMENT_ENV = REPO_ROOT / "deploy" / "development.env"
 
 # Several tasks behind each name: the sale's path twice over, the rest (and any app added to
 # docker-compose.yml later) once.
@@ -24,7 +26,7 @@ REPLICAS = {"gateway": 1, "user-service": 1, "product-service": 2, "order-servic
             "processor-sim": 1}
 # The mail sink is left out: nothing in a sale sends mail (accounts are seeded verified).
 LEFT_OUT = {"mailpit"}
-_DEFAULTED = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_DEFAULTED = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +45,17 @@ class StackPorts:
 
 
 def resolve(value: str, overrides: Mapping[str, str]) -> str:
-    """compose's `${VAR:-default}` as compose would with only `overrides` in the environment."""
-    return _DEFAULTED.sub(lambda m: overrides.get(m.group(1), m.group(2) or ""), value)
+    """compose's `${VAR:-default}` (and a required `${VAR:?message}`) as compose would with only
+    `overrides` in the environment."""
+    return _DEFAULTED.sub(lambda m: overrides.get(
+        m.group(1), m.group(3) or "" if m.group(2) == "-" else ""), value)
+
+
+def development_env() -> dict[str, str]:
+    """deploy/development.env's variables."""
+    pairs = (line.split("=", 1) for line in DEVELOPMENT_ENV.read_text().splitlines()
+             if line.strip() and not line.startswith("#"))
+    return {name: value for name, value in pairs}
 
 
 def _environment(raw: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -64,7 +75,9 @@ def _environment(raw: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[s
 def stack_file(images: StackImages, ports: StackPorts, overrides: Mapping[str, str],
                compose_file: Path = COMPOSE_FILE) -> dict[str, Any]:
     """docker-compose.yml as a swarm stack. `overrides` are variables the stack is run with
-    (keys, short timings), applied wherever compose reads them."""
+    (keys, short timings), applied wherever compose reads them, over the development
+    override's."""
+    overrides = {**development_env(), **overrides}
     compose = yaml.safe_load(compose_file.read_text())
     services: dict[str, Any] = {}
     for name, definition in compose["services"].items():
