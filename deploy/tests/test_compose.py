@@ -160,7 +160,8 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
         key for key in compose if key.startswith("x-")}
 
 
-SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD"} | {
+SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD",
+           "PROCESSOR_WEBHOOK_SECRET", "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
     f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
                                      "STOCK_", "SOCIAL_")
     for name in ("REDIS_URL", "DATABASE_URL", "MIGRATION_DATABASE_URL")
