@@ -14,7 +14,7 @@ import pytest
 
 from shared.internal.orders import order_path
 from shared.internal.payments import by_order_path
-from shared.testing.identity import identity_headers, signed_identity_headers
+from shared.testing.identity import identity_headers, service_identity_headers
 from shared.testing.sale import SIMULATOR, Sale, register_product
 from shared.testing.sale_flow import get_order, order, pay
 
@@ -23,9 +23,10 @@ CALM = {"latency_ms": 0, "timeout_rate": 0, "lost_answer_rate": 0, "pending_rate
         "reorder_ms": 1_500}
 
 
-def internal() -> dict[str, str]:
-    """Signed as payment_service and order_service sign their calls to each other."""
-    return signed_identity_headers(None, None)
+def internal(caller: str) -> dict[str, str]:
+    """Signed as payment_service and order_service sign their calls to each other (`caller`:
+    the one calling; internal routes name the callers they answer)."""
+    return service_identity_headers(caller)
 
 
 def user() -> int:
@@ -68,7 +69,7 @@ async def test_a_charge_slower_than_the_stale_bound_never_pays_an_order_with_a_v
     assert answer.status_code in (201, 409), answer.text
     await asyncio.sleep(1.0)
     payment_id = int((await http.get(sale.url("payment") + by_order_path(order_id),
-                                     headers=internal())).json()["id"])
+                                     headers=internal("order_service"))).json()["id"])
     (charge,) = await charges_of(http, sale, payment_id)
     payment = (await http.get(sale.url("payment") + f"/api/v1/payments/{payment_id}",
                               headers=identity_headers(buyer))).json()
@@ -89,16 +90,19 @@ async def test_only_the_payment_holding_the_lease_pays_the_order(
     product = await register_product(http, sale, total=2)
     order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
     lease = await http.post(sale.url("order") + order_path(order_id, "payment-lease"),
-                            json={"user_id": buyer}, headers=internal())
+                            json={"user_id": buyer}, headers=internal("payment_service"))
     token = lease.json()["lease_token"]
     first = await http.post(sale.url("order") + order_path(order_id, "paid"),
-                            json={"payment_id": 901, "lease_token": token}, headers=internal())
+                            json={"payment_id": 901, "lease_token": token},
+                            headers=internal("payment_service"))
     assert first.status_code == 200, first.text
     again = await http.post(sale.url("order") + order_path(order_id, "paid"),
-                            json={"payment_id": 901, "lease_token": token}, headers=internal())
+                            json={"payment_id": 901, "lease_token": token},
+                            headers=internal("payment_service"))
     assert again.status_code == 200, "idempotent for the payment that paid"
     other = await http.post(sale.url("order") + order_path(order_id, "paid"),
-                            json={"payment_id": 902, "lease_token": token}, headers=internal())
+                            json={"payment_id": 902, "lease_token": token},
+                            headers=internal("payment_service"))
     assert other.status_code == 409, other.text
     assert other.json()["code"] == "invalid_state"
 
@@ -107,7 +111,7 @@ async def test_a_refund_is_done_only_when_no_charge_exists(
     http: httpx.AsyncClient, sale: Sale
 ) -> None:
     never_paid = await http.post(sale.url("payment") + by_order_path(2**53 - 7, "refund"),
-                                 headers=internal())
+                                 headers=internal("order_service"))
     assert (never_paid.status_code, never_paid.json()["code"]) == (404, "no_charge")
 
     await set_faults(http, sale, pending_rate=1, pending_ms=60_000)
@@ -118,7 +122,7 @@ async def test_a_refund_is_done_only_when_no_charge_exists(
         pending = await pay(http, sale, user=buyer, order_id=order_id)
         assert pending.json()["status"] == "pending", pending.text
         undecided = await http.post(sale.url("payment") + by_order_path(order_id, "refund"),
-                                    headers=internal())
+                                    headers=internal("order_service"))
         # A charge may yet succeed: not "no charge", so order_service asks again later.
         assert undecided.status_code == 409, undecided.text
     finally:
