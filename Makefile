@@ -12,7 +12,7 @@ CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.p
 
 help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
-	@echo "make test   - the whole test suite against real MariaDB and Redis"
+	@echo "make test   - start MariaDB/Redis if needed, then the whole suite against them (ARGS=\"path -x\")"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
 	@echo "make load   - a sale opening under Locust, then the invariant checker (ARGS=\"--host URL ...\")"
@@ -45,10 +45,12 @@ $(STAMP): pyproject.toml | $(PYTHON)
 run: venv
 	$(PYTHON) -m deploy.run_local
 
-# The Kubernetes manifests' test renders them with kubectl (installed here when missing).
+# The datastores are found or started as `make run` does (deploy/prepare_tests.py); the
+# Kubernetes manifests' test renders them with kubectl (installed here when missing).
 test: venv
 	deploy/k8s/ensure_kubectl.sh
-	$(VENV)/bin/pytest
+	$(PYTHON) -m deploy.prepare_tests
+	$(VENV)/bin/pytest $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(CODE)

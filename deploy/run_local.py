@@ -107,12 +107,18 @@ def configured_datastores(services: Sequence[App]) -> Datastores:
     for service in services:
         settings = importlib.import_module(f"{service.package}.settings").get_settings()
         if (database_url := getattr(settings, "database_url", None)) is not None:
-            url = make_url(database_url)  # the server only: the schema may not exist yet
-            server = URL.create(url.drivername, url.username, url.password, url.host, url.port)
-            mysql[server.render_as_string(hide_password=False)] = None
+            mysql[mysql_server(database_url)] = None
         if (redis_url := getattr(settings, "redis_url", None)) is not None:
             redis[str(redis_url)] = None
     return Datastores(tuple(mysql), tuple(redis))
+
+
+def mysql_server(database_url: str) -> str:
+    """The server of a database URL without its schema: SELECT 1 must work before the
+    migrations (or the tests) create the schema."""
+    url = make_url(database_url)
+    server = URL.create(url.drivername, url.username, url.password, url.host, url.port)
+    return server.render_as_string(hide_password=False)
 
 
 async def mysql_answers(server_url: str) -> bool:
