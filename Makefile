@@ -11,7 +11,7 @@ CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.p
 .PHONY: help venv run test lint bench load chaos keys lock compose-check swarm-check clean distclean
 
 help:
-	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
+	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops; ARGS=--json-logs)"
 	@echo "make test   - start MariaDB/Redis if needed, then the whole suite against them (ARGS=\"path -x\")"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
@@ -54,7 +54,7 @@ lock: venv
 	$(LOCK) --constraint requirements-dev.lock -o requirements.lock
 
 run: venv
-	$(PYTHON) -m deploy.run_local
+	$(PYTHON) -m deploy.run_local $(ARGS)
 
 # The datastores are found or started as `make run` does (deploy/prepare_tests.py); the
 # Kubernetes manifests' test renders them with kubectl (installed here when missing).
