@@ -32,8 +32,14 @@ def _http_url(value: str) -> str:
     # way and goes another; browsers strip or encode them differently. Refused, not repaired.
     if any(unicodedata.category(char)[0] in "CZ" for char in value):
         raise ValueError("must not contain spaces or control characters")
-    # Stored in its normal form (WHATWG: lower-case scheme and host, default port dropped,
-    # non-ASCII percent-encoded, "/" for an empty path), so one URL has one spelling.
+    # A URI is ASCII (RFC 3986, the schema's `format: uri`). A non-ASCII host would be stored
+    # as its punycode (`https://Ï` as `https://xn--gda/`), a different string from the one
+    # sent, and look-alike letters are how a link pretends to be another site: refused, and
+    # the client sends the xn-- form and percent-encoded paths itself.
+    if not value.isascii():
+        raise ValueError("must be ASCII: give the host in its xn-- form and percent-encode the rest")
+    # Stored in its normal form (lower-case scheme and host, default port dropped, "/" for an
+    # empty path: RFC 3986's equivalent spellings), so one URL has one spelling.
     normal = str(_HTTP_URL.validate_python(value))
     if len(normal) > MAX_URL_LENGTH:
         raise ValueError(f"must be at most {MAX_URL_LENGTH} characters once normalised")
@@ -47,8 +53,13 @@ ImageUrl = Annotated[
     str,
     StringConstraints(max_length=MAX_URL_LENGTH),
     AfterValidator(_http_url),
-    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://",
-                    "maxLength": MAX_URL_LENGTH}),
+    # The pattern: an http(s) scheme in any case, a host of letters, digits, dots and hyphens
+    # (an IPv6 literal in brackets), an optional port, then printable ASCII.
+    WithJsonSchema({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH,
+                    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                               r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+                               r"(:[0-9]{1,5})?([/?#][!-~]*)?$",
+                    "examples": ["https://cdn.example.com/avatars/ada.png"]}),
 ]
 
 
