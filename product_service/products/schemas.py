@@ -116,4 +116,13 @@ class ProductRecord(ApiModel):
 
 
 class ProductOut(ProductRecord):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "seller_id": 42, "name": "Mechanical keyboard, limited run",
+        "description": "Ships in March", "price": 120000, "kind": "preorder",
+        "sale_opens_at": "2026-12-24T12:00:00Z", "sale_closes_at": "2026-12-31T23:59:59Z",
+        "limit_per_user": 1,
+        "sale_state": "scheduled", "created_at": "2026-12-01T09:00:00Z",
+        "updated_at": "2026-12-01T09:00:00Z",
+    }]})
+
     sale_state: SaleState

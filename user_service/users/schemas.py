@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     HttpUrl,
     StringConstraints,
     TypeAdapter,
@@ -64,6 +65,12 @@ ImageUrl = Annotated[
 
 
 class Profile(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 42, "email": "ada@example.com", "name": "Ada", "greeting": "Hello!",
+        "profile_image_url": "https://cdn.example.com/avatars/ada.png", "email_verified": True,
+        "created_at": "2026-12-01T09:00:00Z",
+    }]})
+
     id: int
     email: str
     name: str
