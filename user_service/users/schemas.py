@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated, Any
 
@@ -28,6 +29,19 @@ def _not_blank(value: str) -> str:
     return value
 
 
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+# What a profile image URL may be, enforced here and published as the schema's pattern, so
+# clients and fuzzers see the same rule: an http(s) scheme in any case; a host name whose last
+# label starts with a letter (all digits would be read as an IPv4 address) or a dotted IPv4
+# address; an optional port; then only RFC 3986's characters, none of which the normal form
+# percent-encodes (so its length stays what was sent, plus a "/" for an empty path).
+IMAGE_URL_PATTERN = re.compile(
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://((({_LABEL})\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?"
+    rf"|({_OCTET}\.){{3}}{_OCTET})(:{_PORT})?([/?#][A-Za-z0-9._~:/?#@!$&()*+,;=%-]*)?$")
+
+
 def _http_url(value: str) -> str:
     # Spaces and control or format characters (a newline, U+202E) make a URL that reads one
     # way and goes another; browsers strip or encode them differently. Refused, not repaired.
@@ -39,6 +53,9 @@ def _http_url(value: str) -> str:
     # the client sends the xn-- form and percent-encoded paths itself.
     if not value.isascii():
         raise ValueError("must be ASCII: give the host in its xn-- form and percent-encode the rest")
+    if not IMAGE_URL_PATTERN.match(value):
+        raise ValueError("must be an http(s) URL with a host name or IPv4 address and only "
+                         "RFC 3986 characters (percent-encode the others)")
     # Stored in its normal form (lower-case scheme and host, default port dropped, "/" for an
     # empty path: RFC 3986's equivalent spellings), so one URL has one spelling.
     normal = str(_HTTP_URL.validate_python(value))
@@ -54,12 +71,9 @@ ImageUrl = Annotated[
     str,
     StringConstraints(max_length=MAX_URL_LENGTH),
     AfterValidator(_http_url),
-    # The pattern: an http(s) scheme in any case, a host of letters, digits, dots and hyphens
-    # (an IPv6 literal in brackets), an optional port, then printable ASCII.
-    WithJsonSchema({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH,
-                    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-                               r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
-                               r"(:[0-9]{1,5})?([/?#][!-~]*)?$",
+    # maxLength leaves room for the "/" the normal form adds to an empty path.
+    WithJsonSchema({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH - 1,
+                    "pattern": IMAGE_URL_PATTERN.pattern,
                     "examples": ["https://cdn.example.com/avatars/ada.png"]}),
 ]
 
