@@ -31,15 +31,19 @@ def _not_blank(value: str) -> str:
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])"
+# RFC 3986's pchar, less the quote (WHATWG percent-encodes it in a query).
+_PCHAR = r"([A-Za-z0-9._~!$&()*+,;=:@-]|%[0-9A-Fa-f]{2})"
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 # What a profile image URL may be, enforced here and published as the schema's pattern, so
 # clients and fuzzers see the same rule: an http(s) scheme in any case; a host name whose last
 # label starts with a letter (all digits would be read as an IPv4 address) or a dotted IPv4
-# address; an optional port; then only RFC 3986's characters, none of which the normal form
-# percent-encodes (so its length stays what was sent, plus a "/" for an empty path).
+# address; an optional port; then RFC 3986's path, query and fragment (a % starts an escape),
+# in characters the normal form does not percent-encode (so its length stays what was sent,
+# plus a "/" for an empty path).
 IMAGE_URL_PATTERN = re.compile(
     rf"^[Hh][Tt][Tt][Pp][Ss]?://((({_LABEL})\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?"
-    rf"|({_OCTET}\.){{3}}{_OCTET})(:{_PORT})?([/?#][A-Za-z0-9._~:/?#@!$&()*+,;=%-]*)?$")
+    rf"|({_OCTET}\.){{3}}{_OCTET})(:{_PORT})?"
+    rf"(/({_PCHAR}|/)*)?(\?({_PCHAR}|[/?])*)?(#({_PCHAR}|[/?])*)?$")
 
 
 def _http_url(value: str) -> str:
