@@ -13,9 +13,9 @@ import pytest
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from deploy.services import GATEWAY, SERVICES
 from gateway.openapi import merge_documents
 from gateway.routes import RouteTable
+from shared.services import GATEWAY, SERVICES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
