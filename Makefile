@@ -8,15 +8,16 @@ STAMP := $(VENV)/.installed
 # Project code checked by `make lint` (migrations included: they are code too).
 CODE := shared gateway $(sort $(wildcard *_service)) deploy loadtests conftest.py
 
-.PHONY: help venv run test lint bench load chaos keys compose-check swarm-check clean distclean
+.PHONY: help venv run test lint bench load chaos keys lock compose-check swarm-check clean distclean
 
 help:
-	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops)"
-	@echo "make test   - the whole test suite against real MariaDB and Redis"
+	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops; ARGS=--json-logs)"
+	@echo "make test   - start MariaDB/Redis if needed, then the whole suite against them (ARGS=\"path -x\")"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
 	@echo "make load   - a sale opening under Locust, then the invariant checker (ARGS=\"--host URL ...\")"
 	@echo "make chaos  - a sale under a seeded fault schedule on its own Redis/MariaDB, then the invariants (ARGS=\"--seed N ...\")"
+	@echo "make lock   - renew requirements.lock and requirements-dev.lock from pyproject.toml"
 	@echo "make keys   - write development keys (JWT signing, identity signing) into .env (optional for docker compose)"
 	@echo "make compose-check - docker-compose.yml on a real engine, checked from outside, then down"
 	@echo "make swarm-check - the same images on Docker Swarm with replicas, a sale while replicas die"
@@ -36,19 +37,31 @@ $(PYTHON):
 	echo "error: Python >= 3.11 is needed (tried python3.13, python3.12, python3.11, python3)" >&2; \
 	exit 1
 
-# Re-installs only when pyproject.toml changes.
-$(STAMP): pyproject.toml | $(PYTHON)
+# Re-installs only when the lock or pyproject.toml changes: exactly the locked versions, each
+# checked against its hash; then the project itself, which brings no dependency of its own.
+$(STAMP): requirements-dev.lock pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PYTHON) -m pip install --quiet --no-deps -e .
 	@touch $@
 
-run: venv
-	$(PYTHON) -m deploy.run_local
+# One resolution for every Python >= 3.11 and platform (the image runs 3.12, the machines 3.11);
+# the runtime lock is held to the dev lock's versions, so tests and the image run the same code.
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --quiet
+lock: venv
+	$(LOCK) --extra dev --upgrade -o requirements-dev.lock
+	$(LOCK) --constraint requirements-dev.lock -o requirements.lock
 
-# The Kubernetes manifests' test renders them with kubectl (installed here when missing).
+run: venv
+	$(PYTHON) -m deploy.run_local $(ARGS)
+
+# The datastores are found or started as `make run` does (deploy/prepare_tests.py); the
+# Kubernetes manifests' test renders them with kubectl (installed here when missing).
 test: venv
 	deploy/k8s/ensure_kubectl.sh
-	$(VENV)/bin/pytest
+	$(PYTHON) -m deploy.prepare_tests
+	$(VENV)/bin/pytest $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(CODE)

@@ -7,6 +7,10 @@
 4. The eight uvicorn processes (the card processor simulator among them), their output merged
    into one stream with a prefix per service.
 5. Ctrl-C or SIGTERM stops everything it started; a service that dies on its own stops the rest.
+   The services never outlive it, even when it is killed with SIGKILL (the parent-death signal).
+
+The apps write JSON lines, as in containers; this renders them for a terminal (time, service,
+level, request id, message), unless `--json-logs` asks for them as they are.
 
 `python -m deploy.run_local user product` starts only those services (the gateway is `gateway`).
 """
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import importlib
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -67,24 +73,62 @@ def all_services() -> tuple[App, ...]:
 
 
 class LogStream:
-    """One output stream; every line carries a fixed-width prefix, colored on a terminal."""
+    """One output stream; every line carries a fixed-width prefix, colored on a terminal.
+
+    An app's JSON line (shared.logging) is rendered as `HH:MM:SS level [request] message
+    key=value...`, its traceback below it; with `raw_json` it is passed on as it came."""
 
     COLORS = {"gateway": 36, "user": 32, "product": 33, "order": 35, "payment": 34,
               "stock": 96, "social": 92, "processor_sim": 94, "mail": 93, "migrate": 37, "run": 1}
+    LEVEL_COLORS = {"debug": 2, "warning": 33, "error": 31, "critical": 31}
+    # The line's own fields; anything else a line carries is shown as key=value.
+    FIELDS = ("ts", "level", "service", "logger", "msg", "request_id", "extra", "exc")
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, raw_json: bool = False) -> None:
         self.out = out
         self.color = out.isatty() and "NO_COLOR" not in os.environ
+        self.raw_json = raw_json
+
+    def _paint(self, code: int, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color and code else text
 
     def line(self, name: str, message: str) -> None:
-        prefix = f"{name:<{PREFIX_WIDTH}}|"
-        if self.color:
-            prefix = f"\033[{self.COLORS.get(name, 0)}m{prefix}\033[0m"
+        prefix = self._paint(self.COLORS.get(name, 0), f"{name:<{PREFIX_WIDTH}}|")
         self.out.write(f"{prefix} {message}\n")
         self.out.flush()
 
+    def app_line(self, name: str, raw: str) -> None:
+        """A line an app wrote: rendered if it is one of shared.logging's JSON lines."""
+        entry = None if self.raw_json or not raw.startswith("{") else _json_object(raw)
+        if entry is None:
+            self.line(name, raw)
+            return
+        level = str(entry.get("level", "info"))
+        parts = [str(entry.get("ts", ""))[11:19],
+                 self._paint(self.LEVEL_COLORS.get(level, 0), f"{level:<7}")]
+        if request_id := entry.get("request_id"):
+            parts.append(self._paint(2, f"[{str(request_id)[:8]}]"))
+        parts.append(str(entry.get("msg", "")))
+        extra = entry.get("extra")
+        extra = extra if isinstance(extra, dict) else {}
+        others = {k: v for k, v in entry.items() if k not in self.FIELDS}
+        parts += [f"{key}={value}" for key, value in {**extra, **others}.items()
+                  if key not in ("route", "status")]  # an access line's message says both
+        self.line(name, " ".join(parts))
+        if exc := entry.get("exc"):
+            for exc_line in str(exc).splitlines():
+                self.line(name, f"  {exc_line}")
+
     def run(self, message: str) -> None:
         self.line("run", message)
+
+
+def _json_object(raw: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class SetupError(Exception):
@@ -107,12 +151,18 @@ def configured_datastores(services: Sequence[App]) -> Datastores:
     for service in services:
         settings = importlib.import_module(f"{service.package}.settings").get_settings()
         if (database_url := getattr(settings, "database_url", None)) is not None:
-            url = make_url(database_url)  # the server only: the schema may not exist yet
-            server = URL.create(url.drivername, url.username, url.password, url.host, url.port)
-            mysql[server.render_as_string(hide_password=False)] = None
+            mysql[mysql_server(database_url)] = None
         if (redis_url := getattr(settings, "redis_url", None)) is not None:
             redis[str(redis_url)] = None
     return Datastores(tuple(mysql), tuple(redis))
+
+
+def mysql_server(database_url: str) -> str:
+    """The server of a database URL without its schema: SELECT 1 must work before the
+    migrations (or the tests) create the schema."""
+    url = make_url(database_url)
+    server = URL.create(url.drivername, url.username, url.password, url.host, url.port)
+    return server.render_as_string(hide_password=False)
 
 
 async def mysql_answers(server_url: str) -> bool:
@@ -304,15 +354,40 @@ def uvicorn_command(service: App, *, host: str) -> list[str]:
     ]
 
 
-async def start_service(log: LogStream, service: App, *, host: str,
-                        env: Mapping[str, str]) -> RunningService:
-    process = await asyncio.create_subprocess_exec(
-        *uvicorn_command(service, host=host),
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec function that has the kernel send the child SIGTERM when this process dies,
+    however it dies (kill -9 included), so no service outlives `make run`. Linux only; None
+    elsewhere. The library is loaded here, before any fork: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died between the fork and the call: then no signal will come.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+async def spawn_child(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """A child that cannot outlive this process, its output piped to us."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=dict(env),
         # A process group of its own: Ctrl-C reaches only this runner, which stops the services.
-        start_new_session=True, limit=1 << 20,
+        start_new_session=True, limit=1 << 20, preexec_fn=die_with_parent(os.getpid()),
     )
+
+
+async def start_service(log: LogStream, service: App, *, host: str,
+                        env: Mapping[str, str]) -> RunningService:
+    process = await spawn_child(uvicorn_command(service, host=host), env)
     running = RunningService(service, process)
     running.pump = asyncio.create_task(_pump_output(log, running))
     return running
@@ -323,7 +398,7 @@ async def _pump_output(log: LogStream, running: RunningService) -> None:
     async for raw in running.process.stdout:
         line = raw.decode(errors="replace").rstrip()
         running.recent.append(line)
-        log.line(running.service.name, line)
+        log.app_line(running.service.name, line)
 
 
 async def first_exit(services: Sequence[RunningService]) -> RunningService:
@@ -485,7 +560,7 @@ async def supervise(log: LogStream, services: Sequence[App], sink: MailSink | No
             log.run(f"{outcome.service.name} exited on its own with code "
                     f"{outcome.process.returncode}; stopping everything. Its last lines:")
             for line in outcome.recent:
-                log.line(outcome.service.name, line)
+                log.app_line(outcome.service.name, line)
             return 1
         if outcome == "timeout":
             log.run(f"not every service answered /healthz within "
@@ -517,8 +592,8 @@ async def start_mail_sink(log: LogStream) -> MailSink | None:
         return await MailSink(MAIL_DIR, port=0, on_mail=report).start()
 
 
-async def run(service_names: Sequence[str]) -> int:
-    log = LogStream(sys.stdout)
+async def run(service_names: Sequence[str], *, json_logs: bool = False) -> int:
+    log = LogStream(sys.stdout, raw_json=json_logs)
     services = [s for s in all_services() if not service_names or s.name in service_names
                 or s.package in service_names]
     database_services = [s.package for s in services if s.has_database]
@@ -545,6 +620,8 @@ def main() -> None:
     names = [s.name for s in all_services()]
     parser.add_argument("services", nargs="*", metavar="SERVICE",
                         help=f"start only these ({', '.join(names)}); default: all")
+    parser.add_argument("--json-logs", action="store_true",
+                        help="print the apps' JSON log lines as they are, not rendered")
     args = parser.parse_args()
     unknown = set(args.services) - set(names) - {s.package for s in all_services()}
     if unknown:
@@ -554,7 +631,7 @@ def main() -> None:
     # Before any settings are read: the datastore check and the migrations read them too.
     os.environ.update(development_environment())
     try:
-        code = asyncio.run(run(args.services))
+        code = asyncio.run(run(args.services, json_logs=args.json_logs))
     except KeyboardInterrupt:  # Ctrl-C before the services started: nothing of ours is running
         print("run     | interrupted during set-up", flush=True)
         code = 130

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.request_context import current_request_id, request_id_var
 
@@ -206,7 +207,7 @@ async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
                             extra={"errors": errors})
 
 
-async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
         # FastAPI's only 400 is a body it could not even decode (not UTF-8, say): to clients
@@ -216,7 +217,21 @@ async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
                                 extra={"errors": [{"loc": ["body"], "msg": message}]})
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+    return problem_response(exc.status_code, code, title, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route takes at this path. FastAPI makes one route per method, and
+    Starlette's own Allow names only those of the first route whose path matched."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            allowed |= set(methods)
+    return allowed
 
 
 def unexpected_error_response(headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -28,7 +28,9 @@ from shared.errors import ValidationFailed
 T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1..100)")]
-Cursor = Annotated[str | None, Query(max_length=512, description="Opaque cursor from next_cursor")]
+# base64url without padding: the schema says its alphabet; what it decodes to stays opaque.
+Cursor = Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="Opaque cursor from next_cursor")]
 
 
 def _invalid_cursor() -> ValidationFailed:

@@ -322,9 +322,9 @@ def test_the_image_does_not_run_as_root() -> None:
     assert users[-1].split(":")[0] not in ("root", "0")
 
 
-def test_the_image_is_python_312_slim_unless_told_otherwise() -> None:
+def test_the_image_is_an_exact_python_312_slim_unless_told_otherwise() -> None:
     dockerfile = DOCKERFILE.read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim$", dockerfile, re.MULTILINE)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12\.\d+-slim-bookworm$", dockerfile, re.MULTILINE)
     assert all(stage.startswith("${PYTHON_IMAGE}") for stage in _stages(dockerfile))
 
 
@@ -389,3 +389,14 @@ def test_runtime_users_cannot_change_the_schema_and_migration_users_can(
         assert granted[(str(runtime.username), schema)] == {"SELECT", "INSERT", "UPDATE",
                                                             "DELETE"}, package
         assert {"CREATE", "ALTER", "DROP"} <= granted[(str(migration.username), schema)], package
+
+
+@pytest.mark.parametrize("compose_file", ["docker-compose.yml", "deploy/compose.deps.yml"])
+def test_every_pulled_image_is_pinned_to_an_exact_release(compose_file: str) -> None:
+    services = yaml.safe_load((REPO_ROOT / compose_file).read_text())["services"]
+    pulled = {name: s["image"] for name, s in services.items() if "build" not in s}
+    assert pulled
+    # A moving tag (redis:7, latest, none) changes under a rebuild; x.y.z does not.
+    loose = {name: image for name, image in pulled.items()
+             if not re.search(r":v?\d+\.\d+\.\d+$", image)}
+    assert loose == {}

@@ -51,7 +51,8 @@ def test_every_official_image_of_the_compose_file_has_a_stand_in() -> None:
 def test_the_override_changes_image_names_only() -> None:
     services: dict[str, Any] = yaml.safe_load(
         (REPO_ROOT / "docker-compose.yml").read_text())["services"]
-    replacements = {"mysql:8.4": "standin/mysql:1", "redis:7": "standin/redis:1"}
+    replacements = {services["mysql"]["image"]: "standin/mysql:1",
+                    services["redis"]["image"]: "standin/redis:1"}
     override = image_override(services, "preorder-app:check-1", replacements)["services"]
     built = {name for name, s in services.items() if "build" in s}
     assert built, "the apps are built from deploy/Dockerfile"

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +114,67 @@ def test_apps_start_without_proxy_headers_or_a_server_header() -> None:
         assert {"--no-proxy-headers", "--no-server-header"} <= set(command)
         assert command[command.index("--backlog") + 1] == "4096"  # the crowd's connects
     assert "--no-proxy-headers --no-server-header --backlog 4096" in entrypoint
+
+
+def test_an_apps_json_line_is_rendered_for_a_terminal() -> None:
+    out = io.StringIO()
+    log = LogStream(out)
+    log.app_line("order", json.dumps({
+        "ts": "2026-12-06T04:41:45.281257Z", "level": "warning", "service": "order_service",
+        "logger": "access", "msg": "POST /api/v1/orders 409", "request_id": "4ff03ddc1f412f67c2b",
+        "extra": {"route": "/api/v1/orders", "status": 409, "duration_ms": 3.5},
+        "exc": "Traceback (most recent call last):\nValueError: boom"}))
+    assert out.getvalue().splitlines() == [
+        "order   | 04:41:45 warning [4ff03ddc] POST /api/v1/orders 409 duration_ms=3.5",
+        "order   |   Traceback (most recent call last):",
+        "order   |   ValueError: boom",
+    ]
+
+
+def test_lines_that_are_not_json_and_json_asked_for_pass_as_they_are() -> None:
+    out = io.StringIO()
+    LogStream(out).app_line("user", "Traceback (most recent call last):")
+    line = json.dumps({"ts": "2026-12-06T04:41:45Z", "level": "info", "msg": "up"})
+    LogStream(out, raw_json=True).app_line("user", line)
+    assert out.getvalue().splitlines() == ["user    | Traceback (most recent call last):",
+                                           f"user    | {line}"]
+
+
+SUPERVISOR = """
+import asyncio, sys
+from deploy.run_local import spawn_child
+
+async def main():
+    child = await spawn_child([sys.executable, "-c", "import time; time.sleep(60)"], {})
+    print(child.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_children_do_not_outlive_a_supervisor_killed_with_sigkill() -> None:
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE,
+                                  cwd=Path(__file__).resolve().parents[2], text=True)
+    assert supervisor.stdout is not None
+    child = int(supervisor.stdout.readline())
+    try:
+        assert _alive(child)
+        supervisor.kill()  # SIGKILL: no handler, no cleanup of its own
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its supervisor"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)

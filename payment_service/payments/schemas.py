@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
 
 from payment_service.payments.processor import luhn_valid
 from shared.contracts import MAX_ID
@@ -28,11 +28,22 @@ CardNumber = Annotated[
 
 
 class PaymentCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "order_id": 1001, "card_number": "4242424242424242",
+    }]})
+
     order_id: Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
     card_number: CardNumber
 
 
 class PaymentOut(ApiModel):
+    # The example is a declined card: the OpenAPI document drops null values from examples,
+    # so a succeeded payment's `failure_code: null` would show as a missing required field.
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 501, "order_id": 1001, "amount": 120000, "status": "failed", "failure_code": "card_declined",
+        "created_at": "2026-12-24T12:01:00Z",
+    }]})
+
     id: int
     order_id: int
     amount: int

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.contracts import MAX_ID
 from shared.sale_window import SaleState
@@ -41,6 +42,19 @@ def check_window(kind: str, opens_at: datetime | None, closes_at: datetime | Non
 
 
 class ProductCreate(RequestModel):
+    # The kind's rule in the schema too, so clients and fuzzers see it: a preorder needs
+    # sale_opens_at, a general product takes none. (sale_closes_at after sale_opens_at is
+    # checked, not expressible here.)
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"kind": {"const": "preorder"}}},
+        "then": {"required": ["sale_opens_at"],
+                 "properties": {"sale_opens_at": {"type": "string", "format": "date-time"}}},
+        "else": {"properties": {"sale_opens_at": {"type": "null"}}},
+        "examples": [{"name": "Mechanical keyboard, limited run", "description": "Ships in March",
+                      "price": 120000, "stock": 200, "kind": "preorder",
+                      "sale_opens_at": "2026-12-24T12:00:00Z", "limit_per_user": 1}],
+    })
+
     name: Name
     description: Description
     price: Price
@@ -65,9 +79,10 @@ _REQUIRED_IF_SENT = ("name", "description", "price")
 class ProductUpdate(RequestModel):
     """Absent fields stay as they are; null clears sale_closes_at or limit_per_user."""
 
-    name: Name | None = None
-    description: Description | None = None
-    price: Price | None = None
+    # Optional but never null (the validator below): the schema shows no null for them.
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    price: Price | SkipJsonSchema[None] = None
     sale_opens_at: UtcDatetimeIn | None = None
     sale_closes_at: UtcDatetimeIn | None = None
     limit_per_user: LimitPerUser | None = None
@@ -101,4 +116,13 @@ class ProductRecord(ApiModel):
 
 
 class ProductOut(ProductRecord):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "seller_id": 42, "name": "Mechanical keyboard, limited run",
+        "description": "Ships in March", "price": 120000, "kind": "preorder",
+        "sale_opens_at": "2026-12-24T12:00:00Z", "sale_closes_at": "2026-12-31T23:59:59Z",
+        "limit_per_user": 1,
+        "sale_state": "scheduled", "created_at": "2026-12-01T09:00:00Z",
+        "updated_at": "2026-12-01T09:00:00Z",
+    }]})
+
     sale_state: SaleState

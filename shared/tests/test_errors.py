@@ -137,3 +137,25 @@ async def test_a_500_keeps_the_connection_open_for_the_next_request() -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_a_405_allows_every_method_the_path_takes() -> None:
+    # FastAPI makes one route per method: Starlette's own Allow named only the first route
+    # that matched the path, so `OPTIONS /things/1` said `Allow: GET` though DELETE works too.
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/things/{thing_id}")
+    async def read(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.delete("/things/{thing_id}", status_code=204)
+    async def remove(thing_id: int) -> None:
+        return None
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        response = await client.options("/things/1")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "DELETE, GET"

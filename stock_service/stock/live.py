@@ -400,6 +400,9 @@ LiveStockDep = Annotated[LiveStock, Depends(get_live_stock)]
                200: {"content": {"text/event-stream": {}},
                      "description": "Server-sent events: the /stock body plus server_time."}},
     response_class=EventStreamResponse,
+    # Stated: FastAPI reads the status from the response class's signature otherwise, finds
+    # none in EventStreamResponse's, and fails to build the OpenAPI document at all.
+    status_code=200,
     description=(
         "The product's stock as server-sent events: the /stock body plus `server_time`, at "
         "once and on every change (at most 10 a second), each with an `id`; a comment line "

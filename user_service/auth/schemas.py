@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, EmailStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, StringConstraints
 
 from shared.schemas import RequestModel
 from user_service.users.schemas import Account, Greeting, ImageUrl, Name
@@ -24,6 +24,11 @@ VerificationCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 
 
 class SignupRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "email": "ada@example.com", "password": "correct horse battery", "name": "Ada",
+        "greeting": "Hello!", "profile_image_url": "https://cdn.example.com/avatars/ada.png",
+    }]})
+
     email: Email
     password: Password
     name: Name
@@ -44,6 +49,10 @@ SignupToken = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class VerifyEmailRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "email": "ada@example.com", "code": "123456",
+    }]})
+
     email: Email
     code: VerificationCode
     # The sign-up's token (its answer's Signup-Token header). Clients always send it; it is
@@ -61,6 +70,10 @@ class ResendRequest(RequestModel):
 
 
 class LoginRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "email": "ada@example.com", "password": "correct horse battery",
+    }]})
+
     email: Email
     password: PresentedPassword
 
@@ -70,6 +83,11 @@ class RefreshRequest(RequestModel):
 
 
 class TokenPair(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6Ii4uLiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl",
+        "refresh_token": "Zk9xY2JpV3FpTnN1T2t3", "token_type": "bearer", "expires_in": 900,
+    }]})
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEV_MODULES = ("pytest", "mypy", "ruff", "locust", "hypothesis", "IPython", "loadtests",
-               "deploy.compose_check", "deploy.run_local", "deploy.mail_sink", "deploy.dev_keys")
+DEV_MODULES = ("pytest", "mypy", "ruff", "locust", "hypothesis", "schemathesis", "IPython", "uv",
+               "httpx", "aiosmtpd", "loadtests", "shared.testing", "deploy.compose_check",
+               "deploy.run_local", "deploy.prepare_tests", "deploy.mail_sink", "deploy.dev_keys")
 DEV_PROGRAMS = ("gcc", "cc", "make", "git", "pytest", "mypy", "ruff", "locust")
 BUILD_CA_NAME = ".pip-ca.pem"
 NOT_FILES = ("/proc", "/sys", "/dev")
