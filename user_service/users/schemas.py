@@ -10,6 +10,7 @@ from pydantic import (
     AfterValidator,
     ConfigDict,
     HttpUrl,
+    JsonValue,
     StringConstraints,
     TypeAdapter,
     WithJsonSchema,
@@ -82,7 +83,7 @@ ImageUrl = Annotated[
 ]
 
 
-_ACCOUNT_EXAMPLE = {
+_ACCOUNT_EXAMPLE: dict[str, JsonValue] = {
     "id": 42, "email": "ada@example.com", "name": "Ada", "greeting": "Hello!",
     "profile_image_url": "https://cdn.example.com/avatars/ada.png", "email_verified": True,
     "created_at": "2026-12-01T09:00:00Z",
