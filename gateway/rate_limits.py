@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.batching import FlushPerTurn
+
 logger = logging.getLogger("gateway.rate_limits")
 
 LIMITED_ROUTES = frozenset({"POST /api/v1/orders", "POST /api/v1/payments"})
@@ -50,9 +52,10 @@ class _Waiting:
     future: asyncio.Future[float | None]
 
 
-class RateLimiter:
+class RateLimiter(FlushPerTurn):
     def __init__(self, redis: Redis, *, prefix: str, window_seconds: float, per_user: int,
                  per_network: int, ipv4_prefix: int, ipv6_prefix: int) -> None:
+        super().__init__()
         self.redis = redis
         self.prefix = prefix
         self.window_ms = max(1, int(window_seconds * 1000))
@@ -61,8 +64,6 @@ class RateLimiter:
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self._waiting: list[_Waiting] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def applies_to(self, route: str) -> bool:
         return route in LIMITED_ROUTES and (self.per_user > 0 or self.per_network > 0)
@@ -81,16 +82,11 @@ class RateLimiter:
             return None
         future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(counts, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self.schedule_flush()
         return await future
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         batch, self._waiting = self._waiting, []
-        self._flush_scheduled = False
         asked: dict[str, int] = {}
         for waiting in batch:
             for counted in waiting.counts:

@@ -7,6 +7,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from gateway.batching import FlushPerTurn
 from shared.contracts import REVOCATION_EPOCH_KEY, revoked_session_key
 
 
@@ -15,7 +16,7 @@ class RevocationStateMissing(Exception):
     until user_service has published them again from MySQL."""
 
 
-class RevocationList:
+class RevocationList(FlushPerTurn):
     """Asks Redis whether sessions are revoked, one MGET for all requests waiting at that moment.
 
     Each request still gets an answer read after it asked (a logout that finished before the
@@ -23,24 +24,18 @@ class RevocationList:
     """
 
     def __init__(self, redis: Redis) -> None:
+        super().__init__()
         self.redis = redis
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def is_revoked(self, session_id: str) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(session_id, []).append(future)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self.schedule_flush()
         return await future
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         batch, self._waiting = self._waiting, {}
-        self._flush_scheduled = False
         session_ids = list(batch)
         try:
             # The epoch key in the same round trip: its absence means the answers below could
