@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -234,6 +236,15 @@ def _allowed_methods(request: Request) -> set[str]:
     return allowed
 
 
+class RedisUnavailable(ServiceUnavailable):
+    """Redis cannot be reached or did not answer in time (a restart, a failover): the request
+    could not be decided, and the client may retry."""
+
+    def __init__(self) -> None:
+        super().__init__("A data store did not answer; retry shortly.",
+                         headers={"Retry-After": "1"})
+
+
 def unexpected_error_response(headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The 500 of an error nobody expected: no detail of it leaves the process."""
     return problem_response(500, "internal_error", "Internal server error",
@@ -262,9 +273,17 @@ async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
                             "The server could not complete the request.")
 
 
+async def _handle_redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("redis unavailable", extra={"error": repr(exc)})
+    return problem_from_error(RedisUnavailable())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(DBAPIError, _handle_database)
+    # Only "could not reach it": a script error or a wrong type is a bug and stays a 500.
+    app.add_exception_handler(RedisConnectionError, _handle_redis_unreachable)
+    app.add_exception_handler(RedisTimeoutError, _handle_redis_unreachable)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -11,6 +11,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from shared.errors import Conflict, TooManyRequests, install_error_handlers
 from shared.middleware import RequestFrameMiddleware
@@ -45,6 +46,16 @@ def build_app() -> FastAPI:
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
+
+    @app.get("/redis-down")
+    async def redis_down() -> None:
+        # A real client against a port nobody listens on: what a request meets while Redis
+        # restarts.
+        redis = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+        try:
+            await redis.get("anything")
+        finally:
+            await redis.aclose()
 
     return app
 
@@ -99,6 +110,13 @@ async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClie
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert body["detail"] == "The server could not complete the request."
+
+
+async def test_redis_out_of_reach_is_a_503_to_retry_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.get("/redis-down")
+    body = assert_problem(response, 503, "upstream_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "127.0.0.1" not in body["detail"]
 
 
 async def test_undecodable_body_is_a_validation_error(client: httpx.AsyncClient) -> None:
