@@ -26,6 +26,7 @@ from shared.health import ReadinessCheck, health_router
 from shared.logging import configure_logging
 from shared.metrics import RequestMetrics, metrics_listener, route_template
 from shared.middleware import RequestFrameMiddleware
+from shared.sale_metrics import LOOPS, GatewayMetrics, bind_redis_probe
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
@@ -77,18 +78,23 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                                    cache_seconds=settings.openapi_cache_seconds,
                                    title="Preorder API", version="0.1.0")
     metrics = RequestMetrics("gateway")
+    sale = GatewayMetrics()
+    for collector in (*sale.collectors(), *LOOPS.collectors()):
+        metrics.register(collector)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         await runtime.start()
+        bind_redis_probe(sale.redis_up, runtime.redis.ping)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if settings.metrics_port is not None:
                     await stack.enter_async_context(metrics_listener(
-                        metrics.registry, settings.metrics_host, settings.metrics_port))
+                        metrics, settings.metrics_host, settings.metrics_port))
                 # The runtime is the gateway's Resources object, handed to requests the same way.
                 yield {RESOURCES_STATE_KEY: runtime}
         finally:
+            bind_redis_probe(sale.redis_up, None)
             await runtime.close()
 
     app = FastAPI(title="Preorder gateway", lifespan=lifespan, telemetry=NO_TELEMETRY,
@@ -110,7 +116,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # The proxy sits in front of FastAPI, not inside it: proxied requests, nearly all of the
     # traffic, skip FastAPI's own middleware stack. Outermost first: the request frame (request
     # id, metrics, access line), CORS, the proxy.
-    asgi: ASGIApp = Proxy(app, runtime=runtime)
+    asgi: ASGIApp = Proxy(app, runtime=runtime, metrics=sale)
     if settings.cors_origins:
         asgi = ProblemCORSMiddleware(
             asgi, allow_origins=settings.cors_origins, allow_credentials=False,

@@ -44,6 +44,7 @@ from shared.contracts import (
     identity_signature,
 )
 from shared.request_context import current_request_id
+from shared.sale_metrics import GatewayMetrics
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -57,8 +58,11 @@ _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Proxy:
     """ASGI middleware: paths in the route table are forwarded; anything else goes on to `app`."""
 
-    def __init__(self, app: ASGIApp, *, runtime: GatewayRuntime) -> None:
+    def __init__(self, app: ASGIApp, *, runtime: GatewayRuntime,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics or GatewayMetrics()
+        self.metrics.open_streams = lambda: self.open_streams
         self.runtime = runtime
         self.settings = runtime.settings
         self.table = runtime.table
@@ -168,6 +172,7 @@ class Proxy:
         route = f"{scope['method']} {scope['path']}"
         answer = self.runtime.edge_answers.answer_for(route, scope["headers"], body)
         if answer is not None:
+            self.metrics.edge_answer(scope["gateway.route"])
             await send_answer(send, answer)
             return
 
@@ -178,6 +183,7 @@ class Proxy:
             retry_after = await limits.retry_after(route, user_id=str(identity.user_id),
                                                    client_ip=client_ip)
             if retry_after is not None:
+                self.metrics.limited(scope["gateway.route"])
                 await send_problem(send, 429, "rate_limited",
                                    "Too many requests; try again later.",
                                    [(b"retry-after", str(int(retry_after)).encode())])

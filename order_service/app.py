@@ -34,12 +34,15 @@ from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
+from shared.sale_metrics import LOOPS, OrderMetrics, bind_redis_probe
 from shared.sold_out import InFlightLimit, SoldOutMemory
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("order_service", settings.log_level)
+    # Made with the app, not in the lifespan: /metrics is wired up before the app starts.
+    metrics = OrderMetrics()
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
@@ -54,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 signing_key=settings.identity_key(),
                 timeout_seconds=settings.call_timeout_seconds))
             transactions = Transactions(datastores.sessionmaker, OrderRepository)
+            bind_redis_probe(metrics.redis_up, datastores.redis.ping)
+            stack.callback(bind_redis_probe, metrics.redis_up, None)
             stock_client = StockClient(stock)
             payments_client = PaymentsClient(payments)
             reserve_wait, reserve_timeout = create_time_budget(
@@ -61,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             admission = OrderAdmission(
                 sold_out=SoldOutMemory(settings.sold_out_memory_seconds),
                 reserving=InFlightLimit(settings.reserves_in_flight_per_product,
-                                        wait_seconds=reserve_wait))
+                                        wait_seconds=reserve_wait),
+                metrics=metrics)
             creation = OrderCreation(
                 transactions=transactions, admission=admission, stock=stock_client,
                 ids=OrderIds(transactions),
@@ -77,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lease=timedelta(seconds=settings.payment_lease_seconds))
             expiry = OrderExpiry(
                 transactions=transactions, effects=effects, payments=payments_client,
-                transitions=transitions, check_timeout=settings.call_timeout_seconds)
+                transitions=transitions, check_timeout=settings.call_timeout_seconds,
+                metrics=metrics)
             try:
                 async with running(
                     expire_unpaid_orders(
@@ -101,4 +108,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources=open_resources,
         routers=[orders_router, internal_router],
         front=[OrderAdmissionFront],
+        collectors=[*metrics.collectors(), *LOOPS.collectors()],
     )

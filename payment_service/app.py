@@ -25,6 +25,7 @@ from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
+from shared.sale_metrics import LOOPS, PaymentMetrics, bind_redis_probe
 
 logger = logging.getLogger("payment_service")
 
@@ -48,6 +49,8 @@ async def refuse_simulator_in_production(processor: HttpProcessor, settings: Set
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("payment_service", settings.log_level)
+    # Made with the app, not in the lifespan: /metrics is wired up before the app starts.
+    metrics = PaymentMetrics()
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
@@ -64,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     signing_key=None,
                     timeout_seconds=settings.processor_timeout_seconds)),
                 attempts=Attempts(count=settings.processor_attempts,
-                                  timeout_seconds=settings.processor_timeout_seconds))
+                                  timeout_seconds=settings.processor_timeout_seconds),
+                metrics=metrics)
             await refuse_simulator_in_production(processor, settings)
             payments = PaymentsService(
                 sessions=datastores.sessionmaker, reads=datastores.reads,
@@ -75,7 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      fingerprint_secret=settings.fingerprint_key()),
                 stale_after=timedelta(seconds=settings.stale_after_seconds),
                 pending_wait_seconds=settings.processor_pending_wait_seconds,
-                fault_point=settings.fault_point)
+                fault_point=settings.fault_point, metrics=metrics)
+            metrics.oldest_pending.bind(payments.oldest_pending_seconds)
+            bind_redis_probe(metrics.redis_up, datastores.redis.ping)
+            stack.callback(metrics.oldest_pending.bind, None)
+            stack.callback(bind_redis_probe, metrics.redis_up, None)
             async with running(
                 deliver_payment_outcomes(
                     payments, interval_seconds=settings.outbox_interval_seconds),
@@ -89,4 +97,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Payment service",
         resources=open_resources,
         routers=[payments_router, internal_router, webhook_router],
+        collectors=[*metrics.collectors(), *LOOPS.collectors()],
     )

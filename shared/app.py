@@ -64,10 +64,10 @@ def create_service_app(
     install_error_handlers(app)
     metrics = RequestMetrics(service)
     for collector in collectors:
-        metrics.registry.register(collector)
+        metrics.register(collector)
 
     async def metrics_endpoint(_: Request) -> Response:
-        return metrics.render()
+        return await metrics.render()
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     for layer in reversed(front):  # Starlette puts the last added outermost

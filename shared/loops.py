@@ -1,14 +1,18 @@
 """Background loops, run the same way in every service: started and stopped by the lifespan
-(cancelled), a failed round logged and tried again next time."""
+(cancelled), a failed round logged and tried again next time, each round timed on the
+process's loop metrics (shared/sale_metrics.py LOOPS: the lag an alert watches)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
+
+from shared.sale_metrics import LOOPS
 
 
 def stop_if_cancelled() -> None:
@@ -24,18 +28,28 @@ def stop_if_cancelled() -> None:
 
 async def run_periodically(round_: Callable[[], Awaitable[object]], *, interval_seconds: float,
                            logger: logging.Logger, what: str,
-                           wait_first: bool = False) -> None:
+                           wait_first: bool = False, loop: str | None = None) -> None:
     """`round_` every `interval_seconds` until cancelled. An error in a round (MySQL, Redis or
-    another service away for a moment) is logged, and the next round tries again."""
-    if wait_first:
-        await asyncio.sleep(interval_seconds)
-    while True:
-        try:
-            await round_()
-        except Exception:
-            logger.exception("%s failed", what)
-        stop_if_cancelled()
-        await asyncio.sleep(interval_seconds)
+    another service away for a moment) is logged, and the next round tries again. `loop`: the
+    name its metrics carry (the `loop` label), `what` if not given."""
+    name = loop or what
+    LOOPS.started(name)
+    try:
+        if wait_first:
+            await asyncio.sleep(interval_seconds)
+        while True:
+            began = time.monotonic()
+            failed = False
+            try:
+                await round_()
+            except Exception:
+                failed = True
+                logger.exception("%s failed", what)
+            LOOPS.round_ended(name, time.monotonic() - began, failed=failed)
+            stop_if_cancelled()
+            await asyncio.sleep(interval_seconds)
+    finally:
+        LOOPS.stopped(name)
 
 
 @asynccontextmanager

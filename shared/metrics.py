@@ -1,4 +1,5 @@
-"""Prometheus request counts and latency histograms per route template and status."""
+"""Prometheus request counts and latency histograms per route template and status, and the
+exposition of a service's registry (its own collectors beside them, shared/sale_metrics.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.types import Scope
+
+from shared.sale_metrics import RefreshedAtScrape
 
 # nginx's status for a request the client abandoned before any answer was sent.
 CLIENT_CLOSED_REQUEST = 499
@@ -39,6 +43,19 @@ class RequestMetrics:
         # methods x statuses) and are kept here once made.
         self._counters: dict[tuple[str, str, int], Counter] = {}
         self._histograms: dict[tuple[str, str], Histogram] = {}
+        self._refreshed: list[RefreshedAtScrape] = []
+
+    def register(self, collector: Collector) -> None:
+        """A collector shown beside the request metrics; one read from a datastore at scrape
+        time (RefreshedAtScrape) is refreshed before each exposition."""
+        self.registry.register(collector)
+        if isinstance(collector, RefreshedAtScrape):
+            self._refreshed.append(collector)
+
+    async def exposition(self) -> bytes:
+        if self._refreshed:
+            await asyncio.gather(*(collector.refresh() for collector in self._refreshed))
+        return generate_latest(self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((method, route, status))
@@ -52,8 +69,8 @@ class RequestMetrics:
             self._histograms[method, route] = histogram
         histogram.observe(seconds)
 
-    def render(self) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+    async def render(self) -> Response:
+        return Response(await self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def route_template(scope: Scope) -> str:
@@ -69,7 +86,7 @@ _MAX_REQUEST_BYTES = 8192
 
 
 @asynccontextmanager
-async def metrics_listener(registry: CollectorRegistry, host: str,
+async def metrics_listener(metrics: RequestMetrics, host: str,
                            port: int) -> AsyncIterator[int]:
     """GET /metrics on an internal listener of its own (yields the bound port): never on the
     public port, where anyone could read request rates and latencies of every route."""
@@ -85,7 +102,7 @@ async def metrics_listener(registry: CollectorRegistry, host: str,
         method, _, rest = head.partition(b" ")
         path = rest.partition(b" ")[0]
         if method in (b"GET", b"HEAD") and path.partition(b"?")[0] == b"/metrics":
-            body = generate_latest(registry)
+            body = await metrics.exposition()
             status, kind = b"200 OK", CONTENT_TYPE_LATEST.encode()
         else:
             body, status, kind = b"not found\n", b"404 Not Found", b"text/plain"

@@ -36,6 +36,7 @@ from shared.fast_path import AfterWaiting, fast_path, is_json, parse_json
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.identity import signed_in_user
 from shared.internal.stock import SoldOut
+from shared.sale_metrics import OrderMetrics
 from shared.sold_out import InFlightLimit, Slot, SlotTimeout, SoldOutMemory, Verdict
 
 ORDERS_PATH = "/api/v1/orders"
@@ -46,9 +47,12 @@ Answer = TypeVar("Answer")
 
 
 class OrderAdmission:
-    def __init__(self, *, sold_out: SoldOutMemory, reserving: InFlightLimit) -> None:
+    def __init__(self, *, sold_out: SoldOutMemory, reserving: InFlightLimit,
+                 metrics: OrderMetrics | None = None) -> None:
         self.sold_out = sold_out
         self.reserving = reserving
+        # Every order decided, here in front of the router or by the service behind it.
+        self.metrics = metrics or OrderMetrics()
 
     # For the service
 
@@ -94,6 +98,7 @@ class OrderAdmission:
         if signed_in_user(scope, headers) is None:
             return None
         if refused:
+            self.metrics.refused(SoldOut.code)
             return problem_from_error(SoldOut())
         turn = _Turn(self, scope, order)
         return AfterWaiting(then=turn.wait, after=turn.give_back)
@@ -114,9 +119,11 @@ class _Turn:
         product_id, quantity = self.order.product_id, self.order.quantity
         self.slot = await self.admission.reserving.take_turn(product_id)
         if self.slot is None:
+            self.admission.metrics.refused(TooManyWaiting.code, failed=True)
             return problem_from_error(TooManyWaiting())  # as the route's own wait ends
         if self.admission.sold_out.still_refuses(product_id, quantity):
             self.slot.give_back()  # now, for the next in the queue, not after the send
+            self.admission.metrics.refused(SoldOut.code)
             return problem_from_error(SoldOut())
         self.scope[_SLOT_IN_SCOPE] = self.slot
         return None

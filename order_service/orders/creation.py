@@ -25,7 +25,7 @@ from order_service.orders.schemas import OrderCreate, OrderOut
 from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
 from shared.db import Transactions
-from shared.errors import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, ProblemError
 from shared.group_commit import WriterStopped, error_code
 from shared.idempotency import Claim, IdempotencyKeyReused, IdempotencyKeys, StoredAnswer
 from shared.internal.stock import PurchaseLimitExceeded
@@ -75,6 +75,17 @@ class OrderCreation:
             made_before=self._order_made_with)
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
+                      slot: Slot | None) -> OrderOut:
+        """The order decided once (a replayed key's answer is not counted again)."""
+        try:
+            order = await self._decide(user_id, request, claim, slot)
+        except ProblemError as refusal:
+            self.admission.metrics.refused(refusal.code, failed=refusal.status >= 500)
+            raise
+        self.admission.metrics.created()
+        return order
+
+    async def _decide(self, user_id: int, request: OrderCreate, claim: Claim | None,
                       slot: Slot | None) -> OrderOut:
         async def reserve() -> OrderOut:
             order_id = await self.ids.next()

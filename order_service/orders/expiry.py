@@ -24,6 +24,7 @@ from order_service.orders.transitions import OrderTransitions
 from shared.clock import utcnow
 from shared.db import Transactions
 from shared.http import ServiceCallFailed
+from shared.sale_metrics import OrderMetrics
 
 logger = logging.getLogger("order_service.orders")
 # Payment checks in flight at once, per process: a slow payment_service is not asked about
@@ -34,7 +35,8 @@ CHECKS_AT_ONCE = 16
 class OrderExpiry:
     def __init__(self, *, transactions: Transactions[OrderRepository], effects: OrderEffects,
                  payments: PaymentsClient, transitions: OrderTransitions,
-                 check_timeout: float) -> None:
+                 check_timeout: float, metrics: OrderMetrics | None = None) -> None:
+        self.metrics = metrics or OrderMetrics()
         self.transactions = transactions
         self.effects = effects
         self.payments = payments
@@ -53,6 +55,9 @@ class OrderExpiry:
         while True:
             async with self.transactions.read() as orders:
                 due = await orders.past_deadline(now=now, after=after, limit=batch)
+            if after is None:  # in deadline order: the first is the most overdue
+                self.metrics.expiry_round(
+                    (now - due[0].key.expires_at).total_seconds() if due else 0.0)
             for order in due:
                 if order.leased:
                     moved += self._check_soon(order.order_id)
@@ -109,6 +114,7 @@ class OrderExpiry:
         async with self.transactions.write() as orders:
             expired = await orders.expire(order_id, now=utcnow())
         if expired:
+            self.metrics.expired.inc()
             self.effects.settle_soon(order_id)
         return expired
 

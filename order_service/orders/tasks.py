@@ -16,16 +16,16 @@ logger = logging.getLogger("order_service.tasks")
 async def expire_unpaid_orders(expiry: OrderExpiry, *, interval_seconds: float) -> None:
     """On time, whether or not anyone reads the order: its units come back."""
     await run_periodically(expiry.expire_due, interval_seconds=interval_seconds, logger=logger,
-                           what="expiring unpaid orders")
+                           what="expiring unpaid orders", loop="order_expiry")
 
 
 async def settle_order_effects(effects: OrderEffects, *, interval_seconds: float) -> None:
     """Releases, commits and refunds that did not land right after their transition."""
     await run_periodically(effects.settle_overdue, interval_seconds=interval_seconds,
-                           logger=logger, what="settling order effects")
+                           logger=logger, what="settling order effects", loop="order_effects")
 
 
 async def release_orphan_holds(effects: OrderEffects, *, interval_seconds: float) -> None:
     """Holds no order was ever made for (a crash between the reserve and the insert)."""
     await run_periodically(effects.release_orphan_holds, interval_seconds=interval_seconds,
-                           logger=logger, what="releasing orphan holds")
+                           logger=logger, what="releasing orphan holds", loop="orphan_holds")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from payment_service.payments.processor_api import (
     charge_path,
 )
 from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
+from shared.sale_metrics import PaymentMetrics
 
 logger = logging.getLogger("payment_service.processor")
 
@@ -75,14 +77,16 @@ class CardProcessor(Protocol):
 
 
 class HttpProcessor:
-    def __init__(self, client: ServiceClient, *, attempts: Attempts = Attempts()) -> None:
+    def __init__(self, client: ServiceClient, *, attempts: Attempts = Attempts(),
+                 metrics: PaymentMetrics | None = None) -> None:
         self.client = client
         self.attempts = attempts
+        self.metrics = metrics or PaymentMetrics()
 
     async def info(self) -> ProcessorInfo | None:
         """What the processor says it is; None if it has no such route (a processor that is
         not the simulator need not have one)."""
-        response = await self._send("GET", INFO_PATH, key=None)
+        response = await self._send("GET", INFO_PATH, key=None, operation="info")
         if response.status == 404:
             return None
         if response.status != 200:
@@ -96,20 +100,21 @@ class HttpProcessor:
     async def charge(self, *, key: str, card_number: str, amount: int,
                      reference: str) -> Charge:
         body = ChargeRequest(amount=amount, card_number=card_number, reference=reference)
-        response = await self._send("POST", CHARGES_PATH, key=key,
+        response = await self._send("POST", CHARGES_PATH, key=key, operation="charge",
                                     body=body.model_dump(mode="json"))
         return self._charge(response)
 
     async def charge_state(self, key: str) -> Charge | None:
-        response = await self._send("GET", charge_path(key), key=None)
+        response = await self._send("GET", charge_path(key), key=None, operation="charge_state")
         return None if response.status == 404 else self._charge(response)
 
     async def void(self, key: str) -> Charge:
         return self._charge(await self._send("POST", charge_path(key, "void"),
-                                             key=f"void-{key}"))
+                                             key=f"void-{key}", operation="void"))
 
     async def refund(self, key: str) -> Charge | None:
-        response = await self._send("POST", charge_path(key, "refund"), key=f"refund-{key}")
+        response = await self._send("POST", charge_path(key, "refund"), key=f"refund-{key}",
+                                    operation="refund")
         return None if response.status == 404 else self._charge(response)
 
     def _charge(self, response: ServiceResponse) -> Charge:
@@ -118,16 +123,22 @@ class HttpProcessor:
                                        f"{response.code}.")
         return Charge.model_validate(response.body)
 
-    async def _send(self, method: str, path: str, *, key: str | None,
+    async def _send(self, method: str, path: str, *, key: str | None, operation: str,
                     body: object = None) -> ServiceResponse:
         """Every request the processor takes is idempotent by its key: one whose answer is lost
-        is sent again, with the same key, a few times."""
+        is sent again, with the same key, a few times. Each attempt is timed."""
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        latency = self.metrics.processor_latency
         for attempt in range(1, self.attempts.count + 1):
+            began = time.monotonic()
             try:
-                return await self.client.request(method, path, json_body=body, headers=headers,
-                                                 timeout=self.attempts.timeout_seconds)
+                response = await self.client.request(method, path, json_body=body,
+                                                     headers=headers,
+                                                     timeout=self.attempts.timeout_seconds)
+                latency.labels(operation, "answered").observe(time.monotonic() - began)
+                return response
             except ServiceCallFailed as failed:
+                latency.labels(operation, "unanswered").observe(time.monotonic() - began)
                 logger.warning("card processor did not answer",
                                extra={"path": path.split("/")[2], "attempt": attempt,
                                       "reason": failed.reason})

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,9 @@ PAYMENT_COLUMNS = (Payment.id, Payment.order_id, Payment.user_id, Payment.amount
 PAYMENT_BY_ID = select(*PAYMENT_COLUMNS).where(Payment.id == bindparam("payment_id"))
 LATEST_OF_ORDER = (select(*PAYMENT_COLUMNS).where(Payment.order_id == bindparam("order_id"))
                    .order_by(Payment.id.desc()).limit(1))
+# The oldest pending payment's creation (ix_payments_status_created_at answers it from the index).
+OLDEST_PENDING = (select(func.min(Payment.created_at).label("since"))
+                  .where(Payment.status == "pending"))
 DUPLICATE_ENTRY = 1062
 
 
@@ -60,6 +63,10 @@ class PaymentReads:
     async def latest_of_order(self, order_id: int) -> PaymentRow | None:
         row = (await self.reads.execute(LATEST_OF_ORDER, {"order_id": order_id})).first()
         return _payment(row) if row else None
+
+    async def oldest_pending_since(self) -> datetime | None:
+        row = (await self.reads.execute(OLDEST_PENDING, {})).first()
+        return row["since"] if row else None
 
 
 class PaymentRepository:

@@ -103,10 +103,13 @@ async def processor_webhook(request: Request, resources: ResourcesDep,
             timestamp=request.headers.get(TIMESTAMP_HEADER),
             signature=request.headers.get(SIGNATURE_HEADER), body=body, now=time.time(),
             tolerance_seconds=settings.webhook_tolerance_seconds):
+        payments.metrics.webhooks.labels("bad_signature").inc()
         raise InvalidWebhookSignature()
     try:
         event = ChargeEvent.model_validate_json(body)
     except ValidationError:
+        payments.metrics.webhooks.labels("malformed").inc()
         raise ValidationFailed("The webhook's body is not a charge event.") from None
     await payments.take_charge_event(event)
+    payments.metrics.webhooks.labels("taken").inc()
     return {"received": True}

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +61,7 @@ from shared.idempotency import (
 )
 from shared.internal.payments import PaymentView
 from shared.reads import ReadSession
+from shared.sale_metrics import OLDEST_PENDING_PAYMENT, PaymentMetrics, Samples
 
 logger = logging.getLogger("payment_service.payments")
 
@@ -94,7 +96,9 @@ class PaymentsService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], reads: ReadSession,
                  orders: OrdersClient, processor: CardProcessor, keys: IdempotencyKeys,
                  stale_after: timedelta = timedelta(seconds=60),
-                 pending_wait_seconds: float = 2.0, fault_point: str | None = None) -> None:
+                 pending_wait_seconds: float = 2.0, fault_point: str | None = None,
+                 metrics: PaymentMetrics | None = None) -> None:
+        self.metrics = metrics or PaymentMetrics()
         self.sessions = sessions
         self.reads = PaymentReads(reads)
         self.orders = orders
@@ -202,6 +206,7 @@ class PaymentsService:
                                          to_status=to_status, failure_code=failure_code):
                 return False, None
             outcome_id = await payments.add_outcome(payment, kind) if kind else None
+        self.metrics.decided(to_status, failure_code)
         if outcome_id is None or kind is None:
             return True, None
         self._maybe_crash("after_outcome")
@@ -218,6 +223,7 @@ class PaymentsService:
                 payment_id, from_status="pending", to_status="failed",
                 failure_code="interrupted", void_owed=True)
         if moved:
+            self.metrics.decided("failed", "interrupted")
             await self._void_owed(payment_id, key)
         return moved
 
@@ -270,6 +276,7 @@ class PaymentsService:
                 outcome.payment_id, from_status="succeeded", to_status="failed",
                 failure_code=failure_code, void_owed=True)
         if moved:
+            self.metrics.decided("failed", failure_code)
             await self._void_owed(outcome.payment_id, key_of(outcome))
             logger.warning("charge voided",
                            extra={"payment_id": outcome.payment_id, "code": failure_code})
@@ -318,8 +325,10 @@ class PaymentsService:
             if payment.status == "succeeded":
                 await self.processor.refund(key_of(payment))
                 async with self.sessions() as session, session.begin():
-                    await PaymentRepository(session).settle(
+                    moved = await PaymentRepository(session).settle(
                         payment.id, from_status="succeeded", to_status="refunded")
+                if moved:
+                    self.metrics.decided("refunded", None)
         async with self.sessions() as session:
             refunded = [p for p in await PaymentRepository(session).holding_charges(order_id)
                         if p.status == "refunded"]
@@ -327,6 +336,12 @@ class PaymentsService:
             raise PaymentPending()  # moved meanwhile (voided, say): asked again, then decided
         return PaymentView(id=refunded[-1].id, order_id=order_id, status="refunded",
                            lease_token=refunded[-1].lease_token)
+
+    async def oldest_pending_seconds(self) -> Mapping[str, Samples]:
+        """For /metrics at scrape time: how long the oldest pending payment has waited."""
+        since = await self.reads.oldest_pending_since()
+        age = (utcnow() - since).total_seconds() if since is not None else 0.0
+        return {OLDEST_PENDING_PAYMENT: {(): max(age, 0.0)}}
 
     # The processor's side (webhooks)
 

@@ -14,7 +14,7 @@ logger = logging.getLogger("payment_service.tasks")
 async def deliver_payment_outcomes(payments: PaymentsService, *, interval_seconds: float) -> None:
     """Until order_service has heard every outcome: a succeeded payment always ends paid."""
     await run_periodically(payments.deliver_undelivered, interval_seconds=interval_seconds,
-                           logger=logger, what="delivering payment outcomes")
+                           logger=logger, what="delivering payment outcomes", loop="payment_outbox")
 
 
 async def fail_interrupted_payments(payments: PaymentsService, *, interval_seconds: float) -> None:
@@ -23,4 +23,4 @@ async def fail_interrupted_payments(payments: PaymentsService, *, interval_secon
         return await payments.fail_stale_pending() + await payments.void_owed_charges()
 
     await run_periodically(one_round, interval_seconds=interval_seconds, logger=logger,
-                           what="failing interrupted payments")
+                           what="failing interrupted payments", loop="payment_reaper")

@@ -25,6 +25,7 @@ from shared.db import Transactions
 from shared.errors import DatabaseUnavailable
 from shared.internal.stock import REFUSALS, Hold, HoldPage, RefusalCode
 from shared.reads import ReadSession
+from shared.sale_metrics import StockMetrics
 from stock_service.stock.admission import StockAdmission
 from stock_service.stock.errors import (
     HoldNotFound,
@@ -48,7 +49,8 @@ def _from_ms(ms: int) -> datetime:
 class HoldService:
     def __init__(self, *, transactions: Transactions[LedgerRepository], reads: ReadSession,
                  scripts: StockScripts, live: LiveState, admission: StockAdmission,
-                 hold_ttl: timedelta) -> None:
+                 hold_ttl: timedelta, metrics: StockMetrics | None = None) -> None:
+        self.metrics = metrics or StockMetrics()
         self.transactions = transactions
         self.reads = LedgerReads(reads)
         self.scripts = scripts
@@ -61,6 +63,7 @@ class HoldService:
                       expires_at: datetime | None = None, resent: bool = False) -> Hold:
         """`resent`: the caller sent this reserve before and its answer was lost; the order may
         hold units, so the script answers it (as a replay), never the sold-out memory."""
+        self.metrics.products.touched(product_id)  # shown on the per-product gauges
         if not resent and self.admission.sold_out.refuses(product_id, quantity):
             raise SoldOut()
         outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
@@ -97,6 +100,7 @@ class HoldService:
                                   "code": refused.code})
             if refused.code == "sold_out":
                 self.admission.sold_out.remember(product_id, record.quantity)
+            self.metrics.ledger_refusals.labels(refused.code).inc()
             await self._unreserve(product_id, order_id, remember=refused.code)
             self.live.request_rebuild(product_id)
             raise REFUSALS[refused.code]() from None
@@ -107,6 +111,8 @@ class HoldService:
                 # Nothing is decided: give the units back so a retry can take them again.
                 await self._unreserve(product_id, order_id)
             raise DatabaseUnavailable() from error
+        if fresh:
+            self.metrics.hold_event("held", product_id)
         return hold
 
     async def _as_in_ledger(self, product_id: int, order_id: int, *, fresh: bool) -> Hold:
@@ -156,8 +162,11 @@ class HoldService:
             hold = await ledger.hold_for_update(product_id, order_id)
             if hold is None:
                 raise HoldNotFound()
-            if hold.state != "released":
+            moved = hold.state != "released"
+            if moved:
                 await ledger.move_holds([hold], to="released")
+        if moved:
+            self.metrics.hold_event("released", product_id)
         await self._tell_redis(self.scripts.release, product_id, order_id)
         self.admission.sold_out.forget(product_id)
         return hold.model_copy(update={"state": "released"})
@@ -169,8 +178,11 @@ class HoldService:
                 raise HoldNotFound()
             if hold.state == "released":
                 raise HoldReleased()
-            if hold.state == "held":
+            moved = hold.state == "held"
+            if moved:
                 await ledger.move_holds([hold], to="committed")
+        if moved:
+            self.metrics.hold_event("committed", product_id)
         await self._tell_redis(self.scripts.commit, product_id, order_id)
         return hold.model_copy(update={"state": "committed"})
 
@@ -211,5 +223,6 @@ class HoldService:
             expired = await ledger.move_holds(
                 await ledger.expired_holds(before=utcnow() - grace, limit=batch), to="released")
         for hold in expired:
+            self.metrics.hold_event("expired", hold.product_id)
             await self._tell_redis(self.scripts.release, hold.product_id, hold.order_id)
         return len(expired)

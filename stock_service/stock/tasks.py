@@ -7,16 +7,25 @@ import logging
 from datetime import timedelta
 
 from shared.loops import run_periodically
+from shared.sale_metrics import StockMetrics
 from stock_service.stock.holds import HoldService
 from stock_service.stock.rebuild import LiveState
 
 logger = logging.getLogger("stock_service.tasks")
 
 
-async def reconcile_live_stock_periodically(live: LiveState, *, interval_seconds: float) -> None:
-    """Start-up rebuild when Redis has lost its state, then a comparison every interval."""
-    await run_periodically(live.reconcile_once, interval_seconds=interval_seconds, logger=logger,
-                           what="reconcile round")
+async def reconcile_live_stock_periodically(live: LiveState, *, interval_seconds: float,
+                                            metrics: StockMetrics | None = None) -> None:
+    """Start-up rebuild when Redis has lost its state, then a comparison every interval; the
+    products it had to repair are counted."""
+
+    async def reconcile_round() -> None:
+        repaired = await live.reconcile_once()
+        if metrics is not None and repaired:
+            metrics.reconcile_repairs.inc(len(repaired))
+
+    await run_periodically(reconcile_round, interval_seconds=interval_seconds, logger=logger,
+                           what="reconcile round", loop="stock_reconcile")
 
 
 async def release_expired_holds_periodically(holds: HoldService, *, interval_seconds: float,
@@ -28,4 +37,4 @@ async def release_expired_holds_periodically(holds: HoldService, *, interval_sec
             pass
 
     await run_periodically(release_all_expired, interval_seconds=interval_seconds, logger=logger,
-                           what="releasing expired holds")
+                           what="releasing expired holds", loop="expired_holds")
