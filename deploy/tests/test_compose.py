@@ -150,8 +150,13 @@ def test_every_app_is_a_compose_service(compose: dict[str, Any]) -> None:
 
 def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
     publishing = {name: [resolve_default(p) for p in s["ports"]]
-                  for name, s in compose["services"].items() if s.get("ports")}
+                  for name, s in compose["services"].items()
+                  if s.get("ports") and not s.get("profiles")}
     assert publishing == {"gateway": ["8000:8000"]}
+    # The observability profile's Grafana, on loopback only; Prometheus not at all.
+    profiled = {name: [resolve_default(p) for p in s.get("ports", [])]
+                for name, s in compose["services"].items() if s.get("profiles")}
+    assert profiled == {"prometheus": [], "grafana": ["127.0.0.1:3000:3000"]}
 
 
 def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
