@@ -16,10 +16,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import yaml
 from sqlalchemy.engine import make_url
 
 from deploy.compose_check.commands import CheckError, Deadline, run
 from deploy.compose_check.stack import ContainerState, Stack
+from shared.services import GATEWAY, SERVICES
 from shared.verification_code import CODE_PATTERN
 
 PROBES = Path(__file__).resolve().parent / "probes"
@@ -32,6 +34,11 @@ MAILPIT_API = "http://mailpit:8025/api/v1"
 SIGNING_KEY = "/app/.data/keys/signing-key.pem"
 APP_UID = 10001
 SALE_STOCK = 5
+OBSERVABILITY = Path(__file__).resolve().parents[1] / "observability"
+PROMETHEUS_API = "http://prometheus:9090/api/v1"
+GRAFANA = "http://grafana:3000"
+# Prometheus scrapes every 5 s (deploy/observability/prometheus.yml); a few rounds of slack.
+SCRAPE_SECONDS = 90
 
 
 class StopChecks(Exception):
@@ -55,6 +62,10 @@ class Report:
             raise StopChecks from error
         self.passed += 1
         print(f"ok    {name}: {detail}", flush=True)
+
+    def skipped(self, name: str, why: str) -> None:
+        """Not checked here, and said so (never counted as passed)."""
+        print(f"skip  {name}: {why}", flush=True)
 
     def _fail(self, name: str, message: str) -> None:
         self.failed += 1
@@ -100,11 +111,15 @@ def _run_probe(container: str, probe: str, *args: str) -> Any:
 class StackChecks:
     """The checks, in order; later ones use what earlier ones made (the account, its tokens)."""
 
-    def __init__(self, stack: Stack, config: dict[str, Any], app_image: str) -> None:
+    def __init__(self, stack: Stack, config: dict[str, Any], app_image: str, *,
+                 left_out: set[str] | None = None) -> None:
         self.stack = stack
         self.config = config
         self.app_image = app_image
-        self.services: dict[str, Any] = config["services"]
+        # Optional services whose image could not be had are not started (the check says so).
+        self.services: dict[str, Any] = {name: service for name, service
+                                         in config["services"].items()
+                                         if name not in (left_out or set())}
         self.http = httpx.Client(base_url=f"http://{stack.gateway_host}:{stack.gateway_port}",
                                  timeout=15)
         self.account = Account(email=f"compose-check-{uuid.uuid4().hex[:12]}@example.com",
@@ -122,7 +137,7 @@ class StackChecks:
     # -- the stack is up ------------------------------------------------------------------------
 
     def all_healthy(self) -> str:
-        self.stack.run("up", "-d", "--no-build", timeout=READY_SECONDS)
+        self.stack.run("up", "-d", "--no-build", *sorted(self.services), timeout=READY_SECONDS)
         states = self.stack.wait_until_ready(sorted(self.services), READY_SECONDS)
         return _describe_states(states)
 
@@ -271,6 +286,69 @@ class StackChecks:
             raise CheckError(f"after paying: order {status}, stock {after}")
         return (f"product {self.product_id} with stock {SALE_STOCK}; order of 2 paid with the "
                 f"test card; order paid, {after['remaining']} left")
+
+    # -- the observability profile ------------------------------------------------------------
+
+    def _prometheus(self, path: str) -> Any:
+        """Prometheus's HTTP API, asked from inside the gateway's container (not published)."""
+        answer = _run_probe(self.stack.container_of("gateway"), "fetch.py",
+                            f"{PROMETHEUS_API}/{path}")
+        if not isinstance(answer, dict) or answer.get("status") != "success":
+            raise CheckError(f"Prometheus answered {str(answer)[:300]}")
+        return answer["data"]
+
+    def prometheus_scrapes_every_app(self) -> str:
+        wanted = {GATEWAY.name, *(app.name for app in SERVICES)}
+        deadline = Deadline(SCRAPE_SECONDS)
+        while True:
+            targets = self._prometheus("targets?state=active")["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            up = {job for job, state in health.items() if state == "up"}
+            if wanted <= up:
+                return (f"{len(up)} targets up: "
+                        f"{', '.join(t['scrapeUrl'] for t in targets if t['health'] == 'up')}")
+            if deadline.passed():
+                errors = {t["labels"]["job"]: t.get("lastError", "") for t in targets
+                          if t["health"] != "up"}
+                raise CheckError(f"not scraped: {sorted(wanted - up)}; {errors}")
+            time.sleep(3)
+
+    def alert_rules_loaded(self) -> str:
+        written = yaml.safe_load((OBSERVABILITY / "alerts.yml").read_text())
+        names = {rule["alert"] for group in written["groups"] for rule in group["rules"]}
+        groups = self._prometheus("rules?type=alert")["groups"]
+        loaded = {rule["name"]: rule.get("health", "") for group in groups
+                  for rule in group["rules"]}
+        if set(loaded) != names:
+            raise CheckError(f"loaded {sorted(loaded)}, alerts.yml has {sorted(names)}")
+        broken = {name: health for name, health in loaded.items() if health not in ("ok", "unknown")}
+        if broken:
+            raise CheckError(f"rules failing to evaluate: {broken}")
+        return f"{len(loaded)} alert rules loaded: {', '.join(sorted(loaded))}"
+
+    def sale_metric_moved(self) -> str:
+        query = quote('sum(preorder_order_decisions_total{outcome="created"})')
+        sold = quote(f'max(preorder_stock_sold_units{{product="{self.product_id}"}})')
+        deadline = Deadline(SCRAPE_SECONDS)
+        while True:
+            created = self._prometheus(f"query?query={query}")["result"]
+            units = self._prometheus(f"query?query={sold}")["result"]
+            created_value = float(created[0]["value"][1]) if created else 0.0
+            sold_value = float(units[0]["value"][1]) if units else 0.0
+            if created_value >= 1 and sold_value == 2:
+                return (f"preorder_order_decisions_total{{outcome=\"created\"}} = "
+                        f"{created_value:g}; preorder_stock_sold_units of product "
+                        f"{self.product_id} = {sold_value:g}")
+            if deadline.passed():
+                raise CheckError(f"after the sale's order: created {created}, sold {units}")
+            time.sleep(3)
+
+    def grafana_dashboard(self) -> str:
+        password = _env_file_value(self.stack.env_file, "GRAFANA_ADMIN_PASSWORD") or "admin"
+        found = _run_probe(self.stack.container_of("gateway"), "grafana_dashboard.py",
+                           GRAFANA, password, "preorder-sale")
+        return (f"dashboard {found['title']!r} ({found['panels']} panels) provisioned, data "
+                f"source {found['datasource']!r}")
 
     def _order_status(self) -> str:
         response = _expect(self.http.get(f"/api/v1/orders/{self.order_id}", headers=self._auth()),
@@ -444,6 +522,14 @@ class StackChecks:
             raise CheckError("Redis runs without the append-only file")
         run(["docker", "exec", redis, "redis-cli", "DEL", self.redis_marker], timeout=30)
         return "a key written before the restart is there after it; appendonly on (aof_enabled:1)"
+
+
+def _env_file_value(path: Path, name: str) -> str:
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def _describe_states(states: list[ContainerState]) -> str:

@@ -25,6 +25,8 @@ SERVICE_LABEL = "com.docker.compose.service"
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_HOST", "DOCKER_CONFIG",
                   "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
 GATEWAY_PORT_VARIABLE = "COMPOSE_GATEWAY_PORT"
+# The compose profiles the check brings up beside the default services.
+PROFILES = ("observability",)
 DEFAULT_GATEWAY_PORT = 8000
 
 
@@ -100,6 +102,7 @@ class Stack:
     def environment(self) -> dict[str, str]:
         env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
         env[GATEWAY_PORT_VARIABLE] = f"{self.gateway_host}:{self.gateway_port}"
+        env["COMPOSE_PROFILES"] = ",".join(PROFILES)
         return env
 
     def run(self, *args: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
