@@ -153,7 +153,16 @@ def test_every_app_container_has_probes_and_resources(objects: tuple[Object, ...
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         port = BY_K8S_NAME[name].port
         assert container["args"] == [BY_K8S_NAME[name].package, str(port)]
-        assert container["ports"] == [{"name": "http", "containerPort": port}]
+        metrics_port = 9000 if name == "gateway" else port  # its own listener, not public
+        assert container["ports"] == [{"name": "http", "containerPort": port}] + (
+            [{"name": "metrics", "containerPort": metrics_port}] if name == "gateway" else [])
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true",
+                               "prometheus.io/port": str(metrics_port),
+                               "prometheus.io/path": "/metrics"}, name
+        if name == "gateway":
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["GATEWAY_METRICS_PORT"] == str(metrics_port)
         assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         # Readiness asks the dependencies (database, Redis), liveness only the process: a
