@@ -49,7 +49,7 @@ from loadtests.system import BENCH_REDIS_URL, cpu_seconds, hello_world, service_
 from loadtests.wrk import generator_name, measure
 from shared.internal.stock import hold_path, product_path
 from shared.testing.datastores import forget_redis_keys
-from shared.testing.identity import signed_identity_headers
+from shared.testing.identity import service_identity_headers
 from shared.testing.net import ServiceProcess
 
 GOAL_MS = 500.0
@@ -142,7 +142,7 @@ def percentile(values: list[float], p: float) -> float:
 
 async def reserve_one(session: aiohttp.ClientSession, stock_url: str, product_id: int,
                       order_id: int, identity_key: str) -> None:
-    signed = signed_identity_headers(None, None, identity_key, client_ip="")
+    signed = service_identity_headers("order_service", identity_key)
     async with session.put(stock_url + hold_path(product_id, order_id),
                            json={"user_id": order_id, "quantity": 1}, headers=signed) as reply:
         assert reply.status == 200, await reply.text()
@@ -164,7 +164,7 @@ async def run(args: argparse.Namespace, hello_url: str, stock_url: str, gateway_
               pids: dict[str, int], identity_key: str) -> None:
     product_id = int.from_bytes(os.urandom(4), "big") + 1
     total = 1_000 + args.changes
-    signed = signed_identity_headers(None, None, identity_key, client_ip="")
+    signed = service_identity_headers("product_service", identity_key)
     async with aiohttp.ClientSession() as session:
         async with session.put(stock_url + product_path(product_id), headers=signed,
                                json={"seller_id": 1, "price": 1_000, "total": total}) as reply:
