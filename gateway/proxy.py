@@ -92,7 +92,7 @@ class Proxy:
 
         try:
             await self.forward(scope, receive, tracking_send, match.route.service, match.public,
-                               stream=match.route.stream)
+                               stream=match.route.stream, shared=match.route.shared)
         except Exception:
             # The proxy runs in front of FastAPI's error handling, so it answers for itself:
             # a problem+json 500 with the request id, never a bare traceback page.
@@ -102,7 +102,7 @@ class Proxy:
             await send_problem(send, 500, "internal_error", "The gateway could not complete the request.")
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
-                      public: bool, *, stream: bool = False) -> None:
+                      public: bool, *, stream: bool = False, shared: bool = False) -> None:
         settings = self.settings
         authorization: str | None = None
         content_length: int | None = None
@@ -188,6 +188,13 @@ class Proxy:
                                    "Too many requests; try again later.",
                                    [(b"retry-after", str(int(retry_after)).encode())])
                 return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        if shared and public and scope["method"] == "GET":
+            await self._share_stream(receive, send, service, target, request_id)
+            return
         user_id = session_id = roles = ""
         headers.append((REQUEST_ID_HEADER, request_id))
         headers.append((CLIENT_IP_HEADER, client_ip))
@@ -204,10 +211,6 @@ class Proxy:
             caller=GATEWAY_CALLER)))
         headers.append((IDENTITY_CALLER_HEADER, GATEWAY_CALLER))
 
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
         if stream:
             await self._relay_stream(receive, send, service, scope["method"],
                                      URL(target, encoded=True), headers)
@@ -330,6 +333,47 @@ class Proxy:
                                                            "error": repr(error)})
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "answered with a broken response")
+        finally:
+            self.open_streams -= 1
+
+    async def _share_stream(self, receive: Receive, send: Send, service: str, target: str,
+                            request_id: str) -> None:
+        """A shared stream (gateway/fanout.py): this client joins the one upstream stream of
+        `target`, opened, if it is the first, with no client's headers and no identity."""
+        if self.open_streams >= self.settings.max_open_streams:
+            await send_problem(send, 503, "upstream_unavailable",
+                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+            return
+        self.open_streams += 1
+
+        def open_upstream() -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            headers = [
+                ("Accept", "text/event-stream"),
+                (REQUEST_ID_HEADER, request_id),
+                (CLIENT_IP_HEADER, ""),
+                (IDENTITY_SIGNATURE_HEADER, identity_signature(
+                    self.identity_key, timestamp=int(time.time()), user_id="", session_id="",
+                    request_id=request_id, client_ip="", roles="", caller=GATEWAY_CALLER)),
+                (IDENTITY_CALLER_HEADER, GATEWAY_CALLER),
+            ]
+            return self.runtime.upstreams.streams.get(URL(target, encoded=True), headers=headers,
+                                                      allow_redirects=False)
+
+        async def unavailable(send: Send, error: BaseException | None) -> None:
+            if isinstance(error, aiohttp.ClientConnectorError):
+                await self._upstream_error(send, service, 503, "upstream_unavailable",
+                                           "is not accepting connections")
+                return
+            if error is not None:
+                logger.warning("stream not opened", extra={"upstream": service,
+                                                           "error": repr(error)})
+            await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                       "answered with a broken response" if error is not None
+                                       else "answered with an oversized response")
+
+        try:
+            await self.runtime.shared_streams.serve(target, open_upstream, unavailable,
+                                                    receive, send)
         finally:
             self.open_streams -= 1
 

@@ -21,6 +21,15 @@ class Route:
     public_methods: frozenset[str] = field(default_factory=frozenset)
     # Answers are streamed (server-sent events): relayed as they come (gateway/streams.py).
     stream: bool = False
+    # The stream is the same for every client of one URL: public (GET needs no token, and no
+    # identity is forwarded), each event a whole state superseding the one before. The gateway
+    # then opens one upstream stream per URL and writes it to all its clients
+    # (gateway/fanout.py). Never for a stream that depends on who asks (a ticket's).
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shared and not (self.stream and "GET" in self.public_methods):
+            raise ValueError(f"{self.pattern}: only a public GET stream can be shared")
 
     @property
     def is_prefix(self) -> bool:
@@ -61,7 +70,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/users/**", "user"),
     # product_service and stock_service share the /products prefix
     Route("/api/v1/products/{id}/stock", "stock", _public("GET", "HEAD")),
-    Route("/api/v1/products/{id}/live", "stock", _public("GET", "HEAD"), stream=True),
+    Route("/api/v1/products/{id}/live", "stock", _public("GET", "HEAD"), stream=True,
+          shared=True),
     Route("/api/v1/products/{id}", "product", _public("GET", "HEAD")),
     Route("/api/v1/products", "product", _public("GET", "HEAD")),
     Route("/api/v1/products/**", "product"),

@@ -9,6 +9,8 @@ import contextlib
 from redis.asyncio import Redis
 
 from gateway.auth import TokenVerifier
+from gateway.fanout import SharedStreams
+from gateway.headers import RESPONSE_DROP
 from gateway.jwks import JwksCache, refresh_periodically
 from gateway.rate_limits import RateLimiter
 from gateway.routes import RouteTable
@@ -26,6 +28,12 @@ class GatewayRuntime:
         self.settings = settings
         self.table = table or RouteTable()
         self.upstreams = Upstreams(settings)
+        # Streams every client shares (gateway/fanout.py): one upstream stream per URL. A
+        # cookie an upstream set on it would be handed to every client: never passed on.
+        self.shared_streams = SharedStreams(
+            drop_headers=RESPONSE_DROP | {b"set-cookie"},
+            max_response_bytes=settings.max_response_bytes,
+            stall_seconds=settings.stream_idle_timeout_seconds)
         self._verifier: TokenVerifier | None = None
         self._redis: Redis | None = None
         self._jwks_refresher: asyncio.Task[None] | None = None
@@ -86,6 +94,7 @@ class GatewayRuntime:
         await self._answers.start()
 
     async def close(self) -> None:
+        await self.shared_streams.close()
         await self._answers.close()
         if self._jwks_refresher is not None:
             self._jwks_refresher.cancel()

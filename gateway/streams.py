@@ -6,6 +6,9 @@ with no total timeout (a stream lasts as long as its client wants it) and a read
 `stream_idle_timeout_seconds` (the upstream sends a comment line every 15 s; past that much
 silence it is gone). An upstream answer that is not an event stream (an error, a 404) is
 relayed like any other. A client that leaves ends the upstream request at once.
+
+A stream that is the same for every client (`Route(..., shared=True)`, /live) is not relayed
+per client: gateway/fanout.py opens one upstream stream per URL and writes it to all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from gateway.body import read_bounded
 STREAM_MEDIA_TYPE = "text/event-stream"
 
 
-async def _until_disconnected(receive: Receive) -> None:
+async def until_disconnected(receive: Receive) -> None:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
@@ -53,7 +56,7 @@ class StreamRelay:
         # an open stream costs one extra task, not one per chunk).
         relaying = asyncio.current_task()
         assert relaying is not None
-        gone = asyncio.ensure_future(_until_disconnected(receive))
+        gone = asyncio.ensure_future(until_disconnected(receive))
 
         def client_left(_: asyncio.Future[None]) -> None:
             if not gone.cancelled():  # cancelled: by the finally below, the relay is over
