@@ -5,8 +5,9 @@ gateway (default 10,000), and how fast a stock change reaches them.
 
 It starts its own user_service, stock_service and gateway on loopback (schemas of their own,
 the Redis database BENCH_REDIS_URL, a PUBSUB_PREFIX of its own), raises its open-files limit
-(inherited by the processes it starts: each stream holds a socket in this process, two in the
-gateway and one in stock_service), registers one product at stock_service, then:
+(inherited by the processes it starts: each stream holds a socket in this process and one in
+the gateway, which shares one upstream stream among all of a product's clients,
+gateway/fanout.py), registers one product at stock_service, then:
 
 1. measures the hello-world and `GET /stock` through the gateway with no stream open (wrk);
 2. opens the streams (in batches, each waiting for its first event) and reports the memory
@@ -19,9 +20,9 @@ gateway and one in stock_service), registers one product at stock_service, then:
 4. measures the hello-world and `GET /stock` through the gateway again, with every stream
    still open: the streams must not starve ordinary requests.
 
-A gateway holds two sockets per stream: when the open-files limit cannot be raised far enough
-(no privilege to raise the hard limit), the streams are spread over as many gateway processes
-on the same services as it takes (`--gateways`), as replicas behind a load balancer would be.
+When the open-files limit cannot be raised far enough (no privilege to raise the hard limit),
+the streams are spread over as many gateway processes on the same services as it takes
+(`--gateways`), as replicas behind a load balancer would be.
 
 Streams are read by a bare asyncio protocol per connection (a Python HTTP client per stream
 would cost this process more than the services it measures).
@@ -252,7 +253,7 @@ def main() -> None:
     limit = raise_open_files_limit()
     if limit < args.streams + 1_000:
         parser.error(f"open files limit {limit} is too low for {args.streams} streams")
-    gateways = args.gateways or -(-2 * args.streams // (limit - 1_000))
+    gateways = args.gateways or -(-args.streams // (limit - 1_000))
     for prefix in ("{p:", "stock:", "bench-live"):
         forget_redis_keys(BENCH_REDIS_URL, prefix)
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
