@@ -451,3 +451,15 @@ async def test_start_eagerly_runs_to_the_end_without_a_task_when_nothing_waits()
     assert stalled is not None
     with pytest.raises(TimeoutError):
         await stalled
+
+
+async def test_a_head_request_is_answered_alone(
+        gateway: httpx.AsyncClient, hub: tuple[Hub, ThreadedServer]) -> None:
+    upstream, _ = hub
+    async with Listener(gateway) as client:
+        await client.heard(1)
+        head = await gateway.head(LIVE)
+        assert head.status_code == 200
+        assert head.headers["content-type"].startswith("text/event-stream")
+        assert head.content == b""
+    assert len(upstream.requests) == 2, "a HEAD joined the shared stream"
