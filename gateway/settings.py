@@ -48,8 +48,9 @@ class Settings(ServiceSettings):
     # Streamed routes (/live) have a pool of their own, so open streams never take the
     # connections of ordinary requests; past this many open streams, 503 with Retry-After.
     max_open_streams: int = Field(default=20_000, gt=0)
-    # A stream whose upstream sends nothing this long (it sends a comment every 15 s) is ended;
-    # there is no total timeout on a stream.
+    # A stream whose upstream sends nothing this long (it sends a comment every 15 s) is ended
+    # (a shared one is opened again); there is no total timeout on a stream. A client of a
+    # shared stream whose write has waited this long (it stopped reading) is dropped.
     stream_idle_timeout_seconds: float = Field(default=45.0, gt=0)
     # POST /api/v1/orders and POST /api/v1/payments (each counted apart): at most this many per
     # user and per client network in a fixed window, else 429 rate_limited (0: no such limit).
