@@ -13,7 +13,17 @@ invariant that broke:
   order has exactly its one succeeded payment, a payment_failed order a failed one;
 - within_limit_per_user: nobody holds or bought more than limit_per_user;
 - succeeded_payment_has_paid_order: every succeeded payment's order is paid, by that payment;
-- no_5xx: no answer of the run had a 5xx status (from the load run's counts).
+- no_5xx: no answer of the run had a 5xx status (from the load run's counts);
+
+and from the buyers' own records (loadtests/crowd.py), when the run has them:
+
+- every_buyer_answered: every order a buyer sent got a final answer: an order (201, or a ticket
+  that turned `ordered`) or a refusal (409, or a ticket that turned `refused`, e.g. sold_out);
+- ticket_answered_once: no ticket gave two different final answers (on its stream, its reads
+  and the read again afterwards), and no ticket was handed to two buyers;
+- fair_line: the winners were served in their arrival order and drawn from the earliest
+  arrivals (loadtests/fairness.py: Spearman's rank correlation and the earliest arrivals' share
+  of the winners, each at least 0.9, judged from 20 winners up).
 
     python -m loadtests.checker --product-id 12 [--host URL] [--order-database-url ...]
         [--outcomes FILE] [--before-ttl]
@@ -39,8 +49,11 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from loadtests.fairness import MIN_EARLIEST_SHARE, MIN_SPEARMAN, fairness_of
+
 INVARIANTS = ("sold_within_total", "stock_returned", "orders_holds_payments_agree",
-              "within_limit_per_user", "succeeded_payment_has_paid_order", "no_5xx")
+              "within_limit_per_user", "succeeded_payment_has_paid_order", "no_5xx",
+              "every_buyer_answered", "ticket_answered_once", "fair_line")
 # The hold's state each order status must have left (stock_service's word for the same fact).
 HOLD_STATE_OF = {"pending_payment": "held", "paid": "committed", "payment_failed": "released",
                  "cancelled": "released", "expired": "released", "refunded": "released"}
@@ -196,10 +209,12 @@ async def public_remaining(host: str, product_id: int) -> int | None:
 
 
 def check(state: SaleState, *, after_ttl: bool = True,
-          answers: Mapping[int, int] | None = None) -> Verdict:
+          answers: Mapping[int, int] | None = None,
+          buyers: Sequence[Mapping[str, Any]] | None = None) -> Verdict:
     """Every invariant over `state`; `answers` counts the run's answers by status (no_5xx is
-    checked when given). Before the TTL has passed, holds may still be live: stock_returned
-    is not checked then."""
+    checked when given), `buyers` are the crowd's records (the buyers' invariants are checked
+    when given). Before the TTL has passed, holds may still be live: stock_returned is not
+    checked then."""
     verdict = Verdict()
     verdict.facts = _facts(state)
     if state.ledger is None:
@@ -217,6 +232,10 @@ def check(state: SaleState, *, after_ttl: bool = True,
         for status, count in sorted(answers.items()):
             if status >= 500:
                 verdict.breach("no_5xx", f"{count} answers with status {status}")
+    if buyers is not None:
+        _every_buyer_answered(buyers, verdict)
+        _ticket_answered_once(buyers, verdict)
+        _fair_line(buyers, verdict)
     return verdict
 
 
@@ -340,6 +359,53 @@ def _succeeded_payment_has_paid_order(state: SaleState, verdict: Verdict) -> Non
                                  f"{found}")
 
 
+def _every_buyer_answered(buyers: Sequence[Mapping[str, Any]], verdict: Verdict) -> None:
+    name = "every_buyer_answered"
+    verdict.checked.append(name)
+    for buyer in buyers:
+        who = f"buyer {buyer['index']} (user {buyer['user_id']})"
+        taps = buyer.get("taps") or []
+        if not taps:
+            verdict.breach(name, f"{who} never sent its order: {buyer.get('error') or '?'}")
+        for tap in taps:
+            if tap.get("state") not in ("ordered", "refused"):
+                first = f"{tap.get('status')} {tap.get('code') or ''}".strip()
+                ticket = f", ticket {tap['ticket']} never final" if tap.get("ticket") else ""
+                verdict.breach(name, f"{who}: answered {first}{ticket}, no final answer")
+
+
+def _ticket_answered_once(buyers: Sequence[Mapping[str, Any]], verdict: Verdict) -> None:
+    name = "ticket_answered_once"
+    verdict.checked.append(name)
+    finals: defaultdict[str, set[str]] = defaultdict(set)
+    holders: defaultdict[str, set[int]] = defaultdict(set)
+    for buyer in buyers:
+        for tap in buyer.get("taps") or ():
+            if tap.get("ticket"):
+                finals[tap["ticket"]].update(tap.get("finals") or ())
+                holders[tap["ticket"]].add(int(buyer["user_id"]))
+    for ticket, answers in sorted(finals.items()):
+        if len(answers) > 1:
+            verdict.breach(name, f"ticket {ticket} answered {' and '.join(sorted(answers))}")
+        if len(holders[ticket]) > 1:
+            verdict.breach(name, f"ticket {ticket} handed to users {sorted(holders[ticket])}")
+
+
+def _fair_line(buyers: Sequence[Mapping[str, Any]], verdict: Verdict) -> None:
+    name = "fair_line"
+    verdict.checked.append(name)
+    fair = fairness_of(buyers)
+    verdict.facts["fairness"] = fair.as_dict()
+    if not fair.judged:
+        return
+    if not fair.spearman >= MIN_SPEARMAN:  # NaN (no spread) is no evidence of fairness
+        verdict.breach(name, f"winners served out of arrival order: Spearman {fair.spearman:.3f}"
+                             f" over {fair.granted} winners (at least {MIN_SPEARMAN})")
+    if not fair.earliest_share >= MIN_EARLIEST_SHARE:
+        verdict.breach(name, f"of the first {fair.granted} arrivals only "
+                             f"{fair.earliest_share:.1%} won (at least {MIN_EARLIEST_SHARE:.0%})")
+
+
 # --- Command ---------------------------------------------------------------------------------
 
 
@@ -370,7 +436,8 @@ def main() -> None:
     for name in ("order", "stock", "payment"):
         parser.add_argument(f"--{name}-database-url", default=None)
     parser.add_argument("--outcomes", type=Path, default=None,
-                        help="the load run's outcomes file (for no_5xx)")
+                        help="the load run's outcomes file (for no_5xx and the buyers' "
+                             "invariants)")
     parser.add_argument("--before-ttl", action="store_true",
                         help="holds may still be live: skip stock_returned")
     args = parser.parse_args()
@@ -378,9 +445,10 @@ def main() -> None:
     for name in databases:
         databases[name] = getattr(args, f"{name}_database_url") or databases[name]
     state = asyncio.run(read_state(args.product_id, databases, host=args.host))
-    answers = (answers_by_status(json.loads(args.outcomes.read_text()))
-               if args.outcomes else None)
-    verdict = check(state, after_ttl=not args.before_ttl, answers=answers)
+    outcomes = json.loads(args.outcomes.read_text()) if args.outcomes else None
+    verdict = check(state, after_ttl=not args.before_ttl,
+                    answers=answers_by_status(outcomes) if outcomes is not None else None,
+                    buyers=outcomes.get("buyers") if outcomes is not None else None)
     print("\n".join(verdict.lines()))
     sys.exit(0 if verdict.ok else 1)
 

@@ -1,5 +1,6 @@
 """What a load run leaves to show others: summary.json's figures and the PNG chart, both from the
-answers loadtests/locustfile.py collected (its outcomes file)."""
+answers the crowd (loadtests/crowd.py) and Locust (loadtests/locustfile.py) collected: the run's
+outcomes file."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.fairness import fairness_of
+
 ORDERS = "POST /orders"
 PAYMENTS = "POST /payments"
+# The goals of the opening (issue 17), in seconds from sale_opens_at.
+FINAL_WITHIN = 1.0  # p99 of the buyers' final answers, at the default crowd
+FIRST_WITHIN = 2.0  # every buyer a ticket or a final answer, at 20,000 buyers
+FINAL_WITHIN_LARGE = 10.0  # every buyer a final answer, at 20,000 buyers
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,73 @@ class Answer:
 def answers_of(outcomes: Mapping[str, Any]) -> list[Answer]:
     return [Answer(str(r[0]), int(r[1]), str(r[2]), float(r[3]), float(r[4]))
             for r in outcomes.get("records", ())]
+
+
+def final_answers(outcomes: Mapping[str, Any]) -> list[Answer]:
+    """The orders' final answers: a 202's is its ticket's (as a 201 when `ordered`, as the
+    refusal's 409 when `refused`), timed from the order's send to that final answer; an order
+    without one keeps its first answer. Payments as they were answered."""
+    if "buyers" not in outcomes:
+        return answers_of(outcomes)
+    found = [a for a in answers_of(outcomes) if a.route != ORDERS]
+    for buyer in outcomes["buyers"]:
+        for tap in buyer.get("taps", ()):
+            if not tap.get("sent"):
+                continue
+            if tap.get("final_at") is not None:
+                status = 201 if tap["state"] == "ordered" else 409
+                found.append(Answer(ORDERS, status, str(tap.get("final_code", "")),
+                                    float(tap["sent"]),
+                                    (float(tap["final_at"]) - float(tap["sent"])) * 1000))
+            else:
+                answered = tap.get("answered") or tap["sent"]
+                found.append(Answer(ORDERS, int(tap.get("status") or 0), str(tap.get("code", "")),
+                                    float(tap["sent"]),
+                                    (float(answered) - float(tap["sent"])) * 1000))
+    return sorted(found, key=lambda a: a.sent)
+
+
+def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float) -> dict[str, Any]:
+    """Per buyer, in seconds from the opening: its first answer (a ticket or a final answer)
+    and its final one (the last of its orders' final answers; a buyer without one counts as
+    never answered), their percentiles and the shares within the opening's goals, what the
+    buyers were answered, and the line's fairness."""
+    first: list[float] = []
+    final: list[float] = []
+    outcomes: Counter[str] = Counter()
+    tickets = 0
+    for buyer in buyers:
+        taps = [t for t in buyer.get("taps", ()) if t.get("sent")]
+        firsts = [float(t["answered"]) for t in taps if t.get("answered") and t.get("status")]
+        finals = [float(t["final_at"]) for t in taps if t.get("final_at") is not None]
+        tickets += sum(1 for t in taps if t.get("ticket"))
+        first.append(min(firsts) - opens_at if firsts and len(firsts) == len(taps) else math.inf)
+        final.append(max(finals) - opens_at if taps and len(finals) == len(taps) else math.inf)
+        for tap in taps or [{}]:
+            outcomes[("ordered" if tap.get("state") == "ordered" else
+                      f"refused {tap.get('final_code')}" if tap.get("state") == "refused" else
+                      "no final answer")] += 1
+
+    def shares(values: list[float], within: float) -> float:
+        return round(sum(v <= within for v in values) / len(values), 4) if values else math.nan
+
+    def seconds(values: list[float]) -> dict[str, float | None]:
+        return {f"p{p}_s": _finite(percentile(values, p)) for p in (50, 95, 99)} | {
+            "max_s": _finite(max(values)) if values else None}
+
+    return {"buyers": len(buyers), "tickets": tickets, "orders_by_final": dict(sorted(
+                outcomes.items())),
+            "first_answer": seconds(first) | {
+                f"share_within_{FIRST_WITHIN:g}_s": shares(first, FIRST_WITHIN)},
+            "final_answer": seconds(final) | {
+                f"share_within_{FINAL_WITHIN:g}_s": shares(final, FINAL_WITHIN),
+                f"share_within_{FINAL_WITHIN_LARGE:g}_s": shares(final, FINAL_WITHIN_LARGE)},
+            "fairness": fairness_of(buyers).as_dict()}
+
+
+def _finite(value: float) -> float | None:
+    """Seconds rounded to the millisecond; None for a buyer never answered (or none at all)."""
+    return round(value, 3) if math.isfinite(value) else None
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -97,8 +171,10 @@ def errors_by_code(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
 def summarise(outcomes: Mapping[str, Any], opens_at: float) -> dict[str, Any]:
     answers = answers_of(outcomes)
     counts = answer_counts(outcomes)
+    buyers = buyers_at_opening(outcomes["buyers"], opens_at) if "buyers" in outcomes else None
     return {
-        "decisions_at_opening": decisions_at_opening(answers, opens_at),
+        "decisions_at_opening": decisions_at_opening(final_answers(outcomes), opens_at),
+        **({"buyers_at_opening": buyers} if buyers is not None else {}),
         "orders_and_payments": order_and_payment_rate(answers),
         "latency": {ORDERS: latency([a for a in answers if a.route == ORDERS]),
                     PAYMENTS: latency([a for a in answers if a.route == PAYMENTS])},
@@ -140,7 +216,7 @@ def draw_chart(outcomes: Mapping[str, Any], opens_at: float, path: Path, title: 
     def bucket(at: float) -> int:
         return math.floor((at - opens_at) / step)
 
-    answers = answers_of(outcomes)
+    answers = final_answers(outcomes)
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
     if answers:
         steps = list(range(min(bucket(a.sent) for a in answers),

@@ -9,12 +9,16 @@
    key, ORDER_DATABASE_URL, ...), as its operators have them, and --ttl must be its TTL.
 2. Seeds (loadtests/seed.py): the buyers and social users, verified and signed in, and the
    product, opening --lead seconds later.
-3. Runs Locust headless (loadtests/locustfile.py): one master and --workers workers (one per
-   core by default); the run ends by itself once every buyer has finished.
+3. Runs the buyers (loadtests/crowd.py: a lean asyncio crowd, --crowd-processes processes, each
+   buyer with its own connections, holding the product's live stream before the opening and
+   following a 202's ticket to its final answer) and, beside them, Locust headless
+   (loadtests/locustfile.py: browsers holding the live stream, social users; one master and
+   --workers workers), which is stopped once every buyer has finished.
 4. Waits until the payment TTL has passed and every unpaid order has given its units back
    (bounded), then runs the checker (loadtests/checker.py).
 5. Writes .data/loadtests/<UTC timestamp>/: Locust's report.html and CSVs, outcomes.json (every
-   order and payment answer), summary.json (figures, CPU seconds per process, the checker's
+   order and payment answer, every buyer's record), summary.json (figures, fairness, CPU seconds
+   per process, the checker's
    verdict), chart.png, seed.json and the services' logs; prints the verdict. Exits 1 when an
    invariant broke (summary.json's "checker" says which), 2 when the run itself failed.
 """
@@ -24,8 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +49,7 @@ from sqlalchemy.pool import NullPool
 
 from deploy.run_local import Datastores, LogStream, SetupError, ensure_datastores
 from loadtests.checker import answers_by_status, check, read_state, service_databases
+from loadtests.crowd import raise_open_files_limit
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import seed
 from loadtests.seed_file import SaleSeed
@@ -61,6 +68,9 @@ LOAD_REDIS_URL = os.environ.get("LOAD_REDIS_URL", "redis://127.0.0.1:6379/13")
 # After the TTL: the expiry loop's round, the effect's delivery to stock_service, and slack for
 # a machine still busy with the run.
 SETTLE_SECONDS = 30.0
+# Buyers per crowd process: each holds a socket or two, and a process may open 20,000 files here
+# (a hard limit only a privileged user can raise).
+BUYERS_PER_CROWD_PROCESS = 8000
 
 
 @dataclass(frozen=True)
@@ -71,17 +81,20 @@ class Target:
     # The processes whose CPU is reported (empty for a system this run did not start).
     pids: dict[str, int]
     logs: Path | None
+    # Every gateway the buyers spread over (the own system's replicas; else just `host`).
+    hosts: tuple[str, ...] = ()
 
 
 @contextmanager
-def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str) -> Iterator[Target]:
+def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str,
+               gateways: int = 1) -> Iterator[Target]:
     # Fresh schemas number products from 1 again: keys of an earlier run would speak for them.
     forget_redis_keys(redis_url, "")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {"ORDER_PAYMENT_TTL_SECONDS": str(int(ttl))}
     with service_system([s.name for s in SERVICES], logs, redis_url=redis_url,
-                        schema_suffix=schema_suffix, env=env) as system:
+                        schema_suffix=schema_suffix, env=env, gateways=gateways) as system:
         yield _target(system, logs)
 
 
@@ -91,62 +104,104 @@ def _target(system: ServiceSystem, logs: Path) -> Target:
                             jwt_key_dir=str(system.key_dir))
     # MariaDB's and Redis's CPU too: shared with anything else using them at the time.
     return Target(system.gateway.url, databases, settings,
-                  {**system.pids(), **datastore_pids()}, logs)
+                  {**system.pids(), **datastore_pids()}, logs,
+                  tuple(g.url for g in system.gateways))
 
 
 @contextmanager
 def running_system(host: str) -> Iterator[Target]:
-    yield Target(host.rstrip("/"), service_databases(), user_settings(), {}, None)
+    yield Target(host.rstrip("/"), service_databases(), user_settings(), {}, None,
+                 (host.rstrip("/"),))
 
 
 @dataclass
-class LocustRun:
+class CrowdRun:
     returncode: int
     cpu: dict[str, float]
     seconds: float
+    # The crowd's files and Locust's counts, merged: what the report and the checker read.
+    outcomes: dict[str, Any] | None
 
 
-def run_locust(args: argparse.Namespace, target: Target, seed_file: Path, out: Path,
-               run_time: float) -> LocustRun:
-    """One master and args.workers workers on this machine; returns when the master exits, with
-    the CPU seconds each Locust process used (its rusage, as it is reaped)."""
+def crowd_processes(args: argparse.Namespace) -> int:
+    return int(args.crowd_processes) or max(1, math.ceil(args.buyers / BUYERS_PER_CROWD_PROCESS))
+
+
+def run_crowd(args: argparse.Namespace, target: Target, seed_file: Path, out: Path,
+              run_time: float) -> CrowdRun:
+    """The buyers (loadtests/crowd.py, its processes sharing them) and, when there are
+    browsers or social users, Locust beside them (one master and args.workers workers), stopped
+    once the buyers are done. Returns the merged answers and the CPU seconds each of these
+    processes used (its rusage, as it is reaped)."""
+    shards = crowd_processes(args)
+    crowd = [sys.executable, "-m", "loadtests.crowd", "--seed-file", str(seed_file),
+             "--hosts", ",".join(target.hosts or (target.host,)), "--buyers", str(args.buyers),
+             "--walk-away", str(args.walk_away), "--declined", str(args.declined),
+             "--double-tap", str(args.double_tap), "--live-share", str(args.live_share),
+             "--ramp", str(max(1.0, args.lead - 8.0)), "--deadline", str(args.answer_deadline),
+             "--retry-for", str(args.idempotent_retries), "--shards", str(shards)]
     port = free_port()
-    users = args.buyers + args.browsers + args.social
     common = ["-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
     master = [sys.executable, "-m", "locust", *common, "--master", "--headless",
               "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-              "--expect-workers", str(args.workers), "-u", str(users),
+              "--expect-workers", str(args.workers), "-u", str(args.browsers + args.social),
               "-r", str(args.spawn_rate), "--run-time", f"{int(run_time)}s",
               "--stop-timeout", "5", "--host", target.host, "--seed-file", str(seed_file),
               "--buyers", str(args.buyers), "--browsers", str(args.browsers),
-              "--social", str(args.social), "--walk-away", str(args.walk_away),
-              "--double-tap", str(args.double_tap),
-              "--idempotent-retries", str(args.idempotent_retries),
-              "--declined", str(args.declined), "--outcomes-file", str(out / "outcomes.json"),
+              "--social", str(args.social), "--outcomes-file", str(out / "locust_outcomes.json"),
               "--html", str(out / "report.html"), "--csv", str(out / "locust"),
               "--only-summary"]
     worker = [sys.executable, "-m", "locust", *common, "--worker", "--master-host", "127.0.0.1",
               "--master-port", str(port)]
     started = time.monotonic()
-    with (out / "locust.log").open("wb") as log:
-        processes = {"locust master": subprocess.Popen(master, stdout=log, stderr=log,
-                                                       cwd=REPO_ROOT)}
-        for n in range(args.workers):
-            processes[f"locust worker {n}"] = subprocess.Popen(worker, stdout=log, stderr=log,
-                                                               cwd=REPO_ROOT)
+    with (out / "locust.log").open("wb") as log, (out / "crowd.log").open("wb") as crowd_log:
+        buyers = {f"crowd {n}": subprocess.Popen(
+            [*crowd, "--shard", str(n), "--out", str(out / f"crowd_{n}.json")],
+            stdout=crowd_log, stderr=crowd_log, cwd=REPO_ROOT) for n in range(shards)}
+        others: dict[str, subprocess.Popen[bytes]] = {}
+        if args.browsers + args.social > 0:
+            others["locust master"] = subprocess.Popen(master, stdout=log, stderr=log,
+                                                       cwd=REPO_ROOT)
+            for n in range(args.workers):
+                others[f"locust worker {n}"] = subprocess.Popen(worker, stdout=log, stderr=log,
+                                                                cwd=REPO_ROOT)
         cpu: dict[str, float] = {}
         try:
-            for name, process in processes.items():
-                # The master ends by itself (--run-time at the latest); workers follow it, or
-                # are stopped when they outlive it by long (a master that died never says quit).
-                cpu[name] = reap(process, timeout=None if name == "locust master" else 30.0)
+            for name, process in buyers.items():
+                # Each ends by itself, --answer-deadline after the opening at the latest.
+                cpu[name] = reap(process, timeout=run_time + 60)
+            if "locust master" in others:
+                time.sleep(2.0)  # the crowd's last answers settle in the browsers' figures
+                others["locust master"].send_signal(signal.SIGTERM)  # stops, then reports
+            for name, process in others.items():
+                # The master ends on the signal (--run-time at the latest); workers follow it,
+                # or are stopped when they outlive it by long (a dead master never says quit).
+                cpu[name] = reap(process, timeout=60.0)
         finally:
-            for process in processes.values():
+            for process in [*buyers.values(), *others.values()]:
                 if process.returncode is None:
                     process.kill()
                     reap(process, timeout=None)
-    return LocustRun(processes["locust master"].returncode or 0, cpu,
-                     time.monotonic() - started)
+    returncode = max(p.returncode or 0 for p in buyers.values())
+    return CrowdRun(returncode, cpu, time.monotonic() - started,
+                    merge_outcomes(out, shards) if returncode == 0 else None)
+
+
+def merge_outcomes(out: Path, shards: int) -> dict[str, Any]:
+    """outcomes.json: every crowd process's buyers, records and counts, and Locust's counts."""
+    merged: dict[str, Any] = {"counts": [], "records": [], "buyers": [], "retried": 0}
+    parts = [out / f"crowd_{n}.json" for n in range(shards)] + [out / "locust_outcomes.json"]
+    for part in parts:
+        if part.exists():
+            data = json.loads(part.read_text())
+            for key in ("counts", "records", "buyers"):
+                merged[key] += data.get(key, [])
+            merged["retried"] += data.get("retried", 0)
+    merged["records"].sort(key=lambda r: r[3])
+    merged["buyers"].sort(key=lambda b: b["index"])
+    merged["buyers_done"] = len(merged["buyers"])
+    (out / "outcomes.json").write_text(json.dumps(merged))
+    return merged
 
 
 def reap(process: subprocess.Popen[bytes], *, timeout: float | None) -> float:
@@ -201,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
         REPO_ROOT / ".data" / "loadtests" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
+    # Inherited by the services and the crowd: every buyer holds a socket or two in each.
+    raise_open_files_limit()
     print(f"load run: {out} (load average before: "
           f"{', '.join(f'{n:.2f}' for n in load_before)})", flush=True)
     with ExitStack() as stack:
@@ -218,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
             print("starting the services and the gateway on loopback "
                   f"(ORDER_PAYMENT_TTL_SECONDS={int(args.ttl)}) ...", flush=True)
             target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
-                                                    schema_suffix=args.schema_suffix))
+                                                    schema_suffix=args.schema_suffix,
+                                                    gateways=args.gateways))
         seeded_at = time.monotonic()
         sale = asyncio.run(seed(target.host, target.user_settings,
                                 users=args.buyers + args.social, stock=args.stock,
@@ -229,23 +287,23 @@ def run(args: argparse.Namespace) -> int:
               f"{time.monotonic() - seeded_at:.1f} s; the sale opens at {sale.sale_opens_at}",
               flush=True)
         before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
-        run_time = (sale.opens_at - time.time()) + args.ttl + 120
-        print(f"locust: {args.buyers} buyers, {args.browsers} browsers, {args.social} social "
-              f"users, 1 master + {args.workers} workers ...", flush=True)
-        locust = run_locust(args, target, seed_file, out, run_time)
+        run_time = (sale.opens_at - time.time()) + args.answer_deadline + 30
+        print(f"crowd: {args.buyers} buyers in {crowd_processes(args)} process(es) over "
+              f"{len(target.hosts)} gateway(s); locust: {args.browsers} browsers, "
+              f"{args.social} social users, 1 master + {args.workers} workers ...", flush=True)
+        crowd = run_crowd(args, target, seed_file, out, run_time)
         cpu = {name: round(cpu_seconds(pid) - before[name], 2)
                for name, pid in target.pids.items()}
-        cpu.update({name: round(seconds, 2) for name, seconds in locust.cpu.items()})
-        outcomes_path = out / "outcomes.json"
-        if not outcomes_path.exists():
-            print(f"locust wrote no outcomes (exit {locust.returncode}); see {out}/locust.log",
-                  flush=True)
+        cpu.update({name: round(seconds, 2) for name, seconds in crowd.cpu.items()})
+        outcomes = crowd.outcomes
+        if outcomes is None:
+            print(f"the crowd failed (exit {crowd.returncode}); see {out}/crowd.log", flush=True)
             return 2
-        outcomes = json.loads(outcomes_path.read_text())
         print("waiting for the payment TTL and the units' return ...", flush=True)
         asyncio.run(wait_for_returns(target, sale, args.ttl))
         state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host))
-    verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes))
+    verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes),
+                    buyers=outcomes["buyers"])
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "machine": machine(load_before),
@@ -254,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         "product_id": sale.product_id, "sale_opens_at": sale.sale_opens_at,
         **summarise(outcomes, sale.opens_at),
         "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
-        "locust_exit_code": locust.returncode,
+        "crowd_exit_code": crowd.returncode,
         "checker": verdict.as_dict(),
         "files": {name: str(out / name) for name in
                   ("report.html", "locust_stats.csv", "outcomes.json", "chart.png", "seed.json")},
@@ -275,6 +333,20 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
           f"({decisions['decided']} of {decisions['orders']} orders decided in "
           f"{decisions['seconds']} s; {decisions['sent_in_first_second']} sent in its first "
           "second)")
+    buyers = summary.get("buyers_at_opening")
+    if buyers:
+        first, final, fair = buyers["first_answer"], buyers["final_answer"], buyers["fairness"]
+        print(f"buyers: {buyers['buyers']}, tickets {buyers['tickets']}; by final answer: "
+              f"{json.dumps(buyers['orders_by_final'])}")
+        print(f"  first answer (ticket or final) from the opening: p50 {first['p50_s']} s, "
+              f"p99 {first['p99_s']} s, max {first['max_s']} s; within 2 s "
+              f"{first['share_within_2_s']:.1%}")
+        print(f"  final answer from the opening: p50 {final['p50_s']} s, p99 {final['p99_s']} s, "
+              f"max {final['max_s']} s; within 1 s {final['share_within_1_s']:.1%}, within 10 s "
+              f"{final['share_within_10_s']:.1%}")
+        print(f"  fairness over {fair['granted']} winners of {fair['buyers']}: Spearman "
+              f"{fair['spearman']}, earliest arrivals' share of the winners "
+              f"{fair['earliest_share']}{'' if fair['judged'] else ' (too few to judge)'}")
     both = summary["orders_and_payments"]
     print(f"orders and payments: {both['per_second']:,.0f} requests/s over {both['seconds']} s, "
           f"mean {both['mean_ms']} ms")
@@ -307,8 +379,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="ORDER_PAYMENT_TTL_SECONDS of the system (set on the own one)")
     parser.add_argument("--lead", type=float, default=30.0,
                         help="seconds from the seeding to the opening (covers the spawning)")
+    parser.add_argument("--live-share", type=float, default=1.0,
+                        help="share of buyers holding the live stream until they buy (the "
+                             "others close it after its first event)")
+    parser.add_argument("--answer-deadline", type=float, default=60.0,
+                        help="seconds after the opening by which every buyer is given up")
+    parser.add_argument("--crowd-processes", type=int, default=0,
+                        help=f"buyers' processes (default: one per {BUYERS_PER_CROWD_PROCESS:,})")
+    parser.add_argument("--gateways", type=int, default=1,
+                        help="own system: gateway processes, the buyers spread over them")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="Locust workers (default: one per core)")
+                        help="Locust workers for browsers and social users (default: one per "
+                             "core)")
     parser.add_argument("--spawn-rate", type=float, default=250.0,
                         help="users started per second, over all workers")
     parser.add_argument("--redis-url", default=LOAD_REDIS_URL,

@@ -10,7 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -133,21 +133,30 @@ class ServiceSystem:
     key_dir: Path
     # What every process signs and checks forwarded identities with; a direct call signs too.
     identity_key: str
+    # More gateway processes on the same services, as replicas behind a load balancer would be.
+    more_gateways: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def gateways(self) -> list[ServiceProcess]:
+        return [self.gateway, *self.more_gateways]
 
     def pids(self) -> dict[str, int]:
         found = {name: p.process.pid for name, p in self.processes.items() if p.process}
-        if self.gateway.process:
-            found["gateway"] = self.gateway.process.pid
+        for n, gateway in enumerate(self.gateways):
+            if gateway.process:
+                found["gateway" if n == 0 else f"gateway {n + 1}"] = gateway.process.pid
         return found
 
 
 @contextmanager
 def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema_suffix: str,
-                   env: Mapping[str, str] | None = None) -> Iterator[ServiceSystem]:
+                   env: Mapping[str, str] | None = None,
+                   gateways: int = 1) -> Iterator[ServiceSystem]:
     """`apps` (short names from shared/services.py) on fresh schemas `preorder_<app>_<suffix>`
     (TEST_NAMESPACE appended) and `redis_url`, every one told where the others are, then the
     gateway. The caller clears `redis_url`'s keys first: state keyed by row ids must go with the
-    rows. `env` is added to every process's environment (ORDER_PAYMENT_TTL_SECONDS, say)."""
+    rows. `env` is added to every process's environment (ORDER_PAYMENT_TTL_SECONDS, say).
+    `gateways` processes front the services, each on its own port (the first is `gateway`)."""
     # Settings default to production; the migrations and the callers' own settings read them too.
     os.environ["APP_ENV"] = "development"
     ports = {name: free_port() for name in apps}
@@ -177,20 +186,25 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
             app_env.update(payment_environment(processes[PROCESSOR_SIM.name]))
         processes[name] = ServiceProcess(name, service(name).factory, env=app_env,
                                          log_dir=workdir, port=ports[name])
-    gateway = ServiceProcess("gateway", "gateway.app:create_app", log_dir=workdir, env={
-        **common, "GATEWAY_REDIS_URL": redis_url,
-        **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
-           for name, port in ports.items()}})
+    gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url,
+                   **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
+                      for name, port in ports.items()}}
+    fronts = [ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
+                             log_dir=workdir, env=gateway_env) for n in range(max(1, gateways))]
     try:
         for process in processes.values():
             process.start()
         for process in processes.values():
             process.wait_healthy()
         # After the services: it fetches user_service's JWKS when it starts.
-        gateway.start().wait_healthy()
-        yield ServiceSystem(processes, gateway, databases, key_dir, identity_key)
+        for front in fronts:
+            front.start()
+        for front in fronts:
+            front.wait_healthy()
+        yield ServiceSystem(processes, fronts[0], databases, key_dir, identity_key, fronts[1:])
     finally:
-        gateway.stop()
+        for front in fronts:
+            front.stop()
         for process in processes.values():
             process.stop()
 

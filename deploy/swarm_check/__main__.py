@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import secrets
@@ -153,13 +152,11 @@ def load_environment(mysql_port: int, keys: dict[str, str]) -> dict[str, str]:
 
 def retried_attempts(load_dir: Path) -> int:
     """Attempts answered 5xx (a request in flight on a killed task) that their buyer retried
-    with the same Idempotency-Key: Locust's failures, never the buyers' answers."""
-    failures = load_dir / "locust_failures.csv"
-    if not failures.exists():
+    with the same Idempotency-Key: the crowd counts them apart from the buyers' answers."""
+    outcomes = load_dir / "outcomes.json"
+    if not outcomes.exists():
         return 0
-    with failures.open() as rows:
-        return sum(int(row["Occurrences"]) for row in csv.DictReader(rows)
-                   if "retried with the same Idempotency-Key" in row["Error"])
+    return int(json.loads(outcomes.read_text()).get("retried", 0))
 
 
 def take_down(stack: str, made_swarm: bool, engine: Engine | None) -> None:

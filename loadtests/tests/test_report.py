@@ -8,9 +8,11 @@ from pathlib import Path
 from loadtests.report import (
     Answer,
     answer_counts,
+    buyers_at_opening,
     decisions_at_opening,
     draw_chart,
     errors_by_code,
+    final_answers,
     order_and_payment_rate,
     percentile,
 )
@@ -75,3 +77,39 @@ def test_order_and_payment_rate_runs_from_the_first_sent_to_the_last_answer() ->
                Answer("POST /payments", 201, "succeeded", OPENS + 1.0, 1000)]
     assert order_and_payment_rate(answers) == {"requests": 3, "seconds": 2.0, "per_second": 1.5,
                                                "mean_ms": 466.7}
+
+
+def crowd_tap(sent: float, first: float, final: float | None, state: str | None,
+              code: str = "", status: int = 202) -> dict[str, object]:
+    return {"sent": OPENS + sent, "status": status, "code": "",
+            "answered": OPENS + first, "ticket": "t" if status == 202 else None,
+            "state": state, "final_code": code,
+            "final_at": None if final is None else OPENS + final}
+
+
+def test_buyers_at_the_opening_are_timed_from_the_opening_to_their_last_final_answer() -> None:
+    buyers = [{"taps": [crowd_tap(0.0, 0.1, 0.5, "ordered")]},
+              {"taps": [crowd_tap(0.0, 0.2, 0.8, "refused", "sold_out"),
+                        crowd_tap(0.0, 0.3, 1.5, "refused", "purchase_limit_exceeded")]},
+              {"taps": [crowd_tap(0.1, 2.5, None, None)]},  # a ticket never final
+              {"taps": [crowd_tap(0.1, 0.4, 0.4, "refused", "sold_out", status=409)]}]
+    figures = buyers_at_opening(buyers, OPENS)
+    assert figures["tickets"] == 4
+    assert figures["orders_by_final"] == {"no final answer": 1, "ordered": 1,
+                                          "refused purchase_limit_exceeded": 1,
+                                          "refused sold_out": 2}
+    # Final answers 0.5, 1.5 (the buyer's later one), 0.4 and never: nearest rank.
+    assert figures["final_answer"]["p50_s"] == 0.5
+    assert figures["final_answer"]["p99_s"] is None  # a buyer never answered is the worst
+    assert figures["final_answer"]["share_within_1_s"] == 0.5
+    assert figures["final_answer"]["share_within_10_s"] == 0.75
+    assert figures["first_answer"]["max_s"] == 2.5
+    assert figures["first_answer"]["share_within_2_s"] == 0.75
+
+
+def test_final_answers_stand_for_the_tickets_in_the_decisions() -> None:
+    outcomes = {"records": [["POST /orders", 202, "", OPENS, 10.0]],
+                "buyers": [{"taps": [crowd_tap(0.0, 0.01, 0.9, "refused", "sold_out")]}]}
+    decided = final_answers(outcomes)
+    assert [(a.status, a.code, round(a.latency_ms)) for a in decided] == [(409, "sold_out", 900)]
+    assert decisions_at_opening(decided, OPENS)["decided"] == 1

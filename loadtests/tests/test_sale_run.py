@@ -26,8 +26,14 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checker"]["ok"] is True
     assert summary["checker"]["broken"] == []
-    assert len(summary["checker"]["checked"]) == 6
+    assert len(summary["checker"]["checked"]) == 9
     assert summary["buyers_done"] == 12
+    buyers = summary["buyers_at_opening"]
+    assert buyers["buyers"] == 12
+    assert buyers["final_answer"]["max_s"] is not None  # every buyer has its final answer
+    assert sum(buyers["orders_by_final"].values()) == 24
+    # Every buyer held the product's live stream before the opening; the browsers too.
+    assert summary["answers"]["GET /products/{id}/live"]["200"] >= 12
     orders = summary["answers"]["POST /orders"]
     # Every buyer tapped twice at the opening: 3 units won (more only if a declined card gave
     # one back while orders were still being decided), every other order refused (sold out,
@@ -40,7 +46,7 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     facts = summary["checker"]["facts"]
     assert facts["ledger"]["held"] == 0
     assert facts["public_remaining"] + facts["ledger"]["sold"] == 3
-    assert {"gateway", "order", "stock", "locust master", "locust worker 0"} <= set(
+    assert {"gateway", "order", "stock", "crowd 0", "locust master", "locust worker 0"} <= set(
         summary["cpu_seconds"])
     for name in ("report.html", "locust_stats.csv", "chart.png", "outcomes.json"):
         assert (out / name).stat().st_size > 0, name

@@ -1,0 +1,99 @@
+"""Was the line fair? Two figures from the buyers' records (loadtests/crowd.py), for the checker
+and the report.
+
+- A buyer's **arrival** is when the load generator sent its first `POST /orders` (its send
+  order); a buyer is **granted** when one of its orders was made (a 201, or a ticket that turned
+  `ordered`), at the moment that final answer reached the generator.
+- **spearman**: Spearman's rank correlation over the granted buyers between the rank of their
+  arrival and the rank of their grant (ties take their average rank). 1.0: the line served
+  them exactly in the order they came; 0: no relation.
+- **earliest_share**: with N buyers granted, the share of the first N arrivals that were
+  granted. 1.0: the winners are exactly the earliest arrivals.
+
+Refused buyers are left out of the rank correlation on purpose: every ticket still waiting turns
+`sold_out` at the same instant, so the order in which those refusals arrive is noise, not
+fairness; whether the right buyers were refused is what earliest_share measures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Below this many winners the figures say little: they are reported, not judged.
+MIN_WINNERS = 20
+MIN_SPEARMAN = 0.9
+MIN_EARLIEST_SHARE = 0.9
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties given the average of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            out[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson's correlation of the ranks; NaN when either side has no spread."""
+    if len(xs) != len(ys):
+        raise ValueError("two samples of different sizes")
+    rx, ry = ranks(xs), ranks(ys)
+    n = len(rx)
+    if n < 2:
+        return math.nan
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx and vy else math.nan
+
+
+@dataclass(frozen=True)
+class Fairness:
+    buyers: int  # buyers who sent an order
+    granted: int
+    spearman: float
+    earliest_share: float
+
+    @property
+    def judged(self) -> bool:
+        return self.granted >= MIN_WINNERS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"buyers": self.buyers, "granted": self.granted,
+                "spearman": None if math.isnan(self.spearman) else round(self.spearman, 4),
+                "earliest_share": (None if math.isnan(self.earliest_share)
+                                   else round(self.earliest_share, 4)),
+                "judged": self.judged, "min_spearman": MIN_SPEARMAN,
+                "min_earliest_share": MIN_EARLIEST_SHARE}
+
+
+def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
+    arrivals: list[float] = []
+    grants: list[float | None] = []
+    for buyer in buyers:
+        taps = [t for t in buyer.get("taps", ()) if t.get("sent")]
+        if not taps:
+            continue
+        arrivals.append(min(float(t["sent"]) for t in taps))
+        granted = [float(t["final_at"]) for t in taps
+                   if t.get("state") == "ordered" and t.get("final_at") is not None]
+        grants.append(min(granted) if granted else None)
+    won = [(a, g) for a, g in zip(arrivals, grants, strict=True) if g is not None]
+    rho = spearman([a for a, _ in won], [g for _, g in won]) if len(won) >= 2 else math.nan
+    if won:
+        first = sorted(range(len(arrivals)), key=lambda i: arrivals[i])[:len(won)]
+        share = sum(grants[i] is not None for i in first) / len(won)
+    else:
+        share = math.nan
+    return Fairness(len(arrivals), len(won), rho, share)
