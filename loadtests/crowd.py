@@ -57,6 +57,8 @@ FINAL_STATES = ("ordered", "refused")
 # A ticket's events stream that gives no final answer in this long is given up for ?wait=.
 STREAM_SECONDS = 30.0
 WAIT_SECONDS = 25
+# Seconds before the opening within which a buyer opens the connection it buys on.
+CONNECT_BEFORE = (0.5, 3.0)
 
 
 # --- One HTTP/1.1 connection -----------------------------------------------------------------
@@ -356,14 +358,22 @@ class Buyer:
             await self.call("GET /orders", "GET", "/api/v1/orders?limit=1",
                             timeout=self.until_opening())
             await self.watch_live()
-            with contextlib.suppress(OSError, TimeoutError):
-                # Open again before the opening if the warm-up lost it, not at the press.
-                await asyncio.wait_for(self.connection(0), self.until_opening())
             opens_here = self.seed.opens_at - self.record.clock_offset
+            # The gateway closes a connection idle for 5 s (uvicorn's keep-alive): the one
+            # the buy goes out on is opened a moment before the opening, spread over the
+            # last seconds as a crowd's taps on the page would, not at the press itself.
+            await asyncio.sleep(max(0.0, opens_here - random.uniform(*CONNECT_BEFORE)
+                                    - time.time()))
+            for n in range(len(self.connections)):
+                self.connections[n].close()
+            taps = 2 if random.random() < self.options.double_tap else 1
+            with contextlib.suppress(OSError, TimeoutError):
+                for n in range(taps):  # a double tap goes out on two connections at once
+                    await asyncio.wait_for(self.connection(n), self.until_opening())
             await asyncio.sleep(max(0.0, opens_here - time.time()))
             if self.live is not None:
                 self.live.close()  # the page moves on from the countdown
-            await self.buy()
+            await self.buy(taps)
         except Exception as error:  # a buyer's fault is reported, never the crowd's end
             self.record.error = self.record.error or f"{type(error).__name__}: {error}"
         finally:
@@ -371,7 +381,7 @@ class Buyer:
 
     def until_opening(self) -> float:
         """Seconds left to wait before the opening, for a step that must not delay the press."""
-        return max(0.05, self.seed.opens_at - time.time() - 0.3)
+        return max(0.05, self.seed.opens_at - time.time() - 0.1)
 
     async def watch_live(self) -> None:
         """Opens the product's live stream and takes the server's clock from its first event."""
@@ -407,11 +417,8 @@ class Buyer:
                                           or self.record.live_status != 200):
                 self.live.close()
 
-    async def buy(self) -> None:
+    async def buy(self, taps: int) -> None:
         body = {"product_id": self.seed.product_id, "quantity": 1}
-        taps = 2 if random.random() < self.options.double_tap else 1
-        if taps == 2:
-            await self.connection(1)  # a second connection, open before the taps
         self.record.taps = [Tap() for _ in range(taps)]
         await asyncio.gather(*(self.order(tap, body, n) for n, tap in enumerate(self.record.taps)))
         for n, tap in enumerate(self.record.taps):

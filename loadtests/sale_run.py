@@ -53,7 +53,14 @@ from loadtests.crowd import raise_open_files_limit
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import seed
 from loadtests.seed_file import SaleSeed
-from loadtests.system import ServiceSystem, cpu_seconds, datastore_pids, service_system
+from loadtests.system import (
+    ServiceSystem,
+    cpu_seconds,
+    datastore_pids,
+    hello_world,
+    service_system,
+)
+from loadtests.wrk import generator_name, measure
 from shared.services import SERVICES
 from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
 from shared.testing.net import free_port
@@ -243,6 +250,25 @@ async def wait_for_returns(target: Target, sale: SaleSeed, ttl: float) -> float:
     return time.monotonic() - started
 
 
+def hello_rate(url: str, seconds: float) -> float:
+    """The hello-world's requests per second (64 connections), on this machine as it is now."""
+    result = asyncio.run(measure("hello-world", url, headers={}, connections=64,
+                                 seconds=seconds))
+    print(f"hello-world ({generator_name()}): {result.rps:,.0f} req/s", flush=True)
+    return result.rps
+
+
+def hello_figures(rates: Sequence[float], summary: dict[str, Any]) -> dict[str, Any]:
+    """The hello-world measured before the seed and after the buyers, and the opening's
+    decisions per second as a share of their mean: the figure that survives a busy machine."""
+    if not rates:
+        return {}
+    mean = sum(rates) / len(rates)
+    decisions = summary["decisions_at_opening"]["per_second"]
+    return {"rps": [round(r, 1) for r in rates], "generator": generator_name(),
+            "decisions_per_hello": round(decisions / mean, 4) if mean else None}
+
+
 def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """What ran the test, and how busy it was before (a shared machine's other work shows in
     every figure)."""
@@ -277,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
             target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
                                                     schema_suffix=args.schema_suffix,
                                                     gateways=args.gateways))
+        hello_url = stack.enter_context(hello_world()) if args.hello_seconds > 0 else None
+        hello = [hello_rate(hello_url, args.hello_seconds)] if hello_url else []
         seeded_at = time.monotonic()
         sale = asyncio.run(seed(target.host, target.user_settings,
                                 users=args.buyers + args.social, stock=args.stock,
@@ -299,9 +327,13 @@ def run(args: argparse.Namespace) -> int:
         if outcomes is None:
             print(f"the crowd failed (exit {crowd.returncode}); see {out}/crowd.log", flush=True)
             return 2
+        if hello_url:
+            # While the TTL runs out: the machine as busy as it is around the run.
+            hello.append(hello_rate(hello_url, args.hello_seconds))
         print("waiting for the payment TTL and the units' return ...", flush=True)
         asyncio.run(wait_for_returns(target, sale, args.ttl))
         state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host))
+    figures = summarise(outcomes, sale.opens_at)
     verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes),
                     buyers=outcomes["buyers"])
     summary = {
@@ -310,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
         "target": "own system on loopback" if not args.host else args.host,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "redis_url")},
         "product_id": sale.product_id, "sale_opens_at": sale.sale_opens_at,
-        **summarise(outcomes, sale.opens_at),
+        **figures,
+        "hello_world": hello_figures(hello, figures),
         "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
         "crowd_exit_code": crowd.returncode,
         "checker": verdict.as_dict(),
@@ -347,6 +380,11 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
         print(f"  fairness over {fair['granted']} winners of {fair['buyers']}: Spearman "
               f"{fair['spearman']}, earliest arrivals' share of the winners "
               f"{fair['earliest_share']}{'' if fair['judged'] else ' (too few to judge)'}")
+    hello = summary.get("hello_world")
+    if hello:
+        print(f"hello-world in the same run: {', '.join(f'{r:,.0f}' for r in hello['rps'])} "
+              f"req/s ({hello['generator']}); decisions at the opening / hello-world "
+              f"{hello['decisions_per_hello']}")
     both = summary["orders_and_payments"]
     print(f"orders and payments: {both['per_second']:,.0f} requests/s over {both['seconds']} s, "
           f"mean {both['mean_ms']} ms")
@@ -388,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"buyers' processes (default: one per {BUYERS_PER_CROWD_PROCESS:,})")
     parser.add_argument("--gateways", type=int, default=1,
                         help="own system: gateway processes, the buyers spread over them")
+    parser.add_argument("--hello-seconds", type=float, default=5.0,
+                        help="the hello-world measured this long before the seed and after the "
+                             "buyers (0: not measured)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="Locust workers for browsers and social users (default: one per "
                              "core)")

@@ -17,7 +17,8 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "loadtests.sale_run", "--buyers", "12", "--stock", "3",
         "--browsers", "2", "--social", "2", "--ttl", "3", "--lead", "6", "--workers", "1",
-        "--spawn-rate", "50", "--double-tap", "1", "--redis-url", TEST_REDIS_URL, "--schema-suffix", "smoke",
+        "--spawn-rate", "50", "--double-tap", "1", "--hello-seconds", "1",
+        "--redis-url", TEST_REDIS_URL, "--schema-suffix", "smoke",
         "--out", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     printed = (await asyncio.wait_for(run.communicate(), 150))[0].decode()
     assert run.returncode == 0, printed
@@ -28,6 +29,7 @@ async def test_a_tiny_sale_opening_is_checked_and_reported(tmp_path: Path) -> No
     assert summary["checker"]["broken"] == []
     assert len(summary["checker"]["checked"]) == 9
     assert summary["buyers_done"] == 12
+    assert len(summary["hello_world"]["rps"]) == 2  # before the seed, after the buyers
     buyers = summary["buyers_at_opening"]
     assert buyers["buyers"] == 12
     assert buyers["final_answer"]["max_s"] is not None  # every buyer has its final answer
