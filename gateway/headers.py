@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from starlette.types import Scope
 
-from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
+from shared.contracts import ARRIVED_AT_HEADER, IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and headers the gateway alone may set.
 HOP_BY_HOP = frozenset({
@@ -19,6 +19,7 @@ IDENTITY = frozenset({
     b"x-user-id", b"x-session-id", b"x-user-roles", b"x-request-id", b"x-forwarded-for",
     b"x-real-ip", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
     IDENTITY_SIGNATURE_HEADER.lower().encode(), IDENTITY_CALLER_HEADER.lower().encode(),
+    ARRIVED_AT_HEADER.lower().encode(),
 })
 RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",

@@ -33,6 +33,7 @@ from gateway.revocation import RevocationStateMissing
 from gateway.runtime import GatewayRuntime
 from gateway.streams import StreamRelay
 from shared.contracts import (
+    ARRIVED_AT_HEADER,
     CLIENT_IP_HEADER,
     GATEWAY_CALLER,
     IDENTITY_CALLER_HEADER,
@@ -103,6 +104,9 @@ class Proxy:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
                       public: bool, *, stream: bool = False, shared: bool = False) -> None:
+        # Stamped first, before the token check and the body: places in an opening's line are
+        # given in this order (shared/contracts.py ARRIVED_AT_HEADER).
+        arrived_at = str(time.time_ns() // 1000)
         settings = self.settings
         authorization: str | None = None
         content_length: int | None = None
@@ -204,11 +208,12 @@ class Proxy:
             headers.append((SESSION_ID_HEADER, session_id))
             if roles:
                 headers.append((USER_ROLES_HEADER, roles))
+        headers.append((ARRIVED_AT_HEADER, arrived_at))
         # Signed last, just before forwarding: services believe these headers only with it.
         headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
             self.identity_key, timestamp=int(time.time()), user_id=user_id,
             session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles,
-            caller=GATEWAY_CALLER)))
+            caller=GATEWAY_CALLER, arrived_at=arrived_at)))
         headers.append((IDENTITY_CALLER_HEADER, GATEWAY_CALLER))
 
         if stream:

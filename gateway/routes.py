@@ -76,6 +76,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/products", "product", _public("GET", "HEAD")),
     Route("/api/v1/products/**", "product"),
     # orders and payments
+    Route("/api/v1/orders/tickets/{ticket}/events", "order", stream=True),
     Route("/api/v1/orders/**", "order"),
     Route("/api/v1/payments/**", "payment"),
     # social

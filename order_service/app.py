@@ -14,23 +14,30 @@ from order_service.clients import PaymentsClient, StockClient
 from order_service.dependencies import Resources
 from order_service.orders.admission import OrderAdmission, OrderAdmissionFront
 from order_service.orders.creation import OrderCreation, create_time_budget
+from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
 from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
+from order_service.orders.line import OPEN_TOPIC, TICKETS_TOPIC, OrderLine
 from order_service.orders.repository import OrderRepository
 from order_service.orders.router import internal_router
 from order_service.orders.router import router as orders_router
+from order_service.orders.scripts import LineScripts
 from order_service.orders.tasks import (
     expire_unpaid_orders,
     release_orphan_holds,
     settle_order_effects,
+    sweep_lines,
 )
+from order_service.orders.tickets import TicketReads
 from order_service.orders.transitions import OrderTransitions
 from order_service.settings import Settings, get_settings
 from shared.app import create_service_app
+from shared.broadcast import Channels, Subscription
 from shared.db import Transactions
+from shared.edge_answers import ANSWERS_TOPIC
 from shared.http import service_client
-from shared.idempotency import IdempotencyKeys
+from shared.idempotency import IdempotencyKeys, fingerprint
 from shared.lifespan import open_datastores
 from shared.logging import configure_logging
 from shared.loops import running
@@ -68,10 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reserving=InFlightLimit(settings.reserves_in_flight_per_product,
                                         wait_seconds=reserve_wait),
                 metrics=metrics)
+            keys = IdempotencyKeys(datastores.redis, namespace="orders")
             creation = OrderCreation(
                 transactions=transactions, admission=admission, stock=stock_client,
-                ids=OrderIds(transactions),
-                keys=IdempotencyKeys(datastores.redis, namespace="orders"),
+                ids=OrderIds(transactions), keys=keys,
                 payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
                 reserve_timeout_seconds=reserve_timeout)
             effects = OrderEffects(
@@ -85,6 +92,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 transactions=transactions, effects=effects, payments=payments_client,
                 transitions=transitions, check_timeout=settings.call_timeout_seconds,
                 metrics=metrics)
+            channels = Channels(settings.pubsub_prefix)
+            line = OrderLine(
+                LineScripts(datastores.redis, keep_ms=int(settings.line_keep_seconds * 1000),
+                            lease_ms=int(settings.line_lease_seconds * 1000),
+                            max_waiting=settings.line_max_waiting,
+                            tickets_channel=channels.name(TICKETS_TOPIC),
+                            open_channel=channels.name(OPEN_TOPIC)),
+                fingerprint=lambda body: fingerprint(body, keys.fingerprint_secret),
+                retry_after_seconds=settings.line_retry_after_seconds)
+            drain = LineDrain(scripts=line.scripts, admission=admission, creation=creation,
+                              claim_batch=settings.reserves_in_flight_per_product)
+            admission.with_line(line, drain)
+            # One subscription for the process: answers for the tickets watched here, lines
+            # opening on other replicas, and stock_service's sell-outs (which refuse the line).
+            subscription = Subscription(settings.redis_url, {
+                channels.name(TICKETS_TOPIC): line.watch.heard,
+                channels.name(OPEN_TOPIC): drain.heard_open,
+                channels.name(ANSWERS_TOPIC): drain.heard_edge_answer,
+            }, on_connected=line.recheck_watched)
+            await subscription.start()
+            stack.push_async_callback(subscription.close)
+            stack.push_async_callback(drain.close)
             try:
                 async with running(
                     expire_unpaid_orders(
@@ -93,10 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         effects, interval_seconds=settings.settle_interval_seconds),
                     release_orphan_holds(
                         effects, interval_seconds=settings.orphan_interval_seconds),
+                    sweep_lines(drain, interval_seconds=settings.line_sweep_interval_seconds),
                 ):
                     yield Resources(settings=settings, datastores=datastores,
                                     admission=admission, creation=creation,
-                                    transitions=transitions, effects=effects)
+                                    transitions=transitions, effects=effects, drain=drain,
+                                    tickets=TicketReads(line))
             finally:
                 await creation.drain(timeout=settings.call_timeout_seconds)
                 await expiry.drain()

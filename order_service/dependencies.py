@@ -14,7 +14,9 @@ from fastapi import Depends
 
 from order_service.orders.admission import OrderAdmission, slot_taken_in_front
 from order_service.orders.creation import OrderCreation
+from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
+from order_service.orders.tickets import TicketReads
 from order_service.orders.transitions import OrderTransitions
 from order_service.settings import Settings
 from shared.dependencies import AppResources, resources_of
@@ -31,6 +33,8 @@ class Resources:
     creation: OrderCreation
     transitions: OrderTransitions
     effects: OrderEffects
+    drain: LineDrain
+    tickets: TicketReads
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -48,7 +52,12 @@ async def get_order_transitions(resources: AppResources) -> OrderTransitions:
     return resources_of(resources, Resources).transitions
 
 
+async def get_ticket_reads(resources: AppResources) -> TicketReads:
+    return resources_of(resources, Resources).tickets
+
+
 OrderCreationDep = Annotated[OrderCreation, Depends(get_order_creation)]
 OrderTransitionsDep = Annotated[OrderTransitions, Depends(get_order_transitions)]
+TicketReadsDep = Annotated[TicketReads, Depends(get_ticket_reads)]
 # The reserve slot admission's layer in front of the router waited for, if it did.
 SlotTakenInFront = Annotated[Slot | None, Depends(slot_taken_in_front)]

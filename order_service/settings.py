@@ -33,6 +33,18 @@ class Settings(DatastoreSettings):
     # the rest queue (for a share of create_budget_seconds) and may be refused by the memory
     # above.
     reserves_in_flight_per_product: int = Field(default=64, ge=1)
+    # The line of an opening (docs/line.md): at most this many places wait per product; past
+    # it POST /orders is 429 rate_limited.
+    line_max_waiting: int = Field(default=50_000, ge=1)
+    # A ticket is kept this long after its answer (the contract says at least 10 minutes).
+    line_keep_seconds: float = Field(default=900.0, ge=600)
+    # An admitted place not answered within this (its replica died or stalled) is admitted
+    # again; above create_budget_seconds, so a decision still running is never raced.
+    line_lease_seconds: float = Field(default=15.0, gt=0)
+    # Retry-After of a 202 (when to look at the ticket again) and of the line's 429.
+    line_retry_after_seconds: int = Field(default=1, ge=1)
+    # How often every process looks for lines to drain (places left by a replica that died).
+    line_sweep_interval_seconds: float = Field(default=2.0, gt=0)
     # Loops: expiry (on time, so often), effects still owed, holds no order was made for.
     expiry_interval_seconds: float = Field(default=0.5, gt=0)
     settle_interval_seconds: float = Field(default=2.0, gt=0)

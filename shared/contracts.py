@@ -22,6 +22,11 @@ IDENTITY_SIGNATURE_HEADER = "X-Identity-Signature"
 # route names the callers it answers (shared.identity.internal_callers).
 IDENTITY_CALLER_HEADER = "X-Identity-Caller"
 GATEWAY_CALLER = "gateway"
+# When the request reached the gateway, in microseconds since the epoch (signed): the line of an
+# opening (order_service/orders/line.py) gives places in this order, whichever replica of the
+# gateway or of the service a request went through.
+ARRIVED_AT_HEADER = "X-Arrived-At"
+_ARRIVED_AT = re.compile(r"[0-9]{1,17}")
 
 # Ids are positive integers below 2**53 (API.md), so JavaScript clients hold them exactly.
 MAX_ID = 2**53 - 1
@@ -110,7 +115,7 @@ REVOCATION_EPOCH_KEY = "{auth:revocation}:epoch"
 # IDENTITY_SIGNING_KEY, one secret every process of a deployment reads, over
 #
 #     v1 \n <unix seconds> \n <user id> \n <session id> \n <request id> \n <client address>
-#        \n <roles> \n <caller>
+#        \n <roles> \n <caller> [\n <arrived at>]
 #
 # (user and session id and roles empty on a request without a token), sent as
 # `X-Identity-Signature: v1.<unix seconds>.<hex digest>`. No field can hold a line break (HTTP
@@ -123,12 +128,20 @@ IDENTITY_MAX_AGE_SECONDS = 10
 
 
 def identity_signature(key: bytes, *, timestamp: int, user_id: str, session_id: str,
-                       request_id: str, client_ip: str, roles: str = "", caller: str = "") -> str:
+                       request_id: str, client_ip: str, roles: str = "", caller: str = "",
+                       arrived_at: str = "") -> str:
     """The X-Identity-Signature value the gateway sends for these forwarded headers."""
-    message = "\n".join((IDENTITY_SIGNATURE_VERSION, str(timestamp), user_id, session_id,
-                         request_id, client_ip, roles, caller))
+    fields = (IDENTITY_SIGNATURE_VERSION, str(timestamp), user_id, session_id, request_id,
+              client_ip, roles, caller)
+    # Only when sent: the message of every signer that stamps no arrival stays as it was.
+    message = "\n".join((*fields, arrived_at) if arrived_at else fields)
     digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
     return f"{IDENTITY_SIGNATURE_VERSION}.{timestamp}.{digest}"
+
+
+def parse_arrived_at(raw: str) -> int | None:
+    """The arrival an X-Arrived-At value states (microseconds since the epoch), else None."""
+    return int(raw) if _ARRIVED_AT.fullmatch(raw) else None
 
 
 def signature_timestamp(signature: str) -> int | None:

@@ -101,6 +101,11 @@ async def idempotency_key(
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
 
 
+def is_valid_key(key: str) -> bool:
+    """What idempotency_key accepts (for a layer in front of the route)."""
+    return _PRINTABLE_ASCII.fullmatch(key) is not None
+
+
 def fingerprint(body: Any, secret: bytes | None = None) -> str:
     """Of the request body as parsed (so key order and white space do not matter). With a
     secret, an HMAC: a body holding something guessable and secret (a card number) cannot be

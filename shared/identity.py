@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from starlette.types import Scope
 
 from shared.contracts import (
+    ARRIVED_AT_HEADER,
     CLIENT_IP_HEADER,
     IDENTITY_CALLER_HEADER,
     IDENTITY_MAX_AGE_SECONDS,
@@ -27,6 +28,7 @@ from shared.contracts import (
     USER_ROLES_HEADER,
     identity_signature,
     is_session_id,
+    parse_arrived_at,
     parse_user_id,
     roles_from_header,
     signature_timestamp,
@@ -50,6 +52,8 @@ class GatewayIdentity:
     # Who signed: `gateway`, or the package of the service that called (its own word: every
     # holder of the key can sign any name; it tells routes apart, it is no proof).
     caller: str = ""
+    # When the request reached the gateway (microseconds since the epoch), if it said.
+    arrived_at_us: int | None = None
 
 
 def _refuse(reason: str) -> Unauthorized:
@@ -75,20 +79,27 @@ _CLIENT_IP = CLIENT_IP_HEADER.lower()
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
 _ROLES = USER_ROLES_HEADER.lower()
 _CALLER = IDENTITY_CALLER_HEADER.lower()
+_ARRIVED_AT = ARRIVED_AT_HEADER.lower()
 
 
 def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
     """For a layer in front of the router: the user the route's CurrentUser would believe
     (the gateway's signature checked with the app's key), else None (on any doubt the route
     answers, in its own words)."""
+    identity = signed_identity(scope, headers)
+    return None if identity is None else identity.user_id
+
+
+def signed_identity(scope: Scope, headers: Mapping[str, str]) -> GatewayIdentity | None:
+    """signed_in_user's identity in full, or None (no signature, or one that does not check
+    out)."""
     key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
     if not isinstance(key, bytes):
         return None
     try:
-        identity = verify_identity(headers, key)
+        return verify_identity(headers, key)
     except Unauthorized:
         return None
-    return None if identity is None else identity.user_id
 
 
 def signed_by_the_deployment(scope: Scope, headers: Mapping[str, str]) -> bool:
@@ -120,10 +131,11 @@ def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity |
     client_ip = headers.get(_CLIENT_IP, "")
     raw_roles = headers.get(_ROLES, "")
     caller = headers.get(_CALLER, "")
+    raw_arrived_at = headers.get(_ARRIVED_AT, "")
     expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
                                   session_id=raw_session_id,
                                   request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip,
-                                  roles=raw_roles, caller=caller)
+                                  roles=raw_roles, caller=caller, arrived_at=raw_arrived_at)
     if not hmac.compare_digest(expected, signature):
         raise _refuse("wrong signature")
     return GatewayIdentity(
@@ -132,6 +144,7 @@ def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity |
         client_ip=client_ip,
         roles=roles_from_header(raw_roles),
         caller=caller,
+        arrived_at_us=parse_arrived_at(raw_arrived_at),
     )
 
 

@@ -123,6 +123,18 @@ class InFlightLimit:
         semaphore = self._slots.get(key)
         return semaphore is not None and semaphore.locked()
 
+    def free(self, key: int) -> int:
+        """How many slots of `key` a caller would get now without waiting."""
+        return max(self.limit - self._users.get(key, 0), 0)
+
+    async def try_take(self, key: int) -> Slot | None:
+        """A slot of `key` if one is free now (nobody waits for it), else None: never waits."""
+        semaphore = self._slots.get(key)
+        if semaphore is not None and semaphore.locked():
+            return None
+        await self._acquire(key)  # free: acquired without suspending
+        return Slot(self, key)
+
     async def take_turn(self, key: int) -> Slot | None:
         """Waits for a slot of `key` as slot() does and returns it, for the caller to hand on
         (or give back). None if none came within `wait_seconds`."""

@@ -15,29 +15,43 @@ answered at once. One object (OrderAdmission) owns it, for the route's service
   or goes on to the route with its slot (handed on in the request's scope and passed to the
   service as an argument: one wait, one place in the queue).
 
+With the line (orders/line.py, docs/line.md), a request the route would take as it is (an
+Idempotency-Key included) does not wait for a slot: while a slot of the product is free and its
+line is not being drained here, it takes the slot in front and goes on to the route with it;
+otherwise it takes a place in the line and is answered 202 with its ticket (or, asking again,
+with the place it already has, or that place's answer).
+
 Anything else, including a request the memory would let ask, goes on to the route.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Scope
 
-from order_service.orders.errors import TooManyWaiting
+from order_service.orders.errors import LineFull, TooManyWaiting
+from order_service.orders.line import FINAL_STATES, OrderLine, status_url, ticket_body
 from order_service.orders.schemas import OrderCreate
 from shared.dependencies import resource_in_scope
-from shared.errors import problem_from_error
+from shared.errors import PROBLEM_CONTENT_TYPE, RedisUnavailable, problem_from_error
 from shared.fast_path import AfterWaiting, fast_path, is_json, parse_json
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
-from shared.identity import signed_in_user
+from shared.idempotency import IdempotencyKeyReused, is_valid_key
+from shared.identity import GatewayIdentity, signed_identity, signed_in_user
 from shared.internal.stock import SoldOut
 from shared.sale_metrics import OrderMetrics
 from shared.sold_out import InFlightLimit, Slot, SlotTimeout, SoldOutMemory, Verdict
+
+if TYPE_CHECKING:
+    from order_service.orders.drain import LineDrain
 
 ORDERS_PATH = "/api/v1/orders"
 # Where the layer in front leaves the slot it waited for, for the route to pass on.
@@ -53,6 +67,15 @@ class OrderAdmission:
         self.reserving = reserving
         # Every order decided, here in front of the router or by the service behind it.
         self.metrics = metrics or OrderMetrics()
+        # The line and its drain, once the lifespan has built them (they decide through the
+        # route's service, which is built with this object): without them the crowd waits for
+        # a slot in front of the router.
+        self.line: OrderLine | None = None
+        self.drain: LineDrain | None = None
+
+    def with_line(self, line: OrderLine, drain: LineDrain) -> None:
+        self.line = line
+        self.drain = drain
 
     # For the service
 
@@ -90,8 +113,12 @@ class OrderAdmission:
 
     # For the layer in front of the router
 
-    def answer_in_front(self, scope: Scope, headers: dict[str, str],
-                        order: OrderCreate) -> ASGIApp | AfterWaiting | None:
+    def answer_in_front(self, scope: Scope, headers: dict[str, str], order: OrderCreate,
+                        key: str | None) -> ASGIApp | AfterWaiting | None:
+        if self.line is not None and self.drain is not None:
+            return self._line_in_front(scope, headers, order, key, self.line, self.drain)
+        if key is not None:
+            return None  # its stored answer is the route's to give
         refused = self.sold_out.still_refuses(order.product_id, order.quantity)
         if not refused and not self.reserving.busy(order.product_id):
             return None
@@ -102,6 +129,20 @@ class OrderAdmission:
             return problem_from_error(SoldOut())
         turn = _Turn(self, scope, order)
         return AfterWaiting(then=turn.wait, after=turn.give_back)
+
+    def _line_in_front(self, scope: Scope, headers: dict[str, str], order: OrderCreate,
+                       key: str | None, line: OrderLine,
+                       drain: LineDrain) -> ASGIApp | AfterWaiting | None:
+        identity = signed_identity(scope, headers)
+        if identity is None or identity.user_id is None:
+            return None
+        if self.sold_out.still_refuses(order.product_id, order.quantity):
+            if key is not None:
+                return None  # its stored answer (if any) is the route's to give
+            self.metrics.refused(SoldOut.code)
+            return problem_from_error(SoldOut())
+        entry = _LineEntry(self, line, drain, scope, order, identity, key)
+        return AfterWaiting(then=entry.enter, after=entry.give_back)
 
 
 class _Turn:
@@ -134,6 +175,70 @@ class _Turn:
             self.slot.give_back()
 
 
+class _LineEntry:
+    """One request in front of the router, with the line: straight on with a free slot, or a
+    place in the line."""
+
+    def __init__(self, admission: OrderAdmission, line: OrderLine, drain: LineDrain,
+                 scope: Scope, order: OrderCreate, identity: GatewayIdentity,
+                 key: str | None) -> None:
+        self.admission = admission
+        self.line = line
+        self.drain = drain
+        self.scope = scope
+        self.order = order
+        self.identity = identity
+        self.key = key
+        self.slot: Slot | None = None
+
+    async def enter(self) -> ASGIApp | None:
+        product_id = self.order.product_id
+        if not self.drain.active(product_id):
+            self.slot = await self.admission.reserving.try_take(product_id)
+            if self.slot is not None:
+                self.scope[_SLOT_IN_SCOPE] = self.slot
+                return None
+        user_id = self.identity.user_id
+        assert user_id is not None
+        # Arrival at the gateway orders the line; a request that did not come through one
+        # (a test, a tool on the service's port) arrives when it reaches this process.
+        arrived_us = self.identity.arrived_at_us or time.time_ns() // 1000
+        try:
+            joined, place = await self.line.join(
+                product_id=product_id, user_id=user_id, quantity=self.order.quantity,
+                key=self.key, arrived_us=arrived_us)
+        except (RedisError, OSError):
+            return problem_from_error(RedisUnavailable())
+        if joined.ticket is None:
+            return problem_from_error(LineFull(self.line.retry_after_seconds))
+        self.drain.start(product_id)
+        record = joined.record
+        if record is None:
+            return self._waiting({"ticket": joined.ticket, "product_id": product_id,
+                                  "position": joined.position, "state": "waiting"})
+        if self.key is not None and record.key == self.key and \
+                record.fingerprint != place.fingerprint:
+            return problem_from_error(IdempotencyKeyReused())
+        body = ticket_body(joined.ticket, product_id, record, joined.position)
+        if body["state"] not in FINAL_STATES:
+            return self._waiting(body)
+        # Asked again with the key of a place already answered: that answer, as it was.
+        if body["state"] == "ordered":
+            return JSONResponse(body["order"], status_code=201)
+        problem: dict[str, Any] = body["problem"]
+        return JSONResponse(problem, status_code=int(problem["status"]),
+                            media_type=PROBLEM_CONTENT_TYPE)
+
+    def _waiting(self, body: dict[str, Any]) -> ASGIApp:
+        return JSONResponse({**body, "status_url": status_url(body["ticket"])}, status_code=202,
+                            headers={"Retry-After": str(self.line.retry_after_seconds)})
+
+    def give_back(self) -> None:
+        """Once the request is answered: the slot, if the route did not use it."""
+        if self.slot is not None:
+            self.slot.give_back()
+
+
 async def slot_taken_in_front(request: Request) -> Slot | None:
     """The route's dependency: the slot the layer in front waited for, to pass to the service."""
     slot = request.scope.get(_SLOT_IN_SCOPE)
@@ -142,8 +247,11 @@ async def slot_taken_in_front(request: Request) -> Slot | None:
 
 def _decide(scope: Scope, headers: dict[str, str], body: bytes,
             _: re.Match[str]) -> ASGIApp | AfterWaiting | None:
-    if _IDEMPOTENCY in headers or not is_json(headers.get("content-type")):
+    if not is_json(headers.get("content-type")):
         return None
+    key = headers.get(_IDEMPOTENCY)
+    if key is not None and not is_valid_key(key):
+        return None  # the route's 422
     admission = resource_in_scope(scope, "admission", OrderAdmission)
     if admission is None:
         return None
@@ -151,7 +259,7 @@ def _decide(scope: Scope, headers: dict[str, str], body: bytes,
         order = OrderCreate.model_validate(parse_json(body))  # as FastAPI validates the body
     except ValidationError:
         return None
-    return admission.answer_in_front(scope, headers, order)
+    return admission.answer_in_front(scope, headers, order, key)
 
 
 OrderAdmissionFront = fast_path(method="POST", path=re.escape(ORDERS_PATH), route=ORDERS_PATH,

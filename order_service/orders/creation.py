@@ -27,7 +27,13 @@ from shared.clock import utcnow
 from shared.db import Transactions
 from shared.errors import DatabaseUnavailable, ProblemError
 from shared.group_commit import WriterStopped, error_code
-from shared.idempotency import Claim, IdempotencyKeyReused, IdempotencyKeys, StoredAnswer
+from shared.idempotency import (
+    Claim,
+    IdempotencyKeyReused,
+    IdempotencyKeys,
+    StoredAnswer,
+    fingerprint,
+)
 from shared.internal.stock import PurchaseLimitExceeded
 from shared.sold_out import Slot
 
@@ -73,6 +79,20 @@ class OrderCreation:
             user_id, idempotency_key, request,
             lambda claim: self._create(user_id, request, claim, slot),
             made_before=self._order_made_with)
+
+    async def create_in_line(self, user_id: int, request: OrderCreate, key: str, *,
+                             slot: Slot | None, again: bool) -> OrderOut:
+        """A place of the line (orders/drain.py) decided: as create() with `key`, but without
+        claiming it in Redis (one replica at a time decides a place: its lease says so). A place
+        decided `again` (its first replica died or stalled) first looks for the order the key
+        made; MySQL's unique keys stop a second one if the first decision is still running."""
+        claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json"),
+                                                self.keys.fingerprint_secret))
+        if again:
+            made = await self._order_made_with(claim)
+            if made is not None:
+                return made
+        return await self._create(user_id, request, claim, slot)
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
                       slot: Slot | None) -> OrderOut:

@@ -3,7 +3,7 @@ refusals (sold_out, sale_not_open, ...) are the stock contract's, passed on as t
 
 from __future__ import annotations
 
-from shared.errors import Conflict, InvalidState, NotFound, ServiceUnavailable
+from shared.errors import Conflict, InvalidState, NotFound, ServiceUnavailable, TooManyRequests
 
 
 class OrderNotFound(NotFound):
@@ -39,3 +39,15 @@ class TooManyWaiting(StockUnavailable):
     def __init__(self) -> None:
         super().__init__("Too many orders for this product are waiting on stock_service; "
                          "retry shortly.")
+
+
+class LineFull(TooManyRequests):
+    """The product's line holds its longest (ORDER_LINE_MAX_WAITING): no place for now."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("The line for this product is full; try again later.",
+                         retry_after=retry_after)
+
+
+class TicketNotFound(NotFound):
+    title = "Ticket not found"

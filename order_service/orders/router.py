@@ -8,15 +8,22 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import JSONResponse
 
-from order_service.dependencies import OrderCreationDep, OrderTransitionsDep, SlotTakenInFront
+from order_service.dependencies import (
+    OrderCreationDep,
+    OrderTransitionsDep,
+    SlotTakenInFront,
+    TicketReadsDep,
+)
 from order_service.orders.errors import (
+    LineFull,
     OrderNotCancellable,
     OrderNotFound,
     OrderNotPayable,
     StockUnavailable,
+    TicketNotFound,
     UnpaidOrderExists,
 )
-from order_service.orders.schemas import OrderCreate, OrderOut, OrderPage
+from order_service.orders.schemas import OrderCreate, OrderOut, OrderPage, TicketOut
 from shared.contracts import MAX_ID
 from shared.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -43,12 +50,15 @@ from shared.internal.stock import (
     SoldOut,
 )
 from shared.pagination import Cursor, Key, Limit, page_of
+from shared.sse import EventStreamResponse
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 internal_router = APIRouter(prefix=PREFIX, tags=["internal"], include_in_schema=False,
                           dependencies=[internal_callers("payment_service")])
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# Any string: one that is no ticket is a ticket nobody has (404), as an unknown id is.
+TicketId = Annotated[str, Path(max_length=64)]
 
 
 def _order_key(order: OrderOut) -> Key:
@@ -59,15 +69,21 @@ def _order_key(order: OrderOut) -> Key:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses=problem_responses(
+    responses={**problem_responses(
         Unauthorized, ProductNotFound, SaleNotOpen, SaleClosed, SoldOut, PurchaseLimitExceeded,
-        UnpaidOrderExists, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed, StockUnavailable,
-        DatabaseUnavailable),
+        UnpaidOrderExists, IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed,
+        LineFull, StockUnavailable, DatabaseUnavailable),
+        202: {"model": TicketOut, "description": (
+            "A place in the product's line (more buyers asked at once than its orders are "
+            "decided at once): follow `status_url`; `Retry-After` says when to look.")}},
     description=(
         "Reserves `quantity` units for the caller until `expires_at` (the order's time to "
         "pay). One unpaid order per buyer per product: another one is 409 "
         "`unpaid_order_exists`. With an `Idempotency-Key`, a retry with the same body returns "
-        "the first answer; while the first is still running, 409 `idempotency_key_in_use`."
+        "the first answer; while the first is still running, 409 `idempotency_key_in_use`. "
+        "At an opening's crowd: 202 and a ticket, one place per buyer per product (asking "
+        "again returns the same ticket; a retry with the key, the ticket or its answer); a "
+        "full line is 429 `rate_limited`."
     ),
 )
 async def create_order(body: OrderCreate, user_id: CurrentUser, key: IdempotencyKeyDep,
@@ -75,6 +91,40 @@ async def create_order(body: OrderCreate, user_id: CurrentUser, key: Idempotency
     answer = await orders.create(user_id, body, key, slot=slot)
     return JSONResponse(answer.body, status_code=answer.status,
                         media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else None)
+
+
+@router.get(
+    "/tickets/{ticket}",
+    response_model=TicketOut,
+    response_model_exclude_none=True,
+    responses=problem_responses(Unauthorized, TicketNotFound, ValidationFailed),
+    description=(
+        "The caller's place in a product's line: `waiting` (with its position), `ordered` "
+        "(with the order, as a 201 carries it) or `refused` (with the problem, as the refusal "
+        "carries it). `?wait=N` (1..25) holds the request until the answer is given or N "
+        "seconds pass. Someone else's ticket, or one kept past its time, is 404."
+    ),
+)
+async def get_ticket(ticket: TicketId, user_id: CurrentUser, tickets: TicketReadsDep,
+                     wait: Annotated[int | None, Query(ge=1, le=25)] = None) -> JSONResponse:
+    return JSONResponse(await tickets.get(user_id, ticket, wait=wait))
+
+
+@router.get(
+    "/tickets/{ticket}/events",
+    responses={**problem_responses(Unauthorized, TicketNotFound, ValidationFailed),
+               200: {"content": {"text/event-stream": {}},
+                     "description": "Server-sent events: the ticket's body, then its answer."}},
+    response_class=EventStreamResponse,
+    status_code=200,  # stated: EventStreamResponse's signature names none (see stock's /live)
+    description=(
+        "The ticket's body as server-sent events: at once, then again when it is answered "
+        "(`ordered` or `refused`), where the stream ends; a comment line every 15 s meanwhile."
+    ),
+)
+async def ticket_events(ticket: TicketId, user_id: CurrentUser,
+                        tickets: TicketReadsDep) -> EventStreamResponse:
+    return await tickets.events(user_id, ticket)
 
 
 @router.get("", responses=problem_responses(Unauthorized, ValidationFailed))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -37,3 +37,24 @@ class OrderOut(ApiModel):
 
 
 OrderPage = Page[OrderOut]
+
+
+class TicketOut(ApiModel):
+    """A place in the line of an opening (202 from POST /orders, and GET /orders/tickets/…)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "ticket": "7-Vb2mK9xQ0pLr3sTu", "product_id": 7, "position": 120, "state": "waiting",
+        "status_url": "/api/v1/orders/tickets/7-Vb2mK9xQ0pLr3sTu",
+    }]})
+
+    ticket: str
+    product_id: int
+    # The place among those still waiting when last read (the place taken, once answered).
+    position: int
+    state: Literal["waiting", "ordered", "refused"]
+    # In the 202 only: where to follow the ticket.
+    status_url: str | None = None
+    # `ordered`: the order, as a 201 would carry it.
+    order: OrderOut | None = None
+    # `refused`: the problem, as the 409 (or other refusal) would carry it.
+    problem: dict[str, Any] | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
 from order_service.orders.expiry import OrderExpiry
 from shared.loops import run_periodically
@@ -29,3 +30,10 @@ async def release_orphan_holds(effects: OrderEffects, *, interval_seconds: float
     """Holds no order was ever made for (a crash between the reserve and the insert)."""
     await run_periodically(effects.release_orphan_holds, interval_seconds=interval_seconds,
                            logger=logger, what="releasing orphan holds", loop="orphan_holds")
+
+
+async def sweep_lines(drain: LineDrain, *, interval_seconds: float) -> None:
+    """Every product with a line is drained here too: places admitted by a replica that died
+    are admitted again once their lease runs out."""
+    await run_periodically(drain.sweep, interval_seconds=interval_seconds, logger=logger,
+                           what="sweeping the lines", loop="line_sweep")

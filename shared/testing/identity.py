@@ -15,6 +15,7 @@ import time
 import uuid
 
 from shared.contracts import (
+    ARRIVED_AT_HEADER,
     CLIENT_IP_HEADER,
     GATEWAY_CALLER,
     IDENTITY_CALLER_HEADER,
@@ -42,6 +43,7 @@ def signed_identity_headers(
     timestamp: int | None = None,
     roles: frozenset[str] = frozenset(),
     caller: str = GATEWAY_CALLER,
+    arrived_at_us: int | None = None,
 ) -> dict[str, str]:
     """What the gateway sends with a request: a signed-in caller (user_id and session_id), or
     none (both None, as on a public route), and the client address it resolved. (`caller`:
@@ -50,10 +52,11 @@ def signed_identity_headers(
     user = "" if user_id is None else str(user_id)
     session = session_id or ""
     role_names = roles_header(roles)
+    arrived_at = "" if arrived_at_us is None else str(arrived_at_us)
     signature = identity_signature(
         key.encode(), timestamp=int(time.time()) if timestamp is None else timestamp,
         user_id=user, session_id=session, request_id=request_id, client_ip=client_ip,
-        roles=role_names, caller=caller,
+        roles=role_names, caller=caller, arrived_at=arrived_at,
     )
     headers = {REQUEST_ID_HEADER: request_id, CLIENT_IP_HEADER: client_ip,
                IDENTITY_SIGNATURE_HEADER: signature, IDENTITY_CALLER_HEADER: caller}
@@ -63,6 +66,8 @@ def signed_identity_headers(
         headers[SESSION_ID_HEADER] = session
     if role_names:
         headers[USER_ROLES_HEADER] = role_names
+    if arrived_at:
+        headers[ARRIVED_AT_HEADER] = arrived_at
     return headers
 
 
@@ -75,11 +80,13 @@ def new_user_id() -> int:
     return next(_user_ids)
 
 
-def identity_headers(user_id: int, *, roles: frozenset[str] = frozenset()) -> dict[str, str]:
+def identity_headers(user_id: int, *, roles: frozenset[str] = frozenset(),
+                     arrived_at_us: int | None = None) -> dict[str, str]:
     """What the gateway forwards for a signed-in user (a new session each call), signed as the
     gateway signs it. The one place service tests build identity, so a change in how services
     trust the gateway is a change here only."""
-    return signed_identity_headers(user_id, secrets.token_hex(16), roles=roles)
+    return signed_identity_headers(user_id, secrets.token_hex(16), roles=roles,
+                                   arrived_at_us=arrived_at_us)
 
 
 def seller_headers(user_id: int) -> dict[str, str]:

@@ -80,7 +80,7 @@ def sale_environment(name: str, *, database_url: str, redis_url: str,
 def sale(redis_url: str, redis: Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sale]:
     # `redis` is asked for so the test database is flushed before these services start.
     logs = tmp_path_factory.mktemp("sale-logs")
-    for prefix in ("{p:", "stock:", "idem:"):
+    for prefix in ("{p:", "stock:", "idem:", "line:"):
         forget_redis_keys(redis_url, prefix)
     ports = {name: free_port() for name in SALE_APPS}
     simulator = simulator_process(payment_url=f"http://127.0.0.1:{ports['payment']}",

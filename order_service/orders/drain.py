@@ -1,0 +1,285 @@
+"""Admitting the line's places as fast as the order path decides them, on every replica.
+
+A product's drain runs in each process that took a place in its line or heard it open: it
+admits as many places as the process has free reserve slots (orders/scripts.py CLAIM, earliest
+arrival first), decides each one as a POST /orders would be (orders/creation.py), gives the
+place its answer (FINISH, batched per loop turn), and admits the next as soon as a slot frees.
+It stops once the line is empty.
+
+Crash safety. An admitted place carries a lease (`lease_ms`); one whose replica died or stalled
+past it is admitted again and decided again. That is safe because MySQL is the truth: each
+place's order carries an idempotency key (the buyer's own, or `line:<ticket>`) under the
+order's unique (user, key) index, and a place decided again first looks for the order its key
+made. A place is answered once: FINISH applies only to a place still being decided.
+
+The sell-out. When stock_service announces that a product is sold out (its edge answer,
+shared/edge_answers.py) or a decision here is refused sold_out for a single unit, every waiting
+place is refused at once (REFUSE_WAITING); places being decided get their own answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from order_service.orders.admission import OrderAdmission
+from order_service.orders.creation import OrderCreation
+from order_service.orders.schemas import OrderCreate
+from order_service.orders.scripts import Claimed, LineScripts
+from shared.batching import FlushPerTurn
+from shared.errors import ProblemError, ServiceUnavailable, problem_document
+from shared.idempotency import IdempotencyKeyInUse, StoredAnswer, problem_answer
+from shared.internal.stock import SoldOut
+from shared.sold_out import Slot
+
+logger = logging.getLogger("order_service.line")
+
+# A place whose decision failed for a passing reason (stock_service or MySQL away, its key in
+# use by a request still running) is admitted again, up to this many times in all; then it is
+# refused with that reason.
+MAX_ATTEMPTS = 3
+# The route stock_service's sold-out edge answer is for.
+ORDERS_ROUTE = "POST /api/v1/orders"
+# A drain with nothing to do looks again this often (places whose lease ran out, a wake lost).
+IDLE_SECONDS = 0.5
+SOLD_OUT_PROBLEM = problem_document(SoldOut.status, SoldOut.code, SoldOut.title,
+                                    SoldOut().detail) | {"request_id": None}
+
+
+class _Retry(Exception):
+    """The place goes back to its place in the line."""
+
+
+class _Answers(FlushPerTurn):
+    """Answers of one loop turn, one FINISH per product."""
+
+    def __init__(self, scripts: LineScripts) -> None:
+        super().__init__()
+        self.scripts = scripts
+        self._answers: dict[int, list[tuple[str, str, str]]] = {}
+
+    def give(self, product_id: int, ticket: str, state: str, body: dict[str, Any]) -> None:
+        self._answers.setdefault(product_id, []).append(
+            (ticket, state, json.dumps(body, separators=(",", ":"))))
+        self.schedule_flush()
+
+    async def flush(self) -> None:
+        answers, self._answers = self._answers, {}
+        await asyncio.gather(*(self._finish(product_id, group)
+                               for product_id, group in answers.items()))
+
+    async def _finish(self, product_id: int, group: list[tuple[str, str, str]]) -> None:
+        try:
+            await self.scripts.finish(product_id, group)
+        except Exception:
+            # The places stay admitted; their lease runs out and they are decided again (the
+            # order made is found by its key): late, never lost.
+            logger.exception("could not give the line's answers",
+                             extra={"product_id": product_id, "places": len(group)})
+
+
+class LineDrain:
+    """The drains of this process, one task per product with a line."""
+
+    def __init__(self, *, scripts: LineScripts, admission: OrderAdmission,
+                 creation: OrderCreation, claim_batch: int = 64) -> None:
+        self.scripts = scripts
+        self.admission = admission
+        self.creation = creation
+        self.claim_batch = claim_batch
+        self._answers = _Answers(scripts)
+        self._drains: dict[int, _ProductDrain] = {}
+        self._refusing: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def active(self, product_id: int) -> bool:
+        """A drain runs here for the product: new orders for it take their place in line."""
+        return product_id in self._drains
+
+    def start(self, product_id: int) -> None:
+        """Drain the product's line here (again: a place was taken since it last looked)."""
+        drain = self._drains.get(product_id)
+        if drain is None:
+            drain = self._drains[product_id] = _ProductDrain(self, product_id)
+            self._keep(drain.run())
+        drain.poke()
+
+    def heard_open(self, message: str) -> None:
+        """A message of the line-open channel: a product id."""
+        with contextlib.suppress(ValueError):
+            self.start(int(message))
+
+    def heard_edge_answer(self, message: str) -> None:
+        """A message of the edge answers' channel: a sell-out refuses the product's line."""
+        try:
+            parsed = json.loads(message)
+            if parsed.get("route") != ORDERS_ROUTE or not parsed.get("answer"):
+                return
+            if parsed["answer"].get("code") != SoldOut.code:
+                return
+            product_id = int(parsed["key"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return
+        if self.active(product_id):
+            self._keep(self.refuse_waiting(product_id))
+
+    async def refuse_waiting(self, product_id: int) -> None:
+        if product_id in self._refusing:
+            return  # one sell-out, one refusal of the line from this process at a time
+        self._refusing.add(product_id)
+        try:
+            refused = await self.scripts.refuse_waiting(product_id, SOLD_OUT_PROBLEM)
+            for _ in range(refused):
+                self.admission.metrics.refused(SoldOut.code)
+            if refused:
+                logger.info("sold out: the line refused",
+                            extra={"product_id": product_id, "places": refused})
+        except Exception:
+            logger.exception("could not refuse the line", extra={"product_id": product_id})
+        finally:
+            self._refusing.discard(product_id)
+
+    async def sweep(self) -> None:
+        """One round of the sweep: every product with a line is drained somewhere; here too,
+        for places admitted by a replica that died (their lease ran out)."""
+        for product_id in await self.scripts.open_lines():
+            self.start(product_id)
+
+    def _keep(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # A context of its own: not the request's that started it (its request id, say).
+        task = asyncio.create_task(coroutine, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stopped(self, product_id: int) -> None:
+        self._drains.pop(product_id, None)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _ProductDrain:
+    def __init__(self, owner: LineDrain, product_id: int) -> None:
+        self.owner = owner
+        self.product_id = product_id
+        self.wakeup = asyncio.Event()
+        self.poked = False
+        self.deciding: set[asyncio.Task[None]] = set()
+
+    def poke(self) -> None:
+        self.poked = True
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        owner, product_id = self.owner, self.product_id
+        reserving = owner.admission.reserving
+        try:
+            while True:
+                self.wakeup.clear()
+                self.poked = False
+                free = min(reserving.free(product_id), owner.claim_batch)
+                waiting = deciding = 0
+                if free > 0:
+                    try:
+                        claimed, waiting, deciding = await owner.scripts.claim(product_id, free)
+                    except Exception:
+                        logger.exception("could not admit places", extra={"product_id": product_id})
+                        claimed, waiting = [], 1
+                    await self._decide_all(claimed)
+                    if not claimed and not self.deciding and not waiting and not self.poked:
+                        if not deciding:
+                            await owner.scripts.forget_if_empty(product_id)
+                        return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(IDLE_SECONDS):
+                        await self.wakeup.wait()
+        finally:
+            owner._stopped(product_id)
+
+    async def _decide_all(self, claimed: list[Claimed]) -> None:
+        reserving = self.owner.admission.reserving
+        back: list[str] = []
+        for place in claimed:
+            slot = await reserving.try_take(self.product_id)
+            if slot is None:  # taken meanwhile by a request that went straight on
+                back.append(place.ticket)
+                continue
+            task = asyncio.create_task(self._decide(place, slot))
+            self.deciding.add(task)
+            task.add_done_callback(self._decided)
+        if back:
+            await self.owner.scripts.requeue(self.product_id, back)
+
+    def _decided(self, task: asyncio.Task[None]) -> None:
+        self.deciding.discard(task)
+        self.wakeup.set()
+
+    async def _decide(self, place: Claimed, slot: Slot) -> None:
+        owner, product_id = self.owner, self.product_id
+        try:
+            answer = await self._answer(place, slot)
+        except _Retry:
+            slot.give_back()
+            try:
+                await owner.scripts.requeue(product_id, [place.ticket])
+            except Exception:
+                logger.exception("could not put a place back", extra={"ticket": place.ticket})
+            return
+        finally:
+            slot.give_back()
+        record = place.record
+        body: dict[str, Any] = {"ticket": place.ticket, "product_id": product_id,
+                                "position": record.position}
+        if answer.status == 201:
+            body |= {"state": "ordered", "order": answer.body}
+        else:
+            body |= {"state": "refused", "problem": answer.body}
+        owner._answers.give(product_id, place.ticket, body["state"], body)
+        if answer.status == SoldOut.status and record.quantity == 1 and \
+                isinstance(answer.body, dict) and answer.body.get("code") == SoldOut.code:
+            # Not even one unit is left: nobody waiting can have one.
+            await owner.refuse_waiting(product_id)
+
+    async def _answer(self, place: Claimed, slot: Slot) -> StoredAnswer:
+        record = place.record
+        creation = self.owner.creation
+        request = OrderCreate(product_id=self.product_id, quantity=record.quantity)
+        try:
+            if record.key:
+                # The buyer's own key: its answer is kept for the buyer's retries too.
+                return await creation.create(record.user_id, request, record.key, slot=slot)
+            order = await creation.create_in_line(
+                record.user_id, request, f"line:{place.ticket}", slot=slot,
+                again=record.attempts > 1)
+            return StoredAnswer(201, order.model_dump(mode="json"))
+        except IdempotencyKeyInUse as in_use:
+            return self._retry_or(place, in_use)
+        except ProblemError as problem:
+            if problem.status >= 500:
+                return self._retry_or(place, problem)
+            return _without_request_id(problem_answer(problem))
+        except Exception:
+            logger.exception("a place's decision failed", extra={"ticket": place.ticket})
+            return self._retry_or(place, ServiceUnavailable("The order could not be decided."))
+
+    @staticmethod
+    def _retry_or(place: Claimed, problem: ProblemError) -> StoredAnswer:
+        if place.record.attempts < MAX_ATTEMPTS:
+            raise _Retry()
+        return _without_request_id(problem_answer(problem))
+
+
+def _without_request_id(answer: StoredAnswer) -> StoredAnswer:
+    """A place is decided outside any request: its problem names none."""
+    if isinstance(answer.body, dict) and "request_id" in answer.body:
+        answer.body["request_id"] = None
+    return answer
+

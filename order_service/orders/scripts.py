@@ -1,0 +1,373 @@
+"""The line of an opening in Redis (orders/line.py), changed only by these Lua scripts: each
+step (taking a place, admitting the next places, giving a place its answer, refusing every
+waiting place at a sell-out) is one atomic step, whichever replica runs it.
+
+Every key of a product's line sits under the product's hash tag, `{p:<id>}`, and is passed in
+KEYS, so the scripts run unchanged on a Redis Cluster. Per product:
+
+    line:{p:<id>}:waiting    sorted set: ticket -> arrival at the gateway (microseconds)
+    line:{p:<id>}:deciding   sorted set: ticket -> lease deadline (ms): admitted, being decided
+    line:{p:<id>}:tickets    hash: ticket -> its record (JSON, every value a string: see Record)
+    line:{p:<id>}:buyers     hash: user id -> ticket, while the ticket waits or is decided
+    line:{p:<id>}:keys       hash: "<user>:<sha256 of the Idempotency-Key>" -> ticket
+    line:{p:<id>}:done       sorted set: ticket -> when it got its answer (ms); kept `keep_ms`
+
+and, outside any product's slot, `line:products` (a set of the products that have a line, for
+the sweep that finds places whose deciding replica died). Times are judged by Redis's clock.
+Every script renews the expiry of the product's keys: an idle line is forgotten whole.
+
+Messages, on `<prefix>line-tickets` (one channel: a process keeps watching only the tickets its
+clients wait for):
+
+    final\\n<ticket> <body>\\n<ticket> <body>...        answers given (bodies are JSON)
+    refused <product_id>\\n<problem JSON>\\n<ticket> <position>\\n...   a sell-out's refusals
+
+and on `<prefix>line-open`: a product id, when its line stops being empty (every replica then
+drains it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+PRODUCTS_KEY = "line:products"
+
+_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function renew(ttl)
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+# KEYS: waiting deciding tickets buyers keys done
+# ARGV: max_waiting keep_ms open_channel product_id, then per place: ticket user quantity key
+# key_field fingerprint arrived_us. Per place: {'joined', ticket, position},
+# {'same', ticket, record, position (0 unless waiting)} or {'full'}.
+JOIN = _COMMON + """
+local now = now_ms()
+local keep = tonumber(ARGV[2])
+local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - keep, 'LIMIT', 0, 500)
+for _, t in ipairs(old) do
+  local rec = redis.call('HGET', KEYS[3], t)
+  if rec then
+    local km = cjson.decode(rec).km
+    if km ~= '' and redis.call('HGET', KEYS[5], km) == t then redis.call('HDEL', KEYS[5], km) end
+    redis.call('HDEL', KEYS[3], t)
+  end
+  redis.call('ZREM', KEYS[6], t)
+end
+local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0
+local joined = false
+local out = {}
+for i = 5, #ARGV, 7 do
+  local ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local existing = false
+  if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
+  if not existing then existing = redis.call('HGET', KEYS[4], user) end
+  local record = existing and redis.call('HGET', KEYS[3], existing)
+  if record then
+    if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, existing) end
+    local rank = redis.call('ZRANK', KEYS[1], existing)
+    out[#out + 1] = {'same', existing, record, rank and rank + 1 or 0}
+  elseif redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+    out[#out + 1] = {'full'}
+  else
+    redis.call('ZADD', KEYS[1], ARGV[i + 6], ticket)
+    local position = redis.call('ZRANK', KEYS[1], ticket) + 1
+    redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 2], k = ARGV[i + 3],
+      f = ARGV[i + 5], a = ARGV[i + 6], p = tostring(position), s = 'waiting', n = '0',
+      km = key_field}))
+    redis.call('HSET', KEYS[4], user, ticket)
+    if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
+    out[#out + 1] = {'joined', ticket, position}
+    joined = true
+  end
+end
+if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+renew(keep * 2)
+return out
+"""
+
+# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms.
+# Admits up to how_many places: first those whose lease ran out (their replica died or
+# stalled: decided again, safely, see line.py), then the earliest waiting.
+# Returns {{ticket, record}..., waiting count, deciding count}.
+CLAIM = _COMMON + """
+local now = now_ms()
+local lease = tonumber(ARGV[2])
+local left = tonumber(ARGV[1])
+local out = {}
+local function admit(t)
+  local rec = redis.call('HGET', KEYS[3], t)
+  if not rec then
+    redis.call('ZREM', KEYS[2], t)
+    return
+  end
+  local r = cjson.decode(rec)
+  r.s = 'deciding'
+  r.n = tostring(tonumber(r.n) + 1)
+  rec = cjson.encode(r)
+  redis.call('HSET', KEYS[3], t, rec)
+  redis.call('ZADD', KEYS[2], now + lease, t)
+  out[#out + 1] = {t, rec}
+  left = left - 1
+end
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, left)) do
+  admit(t)
+end
+if left > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], left)
+  for i = 1, #popped, 2 do admit(popped[i]) end
+end
+renew(tonumber(ARGV[3]) * 2)
+return {out, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+"""
+
+# KEYS: deciding tickets buyers done; ARGV: channel keep_ms, then per answer: ticket state body.
+# Only a place being decided takes an answer: a second answer for it changes nothing.
+FINISH = _COMMON + """
+local now = now_ms()
+local given = {}
+for i = 3, #ARGV, 3 do
+  local t = ARGV[i]
+  local rec = redis.call('HGET', KEYS[2], t)
+  if rec then
+    local r = cjson.decode(rec)
+    if r.s == 'deciding' then
+      r.s = ARGV[i + 1]
+      r.b = ARGV[i + 2]
+      redis.call('HSET', KEYS[2], t, cjson.encode(r))
+      redis.call('ZREM', KEYS[1], t)
+      if redis.call('HGET', KEYS[3], r.u) == t then redis.call('HDEL', KEYS[3], r.u) end
+      redis.call('ZADD', KEYS[4], now, t)
+      given[#given + 1] = t .. ' ' .. ARGV[i + 2]
+    end
+  end
+end
+if #given > 0 then redis.call('PUBLISH', ARGV[1], 'final\\n' .. table.concat(given, '\\n')) end
+renew(tonumber(ARGV[2]) * 2)
+return #given
+"""
+
+# KEYS: waiting deciding tickets; ARGV: keep_ms, then tickets. A place being decided goes back
+# to its place among the waiting (a decision that could not be made now: retried).
+REQUEUE = _COMMON + """
+for i = 2, #ARGV do
+  local t = ARGV[i]
+  local rec = redis.call('HGET', KEYS[3], t)
+  if rec then
+    local r = cjson.decode(rec)
+    if r.s == 'deciding' then
+      r.s = 'waiting'
+      redis.call('HSET', KEYS[3], t, cjson.encode(r))
+      redis.call('ZREM', KEYS[2], t)
+      redis.call('ZADD', KEYS[1], r.a, t)
+    end
+  end
+end
+renew(tonumber(ARGV[1]) * 2)
+return 0
+"""
+
+# KEYS: waiting tickets buyers done; ARGV: channel keep_ms product_id problem_json.
+# The product sold out: every waiting place is refused with the problem, at once.
+REFUSE_WAITING = _COMMON + """
+local now = now_ms()
+local lines = {}
+for _, t in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local rec = redis.call('HGET', KEYS[2], t)
+  if rec then
+    local r = cjson.decode(rec)
+    r.s = 'refused'
+    r.b = '{"ticket":"' .. t .. '","product_id":' .. ARGV[3] .. ',"position":' .. r.p ..
+      ',"state":"refused","problem":' .. ARGV[4] .. '}'
+    redis.call('HSET', KEYS[2], t, cjson.encode(r))
+    if redis.call('HGET', KEYS[3], r.u) == t then redis.call('HDEL', KEYS[3], r.u) end
+    redis.call('ZADD', KEYS[4], now, t)
+    lines[#lines + 1] = t .. ' ' .. r.p
+  end
+end
+redis.call('DEL', KEYS[1])
+if #lines > 0 then
+  redis.call('PUBLISH', ARGV[1], 'refused ' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' ..
+    table.concat(lines, '\\n'))
+end
+renew(tonumber(ARGV[2]) * 2)
+return #lines
+"""
+
+# KEYS: waiting tickets; ARGV: tickets. Per ticket: {record or '', position (0 unless waiting)}.
+READ = """
+local out = {}
+for i = 1, #ARGV do
+  local rec = redis.call('HGET', KEYS[2], ARGV[i])
+  local rank = rec and redis.call('ZRANK', KEYS[1], ARGV[i])
+  out[#out + 1] = {rec or '', rank and rank + 1 or 0}
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class LineKeys:
+    waiting: str
+    deciding: str
+    tickets: str
+    buyers: str
+    keys: str
+    done: str
+
+    @classmethod
+    def of(cls, product_id: int) -> LineKeys:
+        base = f"line:{{p:{product_id}}}:"
+        return cls(*(base + name for name in
+                     ("waiting", "deciding", "tickets", "buyers", "keys", "done")))
+
+
+@dataclass(frozen=True)
+class Record:
+    """A place as the scripts keep it."""
+
+    user_id: int
+    quantity: int
+    key: str  # the buyer's Idempotency-Key, or ""
+    fingerprint: str
+    arrived_us: int
+    position: int
+    state: str  # waiting | deciding | ordered | refused
+    attempts: int
+    body: str | None  # the final body (JSON), once answered
+
+    @classmethod
+    def parse(cls, raw: str) -> Record:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(user_id=int(data["u"]), quantity=int(data["q"]), key=str(data["k"]),
+                   fingerprint=str(data["f"]), arrived_us=int(data["a"]),
+                   position=int(data["p"]), state=str(data["s"]), attempts=int(data["n"]),
+                   body=data.get("b"))
+
+
+@dataclass(frozen=True)
+class NewPlace:
+    ticket: str
+    user_id: int
+    quantity: int
+    key: str
+    key_field: str
+    fingerprint: str
+    arrived_us: int
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What JOIN answered for one place: `record` None when the place is new."""
+
+    ticket: str | None  # None: the line is full
+    position: int
+    record: Record | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    ticket: str
+    record: Record
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LineScripts:
+    """The scripts, registered once per client (EVALSHA, loaded again if Redis forgot them)."""
+
+    def __init__(self, redis: Redis | RedisCluster, *, keep_ms: int, lease_ms: int,
+                 max_waiting: int, tickets_channel: str, open_channel: str) -> None:
+        self.redis = redis
+        self.keep_ms = keep_ms
+        self.lease_ms = lease_ms
+        self.max_waiting = max_waiting
+        self.tickets_channel = tickets_channel
+        self.open_channel = open_channel
+        self._join = redis.register_script(JOIN)
+        self._claim = redis.register_script(CLAIM)
+        self._finish = redis.register_script(FINISH)
+        self._requeue = redis.register_script(REQUEUE)
+        self._refuse_waiting = redis.register_script(REFUSE_WAITING)
+        self._read = redis.register_script(READ)
+
+    async def join(self, product_id: int, places: Sequence[NewPlace]) -> list[Joined]:
+        keys = LineKeys.of(product_id)
+        args: list[str | int] = [self.max_waiting, self.keep_ms, self.open_channel, product_id]
+        for place in places:
+            args += [place.ticket, place.user_id, place.quantity, place.key, place.key_field,
+                     place.fingerprint, place.arrived_us]
+        reply = await self._join(
+            keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done],
+            args=args)
+        answers = []
+        for part in reply:
+            word = _text(part[0])
+            if word == "full":
+                answers.append(Joined(None, 0))
+            elif word == "joined":
+                answers.append(Joined(_text(part[1]), int(part[2])))
+            else:
+                answers.append(Joined(_text(part[1]), int(part[3]), Record.parse(_text(part[2]))))
+        return answers
+
+    async def claim(self, product_id: int, how_many: int) -> tuple[list[Claimed], int, int]:
+        """Up to how_many places admitted, and how many then wait and are being decided."""
+        keys = LineKeys.of(product_id)
+        claimed, waiting, deciding = await self._claim(
+            keys=[keys.waiting, keys.deciding, keys.tickets],
+            args=[how_many, self.lease_ms, self.keep_ms])
+        return ([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed], int(waiting),
+                int(deciding))
+
+    async def finish(self, product_id: int, answers: Sequence[tuple[str, str, str]]) -> int:
+        """(ticket, state, body) for places being decided; how many took their answer."""
+        keys = LineKeys.of(product_id)
+        args: list[str | int] = [self.tickets_channel, self.keep_ms]
+        for answer in answers:
+            args += answer
+        return int(await self._finish(keys=[keys.deciding, keys.tickets, keys.buyers, keys.done],
+                                      args=args))
+
+    async def requeue(self, product_id: int, tickets: Sequence[str]) -> None:
+        keys = LineKeys.of(product_id)
+        await self._requeue(keys=[keys.waiting, keys.deciding, keys.tickets],
+                            args=[self.keep_ms, *tickets])
+
+    async def refuse_waiting(self, product_id: int, problem: dict[str, Any]) -> int:
+        keys = LineKeys.of(product_id)
+        return int(await self._refuse_waiting(
+            keys=[keys.waiting, keys.tickets, keys.buyers, keys.done],
+            args=[self.tickets_channel, self.keep_ms, product_id,
+                  json.dumps(problem, separators=(",", ":"))]))
+
+    async def read(self, product_id: int,
+                   tickets: Sequence[str]) -> list[tuple[Record | None, int]]:
+        keys = LineKeys.of(product_id)
+        reply = await self._read(keys=[keys.waiting, keys.tickets], args=list(tickets))
+        return [(Record.parse(_text(raw)) if _text(raw) else None, int(position))
+                for raw, position in reply]
+
+    async def mark_open(self, product_id: int) -> None:
+        await self.redis.sadd(PRODUCTS_KEY, str(product_id))
+
+    async def open_lines(self) -> list[int]:
+        members = await self.redis.smembers(PRODUCTS_KEY)
+        return [int(_text(m)) for m in members]
+
+    async def forget_if_empty(self, product_id: int) -> None:
+        """Drops the product from the sweep's set (a join after this adds it back)."""
+        await self.redis.srem(PRODUCTS_KEY, str(product_id))
