@@ -92,7 +92,8 @@ async def outcomes(http: httpx.AsyncClient, sale: Sale, buyers: list[int],
         if answer.status_code == 202:
             body = answer.json()
             assert answer.headers["retry-after"] == "1"
-            assert body["state"] == "waiting" and body["position"] >= 1
+            assert body["state"] == "waiting"
+            assert body["position"] >= 1
             assert body["status_url"] == f"{ORDERS}/tickets/{body['ticket']}"
             finals[user] = await final_answer(http, sale, user=user, ticket=body["ticket"])
         elif answer.status_code == 201:
@@ -186,7 +187,8 @@ async def test_an_idempotent_retry_gets_the_ticket_then_its_answer(
         assert retried.json()["ticket"] == first.json()["ticket"]
     # Another body with the key: refused, whatever became of the first.
     other = await post_order(http, line_sale, user=keyed, product=product, quantity=3, key=key)
-    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
     if first.status_code == 202:
         final = await final_answer(http, line_sale, user=keyed, ticket=first.json()["ticket"])
         assert final["state"] == "ordered", final
@@ -210,7 +212,8 @@ async def test_a_ticket_is_its_owners_only_and_a_malformed_one_is_unknown(
                         if a.status_code == 202)
     ticket = answer.json()["ticket"]
     stranger = await get_ticket(http, line_sale, user=buyer(), ticket=ticket)
-    assert stranger.status_code == 404 and stranger.json()["code"] == "not_found"
+    assert stranger.status_code == 404
+    assert stranger.json()["code"] == "not_found"
     for bad in (f"{product}-AAAAAAAAAAAAAAAA", "nonsense", "0-AAAAAAAAAAAAAAAA", "x" * 64):
         unknown = await get_ticket(http, line_sale, user=user, ticket=bad)
         assert unknown.status_code == 404, (bad, unknown.text)
@@ -221,7 +224,8 @@ async def test_a_ticket_is_its_owners_only_and_a_malformed_one_is_unknown(
     anonymous = await http.get(line_sale.url("order") + f"{ORDERS}/tickets/{ticket}")
     assert anonymous.status_code == 401
     mine = await get_ticket(http, line_sale, user=user, ticket=ticket)
-    assert mine.status_code == 200 and mine.json()["ticket"] == ticket
+    assert mine.status_code == 200
+    assert mine.json()["ticket"] == ticket
     await outcomes(http, line_sale, buyers, answers)
 
 
