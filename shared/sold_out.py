@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -117,6 +117,8 @@ class InFlightLimit:
         self.wait_seconds = wait_seconds
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._users: dict[int, int] = {}
+        # Told the key of every slot given back (a line waiting for slots admits its next).
+        self.on_release: Callable[[int], None] | None = None
 
     def busy(self, key: int) -> bool:
         """Every slot of `key` is taken or waited for: a new call would wait."""
@@ -176,6 +178,8 @@ class InFlightLimit:
     def _release(self, key: int) -> None:
         self._slots[key].release()
         self._leave(key)
+        if self.on_release is not None:
+            self.on_release(key)
 
     def _leave(self, key: int) -> None:
         self._users[key] -= 1

@@ -8,6 +8,7 @@ own tests; here the contract and the crowd cross the gateway."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -253,16 +254,43 @@ async def test_300_orders_at_once_from_one_buyer_make_one_order_and_keep_nothing
 ) -> None:
     """One unpaid order per buyer per product: of a burst of one buyer's orders one is made;
     the others are refused (the buyer's own orders in flight may hold the stock for a moment:
-    sold_out), and none keeps a unit. (Exactly N units for N of many buyers: order_service's
+    sold_out), and none keeps a unit. More than the product's reserve slots at once: the rest
+    take the buyer's one place in the line (202, the same ticket while it waits), followed here
+    through the gateway to its answer. (Exactly N units for N of many buyers: order_service's
     and the load test's own tests.)"""
     seller, buyer, _ = people
     product_id = await product(api, seller, stock=30)
     answers = await asyncio.gather(*(order(api, buyer, product_id) for _ in range(300)))
-    outcomes = Counter(r.json().get("code", r.json().get("status")) for r in answers)
+    assert {r.status_code for r in answers} <= {201, 202, 409}
+    tickets = {r.json()["ticket"] for r in answers if r.status_code == 202}
+    finals = [r.json() for r in answers if r.status_code != 202]
+    for ticket in tickets:
+        finals.append(await ticket_answer(api, buyer, ticket))
+    outcomes = Counter(body.get("code", body.get("status")) for body in finals)
     assert outcomes["pending_payment"] == 1, outcomes
     assert set(outcomes) <= {"pending_payment", "unpaid_order_exists", "sold_out"}, outcomes
-    assert {r.status_code for r in answers} == {201, 409}
     assert await remaining(api, product_id) == 29
+
+
+async def ticket_answer(api: httpx.AsyncClient, buyer: User, ticket: str) -> dict[str, Any]:
+    """A ticket's answer through the gateway: its event stream until it ends, checked against
+    GET; the order (as a 201 carries it) or the problem."""
+    events = []
+    async with asyncio.timeout(60), api.stream(
+            "GET", f"/api/v1/orders/tickets/{ticket}/events", headers=buyer.headers,
+            timeout=60) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    final = events[-1]
+    assert final["state"] in ("ordered", "refused"), events
+    read = await api.get(f"/api/v1/orders/tickets/{ticket}", params={"wait": "1"},
+                         headers=buyer.headers)
+    assert read.status_code == 200, read.text
+    assert read.json() == final
+    answer: dict[str, Any] = final["order"] if final["state"] == "ordered" else final["problem"]
+    return answer
 
 
 async def test_a_limit_of_one_holds_when_each_buyer_sends_three_at_once(

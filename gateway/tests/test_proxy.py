@@ -52,18 +52,22 @@ def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "
     return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
                               user_id=user_id, session_id=session_id,
                               request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"],
-                              roles=roles, caller=seen["x-identity-caller"])
+                              roles=roles, caller=seen["x-identity-caller"],
+                              arrived_at=seen["x-arrived-at"])
 
 
 async def test_forwarded_identity_is_signed_for_the_services(
         rig: Rig, client: httpx.AsyncClient) -> None:
     sid = uuid.uuid4().hex
-    forged = {"X-Identity-Signature": "v1.1." + "0" * 64}
+    forged = {"X-Identity-Signature": "v1.1." + "0" * 64, "X-Arrived-At": "1"}
+    before = time.time_ns() // 1000
     signed_in = await client.get("/api/v1/users/me", headers={
         "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})
     seen = signed_in.json()["headers"]
     assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid)
     assert seen["x-identity-caller"] == "gateway"
+    # The arrival is the gateway's own stamp (the line's order), never the client's.
+    assert before <= int(seen["x-arrived-at"]) <= time.time_ns() // 1000
     # A public route has no caller, but the client address it carries is vouched for too.
     public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
     assert public["x-identity-signature"] == signature_of(public)

@@ -96,6 +96,14 @@ class LineDrain:
         self._drains: dict[int, _ProductDrain] = {}
         self._refusing: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A slot freed by any order of the product (one that went straight on included) lets
+        # its drain admit the next place at once.
+        admission.reserving.on_release = self._slot_freed
+
+    def _slot_freed(self, product_id: int) -> None:
+        drain = self._drains.get(product_id)
+        if drain is not None:
+            drain.wakeup.set()
 
     def active(self, product_id: int) -> bool:
         """A drain runs here for the product: new orders for it take their place in line."""

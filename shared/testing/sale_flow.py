@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.contracts import USER_ID_HEADER
 from shared.testing.identity import identity_headers
 from shared.testing.sale import Sale
 
@@ -47,6 +48,46 @@ async def cancel(http: httpx.AsyncClient, sale: Sale, *, user: int,
 async def get_order(http: httpx.AsyncClient, sale: Sale, *, user: int,
                     order_id: int) -> httpx.Response:
     return await http.get(sale.url("order") + f"/api/v1/orders/{order_id}", headers=identity_headers(user))
+
+
+async def decided(http: httpx.AsyncClient, sale: Sale,
+                  responses: list[httpx.Response]) -> list[httpx.Response]:
+    """Each POST /orders answer as its buyer finally has it: a 202's ticket followed (?wait=)
+    to its answer, given as the 201 or the refusal that answer carries. A buyer's repeated
+    202s for one ticket are one place: counted once (the first), the others left out."""
+    seen: set[str] = set()
+    waiting: list[tuple[int, str]] = []
+    kept: list[httpx.Response | int] = []
+    for response in responses:
+        if response.status_code != 202:
+            kept.append(response)
+            continue
+        ticket = response.json()["ticket"]
+        if ticket in seen:
+            continue
+        seen.add(ticket)
+        kept.append(len(waiting))
+        waiting.append((int(response.request.headers[USER_ID_HEADER]), ticket))
+    answers = await asyncio.gather(*(ticket_answer(http, sale, user=user, ticket=ticket)
+                                     for user, ticket in waiting))
+    return [answers[item] if isinstance(item, int) else item for item in kept]
+
+
+async def ticket_answer(http: httpx.AsyncClient, sale: Sale, *, user: int,
+                        ticket: str) -> httpx.Response:
+    """A ticket's answer (within a minute), as the response a buyer would have had at once."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = await http.get(sale.url("order") + f"/api/v1/orders/tickets/{ticket}",
+                                  params={"wait": "25"}, headers=identity_headers(user),
+                                  timeout=40)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["state"] == "ordered":
+            return httpx.Response(201, json=body["order"])
+        if body["state"] == "refused":
+            return httpx.Response(int(body["problem"]["status"]), json=body["problem"])
+    raise AssertionError(f"ticket {ticket} had no answer within a minute")
 
 
 def codes(responses: list[httpx.Response]) -> Counter[str]:
