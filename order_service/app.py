@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 transactions=transactions, admission=admission, stock=stock_client,
                 ids=OrderIds(transactions), keys=keys,
                 payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
-                reserve_timeout_seconds=reserve_timeout)
+                reserve_timeout_seconds=reserve_timeout,
+                budget_seconds=settings.create_budget_seconds)
             effects = OrderEffects(
                 transactions=transactions, admission=admission, stock=stock_client,
                 payments=payments_client,

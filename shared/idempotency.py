@@ -9,6 +9,10 @@
   died without an answer (its process killed) stops blocking the key after `STALE_AFTER`.
 - An answer of 5xx is not kept: the key is freed so that a retry can do the work.
 - Keys are kept `ttl` (at least 24 h).
+- With a time budget (`answer_within`), the request is answered in time whatever its work still
+  waits for: past the budget it gets `503 upstream_unavailable` (Retry-After: 1, "still being
+  made") while the work goes on; the key stays claimed by it, so a retry meanwhile is told to
+  wait (409) and a retry after it ended gets its answer, never a second one (`StillWorking`).
 
 The keys live in Redis, so that the sale's refusals (409 sold_out) stay free of MySQL work even
 when clients send keys. Redis is the fast gate here too, not the truth: the resource a request
@@ -22,6 +26,7 @@ MySQL work only for requests without a key or with a stored answer; see `once`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -35,7 +40,13 @@ from fastapi import Depends, Header
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from shared.errors import Conflict, ProblemError, ValidationFailed, problem_document
+from shared.errors import (
+    Conflict,
+    ProblemError,
+    ServiceUnavailable,
+    ValidationFailed,
+    problem_document,
+)
 
 HEADER = "Idempotency-Key"
 STALE_AFTER = timedelta(seconds=60)
@@ -80,6 +91,15 @@ class IdempotencyKeyInUse(Conflict):
 
     def __init__(self) -> None:
         super().__init__("Retry in a moment: the first request with this key is still running.",
+                         headers={"Retry-After": "1"})
+
+
+class StillWorking(ServiceUnavailable):
+    title = "Still being made"
+
+    def __init__(self) -> None:
+        super().__init__("The request's time ran out before its work ended; the work goes on. "
+                         "Ask again with the same Idempotency-Key for its answer.",
                          headers={"Retry-After": "1"})
 
 
@@ -145,6 +165,8 @@ class IdempotencyKeys:
         self.ttl = max(ttl, MIN_TTL)
         self._claim = redis.register_script(_CLAIM)
         self._forget = redis.register_script(_FORGET)
+        # Work that outlived its request's time budget, still running (see `once`).
+        self._finishing: set[asyncio.Task[Any]] = set()
 
     def _redis_key(self, user_id: int, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -181,19 +203,29 @@ class IdempotencyKeys:
 
     async def once(self, user_id: int, key: str | None, request: BaseModel,
                    work: Callable[[Claim | None], Awaitable[BaseModel]], *,
-                   made_before: MadeBefore) -> StoredAnswer:
+                   made_before: MadeBefore, answer_within: float | None = None) -> StoredAnswer:
         """201 and what `work` made, or its refusal; with a key, at most once and the same
         again: claimed before any side effect, then looked up in the database (`made_before`:
         what this user's key made, or None; IdempotencyKeyReused for another body), the answer
         (a 4xx refusal included) kept for replays, a 5xx or any other failure forgotten so a
-        retry does the work."""
+        retry does the work.
+
+        `answer_within` (seconds): past it the caller gets StillWorking while the work goes on
+        to its end, and keeps the key claimed until then (its answer is kept as it would have
+        been): a caller that gave up is never answered for work that may still succeed."""
         if key is None:
-            return StoredAnswer(201, (await work(None)).model_dump(mode="json"))
+            async def made_without_key() -> StoredAnswer:
+                return StoredAnswer(201, (await work(None)).model_dump(mode="json"))
+            return await self._within(made_without_key(), answer_within)
         claim = Claim(user_id, key, fingerprint(request.model_dump(mode="json"),
                                                 self.fingerprint_secret))
         stored = await self.claim(claim)
         if stored is not None:
             return stored
+        return await self._within(self._answer_kept(claim, work, made_before), answer_within)
+
+    async def _answer_kept(self, claim: Claim, work: Callable[[Claim | None], Awaitable[BaseModel]],
+                           made_before: MadeBefore) -> StoredAnswer:
         try:
             made = await made_before(claim) or await work(claim)
         except ProblemError as problem:
@@ -208,6 +240,33 @@ class IdempotencyKeys:
         answer = StoredAnswer(201, made.model_dump(mode="json"))
         await self.remember(claim, answer)
         return answer
+
+    async def _within(self, answering: Awaitable[StoredAnswer],
+                      seconds: float | None) -> StoredAnswer:
+        if seconds is None:
+            return await answering
+        task = asyncio.ensure_future(answering)
+        self._finishing.add(task)
+        task.add_done_callback(_finished)
+        task.add_done_callback(self._finishing.discard)
+        try:
+            # Shielded: the work is not cut short when its caller stops waiting for it (it may
+            # hold units or a charge that only its own end settles).
+            return await asyncio.wait_for(asyncio.shield(task), max(seconds, 0.0))
+        except TimeoutError:
+            raise StillWorking() from None
+
+    async def drain(self, timeout: float) -> None:
+        """Waits (up to `timeout`) for the work that outlived its requests, on shutdown."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=timeout)
+
+
+def _finished(task: asyncio.Future[Any]) -> None:
+    """Its outcome was kept or forgotten by `_answer_kept`; a failure after its caller left has
+    nobody else to tell (and must not be logged by asyncio as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def problem_answer(problem: ProblemError) -> StoredAnswer:

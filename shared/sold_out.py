@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -88,6 +88,9 @@ class Slot:
 
     limit: InFlightLimit
     key: int
+    # When its wait began (time.monotonic()): what the wait took counts against the request's
+    # time budget, wherever it was waited for.
+    waited_since: float = field(default_factory=time.monotonic)
     given_back: bool = False
 
     def give_back(self) -> None:
@@ -140,11 +143,12 @@ class InFlightLimit:
     async def take_turn(self, key: int) -> Slot | None:
         """Waits for a slot of `key` as slot() does and returns it, for the caller to hand on
         (or give back). None if none came within `wait_seconds`."""
+        waited_since = time.monotonic()
         try:
             await self._acquire(key)
         except SlotTimeout:
             return None
-        return Slot(self, key)
+        return Slot(self, key, waited_since)
 
     @asynccontextmanager
     async def slot(self, key: int, *, taken: Slot | None = None) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ here, or nothing at all when admission answers it from memory.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -57,9 +58,10 @@ class OrderCreation:
     def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
                  stock: StockClient, ids: OrderIds, keys: IdempotencyKeys,
                  payment_ttl: timedelta, reserve_timeout_seconds: float | None = None,
-                 writer: OrderWriter | None = None) -> None:
+                 budget_seconds: float | None = None, writer: OrderWriter | None = None) -> None:
         self.transactions = transactions
         self.reserve_timeout_seconds = reserve_timeout_seconds
+        self.budget_seconds = budget_seconds
         self.admission = admission
         self.stock = stock
         self.ids = ids
@@ -74,11 +76,21 @@ class OrderCreation:
     async def create(self, user_id: int, request: OrderCreate, idempotency_key: str | None,
                      *, slot: Slot | None = None) -> StoredAnswer:
         """201 and the order, or the refusal; with a key, at most once and the same again.
-        `slot`: the reserve slot admission's layer in front already waited for, if any."""
+        `slot`: the reserve slot admission's layer in front already waited for, if any.
+
+        Answered within `budget_seconds` of the request's start (its wait for a slot in front
+        included): the slot wait and the reserve end in time by their own timeouts; an insert
+        still running then goes on, and the caller gets StillWorking (503), the key staying
+        claimed until the insert ends (its retry then gets the order, or a refusal-free retry
+        if the insert failed and gave the units back)."""
+        answer_within = None
+        if self.budget_seconds is not None:
+            started = slot.waited_since if slot is not None else time.monotonic()
+            answer_within = self.budget_seconds - (time.monotonic() - started)
         return await self.keys.once(
             user_id, idempotency_key, request,
             lambda claim: self._create(user_id, request, claim, slot),
-            made_before=self._order_made_with)
+            made_before=self._order_made_with, answer_within=answer_within)
 
     async def create_in_line(self, user_id: int, request: OrderCreate, key: str, *,
                              slot: Slot | None, again: bool) -> OrderOut:
@@ -217,4 +229,5 @@ class OrderCreation:
                            extra={"order_id": order_id})
 
     async def drain(self, timeout: float) -> None:
+        await self.keys.drain(timeout=timeout)
         await self.writer.drain(timeout=timeout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from order_service.clients import PaymentsClient, StockClient
 from order_service.orders.admission import OrderAdmission
@@ -29,13 +31,15 @@ from order_service.orders.errors import (
 )
 from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
-from order_service.orders.repository import OrderRepository
+from order_service.orders.repository import NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate
 from order_service.orders.transitions import OrderTransitions
+from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
 from shared.db import Transactions, create_engine, create_sessionmaker
+from shared.errors import ProblemError
 from shared.http import service_client
-from shared.idempotency import IdempotencyKeys
+from shared.idempotency import IdempotencyKeyInUse, IdempotencyKeys
 from shared.internal.payments import by_order_path
 from shared.internal.stock import Hold, SoldOut, StockRegistration, hold_path, product_path
 from shared.reads import ReadSession
@@ -460,3 +464,93 @@ async def test_orders_skipped_at_the_head_of_the_deadline_order_starve_none_behi
         await expire_round(expiry_over(orders, PaymentsClient(answering)), batch=3)
     assert await statuses(orders, [*running, *pending, unleased]) == \
         ["pending_payment"] * 4 + ["expired"]
+
+
+# The time budget of a create (ORDER_CREATE_BUDGET_SECONDS) bounds its last wait too: the insert.
+
+class SlowWriter(OrderWriter):
+    """A database that takes `delay` seconds to write each batch (a lock wait, a slow disk)."""
+
+    def __init__(self, transactions: Transactions[OrderRepository], delay: float) -> None:
+        super().__init__(transactions)
+        self.delay = delay
+
+    async def _write_together(self, rows: list[NewOrder]) -> None:
+        await asyncio.sleep(self.delay)
+        await super()._write_together(rows)
+
+
+async def test_an_insert_slower_than_the_budget_is_answered_in_time_and_its_retry_gets_the_order(
+    orders: Orders
+) -> None:
+    creation = OrderCreation(
+        transactions=orders.transactions, admission=orders.admission, stock=orders.stock,
+        ids=OrderIds(orders.transactions), keys=orders.creation.keys,
+        payment_ttl=timedelta(minutes=10), budget_seconds=1.0,
+        writer=SlowWriter(orders.transactions, delay=2.5))
+    product_id, buyer = await register(orders, total=3), new_id()
+    body = OrderCreate(product_id=product_id, quantity=1)
+    started = time.monotonic()
+    with pytest.raises(ProblemError) as answered:
+        await creation.create(buyer, body, "k-slow-insert")
+    # Answered within the budget (and its 503 says to ask again), not when the insert ends.
+    assert time.monotonic() - started < 2.0
+    assert answered.value.status == 503
+    assert answered.value.headers.get("Retry-After") == "1"
+    # Still being written: the units stay held for it, and a retry is told to wait.
+    assert await remaining(orders, product_id) == 2
+    with pytest.raises(IdempotencyKeyInUse):
+        await creation.create(buyer, body, "k-slow-insert")
+    # Written once the database answers: the retry gets that order, never a second one.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            again = await creation.create(buyer, body, "k-slow-insert")
+            break
+        except IdempotencyKeyInUse:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    assert again.status == 201
+    assert isinstance(again.body, dict)
+    order_id = int(again.body["id"])
+    assert await statuses(orders, [order_id]) == ["pending_payment"]
+    assert await hold_state(orders, product_id, order_id) == "held"
+    assert await remaining(orders, product_id) == 2  # one hold, never a second
+    await creation.drain(timeout=5)
+
+
+async def test_an_insert_that_fails_after_the_budget_gives_its_units_back(
+    orders: Orders
+) -> None:
+    """The insert goes on after the answer; when it fails, the hold goes back as it would have
+    had the request waited, and the key is free for a retry that does the work."""
+    creation = OrderCreation(
+        transactions=orders.transactions, admission=orders.admission, stock=orders.stock,
+        ids=OrderIds(orders.transactions), keys=orders.creation.keys,
+        payment_ttl=timedelta(minutes=10), budget_seconds=1.0,
+        writer=FailingSlowWriter(orders.transactions, delay=2.0))
+    product_id, buyer = await register(orders, total=1), new_id()
+    body = OrderCreate(product_id=product_id, quantity=1)
+    with pytest.raises(ProblemError) as answered:
+        await creation.create(buyer, body, "k-slow-fail")
+    assert answered.value.status == 503
+    deadline = time.monotonic() + 10
+    assert await remaining(orders, product_id) == 0  # held while the insert may land
+    while await remaining(orders, product_id) != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    # The key is free again: the retry does the work, with the unit that came back.
+    again = await orders.creation.create(buyer, body, "k-slow-fail")
+    assert again.status == 201
+
+
+class FailingSlowWriter(SlowWriter):
+    async def _write_together(self, rows: list[NewOrder]) -> None:
+        await asyncio.sleep(self.delay)
+        raise OperationalError("INSERT", {}, Exception(2013, "Lost connection"))
+
+
+async def remaining(orders: Orders, product_id: int) -> int:
+    response = await orders.stock.client.request("GET", f"/api/v1/products/{product_id}/stock")
+    assert response.status == 200, response.body
+    return int(response.body["remaining"])
