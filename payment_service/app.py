@@ -12,14 +12,19 @@ from fastapi import FastAPI
 
 from payment_service.clients import OrdersClient
 from payment_service.dependencies import Resources
+from payment_service.payments.charging import PaymentCharging
 from payment_service.payments.errors import ProcessorUnavailable
+from payment_service.payments.outcomes import PaymentOutcomes
 from payment_service.payments.processor import Attempts, HttpProcessor
+from payment_service.payments.recovery import PaymentRecovery
+from payment_service.payments.refunds import PaymentRefunds
+from payment_service.payments.repository import PaymentRepository
 from payment_service.payments.router import internal_router, webhook_router
 from payment_service.payments.router import router as payments_router
-from payment_service.payments.service import PaymentsService
 from payment_service.payments.tasks import deliver_payment_outcomes, fail_interrupted_payments
 from payment_service.settings import Settings, get_settings
 from shared.app import create_service_app
+from shared.db import Transactions
 from shared.http import service_client
 from shared.idempotency import IdempotencyKeys
 from shared.lifespan import open_datastores
@@ -70,27 +75,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   timeout_seconds=settings.processor_timeout_seconds),
                 metrics=metrics)
             await refuse_simulator_in_production(processor, settings)
-            payments = PaymentsService(
-                sessions=datastores.sessionmaker, reads=datastores.reads,
-                orders=OrdersClient(orders), processor=processor,
+            transactions = Transactions(datastores.sessionmaker, PaymentRepository)
+            orders_client = OrdersClient(orders)
+            outcomes = PaymentOutcomes(transactions=transactions, orders=orders_client,
+                                       processor=processor, metrics=metrics)
+            charging = PaymentCharging(
+                transactions=transactions, reads=datastores.reads, orders=orders_client,
+                processor=processor, outcomes=outcomes,
                 # A namespace of its own since fingerprints became HMACs: the plain hashes
                 # kept before are never compared (and expire with their keys).
                 keys=IdempotencyKeys(datastores.redis, namespace="payments-hmac",
                                      fingerprint_secret=settings.fingerprint_key()),
-                stale_after=timedelta(seconds=settings.stale_after_seconds),
-                pending_wait_seconds=settings.processor_pending_wait_seconds,
-                fault_point=settings.fault_point, metrics=metrics)
-            metrics.oldest_pending.bind(payments.oldest_pending_seconds)
+                budget_seconds=settings.budget_seconds)
+            refunds = PaymentRefunds(transactions=transactions, reads=datastores.reads,
+                                     processor=processor, metrics=metrics)
+            recovery = PaymentRecovery(
+                transactions=transactions, reads=datastores.reads, outcomes=outcomes,
+                stale_after=timedelta(seconds=settings.stale_after_seconds))
+            metrics.oldest_pending.bind(recovery.oldest_pending_seconds)
             bind_redis_probe(metrics.redis_up, datastores.redis.ping)
             stack.callback(metrics.oldest_pending.bind, None)
             stack.callback(bind_redis_probe, metrics.redis_up, None)
             async with running(
                 deliver_payment_outcomes(
-                    payments, interval_seconds=settings.outbox_interval_seconds),
+                    recovery, interval_seconds=settings.outbox_interval_seconds),
                 fail_interrupted_payments(
-                    payments, interval_seconds=settings.stale_interval_seconds),
+                    recovery, interval_seconds=settings.stale_interval_seconds),
             ):
-                yield Resources(settings=settings, datastores=datastores, payments=payments)
+                yield Resources(settings=settings, datastores=datastores, charging=charging,
+                                outcomes=outcomes, refunds=refunds, recovery=recovery)
+                await charging.keys.drain(timeout=settings.budget_seconds)
 
     return create_service_app(
         service="payment_service",

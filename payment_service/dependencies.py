@@ -1,6 +1,6 @@
-"""What payment_service's lifespan builds once (datastores, the order_service client, the card
-processor, the Idempotency-Key store and the payments service itself) and the dependencies
-that hand it to requests.
+"""What payment_service's lifespan builds once (datastores, and the parts of payments: charging,
+outcomes, refunds, recovery, over the order_service and card processor clients) and the
+dependencies that hand it to requests.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
 thread hop per dependency per request for what is only attribute access.
@@ -13,7 +13,10 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from payment_service.payments.service import PaymentsService
+from payment_service.payments.charging import PaymentCharging
+from payment_service.payments.outcomes import PaymentOutcomes
+from payment_service.payments.recovery import PaymentRecovery
+from payment_service.payments.refunds import PaymentRefunds
 from payment_service.settings import Settings
 from shared.dependencies import AppResources, resources_of
 from shared.lifespan import Datastores
@@ -23,7 +26,10 @@ from shared.lifespan import Datastores
 class Resources:
     settings: Settings
     datastores: Datastores
-    payments: PaymentsService
+    charging: PaymentCharging
+    outcomes: PaymentOutcomes
+    refunds: PaymentRefunds
+    recovery: PaymentRecovery
 
 
 async def get_resources(resources: AppResources) -> Resources:
@@ -33,8 +39,18 @@ async def get_resources(resources: AppResources) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_payments_service(resources: AppResources) -> PaymentsService:
-    return resources_of(resources, Resources).payments
+async def get_payment_charging(resources: AppResources) -> PaymentCharging:
+    return resources_of(resources, Resources).charging
 
 
-PaymentsServiceDep = Annotated[PaymentsService, Depends(get_payments_service)]
+async def get_payment_outcomes(resources: AppResources) -> PaymentOutcomes:
+    return resources_of(resources, Resources).outcomes
+
+
+async def get_payment_refunds(resources: AppResources) -> PaymentRefunds:
+    return resources_of(resources, Resources).refunds
+
+
+PaymentChargingDep = Annotated[PaymentCharging, Depends(get_payment_charging)]
+PaymentOutcomesDep = Annotated[PaymentOutcomes, Depends(get_payment_outcomes)]
+PaymentRefundsDep = Annotated[PaymentRefunds, Depends(get_payment_refunds)]

@@ -64,6 +64,11 @@ class ServiceClient:
         self._session = session
         self._signing_key = signing_key
 
+    @property
+    def timeout_seconds(self) -> float | None:
+        """A call's timeout when the caller gives none (the session's)."""
+        return self._session.timeout.total
+
     def _signed(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         """The request id to follow the call through both logs, signed as the gateway signs,
         with no user: internal routes answer only callers holding the key. Without a key (a

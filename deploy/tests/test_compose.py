@@ -235,11 +235,8 @@ def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], packag
     environment = environment_of(compose, package)
     settings_class = import_settings_class(package)
     names = settings_environment_names(settings_class)
-    # Fault injection is for tests alone (settings refuse it outside APP_ENV=test).
-    test_only = [n for n in names if any(name.endswith("_FAULT_POINT") for name in n)]
-    unset = [sorted(n) for n in names if n not in test_only and not n & environment.keys()]
+    unset = [sorted(n) for n in names if not n & environment.keys()]
     assert not unset, f"{package} reads these but docker-compose.yml does not set them: {unset}"
-    assert not any(n & environment.keys() for n in test_only), f"{package}: a fault switch"
 
 
 @pytest.mark.parametrize("package", APPS)

@@ -29,6 +29,7 @@ from payment_service.payments.processor_api import (
     ProcessorInfo,
     charge_path,
 )
+from shared.deadline import Deadline
 from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
 from shared.sale_metrics import PaymentMetrics
 
@@ -61,15 +62,17 @@ class Attempts:
 
 
 class CardProcessor(Protocol):
-    async def charge(self, *, key: str, card_number: str, amount: int,
-                     reference: str) -> Charge:
+    """`deadline`: every request ends by then (sent again only while time is left)."""
+
+    async def charge(self, *, key: str, card_number: str, amount: int, reference: str,
+                     deadline: Deadline | None = None) -> Charge:
         """The charge made with `key` (made now, or before). ProcessorUnavailable when no
         answer came: whether the charge was taken is then unknown."""
 
-    async def charge_state(self, key: str) -> Charge | None:
+    async def charge_state(self, key: str, *, deadline: Deadline | None = None) -> Charge | None:
         """The charge made with `key` as the processor knows it now; None if there is none."""
 
-    async def void(self, key: str) -> Charge:
+    async def void(self, key: str, *, deadline: Deadline | None = None) -> Charge:
         """Gives a charge back in full, or makes sure none is taken with this key later."""
 
     async def refund(self, key: str) -> Charge | None:
@@ -97,20 +100,22 @@ class HttpProcessor:
             raise ProcessorUnavailable("The card processor's answer was not understood.") \
                 from error
 
-    async def charge(self, *, key: str, card_number: str, amount: int,
-                     reference: str) -> Charge:
+    async def charge(self, *, key: str, card_number: str, amount: int, reference: str,
+                     deadline: Deadline | None = None) -> Charge:
         body = ChargeRequest(amount=amount, card_number=card_number, reference=reference)
         response = await self._send("POST", CHARGES_PATH, key=key, operation="charge",
-                                    body=body.model_dump(mode="json"))
+                                    body=body.model_dump(mode="json"), deadline=deadline)
         return self._charge(response)
 
-    async def charge_state(self, key: str) -> Charge | None:
-        response = await self._send("GET", charge_path(key), key=None, operation="charge_state")
+    async def charge_state(self, key: str, *, deadline: Deadline | None = None) -> Charge | None:
+        response = await self._send("GET", charge_path(key), key=None, operation="charge_state",
+                                    deadline=deadline)
         return None if response.status == 404 else self._charge(response)
 
-    async def void(self, key: str) -> Charge:
+    async def void(self, key: str, *, deadline: Deadline | None = None) -> Charge:
         return self._charge(await self._send("POST", charge_path(key, "void"),
-                                             key=f"void-{key}", operation="void"))
+                                             key=f"void-{key}", operation="void",
+                                             deadline=deadline))
 
     async def refund(self, key: str) -> Charge | None:
         response = await self._send("POST", charge_path(key, "refund"), key=f"refund-{key}",
@@ -124,17 +129,19 @@ class HttpProcessor:
         return Charge.model_validate(response.body)
 
     async def _send(self, method: str, path: str, *, key: str | None, operation: str,
-                    body: object = None) -> ServiceResponse:
+                    body: object = None, deadline: Deadline | None = None) -> ServiceResponse:
         """Every request the processor takes is idempotent by its key: one whose answer is lost
-        is sent again, with the same key, a few times. Each attempt is timed."""
+        is sent again, with the same key, a few times, while the deadline leaves time. Each
+        attempt is timed."""
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
         latency = self.metrics.processor_latency
+        timeout = self.attempts.timeout_seconds
         for attempt in range(1, self.attempts.count + 1):
             began = time.monotonic()
             try:
-                response = await self.client.request(method, path, json_body=body,
-                                                     headers=headers,
-                                                     timeout=self.attempts.timeout_seconds)
+                response = await self.client.request(
+                    method, path, json_body=body, headers=headers,
+                    timeout=deadline.cap(timeout) if deadline else timeout)
                 latency.labels(operation, "answered").observe(time.monotonic() - began)
                 return response
             except ServiceCallFailed as failed:
@@ -142,7 +149,9 @@ class HttpProcessor:
                 logger.warning("card processor did not answer",
                                extra={"path": path.split("/")[2], "attempt": attempt,
                                       "reason": failed.reason})
-                if attempt == self.attempts.count:
+                backoff = self.attempts.backoff_seconds * attempt
+                if attempt == self.attempts.count or (
+                        deadline is not None and deadline.left() <= backoff):
                     raise ProcessorUnavailable() from failed
-                await asyncio.sleep(self.attempts.backoff_seconds * attempt)
+                await asyncio.sleep(backoff)
         raise AssertionError("unreachable")

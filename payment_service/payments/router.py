@@ -10,7 +10,12 @@ from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from payment_service.dependencies import PaymentsServiceDep, ResourcesDep
+from payment_service.dependencies import (
+    PaymentChargingDep,
+    PaymentOutcomesDep,
+    PaymentRefundsDep,
+    ResourcesDep,
+)
 from payment_service.payments.errors import (
     InvalidWebhookSignature,
     NoCharge,
@@ -60,14 +65,18 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
                                 OrdersUnavailable, DatabaseUnavailable),
     description=(
         "Charges the card for the caller's `pending_payment` order: 201 with `succeeded` (the "
-        "order is paid) or `failed` with a `failure_code` (the order's units go back). "
+        "order is paid) or `failed` with a `failure_code` (`card_declined`, "
+        "`processor_declined`: the order's units go back; `interrupted`: the processor did not "
+        "decide within the payment's time budget, the charge is voided and the order stays "
+        "payable). A 503 with Retry-After: the payment may still be going on; retry with the "
+        "same Idempotency-Key for its answer. "
         "Test cards: 4242424242424242 succeeds, 4000000000000002 is declined. Only the last "
         "four digits are kept."
     ),
 )
 async def create_payment(body: PaymentCreate, user_id: CurrentUser, key: IdempotencyKeyDep,
-                         payments: PaymentsServiceDep) -> JSONResponse:
-    answer = await payments.pay(user_id, body, key)
+                         charging: PaymentChargingDep) -> JSONResponse:
+    answer = await charging.pay(user_id, body, key)
     return JSONResponse(answer.body, status_code=answer.status,
                         media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else None)
 
@@ -75,25 +84,25 @@ async def create_payment(body: PaymentCreate, user_id: CurrentUser, key: Idempot
 @router.get("/{payment_id}", responses=problem_responses(Unauthorized, PaymentNotFound,
                                                          ValidationFailed))
 async def get_payment(payment_id: Id, user_id: CurrentUser,
-                      payments: PaymentsServiceDep) -> PaymentOut:
-    return await payments.get(user_id, payment_id)
+                      charging: PaymentChargingDep) -> PaymentOut:
+    return await charging.get(user_id, payment_id)
 
 
 @internal_router.get("/by-order/{order_id}", responses=problem_responses(PaymentNotFound))
-async def latest_payment_of_order(order_id: Id, payments: PaymentsServiceDep) -> PaymentView:
-    return await payments.latest_for_order(order_id)
+async def latest_payment_of_order(order_id: Id, refunds: PaymentRefundsDep) -> PaymentView:
+    return await refunds.latest_for_order(order_id)
 
 
 @internal_router.post("/by-order/{order_id}/refund",
                       responses=problem_responses(NoCharge, PaymentPending, ProcessorUnavailable))
-async def refund_order_payment(order_id: Id, payments: PaymentsServiceDep) -> PaymentView:
-    return await payments.refund(order_id)
+async def refund_order_payment(order_id: Id, refunds: PaymentRefundsDep) -> PaymentView:
+    return await refunds.refund(order_id)
 
 
 @webhook_router.post("/processor", responses=problem_responses(
     InvalidWebhookSignature, ValidationFailed, ProcessorUnavailable))
 async def processor_webhook(request: Request, resources: ResourcesDep,
-                            payments: PaymentsServiceDep) -> dict[str, bool]:
+                            outcomes: PaymentOutcomesDep) -> dict[str, bool]:
     """A charge's new state. 2xx acknowledges it (the processor stops sending); anything else
     and it is sent again."""
     body = await request.body()
@@ -103,13 +112,13 @@ async def processor_webhook(request: Request, resources: ResourcesDep,
             timestamp=request.headers.get(TIMESTAMP_HEADER),
             signature=request.headers.get(SIGNATURE_HEADER), body=body, now=time.time(),
             tolerance_seconds=settings.webhook_tolerance_seconds):
-        payments.metrics.webhooks.labels("bad_signature").inc()
+        outcomes.metrics.webhooks.labels("bad_signature").inc()
         raise InvalidWebhookSignature()
     try:
         event = ChargeEvent.model_validate_json(body)
     except ValidationError:
-        payments.metrics.webhooks.labels("malformed").inc()
+        outcomes.metrics.webhooks.labels("malformed").inc()
         raise ValidationFailed("The webhook's body is not a charge event.") from None
-    await payments.take_charge_event(event)
-    payments.metrics.webhooks.labels("taken").inc()
+    await outcomes.take_charge_event(event)
+    outcomes.metrics.webhooks.labels("taken").inc()
     return {"received": True}

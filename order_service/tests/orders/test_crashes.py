@@ -15,6 +15,7 @@ from shared.testing.sale import Sale, register_product
 from shared.testing.sale_flow import get_order, order, pay, settled
 
 WITH_FAULT = "order_service.tests.faults:create_app_with_fault"
+PAYMENT_WITH_FAULT = "payment_service.tests.faults:create_app_with_fault"
 
 
 def user() -> int:
@@ -73,7 +74,8 @@ async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
     product = await register_product(http, sale, total=3)
     buyer = user()
     order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
-    sale.restart("payment", PAYMENT_FAULT_POINT="after_outcome")
+    # Its outcome is committed with the payment, then the process exits before telling.
+    sale.restart("payment", factory=PAYMENT_WITH_FAULT)
     try:
         with pytest.raises(httpx.HTTPError):
             await pay_until_cut_off(http, sale, user=buyer, order_id=order_id)

@@ -119,12 +119,22 @@ async def test_a_refund_is_done_only_when_no_charge_exists(
         buyer = user()
         product = await register_product(http, sale, total=2)
         order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
-        pending = await pay(http, sale, user=buyer, order_id=order_id)
-        assert pending.json()["status"] == "pending", pending.text
+        paying = asyncio.create_task(pay(http, sale, user=buyer, order_id=order_id))
+        # While the POST waits for the processor's decision, the payment is pending.
+        for _ in range(50):
+            if (await http.get(sale.url("payment") + by_order_path(order_id),
+                               headers=internal("order_service"))).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
         undecided = await http.post(sale.url("payment") + by_order_path(order_id, "refund"),
                                     headers=internal("order_service"))
         # A charge may yet succeed: not "no charge", so order_service asks again later.
         assert undecided.status_code == 409, undecided.text
+        # Given up on at the budget's end: failed, its charge voided; now there is none.
+        assert (await paying).json()["failure_code"] == "interrupted"
+        voided = await http.post(sale.url("payment") + by_order_path(order_id, "refund"),
+                                 headers=internal("order_service"))
+        assert (voided.status_code, voided.json()["code"]) == (404, "no_charge")
     finally:
         await set_faults(http, sale, **CALM)
 
