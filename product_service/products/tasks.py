@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from product_service.clients import StockClient
 from product_service.products.repository import ProductsRepository
 from shared.clock import utcnow
+from shared.db import Transactions
 from shared.loops import run_periodically
 
 logger = logging.getLogger("product_service.tasks")
@@ -24,9 +25,9 @@ async def settle_pending_products(sessions: async_sessionmaker[AsyncSession],
     under the settler. Returns how many were settled; stops at the first that stock_service
     could not take (the next round tries again)."""
     settled = 0
+    transactions = Transactions(sessions, lambda session: ProductsRepository(session=session))
     while True:
-        async with sessions() as session, session.begin():
-            products = ProductsRepository(session=session)
+        async with transactions.write() as products:
             product_id = await products.lock_one_stale_pending(
                 written_before=utcnow() - older_than)
             if product_id is None:

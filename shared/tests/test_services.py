@@ -78,3 +78,21 @@ def test_no_tests_import_another_apps_tests() -> None:
         if other != package and (module == f"{other}.tests" or module.startswith(f"{other}.tests."))
     ]
     assert offenders == []
+
+
+def test_transactions_are_opened_by_one_of_the_two_named_patterns() -> None:
+    """STYLE: a simple route commits once in its session dependency (shared.db.session_scope);
+    a multi-step flow opens its transactions through shared.db.Transactions. Nobody spells
+    `session.begin()` again, so a reader sees from the imports which of the two a module uses."""
+    packages = ["shared", GATEWAY.package, *(app.package for app in SERVICES)]
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for package in packages
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        if "tests" not in path.relative_to(REPO_ROOT).parts and "migrations" not in path.parts
+        # db.py defines the two; migrate.py runs Alembic on a connection, not a session.
+        and path not in (REPO_ROOT / "shared" / "db.py", REPO_ROOT / "shared" / "migrate.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if ".begin()" in line
+    ]
+    assert offenders == []

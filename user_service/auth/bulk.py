@@ -19,6 +19,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
+from shared.db import Transactions
 from user_service.auth.models import LoginSession
 from user_service.auth.passwords import HASHER
 from user_service.auth.tokens import TokenSigner
@@ -59,7 +60,8 @@ async def _create_batch(sessions: async_sessionmaker[AsyncSession], signer: Toke
                         emails: Sequence[str], password_hash: str,
                         roles: Sequence[str]) -> list[BulkAccount]:
     now = utcnow()
-    async with sessions() as session, session.begin():
+    # One transaction for the batch: its accounts, sessions and roles land together or not at all.
+    async with Transactions(sessions, lambda session: session).write() as session:
         await session.execute(insert(User), [
             {"email": email, "password_hash": password_hash, "name": "Buyer",
              "email_verified": True, "created_at": now, "updated_at": now}

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import utcnow
 from shared.contracts import REVOCATION_EPOCH_KEY
-from shared.db import AfterCommitTasks, session_scope
+from shared.db import AfterCommitTasks, Transactions, session_scope
 from shared.loops import run_periodically
 from user_service.auth.limits import RequestLimiter
 from user_service.auth.repository import AuthRepository
@@ -43,9 +43,10 @@ async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
     """Returns (refresh tokens deleted, sessions deleted)."""
     tokens = sessions = 0
     now = utcnow()
+    auth = Transactions(sessionmaker, AuthRepository)
     while True:
-        async with sessionmaker() as session, session.begin():
-            deleted = await AuthRepository(session).delete_expired_refresh_tokens(
+        async with auth.write() as repository:
+            deleted = await repository.delete_expired_refresh_tokens(
                 expired_before=now - EXPIRED_GRACE, limit=BATCH)
         tokens += deleted
         if deleted < BATCH:
@@ -53,8 +54,8 @@ async def purge_expired_sessions(sessionmaker: async_sessionmaker[AsyncSession],
     while True:
         # Only sessions older than any token of theirs could be: a session is created together
         # with its first token, and each token lives refresh_token_ttl at most.
-        async with sessionmaker() as session, session.begin():
-            deleted = await AuthRepository(session).delete_sessions_without_tokens(
+        async with auth.write() as repository:
+            deleted = await repository.delete_sessions_without_tokens(
                 created_before=now - EXPIRED_GRACE - refresh_token_ttl, limit=BATCH)
         sessions += deleted
         if deleted < BATCH:
@@ -66,9 +67,10 @@ async def purge_unverified_accounts(sessionmaker: async_sessionmaker[AsyncSessio
     """Deletes accounts never verified within a day of their sign-up; returns how many."""
     deleted_total = 0
     created_before = utcnow() - UNVERIFIED_ACCOUNT_LIFETIME
+    auth = Transactions(sessionmaker, AuthRepository)
     while True:
-        async with sessionmaker() as session, session.begin():
-            deleted = await AuthRepository(session).delete_unverified_users(
+        async with auth.write() as repository:
+            deleted = await repository.delete_unverified_users(
                 created_before=created_before, limit=BATCH)
         deleted_total += deleted
         if deleted < BATCH:
