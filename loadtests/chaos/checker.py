@@ -19,7 +19,13 @@ stock) and the buyers' recorded attempts. The invariants:
 - retry_got_first_answer: for each Idempotency-Key, every answer that was not a lost one (a
   transport error, a 5xx, 409 idempotency_key_in_use, 429, a 202 ticket) is the same (status,
   code, id); and when the key made an order or payment, that answer is it (never a refusal,
-  never another one).
+  never another one);
+- no_server_error: no answer is a 5xx the system does not give on purpose. Allowed are the
+  deliberate answers to a fault: 503 `upstream_unavailable` (a killed service, Redis or MySQL
+  out of reach, a budget that ran out while the work goes on) or `not_ready`, and the gateway's
+  502 `upstream_unavailable` (a killed service broke the connection mid-request). A 500 is
+  always a breach (an unexpected error), and so is a 504 (the gateway gave up on a service still
+  working: every service answers within its time budget) and any other 5xx.
 
 Without a processor ledger (`charges is None`) the charges are read from payment_service's own
 rows (a succeeded or refunded payment is a charge): weaker, since it trusts the very rows the
@@ -51,7 +57,11 @@ from loadtests.checker import (
 )
 
 INVARIANTS = ("no_oversell", "every_hold_resolved", "records_agree", "charge_accounted",
-              "no_paid_order_with_voided_charge", "no_double_charge", "retry_got_first_answer")
+              "no_paid_order_with_voided_charge", "no_double_charge", "retry_got_first_answer",
+              "no_server_error")
+# The 5xx answers a fault is met with on purpose (see no_server_error above).
+DELIBERATE_5XX = frozenset({(503, "upstream_unavailable"), (503, "not_ready"),
+                            (502, "upstream_unavailable")})
 # Examples kept per broken invariant (all are counted).
 EXAMPLES = 20
 KEPT = "succeeded"
@@ -198,6 +208,7 @@ def judge(state: ChaosState, attempts: Sequence[Attempt], *,
     _holds_resolved(state, breach)
     _charges(state, breach)
     _retries(after_replay or state, attempts, breach)
+    _server_errors(attempts, breach)
     verdict.facts = _facts(state, attempts)
     return verdict
 
@@ -359,6 +370,16 @@ def _retries(state: ChaosState, attempts: Sequence[Attempt], breach: _Breacher) 
                    f"{operation} key {key} (user {user_id}) was answered {_describe(first)}, "
                    "but nothing with that key exists", first.resource_id
                    if operation == "order" else None, first.sent)
+
+
+def _server_errors(attempts: Sequence[Attempt], breach: _Breacher) -> None:
+    for attempt in attempts:
+        if attempt.status is None or attempt.status < 500:
+            continue
+        if (attempt.status, attempt.code) not in DELIBERATE_5XX:
+            breach("no_server_error",
+                   f"{answer_label(attempt)} (user {attempt.user_id}, key {attempt.key}): "
+                   "not an answer the system gives on purpose", None, attempt.sent)
 
 
 def answer_label(attempt: Attempt) -> str:

@@ -190,7 +190,7 @@ def test_a_retry_refused_after_its_first_attempt_made_the_order_is_named() -> No
     sale = consistent()
     # Defect 2: the answer was lost, the order exists, the retry is refused by the limit.
     sale.attempts = [a for a in sale.attempts if a.key != "k1"] + [
-        Attempt(0, 101, "order", "k1", 1, 0.0, 10.0, 504, code="upstream_timeout"),
+        Attempt(0, 101, "order", "k1", 1, 0.0, 10.0, None, error="ReadTimeout", dropped=True),
         Attempt(0, 101, "order", "k1", 2, 11.0, 0.1, 409, code="purchase_limit_exceeded")]
     assert broken(sale) == ["retry_got_first_answer"]
     verdict = judge(sale.state(), sale.attempts)
@@ -271,3 +271,25 @@ def test_an_order_a_replay_made_is_judged_from_the_state_after_the_replay() -> N
     (found,) = verdict.breaches["retry_got_first_answer"]
     assert (found.order_id, found.at) == (9, 300.0)
     assert "(replay)" in found.detail
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (503, "upstream_unavailable"), (503, "not_ready"), (502, "upstream_unavailable")])
+def test_the_deliberate_answers_to_a_fault_are_no_breach(status: int, code: str) -> None:
+    sale = consistent()
+    sale.attempts.insert(0, Attempt(0, 101, "order", "k1", 0, 0.0, 0.1, status, code=code))
+    assert broken(sale) == []
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (500, "internal_error"), (500, None), (503, "internal_error"), (504, "upstream_timeout"),
+    (502, None), (501, "not_implemented")])
+def test_any_other_5xx_is_a_server_error(status: int, code: str | None) -> None:
+    """A 500 always, a 504 (the gateway gave up on a service still working within its budget),
+    and a 5xx without the code the system answers a fault with."""
+    sale = consistent()
+    sale.attempts.insert(0, Attempt(0, 101, "order", "k1", 0, 2.5, 0.1, status, code=code))
+    assert broken(sale) == ["no_server_error"]
+    (found,) = judge(sale.state(), sale.attempts).breaches["no_server_error"]
+    assert found.at == 2.5
+    assert str(status) in found.detail
