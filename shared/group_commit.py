@@ -24,6 +24,8 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from shared.repository import error_code
+
 Row = TypeVar("Row")
 
 # MySQL's deadlock and lock-wait-timeout errors: a batch cut short by one is written row by row.
@@ -119,11 +121,6 @@ class GroupCommit(Generic[Row]):
                 _settle(done, error)
             else:
                 _settle(done, None)
-
-
-def error_code(error: DBAPIError) -> object:
-    """MySQL's error number of a driver error (1062 duplicate entry, 1213 deadlock, ...)."""
-    return getattr(error.orig, "args", (None,))[0]
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:

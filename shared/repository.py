@@ -1,6 +1,7 @@
 """What every service's repositories stand on: plain reads on the ReadSession (no transaction,
 for the routes that only read) and changes on a session, made with whichever the caller has;
-and the two answers of a change that SQLAlchemy's typing leaves to a cast."""
+the two answers of a change that SQLAlchemy's typing leaves to a cast; and MySQL's error
+numbers the services act on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Executable
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.reads import ReadSession
+
+# MySQL error 1062: a unique key refused the row (an Idempotency-Key used before, a second hold
+# of one order, a second live payment of one order, an address taken).
+DUPLICATE_ENTRY = 1062
+
+
+def error_code(error: DBAPIError) -> object:
+    """MySQL's error number of a driver error (1062 duplicate entry, 1213 deadlock, ...)."""
+    return getattr(error.orig, "args", (None,))[0]
+
+
+def is_duplicate_entry(error: DBAPIError) -> bool:
+    return error_code(error) == DUPLICATE_ENTRY
 
 
 class Repository:

@@ -21,13 +21,13 @@ from order_service.orders.admission import OrderAdmission
 from order_service.orders.errors import StockUnavailable, UnpaidOrderExists
 from order_service.orders.ids import OrderIds
 from order_service.orders.models import UNPAID_ORDER_KEY
-from order_service.orders.repository import DUPLICATE_ENTRY, NewOrder, OrderRepository
+from order_service.orders.repository import NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate, OrderOut
 from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
 from shared.db import Transactions
 from shared.errors import DatabaseUnavailable, ProblemError
-from shared.group_commit import WriterStopped, error_code
+from shared.group_commit import WriterStopped
 from shared.idempotency import (
     Claim,
     IdempotencyKeyReused,
@@ -36,6 +36,7 @@ from shared.idempotency import (
     fingerprint,
 )
 from shared.internal.stock import PurchaseLimitExceeded
+from shared.repository import is_duplicate_entry
 from shared.sold_out import Slot
 
 logger = logging.getLogger("order_service.orders")
@@ -169,13 +170,14 @@ class OrderCreation:
         except IntegrityError as error:
             # Refused by the database: nothing of it was written.
             await self._release_quietly(order.product_id, order.id)
-            if error_code(error) == DUPLICATE_ENTRY and UNPAID_ORDER_KEY in str(error.orig):
+            if is_duplicate_entry(error) and UNPAID_ORDER_KEY in str(error.orig):
                 # Another unpaid order of the buyer's was written first (a racing create).
                 first = await self._unless_unpaid(order.user_id, order.product_id, claim)
                 if first is None:  # paid or cancelled since; it was there when this one was not
                     raise UnpaidOrderExists() from None
                 return first
-            if claim is not None and error_code(error) == DUPLICATE_ENTRY:
+            # The (user, Idempotency-Key) guard: the key made an order before.
+            if claim is not None and is_duplicate_entry(error):
                 return await self._first_order_of(claim)
             raise
         except (SQLAlchemyError, OSError, WriterStopped) as error:

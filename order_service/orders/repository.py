@@ -41,8 +41,6 @@ ORDERS_OF_USER_IN_STATUS_AFTER = (
     .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"),
            older_than(Order.created_at, Order.id))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
-# MySQL error 1062: the (user, Idempotency-Key) guard, or an order id taken twice.
-DUPLICATE_ENTRY = 1062
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,13 @@ from payment_service.payments.errors import OrderNotPayable, PaymentNotFound, Pr
 from payment_service.payments.outcomes import PaymentOutcomes, payment_out
 from payment_service.payments.processor import CardProcessor, charge_key
 from payment_service.payments.processor_api import Charge, reference
-from payment_service.payments.repository import DUPLICATE_ENTRY, PaymentReads, PaymentRepository
+from payment_service.payments.repository import PaymentReads, PaymentRepository
 from payment_service.payments.schemas import PaymentCreate, PaymentOut
 from shared.db import Transactions
 from shared.deadline import Deadline
 from shared.idempotency import Claim, IdempotencyKeyReused, IdempotencyKeys, StoredAnswer
 from shared.reads import ReadSession
+from shared.repository import is_duplicate_entry
 
 # How often a request waiting for a pending charge asks the processor again.
 PENDING_POLL_SECONDS = 0.2
@@ -84,7 +85,7 @@ class PaymentCharging:
                     idempotency_key=claim.key if claim else None,
                     idempotency_fingerprint=claim.fingerprint if claim else None)
         except IntegrityError as error:
-            if getattr(error.orig, "args", (None,))[0] != DUPLICATE_ENTRY:
+            if not is_duplicate_entry(error):
                 raise
             if claim is not None:
                 first = await self._first_payment_of(claim, request.order_id)

@@ -24,7 +24,6 @@ LATEST_OF_ORDER = (select(*PAYMENT_COLUMNS).where(Payment.order_id == bindparam(
 # The oldest pending payment's creation (ix_payments_status_created_at answers it from the index).
 OLDEST_PENDING = (select(func.min(Payment.created_at).label("since"))
                   .where(Payment.status == "pending"))
-DUPLICATE_ENTRY = 1062
 
 
 @dataclass(frozen=True)

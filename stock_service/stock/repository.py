@@ -47,8 +47,6 @@ TAKE_UNITS = (
            StockProduct.held + StockProduct.sold + bindparam("p_quantity") <= StockProduct.total,
            or_(StockProduct.limit_per_user.is_(None), ~_a_user_past_the_limit))
     .values(held=StockProduct.held + bindparam("p_quantity"), updated_at=bindparam("p_now")))
-# MySQL error 1062: a hold for this order is already in the ledger.
-DUPLICATE_ENTRY = 1062
 
 
 @dataclass(frozen=True)

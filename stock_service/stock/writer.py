@@ -21,9 +21,10 @@ from collections import Counter
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Transactions
-from shared.group_commit import GroupCommit, WriterStopped, error_code
+from shared.group_commit import GroupCommit, WriterStopped
 from shared.internal.stock import Hold, RefusalCode
-from stock_service.stock.repository import DUPLICATE_ENTRY, LedgerRepository
+from shared.repository import is_duplicate_entry
+from stock_service.stock.repository import LedgerRepository
 
 logger = logging.getLogger("stock_service.holds")
 
@@ -86,7 +87,7 @@ class HoldWriter(GroupCommit[Hold]):
             try:
                 await ledger.add_holds([hold])
             except IntegrityError as error:
-                if error_code(error) == DUPLICATE_ENTRY:
+                if is_duplicate_entry(error):  # a hold for this order is already in the ledger
                     raise AlreadyInLedger() from None
                 raise
             await ledger.count_user_units(hold.product_id, {hold.user_id: hold.quantity})

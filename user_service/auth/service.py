@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import utcnow
 from shared.db import in_own_transaction, run_after_commit
 from shared.errors import TooManyRequests
+from shared.repository import is_duplicate_entry
 from user_service.auth.errors import (
     CodeExpired,
     EmailNotVerified,
@@ -47,7 +48,6 @@ logger = logging.getLogger("user_service.auth")
 RESEND_KEY = "mail:resend:{email}"
 # The sign-up answers its token in this header (the body is the account, as API.md lists it).
 SIGNUP_TOKEN_HEADER = "Signup-Token"
-_MYSQL_DUPLICATE_ENTRY = 1062
 
 
 def hash_code(user_id: int, code: str) -> str:
@@ -60,11 +60,6 @@ def hash_token(token: str) -> str:
 
 
 hash_refresh_token = hash_token
-
-
-def _is_duplicate_entry(error: IntegrityError) -> bool:
-    args: tuple[object, ...] = getattr(error.orig, "args", ())
-    return bool(args) and args[0] == _MYSQL_DUPLICATE_ENTRY
 
 
 class AuthService:
@@ -115,7 +110,7 @@ class AuthService:
             )
         except IntegrityError as error:
             # Two sign-ups for one address raced past the lookup; the unique index decided.
-            if _is_duplicate_entry(error):
+            if is_duplicate_entry(error):
                 raise EmailTaken() from None
             raise
         signup_token = secrets.token_urlsafe(24)
