@@ -480,14 +480,17 @@ class SlowWriter(OrderWriter):
         await super()._write_together(rows)
 
 
+def with_budget(orders: Orders, writer: OrderWriter, budget_seconds: float = 1.0) -> OrderCreation:
+    return OrderCreation(
+        transactions=orders.transactions, admission=orders.admission, stock=orders.stock,
+        ids=OrderIds(orders.transactions), keys=orders.creation.keys,
+        payment_ttl=timedelta(minutes=10), budget_seconds=budget_seconds, writer=writer)
+
+
 async def test_an_insert_slower_than_the_budget_is_answered_in_time_and_its_retry_gets_the_order(
     orders: Orders
 ) -> None:
-    creation = OrderCreation(
-        transactions=orders.transactions, admission=orders.admission, stock=orders.stock,
-        ids=OrderIds(orders.transactions), keys=orders.creation.keys,
-        payment_ttl=timedelta(minutes=10), budget_seconds=1.0,
-        writer=SlowWriter(orders.transactions, delay=2.5))
+    creation = with_budget(orders, SlowWriter(orders.transactions, delay=2.5))
     product_id, buyer = await register(orders, total=3), new_id()
     body = OrderCreate(product_id=product_id, quantity=1)
     started = time.monotonic()
@@ -524,11 +527,7 @@ async def test_an_insert_that_fails_after_the_budget_gives_its_units_back(
 ) -> None:
     """The insert goes on after the answer; when it fails, the hold goes back as it would have
     had the request waited, and the key is free for a retry that does the work."""
-    creation = OrderCreation(
-        transactions=orders.transactions, admission=orders.admission, stock=orders.stock,
-        ids=OrderIds(orders.transactions), keys=orders.creation.keys,
-        payment_ttl=timedelta(minutes=10), budget_seconds=1.0,
-        writer=FailingSlowWriter(orders.transactions, delay=2.0))
+    creation = with_budget(orders, FailingSlowWriter(orders.transactions, delay=2.0))
     product_id, buyer = await register(orders, total=1), new_id()
     body = OrderCreate(product_id=product_id, quantity=1)
     with pytest.raises(ProblemError) as answered:
