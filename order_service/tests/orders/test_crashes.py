@@ -52,10 +52,13 @@ async def test_an_insert_whose_answer_was_lost_keeps_its_order_and_its_units(
     finally:
         sale.restart("order")
     assert created.status_code == 201, created.text
-    assert (await get_order(http, sale, user=buyer, order_id=created.json()["id"])).json()[
-        "status"] == "pending_payment"
+    status = (await get_order(http, sale, user=buyer, order_id=created.json()["id"])).json()[
+        "status"]
     counts = await settled(engines, redis, product)
-    assert (counts["remaining"], counts["held"]) == (1, 1)
+    # Its units stay held for it; on a machine so busy that the restart outlived the test
+    # sale's 4 s to pay, it expired and gave them back: either way it exists and agrees.
+    assert (status, counts["remaining"], counts["held"]) in (
+        ("pending_payment", 1, 1), ("expired", 2, 0))
 
 
 async def pay_until_cut_off(http: httpx.AsyncClient, sale: Sale, *, user: int,
@@ -73,9 +76,10 @@ async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
 ) -> None:
     product = await register_product(http, sale, total=3)
     buyer = user()
-    order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
-    # Its outcome is committed with the payment, then the process exits before telling.
+    # Its outcome is committed with the payment, then the process exits before telling. Restarted
+    # before the order is made: the test sale's orders have 4 s to be paid.
     sale.restart("payment", factory=PAYMENT_WITH_FAULT)
+    order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
     try:
         with pytest.raises(httpx.HTTPError):
             await pay_until_cut_off(http, sale, user=buyer, order_id=order_id)
