@@ -19,6 +19,7 @@ from order_service.orders.effects import OrderEffects
 from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
 from order_service.orders.line import OPEN_TOPIC, TICKETS_TOPIC, OrderLine
+from order_service.orders.metrics import line_length_reader
 from order_service.orders.repository import OrderRepository
 from order_service.orders.router import internal_router
 from order_service.orders.router import router as orders_router
@@ -101,7 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             tickets_channel=channels.name(TICKETS_TOPIC),
                             open_channel=channels.name(OPEN_TOPIC)),
                 fingerprint=lambda body: fingerprint(body, keys.fingerprint_secret),
-                retry_after_seconds=settings.line_retry_after_seconds)
+                retry_after_seconds=settings.line_retry_after_seconds, metrics=metrics.line)
+            metrics.line.length.bind(line_length_reader(line.scripts))
+            stack.callback(metrics.line.length.bind, None)
             drain = LineDrain(scripts=line.scripts, admission=admission, creation=creation,
                               claim_batch=settings.reserves_in_flight_per_product)
             admission.with_line(line, drain)

@@ -175,9 +175,11 @@ class RecentProducts:
 
 
 class OrderMetrics:
-    """order_service: each order decided, and the expiry that gives unpaid units back."""
+    """order_service: each order decided, the line of an opening, and the expiry that gives
+    unpaid units back."""
 
     def __init__(self) -> None:
+        self.line = LineMetrics()
         self.decisions = Counter(
             ORDER_DECISIONS, "Orders decided: outcome created, refused (4xx) or failed (5xx), "
             "and the answer's problem code",
@@ -208,25 +210,29 @@ class OrderMetrics:
         self._expiry_lag = max(most_overdue_seconds, 0.0)
 
     def collectors(self) -> list[Collector]:
-        return [self.decisions, self.expired, self.expiry_lag, self.redis_up]
+        return [self.decisions, self.expired, self.expiry_lag, self.redis_up,
+                *self.line.collectors()]
 
 
 class LineMetrics:
-    """The line at a sale's opening (order_service): its length at scrape time, each ticket's
-    outcome and the time spent in line. The line's code calls `ticket()` and `waited()`, and
-    binds `length` to its own count."""
+    """The line at a sale's opening (order_service): its length per product (read from Redis at
+    scrape time), each ticket by what became of it, and the time from arrival to decision."""
 
     def __init__(self) -> None:
-        self._length: Callable[[], Samples] = dict
-        self.length = ScrapeGauge(LINE_LENGTH, "Buyers waiting in the line, per product",
-                                  ("product",), lambda: self._length())
-        self.tickets = Counter(LINE_TICKETS, "Line tickets by outcome", ["outcome"],
-                               registry=None)
-        self.wait = Histogram(LINE_WAIT, "Time from joining the line to the ticket's turn",
-                              buckets=ROUND_BUCKETS, registry=None)
+        self.length = ReadAtScrape({LINE_LENGTH: (
+            "Places waiting in the line, per product (Redis)", ("product",))})
+        self.tickets = Counter(
+            LINE_TICKETS, "Line tickets by outcome: joined (a place taken, 202), full (429, the "
+            "line was full), ordered, refused", ["outcome"], registry=None)
+        self.wait = Histogram(LINE_WAIT, "Time from arrival at the gateway to the place's "
+                              "decision", buckets=ROUND_BUCKETS, registry=None)
+        self._outcomes: dict[str, Counter] = {}
 
-    def bind_length(self, read: Callable[[], Samples]) -> None:
-        self._length = read
+    def ticket(self, outcome: str, count: int = 1) -> None:
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.tickets.labels(outcome)
+        counter.inc(count)
 
     def collectors(self) -> list[Collector]:
         return [self.length, self.tickets, self.wait]
@@ -368,6 +374,6 @@ LOOPS = LoopMetrics()
 
 def every_sale_metric() -> list[Collector]:
     """Every collector defined here, once: what the dashboard and alert rules may query."""
-    return [*OrderMetrics().collectors(), *LineMetrics().collectors(),
+    return [*OrderMetrics().collectors(),
             *StockMetrics().collectors()[:-1], *PaymentMetrics().collectors()[:-1],
             *GatewayMetrics().collectors()[:-1], *LOOPS.collectors()]

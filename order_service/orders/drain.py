@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -144,6 +145,7 @@ class LineDrain:
             refused = await self.scripts.refuse_waiting(product_id, SOLD_OUT_PROBLEM)
             for _ in range(refused):
                 self.admission.metrics.refused(SoldOut.code)
+            self.admission.metrics.line.ticket("refused", refused)
             if refused:
                 logger.info("sold out: the line refused",
                             extra={"product_id": product_id, "places": refused})
@@ -251,6 +253,9 @@ class _ProductDrain:
         else:
             body |= {"state": "refused", "problem": answer.body}
         owner._answers.give(product_id, place.ticket, body["state"], body)
+        line = owner.admission.metrics.line
+        line.ticket(body["state"])
+        line.wait.observe(max(time.time() - record.arrived_us / 1e6, 0.0))
         if answer.status == SoldOut.status and record.quantity == 1 and \
                 isinstance(answer.body, dict) and answer.body.get("code") == SoldOut.code:
             # Not even one unit is left: nobody waiting can have one.

@@ -27,6 +27,7 @@ from typing import Any
 from order_service.orders.scripts import Joined, LineScripts, NewPlace, Record
 from shared.batching import FlushPerTurn
 from shared.broadcast import Feed
+from shared.sale_metrics import LineMetrics
 from shared.sse import sse_event
 
 logger = logging.getLogger("order_service.line")
@@ -200,7 +201,8 @@ class OrderLine:
     """Taking places and reading tickets (batched), and the tickets watched here."""
 
     def __init__(self, scripts: LineScripts, *, fingerprint: Callable[[dict[str, Any]], str],
-                 retry_after_seconds: int = 1) -> None:
+                 retry_after_seconds: int = 1, metrics: LineMetrics | None = None) -> None:
+        self.metrics = metrics or LineMetrics()
         self.scripts = scripts
         self.fingerprint = fingerprint
         self.retry_after_seconds = retry_after_seconds
@@ -217,7 +219,12 @@ class OrderLine:
                          fingerprint=self.fingerprint(body), arrived_us=arrived_us)
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         self._batches.ask(_Ask(product_id, place, None, future))
-        return await future, place
+        joined = await future
+        if joined.ticket is None:
+            self.metrics.ticket("full")
+        elif joined.record is None:
+            self.metrics.ticket("joined")
+        return joined, place
 
     async def read(self, ticket: str) -> tuple[int, Record | None, int]:
         """(product, the ticket's record or None, its position among the waiting or 0)."""

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.testing.identity import identity_headers
+from shared.testing.metrics import scrape
 from shared.testing.sale import Sale, register_product
 from shared.testing.sale_flow import settled
 
@@ -307,3 +308,28 @@ async def test_a_line_longer_than_its_longest_is_429(
         assert int(answer.headers["retry-after"]) >= 1
     assert max(a.json()["position"] for a in answers if a.status_code == 202) <= MAX_WAITING
     await outcomes(http, line_sale, buyers, answers)
+
+
+async def test_the_lines_metrics_count_each_ticket_once(
+        http: httpx.AsyncClient, line_sale: Sale) -> None:
+    """Scraped from order_service's /metrics: every 202 is a ticket joined, every ticket ends
+    ordered or refused once, and the time in line is observed for those the drain decided."""
+    metrics_url = line_sale.url("order") + "/metrics"
+    before = await scrape(http, metrics_url)
+    product = await register_product(http, line_sale, total=4)
+    buyers = [buyer() for _ in range(12)]
+    answers = await crowd(http, line_sale, product, buyers)
+    tickets = sum(a.status_code == 202 for a in answers)
+    assert tickets > 0
+    await outcomes(http, line_sale, buyers, answers)
+    after = await scrape(http, metrics_url)
+
+    def moved(name: str, **labels: str) -> float:
+        return after.value(name, **labels) - before.value(name, **labels)
+
+    name = "preorder_line_tickets_total"
+    assert moved(name, outcome="joined") == tickets
+    assert moved(name, outcome="ordered") + moved(name, outcome="refused") == tickets
+    assert 1 <= moved("preorder_line_wait_seconds_count") <= tickets
+    # Every place is decided: nobody is shown waiting in the product's line any more.
+    assert after.value("preorder_line_length", product=str(product)) == 0
