@@ -49,10 +49,14 @@ class ServiceProcess:
         )
         return self
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    # Seven processes importing at once on a shared 2-core machine at load 35 took longer than
+    # 30 s to print a line; a process that fails to start is reported at once either way.
+    START_TIMEOUT_SECONDS = 120.0
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         self.wait_healthy_at("/healthz", timeout)
 
-    def wait_healthy_at(self, path: str, timeout: float = 30.0) -> None:
+    def wait_healthy_at(self, path: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
