@@ -13,7 +13,8 @@ invariant that broke:
   order has exactly its one succeeded payment, a payment_failed order a failed one;
 - within_limit_per_user: nobody holds or bought more than limit_per_user;
 - succeeded_payment_has_paid_order: every succeeded payment's order is paid, by that payment;
-- no_5xx: no answer of the run had a 5xx status (from the load run's counts);
+- no_5xx: no answer of the run had a 5xx status (from the load run's counts), and no ticket
+  was refused with a 5xx problem (a place given up after its retries);
 
 and from the buyers' own records (loadtests/crowd.py), when the run has them:
 
@@ -232,6 +233,12 @@ def check(state: SaleState, *, after_ttl: bool = True,
         for status, count in sorted(answers.items()):
             if status >= 500:
                 verdict.breach("no_5xx", f"{count} answers with status {status}")
+    if answers is not None and buyers is not None:
+        refused = Counter(f"{tap.get('final_status')} {tap.get('final_code')}"
+                          for buyer in buyers for tap in buyer.get("taps") or ()
+                          if int(tap.get("final_status") or 0) >= 500)
+        for problem, count in sorted(refused.items()):
+            verdict.breach("no_5xx", f"{count} tickets refused with {problem}")
     if buyers is not None:
         _every_buyer_answered(buyers, verdict)
         _ticket_answered_once(buyers, verdict)

@@ -217,19 +217,21 @@ class Tap:
     # "ordered" or "refused"; None: no final answer
     state: str | None = None
     final_code: str = ""
+    final_status: int = 0  # 201 for an order; a refusal's problem status (409, or a 5xx)
     order_id: int | None = None
     final_at: float | None = None
     # Every final answer seen for this tap ("ordered 12", "refused sold_out"): on the ticket's
     # stream, its ?wait= reads and the read again afterwards. More than one is a breach.
     finals: list[str] = field(default_factory=list)
 
-    def finish(self, state: str, code: str, order_id: int | None, at: float) -> None:
+    def finish(self, state: str, code: str, order_id: int | None, at: float,
+               status: int) -> None:
         seen = f"ordered {order_id}" if state == "ordered" else f"refused {code}"
         if seen not in self.finals:
             self.finals.append(seen)
         if self.state is None:
-            self.state, self.final_code, self.order_id, self.final_at = (
-                state, code, order_id, at)
+            self.state, self.final_code, self.order_id, self.final_at, self.final_status = (
+                state, code, order_id, at, status)
 
 
 @dataclass
@@ -462,9 +464,9 @@ class Buyer:
         self.crowd.records.append(["POST /orders", tap.status, tap.code, tap.sent,
                                    (tap.answered - tap.sent) * 1000])
         if response.status == 201:
-            tap.finish("ordered", "", int(response.json()["id"]), tap.answered)
+            tap.finish("ordered", "", int(response.json()["id"]), tap.answered, 201)
         elif response.status == 409:
-            tap.finish("refused", tap.code, None, tap.answered)
+            tap.finish("refused", tap.code, None, tap.answered, 409)
         elif response.status == 202:
             ticket = response.json()
             tap.ticket, tap.position = str(ticket["ticket"]), ticket.get("position")
@@ -481,8 +483,10 @@ class Buyer:
             return
         order = body.get("order") or {}
         problem = body.get("problem") or {}
+        ordered = body["state"] == "ordered"
         tap.finish(str(body["state"]), str(problem.get("code", "")),
-                   int(order["id"]) if "id" in order else None, at)
+                   int(order["id"]) if "id" in order else None, at,
+                   201 if ordered else int(problem.get("status") or 409))
 
     async def follow_ticket(self, tap: Tap, path: str, n: int) -> None:
         """The ticket's events stream until a final state; ?wait= reads if it ends without."""

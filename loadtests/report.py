@@ -51,7 +51,8 @@ def final_answers(outcomes: Mapping[str, Any]) -> list[Answer]:
             if not tap.get("sent"):
                 continue
             if tap.get("final_at") is not None:
-                status = 201 if tap["state"] == "ordered" else 409
+                status = int(tap.get("final_status") or (
+                    201 if tap["state"] == "ordered" else 409))
                 found.append(Answer(ORDERS, status, str(tap.get("final_code", "")),
                                     float(tap["sent"]),
                                     (float(tap["final_at"]) - float(tap["sent"])) * 1000))

@@ -28,6 +28,7 @@ def tap(sent: float, *, state: str | None, at: float | None = None, status: int 
     return {"sent": OPENS + sent, "status": status, "code": "" if status == 202 else code,
             "answered": OPENS + sent + 0.01, "ticket": ticket, "position": None,
             "state": state, "final_code": final_code, "order_id": order_id,
+            "final_status": 0 if state is None else 201 if state == "ordered" else 409,
             "final_at": None if at is None else OPENS + at, "finals": seen}
 
 
@@ -81,6 +82,12 @@ def test_a_buyer_who_never_sent_its_order_has_no_answer() -> None:
     crowd = fair_line()
     crowd.append(buyer(99, error="GET /products/{id}/live: ConnectionResetError"))
     assert broken(crowd) == ["every_buyer_answered"]
+
+
+def test_a_ticket_refused_with_a_503_problem_counts_against_the_run() -> None:
+    crowd = fair_line()
+    crowd[42]["taps"][0].update(final_code="upstream_unavailable", final_status=503)
+    assert broken(crowd) == ["no_5xx"]
 
 
 def test_a_ticket_answered_ordered_then_sold_out_is_answered_twice() -> None:
