@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -179,7 +180,10 @@ def run_crowd(args: argparse.Namespace, target: Target, seed_file: Path, out: Pa
                 cpu[name] = reap(process, timeout=run_time + 60)
             if "locust master" in others:
                 time.sleep(2.0)  # the crowd's last answers settle in the browsers' figures
-                others["locust master"].send_signal(signal.SIGTERM)  # stops, then reports
+                # Stops, then reports. Not Popen.send_signal: its poll() would reap a master
+                # that already ended (--run-time), and its rusage with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(others["locust master"].pid, signal.SIGTERM)
             for name, process in others.items():
                 # The master ends on the signal (--run-time at the latest); workers follow it,
                 # or are stopped when they outlive it by long (a dead master never says quit).
