@@ -29,8 +29,6 @@ from user_service.roles.service import grant_role as grant_role_to
 # data; TEST_NAMESPACE (see shared/testing/datastores.py) keeps two checkouts' benchmarks apart.
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PASSWORD = "correct horse battery staple"
-# Eight processes importing at once on a busy two-core machine can take more than half a minute.
-STARTUP_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -197,12 +195,12 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
         for process in processes.values():
             process.start()
         for process in processes.values():
-            process.wait_healthy(STARTUP_SECONDS)
+            process.wait_healthy()
         # After the services: it fetches user_service's JWKS when it starts.
         for front in fronts:
             front.start()
         for front in fronts:
-            front.wait_healthy(STARTUP_SECONDS)
+            front.wait_healthy()
         yield ServiceSystem(processes, fronts[0], databases, key_dir, identity_key, fronts[1:])
     finally:
         for front in fronts:
