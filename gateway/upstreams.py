@@ -5,15 +5,11 @@ from __future__ import annotations
 import aiohttp
 
 from gateway.settings import Settings
+from shared import replicas
 
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
 UPSTREAM_KEEPALIVE_SECONDS = 4.0
-# A name with several replicas behind it (swarm's dnsrr, a Kubernetes headless Service) resolves
-# to each one's address; aiohttp spreads new connections over them in turn and, when one does
-# not connect, tries the next. Asked again this often, so a replica that died leaves the list
-# and one that was added joins it within seconds.
-UPSTREAM_DNS_TTL_SECONDS = 5
 
 
 class Upstreams:
@@ -36,11 +32,12 @@ class Upstreams:
 
     async def start(self) -> None:
         for name in self.base_urls:
-            connector = aiohttp.TCPConnector(
-                limit=self.settings.max_connections_per_upstream,
-                keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
-                ttl_dns_cache=UPSTREAM_DNS_TTL_SECONDS,
-            )
+            # A name with several replicas behind it resolves to each one's address; aiohttp
+            # spreads new connections over them in turn, tries the next when one does not
+            # connect, and asks again every few seconds (shared/replicas.py).
+            connector = replicas.connector(limit=self.settings.max_connections_per_upstream,
+                                           keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
+                                           hosts=self.settings.service_hosts)
             # No cookie jar: a Set-Cookie in one client's answer is that client's, passed on to
             # it, never kept in a pool every user's requests share.
             session = aiohttp.ClientSession(
@@ -54,8 +51,9 @@ class Upstreams:
             session._retry_connection = False
             self.sessions[name] = session
         self._streams = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.settings.max_open_streams,
-                                           keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
+            connector=replicas.connector(limit=self.settings.max_open_streams,
+                                         keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
+                                         hosts=self.settings.service_hosts),
             timeout=self.stream_timeout, auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))

@@ -59,11 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stock = await stack.enter_async_context(service_client(
                 "stock_service", settings.stock_service_url, caller="order_service",
                 signing_key=settings.identity_key(),
-                timeout_seconds=settings.call_timeout_seconds, max_connections=256))
+                timeout_seconds=settings.call_timeout_seconds, max_connections=256,
+                hosts=settings.service_hosts))
             payments = await stack.enter_async_context(service_client(
                 "payment_service", settings.payment_service_url, caller="order_service",
                 signing_key=settings.identity_key(),
-                timeout_seconds=settings.call_timeout_seconds))
+                timeout_seconds=settings.call_timeout_seconds, hosts=settings.service_hosts))
             transactions = Transactions(datastores.sessionmaker, OrderRepository)
             bind_redis_probe(metrics.redis_up, datastores.redis.ping)
             stack.callback(bind_redis_probe, metrics.redis_up, None)

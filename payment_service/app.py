@@ -64,13 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             orders = await stack.enter_async_context(service_client(
                 "order_service", settings.order_service_url, caller="payment_service",
                 signing_key=settings.identity_key(),
-                timeout_seconds=settings.call_timeout_seconds))
+                timeout_seconds=settings.call_timeout_seconds, hosts=settings.service_hosts))
             # Outside the system: nothing it is sent is signed with the identity key.
             processor = HttpProcessor(
                 await stack.enter_async_context(service_client(
                     "card_processor", settings.processor_url, caller="payment_service",
                     signing_key=None,
-                    timeout_seconds=settings.processor_timeout_seconds)),
+                    timeout_seconds=settings.processor_timeout_seconds,
+                    hosts=settings.service_hosts)),
                 attempts=Attempts(count=settings.processor_attempts,
                                   timeout_seconds=settings.processor_timeout_seconds),
                 metrics=metrics)

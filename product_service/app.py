@@ -35,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             open_datastores(settings) as datastores,
             service_client("stock_service", settings.stock_service_url, caller="product_service",
                            signing_key=settings.identity_key(),
-                           timeout_seconds=settings.stock_service_timeout_seconds) as http,
+                           timeout_seconds=settings.stock_service_timeout_seconds,
+                           hosts=settings.service_hosts) as http,
         ):
             stock = StockClient(http)
             details = ProductDetails(datastores.redis, datastores.reads,

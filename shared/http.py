@@ -8,6 +8,13 @@ decoded JSON body; what a status means is the typed client's business (`<service
 Internal routes are idempotent by design, so a call that met a closed keep-alive connection is
 sent once more, marked as sent again (RESENT_HEADER) so the receiver answers it from what the
 first did.
+
+A service's name may stand for several replicas (shared/replicas.py): each call goes to the next
+address in turn, and a call whose connection could not be made (refused, or no answer to the
+connect: nothing was sent) moves to the next address, as often as there are addresses. That is
+the only failover. A call that was sent and lost its connection is sent once more, marked, as
+above, and never again: it may have been carried out, and only the marked resend is answered
+from what the first did.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER, identity_signature
+from shared.replicas import CONNECT_TIMEOUT_SECONDS, Hosts, Replicas, Resolver, url_host
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
@@ -57,12 +66,28 @@ class ServiceResponse:
 
 class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
-                 signing_key: bytes | None, caller: str) -> None:
+                 signing_key: bytes | None, caller: str, timeout_seconds: float,
+                 resolver: Resolver) -> None:
         self.name = name
         self.caller = caller
         self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
         self._session = session
         self._signing_key = signing_key
+        url = URL(self.base_url)
+        # Over TLS the name must stay in the URL (the certificate is checked against it): aiohttp
+        # resolves it and tries each address on a failed connect, without the per-call turn.
+        self.replicas = (Replicas(url.raw_host or "", url.port or 80, resolver)
+                         if url.scheme == "http" else None)
+        self._port = url.port
+        self._path = url.raw_path.rstrip("/")
+        self._host_header = url.raw_authority
+
+    def _url(self, address: str | None) -> str:
+        """The base URL, at one replica's address (None: at the name, for aiohttp to resolve)."""
+        if address is None:
+            return self.base_url
+        return f"http://{url_host(address)}:{self._port}{self._path}"
 
     @property
     def timeout_seconds(self) -> float | None:
@@ -91,26 +116,54 @@ class ServiceClient:
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             sent["Content-Type"] = "application/json"
-        options: dict[str, Any] = {}
-        if timeout is not None:
-            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        for attempt in (1, 2):
+        if self.replicas is not None:
+            sent["Host"] = self._host_header
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout_seconds)
+        untried: list[str | None] = [None]
+        if self.replicas is not None:
             try:
-                async with self._session.request(method, self.base_url + path, data=data,
-                                                 headers=sent, allow_redirects=False,
-                                                 **options) as response:
+                untried = list(await self.replicas.turn())
+            except OSError as error:
+                raise ServiceCallFailed(self.name, f"name lookup failed: {error}") from error
+        address = untried.pop(0)
+        resent = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceCallFailed(self.name, "TimeoutError: no answer in time")
+            # Another address left: do not wait the whole budget on one that does not answer.
+            connect = min(CONNECT_TIMEOUT_SECONDS, remaining) if untried else None
+            try:
+                async with self._session.request(
+                        method, self._url(address) + path, data=data, headers=sent,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=remaining,
+                                                      sock_connect=connect)) as response:
                     raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
                     status = response.status
                 break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                # A pooled keep-alive connection the other side had just closed or reset (a
-                # connection that could not be opened is not sent again: nothing was sent).
-                # Every internal route is idempotent (by order id, hold id, or as a PUT), so once
-                # more is safe.
-                if attempt == 2 or isinstance(error, aiohttp.ClientConnectorError):
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+                # No connection, so nothing was sent: any replica may take the call, whatever
+                # it is.
+                if self.replicas is not None and address is not None:
+                    self.replicas.failed(address)
+                if not untried:
                     raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") \
                         from error
+                address = untried.pop(0)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                # A pooled keep-alive connection the other side had just closed or reset, or a
+                # replica that died under the call. Every internal route is idempotent (by order
+                # id, hold id, or as a PUT), so once more is safe, marked. To another replica if
+                # there is one: the shared datastores let any of them answer it from what the
+                # first did, and the one that lost the connection may be dying with its pool.
+                if resent:
+                    raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") \
+                        from error
+                resent = True
                 sent[RESENT_HEADER] = "1"
+                untried.append(address)
+                address = untried.pop(0)
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise ServiceCallFailed(self.name, f"{type(error).__name__}: {error}") from error
         if len(raw) > MAX_RESPONSE_BYTES:
@@ -127,10 +180,15 @@ class ServiceClient:
 
 @asynccontextmanager
 async def service_client(name: str, base_url: str, *, caller: str, signing_key: bytes | None,
-                         timeout_seconds: float,
-                         max_connections: int = 100) -> AsyncIterator[ServiceClient]:
-    """A client of one service for the lifespan of an app (or a test)."""
-    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
+                         timeout_seconds: float, max_connections: int = 100,
+                         hosts: Hosts | None = None) -> AsyncIterator[ServiceClient]:
+    """A client of one service for the lifespan of an app (or a test); `hosts`: the addresses
+    names stand for before DNS is asked (SERVICE_HOSTS, shared/replicas.py)."""
+    resolver = Resolver(hosts)
+    # Keep-alive connections are pooled per address (the URL names the address), with no limit
+    # per address: one replica may take them all when the others are gone.
+    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS,
+                                     resolver=resolver)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     # No cookie jar: calls are made on behalf of many users; nothing one answer sets may ride
     # along with the next.
@@ -141,4 +199,5 @@ async def service_client(name: str, base_url: str, *, caller: str, signing_key: 
         # closed under it, unmarked; the one resend is ours, marked RESENT_HEADER. (aiohttp's
         # own test client switches it off the same way.)
         session._retry_connection = False
-        yield ServiceClient(name, base_url, session, signing_key=signing_key, caller=caller)
+        yield ServiceClient(name, base_url, session, signing_key=signing_key, caller=caller,
+                            timeout_seconds=timeout_seconds, resolver=resolver)

@@ -3,10 +3,11 @@ states nothing else in its model_config; the rest is inherited from here."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -47,6 +48,22 @@ class ServiceSettings(BaseSettings):
     # No braces: a key's hash tag must be the product's, not the prefix's.
     pubsub_prefix: str = Field(default="preorder:", pattern=r"^[^{}\s]*$",
                                validation_alias=AliasChoices("PUBSUB_PREFIX"))
+
+    # Addresses a service's name stands for before DNS is asked, as /etc/hosts would, as JSON:
+    # {"stock.test": ["127.0.0.1", "127.0.0.2"]}. For a test system's replicas on loopback, which
+    # no resolver of the machine knows; an orchestrator's DNS does this in a deployment
+    # (shared/replicas.py). Shared by every process, read without the service's prefix.
+    service_hosts: dict[str, list[str]] = Field(
+        default_factory=dict, validation_alias=AliasChoices("SERVICE_HOSTS"))
+
+    @field_validator("service_hosts")
+    @classmethod
+    def _addresses_only(cls, hosts: dict[str, list[str]]) -> dict[str, list[str]]:
+        try:
+            return {name: [str(ipaddress.ip_address(a)) for a in addresses]
+                    for name, addresses in hosts.items()}
+        except ValueError as error:
+            raise ValueError(f"SERVICE_HOSTS names addresses, not names: {error}") from None
 
     def is_production(self) -> bool:
         return self.environment == "production"

@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             open_datastores(settings) as datastores,
             service_client("user_service", settings.user_service_url, caller="social_service",
                            signing_key=settings.identity_key(),
-                           timeout_seconds=settings.user_service_timeout_seconds) as user_service,
+                           timeout_seconds=settings.user_service_timeout_seconds,
+                           hosts=settings.service_hosts) as user_service,
         ):
             users = UserDirectory(
                 client=user_service, redis=datastores.redis,

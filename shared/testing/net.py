@@ -26,9 +26,10 @@ class ServiceProcess:
     """One uvicorn process serving `module:factory` on a loopback port, as in production."""
 
     def __init__(self, name: str, app: str, *, env: Mapping[str, str], port: int | None = None,
-                 log_dir: Path) -> None:
+                 log_dir: Path, host: str = "127.0.0.1") -> None:
         self.name = name
         self.app = app
+        self.host = host
         self.port = port or free_port()
         self.env = {**os.environ, **env}
         self.log_path = log_dir / f"{name}.log"
@@ -36,13 +37,13 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> ServiceProcess:
         # Appended: after a restart the log still shows what the process did before.
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", self.host,
              "--port", str(self.port), "--no-access-log", "--no-proxy-headers",
              "--no-server-header", "--timeout-graceful-shutdown", "3"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
