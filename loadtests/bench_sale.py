@@ -84,7 +84,7 @@ def sale_bench(workdir: Path) -> Iterator[SaleBench]:
         yield SaleBench(**vars(system))
 
 
-async def make_buyers(bench: SaleBench, count: int) -> list[BulkAccount]:
+async def make_buyers(bench: ServiceSystem, count: int) -> list[BulkAccount]:
     settings = UserSettings(database_url=bench.databases["user"], jwt_key_dir=str(bench.key_dir))
     engine = create_engine(settings.database_url, pool_size=2)
     try:
@@ -161,7 +161,7 @@ async def _warm(session: aiohttp.ClientSession, url: str, buyer: BulkAccount) ->
         await response.read()
 
 
-async def register_product(bench: SaleBench, *, stock: int, opens_in: float) -> tuple[int, float]:
+async def register_product(bench: ServiceSystem, *, stock: int, opens_in: float) -> tuple[int, float]:
     """Registered at stock_service as product_service would; returns its id and opening (epoch)."""
     product_id = int.from_bytes(os.urandom(4), "big") + 1
     opens_at = utcnow() + timedelta(seconds=opens_in)

@@ -4,6 +4,7 @@ sign-up codes (bench_system), or any set of services behind a gateway (service_s
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tempfile
@@ -123,6 +124,15 @@ async def create_account(system: BenchSystem, *, seller_in: str | None = None) -
     return Account(email, int(signup.json()["id"]), login.json()["access_token"])
 
 
+# Replicas of one app listen on one port, one loopback address each; their name (NAME_OF) is
+# told to every process through SERVICE_HOSTS, as an orchestrator's DNS would answer it.
+REPLICA_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(1, 9))
+
+
+def replica_host(name: str) -> str:
+    return f"{name}.replicas.test"
+
+
 @dataclass
 class ServiceSystem:
     """Services behind a gateway, each a uvicorn process on loopback with its own schema."""
@@ -135,31 +145,53 @@ class ServiceSystem:
     identity_key: str
     # More gateway processes on the same services, as replicas behind a load balancer would be.
     more_gateways: list[ServiceProcess] = field(default_factory=list)
+    # Every replica of each app (the gateway's too), first the one in `processes`/`gateway`.
+    replicas: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+    # SERVICE_HOSTS: the names replicated apps are called by, and their addresses.
+    hosts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def gateways(self) -> list[ServiceProcess]:
         return [self.gateway, *self.more_gateways]
 
+    @property
+    def gateway_url(self) -> str:
+        """Where a client reaches the gateway: its name when there are several (a client
+        resolving through shared.replicas.Resolver(hosts) spreads over them)."""
+        if len(self.replicas.get("gateway", [])) > 1:
+            return f"http://{replica_host('gateway')}:{self.gateway.port}"
+        return self.gateway.url
+
     def pids(self) -> dict[str, int]:
-        found = {name: p.process.pid for name, p in self.processes.items() if p.process}
-        for n, gateway in enumerate(self.gateways):
-            if gateway.process:
-                found["gateway" if n == 0 else f"gateway {n + 1}"] = gateway.process.pid
-        return found
+        every = {**{name: [p] for name, p in self.processes.items()}, **self.replicas}
+        every["gateway"] = self.gateways
+        return {name if n == 0 else f"{name}#{n + 1}": process.process.pid
+                for name, processes in every.items()
+                for n, process in enumerate(processes) if process.process}
 
 
 @contextmanager
 def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema_suffix: str,
                    env: Mapping[str, str] | None = None,
-                   gateways: int = 1) -> Iterator[ServiceSystem]:
+                   gateways: int = 1,
+                   replicas: Mapping[str, int] | None = None) -> Iterator[ServiceSystem]:
     """`apps` (short names from shared/services.py) on fresh schemas `preorder_<app>_<suffix>`
     (TEST_NAMESPACE appended) and `redis_url`, every one told where the others are, then the
     gateway. The caller clears `redis_url`'s keys first: state keyed by row ids must go with the
     rows. `env` is added to every process's environment (ORDER_PAYMENT_TTL_SECONDS, say).
-    `gateways` processes front the services, each on its own port (the first is `gateway`)."""
+    `gateways` processes front the services, each on its own port (the first is `gateway`).
+    `replicas`: how many processes of an app (or of the gateway) run, on one port at 127.0.0.1,
+    127.0.0.2, ..., called by one name (replica_host) that SERVICE_HOSTS resolves to them all."""
+    if gateways > 1 and (replicas or {}).get("gateway", 1) > 1:
+        raise ValueError("gateways on ports of their own, or behind one name: not both")
     # Settings default to production; the migrations and the callers' own settings read them too.
     os.environ["APP_ENV"] = "development"
+    counts = {name: (replicas or {}).get(name, 1) for name in (*apps, "gateway")}
     ports = {name: free_port() for name in apps}
+    hosts = {replica_host(name): list(REPLICA_ADDRESSES[:count])
+             for name, count in counts.items() if count > 1}
+    urls = {name: f"http://{replica_host(name) if counts[name] > 1 else '127.0.0.1'}:{port}"
+            for name, port in ports.items()}
     databases = {name: database_url_for_tests(service(name).schema, schema_suffix)
                  for name in apps}
     for name, url in databases.items():
@@ -167,45 +199,56 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
     key_dir = workdir / "keys"
     identity_key = secrets.token_urlsafe(32)
     common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
-              "IDENTITY_SIGNING_KEY": identity_key, **(env or {})}
+              "IDENTITY_SIGNING_KEY": identity_key, "SERVICE_HOSTS": json.dumps(hosts),
+              **(env or {})}
     processes: dict[str, ServiceProcess] = {}
     if "payment" in apps:
         # The card processor simulator, at its defaults (PAYMENT_FAILURE_RATE from `env`).
         processes[PROCESSOR_SIM.name] = simulator_process(
-            payment_url=f"http://127.0.0.1:{ports['payment']}", log_dir=workdir,
-            env={**common, "LOG_LEVEL": "WARNING"})
+            payment_url=urls["payment"], log_dir=workdir, env={**common, "LOG_LEVEL": "WARNING"})
+    every: dict[str, list[ServiceProcess]] = {}
     for name in apps:
         prefix = name.upper()
         app_env = {**common, f"{prefix}_DATABASE_URL": databases[name],
                    f"{prefix}_REDIS_URL": redis_url,
-                   **{f"{prefix}_{other.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
-                      for other, port in ports.items()}}
+                   **{f"{prefix}_{other.upper()}_SERVICE_URL": url for other, url in urls.items()}}
         if name == "user":
             app_env["USER_JWT_KEY_DIR"] = str(key_dir)
         if name == "payment":
             app_env.update(payment_environment(processes[PROCESSOR_SIM.name]))
-        processes[name] = ServiceProcess(name, service(name).factory, env=app_env,
-                                         log_dir=workdir, port=ports[name])
+        every[name] = [ServiceProcess(name if n == 0 else f"{name}-{n + 1}", service(name).factory,
+                                      env=app_env, log_dir=workdir, port=ports[name],
+                                      host=REPLICA_ADDRESSES[n]) for n in range(counts[name])]
+        processes[name] = every[name][0]
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url,
-                   **{f"GATEWAY_{name.upper()}_SERVICE_URL": f"http://127.0.0.1:{port}"
-                      for name, port in ports.items()}}
-    fronts = [ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
-                             log_dir=workdir, env=gateway_env) for n in range(max(1, gateways))]
+                   **{f"GATEWAY_{name.upper()}_SERVICE_URL": url for name, url in urls.items()}}
+    if counts["gateway"] > 1:  # behind one name: one port, an address each
+        gateway_port = free_port()
+        every["gateway"] = [
+            ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
+                           log_dir=workdir, port=gateway_port, host=REPLICA_ADDRESSES[n],
+                           env=gateway_env) for n in range(counts["gateway"])]
+    else:
+        every["gateway"] = [
+            ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
+                           log_dir=workdir, env=gateway_env) for n in range(max(1, gateways))]
+    services = [*processes.values(), *(p for name in apps for p in every[name][1:])]
     try:
-        for process in processes.values():
+        for process in services:
             process.start()
-        for process in processes.values():
+        for process in services:
             process.wait_healthy()
         # After the services: it fetches user_service's JWKS when it starts.
-        for front in fronts:
-            front.start()
-        for front in fronts:
-            front.wait_healthy()
-        yield ServiceSystem(processes, fronts[0], databases, key_dir, identity_key, fronts[1:])
+        for gateway in every["gateway"]:
+            gateway.start()
+        for gateway in every["gateway"]:
+            gateway.wait_healthy()
+        yield ServiceSystem(processes, every["gateway"][0], databases, key_dir, identity_key,
+                            every["gateway"][1:], every, hosts)
     finally:
-        for front in fronts:
-            front.stop()
-        for process in processes.values():
+        for gateway in every["gateway"]:
+            gateway.stop()
+        for process in services:
             process.stop()
 
 
