@@ -2,6 +2,7 @@
 moment it opens, all through the gateway.
 
     python -m loadtests.bench_sale [--buyers 2000] [--stock 200] [--connections 500]
+        [--replicas gateway=2,order=2,stock=2]
 
 It starts its own user_service, stock_service, order_service, payment_service and gateway on
 loopback (schemas preorder_*_bench, Redis database BENCH_REDIS_URL), makes the buyers in bulk
@@ -14,6 +15,11 @@ time from the first order sent to the last answer), p50/p99, the answers by code
 left and sold by the ledger (oversold = sold + held beyond the stock), the raw Lua reserve
 rate on Redis and a hello-world rate measured in the same run with the ratios, and the CPU
 seconds each process used during the burst. Loopback only; bounded; stops by itself.
+
+--replicas runs several processes of the gateway, order_service or stock_service, each set on
+one port at 127.0.0.1, 127.0.0.2, ... behind one name (loadtests/system.py), as an orchestrator
+runs replicas: the buyers' client spreads its connections over the gateways, the gateways over
+the order replicas, and order_service's calls over the stock replicas (shared/replicas.py).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from loadtests.wrk import measure
 from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
 from shared.internal.stock import product_path
+from shared.replicas import Resolver
 from shared.schemas import to_utc_z
 from shared.testing.datastores import forget_redis_keys
 from shared.testing.identity import signed_identity_headers
@@ -76,12 +83,22 @@ class SaleBench(ServiceSystem):
 
 
 @contextmanager
-def sale_bench(workdir: Path) -> Iterator[SaleBench]:
+def sale_bench(workdir: Path, replicas: dict[str, int] | None = None) -> Iterator[SaleBench]:
     for prefix in ("{p:", "stock:", "idem:", "auth:"):
         forget_redis_keys(BENCH_REDIS_URL, prefix)
-    with service_system(SALE_APPS, workdir, redis_url=BENCH_REDIS_URL,
-                        schema_suffix="bench") as system:
+    with service_system(SALE_APPS, workdir, redis_url=BENCH_REDIS_URL, schema_suffix="bench",
+                        replicas=replicas) as system:
         yield SaleBench(**vars(system))
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`gateway=2,order=2` -> {"gateway": 2, "order": 2}."""
+    counts = {name.strip(): int(count) for name, _, count in
+              (part.partition("=") for part in text.split(",") if part.strip())}
+    unknown = set(counts) - {"gateway", *SALE_APPS}
+    if unknown or any(count < 1 for count in counts.values()):
+        raise argparse.ArgumentTypeError(f"replicas of gateway or {', '.join(SALE_APPS)}, >= 1")
+    return counts
 
 
 async def make_buyers(bench: ServiceSystem, count: int) -> list[BulkAccount]:
@@ -105,12 +122,15 @@ class Answer:
 
 async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rate: float,
                    open_sale: Callable[[], Awaitable[tuple[int, float]]], pids: dict[str, int],
-                   profile: Path | None) -> tuple[list[Answer], dict[str, float]]:
+                   profile: Path | None,
+                   hosts: dict[str, list[str]] | None = None) -> tuple[list[Answer],
+                                                                       dict[str, float]]:
     """Every buyer's order from the moment the sale `open_sale` schedules opens: all at once
     (rate 0), or `rate` buyers a second in an even stream. Returns the answers, each timed from
     when it was due (so a request the client was slow to send is not flattered), and the CPU
     seconds each process used from the end of the warm-up to the last answer."""
-    connector = aiohttp.TCPConnector(limit=connections)
+    # Several gateways behind one name: new connections go to each in turn.
+    connector = aiohttp.TCPConnector(limit=connections, resolver=Resolver(hosts))
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # Connections are opened (and the tokens seen) before the opening, as by apps that
@@ -307,13 +327,29 @@ class Phase:
                   f"oversell: {'met' if met else 'MISSED'}")
 
 
+def replica_urls(bench: SaleBench, name: str) -> list[str]:
+    return [p.url for p in bench.replicas.get(name) or [
+        bench.gateway if name == "gateway" else bench.processes[name]]]
+
+
+async def reserves_answered(bench: SaleBench) -> int:
+    return sum([await requests_answered(url, "PUT", "/holds/")
+                for url in replica_urls(bench, "stock")])
+
+
+async def legs_inside(bench: SaleBench) -> list[tuple[float, float]]:
+    """(requests, seconds) inside each leg of LEGS so far, summed over the leg's replicas."""
+    legs = []
+    for name, method, part in LEGS:
+        inside = [await time_inside(url, method, part) for url in replica_urls(bench, name)]
+        legs.append((sum(i[0] for i in inside), sum(i[1] for i in inside)))
+    return legs
+
+
 async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[BulkAccount], *,
                      rate: float, profile: Path | None) -> Phase:
-    stock_url = bench.processes["stock"].url
-    reserves_before = await requests_answered(stock_url, "PUT", "/holds/")
-    urls = {name: bench.gateway.url if name == "gateway" else bench.processes[name].url
-            for name, _, _ in LEGS}
-    legs_before = [await time_inside(urls[name], method, part) for name, method, part in LEGS]
+    reserves_before = await reserves_answered(bench)
+    legs_before = await legs_inside(bench)
     sale: list[int] = []
 
     async def open_sale() -> tuple[int, float]:
@@ -322,15 +358,14 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
         sale.append(product_id)
         return product_id, opens_at
 
-    answers, used = await send_all(bench.gateway.url, buyers, connections=args.connections,
+    answers, used = await send_all(bench.gateway_url, buyers, connections=args.connections,
                                    rate=rate, open_sale=open_sale, pids=bench.pids(),
-                                   profile=profile)
+                                   profile=profile, hosts=bench.hosts)
     await asyncio.sleep(1)  # effects are after-commit: let them land before reading the ledger
-    reserves = await requests_answered(stock_url, "PUT", "/holds/") - reserves_before
+    reserves = await reserves_answered(bench) - reserves_before
     legs: dict[str, tuple[int, float]] = {}
-    for (name, method, part), (count_before, seconds_before) in zip(LEGS, legs_before,
-                                                                    strict=True):
-        count, seconds = await time_inside(urls[name], method, part)
+    for (name, _, _), (count_before, seconds_before), (count, seconds) in zip(
+            LEGS, legs_before, await legs_inside(bench), strict=True):
         count -= count_before
         legs[name] = (int(count), 1000 * (seconds - seconds_before) / count if count else 0.0)
     return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate, legs)
@@ -345,6 +380,8 @@ def main() -> None:
                         help="buyers a second in the second phase (the first sends all at once)")
     parser.add_argument("--lead", type=float, default=1.5,
                         help="seconds from registering the product (after the warm-up) to its opening")
+    parser.add_argument("--replicas", type=parse_replicas, default={},
+                        help="processes of the gateway, order or stock, e.g. gateway=2,order=2")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="record each phase under py-spy (raw) into DIR, a file a service")
     args = parser.parse_args()
@@ -354,7 +391,8 @@ def main() -> None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         hello_url = stack.enter_context(hello_world())
-        bench = stack.enter_context(sale_bench(workdir))
+        bench = stack.enter_context(sale_bench(workdir, args.replicas))
+        print(f"replicas: {args.replicas or 'one process each'}")
         asyncio.run(run(args, bench, hello_url))
 
 

@@ -9,6 +9,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -89,6 +90,14 @@ class Orders:
 async def orders(stock_url: str, order_database: str, redis: Redis) -> AsyncIterator[Orders]:
     """The parts of orders as the lifespan wires them (no loops: tests run their rounds), with a
     sold-out memory long enough to be seen, and no payment_service (nobody listens there)."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        yield parts
+
+
+@asynccontextmanager
+async def order_parts(stock_url: str, order_database: str, redis: Redis) -> AsyncIterator[Orders]:
+    """One process's parts of orders; called again, another replica's (its own pools and
+    memories, the same MySQL, Redis and stock_service)."""
     engine = create_engine(order_database, pool_size=5)
     reads = await ReadSession.open(order_database, pool_size=2)
     transactions = Transactions(create_sessionmaker(engine), OrderRepository)
@@ -549,7 +558,81 @@ class FailingSlowWriter(SlowWriter):
         raise OperationalError("INSERT", {}, Exception(2013, "Lost connection"))
 
 
+# Two replicas run every loop at the same time (docs/replicas.md, "Background loops"): no order
+# moves twice and no unit comes back twice.
+
+
 async def remaining(orders: Orders, product_id: int) -> int:
     response = await orders.stock.client.request("GET", f"/api/v1/products/{product_id}/stock")
     assert response.status == 200, response.body
     return int(response.body["remaining"])
+
+
+@pytest.fixture
+async def replica(stock_url: str, order_database: str, redis: Redis) -> AsyncIterator[Orders]:
+    async with order_parts(stock_url, order_database, redis) as parts:
+        yield parts
+
+
+async def past_due(orders: Orders, order_ids: list[int]) -> None:
+    async with orders.transactions.write() as repository:
+        for order_id in order_ids:
+            await repository.session.execute(
+                text("UPDATE orders SET expires_at = :past WHERE id = :id"),
+                {"past": utcnow() - timedelta(seconds=1), "id": order_id})
+
+
+async def test_two_replicas_expiring_at_once_expire_each_order_once(
+        orders: Orders, replica: Orders) -> None:
+    product_id = await register(orders, total=30)
+    order_ids = [int(str((await create(orders, new_id(), product_id))["id"])) for _ in range(30)]
+    await past_due(orders, order_ids)
+    moved = await asyncio.gather(orders.expiry.expire_due(batch=7),
+                                 replica.expiry.expire_due(batch=7))
+    for parts in (orders, replica):
+        await parts.expiry.drain()
+        await parts.effects.drain()
+    assert sum(moved) == 30  # conditional UPDATE: each order moved by one of them
+    assert await remaining(orders, product_id) == 30
+    for order_id in order_ids:
+        assert await hold_state(orders, product_id, order_id) == "released"
+
+
+async def test_two_replicas_settling_owed_effects_at_once_give_each_unit_back_once(
+        orders: Orders, replica: Orders) -> None:
+    product_id = await register(orders, total=20)
+    buyers = [new_id() for _ in range(20)]
+    order_ids = [int(str((await create(orders, buyer, product_id))["id"])) for buyer in buyers]
+    async with orders.transactions.write() as repository:
+        for order_id, buyer in zip(order_ids, buyers, strict=True):
+            assert await repository.cancel(order_id, buyer, from_status="pending_payment")
+        await repository.session.execute(
+            text("UPDATE orders SET updated_at = :old WHERE product_id = :p"),
+            {"old": utcnow() - timedelta(minutes=1), "p": product_id})
+    await asyncio.gather(orders.effects.settle_overdue(), replica.effects.settle_overdue())
+    assert await remaining(orders, product_id) == 20
+    for order_id in order_ids:
+        assert await hold_state(orders, product_id, order_id) == "released"
+        async with orders.transactions.read() as repository:
+            settled = await repository.settling(order_id)
+        assert settled is not None
+        assert settled.stock_effect is None
+
+
+async def test_two_replicas_releasing_orphan_holds_at_once_give_each_unit_back_once(
+        orders: Orders, replica: Orders) -> None:
+    product_id = await register(orders, total=15)
+    for _ in range(15):
+        response = await orders.stock.client.request(
+            "PUT", hold_path(product_id, new_id()), json_body={"user_id": new_id(), "quantity": 1})
+        assert response.status == 200
+    assert await remaining(orders, product_id) == 0
+    for parts in (orders, replica):
+        parts.effects.orphan_after = timedelta(0)
+    try:
+        await asyncio.gather(orders.effects.release_orphan_holds(page_size=4),
+                             replica.effects.release_orphan_holds(page_size=4))
+    finally:
+        for parts in (orders, replica):
+            parts.effects.orphan_after = timedelta(seconds=60)
+    assert await remaining(orders, product_id) == 15

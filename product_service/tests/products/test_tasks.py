@@ -4,10 +4,11 @@ under a request that is still finishing it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.clients import StockClient
@@ -17,6 +18,7 @@ from product_service.products.repository import ProductsRepository
 from product_service.products.tasks import settle_pending_products
 from product_service.tests.products.factories import make_product
 from shared.clock import utcnow
+from shared.db import create_engine, create_sessionmaker
 from shared.http import ServiceCallFailed, service_client
 from shared.internal.stock import StockRegistration
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, new_user_id
@@ -94,3 +96,28 @@ async def test_a_product_its_request_is_activating_is_skipped_and_one_settled_st
     # The request that finally gets to it finds nothing to activate (and answers 503).
     async with sessions() as request, request.begin():
         assert not await ProductsRepository(session=request).activate(late.id)
+
+
+async def test_two_replicas_settling_at_once_settle_each_product_once(
+    resources: Resources, session: AsyncSession, database_url: str
+) -> None:
+    """Rows one replica holds are skipped by the other (SKIP LOCKED): each product is withdrawn
+    and deleted by one of them, and the rounds' counts add up to the products there were."""
+    seller = new_user_id()
+    old = [await make_product(session, seller_id=seller, status="pending",
+                              created_at=utcnow() - timedelta(minutes=5)) for _ in range(12)]
+    await session.commit()
+    stale = await session.scalar(select(func.count()).select_from(Product).where(
+        Product.status == "pending", Product.created_at < utcnow() - timedelta(seconds=30)))
+    await session.commit()
+    engines = [create_engine(database_url, pool_size=2) for _ in range(2)]
+    try:
+        settled = await asyncio.gather(*(
+            settle_pending_products(create_sessionmaker(engine), resources.stock,
+                                    older_than=timedelta(seconds=30)) for engine in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sum(settled) == stale
+    for product in old:
+        assert await status_of(session, product.id) is None

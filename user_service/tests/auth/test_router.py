@@ -830,3 +830,27 @@ async def test_two_changes_with_the_same_old_password_cannot_both_win(
         for headers, new_password in ((owner, "owner's new one"), (attacker, "attacker's one"))
     ))
     assert sorted(r.status_code for r in responses) == [204, 403]
+
+
+async def test_two_replicas_mailing_delayed_codes_mail_each_once(
+    make_settings: SettingsFactory, mail_sink: MailSink, redis: Redis
+) -> None:
+    """Both replicas' loops pop the delayed addresses (one atomic pop each): every delayed code
+    goes out once, not once per replica."""
+    await redis.delete(MAIL_SENT_KEY, MAIL_DELAYED_KEY)
+    settings = make_settings(mail_max_per_hour=2, mail_delayed_interval_seconds=0.1)
+    try:
+        async with running_app(settings) as one, running_app(settings):
+            emails = [unique_email() for _ in range(6)]
+            for email in emails:
+                assert (await signup(one.client, email)).status_code == 201
+            await after_commit_done(one)
+            assert await redis.zcard(MAIL_DELAYED_KEY) == 4
+            await redis.delete(MAIL_SENT_KEY)  # a new hour, twice over
+            await mail_sink.wait_for(emails[3])
+            await redis.delete(MAIL_SENT_KEY)
+            await mail_sink.wait_for(emails[5])
+            await asyncio.sleep(0.5)  # a second mail to anyone would have gone by now
+            assert [len(mail_sink.mails_to(email)) for email in emails] == [1] * 6
+    finally:
+        await redis.delete(MAIL_SENT_KEY, MAIL_DELAYED_KEY)

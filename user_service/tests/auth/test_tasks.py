@@ -127,3 +127,44 @@ async def test_the_watch_publishes_again_when_the_epoch_key_goes(
         await watch
     # The epoch key is written only once the revocations are back.
     assert await redis.get(revoked_session_key(revoked.id)) == "1"
+
+
+async def test_two_replicas_purging_at_once_delete_each_row_once(
+    db_engine: AsyncEngine, session: AsyncSession
+) -> None:
+    """Both replicas' purges run side by side: a row is deleted by one of them (a DELETE of a
+    row already gone deletes nothing), neither fails, and live state stays."""
+    now = utcnow()
+    squatted = [await make_user(session, verified=False, created_at=now - timedelta(hours=25))
+                for _ in range(20)]
+    abandoned = [await session_with_tokens(session, created_days_ago=90,
+                                           token_expiries_days=[-60, -50])
+                 for _ in range(20)]
+    active = await session_with_tokens(session, created_days_ago=90, token_expiries_days=[25])
+    await session.commit()
+    sessions = create_sessionmaker(db_engine)
+    await asyncio.gather(
+        purge_expired_sessions(sessions, refresh_token_ttl=TTL),
+        purge_expired_sessions(create_sessionmaker(db_engine), refresh_token_ttl=TTL),
+        purge_unverified_accounts(sessions), purge_unverified_accounts(sessions))
+    for user in squatted:
+        assert await session.get(User, user.id, populate_existing=True) is None
+    for login in abandoned:
+        assert await tokens_of(session, login) is None
+    assert await tokens_of(session, active) == 1
+
+
+async def test_two_replicas_publishing_revocations_at_once_publish_the_same_state(
+    db_engine: AsyncEngine, session: AsyncSession, redis: Redis
+) -> None:
+    user = await make_user(session)
+    revoked = await make_login_session(session, user=user, revoked=True)
+    live = await make_login_session(session, user=user)
+    await session.commit()
+    await redis.delete(REVOCATION_EPOCH_KEY, revoked_session_key(revoked.id))
+    await asyncio.gather(*(republish_revoked_sessions(create_sessionmaker(db_engine), redis,
+                                                      access_token_ttl_seconds=900)
+                           for _ in range(2)))
+    assert await redis.get(revoked_session_key(revoked.id)) == "1"
+    assert await redis.get(revoked_session_key(live.id)) is None
+    assert await redis.exists(REVOCATION_EPOCH_KEY)
