@@ -61,7 +61,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.internal.stock import product_path
 from shared.replicas import Resolver
 from shared.schemas import to_utc_z
-from shared.testing.datastores import forget_redis_keys
+from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
 from shared.testing.identity import signed_identity_headers
 from stock_service.stock.scripts import RESERVE, ProductKeys
 from user_service.auth.bulk import BulkAccount, create_verified_accounts
@@ -69,6 +69,7 @@ from user_service.auth.tokens import TokenSigner
 from user_service.settings import Settings as UserSettings
 
 SALE_APPS = ("user", "stock", "order", "payment")
+MYSQL_SERVER_URL = TEST_MYSQL_URL + "/mysql"
 GOAL_DECISIONS_PER_SECOND = 1000
 GOAL_P99_MS = 500
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -122,9 +123,9 @@ class Answer:
 
 async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rate: float,
                    open_sale: Callable[[], Awaitable[tuple[int, float]]], pids: dict[str, int],
-                   profile: Path | None,
-                   hosts: dict[str, list[str]] | None = None) -> tuple[list[Answer],
-                                                                       dict[str, float]]:
+                   profile: Path | None, hosts: dict[str, list[str]] | None = None,
+                   marks: dict[str, tuple[float, dict[str, int]]] | None = None,
+                   ) -> tuple[list[Answer], dict[str, float]]:
     """Every buyer's order from the moment the sale `open_sale` schedules opens: all at once
     (rate 0), or `rate` buyers a second in an even stream. Returns the answers, each timed from
     when it was due (so a request the client was slow to send is not flattered), and the CPU
@@ -138,10 +139,13 @@ async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rat
         # keep-alive timeout (uvicorn's 5 s) closes them.
         await asyncio.gather(*(_warm(session, url, buyer) for buyer in buyers))
         product_id, at = await open_sale()
+        marks = {} if marks is None else marks
+        marks["quiet"] = (time.monotonic(), await datastore_calls())
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         seconds = len(buyers) / rate if rate else 0.0
         recorders = await start_profiles(profile, pids, seconds=at - time.time() + seconds + 4)
         await asyncio.sleep(max(0.0, at - time.time()))
+        marks["opened"] = (time.monotonic(), await datastore_calls())
         opened = time.perf_counter()
 
         async def buy(index: int, buyer: BulkAccount) -> Answer:
@@ -156,6 +160,8 @@ async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rat
 
         answers = await asyncio.gather(*(buy(n, buyer) for n, buyer in enumerate(buyers)))
         used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        await asyncio.sleep(1)  # effects are after-commit: let them land before counting
+        marks["done"] = (time.monotonic(), await datastore_calls())
         for recorder in recorders:
             await recorder.wait()
         return answers, used
@@ -287,6 +293,8 @@ class Phase:
     rate: float
     # (requests, mean ms) inside each leg of LEGS during the phase.
     legs: dict[str, tuple[int, float]]
+    # Commands each kind of datastore was sent during the phase (datastore_calls).
+    calls: dict[str, int]
 
     def report(self, title: str, *, hello: float, raw: float) -> None:
         answers = self.answers
@@ -317,6 +325,10 @@ class Phase:
               f"{total - held - sold}, oversold {oversold}")
         print(f"  ratios: decisions/hello-world {rate / hello:.3f}   "
               f"decisions/raw EVALSHA {rate / raw:.4f}")
+        print(f"  per order: {self.calls['redis'] / len(answers):.1f} Redis commands "
+              f"(exact: its own database's server), {self.calls['mysql'] / len(answers):.1f} "
+              "MySQL statements (the server's count, less its rate in the quiet second before "
+              "the opening: others share it)")
         print("  CPU ms per order: " + ", ".join(
             f"{name} {1000 * seconds / len(answers):.2f}"
             for name, seconds in sorted(self.cpu.items(), key=lambda i: -i[1])))
@@ -358,9 +370,10 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
         sale.append(product_id)
         return product_id, opens_at
 
+    marks: dict[str, tuple[float, dict[str, int]]] = {}
     answers, used = await send_all(bench.gateway_url, buyers, connections=args.connections,
                                    rate=rate, open_sale=open_sale, pids=bench.pids(),
-                                   profile=profile, hosts=bench.hosts)
+                                   profile=profile, hosts=bench.hosts, marks=marks)
     await asyncio.sleep(1)  # effects are after-commit: let them land before reading the ledger
     reserves = await reserves_answered(bench) - reserves_before
     legs: dict[str, tuple[int, float]] = {}
@@ -368,7 +381,34 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
             LEGS, legs_before, await legs_inside(bench), strict=True):
         count -= count_before
         legs[name] = (int(count), 1000 * (seconds - seconds_before) / count if count else 0.0)
-    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate, legs)
+    (quiet_at, quiet), (opened_at, opened), (done_at, done) = (
+        marks["quiet"], marks["opened"], marks["done"])
+    # MySQL is shared with whatever else runs here: its rate in the quiet second before the
+    # opening (the buyers connected, nothing sent) is taken out.
+    others = (opened["mysql"] - quiet["mysql"]) * (done_at - opened_at) / (opened_at - quiet_at)
+    calls = {"redis": done["redis"] - opened["redis"],
+             "mysql": max(0, round(done["mysql"] - opened["mysql"] - others))}
+    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate, legs, calls)
+
+
+
+async def datastore_calls() -> dict[str, int]:
+    """Commands served so far: by the benchmark's Redis server (INFO commandstats, less the
+    INFO itself), and by the MySQL server (Questions: statements from clients)."""
+    redis: Any = Redis.from_url(BENCH_REDIS_URL)
+    try:
+        stats = await redis.info("commandstats")
+    finally:
+        await redis.aclose()
+    redis_calls = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    engine = create_async_engine(MYSQL_SERVER_URL)
+    try:
+        async with engine.connect() as conn:
+            questions = (await conn.execute(text(
+                "SHOW GLOBAL STATUS LIKE 'Questions'"))).one()[1]
+    finally:
+        await engine.dispose()
+    return {"redis": redis_calls, "mysql": int(questions)}
 
 
 def main() -> None:
