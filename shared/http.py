@@ -66,12 +66,10 @@ class ServiceResponse:
 
 class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
-                 signing_key: bytes | None, caller: str, timeout_seconds: float,
-                 resolver: Resolver) -> None:
+                 signing_key: bytes | None, caller: str, resolver: Resolver) -> None:
         self.name = name
         self.caller = caller
         self.base_url = base_url.rstrip("/")
-        self.timeout_seconds = timeout_seconds
         self._session = session
         self._signing_key = signing_key
         url = URL(self.base_url)
@@ -118,7 +116,9 @@ class ServiceClient:
             sent["Content-Type"] = "application/json"
         if self.replicas is not None:
             sent["Host"] = self._host_header
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout_seconds)
+        # One budget for the whole call, whichever replicas it tries.
+        budget = timeout if timeout is not None else self.timeout_seconds
+        deadline = None if budget is None else time.monotonic() + budget
         untried: list[str | None] = [None]
         if self.replicas is not None:
             try:
@@ -128,11 +128,12 @@ class ServiceClient:
         address = untried.pop(0)
         resent = False
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise ServiceCallFailed(self.name, "TimeoutError: no answer in time")
             # Another address left: do not wait the whole budget on one that does not answer.
-            connect = min(CONNECT_TIMEOUT_SECONDS, remaining) if untried else None
+            connect = min(CONNECT_TIMEOUT_SECONDS, remaining or CONNECT_TIMEOUT_SECONDS) \
+                if untried else None
             try:
                 async with self._session.request(
                         method, self._url(address) + path, data=data, headers=sent,
@@ -200,4 +201,4 @@ async def service_client(name: str, base_url: str, *, caller: str, signing_key: 
         # own test client switches it off the same way.)
         session._retry_connection = False
         yield ServiceClient(name, base_url, session, signing_key=signing_key, caller=caller,
-                            timeout_seconds=timeout_seconds, resolver=resolver)
+                            resolver=resolver)

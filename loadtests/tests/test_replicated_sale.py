@@ -68,7 +68,30 @@ async def send(session: aiohttp.ClientSession, url: str, buyer: BulkAccount,
             attempts[f"{status} {code or ''}".strip()] += 1
             await asyncio.sleep(min(5.0, float(retry_after)))
             continue
+        if status == 202:  # a place in the opening's line: its ticket is followed to the answer
+            attempts["202 line"] += 1
+            return await ticket_answer(session, url, headers, answer["ticket"])
         return status, answer
+
+
+async def ticket_answer(session: aiohttp.ClientSession, orders_url: str,
+                        headers: dict[str, str], ticket: str) -> tuple[int, Any]:
+    """The line's answer to a place, as the POST would have answered (docs/line.md)."""
+    deadline = time.monotonic() + RETRY_FOR_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{orders_url}/tickets/{ticket}", params={"wait": "10"},
+                                   headers={"Authorization": headers["Authorization"]},
+                                   timeout=aiohttp.ClientTimeout(total=20)) as response:
+                status, body = response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+        if status == 200 and body["state"] == "ordered":
+            return 201, body["order"]
+        if status == 200 and body["state"] == "refused":
+            return int(body["problem"]["status"]), body["problem"]
+        await asyncio.sleep(0.5 if status != 200 else 0)
+    raise AssertionError(f"ticket {ticket} had no answer in time")
 
 
 async def run_sale(system: ServiceSystem, buyers: list[BulkAccount],

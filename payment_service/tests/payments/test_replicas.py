@@ -14,18 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_service.clients import OrdersClient
+from payment_service.payments.outcomes import PaymentOutcomes
 from payment_service.payments.processor import HttpProcessor
-from payment_service.payments.service import PaymentsService
+from payment_service.payments.recovery import PaymentRecovery
+from payment_service.payments.repository import PaymentRepository
 from payment_service.tests.payments.test_races import CALM, charges_of, set_faults, user
 from shared.clock import utcnow
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Transactions, create_engine, create_sessionmaker
 from shared.http import service_client
-from shared.idempotency import IdempotencyKeys
 from shared.reads import ReadSession
 from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, identity_headers
 from shared.testing.sale import SIMULATOR, Sale, register_product
@@ -33,9 +33,9 @@ from shared.testing.sale_flow import get_order, order, pay
 
 
 @asynccontextmanager
-async def payment_replica(sale: Sale, redis: Redis) -> AsyncIterator[PaymentsService]:
-    """One more process's payments, in-process: its own pools, the same datastores and peers;
-    anything pending is stale to it at once."""
+async def payment_replica(sale: Sale) -> AsyncIterator[PaymentRecovery]:
+    """One more process's loop rounds, in-process: its own pools, the same datastores and
+    peers; anything pending is stale to it at once."""
     url = sale.databases["payment"]
     engine = create_engine(url, pool_size=3)
     reads = await ReadSession.open(url, pool_size=1)
@@ -45,9 +45,10 @@ async def payment_replica(sale: Sale, redis: Redis) -> AsyncIterator[PaymentsSer
                                   timeout_seconds=5) as orders, \
                 service_client("card_processor", sale.url(SIMULATOR), caller="payment_service",
                                signing_key=None, timeout_seconds=5) as processor:
-            yield PaymentsService(sessions=create_sessionmaker(engine), reads=reads,
-                                  orders=OrdersClient(orders), processor=HttpProcessor(processor),
-                                  keys=IdempotencyKeys(redis, namespace="payments-replicas-test"),
+            transactions = Transactions(create_sessionmaker(engine), PaymentRepository)
+            outcomes = PaymentOutcomes(transactions=transactions, orders=OrdersClient(orders),
+                                       processor=HttpProcessor(processor))
+            yield PaymentRecovery(transactions=transactions, reads=reads, outcomes=outcomes,
                                   stale_after=timedelta(0))
     finally:
         await reads.close()
@@ -73,7 +74,7 @@ async def paid_orders(http: httpx.AsyncClient, sale: Sale, count: int) -> list[d
 
 
 async def test_two_replicas_delivering_one_outbox_at_once_pay_each_order_once(
-    http: httpx.AsyncClient, sale: Sale, redis: Redis, engines: dict[str, AsyncEngine],
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine],
     calm_afterwards: None
 ) -> None:
     await set_faults(http, sale, decline_rate=0)
@@ -85,7 +86,7 @@ async def test_two_replicas_delivering_one_outbox_at_once_pay_each_order_once(
             "UPDATE payment_outbox SET delivered_at = NULL, created_at = :old "
             "WHERE payment_id IN :ids").bindparams(bindparam("ids", expanding=True)),
             {"old": utcnow() - timedelta(minutes=1), "ids": [p["id"] for p in paid]})
-    async with payment_replica(sale, redis) as one, payment_replica(sale, redis) as other:
+    async with payment_replica(sale) as one, payment_replica(sale) as other:
         await asyncio.gather(one.deliver_undelivered(), other.deliver_undelivered())
     for payment in paid:
         seen = (await get_order(http, sale, user=payment["buyer"],
@@ -102,16 +103,21 @@ async def test_two_replicas_delivering_one_outbox_at_once_pay_each_order_once(
 
 
 async def test_two_replicas_failing_stale_payments_at_once_fail_and_void_each_once(
-    http: httpx.AsyncClient, sale: Sale, redis: Redis, calm_afterwards: None
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], calm_afterwards: None
 ) -> None:
-    # The processor keeps every charge pending: each POST answers `pending` after its wait.
+    # The processor leaves every charge pending: each POST fails it at the end of its budget.
     await set_faults(http, sale, decline_rate=0, pending_rate=1, pending_ms=600_000)
-    pending = await paid_orders(http, sale, 4)
-    assert {p["status"] for p in pending} == {"pending"}
-    async with payment_replica(sale, redis) as one, payment_replica(sale, redis) as other:
+    payments = await paid_orders(http, sale, 4)
+    # As a process that died mid-charge leaves them: pending, with a charge taken.
+    async with engines["payment"].begin() as conn:
+        await conn.execute(text(
+            "UPDATE payments SET status = 'pending', failure_code = NULL, void_owed = 0 "
+            "WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
+            {"ids": [p["id"] for p in payments]})
+    async with payment_replica(sale) as one, payment_replica(sale) as other:
         await asyncio.gather(one.fail_stale_pending(), other.fail_stale_pending())
         await asyncio.gather(one.void_owed_charges(), other.void_owed_charges())
-    for payment in pending:
+    for payment in payments:
         seen = (await http.get(sale.url("payment") + f"/api/v1/payments/{payment['id']}",
                                headers=identity_headers(payment["buyer"]))).json()
         assert (seen["status"], seen["failure_code"]) == ("failed", "interrupted")
@@ -120,4 +126,3 @@ async def test_two_replicas_failing_stale_payments_at_once_fail_and_void_each_on
         status = (await get_order(http, sale, user=payment["buyer"],
                                   order_id=payment["order_id"])).json()["status"]
         assert status == "pending_payment"  # still payable until its deadline
-
