@@ -192,11 +192,15 @@ async def sale_and_check(system: ServiceSystem) -> None:
     assert state.ledger is not None
     assert state.ledger.held == 0
     orphans = [h for h in state.holds if h.order_id not in {o.id for o in state.orders}]
-    assert STOCK - len(orphans) <= len(won) <= STOCK, (len(won), orphans, attempts)
+    # A payment the machine could not finish within its budget fails, and its unit goes back on
+    # sale while the sale still decides orders: one more winner for each.
+    failed = [o for o in state.orders if o.status == "payment_failed"]
+    assert STOCK - len(orphans) <= len(won) <= STOCK + len(failed), (
+        len(won), orphans, len(failed), attempts)
     paid = [o for o in state.orders if o.status == "paid"]
     assert state.ledger.sold == len(paid) > 0
-    assert Counter(o.status for o in state.orders) == {"paid": len(paid),
-                                                       "cancelled": len(won) - len(paid)}
+    assert {o.status for o in state.orders} <= {"paid", "payment_failed", "cancelled"}
     assert state.public_remaining == STOCK - len(paid)
-    print(f"won {len(won)}, paid {len(paid)}, orphans {len(orphans)}, before the kill {seen}, "
+    print(f"won {len(won)}, paid {len(paid)}, payments failed {len(failed)}, orphans "
+          f"{len(orphans)}, before the kill {seen}, "
           f"retried {dict(attempts)}")

@@ -125,4 +125,6 @@ async def test_two_replicas_failing_stale_payments_at_once_fail_and_void_each_on
         assert charge["status"] == "voided"
         status = (await get_order(http, sale, user=payment["buyer"],
                                   order_id=payment["order_id"])).json()["status"]
-        assert status == "pending_payment"  # still payable until its deadline
+        # Still payable until its deadline (the sale's short TTL may have passed meanwhile):
+        # never paid by a payment whose charge was voided.
+        assert status in ("pending_payment", "expired")
