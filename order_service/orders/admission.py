@@ -122,7 +122,7 @@ class OrderAdmission:
         refused = self.sold_out.still_refuses(order.product_id, order.quantity)
         if not refused and not self.reserving.busy(order.product_id):
             return None
-        if signed_in_user(scope, headers) is None:
+        if signed_in_user(scope) is None:
             return None
         if refused:
             self.metrics.refused(SoldOut.code)
