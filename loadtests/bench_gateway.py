@@ -2,7 +2,8 @@
 
 1. a FastAPI hello-world on one uvicorn worker (the yardstick),
 2. GET /api/v1/users/me straight to user_service (with the identity headers the gateway would
-   send, signed with its key: services believe no other),
+   send, signed with its key for each request: services believe no other, and each signature
+   once; loadtests/signed.py),
 3. the same through the gateway with a bearer token,
 
 and the ratios direct/hello-world and gateway/direct.
@@ -28,7 +29,6 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ import httpx
 import jwt
 
 from loadtests.load import LoadResult
+from loadtests.signed import presigned_script
 from loadtests.system import (
     BENCH_REDIS_URL,
     BenchSystem,
@@ -49,7 +50,6 @@ from loadtests.system import (
 from loadtests.wrk import generator_name, measure
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.testing.datastores import forget_redis_keys
-from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 
@@ -73,30 +73,38 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
     account = await create_account(system)
     session_id = jwt.decode(account.access_token, options={"verify_signature": False})["sid"]
 
-    def as_the_gateway() -> dict[str, str]:
-        # wrk sends the same headers for a whole round, and a signature is believed for
-        # IDENTITY_MAX_AGE_SECONDS either side of its time: dated that far ahead (less a
-        # second), one signature covers a round of up to twice as long.
-        ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
-        return signed_identity_headers(account.user_id, session_id, system.identity_key,
-                                       timestamp=ahead)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
 
-    targets: dict[str, tuple[str, Callable[[], dict[str, str]]]] = {
-        "hello-world": (hello_url, dict),
-        "direct /users/me": (f"{system.user_url}/api/v1/users/me", as_the_gateway),
+    def as_the_gateway(seconds: float) -> Path:
+        # One signature per request, made before the round (a service takes each once): as
+        # many as the fastest direct round so far could send, and then some.
+        fastest = max((r.rps for r in results.get("direct /users/me", [])), default=0.0)
+        count = max(DIRECT_REQUESTS_AT_LEAST, int(1.5 * fastest * seconds))
+        return presigned_script(
+            workdir / "direct.lua", caller="gateway", audience="user_service", method="GET",
+            targets=["/api/v1/users/me"] * count, user_id=str(account.user_id),
+            session_id=session_id,
+            extra_headers=(f'wrk.headers["X-User-Id"] = "{account.user_id}"\n'
+                           f'wrk.headers["X-Session-Id"] = "{session_id}"'))
+
+    targets: dict[str, tuple[str, dict[str, str], Callable[[float], Path] | None]] = {
+        "hello-world": (hello_url, {}, None),
+        "direct /users/me": (f"{system.user_url}/api/v1/users/me", {}, as_the_gateway),
         "gateway /users/me": (f"{system.gateway_url}/api/v1/users/me",
-                              lambda: {"Authorization": f"Bearer {account.access_token}"}),
+                              {"Authorization": f"Bearer {account.access_token}"}, None),
     }
-    for url, headers in targets.values():  # warm pools and caches before anything counts
-        await measure("warm-up", url, headers=headers(), connections=args.connections,
-                      seconds=2)
-    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    results: dict[str, list[LoadResult]] = {}
+    for url, headers, script in targets.values():  # warm pools and caches before anything counts
+        await measure("warm-up", url, headers=headers, connections=args.connections,
+                      seconds=2, script=script(2) if script else None)
+    results = {label: [] for label in targets}
     print(f"load generator: {generator_name()}; {args.connections} connections, "
           f"{args.seconds:g} s x {args.rounds} rounds each", flush=True)
     for index in range(args.rounds):
-        for label, (url, headers) in targets.items():
-            result = await measure(f"{label} r{index + 1}", url, headers=headers(),
-                                   connections=args.connections, seconds=args.seconds)
+        for label, (url, headers, script) in targets.items():
+            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+                                   connections=args.connections, seconds=args.seconds,
+                                   script=script(args.seconds) if script else None)
             results[label].append(result)
             print(result.line(), flush=True)
     hello, direct, gateway = results.values()
@@ -108,6 +116,8 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
     print(describe("ratio gateway/hello-world", ratios(gateway, hello)))
 
 
+# Signatures made for a direct round at the least (loadtests/signed.py).
+DIRECT_REQUESTS_AT_LEAST = 20_000
 SOLD_OUT_GOAL = 0.5
 ORDER_SCRIPT = """
 wrk.method = "POST"

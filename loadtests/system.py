@@ -5,7 +5,6 @@ sign-up codes (bench_system), or any set of services behind a gateway (service_s
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,11 +14,13 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.signed import IDENTITY_ENVIRONMENT
 from shared.contracts import SELLER_ROLE
 from shared.db import create_engine, create_sessionmaker
 from shared.migrate import upgrade
 from shared.services import PROCESSOR_SIM, service
 from shared.testing.datastores import database_url_for_tests
+from shared.testing.identity import DEPLOYMENT_KEY
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
@@ -72,8 +73,8 @@ def bench_system() -> Iterator[BenchSystem]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     mail = MailSink().start()
     # What every process of the benchmark shares (settings default to production).
-    identity_key = secrets.token_urlsafe(32)
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
+    identity_key = DEPLOYMENT_KEY
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
         **common, "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
@@ -165,9 +166,9 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
     for name, url in databases.items():
         upgrade(service(name).package, url, drop_first=True)
     key_dir = workdir / "keys"
-    identity_key = secrets.token_urlsafe(32)
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
-              "IDENTITY_SIGNING_KEY": identity_key, **(env or {})}
+    identity_key = DEPLOYMENT_KEY
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT,
+              **(env or {})}
     processes: dict[str, ServiceProcess] = {}
     if "payment" in apps:
         # The card processor simulator, at its defaults (PAYMENT_FAILURE_RATE from `env`).

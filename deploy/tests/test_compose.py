@@ -17,6 +17,8 @@ from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
+from shared.services import SIGNERS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DEVELOPMENT_ENV = REPO_ROOT / "deploy" / "development.env"
@@ -60,7 +62,9 @@ for _package, (_prefix, _schema) in DATABASE_SERVICES.items():
     CONTRACT_VARIABLES.setdefault(_package, set()).update(
         f"{_prefix}{name}" for name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "REDIS_URL"))
 for _variables in CONTRACT_VARIABLES.values():
-    _variables.update({"APP_ENV", "LOG_LEVEL", "IDENTITY_SIGNING_KEY"})
+    _variables.update({"APP_ENV", "LOG_LEVEL", "IDENTITY_PUBLIC_KEYS"})
+for _app in SIGNERS:
+    CONTRACT_VARIABLES.setdefault(_app.package, set()).add(f"{_app.env_prefix}_IDENTITY_PRIVATE_KEY")
 
 # The innermost `${...}` (its argument holds no other): nested defaults resolve inside out.
 _SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}$]*))?\}")
@@ -165,8 +169,9 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
         key for key in compose if key.startswith("x-")}
 
 
-SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD",
-           "PROCESSOR_WEBHOOK_SECRET", "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
+SECRETS = {f"{app.env_prefix}_IDENTITY_PRIVATE_KEY" for app in SIGNERS} | {
+    "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD", "PROCESSOR_WEBHOOK_SECRET",
+    "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
     f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
                                      "STOCK_", "SOCIAL_")
     for name in ("REDIS_URL", "DATABASE_URL", "MIGRATION_DATABASE_URL")
@@ -179,12 +184,12 @@ def test_every_secret_must_be_given_and_the_development_override_gives_them() ->
     text = "\n".join(line for line in COMPOSE_FILE.read_text().splitlines()
                      if not line.lstrip().startswith("#"))
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    assert required == SECRETS
+    assert required == SECRETS | {"IDENTITY_PUBLIC_KEYS"}  # public, but without it nothing runs
     defaulted = set(re.findall(r"\$\{(\w+):-", text))
     assert not defaulted & SECRETS, f"secrets with a default: {defaulted & SECRETS}"
     assert "devonly-" not in text
     development = development_env()
-    assert development.keys() >= SECRETS
+    assert development.keys() >= SECRETS | {"IDENTITY_PUBLIC_KEYS"}
     assert development["APP_ENV"] == "development"
     assert all(development[name].count("devonly-") == 1 for name in SECRETS)
 
@@ -235,7 +240,10 @@ def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], packag
     environment = environment_of(compose, package)
     settings_class = import_settings_class(package)
     names = settings_environment_names(settings_class)
-    unset = [sorted(n) for n in names if not n & environment.keys()]
+    # An app that signs nothing (no internal calls) is given no identity private key.
+    unused = [] if package in {app.package for app in SIGNERS} else [
+        n for n in names if any(name.endswith("_IDENTITY_PRIVATE_KEY") for name in n)]
+    unset = [sorted(n) for n in names if n not in unused and not n & environment.keys()]
     assert not unset, f"{package} reads these but docker-compose.yml does not set them: {unset}"
 
 

@@ -311,7 +311,7 @@ def test_the_dev_overlay_runs_its_datastores_and_production_does_not() -> None:
 
 
 def test_every_variable_a_deployment_sets_is_read_by_its_app(objects: tuple[Object, ...]) -> None:
-    unprefixed = {"IDENTITY_SIGNING_KEY", "MIGRATE_ON_START", "SMTP_USERNAME", "SMTP_PASSWORD"}
+    unprefixed = {"IDENTITY_PUBLIC_KEYS", "MIGRATE_ON_START", "SMTP_USERNAME", "SMTP_PASSWORD"}
     for name, deployment in app_deployments(objects).items():
         app = BY_K8S_NAME[name]
         settings_class = importlib.import_module(f"{app.package}.settings").Settings
