@@ -134,6 +134,13 @@ def signed_now(headers: dict[str, str], *, method: str, target: str, body: bytes
             if name not in ("host", "content-length")}
 
 
+def changed_after_signing(headers: dict[str, str], changes: dict[str, str], *, method: str,
+                          target: str, body: bytes = b"", audience: str) -> dict[str, str]:
+    """The attack on a signed request: headers signed for it, then `changes` made on the way."""
+    return {**signed_now(headers, method=method, target=target, body=body, audience=audience),
+            **{name.lower(): value for name, value in changes.items()}}
+
+
 def identity_verifier(audience: str) -> IdentityVerifier:
     """What a service built on this run's keys checks signatures with."""
     return IdentityVerifier(parse_public_keys(TEST_IDENTITY_ENVIRONMENT["IDENTITY_PUBLIC_KEYS"]),
