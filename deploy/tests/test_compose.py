@@ -17,6 +17,7 @@ from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
+from shared.redis_acl import ACCESS, acl_rules, redis_username
 from shared.services import SIGNERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +171,7 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
 
 
 SECRETS = {f"{app.env_prefix}_IDENTITY_PRIVATE_KEY" for app in SIGNERS} | {
+    f"{app.upper()}_REDIS_PASSWORD" for app in ACCESS} | {
     "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD", "PROCESSOR_WEBHOOK_SECRET",
     "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
     f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
@@ -264,10 +266,14 @@ def test_redis_requires_a_password_and_every_app_uses_it(compose: dict[str, Any]
     password = command[command.index("--requirepass") + 1]
     assert password
     assert resolve_default(redis["environment"]["REDISCLI_AUTH"]) == password  # healthcheck
+    development = development_env()
     for package in APPS:
         (url,) = [resolve_default(value) for name, value in environment_of(compose, package).items()
                   if name.endswith("_REDIS_URL")]
-        assert url == f"redis://:{password}@redis:6379/0", package
+        app = package.removesuffix("_service")
+        own = development[f"{app.upper()}_REDIS_PASSWORD"]
+        assert own != password
+        assert url == f"redis://{redis_username(app)}:{own}@redis:6379/0", package
 
 
 @pytest.mark.parametrize("package", APPS)
@@ -410,3 +416,24 @@ def test_every_pulled_image_is_pinned_to_an_exact_release(compose_file: str) -> 
     loose = {name: image for name, image in pulled.items()
              if not re.search(r":v?\d+\.\d+\.\d+$", image)}
     assert loose == {}
+
+
+def test_redis_has_each_apps_own_user_as_shared_redis_acl_says(compose: dict[str, Any]) -> None:
+    """One user per app, limited to its keys, channels and commands (the tests run the apps as
+    these users); each app's URL names its own, and the development passwords are its own."""
+    command = compose["services"]["redis"]["command"]
+    users = {}
+    for index, part in enumerate(command):
+        if part == "--user":
+            end = next((i for i in range(index + 1, len(command))
+                        if command[i].startswith("--")), len(command))
+            users[command[index + 1]] = command[index + 2:end]
+    assert set(users) == {redis_username(app) for app in ACCESS}
+    development = development_env()
+    for app in ACCESS:
+        variable = f"{app.upper()}_REDIS_PASSWORD"
+        assert users[redis_username(app)] == [
+            "on", f">${{{variable}:?set {variable}, see deploy/development.env}}",
+            *acl_rules(app, "${PUBSUB_PREFIX:-preorder:}")]
+        url = make_url(development[f"{app.upper()}_REDIS_URL"].replace("redis://", "redis+x://"))
+        assert (url.username, url.password) == (redis_username(app), development[variable])

@@ -43,14 +43,26 @@ redis_password=$(kubectl -n "$namespace" get secret preorder-dev-redis \
 mysql_password=${mysql_password:-$(random)}
 redis_password=${redis_password:-$(random)}
 
+# Each app's own Redis user (shared/redis_acl.py; the dev Redis creates them): its password.
+declare -A redis_passwords
+for app in gateway user product order payment stock social; do
+    existing=$(kubectl -n "$namespace" get secret preorder-dev-redis \
+        -o jsonpath="{.data.$app-password}" 2>/dev/null | base64 -d || true)
+    redis_passwords[$app]=${existing:-$(random)}
+done
+
 create preorder-dev-mysql --from-literal=root-password="$mysql_password"
-create preorder-dev-redis --from-literal=password="$redis_password"
+create preorder-dev-redis --from-literal=password="$redis_password" \
+    $(for app in gateway user product order payment stock social; do
+          printf -- '--from-literal=%s-password=%s ' "$app" "${redis_passwords[$app]}"
+      done)
 # The key pairs belong together: kept (or made) all at once.
 if kubectl -n "$namespace" get secret preorder-identity >/dev/null 2>&1; then
     echo "secret/preorder-identity exists: the identity keys are kept (the app Secrets too)"
 fi
 create preorder-identity --from-literal=public-keys="$public_keys"
-create preorder-gateway --from-literal=redis-url="redis://:$redis_password@redis:6379/0" \
+create preorder-gateway \
+    --from-literal=redis-url="redis://gateway_svc:${redis_passwords[gateway]}@redis:6379/0" \
     --from-literal=identity-private-key="${identity_private[gateway]}"
 # Development only: every service reaches its own schema as MySQL's root (the migration creates
 # the schema). Production gives each service a user of its own (deploy/mysql/init.sql's grants).
@@ -63,5 +75,6 @@ for name in user product order payment stock social; do
     fi
     create "preorder-$name" \
         --from-literal=database-url="mysql+asyncmy://root:$mysql_password@mysql:3306/preorder_$name" \
-        --from-literal=redis-url="redis://:$redis_password@redis:6379/0" "${extra[@]}"
+        --from-literal=redis-url="redis://${name}_svc:${redis_passwords[$name]}@redis:6379/0" \
+        "${extra[@]}"
 done
