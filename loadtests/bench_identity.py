@@ -31,7 +31,7 @@ from shared.identity_keys import IdentitySigner, IdentityVerifier, key_id
 BODY = b'{"product_id":12345,"quantity":1}'
 TARGET = "/api/v1/orders"
 # Signatures verified (each once).
-VERIFIED = 5_000
+VERIFIED = 2_000
 
 
 def per_call_us(work: Callable[[], object], seconds: float) -> float:
@@ -69,7 +69,7 @@ def main() -> None:
                            client_ip=fields["x-forwarded-for"], timestamp=timestamp)
 
     # Verification takes each signature once (the replay cache), so they are made beforehand,
-    # dated ahead so that none is stale by the time it is checked.
+    # dated ahead so that none is stale by the time it is checked (checked right after).
     ahead = int(time.time()) + 9
     made = [sign(ahead) for _ in range(VERIFIED)]
 
@@ -85,8 +85,8 @@ def main() -> None:
     def symmetric() -> str:
         return hmac.new(hmac_key, message, hashlib.sha256).hexdigest()
 
-    sign_us = per_call_us(sign, args.seconds)
     verify_us = verify_all()
+    sign_us = per_call_us(sign, args.seconds)
     hmac_us = per_call_us(symmetric, args.seconds)
     print(f"sign (Ed25519, nonce, body digest):          {sign_us:7.1f} us")
     print(f"verify (Ed25519, replay cache, body digest):  {verify_us:7.1f} us")

@@ -44,12 +44,13 @@ ACCESS: dict[str, RedisAccess] = {
     "social": RedisAccess(keys=("~social:*",)),
 }
 
-# Data commands without the dangerous ones; SELECT (a URL's database) and the cluster topology
-# a Redis Cluster client asks for. (redis-py's CLIENT SETINFO on connect is refused and ignored:
-# Redis 7.0, which `make run` may use, does not know it by name.)
+# Data commands without the dangerous ones; TIME (the Lua scripts' clock), SELECT (a URL's
+# database) and the cluster topology a Redis Cluster client asks for. (redis-py's CLIENT
+# SETINFO on connect is refused and ignored: Redis 7.0, which `make run` may use, does not
+# know it by name.)
 COMMANDS = ("-@all", "+@read", "+@write", "+@scripting", "+@transaction", "+@connection",
-            "-@dangerous", "+select", "+cluster|slots", "+cluster|shards", "+cluster|nodes",
-            "+cluster|myid", "+readonly", "+asking")
+            "-@dangerous", "+time", "+select", "+cluster|slots", "+cluster|shards",
+            "+cluster|nodes", "+cluster|myid", "+readonly", "+asking")
 
 
 def acl_rules(app: str, prefix: str) -> list[str]:
