@@ -35,7 +35,10 @@ ACCESS: dict[str, RedisAccess] = {
     # Throttles, mail guard, resend memory; it writes the revocations the gateway reads.
     "user": RedisAccess(keys=("~auth:*", "~{auth:revocation}:*", "~mail:*")),
     "product": RedisAccess(keys=("~product:*",)),
-    "order": RedisAccess(keys=("~idem:orders:*",)),
+    # Its idempotency keys, and the line of an opening (one hash tag per product) with the
+    # channels its replicas share it on.
+    "order": RedisAccess(keys=("~idem:orders:*", "~line:*"),
+                         channels=("<prefix>line-tickets", "<prefix>line-open")),
     "payment": RedisAccess(keys=("~idem:payments-hmac:*",)),
     # Live stock (one hash tag per product), its epoch, the sold-out answers it publishes for the
     # gateway, and the stock levels its replicas share.

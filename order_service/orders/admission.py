@@ -133,7 +133,7 @@ class OrderAdmission:
     def _line_in_front(self, scope: Scope, headers: dict[str, str], order: OrderCreate,
                        key: str | None, line: OrderLine,
                        drain: LineDrain) -> ASGIApp | AfterWaiting | None:
-        identity = signed_identity(scope, headers)
+        identity = signed_identity(scope)
         if identity is None or identity.user_id is None:
             return None
         if self.sold_out.still_refuses(order.product_id, order.quantity):
