@@ -36,9 +36,11 @@ ACCESS: dict[str, RedisAccess] = {
     "user": RedisAccess(keys=("~auth:*", "~{auth:revocation}:*", "~mail:*")),
     "product": RedisAccess(keys=("~product:*",)),
     # Its idempotency keys, and the line of an opening (one hash tag per product) with the
-    # channels its replicas share it on.
+    # channels its replicas share it on; stock_service's sold-out answers, heard (a sell-out
+    # refuses the line's waiting places at once).
     "order": RedisAccess(keys=("~idem:orders:*", "~line:*"),
-                         channels=("<prefix>line-tickets", "<prefix>line-open")),
+                         channels=("<prefix>line-tickets", "<prefix>line-open",
+                                   "<prefix>edge-answers")),
     "payment": RedisAccess(keys=("~idem:payments-hmac:*",)),
     # Live stock (one hash tag per product), its epoch, the sold-out answers it publishes for the
     # gateway, and the stock levels its replicas share.
