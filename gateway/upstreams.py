@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from gateway.settings import Settings
+from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
@@ -47,6 +48,7 @@ class Upstreams:
                 connector=connector, timeout=self.timeout, auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                trace_configs=client_trace_configs(),
             )
             # aiohttp would resend PUT and DELETE too when a pooled connection turns out
             # closed (they are idempotent by the RFC); the proxy decides what is retried
@@ -58,7 +60,8 @@ class Upstreams:
                                            keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
             timeout=self.stream_timeout, auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            trace_configs=client_trace_configs())
         self._streams._retry_connection = False
 
     @property

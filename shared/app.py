@@ -18,9 +18,11 @@ from shared.identity import IDENTITY_VERIFIER_STATE, IdentityCheck
 from shared.metrics import RequestMetrics
 from shared.middleware import RequestFrameMiddleware
 from shared.settings import ServiceSettings
+from shared.tracing import start_tracing
 
-# FastAPI's built-in OpenTelemetry hooks, off: metrics are Prometheus (shared.metrics), and
-# with them on FastAPI asks on every request whether a provider has been configured.
+# FastAPI's built-in OpenTelemetry hooks, off unless tracing is (shared.tracing): metrics are
+# Prometheus (shared.metrics), and with them on FastAPI asks on every request whether a
+# provider has been configured.
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
                                  "operation_spans": False}
 
@@ -62,7 +64,10 @@ def create_service_app(
             yield {RESOURCES_STATE_KEY: built,
                    IDENTITY_VERIFIER_STATE: built.settings.identity_verifier(service)}
 
-    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
+    # Tracing on (an OTLP endpoint set): FastAPI's own server spans; off, its hooks stay off.
+    tracing = start_tracing(service)
+    telemetry = NO_TELEMETRY if tracing is None else tracing.fastapi_telemetry()
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=telemetry)
     install_error_handlers(app)
     metrics = RequestMetrics(service)
     for collector in collectors:
@@ -77,7 +82,7 @@ def create_service_app(
     # Every signed request is checked as it arrives, before a front layer or the router runs.
     app.add_middleware(IdentityCheck)
     # Added last so it runs first: every log line and error body below it sees the request id.
-    app.add_middleware(RequestFrameMiddleware, metrics=metrics)
+    app.add_middleware(RequestFrameMiddleware, metrics=metrics, tracing=tracing)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

@@ -24,6 +24,7 @@ from yarl import URL
 from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
 from shared.identity_keys import IdentitySigner
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
+from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
 # closed by the other side under a request that could not safely be retried.
@@ -142,7 +143,8 @@ async def service_client(name: str, base_url: str, *, signer: IdentitySigner | N
     # along with the next.
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      cookie_jar=aiohttp.DummyCookieJar(),
-                                     skip_auto_headers=("User-Agent",)) as session:
+                                     skip_auto_headers=("User-Agent",),
+                                     trace_configs=client_trace_configs()) as session:
         # aiohttp sends an idempotent method (PUT, GET) once more by itself when the connection
         # closed under it, unmarked; the one resend is ours, marked RESENT_HEADER. (aiohttp's
         # own test client switches it off the same way.)
