@@ -14,12 +14,13 @@ standard OTEL_* variables, read by the SDK itself. Spans:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -28,6 +29,10 @@ from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,10 +46,41 @@ def _untraced(scope: Any) -> bool:
     return scope.get("path") in UNTRACED_PATHS
 
 
+# What the HTTP instrumentations call the method, in the old and the new conventions.
+_HTTP_METHOD_ATTRIBUTES = ("http.method", "http.request.method")
+
+
+class RequestsStartTraces(Sampler):
+    """Only a request (a server span) or an HTTP call starts a trace. A Redis command or SQL
+    statement outside any request (a background loop's round, every fraction of a second) is
+    not recorded: a trace of its own for each would bury the requests. Everything else is the
+    configured sampler's decision (OTEL_TRACES_SAMPLER)."""
+
+    def __init__(self, configured: Sampler) -> None:
+        self.configured = configured
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None,
+                      trace_state: TraceState | None = None) -> SamplingResult:
+        starts_a_trace = not trace.get_current_span(parent_context).get_span_context().is_valid
+        if starts_a_trace and kind != SpanKind.SERVER and not any(
+                key in (attributes or {}) for key in _HTTP_METHOD_ATTRIBUTES):
+            return SamplingResult(Decision.DROP)
+        return self.configured.should_sample(parent_context, trace_id, name, kind, attributes,
+                                             links, trace_state)
+
+    def get_description(self) -> str:
+        return f"RequestsStartTraces{{{self.configured.get_description()}}}"
+
+
 class OpenTelemetryTracing:
     def __init__(self, service: str) -> None:
         # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME win.
         self.provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+        # The provider read OTEL_TRACES_SAMPLER (and its argument) when it was made; wrapped
+        # before any tracer is handed out, since each tracer keeps the sampler it was given.
+        self.provider.sampler = RequestsStartTraces(self.provider.sampler)
         # Batched and sent from the processor's own thread; flushed at exit (the SDK's atexit).
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(self.provider)

@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from opentelemetry.trace import SpanKind
 
+from shared.otel import RequestsStartTraces
 from shared.services import SERVICES
 from shared.testing.otlp import SpanCollector, tracing_environment
 from shared.tracing import tracing_requested
@@ -83,3 +89,24 @@ def test_on_with_an_endpoint(collector: SpanCollector) -> None:
 ])
 def test_which_settings_turn_tracing_on(environment: dict[str, str], on: bool) -> None:
     assert tracing_requested(environment) is on
+
+
+def recorded_by(configured: Sampler) -> list[str]:
+    """The names of the spans a provider with RequestsStartTraces(configured) records, of: a
+    request with a Redis command in it, a loop's lone Redis command and SQL statement, and a
+    loop's HTTP call."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=RequestsStartTraces(configured), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
+        tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}).end()
+    tracer.start_span("EVALSHA", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}).end()
+    tracer.start_span("UPDATE", kind=SpanKind.CLIENT, attributes={"db.system": "mysql"}).end()
+    tracer.start_span("POST", kind=SpanKind.CLIENT, attributes={"http.method": "POST"}).end()
+    return sorted(span.name for span in exporter.get_finished_spans())
+
+
+def test_only_requests_and_http_calls_start_a_trace() -> None:
+    assert recorded_by(ALWAYS_ON) == ["GET", "GET /x", "POST"]
+    assert recorded_by(ALWAYS_OFF) == []  # and otherwise the configured sampler decides
