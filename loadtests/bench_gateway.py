@@ -10,6 +10,12 @@ and the ratios direct/hello-world and gateway/direct.
 
     python -m loadtests.bench_gateway [--connections 64] [--seconds 10] [--rounds 3]
 
+With --tracing it measures instead what tracing costs (shared/tracing.py), side by side with
+the hello-world: the same authenticated GET /api/v1/users/me through three gateway and
+user_service pairs, one with tracing off, two exporting every span to an OTLP receiver in this
+process with the sampler at 1.0 and at 0.01 (parentbased_traceidratio, as an operator sets
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG).
+
 With --sold-out it measures instead the crowd's most common request at an opening, a
 `POST /api/v1/orders` for a sold-out product, side by side with the hello-world:
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator
@@ -52,6 +59,7 @@ from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.testing.datastores import forget_redis_keys
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
+from shared.testing.otlp import SpanCollector
 
 
 def best_of(label: str, rounds: list[LoadResult]) -> LoadResult:
@@ -118,6 +126,55 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
 
 # Signatures made for a direct round at the least (loadtests/signed.py).
 DIRECT_REQUESTS_AT_LEAST = 20_000
+
+
+# The label of each traced system and its sampler ratio (None: tracing off).
+TRACING_SAMPLERS: dict[str, float | None] = {"off": None, "on, sampler 1.0": 1.0,
+                                             "on, sampler 0.01": 0.01}
+
+
+def tracing_env(collector: SpanCollector, ratio: float | None) -> dict[str, str]:
+    if ratio is None:
+        return {}
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+
+
+async def run_tracing(args: argparse.Namespace, systems: dict[str, BenchSystem],
+                      hello_url: str, collector: SpanCollector) -> None:
+    tokens = {label: (await create_account(system)).access_token
+              for label, system in systems.items()}
+    targets: dict[str, tuple[str, dict[str, str]]] = {"hello-world": (hello_url, {})}
+    for label, system in systems.items():
+        targets[f"tracing {label}"] = (f"{system.gateway_url}/api/v1/users/me",
+                                       {"Authorization": f"Bearer {tokens[label]}"})
+    for url, headers in targets.values():
+        await measure("warm-up", url, headers=headers, connections=args.connections, seconds=2)
+    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    print(f"load generator: {generator_name()}; {args.connections} connections, "
+          f"{args.seconds:g} s x {args.rounds} rounds each; GET /api/v1/users/me through "
+          "the gateway", flush=True)
+    for index in range(args.rounds):
+        for label, (url, headers) in targets.items():
+            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+                                   connections=args.connections, seconds=args.seconds)
+            results[label].append(result)
+            print(result.line(), flush=True)
+    hello = results["hello-world"]
+    off = results["tracing off"]
+    print()
+    for label, rounds in results.items():
+        print(best_of(f"{label} (best)", rounds).line())
+    for label in systems:
+        print(describe(f"ratio tracing {label:<16}/hello-world", ratios(results[f"tracing {label}"],
+                                                                         hello)))
+    for label in list(systems)[1:]:
+        print(describe(f"ratio tracing {label:<16}/off        ",
+                       ratios(results[f"tracing {label}"], off)))
+    print(f"the receiver took {collector.exports} exports, {collector.received_bytes:,} bytes")
+
+
 SOLD_OUT_GOAL = 0.5
 ORDER_SCRIPT = """
 wrk.method = "POST"
@@ -242,6 +299,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tracing", action="store_true",
+                        help="GET /api/v1/users/me through the gateway with tracing off and on "
+                             "(sampler 1.0 and 0.01), beside the hello-world")
     parser.add_argument("--sold-out", action="store_true",
                         help="POST /api/v1/orders for a sold-out product, at the edge and "
                              "forwarded, beside the hello-world")
@@ -249,6 +309,17 @@ def main() -> None:
     if args.seconds > 2 * IDENTITY_MAX_AGE_SECONDS - 2:
         parser.error(f"--seconds above {2 * IDENTITY_MAX_AGE_SECONDS - 2} would outlive the "
                      "direct round's identity signature")
+    if args.tracing:
+        collector = SpanCollector(keep=False).start()
+        try:
+            with hello_world() as hello_url, contextlib.ExitStack() as stack:
+                systems = {label: stack.enter_context(bench_system(
+                    suffix=f"bench{index}", env=tracing_env(collector, ratio)))
+                    for index, (label, ratio) in enumerate(TRACING_SAMPLERS.items())}
+                asyncio.run(run_tracing(args, systems, hello_url, collector))
+        finally:
+            collector.stop()
+        return
     if args.sold_out:
         workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         with hello_world() as hello_url, sold_out_system(workdir) as bench:

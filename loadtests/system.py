@@ -48,8 +48,8 @@ class Account:
     access_token: str
 
 
-def bench_database_url(schema: str = "preorder_user") -> str:
-    return database_url_for_tests(schema, "bench")
+def bench_database_url(schema: str = "preorder_user", suffix: str = "bench") -> str:
+    return database_url_for_tests(schema, suffix)
 
 
 @contextmanager
@@ -65,8 +65,11 @@ def hello_world() -> Iterator[str]:
 
 
 @contextmanager
-def bench_system() -> Iterator[BenchSystem]:
-    database_url = bench_database_url()
+def bench_system(*, suffix: str = "bench",
+                 env: Mapping[str, str] | None = None) -> Iterator[BenchSystem]:
+    """user_service and the gateway on the schema `preorder_user_<suffix>`; `env` is added to
+    both processes' environment (tracing settings, say)."""
+    database_url = bench_database_url(suffix=suffix)
     # Settings default to production; the migration here reads them too.
     os.environ["APP_ENV"] = "development"
     upgrade("user_service", database_url, drop_first=True)
@@ -74,7 +77,8 @@ def bench_system() -> Iterator[BenchSystem]:
     mail = MailSink().start()
     # What every process of the benchmark shares (settings default to production).
     identity_key = DEPLOYMENT_KEY
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT}
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT,
+              **(env or {})}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
         **common, "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,

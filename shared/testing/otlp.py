@@ -46,12 +46,15 @@ def _value(value: AnyValue) -> Any:
 
 
 class SpanCollector:
-    """Receives spans on loopback until stopped; `spans` is every span received so far."""
+    """Receives spans on loopback until stopped; `spans` is every span received so far. With
+    `keep=False` (a benchmark's sink) it only counts exports and their bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
+        self.keep = keep
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self.exports = 0
+        self.received_bytes = 0
         self.server = ThreadedServer(Starlette(routes=[
             Route("/v1/traces", self._receive, methods=["POST"])]))
 
@@ -72,8 +75,14 @@ class SpanCollector:
             return list(self._spans)
 
     async def _receive(self, request: Request) -> Response:
+        body = await request.body()
+        if not self.keep:
+            with self._lock:
+                self.exports += 1
+                self.received_bytes += len(body)
+            return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
         export = ExportTraceServiceRequest()
-        export.ParseFromString(await request.body())
+        export.ParseFromString(body)
         received = []
         for resource_spans in export.resource_spans:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
@@ -88,6 +97,7 @@ class SpanCollector:
         with self._lock:
             self._spans.extend(received)
             self.exports += 1
+            self.received_bytes += len(body)
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
 
     async def wait_for(self, found: Callable[[list[ReceivedSpan]], bool],
