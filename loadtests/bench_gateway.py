@@ -14,7 +14,9 @@ With --tracing it measures instead what tracing costs (shared/tracing.py), side 
 the hello-world: the same authenticated GET /api/v1/users/me through three gateway and
 user_service pairs, one with tracing off, two exporting every span to an OTLP receiver in this
 process with the sampler at 1.0 and at 0.01 (parentbased_traceidratio, as an operator sets
-OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG).
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG). Beside the rates it prints the CPU time
+the gateway and user_service spent per request in each round (from /proc): on a machine busy
+with other work that moves far less than a rate does.
 
 With --sold-out it measures instead the crowd's most common request at an opening, a
 `POST /api/v1/orders` for a sold-out product, side by side with the hello-world:
@@ -50,6 +52,7 @@ from loadtests.system import (
     BENCH_REDIS_URL,
     BenchSystem,
     bench_system,
+    cpu_seconds,
     create_account,
     hello_world,
     service_system,
@@ -152,15 +155,23 @@ async def run_tracing(args: argparse.Namespace, systems: dict[str, BenchSystem],
     for url, headers in targets.values():
         await measure("warm-up", url, headers=headers, connections=args.connections, seconds=2)
     results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    cpu_ms: dict[str, list[float]] = {label: [] for label in systems}
     print(f"load generator: {generator_name()}; {args.connections} connections, "
           f"{args.seconds:g} s x {args.rounds} rounds each; GET /api/v1/users/me through "
           "the gateway", flush=True)
     for index in range(args.rounds):
         for label, (url, headers) in targets.items():
+            pair = systems.get(label.removeprefix("tracing "))
+            before = sum(cpu_seconds(pid) for pid in pair.pids) if pair else 0.0
             result = await measure(f"{label} r{index + 1}", url, headers=headers,
                                    connections=args.connections, seconds=args.seconds)
             results[label].append(result)
-            print(result.line(), flush=True)
+            line = result.line()
+            if pair is not None and result.requests:
+                used = sum(cpu_seconds(pid) for pid in pair.pids) - before
+                cpu_ms[label.removeprefix("tracing ")].append(used * 1000 / result.requests)
+                line += f"   cpu {cpu_ms[label.removeprefix('tracing ')][-1]:.3f} ms/request"
+            print(line, flush=True)
     hello = results["hello-world"]
     off = results["tracing off"]
     print()
@@ -172,6 +183,10 @@ async def run_tracing(args: argparse.Namespace, systems: dict[str, BenchSystem],
     for label in list(systems)[1:]:
         print(describe(f"ratio tracing {label:<16}/off        ",
                        ratios(results[f"tracing {label}"], off)))
+    for label, per_round in cpu_ms.items():
+        print(f"cpu per request, gateway + user_service, tracing {label:<16}: per round "
+              f"{', '.join(f'{v:.3f}' for v in per_round)} ms "
+              f"(median {statistics.median(per_round):.3f})")
     print(f"the receiver took {collector.exports} exports, {collector.received_bytes:,} bytes")
 
 

@@ -39,6 +39,8 @@ class BenchSystem:
     mail: MailSink
     # What the gateway signs forwarded identities with: a direct caller signs its own with it.
     identity_key: str
+    # The gateway's and user_service's processes (their CPU per request, in bench_gateway).
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def bench_system(*, suffix: str = "bench",
             **common, "GATEWAY_USER_SERVICE_URL": user.url, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
         })
         gateway.start().wait_healthy()
-        yield BenchSystem(gateway.url, user.url, mail, identity_key)
+        yield BenchSystem(gateway.url, user.url, mail, identity_key,
+                          tuple(p.process.pid for p in (gateway, user) if p.process))
     finally:
         if gateway is not None:
             gateway.stop()
