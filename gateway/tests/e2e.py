@@ -52,7 +52,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
                    overrides: dict[str, dict[str, str]] | None = None, *,
                    own_redis_users: bool = True) -> Iterator[System]:
     """Fresh e2e schemas, every service, then the gateway in front of them. `overrides` adds
-    environment variables per app (a service's short name, or "gateway"). Each app reaches
+    environment variables per app (a service's short name, "processor_sim" or "gateway"). Each app reaches
     Redis as its own ACL user, as deployed (shared/redis_acl.py), unless `own_redis_users` is
     False (a Redis Cluster of the tests' own)."""
     overrides = overrides or {}
