@@ -42,8 +42,7 @@ async def one_request_each() -> None:
                                      base_url="http://probe") as client:
             response = await client.get("/tracing-probe")
             assert response.status_code == 404, response.text
-    async with service_client("probe", "http://127.0.0.1:9", caller="probe", signing_key=None,
-                              timeout_seconds=1):
+    async with service_client("probe", "http://127.0.0.1:9", signer=None, timeout_seconds=1):
         pass
     await create_engine(DATABASE_URL).dispose()
 
