@@ -14,7 +14,7 @@ help:
 	@echo "make run    - start MySQL/Redis if needed, migrate, run all seven services (Ctrl-C stops; ARGS=--json-logs)"
 	@echo "make test   - start MariaDB/Redis if needed, then the whole suite against them (ARGS=\"path -x\")"
 	@echo "make lint   - ruff and mypy --strict"
-	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes)"
+	@echo "make bench  - gateway vs direct throughput, side by side (starts its own processes; ARGS=--tracing: tracing off vs on)"
 	@echo "make load   - a sale opening under Locust, then the invariant checker (ARGS=\"--host URL ...\")"
 	@echo "make chaos  - a sale under a seeded fault schedule on its own Redis/MariaDB, then the invariants (ARGS=\"--seed N ...\")"
 	@echo "make lock   - renew requirements.lock and requirements-dev.lock from pyproject.toml"
@@ -68,7 +68,7 @@ lint: venv
 	$(VENV)/bin/mypy $(CODE)
 
 bench: venv
-	$(PYTHON) -m loadtests.bench_gateway
+	$(PYTHON) -m loadtests.bench_gateway $(ARGS)
 
 # A sale opening on its own loopback system (or ARGS="--host URL"), checked and reported under
 # .data/loadtests/<timestamp>/; see loadtests/README.md.

@@ -24,7 +24,6 @@ import importlib
 import ipaddress
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -45,13 +44,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from deploy.dev_keys import PUBLIC_KEYS_VARIABLE, load_or_create_identity_keys
 from deploy.mail_sink import MailSink, StoredMail
 from shared.services import GATEWAY, PROCESSOR_SIM, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
 MAIL_DIR = DATA_DIR / "mail"
-IDENTITY_KEY_FILENAME = "identity-signing-key"
 COMPOSE_DEPS = REPO_ROOT / "deploy" / "compose.deps.yml"
 # Given on the command line: a top-level `name:` in the file is refused by docker-compose 1.x.
 DEPS_PROJECT = "preorder-deps"
@@ -448,21 +447,13 @@ async def stop_all(log: LogStream, services: Sequence[RunningService]) -> None:
 def development_environment(data_dir: Path = DATA_DIR) -> dict[str, str]:
     """What every process of `make run` shares, unless the caller set it: the development
     environment (settings default to production, which refuses the password-less local
-    database) and the key the gateway signs forwarded identities with, kept in .data/."""
-    return {"APP_ENV": os.environ.get("APP_ENV", "development"),
-            "IDENTITY_SIGNING_KEY": (os.environ.get("IDENTITY_SIGNING_KEY")
-                                     or load_or_create_identity_key(data_dir))}
-
-
-def load_or_create_identity_key(data_dir: Path) -> str:
-    """One generated key per checkout, readable by its owner only, kept across restarts."""
-    path = data_dir / IDENTITY_KEY_FILENAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    database) and the identity keys (each signing app's private key and every public key), kept
+    in .data/identity-keys/ (the caller's own, if it sets IDENTITY_PUBLIC_KEYS and the private
+    keys)."""
+    environment = {"APP_ENV": os.environ.get("APP_ENV", "development")}
+    if not os.environ.get(PUBLIC_KEYS_VARIABLE):
+        environment.update(load_or_create_identity_keys(data_dir))
+    return environment
 
 
 def service_environment(services: Sequence[App], sink: MailSink | None) -> dict[str, str]:

@@ -27,6 +27,7 @@ from shared.logging import configure_logging
 from shared.metrics import RequestMetrics, metrics_listener, route_template
 from shared.middleware import RequestFrameMiddleware
 from shared.sale_metrics import LOOPS, GatewayMetrics, bind_redis_probe
+from shared.tracing import start_tracing
 
 READINESS_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
@@ -73,6 +74,7 @@ def gateway_route(scope: Scope) -> str:
 def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
+    tracing = start_tracing("gateway")
     runtime = GatewayRuntime(settings)
     aggregator = OpenApiAggregator(runtime.table, settings.upstreams(),
                                    cache_seconds=settings.openapi_cache_seconds,
@@ -124,4 +126,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
             expose_headers=["X-Request-Id", "Retry-After"], max_age=600,
         )
-    return RequestFrameMiddleware(asgi, metrics=metrics, route_of=gateway_route)
+    frame = RequestFrameMiddleware(asgi, metrics=metrics, route_of=gateway_route, tracing=tracing)
+    if tracing is None:
+        return frame
+
+    def proxied_route(scope: Scope) -> str | None:
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        match = runtime.table.match(scope["method"], raw_path)
+        return None if match is None else match.route.pattern
+
+    # Outermost, so the request's every line and call (the frame's included) is in its span.
+    return tracing.edge(frame, route_of=proxied_route)

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from starlette.types import Scope
 
 from shared.contracts import ARRIVED_AT_HEADER, IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
+from shared.tracing import TRACE_CONTEXT_HEADERS
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and headers the gateway alone may set.
 HOP_BY_HOP = frozenset({
@@ -20,6 +21,9 @@ IDENTITY = frozenset({
     b"x-real-ip", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
     IDENTITY_SIGNATURE_HEADER.lower().encode(), IDENTITY_CALLER_HEADER.lower().encode(),
     ARRIVED_AT_HEADER.lower().encode(),
+    # The gateway starts every trace (its aiohttp client sends its own traceparent while
+    # tracing is on); a client's trace context never reaches a service, which would believe it.
+    *TRACE_CONTEXT_HEADERS,
 })
 RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",

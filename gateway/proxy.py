@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -42,10 +43,11 @@ from shared.contracts import (
     SESSION_ID_HEADER,
     USER_ID_HEADER,
     USER_ROLES_HEADER,
-    identity_signature,
+    request_target,
 )
 from shared.request_context import current_request_id
 from shared.sale_metrics import GatewayMetrics
+from shared.services import service as app_named
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -68,7 +70,10 @@ class Proxy:
         self.settings = runtime.settings
         self.table = runtime.table
         # Read once; without it the gateway refuses to start (no service would believe it).
-        self.identity_key = runtime.settings.identity_key()
+        self.signer = runtime.settings.identity_signer(GATEWAY_CALLER)
+        # Each request is signed for the service it goes to: its package is the audience.
+        self.audiences = {name: app_named(name).package
+                          for name in runtime.upstreams.base_urls}
         self.open_streams = 0
         self.stream_relay = StreamRelay(max_response_bytes=self.settings.max_response_bytes)
         self.proxies = TrustedProxies(runtime.settings.trusted_proxy_networks)
@@ -192,14 +197,16 @@ class Proxy:
                                    "Too many requests; try again later.",
                                    [(b"retry-after", str(int(retry_after)).encode())])
                 return
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        target = self.runtime.upstreams.base_urls[service] + raw_path.decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
+        # The raw path and query as forwarded (and signed).
+        target = request_target(scope.get("raw_path") or scope["path"].encode(),
+                                scope.get("query_string", b""))
+        url = URL(self.runtime.upstreams.base_urls[service] + target, encoded=True)
         if shared and public and scope["method"] == "GET":
-            await self._share_stream(receive, send, service, target, request_id)
+            await self._share_stream(receive, send, service, url, target, request_id)
             return
         user_id = session_id = roles = ""
+        if stream:
+            body = b""  # a stream's request is sent without one
         headers.append((REQUEST_ID_HEADER, request_id))
         headers.append((CLIENT_IP_HEADER, client_ip))
         if identity is not None:
@@ -209,18 +216,24 @@ class Proxy:
             if roles:
                 headers.append((USER_ROLES_HEADER, roles))
         headers.append((ARRIVED_AT_HEADER, arrived_at))
-        # Signed last, just before forwarding: services believe these headers only with it.
-        headers.append((IDENTITY_SIGNATURE_HEADER, identity_signature(
-            self.identity_key, timestamp=int(time.time()), user_id=user_id,
-            session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles,
-            caller=GATEWAY_CALLER, arrived_at=arrived_at)))
-        headers.append((IDENTITY_CALLER_HEADER, GATEWAY_CALLER))
+        # Signed last, just before forwarding, for this request only (method, path and query as
+        # forwarded, body, the service it goes to, a fresh nonce): services believe these
+        # headers only with it. A retry is signed anew: the nonce of the first may have been
+        # spent.
+        audience, method = self.audiences[service], scope["method"]
+
+        def signed() -> list[tuple[str, str]]:
+            return [*headers,
+                    (IDENTITY_SIGNATURE_HEADER, self.signer.sign(
+                        audience=audience, method=method, target=target, body=body,
+                        user_id=user_id, session_id=session_id, request_id=request_id,
+                        client_ip=client_ip, roles=roles, arrived_at=arrived_at)),
+                    (IDENTITY_CALLER_HEADER, GATEWAY_CALLER)]
 
         if stream:
-            await self._relay_stream(receive, send, service, scope["method"],
-                                     URL(target, encoded=True), headers)
+            await self._relay_stream(receive, send, service, method, url, signed)
             return
-        await self._relay(send, service, scope["method"], URL(target, encoded=True), headers, body)
+        await self._relay(send, service, method, url, signed, body)
 
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
         """413, after reading and dropping up to `discard` more bytes (within the body timeout)
@@ -234,13 +247,13 @@ class Proxy:
                            [(b"connection", b"close")])
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
-                     headers: list[tuple[str, str]], body: bytes) -> None:
+                     signed: Callable[[], list[tuple[str, str]]], body: bytes) -> None:
         session = self.runtime.upstreams.sessions[service]
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
         for attempt in range(2):
             last = attempt == 1
             try:
-                async with session.request(method, url, headers=headers, data=body or None,
+                async with session.request(method, url, headers=signed(), data=body or None,
                                            allow_redirects=False) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
@@ -293,7 +306,7 @@ class Proxy:
         await send({"type": "http.response.body", "body": payload})
 
     async def _relay_stream(self, receive: Receive, send: Send, service: str, method: str,
-                            url: URL, headers: list[tuple[str, str]]) -> None:
+                            url: URL, signed: Callable[[], list[tuple[str, str]]]) -> None:
         """A streamed route: through the streams' own pool, relayed as it comes."""
         if self.open_streams >= self.settings.max_open_streams:
             await send_problem(send, 503, "upstream_unavailable",
@@ -316,7 +329,7 @@ class Proxy:
             for attempt in range(2):
                 try:
                     async with self.runtime.upstreams.streams.request(
-                            method, url, headers=headers, allow_redirects=False) as upstream:
+                            method, url, headers=signed(), allow_redirects=False) as upstream:
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,
@@ -341,10 +354,11 @@ class Proxy:
         finally:
             self.open_streams -= 1
 
-    async def _share_stream(self, receive: Receive, send: Send, service: str, target: str,
-                            request_id: str) -> None:
+    async def _share_stream(self, receive: Receive, send: Send, service: str, url: URL,
+                            target: str, request_id: str) -> None:
         """A shared stream (gateway/fanout.py): this client joins the one upstream stream of
-        `target`, opened, if it is the first, with no client's headers and no identity."""
+        `url`, opened, if it is the first, with no client's headers and no identity (signed
+        for that GET of `target`, the path and query, with a nonce of its own)."""
         if self.open_streams >= self.settings.max_open_streams:
             await send_problem(send, 503, "upstream_unavailable",
                                "Too many streams are open right now.", [(b"retry-after", b"5")])
@@ -356,12 +370,12 @@ class Proxy:
                 ("Accept", "text/event-stream"),
                 (REQUEST_ID_HEADER, request_id),
                 (CLIENT_IP_HEADER, ""),
-                (IDENTITY_SIGNATURE_HEADER, identity_signature(
-                    self.identity_key, timestamp=int(time.time()), user_id="", session_id="",
-                    request_id=request_id, client_ip="", roles="", caller=GATEWAY_CALLER)),
+                (IDENTITY_SIGNATURE_HEADER, self.signer.sign(
+                    audience=self.audiences[service], method="GET", target=target, body=b"",
+                    request_id=request_id)),
                 (IDENTITY_CALLER_HEADER, GATEWAY_CALLER),
             ]
-            return self.runtime.upstreams.streams.get(URL(target, encoded=True), headers=headers,
+            return self.runtime.upstreams.streams.get(url, headers=headers,
                                                       allow_redirects=False)
 
         async def unavailable(send: Send, error: BaseException | None) -> None:
@@ -377,7 +391,7 @@ class Proxy:
                                        else "answered with an oversized response")
 
         try:
-            await self.runtime.shared_streams.serve(target, open_upstream, unavailable,
+            await self.runtime.shared_streams.serve(str(url), open_upstream, unavailable,
                                                     receive, send)
         finally:
             self.open_streams -= 1

@@ -6,6 +6,7 @@ import aiohttp
 
 from gateway.settings import Settings
 from shared import replicas
+from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
@@ -44,6 +45,7 @@ class Upstreams:
                 connector=connector, timeout=self.timeout, auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                trace_configs=client_trace_configs(),
             )
             # aiohttp would resend PUT and DELETE too when a pooled connection turns out
             # closed (they are idempotent by the RFC); the proxy decides what is retried
@@ -56,7 +58,8 @@ class Upstreams:
                                          hosts=self.settings.service_hosts),
             timeout=self.stream_timeout, auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            trace_configs=client_trace_configs())
         self._streams._retry_connection = False
 
     @property

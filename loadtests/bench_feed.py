@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import random
-import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,10 +29,12 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from loadtests.load import LoadResult, run_load
+from loadtests.signed import IDENTITY_ENVIRONMENT
 from loadtests.system import BenchSystem, create_account
 from shared.clock import utcnow
 from shared.migrate import upgrade
 from shared.testing.datastores import database_url_for_tests
+from shared.testing.identity import DEPLOYMENT_KEY
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 from social_service.follows.models import Follow, FollowCounts
@@ -58,8 +59,8 @@ def feed_system(workdir: Path) -> Iterator[tuple[BenchSystem, str]]:
     upgrade("user_service", user_db, drop_first=True)
     upgrade("social_service", social_db, drop_first=True)
     mail = MailSink().start()
-    identity_key = secrets.token_urlsafe(32)
-    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
+    identity_key = DEPLOYMENT_KEY
+    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
         **quiet, "USER_DATABASE_URL": user_db, "USER_REDIS_URL": REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,

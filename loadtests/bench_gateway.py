@@ -2,12 +2,21 @@
 
 1. a FastAPI hello-world on one uvicorn worker (the yardstick),
 2. GET /api/v1/users/me straight to user_service (with the identity headers the gateway would
-   send, signed with its key: services believe no other),
+   send, signed with its key for each request: services believe no other, and each signature
+   once; loadtests/signed.py),
 3. the same through the gateway with a bearer token,
 
 and the ratios direct/hello-world and gateway/direct.
 
     python -m loadtests.bench_gateway [--connections 64] [--seconds 10] [--rounds 3]
+
+With --tracing it measures instead what tracing costs (shared/tracing.py), side by side with
+the hello-world: the same authenticated GET /api/v1/users/me through three gateway and
+user_service pairs, one with tracing off, two exporting every span to an OTLP receiver in this
+process with the sampler at 1.0 and at 0.01 (parentbased_traceidratio, as an operator sets
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG). Beside the rates it prints the CPU time
+the gateway and user_service spent per request in each round (from /proc): on a machine busy
+with other work that moves far less than a rate does.
 
 With --sold-out it measures instead the crowd's most common request at an opening, a
 `POST /api/v1/orders` for a sold-out product, side by side with the hello-world:
@@ -26,9 +35,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +47,12 @@ import httpx
 import jwt
 
 from loadtests.load import LoadResult
+from loadtests.signed import presigned_script
 from loadtests.system import (
     BENCH_REDIS_URL,
     BenchSystem,
     bench_system,
+    cpu_seconds,
     create_account,
     hello_world,
     service_system,
@@ -49,9 +60,9 @@ from loadtests.system import (
 from loadtests.wrk import generator_name, measure
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.testing.datastores import forget_redis_keys
-from shared.testing.identity import signed_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
+from shared.testing.otlp import SpanCollector
 
 
 def best_of(label: str, rounds: list[LoadResult]) -> LoadResult:
@@ -73,30 +84,38 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
     account = await create_account(system)
     session_id = jwt.decode(account.access_token, options={"verify_signature": False})["sid"]
 
-    def as_the_gateway() -> dict[str, str]:
-        # wrk sends the same headers for a whole round, and a signature is believed for
-        # IDENTITY_MAX_AGE_SECONDS either side of its time: dated that far ahead (less a
-        # second), one signature covers a round of up to twice as long.
-        ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
-        return signed_identity_headers(account.user_id, session_id, system.identity_key,
-                                       timestamp=ahead)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
 
-    targets: dict[str, tuple[str, Callable[[], dict[str, str]]]] = {
-        "hello-world": (hello_url, dict),
-        "direct /users/me": (f"{system.user_url}/api/v1/users/me", as_the_gateway),
+    def as_the_gateway(seconds: float) -> Path:
+        # One signature per request, made before the round (a service takes each once): as
+        # many as the fastest direct round so far could send, and then some.
+        fastest = max((r.rps for r in results.get("direct /users/me", [])), default=0.0)
+        count = max(DIRECT_REQUESTS_AT_LEAST, int(1.5 * fastest * seconds))
+        return presigned_script(
+            workdir / "direct.lua", caller="gateway", audience="user_service", method="GET",
+            targets=["/api/v1/users/me"] * count, user_id=str(account.user_id),
+            session_id=session_id,
+            extra_headers=(f'wrk.headers["X-User-Id"] = "{account.user_id}"\n'
+                           f'wrk.headers["X-Session-Id"] = "{session_id}"'))
+
+    targets: dict[str, tuple[str, dict[str, str], Callable[[float], Path] | None]] = {
+        "hello-world": (hello_url, {}, None),
+        "direct /users/me": (f"{system.user_url}/api/v1/users/me", {}, as_the_gateway),
         "gateway /users/me": (f"{system.gateway_url}/api/v1/users/me",
-                              lambda: {"Authorization": f"Bearer {account.access_token}"}),
+                              {"Authorization": f"Bearer {account.access_token}"}, None),
     }
-    for url, headers in targets.values():  # warm pools and caches before anything counts
-        await measure("warm-up", url, headers=headers(), connections=args.connections,
-                      seconds=2)
-    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    results: dict[str, list[LoadResult]] = {}
+    for url, headers, script in targets.values():  # warm pools and caches before anything counts
+        await measure("warm-up", url, headers=headers, connections=args.connections,
+                      seconds=2, script=script(2) if script else None)
+    results = {label: [] for label in targets}
     print(f"load generator: {generator_name()}; {args.connections} connections, "
           f"{args.seconds:g} s x {args.rounds} rounds each", flush=True)
     for index in range(args.rounds):
-        for label, (url, headers) in targets.items():
-            result = await measure(f"{label} r{index + 1}", url, headers=headers(),
-                                   connections=args.connections, seconds=args.seconds)
+        for label, (url, headers, script) in targets.items():
+            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+                                   connections=args.connections, seconds=args.seconds,
+                                   script=script(args.seconds) if script else None)
             results[label].append(result)
             print(result.line(), flush=True)
     hello, direct, gateway = results.values()
@@ -106,6 +125,69 @@ async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> 
     print(describe("ratio direct/hello-world ", ratios(direct, hello)))
     print(describe("ratio gateway/direct     ", ratios(gateway, direct)))
     print(describe("ratio gateway/hello-world", ratios(gateway, hello)))
+
+
+# Signatures made for a direct round at the least (loadtests/signed.py).
+DIRECT_REQUESTS_AT_LEAST = 20_000
+
+
+# The label of each traced system and its sampler ratio (None: tracing off).
+TRACING_SAMPLERS: dict[str, float | None] = {"off": None, "on, sampler 1.0": 1.0,
+                                             "on, sampler 0.01": 0.01}
+
+
+def tracing_env(collector: SpanCollector, ratio: float | None) -> dict[str, str]:
+    if ratio is None:
+        return {}
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+
+
+async def run_tracing(args: argparse.Namespace, systems: dict[str, BenchSystem],
+                      hello_url: str, collector: SpanCollector) -> None:
+    tokens = {label: (await create_account(system)).access_token
+              for label, system in systems.items()}
+    targets: dict[str, tuple[str, dict[str, str]]] = {"hello-world": (hello_url, {})}
+    for label, system in systems.items():
+        targets[f"tracing {label}"] = (f"{system.gateway_url}/api/v1/users/me",
+                                       {"Authorization": f"Bearer {tokens[label]}"})
+    for url, headers in targets.values():
+        await measure("warm-up", url, headers=headers, connections=args.connections, seconds=2)
+    results: dict[str, list[LoadResult]] = {label: [] for label in targets}
+    cpu_ms: dict[str, list[float]] = {label: [] for label in systems}
+    print(f"load generator: {generator_name()}; {args.connections} connections, "
+          f"{args.seconds:g} s x {args.rounds} rounds each; GET /api/v1/users/me through "
+          "the gateway", flush=True)
+    for index in range(args.rounds):
+        for label, (url, headers) in targets.items():
+            pair = systems.get(label.removeprefix("tracing "))
+            before = sum(cpu_seconds(pid) for pid in pair.pids) if pair else 0.0
+            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+                                   connections=args.connections, seconds=args.seconds)
+            results[label].append(result)
+            line = result.line()
+            if pair is not None and result.requests:
+                used = sum(cpu_seconds(pid) for pid in pair.pids) - before
+                cpu_ms[label.removeprefix("tracing ")].append(used * 1000 / result.requests)
+                line += f"   cpu {cpu_ms[label.removeprefix('tracing ')][-1]:.3f} ms/request"
+            print(line, flush=True)
+    hello = results["hello-world"]
+    off = results["tracing off"]
+    print()
+    for label, rounds in results.items():
+        print(best_of(f"{label} (best)", rounds).line())
+    for label in systems:
+        print(describe(f"ratio tracing {label:<16}/hello-world", ratios(results[f"tracing {label}"],
+                                                                         hello)))
+    for label in list(systems)[1:]:
+        print(describe(f"ratio tracing {label:<16}/off        ",
+                       ratios(results[f"tracing {label}"], off)))
+    for label, per_round in cpu_ms.items():
+        print(f"cpu per request, gateway + user_service, tracing {label:<16}: per round "
+              f"{', '.join(f'{v:.3f}' for v in per_round)} ms "
+              f"(median {statistics.median(per_round):.3f})")
+    print(f"the receiver took {collector.exports} exports, {collector.received_bytes:,} bytes")
 
 
 SOLD_OUT_GOAL = 0.5
@@ -232,6 +314,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tracing", action="store_true",
+                        help="GET /api/v1/users/me through the gateway with tracing off and on "
+                             "(sampler 1.0 and 0.01), beside the hello-world")
     parser.add_argument("--sold-out", action="store_true",
                         help="POST /api/v1/orders for a sold-out product, at the edge and "
                              "forwarded, beside the hello-world")
@@ -239,6 +324,17 @@ def main() -> None:
     if args.seconds > 2 * IDENTITY_MAX_AGE_SECONDS - 2:
         parser.error(f"--seconds above {2 * IDENTITY_MAX_AGE_SECONDS - 2} would outlive the "
                      "direct round's identity signature")
+    if args.tracing:
+        collector = SpanCollector(keep=False).start()
+        try:
+            with hello_world() as hello_url, contextlib.ExitStack() as stack:
+                systems = {label: stack.enter_context(bench_system(
+                    suffix=f"bench{index}", env=tracing_env(collector, ratio)))
+                    for index, (label, ratio) in enumerate(TRACING_SAMPLERS.items())}
+                asyncio.run(run_tracing(args, systems, hello_url, collector))
+        finally:
+            collector.stop()
+        return
     if args.sold_out:
         workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         with hello_world() as hello_url, sold_out_system(workdir) as bench:

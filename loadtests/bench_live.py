@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import resource
@@ -46,6 +47,7 @@ import aiohttp
 import uvloop
 
 from loadtests.load import LoadResult
+from loadtests.signed import sign
 from loadtests.system import BENCH_REDIS_URL, cpu_seconds, hello_world, service_system
 from loadtests.wrk import generator_name, measure
 from shared.internal.stock import hold_path, product_path
@@ -143,9 +145,11 @@ def percentile(values: list[float], p: float) -> float:
 
 async def reserve_one(session: aiohttp.ClientSession, stock_url: str, product_id: int,
                       order_id: int, identity_key: str) -> None:
-    signed = service_identity_headers("order_service", identity_key)
-    async with session.put(stock_url + hold_path(product_id, order_id),
-                           json={"user_id": order_id, "quantity": 1}, headers=signed) as reply:
+    body = json.dumps({"user_id": order_id, "quantity": 1}).encode()
+    signed = sign(service_identity_headers("order_service", identity_key), method="PUT",
+                  target=hold_path(product_id, order_id), body=body, audience="stock_service")
+    async with session.put(stock_url + hold_path(product_id, order_id), data=body,
+                           headers={**signed, "Content-Type": "application/json"}) as reply:
         assert reply.status == 200, await reply.text()
 
 
@@ -165,10 +169,12 @@ async def run(args: argparse.Namespace, hello_url: str, stock_url: str, gateway_
               pids: dict[str, int], identity_key: str) -> None:
     product_id = int.from_bytes(os.urandom(4), "big") + 1
     total = 1_000 + args.changes
-    signed = service_identity_headers("product_service", identity_key)
+    body = json.dumps({"seller_id": 1, "price": 1_000, "total": total}).encode()
+    signed = sign(service_identity_headers("product_service", identity_key), method="PUT",
+                  target=product_path(product_id), body=body, audience="stock_service")
     async with aiohttp.ClientSession() as session:
-        async with session.put(stock_url + product_path(product_id), headers=signed,
-                               json={"seller_id": 1, "price": 1_000, "total": total}) as reply:
+        async with session.put(stock_url + product_path(product_id), data=body,
+                               headers={**signed, "Content-Type": "application/json"}) as reply:
             assert reply.status == 200, await reply.text()
         stock_path = f"{gateway_urls[0]}/api/v1/products/{product_id}/stock"
         print(f"load generator: {generator_name()}; streams: {args.streams} through "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -47,6 +48,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from loadtests.bench_stock import evalsha_rate
+from loadtests.signed import sign
 from loadtests.system import (
     BENCH_REDIS_URL,
     ServiceSystem,
@@ -62,7 +64,7 @@ from shared.internal.stock import product_path
 from shared.replicas import Resolver
 from shared.schemas import to_utc_z
 from shared.testing.datastores import TEST_MYSQL_URL, forget_redis_keys
-from shared.testing.identity import signed_identity_headers
+from shared.testing.identity import service_identity_headers
 from stock_service.stock.scripts import RESERVE, ProductKeys
 from user_service.auth.bulk import BulkAccount, create_verified_accounts
 from user_service.auth.tokens import TokenSigner
@@ -205,11 +207,12 @@ async def register_product(bench: ServiceSystem, *, stock: int, opens_in: float)
     product_id = int.from_bytes(os.urandom(4), "big") + 1
     opens_at = utcnow() + timedelta(seconds=opens_in)
     body = {"seller_id": 1, "price": 99_000, "total": stock, "sale_opens_at": to_utc_z(opens_at)}
-    signed = signed_identity_headers(None, None, bench.identity_key, client_ip="",
-                                     caller="product_service")
+    raw = json.dumps(body).encode()
+    signed = sign(service_identity_headers("product_service", bench.identity_key), method="PUT",
+                  target=product_path(product_id), body=raw, audience="stock_service")
     async with aiohttp.ClientSession() as session, session.put(
-            bench.processes["stock"].url + product_path(product_id), json=body,
-            headers=signed) as response:
+            bench.processes["stock"].url + product_path(product_id), data=raw,
+            headers={**signed, "Content-Type": "application/json"}) as response:
         assert response.status == 200, await response.text()
     return product_id, opens_at.timestamp()
 

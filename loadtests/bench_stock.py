@@ -34,12 +34,10 @@ import asyncio
 import collections
 import os
 import re
-import secrets
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -51,13 +49,14 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from loadtests.load import LoadResult
+from loadtests.signed import IDENTITY_ENVIRONMENT, presigned_script, sign
 from loadtests.system import BENCH_REDIS_URL, BenchSystem, create_account, hello_world
 from loadtests.wrk import measure
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.internal.stock import hold_path
 from shared.migrate import upgrade
 from shared.testing.datastores import database_url_for_tests, forget_redis_keys
-from shared.testing.identity import signed_identity_headers
+from shared.testing.identity import DEPLOYMENT_KEY, service_identity_headers
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess
 from stock_service.stock.scripts import REFUSAL_MEMORY_MS, RESERVE, ProductKeys
@@ -70,38 +69,6 @@ HOT_STOCK = 100_000_000
 # 10**14, which these stay under), each wrk thread a billion apart.
 FIRST_ORDER_ID = 10**12
 ORDERS_PER_RUN = 10**10
-
-RESERVE_SCRIPT = """
-local prefix = "{prefix}"
-local base = {base}
-local next_thread = 0
-function setup(thread)
-  thread:set("thread_index", next_thread)
-  next_thread = next_thread + 1
-end
-local counter = 0
-local headers = {{["Content-Type"] = "application/json", {signed}}}
-function request()
-  counter = counter + 1
-  local order = base + thread_index * 1000000000 + counter
-  local body = '{{"user_id":' .. (counter % 100000 + 1) .. ',"quantity":1}}'
-  return wrk.format("PUT", prefix .. string.format("%d", order), headers, body)
-end
-"""
-
-
-# Refusals of one order id, the request built once: a refused reserve never reads its order id
-# past the sold-out memory (and Lua answers a replayed refusal as it answered the first), so
-# only the load generator's own cost differs; building each request in wrk's Lua took CPU the
-# two cores share with the service measured.
-STATIC_RESERVE_SCRIPT = """
-wrk.method = "PUT"
-wrk.path = "{path}"
-wrk.body = '{{"user_id":1,"quantity":1}}'
-wrk.headers["Content-Type"] = "application/json"
-{signed}
-"""
-
 
 @dataclass(frozen=True)
 class StockBench:
@@ -124,8 +91,8 @@ def stock_system(workdir: Path) -> Iterator[StockBench]:
     for prefix in ("{p:", "stock:", "product:"):
         forget_redis_keys(BENCH_REDIS_URL, prefix)
     # Settings default to production; the migrations above read them too.
-    identity_key = secrets.token_urlsafe(32)
-    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
+    identity_key = DEPLOYMENT_KEY
+    quiet = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT}
     with ExitStack() as stack:
         mail = MailSink().start()
         stack.callback(mail.stop)
@@ -176,12 +143,17 @@ async def create_products(bench: StockBench) -> dict[str, int]:
 
 async def check_answers(bench: StockBench, ids: dict[str, int]) -> None:
     """Each target answers what it is meant to measure before anything is counted."""
-    signed = as_a_service(bench.system.identity_key)
+    body = b'{"user_id":1,"quantity":1}'
+    key = bench.system.identity_key
+
+    def signed(target: str) -> dict[str, str]:
+        return {**as_a_service(key, "PUT", target, body), "Content-Type": "application/json"}
+
     async with httpx.AsyncClient(timeout=10) as client:
-        won = await client.put(bench.stock.url + hold_path(ids["hot"], 1),
-                               json={"user_id": 1, "quantity": 1}, headers=signed)
-        refused = await client.put(bench.stock.url + hold_path(ids["sold_out"], 2),
-                                   json={"user_id": 1, "quantity": 1}, headers=signed)
+        won = await client.put(bench.stock.url + hold_path(ids["hot"], 1), content=body,
+                               headers=signed(hold_path(ids["hot"], 1)))
+        refused = await client.put(bench.stock.url + hold_path(ids["sold_out"], 2), content=body,
+                                   headers=signed(hold_path(ids["sold_out"], 2)))
         product = await client.get(f"{bench.gateway.url}/api/v1/products/{ids['shown']}")
         stock = await client.get(f"{bench.gateway.url}/api/v1/products/{ids['shown']}/stock")
     assert won.status_code == 200, won.text
@@ -191,32 +163,30 @@ async def check_answers(bench: StockBench, ids: dict[str, int]) -> None:
                             "sale_state": "scheduled"}, stock.text
 
 
-def as_a_service(identity_key: str) -> dict[str, str]:
-    """What shared.http signs an internal call with (internal routes answer nobody else). wrk
-    sends one set of headers for a whole run, and a signature is believed for
-    IDENTITY_MAX_AGE_SECONDS either side of its time: dated that far ahead (less a second), one
-    covers a run of up to twice as long."""
-    ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
-    return signed_identity_headers(None, None, identity_key, client_ip="", timestamp=ahead,
-                                   caller="order_service")
+def as_a_service(identity_key: str, method: str, target: str, body: bytes) -> dict[str, str]:
+    """What shared.http signs an internal call with (internal routes answer nobody else), for
+    one request."""
+    return sign(service_identity_headers("order_service", identity_key), method=method,
+                target=target, body=body, audience="stock_service")
 
 
-def reserve_script(workdir: Path, product_id: int, base: int, identity_key: str) -> Path:
-    prefix = hold_path(product_id, 0)[:-1]  # ".../holds/", the order id appended per request
-    signed = ", ".join(f'["{name}"] = "{value}"'
-                       for name, value in as_a_service(identity_key).items())
-    path = workdir / f"reserve-{product_id}-{base}.lua"
-    path.write_text(RESERVE_SCRIPT.format(prefix=prefix, base=base, signed=signed))
-    return path
+def reserve_script(workdir: Path, product_id: int, base: int, count: int) -> Path:
+    """A reserve per request, each for an order of its own, each signed (loadtests/signed.py)."""
+    targets = [hold_path(product_id, base + n) for n in range(count)]
+    bodies = [b'{"user_id":%d,"quantity":1}' % (n % 100_000 + 1) for n in range(count)]
+    return presigned_script(workdir / f"reserve-{product_id}-{base}.lua", caller="order_service",
+                            audience="stock_service", method="PUT", targets=targets,
+                            bodies=bodies,
+                            extra_headers='wrk.headers["Content-Type"] = "application/json"')
 
 
-def static_reserve_script(workdir: Path, product_id: int, identity_key: str) -> Path:
-    signed = "\n".join(f'wrk.headers["{name}"] = "{value}"'
-                       for name, value in as_a_service(identity_key).items())
-    path = workdir / f"reserve-static-{product_id}.lua"
-    path.write_text(STATIC_RESERVE_SCRIPT.format(path=hold_path(product_id, FIRST_ORDER_ID - 1),
-                                                 signed=signed))
-    return path
+def static_reserve_script(workdir: Path, product_id: int, count: int) -> Path:
+    """The same reserve (one order) over and over, each signed anew."""
+    return presigned_script(workdir / f"reserve-static-{product_id}.lua", caller="order_service",
+                            audience="stock_service", method="PUT",
+                            targets=[hold_path(product_id, FIRST_ORDER_ID - 1)] * count,
+                            body=b'{"user_id":1,"quantity":1}',
+                            extra_headers='wrk.headers["Content-Type"] = "application/json"')
 
 
 def answered(result: LoadResult, label: str) -> LoadResult:
@@ -274,6 +244,12 @@ class Runner:
         self.raw_product = raw_product
         self.next_base = FIRST_ORDER_ID
         self.evalsha_requests = 50_000
+        self.fastest_reserve = 0.0
+
+    def signatures_for(self, seconds: float) -> int:
+        """How many requests a reserve run gets signatures for (each is taken once): as many
+        as the fastest run so far could send, and then some."""
+        return max(20_000, int(1.5 * self.fastest_reserve * seconds))
 
     async def run(self, target: Target, label: str, seconds: float) -> LoadResult:
         if target.label == "EVALSHA reserve":
@@ -286,13 +262,15 @@ class Runner:
         script = None
         if target.reserve_product is not None and target.one_order:
             script = static_reserve_script(self.workdir, target.reserve_product,
-                                           self.bench.system.identity_key)
+                                           self.signatures_for(seconds))
         elif target.reserve_product is not None:
             script = reserve_script(self.workdir, target.reserve_product, self.next_base,
-                                    self.bench.system.identity_key)
+                                    self.signatures_for(seconds))
             self.next_base += ORDERS_PER_RUN
         result = await measure(label, target.url, headers={}, connections=self.args.connections,
                                seconds=seconds, script=script)
+        if script is not None:
+            self.fastest_reserve = max(self.fastest_reserve, result.rps)
         return answered(result, label) if target.counts_refusals else result
 
 

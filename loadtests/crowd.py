@@ -11,8 +11,9 @@ Each buyer does what a client of API.md does:
    (`server_time` is Redis's clock, the one the sale window is judged by). A `--live-share`
    of the buyers keep the stream open until they press buy, the others close it after the
    first event (a glance at the countdown).
-2. At `sale_opens_at` by the server's clock it closes its live stream (the page moves on) and
-   sends `POST /orders` (a `--double-tap` share send two at once, on two connections).
+2. At `sale_opens_at` by the server's clock (or when its live stream says `open`, if that comes
+   first) it closes its live stream (the page moves on) and sends `POST /orders` (a
+   `--double-tap` share send two at once, on two connections).
 3. A `202` with a ticket is followed to its final answer through the ticket's `/events`
    stream (through `?wait=` when the stream ends without one), and read again once a little
    later, so that a ticket whose answer changes is seen.
@@ -312,6 +313,8 @@ class Buyer:
         self.record = BuyerRecord(index, int(account["user_id"]))
         self.connections: list[HttpConnection] = []
         self.live: HttpConnection | None = None
+        # Set when the held live stream says the sale is open.
+        self.sale_open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def raw(self, method: str, path: str, body: Any = None, key: str | None = None) -> bytes:
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\n"
@@ -364,15 +367,18 @@ class Buyer:
             # The gateway closes a connection idle for 5 s (uvicorn's keep-alive): the one
             # the buy goes out on is opened a moment before the opening, spread over the
             # last seconds as a crowd's taps on the page would, not at the press itself.
-            await asyncio.sleep(max(0.0, opens_here - random.uniform(*CONNECT_BEFORE)
-                                    - time.time()))
+            await asyncio.wait({self.sale_open}, timeout=max(
+                0.0, opens_here - random.uniform(*CONNECT_BEFORE) - time.time()))
             for n in range(len(self.connections)):
                 self.connections[n].close()
             taps = 2 if random.random() < self.options.double_tap else 1
             with contextlib.suppress(OSError, TimeoutError):
                 for n in range(taps):  # a double tap goes out on two connections at once
                     await asyncio.wait_for(self.connection(n), self.until_opening())
-            await asyncio.sleep(max(0.0, opens_here - time.time()))
+            # The countdown, or the stream's event that the sale is open if it comes first
+            # (a first event replayed from a cache carries an older server_time: its
+            # countdown runs late).
+            await asyncio.wait({self.sale_open}, timeout=max(0.0, opens_here - time.time()))
             if self.live is not None:
                 self.live.close()  # the page moves on from the countdown
             await self.buy(taps)
@@ -393,10 +399,11 @@ class Buyer:
 
         def on_chunk(chunk: bytes) -> None:
             for data in events.feed(chunk):
-                if not first.done():
-                    body = json.loads(data)
-                    if "server_time" in body:
-                        first.set_result(epoch_of(body["server_time"]) - time.time())
+                body = json.loads(data)
+                if not first.done() and "server_time" in body:
+                    first.set_result(epoch_of(body["server_time"]) - time.time())
+                if body.get("sale_state") == "open" and not self.sale_open.done():
+                    self.sale_open.set_result(None)
 
         try:
             self.live = await HttpConnection.open(self.host, self.port)

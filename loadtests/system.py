@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,11 +15,13 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.signed import IDENTITY_ENVIRONMENT
 from shared.contracts import SELLER_ROLE
 from shared.db import create_engine, create_sessionmaker
 from shared.migrate import upgrade
 from shared.services import PROCESSOR_SIM, service
 from shared.testing.datastores import database_url_for_tests
+from shared.testing.identity import DEPLOYMENT_KEY
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
@@ -39,6 +40,8 @@ class BenchSystem:
     mail: MailSink
     # What the gateway signs forwarded identities with: a direct caller signs its own with it.
     identity_key: str
+    # The gateway's and user_service's processes (their CPU per request, in bench_gateway).
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class Account:
     access_token: str
 
 
-def bench_database_url(schema: str = "preorder_user") -> str:
-    return database_url_for_tests(schema, "bench")
+def bench_database_url(schema: str = "preorder_user", suffix: str = "bench") -> str:
+    return database_url_for_tests(schema, suffix)
 
 
 @contextmanager
@@ -65,16 +68,20 @@ def hello_world() -> Iterator[str]:
 
 
 @contextmanager
-def bench_system() -> Iterator[BenchSystem]:
-    database_url = bench_database_url()
+def bench_system(*, suffix: str = "bench",
+                 env: Mapping[str, str] | None = None) -> Iterator[BenchSystem]:
+    """user_service and the gateway on the schema `preorder_user_<suffix>`; `env` is added to
+    both processes' environment (tracing settings, say)."""
+    database_url = bench_database_url(suffix=suffix)
     # Settings default to production; the migration here reads them too.
     os.environ["APP_ENV"] = "development"
     upgrade("user_service", database_url, drop_first=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     mail = MailSink().start()
     # What every process of the benchmark shares (settings default to production).
-    identity_key = secrets.token_urlsafe(32)
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "IDENTITY_SIGNING_KEY": identity_key}
+    identity_key = DEPLOYMENT_KEY
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT,
+              **(env or {})}
     user = ServiceProcess("user_service", "user_service.app:create_app", log_dir=workdir, env={
         **common, "USER_DATABASE_URL": database_url, "USER_REDIS_URL": BENCH_REDIS_URL,
         "USER_JWT_KEY_DIR": str(workdir / "keys"), "SMTP_HOST": mail.host,
@@ -87,7 +94,8 @@ def bench_system() -> Iterator[BenchSystem]:
             **common, "GATEWAY_USER_SERVICE_URL": user.url, "GATEWAY_REDIS_URL": BENCH_REDIS_URL,
         })
         gateway.start().wait_healthy()
-        yield BenchSystem(gateway.url, user.url, mail, identity_key)
+        yield BenchSystem(gateway.url, user.url, mail, identity_key,
+                          tuple(p.process.pid for p in (gateway, user) if p.process))
     finally:
         if gateway is not None:
             gateway.stop()
@@ -197,9 +205,9 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
     for name, url in databases.items():
         upgrade(service(name).package, url, drop_first=True)
     key_dir = workdir / "keys"
-    identity_key = secrets.token_urlsafe(32)
-    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
-              "IDENTITY_SIGNING_KEY": identity_key, "SERVICE_HOSTS": json.dumps(hosts),
+    identity_key = DEPLOYMENT_KEY
+    common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", **IDENTITY_ENVIRONMENT,
+              "SERVICE_HOSTS": json.dumps(hosts),
               **(env or {})}
     processes: dict[str, ServiceProcess] = {}
     if "payment" in apps:

@@ -54,16 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def open_resources() -> AsyncIterator[Resources]:
+        signer = settings.identity_signer("order_service")
         async with AsyncExitStack() as stack:
             datastores = await stack.enter_async_context(open_datastores(settings))
             stock = await stack.enter_async_context(service_client(
-                "stock_service", settings.stock_service_url, caller="order_service",
-                signing_key=settings.identity_key(),
+                "stock_service", settings.stock_service_url, signer=signer,
                 timeout_seconds=settings.call_timeout_seconds, max_connections=256,
                 hosts=settings.service_hosts))
             payments = await stack.enter_async_context(service_client(
-                "payment_service", settings.payment_service_url, caller="order_service",
-                signing_key=settings.identity_key(),
+                "payment_service", settings.payment_service_url, signer=signer,
                 timeout_seconds=settings.call_timeout_seconds, hosts=settings.service_hosts))
             transactions = Transactions(datastores.sessionmaker, OrderRepository)
             bind_redis_probe(metrics.redis_up, datastores.redis.ping)

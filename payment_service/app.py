@@ -62,14 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             datastores = await stack.enter_async_context(open_datastores(settings))
             orders = await stack.enter_async_context(service_client(
-                "order_service", settings.order_service_url, caller="payment_service",
-                signing_key=settings.identity_key(),
+                "order_service", settings.order_service_url,
+                signer=settings.identity_signer("payment_service"),
                 timeout_seconds=settings.call_timeout_seconds, hosts=settings.service_hosts))
-            # Outside the system: nothing it is sent is signed with the identity key.
+            # Outside the system: nothing it is sent is signed.
             processor = HttpProcessor(
                 await stack.enter_async_context(service_client(
-                    "card_processor", settings.processor_url, caller="payment_service",
-                    signing_key=None,
+                    "card_processor", settings.processor_url, signer=None,
                     timeout_seconds=settings.processor_timeout_seconds,
                     hosts=settings.service_hosts)),
                 attempts=Attempts(count=settings.processor_attempts,

@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def open_resources() -> AsyncIterator[Resources]:
         async with (
             open_datastores(settings) as datastores,
-            service_client("stock_service", settings.stock_service_url, caller="product_service",
-                           signing_key=settings.identity_key(),
+            service_client("stock_service", settings.stock_service_url,
+                           signer=settings.identity_signer("product_service"),
                            timeout_seconds=settings.stock_service_timeout_seconds,
                            hosts=settings.service_hosts) as http,
         ):

@@ -14,13 +14,15 @@ from starlette.types import ASGIApp
 from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
 from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
-from shared.identity import IDENTITY_KEY_STATE
+from shared.identity import IDENTITY_VERIFIER_STATE, IdentityCheck
 from shared.metrics import RequestMetrics
 from shared.middleware import RequestFrameMiddleware
 from shared.settings import ServiceSettings
+from shared.tracing import start_tracing
 
-# FastAPI's built-in OpenTelemetry hooks, off: metrics are Prometheus (shared.metrics), and
-# with them on FastAPI asks on every request whether a provider has been configured.
+# FastAPI's built-in OpenTelemetry hooks, off unless tracing is (shared.tracing): metrics are
+# Prometheus (shared.metrics), and with them on FastAPI asks on every request whether a
+# provider has been configured.
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
                                  "operation_spans": False}
 
@@ -56,11 +58,16 @@ def create_service_app(
         # Yielded as lifespan state: every request finds it in request.state, typed by the
         # service's own dependency (and replaceable in tests through dependency_overrides).
         async with resources() as built:
-            # Refuses to start without the key: a service that cannot check the gateway's
-            # signature could only refuse every caller, or believe every one.
-            yield {RESOURCES_STATE_KEY: built, IDENTITY_KEY_STATE: built.settings.identity_key()}
+            # Refuses to start without the public keys: a service that cannot check signatures
+            # could only refuse every caller, or believe every one. Requests are signed for this
+            # service by its package name (the audience).
+            yield {RESOURCES_STATE_KEY: built,
+                   IDENTITY_VERIFIER_STATE: built.settings.identity_verifier(service)}
 
-    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
+    # Tracing on (an OTLP endpoint set): FastAPI's own server spans; off, its hooks stay off.
+    tracing = start_tracing(service)
+    telemetry = NO_TELEMETRY if tracing is None else tracing.fastapi_telemetry()
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=telemetry)
     install_error_handlers(app)
     metrics = RequestMetrics(service)
     for collector in collectors:
@@ -72,8 +79,10 @@ def create_service_app(
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     for layer in reversed(front):  # Starlette puts the last added outermost
         app.add_middleware(layer)
+    # Every signed request is checked as it arrives, before a front layer or the router runs.
+    app.add_middleware(IdentityCheck)
     # Added last so it runs first: every log line and error body below it sees the request id.
-    app.add_middleware(RequestFrameMiddleware, metrics=metrics)
+    app.add_middleware(RequestFrameMiddleware, metrics=metrics, tracing=tracing)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

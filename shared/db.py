@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from shared.tracing import active as active_tracing
+
 logger = logging.getLogger("shared.db")
 T = TypeVar("T")
 Repositories = TypeVar("Repositories")
@@ -85,6 +87,8 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
                                  pool_recycle=POOL_RECYCLE_SECONDS, echo=echo,
                                  isolation_level="READ COMMITTED", hide_parameters=True)
     ping_connections_idle_for(engine, IDLE_PING_SECONDS)
+    if (tracing := active_tracing()) is not None:
+        tracing.instrument_engine(engine)
     return engine
 
 

@@ -29,9 +29,11 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER, identity_signature
+from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
+from shared.identity_keys import IdentitySigner
 from shared.replicas import CONNECT_TIMEOUT_SECONDS, Hosts, Replicas, Resolver, url_host
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
+from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
 # closed by the other side under a request that could not safely be retried.
@@ -66,12 +68,12 @@ class ServiceResponse:
 
 class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession, *,
-                 signing_key: bytes | None, caller: str, resolver: Resolver) -> None:
+                 signer: IdentitySigner | None, resolver: Resolver) -> None:
+        # `name`: the called service's package, the audience its calls are signed for.
         self.name = name
-        self.caller = caller
         self.base_url = base_url.rstrip("/")
         self._session = session
-        self._signing_key = signing_key
+        self._signer = signer
         url = URL(self.base_url)
         # Over TLS the name must stay in the URL (the certificate is checked against it): aiohttp
         # resolves it and tries each address on a failed connect, without the per-call turn.
@@ -92,24 +94,28 @@ class ServiceClient:
         """A call's timeout when the caller gives none (the session's)."""
         return self._session.timeout.total
 
-    def _signed(self, headers: Mapping[str, str] | None) -> dict[str, str]:
-        """The request id to follow the call through both logs, signed as the gateway signs,
-        with no user: internal routes answer only callers holding the key. Without a key (a
-        client of something outside the system, such as the card processor) nothing is signed:
-        a signature must never leave the system, where it could be replayed against it."""
-        request_id = current_request_id() or new_request_id()
-        if self._signing_key is None:
-            return {REQUEST_ID_HEADER: request_id, **(headers or {})}
-        signature = identity_signature(self._signing_key, timestamp=int(time.time()),
-                                       user_id="", session_id="", request_id=request_id,
-                                       client_ip="", caller=self.caller)
-        return {REQUEST_ID_HEADER: request_id, IDENTITY_SIGNATURE_HEADER: signature,
-                IDENTITY_CALLER_HEADER: self.caller, **(headers or {})}
+    def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        """The request id, to follow the call through both logs."""
+        return {REQUEST_ID_HEADER: current_request_id() or new_request_id(), **(headers or {})}
+
+    def _sign(self, sent: dict[str, str], method: str, url: URL, body: bytes | None) -> None:
+        """Signed with the caller's own key, with no user, for this one request (method, path
+        and query as sent, body, the called service): internal routes answer only the callers
+        they name. Each attempt anew: a resend carries a fresh nonce. Without a signer (a client
+        of something outside the system, such as the card processor) nothing is signed: a
+        signature must never leave the system."""
+        if self._signer is None:
+            return
+        sent[IDENTITY_SIGNATURE_HEADER] = self._signer.sign(
+            audience=self.name, method=method, target=url.raw_path_qs, body=body or b"",
+            request_id=sent[REQUEST_ID_HEADER])
+        sent[IDENTITY_CALLER_HEADER] = self._signer.caller
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None,
                       timeout: float | None = None) -> ServiceResponse:
-        sent = self._signed(headers)
+        sent = self._headers(headers)
+        url = URL(self.base_url + path)
         data = None
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
@@ -134,6 +140,9 @@ class ServiceClient:
             # Another address left: do not wait the whole budget on one that does not answer.
             connect = min(CONNECT_TIMEOUT_SECONDS, remaining or CONNECT_TIMEOUT_SECONDS) \
                 if untried else None
+            # Signed for each attempt anew (a resend carries a fresh nonce), for the path and
+            # query as sent, whichever replica's address it goes to.
+            self._sign(sent, method, url, data)
             try:
                 async with self._session.request(
                         method, self._url(address) + path, data=data, headers=sent,
@@ -180,7 +189,7 @@ class ServiceClient:
 
 
 @asynccontextmanager
-async def service_client(name: str, base_url: str, *, caller: str, signing_key: bytes | None,
+async def service_client(name: str, base_url: str, *, signer: IdentitySigner | None,
                          timeout_seconds: float, max_connections: int = 100,
                          hosts: Hosts | None = None) -> AsyncIterator[ServiceClient]:
     """A client of one service for the lifespan of an app (or a test); `hosts`: the addresses
@@ -195,10 +204,10 @@ async def service_client(name: str, base_url: str, *, caller: str, signing_key: 
     # along with the next.
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      cookie_jar=aiohttp.DummyCookieJar(),
-                                     skip_auto_headers=("User-Agent",)) as session:
+                                     skip_auto_headers=("User-Agent",),
+                                     trace_configs=client_trace_configs()) as session:
         # aiohttp sends an idempotent method (PUT, GET) once more by itself when the connection
         # closed under it, unmarked; the one resend is ours, marked RESENT_HEADER. (aiohttp's
         # own test client switches it off the same way.)
         session._retry_connection = False
-        yield ServiceClient(name, base_url, session, signing_key=signing_key, caller=caller,
-                            resolver=resolver)
+        yield ServiceClient(name, base_url, session, signer=signer, resolver=resolver)

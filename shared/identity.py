@@ -1,56 +1,52 @@
-"""The caller's identity as the gateway forwards it. Services never parse tokens: they believe the
-identity headers (and the client address) only under the gateway's signature
-(shared.contracts.identity_signature), checked with the key the app's lifespan hands to requests.
+"""The caller's identity as the gateway (or a calling service) vouches for it. Services never
+parse tokens: they believe the identity headers (and the client address) only under a signature
+bound to the request (shared.contracts.identity_message), checked once, when the request
+arrives, by IdentityCheck in front of the app with the public keys the lifespan loaded.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts import (
-    ARRIVED_AT_HEADER,
-    CLIENT_IP_HEADER,
-    IDENTITY_CALLER_HEADER,
-    IDENTITY_MAX_AGE_SECONDS,
     IDENTITY_SIGNATURE_HEADER,
-    REQUEST_ID_HEADER,
     SELLER_ROLE,
-    SESSION_ID_HEADER,
-    USER_ID_HEADER,
-    USER_ROLES_HEADER,
-    identity_signature,
     is_session_id,
     parse_arrived_at,
     parse_user_id,
+    request_target,
     roles_from_header,
-    signature_timestamp,
 )
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, PayloadTooLarge, Unauthorized, problem_from_error
+from shared.identity_keys import IdentityRefused, IdentityVerifier
 
-# The lifespan state key under which create_service_app hands requests the signing key.
-IDENTITY_KEY_STATE = "identity_signing_key"
+# The lifespan state key under which create_service_app hands requests the verifier.
+IDENTITY_VERIFIER_STATE = "identity_verifier"
+# Where IdentityCheck leaves the outcome for the request (scope["state"]): a GatewayIdentity,
+# or None for a request that carries no signature.
+IDENTITY_STATE = "identity"
+# A signed body is read whole before the app sees it (its digest is signed). The gateway sends
+# at most 1 MiB; an internal call far less.
+MAX_SIGNED_BODY_BYTES = 2 * 1024 * 1024
 logger = logging.getLogger("shared.identity")
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayIdentity:
-    """What the gateway vouched for: the caller (None on a route without a token) and the client
-    address it resolved."""
+    """What the signer vouched for: the caller (None on a route without a token) and the client
+    address the gateway resolved."""
 
     user_id: int | None
     session_id: str | None
     client_ip: str
     roles: frozenset[str] = frozenset()
-    # Who signed: `gateway`, or the package of the service that called (its own word: every
-    # holder of the key can sign any name; it tells routes apart, it is no proof).
+    # Who signed: `gateway`, or the package of the service that called, proven by its key.
     caller: str = ""
     # When the request reached the gateway (microseconds since the epoch), if it said.
     arrived_at_us: int | None = None
@@ -62,90 +58,120 @@ def _refuse(reason: str) -> Unauthorized:
     return Unauthorized("The caller's identity is not signed by the gateway.")
 
 
+_SIGNATURE = IDENTITY_SIGNATURE_HEADER.lower().encode()
+
+
+class IdentityCheck:
+    """ASGI layer in front of a service's app: a request carrying X-Identity-Signature is read
+    whole and checked, here, at once, against the request as received (method, path and query,
+    body, this service as its audience, nonce, age). The age is counted to its arrival: a request
+    that then waits its turn inside a busy service is still the honest request it was. A
+    signature that does not check out is a 401 before any of the app runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received_at = time.time()
+        state = scope.setdefault("state", {})
+        signature: str | None = None
+        for name, value in scope["headers"]:
+            if name == _SIGNATURE:
+                signature = value.decode("latin-1")
+                break
+        if signature is None:
+            state[IDENTITY_STATE] = None
+            await self.app(scope, receive, send)
+            return
+        verifier = state.get(IDENTITY_VERIFIER_STATE)
+        if not isinstance(verifier, IdentityVerifier):
+            raise RuntimeError("no identity verifier: build the app with create_service_app")
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left; nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_SIGNED_BODY_BYTES:
+                await problem_from_error(PayloadTooLarge(
+                    "The body is larger than a signed request may be."))(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in scope["headers"]}
+        try:
+            signed = verifier.verify(
+                signature, headers, method=scope["method"],
+                target=request_target(scope.get("raw_path") or scope["path"].encode(),
+                                      scope.get("query_string", b"")),
+                body=body, now=received_at)
+        except IdentityRefused as refused:
+            await problem_from_error(_refuse(str(refused)))(scope, receive, send)
+            return
+        state[IDENTITY_STATE] = GatewayIdentity(
+            user_id=parse_user_id(signed.user_id),
+            session_id=signed.session_id if is_session_id(signed.session_id) else None,
+            client_ip=signed.client_ip,
+            roles=roles_from_header(signed.roles),
+            caller=signed.caller,
+            arrived_at_us=parse_arrived_at(signed.arrived_at),
+        )
+        await self.app(scope, _replaying(body, receive), send)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """The body read for the check, handed to the app as one message; then the client's own
+    receive (a disconnect)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+def identity_in_scope(scope: Scope) -> GatewayIdentity | None:
+    """What IdentityCheck found for this request: None without a signature."""
+    state = scope.get("state", {})
+    if IDENTITY_STATE not in state:
+        raise RuntimeError("no identity check: build the app with create_service_app")
+    identity = state[IDENTITY_STATE]
+    assert identity is None or isinstance(identity, GatewayIdentity)
+    return identity
+
+
 async def gateway_identity(request: Request) -> GatewayIdentity | None:
     """The signed identity, or None when the request carries no signature at all (it did not
-    come through the gateway). A signature that does not check out is a 401."""
-    key: bytes | None = getattr(request.state, IDENTITY_KEY_STATE, None)
-    if key is None:
-        raise RuntimeError("no identity signing key: build the app with create_service_app")
-    return verify_identity(request.headers, key)
+    come through the gateway). One whose signature did not check out never got this far."""
+    return identity_in_scope(request.scope)
 
 
-# Looked up in lower case: ASGI's header names are, and Starlette's Headers folds to it anyway.
-_SIGNATURE = IDENTITY_SIGNATURE_HEADER.lower()
-_USER_ID = USER_ID_HEADER.lower()
-_SESSION_ID = SESSION_ID_HEADER.lower()
-_CLIENT_IP = CLIENT_IP_HEADER.lower()
-_REQUEST_ID = REQUEST_ID_HEADER.lower()
-_ROLES = USER_ROLES_HEADER.lower()
-_CALLER = IDENTITY_CALLER_HEADER.lower()
-_ARRIVED_AT = ARRIVED_AT_HEADER.lower()
-
-
-def signed_in_user(scope: Scope, headers: Mapping[str, str]) -> int | None:
-    """For a layer in front of the router: the user the route's CurrentUser would believe
-    (the gateway's signature checked with the app's key), else None (on any doubt the route
-    answers, in its own words)."""
-    identity = signed_identity(scope, headers)
+def signed_in_user(scope: Scope) -> int | None:
+    """For a layer in front of the router: the user the route's CurrentUser would believe."""
+    identity = identity_in_scope(scope)
     return None if identity is None else identity.user_id
 
 
-def signed_identity(scope: Scope, headers: Mapping[str, str]) -> GatewayIdentity | None:
-    """signed_in_user's identity in full, or None (no signature, or one that does not check
-    out)."""
-    key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
-    if not isinstance(key, bytes):
-        return None
-    try:
-        return verify_identity(headers, key)
-    except Unauthorized:
-        return None
+def signed_identity(scope: Scope) -> GatewayIdentity | None:
+    """For a layer in front of the router: the identity in full (None without a signature)."""
+    return identity_in_scope(scope)
 
 
-def signed_by_the_deployment(scope: Scope, headers: Mapping[str, str]) -> bool:
+def signed_by_the_deployment(scope: Scope) -> bool:
     """For a layer in front of an internal route that only refuses (sold out): the request is
-    signed with the app's key. Which caller may be answered is the route's own check
+    signed by a key of the deployment. Which caller may be answered is the route's own check
     (internal_callers)."""
-    key = scope.get("state", {}).get(IDENTITY_KEY_STATE)
-    if not isinstance(key, bytes):
-        return False
-    try:
-        return verify_identity(headers, key) is not None
-    except Unauthorized:
-        return False
-
-
-def verify_identity(headers: Mapping[str, str], key: bytes) -> GatewayIdentity | None:
-    """gateway_identity for whoever holds the headers (names in lower case) outside a route:
-    None without a signature, Unauthorized for one that does not check out."""
-    signature = headers.get(_SIGNATURE)
-    if signature is None:
-        return None
-    timestamp = signature_timestamp(signature)
-    if timestamp is None:
-        raise _refuse("malformed signature")
-    if abs(time.time() - timestamp) > IDENTITY_MAX_AGE_SECONDS:
-        raise _refuse("stale signature")
-    raw_user_id = headers.get(_USER_ID, "")
-    raw_session_id = headers.get(_SESSION_ID, "")
-    client_ip = headers.get(_CLIENT_IP, "")
-    raw_roles = headers.get(_ROLES, "")
-    caller = headers.get(_CALLER, "")
-    raw_arrived_at = headers.get(_ARRIVED_AT, "")
-    expected = identity_signature(key, timestamp=timestamp, user_id=raw_user_id,
-                                  session_id=raw_session_id,
-                                  request_id=headers.get(_REQUEST_ID, ""), client_ip=client_ip,
-                                  roles=raw_roles, caller=caller, arrived_at=raw_arrived_at)
-    if not hmac.compare_digest(expected, signature):
-        raise _refuse("wrong signature")
-    return GatewayIdentity(
-        user_id=parse_user_id(raw_user_id),
-        session_id=raw_session_id if is_session_id(raw_session_id) else None,
-        client_ip=client_ip,
-        roles=roles_from_header(raw_roles),
-        caller=caller,
-        arrived_at_us=parse_arrived_at(raw_arrived_at),
-    )
+    return identity_in_scope(scope) is not None
 
 
 SignedIdentity = Annotated[GatewayIdentity | None, Depends(gateway_identity)]
@@ -188,11 +214,10 @@ async def client_ip(request: Request, identity: SignedIdentity) -> str:
 
 def internal_callers(*callers: str) -> Any:
     """The dependency of an internal router (/internal/**), naming the services it answers:
-    APIRouter(dependencies=[internal_callers("order_service")]). Only a request signed as a
-    service signs an internal call (shared.http) is answered. The gateway never routes them, so
-    one without a signature is nobody we trust; one signed for a user or a client address was
-    signed by the gateway for a public request (captured and replayed here), never by a
-    service, which signs neither; and one from a service the route does not name is refused."""
+    APIRouter(dependencies=[internal_callers("order_service")]). Only a request a named service
+    signed with its own key (shared.http) is answered. The gateway never routes them, so one
+    without a signature is nobody we trust; the gateway's key signs as `gateway`, never as a
+    service, and no service holds another's key."""
     allowed = frozenset(callers)
 
     async def internal_caller(identity: SignedIdentity) -> None:

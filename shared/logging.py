@@ -1,5 +1,6 @@
-"""JSON log lines that carry the service name and the current request id; what a call passes in
-`extra=` goes under the line's "extra" key, where it cannot overwrite those fields."""
+"""JSON log lines that carry the service name, the current request id and, while tracing is on,
+the current trace and span id; what a call passes in `extra=` goes under the line's "extra"
+key, where it cannot overwrite those fields."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import tracing
 from shared.request_context import current_request_id
 
 # uvicorn adds color_message (the same text with ANSI colours) to its records: noise in JSON.
@@ -32,6 +34,9 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id:
             entry["request_id"] = request_id
+        traced = tracing.active()
+        if traced is not None and (ids := traced.log_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         # A call's `extra=` goes under a key of its own: `extra={"service": ...}` once overwrote
         # the line's own service and attributed the gateway's lines to another app.
         extra = {key: value for key, value in record.__dict__.items()

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import unexpected_error_response
 from shared.metrics import CLIENT_CLOSED_REQUEST, RequestMetrics, route_template
 from shared.request_context import request_id_var, sanitize_request_id
+from shared.tracing import Tracing
 
 access_logger = logging.getLogger("access")
 error_logger = logging.getLogger("shared.errors")
@@ -24,10 +25,13 @@ _REQUEST_ID = b"x-request-id"
 
 class RequestFrameMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: RequestMetrics | None = None,
-                 route_of: Callable[[Scope], str] = route_template) -> None:
+                 route_of: Callable[[Scope], str] = route_template,
+                 tracing: Tracing | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.route_of = route_of
+        # Set only while tracing is on: then the server span (outside this layer) gets the id.
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,6 +46,8 @@ class RequestFrameMiddleware:
         request_id = sanitize_request_id(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
+        if self.tracing is not None:
+            self.tracing.note_request(request_id)
         encoded = request_id.encode()
         status: int | None = None
         client_gone = False

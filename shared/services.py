@@ -17,6 +17,10 @@ class App:
     # Its port on loopback under `make run`, and inside the compose network.
     port: int
     has_database: bool = True
+    # It signs requests with a private key of its own (the gateway what it forwards; a service
+    # the internal calls it makes): <PREFIX>_IDENTITY_PRIVATE_KEY, its public key in
+    # IDENTITY_PUBLIC_KEYS under `package`.
+    signs: bool = False
 
     @property
     def env_prefix(self) -> str:
@@ -35,16 +39,18 @@ class App:
         return f"http://127.0.0.1:{self.port}"
 
 
-GATEWAY = App("gateway", "gateway", 8000, has_database=False)
+GATEWAY = App("gateway", "gateway", 8000, has_database=False, signs=True)
 
 SERVICES: tuple[App, ...] = (
     App("user", "user_service", 8001),
-    App("product", "product_service", 8002),
-    App("order", "order_service", 8003),
-    App("payment", "payment_service", 8004),
+    App("product", "product_service", 8002, signs=True),
+    App("order", "order_service", 8003, signs=True),
+    App("payment", "payment_service", 8004, signs=True),
     App("stock", "stock_service", 8005),
-    App("social", "social_service", 8006),
+    App("social", "social_service", 8006, signs=True),
 )
+# The apps holding an identity private key.
+SIGNERS: tuple[App, ...] = tuple(app for app in (GATEWAY, *SERVICES) if app.signs)
 
 # The card processor simulator (payment_service.simulator): a stand-in for a processor outside
 # the system, so not one of the gateway's upstreams; `make run`, compose and the tests start it.

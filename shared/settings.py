@@ -11,9 +11,15 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from shared.identity_keys import (
+    DEVELOPMENT_KEY_IDS,
+    IdentitySigner,
+    IdentityVerifier,
+    parse_private_key,
+    parse_public_keys,
+)
+
 Environment = Literal["development", "test", "production"]
-# An HMAC key shorter than this is guessable offline from one signed request.
-MIN_IDENTITY_KEY_LENGTH = 32
 # How docker-compose.yml's development defaults begin (passwords, the identity key).
 DEVELOPMENT_PLACEHOLDER = "devonly-"
 
@@ -35,12 +41,17 @@ class ServiceSettings(BaseSettings):
         default="production", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
-    # The secret the gateway signs forwarded identities with and every service checks them
-    # with (shared.contracts.identity_signature); one unprefixed variable for all processes.
-    # Optional here so that tools which only read a database URL (migrations) run without it;
-    # an app refuses to start without it (identity_key()).
-    identity_signing_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("IDENTITY_SIGNING_KEY")
+    # This app's own Ed25519 private key for the forwarded identity (shared.identity_keys),
+    # read with the app's prefix (GATEWAY_IDENTITY_PRIVATE_KEY, ORDER_IDENTITY_PRIVATE_KEY, ...):
+    # the gateway signs forwarded requests with it, a service its internal calls. Only apps that
+    # sign need one (the gateway and the services that call others, shared.identity_keys.SIGNERS).
+    identity_private_key: SecretStr | None = None
+    # The public keys of every signer, one unprefixed variable for all processes: a JSON object
+    # {"gateway": ["<base64url>", ...], "order_service": [...]} (two keys of a signer during a
+    # rotation's overlap). Optional here so that tools which only read a database URL
+    # (migrations) run without it; an app refuses to start without it (identity_verifier()).
+    identity_public_keys: str | None = Field(
+        default=None, validation_alias=AliasChoices("IDENTITY_PUBLIC_KEYS")
     )
     # Redis pub/sub channels are global across a server's databases: every channel (and the
     # keys the gateway scans for) carries this, so two deployments or test suites sharing one
@@ -68,26 +79,40 @@ class ServiceSettings(BaseSettings):
     def is_production(self) -> bool:
         return self.environment == "production"
 
-    def identity_key(self) -> bytes:
-        if self.identity_signing_key is None:
+    def identity_signer(self, caller: str) -> IdentitySigner:
+        if self.identity_private_key is None:
             raise RuntimeError(
-                "IDENTITY_SIGNING_KEY is not set: the gateway and every service need the same "
-                "secret (make run generates one into .data/; make keys writes one into .env)")
-        return self.identity_signing_key.get_secret_value().encode()
+                f"{self.model_config.get('env_prefix', '')}IDENTITY_PRIVATE_KEY is not set: this "
+                "app signs what it sends with a key of its own (make run generates one into "
+                ".data/identity-keys; make keys writes them into .env)")
+        return IdentitySigner(caller,
+                              parse_private_key(self.identity_private_key.get_secret_value()))
+
+    def identity_verifier(self, audience: str) -> IdentityVerifier:
+        if self.identity_public_keys is None:
+            raise RuntimeError(
+                "IDENTITY_PUBLIC_KEYS is not set: every app checks the signatures it receives "
+                "against the signers' public keys (make run generates them into "
+                ".data/identity-keys; make keys writes them into .env)")
+        return IdentityVerifier(parse_public_keys(self.identity_public_keys), audience=audience)
 
     @model_validator(mode="after")
-    def _identity_key_strong_enough(self) -> ServiceSettings:
-        key = self.identity_signing_key
-        if key is not None and len(key.get_secret_value()) < MIN_IDENTITY_KEY_LENGTH:
-            raise ValueError(f"IDENTITY_SIGNING_KEY must be at least {MIN_IDENTITY_KEY_LENGTH} "
-                             "characters (e.g. python -c 'import secrets; "
-                             "print(secrets.token_urlsafe(32))')")
-        refuse_in_production(self, key is None,
-                             "IDENTITY_SIGNING_KEY must be set in production: without it no "
+    def _identity_keys_usable(self) -> ServiceSettings:
+        private = self.identity_private_key
+        if private is not None:
+            parse_private_key(private.get_secret_value())  # a malformed key fails at start
+        published: set[str] = set()
+        if self.identity_public_keys is not None:
+            published = set(parse_public_keys(self.identity_public_keys)) & DEVELOPMENT_KEY_IDS
+        refuse_in_production(self, bool(published),
+                             "IDENTITY_PUBLIC_KEYS lists a published development key "
+                             "(deploy/development.env): anyone could sign with it.")
+        refuse_in_production(self, self.identity_public_keys is None,
+                             "IDENTITY_PUBLIC_KEYS must be set in production: without it no "
                              "service can tell the gateway's requests from anyone else's.")
-        refuse_in_production(self, key is not None
-                             and key.get_secret_value().startswith(DEVELOPMENT_PLACEHOLDER),
-                             "IDENTITY_SIGNING_KEY is compose's development placeholder: "
+        refuse_in_production(self, private is not None
+                             and private.get_secret_value().startswith(DEVELOPMENT_PLACEHOLDER),
+                             "the identity private key is a published development key: "
                              "production takes a key of its own from the secret store.")
         return self
 

@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def open_resources() -> AsyncIterator[Resources]:
         async with (
             open_datastores(settings) as datastores,
-            service_client("user_service", settings.user_service_url, caller="social_service",
-                           signing_key=settings.identity_key(),
+            service_client("user_service", settings.user_service_url,
+                           signer=settings.identity_signer("social_service"),
                            timeout_seconds=settings.user_service_timeout_seconds,
                            hosts=settings.service_hosts) as user_service,
         ):

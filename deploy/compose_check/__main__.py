@@ -118,6 +118,7 @@ def check_stack(report: Report, run: Run) -> None:
         report.check("logout revokes the token", checks.log_out)
         report.check("signing key generated", checks.signing_key_generated)
         report.check("MySQL users isolated", checks.database_users_isolated)
+        report.check("Redis users isolated", checks.redis_users_isolated)
         report.check("non-root", checks.non_root)
         report.check("least privilege", checks.least_privilege)
         report.check("app image holds no dev tools or tests", checks.app_image_lean)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import yaml
@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from deploy.compose_check.commands import CheckError, Deadline, run
 from deploy.compose_check.stack import ContainerState, Stack
+from shared.redis_acl import SAMPLE_KEYS
 from shared.services import GATEWAY, SERVICES
 from shared.verification_code import CODE_PATTERN
 
@@ -402,6 +403,38 @@ class StackChecks:
             pairs.append(f"{url.username}->{url.database}{' (DDL)' if migration else ''}")
         return (f"{len(pairs)} users, each reaches its own schema and no other, only the "
                 f"migration users change it: {', '.join(pairs)}")
+
+    def redis_users_isolated(self) -> str:
+        """Each app's Redis user (its *_REDIS_URL) reads its own keys and is refused another
+        app's (shared/redis_acl.py), asked from inside the Redis container."""
+        redis = self.stack.container_of("redis")
+        users: dict[str, tuple[str, str]] = {}
+        for definition in self.services.values():
+            for variable, value in (definition.get("environment") or {}).items():
+                if variable.endswith("_REDIS_URL") and value:
+                    url = urlsplit(str(value))
+                    app = variable.removesuffix("_REDIS_URL").lower()
+                    users[app] = (unquote(url.username or ""), unquote(url.password or ""))
+        if set(users) != set(SAMPLE_KEYS):
+            raise CheckError(f"Redis URLs for {sorted(users)}, expected {sorted(SAMPLE_KEYS)}")
+
+        def ask(app: str, key: str) -> str:
+            username, password = users[app]
+            result = run(["docker", "exec", "-e", f"REDISCLI_AUTH={password}", redis,
+                          "redis-cli", "--user", username, "GET", key], timeout=30, check=False)
+            return (result.stdout + result.stderr).strip()
+
+        refused = 0
+        for app in users:
+            if "NOPERM" in ask(app, SAMPLE_KEYS[app]):
+                raise CheckError(f"{app}'s Redis user {users[app][0]} cannot read its own keys")
+            for other, key in SAMPLE_KEYS.items():
+                if other != app:
+                    if "NOPERM" not in ask(app, key):
+                        raise CheckError(f"{app}'s Redis user reads {other}'s key {key}")
+                    refused += 1
+        return (f"{len(users)} Redis users, each reads its own keys; {refused} reads of another "
+                "app's keys refused (NOPERM)")
 
     def signing_key_generated(self) -> str:
         user_service = self.stack.container_of("user-service")

@@ -17,7 +17,7 @@ from pathlib import Path
 from deploy.compose_check.commands import CheckError, Deadline, run, run_logged
 from deploy.compose_check.engine import Apt, Engine, ensure_engine
 from deploy.compose_check.images import ImageBuilder, dockerfile_python_image
-from deploy.dev_keys import new_private_key_pem
+from deploy.dev_keys import new_identity_environment, new_private_key_pem
 from deploy.swarm_check.stack import REPO_ROOT, StackImages, StackPorts, stack_file
 from shared.services import SERVICES
 from shared.testing.net import free_port
@@ -198,8 +198,7 @@ def main() -> None:
         print(f"images: {images}", flush=True)
         ports = StackPorts(gateway=free_port(), mysql=free_port())
         root_password = secrets.token_hex(16)
-        keys = {"USER_JWT_PRIVATE_KEY": new_private_key_pem(),
-                "IDENTITY_SIGNING_KEY": secrets.token_urlsafe(32)}
+        keys = {"USER_JWT_PRIVATE_KEY": new_private_key_pem(), **new_identity_environment()}
         overrides = {"MYSQL_ROOT_PASSWORD": root_password, **keys,
                      "ORDER_PAYMENT_TTL_SECONDS": str(PAYMENT_TTL_SECONDS), **ORPHAN_TIMINGS,
                      "APP_ENV": "development"}

@@ -81,7 +81,8 @@ def stack_file(images: StackImages, ports: StackPorts, overrides: Mapping[str, s
     compose = yaml.safe_load(compose_file.read_text())
     services: dict[str, Any] = {}
     for name, definition in compose["services"].items():
-        if name in LEFT_OUT:
+        # A service of an optional compose profile (observability) is not part of the sale.
+        if name in LEFT_OUT or definition.get("profiles"):
             continue
         service: dict[str, Any] = {
             "environment": _environment(definition.get("environment", {}), overrides),

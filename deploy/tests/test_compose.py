@@ -17,6 +17,9 @@ from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
+from shared.redis_acl import ACCESS, acl_rules, redis_username
+from shared.services import SIGNERS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DEVELOPMENT_ENV = REPO_ROOT / "deploy" / "development.env"
@@ -60,7 +63,9 @@ for _package, (_prefix, _schema) in DATABASE_SERVICES.items():
     CONTRACT_VARIABLES.setdefault(_package, set()).update(
         f"{_prefix}{name}" for name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "REDIS_URL"))
 for _variables in CONTRACT_VARIABLES.values():
-    _variables.update({"APP_ENV", "LOG_LEVEL", "IDENTITY_SIGNING_KEY"})
+    _variables.update({"APP_ENV", "LOG_LEVEL", "IDENTITY_PUBLIC_KEYS"})
+for _app in SIGNERS:
+    CONTRACT_VARIABLES.setdefault(_app.package, set()).add(f"{_app.env_prefix}_IDENTITY_PRIVATE_KEY")
 
 # The innermost `${...}` (its argument holds no other): nested defaults resolve inside out.
 _SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}$]*))?\}")
@@ -165,8 +170,10 @@ def test_docker_compose_1_can_read_the_file(compose: dict[str, Any]) -> None:
         key for key in compose if key.startswith("x-")}
 
 
-SECRETS = {"IDENTITY_SIGNING_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD",
-           "PROCESSOR_WEBHOOK_SECRET", "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
+SECRETS = {f"{app.env_prefix}_IDENTITY_PRIVATE_KEY" for app in SIGNERS} | {
+    f"{app.upper()}_REDIS_PASSWORD" for app in ACCESS} | {
+    "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD", "PROCESSOR_WEBHOOK_SECRET",
+    "PAYMENT_IDEMPOTENCY_FINGERPRINT_KEY"} | {
     f"{prefix}{name}" for prefix in ("GATEWAY_", "USER_", "PRODUCT_", "ORDER_", "PAYMENT_",
                                      "STOCK_", "SOCIAL_")
     for name in ("REDIS_URL", "DATABASE_URL", "MIGRATION_DATABASE_URL")
@@ -179,12 +186,12 @@ def test_every_secret_must_be_given_and_the_development_override_gives_them() ->
     text = "\n".join(line for line in COMPOSE_FILE.read_text().splitlines()
                      if not line.lstrip().startswith("#"))
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    assert required == SECRETS
+    assert required == SECRETS | {"IDENTITY_PUBLIC_KEYS"}  # public, but without it nothing runs
     defaulted = set(re.findall(r"\$\{(\w+):-", text))
     assert not defaulted & SECRETS, f"secrets with a default: {defaulted & SECRETS}"
     assert "devonly-" not in text
     development = development_env()
-    assert development.keys() >= SECRETS
+    assert development.keys() >= SECRETS | {"IDENTITY_PUBLIC_KEYS"}
     assert development["APP_ENV"] == "development"
     assert all(development[name].count("devonly-") == 1 for name in SECRETS)
 
@@ -235,7 +242,10 @@ def test_every_variable_the_settings_read_is_set(compose: dict[str, Any], packag
     environment = environment_of(compose, package)
     settings_class = import_settings_class(package)
     names = settings_environment_names(settings_class)
-    unset = [sorted(n) for n in names if not n & environment.keys()]
+    # An app that signs nothing (no internal calls) is given no identity private key.
+    unused = [] if package in {app.package for app in SIGNERS} else [
+        n for n in names if any(name.endswith("_IDENTITY_PRIVATE_KEY") for name in n)]
+    unset = [sorted(n) for n in names if n not in unused and not n & environment.keys()]
     assert not unset, f"{package} reads these but docker-compose.yml does not set them: {unset}"
 
 
@@ -256,10 +266,14 @@ def test_redis_requires_a_password_and_every_app_uses_it(compose: dict[str, Any]
     password = command[command.index("--requirepass") + 1]
     assert password
     assert resolve_default(redis["environment"]["REDISCLI_AUTH"]) == password  # healthcheck
+    development = development_env()
     for package in APPS:
         (url,) = [resolve_default(value) for name, value in environment_of(compose, package).items()
                   if name.endswith("_REDIS_URL")]
-        assert url == f"redis://:{password}@redis:6379/0", package
+        app = package.removesuffix("_service")
+        own = development[f"{app.upper()}_REDIS_PASSWORD"]
+        assert own != password
+        assert url == f"redis://{redis_username(app)}:{own}@redis:6379/0", package
 
 
 @pytest.mark.parametrize("package", APPS)
@@ -402,3 +416,24 @@ def test_every_pulled_image_is_pinned_to_an_exact_release(compose_file: str) -> 
     loose = {name: image for name, image in pulled.items()
              if not re.search(r":v?\d+\.\d+\.\d+$", image)}
     assert loose == {}
+
+
+def test_redis_has_each_apps_own_user_as_shared_redis_acl_says(compose: dict[str, Any]) -> None:
+    """One user per app, limited to its keys, channels and commands (the tests run the apps as
+    these users); each app's URL names its own, and the development passwords are its own."""
+    command = compose["services"]["redis"]["command"]
+    users = {}
+    for index, part in enumerate(command):
+        if part == "--user":
+            end = next((i for i in range(index + 1, len(command))
+                        if command[i].startswith("--")), len(command))
+            users[command[index + 1]] = command[index + 2:end]
+    assert set(users) == {redis_username(app) for app in ACCESS}
+    development = development_env()
+    for app in ACCESS:
+        variable = f"{app.upper()}_REDIS_PASSWORD"
+        assert users[redis_username(app)] == [
+            "on", f">${{{variable}:?set {variable}, see deploy/development.env}}",
+            *acl_rules(app, "${PUBSUB_PREFIX:-preorder:}")]
+        url = make_url(development[f"{app.upper()}_REDIS_URL"].replace("redis://", "redis+x://"))
+        assert (url.username, url.password) == (redis_username(app), development[variable])

@@ -1,5 +1,5 @@
-"""`make keys` writes one Ed25519 signing key and one identity signing secret into .env, in a
-form compose reads back."""
+"""`make keys` writes one Ed25519 signing key and the identity key pairs into .env, in a form
+compose reads back."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from deploy.dev_keys import IDENTITY_VARIABLE, VARIABLE, ensure_keys
-from shared.settings import MIN_IDENTITY_KEY_LENGTH
+from deploy.dev_keys import PUBLIC_KEYS_VARIABLE, VARIABLE, ensure_keys
+from shared.identity_keys import key_id, parse_private_key, parse_public_keys
+from shared.services import SIGNERS
+
+IDENTITY_VARIABLES = [f"{app.env_prefix}_IDENTITY_PRIVATE_KEY" for app in SIGNERS]
 
 
 def test_keys_are_written_once_and_then_kept(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("LOG_LEVEL=DEBUG")
 
-    assert ensure_keys(env_file) == [VARIABLE, IDENTITY_VARIABLE]
+    assert ensure_keys(env_file) == [VARIABLE, *IDENTITY_VARIABLES, PUBLIC_KEYS_VARIABLE]
     first = env_file.read_text()
     assert ensure_keys(env_file) == []
     assert env_file.read_text() == first
@@ -24,17 +27,17 @@ def test_keys_are_written_once_and_then_kept(tmp_path: Path) -> None:
 
     lines = first.splitlines()
     assert lines[0] == "LOG_LEVEL=DEBUG"
-    name, quoted = lines[1].split("=", 1)
-    assert name == VARIABLE
-    pem = quoted.strip('"').replace("\\n", "\n")  # what compose's .env reader does
+    values = dict(line.split("=", 1) for line in lines[1:])
+    pem = values[VARIABLE].strip('"').replace("\\n", "\n")  # what compose's .env reader does
     assert isinstance(load_pem_private_key(pem.encode(), password=None), Ed25519PrivateKey)
-    name, quoted = lines[2].split("=", 1)
-    assert name == IDENTITY_VARIABLE
-    assert len(quoted.strip('"')) >= MIN_IDENTITY_KEY_LENGTH
+    public = parse_public_keys(values[PUBLIC_KEYS_VARIABLE].strip("'"))
+    for app, name in zip(SIGNERS, IDENTITY_VARIABLES, strict=True):
+        key = parse_private_key(values[name].strip('"'))
+        assert public[key_id(key.public_key())][0] == app.package
 
 
-def test_a_missing_identity_key_is_added_beside_an_existing_signing_key(tmp_path: Path) -> None:
+def test_missing_identity_keys_are_added_beside_an_existing_signing_key(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(f'{VARIABLE}="kept"\n')
-    assert ensure_keys(env_file) == [IDENTITY_VARIABLE]
-    assert env_file.read_text().startswith(f'{VARIABLE}="kept"\n{IDENTITY_VARIABLE}=')
+    assert ensure_keys(env_file) == [*IDENTITY_VARIABLES, PUBLIC_KEYS_VARIABLE]
+    assert env_file.read_text().startswith(f'{VARIABLE}="kept"\n{IDENTITY_VARIABLES[0]}=')

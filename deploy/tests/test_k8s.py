@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.redis_acl import ACCESS, acl_rules, redis_username
 from shared.services import GATEWAY, SERVICES, App
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -311,7 +312,7 @@ def test_the_dev_overlay_runs_its_datastores_and_production_does_not() -> None:
 
 
 def test_every_variable_a_deployment_sets_is_read_by_its_app(objects: tuple[Object, ...]) -> None:
-    unprefixed = {"IDENTITY_SIGNING_KEY", "MIGRATE_ON_START", "SMTP_USERNAME", "SMTP_PASSWORD"}
+    unprefixed = {"IDENTITY_PUBLIC_KEYS", "MIGRATE_ON_START", "SMTP_USERNAME", "SMTP_PASSWORD"}
     for name, deployment in app_deployments(objects).items():
         app = BY_K8S_NAME[name]
         settings_class = importlib.import_module(f"{app.package}.settings").Settings
@@ -319,3 +320,16 @@ def test_every_variable_a_deployment_sets_is_read_by_its_app(objects: tuple[Obje
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             unknown = set(env_of(container)) - known - unprefixed
             assert unknown == set(), name
+
+
+def test_the_dev_redis_has_each_apps_own_user_as_shared_redis_acl_says() -> None:
+    """One Redis user per app, limited as shared/redis_acl.py says (the dev overlay's Redis);
+    production's Redis is provisioned with the same users out of band."""
+    (container,) = pod_templates(render("dev"))["Deployment/redis"]["containers"]
+    script = " ".join(container["command"][2].replace("\\\n", " ").split())
+    for app in ACCESS:
+        rules = " ".join(f"'{rule}'" for rule in acl_rules(app, "preorder:"))
+        assert (f'--user {redis_username(app)} on ">${app.upper()}_REDIS_PASSWORD" {rules}'
+                in script), app
+    passwords = {e["name"] for e in container["env"]}
+    assert {f"{app.upper()}_REDIS_PASSWORD" for app in ACCESS} <= passwords

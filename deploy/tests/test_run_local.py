@@ -24,6 +24,8 @@ from deploy.run_local import (
     service_environment,
     uvicorn_command,
 )
+from shared.identity_keys import key_id, parse_private_key, parse_public_keys
+from shared.services import SIGNERS
 
 
 def test_the_eight_apps_on_their_fixed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,17 +87,25 @@ def test_make_run_is_development_unless_the_caller_chose(monkeypatch: pytest.Mon
     assert service_environment(all_services(), None)["APP_ENV"] == "test"
 
 
-def test_every_process_gets_one_identity_key_kept_in_data(
+def test_each_signing_app_gets_its_own_identity_key_kept_in_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
-    key = development_environment(tmp_path)["IDENTITY_SIGNING_KEY"]
-    assert len(key) >= 32
-    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == key  # kept
-    (path,) = tmp_path.iterdir()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    monkeypatch.setenv("IDENTITY_SIGNING_KEY", "the-callers-own-key-" * 2)
-    assert development_environment(tmp_path)["IDENTITY_SIGNING_KEY"] == "the-callers-own-key-" * 2
+    monkeypatch.delenv("IDENTITY_PUBLIC_KEYS", raising=False)
+    first = development_environment(tmp_path)
+    assert development_environment(tmp_path) == first  # kept
+    (directory,) = tmp_path.iterdir()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        f"{app.package}.key" for app in SIGNERS)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in directory.iterdir())
+    # Every app reads every public key; each private key is its own and matches its public one.
+    public = parse_public_keys(first["IDENTITY_PUBLIC_KEYS"])
+    for app in SIGNERS:
+        key = parse_private_key(first[f"{app.env_prefix}_IDENTITY_PRIVATE_KEY"])
+        assert public[key_id(key.public_key())][0] == app.package
+    assert "STOCK_IDENTITY_PRIVATE_KEY" not in first  # stock_service calls no one
+    # The caller's own keys, if it has them.
+    monkeypatch.setenv("IDENTITY_PUBLIC_KEYS", "{}")
+    assert "IDENTITY_PUBLIC_KEYS" not in development_environment(tmp_path)
 
 
 def test_log_lines_carry_a_fixed_width_prefix() -> None:

@@ -7,7 +7,8 @@ from deploy.swarm_check.stack import REPLICAS, StackImages, StackPorts, resolve,
 
 IMAGES = StackImages(app="app:x", mysql="mysql:x", redis="redis:x")
 PORTS = StackPorts(gateway=18000, mysql=13306)
-OVERRIDES = {"IDENTITY_SIGNING_KEY": "k" * 40, "USER_JWT_PRIVATE_KEY": "pem",
+OVERRIDES = {"IDENTITY_PUBLIC_KEYS": "{}", "ORDER_IDENTITY_PRIVATE_KEY": "k" * 43,
+             "USER_JWT_PRIVATE_KEY": "pem",
              "ORDER_PAYMENT_TTL_SECONDS": "20", "MYSQL_ROOT_PASSWORD": "root-pw"}
 
 
@@ -39,7 +40,9 @@ def test_apps_run_the_built_image_with_the_runs_keys_and_timings() -> None:
     assert order["image"] == "app:x"
     assert order["command"] == ["order_service", "8003"]
     assert order["environment"]["ORDER_PAYMENT_TTL_SECONDS"] == "20"
-    assert order["environment"]["IDENTITY_SIGNING_KEY"] == "k" * 40
+    assert order["environment"]["IDENTITY_PUBLIC_KEYS"] == "{}"
+    assert order["environment"]["ORDER_IDENTITY_PRIVATE_KEY"] == "k" * 43
+    assert "ORDER_IDENTITY_PRIVATE_KEY" not in services["stock-service"]["environment"]
     assert order["environment"]["ORDER_STOCK_SERVICE_URL"] == "http://stock-service:8005"
     assert services["user-service"]["environment"]["USER_JWT_PRIVATE_KEY"] == "pem"
     # Unset pass-through variables stay unset (compose passes nothing for them either).

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 
 from shared.services import SERVICES
-from shared.testing.datastores import forget_redis_keys, fresh_database
+from shared.testing.datastores import TEST_PUBSUB_PREFIX, forget_redis_keys, fresh_database
 from shared.testing.mail import MailSink
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
+from shared.testing.redis_acl import app_users
 
 PASSWORD = "correct horse battery"
 
@@ -48,10 +49,21 @@ class System:
 
 @contextmanager
 def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
-                   overrides: dict[str, dict[str, str]] | None = None) -> Iterator[System]:
+                   overrides: dict[str, dict[str, str]] | None = None, *,
+                   own_redis_users: bool = True) -> Iterator[System]:
     """Fresh e2e schemas, every service, then the gateway in front of them. `overrides` adds
-    environment variables per app (a service's short name, or "gateway")."""
+    environment variables per app (a service's short name, "processor_sim" or "gateway"). Each app reaches
+    Redis as its own ACL user, as deployed (shared/redis_acl.py), unless `own_redis_users` is
+    False (a Redis Cluster of the tests' own)."""
     overrides = overrides or {}
+    with ExitStack() as stack:
+        redis_urls = (stack.enter_context(app_users(redis_url, TEST_PUBSUB_PREFIX))
+                      if own_redis_users else {})
+        yield from _running(mail_sink, redis_url, redis_urls, logs, overrides)
+
+
+def _running(mail_sink: MailSink, redis_url: str, redis_urls: dict[str, str], logs: Path,
+             overrides: dict[str, dict[str, str]]) -> Iterator[System]:
     common = {"APP_ENV": "test", "LOG_LEVEL": "INFO"}
     # State keyed by row ids the fresh schemas hand out again (timelines, live stock, keys).
     for prefix in ("social:", "{p:", "stock:", "idem:", "product:"):
@@ -69,7 +81,7 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
         env = {**common,
                **{f"{prefix}_{name}": url for name, url in addresses.items()},
                f"{prefix}_DATABASE_URL": fresh_database(app.package, app.schema, "e2e"),
-               f"{prefix}_REDIS_URL": redis_url}
+               f"{prefix}_REDIS_URL": redis_urls.get(app.name, redis_url)}
         if app.name == "user":
             env.update({"SMTP_HOST": mail_sink.host, "SMTP_PORT": str(mail_sink.port),
                         "USER_JWT_KEY_DIR": str(logs / "keys")})
@@ -82,7 +94,8 @@ def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
         process.start()
     simulator.start()
     # A module's tests share their buyers: the per-user limit is gateway/tests/test_rate_limits.py's.
-    gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
+    gateway_env = {**common, "GATEWAY_REDIS_URL": redis_urls.get("gateway", redis_url),
+                   "GATEWAY_UPSTREAM_TIMEOUT_SECONDS": "5",
                    "GATEWAY_RATE_LIMIT_PER_USER": "1000",
                    **{f"GATEWAY_{n.upper()}_SERVICE_URL": p.url for n, p in services.items()}}
     gateway_env.update(overrides.get("gateway", {}))

@@ -84,7 +84,7 @@ def test_env_example_sets_only_variables_something_reads() -> None:
     known = set().union(*(variable_names(s) for s in settings_classes()))
     example = (DOCS.parent / ".env.example").read_text()
     names = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.MULTILINE)
-    assert "IDENTITY_SIGNING_KEY" in names
+    assert "IDENTITY_PUBLIC_KEYS" in names
     unknown = [n for n in names if n not in known and f"${{{n}" not in compose]
     assert unknown == []
 

@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +24,9 @@ from gateway.proxy import Proxy
 from gateway.routes import Route, RouteTable
 from gateway.runtime import GatewayRuntime
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
-from shared.contracts import identity_signature, signature_timestamp
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.contracts import request_target
+from shared.identity_keys import IdentityRefused, VerifiedSignature
+from shared.testing.identity import identity_verifier
 from shared.testing.net import ThreadedServer
 
 
@@ -44,16 +46,13 @@ async def test_spoofed_identity_headers_are_dropped_without_token(client: httpx.
     assert seen["x-forwarded-for"] == "127.0.0.1"
 
 
-def signature_of(seen: dict[str, str], *, user_id: str = "", session_id: str = "",
-                 roles: str = "") -> str:
-    """The signature a service expects for the headers an upstream saw."""
-    timestamp = signature_timestamp(seen["x-identity-signature"])
-    assert timestamp is not None
-    return identity_signature(TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=timestamp,
-                              user_id=user_id, session_id=session_id,
-                              request_id=seen["x-request-id"], client_ip=seen["x-forwarded-for"],
-                              roles=roles, caller=seen["x-identity-caller"],
-                              arrived_at=seen["x-arrived-at"])
+def verified(echoed: dict[str, Any], audience: str, *, body: bytes = b"") -> VerifiedSignature:
+    """What a service `audience` believes of the request an upstream echoed (IdentityRefused
+    if nothing)."""
+    seen = echoed["headers"]
+    return identity_verifier(audience).verify(
+        seen["x-identity-signature"], seen, method=echoed["method"],
+        target=request_target(echoed["raw_path"].encode(), echoed["query"].encode()), body=body)
 
 
 async def test_forwarded_identity_is_signed_for_the_services(
@@ -61,16 +60,40 @@ async def test_forwarded_identity_is_signed_for_the_services(
     sid = uuid.uuid4().hex
     forged = {"X-Identity-Signature": "v1.1." + "0" * 64, "X-Arrived-At": "1"}
     before = time.time_ns() // 1000
-    signed_in = await client.get("/api/v1/users/me", headers={
-        "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})
-    seen = signed_in.json()["headers"]
-    assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid)
-    assert seen["x-identity-caller"] == "gateway"
+    signed_in = (await client.get("/api/v1/users/me?x=1", headers={
+        "Authorization": f"Bearer {rig.token(sub='42', sid=sid)}", **forged})).json()
+    arrived_at = signed_in["headers"]["x-arrived-at"]
+    assert verified(signed_in, "user_service") == VerifiedSignature(
+        caller="gateway", user_id="42", session_id=sid, client_ip="127.0.0.1", roles="",
+        arrived_at=arrived_at)
     # The arrival is the gateway's own stamp (the line's order), never the client's.
-    assert before <= int(seen["x-arrived-at"]) <= time.time_ns() // 1000
+    assert before <= int(arrived_at) <= time.time_ns() // 1000
+    # For that service only, and that request only.
+    with pytest.raises(IdentityRefused, match="wrong signature"):
+        verified(signed_in, "order_service")
+    with pytest.raises(IdentityRefused, match="wrong signature"):
+        verified({**signed_in, "query": "x=2"}, "user_service")
+    with pytest.raises(IdentityRefused, match="wrong signature"):
+        verified({**signed_in, "method": "DELETE"}, "user_service")
     # A public route has no caller, but the client address it carries is vouched for too.
-    public = (await client.get("/api/v1/products/5", headers=forged)).json()["headers"]
-    assert public["x-identity-signature"] == signature_of(public)
+    public = (await client.get("/api/v1/products/5", headers=forged)).json()
+    assert verified(public, "product_service").client_ip == "127.0.0.1"
+
+
+async def test_the_forwarded_body_is_signed(rig: Rig, client: httpx.AsyncClient) -> None:
+    body = b'{"product_id":5,"quantity":1}'
+    echoed = (await client.post("/api/v1/orders", content=body, headers={
+        **auth(rig, "42"), "Content-Type": "application/json"})).json()
+    assert verified(echoed, "order_service", body=body).user_id == "42"
+    with pytest.raises(IdentityRefused, match="wrong signature"):
+        verified(echoed, "order_service", body=b'{"product_id":5,"quantity":2}')
+
+
+async def test_a_retry_is_signed_anew(rig: Rig, client: httpx.AsyncClient) -> None:
+    """Every forwarded request carries its own nonce (a service accepts each once)."""
+    first = (await client.get("/api/v1/products/5")).json()["headers"]
+    second = (await client.get("/api/v1/products/5")).json()["headers"]
+    assert first["x-identity-signature"] != second["x-identity-signature"]
 
 
 async def test_the_tokens_roles_are_forwarded_signed_and_a_clients_are_dropped(
@@ -80,8 +103,7 @@ async def test_the_tokens_roles_are_forwarded_signed_and_a_clients_are_dropped(
         "Authorization": f"Bearer {rig.token(sub='42', sid=sid, roles=['seller', 'future'])}"})
     seen = seller.json()["headers"]
     assert seen["x-user-roles"] == "seller"  # a role this version does not know is dropped
-    assert seen["x-identity-signature"] == signature_of(seen, user_id="42", session_id=sid,
-                                                        roles="seller")
+    assert verified(seller.json(), "user_service").roles == "seller"
     buyer = await client.get("/api/v1/users/me", headers={
         **auth(rig, "43"), "X-User-Roles": "seller", "X_User_Roles": "seller"})
     assert "x-user-roles" not in buyer.json()["headers"]
@@ -92,11 +114,11 @@ async def test_the_tokens_roles_are_forwarded_signed_and_a_clients_are_dropped(
     assert bad.status_code == 401
 
 
-async def test_the_gateway_refuses_to_start_without_the_identity_signing_key(
+async def test_the_gateway_refuses_to_start_without_its_identity_key(
         rig: Rig, redis_url: str) -> None:
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
-    with pytest.raises(RuntimeError, match="IDENTITY_SIGNING_KEY"):
-        create_app(gateway_settings(upstreams, redis_url, identity_signing_key=None))
+    with pytest.raises(RuntimeError, match="GATEWAY_IDENTITY_PRIVATE_KEY"):
+        create_app(gateway_settings(upstreams, redis_url, identity_private_key=None))
 
 
 async def test_the_bearer_token_is_not_forwarded_to_services(

@@ -21,11 +21,13 @@ stock) and the buyers' recorded attempts. The invariants:
   code, id); and when the key made an order or payment, that answer is it (never a refusal,
   never another one);
 - no_server_error: no answer is a 5xx the system does not give on purpose. Allowed are the
-  deliberate answers to a fault: 503 `upstream_unavailable` (a killed service, Redis or MySQL
-  out of reach, a budget that ran out while the work goes on) or `not_ready`, and the gateway's
-  502 `upstream_unavailable` (a killed service broke the connection mid-request). A 500 is
-  always a breach (an unexpected error), and so is a 504 (the gateway gave up on a service still
-  working: every service answers within its time budget) and any other 5xx.
+  contract's answers to a fault: 503 `upstream_unavailable` (a killed service, Redis or MySQL
+  out of reach, a budget that ran out while the work goes on) or `not_ready`, the gateway's 502
+  `upstream_unavailable` (a killed service broke the connection mid-request) and its 504
+  `upstream_timeout` (a service that did not answer in 10 s: on a starved machine a request can
+  queue that long before its handler runs, so it measures capacity, not correctness; the report
+  counts them under `answers`). A 500 is always a breach (an unexpected error, whatever its
+  code), and so is any other 5xx or code.
 
 Without a processor ledger (`charges is None`) the charges are read from payment_service's own
 rows (a succeeded or refunded payment is a charge): weaker, since it trusts the very rows the
@@ -61,7 +63,7 @@ INVARIANTS = ("no_oversell", "every_hold_resolved", "records_agree", "charge_acc
               "no_server_error")
 # The 5xx answers a fault is met with on purpose (see no_server_error above).
 DELIBERATE_5XX = frozenset({(503, "upstream_unavailable"), (503, "not_ready"),
-                            (502, "upstream_unavailable")})
+                            (502, "upstream_unavailable"), (504, "upstream_timeout")})
 # Examples kept per broken invariant (all are counted).
 EXAMPLES = 20
 KEPT = "succeeded"

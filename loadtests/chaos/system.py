@@ -9,7 +9,6 @@ order_service, payment_service's loops, stock_service's reconciler and expired-h
 from __future__ import annotations
 
 import importlib.util
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from loadtests.chaos.datastores import PrivateMariaDB, PrivateRedis
+from loadtests.signed import IDENTITY_ENVIRONMENT
 from shared.migrate import upgrade
 from shared.services import SERVICES, service
 from shared.testing.net import ServiceProcess, free_port
@@ -164,7 +164,7 @@ def chaos_system(workdir: Path, *, timers: Timers, seed: int,
         ports = {app.name: free_port() for app in SERVICES}
         key_dir = workdir / "keys"
         common = {"APP_ENV": "development", "LOG_LEVEL": "WARNING",
-                  "IDENTITY_SIGNING_KEY": secrets.token_urlsafe(32),
+                  **IDENTITY_ENVIRONMENT,
                   **timers.environment(), **(extra_env or {})}
         if has_processor_simulator():
             apps[PROCESSOR_SIM] = ServiceProcess(

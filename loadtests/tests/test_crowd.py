@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -39,6 +39,8 @@ class RecordedLine:
     flip: bool = False
     tickets: dict[str, int] = field(default_factory=dict)  # ticket -> position
     waited: int = 0
+    live_lag: float = 0.0
+    opens_at: float = 0.0  # when set, the live stream says "open" then
 
     def body(self, ticket: str, *, final: bool = True, flipped: bool = False) -> dict[str, Any]:
         position = self.tickets[ticket]
@@ -53,12 +55,18 @@ class RecordedLine:
 
     def app(self) -> Starlette:
         async def live(request: Request) -> Response:
-            now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            # A first event replayed from a cache: its server_time `live_lag` seconds old.
+            then = datetime.now(UTC) - timedelta(seconds=self.live_lag)
             event = {"product_id": PRODUCT, "remaining": UNITS, "sale_state": "scheduled",
-                     "server_time": now}
+                     "server_time": then.isoformat(timespec="milliseconds")[:-6] + "Z"}
 
             async def stream() -> AsyncIterator[bytes]:
                 yield f"id: 1\ndata: {json.dumps(event)}\n\n".encode()
+                if self.opens_at:
+                    await asyncio.sleep(max(0.0, self.opens_at - time.time()))
+                    opened = event | {"sale_state": "open", "server_time": datetime.now(
+                        UTC).isoformat(timespec="milliseconds")[:-6] + "Z"}
+                    yield f"id: 2\ndata: {json.dumps(opened)}\n\n".encode()
                 await asyncio.sleep(30)
 
             return StreamingResponse(stream(), media_type="text/event-stream")
@@ -122,8 +130,9 @@ def server(line: RecordedLine) -> Iterator[str]:
         running.stop()
 
 
-async def crowd_of(url: str, buyers: int, **options: Any) -> Crowd:
-    opens_at = time.time() + 1.0
+async def crowd_of(url: str, buyers: int, opens_at: float | None = None,
+                   **options: Any) -> Crowd:
+    opens_at = opens_at or time.time() + 1.0
     accounts = [{"user_id": 1000 + n, "access_token": f"token-{n}"} for n in range(buyers)]
     seed = SaleSeed(host=url, product_id=PRODUCT, sale_opens_at="", opens_at=opens_at,
                     stock=UNITS, limit_per_user=1, price=1000, seller={}, accounts=accounts)
@@ -180,6 +189,16 @@ async def test_a_ticket_whose_answer_changes_afterwards_is_answered_twice(
     crowd = await crowd_of(server, 3, walk_away=1.0)
     assert all(len(b.taps[0].finals) == 2 for b in crowd.buyers)
     assert verdict_of(crowd) == ["ticket_answered_once"]
+
+
+async def test_a_stale_clock_on_the_first_event_does_not_delay_the_press_past_the_opening(
+        server: str, line: RecordedLine) -> None:
+    line.live_lag = 5.0
+    line.opens_at = time.time() + 1.5
+    crowd = await crowd_of(server, 3, opens_at=line.opens_at, walk_away=1.0)
+    assert all(b.clock_offset < -4.0 for b in crowd.buyers)  # the countdown would run 5 s late
+    sent = [b.taps[0].sent - line.opens_at for b in crowd.buyers]
+    assert all(0.0 <= s < 1.0 for s in sent), sent  # pressed on the stream's "open"
 
 
 async def test_nothing_listening_leaves_every_buyer_without_an_answer() -> None:

@@ -122,7 +122,7 @@ class OrderAdmission:
         refused = self.sold_out.still_refuses(order.product_id, order.quantity)
         if not refused and not self.reserving.busy(order.product_id):
             return None
-        if signed_in_user(scope, headers) is None:
+        if signed_in_user(scope) is None:
             return None
         if refused:
             self.metrics.refused(SoldOut.code)
@@ -133,7 +133,7 @@ class OrderAdmission:
     def _line_in_front(self, scope: Scope, headers: dict[str, str], order: OrderCreate,
                        key: str | None, line: OrderLine,
                        drain: LineDrain) -> ASGIApp | AfterWaiting | None:
-        identity = signed_identity(scope, headers)
+        identity = signed_identity(scope)
         if identity is None or identity.user_id is None:
             return None
         if self.sold_out.still_refuses(order.product_id, order.quantity):

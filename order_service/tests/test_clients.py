@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from order_service.clients import PaymentsClient
 from shared.http import service_client
 from shared.internal.payments import by_order_path
+from shared.testing.identity import signer
 from shared.testing.net import ThreadedServer
 
 ANSWERS = {1: (200, {"id": 5, "order_id": 1, "status": "refunded", "lease_token": "a" * 32}),
@@ -36,8 +37,7 @@ def payments_stand_in() -> Iterator[str]:
 async def test_a_refund_is_done_only_when_refunded_or_stated_chargeless(
     payments_stand_in: str
 ) -> None:
-    async with service_client("payment_service", payments_stand_in, caller="order_service",
-                              signing_key=b"k" * 32,
+    async with service_client("payment_service", payments_stand_in, signer=signer("order_service"),
                               timeout_seconds=2) as client:
         payments = PaymentsClient(client)
         assert await payments.refund(1) is True

@@ -38,7 +38,9 @@ from payment_service.simulator.settings import (
     SimulatorSettings,
     get_settings,
 )
+from shared.app import NO_TELEMETRY
 from shared.logging import configure_logging
+from shared.tracing import start_tracing
 
 logger = logging.getLogger("payment_service.simulator")
 LOST = "processor_sim.lost"
@@ -171,6 +173,7 @@ async def set_faults(update: FaultsUpdate, simulator: SimulatorDep) -> Faults:
 def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("processor_sim", settings.log_level)
+    tracing = start_tracing("processor_sim")
     # Not a secret: which simulated charge fails needs no cryptographic randomness.
     rng = random.Random(settings.seed)  # noqa: S311
 
@@ -186,7 +189,8 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
             finally:
                 await ledger.close()
 
-    app = FastAPI(title="Card processor simulator", lifespan=lifespan)
+    app = FastAPI(title="Card processor simulator", lifespan=lifespan,
+                  telemetry=NO_TELEMETRY if tracing is None else tracing.fastapi_telemetry())
     app.include_router(router)
     app.add_middleware(LoseAnswers)
     return app

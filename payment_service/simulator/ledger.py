@@ -33,6 +33,7 @@ from payment_service.payments.processor_api import (
 )
 from payment_service.simulator.settings import Faults
 from shared.clock import utcnow
+from shared.tracing import client_trace_configs
 
 logger = logging.getLogger("payment_service.simulator")
 
@@ -89,7 +90,10 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> WebhookSender:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        # Traced while tracing is on: a webhook's delivery joins the trace of the charge it is
+        # about (its task is started inside that request).
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5),
+                                              trace_configs=client_trace_configs())
         return self
 
     async def __aexit__(self, *_: object) -> None:

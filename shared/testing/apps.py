@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.dependencies import RESOURCES_STATE_KEY, resources_of
+from shared.identity import IDENTITY_VERIFIER_STATE
+from shared.testing.identity import sign_at_send
 
 R = TypeVar("R")
 
@@ -57,5 +59,10 @@ async def running_app(app: FastAPI, *, base_url: str = "http://service") -> Asyn
     async with app.router.lifespan_context(app) as state:
         state = state or {}
         transport = httpx.ASGITransport(app=_WithLifespanState(app, state))
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        # Identity headers are signed for this service (shared.testing.identity).
+        verifier = state.get(IDENTITY_VERIFIER_STATE)
+        audience = verifier.audience if verifier is not None else "no-audience"
+        hook = sign_at_send(lambda _: audience)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url,
+                                     event_hooks={"request": [hook]}) as client:
             yield RunningApp(client, state.get(RESOURCES_STATE_KEY))

@@ -11,8 +11,9 @@ package may use.
 - `sale`, `http` and `engines`: the multi-process sale system (stock, order, payment; sale.py).
 
 The environment is `test` for everything the tests build, in this process and in the service
-processes they start (which inherit it): settings default to production otherwise. They share
-one identity signing key, which shared.testing.identity signs with.
+processes they start (which inherit it): settings default to production otherwise. Every app has
+an identity key of this run (shared.testing.identity signs with them), and all know the public
+keys.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from shared.db import create_sessionmaker
 from shared.testing.apps import RunningApp
 from shared.testing.datastores import TEST_PUBSUB_PREFIX, TEST_REDIS_URL
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.testing.identity import TEST_IDENTITY_ENVIRONMENT
 from shared.testing.mail import MailSink
 from shared.testing.sale import engines, http, sale
 
@@ -38,7 +39,7 @@ __all__ = ["client", "db_engine", "engines", "http", "mail_sink", "redis", "redi
            "session", "signing_key_pem"]
 
 os.environ["APP_ENV"] = "test"
-os.environ["IDENTITY_SIGNING_KEY"] = TEST_IDENTITY_SIGNING_KEY
+os.environ.update(TEST_IDENTITY_ENVIRONMENT)
 # Pub/sub channels are global across Redis databases: this run's own, so two suites on one
 # Redis never hear each other (every process the tests start inherits it).
 os.environ["PUBSUB_PREFIX"] = TEST_PUBSUB_PREFIX

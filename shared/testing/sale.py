@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.internal.stock import StockRegistration, product_path
 from shared.services import service
 from shared.testing.datastores import forget_redis_keys, fresh_database
-from shared.testing.identity import service_identity_headers
+from shared.testing.identity import service_identity_headers, sign_at_send
 from shared.testing.net import ServiceProcess, free_port
 from shared.testing.processor import payment_environment, simulator_process
 
@@ -42,6 +42,14 @@ class Sale:
 
     def url(self, name: str) -> str:
         return self.processes[name].url
+
+    def audience_of(self, url: httpx.URL) -> str:
+        """The package of the service listening where `url` points (what a request to it is
+        signed for)."""
+        for name, process in self.processes.items():
+            if httpx.URL(process.url).port == url.port:
+                return service(name).package
+        raise KeyError(f"no service of the sale at {url}")
 
     def restart(self, name: str, *, factory: str | None = None, **extra_env: str) -> None:
         """Stops the service (if it still runs) and starts it again, same port and schema (the
@@ -107,7 +115,9 @@ def sale(redis_url: str, redis: Redis, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 async def http(sale: Sale) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=400)) as client:
+    async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=400),
+                                 event_hooks={"request": [sign_at_send(sale.audience_of)]}
+                                 ) as client:
         yield client
 
 

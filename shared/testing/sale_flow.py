@@ -68,8 +68,15 @@ async def decided(http: httpx.AsyncClient, sale: Sale,
         seen.add(ticket)
         kept.append(len(waiting))
         waiting.append((int(response.request.headers[USER_ID_HEADER]), ticket))
-    answers = await asyncio.gather(*(ticket_answer(http, sale, user=user, ticket=ticket)
-                                     for user, ticket in waiting))
+    # A few at a time: on a busy machine a crowd of long polls can sit in the service's
+    # backlog past the signature's age (IDENTITY_MAX_AGE_SECONDS), and be refused as unsigned.
+    turns = asyncio.Semaphore(32)
+
+    async def follow(user: int, ticket: str) -> httpx.Response:
+        async with turns:
+            return await ticket_answer(http, sale, user=user, ticket=ticket)
+
+    answers = await asyncio.gather(*(follow(user, ticket) for user, ticket in waiting))
     return [answers[item] if isinstance(item, int) else item for item in kept]
 
 

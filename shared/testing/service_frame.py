@@ -88,13 +88,13 @@ class ServiceFrameTests:
         assert response.status_code == 503
         assert response.json()["failing"] == ["database"]
 
-    async def test_refuses_to_start_without_the_identity_signing_key(
+    async def test_refuses_to_start_without_the_identity_public_keys(
         self, database_url: str, redis_url: str
     ) -> None:
-        # Without it the service could only refuse every caller, or believe every one.
+        # Without them the service could only refuse every caller, or believe every one.
         app = self.make_app(database_url=database_url, redis_url=redis_url,
-                            identity_signing_key=None)
-        with pytest.raises(RuntimeError, match="IDENTITY_SIGNING_KEY"):
+                            identity_public_keys=None)
+        with pytest.raises(RuntimeError, match="IDENTITY_PUBLIC_KEYS"):
             async with running_app(app):
                 pass
 

@@ -11,8 +11,7 @@ import struct
 import pytest
 
 from shared.http import RESENT_HEADER, service_client
-
-KEY = b"k" * 32
+from shared.testing.identity import identity_verifier, signer
 
 
 @pytest.mark.parametrize("how", ["closed", "reset"])
@@ -41,7 +40,7 @@ async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(
     port = server.sockets[0].getsockname()[1]
     try:
         async with service_client("stock_service", f"http://127.0.0.1:{port}",
-                                  caller="order_service", signing_key=KEY,
+                                  signer=signer("order_service"),
                                   timeout_seconds=5) as client:
             answer = await client.request("PUT", "/internal/x", json_body={"a": 1})
     finally:
@@ -50,3 +49,10 @@ async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(
     assert (answer.status, answer.body) == (200, {"resent": True})
     assert len(seen) == 2
     assert RESENT_HEADER.lower() not in seen[0]
+    # Signed anew for the resend: the first's nonce may have been spent by the receiver. Each
+    # is signed for stock_service, as order_service, and only for this method, path and body.
+    stock_service = identity_verifier("stock_service")  # one replay cache for both
+    first, second = [stock_service.verify(
+        headers["x-identity-signature"], headers, method="PUT", target="/internal/x",
+        body=b'{"a":1}') for headers in seen]
+    assert first.caller == second.caller == "order_service"

@@ -1,30 +1,64 @@
-"""The identity the gateway forwards: services believe it only under the gateway's signature, and
-accept only well-formed user and session ids."""
+"""The identity the gateway forwards: services believe it only under a signature bound to the
+request it came with (method, path and query, body, the service addressed, a nonce, its age at
+arrival) made with a key the deployment lists for the caller it names; and they accept only
+well-formed user and session ids. Each attack is sent as an attacker would and seen refused."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.contracts import IDENTITY_MAX_AGE_SECONDS, identity_signature
+from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.errors import install_error_handlers
-from shared.identity import IDENTITY_KEY_STATE, ClientIp, CurrentSession, CurrentUser
+from shared.identity import (
+    IDENTITY_VERIFIER_STATE,
+    ClientIp,
+    CurrentSession,
+    CurrentUser,
+    IdentityCheck,
+    SignedIdentity,
+)
+from shared.identity_keys import IdentitySigner, IdentityVerifier, parse_public_keys
 from shared.testing.apps import running_app
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
+from shared.testing.identity import (
+    TEST_IDENTITY_ENVIRONMENT,
+    TEST_IDENTITY_KEYS,
+    service_identity_headers,
+    sign_request,
+    signed_identity_headers,
+)
 
 SID = "0123456789abcdef0123456789abcdef"
+AUDIENCE = "order_service"
+# How long the slow route keeps a request waiting before it reads the identity.
+SLOW_SECONDS = 2.5
+
+
+class _Slow:
+    """In front of the router, as a busy service's queue is: /slow waits before going on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
-        yield {IDENTITY_KEY_STATE: TEST_IDENTITY_SIGNING_KEY.encode()}
+        keys = parse_public_keys(TEST_IDENTITY_ENVIRONMENT["IDENTITY_PUBLIC_KEYS"])
+        yield {IDENTITY_VERIFIER_STATE: IdentityVerifier(keys, audience=AUDIENCE)}
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
@@ -33,12 +67,54 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     async def whoami(user_id: CurrentUser, session_id: CurrentSession) -> dict[str, object]:
         return {"user_id": user_id, "session_id": session_id}
 
+    @app.get("/slow")
+    async def slow(user_id: CurrentUser) -> dict[str, object]:
+        return {"user_id": user_id}
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int, user_id: CurrentUser) -> dict[str, object]:
+        return {"order_id": order_id, "user_id": user_id}
+
+    @app.post("/orders/{order_id}/cancel")
+    async def cancel(order_id: int, user_id: CurrentUser, request: Request) -> dict[str, object]:
+        return {"cancelled": order_id, "user_id": user_id, "body": (await request.body()).decode()}
+
+    @app.get("/caller")
+    async def caller(identity: SignedIdentity) -> dict[str, object]:
+        return {"caller": identity.caller if identity else None}
+
     @app.get("/where")
     async def where(client_ip: ClientIp) -> dict[str, str]:
         return {"client_ip": client_ip}
 
+    app.add_middleware(_Slow)
+    app.add_middleware(IdentityCheck)
     async with running_app(app) as running:
         yield running.client
+
+
+async def _captured(client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str],
+                    *, content: bytes | None = None, audience: str = AUDIENCE
+                    ) -> tuple[httpx.Response, dict[str, str]]:
+    """Sends a signed request as the gateway would, and returns what a listener on the wire
+    captured of it: the answer and the headers as sent."""
+    request = client.build_request(method, url, headers=headers, content=content)
+    sign_request(request, audience)
+    sent = dict(request.headers)
+    return await client.send(request), sent
+
+
+def _signed_for(client: httpx.AsyncClient, method: str, url: str,
+                headers: dict[str, str]) -> dict[str, str]:
+    """The headers signed for this request now (to be tampered with before sending)."""
+    request = client.build_request(method, url, headers=headers)
+    sign_request(request, AUDIENCE)
+    return _replayable(dict(request.headers))
+
+
+def _replayable(headers: dict[str, str]) -> dict[str, str]:
+    # httpx recomputes these for the replayed request.
+    return {k: v for k, v in headers.items() if k.lower() not in ("content-length", "host")}
 
 
 def _raw(headers: dict[str, str | bytes]) -> list[tuple[bytes, bytes]]:
@@ -69,14 +145,93 @@ async def test_an_unsigned_identity_is_refused(client: httpx.AsyncClient) -> Non
 async def test_a_signature_of_other_headers_is_refused(
     client: httpx.AsyncClient, field: str
 ) -> None:
-    headers: dict[str, str | bytes] = {**signed_identity_headers(42, SID, client_ip="10.0.0.1")}
-    headers[field] = {"X-User-Id": "43", "X-Session-Id": "f" * 32,
+    headers: dict[str, str | bytes] = {**_signed_for(
+        client, "GET", "/whoami", signed_identity_headers(42, SID, client_ip="10.0.0.1"))}
+    headers[field.lower()] = {"X-User-Id": "43", "X-Session-Id": "f" * 32,
                       "X-Request-Id": "another-request", "X-Forwarded-For": "10.0.0.2"}[field]
     await _refused(client, headers)
 
 
 async def test_a_signature_with_another_key_is_refused(client: httpx.AsyncClient) -> None:
-    await _refused(client, {**signed_identity_headers(42, SID, "not-the-key-" * 4)})
+    response = await client.get("/whoami", headers=signed_identity_headers(42, SID, "forger"))
+    assert response.status_code == 401
+
+
+async def test_a_signed_query_is_believed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/orders/7", params={"x": "1 2", "y": "é"},
+                                headers=signed_identity_headers(42, SID))
+    assert response.status_code == 200, response.text
+
+
+async def test_replaying_a_get_as_a_cancel_is_refused(client: httpx.AsyncClient) -> None:
+    """The attack: a user's captured GET headers, replayed as POST .../cancel within the 10 s."""
+    answer, captured = await _captured(client, "GET", "/orders/7",
+                                       signed_identity_headers(42, SID))
+    assert answer.status_code == 200
+    replayed = await client.post("/orders/7/cancel", headers=_replayable(captured))
+    assert replayed.status_code == 401, replayed.text
+    # Nor on another path with the same method, nor with another query.
+    assert (await client.get("/orders/8", headers=_replayable(captured))).status_code == 401
+    assert (await client.get("/orders/7?x=1", headers=_replayable(captured))).status_code == 401
+
+
+async def test_a_swapped_body_is_refused(client: httpx.AsyncClient) -> None:
+    request = client.build_request("POST", "/orders/7/cancel", content=b'{"reason":"mine"}',
+                                   headers=signed_identity_headers(42, SID))
+    sign_request(request, AUDIENCE)
+    swapped = await client.post("/orders/7/cancel", content=b'{"reason":"theirs"}',
+                                headers=_replayable(dict(request.headers)))
+    assert swapped.status_code == 401, swapped.text
+    answer = await client.send(request)  # the request as signed still goes through
+    assert answer.status_code == 200
+    assert answer.json()["body"] == '{"reason":"mine"}'
+
+
+async def test_a_signature_for_another_service_is_refused(client: httpx.AsyncClient) -> None:
+    """The attack: a request the gateway signed for payment_service, sent to this service."""
+    answer, _ = await _captured(client, "GET", "/orders/7", signed_identity_headers(42, SID),
+                                audience="payment_service")
+    assert answer.status_code == 401
+
+
+async def test_a_nonce_is_accepted_once(client: httpx.AsyncClient) -> None:
+    """The attack: the very same request (method, path, body and all) sent again."""
+    answer, captured = await _captured(client, "GET", "/orders/7",
+                                       signed_identity_headers(42, SID))
+    assert answer.status_code == 200
+    again = await client.get("/orders/7", headers=_replayable(captured))
+    assert again.status_code == 401, again.text
+
+
+async def test_a_service_cannot_sign_as_the_gateway_or_another_service(
+    client: httpx.AsyncClient,
+) -> None:
+    """The attack: a compromised service (it holds its own private key, and every public key)
+    names another caller. Its key is listed for itself only."""
+    own = IdentitySigner("product_service", TEST_IDENTITY_KEYS["product_service"])
+    for pose_as in ("gateway", "order_service"):
+        forged = service_identity_headers(pose_as)
+        forged.pop("X-Test-Sign-At-Send")
+        forged["X-Identity-Signature"] = IdentitySigner(pose_as, own._key).sign(
+            audience=AUDIENCE, method="GET", target="/caller", body=b"",
+            request_id=forged["X-Request-Id"])
+        response = await client.get("/caller", headers=forged)
+        assert response.status_code == 401, (pose_as, response.text)
+    # Signing as itself, with its own key, it is who it says.
+    honest = await client.get("/caller", headers=service_identity_headers("product_service"))
+    assert honest.json() == {"caller": "product_service"}
+
+
+async def test_an_honest_request_that_waits_in_the_service_is_not_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """Under overload a request waits inside a service; its signature's age is counted to its
+    arrival, so a request signed in time is answered however long it then waits."""
+    nearly_stale = int(time.time()) - IDENTITY_MAX_AGE_SECONDS + 1
+    response = await client.get("/slow", headers=signed_identity_headers(
+        42, SID, timestamp=nearly_stale))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"user_id": 42}
 
 
 @pytest.mark.parametrize("age", [IDENTITY_MAX_AGE_SECONDS + 2, -IDENTITY_MAX_AGE_SECONDS - 2])
@@ -88,10 +243,14 @@ async def test_a_signature_from_another_time_is_refused(client: httpx.AsyncClien
 
 
 @pytest.mark.parametrize("signature", ["", "v1", "v1.x.y", "v2.1.00", "v1.1." + "g" * 64,
-                                       "v1." + "9" * 5000 + "." + "0" * 64])
+                                       "v1." + "9" * 5000 + "." + "0" * 64,
+                                       "v2." + "0" * 16 + ".1." + "n" * 16 + "." + "A" * 85,
+                                       "v2." + "0" * 16 + ".1." + "n" * 16 + "." + "=" * 86])
 async def test_a_malformed_signature_is_refused(client: httpx.AsyncClient,
                                                 signature: str) -> None:
-    await _refused(client, {**signed_identity_headers(42, SID), "X-Identity-Signature": signature})
+    headers = signed_identity_headers(42, SID)
+    headers.pop("X-Test-Sign-At-Send")
+    await _refused(client, {**headers, "X-Identity-Signature": signature})
 
 
 @pytest.mark.parametrize(
@@ -112,9 +271,11 @@ async def test_a_malformed_identity_is_401_even_signed(
 ) -> None:
     raw_user = user_id.decode("latin-1") if isinstance(user_id, bytes) else user_id
     headers: dict[str, str | bytes] = {"X-Request-Id": "req-00000001",
-                                       "X-Forwarded-For": "10.0.0.1"}
-    headers["X-Identity-Signature"] = identity_signature(
-        TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=int(time.time()), user_id=raw_user,
+                                       "X-Forwarded-For": "10.0.0.1",
+                                       "X-Identity-Caller": "gateway"}
+    headers["X-Identity-Signature"] = IdentitySigner(
+        "gateway", TEST_IDENTITY_KEYS["gateway"]).sign(
+        audience=AUDIENCE, method="GET", target="/whoami", body=b"", user_id=raw_user,
         session_id=session_id, request_id="req-00000001", client_ip="10.0.0.1")
     if user_id:
         headers["X-User-Id"] = user_id
@@ -132,6 +293,7 @@ async def test_the_client_address_is_the_signed_one_or_the_peer(
     # Unsigned, X-Forwarded-For is anyone's claim: the socket peer is the client.
     unsigned = await client.get("/where", headers={"X-Forwarded-For": "10.1.2.3"})
     assert unsigned.json() == {"client_ip": "127.0.0.1"}
-    forged = {**signed_identity_headers(None, None, client_ip="10.1.2.3"),
-              "X-Forwarded-For": "10.9.9.9"}
+    forged = {**_signed_for(client, "GET", "/where",
+                            signed_identity_headers(None, None, client_ip="10.1.2.3")),
+              "x-forwarded-for": "10.9.9.9"}
     assert (await client.get("/where", headers=forged)).status_code == 401

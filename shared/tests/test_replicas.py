@@ -11,18 +11,19 @@ import json
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
-from shared.http import RESENT_HEADER, ServiceCallFailed, service_client
+from shared.http import RESENT_HEADER, ServiceCallFailed, ServiceClient, service_client
 from shared.replicas import DNS_TTL_SECONDS, Replicas, Resolver
 from shared.settings import ServiceSettings
+from shared.testing.identity import signer
 from shared.testing.net import ServiceProcess, free_port
 
-KEY = b"k" * 32
 NAME = "stock.replicas.test"
 ADDRESSES = ("127.0.0.1", "127.0.0.2")
 HOSTS = {NAME: list(ADDRESSES)}
@@ -49,10 +50,16 @@ def url_of(processes: dict[str, ServiceProcess]) -> str:
     return f"http://{NAME}:{next(iter(processes.values())).port}"
 
 
+def client_of(processes: dict[str, ServiceProcess], *,
+              timeout_seconds: float) -> AbstractAsyncContextManager[ServiceClient]:
+    """order_service's client of the replicas' one name."""
+    return service_client("stock_service", url_of(processes), signer=signer("order_service"),
+                          timeout_seconds=timeout_seconds, hosts=HOSTS)
+
+
 async def test_calls_one_after_another_reach_every_replica(
         replicas: dict[str, ServiceProcess]) -> None:
-    async with service_client("stock_service", url_of(replicas), caller="order_service",
-                              signing_key=KEY, timeout_seconds=5, hosts=HOSTS) as client:
+    async with client_of(replicas, timeout_seconds=5) as client:
         answers = [(await client.request("GET", "/x")).body for _ in range(20)]
     # One call at a time over keep-alive connections: each still goes to the next replica.
     assert Counter(a["replica"] for a in answers) == {"127.0.0.1": 10, "127.0.0.2": 10}
@@ -62,8 +69,7 @@ async def test_calls_one_after_another_reach_every_replica(
 @pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
 async def test_a_killed_replica_costs_no_call(replicas: dict[str, ServiceProcess],
                                               method: str) -> None:
-    async with service_client("stock_service", url_of(replicas), caller="order_service",
-                              signing_key=KEY, timeout_seconds=5, hosts=HOSTS) as client:
+    async with client_of(replicas, timeout_seconds=5) as client:
         warm = [(await client.request(method, "/x", json_body={})).body for _ in range(4)]
         assert {a["replica"] for a in warm} == set(ADDRESSES)
         replicas["127.0.0.2"].kill()
@@ -76,8 +82,7 @@ async def test_a_killed_replica_costs_no_call(replicas: dict[str, ServiceProcess
 
 async def test_a_replica_killed_under_calls_in_flight_costs_no_idempotent_call(
         replicas: dict[str, ServiceProcess]) -> None:
-    async with service_client("stock_service", url_of(replicas), caller="order_service",
-                              signing_key=KEY, timeout_seconds=10, hosts=HOSTS) as client:
+    async with client_of(replicas, timeout_seconds=10) as client:
         calls = [asyncio.ensure_future(client.request("PUT", "/x?sleep=1", json_body={}))
                  for _ in range(10)]
         await asyncio.sleep(0.5)
@@ -93,8 +98,7 @@ async def test_with_every_replica_gone_the_call_fails_as_one_error(
         replicas: dict[str, ServiceProcess]) -> None:
     for process in replicas.values():
         process.kill()
-    async with service_client("stock_service", url_of(replicas), caller="order_service",
-                              signing_key=KEY, timeout_seconds=5, hosts=HOSTS) as client:
+    async with client_of(replicas, timeout_seconds=5) as client:
         with pytest.raises(ServiceCallFailed, match="Connect"):
             await client.request("POST", "/x", json_body={})
 
@@ -117,7 +121,7 @@ async def test_a_call_that_may_have_been_carried_out_is_sent_once_more_never_twi
     servers = [await asyncio.start_server(closes_every_request(a), a, port) for a in ADDRESSES]
     try:
         async with service_client("stock_service", f"http://{NAME}:{port}",
-                                  caller="order_service", signing_key=KEY, timeout_seconds=5,
+                                  signer=signer("order_service"), timeout_seconds=5,
                                   hosts=HOSTS) as client:
             with pytest.raises(ServiceCallFailed, match="ServerDisconnected"):
                 await client.request("POST", "/x", json_body={"a": 1})

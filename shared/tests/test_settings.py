@@ -4,9 +4,15 @@ empty variables as unset."""
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic_settings import SettingsConfigDict
 
+from shared.identity_keys import key_id, private_key_text, public_keys_document
 from shared.settings import DatastoreSettings
+
+KEY = Ed25519PrivateKey.generate()
+PRIVATE_KEY = private_key_text(KEY)
+PUBLIC_KEYS = public_keys_document({"gateway": [KEY.public_key()]})
 
 
 class DemoSettings(DatastoreSettings):
@@ -57,43 +63,50 @@ def test_a_subclass_states_only_its_prefix_and_inherits_the_rest(
         settings.database_pool_size = 8  # type: ignore[misc]
 
 
-def test_production_refuses_to_start_without_an_identity_signing_key_or_redis_password(
+def test_production_refuses_to_start_without_identity_keys_or_redis_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("IDENTITY_PUBLIC_KEYS", raising=False)
     database_url = "mysql+asyncmy://demo:s3cret@db:3306/preorder_demo"
-    with pytest.raises(ValueError, match="IDENTITY_SIGNING_KEY"):
+    with pytest.raises(ValueError, match="IDENTITY_PUBLIC_KEYS"):
         DemoSettings(environment="production", database_url=database_url,
                      redis_url="redis://:s3cret@redis:6379/0")
     with pytest.raises(ValueError, match="Redis URL with a password"):
-        DemoSettings(environment="production", identity_signing_key="k" * 32,
+        DemoSettings(environment="production", identity_public_keys=PUBLIC_KEYS,
                      database_url=database_url, redis_url="redis://redis:6379/0")
-    with pytest.raises(ValueError, match="at least 32"):
-        DemoSettings(environment="development", identity_signing_key="short")
-    with pytest.raises(ValueError, match="placeholder"):
-        DemoSettings(environment="production", identity_signing_key="devonly-" + "k" * 32,
-                     database_url=database_url, redis_url="redis://:s3cret@redis:6379/0")
-    production = DemoSettings(environment="production", identity_signing_key="k" * 32,
-                              database_url=database_url, redis_url="redis://:s3cret@redis:6379/0")
-    assert production.identity_key() == b"k" * 32
+    with pytest.raises(ValueError, match="32 bytes"):
+        DemoSettings(environment="development", identity_private_key="short")
+    with pytest.raises(ValueError, match="not JSON"):
+        DemoSettings(environment="development", identity_public_keys="gateway:abc")
+    with pytest.raises(ValueError, match="development key"):
+        DemoSettings(environment="production", identity_private_key="devonly-" + PRIVATE_KEY,
+                     identity_public_keys=PUBLIC_KEYS, database_url=database_url,
+                     redis_url="redis://:s3cret@redis:6379/0")
+    production = DemoSettings(environment="production", identity_private_key=PRIVATE_KEY,
+                              identity_public_keys=PUBLIC_KEYS, database_url=database_url,
+                              redis_url="redis://:s3cret@redis:6379/0")
+    assert production.identity_signer("gateway").kid == key_id(KEY.public_key())
+    assert production.identity_verifier("demo_service").audience == "demo_service"
+    without = DemoSettings(environment="development")
+    with pytest.raises(RuntimeError, match="DEMO_IDENTITY_PRIVATE_KEY"):
+        without.identity_signer("demo_service")
 
 
 def test_a_refused_setting_does_not_print_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IDENTITY_SIGNING_KEY", "the-secret-that-must-not-be-printed")
+    monkeypatch.setenv("DEMO_IDENTITY_PRIVATE_KEY", PRIVATE_KEY)
     with pytest.raises(ValueError, match="password") as refused:
         DemoSettings(environment="production")
-    assert "the-secret" not in str(refused.value)
+    assert PRIVATE_KEY not in str(refused.value)
 
 
 def test_production_refuses_compose_development_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """The attack: a deployment left on docker-compose.yml's published development passwords."""
-    monkeypatch.delenv("IDENTITY_SIGNING_KEY", raising=False)
-    key, redis_url = "k" * 32, "redis://:s3cret@redis:6379/0"
+    redis_url = "redis://:s3cret@redis:6379/0"
     with pytest.raises(ValueError, match="development placeholder"):
-        DemoSettings(environment="production", identity_signing_key=key, redis_url=redis_url,
+        DemoSettings(environment="production", identity_public_keys=PUBLIC_KEYS, redis_url=redis_url,
                      database_url="mysql+asyncmy://demo:devonly-demo-pw@db:3306/preorder_demo")
     with pytest.raises(ValueError, match="development placeholder"):
-        DemoSettings(environment="production", identity_signing_key=key,
+        DemoSettings(environment="production", identity_public_keys=PUBLIC_KEYS,
                      database_url="mysql+asyncmy://demo:s3cret@db:3306/preorder_demo",
                      redis_url="redis://demo:devonly-redis-pw@redis:6379/0")
     development = DemoSettings(

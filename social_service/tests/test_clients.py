@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ServiceUnavailable
 from shared.http import service_client
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, new_user_id
+from shared.testing.identity import new_user_id, signer
 from shared.testing.net import free_port
 from social_service.clients import UserDirectory
 from social_service.tests.factories import make_account
@@ -26,8 +26,8 @@ async def directory(redis: Redis) -> AsyncIterator[Directories]:
     async with AsyncExitStack() as stack:
         async def open_directory(url: str) -> UserDirectory:
             client = await stack.enter_async_context(service_client(
-                "user_service", url, caller="social_service", timeout_seconds=2,
-                signing_key=TEST_IDENTITY_SIGNING_KEY.encode()))
+                "user_service", url, timeout_seconds=2,
+                signer=signer("social_service")))
             return UserDirectory(client=client, redis=redis, found_ttl_seconds=300,
                                  missing_ttl_seconds=5)
         yield open_directory

@@ -123,7 +123,7 @@ def _refuse_reserve(scope: Scope, headers: dict[str, str], body: bytes,
         return None
     if not admission.sold_out.still_refuses(product_id, request.quantity):
         return None
-    if not signed_by_the_deployment(scope, headers):
+    if not signed_by_the_deployment(scope):
         return None
     return problem_from_error(SoldOut())
 

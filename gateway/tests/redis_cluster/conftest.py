@@ -28,7 +28,7 @@ def system(mail_sink: MailSink, cluster_url: str,
     on_cluster = {app.name: {f"{app.env_prefix}_REDIS_CLUSTER": "true"} for app in SERVICES}
     on_cluster["gateway"] = {"GATEWAY_REDIS_CLUSTER": "true"}
     with running_system(mail_sink, cluster_url, tmp_path_factory.mktemp("cluster-logs"),
-                        overrides=on_cluster) as running:
+                        overrides=on_cluster, own_redis_users=False) as running:
         yield running
 
 

@@ -26,12 +26,17 @@ from order_service.orders.errors import TooManyWaiting
 from order_service.settings import Settings
 from shared.dependencies import RESOURCES_STATE_KEY, AppResources
 from shared.fast_path import MAX_BODY
-from shared.identity import IDENTITY_KEY_STATE
+from shared.identity import IDENTITY_VERIFIER_STATE, IdentityCheck
 from shared.metrics import route_template
 from shared.sold_out import InFlightLimit, Slot, SoldOutMemory
 from shared.testing.apps import running_app
 from shared.testing.datastores import fresh_database
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, signed_identity_headers
+from shared.testing.identity import (
+    SIGN_AT_SEND,
+    identity_verifier,
+    signed_identity_headers,
+    signed_now,
+)
 from shared.testing.net import free_port
 
 PRODUCT = 7
@@ -62,10 +67,14 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
                downstream: Downstream | None = None,
                ) -> tuple[int, dict[str, Any] | None, Downstream]:
     downstream = downstream or Downstream()
-    layer = OrderAdmissionFront(downstream)
+    # As the app runs it: every signature checked as the request arrives, then the layer.
+    layer = IdentityCheck(OrderAdmissionFront(downstream))
     if headers is None:
         headers = signed_identity_headers(1, "s" * 32) | JSON
     chunks = [body] if isinstance(body, bytes) else list(body)
+    if SIGN_AT_SEND in headers:
+        headers = signed_now(headers, method=method, target=path, body=b"".join(chunks),
+                             audience="order_service")
     messages: list[Message] = [
         {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
         for index, chunk in enumerate(chunks)]
@@ -82,12 +91,12 @@ async def call(memory: SoldOutMemory, *, body: bytes | Sequence[bytes],
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "state": {RESOURCES_STATE_KEY: SimpleNamespace(admission=OrderAdmission(
                       sold_out=memory, reserving=reserving or InFlightLimit(64, 5))),
-                  IDENTITY_KEY_STATE: TEST_IDENTITY_SIGNING_KEY.encode()},
+                  IDENTITY_VERIFIER_STATE: identity_verifier("order_service")},
     }
     await layer(scope, receive, send)
     status = sent[0]["status"]
     problem = json.loads(sent[1]["body"]) if status != 299 else None
-    if problem is not None:
+    if problem is not None and status != 401:  # a refused signature never reaches the layer
         assert route_template(scope) == ORDERS_PATH  # the frame labels it as the route's
     return status, problem, downstream
 
@@ -139,12 +148,17 @@ async def test_a_body_the_route_would_read_otherwise_goes_to_the_route_as_sent(
     signed_identity_headers(1, "s" * 32) | {"content-type": "text/plain"},
     JSON,  # not through the gateway
     signed_identity_headers(None, None) | JSON,  # a public caller
-    signed_identity_headers(1, "s" * 32, key="another-key") | JSON,  # a forged signature
     signed_identity_headers(1, "s" * 32) | JSON | {"Idempotency-Key": "k1"},  # stored by the route
 ])
 async def test_a_caller_the_route_must_see_goes_to_the_route(headers: dict[str, str]) -> None:
     status, _, downstream = await call(refusing(), body=order_body(), headers=headers)
     assert (status, downstream.bodies) == (299, [order_body()])
+
+
+async def test_a_forged_signature_is_refused_before_the_layer() -> None:
+    forged = signed_identity_headers(1, "s" * 32, key="another-key") | JSON
+    status, problem, downstream = await call(refusing(), body=order_body(), headers=forged)
+    assert (status, problem and problem["code"], downstream.bodies) == (401, "missing_token", [])
 
 
 async def test_what_the_memory_does_not_refuse_goes_to_the_route() -> None:

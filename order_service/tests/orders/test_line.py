@@ -88,6 +88,8 @@ async def outcomes(http: httpx.AsyncClient, sale: Sale, buyers: list[int],
                    answers: list[httpx.Response]) -> dict[int, dict[str, Any]]:
     """Each buyer's final answer: the order or problem of a direct answer, or its ticket's."""
     finals: dict[int, dict[str, Any]] = {}
+    # A few long polls at a time (see shared/testing/sale_flow.py decided).
+    turns = asyncio.Semaphore(32)
 
     async def follow(user: int, answer: httpx.Response) -> None:
         if answer.status_code == 202:
@@ -96,7 +98,8 @@ async def outcomes(http: httpx.AsyncClient, sale: Sale, buyers: list[int],
             assert body["state"] == "waiting"
             assert body["position"] >= 1
             assert body["status_url"] == f"{ORDERS}/tickets/{body['ticket']}"
-            finals[user] = await final_answer(http, sale, user=user, ticket=body["ticket"])
+            async with turns:
+                finals[user] = await final_answer(http, sale, user=user, ticket=body["ticket"])
         elif answer.status_code == 201:
             finals[user] = {"state": "ordered", "order": answer.json()}
         else:

@@ -4,6 +4,7 @@ Idempotency-Key, the crowd at the opening second, and every race ending one way 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import MAX_ID
 from shared.pagination import Key
-from shared.testing.identity import identity_headers
+from shared.testing.identity import changed_after_signing, identity_headers
 from shared.testing.problems import assert_problem
 from shared.testing.sale import PAYMENT_TTL_SECONDS, Sale, register_product
 from shared.testing.sale_flow import (
@@ -141,9 +142,12 @@ async def test_the_crowd_behind_a_sell_out_gets_the_routes_own_answer(
     url = sale.url("order") + "/api/v1/orders"
     unsigned = await http.post(url, json={"product_id": product, "quantity": 1})
     assert_problem(unsigned, 401, "missing_token")
-    forged = identity_headers(user()) | {"X-User-Id": str(user())}
-    assert_problem(await http.post(url, json={"product_id": product, "quantity": 1}, headers=forged),
-                   401, "missing_token")
+    body = json.dumps({"product_id": product, "quantity": 1}).encode()
+    forged = changed_after_signing(identity_headers(user()), {"X-User-Id": str(user())},
+                                   method="POST", target="/api/v1/orders", body=body,
+                                   audience="order_service")
+    assert_problem(await http.post(url, content=body, headers={
+        **forged, "content-type": "application/json"}), 401, "missing_token")
     assert_problem(await order(http, sale, user=user(), product=product, body={
         "product_id": product, "quantity": True}), 422, "validation_error")
     keyed = await order(http, sale, user=(buyer := user()), product=product, key="crowd-1")

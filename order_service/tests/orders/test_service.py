@@ -47,10 +47,9 @@ from shared.reads import ReadSession
 from shared.sold_out import InFlightLimit, SoldOutMemory
 from shared.testing.apps import service_app
 from shared.testing.datastores import fresh_database
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY
+from shared.testing.identity import signer
 from shared.testing.net import ThreadedServer, free_port
 
-KEY = TEST_IDENTITY_SIGNING_KEY.encode()
 _ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
 
 
@@ -101,10 +100,10 @@ async def order_parts(stock_url: str, order_database: str, redis: Redis) -> Asyn
     engine = create_engine(order_database, pool_size=5)
     reads = await ReadSession.open(order_database, pool_size=2)
     transactions = Transactions(create_sessionmaker(engine), OrderRepository)
-    async with service_client("stock_service", stock_url, caller="order_service",
-                              signing_key=KEY, timeout_seconds=5) as stock_http, \
+    async with service_client("stock_service", stock_url, signer=signer("order_service"),
+                              timeout_seconds=5) as stock_http, \
             service_client("payment_service", f"http://127.0.0.1:{free_port()}",
-                           caller="order_service", signing_key=KEY,
+                           signer=signer("order_service"),
                            timeout_seconds=1) as payment_http:
         stock, payments = StockClient(stock_http), PaymentsClient(payment_http)
         admission = OrderAdmission(sold_out=SoldOutMemory(60),
@@ -427,8 +426,7 @@ async def test_a_payment_service_that_never_answers_holds_up_no_order(
               for n in range(3)]
     unleased = await due_order(orders, product_id, seconds_ago=1)
     PAYMENT_ANSWERS.update(dict.fromkeys(lapsed, "never"))
-    async with service_client("payment_service", payments_url, caller="order_service",
-                              signing_key=KEY,
+    async with service_client("payment_service", payments_url, signer=signer("order_service"),
                               timeout_seconds=60) as slow:
         expiry = expiry_over(orders, PaymentsClient(slow))
         async with asyncio.timeout(20):  # one check alone would take 60 s, three in a row 180
@@ -448,8 +446,7 @@ async def test_an_order_whose_check_fails_is_skipped_not_the_round(
     PAYMENT_ANSWERS[refused] = {"id": new_id(), "order_id": refused, "status": "succeeded",
                                 "lease_token": "d" * 32}
     unleased = await due_order(orders, product_id, seconds_ago=1)
-    async with service_client("payment_service", payments_url, caller="order_service",
-                              signing_key=KEY,
+    async with service_client("payment_service", payments_url, signer=signer("order_service"),
                               timeout_seconds=5) as answering:
         await expire_round(expiry_over(orders, PaymentsClient(answering)))
     assert await statuses(orders, [refused, unleased]) == ["pending_payment", "expired"]
@@ -467,8 +464,7 @@ async def test_orders_skipped_at_the_head_of_the_deadline_order_starve_none_behi
                                        "status": "pending", "lease_token": "f" * 32}
                             for order_id in pending})
     unleased = await due_order(orders, product_id, seconds_ago=1)
-    async with service_client("payment_service", payments_url, caller="order_service",
-                              signing_key=KEY,
+    async with service_client("payment_service", payments_url, signer=signer("order_service"),
                               timeout_seconds=5) as answering:
         await expire_round(expiry_over(orders, PaymentsClient(answering)), batch=3)
     assert await statuses(orders, [*running, *pending, unleased]) == \

@@ -176,8 +176,7 @@ async def test_forged_stale_and_repeated_webhooks_change_nothing(
 
 
 async def test_production_refuses_the_simulator_unless_told(sale: Sale) -> None:
-    async with service_client("card_processor", sale.url(SIMULATOR), caller="payment_service",
-                              signing_key=None,
+    async with service_client("card_processor", sale.url(SIMULATOR), signer=None,
                               timeout_seconds=2) as client:
         processor = HttpProcessor(client)
         production = Settings.model_construct(environment="production",
@@ -189,13 +188,11 @@ async def test_production_refuses_the_simulator_unless_told(sale: Sale) -> None:
         await refuse_simulator_in_production(processor, allowed)
         await refuse_simulator_in_production(processor, Settings.model_construct(
             environment="development", allow_simulated_processor=False))
-    async with service_client("card_processor", "http://127.0.0.1:9", caller="payment_service",
-                              signing_key=None,
+    async with service_client("card_processor", "http://127.0.0.1:9", signer=None,
                               timeout_seconds=1) as client:
         with pytest.raises(RuntimeError, match="did not say"):
             await refuse_simulator_in_production(HttpProcessor(client), production)
     # A processor without the simulator's /v1/processor route (here: order_service) is not it.
-    async with service_client("card_processor", sale.url("order"), caller="payment_service",
-                              signing_key=None,
+    async with service_client("card_processor", sale.url("order"), signer=None,
                               timeout_seconds=2) as client:
         await refuse_simulator_in_production(HttpProcessor(client), production)

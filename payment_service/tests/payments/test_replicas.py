@@ -27,7 +27,7 @@ from shared.clock import utcnow
 from shared.db import Transactions, create_engine, create_sessionmaker
 from shared.http import service_client
 from shared.reads import ReadSession
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, identity_headers
+from shared.testing.identity import identity_headers, signer
 from shared.testing.sale import SIMULATOR, Sale, register_product
 from shared.testing.sale_flow import get_order, order, pay
 
@@ -40,11 +40,10 @@ async def payment_replica(sale: Sale) -> AsyncIterator[PaymentRecovery]:
     engine = create_engine(url, pool_size=3)
     reads = await ReadSession.open(url, pool_size=1)
     try:
-        async with service_client("order_service", sale.url("order"), caller="payment_service",
-                                  signing_key=TEST_IDENTITY_SIGNING_KEY.encode(),
-                                  timeout_seconds=5) as orders, \
-                service_client("card_processor", sale.url(SIMULATOR), caller="payment_service",
-                               signing_key=None, timeout_seconds=5) as processor:
+        async with service_client("order_service", sale.url("order"),
+                                  signer=signer("payment_service"), timeout_seconds=5) as orders, \
+                service_client("card_processor", sale.url(SIMULATOR), signer=None,
+                               timeout_seconds=5) as processor:
             transactions = Transactions(create_sessionmaker(engine), PaymentRepository)
             outcomes = PaymentOutcomes(transactions=transactions, orders=OrdersClient(orders),
                                        processor=HttpProcessor(processor))

@@ -4,6 +4,7 @@ that must be a 4xx problem, never a 500."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,12 @@ from product_service.tests.helpers import create_product, in_, product_body
 from shared.clock import utcnow
 from shared.errors import ProblemError
 from shared.internal.stock import StockRegistration
-from shared.testing.identity import identity_headers, new_user_id, seller_headers
+from shared.testing.identity import (
+    changed_after_signing,
+    identity_headers,
+    new_user_id,
+    seller_headers,
+)
 from shared.testing.problems import assert_problem
 
 PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price", "kind", "sale_opens_at",
@@ -231,10 +237,12 @@ async def test_an_account_without_the_seller_role_cannot_list_a_product(
 
 async def test_a_forged_role_header_is_not_believed(client: httpx.AsyncClient) -> None:
     """The attack: a buyer adds `X-User-Roles: seller` to a request the gateway signed."""
-    headers = identity_headers(new_user_id())
-    headers["X-User-Roles"] = "seller"
-    assert_problem(await client.post("/api/v1/products", json=product_body(), headers=headers),
-                   401, "missing_token")
+    body = json.dumps(product_body()).encode()
+    headers = changed_after_signing(identity_headers(new_user_id()), {"X-User-Roles": "seller"},
+                                    method="POST", target="/api/v1/products", body=body,
+                                    audience="product_service")
+    assert_problem(await client.post("/api/v1/products", content=body, headers={
+        **headers, "content-type": "application/json"}), 401, "missing_token")
 
 
 async def test_another_users_change_or_delete_is_403(

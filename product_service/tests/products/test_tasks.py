@@ -21,7 +21,7 @@ from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
 from shared.http import ServiceCallFailed, service_client
 from shared.internal.stock import StockRegistration
-from shared.testing.identity import TEST_IDENTITY_SIGNING_KEY, new_user_id
+from shared.testing.identity import new_user_id, signer
 from shared.testing.net import free_port
 
 
@@ -63,8 +63,7 @@ async def test_without_stock_service_a_pending_product_waits_for_the_next_round(
                              created_at=utcnow() - timedelta(days=300))
     await session.commit()
     async with service_client("stock_service", f"http://127.0.0.1:{free_port()}",
-                              caller="product_service",
-                              signing_key=TEST_IDENTITY_SIGNING_KEY.encode(),
+                              signer=signer("product_service"),
                               timeout_seconds=1) as http:
         with pytest.raises(ServiceCallFailed):
             await settle_pending_products(resources.datastores.sessionmaker, StockClient(http),

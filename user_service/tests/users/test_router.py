@@ -3,18 +3,18 @@ come from the factories: these rules do not depend on how an account was made.""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts import identity_signature, internal_user_path
+from shared.contracts import internal_user_path
 from shared.testing.identity import (
-    TEST_IDENTITY_SIGNING_KEY,
+    SIGN_AT_SEND,
     service_identity_headers,
     signed_identity_headers,
+    signer,
 )
 from shared.testing.problems import assert_problem
 from user_service.tests.factories import identity_headers_of, make_login_session, make_user
@@ -66,12 +66,12 @@ async def test_a_malformed_user_id_header_is_401_not_500(
     # b"\xb2" is latin-1 "²": str.isdigit() says yes, int() says no. Signed, so that it is
     # the parsing that refuses it, not the signature check.
     headers = signed_identity_headers(None, None)
-    signature = identity_signature(
-        TEST_IDENTITY_SIGNING_KEY.encode(), timestamp=int(time.time()),
-        user_id=user_id.decode("latin-1"), session_id="", request_id=headers["X-Request-Id"],
-        client_ip=headers["X-Forwarded-For"], caller=headers["X-Identity-Caller"])
+    signature = signer("gateway").sign(
+        audience="user_service", method="GET", target="/api/v1/users/me", body=b"",
+        user_id=user_id.decode("latin-1"), request_id=headers["X-Request-Id"],
+        client_ip=headers["X-Forwarded-For"])
     raw = [(name.encode(), value.encode()) for name, value in headers.items()
-           if name != "X-Identity-Signature"]
+           if name not in ("X-Identity-Signature", SIGN_AT_SEND)]
     raw += [(b"X-User-Id", user_id), (b"X-Identity-Signature", signature.encode())]
     response = await client.get("/api/v1/users/me", headers=raw)
     assert_problem(response, 401, "missing_token")

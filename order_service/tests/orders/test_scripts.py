@@ -1,0 +1,189 @@
+"""The line's Lua steps (orders/scripts.py) on a real Redis, and on a Redis Cluster of the test's
+own (each step keeps its keys in the product's slot): arrival order, one place per buyer, the
+longest line, a lease that runs out (a replica that died), one answer per place, the sell-out,
+and the forgetting of answered places."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from order_service.orders.line import TicketWatch, key_field, new_ticket
+from order_service.orders.scripts import PRODUCTS_KEY, LineKeys, LineScripts, NewPlace
+from shared.testing.redis_cluster import redis_cluster
+
+CHANNEL = f"test-{os.urandom(4).hex()}:line-tickets"
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    with redis_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Redis]:
+    if request.param == "cluster":
+        cluster = RedisCluster.from_url(request.getfixturevalue("cluster_url"),
+                                        decode_responses=True)
+        yield cluster  # type: ignore[misc]
+        await cluster.aclose()
+        return
+    plain = Redis.from_url(redis_url, decode_responses=True)
+    yield plain
+    await plain.aclose()
+
+
+def scripts_on(client: Redis, *, lease_ms: int = 15_000, keep_ms: int = 900_000,
+               max_waiting: int = 100) -> LineScripts:
+    return LineScripts(client, keep_ms=keep_ms, lease_ms=lease_ms, max_waiting=max_waiting,
+                       tickets_channel=CHANNEL, open_channel=CHANNEL + "-open")
+
+
+def product() -> int:
+    return int.from_bytes(os.urandom(5), "big") + 1
+
+
+def place(product_id: int, user_id: int, arrived_us: int, *, key: str = "",
+          quantity: int = 1) -> NewPlace:
+    return NewPlace(ticket=new_ticket(product_id), user_id=user_id, quantity=quantity, key=key,
+                    key_field=key_field(user_id, key) if key else "", fingerprint="fp",
+                    arrived_us=arrived_us)
+
+
+async def test_places_are_admitted_in_arrival_order_whatever_order_they_were_taken_in(
+    client: Redis
+) -> None:
+    scripts, product_id = scripts_on(client), product()
+    places = [place(product_id, user, 1_800_000_000_000_000 + user) for user in range(1, 41)]
+    shuffled = random.sample(places, len(places))
+    for batch in (shuffled[:13], shuffled[13:30], shuffled[30:]):
+        joined = await scripts.join(product_id, batch)
+        assert all(answer.record is None and answer.ticket for answer in joined)
+    admitted: list[str] = []
+    while True:
+        claimed, waiting, _ = await scripts.claim(product_id, 7)
+        if not claimed:
+            assert waiting == 0
+            break
+        admitted += [c.ticket for c in claimed]
+    assert admitted == [p.ticket for p in places]
+
+
+async def test_a_buyer_has_one_place_and_a_key_finds_it_again(client: Redis) -> None:
+    scripts, product_id = scripts_on(client), product()
+    first = place(product_id, 7, 100, key="k1")
+    [joined] = await scripts.join(product_id, [first])
+    assert (joined.ticket, joined.position) == (first.ticket, 1)
+    # Asking again (another request, another quantity): the same place, still first.
+    [again] = await scripts.join(product_id, [place(product_id, 7, 200, quantity=3)])
+    assert again.ticket == first.ticket
+    assert again.record is not None
+    assert (again.record.state, again.record.quantity, again.position) == ("waiting", 1, 1)
+    # Answered, the buyer's place is free again; the key still finds the answer.
+    [claimed], _, _ = await scripts.claim(product_id, 1)
+    answer = (claimed.ticket, "ordered", '{"state":"ordered"}')
+    assert await scripts.finish(product_id, [answer]) == 1
+    [by_key] = await scripts.join(product_id, [place(product_id, 7, 300, key="k1")])
+    assert by_key.ticket == first.ticket
+    assert by_key.record is not None
+    assert by_key.record.state == "ordered"
+    [new] = await scripts.join(product_id, [place(product_id, 7, 400)])
+    assert new.record is None
+    assert new.ticket != first.ticket
+
+
+async def test_a_line_at_its_longest_takes_no_more(client: Redis) -> None:
+    scripts, product_id = scripts_on(client, max_waiting=3), product()
+    joined = await scripts.join(product_id, [place(product_id, u, u) for u in range(1, 6)])
+    assert [answer.ticket is not None for answer in joined] == [True] * 3 + [False] * 2
+    await scripts.claim(product_id, 1)  # one admitted: a place frees
+    [more] = await scripts.join(product_id, [place(product_id, 9, 9)])
+    assert more.ticket is not None
+
+
+async def test_a_place_whose_lease_ran_out_is_admitted_again_and_answered_once(
+    client: Redis
+) -> None:
+    """The replica deciding it died: another admits it again (its second attempt, which looks
+    for the order its key made); whichever answers first is the answer."""
+    scripts, product_id = scripts_on(client, lease_ms=200), product()
+    taken = place(product_id, 5, 1)
+    await scripts.join(product_id, [taken, place(product_id, 6, 2)])
+    [first], waiting, deciding = await scripts.claim(product_id, 1)
+    assert (first.ticket, first.record.attempts, waiting, deciding) == (taken.ticket, 1, 1, 1)
+    await asyncio.sleep(0.3)
+    claimed, _, _ = await scripts.claim(product_id, 2)
+    assert (claimed[0].ticket, claimed[0].record.attempts) == (taken.ticket, 2)
+    assert await scripts.finish(product_id, [(taken.ticket, "ordered", '{"n":1}')]) == 1
+    # The first replica's late answer changes nothing.
+    assert await scripts.finish(product_id, [(taken.ticket, "refused", '{"n":2}')]) == 0
+    [(record, _)] = await scripts.read(product_id, [taken.ticket])
+    assert record is not None
+    assert (record.state, record.body) == ("ordered", '{"n":1}')
+
+
+async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis) -> None:
+    scripts, product_id = scripts_on(client), product()
+    places = [place(product_id, u, u) for u in range(1, 6)]
+    await scripts.join(product_id, places)
+    [deciding], _, _ = await scripts.claim(product_id, 1)
+    watch = TicketWatch()
+    feeds = {p.ticket: watch.open(p.ticket) for p in places}
+    problem: dict[str, Any] = {"status": 409, "code": "sold_out", "request_id": None}
+    pubsub = client.pubsub() if isinstance(client, Redis) and not isinstance(
+        client, RedisCluster) else None
+    if pubsub is not None:
+        await pubsub.subscribe(CHANNEL)
+    assert await scripts.refuse_waiting(product_id, problem) == 4
+    records = await scripts.read(product_id, [p.ticket for p in places])
+    states = [record.state if record else None for record, _ in records]
+    assert states == ["deciding"] + ["refused"] * 4
+    body = json.loads(records[1][0].body or "")  # type: ignore[union-attr]
+    assert body == {"ticket": places[1].ticket, "product_id": product_id, "position": 2,
+                    "state": "refused", "problem": problem}
+    if pubsub is not None:
+        message = None
+        async with asyncio.timeout(5):
+            while message is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        watch.heard(message["data"])
+        await pubsub.aclose()
+        assert [feeds[p.ticket].closed for p in places] == [False] + [True] * 4
+        assert feeds[places[1].ticket].value == body
+    # The refused buyers may take a new place; the one being decided still has its own.
+    again = await scripts.join(product_id, [place(product_id, 1, 10), place(product_id, 2, 11)])
+    assert again[0].ticket == deciding.ticket
+    assert again[1].record is None
+
+
+async def test_answered_places_are_forgotten_after_their_keep(client: Redis) -> None:
+    scripts, product_id = scripts_on(client, keep_ms=100), product()
+    taken = place(product_id, 3, 1, key="k")
+    await scripts.join(product_id, [taken])
+    await scripts.claim(product_id, 1)
+    await scripts.finish(product_id, [(taken.ticket, "ordered", "{}")])
+    await asyncio.sleep(0.2)
+    await scripts.join(product_id, [place(product_id, 4, 2)])  # each step forgets some
+    [(record, _)] = await scripts.read(product_id, [taken.ticket])
+    assert record is None
+    keys = LineKeys.of(product_id)
+    assert await client.hget(keys.keys, key_field(3, "k")) is None
+    assert 0 < await client.pttl(keys.waiting) <= 200
+
+
+async def test_the_sweep_set_lists_a_product_once_marked(client: Redis) -> None:
+    scripts, product_id = scripts_on(client), product()
+    await scripts.mark_open(product_id)
+    assert product_id in await scripts.open_lines()
+    await scripts.forget_if_empty(product_id)
+    assert product_id not in await scripts.open_lines()
+    assert isinstance(PRODUCTS_KEY, str)
