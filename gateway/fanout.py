@@ -55,6 +55,12 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 # A failed upstream is asked again this often while clients wait for it.
 REOPEN_DELAY_SECONDS = 0.5
 REOPEN_SECONDS = 10.0
+# A kept event is replayed to a newcomer only this long after it came: an event may carry the
+# server's clock (/live's server_time, which a countdown counts from), so an older one would
+# start the newcomer's countdown late. Past it, the upstream stream is opened again and the
+# newcomer gets its first event, rendered now (the others get it only if its id is new).
+REPLAY_MAX_AGE_SECONDS = 0.5
+_ID_LINE = re.compile(rb"^id:[ ]?(.*?)\r?$", re.MULTILINE)
 # An upstream that sends this much without ending an event is broken.
 MAX_PARTIAL_EVENT_BYTES = 1 << 20
 
@@ -226,12 +232,25 @@ class SharedStream:
         self.clients: set[_Client] = set()
         self.head: list[tuple[bytes, bytes]] | None = None
         self.newest_event: bytes | None = None
+        self.newest_at = float("-inf")  # when it came (monotonic)
+        self.newest_id: bytes | None = None
+        self.refreshing = False  # opened again for a newcomer: its first event is a repeat
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
 
     def join(self, client: _Client) -> None:
+        """A client is begun with the kept event while it is fresh, else with the first event
+        of the upstream stream opened again for it (or of the first open)."""
         self.clients.add(client)
-        if self.head is not None:
+        if self.head is None:
+            return
+        if self.newest_event is not None and \
+                time.monotonic() - self.newest_at <= self.registry.replay_max_age:
             client.begin(self.head, self.newest_event)
+            return
+        if not self.refreshing:
+            self.refreshing = True
+            self.task.cancel()
+            self.task = asyncio.ensure_future(self._run())
 
     def leave(self, client: _Client) -> None:
         client.finish()
@@ -265,8 +284,6 @@ class SharedStream:
                     if self.head is None:
                         self.head = [(k.lower(), v) for k, v in upstream.raw_headers
                                      if k.lower() not in self.registry.drop_headers]
-                        for client in list(self.clients):
-                            client.begin(self.head, None)
                     failed_since = None
                     await self._pump(upstream)
                 self.end()  # the upstream ended its stream: so does every client
@@ -297,10 +314,7 @@ class SharedStream:
 
     async def _not_a_stream(self, upstream: aiohttp.ClientResponse) -> None:
         """An answer that is not an event stream (404, 503): relayed to the clients waiting for
-        the first open; after that, the clients' streams end (they reconnect, and get it)."""
-        if self.head is not None:
-            self.end()
-            return
+        a first event; the streams of the others end (they reconnect, and get it)."""
         payload = await read_bounded(upstream.content, self.registry.max_response_bytes)
         if payload is None:
             self._refuse(self._unavailable_because(None))
@@ -327,32 +341,48 @@ class SharedStream:
                     raise BrokenStream("an event longer than the limit")
                 continue
             data, buffer = buffer[:end], buffer[end:]
+            repeat = False
             if newest is not None:
-                self.newest_event = newest
+                found = _ID_LINE.search(newest)
+                newest_id = found[1] if found else None
+                # The first event after opening again for a newcomer: the others have it
+                # already unless its id is new (a change between the two streams).
+                repeat = self.refreshing and newest_id is not None and \
+                    newest_id == self.newest_id and newest == data
+                self.refreshing = False
+                self.newest_event, self.newest_at, self.newest_id = \
+                    newest, time.monotonic(), newest_id
             for client in list(self.clients):
-                client.write(data, newest)
+                if not client.began:
+                    if newest is not None:
+                        client.begin(self.head or [], newest)
+                elif not repeat:
+                    client.write(data, newest)
         if buffer:
             for client in list(self.clients):
                 client.write(buffer, None)
 
     def _refuse(self, refusal: Refusal) -> None:
+        """Clients still waiting for a first event get `refusal`; the others' streams end."""
         self.registry.forget(self)
         for client in list(self.clients):
-            client.finish(refusal)
-        self.clients.clear()
+            if client.began:
+                client.end()
+            else:
+                client.finish(refusal)
 
     def end(self) -> None:
-        self.registry.forget(self)
-        for client in list(self.clients):
-            client.end()
+        self._refuse(self._unavailable_because(BrokenStream("ended before its first event")))
 
 
 class SharedStreams:
     """The shared streams of one gateway process, by key (the upstream URL)."""
 
     def __init__(self, *, drop_headers: frozenset[bytes], max_response_bytes: int,
-                 stall_seconds: float, reopen_seconds: float = REOPEN_SECONDS) -> None:
+                 stall_seconds: float, reopen_seconds: float = REOPEN_SECONDS,
+                 replay_max_age: float = REPLAY_MAX_AGE_SECONDS) -> None:
         self.drop_headers = drop_headers
+        self.replay_max_age = replay_max_age
         self.max_response_bytes = max_response_bytes
         self.stall_seconds = stall_seconds
         self.reopen_seconds = reopen_seconds

@@ -170,7 +170,11 @@ class LineDrain:
         self._drains.pop(product_id, None)
 
     async def close(self) -> None:
+        """Stops admitting and deciding (a place being decided keeps its lease: another
+        process decides it, or this one once it is back)."""
         tasks = list(self._tasks)
+        for drain in self._drains.values():
+            tasks += drain.deciding
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
