@@ -59,6 +59,20 @@ IDLE_PING_SECONDS = 5.0
 POOL_RECYCLE_SECONDS = 1800
 
 
+def connect_errors_as_the_drivers(engine: AsyncEngine) -> None:
+    """asyncmy raises a bare RuntimeError ("Transport does not expose socket instance") when
+    the server closes a new connection before the driver sets its keep-alive (MariaDB killed
+    mid-connect): made the driver's OperationalError (2013, lost connection), SQLAlchemy wraps
+    it as for any server out of reach, and the services answer 503, not 500."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except RuntimeError as error:
+            raise dialect.loaded_dbapi.OperationalError(2013, str(error)) from error
+
+
 def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
     @event.listens_for(engine.sync_engine, "checkin")
     def _mark_idle(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -87,6 +101,7 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
                                  pool_recycle=POOL_RECYCLE_SECONDS, echo=echo,
                                  isolation_level="READ COMMITTED", hide_parameters=True)
     ping_connections_idle_for(engine, IDLE_PING_SECONDS)
+    connect_errors_as_the_drivers(engine)
     if (tracing := active_tracing()) is not None:
         tracing.instrument_engine(engine)
     return engine

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Integer, String, event, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -269,3 +269,27 @@ async def test_a_flows_read_commits_nothing(sessions: async_sessionmaker[AsyncSe
     async with notes.read() as repository:
         await repository.add(404)
     assert await count(sessions, 404) == 0
+
+
+async def test_a_connect_cut_before_it_had_a_socket_is_a_database_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncmy raises a bare RuntimeError ("Transport does not expose socket instance") when the
+    server closes a new connection before the driver sets its keep-alive (MariaDB killed
+    mid-connect, seen in make chaos as a 500): it must reach the services as the driver's
+    OperationalError, which they answer 503 like any database out of reach."""
+    from shared.db import create_engine
+
+    engine = create_engine(database_url_for_tests("preorder_shared", "connect"), pool_size=1)
+    dialect = engine.sync_engine.dialect
+
+    def cut(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Transport does not expose socket instance")
+
+    monkeypatch.setattr(dialect, "connect", cut)
+    try:
+        with pytest.raises(OperationalError):
+            async with engine.connect():
+                pass
+    finally:
+        await engine.dispose()
