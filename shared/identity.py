@@ -23,8 +23,14 @@ from shared.contracts import (
     request_target,
     roles_from_header,
 )
-from shared.errors import Forbidden, PayloadTooLarge, Unauthorized, problem_from_error
-from shared.identity_keys import IdentityRefused, IdentityVerifier
+from shared.errors import (
+    Forbidden,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    problem_from_error,
+)
+from shared.identity_keys import IdentityAged, IdentityRefused, IdentityVerifier
 
 # The lifespan state key under which create_service_app hands requests the verifier.
 IDENTITY_VERIFIER_STATE = "identity_verifier"
@@ -66,7 +72,8 @@ class IdentityCheck:
     whole and checked, here, at once, against the request as received (method, path and query,
     body, this service as its audience, nonce, age). The age is counted to its arrival: a request
     that then waits its turn inside a busy service is still the honest request it was. A
-    signature that does not check out is a 401 before any of the app runs."""
+    signature that does not check out is a 401 before any of the app runs; a genuine one that
+    aged before it was read (a socket backlog under overload) is a retryable 503."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -115,6 +122,14 @@ class IdentityCheck:
                 body=body, now=received_at)
         except IdentityRefused as refused:
             await problem_from_error(_refuse(str(refused)))(scope, receive, send)
+            return
+        except IdentityAged as aged:
+            # The system was too slow, not the caller wrong: the contract's retryable answer for
+            # a slow service, never a 401 that would send a signed-in client to sign in again.
+            logger.warning("request aged before it was read", extra={"reason": str(aged)})
+            await problem_from_error(ServiceUnavailable(
+                "The request waited too long inside the service; retry shortly.",
+                headers={"Retry-After": "1"}))(scope, receive, send)
             return
         state[IDENTITY_STATE] = GatewayIdentity(
             user_id=parse_user_id(signed.user_id),

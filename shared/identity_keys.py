@@ -70,6 +70,12 @@ class IdentityRefused(Exception):
     """A signature that does not check out; the reason is for the log, never for the caller."""
 
 
+class IdentityAged(Exception):
+    """A signature that checks out but aged past IDENTITY_MAX_AGE_SECONDS before the service
+    read its request: nothing is done for it, as for a refused one, but the caller's credentials
+    were good. Under overload an honest request can sit that long in a socket backlog."""
+
+
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -222,8 +228,8 @@ class IdentityVerifier:
         if parsed is None:
             raise IdentityRefused("malformed signature")
         kid, timestamp, nonce, raw_signature = parsed
-        if abs(now - timestamp) > IDENTITY_MAX_AGE_SECONDS:
-            raise IdentityRefused("stale signature")
+        if timestamp - now > IDENTITY_MAX_AGE_SECONDS:
+            raise IdentityRefused("signature from the future")
         known = self._keys.get(kid)
         if known is None:
             raise IdentityRefused("unknown key id")
@@ -243,6 +249,10 @@ class IdentityVerifier:
             public_key.verify(raw_signature, identity_message(fields))
         except InvalidSignature:
             raise IdentityRefused("wrong signature") from None
+        # Judged after the key: only a genuine signature is told it is late (an aged forgery is
+        # refused as any forgery). A late one is not remembered: it is never accepted anyway.
+        if now - timestamp > IDENTITY_MAX_AGE_SECONDS:
+            raise IdentityAged(f"signed {now - timestamp:.1f} s before it was read")
         self.nonces.add(nonce, until=timestamp + IDENTITY_MAX_AGE_SECONDS + 1, now=now)
         return VerifiedSignature(caller=caller, user_id=fields.user_id,
                                  session_id=fields.session_id, client_ip=fields.client_ip,

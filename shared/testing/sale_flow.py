@@ -69,7 +69,7 @@ async def decided(http: httpx.AsyncClient, sale: Sale,
         kept.append(len(waiting))
         waiting.append((int(response.request.headers[USER_ID_HEADER]), ticket))
     # A few at a time: on a busy machine a crowd of long polls can sit in the service's
-    # backlog past the signature's age (IDENTITY_MAX_AGE_SECONDS), and be refused as unsigned.
+    # backlog past the signature's age (IDENTITY_MAX_AGE_SECONDS), and be answered 503.
     turns = asyncio.Semaphore(32)
 
     async def follow(user: int, ticket: str) -> httpx.Response:
