@@ -249,7 +249,7 @@ class Runner:
     def signatures_for(self, seconds: float) -> int:
         """How many requests a reserve run gets signatures for (each is taken once): as many
         as the fastest run so far could send, and then some."""
-        return max(20_000, int(1.5 * self.fastest_reserve * seconds))
+        return max(5_000, int(1.3 * self.fastest_reserve * seconds))
 
     async def run(self, target: Target, label: str, seconds: float) -> LoadResult:
         if target.label == "EVALSHA reserve":

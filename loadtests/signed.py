@@ -47,10 +47,14 @@ def presigned_script(path: Path, *, caller: str, audience: str, method: str,
     ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
     request_id = "bench-presigned"
     signing = signer(caller)
+    started = time.monotonic()
     each = bodies if bodies is not None else [body] * len(targets)
     signatures = [signing.sign(audience=audience, method=method, target=target, body=sent,
                                user_id=user_id, session_id=session_id, request_id=request_id,
                                timestamp=ahead) for target, sent in zip(targets, each, strict=True)]
+    if time.monotonic() - started > IDENTITY_MAX_AGE_SECONDS / 2:
+        print(f"warning: {len(targets)} signatures took {time.monotonic() - started:.1f} s to "
+              "make; late requests of the round may be refused as stale (401)", flush=True)
     lines = ["local targets = {" + ",".join(json.dumps(t) for t in targets) + "}",
              ("local bodies = {" + ",".join(json.dumps(b.decode()) for b in bodies) + "}")
              if bodies is not None else "local bodies = nil",
