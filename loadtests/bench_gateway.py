@@ -6,7 +6,10 @@
    once; loadtests/signed.py),
 3. the same through the gateway with a bearer token,
 
-and the ratios direct/hello-world and gateway/direct.
+and the ratios direct/hello-world and gateway/direct, beside the CPU time each process spent per
+request in each round (from /proc; on a machine busy with other work that moves far less than a
+rate does). A leg with any answer but a 2xx measured something else (refusals): then the bench
+prints no ratio and exits 1.
 
     python -m loadtests.bench_gateway [--connections 64] [--seconds 10] [--rounds 3]
 
@@ -38,7 +41,8 @@ import asyncio
 import contextlib
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +59,7 @@ from loadtests.system import (
     cpu_seconds,
     create_account,
     hello_world,
+    hello_world_process,
     service_system,
 )
 from loadtests.wrk import generator_name, measure
@@ -80,53 +85,117 @@ def describe(name: str, values: list[float]) -> str:
             f"(median {statistics.median(values):.2f})")
 
 
-async def run(args: argparse.Namespace, system: BenchSystem, hello_url: str) -> None:
+def refusals(results: Mapping[str, list[LoadResult]]) -> list[str]:
+    """Why the bench prints no ratio: each leg whose rounds had any answer but a 2xx (or a
+    socket error). A ratio over them would measure refusals, as the direct leg's did while it
+    replayed signatures the service takes once."""
+    found = []
+    for label, rounds in results.items():
+        kinds: Counter[str] = Counter()
+        for result in rounds:
+            kinds.update(result.error_kinds)
+        if kinds:
+            found.append(f"{label}: " + ", ".join(f"{count:,} {kind}"
+                                                  for kind, count in sorted(kinds.items())))
+    return found
+
+
+def refuse_ratios_after_errors(results: Mapping[str, list[LoadResult]]) -> None:
+    if found := refusals(results):
+        print("\nno ratios: a leg had answers other than 2xx, so it did not measure what it "
+              "names:\n  " + "\n  ".join(found), flush=True)
+        raise SystemExit(1)
+
+
+@dataclass(frozen=True)
+class Leg:
+    url: str
+    headers: dict[str, str]
+    # Whose CPU is counted per request: name -> pid.
+    processes: dict[str, int]
+    # The wrk script for a round of so many seconds (None: the same request throughout).
+    script: Callable[[float], Path] | None = None
+
+
+def direct_signatures(results: list[LoadResult], warm_up: LoadResult | None,
+                      seconds: float) -> int:
+    """How many signed requests to make for a direct round of `seconds`: half again as many
+    as the fastest round so far answered (the warm-up's answers counted whole, refusals too:
+    a first guess errs high). Too few, and the round's last requests are replays (401)."""
+    rates = [r.rps for r in results]
+    if warm_up is not None and warm_up.seconds:
+        rates.append((warm_up.requests + warm_up.errors) / warm_up.seconds)
+    fastest = max(rates, default=0.0)
+    return max(DIRECT_REQUESTS_AT_LEAST, int(1.5 * fastest * seconds))
+
+
+async def run(args: argparse.Namespace, system: BenchSystem, hello: ServiceProcess) -> None:
     account = await create_account(system)
     session_id = jwt.decode(account.access_token, options={"verify_signature": False})["sid"]
-
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    gateway_pid, user_pid = system.pids
+    assert hello.process is not None
+    direct_warm_up: LoadResult | None = None
+    results: dict[str, list[LoadResult]] = {}
 
     def as_the_gateway(seconds: float) -> Path:
-        # One signature per request, made before the round (a service takes each once): as
-        # many as the fastest direct round so far could send, and then some.
-        # Few enough to be made well within a signature's age (a round must end within
-        # 2 * IDENTITY_MAX_AGE_SECONDS of the time they are dated).
-        fastest = max((r.rps for r in results.get("direct /users/me", [])), default=0.0)
-        count = max(DIRECT_REQUESTS_AT_LEAST, int(1.3 * fastest * seconds))
+        # One signature per request, made before the round (a service takes each once), dated
+        # along the round so that the last are as fresh as the first.
+        count = direct_signatures(results.get("direct /users/me", []), direct_warm_up, seconds)
         return presigned_script(
             workdir / "direct.lua", caller="gateway", audience="user_service", method="GET",
             targets=["/api/v1/users/me"] * count, user_id=str(account.user_id),
-            session_id=session_id,
+            session_id=session_id, spread_seconds=seconds,
             extra_headers=(f'wrk.headers["X-User-Id"] = "{account.user_id}"\n'
                            f'wrk.headers["X-Session-Id"] = "{session_id}"'))
 
-    targets: dict[str, tuple[str, dict[str, str], Callable[[float], Path] | None]] = {
-        "hello-world": (hello_url, {}, None),
-        "direct /users/me": (f"{system.user_url}/api/v1/users/me", {}, as_the_gateway),
-        "gateway /users/me": (f"{system.gateway_url}/api/v1/users/me",
-                              {"Authorization": f"Bearer {account.access_token}"}, None),
+    legs = {
+        "hello-world": Leg(hello.url + "/hello", {}, {"hello": hello.process.pid}),
+        "direct /users/me": Leg(f"{system.user_url}/api/v1/users/me", {},
+                                {"user_service": user_pid}, as_the_gateway),
+        "gateway /users/me": Leg(f"{system.gateway_url}/api/v1/users/me",
+                                 {"Authorization": f"Bearer {account.access_token}"},
+                                 {"gateway": gateway_pid, "user_service": user_pid}),
     }
-    results: dict[str, list[LoadResult]] = {}
-    for url, headers, script in targets.values():  # warm pools and caches before anything counts
-        await measure("warm-up", url, headers=headers, connections=args.connections,
-                      seconds=2, script=script(2) if script else None)
-    results = {label: [] for label in targets}
+    for label, leg in legs.items():  # warm pools and caches before anything counts
+        warm = await measure("warm-up", leg.url, headers=leg.headers,
+                             connections=args.connections, seconds=2,
+                             script=leg.script(2) if leg.script else None)
+        if label == "direct /users/me":
+            direct_warm_up = warm
+    results = {label: [] for label in legs}
+    cpu_us: dict[str, dict[str, list[float]]] = {
+        label: {name: [] for name in leg.processes} for label, leg in legs.items()}
     print(f"load generator: {generator_name()}; {args.connections} connections, "
           f"{args.seconds:g} s x {args.rounds} rounds each", flush=True)
     for index in range(args.rounds):
-        for label, (url, headers, script) in targets.items():
-            result = await measure(f"{label} r{index + 1}", url, headers=headers,
+        for label, leg in legs.items():
+            script = leg.script(args.seconds) if leg.script else None
+            before = {name: cpu_seconds(pid) for name, pid in leg.processes.items()}
+            result = await measure(f"{label} r{index + 1}", leg.url, headers=leg.headers,
                                    connections=args.connections, seconds=args.seconds,
-                                   script=script(args.seconds) if script else None)
+                                   script=script)
             results[label].append(result)
-            print(result.line(), flush=True)
-    hello, direct, gateway = results.values()
+            spent = []
+            for name, pid in leg.processes.items():
+                per_request = ((cpu_seconds(pid) - before[name]) * 1e6 / result.requests
+                               if result.requests else float("nan"))
+                cpu_us[label][name].append(per_request)
+                spent.append(f"{name} {per_request:.0f}")
+            print(f"{result.line()}   cpu us/request: {', '.join(spent)}", flush=True)
     print()
     for label, rounds in results.items():
         print(best_of(f"{label} (best)", rounds).line())
-    print(describe("ratio direct/hello-world ", ratios(direct, hello)))
+    for label, by_process in cpu_us.items():
+        for name, per_round in by_process.items():
+            print(f"cpu per request, {label:<18} {name:<13}: per round "
+                  f"{', '.join(f'{v:.0f}' for v in per_round)} us "
+                  f"(median {statistics.median(per_round):.0f})")
+    refuse_ratios_after_errors(results)
+    hello_rounds, direct, gateway = results.values()
+    print(describe("ratio direct/hello-world ", ratios(direct, hello_rounds)))
     print(describe("ratio gateway/direct     ", ratios(gateway, direct)))
-    print(describe("ratio gateway/hello-world", ratios(gateway, hello)))
+    print(describe("ratio gateway/hello-world", ratios(gateway, hello_rounds)))
 
 
 # Signatures made for a direct round at the least (loadtests/signed.py).
@@ -179,6 +248,7 @@ async def run_tracing(args: argparse.Namespace, systems: dict[str, BenchSystem],
     print()
     for label, rounds in results.items():
         print(best_of(f"{label} (best)", rounds).line())
+    refuse_ratios_after_errors(results)
     for label in systems:
         print(describe(f"ratio tracing {label:<16}/hello-world", ratios(results[f"tracing {label}"],
                                                                          hello)))
@@ -306,6 +376,7 @@ async def run_sold_out(args: argparse.Namespace, bench: SoldOutBench, hello_url:
     print()
     for label, rounds in results.items():
         print(best_of(f"{label} (best)", rounds).line())
+    refuse_ratios_after_errors(results)
     print(describe("ratio at the edge/hello-world", ratios(edge, hello)))
     print(describe("ratio forwarded/hello-world  ", ratios(forwarded, hello)))
     print(f"goal: at the edge >= {SOLD_OUT_GOAL} of the hello-world")
@@ -342,8 +413,8 @@ def main() -> None:
         with hello_world() as hello_url, sold_out_system(workdir) as bench:
             asyncio.run(run_sold_out(args, bench, hello_url, workdir))
         return
-    with hello_world() as hello_url, bench_system() as system:
-        asyncio.run(run(args, system, hello_url))
+    with hello_world_process() as hello, bench_system() as system:
+        asyncio.run(run(args, system, hello))
 
 
 if __name__ == "__main__":

@@ -37,31 +37,55 @@ def sign(headers: dict[str, str], *, method: str, target: str, body: bytes = b""
 def presigned_script(path: Path, *, caller: str, audience: str, method: str,
                      targets: list[str], body: bytes = b"", bodies: list[bytes] | None = None,
                      extra_headers: str = "", user_id: str = "", session_id: str = "",
-                     threads: int = 2) -> Path:
+                     threads: int = 2, spread_seconds: float = 0.0) -> Path:
     """A wrk script sending `method` to each of `targets` once, in order, each request with a
     signature of its own (spread over wrk's `threads`, each thread taking every threads-th);
-    with `body`, or each with its own of `bodies`.
-    Past the last it starts again: those answer 401, counted as errors. The signatures are dated
-    IDENTITY_MAX_AGE_SECONDS - 1 ahead: the script must be run within 2 * that (less the time it
-    took to make)."""
+    with `body`, or each with its own of `bodies`. The requests are kept in a file beside the
+    script (`path` with the suffix .requests), which each wrk thread reads when it starts: a
+    Lua table constructor of that many strings would be too large for LuaJIT.
+    Past the last it starts again: those answer 401 (a nonce is taken once), counted as non-2xx.
+    The signatures are dated IDENTITY_MAX_AGE_SECONDS - 1 ahead, the n-th of them n / len(targets)
+    * `spread_seconds` later still (a round sends them in order: give it the round's length),
+    so the script must be run within 2 * IDENTITY_MAX_AGE_SECONDS - 1 of its making."""
     ahead = int(time.time()) + IDENTITY_MAX_AGE_SECONDS - 1
     request_id = "bench-presigned"
     signing = signer(caller)
     started = time.monotonic()
     each = bodies if bodies is not None else [body] * len(targets)
-    signatures = [signing.sign(audience=audience, method=method, target=target, body=sent,
-                               user_id=user_id, session_id=session_id, request_id=request_id,
-                               timestamp=ahead) for target, sent in zip(targets, each, strict=True)]
-    if time.monotonic() - started > IDENTITY_MAX_AGE_SECONDS / 2:
-        print(f"warning: {len(targets)} signatures took {time.monotonic() - started:.1f} s to "
-              "make; late requests of the round may be refused as stale (401)", flush=True)
-    lines = ["local targets = {" + ",".join(json.dumps(t) for t in targets) + "}",
-             ("local bodies = {" + ",".join(json.dumps(b.decode()) for b in bodies) + "}")
-             if bodies is not None else "local bodies = nil",
-             "local signatures = {" + ",".join(json.dumps(s) for s in signatures) + "}",
+    count = max(1, len(targets))
+    requests = []
+    for index, (target, sent) in enumerate(zip(targets, each, strict=True)):
+        signature = signing.sign(
+            audience=audience, method=method, target=target, body=sent, user_id=user_id,
+            session_id=session_id, request_id=request_id,
+            timestamp=ahead + int(spread_seconds * index / count))
+        fields = [target, signature, sent.decode() if bodies is not None else ""]
+        if any("\t" in f or "\n" in f for f in fields):
+            raise ValueError("a target or body with a tab or a newline cannot be scripted")
+        requests.append("\t".join(fields))
+    took = time.monotonic() - started
+    if took > IDENTITY_MAX_AGE_SECONDS / 2:
+        print(f"warning: {len(targets)} signatures took {took:.1f} s to make; late requests of "
+              "the round may be refused as stale (401)", flush=True)
+    data = path.with_suffix(".requests")
+    data.write_text("\n".join(requests) + "\n")
+    lines = [f"local data = {json.dumps(str(data))}",
+             "local targets, signatures, bodies = {}, {}, {}",
              f"local step = {threads}",
              "local next_id = 0",
              "function setup(thread) thread:set('first', next_id + 1); next_id = next_id + 1 end",
+             "local function load()",
+             "  local line_number = 0",
+             "  for line in io.lines(data) do",
+             "    line_number = line_number + 1",
+             "    if (line_number - first) % step == 0 then",
+             "      local target, signature, sent = line:match('^([^\\t]*)\\t([^\\t]*)\\t(.*)$')",
+             "      targets[#targets + 1] = target",
+             "      signatures[#signatures + 1] = signature",
+             "      bodies[#bodies + 1] = sent",
+             "    end",
+             "  end",
+             "end",
              "local i",
              f'wrk.method = "{method}"',
              f"wrk.body = {json.dumps(body.decode())}" if body else "",
@@ -69,11 +93,12 @@ def presigned_script(path: Path, *, caller: str, audience: str, method: str,
              f'wrk.headers["{REQUEST_ID_HEADER}"] = "{request_id}"',
              extra_headers,
              "function request()",
-             "  if i == nil or i > #targets then i = first end",
+             "  if i == nil then load() end",
+             "  if i == nil or i > #targets then i = 1 end",
              f'  wrk.headers["{IDENTITY_SIGNATURE_HEADER}"] = signatures[i]',
              "  local target = targets[i]",
-             "  local body = bodies and bodies[i] or nil",
-             "  i = i + step",
+             f"  local body = {'bodies[i]' if bodies is not None else 'nil'}",
+             "  i = i + 1",
              "  return wrk.format(nil, target, nil, body)",
              "end"]
     path.write_text("\n".join(lines) + "\n")

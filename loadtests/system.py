@@ -56,15 +56,23 @@ def bench_database_url(schema: str = "preorder_user", suffix: str = "bench") -> 
 
 
 @contextmanager
-def hello_world() -> Iterator[str]:
-    """The hello-world yardstick (loadtests/hello.py) on one uvicorn worker; yields its URL."""
+def hello_world_process() -> Iterator[ServiceProcess]:
+    """The hello-world yardstick (loadtests/hello.py) on one uvicorn worker, started (its
+    route is /hello; its process's CPU per request is a yardstick too)."""
     hello = ServiceProcess("hello", "loadtests.hello:create_app",
                            log_dir=Path(tempfile.mkdtemp(prefix="bench-")), env={})
     try:
         hello.start().wait_healthy_at("/hello")
-        yield f"{hello.url}/hello"
+        yield hello
     finally:
         hello.stop()
+
+
+@contextmanager
+def hello_world() -> Iterator[str]:
+    """The hello-world yardstick; yields its URL."""
+    with hello_world_process() as hello:
+        yield f"{hello.url}/hello"
 
 
 @contextmanager
