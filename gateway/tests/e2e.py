@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,16 +49,13 @@ class System:
 
 @contextmanager
 def running_system(mail_sink: MailSink, redis_url: str, logs: Path,
-                   overrides: dict[str, dict[str, str]] | None = None, *,
-                   own_redis_users: bool = True) -> Iterator[System]:
+                   overrides: dict[str, dict[str, str]] | None = None) -> Iterator[System]:
     """Fresh e2e schemas, every service, then the gateway in front of them. `overrides` adds
     environment variables per app (a service's short name, "processor_sim" or "gateway"). Each app reaches
-    Redis as its own ACL user, as deployed (shared/redis_acl.py), unless `own_redis_users` is
-    False (a Redis Cluster of the tests' own)."""
+    Redis as its own ACL user, as deployed (shared/redis_acl.py), on a Redis Cluster too (made on
+    each of its nodes)."""
     overrides = overrides or {}
-    with ExitStack() as stack:
-        redis_urls = (stack.enter_context(app_users(redis_url, TEST_PUBSUB_PREFIX))
-                      if own_redis_users else {})
+    with app_users(redis_url, TEST_PUBSUB_PREFIX) as redis_urls:
         yield from _running(mail_sink, redis_url, redis_urls, logs, overrides)
 
 

@@ -1,6 +1,7 @@
 """The whole system on a 3-node Redis Cluster of its own (shared.testing.redis_cluster): every
 app built with X_REDIS_CLUSTER=true, so each of its commands and scripts must keep its keys in
-one hash slot. The modules here run the end-to-end tests of the sale, the auth flow and the feed
+one hash slot, and each reaching the cluster as its own ACL user (made on every node), as
+deployed. The modules here run the end-to-end tests of the sale, the auth flow and the feed
 against it, unchanged: their `system` and `redis` are these."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def system(mail_sink: MailSink, cluster_url: str,
     on_cluster = {app.name: {f"{app.env_prefix}_REDIS_CLUSTER": "true"} for app in SERVICES}
     on_cluster["gateway"] = {"GATEWAY_REDIS_CLUSTER": "true"}
     with running_system(mail_sink, cluster_url, tmp_path_factory.mktemp("cluster-logs"),
-                        overrides=on_cluster, own_redis_users=False) as running:
+                        overrides=on_cluster) as running:
         yield running
 
 
