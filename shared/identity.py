@@ -30,7 +30,12 @@ from shared.errors import (
     Unauthorized,
     problem_from_error,
 )
-from shared.identity_keys import IdentityAged, IdentityRefused, IdentityVerifier
+from shared.identity_keys import (
+    SIGNED_HEADER_NAMES,
+    IdentityAged,
+    IdentityRefused,
+    IdentityVerifier,
+)
 
 # The lifespan state key under which create_service_app hands requests the verifier.
 IDENTITY_VERIFIER_STATE = "identity_verifier"
@@ -84,11 +89,15 @@ class IdentityCheck:
             return
         received_at = time.time()
         state = scope.setdefault("state", {})
+        # One pass over the raw headers, keeping only what is signed (the last of a repeated
+        # one, as a dict of them all would) and the first signature.
         signature: str | None = None
+        signed_headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name == _SIGNATURE:
+            if name in SIGNED_HEADER_NAMES:
+                signed_headers[name] = value
+            elif name == _SIGNATURE and signature is None:
                 signature = value.decode("latin-1")
-                break
         if signature is None:
             state[IDENTITY_STATE] = None
             await self.app(scope, receive, send)
@@ -113,7 +122,7 @@ class IdentityCheck:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         headers = {name.decode("latin-1"): value.decode("latin-1")
-                   for name, value in scope["headers"]}
+                   for name, value in signed_headers.items()}
         try:
             signed = verifier.verify(
                 signature, headers, method=scope["method"],

@@ -56,6 +56,10 @@ _REQUEST_ID = REQUEST_ID_HEADER.lower()
 _CLIENT_IP = CLIENT_IP_HEADER.lower()
 _ROLES = USER_ROLES_HEADER.lower()
 _ARRIVED_AT = ARRIVED_AT_HEADER.lower()
+# The headers a signature covers (beside X-Identity-Signature itself), as ASGI names them: all
+# that IdentityVerifier.verify reads of a request's headers.
+SIGNED_HEADER_NAMES = frozenset(name.encode() for name in (
+    _CALLER, _USER_ID, _SESSION_ID, _REQUEST_ID, _CLIENT_IP, _ROLES, _ARRIVED_AT))
 # How a development key (deploy/development.env, published) begins; production refuses it.
 DEVELOPMENT_KEY_PREFIX = "devonly-"
 
