@@ -19,6 +19,7 @@ from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
 from gateway.runtime import GatewayRuntime
 from gateway.settings import Settings, get_settings
+from shared import heap
 from shared.app import NO_TELEMETRY
 from shared.dependencies import RESOURCES_STATE_KEY
 from shared.errors import install_error_handlers, problem_response
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 if settings.metrics_port is not None:
                     await stack.enter_async_context(metrics_listener(
                         metrics, settings.metrics_host, settings.metrics_port))
+                heap.settle(settings.environment)
                 # The runtime is the gateway's Resources object, handed to requests the same way.
                 yield {RESOURCES_STATE_KEY: runtime}
         finally:

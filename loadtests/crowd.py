@@ -51,6 +51,7 @@ import httptools
 import uvloop
 
 from loadtests.seed_file import SaleSeed
+from shared import heap
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -595,6 +596,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     pool = seed.accounts[:args.buyers] if args.buyers is not None else seed.accounts
     mine = list(enumerate(pool))[args.shard::args.shards]
     raise_open_files_limit()
+    # Its buyers' streams and records are thousands of long-lived objects: with the collector's
+    # defaults, full collections stalled this one process for hundreds of milliseconds around
+    # the opening, and every buyer's clock with it (shared/heap.py).
+    heap.settle("production")
     crowd = Crowd(seed, mine, CrowdOptions(
         hosts=args.hosts.split(","), walk_away=args.walk_away, declined=args.declined,
         double_tap=args.double_tap, live_share=args.live_share, ramp=args.ramp,

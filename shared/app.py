@@ -11,6 +11,7 @@ from fastapi.telemetry import TelemetryConfig
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
+from shared import heap
 from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
 from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
@@ -58,6 +59,7 @@ def create_service_app(
         # Yielded as lifespan state: every request finds it in request.state, typed by the
         # service's own dependency (and replaceable in tests through dependency_overrides).
         async with resources() as built:
+            heap.settle(built.settings.environment)
             # Refuses to start without the public keys: a service that cannot check signatures
             # could only refuse every caller, or believe every one. Requests are signed for this
             # service by its package name (the audience).
