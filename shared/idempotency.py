@@ -5,8 +5,10 @@
 - A retry with the same key and body returns the first answer: same status, same body.
 - The same key with another body is `422 idempotency_key_reused`.
 - A retry while the first is still running is `409 idempotency_key_in_use` with Retry-After: the
-  client asks again in a moment; the request is never run twice at once. A first attempt that
-  died without an answer (its process killed) stops blocking the key after `STALE_AFTER`.
+  client asks again in a moment; the request is never run twice at once. The claim is a lease:
+  the process running the first attempt renews it every `RENEW_EVERY` while the work runs, so a
+  first attempt that died without an answer (its process killed) stops blocking the key
+  `STALE_AFTER` after its last renewal, not after a time any work might take.
 - An answer of 5xx is not kept: the key is freed so that a retry can do the work.
 - Keys are kept `ttl` (at least 24 h).
 - With a time budget (`answer_within`), the request is answered in time whatever its work still
@@ -49,7 +51,11 @@ from shared.errors import (
 )
 
 HEADER = "Idempotency-Key"
-STALE_AFTER = timedelta(seconds=60)
+STALE_AFTER = timedelta(seconds=10)
+# A claim in work is renewed this often (a process whose loop stalls longer than STALE_AFTER
+# loses its claim: a retry may run beside it, and the resource's unique (user, key) index in
+# the database still lets only one of them make anything).
+RENEW_EVERY = timedelta(seconds=2)
 MIN_TTL = timedelta(hours=24)
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,255}")
 
@@ -70,6 +76,16 @@ if tonumber(ARGV[2]) - tonumber(redis.call('HGET', KEYS[1], 'started')) < tonumb
 end
 redis.call('HSET', KEYS[1], 'started', ARGV[2])
 return {'claimed'}
+"""
+# KEYS: the key's hash; ARGV: fingerprint. A claim still in work, renewed (by Redis's clock).
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'status') == 0
+then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'started', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  return 1
+end
+return 0
 """
 # KEYS: the key's hash; ARGV: fingerprint. Frees a key that has no answer (yet) for a retry.
 _FORGET = """
@@ -165,6 +181,11 @@ class IdempotencyKeys:
         self.ttl = max(ttl, MIN_TTL)
         self._claim = redis.register_script(_CLAIM)
         self._forget = redis.register_script(_FORGET)
+        self._renew = redis.register_script(_RENEW)
+        # Claims this process holds while their work runs (Redis key -> fingerprint), renewed
+        # by one task while there are any.
+        self._held: dict[str, str] = {}
+        self._renewing: asyncio.Task[None] | None = None
         # Work that outlived its request's time budget, still running (see `once`).
         self._finishing: set[asyncio.Task[Any]] = set()
 
@@ -182,6 +203,7 @@ class IdempotencyKeys:
                   int(self.ttl.total_seconds())])
         word = reply[0]
         if word == "claimed":
+            self._hold(claim)
             return None
         if word == "reused":
             raise IdempotencyKeyReused()
@@ -189,7 +211,31 @@ class IdempotencyKeys:
             raise IdempotencyKeyInUse()
         return StoredAnswer(int(reply[1]), json.loads(reply[2]))
 
+    def _hold(self, claim: Claim) -> None:
+        self._held[self._redis_key(claim.user_id, claim.key)] = claim.fingerprint
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_held())
+
+    def _release(self, claim: Claim) -> None:
+        self._held.pop(self._redis_key(claim.user_id, claim.key), None)
+
+    async def _renew_held(self) -> None:
+        """Renews every claim held here until there are none."""
+        while self._held:
+            await asyncio.sleep(RENEW_EVERY.total_seconds())
+            await self.renew()
+
+    async def renew(self) -> None:
+        """One round of renewals: every claim this process still works on is fresh again."""
+        held = list(self._held.items())
+        results = await asyncio.gather(
+            *(self._renew(keys=[key], args=[fp]) for key, fp in held), return_exceptions=True)
+        for (key, _), result in zip(held, results, strict=True):
+            if result == 0:
+                self._held.pop(key, None)  # answered or forgotten meanwhile
+
     async def remember(self, claim: Claim, answer: StoredAnswer) -> None:
+        self._release(claim)
         key = self._redis_key(claim.user_id, claim.key)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"status": answer.status,
@@ -198,6 +244,7 @@ class IdempotencyKeys:
             await pipe.execute()
 
     async def forget(self, claim: Claim) -> None:
+        self._release(claim)
         await self._forget(keys=[self._redis_key(claim.user_id, claim.key)],
                            args=[claim.fingerprint])
 

@@ -22,7 +22,8 @@ Operation = Literal["order", "pay", "cancel"]
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
 # Bounds of one operation's retries: attempts, and seconds from its first attempt (by default
-# past shared.idempotency's 60 s after which a key whose first attempt died is claimed again).
+# well past shared.idempotency's STALE_AFTER, after which a key whose first attempt died is
+# claimed again).
 MAX_ATTEMPTS = 40
 OPERATION_SECONDS = 90.0
 # Each attempt's own bound: past the gateway's upstream time-out (10 s) so that its 504 is seen.

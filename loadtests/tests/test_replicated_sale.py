@@ -38,8 +38,8 @@ ENV = {"ORDER_PAYMENT_TTL_SECONDS": str(TTL_SECONDS), "ORDER_EXPIRY_INTERVAL_SEC
        # Not the subject here, and a buyer's retries would run into them.
        "GATEWAY_RATE_LIMIT_PER_NETWORK": "0", "GATEWAY_RATE_LIMIT_PER_USER": "0",
        "PAYMENT_FAILURE_RATE": "0"}
-# A key claimed by a replica that was killed stays in use this long (shared/idempotency.py's
-# STALE_AFTER, 60 s): its buyer retries until then.
+# A key claimed by a replica that was killed stays in use until its claim goes stale
+# (shared/idempotency.py's STALE_AFTER after its last renewal): its buyer retries past that.
 RETRY_FOR_SECONDS = 100
 CARD_OK = "4242424242424242"
 
