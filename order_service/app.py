@@ -4,7 +4,7 @@ expiry, settle and orphan-hold loops; admission's layer stands in front of the r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 LineScripts(datastores.redis, keep_ms=int(settings.line_keep_seconds * 1000),
                             lease_ms=int(settings.line_lease_seconds * 1000),
                             max_waiting=settings.line_max_waiting,
+                            max_deciding=settings.line_max_deciding,
                             tickets_channel=channels.name(TICKETS_TOPIC),
                             open_channel=channels.name(OPEN_TOPIC)),
                 fingerprint=lambda body: fingerprint(body, keys.fingerprint_secret),
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # One subscription for the process: answers for the tickets watched here, lines
             # opening on other replicas, and stock_service's sell-outs (which refuse the line).
             subscription = Subscription(settings.redis_url, {
-                channels.name(TICKETS_TOPIC): line.watch.heard,
+                channels.name(TICKETS_TOPIC): heard_tickets(line, drain),
                 channels.name(OPEN_TOPIC): drain.heard_open,
                 channels.name(ANSWERS_TOPIC): drain.heard_edge_answer,
             }, on_connected=line.recheck_watched)
@@ -145,3 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         front=[OrderAdmissionFront],
         collectors=[*metrics.collectors(), *LOOPS.collectors()],
     )
+
+
+def heard_tickets(line: OrderLine, drain: LineDrain) -> Callable[[str], None]:
+    """The tickets channel's handler: the tickets watched here, and the drains (answers free
+    room among the places being decided)."""
+    def heard(message: str) -> None:
+        line.watch.heard(message)
+        drain.heard_answers(message)
+
+    return heard

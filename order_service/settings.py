@@ -41,6 +41,10 @@ class Settings(DatastoreSettings):
     # An admitted place not answered within this (its replica died or stalled) is admitted
     # again; above create_budget_seconds, so a decision still running is never raced.
     line_lease_seconds: float = Field(default=15.0, gt=0)
+    # At most this many places of one product are being decided at once, across every replica
+    # (straight-on requests included): beyond them, a request takes its place in the line,
+    # admitted in arrival order as decisions end.
+    line_max_deciding: int = Field(default=64, ge=1)
     # Retry-After of a 202 (when to look at the ticket again) and of the line's 429.
     line_retry_after_seconds: int = Field(default=1, ge=1)
     # How often every process looks for lines to drain (places left by a replica that died).

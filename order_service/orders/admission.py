@@ -16,10 +16,12 @@ answered at once. One object (OrderAdmission) owns it, for the route's service
   service as an argument: one wait, one place in the queue).
 
 With the line (orders/line.py, docs/line.md), a request the route would take as it is (an
-Idempotency-Key included) does not wait for a slot: while a slot of the product is free and its
-line is not being drained here, it takes the slot in front and goes on to the route with it;
-otherwise it takes a place in the line and is answered 202 with its ticket (or, asking again,
-with the place it already has, or that place's answer).
+Idempotency-Key included) does not wait for a slot: while a slot of the product is free here and
+nobody waits in its line (judged in Redis, in the same step that takes the place: whichever
+replica they joined at), it takes the slot in front and goes on to the route with it, its place
+admitted at once under a lease and given the route's answer; otherwise it takes a place in the
+line and is answered 202 with its ticket (or, asking again, with the place it already has, or
+that place's answer).
 
 Anything else, including a request the memory would let ask, goes on to the route.
 """
@@ -40,11 +42,17 @@ from starlette.types import ASGIApp, Scope
 from order_service.orders.errors import LineFull, TooManyWaiting
 from order_service.orders.line import FINAL_STATES, OrderLine, status_url, ticket_body
 from order_service.orders.schemas import OrderCreate
+from order_service.orders.scripts import Joined, NewPlace
 from shared.dependencies import resource_in_scope
 from shared.errors import PROBLEM_CONTENT_TYPE, RedisUnavailable, problem_from_error
 from shared.fast_path import AfterWaiting, fast_path, is_json, parse_json
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
-from shared.idempotency import IdempotencyKeyReused, is_valid_key
+from shared.idempotency import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    StoredAnswer,
+    is_valid_key,
+)
 from shared.identity import GatewayIdentity, signed_identity, signed_in_user
 from shared.internal.stock import SoldOut
 from shared.sale_metrics import OrderMetrics
@@ -56,6 +64,8 @@ if TYPE_CHECKING:
 ORDERS_PATH = "/api/v1/orders"
 # Where the layer in front leaves the slot it waited for, for the route to pass on.
 _SLOT_IN_SCOPE = "order_service.reserve_slot"
+# Where it leaves the request's entry when it went straight on with a place in the line.
+_ENTRY_IN_SCOPE = "order_service.line_entry"
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower()
 Answer = TypeVar("Answer")
 
@@ -136,12 +146,14 @@ class OrderAdmission:
         identity = signed_identity(scope)
         if identity is None or identity.user_id is None:
             return None
+        entry = _LineEntry(self, line, drain, scope, order, identity, key)
         if self.sold_out.still_refuses(order.product_id, order.quantity):
             if key is not None:
-                return None  # its stored answer (if any) is the route's to give
+                # Its place (its first request's, which may have died with its replica), or
+                # its stored answer, the route's to give.
+                return AfterWaiting(then=entry.find, after=entry.give_back)
             self.metrics.refused(SoldOut.code)
             return problem_from_error(SoldOut())
-        entry = _LineEntry(self, line, drain, scope, order, identity, key)
         return AfterWaiting(then=entry.enter, after=entry.give_back)
 
 
@@ -190,28 +202,70 @@ class _LineEntry:
         self.identity = identity
         self.key = key
         self.slot: Slot | None = None
+        # A place that went straight on, and the route's answer to it (recorded by the route).
+        self.ticket: str | None = None
+        self.answer: StoredAnswer | None = None
 
     async def enter(self) -> ASGIApp | None:
         product_id = self.order.product_id
+        mode = "join"
         if not self.drain.active(product_id):
+            # A free slot here: straight on, unless the product's line has anyone waiting
+            # (joined at any replica; judged in Redis, in the same step as the place).
             self.slot = await self.admission.reserving.try_take(product_id)
             if self.slot is not None:
-                self.scope[_SLOT_IN_SCOPE] = self.slot
+                mode = "go"
+        try:
+            joined, place = await self._join(mode)
+        except (RedisError, OSError):
+            if self.slot is not None:
+                # The line out of reach: the slot decides as it did before there was one.
+                self._straight_on(None)
                 return None
+            return problem_from_error(RedisUnavailable())
+        if joined.go:
+            self._straight_on(joined.ticket)
+            return None
+        if self.slot is not None:
+            self.slot.give_back()  # someone waits: this one takes its place behind them
+            self.slot = None
+        if joined.ticket is None:
+            return problem_from_error(LineFull(self.line.retry_after_seconds))
+        self.drain.start(product_id)
+        return self._place(joined, place)
+
+    async def find(self) -> ASGIApp | None:
+        """A retry with its key of a product the memory says is sold out: the buyer's place,
+        if its first request took one (it may have died with its replica), else the route."""
+        try:
+            joined, place = await self._join("find")
+        except (RedisError, OSError):
+            return None
+        if joined.ticket is None:
+            return None
+        return self._place(joined, place)
+
+    async def _join(self, mode: str) -> tuple[Joined, NewPlace]:
         user_id = self.identity.user_id
         assert user_id is not None
         # Arrival at the gateway orders the line; a request that did not come through one
         # (a test, a tool on the service's port) arrives when it reaches this process.
         arrived_us = self.identity.arrived_at_us or time.time_ns() // 1000
-        try:
-            joined, place = await self.line.join(
-                product_id=product_id, user_id=user_id, quantity=self.order.quantity,
-                key=self.key, arrived_us=arrived_us)
-        except (RedisError, OSError):
-            return problem_from_error(RedisUnavailable())
-        if joined.ticket is None:
-            return problem_from_error(LineFull(self.line.retry_after_seconds))
-        self.drain.start(product_id)
+        return await self.line.join(
+            product_id=self.order.product_id, user_id=user_id, quantity=self.order.quantity,
+            key=self.key, arrived_us=arrived_us, mode=mode)
+
+    def _straight_on(self, ticket: str | None) -> None:
+        """On to the route with the slot; `ticket`: its place, being decided under a lease (so
+        a replica that dies deciding it leaves it to be decided again, and the buyer's retry
+        with its key finds it), given the route's answer once the request is answered."""
+        self.ticket = ticket
+        self.scope[_SLOT_IN_SCOPE] = self.slot
+        self.scope[_ENTRY_IN_SCOPE] = self
+
+    def _place(self, joined: Joined, place: NewPlace) -> ASGIApp:
+        product_id = self.order.product_id
+        assert joined.ticket is not None
         record = joined.record
         if record is None:
             return self._waiting({"ticket": joined.ticket, "product_id": product_id,
@@ -234,15 +288,31 @@ class _LineEntry:
                             headers={"Retry-After": str(self.line.retry_after_seconds)})
 
     def give_back(self) -> None:
-        """Once the request is answered: the slot, if the route did not use it."""
+        """Once the request is answered: the slot, if the route did not use it; a place that
+        went straight on takes the route's answer (a 5xx: the place is forgotten)."""
         if self.slot is not None:
             self.slot.give_back()
+        if self.ticket is not None:
+            self.drain.straight_answered(self.order.product_id, self.ticket, self.answer)
+            self.ticket = None
 
 
 async def slot_taken_in_front(request: Request) -> Slot | None:
     """The route's dependency: the slot the layer in front waited for, to pass to the service."""
     slot = request.scope.get(_SLOT_IN_SCOPE)
     return slot if isinstance(slot, Slot) else None
+
+
+def answered_in_front(scope: Scope, answer: StoredAnswer) -> None:
+    """The route's answer (not a 5xx) to a request that went straight on with a place: the
+    place's answer too (a double tap following the ticket, a retry with the key)."""
+    entry = scope.get(_ENTRY_IN_SCOPE)
+    if not isinstance(entry, _LineEntry) or answer.status >= 500:
+        return
+    code = answer.body.get("code") if isinstance(answer.body, dict) else None
+    if code in (IdempotencyKeyInUse.code, IdempotencyKeyReused.code):
+        return  # not an answer to the order: the place is forgotten, the key decides
+    entry.answer = answer
 
 
 def _decide(scope: Scope, headers: dict[str, str], body: bytes,

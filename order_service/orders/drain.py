@@ -30,6 +30,7 @@ from typing import Any
 
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.creation import OrderCreation
+from order_service.orders.line import product_of
 from order_service.orders.schemas import OrderCreate
 from order_service.orders.scripts import Claimed, LineScripts
 from shared.batching import FlushPerTurn
@@ -52,8 +53,18 @@ SOLD_OUT_PROBLEM = problem_document(SoldOut.status, SoldOut.code, SoldOut.title,
                                     SoldOut().detail) | {"request_id": None}
 
 
+# A place whose key is held by a request still running (or by one that died, until its claim
+# goes stale: shared/idempotency.py) is admitted again after this, the admission not counted.
+KEY_IN_USE_PAUSE_SECONDS = 1.0
+
+
 class _Retry(Exception):
-    """The place goes back to its place in the line."""
+    """The place goes back to its place in the line; `uncounted`: after a pause, the admission
+    not counted among its attempts."""
+
+    def __init__(self, *, uncounted: bool = False) -> None:
+        super().__init__()
+        self.uncounted = uncounted
 
 
 class _Answers(FlushPerTurn):
@@ -117,6 +128,39 @@ class LineDrain:
             drain = self._drains[product_id] = _ProductDrain(self, product_id)
             self._keep(drain.run())
         drain.poke()
+
+    def straight_answered(self, product_id: int, ticket: str,
+                          answer: StoredAnswer | None) -> None:
+        """A request that went straight on with its place (orders/admission.py) was answered:
+        the place takes the route's answer, or is forgotten if there was none to keep (a 5xx,
+        its key in use)."""
+        if answer is None:
+            self._keep(self._drop(product_id, ticket))
+            return
+        body: dict[str, Any] = {"ticket": ticket, "product_id": product_id, "position": 1}
+        if answer.status == 201:
+            body |= {"state": "ordered", "order": answer.body}
+        else:
+            body |= {"state": "refused", "problem": answer.body}
+        self._answers.give(product_id, ticket, body["state"], body)
+
+    async def _drop(self, product_id: int, ticket: str) -> None:
+        try:
+            await self.scripts.drop(product_id, [ticket])
+        except Exception:
+            # Its lease runs out and it is decided again: by its key, or its order found.
+            logger.exception("could not forget a place", extra={"ticket": ticket})
+
+    def heard_answers(self, message: str) -> None:
+        """A message of the tickets channel: places answered (here or at another replica) free
+        room among the product's places being decided, for this process's drain too."""
+        head, _, rest = message.partition("\n")
+        if head != "final":
+            return
+        product_id = product_of(rest.partition(" ")[0])
+        drain = self._drains.get(product_id) if product_id is not None else None
+        if drain is not None:
+            drain.wakeup.set()
 
     def heard_open(self, message: str) -> None:
         """A message of the line-open channel: a product id."""
@@ -240,10 +284,13 @@ class _ProductDrain:
         owner, product_id = self.owner, self.product_id
         try:
             answer = await self._answer(place, slot)
-        except _Retry:
+        except _Retry as retry:
             slot.give_back()
             try:
-                await owner.scripts.requeue(product_id, [place.ticket])
+                if retry.uncounted:
+                    await asyncio.sleep(KEY_IN_USE_PAUSE_SECONDS)
+                await owner.scripts.requeue(product_id, [place.ticket],
+                                            uncounted=retry.uncounted)
             except Exception:
                 logger.exception("could not put a place back", extra={"ticket": place.ticket})
             return
@@ -277,8 +324,8 @@ class _ProductDrain:
                 record.user_id, request, f"line:{place.ticket}", slot=slot,
                 again=record.attempts > 1)
             return StoredAnswer(201, order.model_dump(mode="json"))
-        except IdempotencyKeyInUse as in_use:
-            return self._retry_or(place, in_use)
+        except IdempotencyKeyInUse:
+            raise _Retry(uncounted=True) from None
         except ProblemError as problem:
             if problem.status >= 500:
                 return self._retry_or(place, problem)

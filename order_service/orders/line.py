@@ -109,7 +109,8 @@ class _Batches(FlushPerTurn):
             joined = await self.scripts.join(
                 product_id, [ask.place for ask in group if ask.place is not None])
             if any(answer.record is None and answer.ticket for answer in joined):
-                # For the sweep that finds places whose replica died (drain.py).
+                # For the sweep that finds places whose replica died (drain.py): a place that
+                # went straight on too.
                 await self.scripts.mark_open(product_id)
             return joined
 
@@ -210,19 +211,22 @@ class OrderLine:
         self._batches = _Batches(scripts)
 
     async def join(self, *, product_id: int, user_id: int, quantity: int, key: str | None,
-                   arrived_us: int) -> tuple[Joined, NewPlace]:
+                   arrived_us: int, mode: str = "join") -> tuple[Joined, NewPlace]:
         """A place for the buyer, or the one it has (Joined.record set), or none (ticket None:
-        the line is full)."""
+        the line is full, or `mode` "find" and the buyer has no place). `mode` "go": the caller
+        holds a free reserve slot, and the place is admitted at once (Joined.go) if nobody
+        waits in the line, wherever they joined it; "find": only the place the buyer has."""
         body = {"product_id": product_id, "quantity": quantity}
-        place = NewPlace(ticket=new_ticket(product_id), user_id=user_id, quantity=quantity,
+        place = NewPlace(mode=mode, ticket=new_ticket(product_id), user_id=user_id, quantity=quantity,
                          key=key or "", key_field=key_field(user_id, key) if key else "",
                          fingerprint=self.fingerprint(body), arrived_us=arrived_us)
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         self._batches.ask(_Ask(product_id, place, None, future))
         joined = await future
         if joined.ticket is None:
-            self.metrics.ticket("full")
-        elif joined.record is None:
+            if mode != "find":
+                self.metrics.ticket("full")
+        elif joined.record is None and not joined.go:
             self.metrics.ticket("joined")
         return joined, place
 

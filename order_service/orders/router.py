@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from order_service.dependencies import (
@@ -14,6 +14,7 @@ from order_service.dependencies import (
     SlotTakenInFront,
     TicketReadsDep,
 )
+from order_service.orders.admission import answered_in_front
 from order_service.orders.errors import (
     LineFull,
     OrderNotCancellable,
@@ -28,11 +29,17 @@ from shared.contracts import MAX_ID
 from shared.errors import (
     PROBLEM_CONTENT_TYPE,
     DatabaseUnavailable,
+    ProblemError,
     Unauthorized,
     ValidationFailed,
     problem_responses,
 )
-from shared.idempotency import IdempotencyKeyDep, IdempotencyKeyInUse, IdempotencyKeyReused
+from shared.idempotency import (
+    IdempotencyKeyDep,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    problem_answer,
+)
 from shared.identity import CurrentUser, internal_callers
 from shared.internal.orders import (
     PREFIX,
@@ -86,9 +93,15 @@ def _order_key(order: OrderOut) -> Key:
         "full line is 429 `rate_limited`."
     ),
 )
-async def create_order(body: OrderCreate, user_id: CurrentUser, key: IdempotencyKeyDep,
-                       orders: OrderCreationDep, slot: SlotTakenInFront) -> JSONResponse:
-    answer = await orders.create(user_id, body, key, slot=slot)
+async def create_order(request: Request, body: OrderCreate, user_id: CurrentUser,
+                       key: IdempotencyKeyDep, orders: OrderCreationDep,
+                       slot: SlotTakenInFront) -> JSONResponse:
+    try:
+        answer = await orders.create(user_id, body, key, slot=slot)
+    except ProblemError as problem:
+        answered_in_front(request.scope, problem_answer(problem))
+        raise
+    answered_in_front(request.scope, answer)
     return JSONResponse(answer.body, status_code=answer.status,
                         media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else None)
 

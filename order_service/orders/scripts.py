@@ -49,12 +49,18 @@ end
 """
 
 # KEYS: waiting deciding tickets buyers keys done
-# ARGV: max_waiting keep_ms open_channel product_id, then per place: ticket user quantity key
-# key_field fingerprint arrived_us. Per place: {'joined', ticket, position},
-# {'same', ticket, record, position (0 unless waiting)} or {'full'}.
+# ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding, then per place: mode
+# ticket user quantity key key_field fingerprint arrived_us. Modes: 'join' (a place in the line),
+# 'go' (the caller holds a free reserve slot: the place is admitted at once, being decided under
+# a lease, if nobody waits, no lease ran out and fewer than max_deciding places of the product
+# are being decided, whichever replica decides them; else it joins), 'find' (only a place the
+# buyer has).
+# Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
+# (0 unless waiting)}, {'none'} (find: no place) or {'full'}.
 JOIN = _COMMON + """
 local now = now_ms()
 local keep = tonumber(ARGV[2])
+local lease = tonumber(ARGV[5])
 local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - keep, 'LIMIT', 0, 500)
 for _, t in ipairs(old) do
   local rec = redis.call('HGET', KEYS[3], t)
@@ -68,8 +74,8 @@ end
 local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0
 local joined = false
 local out = {}
-for i = 5, #ARGV, 7 do
-  local ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+for i = 7, #ARGV, 8 do
+  local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
   if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
   if not existing then existing = redis.call('HGET', KEYS[4], user) end
@@ -78,18 +84,35 @@ for i = 5, #ARGV, 7 do
     if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, existing) end
     local rank = redis.call('ZRANK', KEYS[1], existing)
     out[#out + 1] = {'same', existing, record, rank and rank + 1 or 0}
-  elseif redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-    out[#out + 1] = {'full'}
+  elseif mode == 'find' then
+    out[#out + 1] = {'none'}
   else
-    redis.call('ZADD', KEYS[1], ARGV[i + 6], ticket)
-    local position = redis.call('ZRANK', KEYS[1], ticket) + 1
-    redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 2], k = ARGV[i + 3],
-      f = ARGV[i + 5], a = ARGV[i + 6], p = tostring(position), s = 'waiting', n = '0',
-      km = key_field}))
-    redis.call('HSET', KEYS[4], user, ticket)
-    if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
-    out[#out + 1] = {'joined', ticket, position}
-    joined = true
+    local go = mode == 'go' and redis.call('ZCARD', KEYS[1]) == 0 and
+      redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[6]) and
+      #redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1) == 0
+    if not go and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+      out[#out + 1] = {'full'}
+    else
+      local state, position = 'waiting', 1
+      if go then
+        state = 'deciding'
+        redis.call('ZADD', KEYS[2], now + lease, ticket)
+      else
+        redis.call('ZADD', KEYS[1], ARGV[i + 7], ticket)
+        position = redis.call('ZRANK', KEYS[1], ticket) + 1
+      end
+      redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 3],
+        k = ARGV[i + 4], f = ARGV[i + 6], a = ARGV[i + 7], p = tostring(position), s = state,
+        n = go and '1' or '0', km = key_field}))
+      redis.call('HSET', KEYS[4], user, ticket)
+      if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
+      if go then
+        out[#out + 1] = {'go', ticket}
+      else
+        out[#out + 1] = {'joined', ticket, position}
+        joined = true
+      end
+    end
   end
 end
 if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
@@ -97,14 +120,16 @@ renew(keep * 2)
 return out
 """
 
-# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms.
-# Admits up to how_many places: first those whose lease ran out (their replica died or
-# stalled: decided again, safely, see line.py), then the earliest waiting.
+# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms max_deciding.
+# Admits up to how_many places, and no more than leave max_deciding of the product being decided
+# (across replicas): first those whose lease ran out (their replica died or stalled: decided
+# again, safely, see line.py), then the earliest waiting.
 # Returns {{ticket, record}..., waiting count, deciding count}.
 CLAIM = _COMMON + """
 local now = now_ms()
 local lease = tonumber(ARGV[2])
-local left = tonumber(ARGV[1])
+local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
+local left = math.min(tonumber(ARGV[1]), tonumber(ARGV[4]) - live)
 local out = {}
 local function admit(t)
   local rec = redis.call('HGET', KEYS[3], t)
@@ -121,8 +146,10 @@ local function admit(t)
   out[#out + 1] = {t, rec}
   left = left - 1
 end
-for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, left)) do
-  admit(t)
+if left > 0 then
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, left)) do
+    admit(t)
+  end
 end
 if left > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], left)
@@ -158,16 +185,19 @@ renew(tonumber(ARGV[2]) * 2)
 return #given
 """
 
-# KEYS: waiting deciding tickets; ARGV: keep_ms, then tickets. A place being decided goes back
-# to its place among the waiting (a decision that could not be made now: retried).
+# KEYS: waiting deciding tickets; ARGV: keep_ms uncount, then tickets. A place being decided goes
+# back to its place among the waiting (a decision that could not be made now: retried); with
+# uncount '1' the admission is not counted among its attempts (it waited for something that
+# ends by itself: its key held by a request still running or by one that died).
 REQUEUE = _COMMON + """
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local t = ARGV[i]
   local rec = redis.call('HGET', KEYS[3], t)
   if rec then
     local r = cjson.decode(rec)
     if r.s == 'deciding' then
       r.s = 'waiting'
+      if ARGV[2] == '1' then r.n = tostring(math.max(tonumber(r.n) - 1, 0)) end
       redis.call('HSET', KEYS[3], t, cjson.encode(r))
       redis.call('ZREM', KEYS[2], t)
       redis.call('ZADD', KEYS[1], r.a, t)
@@ -203,6 +233,30 @@ if #lines > 0 then
 end
 renew(tonumber(ARGV[2]) * 2)
 return #lines
+"""
+
+# KEYS: waiting deciding tickets buyers keys; ARGV: keep_ms, then tickets. A place that went
+# straight on and was answered with a 5xx is forgotten (its buyer starts afresh), unless it has
+# its answer already (a replica that decided it again, its lease having run out).
+DROP = _COMMON + """
+for i = 2, #ARGV do
+  local t = ARGV[i]
+  local rec = redis.call('HGET', KEYS[3], t)
+  if rec then
+    local r = cjson.decode(rec)
+    if r.s == 'deciding' or r.s == 'waiting' then
+      redis.call('ZREM', KEYS[1], t)
+      redis.call('ZREM', KEYS[2], t)
+      redis.call('HDEL', KEYS[3], t)
+      if redis.call('HGET', KEYS[4], r.u) == t then redis.call('HDEL', KEYS[4], r.u) end
+      if r.km ~= '' and redis.call('HGET', KEYS[5], r.km) == t then
+        redis.call('HDEL', KEYS[5], r.km)
+      end
+    end
+  end
+end
+renew(tonumber(ARGV[1]) * 2)
+return 0
 """
 
 # KEYS: waiting tickets; ARGV: tickets. Per ticket: {record or '', position (0 unless waiting)}.
@@ -258,6 +312,7 @@ class Record:
 
 @dataclass(frozen=True)
 class NewPlace:
+    mode: str  # join | go | find (see JOIN)
     ticket: str
     user_id: int
     quantity: int
@@ -271,9 +326,10 @@ class NewPlace:
 class Joined:
     """What JOIN answered for one place: `record` None when the place is new."""
 
-    ticket: str | None  # None: the line is full
+    ticket: str | None  # None: the line is full (or, asked to find, no place)
     position: int
     record: Record | None = None
+    go: bool = False  # admitted at once: the caller decides it with the slot it holds
 
 
 @dataclass(frozen=True)
@@ -290,8 +346,10 @@ class LineScripts:
     """The scripts, registered once per client (EVALSHA, loaded again if Redis forgot them)."""
 
     def __init__(self, redis: Redis | RedisCluster, *, keep_ms: int, lease_ms: int,
-                 max_waiting: int, tickets_channel: str, open_channel: str) -> None:
+                 max_waiting: int, tickets_channel: str, open_channel: str,
+                 max_deciding: int = 64) -> None:
         self.redis = redis
+        self.max_deciding = max_deciding
         self.keep_ms = keep_ms
         self.lease_ms = lease_ms
         self.max_waiting = max_waiting
@@ -301,14 +359,16 @@ class LineScripts:
         self._claim = redis.register_script(CLAIM)
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
+        self._drop = redis.register_script(DROP)
         self._refuse_waiting = redis.register_script(REFUSE_WAITING)
         self._read = redis.register_script(READ)
 
     async def join(self, product_id: int, places: Sequence[NewPlace]) -> list[Joined]:
         keys = LineKeys.of(product_id)
-        args: list[str | int] = [self.max_waiting, self.keep_ms, self.open_channel, product_id]
+        args: list[str | int] = [self.max_waiting, self.keep_ms, self.open_channel, product_id,
+                                 self.lease_ms, self.max_deciding]
         for place in places:
-            args += [place.ticket, place.user_id, place.quantity, place.key, place.key_field,
+            args += [place.mode, place.ticket, place.user_id, place.quantity, place.key, place.key_field,
                      place.fingerprint, place.arrived_us]
         reply = await self._join(
             keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done],
@@ -316,8 +376,10 @@ class LineScripts:
         answers = []
         for part in reply:
             word = _text(part[0])
-            if word == "full":
+            if word in ("full", "none"):
                 answers.append(Joined(None, 0))
+            elif word == "go":
+                answers.append(Joined(_text(part[1]), 1, go=True))
             elif word == "joined":
                 answers.append(Joined(_text(part[1]), int(part[2])))
             else:
@@ -329,7 +391,7 @@ class LineScripts:
         keys = LineKeys.of(product_id)
         claimed, waiting, deciding = await self._claim(
             keys=[keys.waiting, keys.deciding, keys.tickets],
-            args=[how_many, self.lease_ms, self.keep_ms])
+            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding])
         return ([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed], int(waiting),
                 int(deciding))
 
@@ -342,10 +404,17 @@ class LineScripts:
         return int(await self._finish(keys=[keys.deciding, keys.tickets, keys.buyers, keys.done],
                                       args=args))
 
-    async def requeue(self, product_id: int, tickets: Sequence[str]) -> None:
+    async def requeue(self, product_id: int, tickets: Sequence[str], *,
+                      uncounted: bool = False) -> None:
         keys = LineKeys.of(product_id)
         await self._requeue(keys=[keys.waiting, keys.deciding, keys.tickets],
-                            args=[self.keep_ms, *tickets])
+                            args=[self.keep_ms, "1" if uncounted else "0", *tickets])
+
+    async def drop(self, product_id: int, tickets: Sequence[str]) -> None:
+        """Forgets places not yet answered (a straight-on request answered 5xx)."""
+        keys = LineKeys.of(product_id)
+        await self._drop(keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys],
+                         args=[self.keep_ms, *tickets])
 
     async def refuse_waiting(self, product_id: int, problem: dict[str, Any]) -> int:
         keys = LineKeys.of(product_id)

@@ -43,9 +43,10 @@ async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
 
 
 def scripts_on(client: Redis, *, lease_ms: int = 15_000, keep_ms: int = 900_000,
-               max_waiting: int = 100) -> LineScripts:
+               max_waiting: int = 100, max_deciding: int = 64) -> LineScripts:
     return LineScripts(client, keep_ms=keep_ms, lease_ms=lease_ms, max_waiting=max_waiting,
-                       tickets_channel=CHANNEL, open_channel=CHANNEL + "-open")
+                       tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
+                       max_deciding=max_deciding)
 
 
 def product() -> int:
@@ -53,8 +54,8 @@ def product() -> int:
 
 
 def place(product_id: int, user_id: int, arrived_us: int, *, key: str = "",
-          quantity: int = 1) -> NewPlace:
-    return NewPlace(ticket=new_ticket(product_id), user_id=user_id, quantity=quantity, key=key,
+          quantity: int = 1, mode: str = "join") -> NewPlace:
+    return NewPlace(mode=mode, ticket=new_ticket(product_id), user_id=user_id, quantity=quantity, key=key,
                     key_field=key_field(user_id, key) if key else "", fingerprint="fp",
                     arrived_us=arrived_us)
 
@@ -187,3 +188,52 @@ async def test_the_sweep_set_lists_a_product_once_marked(client: Redis) -> None:
     await scripts.forget_if_empty(product_id)
     assert product_id not in await scripts.open_lines()
     assert isinstance(PRODUCTS_KEY, str)
+
+
+async def test_a_place_goes_straight_on_only_while_nobody_waits_and_room_is_left(
+    client: Redis
+) -> None:
+    """The judgment of a request holding a free slot at some replica is the line's, in Redis:
+    straight on (being decided) while nobody waits and fewer than max_deciding are decided,
+    else a place behind the others."""
+    scripts, product_id = scripts_on(client, max_deciding=2), product()
+    at = 1_800_000_000_000_000
+    first, second = await scripts.join(product_id, [place(product_id, 1, at, mode="go"),
+                                                    place(product_id, 2, at + 1, mode="go")])
+    assert first.go
+    assert second.go
+    [third] = await scripts.join(product_id, [place(product_id, 3, at + 2, mode="go")])
+    assert not third.go
+    assert third.position == 1
+    [fourth] = await scripts.join(product_id, [place(product_id, 4, at + 3, mode="go")])
+    assert not fourth.go
+    assert fourth.position == 2
+    # Room for one more: the earliest waiting is admitted, and none beyond the two.
+    assert await scripts.finish(product_id, [(str(first.ticket), "ordered", "{}")]) == 1
+    claimed, waiting, deciding = await scripts.claim(product_id, 5)
+    assert [c.ticket for c in claimed] == [third.ticket]
+    assert (waiting, deciding) == (1, 2)
+    # Someone waits: a request with a free slot takes its place behind them.
+    assert await scripts.finish(product_id, [(str(second.ticket), "ordered", "{}"),
+                                             (str(third.ticket), "ordered", "{}")]) == 2
+    [fifth] = await scripts.join(product_id, [place(product_id, 5, at + 4, mode="go")])
+    assert not fifth.go
+    assert fifth.position == 2
+
+
+async def test_find_answers_only_the_place_a_buyer_has(client: Redis) -> None:
+    scripts, product_id = scripts_on(client), product()
+    at = 1_800_000_000_000_000
+    [none] = await scripts.join(product_id, [place(product_id, 1, at, key="k", mode="find")])
+    assert none.ticket is None
+    [went] = await scripts.join(product_id, [place(product_id, 1, at, key="k", mode="go")])
+    assert went.go
+    [found] = await scripts.join(product_id, [place(product_id, 1, at + 5, key="k",
+                                                    mode="find")])
+    assert found.ticket == went.ticket
+    assert found.record is not None
+    assert found.record.state == "deciding"
+    # A place forgotten (its request answered 5xx) is found no more.
+    await scripts.drop(product_id, [str(went.ticket)])
+    [gone] = await scripts.join(product_id, [place(product_id, 1, at, key="k", mode="find")])
+    assert gone.ticket is None

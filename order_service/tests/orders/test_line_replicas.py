@@ -1,0 +1,136 @@
+"""The line across two order_service replicas (one reserve slot per product each) over the same
+Redis, MariaDB and stock_service, asked over loopback HTTP as the gateway would ask them.
+
+Whether a request joins the line or goes straight on is judged against the line in Redis, not
+against what the replica happens to have heard: replica B below never hears replica A's line
+open (another pub/sub prefix, as a replica that has not heard it yet), and still a later
+arrival at B takes its place behind A's waiting buyers instead of going past them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from order_service.tests.orders.test_line import (
+    buyer,
+    crowd,
+    final_answer,
+    now_us,
+    outcomes,
+    post_order,
+)
+from shared.services import service
+from shared.testing.identity import identity_headers, sign_at_send
+from shared.testing.net import ServiceProcess
+from shared.testing.sale import Sale, register_product
+
+ORDERS = "/api/v1/orders"
+# A place whose replica died is decided again after its lease (above the create budget).
+SHORT_LEASES = {"ORDER_LINE_LEASE_SECONDS": "4", "ORDER_CREATE_BUDGET_SECONDS": "3",
+                "ORDER_LINE_SWEEP_INTERVAL_SECONDS": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def two_replicas(sale: Sale) -> Iterator[ServiceProcess]:
+    """The sale's order_service (A) and a second replica (B) with its own pub/sub prefix, one
+    reserve slot per product each."""
+    sale.restart("order", ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT="1", **SHORT_LEASES)
+    env = {**sale.environments["order"], **SHORT_LEASES,
+           "ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT": "1",
+           "PUBSUB_PREFIX": f"deaf-{os.urandom(4).hex()}:"}
+    other = ServiceProcess("order-b", service("order").factory, env=env,
+                           log_dir=sale.logs).start()
+    try:
+        other.wait_healthy()
+        yield other
+    finally:
+        other.stop()
+        sale.restart("order")
+
+
+@pytest.fixture
+def dying_replica(sale: Sale, two_replicas: ServiceProcess) -> Iterator[ServiceProcess]:
+    """A replica that exits right after its first reserve (order_service/tests/faults.py)."""
+    env = {**sale.environments["order"], **SHORT_LEASES,
+           "ORDER_TEST_FAULT": "after_reserve"}
+    dying = ServiceProcess("order-dying", "order_service.tests.faults:create_app_with_fault",
+                           env=env, log_dir=sale.logs).start()
+    try:
+        dying.wait_healthy()
+        yield dying
+    finally:
+        dying.stop()
+
+
+@pytest.fixture
+async def http_b(sale: Sale, two_replicas: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    package = service("order").package
+    async with httpx.AsyncClient(timeout=20, event_hooks={
+            "request": [sign_at_send(lambda _: package)]}) as client:
+        yield client
+
+
+async def test_a_later_arrival_at_a_replica_with_a_free_slot_waits_behind_the_line(
+    http: httpx.AsyncClient, http_b: httpx.AsyncClient, sale: Sale,
+    two_replicas: ServiceProcess
+) -> None:
+    product = await register_product(http, sale, total=3)
+    early = [buyer() for _ in range(20)]
+    answers = await crowd(http, sale, product, early)
+    assert sum(a.status_code == 202 for a in answers) >= 10, [a.text for a in answers]
+    # A's line is waiting; B has its slot free and has not heard of the line.
+    late = buyer()
+    late_answer = await http_b.post(
+        two_replicas.url + ORDERS, json={"product_id": product, "quantity": 1},
+        headers=identity_headers(late, arrived_at_us=now_us()))
+    assert late_answer.status_code == 202, late_answer.text
+    body: dict[str, Any] = late_answer.json()
+    assert body["position"] >= 2, body
+    finals = await outcomes(http, sale, early, answers)
+    final = await final_answer(http, sale, user=late, ticket=body["ticket"])
+    # Three units for the early crowd: the late buyer, behind them, is refused.
+    assert final["state"] == "refused", final
+    assert final["problem"]["code"] == "sold_out"
+    assert sum(finals[user]["state"] == "ordered" for user in early) == 3
+
+
+async def test_a_retry_with_its_key_after_its_replica_died_keeps_its_place(
+    http: httpx.AsyncClient, http_b: httpx.AsyncClient, sale: Sale,
+    dying_replica: ServiceProcess
+) -> None:
+    """A request that went straight on at a replica is a place in the line too (being decided,
+    under a lease). Its replica dies after the reserve, holding the buyer's Idempotency-Key and
+    the last unit: the buyer's retry at the other replica gets that place back (a ticket),
+    which is decided again once its lease and the dead claim on the key run out, and wins the
+    unit its request had reserved (given back as an orphan hold meanwhile)."""
+    product = await register_product(http, sale, total=1)
+    user, key = buyer(), f"key-{os.urandom(6).hex()}"
+    body = {"product_id": product, "quantity": 1}
+    with pytest.raises(httpx.TransportError):
+        await http_b.post(dying_replica.url + ORDERS, json=body,
+                          headers={**identity_headers(user, arrived_at_us=now_us()),
+                                   "Idempotency-Key": key})
+    # A later buyer at the live replica does not take the unit the dead request reserved.
+    later = buyer()
+    later_answer = await post_order(http, sale, user=later, product=product,
+                                    arrived_us=now_us())
+    assert later_answer.status_code in (202, 409), later_answer.text
+    # The retry, as API.md tells the client: the same key and body, at the live replica.
+    again = await post_order(http, sale, user=user, product=product, key=key,
+                             arrived_us=now_us())
+    assert again.status_code == 202, again.text
+    final = await final_answer(http, sale, user=user, ticket=again.json()["ticket"])
+    assert final["state"] == "ordered", final
+    assert final["order"]["user_id"] == user
+    # Asked again with the key, the same order.
+    replay = await post_order(http, sale, user=user, product=product, key=key)
+    assert replay.status_code == 201, replay.text
+    assert replay.json() == final["order"]
+    if later_answer.status_code == 202:
+        later_final = await final_answer(http, sale, user=later,
+                                         ticket=later_answer.json()["ticket"])
+        assert later_final["state"] == "refused", later_final
