@@ -55,6 +55,7 @@ from loadtests.system import (
     cpu_seconds,
     datastore_pids,
     hello_world,
+    metrics_url,
     service_system,
 )
 from loadtests.wrk import measure
@@ -356,7 +357,8 @@ class Phase:
 
 
 def replica_urls(bench: SaleBench, name: str) -> list[str]:
-    return [p.url for p in bench.replicas.get(name) or [
+    """Where each replica of `name` serves GET /metrics."""
+    return [metrics_url(p) for p in bench.replicas.get(name) or [
         bench.gateway if name == "gateway" else bench.processes[name]]]
 
 

@@ -243,11 +243,13 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
         every["gateway"] = [
             ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
                            log_dir=workdir, port=gateway_port, host=REPLICA_ADDRESSES[n],
-                           env=gateway_env) for n in range(counts["gateway"])]
+                           env=with_metrics_port(gateway_env))
+            for n in range(counts["gateway"])]
     else:
         every["gateway"] = [
             ServiceProcess("gateway" if n == 0 else f"gateway-{n + 1}", "gateway.app:create_app",
-                           log_dir=workdir, env=gateway_env) for n in range(max(1, gateways))]
+                           log_dir=workdir, env=with_metrics_port(gateway_env))
+            for n in range(max(1, gateways))]
     services = [*processes.values(), *(p for name in apps for p in every[name][1:])]
     try:
         for process in services:
@@ -287,3 +289,18 @@ def datastore_pids() -> dict[str, int]:
         if name is not None and name not in found:
             found[name] = int(comm.parent.name)
     return found
+
+
+def with_metrics_port(env: dict[str, str]) -> dict[str, str]:
+    """A gateway's environment with an internal metrics listener of its own (GET /metrics is
+    never on the public port): the benchmarks read its request counts there."""
+    return {**env, "GATEWAY_METRICS_PORT": str(free_port())}
+
+
+def metrics_url(process: ServiceProcess) -> str:
+    """Where `process` serves GET /metrics: a gateway on its internal listener, an app on its
+    own port."""
+    port = process.env.get("GATEWAY_METRICS_PORT")
+    if port and process.app.startswith("gateway."):
+        return f"http://127.0.0.1:{port}"
+    return process.url
