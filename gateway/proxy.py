@@ -335,10 +335,11 @@ class Proxy:
                         await self.stream_relay.relay(upstream, response_headers, receive,
                                                       tracking_send, oversized=oversized)
                     return
-                except (aiohttp.ConnectionTimeoutError, aiohttp.ServerDisconnectedError):
-                    # Nothing was relayed and a stream's method changes nothing: a second
-                    # connect is safe (a burst of new streams keeps the loop busy past the
-                    # connect timeout, as in _relay).
+                except aiohttp.ClientError:
+                    # Nothing was relayed and a stream's method changes nothing: opening it
+                    # once more is safe (a burst of new streams keeps the loop busy past the
+                    # connect timeout, as in _relay; a replica killed under it resets the
+                    # connection, and the next connect goes to the next address).
                     if started or attempt == 1:
                         raise
         except aiohttp.ClientConnectorError:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -619,3 +620,60 @@ async def test_a_cookie_one_upstream_answer_set_is_never_sent_for_another_client
         assert "cookie" not in seen
     finally:
         server.stop()
+
+
+class ResettingStreamUpstream:
+    """An upstream whose first connection is reset (RST) once the request is read, as a
+    replica killed under it does; later connections answer a one-event stream."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        if self.connections == 1:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"connection: close\r\n\r\ndata: {\"state\":\"ordered\"}\n\n")
+        await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is_opened_again(
+    rig: Rig, redis_url: str
+) -> None:
+    """A stream's GET changes nothing and nothing was relayed yet: its upstream killed under it
+    (a replica), it is opened once more (on the next address) instead of answering 502."""
+    upstream = ResettingStreamUpstream()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = await upstream.start()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            response = await c.get("/api/v1/orders/tickets/1-abcdefghijklmnop/events",
+                                   headers=auth(rig))
+    finally:
+        server.stop()
+        await upstream.stop()
+    assert response.status_code == 200, response.text
+    assert b"ordered" in response.content
+    assert upstream.connections == 2
