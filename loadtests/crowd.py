@@ -225,6 +225,9 @@ class Tap:
     # Every final answer seen for this tap ("ordered 12", "refused sold_out"): on the ticket's
     # stream, its ?wait= reads and the read again afterwards. More than one is a breach.
     finals: list[str] = field(default_factory=list)
+    # Attempts of this POST cut by a fault (a 5xx, no answer, its key still held by an attempt
+    # that died) and sent again with the same Idempotency-Key (`retry_for`).
+    retried: int = 0
 
     def finish(self, state: str, code: str, order_id: int | None, at: float,
                status: int) -> None:
@@ -439,7 +442,7 @@ class Buyer:
         await self.read_tickets_again()
 
     async def send(self, route: str, path: str, body: dict[str, Any], n: int,
-                   ) -> Response | None:
+                   tap: Tap | None = None) -> Response | None:
         """One POST; with `retry_for`, an attempt answered 5xx (or nothing, or 409
         idempotency_key_in_use) is sent again with the same Idempotency-Key, as API.md tells
         clients to, until an answer or `retry_for` seconds; those attempts are only counted."""
@@ -455,13 +458,15 @@ class Buyer:
                         and problem_code(response) == "idempotency_key_in_use"))):
                 return response
             self.crowd.retried += 1
+            if tap is not None:
+                tap.retried += 1
             retry_after = response.headers.get("retry-after") if response is not None else None
             await asyncio.sleep(min(5.0, float(retry_after or 1)))
 
     async def order(self, tap: Tap, body: dict[str, Any], n: int) -> None:
         await self.connection(n)
         tap.sent = time.time()
-        response = await self.send("POST /orders", "/api/v1/orders", body, n)
+        response = await self.send("POST /orders", "/api/v1/orders", body, n, tap)
         tap.answered = time.time()
         if response is None:
             tap.code = self.record.error.rpartition(" ")[2] or "no_answer"

@@ -13,6 +13,13 @@ and the report.
 Refused buyers are left out of the rank correlation on purpose: every ticket still waiting turns
 `sold_out` at the same instant, so the order in which those refusals arrive is noise, not
 fairness; whether the right buyers were refused is what earliest_share measures.
+
+A winner whose order request was cut by a fault (a replica killed under it: the crowd sent it
+again with its Idempotency-Key, `Tap.retried`) is left out of the rank correlation too, and only
+of it: the place its first request took is kept (docs/line.md), so it still wins in its turn
+and counts in earliest_share, but its answer waits for the fault to be noticed (the place's
+lease, the key's claim going stale), seconds after the others'. When it was answered says how
+long the fault took to notice, not the line's order.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class Fairness:
     granted: int
     spearman: float
     earliest_share: float
+    # Winners whose order request was cut by a fault: counted in earliest_share, left out of
+    # the rank correlation (see above).
+    cut_by_faults: int = 0
 
     @property
     def judged(self) -> bool:
@@ -71,6 +81,7 @@ class Fairness:
 
     def as_dict(self) -> dict[str, Any]:
         return {"buyers": self.buyers, "granted": self.granted,
+                "cut_by_faults": self.cut_by_faults,
                 "spearman": None if math.isnan(self.spearman) else round(self.spearman, 4),
                 "earliest_share": (None if math.isnan(self.earliest_share)
                                    else round(self.earliest_share, 4)),
@@ -81,6 +92,7 @@ class Fairness:
 def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
     arrivals: list[float] = []
     grants: list[float | None] = []
+    cut: list[bool] = []
     for buyer in buyers:
         taps = [t for t in buyer.get("taps", ()) if t.get("sent")]
         if not taps:
@@ -89,11 +101,15 @@ def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
         granted = [float(t["final_at"]) for t in taps
                    if t.get("state") == "ordered" and t.get("final_at") is not None]
         grants.append(min(granted) if granted else None)
+        cut.append(any(int(t.get("retried") or 0) > 0 for t in taps))
     won = [(a, g) for a, g in zip(arrivals, grants, strict=True) if g is not None]
-    rho = spearman([a for a, _ in won], [g for _, g in won]) if len(won) >= 2 else math.nan
+    in_turn = [(a, g) for a, g, c in zip(arrivals, grants, cut, strict=True)
+               if g is not None and not c]
+    rho = (spearman([a for a, _ in in_turn], [g for _, g in in_turn]) if len(in_turn) >= 2
+           else math.nan)
     if won:
         first = sorted(range(len(arrivals)), key=lambda i: arrivals[i])[:len(won)]
         share = sum(grants[i] is not None for i in first) / len(won)
     else:
         share = math.nan
-    return Fairness(len(arrivals), len(won), rho, share)
+    return Fairness(len(arrivals), len(won), rho, share, len(won) - len(in_turn))

@@ -149,3 +149,27 @@ def test_fairness_takes_a_buyers_first_send_and_first_grant() -> None:
     assert (fair.buyers, fair.granted) == (75, 25)
     assert fair.spearman == pytest.approx(1.0)
     assert fair.earliest_share == 1.0
+
+
+def test_a_winner_whose_request_a_fault_cut_is_judged_by_earliest_arrivals_only() -> None:
+    """Its place was kept, so it won in its turn; its answer came once the fault was noticed
+    (the place's lease): late, which says nothing of the line's order."""
+    crowd = fair_line()
+    for b in crowd[:5]:
+        b["taps"][0]["final_at"] = OPENS + 16.0  # re-decided after a killed replica's lease
+        b["taps"][0]["retried"] = 2
+    fair = fairness_of(crowd)
+    assert fair.cut_by_faults == 5
+    assert fair.spearman == pytest.approx(1.0)
+    assert fair.earliest_share == 1.0
+    assert broken(crowd) == []
+
+
+def test_a_late_answer_without_a_fault_still_breaks_the_order() -> None:
+    crowd = fair_line()
+    for b in crowd[:5]:
+        b["taps"][0]["final_at"] = OPENS + 16.0
+    fair = fairness_of(crowd)
+    assert fair.cut_by_faults == 0
+    assert fair.spearman < 0.9
+    assert broken(crowd) == ["fair_line"]
