@@ -226,6 +226,16 @@ class _LineEntry:
         if joined.go:
             self._straight_on(joined.ticket)
             return None
+        if self._first_still_running(joined):
+            # The buyer's request that went straight on is still being decided: this one is
+            # answered as before there was a line (its key in use; else the route's own rules,
+            # one unpaid order per buyer, with the slot if it has one).
+            if self._same_key(joined):
+                self._give_slot_back()
+                return problem_from_error(IdempotencyKeyInUse())
+            if self.slot is not None:
+                self._straight_on(None)
+                return None
         if self.slot is not None:
             self.slot.give_back()  # someone waits: this one takes its place behind them
             self.slot = None
@@ -243,7 +253,28 @@ class _LineEntry:
             return None
         if joined.ticket is None:
             return None
+        if self._first_still_running(joined):
+            if self._same_key(joined):
+                return problem_from_error(IdempotencyKeyInUse())
+            return None
         return self._place(joined, place)
+
+    @staticmethod
+    def _first_still_running(joined: Joined) -> bool:
+        """The buyer's place is one whose request went straight on and is still being decided
+        (its lease running: its replica is alive)."""
+        record = joined.record
+        return record is not None and record.straight and record.state == "deciding" and \
+            joined.leased
+
+    def _same_key(self, joined: Joined) -> bool:
+        return self.key is not None and joined.record is not None and \
+            joined.record.key == self.key
+
+    def _give_slot_back(self) -> None:
+        if self.slot is not None:
+            self.slot.give_back()
+            self.slot = None
 
     async def _join(self, mode: str) -> tuple[Joined, NewPlace]:
         user_id = self.identity.user_id

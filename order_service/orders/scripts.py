@@ -56,7 +56,8 @@ end
 # are being decided, whichever replica decides them; else it joins), 'find' (only a place the
 # buyer has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
-# (0 unless waiting)}, {'none'} (find: no place) or {'full'}.
+# (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
+# place) or {'full'}.
 JOIN = _COMMON + """
 local now = now_ms()
 local keep = tonumber(ARGV[2])
@@ -83,7 +84,9 @@ for i = 7, #ARGV, 8 do
   if record then
     if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, existing) end
     local rank = redis.call('ZRANK', KEYS[1], existing)
-    out[#out + 1] = {'same', existing, record, rank and rank + 1 or 0}
+    local lease = redis.call('ZSCORE', KEYS[2], existing)
+    out[#out + 1] = {'same', existing, record, rank and rank + 1 or 0,
+      (lease and tonumber(lease) > now) and 1 or 0}
   elseif mode == 'find' then
     out[#out + 1] = {'none'}
   else
@@ -103,7 +106,7 @@ for i = 7, #ARGV, 8 do
       end
       redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 3],
         k = ARGV[i + 4], f = ARGV[i + 6], a = ARGV[i + 7], p = tostring(position), s = state,
-        n = go and '1' or '0', km = key_field}))
+        n = go and '1' or '0', km = key_field, g = go and '1' or '0'}))
       redis.call('HSET', KEYS[4], user, ticket)
       if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
       if go then
@@ -300,6 +303,7 @@ class Record:
     state: str  # waiting | deciding | ordered | refused
     attempts: int
     body: str | None  # the final body (JSON), once answered
+    straight: bool = False  # its request went straight on (JOIN's 'go')
 
     @classmethod
     def parse(cls, raw: str) -> Record:
@@ -307,7 +311,7 @@ class Record:
         return cls(user_id=int(data["u"]), quantity=int(data["q"]), key=str(data["k"]),
                    fingerprint=str(data["f"]), arrived_us=int(data["a"]),
                    position=int(data["p"]), state=str(data["s"]), attempts=int(data["n"]),
-                   body=data.get("b"))
+                   body=data.get("b"), straight=data.get("g") == "1")
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ class Joined:
     position: int
     record: Record | None = None
     go: bool = False  # admitted at once: the caller decides it with the slot it holds
+    leased: bool = False  # the place it has is being decided under a lease still running
 
 
 @dataclass(frozen=True)
@@ -383,7 +388,8 @@ class LineScripts:
             elif word == "joined":
                 answers.append(Joined(_text(part[1]), int(part[2])))
             else:
-                answers.append(Joined(_text(part[1]), int(part[3]), Record.parse(_text(part[2]))))
+                answers.append(Joined(_text(part[1]), int(part[3]), Record.parse(_text(part[2])),
+                                      leased=int(part[4]) == 1))
         return answers
 
     async def claim(self, product_id: int, how_many: int) -> tuple[list[Claimed], int, int]:

@@ -54,7 +54,9 @@ async def decided(http: httpx.AsyncClient, sale: Sale,
                   responses: list[httpx.Response]) -> list[httpx.Response]:
     """Each POST /orders answer as its buyer finally has it: a 202's ticket followed (?wait=)
     to its answer, given as the 201 or the refusal that answer carries. A buyer's repeated
-    202s for one ticket are one place: counted once (the first), the others left out."""
+    202s for one ticket are one place: counted once (the first), the others left out; so is a
+    ticket whose order a 201 of the list already gave (the buyer's request that went straight
+    on held that place)."""
     seen: set[str] = set()
     waiting: list[tuple[int, str]] = []
     kept: list[httpx.Response | int] = []
@@ -77,7 +79,12 @@ async def decided(http: httpx.AsyncClient, sale: Sale,
             return await ticket_answer(http, sale, user=user, ticket=ticket)
 
     answers = await asyncio.gather(*(follow(user, ticket) for user, ticket in waiting))
-    return [answers[item] if isinstance(item, int) else item for item in kept]
+    # A second request of a buyer whose first went straight on is handed that one's place:
+    # its ticket's order is the first's 201, counted once.
+    direct = {r.json()["id"] for r in responses if r.status_code == 201}
+    return [answers[item] if isinstance(item, int) else item for item in kept
+            if not (isinstance(item, int) and answers[item].status_code == 201
+                    and answers[item].json()["id"] in direct)]
 
 
 async def ticket_answer(http: httpx.AsyncClient, sale: Sale, *, user: int,
