@@ -159,6 +159,16 @@ def retried_attempts(load_dir: Path) -> int:
     return int(json.loads(outcomes.read_text()).get("retried", 0))
 
 
+def save_logs(stack: str, into: Path) -> None:
+    """Each sale service's logs (every task's, the killed ones' included), kept after the stack
+    is gone: what the services said while the sale ran."""
+    into.mkdir(parents=True, exist_ok=True)
+    for service in ("gateway", "order-service", "stock-service"):
+        logs = run(["docker", "service", "logs", "--raw", f"{stack}_{service}"], timeout=120,
+                   check=False)
+        (into / f"{service}.log").write_text(logs.stdout + logs.stderr)
+
+
 def take_down(stack: str, made_swarm: bool, engine: Engine | None) -> None:
     docker("stack", "rm", stack, check=False)
     deadline = Deadline(DOWN_SECONDS)
@@ -237,6 +247,7 @@ def main() -> None:
         if chaos.is_alive():
             chaos.join(timeout=30)
         replicas = running_replicas(args.stack)
+        save_logs(args.stack, load_dir / "services")
         print("faults: " + "; ".join(faults.done), flush=True)
         print(f"replicas after the sale: {replicas}; tasks ended: {ended_tasks(args.stack)}",
               flush=True)

@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from order_service.orders.line import new_ticket
+from order_service.orders.scripts import LineScripts, NewPlace
 from order_service.tests.orders.test_line import (
     buyer,
-    crowd,
     final_answer,
     now_us,
-    outcomes,
     post_order,
 )
 from shared.services import service
@@ -77,29 +78,38 @@ async def http_b(sale: Sale, two_replicas: ServiceProcess) -> AsyncIterator[http
 
 
 async def test_a_later_arrival_at_a_replica_with_a_free_slot_waits_behind_the_line(
-    http: httpx.AsyncClient, http_b: httpx.AsyncClient, sale: Sale,
+    http_b: httpx.AsyncClient, sale: Sale, http: httpx.AsyncClient, redis: Redis,
     two_replicas: ServiceProcess
 ) -> None:
-    # A deciding one place at a time takes a while over ten units: its line is still waiting
-    # when the late buyer comes.
-    product = await register_product(http, sale, total=10)
-    early = [buyer() for _ in range(40)]
-    answers = await crowd(http, sale, product, early)
-    assert sum(a.status_code == 202 for a in answers) >= 30, [a.text for a in answers]
-    # A's line is waiting; B has its slot free and has not heard of the line.
+    """Five buyers wait in the product's line, joined at another replica whose message that
+    the line opened B never hears (the places are taken here, on a channel nobody listens to).
+    A later arrival at B, which has its slot free and no drain of the product, still takes its
+    place behind them; B drains the line in arrival order, and the three units go to the five's
+    first three."""
+    product = await register_product(http, sale, total=3)
+    elsewhere = LineScripts(redis, keep_ms=900_000, lease_ms=4_000, max_waiting=100,
+                            tickets_channel=f"deaf-{os.urandom(4).hex()}",
+                            open_channel=f"deaf-{os.urandom(4).hex()}")
+    start = now_us()
+    waiting = [buyer() for _ in range(5)]
+    joined = await elsewhere.join(product, [
+        NewPlace(mode="join", ticket=new_ticket(product), user_id=user, quantity=1, key="",
+                 key_field="", fingerprint="", arrived_us=start + index)
+        for index, user in enumerate(waiting)])
+    assert [place.position for place in joined] == [1, 2, 3, 4, 5]
     late = buyer()
     late_answer = await http_b.post(
         two_replicas.url + ORDERS, json={"product_id": product, "quantity": 1},
-        headers=identity_headers(late, arrived_at_us=now_us()))
+        headers=identity_headers(late, arrived_at_us=start + 1_000))
     assert late_answer.status_code == 202, late_answer.text
     body: dict[str, Any] = late_answer.json()
-    assert body["position"] >= 2, body
-    finals = await outcomes(http, sale, early, answers)
+    assert body["position"] == 6, body
+    finals = [await final_answer(http, sale, user=user, ticket=str(place.ticket))
+              for user, place in zip(waiting, joined, strict=True)]
+    assert [final["state"] for final in finals] == ["ordered"] * 3 + ["refused"] * 2
     final = await final_answer(http, sale, user=late, ticket=body["ticket"])
-    # Ten units for the early crowd: the late buyer, behind them, is refused.
     assert final["state"] == "refused", final
     assert final["problem"]["code"] == "sold_out"
-    assert sum(finals[user]["state"] == "ordered" for user in early) == 10
 
 
 async def test_a_retry_with_its_key_after_its_replica_died_keeps_its_place(
