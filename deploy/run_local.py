@@ -461,6 +461,8 @@ def service_environment(services: Sequence[App], sink: MailSink | None) -> dict[
     for service in services:
         if service in SERVICES:
             env.setdefault(f"GATEWAY_{service.env_prefix}_SERVICE_URL", service.local_url)
+        if service.internal_port is not None:  # the other services call it there
+            env.setdefault(f"{service.env_prefix}_INTERNAL_PORT", str(service.internal_port))
     if sink is not None:
         env.update(SMTP_HOST=sink.host, SMTP_PORT=str(sink.port), SMTP_STARTTLS="false")
     return env

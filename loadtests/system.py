@@ -208,6 +208,11 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
              for name, count in counts.items() if count > 1}
     urls = {name: f"http://{replica_host(name) if counts[name] > 1 else '127.0.0.1'}:{port}"
             for name, port in ports.items()}
+    # The other services call an app with an internal port there (the gateway the public one).
+    internal_ports = {name: free_port() for name in apps if service(name).internal_port}
+    internal_urls = {**urls, **{
+        name: f"http://{replica_host(name) if counts[name] > 1 else '127.0.0.1'}:{port}"
+        for name, port in internal_ports.items()}}
     databases = {name: database_url_for_tests(service(name).schema, schema_suffix)
                  for name in apps}
     for name, url in databases.items():
@@ -227,14 +232,20 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
         prefix = name.upper()
         app_env = {**common, f"{prefix}_DATABASE_URL": databases[name],
                    f"{prefix}_REDIS_URL": redis_url,
-                   **{f"{prefix}_{other.upper()}_SERVICE_URL": url for other, url in urls.items()}}
+                   **{f"{prefix}_{other.upper()}_SERVICE_URL": url
+                      for other, url in internal_urls.items()}}
         if name == "user":
             app_env["USER_JWT_KEY_DIR"] = str(key_dir)
         if name == "payment":
             app_env.update(payment_environment(processes[PROCESSOR_SIM.name]))
+        # Each replica listens for the other services' calls at its own address, on one port.
+        internal = ({n: {f"{prefix}_INTERNAL_HOST": REPLICA_ADDRESSES[n],
+                         f"{prefix}_INTERNAL_PORT": str(internal_ports[name])}
+                     for n in range(counts[name])} if name in internal_ports else {})
         every[name] = [ServiceProcess(name if n == 0 else f"{name}-{n + 1}", service(name).factory,
-                                      env=app_env, log_dir=workdir, port=ports[name],
-                                      host=REPLICA_ADDRESSES[n]) for n in range(counts[name])]
+                                      env={**app_env, **internal.get(n, {})}, log_dir=workdir,
+                                      port=ports[name], host=REPLICA_ADDRESSES[n])
+                       for n in range(counts[name])]
         processes[name] = every[name][0]
     gateway_env = {**common, "GATEWAY_REDIS_URL": redis_url,
                    **{f"GATEWAY_{name.upper()}_SERVICE_URL": url for name, url in urls.items()}}

@@ -8,10 +8,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.services import service
-from shared.settings import DatastoreSettings
+from shared.settings import DatastoreSettings, InternalListenerSettings
 
 
-class Settings(DatastoreSettings):
+class Settings(DatastoreSettings, InternalListenerSettings):
     model_config = SettingsConfigDict(env_prefix="ORDER_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_order"

@@ -19,7 +19,8 @@ class Settings(DatastoreSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENT_")
 
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/preorder_payment"
-    order_service_url: str = service("order").local_url
+    # Its port for the other services' calls (shared/internal_listener.py) under `make run`.
+    order_service_url: str = service("order").local_internal_url
     call_timeout_seconds: float = Field(default=5.0, gt=0)
     # The card processor's API (payments/processor_api.py); the simulator under `make run`.
     processor_url: str = PROCESSOR_SIM.local_url

@@ -16,9 +16,10 @@ from shared.dependencies import RESOURCES_STATE_KEY, HasDatastores
 from shared.errors import install_error_handlers
 from shared.health import DATASTORE_CHECKS, ReadinessCheck, health_router
 from shared.identity import IDENTITY_VERIFIER_STATE, IdentityCheck
+from shared.internal_listener import internal_listener
 from shared.metrics import RequestMetrics
 from shared.middleware import RequestFrameMiddleware
-from shared.settings import ServiceSettings
+from shared.settings import InternalListenerSettings, ServiceSettings
 from shared.tracing import start_tracing
 
 # FastAPI's built-in OpenTelemetry hooks, off unless tracing is (shared.tracing): metrics are
@@ -55,7 +56,7 @@ def create_service_app(
     inside the request frame (request id, metrics and access line), outermost first: a hot
     path's cheap answer that needs none of the framework (order_service's sold-out refusal)."""
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         # Yielded as lifespan state: every request finds it in request.state, typed by the
         # service's own dependency (and replaceable in tests through dependency_overrides).
         async with resources() as built:
@@ -63,8 +64,14 @@ def create_service_app(
             # Refuses to start without the public keys: a service that cannot check signatures
             # could only refuse every caller, or believe every one. Requests are signed for this
             # service by its package name (the audience).
-            yield {RESOURCES_STATE_KEY: built,
-                   IDENTITY_VERIFIER_STATE: built.settings.identity_verifier(service)}
+            state: dict[str, object] = {
+                RESOURCES_STATE_KEY: built,
+                IDENTITY_VERIFIER_STATE: built.settings.identity_verifier(service)}
+            settings = built.settings
+            host, port = ((settings.internal_host, settings.internal_port)
+                          if isinstance(settings, InternalListenerSettings) else ("", None))
+            async with internal_listener(app, state, host=host, port=port):
+                yield state
 
     # Tracing on (an OTLP endpoint set): FastAPI's own server spans; off, its hooks stay off.
     tracing = start_tracing(service)

@@ -21,6 +21,9 @@ class App:
     # the internal calls it makes): <PREFIX>_IDENTITY_PRIVATE_KEY, its public key in
     # IDENTITY_PUBLIC_KEYS under `package`.
     signs: bool = False
+    # A second port for the other services' calls (shared/internal_listener.py): its own accept
+    # queue, apart from the gateway's crowd. The services call it there; the gateway the port.
+    internal_port: int | None = None
 
     @property
     def env_prefix(self) -> str:
@@ -38,13 +41,18 @@ class App:
     def local_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def local_internal_url(self) -> str:
+        """Where the other services call it under `make run`."""
+        return f"http://127.0.0.1:{self.internal_port or self.port}"
+
 
 GATEWAY = App("gateway", "gateway", 8000, has_database=False, signs=True)
 
 SERVICES: tuple[App, ...] = (
     App("user", "user_service", 8001),
     App("product", "product_service", 8002, signs=True),
-    App("order", "order_service", 8003, signs=True),
+    App("order", "order_service", 8003, signs=True, internal_port=8103),
     App("payment", "payment_service", 8004, signs=True),
     App("stock", "stock_service", 8005),
     App("social", "social_service", 8006, signs=True),

@@ -117,6 +117,17 @@ class ServiceSettings(BaseSettings):
         return self
 
 
+class InternalListenerSettings(BaseSettings):
+    """A service the others call during an opening's crowd (order_service): a second listening
+    socket for their calls (shared/internal_listener.py), read with the service's prefix
+    (ORDER_INTERNAL_PORT, ...); off when no port is set. Its own accept queue: the crowd's
+    new connections on the public port do not hold back a payment's call for its order's
+    lease. The callers name that port in their URL of the service."""
+
+    internal_host: str = "127.0.0.1"
+    internal_port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class DatastoreSettings(ServiceSettings):
     """A service with its own MySQL schema and a Redis."""
 

@@ -155,8 +155,10 @@ def test_every_app_container_has_probes_and_resources(objects: tuple[Object, ...
         port = BY_K8S_NAME[name].port
         assert container["args"] == [BY_K8S_NAME[name].package, str(port)]
         metrics_port = 9000 if name == "gateway" else port  # its own listener, not public
+        internal = BY_K8S_NAME[name].internal_port  # the other services' calls
         assert container["ports"] == [{"name": "http", "containerPort": port}] + (
-            [{"name": "metrics", "containerPort": metrics_port}] if name == "gateway" else [])
+            [{"name": "metrics", "containerPort": metrics_port}] if name == "gateway" else []) + (
+            [{"name": "internal", "containerPort": internal}] if internal else [])
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {"prometheus.io/scrape": "true",
                                "prometheus.io/port": str(metrics_port),
