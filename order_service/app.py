@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }, on_connected=line.recheck_watched)
             await subscription.start()
             stack.push_async_callback(subscription.close)
+            stack.push_async_callback(line.close)
             stack.push_async_callback(drain.close)
             try:
                 async with running(

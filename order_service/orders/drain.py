@@ -203,6 +203,9 @@ class LineDrain:
         for places admitted by a replica that died (their lease ran out)."""
         for product_id in await self.scripts.open_lines():
             self.start(product_id)
+        if self.admission.line is not None:
+            # Tickets watched here whose line another replica drains move up too.
+            await self.admission.line.refresh_positions()
 
     def _keep(self, coroutine: Coroutine[Any, Any, None]) -> None:
         # A context of its own: not the request's that started it (its request id, say).
@@ -248,6 +251,9 @@ class _ProductDrain:
                 if free > 0:
                     try:
                         claimed, waiting, deciding = await owner.scripts.claim(product_id, free)
+                        if claimed and owner.admission.line is not None:
+                            # The places behind moved up: their streams here hear it.
+                            owner.admission.line.positions_moved(product_id)
                     except Exception:
                         logger.exception("could not admit places", extra={"product_id": product_id})
                         claimed, waiting = [], 1

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,9 @@ TICKETS_PATH = "/api/v1/orders/tickets"
 # <product id>-<16 URL-safe characters>: the product names the keys the ticket lives under.
 TICKET_PATTERN = re.compile(r"([1-9][0-9]{0,15})-([A-Za-z0-9_-]{16})")
 FINAL_STATES = frozenset({"ordered", "refused"})
+# A waiting ticket's stream hears its position move at most this often (one read of the
+# product's line for every ticket waiting on it in the process).
+POSITIONS_EVERY_SECONDS = 0.5
 
 
 def new_ticket(product_id: int) -> str:
@@ -136,11 +140,15 @@ class _Batches(FlushPerTurn):
 
 class TicketWatch:
     """The tickets someone waits on in this process (a long poll, a stream), each a `Feed`
-    woken when the subscription hears its answer. A ticket nobody here waits on costs nothing."""
+    woken when the subscription hears its answer, or when a read of its product's line finds it
+    moved up (OrderLine.positions_moved). A ticket nobody here waits on costs nothing."""
 
     def __init__(self) -> None:
         self._feeds: dict[str, Feed[dict[str, Any] | None]] = {}
         self._listeners: dict[str, int] = {}
+        self._by_product: dict[int, set[str]] = {}
+        # The position each watched ticket's clients were last shown.
+        self._shown: dict[str, int] = {}
 
     def open(self, ticket: str) -> Feed[dict[str, Any] | None]:
         """The ticket's feed, watched from now on (before its state is read: an answer heard
@@ -148,6 +156,9 @@ class TicketWatch:
         feed = self._feeds.get(ticket)
         if feed is None:
             feed = self._feeds[ticket] = Feed(None, render_ticket, min_interval=0.0)
+            product_id = product_of(ticket)
+            if product_id is not None:
+                self._by_product.setdefault(product_id, set()).add(ticket)
         self._listeners[ticket] = self._listeners.get(ticket, 0) + 1
         return feed
 
@@ -157,12 +168,42 @@ class TicketWatch:
             self._listeners[ticket] = left
             return
         self._listeners.pop(ticket, None)
+        self._shown.pop(ticket, None)
+        product_id = product_of(ticket)
+        if product_id is not None and (tickets := self._by_product.get(product_id)) is not None:
+            tickets.discard(ticket)
+            if not tickets:
+                del self._by_product[product_id]
         feed = self._feeds.pop(ticket, None)
         if feed is not None:
             feed.discard()
 
     def watched(self) -> list[str]:
         return list(self._feeds)
+
+    def watches(self, product_id: int) -> bool:
+        return product_id in self._by_product
+
+    def waiting(self, product_id: int | None = None) -> dict[int, list[str]]:
+        """The tickets watched here whose answer is not known yet, by product (one product's,
+        or every one's)."""
+        products = [product_id] if product_id is not None else list(self._by_product)
+        return {product: tickets for product in products
+                if (tickets := [ticket for ticket in self._by_product.get(product, ())
+                                if not self._feeds[ticket].closed])}
+
+    def shown(self, ticket: str, position: int) -> None:
+        """A client of the ticket was shown this position (its stream's first event)."""
+        if ticket in self._feeds:
+            self._shown[ticket] = position
+
+    def moved(self, ticket: str, body: dict[str, Any]) -> None:
+        """The ticket, still waiting, read again: its clients hear it if its position changed."""
+        feed = self._feeds.get(ticket)
+        if feed is None or feed.closed or self._shown.get(ticket) == body["position"]:
+            return
+        self._shown[ticket] = body["position"]
+        feed.update(body)
 
     def answered(self, ticket: str, body: dict[str, Any]) -> None:
         feed = self._feeds.get(ticket)
@@ -209,6 +250,10 @@ class OrderLine:
         self.retry_after_seconds = retry_after_seconds
         self.watch = TicketWatch()
         self._batches = _Batches(scripts)
+        # Reads of a product's line for the positions of the tickets waiting here: one at a
+        # time per product, at most one per POSITIONS_EVERY_SECONDS.
+        self._position_reads: dict[int, asyncio.Task[None]] = {}
+        self._positions_read_at: dict[int, float] = {}
 
     async def join(self, *, product_id: int, user_id: int, quantity: int, key: str | None,
                    arrived_us: int, mode: str = "join") -> tuple[Joined, NewPlace]:
@@ -240,6 +285,48 @@ class OrderLine:
         self._batches.ask(_Ask(product_id, None, ticket, future))
         record, position = await future
         return product_id, record, position
+
+    def positions_moved(self, product_id: int) -> None:
+        """Places of the product were admitted: the tickets waiting on it here hear their new
+        positions, from one read of the line for all of them (coalesced: at most one per
+        POSITIONS_EVERY_SECONDS), never a read per ticket."""
+        if product_id in self._position_reads or not self.watch.watches(product_id):
+            return
+        due = self._positions_read_at.get(product_id, float("-inf")) + POSITIONS_EVERY_SECONDS
+        self._position_reads[product_id] = asyncio.create_task(
+            self._read_positions(product_id, max(due - time.monotonic(), 0.0)))
+
+    async def _read_positions(self, product_id: int, after: float) -> None:
+        try:
+            await asyncio.sleep(after)
+            self._positions_read_at[product_id] = time.monotonic()
+            await self.refresh_positions(product_id)
+        except Exception:
+            logger.warning("could not read the line's positions",
+                           extra={"product_id": product_id})
+        finally:
+            self._position_reads.pop(product_id, None)
+
+    async def refresh_positions(self, product_id: int | None = None) -> None:
+        """One read per product (its line's script, for every ticket watched here at once):
+        each waiting ticket's clients hear its position if it moved, and its answer if it has
+        one (heard late: the subscription was away)."""
+        for product, tickets in self.watch.waiting(product_id).items():
+            answers = await self.scripts.read(product, tickets)
+            for ticket, (record, position) in zip(tickets, answers, strict=True):
+                if record is None:
+                    continue
+                body = ticket_body(ticket, product, record, position)
+                if body["state"] in FINAL_STATES:
+                    self.watch.answered(ticket, body)
+                elif position:  # a place being decided has none: its answer comes next
+                    self.watch.moved(ticket, body)
+
+    async def close(self) -> None:
+        reads = list(self._position_reads.values())
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     async def recheck_watched(self) -> None:
         """After the subscription (re)connected: answers announced while it was down are read

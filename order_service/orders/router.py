@@ -131,8 +131,9 @@ async def get_ticket(ticket: TicketId, user_id: CurrentUser, tickets: TicketRead
     response_class=EventStreamResponse,
     status_code=200,  # stated: EventStreamResponse's signature names none (see stock's /live)
     description=(
-        "The ticket's body as server-sent events: at once, then again when it is answered "
-        "(`ordered` or `refused`), where the stream ends; a comment line every 15 s meanwhile."
+        "The ticket's body as server-sent events: at once, again when its `position` moves "
+        "up (at most every 0.5 s), and when it is answered (`ordered` or `refused`), where "
+        "the stream ends; a comment line every 15 s meanwhile."
     ),
 )
 async def ticket_events(ticket: TicketId, user_id: CurrentUser,

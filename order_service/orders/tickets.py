@@ -44,7 +44,8 @@ class TicketReads:
             self.line.watch.close(ticket)
 
     async def events(self, user_id: int, ticket: str) -> EventStreamResponse:
-        """The ticket's body at once, then its answer when it is given; the stream ends there."""
+        """The ticket's body at once, again when its position moves (OrderLine.positions_moved),
+        then its answer when it is given; the stream ends there."""
         feed = self.line.watch.open(ticket)
         try:
             body = await self._current(user_id, ticket)
@@ -53,6 +54,8 @@ class TicketReads:
             raise
         if feed.closed and feed.value is not None:
             body = feed.value  # answered while it was read
+        if body["state"] not in FINAL_STATES:
+            self.line.watch.shown(ticket, body["position"])
         if body["state"] in FINAL_STATES:
             self.line.watch.close(ticket)
             done: Feed[dict[str, Any] | None] = Feed(body, render_ticket, min_interval=0.0)

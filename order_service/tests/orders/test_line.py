@@ -268,9 +268,11 @@ async def test_the_events_stream_ends_with_the_answer(
         async for line in stream.aiter_lines():
             if line.startswith("data: "):
                 events.append(json.loads(line[len("data: "):]))
-    # The stream ended by itself, after the answer.
+    # The stream ended by itself, after the answer; meanwhile it told the place moving up.
     assert events[-1]["state"] == "ordered", events
     assert all(event["state"] == "waiting" for event in events[:-1])
+    positions = [event["position"] for event in events[:-1]]
+    assert positions == sorted(set(positions), reverse=True), events
     assert events[-1]["ticket"] == body["ticket"]
     # An answered ticket's stream is its answer, and ends at once.
     async with asyncio.timeout(10), http.stream(

@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from order_service.orders.line import TicketWatch, key_field, new_ticket
+from order_service.orders.line import OrderLine, TicketWatch, key_field, new_ticket
 from order_service.orders.scripts import PRODUCTS_KEY, LineKeys, LineScripts, NewPlace
 from shared.testing.redis_cluster import redis_cluster
 
@@ -237,3 +237,32 @@ async def test_find_answers_only_the_place_a_buyer_has(client: Redis) -> None:
     await scripts.drop(product_id, [str(went.ticket)])
     [gone] = await scripts.join(product_id, [place(product_id, 1, at, key="k", mode="find")])
     assert gone.ticket is None
+
+
+async def test_a_watched_ticket_hears_its_position_move_up_from_one_read(
+    client: Redis
+) -> None:
+    scripts, product_id = scripts_on(client), product()
+    places = [place(product_id, user, 1_800_000_000_000_000 + user) for user in range(1, 11)]
+    await scripts.join(product_id, places)
+    line = OrderLine(scripts, fingerprint=lambda _: "fp")
+    last, first = places[-1].ticket, places[0].ticket
+    feeds = {ticket: line.watch.open(ticket) for ticket in (first, last)}
+    line.watch.shown(last, 10)
+    line.watch.shown(first, 1)
+    await line.refresh_positions()
+    # Nothing moved: nothing is sent.
+    assert [feed.version for feed in feeds.values()] == [0, 0]
+    claimed, _, _ = await scripts.claim(product_id, 3)
+    assert [c.ticket for c in claimed] == [p.ticket for p in places[:3]]
+    await line.refresh_positions()
+    # The last place moved up by the three admitted; the first, being decided, waits for its
+    # answer (it has no place in the line any more).
+    assert feeds[last].version == 1
+    assert not feeds[last].closed
+    assert feeds[last].value == {"ticket": last, "product_id": product_id, "position": 7,
+                                 "state": "waiting"}
+    assert feeds[first].version == 0
+    for ticket in (first, last):
+        line.watch.close(ticket)
+    assert line.watch.waiting() == {}
