@@ -38,9 +38,10 @@ class Settings(DatastoreSettings, InternalListenerSettings):
     line_max_waiting: int = Field(default=50_000, ge=1)
     # A ticket is kept this long after its answer (the contract says at least 10 minutes).
     line_keep_seconds: float = Field(default=900.0, ge=600)
-    # An admitted place not answered within this (its replica died or stalled) is admitted
-    # again; above create_budget_seconds, so a decision still running is never raced.
-    line_lease_seconds: float = Field(default=15.0, gt=0)
+    # An admitted place whose lease ran out (its replica died, or stalled longer) is admitted
+    # again; the replica deciding it renews the lease every sweep (line_sweep_interval_seconds),
+    # so keep it a few sweeps long.
+    line_lease_seconds: float = Field(default=6.0, gt=0)
     # At most this many places of one product are being decided at once, across every replica
     # (straight-on requests included): beyond them, a request takes its place in the line,
     # admitted in arrival order as decisions end.

@@ -291,6 +291,8 @@ class _LineEntry:
         a replica that dies deciding it leaves it to be decided again, and the buyer's retry
         with its key finds it), given the route's answer once the request is answered."""
         self.ticket = ticket
+        if ticket is not None:
+            self.drain.hold(self.order.product_id, ticket)
         self.scope[_SLOT_IN_SCOPE] = self.slot
         self.scope[_ENTRY_IN_SCOPE] = self
 

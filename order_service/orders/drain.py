@@ -106,6 +106,9 @@ class LineDrain:
         self.claim_batch = claim_batch
         self._answers = _Answers(scripts)
         self._drains: dict[int, _ProductDrain] = {}
+        # Places this process is deciding (admitted here, or gone straight on), by product:
+        # their leases are renewed every sweep while they are.
+        self._held: dict[int, set[str]] = {}
         self._refusing: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         # A slot freed by any order of the product (one that went straight on included) lets
@@ -129,11 +132,32 @@ class LineDrain:
             self._keep(drain.run())
         drain.poke()
 
+    def hold(self, product_id: int, ticket: str) -> None:
+        """A place this process decides from now: its lease is renewed until `release`."""
+        self._held.setdefault(product_id, set()).add(ticket)
+
+    def release(self, product_id: int, ticket: str) -> None:
+        held = self._held.get(product_id)
+        if held is not None:
+            held.discard(ticket)
+            if not held:
+                del self._held[product_id]
+
+    async def renew(self) -> None:
+        """The leases of every place this process still decides run again from now."""
+        for product_id, tickets in list(self._held.items()):
+            try:
+                await self.scripts.renew(product_id, list(tickets))
+            except Exception:
+                logger.exception("could not renew the places' leases",
+                                 extra={"product_id": product_id})
+
     def straight_answered(self, product_id: int, ticket: str,
                           answer: StoredAnswer | None) -> None:
         """A request that went straight on with its place (orders/admission.py) was answered:
         the place takes the route's answer, or is forgotten if there was none to keep (a 5xx,
         its key in use)."""
+        self.release(product_id, ticket)
         if answer is None:
             self._keep(self._drop(product_id, ticket))
             return
@@ -199,8 +223,10 @@ class LineDrain:
             self._refusing.discard(product_id)
 
     async def sweep(self) -> None:
-        """One round of the sweep: every product with a line is drained somewhere; here too,
-        for places admitted by a replica that died (their lease ran out)."""
+        """One round of the sweep: the leases of the places decided here are renewed, and every
+        product with a line is drained somewhere; here too, for places admitted by a replica
+        that died (their lease ran out)."""
+        await self.renew()
         for product_id in await self.scripts.open_lines():
             self.start(product_id)
         if self.admission.line is not None:
@@ -276,6 +302,7 @@ class _ProductDrain:
             if slot is None:  # taken meanwhile by a request that went straight on
                 back.append(place.ticket)
                 continue
+            self.owner.hold(self.product_id, place.ticket)
             task = asyncio.create_task(self._decide(place, slot))
             self.deciding.add(task)
             task.add_done_callback(self._decided)
@@ -289,7 +316,10 @@ class _ProductDrain:
     async def _decide(self, place: Claimed, slot: Slot) -> None:
         owner, product_id = self.owner, self.product_id
         try:
-            answer = await self._answer(place, slot)
+            try:
+                answer = await self._answer(place, slot)
+            finally:
+                owner.release(product_id, place.ticket)
         except _Retry as retry:
             slot.give_back()
             try:

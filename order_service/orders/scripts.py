@@ -238,6 +238,21 @@ renew(tonumber(ARGV[2]) * 2)
 return #lines
 """
 
+# KEYS: deciding; ARGV: lease_ms, then tickets. Places this replica is still deciding: their
+# lease runs again from now (a replica that died renews nothing, and its places are admitted
+# again a lease after its last renewal).
+RENEW = _COMMON + """
+local deadline = now_ms() + tonumber(ARGV[1])
+local renewed = 0
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+
 # KEYS: waiting deciding tickets buyers keys; ARGV: keep_ms, then tickets. A place that went
 # straight on and was answered with a 5xx is forgotten (its buyer starts afresh), unless it has
 # its answer already (a replica that decided it again, its lease having run out).
@@ -365,6 +380,7 @@ class LineScripts:
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
         self._drop = redis.register_script(DROP)
+        self._renew = redis.register_script(RENEW)
         self._refuse_waiting = redis.register_script(REFUSE_WAITING)
         self._read = redis.register_script(READ)
 
@@ -415,6 +431,11 @@ class LineScripts:
         keys = LineKeys.of(product_id)
         await self._requeue(keys=[keys.waiting, keys.deciding, keys.tickets],
                             args=[self.keep_ms, "1" if uncounted else "0", *tickets])
+
+    async def renew(self, product_id: int, tickets: Sequence[str]) -> int:
+        """The leases of places this replica still decides, from now; how many were renewed."""
+        keys = LineKeys.of(product_id)
+        return int(await self._renew(keys=[keys.deciding], args=[self.lease_ms, *tickets]))
 
     async def drop(self, product_id: int, tickets: Sequence[str]) -> None:
         """Forgets places not yet answered (a straight-on request answered 5xx)."""

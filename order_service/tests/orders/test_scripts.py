@@ -266,3 +266,23 @@ async def test_a_watched_ticket_hears_its_position_move_up_from_one_read(
     for ticket in (first, last):
         line.watch.close(ticket)
     assert line.watch.waiting() == {}
+
+
+async def test_a_lease_its_replica_renews_is_not_admitted_again(client: Redis) -> None:
+    """The replica deciding a place renews its lease while it decides: another replica admits
+    it again only once the renewals stop (the replica died) and a lease has passed."""
+    scripts, product_id = scripts_on(client, lease_ms=300), product()
+    [joined] = await scripts.join(product_id, [place(product_id, 1, 1_800_000_000_000_000)])
+    [claimed], _, _ = await scripts.claim(product_id, 1)
+    assert claimed.ticket == joined.ticket
+    for _ in range(3):  # 0.6 s in all, twice the lease, renewed every 0.2 s
+        await asyncio.sleep(0.2)
+        assert await scripts.renew(product_id, [str(joined.ticket)]) == 1
+        assert (await scripts.claim(product_id, 1))[0] == []
+    await asyncio.sleep(0.4)  # no renewal: the lease runs out
+    [again], _, _ = await scripts.claim(product_id, 1)
+    assert again.ticket == joined.ticket
+    assert again.record.attempts == 2
+    # A place answered meanwhile is renewed no more.
+    await scripts.finish(product_id, [(str(joined.ticket), "ordered", "{}")])
+    assert await scripts.renew(product_id, [str(joined.ticket)]) == 0
