@@ -103,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             tickets_channel=channels.name(TICKETS_TOPIC),
                             open_channel=channels.name(OPEN_TOPIC)),
                 fingerprint=lambda body: fingerprint(body, keys.fingerprint_secret),
-                retry_after_seconds=settings.line_retry_after_seconds, metrics=metrics.line)
+                retry_after_seconds=settings.line_retry_after_seconds, metrics=metrics.line,
+                settle_seconds=settings.line_settle_seconds)
             metrics.line.length.bind(line_length_reader(line.scripts))
             stack.callback(metrics.line.length.bind, None)
             drain = LineDrain(scripts=line.scripts, admission=admission, creation=creation,

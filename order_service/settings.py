@@ -46,6 +46,11 @@ class Settings(DatastoreSettings, InternalListenerSettings):
     # (straight-on requests included): beyond them, a request takes its place in the line,
     # admitted in arrival order as decisions end.
     line_max_deciding: int = Field(default=64, ge=1)
+    # A request waits until its arrival stamp is this old before it joins the line or goes
+    # straight on, so that one stamped earlier but delayed on its way here (a gateway busy with
+    # a burst reorders it by a fraction of a second) still comes before it. 0: no wait; the
+    # line then orders only the requests that have reached order_service.
+    line_settle_seconds: float = Field(default=0.0, ge=0, le=5)
     # Retry-After of a 202 (when to look at the ticket again) and of the line's 429.
     line_retry_after_seconds: int = Field(default=1, ge=1)
     # How often every process looks for lines to drain (places left by a replica that died).

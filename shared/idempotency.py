@@ -51,7 +51,7 @@ from shared.errors import (
 )
 
 HEADER = "Idempotency-Key"
-STALE_AFTER = timedelta(seconds=10)
+STALE_AFTER = timedelta(seconds=6)
 # A claim in work is renewed this often (a process whose loop stalls longer than STALE_AFTER
 # loses its claim: a retry may run beside it, and the resource's unique (user, key) index in
 # the database still lets only one of them make anything).

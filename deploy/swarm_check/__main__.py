@@ -33,7 +33,7 @@ PAYMENT_TTL_SECONDS = 20
 # them back after this (compose's default is a minute), within the load run's wait for returns.
 ORPHAN_TIMINGS = {"ORDER_ORPHAN_HOLD_AFTER_SECONDS": "10", "ORDER_ORPHAN_INTERVAL_SECONDS": "2"}
 # A request in flight on a killed task has no answer: its buyer retries with the same
-# Idempotency-Key (API.md's way), for well past a dead attempt's claim on the key (stale 10 s
+# Idempotency-Key (API.md's way), for well past a dead attempt's claim on the key (stale 6 s
 # after its last renewal): a machine this loaded answers some retries only after tens of seconds.
 RETRY_SECONDS = 120
 # The services whose tasks are killed mid-sale, and the one scaled up meanwhile.
@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument("--max-deciding", type=int, default=None,
                         help="ORDER_LINE_MAX_DECIDING for the stack (default: compose's)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="ORDER_LINE_SETTLE_SECONDS for the stack (default: compose's)")
     parser.add_argument("--no-faults", action="store_true",
                         default=os.environ.get("SWARM_CHECK_NO_FAULTS") == "1",
                         help="run the sale on the replicas without killing or scaling any "
@@ -228,6 +230,8 @@ def main() -> None:
                      "APP_ENV": "development"}
         if args.max_deciding is not None:
             overrides["ORDER_LINE_MAX_DECIDING"] = str(args.max_deciding)
+        if args.settle is not None:
+            overrides["ORDER_LINE_SETTLE_SECONDS"] = str(args.settle)
         stack = stack_file(images, ports, overrides)
         stack_path = STATE_DIR / "stack.json"
         stack_path.write_text(json.dumps(stack, indent=2) + "\n")

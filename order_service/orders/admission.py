@@ -28,6 +28,7 @@ Anything else, including a request the memory would let ask, goes on to the rout
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -208,6 +209,7 @@ class _LineEntry:
 
     async def enter(self) -> ASGIApp | None:
         product_id = self.order.product_id
+        await self._settle()
         mode = "join"
         if not self.drain.active(product_id):
             # A free slot here: straight on, unless the product's line has anyone waiting
@@ -243,6 +245,17 @@ class _LineEntry:
             return problem_from_error(LineFull(self.line.retry_after_seconds))
         self.drain.start(product_id)
         return self._place(joined, place)
+
+    async def _settle(self) -> None:
+        """Waits until the request's arrival stamp is `settle_seconds` old: every request
+        stamped before it that is still on its way has reached the line by then (if it was
+        delayed less), so the line (and who goes straight on) follows the stamps."""
+        settle, arrived_us = self.line.settle_seconds, self.identity.arrived_at_us
+        if settle <= 0 or not arrived_us:
+            return
+        left = settle - (time.time() - arrived_us / 1e6)
+        if left > 0:
+            await asyncio.sleep(min(left, settle))
 
     async def find(self) -> ASGIApp | None:
         """A retry with its key of a product the memory says is sold out: the buyer's place,

@@ -243,8 +243,11 @@ class OrderLine:
     """Taking places and reading tickets (batched), and the tickets watched here."""
 
     def __init__(self, scripts: LineScripts, *, fingerprint: Callable[[dict[str, Any]], str],
-                 retry_after_seconds: int = 1, metrics: LineMetrics | None = None) -> None:
+                 retry_after_seconds: int = 1, metrics: LineMetrics | None = None,
+                 settle_seconds: float = 0.0) -> None:
         self.metrics = metrics or LineMetrics()
+        # How old a request's arrival stamp must be before it joins or goes straight on.
+        self.settle_seconds = settle_seconds
         self.scripts = scripts
         self.fingerprint = fingerprint
         self.retry_after_seconds = retry_after_seconds

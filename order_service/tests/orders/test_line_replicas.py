@@ -70,6 +70,21 @@ def dying_replica(sale: Sale, two_replicas: ServiceProcess) -> Iterator[ServiceP
 
 
 @pytest.fixture
+def settling_replica(sale: Sale, two_replicas: ServiceProcess) -> Iterator[ServiceProcess]:
+    """A replica that lets each order settle 0.5 s after its arrival stamp, one place of a
+    product decided at a time across replicas."""
+    env = {**sale.environments["order"], **SHORT_LEASES, "ORDER_LINE_SETTLE_SECONDS": "0.5",
+           "ORDER_LINE_MAX_DECIDING": "1"}
+    settling = ServiceProcess("order-settling", service("order").factory, env=env,
+                              log_dir=sale.logs).start()
+    try:
+        settling.wait_healthy()
+        yield settling
+    finally:
+        settling.stop()
+
+
+@pytest.fixture
 async def http_b(sale: Sale, two_replicas: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
     package = service("order").package
     async with httpx.AsyncClient(timeout=20, event_hooks={
@@ -160,3 +175,33 @@ async def test_a_retry_with_its_key_after_its_replica_died_keeps_its_place(
         later_final = await final_answer(http, sale, user=later,
                                          ticket=later_answer.json()["ticket"])
         assert later_final["state"] == "refused", later_final
+
+
+async def test_a_request_stamped_earlier_but_delayed_on_its_way_still_comes_first(
+    http: httpx.AsyncClient, http_b: httpx.AsyncClient, sale: Sale,
+    settling_replica: ServiceProcess
+) -> None:
+    """Two buyers, one unit. The later-stamped request reaches order_service first, the
+    earlier-stamped one 0.2 s after (a gateway busy with a burst reorders it so): each waits
+    until its stamp is 0.5 s old, so the earlier goes straight on and wins, and the later
+    takes its place behind it."""
+    product = await register_product(http, sale, total=1)
+    url = settling_replica.url + ORDERS
+    body = {"product_id": product, "quantity": 1}
+    # Stamped 0.2 s and 0.1 s ago: the later one is sent at once, the earlier 0.2 s after.
+    early, late, stamp = buyer(), buyer(), now_us() - 200_000
+
+    async def send(user: int, arrived_us: int, after: float) -> httpx.Response:
+        await asyncio.sleep(after)
+        return await http_b.post(url, json=body,
+                                 headers=identity_headers(user, arrived_at_us=arrived_us))
+
+    late_answer, early_answer = await asyncio.gather(send(late, stamp + 100_000, 0.0),
+                                                     send(early, stamp, 0.2))
+    assert early_answer.status_code == 201, early_answer.text
+    assert late_answer.status_code in (202, 409), late_answer.text
+    if late_answer.status_code == 202:
+        final = await final_answer(http, sale, user=late, ticket=late_answer.json()["ticket"])
+        assert final["state"] == "refused", final
+    else:
+        assert late_answer.json()["code"] == "sold_out"
