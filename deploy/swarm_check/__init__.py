@@ -2,6 +2,7 @@
 while replicas die and scale, and the sale checker's verdict.
 
     python -m deploy.swarm_check [--stack NAME] [--buyers N] [--stock N] [--keep]
+        [--no-faults] [--max-deciding N] [--settle SECONDS]
 
 It starts (and installs) a Docker engine as `make compose-check` does and builds the same images
 (deploy/compose_check/: the app from deploy/Dockerfile, stand-ins where no registry answers),
@@ -14,7 +15,10 @@ from 2 to 3. A request in flight on a killed task gets no answer (the gateway sa
 buyer retries it with the same Idempotency-Key, as API.md tells clients to
 (`--idempotent-retries`), and the check prints how many attempts that took. PASS needs the
 checker's PASS (no unit oversold or lost, orders, holds and payments agreeing, no buyer's final
-answer a 5xx) and the scaled replicas running. The stack, its
+answer a 5xx) and the scaled replicas running. `--no-faults` runs the same sale with nothing
+killed or scaled; `--max-deciding` and `--settle` set the line's ORDER_LINE_MAX_DECIDING and
+ORDER_LINE_SETTLE_SECONDS for the stack (docs/replicas.md says why 8 and 0.5 here). The
+gateway's, order's and stock's task logs are kept beside the load report. The stack, its
 network and (if this check made it) the swarm are removed at the end; an engine it started is
 stopped again.
 """

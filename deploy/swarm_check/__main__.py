@@ -36,6 +36,12 @@ ORPHAN_TIMINGS = {"ORDER_ORPHAN_HOLD_AFTER_SECONDS": "10", "ORDER_ORPHAN_INTERVA
 # Idempotency-Key (API.md's way), for well past a dead attempt's claim on the key (stale 6 s
 # after its last renewal): a machine this loaded answers some retries only after tens of seconds.
 RETRY_SECONDS = 120
+# The line's settings for this stack (docs/line.md, docs/replicas.md): three order replicas on
+# two shared cores decide no faster with compose's 64 places in flight per product, and with 8
+# the places are decided close to their line's order; the single gateway reads an opening's
+# burst in an order of its own by up to about half a second, which the settle window absorbs.
+MAX_DECIDING = 8
+SETTLE_SECONDS = 0.5
 # The services whose tasks are killed mid-sale, and the one scaled up meanwhile.
 KILLED = ("order-service", "stock-service")
 SCALED = "order-service"
@@ -198,10 +204,10 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=600)
     parser.add_argument("--stock", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
-    parser.add_argument("--max-deciding", type=int, default=None,
-                        help="ORDER_LINE_MAX_DECIDING for the stack (default: compose's)")
-    parser.add_argument("--settle", type=float, default=None,
-                        help="ORDER_LINE_SETTLE_SECONDS for the stack (default: compose's)")
+    parser.add_argument("--max-deciding", type=int, default=MAX_DECIDING,
+                        help="ORDER_LINE_MAX_DECIDING for the stack")
+    parser.add_argument("--settle", type=float, default=SETTLE_SECONDS,
+                        help="ORDER_LINE_SETTLE_SECONDS for the stack")
     parser.add_argument("--no-faults", action="store_true",
                         default=os.environ.get("SWARM_CHECK_NO_FAULTS") == "1",
                         help="run the sale on the replicas without killing or scaling any "
