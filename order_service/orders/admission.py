@@ -56,6 +56,7 @@ from shared.idempotency import (
 )
 from shared.identity import GatewayIdentity, signed_identity, signed_in_user
 from shared.internal.stock import SoldOut
+from shared.request_context import current_request_id
 from shared.sale_metrics import OrderMetrics
 from shared.sold_out import InFlightLimit, Slot, SlotTimeout, SoldOutMemory, Verdict
 
@@ -297,7 +298,7 @@ class _LineEntry:
         arrived_us = self.identity.arrived_at_us or time.time_ns() // 1000
         return await self.line.join(
             product_id=self.order.product_id, user_id=user_id, quantity=self.order.quantity,
-            key=self.key, arrived_us=arrived_us, mode=mode)
+            key=self.key, arrived_us=arrived_us, mode=mode, request_id=current_request_id())
 
     def _straight_on(self, ticket: str | None) -> None:
         """On to the route with the slot; `ticket`: its place, being decided under a lease (so

@@ -37,6 +37,7 @@ from shared.batching import FlushPerTurn
 from shared.errors import ProblemError, ServiceUnavailable, problem_document
 from shared.idempotency import IdempotencyKeyInUse, StoredAnswer, problem_answer
 from shared.internal.stock import SoldOut
+from shared.request_context import request_id_var
 from shared.sold_out import Slot
 
 logger = logging.getLogger("order_service.line")
@@ -49,6 +50,7 @@ MAX_ATTEMPTS = 3
 ORDERS_ROUTE = "POST /api/v1/orders"
 # A drain with nothing to do looks again this often (places whose lease ran out, a wake lost).
 IDLE_SECONDS = 0.5
+# Each place refused with it names the request that took it (orders/scripts.py REFUSE_WAITING).
 SOLD_OUT_PROBLEM = problem_document(SoldOut.status, SoldOut.code, SoldOut.title,
                                     SoldOut().detail) | {"request_id": None}
 
@@ -315,6 +317,9 @@ class _ProductDrain:
 
     async def _decide(self, place: Claimed, slot: Slot) -> None:
         owner, product_id = self.owner, self.product_id
+        # Decided as the POST that took the place: its problem and log lines carry its
+        # request id (this task's own context: the drain's is untouched).
+        request_id_var.set(place.record.request_id)
         try:
             try:
                 answer = await self._answer(place, slot)
@@ -365,7 +370,7 @@ class _ProductDrain:
         except ProblemError as problem:
             if problem.status >= 500:
                 return self._retry_or(place, problem)
-            return _without_request_id(problem_answer(problem))
+            return problem_answer(problem)
         except Exception:
             logger.exception("a place's decision failed", extra={"ticket": place.ticket})
             return self._retry_or(place, ServiceUnavailable("The order could not be decided."))
@@ -374,12 +379,5 @@ class _ProductDrain:
     def _retry_or(place: Claimed, problem: ProblemError) -> StoredAnswer:
         if place.record.attempts < MAX_ATTEMPTS:
             raise _Retry()
-        return _without_request_id(problem_answer(problem))
-
-
-def _without_request_id(answer: StoredAnswer) -> StoredAnswer:
-    """A place is decided outside any request: its problem names none."""
-    if isinstance(answer.body, dict) and "request_id" in answer.body:
-        answer.body["request_id"] = None
-    return answer
+        return problem_answer(problem)
 

@@ -222,16 +222,20 @@ class TicketWatch:
                     self.answered(ticket, json.loads(body))
             return
         word, _, product = head.partition(" ")
-        if word != "refused":
+        if word not in ("refused", "refusals"):
             return
         problem_text, _, places = rest.partition("\n")
         problem = json.loads(problem_text)
         for line in places.split("\n"):
             ticket, _, position = line.partition(" ")
-            if ticket in self._feeds:
-                self.answered(ticket, {"ticket": ticket, "product_id": int(product),
-                                       "position": int(position), "state": "refused",
-                                       "problem": problem})
+            if ticket not in self._feeds:
+                continue
+            if word == "refusals":  # each place names the request that took it
+                position, _, request_id = position.partition(" ")
+                problem = {**problem, "request_id": request_id or None}
+            self.answered(ticket, {"ticket": ticket, "product_id": int(product),
+                                   "position": int(position), "state": "refused",
+                                   "problem": problem})
 
 
 def render_ticket(body: dict[str, Any] | None) -> bytes:
@@ -259,15 +263,18 @@ class OrderLine:
         self._positions_read_at: dict[int, float] = {}
 
     async def join(self, *, product_id: int, user_id: int, quantity: int, key: str | None,
-                   arrived_us: int, mode: str = "join") -> tuple[Joined, NewPlace]:
+                   arrived_us: int, mode: str = "join",
+                   request_id: str | None = None) -> tuple[Joined, NewPlace]:
         """A place for the buyer, or the one it has (Joined.record set), or none (ticket None:
         the line is full, or `mode` "find" and the buyer has no place). `mode` "go": the caller
         holds a free reserve slot, and the place is admitted at once (Joined.go) if nobody
-        waits in the line, wherever they joined it; "find": only the place the buyer has."""
+        waits in the line, wherever they joined it; "find": only the place the buyer has.
+        `request_id`: the POST's, named by the place's refusal."""
         body = {"product_id": product_id, "quantity": quantity}
         place = NewPlace(mode=mode, ticket=new_ticket(product_id), user_id=user_id, quantity=quantity,
                          key=key or "", key_field=key_field(user_id, key) if key else "",
-                         fingerprint=self.fingerprint(body), arrived_us=arrived_us)
+                         fingerprint=self.fingerprint(body), arrived_us=arrived_us,
+                         request_id=request_id or "")
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         self._batches.ask(_Ask(product_id, place, None, future))
         joined = await future

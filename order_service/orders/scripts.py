@@ -20,7 +20,11 @@ Messages, on `<prefix>line-tickets` (one channel: a process keeps watching only 
 clients wait for):
 
     final\\n<ticket> <body>\\n<ticket> <body>...        answers given (bodies are JSON)
-    refused <product_id>\\n<problem JSON>\\n<ticket> <position>\\n...   a sell-out's refusals
+    refusals <product_id>\\n<problem JSON>\\n<ticket> <position> <request id>\\n...
+                                                      a sell-out's refusals: the problem without
+                                                      its request_id, each place's own after it
+                                                      (empty: none kept); `refused`, before
+                                                      places kept it, had one problem for all
 
 and on `<prefix>line-open`: a product id, when its line stops being empty (every replica then
 drains it).
@@ -50,7 +54,7 @@ end
 
 # KEYS: waiting deciding tickets buyers keys done
 # ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding, then per place: mode
-# ticket user quantity key key_field fingerprint arrived_us. Modes: 'join' (a place in the line),
+# ticket user quantity key key_field fingerprint arrived_us request_id. Modes: 'join' (a place in the line),
 # 'go' (the caller holds a free reserve slot: the place is admitted at once, being decided under
 # a lease, if nobody waits, no lease ran out and fewer than max_deciding places of the product
 # are being decided, whichever replica decides them; else it joins), 'find' (only a place the
@@ -75,7 +79,7 @@ end
 local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0
 local joined = false
 local out = {}
-for i = 7, #ARGV, 8 do
+for i = 7, #ARGV, 9 do
   local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
   if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
@@ -106,7 +110,8 @@ for i = 7, #ARGV, 8 do
       end
       redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 3],
         k = ARGV[i + 4], f = ARGV[i + 6], a = ARGV[i + 7], p = tostring(position), s = state,
-        n = go and '1' or '0', km = key_field, g = go and '1' or '0'}))
+        n = go and '1' or '0', km = key_field, g = go and '1' or '0',
+        r = ARGV[i + 8]}))
       redis.call('HSET', KEYS[4], user, ticket)
       if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
       if go then
@@ -221,17 +226,20 @@ for _, t in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if rec then
     local r = cjson.decode(rec)
     r.s = 'refused'
+    -- The problem names the request that took the place (null if its record kept none).
+    local rid = (r.r and r.r ~= '') and r.r or ''
     r.b = '{"ticket":"' .. t .. '","product_id":' .. ARGV[3] .. ',"position":' .. r.p ..
-      ',"state":"refused","problem":' .. ARGV[4] .. '}'
+      ',"state":"refused","problem":' .. ARGV[4] .. ',"request_id":' ..
+      (rid ~= '' and cjson.encode(rid) or 'null') .. '}}'
     redis.call('HSET', KEYS[2], t, cjson.encode(r))
     if redis.call('HGET', KEYS[3], r.u) == t then redis.call('HDEL', KEYS[3], r.u) end
     redis.call('ZADD', KEYS[4], now, t)
-    lines[#lines + 1] = t .. ' ' .. r.p
+    lines[#lines + 1] = t .. ' ' .. r.p .. ' ' .. rid
   end
 end
 redis.call('DEL', KEYS[1])
 if #lines > 0 then
-  redis.call('PUBLISH', ARGV[1], 'refused ' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' ..
+  redis.call('PUBLISH', ARGV[1], 'refusals ' .. ARGV[3] .. '\\n' .. ARGV[4] .. '}\\n' ..
     table.concat(lines, '\\n'))
 end
 renew(tonumber(ARGV[2]) * 2)
@@ -319,6 +327,7 @@ class Record:
     attempts: int
     body: str | None  # the final body (JSON), once answered
     straight: bool = False  # its request went straight on (JOIN's 'go')
+    request_id: str | None = None  # of the POST that took the place
 
     @classmethod
     def parse(cls, raw: str) -> Record:
@@ -326,7 +335,8 @@ class Record:
         return cls(user_id=int(data["u"]), quantity=int(data["q"]), key=str(data["k"]),
                    fingerprint=str(data["f"]), arrived_us=int(data["a"]),
                    position=int(data["p"]), state=str(data["s"]), attempts=int(data["n"]),
-                   body=data.get("b"), straight=data.get("g") == "1")
+                   body=data.get("b"), straight=data.get("g") == "1",
+                   request_id=data.get("r") or None)
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,7 @@ class NewPlace:
     key_field: str
     fingerprint: str
     arrived_us: int
+    request_id: str = ""  # of the POST taking it: its answer's problem names it
 
 
 @dataclass(frozen=True)
@@ -390,7 +401,7 @@ class LineScripts:
                                  self.lease_ms, self.max_deciding]
         for place in places:
             args += [place.mode, place.ticket, place.user_id, place.quantity, place.key, place.key_field,
-                     place.fingerprint, place.arrived_us]
+                     place.fingerprint, place.arrived_us, place.request_id]
         reply = await self._join(
             keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done],
             args=args)
@@ -444,11 +455,15 @@ class LineScripts:
                          args=[self.keep_ms, *tickets])
 
     async def refuse_waiting(self, product_id: int, problem: dict[str, Any]) -> int:
+        """Every waiting place refused with `problem`, each naming the request that took it
+        as its request_id."""
         keys = LineKeys.of(product_id)
+        without_id = {name: value for name, value in problem.items() if name != "request_id"}
+        # The script closes the object after the place's own request_id.
+        opened = json.dumps(without_id, separators=(",", ":"))[:-1]
         return int(await self._refuse_waiting(
             keys=[keys.waiting, keys.tickets, keys.buyers, keys.done],
-            args=[self.tickets_channel, self.keep_ms, product_id,
-                  json.dumps(problem, separators=(",", ":"))]))
+            args=[self.tickets_channel, self.keep_ms, product_id, opened]))
 
     async def read(self, product_id: int,
                    tickets: Sequence[str]) -> list[tuple[Record | None, int]]:

@@ -45,10 +45,16 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def request_id_of(user: int) -> str:
+    """The X-Request-Id a crowd's buyer sends its order with."""
+    return f"test-order-{user:012}"
+
+
 async def post_order(http: httpx.AsyncClient, sale: Sale, *, user: int, product: int,
                      quantity: int = 1, key: str | None = None,
                      arrived_us: int | None = None) -> httpx.Response:
     headers = identity_headers(user, arrived_at_us=arrived_us)
+    headers["X-Request-Id"] = request_id_of(user)
     if key is not None:
         headers["Idempotency-Key"] = key
     return await http.post(sale.url("order") + ORDERS, headers=headers,
@@ -292,10 +298,16 @@ async def test_a_sell_out_refuses_every_waiting_ticket(
     finals = await outcomes(http, line_sale, buyers, answers)
     states = Counter(final["state"] for final in finals.values())
     assert states == {"ordered": 2, "refused": 23}
-    for final in finals.values():
+    ticketed = {user for user, answer in zip(buyers, answers, strict=True)
+                if answer.status_code == 202}
+    assert ticketed
+    for user, final in finals.items():
         if final["state"] == "refused":
             assert final["problem"]["code"] == "sold_out"
             assert final["problem"]["status"] == 409
+            # A refusal in a ticket names the request that took the place, as its 409 would.
+            assert final["problem"]["request_id"] == request_id_of(user), (user in ticketed,
+                                                                            final)
     counts = await settled(engines, redis, product)
     assert counts["remaining"] + counts["held"] + counts["sold"] == 2
 

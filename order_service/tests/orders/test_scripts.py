@@ -54,10 +54,10 @@ def product() -> int:
 
 
 def place(product_id: int, user_id: int, arrived_us: int, *, key: str = "",
-          quantity: int = 1, mode: str = "join") -> NewPlace:
+          quantity: int = 1, mode: str = "join", request_id: str = "") -> NewPlace:
     return NewPlace(mode=mode, ticket=new_ticket(product_id), user_id=user_id, quantity=quantity, key=key,
                     key_field=key_field(user_id, key) if key else "", fingerprint="fp",
-                    arrived_us=arrived_us)
+                    arrived_us=arrived_us, request_id=request_id)
 
 
 async def test_places_are_admitted_in_arrival_order_whatever_order_they_were_taken_in(
@@ -134,7 +134,10 @@ async def test_a_place_whose_lease_ran_out_is_admitted_again_and_answered_once(
 
 async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis) -> None:
     scripts, product_id = scripts_on(client), product()
-    places = [place(product_id, u, u) for u in range(1, 6)]
+    # Each place keeps the id of the request that took it (the last one none: a record kept
+    # before places kept it).
+    places = [place(product_id, u, u, request_id=f"req-{u:04}" if u < 5 else "")
+              for u in range(1, 6)]
     await scripts.join(product_id, places)
     [deciding], _, _ = await scripts.claim(product_id, 1)
     watch = TicketWatch()
@@ -148,9 +151,13 @@ async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis)
     records = await scripts.read(product_id, [p.ticket for p in places])
     states = [record.state if record else None for record, _ in records]
     assert states == ["deciding"] + ["refused"] * 4
-    body = json.loads(records[1][0].body or "")  # type: ignore[union-attr]
+    bodies = [json.loads(record.body or "") for record, _ in records[1:]]  # type: ignore[union-attr]
+    body = bodies[0]
+    # The problem names the request that took the place, as the 409 of that POST would.
     assert body == {"ticket": places[1].ticket, "product_id": product_id, "position": 2,
-                    "state": "refused", "problem": problem}
+                    "state": "refused", "problem": {**problem, "request_id": "req-0002"}}
+    assert [b["problem"]["request_id"] for b in bodies] == ["req-0002", "req-0003", "req-0004",
+                                                             None]
     if pubsub is not None:
         message = None
         async with asyncio.timeout(5):
@@ -159,7 +166,7 @@ async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis)
         watch.heard(message["data"])
         await pubsub.aclose()
         assert [feeds[p.ticket].closed for p in places] == [False] + [True] * 4
-        assert feeds[places[1].ticket].value == body
+        assert [feeds[p.ticket].value for p in places[1:]] == bodies
     # The refused buyers may take a new place; the one being decided still has its own.
     again = await scripts.join(product_id, [place(product_id, 1, 10), place(product_id, 2, 11)])
     assert again[0].ticket == deciding.ticket
