@@ -117,7 +117,7 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-class InternalListenerSettings(BaseSettings):
+class InternalListenerSettings(ServiceSettings):
     """A service the others call during an opening's crowd (order_service): a second listening
     socket for their calls (shared/internal_listener.py), read with the service's prefix
     (ORDER_INTERNAL_PORT, ...); off when no port is set. Its own accept queue: the crowd's

@@ -3,11 +3,14 @@ empty variables as unset."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic_settings import SettingsConfigDict
 
 from shared.identity_keys import key_id, private_key_text, public_keys_document
+from shared.services import SERVICES
 from shared.settings import DatastoreSettings
 
 KEY = Ed25519PrivateKey.generate()
@@ -113,3 +116,18 @@ def test_production_refuses_compose_development_passwords(monkeypatch: pytest.Mo
         environment="development", redis_url="redis://:devonly-redis-pw@redis:6379/0",
         database_url="mysql+asyncmy://demo:devonly-demo-pw@db:3306/preorder_demo")
     assert not development.is_production()
+
+
+@pytest.mark.parametrize("package", [app.package for app in SERVICES] + ["gateway"])
+def test_every_apps_settings_take_an_empty_variable_as_unset(
+        package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose passes its optional settings empty (`SERVICE_HOSTS: ${SERVICE_HOSTS:-}`): an app
+    # whose Settings lost the shared config (one more base class is enough) refused to start.
+    settings_class = importlib.import_module(f"{package}.settings").Settings
+    prefix = settings_class.model_config.get("env_prefix", "")
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("SERVICE_HOSTS", "")
+    monkeypatch.setenv(f"{prefix}INTERNAL_PORT", "")
+    assert settings_class.model_config["env_ignore_empty"] is True
+    assert settings_class.model_config["frozen"] is True
+    assert settings_class().service_hosts == {}
