@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -37,51 +38,48 @@ SHORT_LEASES = {"ORDER_LINE_LEASE_SECONDS": "4", "ORDER_CREATE_BUDGET_SECONDS": 
                 "ORDER_LINE_SWEEP_INTERVAL_SECONDS": "0.5"}
 
 
+@contextmanager
+def _replica(sale: Sale, name: str, factory: str, **env: str) -> Iterator[ServiceProcess]:
+    """One more order_service process on the sale's settings, short leases and `env`, running
+    until the block ends."""
+    process = ServiceProcess(name, factory, env={**sale.environments["order"], **SHORT_LEASES,
+                                                 **env}, log_dir=sale.logs).start()
+    try:
+        process.wait_healthy()
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture(scope="module")
 def two_replicas(sale: Sale) -> Iterator[ServiceProcess]:
     """The sale's order_service (A) and a second replica (B) with its own pub/sub prefix, one
     reserve slot per product each."""
     sale.restart("order", ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT="1", **SHORT_LEASES)
-    env = {**sale.environments["order"], **SHORT_LEASES,
-           "ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT": "1",
-           "PUBSUB_PREFIX": f"deaf-{os.urandom(4).hex()}:"}
-    other = ServiceProcess("order-b", service("order").factory, env=env,
-                           log_dir=sale.logs).start()
     try:
-        other.wait_healthy()
-        yield other
+        with _replica(sale, "order-b", service("order").factory,
+                      ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT="1",
+                      PUBSUB_PREFIX=f"deaf-{os.urandom(4).hex()}:") as other:
+            yield other
     finally:
-        other.stop()
         sale.restart("order")
 
 
 @pytest.fixture
 def dying_replica(sale: Sale, two_replicas: ServiceProcess) -> Iterator[ServiceProcess]:
     """A replica that exits right after its first reserve (order_service/tests/faults.py)."""
-    env = {**sale.environments["order"], **SHORT_LEASES,
-           "ORDER_TEST_FAULT": "after_reserve"}
-    dying = ServiceProcess("order-dying", "order_service.tests.faults:create_app_with_fault",
-                           env=env, log_dir=sale.logs).start()
-    try:
-        dying.wait_healthy()
+    with _replica(sale, "order-dying", "order_service.tests.faults:create_app_with_fault",
+                  ORDER_TEST_FAULT="after_reserve") as dying:
         yield dying
-    finally:
-        dying.stop()
 
 
 @pytest.fixture
 def settling_replica(sale: Sale, two_replicas: ServiceProcess) -> Iterator[ServiceProcess]:
     """A replica that lets each order settle 0.5 s after its arrival stamp, one place of a
     product decided at a time across replicas."""
-    env = {**sale.environments["order"], **SHORT_LEASES, "ORDER_LINE_SETTLE_SECONDS": "0.5",
-           "ORDER_LINE_MAX_DECIDING": "1"}
-    settling = ServiceProcess("order-settling", service("order").factory, env=env,
-                              log_dir=sale.logs).start()
-    try:
-        settling.wait_healthy()
+    with _replica(sale, "order-settling", service("order").factory,
+                  ORDER_LINE_SETTLE_SECONDS="0.5", ORDER_LINE_MAX_DECIDING="1") as settling:
         yield settling
-    finally:
-        settling.stop()
 
 
 @pytest.fixture
