@@ -248,13 +248,18 @@ class Proxy:
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      signed: Callable[[], list[tuple[str, str]]], body: bytes) -> None:
-        session = self.runtime.upstreams.sessions[service]
+        upstreams = self.runtime.upstreams
+        session = upstreams.sessions[service]
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
+        urls = await self._urls(send, service, url)
+        if urls is None:
+            return
         for attempt in range(2):
             last = attempt == 1
+            at = urls[attempt % len(urls)]
             try:
-                async with session.request(method, url, headers=signed(), data=body or None,
-                                           allow_redirects=False) as upstream:
+                async with session.request(method, at, headers=[*signed(), ("Host", url.raw_authority)],
+                                           data=body or None, allow_redirects=False) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
@@ -286,6 +291,7 @@ class Proxy:
                 # burst (make load): the connect completes at once on loopback, but a gateway
                 # loop busy for longer than the timeout runs the timer before it sees that. And
                 # with replicas behind one name: the next connect goes to the next address.
+                upstreams.failed(service, at)
                 if not last:
                     continue
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
@@ -326,16 +332,23 @@ class Proxy:
             await send(message)
 
         try:
+            urls = await self._urls(send, service, url)
+            if urls is None:
+                return
             for attempt in range(2):
+                at = urls[attempt % len(urls)]
                 try:
                     async with self.runtime.upstreams.streams.request(
-                            method, url, headers=signed(), allow_redirects=False) as upstream:
+                            method, at, headers=[*signed(), ("Host", url.raw_authority)],
+                            allow_redirects=False) as upstream:
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,
                                                       tracking_send, oversized=oversized)
                     return
-                except aiohttp.ClientError:
+                except aiohttp.ClientError as error:
+                    if isinstance(error, aiohttp.ClientConnectorError):
+                        self.runtime.upstreams.failed(service, at)
                     # Nothing was relayed and a stream's method changes nothing: opening it
                     # once more is safe (a burst of new streams keeps the loop busy past the
                     # connect timeout, as in _relay; a replica killed under it resets the
@@ -354,6 +367,18 @@ class Proxy:
                                            "answered with a broken response")
         finally:
             self.open_streams -= 1
+
+    async def _urls(self, send: Send, service: str, url: URL) -> list[URL] | None:
+        """`url` at each replica of the service, the next in turn first; None once answered
+        503 (the name is not known)."""
+        try:
+            return await self.runtime.upstreams.urls(service, url)
+        except OSError as error:
+            logger.warning("upstream name not resolved", extra={"upstream": service,
+                                                                "error": repr(error)})
+            await self._upstream_error(send, service, 503, "upstream_unavailable",
+                                       "is not accepting connections")
+            return None
 
     async def _share_stream(self, receive: Receive, send: Send, service: str, url: URL,
                             target: str, request_id: str) -> None:

@@ -1,8 +1,18 @@
-"""The upstream pool: one pooled aiohttp session per service, created in the lifespan."""
+"""The upstream pool: one pooled aiohttp session per service, created in the lifespan; and the
+addresses each service's name stands for (several replicas behind one name), one per request in
+turn.
+
+Each request is sent to the next address (shared/replicas.py `Replicas`), by address, with the
+name in its Host header: the pool then keeps connections per replica, and a steady flow reaches
+every replica. Choosing only when a connection opens would not: a quiet gateway reuses one
+keep-alive connection per upstream, so every request went to whichever replica that connection
+reached, and a replica that joined got nothing until the pool needed a new connection.
+"""
 
 from __future__ import annotations
 
 import aiohttp
+from yarl import URL
 
 from gateway.settings import Settings
 from shared import replicas
@@ -20,6 +30,8 @@ class Upstreams:
         self.settings = settings
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self._resolver: replicas.Resolver | None = None
+        self._replicas: dict[str, replicas.Replicas] = {}
         # Streamed routes' own pool (gateway/streams.py), for every upstream.
         self._streams: aiohttp.ClientSession | None = None
         self.stream_timeout = aiohttp.ClientTimeout(
@@ -32,10 +44,13 @@ class Upstreams:
         )
 
     async def start(self) -> None:
-        for name in self.base_urls:
-            # A name with several replicas behind it resolves to each one's address; aiohttp
-            # spreads new connections over them in turn, tries the next when one does not
-            # connect, and asks again every few seconds (shared/replicas.py).
+        self._resolver = replicas.Resolver(self.settings.service_hosts)
+        for name, base_url in self.base_urls.items():
+            url = URL(base_url)
+            self._replicas[name] = replicas.Replicas(url.raw_host or "", url.port or 80,
+                                                     self._resolver)
+            # Requests go by address (`urls`); the connector resolves a name itself only for
+            # the shared streams, which are opened by name.
             connector = replicas.connector(limit=self.settings.max_connections_per_upstream,
                                            keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                                            hosts=self.settings.service_hosts)
@@ -62,6 +77,18 @@ class Upstreams:
             trace_configs=client_trace_configs())
         self._streams._retry_connection = False
 
+    async def urls(self, service: str, url: URL) -> list[URL]:
+        """`url` (at the service's name) at each address the name stands for, the next in turn
+        first (an address whose connect failed lately last). OSError: the name is unknown."""
+        addresses = await self._replicas[service].turn()
+        host = url.raw_host
+        return [url if address == host else url.with_host(address) for address in addresses]
+
+    def failed(self, service: str, url: URL) -> None:
+        """A connect to the address of `url` failed: the next requests try it last for a
+        while."""
+        self._replicas[service].failed(url.raw_host or "")
+
     @property
     def streams(self) -> aiohttp.ClientSession:
         if self._streams is None:
@@ -75,3 +102,6 @@ class Upstreams:
         if self._streams is not None:
             await self._streams.close()
             self._streams = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None

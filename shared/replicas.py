@@ -3,11 +3,11 @@
 asks again every DNS_TTL_SECONDS (a replica that died leaves the list, one that was added joins
 it), and moves a call whose connection could not be made to the next address.
 
-Both callers of other services use this: the gateway's upstream pools (gateway/upstreams.py,
-through `connector`, where aiohttp spreads new connections over the addresses) and the services'
-client (shared/http.py, through `Replicas`, which picks the address per call, so a steady stream
-of calls over long-lived keep-alive connections still reaches every replica, and a replica that
-joins gets its share at once instead of when a connection happens to be opened).
+Both callers of other services pick the address per call with `Replicas`: the gateway
+(gateway/upstreams.py) and the services' client (shared/http.py). So a steady stream of calls
+over long-lived keep-alive connections still reaches every replica, and a replica that joins
+gets its share at once instead of when a connection happens to be opened. `connector` resolves
+names for what is still opened by name (the gateway's shared streams).
 
 `SERVICE_HOSTS` (docs/configuration.md) names addresses a name stands for before DNS is asked,
 as /etc/hosts would: a test system runs two replicas of a service on 127.0.0.1 and 127.0.0.2

@@ -10,6 +10,7 @@ import socket
 import struct
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +18,9 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route as StarletteRoute
 from starlette.types import Message
 
 from gateway.app import create_app
@@ -28,7 +32,7 @@ from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
 from shared.contracts import request_target
 from shared.identity_keys import IdentityRefused, VerifiedSignature
 from shared.testing.identity import identity_verifier
-from shared.testing.net import ThreadedServer
+from shared.testing.net import ThreadedServer, free_port
 
 
 def auth(rig: Rig, sub: str = "42") -> dict[str, str]:
@@ -599,6 +603,44 @@ async def test_a_connect_that_timed_out_is_tried_once_more_whatever_the_method(
         await opening
         server.stop()
         upstream.close()
+
+
+async def test_requests_are_spread_over_the_replicas_behind_a_name_one_by_one(
+        rig: Rig, redis_url: str) -> None:
+    """A quiet gateway keeps one pooled connection per upstream: were the address chosen only
+    when a connection opens, every request would reach the replica that connection went to."""
+    seen: list[tuple[str, str]] = []
+
+    async def answer(request: Request) -> JSONResponse:
+        seen.append((request.scope["server"][0], request.headers["host"]))
+        return JSONResponse({})
+
+    app = Starlette(routes=[StarletteRoute("/api/v1/products/{rest:path}", answer)])
+    port = free_port()
+    replicas = [ThreadedServer(app, port=port, host=host).start()
+                for host in ("127.0.0.1", "127.0.0.2")]
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["product"] = f"http://product-replicas:{port}"
+    gateway = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url,
+        service_hosts={"product-replicas": ["127.0.0.1", "127.0.0.2"]}))).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as c:
+            for _ in range(6):
+                assert (await c.get("/api/v1/products/5")).status_code == 200
+            assert Counter(server for server, _ in seen) == {"127.0.0.1": 3, "127.0.0.2": 3}
+            # The upstream is asked by its name, whichever address took the request.
+            assert {host for _, host in seen} == {f"product-replicas:{port}"}
+            # A replica gone: its turns go to the one left, and nobody sees a failure.
+            replicas[1].stop()
+            seen.clear()
+            for _ in range(4):
+                assert (await c.get("/api/v1/products/5")).status_code == 200
+            assert Counter(server for server, _ in seen) == {"127.0.0.1": 4}
+    finally:
+        gateway.stop()
+        for replica in replicas:
+            replica.stop()
 
 
 async def test_a_cookie_one_upstream_answer_set_is_never_sent_for_another_client(

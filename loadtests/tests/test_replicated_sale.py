@@ -130,8 +130,12 @@ async def run_sale(system: ServiceSystem, buyers: list[BulkAccount],
             """Once every replica has answered orders (or reserves), one of each pair dies."""
             await asyncio.sleep(max(0.0, opens_at - time.time()))
             legs = (("order", "POST", "/api/v1/orders"), ("stock", "PUT", "/holds/"))
+            # Bounded: a replica that never takes a request would otherwise keep the test
+            # waiting after the sale is over.
+            deadline = time.monotonic() + ARRIVALS_SECONDS + 30
             while not all(seen_before_kill.get(replica.name) for name, _, _ in legs
                           for replica in system.replicas[name]):
+                assert time.monotonic() < deadline, f"a replica took no requests: {seen_before_kill}"
                 await asyncio.sleep(0.1)
                 for name, method, route in legs:
                     for replica in system.replicas[name]:

@@ -90,9 +90,10 @@ class ServiceProcess:
 class ThreadedServer:
     """uvicorn serving an ASGI app from a background thread: real HTTP, configurable in-process."""
 
-    def __init__(self, app: Any, *, port: int | None = None) -> None:
+    def __init__(self, app: Any, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="on", timeout_graceful_shutdown=2,
                                 proxy_headers=False, server_header=False)
         self.server = uvicorn.Server(config)
@@ -100,7 +101,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ThreadedServer:
         self.thread.start()
