@@ -286,12 +286,14 @@ class Proxy:
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
                 return
-            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
+            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
                 # Nothing was sent, so a second connect is safe for any method. Seen under a
                 # burst (make load): the connect completes at once on loopback, but a gateway
-                # loop busy for longer than the timeout runs the timer before it sees that. And
+                # loop busy for longer than the timeout runs the timer before it sees that (so
+                # only a refused or failed connect puts the address last, not a timeout). And
                 # with replicas behind one name: the next connect goes to the next address.
-                upstreams.failed(service, at)
+                if isinstance(error, aiohttp.ClientConnectorError):
+                    upstreams.failed(service, at)
                 if not last:
                     continue
                 await self._upstream_error(send, service, 503, "upstream_unavailable",

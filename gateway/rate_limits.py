@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.batching import FlushPerTurn
 
@@ -98,7 +97,9 @@ class RateLimiter(FlushPerTurn):
                 pipe.pexpire(key, self.window_ms, nx=True)
                 pipe.pttl(key)
             replies = await pipe.execute()
-        except RedisError as error:
+        except Exception as error:
+            # Whatever went wrong (a Redis error, a reply that did not parse, a cluster client's
+            # own error), the batch is let through: nobody waiting may be left without an answer.
             logger.warning("rate limits not checked", extra={"error": repr(error)})
             for waiting in batch:
                 if not waiting.future.done():

@@ -80,6 +80,9 @@ class Upstreams:
     async def urls(self, service: str, url: URL) -> list[URL]:
         """`url` (at the service's name) at each address the name stands for, the next in turn
         first (an address whose connect failed lately last). OSError: the name is unknown."""
+        if url.scheme != "http":
+            # Over TLS the name stays in the URL: the certificate is checked against it.
+            return [url]
         addresses = await self._replicas[service].turn()
         host = url.raw_host
         return [url if address == host else url.with_host(address) for address in addresses]

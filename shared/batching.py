@@ -17,6 +17,7 @@ as large as the moment allows: a slow round trip collects more for the next.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from abc import ABC, abstractmethod
 
@@ -34,8 +35,12 @@ class FlushPerTurn(ABC):
         """Make sure one flush runs soon (after the running one, if any); callers that ask
         before it starts share it."""
         self._flush_scheduled = True
-        if self._running is None:
-            self._running = asyncio.create_task(self._run_flushes())
+        # done(): a task cancelled before its first step never ran its `finally`.
+        if self._running is None or self._running.done():
+            # A context of its own: not the request's that happened to ask first (its request
+            # id in the flush's log lines, its trace around every later batch's Redis call).
+            self._running = asyncio.create_task(self._run_flushes(),
+                                                context=contextvars.Context())
 
     async def _run_flushes(self) -> None:
         try:

@@ -104,6 +104,8 @@ class Replicas:
         if self._clock() - self._resolved_at >= self._ttl:
             await self._refresh()
         addresses = self._addresses
+        if not addresses:  # the name answered with no address, and none was known before
+            raise OSError(f"no address for {self.host}")
         start = self._next % len(addresses)
         self._next = start + 1
         in_turn = addresses[start:] + addresses[:start]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.rate_limits import network_of
+from gateway.rate_limits import RateLimiter, network_of
 from gateway.tests.conftest import Rig, gateway_settings
 from shared.testing.net import ThreadedServer
 
@@ -20,6 +20,21 @@ def test_networks_are_slash_24_and_slash_48_by_default() -> None:
     assert network_of("203.0.113.77", ipv4_prefix=24, ipv6_prefix=48) == "203.0.113.0/24"
     assert network_of("2001:db8:1:2::5", ipv4_prefix=24, ipv6_prefix=48) == "2001:db8:1::/48"
     assert network_of("not an address", ipv4_prefix=24, ipv6_prefix=48) == "not an address"
+
+
+async def test_a_check_that_fails_in_any_way_lets_its_batch_through() -> None:
+    class Broken:
+        """A client whose pipeline fails with an error that is no RedisError."""
+
+        def pipeline(self, transaction: bool) -> None:
+            raise RuntimeError("a reply that did not parse")
+
+    limiter = RateLimiter(Broken(), prefix="", window_seconds=1,  # type: ignore[arg-type]
+                          per_user=1, per_network=1, ipv4_prefix=24, ipv6_prefix=48)
+    answers = await asyncio.wait_for(asyncio.gather(*(
+        limiter.retry_after("POST /api/v1/orders", user_id=str(n), client_ip="203.0.113.9")
+        for n in range(3))), 2)
+    assert answers == [None, None, None]
 
 
 @pytest.fixture(scope="module")

@@ -109,33 +109,35 @@ class _Batches(FlushPerTurn):
         await asyncio.gather(*calls)
 
     async def _join(self, product_id: int, group: list[_Ask]) -> None:
-        async def join() -> list[Joined]:
-            joined = await self.scripts.join(
-                product_id, [ask.place for ask in group if ask.place is not None])
-            if any(answer.record is None and answer.ticket for answer in joined):
-                # For the sweep that finds places whose replica died (drain.py): a place that
-                # went straight on too.
+        joined: list[Joined] = await self._answer(group, lambda: self.scripts.join(
+            product_id, [ask.place for ask in group if ask.place is not None]))
+        if any(answer.record is None and answer.ticket for answer in joined):
+            # For the sweep that finds places whose replica died (drain.py): a place that went
+            # straight on too. After the answers: the batch need not wait for it.
+            try:
                 await self.scripts.mark_open(product_id)
-            return joined
-
-        await self._answer(group, join)
+            except Exception:
+                # The places stand; the next batch with a new place marks the line again.
+                logger.exception("could not mark the line open", extra={"product_id": product_id})
 
     async def _read(self, product_id: int, group: list[_Ask]) -> None:
         await self._answer(group, lambda: self.scripts.read(
             product_id, [ask.ticket for ask in group if ask.ticket is not None]))
 
     @staticmethod
-    async def _answer(group: list[_Ask], call: Callable[[], Awaitable[list[Any]]]) -> None:
+    async def _answer(group: list[_Ask], call: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+        """The call's answers, given to the group's asks (its error, if it failed: then [])."""
         try:
             answers = await call()
         except Exception as error:
             for ask in group:
                 if not ask.future.done():
                     ask.future.set_exception(error)
-            return
+            return []
         for ask, answer in zip(group, answers, strict=True):
             if not ask.future.done():
                 ask.future.set_result(answer)
+        return answers
 
 
 class TicketWatch:

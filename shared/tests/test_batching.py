@@ -62,3 +62,4 @@ async def test_a_flush_that_raises_does_not_stop_later_ones() -> None:
     await asyncio.wait_for(recorder.ask("next"), 1)
     assert recorder.answered == ["next"]
     stuck.cancel()
+

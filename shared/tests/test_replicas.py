@@ -186,6 +186,18 @@ async def test_concurrent_calls_share_one_lookup_and_a_failed_address_goes_last(
     assert "10.0.0.1" in [(await replicas.turn())[0] for _ in range(3)]
 
 
+async def test_a_name_that_answers_no_address_is_a_failed_lookup() -> None:
+    # A caller maps OSError to "unavailable" (503), not to an error of its own.
+    class Empty(_Table):
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            return []
+
+    replicas = Replicas("svc", 80, Empty([]), clock=lambda: 0.0)
+    with pytest.raises(OSError, match="no address for svc"):
+        await replicas.turn()
+
+
 async def test_service_hosts_answer_before_dns_and_other_names_go_to_dns() -> None:
     resolver = Resolver({NAME: ["127.0.0.2", "::1"]})
     assert [r["host"] for r in await resolver.resolve(NAME, 80)] == ["127.0.0.2", "::1"]
