@@ -109,6 +109,9 @@ class _Batches(FlushPerTurn):
         await asyncio.gather(*calls)
 
     async def _join(self, product_id: int, group: list[_Ask]) -> None:
+        # In arrival order (the gateway's stamps), not in the order the requests reached this
+        # process: of one batch, the earliest goes straight on when only some may.
+        group.sort(key=lambda ask: ask.place.arrived_us if ask.place is not None else 0)
         joined: list[Joined] = await self._answer(group, lambda: self.scripts.join(
             product_id, [ask.place for ask in group if ask.place is not None]))
         if any(answer.record is None and answer.ticket for answer in joined):

@@ -111,7 +111,7 @@ for i = 7, #ARGV, 9 do
       redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 3],
         k = ARGV[i + 4], f = ARGV[i + 6], a = ARGV[i + 7], p = tostring(position), s = state,
         n = go and '1' or '0', km = key_field, g = go and '1' or '0',
-        r = ARGV[i + 8]}))
+        r = ARGV[i + 8], j = tostring(now)}))
       redis.call('HSET', KEYS[4], user, ticket)
       if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
       if go then
@@ -328,6 +328,9 @@ class Record:
     body: str | None  # the final body (JSON), once answered
     straight: bool = False  # its request went straight on (JOIN's 'go')
     request_id: str | None = None  # of the POST that took the place
+    # Also kept, for reading a run's line afterwards, not read here: `j`, when the place was
+    # taken (Redis's clock, ms); beside `a`, how long its request took from the gateway's stamp
+    # to the line.
 
     @classmethod
     def parse(cls, raw: str) -> Record:

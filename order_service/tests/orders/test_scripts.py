@@ -16,7 +16,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from order_service.orders.line import OrderLine, TicketWatch, key_field, new_ticket
+from order_service.orders.line import (
+    OrderLine,
+    TicketWatch,
+    _Ask,
+    _Batches,
+    key_field,
+    new_ticket,
+)
 from order_service.orders.scripts import PRODUCTS_KEY, LineKeys, LineScripts, NewPlace
 from shared.testing.redis_cluster import redis_cluster
 
@@ -293,3 +300,19 @@ async def test_a_lease_its_replica_renews_is_not_admitted_again(client: Redis) -
     # A place answered meanwhile is renewed no more.
     await scripts.finish(product_id, [(str(joined.ticket), "ordered", "{}")])
     assert await scripts.renew(product_id, [str(joined.ticket)]) == 0
+
+
+async def test_within_one_batch_the_earliest_arrival_goes_straight_on(client: Redis) -> None:
+    # Asked in one loop turn in the order the requests happened to reach this process: the
+    # place with the earlier gateway stamp is the one admitted when only one may be.
+    scripts, product_id = scripts_on(client, max_deciding=1), product()
+    batches = _Batches(scripts)
+    loop = asyncio.get_running_loop()
+    later = _Ask(product_id, place(product_id, 1, 1_800_000_000_000_900, mode="go"), None,
+                 loop.create_future())
+    earlier = _Ask(product_id, place(product_id, 2, 1_800_000_000_000_100, mode="go"), None,
+                   loop.create_future())
+    batches.ask(later)
+    batches.ask(earlier)
+    assert (await earlier.future).go
+    assert not (await later.future).go
