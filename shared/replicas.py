@@ -77,8 +77,9 @@ class Replicas:
 
     `turn()` gives the addresses to try for one call: the next one in turn first, then the
     others; an address whose connect failed lately comes last (still tried when nothing else
-    answers). The name is asked again once its answer is DNS_TTL_SECONDS old; while it is asked,
-    concurrent calls wait for the one lookup. If the lookup fails, the addresses known so far go
+    answers). The name is asked again once its answer is DNS_TTL_SECONDS old, in the background: calls go
+    on with the addresses known meanwhile (only the first lookup, with nothing known yet, is
+    waited for, by every call that needs it at once). If the lookup fails, the addresses known so far go
     on being used (a resolver that is down must not take a running system with it)."""
 
     def __init__(self, host: str, port: int, resolver: AbstractResolver, *,
@@ -102,7 +103,12 @@ class Replicas:
 
     async def turn(self) -> list[str]:
         if self._clock() - self._resolved_at >= self._ttl:
-            await self._refresh()
+            if self._addresses:
+                # Asked again in the background: a slow or absent resolver must not hold every
+                # call to the name each time its answer grows old.
+                self._start_lookup()
+            else:
+                await self._refresh()
         addresses = self._addresses
         if not addresses:  # the name answered with no address, and none was known before
             raise OSError(f"no address for {self.host}")
@@ -116,10 +122,13 @@ class Replicas:
         """A connect to `address` failed: the next calls try it last until DNS_TTL_SECONDS pass."""
         self._failed_at[address] = self._clock()
 
-    async def _refresh(self) -> None:
-        if self._lookup is None:
+    def _start_lookup(self) -> asyncio.Future[None]:
+        if self._lookup is None or self._lookup.done():
             self._lookup = asyncio.ensure_future(self._resolve())
-        lookup = self._lookup
+        return self._lookup
+
+    async def _refresh(self) -> None:
+        lookup = self._start_lookup()
         try:
             await asyncio.shield(lookup)
         finally:

@@ -164,6 +164,10 @@ async def test_the_name_is_asked_again_so_replicas_join_and_leave() -> None:
     now[0] = DNS_TTL_SECONDS - 0.1
     assert "10.0.0.3" not in await replicas.turn()
     now[0] = DNS_TTL_SECONDS + 0.1
+    # The call that finds the answer old asks again in the background and goes on with the
+    # addresses known; the calls after the answer came use the new ones.
+    assert "10.0.0.3" not in await replicas.turn()
+    await asyncio.sleep(0.01)
     assert set(await replicas.turn()) == {"10.0.0.2", "10.0.0.3"}
     assert table.asked == 2
     # A lookup that fails keeps the addresses known: a resolver that is down must not take a
@@ -171,6 +175,28 @@ async def test_the_name_is_asked_again_so_replicas_join_and_leave() -> None:
     table.addresses = []
     now[0] = 3 * DNS_TTL_SECONDS
     assert set(await replicas.turn()) == {"10.0.0.2", "10.0.0.3"}
+    await asyncio.sleep(0.01)
+    assert set(await replicas.turn()) == {"10.0.0.2", "10.0.0.3"}
+
+
+async def test_a_slow_resolver_never_holds_a_call_once_addresses_are_known() -> None:
+    now = [0.0]
+    table = _Table(["10.0.0.1"])
+    replicas = Replicas("svc", 80, table, clock=lambda: now[0])
+    assert await replicas.turn() == ["10.0.0.1"]
+    hung = asyncio.Event()
+
+    async def hanging(host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        await hung.wait()
+        return []
+
+    table.resolve = hanging  # type: ignore[method-assign]
+    now[0] = DNS_TTL_SECONDS + 0.1
+    # Every call goes on at once with what is known while the lookup hangs.
+    turns = await asyncio.wait_for(asyncio.gather(*(replicas.turn() for _ in range(5))), 0.5)
+    assert turns == [["10.0.0.1"]] * 5
+    hung.set()
 
 
 async def test_concurrent_calls_share_one_lookup_and_a_failed_address_goes_last() -> None:
