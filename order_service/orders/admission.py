@@ -244,7 +244,11 @@ class _LineEntry:
             self.slot = None
         if joined.ticket is None:
             return problem_from_error(LineFull(self.line.retry_after_seconds))
-        self.drain.start(product_id)
+        if joined.record is None or joined.record.state not in FINAL_STATES:
+            # A place waits (a buyer's retry finding its answered place leaves nothing to
+            # drain: a drain started for it would send the next buyers into the line for
+            # nothing while it looks).
+            self.drain.start(product_id)
         return self._place(joined, place)
 
     async def _settle(self) -> None:

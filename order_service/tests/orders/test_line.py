@@ -350,3 +350,20 @@ async def test_the_lines_metrics_count_each_ticket_once(
     assert 1 <= moved("preorder_line_wait_seconds_count") <= tickets
     # Every place is decided: nobody is shown waiting in the product's line any more.
     assert after.value("preorder_line_length", product=str(product)) == 0
+
+
+
+async def test_a_replay_of_an_answered_place_leaves_the_next_buyer_straight_on(
+    sale: Sale, http: httpx.AsyncClient
+) -> None:
+    """A buyer's retry with its key finds its place answered: nothing is left to drain, and
+    the next buyer, nobody waiting, gets its order (201), not a ticket to follow."""
+    product = await register_product(http, sale, total=40)
+    for n in range(8):
+        first = await post_order(http, sale, user=buyer(), product=product, key=f"k-{n}")
+        assert first.status_code == 201, first.text
+        replay = await post_order(http, sale, user=first.json()["user_id"], product=product,
+                                  key=f"k-{n}")
+        assert (replay.status_code, replay.json()) == (201, first.json())
+        nxt = await post_order(http, sale, user=buyer(), product=product)
+        assert nxt.status_code == 201, nxt.text
