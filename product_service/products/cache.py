@@ -43,6 +43,8 @@ logger = logging.getLogger("product_service.cache")
 MISSING = "-"
 # "No such product" is cached only to absorb a burst of reads of an unknown id.
 MISSING_TTL_MS = 5_000
+# How long a landed load's answer is still shared with the readers of its generation (_landed).
+FLIGHT_KEPT_SECONDS = 1.0
 # A generation outlives every entry stored under it (entries live detail_cache_seconds).
 GENERATION_TTL_MS = 86_400_000
 
@@ -119,9 +121,22 @@ class ProductDetails:
         if flight is None:
             flight = asyncio.create_task(self._load(product_id, generation))
             self._flights[flight_key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(flight_key, None))
+            flight.add_done_callback(lambda done: self._landed(flight_key, done))
         # Shielded: a reader that goes away must not cancel the load the others wait for.
         return await asyncio.shield(flight)
+
+    def _landed(self, flight_key: tuple[int, str | None], flight: asyncio.Task[str]) -> None:
+        """A load's answer stays shared a moment after it lands, under the generation it was
+        loaded at: a crowd's cache reads sent before it was stored but answered after (each
+        reader asks Redis on its own) would otherwise each find the flight gone and read the
+        row again. The generation changes with every change, so the answer kept is current for
+        anyone who read that generation. A failed load, or one made while Redis was away (no
+        generation), is not kept."""
+        if flight.cancelled() or flight.exception() is not None or flight_key[1] is None:
+            self._flights.pop(flight_key, None)
+            return
+        asyncio.get_running_loop().call_later(FLIGHT_KEPT_SECONDS, self._flights.pop,
+                                              flight_key, None)
 
     async def _load(self, product_id: int, generation: str | None) -> str:
         """generation None: Redis is away, the row is only answered."""
