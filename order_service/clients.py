@@ -10,7 +10,7 @@ from typing import Literal
 
 from order_service.orders.errors import StockUnavailable
 from shared.errors import ProblemError
-from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
+from shared.http import RESENT_HEADER, ServiceCallFailed, ServiceClient, ServiceResponse
 from shared.internal.payments import NO_CHARGE, PaymentView, by_order_path
 from shared.internal.stock import (
     HELD_HOLDS_PATH,
@@ -40,11 +40,16 @@ class StockClient:
         self.client = client
 
     async def reserve(self, *, product_id: int, order_id: int, user_id: int, quantity: int,
-                      expires_at: datetime, timeout: float | None = None) -> Hold:
-        """`timeout`: what is left of the order's time budget (the client's default if None)."""
+                      expires_at: datetime, timeout: float | None = None,
+                      resent: bool = False) -> Hold:
+        """`timeout`: what is left of the order's time budget (the client's default if None).
+        `resent`: this order id may hold units already (an earlier decision of the same place
+        died after reserving): stock_service answers its hold as it is, never from its sold-out
+        memory."""
         # As HoldRequest reads it (times in ISO-8601 UTC with a Z; ours are naive UTC).
         body = {"user_id": user_id, "quantity": quantity, "expires_at": to_utc_z(expires_at)}
-        response = await self._call("PUT", hold_path(product_id, order_id), body, timeout)
+        response = await self._call("PUT", hold_path(product_id, order_id), body, timeout,
+                                    headers={RESENT_HEADER: "1"} if resent else None)
         if response.status == 200:
             return Hold.model_validate(response.body)
         if response.status == 503:
@@ -77,9 +82,11 @@ class StockClient:
         return HoldPage.model_validate(response.body)
 
     async def _call(self, method: str, path: str, body: object = None,
-                    timeout: float | None = None) -> ServiceResponse:
+                    timeout: float | None = None,
+                    headers: dict[str, str] | None = None) -> ServiceResponse:
         try:
-            return await self.client.request(method, path, json_body=body, timeout=timeout)
+            return await self.client.request(method, path, json_body=body, headers=headers,
+                                             timeout=timeout)
         except ServiceCallFailed as failed:
             raise StockUnavailable() from failed
 

@@ -92,11 +92,13 @@ class OrderAdmission:
     # For the service
 
     async def reserve(self, product_id: int, quantity: int, *, slot: Slot | None,
-                      ask: Callable[[], Awaitable[Answer]]) -> Answer:
+                      ask: Callable[[], Awaitable[Answer]], resent: bool = False) -> Answer:
         """`ask()` (the reserve at stock_service) with a slot of the product, unless the memory
         refuses the order (SoldOut). `slot`: the one the layer in front waited for, if any.
-        A SoldOut from `ask()` is remembered; no slot within the wait is TooManyWaiting."""
-        verdict = self.sold_out.verdict(product_id, quantity)
+        A SoldOut from `ask()` is remembered; no slot within the wait is TooManyWaiting.
+        `resent`: the order may hold units already (its hold is asked for, whatever the memory
+        says)."""
+        verdict = Verdict.ASK if resent else self.sold_out.verdict(product_id, quantity)
         if verdict is Verdict.REFUSE:
             raise SoldOut()
         asked = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -55,6 +56,16 @@ def create_time_budget(budget_seconds: float, call_timeout_seconds: float) -> tu
     return wait, max(min(call_timeout_seconds, budget_seconds - wait - INSERT_SECONDS), 0.1)
 
 
+@dataclass(frozen=True)
+class NotedId:
+    """The order id a place of the line is decided under, kept in its record before the reserve
+    (orders/drain.py); `decided_before`: an earlier decision used it and may have left a hold
+    under it (its replica died after reserving), which this decision takes over."""
+
+    order_id: int
+    decided_before: bool
+
+
 class OrderCreation:
     def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
                  stock: StockClient, ids: OrderIds, keys: IdempotencyKeys,
@@ -75,7 +86,7 @@ class OrderCreation:
         self._ordered_here: set[tuple[int, int]] = set()
 
     async def create(self, user_id: int, request: OrderCreate, idempotency_key: str | None,
-                     *, slot: Slot | None = None) -> StoredAnswer:
+                     *, slot: Slot | None = None, order_id: NotedId | None = None) -> StoredAnswer:
         """201 and the order, or the refusal; with a key, at most once and the same again.
         `slot`: the reserve slot admission's layer in front already waited for, if any.
 
@@ -90,11 +101,12 @@ class OrderCreation:
             answer_within = self.budget_seconds - (time.monotonic() - started)
         return await self.keys.once(
             user_id, idempotency_key, request,
-            lambda claim: self._create(user_id, request, claim, slot),
+            lambda claim: self._create(user_id, request, claim, slot, order_id),
             made_before=self._order_made_with, answer_within=answer_within)
 
     async def create_in_line(self, user_id: int, request: OrderCreate, key: str, *,
-                             slot: Slot | None, again: bool) -> OrderOut:
+                             slot: Slot | None, again: bool,
+                             order_id: NotedId | None = None) -> OrderOut:
         """A place of the line (orders/drain.py) decided: as create() with `key`, but without
         claiming it in Redis (one replica at a time decides a place: its lease says so). A place
         decided `again` (its first replica died or stalled) first looks for the order the key
@@ -105,13 +117,13 @@ class OrderCreation:
             made = await self._order_made_with(claim)
             if made is not None:
                 return made
-        return await self._create(user_id, request, claim, slot)
+        return await self._create(user_id, request, claim, slot, order_id)
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
-                      slot: Slot | None) -> OrderOut:
+                      slot: Slot | None, order_id: NotedId | None = None) -> OrderOut:
         """The order decided once (a replayed key's answer is not counted again)."""
         try:
-            order = await self._decide(user_id, request, claim, slot)
+            order = await self._decide(user_id, request, claim, slot, order_id)
         except ProblemError as refusal:
             self.admission.metrics.refused(refusal.code, failed=refusal.status >= 500)
             raise
@@ -119,15 +131,25 @@ class OrderCreation:
         return order
 
     async def _decide(self, user_id: int, request: OrderCreate, claim: Claim | None,
-                      slot: Slot | None) -> OrderOut:
+                      slot: Slot | None, noted: NotedId | None = None) -> OrderOut:
+        taking_over = noted is not None and noted.decided_before
+
         async def reserve() -> OrderOut:
-            order_id = await self.ids.next()
+            order_id = noted.order_id if noted is not None else await self.ids.next()
             created_at = utcnow()
             expires_at = created_at + self.payment_ttl
             hold = await self.stock.reserve(
                 product_id=request.product_id, order_id=order_id, user_id=user_id,
                 quantity=request.quantity, expires_at=expires_at,
-                timeout=self.reserve_timeout_seconds)
+                timeout=self.reserve_timeout_seconds, resent=taking_over)
+            if hold.state != "held":
+                # The earlier decision's hold was given back meanwhile (the orphan sweep): the
+                # order reserves afresh, under an id of its own.
+                order_id = await self.ids.next()
+                hold = await self.stock.reserve(
+                    product_id=request.product_id, order_id=order_id, user_id=user_id,
+                    quantity=request.quantity, expires_at=expires_at,
+                    timeout=self.reserve_timeout_seconds)
             return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
                             quantity=request.quantity, unit_price=hold.unit_price,
                             amount=hold.unit_price * request.quantity, status="pending_payment",
@@ -139,7 +161,7 @@ class OrderCreation:
                 return first
         try:
             order = await self.admission.reserve(request.product_id, request.quantity,
-                                                 slot=slot, ask=reserve)
+                                                 slot=slot, ask=reserve, resent=taking_over)
         except PurchaseLimitExceeded:
             # The limit counts the unpaid order too: the answer names the rule that refused.
             first = await self._unless_unpaid(user_id, request.product_id, claim)

@@ -29,7 +29,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from order_service.orders.admission import OrderAdmission
-from order_service.orders.creation import OrderCreation
+from order_service.orders.creation import NotedId, OrderCreation
 from order_service.orders.line import product_of
 from order_service.orders.schemas import OrderCreate
 from order_service.orders.scripts import Claimed, LineScripts
@@ -299,30 +299,56 @@ class _ProductDrain:
     async def _decide_all(self, claimed: list[Claimed]) -> None:
         reserving = self.owner.admission.reserving
         back: list[str] = []
+        taken: list[tuple[Claimed, Slot]] = []
         for place in claimed:
             slot = await reserving.try_take(self.product_id)
             if slot is None:  # taken meanwhile by a request that went straight on
                 back.append(place.ticket)
                 continue
             self.owner.hold(self.product_id, place.ticket)
-            task = asyncio.create_task(self._decide(place, slot))
+            taken.append((place, slot))
+        noted = await self._order_ids([place for place, _ in taken])
+        for place, slot in taken:
+            task = asyncio.create_task(self._decide(place, slot, noted[place.ticket]))
             self.deciding.add(task)
             task.add_done_callback(self._decided)
         if back:
             await self.owner.scripts.requeue(self.product_id, back)
 
+    async def _order_ids(self, places: list[Claimed]) -> dict[str, NotedId]:
+        """The order id each place is decided under: the one an earlier decision of it noted
+        (its hold, if that decision died after reserving, is taken over), or a new one, noted
+        in the place's record before the reserve (one NOTE for the batch)."""
+        noted: dict[str, NotedId] = {}
+        fresh: list[tuple[str, int]] = []
+        for place in places:
+            if place.record.order_id is not None:
+                noted[place.ticket] = NotedId(place.record.order_id, decided_before=True)
+                continue
+            order_id = await self.owner.creation.ids.next()
+            noted[place.ticket] = NotedId(order_id, decided_before=False)
+            fresh.append((place.ticket, order_id))
+        try:
+            await self.owner.scripts.note(self.product_id, fresh)
+        except Exception:
+            # Decided all the same: only a replica dying after the reserve then leaves its hold
+            # to the orphan sweep, as before ids were noted.
+            logger.exception("could not note the places' order ids",
+                             extra={"product_id": self.product_id})
+        return noted
+
     def _decided(self, task: asyncio.Task[None]) -> None:
         self.deciding.discard(task)
         self.wakeup.set()
 
-    async def _decide(self, place: Claimed, slot: Slot) -> None:
+    async def _decide(self, place: Claimed, slot: Slot, noted: NotedId) -> None:
         owner, product_id = self.owner, self.product_id
         # Decided as the POST that took the place: its problem and log lines carry its
         # request id (this task's own context: the drain's is untouched).
         request_id_var.set(place.record.request_id)
         try:
             try:
-                answer = await self._answer(place, slot)
+                answer = await self._answer(place, slot, noted)
             finally:
                 owner.release(product_id, place.ticket)
         except _Retry as retry:
@@ -353,17 +379,18 @@ class _ProductDrain:
             # Not even one unit is left: nobody waiting can have one.
             await owner.refuse_waiting(product_id)
 
-    async def _answer(self, place: Claimed, slot: Slot) -> StoredAnswer:
+    async def _answer(self, place: Claimed, slot: Slot, noted: NotedId) -> StoredAnswer:
         record = place.record
         creation = self.owner.creation
         request = OrderCreate(product_id=self.product_id, quantity=record.quantity)
         try:
             if record.key:
                 # The buyer's own key: its answer is kept for the buyer's retries too.
-                return await creation.create(record.user_id, request, record.key, slot=slot)
+                return await creation.create(record.user_id, request, record.key, slot=slot,
+                                             order_id=noted)
             order = await creation.create_in_line(
                 record.user_id, request, f"line:{place.ticket}", slot=slot,
-                again=record.attempts > 1)
+                again=record.attempts > 1, order_id=noted)
             return StoredAnswer(201, order.model_dump(mode="json"))
         except IdempotencyKeyInUse:
             raise _Retry(uncounted=True) from None

@@ -216,6 +216,24 @@ renew(tonumber(ARGV[1]) * 2)
 return 0
 """
 
+# KEYS: tickets; ARGV: then per place: ticket order_id. Before a decision reserves, the order id
+# it reserves under goes into the place's record (`o`), if the place is still being decided and
+# has none: a replica that dies after the reserve leaves a hold under that id, and the place,
+# decided again, takes that hold over instead of reserving another unit beside it.
+NOTE = """
+for i = 1, #ARGV, 2 do
+  local rec = redis.call('HGET', KEYS[1], ARGV[i])
+  if rec then
+    local r = cjson.decode(rec)
+    if r.s == 'deciding' and (r.o == nil or r.o == '') then
+      r.o = ARGV[i + 1]
+      redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(r))
+    end
+  end
+end
+return 0
+"""
+
 # KEYS: waiting tickets buyers done; ARGV: channel keep_ms product_id problem_json.
 # The product sold out: every waiting place is refused with the problem, at once.
 REFUSE_WAITING = _COMMON + """
@@ -328,6 +346,8 @@ class Record:
     body: str | None  # the final body (JSON), once answered
     straight: bool = False  # its request went straight on (JOIN's 'go')
     request_id: str | None = None  # of the POST that took the place
+    # The order id a decision of it reserved under (NOTE), None before its first decision.
+    order_id: int | None = None
     # Also kept, for reading a run's line afterwards, not read here: `j`, when the place was
     # taken (Redis's clock, ms); beside `a`, how long its request took from the gateway's stamp
     # to the line.
@@ -339,7 +359,8 @@ class Record:
                    fingerprint=str(data["f"]), arrived_us=int(data["a"]),
                    position=int(data["p"]), state=str(data["s"]), attempts=int(data["n"]),
                    body=data.get("b"), straight=data.get("g") == "1",
-                   request_id=data.get("r") or None)
+                   request_id=data.get("r") or None,
+                   order_id=int(data["o"]) if data.get("o") else None)
 
 
 @dataclass(frozen=True)
@@ -393,6 +414,7 @@ class LineScripts:
         self._claim = redis.register_script(CLAIM)
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
+        self._note = redis.register_script(NOTE)
         self._drop = redis.register_script(DROP)
         self._renew = redis.register_script(RENEW)
         self._refuse_waiting = redis.register_script(REFUSE_WAITING)
@@ -445,6 +467,13 @@ class LineScripts:
         keys = LineKeys.of(product_id)
         await self._requeue(keys=[keys.waiting, keys.deciding, keys.tickets],
                             args=[self.keep_ms, "1" if uncounted else "0", *tickets])
+
+    async def note(self, product_id: int, orders: Sequence[tuple[str, int]]) -> None:
+        """Each place's order id, kept before its decision reserves (NOTE)."""
+        if orders:
+            await self._note(keys=[LineKeys.of(product_id).tickets],
+                             args=[value for ticket, order_id in orders
+                                   for value in (ticket, str(order_id))])
 
     async def renew(self, product_id: int, tickets: Sequence[str]) -> int:
         """The leases of places this replica still decides, from now; how many were renewed."""

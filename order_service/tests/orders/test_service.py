@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from order_service.clients import PaymentsClient, StockClient
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.creation import OrderCreation
+from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
 from order_service.orders.errors import (
     OrderNotCancellable,
@@ -32,8 +34,10 @@ from order_service.orders.errors import (
 )
 from order_service.orders.expiry import OrderExpiry
 from order_service.orders.ids import OrderIds
+from order_service.orders.line import new_ticket
 from order_service.orders.repository import NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate
+from order_service.orders.scripts import LineScripts, NewPlace, Record
 from order_service.orders.transitions import OrderTransitions
 from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
@@ -635,3 +639,66 @@ async def test_two_replicas_releasing_orphan_holds_at_once_give_each_unit_back_o
         for parts in (orders, replica):
             parts.effects.orphan_after = timedelta(seconds=60)
     assert await remaining(orders, product_id) == 15
+
+
+
+async def decided_again(parts: Orders, redis: Redis, *,
+                        first_hold_given_back: bool) -> tuple[Record, int]:
+    """A product's one unit, and a place whose first decision died after its reserve (its
+    order id noted, the unit held under it, no order written), decided again by a drain once
+    its lease ran out: the place's record then, and the first decision's order id."""
+    channel = f"test-{os.urandom(4).hex()}"
+    scripts = LineScripts(redis, keep_ms=60_000, lease_ms=300, max_waiting=10,
+                          tickets_channel=channel, open_channel=channel + "-open",
+                          max_deciding=8)
+    drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
+    product_id = await register(parts, total=1)
+    buyer, ticket = new_id(), new_ticket(product_id)
+    await scripts.join(product_id, [NewPlace(
+        mode="join", ticket=ticket, user_id=buyer, quantity=1, key="", key_field="",
+        fingerprint="", arrived_us=time.time_ns() // 1000)])
+    claimed, _, _ = await scripts.claim(product_id, 1)
+    assert [place.ticket for place in claimed] == [ticket]
+    first_id = await parts.creation.ids.next()
+    await scripts.note(product_id, [(ticket, first_id)])
+    await parts.stock.reserve(product_id=product_id, order_id=first_id, user_id=buyer,
+                              quantity=1, expires_at=utcnow() + timedelta(minutes=10))
+    if first_hold_given_back:  # as the orphan sweep does
+        assert await parts.stock.release(product_id=product_id, order_id=first_id)
+    await asyncio.sleep(0.4)  # its lease runs out
+    try:
+        drain.start(product_id)
+        deadline = time.monotonic() + 10
+        while True:
+            [(record, _)] = await scripts.read(product_id, [ticket])
+            assert record is not None
+            if record.state in ("ordered", "refused") or time.monotonic() > deadline:
+                return record, first_id
+            await asyncio.sleep(0.05)
+    finally:
+        await drain.close()
+
+
+async def test_a_place_decided_again_takes_over_the_hold_its_first_decision_left(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """Decided again, the place takes the dead decision's hold over (the order gets its id)
+    instead of reserving beside it: with the product's last unit held by that decision, it
+    would otherwise be refused `sold_out` by its own hold."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        record, first_id = await decided_again(parts, redis, first_hold_given_back=False)
+        assert record.state == "ordered", record.body
+        assert record.body is not None
+        assert json.loads(record.body)["order"]["id"] == first_id
+
+
+async def test_a_place_decided_again_after_its_first_hold_was_given_back_reserves_afresh(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """A released hold is no hold to take over: the place reserves the unit afresh, under an
+    id of its own."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        record, first_id = await decided_again(parts, redis, first_hold_given_back=True)
+        assert record.state == "ordered", record.body
+        assert record.body is not None
+        assert json.loads(record.body)["order"]["id"] != first_id
