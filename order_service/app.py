@@ -82,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ids=OrderIds(transactions), keys=keys,
                 payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
                 reserve_timeout_seconds=reserve_timeout,
-                budget_seconds=settings.create_budget_seconds)
+                budget_seconds=settings.create_budget_seconds,
+                orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds))
             effects = OrderEffects(
                 transactions=transactions, admission=admission, stock=stock_client,
                 payments=payments_client,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -70,8 +70,13 @@ class OrderCreation:
     def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
                  stock: StockClient, ids: OrderIds, keys: IdempotencyKeys,
                  payment_ttl: timedelta, reserve_timeout_seconds: float | None = None,
-                 budget_seconds: float | None = None, writer: OrderWriter | None = None) -> None:
+                 budget_seconds: float | None = None, writer: OrderWriter | None = None,
+                 orphan_after: timedelta = timedelta(seconds=60)) -> None:
         self.transactions = transactions
+        # A hold left by a decision that died is taken over only while it is younger than half
+        # the orphan sweep's bound (orders/effects.py): the sweep gives back holds that old with
+        # no order, and must not give back one whose order is about to be written.
+        self.take_over_within = orphan_after / 2
         self.reserve_timeout_seconds = reserve_timeout_seconds
         self.budget_seconds = budget_seconds
         self.admission = admission
@@ -142,6 +147,13 @@ class OrderCreation:
                 product_id=request.product_id, order_id=order_id, user_id=user_id,
                 quantity=request.quantity, expires_at=expires_at,
                 timeout=self.reserve_timeout_seconds, resent=taking_over)
+            if taking_over and hold.state == "held" and \
+                    datetime.now(UTC) - hold.created_at >= self.take_over_within:
+                # Too near the orphan sweep's bound to be taken over: given back here (no order
+                # was written under its id: the place's key found none).
+                await self.stock.release(product_id=request.product_id, order_id=order_id)
+                self.admission.units_back(request.product_id)
+                hold = hold.model_copy(update={"state": "released"})
             if hold.state != "held":
                 # The earlier decision's hold was given back meanwhile (the orphan sweep): the
                 # order reserves afresh, under an id of its own.

@@ -702,3 +702,20 @@ async def test_a_place_decided_again_after_its_first_hold_was_given_back_reserve
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] != first_id
+
+
+async def test_a_first_hold_near_the_orphan_bound_is_given_back_not_taken_over(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """Past half the orphan sweep's bound the dead decision's hold is given back and the place
+    reserves afresh: the sweep, which gives back old holds with no order, must never give back
+    the hold of an order about to be written."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        parts.creation.take_over_within = timedelta(0)
+        record, first_id = await decided_again(parts, redis, first_hold_given_back=False)
+        assert record.state == "ordered", record.body
+        assert record.body is not None
+        assert json.loads(record.body)["order"]["id"] != first_id
+        first = await parts.stock.client.request("GET", hold_path(
+            json.loads(record.body)["product_id"], first_id))
+        assert (first.status, first.body["state"]) == (200, "released")
