@@ -194,11 +194,12 @@ async def test_a_ticket_whose_answer_changes_afterwards_is_answered_twice(
 async def test_a_stale_clock_on_the_first_event_does_not_delay_the_press_past_the_opening(
         server: str, line: RecordedLine) -> None:
     line.live_lag = 5.0
-    line.opens_at = time.time() + 1.5
+    # Time enough for the buyers to open their streams first on a busy machine.
+    line.opens_at = time.time() + 3.0
     crowd = await crowd_of(server, 3, opens_at=line.opens_at, walk_away=1.0)
     assert all(b.clock_offset < -4.0 for b in crowd.buyers)  # the countdown would run 5 s late
     sent = [b.taps[0].sent - line.opens_at for b in crowd.buyers]
-    assert all(0.0 <= s < 1.0 for s in sent), sent  # pressed on the stream's "open"
+    assert all(0.0 <= s < 2.0 for s in sent), sent  # pressed on the stream's "open", not 5 s on
 
 
 async def test_nothing_listening_leaves_every_buyer_without_an_answer() -> None:
