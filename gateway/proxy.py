@@ -216,6 +216,8 @@ class Proxy:
             if roles:
                 headers.append((USER_ROLES_HEADER, roles))
         headers.append((ARRIVED_AT_HEADER, arrived_at))
+        # Sent to one replica's address (Upstreams.urls), asked for by the service's name.
+        headers.append(("Host", url.raw_authority))
         # Signed last, just before forwarding, for this request only (method, path and query as
         # forwarded, body, the service it goes to, a fresh nonce): services believe these
         # headers only with it. A retry is signed anew: the nonce of the first may have been
@@ -258,8 +260,8 @@ class Proxy:
             last = attempt == 1
             at = urls[attempt % len(urls)]
             try:
-                async with session.request(method, at, headers=[*signed(), ("Host", url.raw_authority)],
-                                           data=body or None, allow_redirects=False) as upstream:
+                async with session.request(method, at, headers=signed(), data=body or None,
+                                           allow_redirects=False) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
@@ -341,8 +343,7 @@ class Proxy:
                 at = urls[attempt % len(urls)]
                 try:
                     async with self.runtime.upstreams.streams.request(
-                            method, at, headers=[*signed(), ("Host", url.raw_authority)],
-                            allow_redirects=False) as upstream:
+                            method, at, headers=signed(), allow_redirects=False) as upstream:
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,

@@ -31,7 +31,9 @@ class Upstreams:
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self._resolver: replicas.Resolver | None = None
-        self._replicas: dict[str, replicas.Replicas] = {}
+        # None for an https upstream: over TLS the name stays in the URL (the certificate is
+        # checked against it), and aiohttp resolves it.
+        self._replicas: dict[str, replicas.Replicas | None] = {}
         # Streamed routes' own pool (gateway/streams.py), for every upstream.
         self._streams: aiohttp.ClientSession | None = None
         self.stream_timeout = aiohttp.ClientTimeout(
@@ -47,8 +49,9 @@ class Upstreams:
         self._resolver = replicas.Resolver(self.settings.service_hosts)
         for name, base_url in self.base_urls.items():
             url = URL(base_url)
-            self._replicas[name] = replicas.Replicas(url.raw_host or "", url.port or 80,
-                                                     self._resolver)
+            self._replicas[name] = (replicas.Replicas(url.raw_host or "", url.port or 80,
+                                                      self._resolver)
+                                    if url.scheme == "http" else None)
             # Requests go by address (`urls`); the connector resolves a name itself only for
             # the shared streams, which are opened by name.
             connector = replicas.connector(limit=self.settings.max_connections_per_upstream,
@@ -78,19 +81,22 @@ class Upstreams:
         self._streams._retry_connection = False
 
     async def urls(self, service: str, url: URL) -> list[URL]:
-        """`url` (at the service's name) at each address the name stands for, the next in turn
-        first (an address whose connect failed lately last). OSError: the name is unknown."""
-        if url.scheme != "http":
-            # Over TLS the name stays in the URL: the certificate is checked against it.
+        """`url` (at the service's name) at the next address in turn, then at the one a second
+        attempt would take (an address whose connect failed lately last): a request makes at
+        most two. OSError: the name is unknown."""
+        turn = self._replicas[service]
+        if turn is None:
             return [url]
-        addresses = await self._replicas[service].turn()
         host = url.raw_host
-        return [url if address == host else url.with_host(address) for address in addresses]
+        return [url if address == host else url.with_host(address)
+                for address in (await turn.turn())[:2]]
 
     def failed(self, service: str, url: URL) -> None:
         """A connect to the address of `url` failed: the next requests try it last for a
         while."""
-        self._replicas[service].failed(url.raw_host or "")
+        turn = self._replicas[service]
+        if turn is not None:
+            turn.failed(url.raw_host or "")
 
     @property
     def streams(self) -> aiohttp.ClientSession:

@@ -36,7 +36,7 @@ from shared.idempotency import (
     StoredAnswer,
     fingerprint,
 )
-from shared.internal.stock import PurchaseLimitExceeded
+from shared.internal.stock import Hold, PurchaseLimitExceeded
 from shared.repository import is_duplicate_entry
 from shared.sold_out import Slot
 
@@ -91,7 +91,7 @@ class OrderCreation:
         self._ordered_here: set[tuple[int, int]] = set()
 
     async def create(self, user_id: int, request: OrderCreate, idempotency_key: str | None,
-                     *, slot: Slot | None = None, order_id: NotedId | None = None) -> StoredAnswer:
+                     *, slot: Slot | None = None, noted: NotedId | None = None) -> StoredAnswer:
         """201 and the order, or the refusal; with a key, at most once and the same again.
         `slot`: the reserve slot admission's layer in front already waited for, if any.
 
@@ -106,12 +106,12 @@ class OrderCreation:
             answer_within = self.budget_seconds - (time.monotonic() - started)
         return await self.keys.once(
             user_id, idempotency_key, request,
-            lambda claim: self._create(user_id, request, claim, slot, order_id),
+            lambda claim: self._create(user_id, request, claim, slot, noted),
             made_before=self._order_made_with, answer_within=answer_within)
 
     async def create_in_line(self, user_id: int, request: OrderCreate, key: str, *,
                              slot: Slot | None, again: bool,
-                             order_id: NotedId | None = None) -> OrderOut:
+                             noted: NotedId | None = None) -> OrderOut:
         """A place of the line (orders/drain.py) decided: as create() with `key`, but without
         claiming it in Redis (one replica at a time decides a place: its lease says so). A place
         decided `again` (its first replica died or stalled) first looks for the order the key
@@ -122,13 +122,13 @@ class OrderCreation:
             made = await self._order_made_with(claim)
             if made is not None:
                 return made
-        return await self._create(user_id, request, claim, slot, order_id)
+        return await self._create(user_id, request, claim, slot, noted)
 
     async def _create(self, user_id: int, request: OrderCreate, claim: Claim | None,
-                      slot: Slot | None, order_id: NotedId | None = None) -> OrderOut:
+                      slot: Slot | None, noted: NotedId | None = None) -> OrderOut:
         """The order decided once (a replayed key's answer is not counted again)."""
         try:
-            order = await self._decide(user_id, request, claim, slot, order_id)
+            order = await self._decide(user_id, request, claim, slot, noted)
         except ProblemError as refusal:
             self.admission.metrics.refused(refusal.code, failed=refusal.status >= 500)
             raise
@@ -140,28 +140,20 @@ class OrderCreation:
         taking_over = noted is not None and noted.decided_before
 
         async def reserve() -> OrderOut:
-            order_id = noted.order_id if noted is not None else await self.ids.next()
             created_at = utcnow()
             expires_at = created_at + self.payment_ttl
-            hold = await self.stock.reserve(
-                product_id=request.product_id, order_id=order_id, user_id=user_id,
-                quantity=request.quantity, expires_at=expires_at,
-                timeout=self.reserve_timeout_seconds, resent=taking_over)
-            if taking_over and hold.state == "held" and \
-                    datetime.now(UTC) - hold.created_at >= self.take_over_within:
-                # Too near the orphan sweep's bound to be taken over: given back here (no order
-                # was written under its id: the place's key found none).
-                await self.stock.release(product_id=request.product_id, order_id=order_id)
-                self.admission.units_back(request.product_id)
-                hold = hold.model_copy(update={"state": "released"})
-            if hold.state != "held":
-                # The earlier decision's hold was given back meanwhile (the orphan sweep): the
-                # order reserves afresh, under an id of its own.
-                order_id = await self.ids.next()
-                hold = await self.stock.reserve(
+
+            async def hold_under(order_id: int, *, resent: bool) -> Hold:
+                return await self.stock.reserve(
                     product_id=request.product_id, order_id=order_id, user_id=user_id,
                     quantity=request.quantity, expires_at=expires_at,
-                    timeout=self.reserve_timeout_seconds)
+                    timeout=self.reserve_timeout_seconds, resent=resent)
+
+            order_id = noted.order_id if noted is not None else await self.ids.next()
+            hold = await hold_under(order_id, resent=taking_over)
+            if taking_over and not await self._taken_over(hold):
+                order_id = await self.ids.next()
+                hold = await hold_under(order_id, resent=False)
             return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
                             quantity=request.quantity, unit_price=hold.unit_price,
                             amount=hold.unit_price * request.quantity, status="pending_payment",
@@ -181,6 +173,19 @@ class OrderCreation:
                 return first
             raise
         return await self.insert(order, claim)
+
+    async def _taken_over(self, hold: Hold) -> bool:
+        """Whether the hold an earlier decision of the place left (answered to its resent
+        reserve) is this order's now. Not if the orphan sweep gave it back meanwhile, nor if it
+        is too near the sweep's bound: then it is given back here (no order was written under
+        its id: the place's key found none), and the order reserves afresh under a new id."""
+        if hold.state != "held":
+            return False
+        if datetime.now(UTC) - hold.created_at < self.take_over_within:
+            return True
+        await self.stock.release(product_id=hold.product_id, order_id=hold.order_id)
+        self.admission.units_back(hold.product_id)
+        return False
 
     async def _unless_unpaid(self, user_id: int, product_id: int,
                              claim: Claim | None) -> OrderOut | None:

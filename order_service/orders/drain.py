@@ -387,10 +387,10 @@ class _ProductDrain:
             if record.key:
                 # The buyer's own key: its answer is kept for the buyer's retries too.
                 return await creation.create(record.user_id, request, record.key, slot=slot,
-                                             order_id=noted)
+                                             noted=noted)
             order = await creation.create_in_line(
                 record.user_id, request, f"line:{place.ticket}", slot=slot,
-                again=record.attempts > 1, order_id=noted)
+                again=record.attempts > 1, noted=noted)
             return StoredAnswer(201, order.model_dump(mode="json"))
         except IdempotencyKeyInUse:
             raise _Retry(uncounted=True) from None
