@@ -31,6 +31,7 @@ from yarl import URL
 
 from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
 from shared.identity_keys import IdentitySigner
+from shared.in_order import InOrderConnector
 from shared.replicas import CONNECT_TIMEOUT_SECONDS, Hosts, Replicas, Resolver, url_host
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
 from shared.tracing import client_trace_configs
@@ -196,9 +197,11 @@ async def service_client(name: str, base_url: str, *, signer: IdentitySigner | N
     names stand for before DNS is asked (SERVICE_HOSTS, shared/replicas.py)."""
     resolver = Resolver(hosts)
     # Keep-alive connections are pooled per address (the URL names the address), with no limit
-    # per address: one replica may take them all when the others are gone.
-    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS,
-                                     resolver=resolver)
+    # per address: one replica may take them all when the others are gone. Handed out in the
+    # order asked (shared/in_order.py): the drain's reserves reach stock_service in the line's
+    # order.
+    connector = InOrderConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS,
+                                 resolver=resolver)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     # No cookie jar: calls are made on behalf of many users; nothing one answer sets may ride
     # along with the next.

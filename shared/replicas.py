@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from shared.in_order import InOrderConnector
+
 logger = logging.getLogger(__name__)
 
 # How long a name's addresses are used before it is asked again. Kubernetes removes a dead pod's
@@ -67,9 +69,10 @@ def address_family(address: str) -> socket.AddressFamily:
 def connector(*, limit: int, keepalive_timeout: float,
               hosts: Hosts | None = None) -> aiohttp.TCPConnector:
     """A pool whose name lookups follow the replicas: asked again every DNS_TTL_SECONDS, new
-    connections given to each address in turn, a refused connect tried on the next address."""
-    return aiohttp.TCPConnector(limit=limit, keepalive_timeout=keepalive_timeout,
-                                ttl_dns_cache=DNS_TTL_SECONDS, resolver=Resolver(hosts))
+    connections given to each address in turn, a refused connect tried on the next address;
+    connections handed out in the order asked (shared/in_order.py)."""
+    return InOrderConnector(limit=limit, keepalive_timeout=keepalive_timeout,
+                            ttl_dns_cache=DNS_TTL_SECONDS, resolver=Resolver(hosts))
 
 
 class Replicas:

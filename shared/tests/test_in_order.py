@@ -1,0 +1,167 @@
+"""Connections handed out in the order they were asked for (shared/in_order.py): a request that
+finds a keep-alive connection idle does not reach the upstream before an earlier request that is
+still opening one. A real aiohttp server on loopback records the order requests reach it; the
+earlier request's connect is held open by its name lookup (aiohttp's resolver hook), which is
+where a connect spends its loop turns on a busy gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from shared.in_order import InOrderConnector
+
+NAME = "upstream.in-order.test"
+# Bounded waits for what must (or, with the wrong pool, would) happen; none is asserted on.
+SETTLE_SECONDS = 0.5
+
+
+@dataclass
+class Upstream:
+    url: str
+    reached: list[str] = field(default_factory=list)
+    release_held: asyncio.Event = field(default_factory=asyncio.Event)
+    arrival: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def reached_by(self, path: str) -> None:
+        async with self.arrival:
+            await self.arrival.wait_for(lambda: path in self.reached)
+
+
+class GatedResolver(AbstractResolver):
+    """Answers 127.0.0.1, at once, or, while `gate` is set, once it opens (or fails)."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+        self.asked = asyncio.Event()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if self.gate is not None:
+            self.asked.set()
+            await self.gate.wait()
+            if self.fail:
+                raise OSError("the name lookup failed")
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    state = Upstream(url="")
+
+    async def handle(request: web.Request) -> web.Response:
+        async with state.arrival:
+            state.reached.append(request.path)
+            state.arrival.notify_all()
+        if request.path == "/held":
+            await state.release_held.wait()
+        return web.Response(text=request.path)
+
+    app = web.Application()
+    app.router.add_get("/{name}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    port = server.sockets[0].getsockname()[1]
+    state.url = f"http://{NAME}:{port}"
+    try:
+        yield state
+    finally:
+        state.release_held.set()
+        await runner.cleanup()
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as answer:
+        return await answer.text()
+
+
+async def _earlier_opening_later_idle(upstream: Upstream, resolver: GatedResolver,
+                                      session: aiohttp.ClientSession) -> tuple[
+                                          asyncio.Task[str], asyncio.Task[str]]:
+    """One keep-alive connection busy with /held; `first` asks next and must open a connection
+    (its lookup held); /held's answer leaves its connection idle; `second` asks after that."""
+    held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
+    await upstream.reached_by("/held")
+    resolver.gate = asyncio.Event()
+    first = asyncio.create_task(_get(session, f"{upstream.url}/first"))
+    await resolver.asked.wait()
+    upstream.release_held.set()
+    assert await held == "/held"
+    second = asyncio.create_task(_get(session, f"{upstream.url}/second"))
+    return first, second
+
+
+async def test_a_request_on_an_idle_connection_waits_for_an_earlier_one_opening_its_own(
+        upstream: Upstream) -> None:
+    resolver = GatedResolver()
+    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await _earlier_opening_later_idle(upstream, resolver, session)
+        # aiohttp's own pool sends `second` on the idle connection here, before `first`.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(upstream.reached_by("/second"), SETTLE_SECONDS)
+        assert resolver.gate is not None
+        resolver.gate.set()
+        assert (await first, await second) == ("/first", "/second")
+    assert upstream.reached == ["/held", "/first", "/second"]
+
+
+async def test_an_earlier_request_whose_connect_fails_holds_nobody_up(
+        upstream: Upstream) -> None:
+    resolver = GatedResolver()
+    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await _earlier_opening_later_idle(upstream, resolver, session)
+        await asyncio.sleep(0.05)
+        assert resolver.gate is not None
+        resolver.fail = True
+        resolver.gate.set()
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await first
+        assert await second == "/second"
+    assert upstream.reached == ["/held", "/second"]
+
+
+async def test_a_request_that_leaves_while_waiting_gives_its_connection_back(
+        upstream: Upstream) -> None:
+    resolver = GatedResolver()
+    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await _earlier_opening_later_idle(upstream, resolver, session)
+        await asyncio.sleep(0.05)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        # Its connection is idle again: a third request, also behind `first`, takes it, and
+        # both go once `first` has its connection.
+        third = asyncio.create_task(_get(session, f"{upstream.url}/third"))
+        await asyncio.sleep(0.05)
+        assert resolver.gate is not None
+        resolver.gate.set()
+        assert (await first, await third) == ("/first", "/third")
+    assert upstream.reached == ["/held", "/first", "/third"]
+
+
+async def test_without_an_earlier_request_opening_an_idle_connection_is_taken_at_once(
+        upstream: Upstream) -> None:
+    connector = InOrderConnector(limit=2, resolver=GatedResolver(), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        assert await _get(session, f"{upstream.url}/one") == "/one"
+        assert await asyncio.wait_for(_get(session, f"{upstream.url}/two"), SETTLE_SECONDS) \
+            == "/two"
