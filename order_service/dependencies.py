@@ -12,7 +12,11 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from order_service.orders.admission import OrderAdmission, slot_taken_in_front
+from order_service.orders.admission import (
+    OrderAdmission,
+    order_id_noted_in_front,
+    slot_taken_in_front,
+)
 from order_service.orders.creation import OrderCreation
 from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
@@ -61,3 +65,4 @@ OrderTransitionsDep = Annotated[OrderTransitions, Depends(get_order_transitions)
 TicketReadsDep = Annotated[TicketReads, Depends(get_ticket_reads)]
 # The reserve slot admission's layer in front of the router waited for, if it did.
 SlotTakenInFront = Annotated[Slot | None, Depends(slot_taken_in_front)]
+OrderIdNotedInFront = Annotated[int | None, Depends(order_id_noted_in_front)]

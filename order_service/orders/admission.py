@@ -68,6 +68,8 @@ ORDERS_PATH = "/api/v1/orders"
 _SLOT_IN_SCOPE = "order_service.reserve_slot"
 # Where it leaves the request's entry when it went straight on with a place in the line.
 _ENTRY_IN_SCOPE = "order_service.line_entry"
+# And the order id that place noted, for the route to reserve under.
+_ORDER_ID_IN_SCOPE = "order_service.noted_order_id"
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower()
 Answer = TypeVar("Answer")
 
@@ -206,6 +208,8 @@ class _LineEntry:
         self.identity = identity
         self.key = key
         self.slot: Slot | None = None
+        # The id its order reserves under if it goes straight on, noted with its place.
+        self.order_id: int | None = None
         # A place that went straight on, and the route's answer to it (recorded by the route).
         self.ticket: str | None = None
         self.answer: StoredAnswer | None = None
@@ -220,6 +224,10 @@ class _LineEntry:
             self.slot = await self.admission.reserving.try_take(product_id)
             if self.slot is not None:
                 mode = "go"
+                # Made before the place and noted with it, as the drain notes its places' ids:
+                # if this replica dies after the reserve, the place decided again takes the
+                # hold over instead of being refused by it (orders/creation.py NotedId).
+                self.order_id = await self.drain.creation.ids.next()
         try:
             joined, place = await self._join(mode)
         except (RedisError, OSError):
@@ -304,7 +312,8 @@ class _LineEntry:
         arrived_us = self.identity.arrived_at_us or time.time_ns() // 1000
         return await self.line.join(
             product_id=self.order.product_id, user_id=user_id, quantity=self.order.quantity,
-            key=self.key, arrived_us=arrived_us, mode=mode, request_id=current_request_id())
+            key=self.key, arrived_us=arrived_us, mode=mode, request_id=current_request_id(),
+            order_id=self.order_id if mode == "go" else None)
 
     def _straight_on(self, ticket: str | None) -> None:
         """On to the route with the slot; `ticket`: its place, being decided under a lease (so
@@ -313,6 +322,7 @@ class _LineEntry:
         self.ticket = ticket
         if ticket is not None:
             self.drain.hold(self.order.product_id, ticket)
+            self.scope[_ORDER_ID_IN_SCOPE] = self.order_id
         self.scope[_SLOT_IN_SCOPE] = self.slot
         self.scope[_ENTRY_IN_SCOPE] = self
 
@@ -354,6 +364,13 @@ async def slot_taken_in_front(request: Request) -> Slot | None:
     """The route's dependency: the slot the layer in front waited for, to pass to the service."""
     slot = request.scope.get(_SLOT_IN_SCOPE)
     return slot if isinstance(slot, Slot) else None
+
+
+async def order_id_noted_in_front(request: Request) -> int | None:
+    """The route's dependency: the order id a place that went straight on noted (JOIN), for
+    the order to reserve under."""
+    order_id = request.scope.get(_ORDER_ID_IN_SCOPE)
+    return order_id if isinstance(order_id, int) else None
 
 
 def answered_in_front(scope: Scope, answer: StoredAnswer) -> None:

@@ -268,18 +268,19 @@ class OrderLine:
         self._positions_read_at: dict[int, float] = {}
 
     async def join(self, *, product_id: int, user_id: int, quantity: int, key: str | None,
-                   arrived_us: int, mode: str = "join",
-                   request_id: str | None = None) -> tuple[Joined, NewPlace]:
+                   arrived_us: int, mode: str = "join", request_id: str | None = None,
+                   order_id: int | None = None) -> tuple[Joined, NewPlace]:
         """A place for the buyer, or the one it has (Joined.record set), or none (ticket None:
         the line is full, or `mode` "find" and the buyer has no place). `mode` "go": the caller
         holds a free reserve slot, and the place is admitted at once (Joined.go) if nobody
         waits in the line, wherever they joined it; "find": only the place the buyer has.
-        `request_id`: the POST's, named by the place's refusal."""
+        `request_id`: the POST's, named by the place's refusal. `order_id`: mode "go", the id
+        the caller reserves under, noted with the place if it is admitted."""
         body = {"product_id": product_id, "quantity": quantity}
         place = NewPlace(mode=mode, ticket=new_ticket(product_id), user_id=user_id, quantity=quantity,
                          key=key or "", key_field=key_field(user_id, key) if key else "",
                          fingerprint=self.fingerprint(body), arrived_us=arrived_us,
-                         request_id=request_id or "")
+                         request_id=request_id or "", order_id=order_id)
         future: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
         self._batches.ask(_Ask(product_id, place, None, future))
         joined = await future

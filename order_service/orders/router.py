@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 
 from order_service.dependencies import (
     OrderCreationDep,
+    OrderIdNotedInFront,
     OrderTransitionsDep,
     SlotTakenInFront,
     TicketReadsDep,
 )
 from order_service.orders.admission import answered_in_front
+from order_service.orders.creation import NotedId
 from order_service.orders.errors import (
     LineFull,
     OrderNotCancellable,
@@ -95,9 +97,11 @@ def _order_key(order: OrderOut) -> Key:
 )
 async def create_order(request: Request, body: OrderCreate, user_id: CurrentUser,
                        key: IdempotencyKeyDep, orders: OrderCreationDep,
-                       slot: SlotTakenInFront) -> JSONResponse:
+                       slot: SlotTakenInFront, noted: OrderIdNotedInFront) -> JSONResponse:
     try:
-        answer = await orders.create(user_id, body, key, slot=slot)
+        answer = await orders.create(
+            user_id, body, key, slot=slot,
+            noted=None if noted is None else NotedId(noted, decided_before=False))
     except ProblemError as problem:
         answered_in_front(request.scope, problem_answer(problem))
         raise

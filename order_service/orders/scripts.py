@@ -54,11 +54,12 @@ end
 
 # KEYS: waiting deciding tickets buyers keys done
 # ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding, then per place: mode
-# ticket user quantity key key_field fingerprint arrived_us request_id. Modes: 'join' (a place in the line),
-# 'go' (the caller holds a free reserve slot: the place is admitted at once, being decided under
-# a lease, if nobody waits, no lease ran out and fewer than max_deciding places of the product
-# are being decided, whichever replica decides them; else it joins), 'find' (only a place the
-# buyer has).
+# ticket user quantity key key_field fingerprint arrived_us request_id order_id. Modes: 'join' (a
+# place in the line), 'go' (the caller holds a free reserve slot: the place is admitted at once,
+# being decided under a lease, if nobody waits, no lease ran out and fewer than max_deciding
+# places of the product are being decided, whichever replica decides them; else it joins; its
+# order_id, if given, is noted as NOTE notes a drained place's), 'find' (only a place the buyer
+# has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
 # (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
 # place) or {'full'}.
@@ -79,7 +80,7 @@ end
 local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0
 local joined = false
 local out = {}
-for i = 7, #ARGV, 9 do
+for i = 7, #ARGV, 10 do
   local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
   if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
@@ -111,7 +112,8 @@ for i = 7, #ARGV, 9 do
       redis.call('HSET', KEYS[3], ticket, cjson.encode({u = user, q = ARGV[i + 3],
         k = ARGV[i + 4], f = ARGV[i + 6], a = ARGV[i + 7], p = tostring(position), s = state,
         n = go and '1' or '0', km = key_field, g = go and '1' or '0',
-        r = ARGV[i + 8], j = tostring(now)}))
+        r = ARGV[i + 8], j = tostring(now),
+        o = (go and ARGV[i + 9] ~= '') and ARGV[i + 9] or nil}))
       redis.call('HSET', KEYS[4], user, ticket)
       if key_field ~= '' then redis.call('HSET', KEYS[5], key_field, ticket) end
       if go then
@@ -346,7 +348,8 @@ class Record:
     body: str | None  # the final body (JSON), once answered
     straight: bool = False  # its request went straight on (JOIN's 'go')
     request_id: str | None = None  # of the POST that took the place
-    # The order id a decision of it reserved under (NOTE), None before its first decision.
+    # The order id a decision of it reserved under (NOTE; JOIN for a place that went straight
+    # on), None before its first decision.
     order_id: int | None = None
     # Also kept, for reading a run's line afterwards, not read here: `j`, when the place was
     # taken (Redis's clock, ms); beside `a`, how long its request took from the gateway's stamp
@@ -374,6 +377,7 @@ class NewPlace:
     fingerprint: str
     arrived_us: int
     request_id: str = ""  # of the POST taking it: its answer's problem names it
+    order_id: int | None = None  # mode go: the id its request reserves under, if admitted
 
 
 @dataclass(frozen=True)
@@ -426,7 +430,8 @@ class LineScripts:
                                  self.lease_ms, self.max_deciding]
         for place in places:
             args += [place.mode, place.ticket, place.user_id, place.quantity, place.key, place.key_field,
-                     place.fingerprint, place.arrived_us, place.request_id]
+                     place.fingerprint, place.arrived_us, place.request_id,
+                     "" if place.order_id is None else str(place.order_id)]
         reply = await self._join(
             keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done],
             args=args)

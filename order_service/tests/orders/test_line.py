@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from order_service.orders.scripts import Record
 from shared.testing.identity import identity_headers
 from shared.testing.metrics import scrape
 from shared.testing.sale import Sale, register_product
@@ -367,3 +368,18 @@ async def test_a_replay_of_an_answered_place_leaves_the_next_buyer_straight_on(
         assert (replay.status_code, replay.json()) == (201, first.json())
         nxt = await post_order(http, sale, user=buyer(), product=product)
         assert nxt.status_code == 201, nxt.text
+
+
+async def test_a_place_that_goes_straight_on_notes_the_order_id_it_reserves_under(
+    sale: Sale, http: httpx.AsyncClient, redis: Redis
+) -> None:
+    """A straight-on order's place keeps its order id from before the reserve, as a place the
+    drain decides does: if its replica dies after the reserve, the place decided again takes
+    that hold over (orders/creation.py NotedId) instead of being refused by it."""
+    product = await register_product(http, sale, total=5)
+    answer = await post_order(http, sale, user=buyer(), product=product)
+    assert answer.status_code == 201, answer.text
+    [raw] = (await redis.hgetall(f"line:{{p:{product}}}:tickets")).values()
+    record = Record.parse(raw if isinstance(raw, str) else raw.decode())
+    assert record.straight
+    assert record.order_id == answer.json()["id"]
