@@ -8,10 +8,13 @@ and are sent first. Measured at the gateway in `make load` (2,000 orders, 512 co
 order_service): the earliest arrivals reached order_service up to 0.8 s after later ones, found
 the line already served, and a quarter of the units went to later buyers.
 
-Here a request that has its connection waits while an earlier request is still opening one,
-and they go in the order they asked. Only openings are waited for: they end by themselves
-(connected, refused, or the connect timeout), whereas an earlier request still waiting for a
-free connection may be waiting for this very one.
+Here a request that has its connection waits while an earlier request to the same address is
+still opening one, and they go in the order they asked. Only openings are waited for: they end
+by themselves (connected, refused, or the connect timeout), whereas an earlier request still
+waiting for a free connection may be waiting for this very one. Only the same address's: an
+opening to a replica that died hangs until the connect timeout, and holds up only the requests
+that would have gone to it. A connection the upstream closed while its request waited is given
+back, and another one taken, as the pool would have done when asked.
 """
 
 from __future__ import annotations
@@ -26,8 +29,35 @@ import aiohttp
 
 if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
-    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.client_reqrep import ClientRequest, ConnectionKey
     from aiohttp.tracing import Trace
+
+
+class _Turns:
+    """One address's requests: the numbers of those opening a connection (a heap; the done
+    ones dropped lazily), and of those holding one until every earlier opening is done."""
+
+    def __init__(self) -> None:
+        self.opening: list[int] = []
+        self.opened: set[int] = set()
+        self.waiting: list[tuple[int, asyncio.Future[None]]] = []
+
+    def earliest_opening(self) -> float:
+        while self.opening and self.opening[0] in self.opened:
+            self.opened.discard(heapq.heappop(self.opening))
+        return self.opening[0] if self.opening else math.inf
+
+    def let_through(self) -> None:
+        """Every waiting request asked before the earliest opening still going, in order."""
+        earliest = self.earliest_opening()
+        while self.waiting and self.waiting[0][0] < earliest:
+            _, turn = heapq.heappop(self.waiting)
+            if not turn.done():
+                turn.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        return not self.opening and not self.waiting
 
 
 class InOrderConnector(aiohttp.TCPConnector):
@@ -36,51 +66,42 @@ class InOrderConnector(aiohttp.TCPConnector):
         self._numbers = itertools.count()
         # While a request is in connect(): its number in the order asked.
         self._number_of: dict[int, int] = {}
-        # Numbers of the requests opening a connection (a heap; those done are dropped lazily).
-        self._opening: list[int] = []
-        self._opened: set[int] = set()
-        # Requests holding a connection until every earlier opening is done: (number, turn).
-        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._turns: dict[ConnectionKey, _Turns] = {}
 
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> aiohttp.connector.Connection:
         number = next(self._numbers)
         self._number_of[id(req)] = number
         try:
-            connection = await super().connect(req, traces, timeout)
+            while True:
+                connection = await super().connect(req, traces, timeout)
+                turns = self._turns.get(req.connection_key)
+                if turns is not None and turns.earliest_opening() < number:
+                    turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    heapq.heappush(turns.waiting, (number, turn))
+                    try:
+                        await turn
+                    except BaseException:
+                        connection.release()
+                        raise
+                if not connection.closed:
+                    return connection
+                connection.release()  # closed by the upstream while it waited
         finally:
             del self._number_of[id(req)]
-        if self._earliest_opening() < number:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (number, turn))
-            try:
-                await turn
-            except BaseException:
-                connection.release()
-                raise
-        return connection
 
     async def _create_connection(self, req: ClientRequest, traces: list[Trace],
                                  timeout: aiohttp.ClientTimeout) -> ResponseHandler:
         number = self._number_of.get(id(req))
         if number is None:
             return await super()._create_connection(req, traces, timeout)
-        heapq.heappush(self._opening, number)
+        key = req.connection_key
+        turns = self._turns.setdefault(key, _Turns())
+        heapq.heappush(turns.opening, number)
         try:
             return await super()._create_connection(req, traces, timeout)
         finally:
-            self._opened.add(number)
-            self._let_through()
-
-    def _earliest_opening(self) -> float:
-        while self._opening and self._opening[0] in self._opened:
-            self._opened.discard(heapq.heappop(self._opening))
-        return self._opening[0] if self._opening else math.inf
-
-    def _let_through(self) -> None:
-        """Every waiting request asked before the earliest opening still going, in order."""
-        earliest = self._earliest_opening()
-        while self._waiting and self._waiting[0][0] < earliest:
-            _, turn = heapq.heappop(self._waiting)
-            if not turn.done():
-                turn.set_result(None)
+            turns.opened.add(number)
+            turns.let_through()
+            if turns.idle and self._turns.get(key) is turns:
+                del self._turns[key]

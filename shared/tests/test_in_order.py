@@ -26,9 +26,12 @@ SETTLE_SECONDS = 0.5
 @dataclass
 class Upstream:
     url: str
+    port: int = 0
     reached: list[str] = field(default_factory=list)
     release_held: asyncio.Event = field(default_factory=asyncio.Event)
     arrival: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # The connection /held came on, to close from the server's side.
+    held_transport: asyncio.BaseTransport | None = None
 
     async def reached_by(self, path: str) -> None:
         async with self.arrival:
@@ -66,6 +69,7 @@ async def upstream() -> AsyncIterator[Upstream]:
             state.reached.append(request.path)
             state.arrival.notify_all()
         if request.path == "/held":
+            state.held_transport = request.transport
             await state.release_held.wait()
         return web.Response(text=request.path)
 
@@ -79,6 +83,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     assert isinstance(server, asyncio.base_events.Server)
     port = server.sockets[0].getsockname()[1]
     state.url = f"http://{NAME}:{port}"
+    state.port = port
     try:
         yield state
     finally:
@@ -165,3 +170,40 @@ async def test_without_an_earlier_request_opening_an_idle_connection_is_taken_at
         assert await _get(session, f"{upstream.url}/one") == "/one"
         assert await asyncio.wait_for(_get(session, f"{upstream.url}/two"), SETTLE_SECONDS) \
             == "/two"
+
+
+async def test_a_connection_the_upstream_closed_while_its_request_waited_is_not_written_to(
+        upstream: Upstream) -> None:
+    """Seen with a replica killed mid-sale: the idle connection a request took was closed under
+    it while it waited, and writing to it failed (502). It takes another connection instead."""
+    resolver = GatedResolver()
+    connector = InOrderConnector(limit=3, resolver=resolver, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await _earlier_opening_later_idle(upstream, resolver, session)
+        await asyncio.sleep(0.05)
+        assert upstream.held_transport is not None
+        upstream.held_transport.close()  # the connection `second` holds, closed by the upstream
+        await asyncio.sleep(0.05)
+        assert resolver.gate is not None
+        resolver.gate.set()
+        assert (await first, await second) == ("/first", "/second")
+    assert upstream.reached == ["/held", "/first", "/second"]
+
+
+async def test_a_request_to_another_address_does_not_wait_for_an_opening(
+        upstream: Upstream) -> None:
+    """An opening to one address (a replica that died hangs until the connect timeout) holds
+    up only the requests to that address."""
+    resolver = GatedResolver()
+    connector = InOrderConnector(limit=3, resolver=resolver, use_dns_cache=False)
+    other = f"http://127.0.0.1:{upstream.port}"  # the same server by address: no lookup
+    async with aiohttp.ClientSession(connector=connector) as session:
+        assert await _get(session, f"{other}/warm") == "/warm"
+        resolver.gate = asyncio.Event()
+        first = asyncio.create_task(_get(session, f"{upstream.url}/first"))
+        await resolver.asked.wait()
+        assert await asyncio.wait_for(_get(session, f"{other}/second"), SETTLE_SECONDS) \
+            == "/second"
+        resolver.gate.set()
+        assert await first == "/first"
+    assert upstream.reached == ["/warm", "/second", "/first"]
