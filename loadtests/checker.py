@@ -25,9 +25,11 @@ and from the buyers' own records (loadtests/crowd.py), when the run has them:
 - fair_line: the winners were served in their arrival order and drawn from the earliest
   arrivals (loadtests/fairness.py: Spearman's rank correlation and the earliest arrivals' share
   of the winners, each at least 0.9, judged from 20 winners up; a winner whose order request a
-  fault cut is judged by the share only: its answer waits for the fault to be noticed).
+  fault cut, or whose place the line's records show decided more than once (its deciding
+  replica died), is judged by the share only: its answer waits for the fault to be noticed).
 
     python -m loadtests.checker --product-id 12 [--host URL] [--order-database-url ...]
+        [--line-redis-url URL]
         [--outcomes FILE] [--before-ttl]
 
 Without database URLs it reads the services' own settings (ORDER_DATABASE_URL, ...), as the
@@ -47,11 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from loadtests.fairness import MIN_EARLIEST_SHARE, MIN_SPEARMAN, fairness_of
+from order_service.orders.scripts import LineKeys
 
 INVARIANTS = ("sold_within_total", "stock_returned", "orders_holds_payments_agree",
               "within_limit_per_user", "succeeded_payment_has_paid_order", "no_5xx",
@@ -113,6 +117,9 @@ class SaleState:
     user_units: dict[int, int]
     # GET /products/{id}/stock's remaining (Redis); None when not asked.
     public_remaining: int | None = None
+    # Tickets of the product's line whose place was decided more than once (the line's records
+    # in Redis); empty when not asked.
+    decided_again: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -147,9 +154,9 @@ class Verdict:
 
 
 async def read_state(product_id: int, databases: Mapping[str, str], *,
-                     host: str | None = None) -> SaleState:
+                     host: str | None = None, line_redis_url: str | None = None) -> SaleState:
     """`databases`: the order, stock and payment schemas' URLs. `host`: the gateway, for the
-    public stock."""
+    public stock. `line_redis_url`: order_service's Redis, for the line's records."""
     async with ReadOnlyConnection(databases["stock"]) as stock:
         ledger_row = (await stock.execute(text(
             "SELECT total, held, sold, limit_per_user FROM stock_products "
@@ -174,7 +181,8 @@ async def read_state(product_id: int, databases: Mapping[str, str], *,
                 statement, {"ids": chunk})]
     ledger = Ledger(*ledger_row) if ledger_row is not None else None
     public = await public_remaining(host, product_id) if host else None
-    return SaleState(product_id, ledger, orders, holds, payments, user_units, public)
+    again = await decided_again(line_redis_url, product_id) if line_redis_url else frozenset()
+    return SaleState(product_id, ledger, orders, holds, payments, user_units, public, again)
 
 
 class ReadOnlyConnection:
@@ -199,6 +207,18 @@ class ReadOnlyConnection:
 def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
+
+
+async def decided_again(redis_url: str, product_id: int) -> frozenset[str]:
+    """Tickets whose place was decided more than once: its record's decision count `n`
+    (order_service/orders/scripts.py Record.attempts) above one. Read, never written."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        records = await client.hgetall(LineKeys.of(product_id).tickets)
+    finally:
+        await client.aclose()
+    return frozenset(str(ticket) for ticket, raw in records.items()
+                     if int(json.loads(raw).get("n") or 0) > 1)
 
 
 async def public_remaining(host: str, product_id: int) -> int | None:
@@ -243,7 +263,7 @@ def check(state: SaleState, *, after_ttl: bool = True,
     if buyers is not None:
         _every_buyer_answered(buyers, verdict)
         _ticket_answered_once(buyers, verdict)
-        _fair_line(buyers, verdict)
+        _fair_line(buyers, verdict, state.decided_again)
     return verdict
 
 
@@ -399,18 +419,21 @@ def _ticket_answered_once(buyers: Sequence[Mapping[str, Any]], verdict: Verdict)
             verdict.breach(name, f"ticket {ticket} handed to users {sorted(holders[ticket])}")
 
 
-def _fair_line(buyers: Sequence[Mapping[str, Any]], verdict: Verdict) -> None:
+def _fair_line(buyers: Sequence[Mapping[str, Any]], verdict: Verdict,
+               decided_again: frozenset[str]) -> None:
     name = "fair_line"
     verdict.checked.append(name)
-    fair = fairness_of(buyers)
+    fair = fairness_of(buyers, decided_again)
     verdict.facts["fairness"] = fair.as_dict()
     if not fair.judged:
         return
     if not fair.spearman >= MIN_SPEARMAN:  # NaN (no spread) is no evidence of fairness
+        excused = fair.cut_by_faults + fair.decided_again
         verdict.breach(name, f"winners served out of arrival order: Spearman {fair.spearman:.3f}"
-                             f" over {fair.granted - fair.cut_by_faults} winners "
+                             f" over {fair.granted - excused} winners "
                              f"(at least {MIN_SPEARMAN}; {fair.cut_by_faults} more whose order "
-                             "request a fault cut are judged by earliest arrivals only)")
+                             f"request a fault cut and {fair.decided_again} whose place was "
+                             "decided again are judged by earliest arrivals only)")
     if not fair.earliest_share >= MIN_EARLIEST_SHARE:
         verdict.breach(name, f"of the first {fair.granted} arrivals only "
                              f"{fair.earliest_share:.1%} won (at least {MIN_EARLIEST_SHARE:.0%})")
@@ -427,6 +450,13 @@ def answers_by_status(outcomes: Mapping[str, Any]) -> dict[int, int]:
     for record in outcomes.get("records", ()):
         statuses[int(record[1])] += 1
     return dict(statuses)
+
+
+def line_redis_url() -> str:
+    """order_service's Redis as its own settings read it from the environment."""
+    from order_service.settings import get_settings as order_settings
+
+    return order_settings().redis_url
 
 
 def service_databases() -> dict[str, str]:
@@ -450,11 +480,15 @@ def main() -> None:
                              "invariants)")
     parser.add_argument("--before-ttl", action="store_true",
                         help="holds may still be live: skip stock_returned")
+    parser.add_argument("--line-redis-url", default=None,
+                        help="order_service's Redis, for the line's records (default: its "
+                             "settings' ORDER_REDIS_URL)")
     args = parser.parse_args()
     databases = service_databases()
     for name in databases:
         databases[name] = getattr(args, f"{name}_database_url") or databases[name]
-    state = asyncio.run(read_state(args.product_id, databases, host=args.host))
+    state = asyncio.run(read_state(args.product_id, databases, host=args.host,
+                                   line_redis_url=args.line_redis_url or line_redis_url()))
     outcomes = json.loads(args.outcomes.read_text()) if args.outcomes else None
     verdict = check(state, after_ttl=not args.before_ttl,
                     answers=answers_by_status(outcomes) if outcomes is not None else None,

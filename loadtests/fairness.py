@@ -20,12 +20,17 @@ of it: the place its first request took is kept (docs/line.md), so it still wins
 and counts in earliest_share, but its answer waits for the fault to be noticed (the place's
 lease, the key's claim going stale), seconds after the others'. When it was answered says how
 long the fault took to notice, not the line's order.
+
+So is a winner whose place was decided more than once (`decided_again`: the line's records,
+read by the checker from Redis, count a place's decisions): the replica deciding it died or
+stalled, and it was decided again once its lease ran out, the buyer seeing nothing of it but a
+late answer. It too counts in earliest_share.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,9 +76,10 @@ class Fairness:
     granted: int
     spearman: float
     earliest_share: float
-    # Winners whose order request was cut by a fault: counted in earliest_share, left out of
-    # the rank correlation (see above).
+    # Winners whose order request was cut by a fault, or whose place's decision was (decided
+    # again): counted in earliest_share, left out of the rank correlation (see above).
     cut_by_faults: int = 0
+    decided_again: int = 0
 
     @property
     def judged(self) -> bool:
@@ -81,7 +87,7 @@ class Fairness:
 
     def as_dict(self) -> dict[str, Any]:
         return {"buyers": self.buyers, "granted": self.granted,
-                "cut_by_faults": self.cut_by_faults,
+                "cut_by_faults": self.cut_by_faults, "decided_again": self.decided_again,
                 "spearman": None if math.isnan(self.spearman) else round(self.spearman, 4),
                 "earliest_share": (None if math.isnan(self.earliest_share)
                                    else round(self.earliest_share, 4)),
@@ -89,10 +95,13 @@ class Fairness:
                 "min_earliest_share": MIN_EARLIEST_SHARE}
 
 
-def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
+def fairness_of(buyers: Sequence[Mapping[str, Any]],
+                decided_again: Collection[str] = frozenset()) -> Fairness:
+    """`decided_again`: tickets whose place was decided more than once."""
     arrivals: list[float] = []
     grants: list[float | None] = []
     cut: list[bool] = []
+    again: list[bool] = []
     for buyer in buyers:
         taps = [t for t in buyer.get("taps", ()) if t.get("sent")]
         if not taps:
@@ -102,9 +111,11 @@ def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
                    if t.get("state") == "ordered" and t.get("final_at") is not None]
         grants.append(min(granted) if granted else None)
         cut.append(any(int(t.get("retried") or 0) > 0 for t in taps))
+        again.append(not cut[-1] and any(t.get("ticket") in decided_again for t in taps))
     won = [(a, g) for a, g in zip(arrivals, grants, strict=True) if g is not None]
-    in_turn = [(a, g) for a, g, c in zip(arrivals, grants, cut, strict=True)
-               if g is not None and not c]
+    in_turn = [(a, g) for a, g, c, d in zip(arrivals, grants, cut, again, strict=True)
+               if g is not None and not c and not d]
+    decided_later = sum(1 for g, d in zip(grants, again, strict=True) if g is not None and d)
     rho = (spearman([a for a, _ in in_turn], [g for _, g in in_turn]) if len(in_turn) >= 2
            else math.nan)
     if won:
@@ -112,4 +123,5 @@ def fairness_of(buyers: Sequence[Mapping[str, Any]]) -> Fairness:
         share = sum(grants[i] is not None for i in first) / len(won)
     else:
         share = math.nan
-    return Fairness(len(arrivals), len(won), rho, share, len(won) - len(in_turn))
+    return Fairness(len(arrivals), len(won), rho, share,
+                    len(won) - len(in_turn) - decided_later, decided_later)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +64,13 @@ def final_answers(outcomes: Mapping[str, Any]) -> list[Answer]:
     return sorted(found, key=lambda a: a.sent)
 
 
-def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float) -> dict[str, Any]:
+def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float,
+                      decided_again: Collection[str] = frozenset()) -> dict[str, Any]:
     """Per buyer, in seconds from the opening: its first answer (a ticket or a final answer)
     and its final one (the last of its orders' final answers; a buyer without one counts as
     never answered), their percentiles and the shares within the opening's goals, what the
-    buyers were answered, and the line's fairness."""
+    buyers were answered, and the line's fairness (`decided_again`: as the checker judges it,
+    loadtests/fairness.py)."""
     first: list[float] = []
     final: list[float] = []
     outcomes: Counter[str] = Counter()
@@ -99,7 +101,7 @@ def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float) -> d
             "final_answer": seconds(final) | {
                 f"share_within_{FINAL_WITHIN:g}_s": shares(final, FINAL_WITHIN),
                 f"share_within_{FINAL_WITHIN_LARGE:g}_s": shares(final, FINAL_WITHIN_LARGE)},
-            "fairness": fairness_of(buyers).as_dict()}
+            "fairness": fairness_of(buyers, decided_again).as_dict()}
 
 
 def _finite(value: float) -> float | None:
@@ -169,10 +171,12 @@ def errors_by_code(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
     return dict(sorted(errors.items()))
 
 
-def summarise(outcomes: Mapping[str, Any], opens_at: float) -> dict[str, Any]:
+def summarise(outcomes: Mapping[str, Any], opens_at: float,
+              decided_again: Collection[str] = frozenset()) -> dict[str, Any]:
     answers = answers_of(outcomes)
     counts = answer_counts(outcomes)
-    buyers = buyers_at_opening(outcomes["buyers"], opens_at) if "buyers" in outcomes else None
+    buyers = (buyers_at_opening(outcomes["buyers"], opens_at, decided_again)
+              if "buyers" in outcomes else None)
     return {
         "decisions_at_opening": decisions_at_opening(final_answers(outcomes), opens_at),
         **({"buyers_at_opening": buyers} if buyers is not None else {}),

@@ -49,7 +49,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.run_local import Datastores, LogStream, SetupError, ensure_datastores
-from loadtests.checker import answers_by_status, check, read_state, service_databases
+from loadtests.checker import (
+    answers_by_status,
+    check,
+    line_redis_url,
+    read_state,
+    service_databases,
+)
 from loadtests.crowd import raise_open_files_limit
 from loadtests.report import draw_chart, summarise
 from loadtests.seed import seed
@@ -91,6 +97,8 @@ class Target:
     logs: Path | None
     # Every gateway the buyers spread over (the own system's replicas; else just `host`).
     hosts: tuple[str, ...] = ()
+    # order_service's Redis, where the checker reads the line's records.
+    line_redis_url: str | None = None
 
 
 @contextmanager
@@ -103,23 +111,23 @@ def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str,
     env = {"ORDER_PAYMENT_TTL_SECONDS": str(int(ttl))}
     with service_system([s.name for s in SERVICES], logs, redis_url=redis_url,
                         schema_suffix=schema_suffix, env=env, gateways=gateways) as system:
-        yield _target(system, logs)
+        yield _target(system, logs, redis_url)
 
 
-def _target(system: ServiceSystem, logs: Path) -> Target:
+def _target(system: ServiceSystem, logs: Path, redis_url: str) -> Target:
     databases = {name: system.databases[name] for name in ("order", "stock", "payment")}
     settings = UserSettings(database_url=system.databases["user"],
                             jwt_key_dir=str(system.key_dir))
     # MariaDB's and Redis's CPU too: shared with anything else using them at the time.
     return Target(system.gateway.url, databases, settings,
                   {**system.pids(), **datastore_pids()}, logs,
-                  tuple(g.url for g in system.gateways))
+                  tuple(g.url for g in system.gateways), redis_url)
 
 
 @contextmanager
 def running_system(host: str) -> Iterator[Target]:
     yield Target(host.rstrip("/"), service_databases(), user_settings(), {}, None,
-                 (host.rstrip("/"),))
+                 (host.rstrip("/"),), line_redis_url())
 
 
 @dataclass
@@ -336,8 +344,9 @@ def run(args: argparse.Namespace) -> int:
             hello.append(hello_rate(hello_url, args.hello_seconds))
         print("waiting for the payment TTL and the units' return ...", flush=True)
         asyncio.run(wait_for_returns(target, sale, args.ttl))
-        state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host))
-    figures = summarise(outcomes, sale.opens_at)
+        state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host,
+                                       line_redis_url=target.line_redis_url))
+    figures = summarise(outcomes, sale.opens_at, state.decided_again)
     verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes),
                     buyers=outcomes["buyers"])
     summary = {
@@ -381,9 +390,13 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
         print(f"  final answer from the opening: p50 {final['p50_s']} s, p99 {final['p99_s']} s, "
               f"max {final['max_s']} s; within 1 s {final['share_within_1_s']:.1%}, within 10 s "
               f"{final['share_within_10_s']:.1%}")
+        excused = fair["cut_by_faults"] + fair["decided_again"]
         print(f"  fairness over {fair['granted']} winners of {fair['buyers']}: Spearman "
               f"{fair['spearman']}, earliest arrivals' share of the winners "
-              f"{fair['earliest_share']}{'' if fair['judged'] else ' (too few to judge)'}")
+              f"{fair['earliest_share']}{'' if fair['judged'] else ' (too few to judge)'}"
+              + (f"; {fair['cut_by_faults']} winners whose request a fault cut and "
+                 f"{fair['decided_again']} whose place was decided again left out of the "
+                 "Spearman" if excused else ""))
     hello = summary.get("hello_world")
     if hello:
         print(f"hello-world in the same run: {', '.join(f'{r:,.0f}' for r in hello['rps'])} "

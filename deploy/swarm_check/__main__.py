@@ -18,7 +18,13 @@ from deploy.compose_check.commands import CheckError, Deadline, run, run_logged
 from deploy.compose_check.engine import Apt, Engine, ensure_engine
 from deploy.compose_check.images import ImageBuilder, dockerfile_python_image
 from deploy.dev_keys import new_identity_environment, new_private_key_pem
-from deploy.swarm_check.stack import REPO_ROOT, StackImages, StackPorts, stack_file
+from deploy.swarm_check.stack import (
+    REPO_ROOT,
+    StackImages,
+    StackPorts,
+    development_env,
+    stack_file,
+)
 from shared.services import SERVICES
 from shared.testing.net import free_port
 
@@ -147,12 +153,15 @@ def inflict_faults(stack: str, root_password: str, faults: Faults, stop: threadi
         faults.error = repr(exc)
 
 
-def load_environment(mysql_port: int, keys: dict[str, str]) -> dict[str, str]:
-    """What `make load --host` needs of the system: its databases and its signing keys."""
+def load_environment(ports: StackPorts, keys: dict[str, str]) -> dict[str, str]:
+    """What `make load --host` needs of the system: its databases, its signing keys, and
+    order_service's Redis (as order_service's own user) for the line's records."""
     env = {**os.environ, "APP_ENV": "development", **keys}
     for name, password in DATABASE_PASSWORDS.items():
         env[f"{name.upper()}_DATABASE_URL"] = (
-            f"mysql+asyncmy://{name}_svc:{password}@127.0.0.1:{mysql_port}/preorder_{name}")
+            f"mysql+asyncmy://{name}_svc:{password}@127.0.0.1:{ports.mysql}/preorder_{name}")
+    password = development_env()["ORDER_REDIS_PASSWORD"]
+    env["ORDER_REDIS_URL"] = f"redis://order_svc:{password}@127.0.0.1:{ports.redis}/0"
     return env
 
 
@@ -228,7 +237,7 @@ def main() -> None:
                              mysql=builder.official_or_standin("mysql:8.4").name,
                              redis=builder.official_or_standin("redis:7").name)
         print(f"images: {images}", flush=True)
-        ports = StackPorts(gateway=free_port(), mysql=free_port())
+        ports = StackPorts(gateway=free_port(), mysql=free_port(), redis=free_port())
         root_password = secrets.token_hex(16)
         keys = {"USER_JWT_PRIVATE_KEY": new_private_key_pem(), **new_identity_environment()}
         overrides = {"MYSQL_ROOT_PASSWORD": root_password, **keys,
@@ -264,7 +273,7 @@ def main() -> None:
              "--social", "10", "--workers", "1", "--ttl", str(PAYMENT_TTL_SECONDS),
              "--lead", "20", "--idempotent-retries", str(RETRY_SECONDS),
              "--out", str(load_dir)],
-            env=load_environment(ports.mysql, keys), cwd=REPO_ROOT, timeout=1800, check=False)
+            env=load_environment(ports, keys), cwd=REPO_ROOT, timeout=1800, check=False)
         stop.set()
         if chaos.is_alive():
             chaos.join(timeout=30)

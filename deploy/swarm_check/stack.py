@@ -38,10 +38,12 @@ class StackImages:
 
 @dataclass(frozen=True, kw_only=True)
 class StackPorts:
-    """Host-mode ports on the node: the gateway's, and MySQL's for the seeding and the checker."""
+    """Host-mode ports on the node: the gateway's, MySQL's for the seeding and the checker, and
+    Redis's for the checker (the line's records)."""
 
     gateway: int
     mysql: int
+    redis: int
 
 
 def resolve(value: str, overrides: Mapping[str, str]) -> str:
@@ -108,7 +110,8 @@ def stack_file(images: StackImages, ports: StackPorts, overrides: Mapping[str, s
                            command=[resolve(part, overrides) for part in definition["command"]])
         else:
             raise ValueError(f"docker-compose.yml's {name!r} has no place in the swarm stack")
-        published = {"gateway": (ports.gateway, 8000), "mysql": (ports.mysql, 3306)}.get(name)
+        published = {"gateway": (ports.gateway, 8000), "mysql": (ports.mysql, 3306),
+                     "redis": (ports.redis, 6379)}.get(name)
         if published:
             service["ports"] = [{"target": published[1], "published": published[0],
                                  "protocol": "tcp", "mode": "host"}]

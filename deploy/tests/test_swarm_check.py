@@ -6,7 +6,7 @@ from __future__ import annotations
 from deploy.swarm_check.stack import REPLICAS, StackImages, StackPorts, resolve, stack_file
 
 IMAGES = StackImages(app="app:x", mysql="mysql:x", redis="redis:x")
-PORTS = StackPorts(gateway=18000, mysql=13306)
+PORTS = StackPorts(gateway=18000, mysql=13306, redis=16379)
 OVERRIDES = {"IDENTITY_PUBLIC_KEYS": "{}", "ORDER_IDENTITY_PRIVATE_KEY": "k" * 43,
              "USER_JWT_PRIVATE_KEY": "pem",
              "ORDER_PAYMENT_TTL_SECONDS": "20", "MYSQL_ROOT_PASSWORD": "root-pw"}
@@ -31,7 +31,8 @@ def test_only_the_gateway_and_mysql_publish_and_on_the_node_itself() -> None:
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
     assert published == {
         "gateway": [{"target": 8000, "published": 18000, "protocol": "tcp", "mode": "host"}],
-        "mysql": [{"target": 3306, "published": 13306, "protocol": "tcp", "mode": "host"}]}
+        "mysql": [{"target": 3306, "published": 13306, "protocol": "tcp", "mode": "host"}],
+        "redis": [{"target": 6379, "published": 16379, "protocol": "tcp", "mode": "host"}]}
 
 
 def test_apps_run_the_built_image_with_the_runs_keys_and_timings() -> None:

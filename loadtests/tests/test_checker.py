@@ -5,18 +5,21 @@ breach at a time. Each breach must be named; the consistent sale must pass."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from loadtests.checker import answers_by_status, check, read_state
+from order_service.orders.scripts import LineKeys
 from shared.clock import utcnow
-from shared.testing.datastores import fresh_database
+from shared.testing.datastores import TEST_REDIS_URL, fresh_database
 
 PRODUCT = 77
 PRICE = 1000
@@ -246,3 +249,24 @@ async def test_the_command_exits_non_zero_and_names_the_breach(
     assert checker.returncode == 1, err.decode()
     assert "BROKEN stock_returned" in out.decode()
     assert "order 4 still pending_payment" in out.decode()
+
+
+async def test_places_decided_more_than_once_are_read_from_the_lines_records(
+        engines: dict[str, AsyncEngine], databases: dict[str, str]) -> None:
+    """decided_again: the tickets whose record counts more than one decision (`n`), read from
+    order_service's Redis as the line keeps them (order_service/orders/scripts.py)."""
+    await after_a_sale().write(engines)
+    redis = Redis.from_url(TEST_REDIS_URL)
+    key = LineKeys.of(PRODUCT).tickets
+    try:
+        await redis.delete(key)
+        await redis.hset(key, mapping={
+            "77-once": json.dumps({"u": "11", "n": "1", "s": "ordered"}),
+            "77-twice": json.dumps({"u": "12", "n": "2", "s": "ordered"}),
+            "77-waiting": json.dumps({"u": "13", "n": "0", "s": "waiting"})})
+        state = await read_state(PRODUCT, databases, line_redis_url=TEST_REDIS_URL)
+        assert state.decided_again == frozenset({"77-twice"})
+        assert (await read_state(PRODUCT, databases)).decided_again == frozenset()
+    finally:
+        await redis.delete(key)
+        await redis.aclose()

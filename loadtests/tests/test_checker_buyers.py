@@ -49,8 +49,9 @@ def fair_line(winners: int = 25, losers: int = 50) -> list[dict[str, Any]]:
     return crowd
 
 
-def broken(buyers: list[dict[str, Any]]) -> list[str]:
-    state = SaleState(7, Ledger(total=5, held=0, sold=0, limit_per_user=1), [], [], [], {}, 5)
+def broken(buyers: list[dict[str, Any]], decided_again: frozenset[str] = frozenset()) -> list[str]:
+    state = SaleState(7, Ledger(total=5, held=0, sold=0, limit_per_user=1), [], [], [], {}, 5,
+                      decided_again)
     verdict = check(state, answers={201: 1}, buyers=buyers)
     assert set(BUYERS) <= set(verdict.checked)
     return sorted(verdict.breaches)
@@ -163,6 +164,23 @@ def test_a_winner_whose_request_a_fault_cut_is_judged_by_earliest_arrivals_only(
     assert fair.spearman == pytest.approx(1.0)
     assert fair.earliest_share == 1.0
     assert broken(crowd) == []
+
+
+def test_a_winner_whose_place_was_decided_again_is_judged_by_earliest_arrivals_only() -> None:
+    """Its deciding replica died after its place was admitted: the buyer saw nothing but a late
+    answer, given once the place's lease ran out and another replica decided it again. The
+    line's records (read by the checker) say so; the buyer's records cannot."""
+    crowd = fair_line()
+    for b in crowd[:5]:
+        b["taps"][0]["final_at"] = OPENS + 8.0
+    again = frozenset(f"t{n}" for n in range(5))
+    fair = fairness_of(crowd, again)
+    assert (fair.cut_by_faults, fair.decided_again) == (0, 5)
+    assert fair.spearman == pytest.approx(1.0)
+    assert fair.earliest_share == 1.0
+    assert broken(crowd, again) == []
+    # A place decided again that lost (refused) is no winner: nothing to leave out.
+    assert fairness_of(crowd, frozenset({"t30"})).decided_again == 0
 
 
 def test_a_late_answer_without_a_fault_still_breaks_the_order() -> None:
