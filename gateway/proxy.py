@@ -51,10 +51,11 @@ from shared.services import service as app_named
 
 logger = logging.getLogger("gateway.proxy")
 
-# Retried once when a pooled connection turns out closed, which may happen after the upstream
-# read the request: only methods whose repetition has no effect at all. PUT and DELETE are
-# idempotent in state, not in effect: a repeated password change answers 403 and counts as a
-# failed login, a repeated delete answers 404, though the first had succeeded.
+# Retried once when a pooled connection turns out closed or is reset, which may happen after
+# the upstream read the request: only methods whose repetition has no effect at all (and a POST
+# its route answers once by its Idempotency-Key: Route.keyed). PUT and DELETE are idempotent in
+# state, not in effect: a repeated password change answers 403 and counts as a failed login, a
+# repeated delete answers 404, though the first had succeeded.
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -98,7 +99,8 @@ class Proxy:
 
         try:
             await self.forward(scope, receive, tracking_send, match.route.service, match.public,
-                               stream=match.route.stream, shared=match.route.shared)
+                               stream=match.route.stream, shared=match.route.shared,
+                               keyed=raw_path in match.route.keyed)
         except Exception:
             # The proxy runs in front of FastAPI's error handling, so it answers for itself:
             # a problem+json 500 with the request id, never a bare traceback page.
@@ -108,7 +110,8 @@ class Proxy:
             await send_problem(send, 500, "internal_error", "The gateway could not complete the request.")
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
-                      public: bool, *, stream: bool = False, shared: bool = False) -> None:
+                      public: bool, *, stream: bool = False, shared: bool = False,
+                      keyed: bool = False) -> None:
         # Stamped first, before the token check and the body: places in an opening's line are
         # given in this order (shared/contracts.py ARRIVED_AT_HEADER).
         arrived_at = str(time.time_ns() // 1000)
@@ -235,7 +238,12 @@ class Proxy:
         if stream:
             await self._relay_stream(receive, send, service, method, url, signed)
             return
-        await self._relay(send, service, method, url, signed, body)
+        # Sent again if its connection breaks before an answer: an idempotent method, or a
+        # POST the service answers once by its Idempotency-Key (the same stamp goes with it).
+        resendable = method in _RETRYABLE_METHODS or (
+            keyed and method == "POST" and any(name == b"idempotency-key"
+                                               for name, _ in scope["headers"]))
+        await self._relay(send, service, method, url, signed, body, resendable=resendable)
 
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
         """413, after reading and dropping up to `discard` more bytes (within the body timeout)
@@ -249,7 +257,8 @@ class Proxy:
                            [(b"connection", b"close")])
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
-                     signed: Callable[[], list[tuple[str, str]]], body: bytes) -> None:
+                     signed: Callable[[], list[tuple[str, str]]], body: bytes, *,
+                     resendable: bool) -> None:
         upstreams = self.runtime.upstreams
         session = upstreams.sessions[service]
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
@@ -281,9 +290,9 @@ class Proxy:
                         ]
                 break
             except aiohttp.ServerDisconnectedError:
-                # A pooled keep-alive connection the upstream had already closed: retry once
-                # when the method is idempotent.
-                if not last and method in _RETRYABLE_METHODS:
+                # A pooled keep-alive connection the upstream had already closed, or a replica
+                # that died with the request: sent once more if that is safe.
+                if not last and resendable:
                     continue
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
@@ -304,6 +313,15 @@ class Proxy:
             except TimeoutError:
                 await self._upstream_error(send, service, 504, "upstream_timeout",
                                            "did not answer in time")
+                return
+            except (aiohttp.ClientOSError, aiohttp.ClientConnectionResetError) as exc:
+                # The connection reset under the request (a replica killed with it: seen in
+                # make swarm-check for every order the killed task held).
+                logger.warning("upstream error", extra={"upstream": service, "error": repr(exc)})
+                if not last and resendable:
+                    continue
+                await self._upstream_error(send, service, 502, "upstream_unavailable",
+                                           "reset the connection")
                 return
             except aiohttp.ClientError as exc:
                 logger.warning("upstream error", extra={"upstream": service, "error": repr(exc)})

@@ -26,6 +26,11 @@ class Route:
     # then opens one upstream stream per URL and writes it to all its clients
     # (gateway/fanout.py). Never for a stream that depends on who asks (a ticket's).
     shared: bool = False
+    # Paths (exact, raw) under the pattern whose POST the service answers once per
+    # Idempotency-Key, however often it is sent (API.md): one carrying a key whose connection
+    # broke before any answer may be sent again, to the next replica, with the arrival stamped
+    # the first time (gateway/proxy.py).
+    keyed: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.shared and not (self.stream and "GET" in self.public_methods):
@@ -77,8 +82,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/products/**", "product"),
     # orders and payments
     Route("/api/v1/orders/tickets/{ticket}/events", "order", stream=True),
-    Route("/api/v1/orders/**", "order"),
-    Route("/api/v1/payments/**", "payment"),
+    Route("/api/v1/orders/**", "order", keyed=frozenset({"/api/v1/orders"})),
+    Route("/api/v1/payments/**", "payment", keyed=frozenset({"/api/v1/payments"})),
     # social
     Route("/api/v1/posts/**", "social"),
     Route("/api/v1/comments/**", "social"),

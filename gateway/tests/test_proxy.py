@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -719,3 +720,100 @@ async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is
     assert response.status_code == 200, response.text
     assert b"ordered" in response.content
     assert upstream.connections == 2
+
+
+class ResettingOrderUpstream:
+    """An upstream whose first connection is reset (RST) once a request has been read, as an
+    order replica killed under it does; later connections answer 202. Keeps each request's
+    head."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def header(self, n: int, name: bytes) -> bytes | None:
+        for line in self.heads[n].split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name:
+                return value.strip()
+        return None
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        if len(self.heads) == 1:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        body = b'{"ticket":"1-abcdefghijklmnop"}'
+        writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def post_to_resetting_upstream(rig: Rig, redis_url: str, path: str,
+                                     headers: dict[str, str]) -> tuple[httpx.Response,
+                                                                       ResettingOrderUpstream]:
+    upstream = ResettingOrderUpstream()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = await upstream.start()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            response = await c.post(path, json={"product_id": 1, "quantity": 1},
+                                    headers={**auth(rig, sub=str(secrets.randbelow(10**9) + 1)),
+                                             **headers})
+    finally:
+        server.stop()
+        await upstream.stop()
+    return response, upstream
+
+
+async def test_an_order_with_a_key_whose_upstream_was_reset_is_sent_again_with_its_arrival(
+    rig: Rig, redis_url: str
+) -> None:
+    """An order replica killed with the order in it (a reset, no answer): the order carries an
+    Idempotency-Key, so order_service answers it once however often it is sent. The gateway
+    sends it again (to the next replica) with the arrival it stamped the first time, so the
+    buyer keeps the place in line its arrival gave it, instead of a 502 and a retry at the
+    back."""
+    response, upstream = await post_to_resetting_upstream(
+        rig, redis_url, "/api/v1/orders", {"Idempotency-Key": "k-1"})
+    assert response.status_code == 202, response.text
+    assert len(upstream.heads) == 2
+    assert upstream.header(0, b"x-arrived-at") == upstream.header(1, b"x-arrived-at")
+    assert upstream.header(1, b"idempotency-key") == b"k-1"
+
+
+async def test_an_order_without_a_key_whose_upstream_was_reset_is_not_sent_again(
+    rig: Rig, redis_url: str
+) -> None:
+    """Without a key a second send could make a second order: 502, sent once."""
+    response, upstream = await post_to_resetting_upstream(rig, redis_url, "/api/v1/orders", {})
+    assert response.status_code == 502
+    assert len(upstream.heads) == 1
+
+
+async def test_a_key_on_a_route_that_does_not_honour_it_is_no_licence_to_send_again(
+    rig: Rig, redis_url: str
+) -> None:
+    """Only the routes API.md says honour Idempotency-Key (POST /orders, POST /payments)."""
+    response, upstream = await post_to_resetting_upstream(
+        rig, redis_url, "/api/v1/orders/5/cancel", {"Idempotency-Key": "k-2"})
+    assert response.status_code == 502
+    assert len(upstream.heads) == 1
