@@ -153,7 +153,7 @@ class EdgeAnswers:
                           RequestShape.from_json(message["shape"]),
                           time.monotonic() + ttl_ms / 1000)
         except (ValueError, KeyError, TypeError, AttributeError):
-            logger.warning("edge answer message not understood", extra={"message": raw[:200]})
+            logger.warning("edge answer message not understood", extra={"raw": raw[:200]})
             return
         if ttl_ms > 0:
             self._routes.setdefault(route, {})[key] = entry

@@ -285,7 +285,7 @@ class LiveStock:
         try:
             level = Level.parse(message)
         except ValueError:
-            logger.warning("live level not understood", extra={"message": message[:100]})
+            logger.warning("live level not understood", extra={"raw": message[:100]})
             return
         self._learn(level)
 

@@ -291,3 +291,14 @@ async def test_an_answer_is_no_longer_refreshed_past_its_window(
     await replica.refresh_sold_out_answers()
     await replica.close()
     assert await redis.exists(key) == 0
+
+
+async def test_a_level_message_not_understood_is_logged_and_ignored(resources: Resources) -> None:
+    """Its log line once named a field `message`, which logging keeps for itself: the handler
+    raised KeyError inside the subscription instead of ignoring the message."""
+    settings = resources.settings
+    replica = LiveStock(redis=resources.datastores.redis, redis_url=settings.redis_url,
+                        catalog=resources.catalog, prefix=settings.pubsub_prefix, min_interval=0.1,
+                        heartbeat_seconds=15, edge_ttl_seconds=settings.edge_answer_ttl_seconds)
+    replica.heard("not a level")
+    await replica.close()
