@@ -45,9 +45,11 @@ from shared.contracts import (
     USER_ROLES_HEADER,
     request_target,
 )
+from shared.edge_finals import STREAM_SUFFIX
 from shared.request_context import current_request_id
 from shared.sale_metrics import GatewayMetrics
 from shared.services import service as app_named
+from shared.sse import HEADERS as SSE_HEADERS
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -188,6 +190,14 @@ class Proxy:
             await send_answer(send, answer)
             return
 
+        # A resource in a final state its service published for its owner (an answered
+        # ticket), read by that owner: given here from memory (shared/edge_finals.py).
+        if identity is not None and scope["method"] == "GET" and not scope.get("query_string") \
+                and await self._answer_final(send, str(identity.user_id), raw_path=(
+                    scope.get("raw_path") or scope["path"].encode()).decode("latin-1")):
+            self.metrics.edge_answer(scope["gateway.route"])
+            return
+
         request_id = current_request_id() or ""
         client_ip = client_address(scope, self.proxies)
         limits = self.runtime.rate_limits
@@ -244,6 +254,26 @@ class Proxy:
             keyed and method == "POST" and any(name == b"idempotency-key"
                                                for name, _ in scope["headers"]))
         await self._relay(send, service, method, url, signed, body, resendable=resendable)
+
+    async def _answer_final(self, send: Send, user_id: str, *, raw_path: str) -> bool:
+        """GET <path> as its JSON, GET <path>/events as one event ending the stream, when the
+        path's final state is held for this user; False (forward) otherwise."""
+        finals = self.runtime.edge_finals
+        if raw_path.endswith(STREAM_SUFFIX):
+            body = finals.final_for(raw_path[:-len(STREAM_SUFFIX)], user_id)
+            if body is None:
+                return False
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": b"data: " + body + b"\n\n"})
+            return True
+        body = finals.final_for(raw_path, user_id)
+        if body is None:
+            return False
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
         """413, after reading and dropping up to `discard` more bytes (within the body timeout)

@@ -18,6 +18,7 @@ from gateway.settings import Settings
 from gateway.upstreams import Upstreams
 from shared.broadcast import Channels, Subscription
 from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers
+from shared.edge_finals import FINALS_TOPIC, EdgeFinals
 from shared.lifespan import open_redis
 
 
@@ -38,11 +39,15 @@ class GatewayRuntime:
         self._redis: Redis | None = None
         self._jwks_refresher: asyncio.Task[None] | None = None
         self._rate_limits: RateLimiter | None = None
-        # Answers services publish for the gateway to give without forwarding (sold out).
+        # Answers services publish for the gateway to give without forwarding (sold out), and
+        # final states of resources their owners read (answered tickets).
         self.edge_answers = EdgeAnswers()
+        self.edge_finals = EdgeFinals(max_held=settings.edge_finals_max_held)
+        channels = Channels(settings.pubsub_prefix)
         self._answers = Subscription(
             settings.redis_url,
-            {Channels(settings.pubsub_prefix).name(ANSWERS_TOPIC): self.edge_answers.heard},
+            {channels.name(ANSWERS_TOPIC): self.edge_answers.heard,
+             channels.name(FINALS_TOPIC): self.edge_finals.heard},
             on_connected=self._load_edge_answers)
 
     async def _load_edge_answers(self) -> None:

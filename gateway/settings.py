@@ -52,6 +52,10 @@ class Settings(ServiceSettings):
     # (a shared one is opened again); there is no total timeout on a stream. A client of a
     # shared stream whose write has waited this long (it stopped reading) is dropped.
     stream_idle_timeout_seconds: float = Field(default=45.0, gt=0)
+    # Final states of resources services publish for their owners' reads (answered tickets,
+    # shared/edge_finals.py): at most this many held, the oldest forgotten first (then only
+    # forwarded). A few hundred bytes each.
+    edge_finals_max_held: int = Field(default=200_000, ge=0)
     # POST /api/v1/orders and POST /api/v1/payments (each counted apart): at most this many per
     # user and per client network in a fixed window, else 429 rate_limited (0: no such limit).
     # The network limit is for many accounts behind one address range, set well above what a

@@ -37,6 +37,7 @@ from shared.app import create_service_app
 from shared.broadcast import Channels, Subscription
 from shared.db import Transactions
 from shared.edge_answers import ANSWERS_TOPIC
+from shared.edge_finals import FINALS_TOPIC
 from shared.http import service_client
 from shared.idempotency import IdempotencyKeys, fingerprint
 from shared.lifespan import open_datastores
@@ -102,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             max_waiting=settings.line_max_waiting,
                             max_deciding=settings.line_max_deciding,
                             tickets_channel=channels.name(TICKETS_TOPIC),
-                            open_channel=channels.name(OPEN_TOPIC)),
+                            open_channel=channels.name(OPEN_TOPIC),
+                            finals_channel=(channels.name(FINALS_TOPIC)
+                                            if settings.line_edge_finals_seconds > 0 else ""),
+                            finals_ttl_ms=int(settings.line_edge_finals_seconds * 1000)),
                 fingerprint=lambda body: fingerprint(body, keys.fingerprint_secret),
                 retry_after_seconds=settings.line_retry_after_seconds, metrics=metrics.line,
                 settle_seconds=settings.line_settle_seconds)

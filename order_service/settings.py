@@ -42,6 +42,9 @@ class Settings(DatastoreSettings, InternalListenerSettings):
     # again; the replica deciding it renews the lease every sweep (line_sweep_interval_seconds),
     # so keep it a few sweeps long.
     line_lease_seconds: float = Field(default=6.0, gt=0)
+    # A ticket's answer is published for the gateway to give its owner's reads of it for this
+    # long (shared/edge_finals.py); 0: not published, every read reaches this service.
+    line_edge_finals_seconds: float = Field(default=60.0, ge=0)
     # At most this many places of one product are being decided at once, across every replica
     # (straight-on requests included): beyond them, a request takes its place in the line,
     # admitted in arrival order as decisions end.

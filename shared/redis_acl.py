@@ -28,19 +28,22 @@ class RedisAccess:
 
 # By app short name (shared.services).
 ACCESS: dict[str, RedisAccess] = {
-    # Revocations and the revocation epoch (read), sold-out answers (read), rate limits (its own).
+    # Revocations and the revocation epoch (read), sold-out answers (read), rate limits (its own);
+    # it hears the edge answers and finals services publish, and publishes nothing.
     "gateway": RedisAccess(keys=("%R~{auth:revocation}:*", "%R~<prefix>edge:*",
                                  "~<prefix>rate:*"),
-                           channels=("<prefix>edge-answers",), commands=("-publish",)),
+                           channels=("<prefix>edge-answers", "<prefix>edge-finals"),
+                           commands=("-publish",)),
     # Throttles, mail guard, resend memory; it writes the revocations the gateway reads.
     "user": RedisAccess(keys=("~auth:*", "~{auth:revocation}:*", "~mail:*")),
     "product": RedisAccess(keys=("~product:*",)),
     # Its idempotency keys, and the line of an opening (one hash tag per product) with the
     # channels its replicas share it on; stock_service's sold-out answers, heard (a sell-out
-    # refuses the line's waiting places at once).
+    # refuses the line's waiting places at once); the tickets' answers it publishes for the
+    # gateway (edge finals).
     "order": RedisAccess(keys=("~idem:orders:*", "~line:*"),
                          channels=("<prefix>line-tickets", "<prefix>line-open",
-                                   "<prefix>edge-answers")),
+                                   "<prefix>edge-answers", "<prefix>edge-finals")),
     "payment": RedisAccess(keys=("~idem:payments-hmac:*",)),
     # Live stock (one hash tag per product), its epoch, the sold-out answers it publishes for the
     # gateway, and the stock levels its replicas share.

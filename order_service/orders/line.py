@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from order_service.orders.scripts import Joined, LineScripts, NewPlace, Record
+from order_service.orders.scripts import TICKETS_PATH, Joined, LineScripts, NewPlace, Record
 from shared.batching import FlushPerTurn
 from shared.broadcast import Feed
 from shared.sale_metrics import LineMetrics
@@ -35,7 +35,6 @@ logger = logging.getLogger("order_service.line")
 
 TICKETS_TOPIC = "line-tickets"
 OPEN_TOPIC = "line-open"
-TICKETS_PATH = "/api/v1/orders/tickets"
 # <product id>-<16 URL-safe characters>: the product names the keys the ticket lives under.
 TICKET_PATTERN = re.compile(r"([1-9][0-9]{0,15})-([A-Za-z0-9_-]{16})")
 FINAL_STATES = frozenset({"ordered", "refused"})

@@ -41,6 +41,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 PRODUCTS_KEY = "line:products"
+# Where a ticket is read (API.md): `<TICKETS_PATH>/<ticket>`, and its stream under it.
+TICKETS_PATH = "/api/v1/orders/tickets"
 
 _COMMON = """
 local function now_ms()
@@ -169,12 +171,28 @@ renew(tonumber(ARGV[3]) * 2)
 return {out, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
 """
 
-# KEYS: deciding tickets buyers done; ARGV: channel keep_ms, then per answer: ticket state body.
+# Edge finals (shared/edge_finals.py): the answers given, for the gateway to give their owners.
+# ARGV[f] finals_channel ('' publishes none), ARGV[f + 1] ttl_ms, ARGV[f + 2] the tickets' path.
+_FINALS = """
+local function publish_finals(f, entries)
+  if ARGV[f] == '' or #entries == 0 then return end
+  redis.call('PUBLISH', ARGV[f], '{"ttl_ms":' .. ARGV[f + 1] .. ',"finals":[' ..
+    table.concat(entries, ',') .. ']}')
+end
+local function final_entry(f, ticket, user, body)
+  return '[' .. cjson.encode(ARGV[f + 2] .. ticket) .. ',' .. cjson.encode(user) .. ',' ..
+    body .. ']'
+end
+"""
+
+# KEYS: deciding tickets buyers done; ARGV: channel keep_ms finals_channel finals_ttl_ms
+# tickets_path, then per answer: ticket state body.
 # Only a place being decided takes an answer: a second answer for it changes nothing.
-FINISH = _COMMON + """
+FINISH = _COMMON + _FINALS + """
 local now = now_ms()
 local given = {}
-for i = 3, #ARGV, 3 do
+local finals = {}
+for i = 6, #ARGV, 3 do
   local t = ARGV[i]
   local rec = redis.call('HGET', KEYS[2], t)
   if rec then
@@ -187,10 +205,12 @@ for i = 3, #ARGV, 3 do
       if redis.call('HGET', KEYS[3], r.u) == t then redis.call('HDEL', KEYS[3], r.u) end
       redis.call('ZADD', KEYS[4], now, t)
       given[#given + 1] = t .. ' ' .. ARGV[i + 2]
+      finals[#finals + 1] = final_entry(3, t, r.u, ARGV[i + 2])
     end
   end
 end
 if #given > 0 then redis.call('PUBLISH', ARGV[1], 'final\\n' .. table.concat(given, '\\n')) end
+publish_finals(3, finals)
 renew(tonumber(ARGV[2]) * 2)
 return #given
 """
@@ -236,11 +256,13 @@ end
 return 0
 """
 
-# KEYS: waiting tickets buyers done; ARGV: channel keep_ms product_id problem_json.
+# KEYS: waiting tickets buyers done; ARGV: channel keep_ms product_id problem_json
+# finals_channel finals_ttl_ms tickets_path.
 # The product sold out: every waiting place is refused with the problem, at once.
-REFUSE_WAITING = _COMMON + """
+REFUSE_WAITING = _COMMON + _FINALS + """
 local now = now_ms()
 local lines = {}
+local finals = {}
 for _, t in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local rec = redis.call('HGET', KEYS[2], t)
   if rec then
@@ -255,6 +277,7 @@ for _, t in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     if redis.call('HGET', KEYS[3], r.u) == t then redis.call('HDEL', KEYS[3], r.u) end
     redis.call('ZADD', KEYS[4], now, t)
     lines[#lines + 1] = t .. ' ' .. r.p .. ' ' .. rid
+    finals[#finals + 1] = final_entry(5, t, r.u, r.b)
   end
 end
 redis.call('DEL', KEYS[1])
@@ -262,6 +285,7 @@ if #lines > 0 then
   redis.call('PUBLISH', ARGV[1], 'refusals ' .. ARGV[3] .. '\\n' .. ARGV[4] .. '}\\n' ..
     table.concat(lines, '\\n'))
 end
+publish_finals(5, finals)
 renew(tonumber(ARGV[2]) * 2)
 return #lines
 """
@@ -406,9 +430,12 @@ class LineScripts:
 
     def __init__(self, redis: Redis | RedisCluster, *, keep_ms: int, lease_ms: int,
                  max_waiting: int, tickets_channel: str, open_channel: str,
-                 max_deciding: int = 64) -> None:
+                 max_deciding: int = 64, finals_channel: str = "",
+                 finals_ttl_ms: int = 60_000) -> None:
         self.redis = redis
         self.max_deciding = max_deciding
+        # Answers given are published for the gateway too ('' publishes none): edge finals.
+        self.finals: list[str | int] = [finals_channel, finals_ttl_ms, TICKETS_PATH + "/"]
         self.keep_ms = keep_ms
         self.lease_ms = lease_ms
         self.max_waiting = max_waiting
@@ -461,7 +488,7 @@ class LineScripts:
     async def finish(self, product_id: int, answers: Sequence[tuple[str, str, str]]) -> int:
         """(ticket, state, body) for places being decided; how many took their answer."""
         keys = LineKeys.of(product_id)
-        args: list[str | int] = [self.tickets_channel, self.keep_ms]
+        args: list[str | int] = [self.tickets_channel, self.keep_ms, *self.finals]
         for answer in answers:
             args += answer
         return int(await self._finish(keys=[keys.deciding, keys.tickets, keys.buyers, keys.done],
@@ -500,7 +527,7 @@ class LineScripts:
         opened = json.dumps(without_id, separators=(",", ":"))[:-1]
         return int(await self._refuse_waiting(
             keys=[keys.waiting, keys.tickets, keys.buyers, keys.done],
-            args=[self.tickets_channel, self.keep_ms, product_id, opened]))
+            args=[self.tickets_channel, self.keep_ms, product_id, opened, *self.finals]))
 
     async def read(self, product_id: int,
                    tickets: Sequence[str]) -> list[tuple[Record | None, int]]:

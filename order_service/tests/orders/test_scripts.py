@@ -316,3 +316,60 @@ async def test_within_one_batch_the_earliest_arrival_goes_straight_on(client: Re
     batches.ask(earlier)
     assert (await earlier.future).go
     assert not (await later.future).go
+
+
+async def _finals_heard(client: Redis, channel: str, step: Any) -> list[Any]:
+    """The edge finals `step()` published on `channel` (shared/edge_finals.py), as the gateway
+    reads them: one message's entries."""
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        await step()
+        message = None
+        async with asyncio.timeout(5):
+            while message is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+    finally:
+        await pubsub.aclose()
+    parsed = json.loads(message["data"])
+    assert parsed["ttl_ms"] == 30_000
+    finals: list[Any] = parsed["finals"]
+    return finals
+
+
+async def test_answers_given_and_a_sell_outs_refusals_are_published_for_the_edge(
+        redis_url: str) -> None:
+    """For the gateway to answer their owners' reads (shared/edge_finals.py): each answer given
+    (FINISH) and each refusal of the sell-out (REFUSE_WAITING) with the ticket's path, its
+    buyer and the body its GET answers, in the same step that gives it."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    channel = f"test-{os.urandom(4).hex()}:edge-finals"
+    scripts = LineScripts(client, keep_ms=900_000, lease_ms=15_000, max_waiting=100,
+                          tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
+                          finals_channel=channel, finals_ttl_ms=30_000)
+    product_id = product()
+    places = [place(product_id, user, user) for user in (7, 8, 9)]
+    try:
+        await scripts.join(product_id, places)
+        [decided], _, _ = await scripts.claim(product_id, 1)
+        body = {"ticket": decided.ticket, "product_id": product_id, "position": 1,
+                "state": "ordered", "order": {"id": 1}}
+
+        async def answer() -> None:
+            await scripts.finish(product_id, [(decided.ticket, "ordered", json.dumps(body))])
+
+        assert await _finals_heard(client, channel, answer) == [
+            [f"/api/v1/orders/tickets/{decided.ticket}", "7", body]]
+
+        async def sell_out() -> None:
+            await scripts.refuse_waiting(product_id, {"status": 409, "code": "sold_out"})
+
+        refused = await _finals_heard(client, channel, sell_out)
+        records = await scripts.read(product_id, [p.ticket for p in places[1:]])
+        assert refused == [[f"/api/v1/orders/tickets/{p.ticket}", str(p.user_id),
+                            json.loads(record.body or "")]
+                           for p, (record, _) in zip(places[1:], records, strict=True)
+                           if record is not None]
+        assert len(refused) == 2
+    finally:
+        await client.aclose()
