@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,11 +16,53 @@ from typing import Any
 import httpx
 import uvicorn
 
+# Ports handed out below the kernel's ephemeral range, from here up.
+LOWEST_PORT = 10_000
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
 
 def free_port() -> int:
+    """A loopback port nobody listens on, below the ephemeral range. A port the kernel picks
+    (bind to 0) is in that range, where outgoing connections take their local ports: one
+    picked for a process and bound only later may be taken meanwhile. Seen in a 20,000-buyer
+    make load: a gateway replica's port went to a connection before the replica bound it, and
+    its buyers were answered by whatever listened there."""
+    low, _ = ephemeral_ports()
+    for _ in range(200):
+        port = LOWEST_PORT + secrets.randbelow(max(low - LOWEST_PORT, 1))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds a listening TCP socket on `port`; None where /proc cannot
+    tell (not Linux)."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except (OSError, IndexError, ValueError):
+        return None
+    return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
 class ServiceProcess:
@@ -63,12 +106,20 @@ class ServiceProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200 \
+                        and self._answers_itself():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not healthy in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def _answers_itself(self) -> bool:
+        """The answer came from this process, not from another that holds the port (this one
+        then fails to bind it and exits)."""
+        if self.process is None:
+            return True
+        return listens_on(self.process.pid, self.port) is not False
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no shutdown runs, nothing is drained."""
