@@ -492,31 +492,49 @@ async def test_streamed_upstream_response_arrives_whole(client: httpx.AsyncClien
     assert response.content[-1:] == bytes([65 + 31 % 26])
 
 
-class DroppingUpstream:
+class RawUpstream:
+    """An upstream on loopback that speaks HTTP/1.1 by hand, to answer as no real server would:
+    each subclass answers a connection its own way (`_answer`)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    @staticmethod
+    def reset(writer: asyncio.StreamWriter) -> None:
+        """An RST, as the connections of a process killed with them end."""
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+
+class DroppingUpstream(RawUpstream):
     """Reads each request whole, then closes the connection without an answer: the upstream
     that went away after it may have done the work."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                        if line.lower().startswith(b"content-length:")), 0)
         await reader.readexactly(length)
         self.requests.append(head.split(b" ", 2)[0])
         writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 @pytest.mark.parametrize(("method", "sent"), [("GET", 2), ("PUT", 1), ("DELETE", 1),
@@ -665,18 +683,13 @@ async def test_a_cookie_one_upstream_answer_set_is_never_sent_for_another_client
         server.stop()
 
 
-class ResettingStreamUpstream:
+class ResettingStreamUpstream(RawUpstream):
     """An upstream whose first connection is reset (RST) once the request is read, as a
     replica killed under it does; later connections answer a one-event stream."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -686,19 +699,12 @@ class ResettingStreamUpstream:
             writer.close()
             return
         if self.connections == 1:
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self.reset(writer)
             return
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                      b"connection: close\r\n\r\ndata: {\"state\":\"ordered\"}\n\n")
         await writer.drain()
         writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is_opened_again(
@@ -722,19 +728,14 @@ async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is
     assert upstream.connections == 2
 
 
-class ResettingOrderUpstream:
+class ResettingOrderUpstream(RawUpstream):
     """An upstream whose first connection is reset (RST) once a request has been read, as an
     order replica killed under it does; later connections answer 202. Keeps each request's
     head."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.heads: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
 
     def header(self, n: int, name: bytes) -> bytes | None:
         for line in self.heads[n].split(b"\r\n")[1:]:
@@ -750,20 +751,13 @@ class ResettingOrderUpstream:
             writer.close()
             return
         if len(self.heads) == 1:
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self.reset(writer)
             return
         body = b'{"ticket":"1-abcdefghijklmnop"}'
         writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n"
                      b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         await writer.drain()
         writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 async def post_to_resetting_upstream(rig: Rig, redis_url: str, path: str,

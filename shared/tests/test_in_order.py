@@ -56,6 +56,13 @@ class GatedResolver(AbstractResolver):
         return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
                               proto=0, flags=socket.AI_NUMERICHOST)]
 
+    def open(self, *, fail: bool = False) -> None:
+        """The held lookup answers (or fails), a moment after the test's last step: time for
+        a request that would jump the line to reach the upstream first."""
+        assert self.gate is not None
+        self.fail = fail
+        self.gate.set()
+
     async def close(self) -> None:
         pass
 
@@ -121,8 +128,7 @@ async def test_a_request_on_an_idle_connection_waits_for_an_earlier_one_opening_
         # aiohttp's own pool sends `second` on the idle connection here, before `first`.
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(upstream.reached_by("/second"), SETTLE_SECONDS)
-        assert resolver.gate is not None
-        resolver.gate.set()
+        resolver.open()
         assert (await first, await second) == ("/first", "/second")
     assert upstream.reached == ["/held", "/first", "/second"]
 
@@ -134,9 +140,7 @@ async def test_an_earlier_request_whose_connect_fails_holds_nobody_up(
     async with aiohttp.ClientSession(connector=connector) as session:
         first, second = await _earlier_opening_later_idle(upstream, resolver, session)
         await asyncio.sleep(0.05)
-        assert resolver.gate is not None
-        resolver.fail = True
-        resolver.gate.set()
+        resolver.open(fail=True)
         with pytest.raises(aiohttp.ClientConnectorError):
             await first
         assert await second == "/second"
@@ -157,8 +161,7 @@ async def test_a_request_that_leaves_while_waiting_gives_its_connection_back(
         # both go once `first` has its connection.
         third = asyncio.create_task(_get(session, f"{upstream.url}/third"))
         await asyncio.sleep(0.05)
-        assert resolver.gate is not None
-        resolver.gate.set()
+        resolver.open()
         assert (await first, await third) == ("/first", "/third")
     assert upstream.reached == ["/held", "/first", "/third"]
 
@@ -184,8 +187,7 @@ async def test_a_connection_the_upstream_closed_while_its_request_waited_is_not_
         assert upstream.held_transport is not None
         upstream.held_transport.close()  # the connection `second` holds, closed by the upstream
         await asyncio.sleep(0.05)
-        assert resolver.gate is not None
-        resolver.gate.set()
+        resolver.open()
         assert (await first, await second) == ("/first", "/second")
     assert upstream.reached == ["/held", "/first", "/second"]
 
