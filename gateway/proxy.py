@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -61,6 +63,19 @@ logger = logging.getLogger("gateway.proxy")
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def held_for(scope: Scope, longest: float) -> float:
+    """Seconds the request's `?wait=` asks the service to hold it, at most `longest` (0 on a
+    route with no long poll, or without a number to wait)."""
+    if not longest or not scope.get("query_string"):
+        return 0.0
+    asked = parse_qs(scope["query_string"].decode("latin-1")).get("wait")
+    try:
+        seconds = float(asked[-1]) if asked else 0.0
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), longest) if math.isfinite(seconds) else 0.0
+
+
 class Proxy:
     """ASGI middleware: paths in the route table are forwarded; anything else goes on to `app`."""
 
@@ -102,7 +117,8 @@ class Proxy:
         try:
             await self.forward(scope, receive, tracking_send, match.route.service, match.public,
                                stream=match.route.stream, shared=match.route.shared,
-                               keyed=raw_path in match.route.keyed)
+                               keyed=raw_path in match.route.keyed,
+                               held_seconds=held_for(scope, match.route.long_poll_seconds))
         except Exception:
             # The proxy runs in front of FastAPI's error handling, so it answers for itself:
             # a problem+json 500 with the request id, never a bare traceback page.
@@ -113,7 +129,7 @@ class Proxy:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
                       public: bool, *, stream: bool = False, shared: bool = False,
-                      keyed: bool = False) -> None:
+                      keyed: bool = False, held_seconds: float = 0.0) -> None:
         # Stamped first, before the token check and the body: places in an opening's line are
         # given in this order (shared/contracts.py ARRIVED_AT_HEADER).
         arrived_at = str(time.time_ns() // 1000)
@@ -253,7 +269,8 @@ class Proxy:
         resendable = method in _RETRYABLE_METHODS or (
             keyed and method == "POST" and any(name == b"idempotency-key"
                                                for name, _ in scope["headers"]))
-        await self._relay(send, service, method, url, signed, body, resendable=resendable)
+        await self._relay(send, service, method, url, signed, body, resendable=resendable,
+                          held_seconds=held_seconds)
 
     async def _answer_final(self, send: Send, user_id: str, *, raw_path: str) -> bool:
         """GET <path> as its JSON, GET <path>/events as one event ending the stream, when the
@@ -288,9 +305,11 @@ class Proxy:
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      signed: Callable[[], list[tuple[str, str]]], body: bytes, *,
-                     resendable: bool) -> None:
+                     resendable: bool, held_seconds: float = 0.0) -> None:
         upstreams = self.runtime.upstreams
         session = upstreams.sessions[service]
+        # The session's own unless held (None would mean no timeout at all).
+        timeout = upstreams.held_timeout(held_seconds) if held_seconds else session.timeout
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
         urls = await self._urls(send, service, url)
         if urls is None:
@@ -300,7 +319,7 @@ class Proxy:
             at = urls[attempt % len(urls)]
             try:
                 async with session.request(method, at, headers=signed(), data=body or None,
-                                           allow_redirects=False) as upstream:
+                                           allow_redirects=False, timeout=timeout) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",

@@ -31,6 +31,9 @@ class Route:
     # broke before any answer may be sent again, to the next replica, with the arrival stamped
     # the first time (gateway/proxy.py).
     keyed: frozenset[str] = frozenset()
+    # The service holds a GET asking `?wait=N` up to N seconds on purpose (a long poll), N at
+    # most this: the gateway waits that much longer for its answer.
+    long_poll_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.shared and not (self.stream and "GET" in self.public_methods):
@@ -82,6 +85,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/products/**", "product"),
     # orders and payments
     Route("/api/v1/orders/tickets/{ticket}/events", "order", stream=True),
+    Route("/api/v1/orders/tickets/{ticket}", "order", long_poll_seconds=25.0),
     Route("/api/v1/orders/**", "order", keyed=frozenset({"/api/v1/orders"})),
     Route("/api/v1/payments/**", "payment", keyed=frozenset({"/api/v1/payments"})),
     # social

@@ -45,6 +45,14 @@ class Upstreams:
             sock_read=settings.upstream_timeout_seconds,
         )
 
+    def held_timeout(self, held_seconds: float) -> aiohttp.ClientTimeout:
+        """The request timeout for a request its service holds `held_seconds` on purpose (a
+        long poll): that much longer to read its answer."""
+        return aiohttp.ClientTimeout(
+            total=(self.timeout.total or 0) + held_seconds,
+            sock_connect=self.timeout.sock_connect,
+            sock_read=(self.timeout.sock_read or 0) + held_seconds)
+
     async def start(self) -> None:
         self._resolver = replicas.Resolver(self.settings.service_hosts)
         for name, base_url in self.base_urls.items():

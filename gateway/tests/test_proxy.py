@@ -811,3 +811,37 @@ async def test_a_key_on_a_route_that_does_not_honour_it_is_no_licence_to_send_ag
         rig, redis_url, "/api/v1/orders/5/cancel", {"Idempotency-Key": "k-2"})
     assert response.status_code == 502
     assert len(upstream.heads) == 1
+
+
+async def test_a_long_poll_is_held_as_long_as_it_asks_not_cut_at_the_upstream_timeout(
+    rig: Rig, redis_url: str
+) -> None:
+    """GET /orders/tickets/{t}?wait=N is held by order_service up to N seconds (API.md: 1..25)
+    on purpose. Seen in make swarm-check: a buyer's ?wait=25 was cut at the gateway's 10 s
+    upstream timeout (504), though order_service answered it a second later. Here the
+    upstream timeout is 1.5 s and the ticket's answer comes after 3 s."""
+
+    async def ticket(request: Request) -> JSONResponse:
+        await asyncio.sleep(3.0)
+        return JSONResponse({"state": "ordered", "wait": request.query_params.get("wait")})
+
+    app = Starlette(routes=[StarletteRoute("/api/v1/orders/tickets/{ticket}", ticket)])
+    upstream = ThreadedServer(app).start()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = upstream.url
+    gateway = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    path = "/api/v1/orders/tickets/1-abcdefghijklmnop"
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+            held = await c.get(f"{path}?wait=3", headers=auth(rig))
+            # Held no longer than it asked: past it, the ordinary timeout again.
+            short = await c.get(f"{path}?wait=1", headers=auth(rig))
+            plain = await c.get(path, headers=auth(rig))
+            nonsense = await c.get(f"{path}?wait=9999", headers=auth(rig))
+    finally:
+        gateway.stop()
+        upstream.stop()
+    assert (held.status_code, held.json()) == (200, {"state": "ordered", "wait": "3"})
+    assert short.status_code == 504  # its 1 s of wait and the ordinary 1.5 s: not 3 s
+    assert plain.status_code == 504
+    assert nonsense.status_code == 200  # bounded at the route's longest (25 s), not refused
