@@ -116,7 +116,7 @@ class Proxy:
 
         try:
             await self.forward(scope, receive, tracking_send, match.route.service, match.public,
-                               stream=match.route.stream, shared=match.route.shared,
+                               raw_path, stream=match.route.stream, shared=match.route.shared,
                                keyed=raw_path in match.route.keyed,
                                held_seconds=held_for(scope, match.route.long_poll_seconds))
         except Exception:
@@ -128,8 +128,9 @@ class Proxy:
             await send_problem(send, 500, "internal_error", "The gateway could not complete the request.")
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
-                      public: bool, *, stream: bool = False, shared: bool = False,
-                      keyed: bool = False, held_seconds: float = 0.0) -> None:
+                      public: bool, raw_path: str, *, stream: bool = False,
+                      shared: bool = False, keyed: bool = False,
+                      held_seconds: float = 0.0) -> None:
         # Stamped first, before the token check and the body: places in an opening's line are
         # given in this order (shared/contracts.py ARRIVED_AT_HEADER).
         arrived_at = str(time.time_ns() // 1000)
@@ -137,6 +138,7 @@ class Proxy:
         authorization: str | None = None
         content_length: int | None = None
         expects_continue = False
+        has_key = False  # an Idempotency-Key: with `keyed`, the request may be sent again
         headers: list[tuple[str, str]] = []
         # Headers the client's Connection header names are for this hop only (RFC 9110 7.6.1):
         # never forwarded, whatever they are called.
@@ -150,6 +152,8 @@ class Proxy:
                 continue
             elif name == b"expect":
                 expects_continue = raw_value.lower() == b"100-continue"
+            elif name == b"idempotency-key":
+                has_key = True
             elif name == b"content-length":
                 try:
                     content_length = int(raw_value)
@@ -209,8 +213,7 @@ class Proxy:
         # A resource in a final state its service published for its owner (an answered
         # ticket), read by that owner: given here from memory (shared/edge_finals.py).
         if identity is not None and scope["method"] == "GET" and not scope.get("query_string") \
-                and await self._answer_final(send, str(identity.user_id), raw_path=(
-                    scope.get("raw_path") or scope["path"].encode()).decode("latin-1")):
+                and await self._answer_final(send, str(identity.user_id), raw_path=raw_path):
             self.metrics.edge_answer(scope["gateway.route"])
             return
 
@@ -266,9 +269,7 @@ class Proxy:
             return
         # Sent again if its connection breaks before an answer: an idempotent method, or a
         # POST the service answers once by its Idempotency-Key (the same stamp goes with it).
-        resendable = method in _RETRYABLE_METHODS or (
-            keyed and method == "POST" and any(name == b"idempotency-key"
-                                               for name, _ in scope["headers"]))
+        resendable = method in _RETRYABLE_METHODS or (keyed and method == "POST" and has_key)
         await self._relay(send, service, method, url, signed, body, resendable=resendable,
                           held_seconds=held_seconds)
 

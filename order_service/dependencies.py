@@ -20,6 +20,7 @@ from order_service.orders.admission import (
 from order_service.orders.creation import OrderCreation
 from order_service.orders.drain import LineDrain
 from order_service.orders.effects import OrderEffects
+from order_service.orders.ids import NotedId
 from order_service.orders.tickets import TicketReads
 from order_service.orders.transitions import OrderTransitions
 from order_service.settings import Settings
@@ -65,4 +66,4 @@ OrderTransitionsDep = Annotated[OrderTransitions, Depends(get_order_transitions)
 TicketReadsDep = Annotated[TicketReads, Depends(get_ticket_reads)]
 # The reserve slot admission's layer in front of the router waited for, if it did.
 SlotTakenInFront = Annotated[Slot | None, Depends(slot_taken_in_front)]
-OrderIdNotedInFront = Annotated[int | None, Depends(order_id_noted_in_front)]
+OrderIdNotedInFront = Annotated[NotedId | None, Depends(order_id_noted_in_front)]

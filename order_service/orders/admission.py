@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Scope
 
 from order_service.orders.errors import LineFull, TooManyWaiting
+from order_service.orders.ids import NotedId
 from order_service.orders.line import FINAL_STATES, OrderLine, status_url, ticket_body
 from order_service.orders.schemas import OrderCreate
 from order_service.orders.scripts import Joined, NewPlace
@@ -69,7 +70,7 @@ _SLOT_IN_SCOPE = "order_service.reserve_slot"
 # Where it leaves the request's entry when it went straight on with a place in the line.
 _ENTRY_IN_SCOPE = "order_service.line_entry"
 # And the order id that place noted, for the route to reserve under.
-_ORDER_ID_IN_SCOPE = "order_service.noted_order_id"
+_NOTED_IN_SCOPE = "order_service.noted_order_id"
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower()
 Answer = TypeVar("Answer")
 
@@ -226,7 +227,7 @@ class _LineEntry:
                 mode = "go"
                 # Made before the place and noted with it, as the drain notes its places' ids:
                 # if this replica dies after the reserve, the place decided again takes the
-                # hold over instead of being refused by it (orders/creation.py NotedId).
+                # hold over instead of being refused by it (orders/ids.py NotedId).
                 self.order_id = await self.drain.creation.ids.next()
         try:
             joined, place = await self._join(mode)
@@ -322,7 +323,8 @@ class _LineEntry:
         self.ticket = ticket
         if ticket is not None:
             self.drain.hold(self.order.product_id, ticket)
-            self.scope[_ORDER_ID_IN_SCOPE] = self.order_id
+            if self.order_id is not None:
+                self.scope[_NOTED_IN_SCOPE] = NotedId(self.order_id, decided_before=False)
         self.scope[_SLOT_IN_SCOPE] = self.slot
         self.scope[_ENTRY_IN_SCOPE] = self
 
@@ -366,11 +368,11 @@ async def slot_taken_in_front(request: Request) -> Slot | None:
     return slot if isinstance(slot, Slot) else None
 
 
-async def order_id_noted_in_front(request: Request) -> int | None:
+async def order_id_noted_in_front(request: Request) -> NotedId | None:
     """The route's dependency: the order id a place that went straight on noted (JOIN), for
     the order to reserve under."""
-    order_id = request.scope.get(_ORDER_ID_IN_SCOPE)
-    return order_id if isinstance(order_id, int) else None
+    noted = request.scope.get(_NOTED_IN_SCOPE)
+    return noted if isinstance(noted, NotedId) else None
 
 
 def answered_in_front(scope: Scope, answer: StoredAnswer) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from order_service.clients import StockClient
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.errors import StockUnavailable, UnpaidOrderExists
-from order_service.orders.ids import OrderIds
+from order_service.orders.ids import NotedId, OrderIds
 from order_service.orders.models import UNPAID_ORDER_KEY
 from order_service.orders.repository import NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate, OrderOut
@@ -54,16 +53,6 @@ def create_time_budget(budget_seconds: float, call_timeout_seconds: float) -> tu
     """(reserve slot wait, reserve call timeout), together within `budget_seconds`."""
     wait = min(call_timeout_seconds, budget_seconds * SLOT_WAIT_SHARE)
     return wait, max(min(call_timeout_seconds, budget_seconds - wait - INSERT_SECONDS), 0.1)
-
-
-@dataclass(frozen=True)
-class NotedId:
-    """The order id a place of the line is decided under, kept in its record before the reserve
-    (orders/drain.py); `decided_before`: an earlier decision used it and may have left a hold
-    under it (its replica died after reserving), which this decision takes over."""
-
-    order_id: int
-    decided_before: bool
 
 
 class OrderCreation:

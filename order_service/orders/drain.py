@@ -29,7 +29,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from order_service.orders.admission import OrderAdmission
-from order_service.orders.creation import NotedId, OrderCreation
+from order_service.orders.creation import OrderCreation
+from order_service.orders.ids import NotedId
 from order_service.orders.line import product_of
 from order_service.orders.schemas import OrderCreate
 from order_service.orders.scripts import Claimed, LineScripts

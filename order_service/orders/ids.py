@@ -6,11 +6,23 @@ below 2^53 for a very long time (a thousand blocks a second would last 285 years
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from order_service.orders.repository import OrderRepository
 from shared.db import Transactions
 
 BLOCK = 1000
+
+
+@dataclass(frozen=True)
+class NotedId:
+    """The order id a place of the line is decided under, kept in its record before the reserve
+    (orders/drain.py; JOIN for a place that goes straight on, orders/admission.py);
+    `decided_before`: an earlier decision used it and may have left a hold under it (its
+    replica died after reserving), which this decision takes over (orders/creation.py)."""
+
+    order_id: int
+    decided_before: bool
 
 
 class OrderIds:

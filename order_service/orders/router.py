@@ -16,7 +16,6 @@ from order_service.dependencies import (
     TicketReadsDep,
 )
 from order_service.orders.admission import answered_in_front
-from order_service.orders.creation import NotedId
 from order_service.orders.errors import (
     LineFull,
     OrderNotCancellable,
@@ -99,9 +98,7 @@ async def create_order(request: Request, body: OrderCreate, user_id: CurrentUser
                        key: IdempotencyKeyDep, orders: OrderCreationDep,
                        slot: SlotTakenInFront, noted: OrderIdNotedInFront) -> JSONResponse:
     try:
-        answer = await orders.create(
-            user_id, body, key, slot=slot,
-            noted=None if noted is None else NotedId(noted, decided_before=False))
+        answer = await orders.create(user_id, body, key, slot=slot, noted=noted)
     except ProblemError as problem:
         answered_in_front(request.scope, problem_answer(problem))
         raise

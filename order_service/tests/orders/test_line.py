@@ -375,7 +375,7 @@ async def test_a_place_that_goes_straight_on_notes_the_order_id_it_reserves_unde
 ) -> None:
     """A straight-on order's place keeps its order id from before the reserve, as a place the
     drain decides does: if its replica dies after the reserve, the place decided again takes
-    that hold over (orders/creation.py NotedId) instead of being refused by it."""
+    that hold over (orders/ids.py NotedId) instead of being refused by it."""
     product = await register_product(http, sale, total=5)
     answer = await post_order(http, sale, user=buyer(), product=product)
     assert answer.status_code == 201, answer.text
