@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -98,6 +99,15 @@ async def upstream() -> AsyncIterator[Upstream]:
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def in_order_session(limit: int, resolver: GatedResolver) -> AsyncIterator[
+        aiohttp.ClientSession]:
+    """A session on the pool under test, its lookups through `resolver`."""
+    connector = InOrderConnector(limit=limit, resolver=resolver, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
 async def _get(session: aiohttp.ClientSession, url: str) -> str:
     async with session.get(url) as answer:
         return await answer.text()
@@ -122,8 +132,7 @@ async def _earlier_opening_later_idle(upstream: Upstream, resolver: GatedResolve
 async def test_a_request_on_an_idle_connection_waits_for_an_earlier_one_opening_its_own(
         upstream: Upstream) -> None:
     resolver = GatedResolver()
-    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(2, resolver) as session:
         first, second = await _earlier_opening_later_idle(upstream, resolver, session)
         # aiohttp's own pool sends `second` on the idle connection here, before `first`.
         with pytest.raises(TimeoutError):
@@ -136,8 +145,7 @@ async def test_a_request_on_an_idle_connection_waits_for_an_earlier_one_opening_
 async def test_an_earlier_request_whose_connect_fails_holds_nobody_up(
         upstream: Upstream) -> None:
     resolver = GatedResolver()
-    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(2, resolver) as session:
         first, second = await _earlier_opening_later_idle(upstream, resolver, session)
         await asyncio.sleep(0.05)
         resolver.open(fail=True)
@@ -150,8 +158,7 @@ async def test_an_earlier_request_whose_connect_fails_holds_nobody_up(
 async def test_a_request_that_leaves_while_waiting_gives_its_connection_back(
         upstream: Upstream) -> None:
     resolver = GatedResolver()
-    connector = InOrderConnector(limit=2, resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(2, resolver) as session:
         first, second = await _earlier_opening_later_idle(upstream, resolver, session)
         await asyncio.sleep(0.05)
         second.cancel()
@@ -168,8 +175,7 @@ async def test_a_request_that_leaves_while_waiting_gives_its_connection_back(
 
 async def test_without_an_earlier_request_opening_an_idle_connection_is_taken_at_once(
         upstream: Upstream) -> None:
-    connector = InOrderConnector(limit=2, resolver=GatedResolver(), use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(2, GatedResolver()) as session:
         assert await _get(session, f"{upstream.url}/one") == "/one"
         assert await asyncio.wait_for(_get(session, f"{upstream.url}/two"), SETTLE_SECONDS) \
             == "/two"
@@ -180,8 +186,7 @@ async def test_a_connection_the_upstream_closed_while_its_request_waited_is_not_
     """Seen with a replica killed mid-sale: the idle connection a request took was closed under
     it while it waited, and writing to it failed (502). It takes another connection instead."""
     resolver = GatedResolver()
-    connector = InOrderConnector(limit=3, resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(3, resolver) as session:
         first, second = await _earlier_opening_later_idle(upstream, resolver, session)
         await asyncio.sleep(0.05)
         assert upstream.held_transport is not None
@@ -197,9 +202,8 @@ async def test_a_request_to_another_address_does_not_wait_for_an_opening(
     """An opening to one address (a replica that died hangs until the connect timeout) holds
     up only the requests to that address."""
     resolver = GatedResolver()
-    connector = InOrderConnector(limit=3, resolver=resolver, use_dns_cache=False)
     other = f"http://127.0.0.1:{upstream.port}"  # the same server by address: no lookup
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with in_order_session(3, resolver) as session:
         assert await _get(session, f"{other}/warm") == "/warm"
         resolver.gate = asyncio.Event()
         first = asyncio.create_task(_get(session, f"{upstream.url}/first"))
