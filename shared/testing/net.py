@@ -19,6 +19,11 @@ import uvicorn
 # Ports handed out below the kernel's ephemeral range, from here up.
 LOWEST_PORT = 10_000
 
+# The test clients (httpx) keep an idle connection 5 s, uvicorn's default too: a request written
+# just as the server closes the connection is lost. Production's client, the gateway, lets go
+# before the services do (shared/http.py); in tests the servers outlast the clients instead.
+KEEPALIVE_SECONDS = 30
+
 
 def ephemeral_ports() -> tuple[int, int]:
     """The range the kernel takes outgoing connections' local ports from."""
@@ -88,7 +93,8 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", self.host,
              "--port", str(self.port), "--no-access-log", "--no-proxy-headers",
-             "--no-server-header", "--timeout-graceful-shutdown", "3"],
+             "--no-server-header", "--timeout-graceful-shutdown", "3",
+             "--timeout-keep-alive", str(KEEPALIVE_SECONDS)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         return self
@@ -146,7 +152,8 @@ class ThreadedServer:
         self.port = port or free_port()
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="on", timeout_graceful_shutdown=2,
-                                proxy_headers=False, server_header=False)
+                                proxy_headers=False, server_header=False,
+                                timeout_keep_alive=KEEPALIVE_SECONDS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

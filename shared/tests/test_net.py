@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from shared.testing.net import ServiceProcess, ephemeral_ports, free_port
+from shared.testing.net import ServiceProcess, ThreadedServer, ephemeral_ports, free_port
+from shared.testing.replica_app import create_app
 
 APP = "shared.testing.replica_app:create_app"
 
@@ -35,3 +38,34 @@ def test_a_process_whose_port_another_holds_is_not_taken_for_healthy(tmp_path: P
     finally:
         late.stop()
         holder.stop()
+
+
+def _answered_and_kept(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 ")
+    return sock
+
+
+def test_the_test_servers_keep_an_idle_connection_longer_than_the_test_clients_do(
+        tmp_path: Path) -> None:
+    """The test clients (httpx) keep an idle connection for 5 s, as long as uvicorn keeps it by
+    default: a request written as the server closes it is lost ("Server disconnected without
+    sending a response"), seen in CI on a ticket read after a 300-order burst. Production's own
+    client, the gateway, lets go first; in tests the servers must."""
+    expiry = httpx.Limits().keepalive_expiry
+    assert expiry is not None
+    threaded = ThreadedServer(create_app()).start()
+    process = ServiceProcess("kept", APP, env={}, log_dir=tmp_path).start()
+    try:
+        process.wait_healthy()
+        sockets = [_answered_and_kept(threaded.port), _answered_and_kept(process.port)]
+        time.sleep(expiry + 0.5)
+        for sock in sockets:
+            sock.settimeout(0.2)
+            with pytest.raises(TimeoutError):  # nothing to read, and not closed (b"")
+                sock.recv(1)
+            sock.close()
+    finally:
+        process.stop()
+        threaded.stop()
