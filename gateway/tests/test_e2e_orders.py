@@ -267,8 +267,12 @@ async def test_300_orders_at_once_from_one_buyer_make_one_order_and_keep_nothing
     for ticket in tickets:
         finals.append(await ticket_answer(api, buyer, ticket))
     outcomes = Counter(body.get("code", body.get("status")) for body in finals)
-    assert outcomes["pending_payment"] == 1, outcomes
     assert set(outcomes) <= {"pending_payment", "unpaid_order_exists", "sold_out"}, outcomes
+    # One order, though it may be answered twice: a request asked while the order's own place
+    # was still being decided gets that place's ticket (API.md: asking again returns the same
+    # ticket), whose answer is the order the first request got with its 201.
+    assert len({body["id"] for body in finals if body.get("status") == "pending_payment"}) == 1, \
+        finals
     assert await remaining(api, product_id) == 29
 
 
