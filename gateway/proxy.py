@@ -315,9 +315,9 @@ class Proxy:
         urls = await self._urls(send, service, url)
         if urls is None:
             return
-        for attempt in range(2):
-            last = attempt == 1
-            at = urls[attempt % len(urls)]
+        sent_again = False  # a request that may have been read is sent at most twice
+        for attempt, at in enumerate(urls):
+            last = attempt == len(urls) - 1
             try:
                 async with session.request(method, at, headers=signed(), data=body or None,
                                            allow_redirects=False, timeout=timeout) as upstream:
@@ -342,19 +342,20 @@ class Proxy:
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the upstream had already closed, or a replica
                 # that died with the request: sent once more if that is safe.
-                if not last and resendable:
+                if not last and resendable and not sent_again:
+                    sent_again = True
                     continue
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
                 return
-            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
-                # Nothing was sent, so a second connect is safe for any method. Seen under a
-                # burst (make load): the connect completes at once on loopback, but a gateway
-                # loop busy for longer than the timeout runs the timer before it sees that (so
-                # only a refused or failed connect puts the address last, not a timeout). And
-                # with replicas behind one name: the next connect goes to the next address.
-                if isinstance(error, aiohttp.ClientConnectorError):
-                    upstreams.failed(service, at)
+            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
+                # Nothing was sent, so another connect is safe for any method: to the next
+                # address, each in turn (with one address, once more). A timeout too puts the
+                # address last for a while: a dead replica's address hangs rather than refuses
+                # (make swarm-check, after a kill). Under a burst a gateway loop busy for longer
+                # than the timeout may run the timer on a connect that did complete (make load);
+                # with one address that changes nothing, with several only whose turn is first.
+                upstreams.failed(service, at)
                 if not last:
                     continue
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
@@ -368,7 +369,8 @@ class Proxy:
                 # The connection reset under the request (a replica killed with it: seen in
                 # make swarm-check for every order the killed task held).
                 logger.warning("upstream error", extra={"upstream": service, "error": repr(exc)})
-                if not last and resendable:
+                if not last and resendable and not sent_again:
+                    sent_again = True
                     continue
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "reset the connection")
@@ -407,8 +409,8 @@ class Proxy:
             urls = await self._urls(send, service, url)
             if urls is None:
                 return
-            for attempt in range(2):
-                at = urls[attempt % len(urls)]
+            opened_again = False
+            for attempt, at in enumerate(urls):
                 try:
                     async with self.runtime.upstreams.streams.request(
                             method, at, headers=signed(), allow_redirects=False) as upstream:
@@ -418,15 +420,19 @@ class Proxy:
                                                       tracking_send, oversized=oversized)
                     return
                 except aiohttp.ClientError as error:
-                    if isinstance(error, aiohttp.ClientConnectorError):
+                    connect_failed = isinstance(error, (aiohttp.ConnectionTimeoutError,
+                                                        aiohttp.ClientConnectorError))
+                    if connect_failed:
                         self.runtime.upstreams.failed(service, at)
                     # Nothing was relayed and a stream's method changes nothing: opening it
-                    # once more is safe (a burst of new streams keeps the loop busy past the
-                    # connect timeout, as in _relay; a replica killed under it resets the
-                    # connection, and the next connect goes to the next address).
-                    if started or attempt == 1:
+                    # again is safe. A connect that failed or hung (a dead replica's address,
+                    # or a loop kept busy past the timeout, as in _relay) moves on to each
+                    # address in turn; a stream the upstream broke (a replica killed under
+                    # it) is opened once more, on the next address.
+                    if started or attempt == len(urls) - 1 or (opened_again and not connect_failed):
                         raise
-        except aiohttp.ClientConnectorError:
+                    opened_again = opened_again or not connect_failed
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             if not started:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections")

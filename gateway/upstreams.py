@@ -89,15 +89,16 @@ class Upstreams:
         self._streams._retry_connection = False
 
     async def urls(self, service: str, url: URL) -> list[URL]:
-        """`url` (at the service's name) at the next address in turn, then at the one a second
-        attempt would take (an address whose connect failed lately last): a request makes at
-        most two. OSError: the name is unknown."""
+        """The URLs a request's attempts take, in order: `url` (at the service's name) at the
+        next address in turn, then at each other address (one whose connect failed lately
+        last); the one address twice when there is only one. OSError: the name is unknown."""
         turn = self._replicas[service]
         if turn is None:
-            return [url]
+            return [url, url]
         host = url.raw_host
-        return [url if address == host else url.with_host(address)
-                for address in (await turn.turn())[:2]]
+        urls = [url if address == host else url.with_host(address)
+                for address in await turn.turn()]
+        return urls if len(urls) > 1 else urls * 2
 
     def failed(self, service: str, url: URL) -> None:
         """A connect to the address of `url` failed: the next requests try it last for a

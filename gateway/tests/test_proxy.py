@@ -499,10 +499,10 @@ class RawUpstream:
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self.server = await asyncio.start_server(self._answer, host, port)
         port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://{host}:{port}"
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -564,9 +564,9 @@ class BacklogUpstream:
     times out (as one does when the gateway's own loop is too busy to see it complete in time).
     After `opens_after` seconds it starts accepting and answers every request 200 `{}`."""
 
-    def __init__(self, opens_after: float) -> None:
+    def __init__(self, opens_after: float, host: str = "127.0.0.1", port: int = 0) -> None:
         self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind((host, port))
         self.listener.listen(0)
         self.port = self.listener.getsockname()[1]
         self.opens_after = opens_after
@@ -575,7 +575,7 @@ class BacklogUpstream:
             filler = socket.socket()
             filler.setblocking(False)
             with contextlib.suppress(BlockingIOError):
-                filler.connect(("127.0.0.1", self.port))
+                filler.connect((host, self.port))
             self.fillers.append(filler)
         self.server: asyncio.Server | None = None
 
@@ -684,11 +684,12 @@ async def test_a_cookie_one_upstream_answer_set_is_never_sent_for_another_client
 
 
 class ResettingStreamUpstream(RawUpstream):
-    """An upstream whose first connection is reset (RST) once the request is read, as a
-    replica killed under it does; later connections answer a one-event stream."""
+    """An upstream whose first `resets` connections are reset (RST) once the request is read,
+    as a replica killed under it does; later connections answer a one-event stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, resets: int = 1) -> None:
         super().__init__()
+        self.resets = resets
         self.connections = 0
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -698,7 +699,7 @@ class ResettingStreamUpstream(RawUpstream):
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
-        if self.connections == 1:
+        if self.connections <= self.resets:
             self.reset(writer)
             return
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -726,6 +727,36 @@ async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is
     assert response.status_code == 200, response.text
     assert b"ordered" in response.content
     assert upstream.connections == 2
+
+
+async def test_a_stream_tries_every_replica_whose_connect_hangs_before_answering_502(
+    rig: Rig, redis_url: str
+) -> None:
+    """Seen in make swarm-check: right after an order replica was killed and another added, the
+    name stood for addresses where a connect hangs (a dead task's, a task still starting), and
+    ticket streams whose two connects both hung were answered 502 while a live replica was left.
+    Nothing is sent until a connection is made, so a stream tries each address in turn."""
+    hanging = [BacklogUpstream(opens_after=60, host=host) for host in ("127.0.0.1",)]
+    port = hanging[0].port
+    hanging.append(BacklogUpstream(opens_after=60, host="127.0.0.2", port=port))
+    live = ResettingStreamUpstream(resets=0)
+    await live.start("127.0.0.3", port)
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = f"http://order-replicas:{port}"
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url,
+        service_hosts={"order-replicas": ["127.0.0.1", "127.0.0.2", "127.0.0.3"]}))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            answers = [await c.get("/api/v1/orders/tickets/1-abcdefghijklmnop/events",
+                                   headers=auth(rig)) for _ in range(3)]
+    finally:
+        server.stop()
+        await live.stop()
+        for upstream in hanging:
+            upstream.close()
+    assert [(a.status_code, b"ordered" in a.content) for a in answers] == [(200, True)] * 3
+    assert live.connections == 3
 
 
 class ResettingOrderUpstream(RawUpstream):
