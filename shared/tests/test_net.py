@@ -41,9 +41,19 @@ def test_a_process_whose_port_another_holds_is_not_taken_for_healthy(tmp_path: P
 
 
 def _answered_and_kept(port: int) -> socket.socket:
+    """A connection that has had one whole answer (head and body, as the server may send them
+    apart), then stays idle."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-    assert sock.recv(4096).startswith(b"HTTP/1.1 ")
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(4096)
     return sock
 
 
