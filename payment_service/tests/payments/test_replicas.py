@@ -62,14 +62,16 @@ async def calm_afterwards(http: httpx.AsyncClient, sale: Sale) -> AsyncIterator[
 
 async def paid_orders(http: httpx.AsyncClient, sale: Sale, count: int) -> list[dict[str, Any]]:
     product = await register_product(http, sale, total=count)
-    paid = []
-    for _ in range(count):
+
+    async def bought() -> dict[str, Any]:
         buyer = user()
         order_id = (await order(http, sale, user=buyer, product=product)).json()["id"]
         answer = await pay(http, sale, user=buyer, order_id=order_id)
         assert answer.status_code == 201, answer.text
-        paid.append({"buyer": buyer, "order_id": order_id, **answer.json()})
-    return paid
+        return {"buyer": buyer, "order_id": order_id, **answer.json()}
+
+    # At once: with every charge left pending, each payment takes its whole budget.
+    return list(await asyncio.gather(*(bought() for _ in range(count))))
 
 
 async def test_two_replicas_delivering_one_outbox_at_once_pay_each_order_once(
