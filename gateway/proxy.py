@@ -348,7 +348,7 @@ class Proxy:
                 await self._upstream_error(send, service, 502, "upstream_unavailable",
                                            "closed the connection")
                 return
-            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
+            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
                 # Nothing was sent, so another connect is safe for any method: to the next
                 # address, each in turn (with one address, once more). A timeout too puts the
                 # address last for a while: a dead replica's address hangs rather than refuses
@@ -359,7 +359,8 @@ class Proxy:
                 if not last:
                     continue
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
-                                           "is not accepting connections")
+                                           "is not accepting connections", error=error,
+                                           tried=len(urls))
                 return
             except TimeoutError:
                 await self._upstream_error(send, service, 504, "upstream_timeout",
@@ -432,10 +433,11 @@ class Proxy:
                     if started or attempt == len(urls) - 1 or (opened_again and not connect_failed):
                         raise
                     opened_again = opened_again or not connect_failed
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             if not started:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
-                                           "is not accepting connections")
+                                           "is not accepting connections", error=error,
+                                           tried=len(urls or ()))
         except (aiohttp.ClientError, TimeoutError) as error:
             if not started:
                 logger.warning("stream not opened", extra={"upstream": service,
@@ -500,7 +502,15 @@ class Proxy:
             self.open_streams -= 1
 
     async def _upstream_error(self, send: Send, service: str, status: int, code: str,
-                              what: str) -> None:
-        logger.warning("upstream failure", extra={"upstream": service, "status": status})
+                              what: str, *, error: BaseException | None = None,
+                              tried: int | None = None) -> None:
+        """`error`: the last attempt's; `tried`: how many addresses were tried, when a
+        connection was never made (what an operator asks first when replicas come and go)."""
+        extra: dict[str, object] = {"upstream": service, "status": status}
+        if error is not None:
+            extra["error"] = repr(error)
+        if tried is not None:
+            extra["addresses_tried"] = tried
+        logger.warning("upstream failure", extra=extra)
         await send_problem(send, status, code, f"The {service} service {what}.",
                            [(b"retry-after", b"1")] if status == 503 else [])

@@ -492,6 +492,23 @@ async def test_streamed_upstream_response_arrives_whole(client: httpx.AsyncClien
     assert response.content[-1:] == bytes([65 + 31 % 26])
 
 
+class RecordsOf(logging.Handler):
+    """The records one logger emits from now until stop() (not close(): uvicorn's logging
+    set-up closes every handler there is)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def stop(self) -> None:
+        self.logger.removeHandler(self)
+
+
 class RawUpstream:
     """An upstream on loopback that speaks HTTP/1.1 by hand, to answer as no real server would:
     each subclass answers a connection its own way (`_answer`)."""
@@ -757,6 +774,32 @@ async def test_a_stream_tries_every_replica_whose_connect_hangs_before_answering
             upstream.close()
     assert [(a.status_code, b"ordered" in a.content) for a in answers] == [(200, True)] * 3
     assert live.connections == 3
+
+
+async def test_a_request_no_replica_takes_is_503_and_the_log_says_what_was_tried(
+    rig: Rig, redis_url: str
+) -> None:
+    """Every address refuses: 503 to retry, after one try at each, and the warning carries the
+    last error and how many addresses were tried (a swarm run's 503s said neither)."""
+    port = free_port()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["product"] = f"http://product-replicas:{port}"
+    # After create_app: the app's logging set-up replaces the root's handlers.
+    app = create_app(gateway_settings(
+        upstreams, redis_url,
+        service_hosts={"product-replicas": ["127.0.0.1", "127.0.0.2", "127.0.0.3"]}))
+    records = RecordsOf("gateway.proxy")
+    server = ThreadedServer(app).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            answer = await c.get("/api/v1/products/5")
+    finally:
+        server.stop()
+        records.stop()
+    assert (answer.status_code, answer.json()["code"]) == (503, "upstream_unavailable")
+    (failure,) = [r for r in records.records if r.getMessage() == "upstream failure"]
+    assert failure.addresses_tried == 3  # type: ignore[attr-defined]
+    assert "ClientConnectorError" in failure.error  # type: ignore[attr-defined]
 
 
 class ResettingOrderUpstream(RawUpstream):
