@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +24,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # How long a run waits for another run of the same schema's chain before it gives up.
 MIGRATION_LOCK_TIMEOUT_SECONDS = 600
+# How long a run waits for the database server to be reached at all. A container often starts
+# before its network's names resolve or the server listens (seen in make swarm-check: replicas
+# started during a sale exited on "Name or service not known" for `mysql`, and each restart
+# cost the busy machine another interpreter start).
+SERVER_WAIT_SECONDS = 60.0
+# MySQL client errors that mean the server was not reached (refused, unknown host, lost at
+# connect), as against one that answered and refused (a wrong password is not waited out).
+_NOT_REACHED = frozenset({2002, 2003, 2005, 2006, 2013})
 # MySQL refuses lock names past 64 characters.
 _MAX_LOCK_NAME = 64
 logger = logging.getLogger("shared.migrate")
@@ -75,13 +85,37 @@ def alembic_config(service_package: str, database_url: str) -> Config:
     return config
 
 
-async def ensure_database(database_url: str, *, drop_first: bool = False) -> None:
+def _not_reached(error: BaseException) -> bool:
+    orig = getattr(error, "orig", error)
+    code = orig.args[0] if isinstance(orig, Exception) and orig.args else None
+    return isinstance(orig, OSError) or code in _NOT_REACHED
+
+
+async def _reached(engine: AsyncEngine, seconds: float) -> None:
+    """Returns once a connection to the server is made; the last error past `seconds`, or at
+    once for an error other than not reaching it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            async with engine.connect():
+                return
+        except (DBAPIError, OSError) as error:
+            if not _not_reached(error) or time.monotonic() >= deadline:
+                raise
+            logger.warning("database server not reached yet; waiting",
+                           extra={"error": repr(getattr(error, "orig", error))})
+        await asyncio.sleep(1.0)
+
+
+async def ensure_database(database_url: str, *, drop_first: bool = False,
+                          server_wait_seconds: float = SERVER_WAIT_SECONDS) -> None:
     url = make_url(database_url)
     schema = url.database
     if not schema or not schema.replace("_", "").isalnum():
         raise ValueError(f"unsafe or missing schema name in database URL: {schema!r}")
     engine = create_async_engine(url._replace(database=None))
     try:
+        await _reached(engine, server_wait_seconds)
         async with engine.begin() as conn:
             if drop_first:
                 await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{schema}`")

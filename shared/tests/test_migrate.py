@@ -11,10 +11,12 @@ import time
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from shared.migrate import at_head, ensure_database, migration_lock_name
 from shared.testing.datastores import TEST_MYSQL_URL, database_url_for_tests
+from shared.testing.net import free_port
 
 # A real chain with several revisions, so an unguarded second run would meet half-made tables.
 PACKAGE = "stock_service"
@@ -26,6 +28,55 @@ SECONDS = 120
 async def test_unsafe_schema_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         await ensure_database(f"mysql+asyncmy://root@127.0.0.1:3306/{name}")
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def forward_to_mysql_after(delay: float, port: int) -> asyncio.Server:
+    """From `delay` seconds on, `port` leads to the test MySQL: a server that comes up late."""
+    mysql = make_url(TEST_MYSQL_URL)
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            mysql.host, mysql.port or 3306)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    await asyncio.sleep(delay)
+    return await asyncio.start_server(forward, "127.0.0.1", port)
+
+
+async def test_a_run_waits_for_a_server_not_up_yet_and_not_for_a_wrong_password() -> None:
+    """A container often starts before the database listens (or its name resolves): the run
+    waits for it, within a bound, instead of exiting. A server that answers and refuses is
+    not waited for."""
+    port = free_port()
+    url = make_url(database_url_for_tests(SCHEMA, "late")).set(host="127.0.0.1", port=port)
+    opening = asyncio.create_task(forward_to_mysql_after(1.5, port))
+    try:
+        await ensure_database(url.render_as_string(hide_password=False),
+                              server_wait_seconds=30)
+    finally:
+        server = await opening
+    try:
+        refused = url.set(username="nobody-here", password="wrong")
+        started = time.monotonic()
+        with pytest.raises(DBAPIError, match=r"1045|Access denied"):
+            await ensure_database(refused.render_as_string(hide_password=False),
+                                  server_wait_seconds=30)
+        assert time.monotonic() - started < 10
+    finally:
+        server.close()
+    with pytest.raises(DBAPIError, match=r"2003|Can't connect"):
+        await ensure_database(url.render_as_string(hide_password=False), server_wait_seconds=0)
 
 
 def start_upgrade(database_url: str) -> subprocess.Popen[str]:
