@@ -58,6 +58,7 @@ from loadtests.system import (
     metrics_url,
     service_system,
 )
+from loadtests.system import parse_replicas as system_replicas
 from loadtests.wrk import measure
 from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
@@ -97,12 +98,7 @@ def sale_bench(workdir: Path, replicas: dict[str, int] | None = None) -> Iterato
 
 def parse_replicas(text: str) -> dict[str, int]:
     """`gateway=2,order=2` -> {"gateway": 2, "order": 2}."""
-    counts = {name.strip(): int(count) for name, _, count in
-              (part.partition("=") for part in text.split(",") if part.strip())}
-    unknown = set(counts) - {"gateway", *SALE_APPS}
-    if unknown or any(count < 1 for count in counts.values()):
-        raise argparse.ArgumentTypeError(f"replicas of gateway or {', '.join(SALE_APPS)}, >= 1")
-    return counts
+    return system_replicas(text, SALE_APPS)
 
 
 async def make_buyers(bench: ServiceSystem, count: int) -> list[BulkAccount]:

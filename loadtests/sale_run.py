@@ -65,6 +65,7 @@ from loadtests.system import (
     cpu_seconds,
     datastore_pids,
     hello_world,
+    parse_replicas,
     service_system,
 )
 from loadtests.wrk import generator_name, measure
@@ -103,14 +104,15 @@ class Target:
 
 @contextmanager
 def own_system(out: Path, ttl: float, *, redis_url: str, schema_suffix: str,
-               gateways: int = 1) -> Iterator[Target]:
+               gateways: int = 1, replicas: dict[str, int] | None = None) -> Iterator[Target]:
     # Fresh schemas number products from 1 again: keys of an earlier run would speak for them.
     forget_redis_keys(redis_url, "")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {"ORDER_PAYMENT_TTL_SECONDS": str(int(ttl))}
     with service_system([s.name for s in SERVICES], logs, redis_url=redis_url,
-                        schema_suffix=schema_suffix, env=env, gateways=gateways) as system:
+                        schema_suffix=schema_suffix, env=env, gateways=gateways,
+                        replicas=replicas) as system:
         yield _target(system, logs, redis_url)
 
 
@@ -314,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
                   f"(ORDER_PAYMENT_TTL_SECONDS={int(args.ttl)}) ...", flush=True)
             target = stack.enter_context(own_system(out, args.ttl, redis_url=args.redis_url,
                                                     schema_suffix=args.schema_suffix,
-                                                    gateways=args.gateways))
+                                                    gateways=args.gateways,
+                                                    replicas=args.replicas))
         hello_url = stack.enter_context(hello_world()) if args.hello_seconds > 0 else None
         hello = [hello_rate(hello_url, args.hello_seconds)] if hello_url else []
         seeded_at = time.monotonic()
@@ -443,6 +446,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"buyers' processes (default: one per {BUYERS_PER_CROWD_PROCESS:,})")
     parser.add_argument("--gateways", type=int, default=1,
                         help="own system: gateway processes, the buyers spread over them")
+    parser.add_argument("--replicas", type=lambda text: parse_replicas(
+                            text, [s.name for s in SERVICES]), default={},
+                        help="own system: processes of an app behind one name, e.g. "
+                             "order=2,stock=2 (as an orchestrator runs replicas)")
     parser.add_argument("--hello-seconds", type=float, default=5.0,
                         help="the hello-world measured this long before the seed and after the "
                              "buyers (0: not measured)")

@@ -4,6 +4,7 @@ sign-up codes (bench_system), or any set of services behind a gateway (service_s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -279,6 +280,19 @@ def service_system(apps: Sequence[str], workdir: Path, *, redis_url: str, schema
             gateway.stop()
         for process in services:
             process.stop()
+
+
+def parse_replicas(text: str, apps: Sequence[str]) -> dict[str, int]:
+    """`gateway=2,order=2` -> {"gateway": 2, "order": 2}, of the gateway and `apps` only."""
+    try:
+        counts = {name.strip(): int(count) for name, _, count in
+                  (part.partition("=") for part in text.split(",") if part.strip())}
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"name=count, comma-separated: {error}") from None
+    unknown = set(counts) - {"gateway", *apps}
+    if unknown or any(count < 1 for count in counts.values()):
+        raise argparse.ArgumentTypeError(f"replicas of gateway or {', '.join(apps)}, >= 1")
+    return counts
 
 
 def cpu_seconds(pid: int) -> float:
