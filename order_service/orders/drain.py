@@ -124,15 +124,21 @@ class LineDrain:
             drain.wakeup.set()
 
     def active(self, product_id: int) -> bool:
-        """A drain runs here for the product: new orders for it take their place in line."""
-        return product_id in self._drains
+        """A drain runs here for the product with places to admit: new orders for it take
+        their place in line (Redis would send them there anyway; this spares a slot)."""
+        drain = self._drains.get(product_id)
+        return drain is not None and not drain.probing
 
-    def start(self, product_id: int) -> None:
-        """Drain the product's line here (again: a place was taken since it last looked)."""
+    def start(self, product_id: int, *, probe: bool = False) -> None:
+        """Drain the product's line here (again: a place was taken since it last looked).
+        `probe`: only to look whether anything is left to admit (the sweep); such a drain
+        counts as active once it finds places waiting or claims one."""
         drain = self._drains.get(product_id)
         if drain is None:
-            drain = self._drains[product_id] = _ProductDrain(self, product_id)
+            drain = self._drains[product_id] = _ProductDrain(self, product_id, probing=probe)
             self._keep(drain.run())
+        elif not probe:
+            drain.probing = False
         drain.poke()
 
     def hold(self, product_id: int, ticket: str) -> None:
@@ -231,7 +237,10 @@ class LineDrain:
         that died (their lease ran out)."""
         await self.renew()
         for product_id in await self.scripts.open_lines():
-            self.start(product_id)
+            # A line record may be only straight-on orders': a drain that merely looks must
+            # not send the next buyers into a line nobody waits in (while the product's slots
+            # are busy it waits its idle time before it looks).
+            self.start(product_id, probe=True)
         if self.admission.line is not None:
             # Tickets watched here whose line another replica drains move up too.
             await self.admission.line.refresh_positions()
@@ -257,9 +266,10 @@ class LineDrain:
 
 
 class _ProductDrain:
-    def __init__(self, owner: LineDrain, product_id: int) -> None:
+    def __init__(self, owner: LineDrain, product_id: int, *, probing: bool = False) -> None:
         self.owner = owner
         self.product_id = product_id
+        self.probing = probing
         self.wakeup = asyncio.Event()
         self.poked = False
         self.deciding: set[asyncio.Task[None]] = set()
@@ -280,6 +290,8 @@ class _ProductDrain:
                 if free > 0:
                     try:
                         claimed, waiting, deciding = await owner.scripts.claim(product_id, free)
+                        if claimed or waiting:
+                            self.probing = False
                         if claimed and owner.admission.line is not None:
                             # The places behind moved up: their streams here hear it.
                             owner.admission.line.positions_moved(product_id)
