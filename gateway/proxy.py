@@ -319,8 +319,9 @@ class Proxy:
         for attempt, at in enumerate(urls):
             last = attempt == len(urls) - 1
             try:
-                async with session.request(method, at, headers=signed(), data=body or None,
-                                           allow_redirects=False, timeout=timeout) as upstream:
+                async with session.request(
+                        method, at, headers=signed(), data=body or None, allow_redirects=False,
+                        timeout=upstreams.last_address(timeout) if last else timeout) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
@@ -411,10 +412,14 @@ class Proxy:
             if urls is None:
                 return
             opened_again = False
+            upstreams = self.runtime.upstreams
             for attempt, at in enumerate(urls):
+                last = attempt == len(urls) - 1
                 try:
-                    async with self.runtime.upstreams.streams.request(
-                            method, at, headers=signed(), allow_redirects=False) as upstream:
+                    async with upstreams.streams.request(
+                            method, at, headers=signed(), allow_redirects=False,
+                            timeout=upstreams.last_address(upstreams.stream_timeout) if last
+                            else upstreams.stream_timeout) as upstream:
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,
@@ -424,13 +429,13 @@ class Proxy:
                     connect_failed = isinstance(error, (aiohttp.ConnectionTimeoutError,
                                                         aiohttp.ClientConnectorError))
                     if connect_failed:
-                        self.runtime.upstreams.failed(service, at)
+                        upstreams.failed(service, at)
                     # Nothing was relayed and a stream's method changes nothing: opening it
                     # again is safe. A connect that failed or hung (a dead replica's address,
                     # or a loop kept busy past the timeout, as in _relay) moves on to each
                     # address in turn; a stream the upstream broke (a replica killed under
                     # it) is opened once more, on the next address.
-                    if started or attempt == len(urls) - 1 or (opened_again and not connect_failed):
+                    if started or last or (opened_again and not connect_failed):
                         raise
                     opened_again = opened_again or not connect_failed
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:

@@ -45,6 +45,14 @@ class Upstreams:
             sock_read=settings.upstream_timeout_seconds,
         )
 
+    def last_address(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
+        """`timeout` for a request's last attempt: no other address is left to move on to, so
+        its connect is waited for as long as an answer would be (a loop busy for longer than
+        the connect timeout runs that timer before it sees a connect that completed)."""
+        return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect,
+                                     sock_read=timeout.sock_read,
+                                     sock_connect=self.settings.upstream_timeout_seconds)
+
     def held_timeout(self, held_seconds: float) -> aiohttp.ClientTimeout:
         """The request timeout for a request its service holds `held_seconds` on purpose (a
         long poll): that much longer to read its answer."""

@@ -641,6 +641,32 @@ async def test_a_connect_that_timed_out_is_tried_once_more_whatever_the_method(
         upstream.close()
 
 
+@pytest.mark.parametrize("path", ["/api/v1/payments", "/api/v1/orders/tickets/1-abcdefghijklmnop/events"])
+async def test_the_last_address_left_is_given_longer_than_the_connect_timeout(
+    rig: Rig, redis_url: str, path: str
+) -> None:
+    """The short connect timeout is for moving on to another address. The last attempt has
+    none to move on to, and waits as long as an answer would be waited for. Seen in make
+    swarm-check: a gateway loop busy for over a second right after a kill ran both attempts'
+    timers before it saw the connects complete, and answered a live replica's requests 503.
+    Here the upstream's accept queue is full until 0.7 s: the first SYN of each attempt is
+    dropped, and the kernel sends it again a second later."""
+    upstream = BacklogUpstream(opens_after=0.7)
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = upstreams["order"] = f"http://127.0.0.1:{upstream.port}"
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, upstream_timeout_seconds=2.5))).start()
+    opening = asyncio.create_task(upstream.open_later())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            response = await c.get(path, headers=auth(rig))
+        assert response.status_code == 200, response.text
+    finally:
+        await opening
+        server.stop()
+        upstream.close()
+
+
 async def test_requests_are_spread_over_the_replicas_behind_a_name_one_by_one(
         rig: Rig, redis_url: str) -> None:
     """A quiet gateway keeps one pooled connection per upstream: were the address chosen only
