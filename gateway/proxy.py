@@ -361,7 +361,7 @@ class Proxy:
                     continue
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections", error=error,
-                                           tried=len(urls))
+                                           tried=len({u.raw_host for u in urls}))
                 return
             except TimeoutError:
                 await self._upstream_error(send, service, 504, "upstream_timeout",
@@ -442,7 +442,7 @@ class Proxy:
             if not started:
                 await self._upstream_error(send, service, 503, "upstream_unavailable",
                                            "is not accepting connections", error=error,
-                                           tried=len(urls or ()))
+                                           tried=len({u.raw_host for u in urls or ()}))
         except (aiohttp.ClientError, TimeoutError) as error:
             if not started:
                 logger.warning("stream not opened", extra={"upstream": service,

@@ -99,14 +99,16 @@ class Upstreams:
     async def urls(self, service: str, url: URL) -> list[URL]:
         """The URLs a request's attempts take, in order: `url` (at the service's name) at the
         next address in turn, then at each other address (one whose connect failed lately
-        last); the one address twice when there is only one. OSError: the name is unknown."""
+        last), then at the first again: the last attempt waits longest for its connect
+        (last_address), so it goes where the turn put first, never to an address that failed
+        lately (a killed replica's hangs). OSError: the name is unknown."""
         turn = self._replicas[service]
         if turn is None:
             return [url, url]
         host = url.raw_host
         urls = [url if address == host else url.with_host(address)
                 for address in await turn.turn()]
-        return urls if len(urls) > 1 else urls * 2
+        return [*urls, urls[0]]
 
     def failed(self, service: str, url: URL) -> None:
         """A connect to the address of `url` failed: the next requests try it last for a

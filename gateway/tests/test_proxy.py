@@ -667,6 +667,32 @@ async def test_the_last_address_left_is_given_longer_than_the_connect_timeout(
         upstream.close()
 
 
+async def test_the_long_last_connect_goes_to_the_address_first_in_turn_not_a_dead_one(
+    rig: Rig, redis_url: str
+) -> None:
+    """Seen in make swarm-check: the live replica's connect timed out on a busy gateway loop,
+    and the long last connect then went to the killed replica's address and hung there (503
+    after 11 s). After every address's short try, the long one is at the address this
+    request's turn put first (addresses that failed lately come last in a turn)."""
+    slow = BacklogUpstream(opens_after=0.7, host="127.0.0.1")
+    dead = BacklogUpstream(opens_after=60, host="127.0.0.2", port=slow.port)
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = f"http://payment-replicas:{slow.port}"
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, upstream_timeout_seconds=2.5,
+        service_hosts={"payment-replicas": ["127.0.0.1", "127.0.0.2"]}))).start()
+    opening = asyncio.create_task(slow.open_later())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            response = await c.get("/api/v1/payments", headers=auth(rig))
+        assert response.status_code == 200, response.text
+    finally:
+        await opening
+        server.stop()
+        slow.close()
+        dead.close()
+
+
 async def test_requests_are_spread_over_the_replicas_behind_a_name_one_by_one(
         rig: Rig, redis_url: str) -> None:
     """A quiet gateway keeps one pooled connection per upstream: were the address chosen only
