@@ -16,11 +16,15 @@ from yarl import URL
 
 from gateway.settings import Settings
 from shared import replicas
+from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
 UPSTREAM_KEEPALIVE_SECONDS = 4.0
+# The longest a request's last attempt waits for its connect: well inside the age a service
+# still believes a signature of (signed before the connect, read after the service's queue).
+LAST_CONNECT_SECONDS = IDENTITY_MAX_AGE_SECONDS / 4
 
 
 class Upstreams:
@@ -47,11 +51,13 @@ class Upstreams:
 
     def last_address(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
         """`timeout` for a request's last attempt: no other address is left to move on to, so
-        its connect is waited for as long as an answer would be (a loop busy for longer than
-        the connect timeout runs that timer before it sees a connect that completed)."""
-        return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect,
-                                     sock_read=timeout.sock_read,
-                                     sock_connect=self.settings.upstream_timeout_seconds)
+        its connect is waited for longer (a loop busy for longer than the connect timeout runs
+        that timer before it sees a connect that completed). Not as long as an answer: the
+        request was signed before its connect, and the service refuses a signature older than
+        IDENTITY_MAX_AGE_SECONDS (make swarm-check run hh: 82 streams refused as aged)."""
+        return aiohttp.ClientTimeout(
+            total=timeout.total, connect=timeout.connect, sock_read=timeout.sock_read,
+            sock_connect=min(self.settings.upstream_timeout_seconds, LAST_CONNECT_SECONDS))
 
     def held_timeout(self, held_seconds: float) -> aiohttp.ClientTimeout:
         """The request timeout for a request its service holds `held_seconds` on purpose (a

@@ -667,6 +667,30 @@ async def test_the_last_address_left_is_given_longer_than_the_connect_timeout(
         upstream.close()
 
 
+async def test_the_last_connect_is_not_waited_for_past_what_a_signature_outlives(
+    rig: Rig, redis_url: str
+) -> None:
+    """The request is signed before its connect, and a service refuses a signature 10 s old
+    (make swarm-check: streams whose long last connect ended late were refused as aged). With
+    an upstream timeout of 30 s, an address that never takes the connection is given up in
+    the connect timeout plus 2.5 s, not 30."""
+    never = BacklogUpstream(opens_after=60)
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = f"http://127.0.0.1:{never.port}"
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, upstream_timeout_seconds=30))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=40) as c:
+            started = time.monotonic()
+            response = await c.get("/api/v1/payments", headers=auth(rig))
+            waited = time.monotonic() - started
+    finally:
+        server.stop()
+        never.close()
+    assert (response.status_code, response.json()["code"]) == (503, "upstream_unavailable")
+    assert waited < 10
+
+
 async def test_the_long_last_connect_goes_to_the_address_first_in_turn_not_a_dead_one(
     rig: Rig, redis_url: str
 ) -> None:
