@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, cast
 
 import asyncmy
@@ -34,6 +35,15 @@ from shared.errors import DatabaseUnavailable
 logger = logging.getLogger("shared.reads")
 
 _DIALECT = asyncmy_dialect()
+# The dialect's disconnect test looks the driver's error classes up on its DBAPI module, and
+# these reads raise asyncmy's own classes (not SQLAlchemy's adapted ones), so it gets those.
+_DISCONNECTS = asyncmy_dialect()
+_DISCONNECTS.dbapi = cast(Any, SimpleNamespace(
+    Error=asyncmy.errors.MySQLError,
+    OperationalError=asyncmy.errors.OperationalError,
+    ProgrammingError=asyncmy.errors.ProgrammingError,
+    InterfaceError=asyncmy.errors.InterfaceError,
+    InternalError=asyncmy.errors.InternalError))
 # Well under MySQL's default wait_timeout (8 h), so the server never drops a connection in use.
 POOL_RECYCLE_SECONDS = 1800
 # Compiled statements are kept by identity; statements are meant to be module constants with
@@ -89,7 +99,9 @@ def is_disconnect(error: BaseException) -> bool:
         return True
     if isinstance(error, asyncmy.errors.OperationalError) and error.args[:1] == (2003,):
         return True
-    return bool(_DIALECT.is_disconnect(cast(Any, error), None, None))
+    if not isinstance(error, asyncmy.errors.MySQLError) or not error.args:
+        return False
+    return bool(_DISCONNECTS.is_disconnect(cast(Any, error), None, None))
 
 
 class ReadResult:

@@ -3,9 +3,11 @@ column types SQLAlchemy would give, no transaction left open, and dropped connec
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+import asyncmy.errors
 import pytest
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.errors import DatabaseUnavailable
 from shared.migrate import ensure_database
-from shared.reads import ReadSession
+from shared.reads import ReadSession, is_disconnect
 from shared.testing.datastores import database_url_for_tests
 
 notes = Table(
@@ -109,6 +111,47 @@ async def test_a_connection_the_server_killed_is_not_an_error(url: str, reads: R
     await admin.dispose()
     assert (await reads.execute(NOTE_BY_ID, {"note_id": 1})).first() is not None
     assert (await reads.execute(connection_id)).scalar() != before
+
+
+async def test_a_connection_killed_under_its_statement_is_read_again(
+        url: str, reads: ReadSession) -> None:
+    slow = select(literal_column("SLEEP(0.6)", Integer).label("slept"),
+                  literal_column("CONNECTION_ID()", Integer).label("id"))
+    read = asyncio.create_task(reads.execute(slow))
+    admin: AsyncEngine = create_async_engine(url)
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            async with admin.begin() as conn:
+                running = (await conn.execute(text(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE info LIKE 'SELECT SLEEP(0.6)%'"))).scalars().all()
+                if running:
+                    await conn.execute(text(f"KILL {int(running[0])}"))
+                    break
+        assert running, "the slow read never showed in the process list"
+        answer = (await read).first()
+    finally:
+        await admin.dispose()
+    assert answer is not None
+    assert answer["slept"] == 0
+    assert answer["id"] != running[0]
+
+
+@pytest.mark.parametrize(("error", "dropped"), [
+    (asyncmy.errors.OperationalError(2013, "Lost connection to server during query"), True),
+    (asyncmy.errors.OperationalError(2006, "MySQL server has gone away"), True),
+    (asyncmy.errors.OperationalError(1927, "Connection was killed"), True),
+    (asyncmy.errors.InterfaceError(0, ""), True),
+    (asyncmy.errors.OperationalError(2003, "Can't connect"), True),
+    (ConnectionResetError(), True),
+    (asyncmy.errors.ProgrammingError(1064, "You have an error in your SQL syntax"), False),
+    (asyncmy.errors.OperationalError(1205, "Lock wait timeout exceeded"), False),
+    (ValueError("not the driver's"), False),
+])
+def test_dropped_connections_are_told_from_other_errors(error: BaseException,
+                                                        dropped: bool) -> None:
+    assert is_disconnect(error) is dropped
 
 
 async def test_each_statement_is_compiled_once(reads: ReadSession) -> None:
