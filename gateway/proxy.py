@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -51,6 +50,7 @@ from shared.edge_finals import STREAM_SUFFIX
 from shared.request_context import current_request_id
 from shared.sale_metrics import GatewayMetrics
 from shared.services import service as app_named
+from shared.signed_on_send import SignatureHeaders, signed_request
 from shared.sse import HEADERS as SSE_HEADERS
 
 logger = logging.getLogger("gateway.proxy")
@@ -250,28 +250,27 @@ class Proxy:
         headers.append((ARRIVED_AT_HEADER, arrived_at))
         # Sent to one replica's address (Upstreams.urls), asked for by the service's name.
         headers.append(("Host", url.raw_authority))
-        # Signed last, just before forwarding, for this request only (method, path and query as
-        # forwarded, body, the service it goes to, a fresh nonce): services believe these
-        # headers only with it. A retry is signed anew: the nonce of the first may have been
-        # spent.
+        headers.append((IDENTITY_CALLER_HEADER, GATEWAY_CALLER))
+        # Signed for this request only (method, path and query as forwarded, body, the service
+        # it goes to, a fresh nonce): services believe these headers only with it. Signed once
+        # a connection is in hand (shared/signed_on_send.py), so no wait for one ages it; each
+        # attempt anew: the nonce of the first may have been spent.
         audience, method = self.audiences[service], scope["method"]
 
-        def signed() -> list[tuple[str, str]]:
-            return [*headers,
-                    (IDENTITY_SIGNATURE_HEADER, self.signer.sign(
-                        audience=audience, method=method, target=target, body=body,
-                        user_id=user_id, session_id=session_id, request_id=request_id,
-                        client_ip=client_ip, roles=roles, arrived_at=arrived_at)),
-                    (IDENTITY_CALLER_HEADER, GATEWAY_CALLER)]
+        def signature() -> list[tuple[str, str]]:
+            return [(IDENTITY_SIGNATURE_HEADER, self.signer.sign(
+                audience=audience, method=method, target=target, body=body, user_id=user_id,
+                session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles,
+                arrived_at=arrived_at))]
 
         if stream:
-            await self._relay_stream(receive, send, service, method, url, signed)
+            await self._relay_stream(receive, send, service, method, url, headers, signature)
             return
         # Sent again if its connection breaks before an answer: an idempotent method, or a
         # POST the service answers once by its Idempotency-Key (the same stamp goes with it).
         resendable = method in _RETRYABLE_METHODS or (keyed and method == "POST" and has_key)
-        await self._relay(send, service, method, url, signed, body, resendable=resendable,
-                          held_seconds=held_seconds)
+        await self._relay(send, service, method, url, headers, signature, body,
+                          resendable=resendable, held_seconds=held_seconds)
 
     async def _answer_final(self, send: Send, user_id: str, *, raw_path: str) -> bool:
         """GET <path> as its JSON, GET <path>/events as one event ending the stream, when the
@@ -305,7 +304,7 @@ class Proxy:
                            [(b"connection", b"close")])
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
-                     signed: Callable[[], list[tuple[str, str]]], body: bytes, *,
+                     headers: list[tuple[str, str]], signature: SignatureHeaders, body: bytes, *,
                      resendable: bool, held_seconds: float = 0.0) -> None:
         upstreams = self.runtime.upstreams
         session = upstreams.sessions[service]
@@ -319,8 +318,9 @@ class Proxy:
         for attempt, at in enumerate(urls):
             last = attempt == len(urls) - 1
             try:
-                async with session.request(
-                        method, at, headers=signed(), data=body or None, allow_redirects=False,
+                async with signed_request(
+                        session, method, at, sign=signature, headers=headers,
+                        data=body or None, allow_redirects=False,
                         timeout=upstreams.last_address(timeout) if last else timeout) as upstream:
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
@@ -388,7 +388,8 @@ class Proxy:
         await send({"type": "http.response.body", "body": payload})
 
     async def _relay_stream(self, receive: Receive, send: Send, service: str, method: str,
-                            url: URL, signed: Callable[[], list[tuple[str, str]]]) -> None:
+                            url: URL, headers: list[tuple[str, str]],
+                            signature: SignatureHeaders) -> None:
         """A streamed route: through the streams' own pool, relayed as it comes."""
         if self.open_streams >= self.settings.max_open_streams:
             await send_problem(send, 503, "upstream_unavailable",
@@ -416,8 +417,9 @@ class Proxy:
             for attempt, at in enumerate(urls):
                 last = attempt == len(urls) - 1
                 try:
-                    async with upstreams.streams.request(
-                            method, at, headers=signed(), allow_redirects=False,
+                    async with signed_request(
+                            upstreams.streams, method, at, sign=signature, headers=headers,
+                            allow_redirects=False,
                             timeout=upstreams.last_address(upstreams.stream_timeout) if last
                             else upstreams.stream_timeout) as upstream:
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
@@ -480,13 +482,16 @@ class Proxy:
                 ("Accept", "text/event-stream"),
                 (REQUEST_ID_HEADER, request_id),
                 (CLIENT_IP_HEADER, ""),
-                (IDENTITY_SIGNATURE_HEADER, self.signer.sign(
-                    audience=self.audiences[service], method="GET", target=target, body=b"",
-                    request_id=request_id)),
                 (IDENTITY_CALLER_HEADER, GATEWAY_CALLER),
             ]
-            return self.runtime.upstreams.streams.get(url, headers=headers,
-                                                      allow_redirects=False)
+
+            def signature() -> list[tuple[str, str]]:
+                return [(IDENTITY_SIGNATURE_HEADER, self.signer.sign(
+                    audience=self.audiences[service], method="GET", target=target, body=b"",
+                    request_id=request_id))]
+
+            return signed_request(self.runtime.upstreams.streams, "GET", url, sign=signature,
+                                  headers=headers, allow_redirects=False)
 
         async def unavailable(send: Send, error: BaseException | None) -> None:
             if isinstance(error, aiohttp.ClientConnectorError):

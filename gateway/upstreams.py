@@ -16,15 +16,17 @@ from yarl import URL
 
 from gateway.settings import Settings
 from shared import replicas
-from shared.contracts import IDENTITY_MAX_AGE_SECONDS
+from shared.signed_on_send import SignedOnSend
 from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s), so an idle pooled connection is closed here
 # before the upstream closes it under a request that could not safely be retried.
 UPSTREAM_KEEPALIVE_SECONDS = 4.0
-# The longest a request's last attempt waits for its connect: well inside the age a service
-# still believes a signature of (signed before the connect, read after the service's queue).
-LAST_CONNECT_SECONDS = IDENTITY_MAX_AGE_SECONDS / 4
+# The longest a request's last attempt waits for its connect: past the connect timeout, which
+# a busy loop can run before it sees a connect complete, but not as long as an answer: an
+# address that takes no connection is given up in seconds, and the client, answered 503, may
+# ask again.
+LAST_CONNECT_SECONDS = 2.5
 
 
 class Upstreams:
@@ -52,9 +54,7 @@ class Upstreams:
     def last_address(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
         """`timeout` for a request's last attempt: no other address is left to move on to, so
         its connect is waited for longer (a loop busy for longer than the connect timeout runs
-        that timer before it sees a connect that completed). Not as long as an answer: the
-        request was signed before its connect, and the service refuses a signature older than
-        IDENTITY_MAX_AGE_SECONDS (make swarm-check run hh: 82 streams refused as aged)."""
+        that timer before it sees a connect that completed). At most LAST_CONNECT_SECONDS."""
         return aiohttp.ClientTimeout(
             total=timeout.total, connect=timeout.connect, sock_read=timeout.sock_read,
             sock_connect=min(self.settings.upstream_timeout_seconds, LAST_CONNECT_SECONDS))
@@ -83,6 +83,7 @@ class Upstreams:
             # it, never kept in a pool every user's requests share.
             session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
+                request_class=SignedOnSend,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
                 trace_configs=client_trace_configs(),
@@ -96,7 +97,7 @@ class Upstreams:
             connector=replicas.connector(limit=self.settings.max_open_streams,
                                          keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                                          hosts=self.settings.service_hosts),
-            timeout=self.stream_timeout, auto_decompress=False,
+            timeout=self.stream_timeout, auto_decompress=False, request_class=SignedOnSend,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             trace_configs=client_trace_configs())

@@ -34,6 +34,7 @@ from shared.identity_keys import IdentitySigner
 from shared.in_order import InOrderConnector
 from shared.replicas import CONNECT_TIMEOUT_SECONDS, Hosts, Replicas, Resolver, url_host
 from shared.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
+from shared.signed_on_send import SignatureHeaders, SignedOnSend, signed_request
 from shared.tracing import client_trace_configs
 
 # Below uvicorn's keep-alive timeout (5 s): an idle pooled connection is let go here first, never
@@ -99,18 +100,25 @@ class ServiceClient:
         """The request id, to follow the call through both logs."""
         return {REQUEST_ID_HEADER: current_request_id() or new_request_id(), **(headers or {})}
 
-    def _sign(self, sent: dict[str, str], method: str, url: URL, body: bytes | None) -> None:
+    def _signature(self, method: str, url: URL, body: bytes | None,
+                   request_id: str) -> SignatureHeaders:
         """Signed with the caller's own key, with no user, for this one request (method, path
         and query as sent, body, the called service): internal routes answer only the callers
-        they name. Each attempt anew: a resend carries a fresh nonce. Without a signer (a client
-        of something outside the system, such as the card processor) nothing is signed: a
-        signature must never leave the system."""
-        if self._signer is None:
-            return
-        sent[IDENTITY_SIGNATURE_HEADER] = self._signer.sign(
-            audience=self.name, method=method, target=url.raw_path_qs, body=body or b"",
-            request_id=sent[REQUEST_ID_HEADER])
-        sent[IDENTITY_CALLER_HEADER] = self._signer.caller
+        they name. Signed once each attempt has its connection (shared/signed_on_send.py): a
+        resend carries a fresh nonce, and no wait for a connection ages it. Without a signer (a
+        client of something outside the system, such as the card processor) nothing is signed:
+        a signature must never leave the system."""
+        signer = self._signer
+        if signer is None:
+            return lambda: ()
+
+        def signature() -> list[tuple[str, str]]:
+            return [(IDENTITY_SIGNATURE_HEADER, signer.sign(
+                        audience=self.name, method=method, target=url.raw_path_qs,
+                        body=body or b"", request_id=request_id)),
+                    (IDENTITY_CALLER_HEADER, signer.caller)]
+
+        return signature
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None,
@@ -134,6 +142,8 @@ class ServiceClient:
                 raise ServiceCallFailed(self.name, f"name lookup failed: {error}") from error
         address = untried.pop(0)
         resent = False
+        # For the path and query as sent, whichever replica's address it goes to.
+        signature = self._signature(method, url, data, sent[REQUEST_ID_HEADER])
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -141,13 +151,10 @@ class ServiceClient:
             # Another address left: do not wait the whole budget on one that does not answer.
             connect = min(CONNECT_TIMEOUT_SECONDS, remaining or CONNECT_TIMEOUT_SECONDS) \
                 if untried else None
-            # Signed for each attempt anew (a resend carries a fresh nonce), for the path and
-            # query as sent, whichever replica's address it goes to.
-            self._sign(sent, method, url, data)
             try:
-                async with self._session.request(
-                        method, self._url(address) + path, data=data, headers=sent,
-                        allow_redirects=False,
+                async with signed_request(
+                        self._session, method, self._url(address) + path, sign=signature,
+                        data=data, headers=sent, allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=remaining,
                                                       sock_connect=connect)) as response:
                     raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
@@ -206,6 +213,7 @@ async def service_client(name: str, base_url: str, *, signer: IdentitySigner | N
     # No cookie jar: calls are made on behalf of many users; nothing one answer sets may ride
     # along with the next.
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     request_class=SignedOnSend,
                                      cookie_jar=aiohttp.DummyCookieJar(),
                                      skip_auto_headers=("User-Agent",),
                                      trace_configs=client_trace_configs()) as session:

@@ -7,9 +7,11 @@ import asyncio
 import json
 import socket
 import struct
+import time
 
 import pytest
 
+from shared.contracts import parse_identity_signature
 from shared.http import RESENT_HEADER, service_client
 from shared.testing.identity import identity_verifier, signer
 
@@ -56,3 +58,46 @@ async def test_a_call_sent_again_after_the_connection_closed_says_it_was_resent(
         headers["x-identity-signature"], headers, method="PUT", target="/internal/x",
         body=b'{"a":1}') for headers in seen]
     assert first.caller == second.caller == "order_service"
+
+
+async def test_a_call_is_signed_when_its_connection_is_in_hand_not_before_its_wait() -> None:
+    """A service refuses a signature 10 s old; a call that waited for a free connection must
+    not arrive aged. With one connection, the second call waits 2.5 s behind the first: its
+    signature is no older than the second it was written in."""
+    written: list[tuple[float, int]] = []
+    holding = asyncio.Event()
+
+    async def holds_the_first(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            signature = next(line.split(":", 1)[1].strip() for line in head.decode().split("\r\n")
+                             if line.lower().startswith("x-identity-signature:"))
+            parsed = parse_identity_signature(signature)
+            assert parsed is not None
+            written.append((time.time(), parsed[1]))
+            if len(written) == 1:
+                holding.set()
+                await asyncio.sleep(2.5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(holds_the_first, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with service_client("stock_service", f"http://127.0.0.1:{port}",
+                                  signer=signer("order_service"), timeout_seconds=10,
+                                  max_connections=1) as client:
+            first = asyncio.create_task(client.request("GET", "/internal/first"))
+            await asyncio.wait_for(holding.wait(), 5)
+            second = await client.request("GET", "/internal/second")
+            assert (await first).status == second.status == 200
+    finally:
+        server.close()
+        await server.wait_closed()
+    (_, _), (arrived, signed_at) = written
+    assert arrived - signed_at < 1.5
