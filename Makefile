@@ -57,11 +57,14 @@ run: venv
 	$(PYTHON) -m deploy.run_local $(ARGS)
 
 # The datastores are found or started as `make run` does (deploy/prepare_tests.py); the
-# Kubernetes manifests' test renders them with kubectl (installed here when missing).
+# Kubernetes manifests' test renders them with kubectl (installed here when missing). Two worker
+# processes, each given whole modules (a module's fixtures start its system once), each with
+# its own schemas and Redis database (shared/testing/datastores.py).
+TEST_WORKERS ?= 2
 test: venv
 	deploy/k8s/ensure_kubectl.sh
 	$(PYTHON) -m deploy.prepare_tests
-	$(VENV)/bin/pytest $(ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(CODE)

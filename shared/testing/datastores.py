@@ -12,12 +12,33 @@ from shared.migrate import upgrade
 
 TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 # A database number of its own, so a test run never touches the data of a `make run`.
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Two suites on one machine at once (two work trees, say) each set their own namespace and Redis
-# database, so neither drops the other's schemas: `TEST_NAMESPACE=b TEST_REDIS_URL=.../14 make test`.
-TEST_NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
-if TEST_NAMESPACE and not TEST_NAMESPACE.isalnum():
-    raise RuntimeError(f"TEST_NAMESPACE must be letters and digits, got {TEST_NAMESPACE!r}")
+# database, so neither drops the other's schemas: `TEST_NAMESPACE=b TEST_REDIS_URL=.../7 make test`.
+_NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
+if _NAMESPACE and not _NAMESPACE.isalnum():
+    raise RuntimeError(f"TEST_NAMESPACE must be letters and digits, got {_NAMESPACE!r}")
+# The suite's worker processes (`make test` runs two) are two such suites: each has its own
+# namespace and Redis database. Worker i takes the database 4i below the suite's, clear of those
+# the benchmarks use (14, 13, 10) and of make run's (0).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_DATABASE_STEP = 4
+
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """`url` with the Redis database of worker `worker` ("gw0", "gw1", ...; "" for none)."""
+    if not worker:
+        return url
+    index = int(worker.removeprefix("gw"))
+    base, _, database = url.rpartition("/")
+    number = int(database or "0") - WORKER_DATABASE_STEP * index
+    if number < 0:
+        raise RuntimeError(f"no Redis database left for test worker {worker} below {url}")
+    return f"{base}/{number}"
+
+
+TEST_REDIS_URL = worker_redis_url(_REDIS_URL, _WORKER)
+TEST_NAMESPACE = _NAMESPACE + _WORKER
 
 # New for every run: pub/sub channels are shared by every database of a Redis server.
 TEST_PUBSUB_PREFIX = f"test-{TEST_NAMESPACE or 'suite'}-{uuid.uuid4().hex[:8]}:"

@@ -125,7 +125,7 @@ async def test_a_connection_killed_under_its_statement_is_read_again(
             async with admin.begin() as conn:
                 running = (await conn.execute(text(
                     "SELECT id FROM information_schema.processlist "
-                    "WHERE info LIKE 'SELECT SLEEP(0.6)%'"))).scalars().all()
+                    "WHERE db = DATABASE() AND info LIKE 'SELECT SLEEP(0.6)%'"))).scalars().all()
                 if running:
                     await conn.execute(text(f"KILL {int(running[0])}"))
                     break
