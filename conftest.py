@@ -5,6 +5,8 @@ a rootdir's conftest.py is always read)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 # Before the plugin imports them: a failed assert in a helper then says what it compared.
@@ -22,5 +24,25 @@ LONGEST_FIRST = frozenset({
 })
 
 
+# Each handed to one worker whole: their package-scoped fixtures (a system on a Redis Cluster)
+# then start once, not once per module that a worker happens to run between others.
+WHOLE_PACKAGES = ("gateway/tests/redis_cluster/", "product_service/tests/")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.nodeid.partition("::")[0] not in LONGEST_FIRST)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadFileScheduling
+
+    class WholeModulesAndPackages(LoadFileScheduling):  # type: ignore[misc]  # untyped
+        """Whole modules to a worker, as `--dist loadfile` hands them, and WHOLE_PACKAGES whole."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return next((package for package in WHOLE_PACKAGES if module.startswith(package)),
+                        module)
+
+    return WholeModulesAndPackages(config, log)
