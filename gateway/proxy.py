@@ -317,11 +317,14 @@ class Proxy:
         sent_again = False  # a request that may have been read is sent at most twice
         for attempt, at in enumerate(urls):
             last = attempt == len(urls) - 1
+            if last:
+                at = upstreams.last_try(service, urls)
             try:
                 async with signed_request(
                         session, method, at, sign=signature, headers=headers,
                         data=body or None, allow_redirects=False,
                         timeout=upstreams.last_address(timeout) if last else timeout) as upstream:
+                    upstreams.answered(service, at)
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
@@ -416,12 +419,15 @@ class Proxy:
             upstreams = self.runtime.upstreams
             for attempt, at in enumerate(urls):
                 last = attempt == len(urls) - 1
+                if last:
+                    at = upstreams.last_try(service, urls)
                 try:
                     async with signed_request(
                             upstreams.streams, method, at, sign=signature, headers=headers,
                             allow_redirects=False,
                             timeout=upstreams.last_address(upstreams.stream_timeout) if last
                             else upstreams.stream_timeout) as upstream:
+                        upstreams.answered(service, at)
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,

@@ -98,6 +98,7 @@ class Replicas:
         self._lookup: asyncio.Future[None] | None = None
         self._next = 0
         self._failed_at: dict[str, float] = {}
+        self._answered_at: dict[str, float] = {}
         try:
             self._addresses = [str(ipaddress.ip_address(host))]
             self._resolved_at = float("inf")  # an address literal is never asked about
@@ -125,6 +126,17 @@ class Replicas:
         """A connect to `address` failed: the next calls try it last until DNS_TTL_SECONDS pass."""
         self._failed_at[address] = self._clock()
 
+    def answered(self, address: str) -> None:
+        """A call to `address` was answered."""
+        self._answered_at[address] = self._clock()
+
+    def likeliest(self, addresses: Sequence[str]) -> str:
+        """Of `addresses`, the one answered most lately (the first if none was): where a call
+        tries last once every address's short connect failed. A live replica's connect can
+        time out on a loop too busy to see it complete; a killed replica's, once its 5 s last
+        in turn are over, times out again, and it has answered nothing since it died."""
+        return max(addresses, key=lambda a: self._answered_at.get(a, float("-inf")))
+
     def _start_lookup(self) -> asyncio.Future[None]:
         if self._lookup is None or self._lookup.done():
             self._lookup = asyncio.ensure_future(self._resolve())
@@ -151,6 +163,7 @@ class Replicas:
         if addresses:
             self._addresses = addresses
             self._failed_at = {a: t for a, t in self._failed_at.items() if a in addresses}
+            self._answered_at = {a: t for a, t in self._answered_at.items() if a in addresses}
         self._resolved_at = self._clock()
 
 

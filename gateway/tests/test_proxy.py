@@ -37,6 +37,7 @@ from shared.contracts import (
     request_target,
 )
 from shared.identity_keys import IdentityRefused, VerifiedSignature
+from shared.replicas import DNS_TTL_SECONDS
 from shared.testing.identity import identity_verifier
 from shared.testing.net import ThreadedServer, free_port
 
@@ -759,6 +760,93 @@ async def test_the_long_last_connect_goes_to_the_address_first_in_turn_not_a_dea
         await opening
         server.stop()
         slow.close()
+        dead.close()
+
+
+class PausableUpstream:
+    """An upstream that answers every request 200 `{}` and closes (so each request connects
+    anew), and can stop taking connections for a while: its accept queue is then full, and a
+    connect times out, as a live replica's does on a gateway loop too busy to see it complete."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.listener = socket.socket()
+        self.listener.bind((host, port))
+        self.listener.listen(0)
+        self.listener.setblocking(False)
+        self.fillers: list[socket.socket] = []
+        self.accepting: asyncio.Task[None] | None = None
+        self.answering: set[asyncio.Task[None]] = set()
+
+    def resume(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.fillers.clear()
+        self.accepting = asyncio.create_task(self._accept())
+
+    async def pause(self) -> None:
+        if self.accepting is not None:
+            self.accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.accepting
+        for _ in range(3):  # enough to fill a backlog of 0 on Linux
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((self.host, self.listener.getsockname()[1]))
+            self.fillers.append(filler)
+        await asyncio.sleep(0.05)  # their handshakes done
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            connection, _ = await loop.sock_accept(self.listener)
+            reader, writer = await asyncio.open_connection(sock=connection)
+            answering = asyncio.create_task(BacklogUpstream._answer(reader, writer))
+            self.answering.add(answering)
+            answering.add_done_callback(self.answering.discard)
+
+    async def close(self) -> None:
+        await self.pause()
+        for filler in self.fillers:
+            filler.close()
+        self.listener.close()
+
+
+async def test_the_last_try_goes_to_the_address_that_answered_not_to_a_dead_one_first_in_turn(
+    rig: Rig, redis_url: str
+) -> None:
+    """Seen in make swarm-check: 5 s after a kill the killed replica's address was no longer
+    last in turn, and for the requests whose turn put it first, the short connect to it timed
+    out, the live replica's timed out on the busy loop, and the long last try went to the
+    killed one again (348 requests answered 503). The last try goes to the address that has
+    answered most lately."""
+    dead = BacklogUpstream(opens_after=60, host="127.0.0.1")
+    live = PausableUpstream("127.0.0.2", dead.port)
+    live.resume()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = f"http://payment-replicas:{dead.port}"
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, upstream_timeout_seconds=2.5,
+        service_hosts={"payment-replicas": ["127.0.0.1", "127.0.0.2"]}))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            # The first in turn is the dead address (its connect times out), the second the
+            # live one: the dead address goes last in turn for 5 s.
+            for _ in range(2):
+                assert (await c.get("/api/v1/payments", headers=auth(rig))).status_code == 200
+            await asyncio.sleep(DNS_TTL_SECONDS)
+            # Its 5 s are over: this request's turn puts it first again. The live replica
+            # does not take connections for a moment, longer than the short connect.
+            await live.pause()
+            asked = asyncio.create_task(c.get("/api/v1/payments", headers=auth(rig)))
+            await asyncio.sleep(1.3)
+            live.resume()
+            response = await asked
+        assert response.status_code == 200, response.text
+    finally:
+        server.stop()
+        await live.close()
         dead.close()
 
 

@@ -212,6 +212,25 @@ async def test_concurrent_calls_share_one_lookup_and_a_failed_address_goes_last(
     assert "10.0.0.1" in [(await replicas.turn())[0] for _ in range(3)]
 
 
+async def test_the_likeliest_address_is_the_one_answered_most_lately() -> None:
+    now = [0.0]
+    table = _Table(["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    replicas = Replicas("svc", 80, table, clock=lambda: now[0])
+    turn = await replicas.turn()
+    assert replicas.likeliest(turn) == turn[0]  # none answered yet: the first in turn
+    replicas.answered("10.0.0.3")
+    now[0] = 1.0
+    replicas.answered("10.0.0.2")
+    assert replicas.likeliest(["10.0.0.1", "10.0.0.3", "10.0.0.2"]) == "10.0.0.2"
+    assert replicas.likeliest(["10.0.0.1", "10.0.0.3"]) == "10.0.0.3"
+    # An address the name no longer stands for is forgotten with its answers.
+    table.addresses = ["10.0.0.1", "10.0.0.3"]
+    now[0] = DNS_TTL_SECONDS + 1.0
+    await replicas.turn()
+    await asyncio.sleep(0.01)
+    assert replicas.likeliest(["10.0.0.2", "10.0.0.3"]) == "10.0.0.3"
+
+
 async def test_a_name_that_answers_no_address_is_a_failed_lookup() -> None:
     # A caller maps OSError to "unavailable" (503), not to an error of its own.
     class Empty(_Table):
