@@ -120,6 +120,8 @@ class SaleState:
     # Tickets of the product's line whose place was decided more than once (the line's records
     # in Redis); empty when not asked.
     decided_again: frozenset[str] = frozenset()
+    # Each ticket's arrival stamp, as the gateway put it on the request (microseconds).
+    stamps: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,8 +183,13 @@ async def read_state(product_id: int, databases: Mapping[str, str], *,
                 statement, {"ids": chunk})]
     ledger = Ledger(*ledger_row) if ledger_row is not None else None
     public = await public_remaining(host, product_id) if host else None
-    again = await decided_again(line_redis_url, product_id) if line_redis_url else frozenset()
-    return SaleState(product_id, ledger, orders, holds, payments, user_units, public, again)
+    records = await line_records(line_redis_url, product_id) if line_redis_url else {}
+    again = frozenset(ticket for ticket, record in records.items()
+                      if int(record.get("n") or 0) > 1)
+    stamps = {ticket: int(record["a"]) for ticket, record in records.items()
+              if str(record.get("a") or "").isdigit()}
+    return SaleState(product_id, ledger, orders, holds, payments, user_units, public, again,
+                     stamps)
 
 
 class ReadOnlyConnection:
@@ -209,16 +216,16 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
         yield list(items[start:start + size])
 
 
-async def decided_again(redis_url: str, product_id: int) -> frozenset[str]:
-    """Tickets whose place was decided more than once: its record's decision count `n`
-    (order_service/orders/scripts.py Record.attempts) above one. Read, never written."""
+async def line_records(redis_url: str, product_id: int) -> dict[str, dict[str, Any]]:
+    """The line's record of each ticket (order_service/orders/scripts.py Record): its decision
+    count `n` (a place decided more than once: `decided_again`) and its arrival stamp `a`.
+    Read, never written."""
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
         records = await client.hgetall(LineKeys.of(product_id).tickets)
     finally:
         await client.aclose()
-    return frozenset(str(ticket) for ticket, raw in records.items()
-                     if int(json.loads(raw).get("n") or 0) > 1)
+    return {str(ticket): json.loads(raw) for ticket, raw in records.items()}
 
 
 async def public_remaining(host: str, product_id: int) -> int | None:

@@ -21,6 +21,11 @@ and counts in earliest_share, but its answer waits for the fault to be noticed (
 lease, the key's claim going stale), seconds after the others'. When it was answered says how
 long the fault took to notice, not the line's order.
 
+Neither figure can be better than the order the gateway stamped the requests in (a place's
+order is its stamp's). `stamp_order` says how closely the stamps, read from the line's records,
+followed the sends: a figure to read beside the two, not judged. Docker's userland proxy, for
+one, relayed an opening's requests to the gateway with blocks reversed (docs/replicas.md).
+
 So is a winner whose place was decided more than once (`decided_again`: the line's records,
 read by the checker from Redis, count a place's decisions): the replica deciding it died or
 stalled, and it was decided again once its lease ran out, the buyer seeing nothing of it but a
@@ -32,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 # Below this many winners the figures say little: they are reported, not judged.
@@ -125,3 +131,23 @@ def fairness_of(buyers: Sequence[Mapping[str, Any]],
         share = math.nan
     return Fairness(len(arrivals), len(won), rho, share,
                     len(won) - len(in_turn) - decided_later, decided_later)
+
+
+def stamp_order(buyers: Sequence[Mapping[str, Any]], stamps: Mapping[str, int]) -> dict[str, Any]:
+    """How the gateway's arrival stamps (`stamps`: ticket -> microseconds) followed the sends:
+    Spearman's rank correlation over the tickets found in both, and how many tickets, taken in
+    send order, were stamped before the one sent just ahead of them."""
+    sent: dict[str, float] = {}
+    for buyer in buyers:
+        for tap in buyer.get("taps", ()):
+            ticket = tap.get("ticket")
+            if ticket in stamps and tap.get("sent"):
+                # Two taps of one buyer share a ticket: the first send took the place.
+                sent[ticket] = min(float(tap["sent"]), sent.get(ticket, math.inf))
+    in_send_order = sorted(sent, key=lambda ticket: sent[ticket])
+    stamped = [stamps[ticket] for ticket in in_send_order]
+    rho = spearman([sent[t] for t in in_send_order], stamped) if len(stamped) >= 2 else math.nan
+    return {"tickets": len(stamped),
+            "spearman": None if math.isnan(rho) else round(rho, 4),
+            "stamped_before_the_send_ahead": sum(
+                1 for ahead, this in pairwise(stamped) if this < ahead)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.fairness import fairness_of
+from loadtests.fairness import fairness_of, stamp_order
 
 ORDERS = "POST /orders"
 PAYMENTS = "POST /payments"
@@ -65,12 +65,14 @@ def final_answers(outcomes: Mapping[str, Any]) -> list[Answer]:
 
 
 def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float,
-                      decided_again: Collection[str] = frozenset()) -> dict[str, Any]:
+                      decided_again: Collection[str] = frozenset(),
+                      stamps: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Per buyer, in seconds from the opening: its first answer (a ticket or a final answer)
     and its final one (the last of its orders' final answers; a buyer without one counts as
     never answered), their percentiles and the shares within the opening's goals, what the
     buyers were answered, and the line's fairness (`decided_again`: as the checker judges it,
-    loadtests/fairness.py)."""
+    loadtests/fairness.py), beside how the gateway's stamps followed the sends when the line's
+    records were read (`stamps`)."""
     first: list[float] = []
     final: list[float] = []
     outcomes: Counter[str] = Counter()
@@ -101,7 +103,8 @@ def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float,
             "final_answer": seconds(final) | {
                 f"share_within_{FINAL_WITHIN:g}_s": shares(final, FINAL_WITHIN),
                 f"share_within_{FINAL_WITHIN_LARGE:g}_s": shares(final, FINAL_WITHIN_LARGE)},
-            "fairness": fairness_of(buyers, decided_again).as_dict()}
+            "fairness": fairness_of(buyers, decided_again).as_dict()
+            | ({"stamps": stamp_order(buyers, stamps)} if stamps else {})}
 
 
 def _finite(value: float) -> float | None:
@@ -172,10 +175,11 @@ def errors_by_code(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
 
 
 def summarise(outcomes: Mapping[str, Any], opens_at: float,
-              decided_again: Collection[str] = frozenset()) -> dict[str, Any]:
+              decided_again: Collection[str] = frozenset(),
+              stamps: Mapping[str, int] | None = None) -> dict[str, Any]:
     answers = answers_of(outcomes)
     counts = answer_counts(outcomes)
-    buyers = (buyers_at_opening(outcomes["buyers"], opens_at, decided_again)
+    buyers = (buyers_at_opening(outcomes["buyers"], opens_at, decided_again, stamps)
               if "buyers" in outcomes else None)
     return {
         "decisions_at_opening": decisions_at_opening(final_answers(outcomes), opens_at),

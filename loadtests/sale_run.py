@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(wait_for_returns(target, sale, args.ttl))
         state = asyncio.run(read_state(sale.product_id, target.databases, host=target.host,
                                        line_redis_url=target.line_redis_url))
-    figures = summarise(outcomes, sale.opens_at, state.decided_again)
+    figures = summarise(outcomes, sale.opens_at, state.decided_again, state.stamps)
     verdict = check(state, after_ttl=True, answers=answers_by_status(outcomes),
                     buyers=outcomes["buyers"])
     summary = {
@@ -400,6 +400,11 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
               + (f"; {fair['cut_by_faults']} winners whose request a fault cut and "
                  f"{fair['decided_again']} whose place was decided again left out of the "
                  "Spearman" if excused else ""))
+        stamps = fair.get("stamps")
+        if stamps:
+            print(f"  the gateway's arrival stamps against the sends: Spearman "
+                  f"{stamps['spearman']} over {stamps['tickets']} tickets, "
+                  f"{stamps['stamped_before_the_send_ahead']} stamped before the one sent ahead")
     hello = summary.get("hello_world")
     if hello:
         print(f"hello-world in the same run: {', '.join(f'{r:,.0f}' for r in hello['rps'])} "

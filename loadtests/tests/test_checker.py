@@ -253,19 +253,22 @@ async def test_the_command_exits_non_zero_and_names_the_breach(
 
 async def test_places_decided_more_than_once_are_read_from_the_lines_records(
         engines: dict[str, AsyncEngine], databases: dict[str, str]) -> None:
-    """decided_again: the tickets whose record counts more than one decision (`n`), read from
-    order_service's Redis as the line keeps them (order_service/orders/scripts.py)."""
+    """decided_again: the tickets whose record counts more than one decision (`n`), and each
+    ticket's arrival stamp (`a`), read from order_service's Redis as the line keeps them
+    (order_service/orders/scripts.py)."""
     await after_a_sale().write(engines)
     redis = Redis.from_url(TEST_REDIS_URL)
     key = LineKeys.of(PRODUCT).tickets
     try:
         await redis.delete(key)
         await redis.hset(key, mapping={
-            "77-once": json.dumps({"u": "11", "n": "1", "s": "ordered"}),
-            "77-twice": json.dumps({"u": "12", "n": "2", "s": "ordered"}),
+            "77-once": json.dumps({"u": "11", "n": "1", "s": "ordered", "a": "1700000000000001"}),
+            "77-twice": json.dumps({"u": "12", "n": "2", "s": "ordered", "a": "1700000000000002"}),
             "77-waiting": json.dumps({"u": "13", "n": "0", "s": "waiting"})})
         state = await read_state(PRODUCT, databases, line_redis_url=TEST_REDIS_URL)
         assert state.decided_again == frozenset({"77-twice"})
+        # With their arrival stamps, for the report's stamp order (a record without one left out).
+        assert state.stamps == {"77-once": 1700000000000001, "77-twice": 1700000000000002}
         assert (await read_state(PRODUCT, databases)).decided_again == frozenset()
     finally:
         await redis.delete(key)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loadtests.checker import Ledger, SaleState, check
-from loadtests.fairness import fairness_of, ranks, spearman
+from loadtests.fairness import fairness_of, ranks, spearman, stamp_order
 
 OPENS = 1_000_000.0
 BUYERS = ("every_buyer_answered", "ticket_answered_once", "fair_line")
@@ -191,3 +191,22 @@ def test_a_late_answer_without_a_fault_still_breaks_the_order() -> None:
     assert fair.cut_by_faults == 0
     assert fair.spearman < 0.9
     assert broken(crowd) == ["fair_line"]
+
+
+def test_the_stamps_are_set_against_the_sends_ticket_by_ticket() -> None:
+    """A block of sends the gateway read in reverse (as Docker's userland proxy relayed them):
+    the figure says so, where the line's two fairness figures only say the order was off."""
+    crowd = fair_line(winners=10, losers=10)  # tickets t0..t18 sent 1 ms apart, then a 409
+    in_order = {f"t{n}": 1_000_000 + n * 1000 for n in range(19)}
+    assert stamp_order(crowd, in_order) == {
+        "tickets": 19, "spearman": 1.0, "stamped_before_the_send_ahead": 0}
+    reversed_block = dict(in_order) | {f"t{n}": 1_000_000 + (9 - n) * 1000 for n in range(10)}
+    figure = stamp_order(crowd, reversed_block)
+    assert figure["tickets"] == 19
+    assert figure["stamped_before_the_send_ahead"] == 9
+    assert figure["spearman"] < 0.8
+    # A buyer's second tap shares its first's ticket: the first send is the one that counts.
+    crowd[0]["taps"].append(tap(0.5, state="ordered", at=0.3, ticket="t0"))
+    assert stamp_order(crowd, in_order)["stamped_before_the_send_ahead"] == 0
+    # Tickets the records do not hold (a straight-on order has none) are left out.
+    assert stamp_order(crowd, {"t1": 5, "t2": 6})["tickets"] == 2
