@@ -40,6 +40,7 @@ from shared.contracts import (
     GATEWAY_CALLER,
     IDENTITY_CALLER_HEADER,
     IDENTITY_SIGNATURE_HEADER,
+    NOT_READ_HEADER,
     REQUEST_ID_HEADER,
     SESSION_ID_HEADER,
     USER_ID_HEADER,
@@ -315,6 +316,7 @@ class Proxy:
         if urls is None:
             return
         sent_again = False  # a request that may have been read is sent at most twice
+        sent_unread = False  # and one refused unread once more
         for attempt, at in enumerate(urls):
             last = attempt == len(urls) - 1
             if last:
@@ -325,6 +327,11 @@ class Proxy:
                         data=body or None, allow_redirects=False,
                         timeout=upstreams.last_address(timeout) if last else timeout) as upstream:
                     upstreams.answered(service, at)
+                    if self._refused_unread(upstream) and not sent_unread:
+                        sent_unread = True
+                        if last:
+                            urls.append(at)
+                        continue
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
                         await self._upstream_error(send, service, 502, "upstream_unavailable",
@@ -416,6 +423,7 @@ class Proxy:
             if urls is None:
                 return
             opened_again = False
+            opened_unread = False
             upstreams = self.runtime.upstreams
             for attempt, at in enumerate(urls):
                 last = attempt == len(urls) - 1
@@ -428,6 +436,11 @@ class Proxy:
                             timeout=upstreams.last_address(upstreams.stream_timeout) if last
                             else upstreams.stream_timeout) as upstream:
                         upstreams.answered(service, at)
+                        if self._refused_unread(upstream) and not opened_unread:
+                            opened_unread = True
+                            if last:
+                                urls.append(at)
+                            continue
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
                         await self.stream_relay.relay(upstream, response_headers, receive,
@@ -459,6 +472,15 @@ class Proxy:
                                            "answered with a broken response")
         finally:
             self.open_streams -= 1
+
+    @staticmethod
+    def _refused_unread(upstream: aiohttp.ClientResponse) -> bool:
+        """The service refused the request unread: its signature aged in the service's queue
+        before it was read (shared/identity.py), so nothing ran, and it may be sent once more,
+        signed anew, whatever its method: to the next address, or to this one again. Seen in
+        make swarm-check: a surviving replica, sharing two cores with two replicas starting,
+        read ticket streams 10 s after they were signed."""
+        return upstream.status == 503 and NOT_READ_HEADER in upstream.headers
 
     async def _urls(self, send: Send, service: str, url: URL) -> list[URL] | None:
         """`url` at each replica of the service, the next in turn first; None once answered

@@ -132,6 +132,10 @@ IDENTITY_SIGNATURE_VERSION = "v2"
 # so a captured request cannot be replayed later and the replay cache stays small. The gateway
 # signs just before it forwards; this leaves room for clock skew between hosts.
 IDENTITY_MAX_AGE_SECONDS = 10
+# On a service's answer: the request was not run, only refused unread (its signature aged
+# before the service read it). Its sender may send it again, signed anew, whatever its method;
+# the gateway does so once and never passes the header on.
+NOT_READ_HEADER = "X-Request-Not-Read"
 
 
 @dataclass(frozen=True, slots=True)

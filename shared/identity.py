@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts import (
     IDENTITY_SIGNATURE_HEADER,
+    NOT_READ_HEADER,
     SELLER_ROLE,
     is_session_id,
     parse_arrived_at,
@@ -138,7 +139,7 @@ class IdentityCheck:
             logger.warning("request aged before it was read", extra={"reason": str(aged)})
             await problem_from_error(ServiceUnavailable(
                 "The request waited too long inside the service; retry shortly.",
-                headers={"Retry-After": "1"}))(scope, receive, send)
+                headers={"Retry-After": "1", NOT_READ_HEADER: "aged"}))(scope, receive, send)
             return
         state[IDENTITY_STATE] = GatewayIdentity(
             user_id=parse_user_id(signed.user_id),

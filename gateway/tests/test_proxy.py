@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Message
 
@@ -33,6 +33,7 @@ from gateway.runtime import GatewayRuntime
 from gateway.tests.conftest import Rig, closed_port_url, gateway_settings
 from shared.contracts import (
     IDENTITY_SIGNATURE_HEADER,
+    NOT_READ_HEADER,
     parse_identity_signature,
     request_target,
 )
@@ -761,6 +762,75 @@ async def test_the_long_last_connect_goes_to_the_address_first_in_turn_not_a_dea
         server.stop()
         slow.close()
         dead.close()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/payments",
+                                  "/api/v1/orders/tickets/1-abcdefghijklmnop/events"])
+async def test_a_request_a_service_refused_unread_is_sent_once_more_signed_anew(
+    rig: Rig, redis_url: str, path: str
+) -> None:
+    """A service that read a request only after its signature aged refused it unread (503
+    marked X-Request-Not-Read): nothing ran, so the gateway sends it once more, signed anew,
+    whatever its method. Seen in make swarm-check: a surviving replica, sharing two cores with
+    two replicas starting, read ticket streams 10 s after they were signed."""
+    nonces: list[str] = []
+
+    async def refuses_the_first(request: Request) -> Response:
+        signature = parse_identity_signature(request.headers[IDENTITY_SIGNATURE_HEADER])
+        assert signature is not None
+        nonces.append(signature[2])
+        if len(nonces) == 1:
+            return JSONResponse({"code": "upstream_unavailable"}, status_code=503,
+                                headers={NOT_READ_HEADER: "aged", "Retry-After": "1"})
+        if request.url.path.endswith("/events"):
+            return Response(b"data: {}\n\n", media_type="text/event-stream")
+        return JSONResponse({"ok": True})
+
+    upstream = ThreadedServer(Starlette(routes=[
+        StarletteRoute("/{rest:path}", refuses_the_first, methods=["GET", "POST"])])).start()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = upstreams["order"] = upstream.url
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            if path.endswith("/events"):
+                response = await c.get(path, headers=auth(rig))
+            else:  # a POST with no Idempotency-Key: unread, so safe to send again
+                response = await c.post(path, headers=auth(rig), json={})
+            assert response.status_code == 200, response.text
+            assert len(nonces) == 2
+            assert nonces[0] != nonces[1]
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+async def test_a_503_not_marked_unread_is_passed_on_not_sent_again(
+    rig: Rig, redis_url: str
+) -> None:
+    seen: list[str] = []
+
+    async def always(request: Request) -> Response:
+        seen.append(request.method)
+        marked = {NOT_READ_HEADER: "aged"} if request.url.path.endswith("/aged") else {}
+        return JSONResponse({"code": "upstream_unavailable"}, status_code=503,
+                            headers={"Retry-After": "1", **marked})
+
+    upstream = ThreadedServer(Starlette(routes=[
+        StarletteRoute("/{rest:path}", always, methods=["POST"])])).start()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["payment"] = upstream.url
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            busy = await c.post("/api/v1/payments/busy", headers=auth(rig), json={})
+            assert (busy.status_code, seen) == (503, ["POST"])
+            aged = await c.post("/api/v1/payments/aged", headers=auth(rig), json={})
+            assert (aged.status_code, seen) == (503, ["POST"] * 3)
+            assert NOT_READ_HEADER not in aged.headers
+    finally:
+        server.stop()
+        upstream.stop()
 
 
 class PausableUpstream:

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.contracts import IDENTITY_MAX_AGE_SECONDS
+from shared.contracts import IDENTITY_MAX_AGE_SECONDS, NOT_READ_HEADER
 from shared.errors import install_error_handlers
 from shared.identity import (
     IDENTITY_VERIFIER_STATE,
@@ -255,6 +255,8 @@ async def test_a_request_that_aged_on_its_way_is_unavailable_never_unauthorized(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "upstream_unavailable"
     assert response.headers["Retry-After"] == "1"
+    # Marked unread, so the sender may send it again signed anew, whatever its method.
+    assert response.headers[NOT_READ_HEADER] == "aged"
 
 
 async def test_an_aged_forgery_is_still_unauthorized(client: httpx.AsyncClient) -> None:
