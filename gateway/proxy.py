@@ -326,11 +326,9 @@ class Proxy:
                         session, method, at, sign=signature, headers=headers,
                         data=body or None, allow_redirects=False,
                         timeout=upstreams.last_address(timeout) if last else timeout) as upstream:
-                    upstreams.answered(service, at)
-                    if self._refused_unread(upstream) and not sent_unread:
+                    if self._answered(service, at, upstream, urls, last=last,
+                                      may_send_again=not sent_unread):
                         sent_unread = True
-                        if last:
-                            urls.append(at)
                         continue
                     received = await read_bounded(upstream.content, self.settings.max_response_bytes)
                     if received is None:
@@ -435,11 +433,9 @@ class Proxy:
                             allow_redirects=False,
                             timeout=upstreams.last_address(upstreams.stream_timeout) if last
                             else upstreams.stream_timeout) as upstream:
-                        upstreams.answered(service, at)
-                        if self._refused_unread(upstream) and not opened_unread:
+                        if self._answered(service, at, upstream, urls, last=last,
+                                          may_send_again=not opened_unread):
                             opened_unread = True
-                            if last:
-                                urls.append(at)
                             continue
                         response_headers = [(k.lower(), v) for k, v in upstream.raw_headers
                                             if k.lower() not in drop]
@@ -473,14 +469,20 @@ class Proxy:
         finally:
             self.open_streams -= 1
 
-    @staticmethod
-    def _refused_unread(upstream: aiohttp.ClientResponse) -> bool:
-        """The service refused the request unread: its signature aged in the service's queue
-        before it was read (shared/identity.py), so nothing ran, and it may be sent once more,
-        signed anew, whatever its method: to the next address, or to this one again. Seen in
-        make swarm-check: a surviving replica, sharing two cores with two replicas starting,
-        read ticket streams 10 s after they were signed."""
-        return upstream.status == 503 and NOT_READ_HEADER in upstream.headers
+    def _answered(self, service: str, at: URL, upstream: aiohttp.ClientResponse,
+                  urls: list[URL], *, last: bool, may_send_again: bool) -> bool:
+        """Notes that the address of `at` answered. True when the answer is a refusal unread
+        and `may_send_again`: the service's queue held the request until its signature aged
+        (shared/identity.py), so nothing ran, and it is sent once more, signed anew, whatever
+        its method: on the next of `urls`, or (added) at this address again. Seen in make
+        swarm-check: a surviving replica, sharing two cores with two replicas starting, read
+        ticket streams 10 s after they were signed."""
+        self.runtime.upstreams.answered(service, at)
+        if not (may_send_again and upstream.status == 503 and NOT_READ_HEADER in upstream.headers):
+            return False
+        if last:
+            urls.append(at)
+        return True
 
     async def _urls(self, send: Send, service: str, url: URL) -> list[URL] | None:
         """`url` at each replica of the service, the next in turn first; None once answered
