@@ -15,7 +15,7 @@ pytest.register_assert_rewrite("shared.testing")
 pytest_plugins = ("shared.testing.plugin",)
 
 # Started first: `make test` hands whole modules to two workers, and one of these started last
-# would leave a worker running it alone at the end (together about 2.5 of the suite's 7 minutes).
+# would leave a worker running it alone at the end (together over 2 of the suite's 6 minutes).
 LONGEST_FIRST = frozenset({
     "loadtests/tests/test_chaos_run.py",
     "loadtests/tests/test_sale_run.py",

@@ -583,6 +583,19 @@ async def test_only_requests_without_effect_are_retried_on_a_dropped_connection(
     assert dropping.requests == [method.encode()] * sent
 
 
+def fill_accept_queue(host: str, port: int) -> list[socket.socket]:
+    """Connections that fill a listener's accept queue (a backlog of 0 on Linux): until they
+    are accepted, the kernel drops new SYNs and a connect times out."""
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect((host, port))
+        fillers.append(filler)
+    return fillers
+
+
 class BacklogUpstream:
     """An upstream whose accept queue is full at first: the kernel drops new SYNs, so a connect
     times out (as one does when the gateway's own loop is too busy to see it complete in time).
@@ -594,13 +607,7 @@ class BacklogUpstream:
         self.listener.listen(0)
         self.port = self.listener.getsockname()[1]
         self.opens_after = opens_after
-        self.fillers: list[socket.socket] = []
-        for _ in range(3):  # enough to fill a backlog of 0 on Linux
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect((host, self.port))
-            self.fillers.append(filler)
+        self.fillers = fill_accept_queue(host, self.port)
         self.server: asyncio.Server | None = None
 
     async def open_later(self) -> None:
@@ -859,12 +866,7 @@ class PausableUpstream:
             self.accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.accepting
-        for _ in range(3):  # enough to fill a backlog of 0 on Linux
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect((self.host, self.listener.getsockname()[1]))
-            self.fillers.append(filler)
+        self.fillers = fill_accept_queue(self.host, self.listener.getsockname()[1])
         await asyncio.sleep(0.05)  # their handshakes done
 
     async def _accept(self) -> None:
