@@ -34,8 +34,11 @@ def user_database_url() -> str:
 def user_service_url(user_database_url: str, redis_url: str, signing_key_pem: str) -> Iterator[str]:
     app = service_app("user_service", database_url=user_database_url, redis_url=redis_url,
                       database_pool_size=2, jwt_private_key=signing_key_pem, log_level="WARNING",
-                      # Its mail loop stays out of user_service's tests (same Redis database).
-                      mail_delayed_interval_seconds=3600)
+                      # Its loops stay out of other tests on the same Redis database: the mail
+                      # loop out of user_service's, the revocation watch out of the gateway's
+                      # (it would publish the epoch key a test has just deleted).
+                      mail_delayed_interval_seconds=3600,
+                      revocation_watch_interval_seconds=3600)
     server = ThreadedServer(app).start()
     yield server.url
     server.stop()
