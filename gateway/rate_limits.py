@@ -2,11 +2,14 @@
 /api/v1/orders`, `POST /api/v1/payments`): answered `429 rate_limited` with Retry-After at the
 gateway, before the request reaches a service and takes any reserve slot or place in line.
 
-Fixed windows counted in Redis (keys `<PUBSUB_PREFIX>rate:<route>:user:<id>` and
-`...:net:<network>`), asked once for every request waiting at that moment: one pipeline of
-INCRBY/PEXPIRE NX/PTTL per distinct key, as the revocation list batches its MGET, so a crowd
-costs one round trip per batch, not per request. Requests counted in one batch are ranked in
-arrival order: the first `limit` of a window pass. A network is the client address's /24
+Fixed windows counted in Redis (keys `<PUBSUB_PREFIX>rate:{<route>}:user:<id>` and
+`...:net:<network>`), asked once for every request waiting at that moment: one script call per
+route counts every key of the batch (INCRBY, PEXPIRE NX, PTTL each), as the revocation list
+batches its MGET, so a crowd costs one round trip per batch, not per request. A route's keys
+share a hash tag, so one call holds them on a Redis Cluster too. A script, not a pipeline of
+those commands: packing and parsing 12,000 commands for an opening's 2,000 requests took the
+gateway's loop twice as long as the whole check takes now. Requests counted in one batch are
+ranked in arrival order: the first `limit` of a window pass. A network is the client address's /24
 (IPv4) or /48 (IPv6), by default. Without Redis the limit is not applied (the order path keeps
 its own guards; a limit must never turn a Redis outage into refused buyers).
 """
@@ -17,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import socket
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -27,10 +31,32 @@ logger = logging.getLogger("gateway.rate_limits")
 
 LIMITED_ROUTES = frozenset({"POST /api/v1/orders", "POST /api/v1/payments"})
 
+# KEYS: the batch's keys; ARGV[1]: the window (ms), ARGV[1 + i]: how many the batch adds to
+# KEYS[i]. Returns each key's total after the batch and its window's remaining ms, flat.
+COUNT = """
+local window = ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[2 * i - 1] = redis.call('INCRBY', key, ARGV[i + 1])
+  redis.call('PEXPIRE', key, window, 'NX')
+  out[2 * i] = redis.call('PTTL', key)
+end
+return out
+"""
+
 
 def network_of(address: str, *, ipv4_prefix: int, ipv6_prefix: int) -> str:
     """The client's network, as counted: `203.0.113.0/24`, `2001:db8:1::/48`; an address that
     does not parse counts alone."""
+    try:
+        # IPv4, the crowd's usual case, without ipaddress's objects (a ninth of their cost).
+        packed = socket.inet_pton(socket.AF_INET, address)
+    except (OSError, ValueError):
+        pass
+    else:
+        mask = (0xFFFFFFFF << (32 - ipv4_prefix)) & 0xFFFFFFFF
+        network = (int.from_bytes(packed, "big") & mask).to_bytes(4, "big")
+        return f"{socket.inet_ntoa(network)}/{ipv4_prefix}"
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -63,6 +89,7 @@ class RateLimiter(FlushPerTurn):
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self._waiting: list[_Waiting] = []
+        self._count = redis.register_script(COUNT)
 
     def applies_to(self, route: str) -> bool:
         return route in LIMITED_ROUTES and (self.per_user > 0 or self.per_network > 0)
@@ -70,7 +97,7 @@ class RateLimiter(FlushPerTurn):
     async def retry_after(self, route: str, *, user_id: str, client_ip: str) -> float | None:
         """Seconds until the caller may try again, or None: the request may pass."""
         counts = []
-        base = f"{self.prefix}rate:{route.replace(' ', '')}"
+        base = f"{self.prefix}rate:{{{route.replace(' ', '')}}}"
         if self.per_user > 0 and user_id:
             counts.append(Counted(f"{base}:user:{user_id}", self.per_user))
         if self.per_network > 0:
@@ -86,17 +113,16 @@ class RateLimiter(FlushPerTurn):
 
     async def flush(self) -> None:
         batch, self._waiting = self._waiting, []
-        asked: dict[str, int] = {}
+        # By route (a key's hash tag), then key: how many of the batch count against it.
+        asked: dict[str, dict[str, int]] = {}
         for waiting in batch:
             for counted in waiting.counts:
-                asked[counted.key] = asked.get(counted.key, 0) + 1
+                keys = asked.setdefault(counted.key[:counted.key.index("}")], {})
+                keys[counted.key] = keys.get(counted.key, 0) + 1
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, count in asked.items():
-                pipe.incrby(key, count)
-                pipe.pexpire(key, self.window_ms, nx=True)
-                pipe.pttl(key)
-            replies = await pipe.execute()
+            replies = await asyncio.gather(*(
+                self._count(keys=list(keys), args=[self.window_ms, *keys.values()])
+                for keys in asked.values()))
         except Exception as error:
             # Whatever went wrong (a Redis error, a reply that did not parse, a cluster client's
             # own error), the batch is let through: nobody waiting may be left without an answer.
@@ -108,10 +134,11 @@ class RateLimiter(FlushPerTurn):
         # Per key: the count before this batch, and how long its window still runs.
         before: dict[str, int] = {}
         left_ms: dict[str, int] = {}
-        for index, (key, count) in enumerate(asked.items()):
-            total, _, ttl = replies[3 * index: 3 * index + 3]
-            before[key] = int(total) - count
-            left_ms[key] = int(ttl) if int(ttl) > 0 else self.window_ms
+        for keys, reply in zip(asked.values(), replies, strict=True):
+            for index, (key, count) in enumerate(keys.items()):
+                total, ttl = int(reply[2 * index]), int(reply[2 * index + 1])
+                before[key] = total - count
+                left_ms[key] = ttl if ttl > 0 else self.window_ms
         for waiting in batch:
             retry: float | None = None
             for counted in waiting.counts:
