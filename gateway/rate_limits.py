@@ -24,6 +24,7 @@ import socket
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.batching import FlushPerTurn
 
@@ -78,7 +79,7 @@ class _Waiting:
 
 
 class RateLimiter(FlushPerTurn):
-    def __init__(self, redis: Redis, *, prefix: str, window_seconds: float, per_user: int,
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str, window_seconds: float, per_user: int,
                  per_network: int, ipv4_prefix: int, ipv6_prefix: int) -> None:
         super().__init__()
         self.redis = redis
