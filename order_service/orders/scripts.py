@@ -132,16 +132,17 @@ renew(keep * 2)
 return out
 """
 
-# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms max_deciding.
+# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms max_deciding answered.
 # Admits up to how_many places, and no more than leave max_deciding of the product being decided
-# (across replicas): first those whose lease ran out (their replica died or stalled: decided
-# again, safely, see line.py), then the earliest waiting.
+# (across replicas), not counting the caller's `answered` places (decided, their answers waiting
+# to be given in turn: drain.py): first those whose lease ran out (their replica died or
+# stalled: decided again, safely, see line.py), then the earliest waiting.
 # Returns {{ticket, record}..., waiting count, deciding count}.
 CLAIM = _COMMON + """
 local now = now_ms()
 local lease = tonumber(ARGV[2])
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
-local left = math.min(tonumber(ARGV[1]), tonumber(ARGV[4]) - live)
+local left = math.min(tonumber(ARGV[1]), tonumber(ARGV[4]) + tonumber(ARGV[5]) - live)
 local out = {}
 local function admit(t)
   local rec = redis.call('HGET', KEYS[3], t)
@@ -476,12 +477,14 @@ class LineScripts:
                                       leased=int(part[4]) == 1))
         return answers
 
-    async def claim(self, product_id: int, how_many: int) -> tuple[list[Claimed], int, int]:
-        """Up to how_many places admitted, and how many then wait and are being decided."""
+    async def claim(self, product_id: int, how_many: int, *,
+                    answered: int = 0) -> tuple[list[Claimed], int, int]:
+        """Up to how_many places admitted, and how many then wait and are being decided.
+        `answered`: places of the caller's decided, their answers not yet given."""
         keys = LineKeys.of(product_id)
         claimed, waiting, deciding = await self._claim(
             keys=[keys.waiting, keys.deciding, keys.tickets],
-            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding])
+            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered])
         return ([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed], int(waiting),
                 int(deciding))
 

@@ -302,6 +302,22 @@ async def test_a_lease_its_replica_renews_is_not_admitted_again(client: Redis) -
     assert await scripts.renew(product_id, [str(joined.ticket)]) == 0
 
 
+async def test_places_whose_answers_wait_their_turn_leave_room_for_the_next(
+    client: Redis
+) -> None:
+    """max_deciding bounds the places being decided; a replica's places already decided, their
+    answers waiting for earlier ones' (drain.py AnswersInTurn), are not counted against it."""
+    scripts, product_id = scripts_on(client, max_deciding=2), product()
+    await scripts.join(product_id, [place(product_id, u, u) for u in range(1, 7)])
+    first, _, _ = await scripts.claim(product_id, 5)
+    assert len(first) == 2
+    assert (await scripts.claim(product_id, 5))[0] == []
+    # One of the two decided, its answer waiting: one more may be admitted, and only one.
+    more, waiting, deciding = await scripts.claim(product_id, 5, answered=1)
+    assert (len(more), waiting, deciding) == (1, 3, 3)
+    assert (await scripts.claim(product_id, 5, answered=1))[0] == []
+
+
 async def test_within_one_batch_the_earliest_arrival_goes_straight_on(client: Redis) -> None:
     # Asked in one loop turn in the order the requests happened to reach this process: the
     # place with the earlier gateway stamp is the one admitted when only one may be.
