@@ -14,7 +14,9 @@ address in turn, and a call whose connection could not be made (refused, or no a
 connect: nothing was sent) moves to the next address, as often as there are addresses. That is
 the only failover. A call that was sent and lost its connection is sent once more, marked, as
 above, and never again: it may have been carried out, and only the marked resend is answered
-from what the first did.
+from what the first did. A call refused unread (503 with NOT_READ_HEADER: its signature aged in
+the receiver's queue, so nothing ran) is sent once more too, whatever its method, signed anew
+and not marked, as the gateway does.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER
+from shared.contracts import IDENTITY_CALLER_HEADER, IDENTITY_SIGNATURE_HEADER, NOT_READ_HEADER
 from shared.identity_keys import IdentitySigner
 from shared.in_order import InOrderConnector
 from shared.replicas import CONNECT_TIMEOUT_SECONDS, Hosts, Replicas, Resolver, url_host
@@ -142,6 +144,7 @@ class ServiceClient:
                 raise ServiceCallFailed(self.name, f"name lookup failed: {error}") from error
         address = untried.pop(0)
         resent = False
+        sent_unread = False
         # For the path and query as sent, whichever replica's address it goes to.
         signature = self._signature(method, url, data, sent[REQUEST_ID_HEADER])
         while True:
@@ -157,6 +160,14 @@ class ServiceClient:
                         data=data, headers=sent, allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=remaining,
                                                       sock_connect=connect)) as response:
+                    if response.status == 503 and NOT_READ_HEADER in response.headers \
+                            and not sent_unread:
+                        # Refused unread (its signature aged in the receiver's queue): nothing
+                        # ran, so it goes once more, signed anew, to the next replica or this.
+                        sent_unread = True
+                        untried.append(address)
+                        address = untried.pop(0)
+                        continue
                     raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
                     status = response.status
                 break

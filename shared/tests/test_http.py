@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from shared.contracts import parse_identity_signature
-from shared.http import RESENT_HEADER, service_client
+from shared.contracts import NOT_READ_HEADER, parse_identity_signature
+from shared.http import RESENT_HEADER, ServiceCallFailed, service_client
 from shared.testing.identity import identity_verifier, signer
 
 
@@ -101,3 +101,65 @@ async def test_a_call_is_signed_when_its_connection_is_in_hand_not_before_its_wa
         await server.wait_closed()
     (_, _), (arrived, signed_at) = written
     assert arrived - signed_at < 1.5
+
+
+async def _refusing_unread(times: int) -> tuple[asyncio.Server, list[dict[str, str]]]:
+    """A service whose queue held the first `times` requests until their signatures aged: it
+    refuses them unread (shared/identity.py), then answers."""
+    seen: list[dict[str, str]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            lines = head.decode().split("\r\n")[1:]
+            headers = {name.lower(): value.strip() for name, _, value in
+                       (line.partition(":") for line in lines if line)}
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            seen.append(headers)
+            if len(seen) <= times:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                             + NOT_READ_HEADER.encode() + b": aged\r\nContent-Length: 2\r\n\r\n{}")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), seen
+
+
+async def test_a_call_refused_unread_is_sent_once_more_signed_anew() -> None:
+    """Nothing ran, whatever the method: the call goes again at once (not marked resent, which
+    would ask the receiver to answer from what the first did), with a fresh signature."""
+    server, seen = await _refusing_unread(1)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with service_client("stock_service", f"http://127.0.0.1:{port}",
+                                  signer=signer("order_service"), timeout_seconds=5) as client:
+            answer = await client.request("POST", "/internal/x", json_body={"a": 1})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (answer.status, answer.body) == (200, {"ok": True})
+    assert len(seen) == 2
+    assert all(RESENT_HEADER.lower() not in headers for headers in seen)
+    stock_service = identity_verifier("stock_service")  # one replay cache for both
+    for headers in seen:  # the second's nonce is new, or this one cache would refuse it
+        stock_service.verify(headers["x-identity-signature"], headers, method="POST",
+                             target="/internal/x", body=b'{"a":1}')
+
+
+async def test_a_call_refused_unread_twice_fails() -> None:
+    server, seen = await _refusing_unread(5)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with service_client("stock_service", f"http://127.0.0.1:{port}",
+                                  signer=signer("order_service"), timeout_seconds=5) as client:
+            with pytest.raises(ServiceCallFailed, match="answered 503"):
+                await client.request("POST", "/internal/x", json_body={"a": 1})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(seen) == 2
