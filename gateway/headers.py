@@ -28,8 +28,9 @@ IDENTITY = frozenset({
 RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
     b"x-request-id", b"upgrade", b"trailer",
-    # Between a service and the gateway only (shared/contracts.py NOT_READ_HEADER).
-    b"x-request-not-read",
+    # Between a service and the gateway only (shared/contracts.py NOT_READ_HEADER,
+    # EDGE_FINAL_HEADER).
+    b"x-request-not-read", b"x-edge-final",
 })
 
 

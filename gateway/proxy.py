@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -37,6 +38,9 @@ from gateway.streams import StreamRelay
 from shared.contracts import (
     ARRIVED_AT_HEADER,
     CLIENT_IP_HEADER,
+    EDGE_FINAL_FINAL,
+    EDGE_FINAL_HEADER,
+    EDGE_FINAL_PENDING,
     GATEWAY_CALLER,
     IDENTITY_CALLER_HEADER,
     IDENTITY_SIGNATURE_HEADER,
@@ -53,6 +57,7 @@ from shared.sale_metrics import GatewayMetrics
 from shared.services import service as app_named
 from shared.signed_on_send import SignatureHeaders, signed_request
 from shared.sse import HEADERS as SSE_HEADERS
+from shared.sse import HEARTBEAT as SSE_HEARTBEAT
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -62,6 +67,31 @@ logger = logging.getLogger("gateway.proxy")
 # state, not in effect: a repeated password change answers 403 and counts as a failed login, a
 # repeated delete answers 404, though the first had succeeded.
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A stream held at the edge (shared/edge_finals.py) reads its resource again this often (a
+# position that moved, a final state whose message was missed), and sends a comment line when
+# nothing was sent for HEARTBEAT_SECONDS, as a service's own stream does (shared/sse.py).
+HELD_REFRESH_SECONDS = 10.0
+HEARTBEAT_SECONDS = 15.0
+HELD_ROUTE = "/api/v1/orders/tickets/{ticket}/events"
+_EDGE_FINAL = EDGE_FINAL_HEADER.lower().encode()
+_PENDING = EDGE_FINAL_PENDING.encode()
+_FINAL = EDGE_FINAL_FINAL.encode()
+# Held streams read the service's own answer, the header that says so kept.
+_READ_DROP = RESPONSE_DROP - {_EDGE_FINAL}
+
+
+def _edge_final_mark(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    return next((value for name, value in headers if name.lower() == _EDGE_FINAL), None)
+
+
+def sse_data(payload: bytes) -> bytes:
+    """A JSON body (compact: one line) as one server-sent event."""
+    return b"data: " + payload + b"\n\n"
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def held_for(scope: Scope, longest: float) -> float:
@@ -119,7 +149,8 @@ class Proxy:
             await self.forward(scope, receive, tracking_send, match.route.service, match.public,
                                raw_path, stream=match.route.stream, shared=match.route.shared,
                                keyed=raw_path in match.route.keyed,
-                               held_seconds=held_for(scope, match.route.long_poll_seconds))
+                               held_seconds=held_for(scope, match.route.long_poll_seconds),
+                               held_at_edge=match.route.held_at_edge)
         except Exception:
             # The proxy runs in front of FastAPI's error handling, so it answers for itself:
             # a problem+json 500 with the request id, never a bare traceback page.
@@ -131,7 +162,7 @@ class Proxy:
     async def forward(self, scope: Scope, receive: Receive, send: Send, service: str,
                       public: bool, raw_path: str, *, stream: bool = False,
                       shared: bool = False, keyed: bool = False,
-                      held_seconds: float = 0.0) -> None:
+                      held_seconds: float = 0.0, held_at_edge: bool = False) -> None:
         # Stamped first, before the token check and the body: places in an opening's line are
         # given in this order (shared/contracts.py ARRIVED_AT_HEADER).
         arrived_at = str(time.time_ns() // 1000)
@@ -258,13 +289,27 @@ class Proxy:
         # attempt anew: the nonce of the first may have been spent.
         audience, method = self.audiences[service], scope["method"]
 
-        def signature() -> list[tuple[str, str]]:
-            return [(IDENTITY_SIGNATURE_HEADER, self.signer.sign(
-                audience=audience, method=method, target=target, body=body, user_id=user_id,
-                session_id=session_id, request_id=request_id, client_ip=client_ip, roles=roles,
-                arrived_at=arrived_at))]
+        def signed_for(target: str) -> SignatureHeaders:
+            def signature() -> list[tuple[str, str]]:
+                return [(IDENTITY_SIGNATURE_HEADER, self.signer.sign(
+                    audience=audience, method=method, target=target, body=body,
+                    user_id=user_id, session_id=session_id, request_id=request_id,
+                    client_ip=client_ip, roles=roles, arrived_at=arrived_at))]
 
+            return signature
+
+        signature = signed_for(target)
         if stream:
+            if held_at_edge and settings.edge_held_streams and identity is not None \
+                    and method == "GET" and not scope.get("query_string"):
+                # The resource itself (the path without /events), read as its owner.
+                resource = target[:-len(STREAM_SUFFIX)]
+                resource_url = URL(self.runtime.upstreams.base_urls[service] + resource,
+                                   encoded=True)
+                if await self._hold_stream(receive, send, service, resource_url, headers,
+                                           signed_for(resource), user_id=user_id,
+                                           path=raw_path[:-len(STREAM_SUFFIX)]):
+                    return
             await self._relay_stream(receive, send, service, method, url, headers, signature)
             return
         # Sent again if its connection breaks before an answer: an idempotent method, or a
@@ -293,6 +338,95 @@ class Proxy:
         await send({"type": "http.response.body", "body": body})
         return True
 
+    async def _read_resource(self, service: str, url: URL, headers: list[tuple[str, str]],
+                             signature: SignatureHeaders) -> tuple[int, list[tuple[bytes, bytes]],
+                                                                   bytes]:
+        """GET `url` as the request's own caller, with _relay's failover and resends: the
+        status, headers and body it would have relayed (a 5xx of the gateway's own when the
+        service could not be asked)."""
+        answered: dict[str, Any] = {}
+
+        async def keep(message: Message) -> None:
+            answered.setdefault(message["type"], message)
+
+        await self._relay(keep, service, "GET", url, headers, signature, b"", resendable=True,
+                          drop=_READ_DROP)
+        start, body = answered["http.response.start"], answered.get("http.response.body", {})
+        return start["status"], list(start.get("headers", [])), body.get("body", b"")
+
+    async def _hold_stream(self, receive: Receive, send: Send, service: str, url: URL,
+                           headers: list[tuple[str, str]], signature: SignatureHeaders, *,
+                           user_id: str, path: str) -> bool:
+        """`<path>/events` held here (shared/edge_finals.py), if the service's answer to
+        `GET <path>` says its final state will be published: that answer as the first event,
+        the final state as the last, `<path>` read again every HELD_REFRESH_SECONDS meanwhile.
+        False, having sent nothing: the service said no such thing, relay the stream."""
+        status, response_headers, payload = await self._read_resource(service, url, headers,
+                                                                      signature)
+        mark = _edge_final_mark(response_headers)
+        if status == 200 and mark == _FINAL:
+            # Answered already (its message not heard here yet): that one event.
+            self.metrics.edge_answer(HELD_ROUTE)
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": sse_data(payload)})
+            return True
+        if status == 200 and mark != _PENDING:
+            return False
+        if status != 200:
+            # Not the owner's, not there, the service unreachable: its answer, as a GET's.
+            kept = [(k, v) for k, v in response_headers if k.lower() not in RESPONSE_DROP]
+            kept.append((b"content-length", str(len(payload)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": kept})
+            await send({"type": "http.response.body", "body": payload})
+            return True
+        if self.open_streams >= self.settings.max_open_streams:
+            await send_problem(send, 503, "upstream_unavailable",
+                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+            return True
+        self.open_streams += 1
+        finals = self.runtime.edge_finals
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": sse_data(payload),
+                        "more_body": True})
+            gone = asyncio.ensure_future(_until_disconnected(receive))
+            try:
+                last_read = last_sent = time.monotonic()
+                while True:
+                    wait = min(HELD_REFRESH_SECONDS - (time.monotonic() - last_read),
+                               HEARTBEAT_SECONDS - (time.monotonic() - last_sent))
+                    final = asyncio.ensure_future(finals.wait(path, user_id, max(wait, 0.0)))
+                    await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if gone.done():
+                        final.cancel()
+                        return True
+                    body = final.result()
+                    if body is not None:
+                        self.metrics.edge_answer(HELD_ROUTE)
+                        await send({"type": "http.response.body", "body": sse_data(body)})
+                        return True
+                    now = time.monotonic()
+                    if now - last_read >= HELD_REFRESH_SECONDS:
+                        last_read = now
+                        status, response_headers, read = await self._read_resource(
+                            service, url, headers, signature)
+                        if status == 200 and read != payload:
+                            payload, last_sent = read, time.monotonic()
+                            await send({"type": "http.response.body", "body": sse_data(read),
+                                        "more_body": True})
+                        if status != 200 or _edge_final_mark(response_headers) != _PENDING:
+                            # Final (its message missed), or no longer the service's to say.
+                            await send({"type": "http.response.body", "body": b""})
+                            return True
+                    if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                        last_sent = time.monotonic()
+                        await send({"type": "http.response.body", "body": SSE_HEARTBEAT,
+                                    "more_body": True})
+            finally:
+                gone.cancel()
+        finally:
+            self.open_streams -= 1
+
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
         """413, after reading and dropping up to `discard` more bytes (within the body timeout)
         so the client sees the answer instead of a connection reset."""
@@ -306,12 +440,14 @@ class Proxy:
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      headers: list[tuple[str, str]], signature: SignatureHeaders, body: bytes, *,
-                     resendable: bool, held_seconds: float = 0.0) -> None:
+                     resendable: bool, held_seconds: float = 0.0,
+                     drop: frozenset[bytes] | None = None) -> None:
         upstreams = self.runtime.upstreams
         session = upstreams.sessions[service]
         # The session's own unless held (None would mean no timeout at all).
         timeout = upstreams.held_timeout(held_seconds) if held_seconds else session.timeout
-        drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
+        if drop is None:
+            drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
         urls = await self._urls(send, service, url)
         if urls is None:
             return

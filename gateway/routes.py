@@ -34,10 +34,16 @@ class Route:
     # The service holds a GET asking `?wait=N` up to N seconds on purpose (a long poll), N at
     # most this: the gateway waits that much longer for its answer.
     long_poll_seconds: float = 0.0
+    # A stream of `<path>/events` whose final state the service publishes for the edge: the
+    # gateway holds it itself when the service's answer to `GET <path>` says so
+    # (shared/edge_finals.py), else relays it.
+    held_at_edge: bool = False
 
     def __post_init__(self) -> None:
         if self.shared and not (self.stream and "GET" in self.public_methods):
             raise ValueError(f"{self.pattern}: only a public GET stream can be shared")
+        if self.held_at_edge and not (self.stream and self.pattern.endswith("/events")):
+            raise ValueError(f"{self.pattern}: only a <path>/events stream can be held")
 
     @property
     def is_prefix(self) -> bool:
@@ -84,7 +90,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/products", "product", _public("GET", "HEAD")),
     Route("/api/v1/products/**", "product"),
     # orders and payments
-    Route("/api/v1/orders/tickets/{ticket}/events", "order", stream=True),
+    Route("/api/v1/orders/tickets/{ticket}/events", "order", stream=True, held_at_edge=True),
     Route("/api/v1/orders/tickets/{ticket}", "order", long_poll_seconds=25.0),
     Route("/api/v1/orders/**", "order", keyed=frozenset({"/api/v1/orders"})),
     Route("/api/v1/payments/**", "payment", keyed=frozenset({"/api/v1/payments"})),

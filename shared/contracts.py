@@ -136,6 +136,13 @@ IDENTITY_MAX_AGE_SECONDS = 10
 # before the service read it). Its sender may send it again, signed anew, whatever its method;
 # the gateway does so once and never passes the header on.
 NOT_READ_HEADER = "X-Request-Not-Read"
+# On a service's answer to GET <path>: "pending", the resource is not final yet and its final
+# state will be published for the edge (shared/edge_finals.py), so the gateway may hold its
+# owner's <path>/events stream itself; "final", this answer is its final state (the stream is
+# that one event). Between a service and the gateway only.
+EDGE_FINAL_HEADER = "X-Edge-Final"
+EDGE_FINAL_PENDING = "pending"
+EDGE_FINAL_FINAL = "final"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import httpx
+import pytest
 from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
 
-from gateway.tests.conftest import Rig
+from gateway import proxy
+from gateway.app import create_app
+from gateway.tests.conftest import Rig, gateway_settings
 from gateway.tests.test_edge_answers import forwarded, until
 from shared.broadcast import Channels
+from shared.contracts import EDGE_FINAL_FINAL, EDGE_FINAL_HEADER, EDGE_FINAL_PENDING
 from shared.edge_finals import FINALS_TOPIC
+from shared.testing.net import ThreadedServer
 
 OWNER = "4242"
 
@@ -74,3 +85,147 @@ async def test_a_final_state_is_forgotten_when_its_time_is_up(
         return forwarded(await client.get(path, headers=as_user(rig, OWNER)))
 
     await until(forgotten)
+
+
+class PendingTickets:
+    """order_service as the held streams see it: a ticket waiting (marked pending, its final
+    state to be published) at the positions given, one per read, then answered (no mark)."""
+
+    def __init__(self, positions: list[int], *, final: dict[str, object] | None = None,
+                 pending: bool = True) -> None:
+        self.positions = positions
+        self.final = final
+        self.pending = pending
+        self.reads = 0
+        self.streams = 0
+
+        async def ticket(request: Request) -> Response:
+            if request.url.path.endswith("/events"):
+                self.streams += 1
+                return Response(b'data: {"relayed":true}\n\n', media_type="text/event-stream")
+            if request.headers.get("x-user-id") != OWNER:
+                return JSONResponse({"code": "not_found"}, status_code=404,
+                                    media_type="application/problem+json")
+            self.reads += 1
+            if self.reads > len(self.positions) and self.final is not None:
+                return JSONResponse(self.final, headers={EDGE_FINAL_HEADER: EDGE_FINAL_FINAL}
+                                    if self.pending else None)
+            position = self.positions[min(self.reads, len(self.positions)) - 1]
+            return JSONResponse({"state": "waiting", "position": position},
+                                headers={EDGE_FINAL_HEADER: EDGE_FINAL_PENDING}
+                                if self.pending else None)
+
+        self.server = ThreadedServer(Starlette(routes=[StarletteRoute(
+            "/api/v1/orders/tickets/{rest:path}", ticket)]))
+
+    def __enter__(self) -> PendingTickets:
+        self.server.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.stop()
+
+
+@contextmanager
+def gateway_before(rig: Rig, redis_url: str, tickets: PendingTickets, *,
+                   held: bool = True) -> Iterator[str]:
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = tickets.server.url
+    gateway = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,
+                                                         edge_held_streams=held))).start()
+    try:
+        yield gateway.url
+    finally:
+        gateway.stop()
+
+
+async def events_of(stream: httpx.Response) -> AsyncIterator[dict[str, object]]:
+    async for line in stream.aiter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line[len("data: "):])
+
+
+async def test_a_pending_tickets_stream_is_held_at_the_edge_until_its_answer(
+        rig: Rig, redis: Redis, redis_url: str) -> None:
+    """The ticket read once (a short request on a pooled connection), its answer heard on the
+    finals channel: no stream is opened at order_service."""
+    path = ticket_path()
+    answer: dict[str, object] = {"state": "ordered", "order": {"id": 7}}
+    with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            async with c.stream("GET", path + "/events", headers=as_user(rig, OWNER)) as stream:
+                assert stream.status_code == 200
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                assert "x-edge-final" not in stream.headers
+                events = events_of(stream)
+                assert await anext(events) == {"state": "waiting", "position": 5}
+                await publish(redis, rig, path, answer)
+                assert await anext(events) == answer
+                assert [event async for event in events] == []  # the stream ended
+            # A plain read, forwarded: the mark is between the service and the gateway only.
+            read = await c.get(ticket_path(), headers=as_user(rig, OWNER))
+            assert read.json() == {"state": "waiting", "position": 5}
+            assert "x-edge-final" not in read.headers
+    assert (tickets.reads, tickets.streams) == (2, 0)
+
+
+async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answer(
+        rig: Rig, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read again now and then: a position that moved is sent; an answer whose message this
+    gateway missed (the read is no longer marked pending) is sent, and ends the stream."""
+    monkeypatch.setattr(proxy, "HELD_REFRESH_SECONDS", 0.2)
+    final: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
+    with PendingTickets([5, 5, 2], final=final) as tickets, \
+            gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c, \
+                c.stream("GET", ticket_path() + "/events", headers=as_user(rig, OWNER)) as stream:
+            events = [event async for event in events_of(stream)]
+    assert events == [{"state": "waiting", "position": 5}, {"state": "waiting", "position": 2},
+                      final]
+    assert (tickets.reads, tickets.streams) == (4, 0)
+
+
+async def test_a_ticket_answered_before_its_stream_is_that_one_event(
+        rig: Rig, redis_url: str) -> None:
+    """Answered before the gateway heard of it: the read says so (marked final), and the stream
+    is that answer, not a stream opened at order_service."""
+    final: dict[str, object] = {"state": "ordered", "order": {"id": 9}}
+    with PendingTickets([], final=final) as tickets, \
+            gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            response = await c.get(ticket_path() + "/events", headers=as_user(rig, OWNER))
+    assert response.status_code == 200
+    assert response.content == b"data: " + json.dumps(final, separators=(",", ":")).encode() + \
+        b"\n\n"
+    assert (tickets.reads, tickets.streams) == (1, 0)
+
+
+async def test_a_ticket_not_marked_pending_is_streamed_by_its_service(
+        rig: Rig, redis_url: str) -> None:
+    with PendingTickets([5], pending=False) as tickets, \
+            gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            response = await c.get(ticket_path() + "/events", headers=as_user(rig, OWNER))
+    assert response.content == b'data: {"relayed":true}\n\n'
+    assert (tickets.reads, tickets.streams) == (1, 1)
+
+
+async def test_someone_elses_ticket_stream_is_the_services_404(
+        rig: Rig, redis_url: str) -> None:
+    with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            response = await c.get(ticket_path() + "/events", headers=as_user(rig, "77"))
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert tickets.streams == 0
+
+
+async def test_without_held_streams_a_pending_tickets_stream_is_relayed(
+        rig: Rig, redis_url: str) -> None:
+    """GATEWAY_EDGE_HELD_STREAMS off (the default): the ticket is not read first."""
+    with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets,
+                                                        held=False) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            response = await c.get(ticket_path() + "/events", headers=as_user(rig, OWNER))
+    assert response.content == b'data: {"relayed":true}\n\n'
+    assert (tickets.reads, tickets.streams) == (0, 1)

@@ -266,6 +266,11 @@ class OrderLine:
         self._position_reads: dict[int, asyncio.Task[None]] = {}
         self._positions_read_at: dict[int, float] = {}
 
+    @property
+    def publishes_finals(self) -> bool:
+        """Answers are published for the gateway too (shared/edge_finals.py)."""
+        return bool(self.scripts.finals[0])
+
     async def join(self, *, product_id: int, user_id: int, quantity: int, key: str | None,
                    arrived_us: int, mode: str = "join", request_id: str | None = None,
                    order_id: int | None = None) -> tuple[Joined, NewPlace]:

@@ -25,8 +25,9 @@ from order_service.orders.errors import (
     TicketNotFound,
     UnpaidOrderExists,
 )
+from order_service.orders.line import FINAL_STATES
 from order_service.orders.schemas import OrderCreate, OrderOut, OrderPage, TicketOut
-from shared.contracts import MAX_ID
+from shared.contracts import EDGE_FINAL_FINAL, EDGE_FINAL_HEADER, EDGE_FINAL_PENDING, MAX_ID
 from shared.errors import (
     PROBLEM_CONTENT_TYPE,
     DatabaseUnavailable,
@@ -121,7 +122,12 @@ async def create_order(request: Request, body: OrderCreate, user_id: CurrentUser
 )
 async def get_ticket(ticket: TicketId, user_id: CurrentUser, tickets: TicketReadsDep,
                      wait: Annotated[int | None, Query(ge=1, le=25)] = None) -> JSONResponse:
-    return JSONResponse(await tickets.get(user_id, ticket, wait=wait))
+    body = await tickets.get(user_id, ticket, wait=wait)
+    # For the gateway, which then holds the ticket's stream itself instead of opening one here
+    # (shared/edge_finals.py): its answer is given, or will be published for the edge.
+    mark = EDGE_FINAL_FINAL if body["state"] in FINAL_STATES else \
+        EDGE_FINAL_PENDING if tickets.line.publishes_finals else None
+    return JSONResponse(body, headers={EDGE_FINAL_HEADER: mark} if mark else None)
 
 
 @router.get(

@@ -258,6 +258,28 @@ async def test_wait_returns_when_the_ticket_is_answered(
     await outcomes(http, line_sale, buyers, answers)
 
 
+async def test_a_tickets_read_tells_the_gateway_whether_its_answer_is_given_or_to_come(
+    http: httpx.AsyncClient, line_sale: Sale
+) -> None:
+    """X-Edge-Final (shared/edge_finals.py): `pending` while the ticket waits (its answer will
+    be published for the edge), `final` once answered; the gateway then holds the ticket's
+    stream itself."""
+    product = await register_product(http, line_sale, total=100)
+    buyers = [buyer() for _ in range(25)]
+    answers = await crowd(http, line_sale, product, buyers)
+    ticketed = [(u, a.json()) for u, a in zip(buyers, answers, strict=True)
+                if a.status_code == 202]
+    user, body = max(ticketed, key=lambda pair: pair[1]["position"])
+    read = await get_ticket(http, line_sale, user=user, ticket=body["ticket"])
+    waiting = read.json()["state"] == "waiting"
+    assert read.headers["x-edge-final"] == ("pending" if waiting else "final"), read.text
+    await final_answer(http, line_sale, user=user, ticket=body["ticket"])
+    read = await get_ticket(http, line_sale, user=user, ticket=body["ticket"])
+    assert read.json()["state"] in ("ordered", "refused")
+    assert read.headers["x-edge-final"] == "final"
+    await outcomes(http, line_sale, buyers, answers)
+
+
 async def test_the_events_stream_ends_with_the_answer(
     http: httpx.AsyncClient, line_sale: Sale
 ) -> None:
