@@ -241,15 +241,24 @@ async def test_a_ticket_is_its_owners_only_and_a_malformed_one_is_unknown(
     await outcomes(http, line_sale, buyers, answers)
 
 
-async def test_wait_returns_when_the_ticket_is_answered(
-    http: httpx.AsyncClient, line_sale: Sale
-) -> None:
-    product = await register_product(http, line_sale, total=100)
+async def crowd_and_its_last_ticket(
+    http: httpx.AsyncClient, sale: Sale
+) -> tuple[list[int], list[httpx.Response], int, dict[str, Any]]:
+    """25 buyers of a product with units for all: their answers, and the buyer and body of
+    the ticket furthest back in the line."""
+    product = await register_product(http, sale, total=100)
     buyers = [buyer() for _ in range(25)]
-    answers = await crowd(http, line_sale, product, buyers)
+    answers = await crowd(http, sale, product, buyers)
     ticketed = [(u, a.json()) for u, a in zip(buyers, answers, strict=True)
                 if a.status_code == 202]
     user, body = max(ticketed, key=lambda pair: pair[1]["position"])
+    return buyers, answers, user, body
+
+
+async def test_wait_returns_when_the_ticket_is_answered(
+    http: httpx.AsyncClient, line_sale: Sale
+) -> None:
+    buyers, answers, user, body = await crowd_and_its_last_ticket(http, line_sale)
     started = time.monotonic()
     waited = await get_ticket(http, line_sale, user=user, ticket=body["ticket"], wait=25)
     assert waited.status_code == 200
@@ -264,12 +273,7 @@ async def test_a_tickets_read_tells_the_gateway_whether_its_answer_is_given_or_t
     """X-Edge-Final (shared/edge_finals.py): `pending` while the ticket waits (its answer will
     be published for the edge), `final` once answered; the gateway then holds the ticket's
     stream itself."""
-    product = await register_product(http, line_sale, total=100)
-    buyers = [buyer() for _ in range(25)]
-    answers = await crowd(http, line_sale, product, buyers)
-    ticketed = [(u, a.json()) for u, a in zip(buyers, answers, strict=True)
-                if a.status_code == 202]
-    user, body = max(ticketed, key=lambda pair: pair[1]["position"])
+    buyers, answers, user, body = await crowd_and_its_last_ticket(http, line_sale)
     read = await get_ticket(http, line_sale, user=user, ticket=body["ticket"])
     waiting = read.json()["state"] == "waiting"
     assert read.headers["x-edge-final"] == ("pending" if waiting else "final"), read.text
@@ -283,12 +287,7 @@ async def test_a_tickets_read_tells_the_gateway_whether_its_answer_is_given_or_t
 async def test_the_events_stream_ends_with_the_answer(
     http: httpx.AsyncClient, line_sale: Sale
 ) -> None:
-    product = await register_product(http, line_sale, total=100)
-    buyers = [buyer() for _ in range(25)]
-    answers = await crowd(http, line_sale, product, buyers)
-    ticketed = [(u, a.json()) for u, a in zip(buyers, answers, strict=True)
-                if a.status_code == 202]
-    user, body = max(ticketed, key=lambda pair: pair[1]["position"])
+    buyers, answers, user, body = await crowd_and_its_last_ticket(http, line_sale)
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(40), http.stream(
             "GET", line_sale.url("order") + f"{ORDERS}/tickets/{body['ticket']}/events",
