@@ -327,7 +327,7 @@ class Proxy:
             if body is None:
                 return False
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await send({"type": "http.response.body", "body": b"data: " + body + b"\n\n"})
+            await send({"type": "http.response.body", "body": sse_data(body)})
             return True
         body = finals.final_for(raw_path, user_id)
         if body is None:
@@ -379,9 +379,7 @@ class Proxy:
             await send({"type": "http.response.start", "status": status, "headers": kept})
             await send({"type": "http.response.body", "body": payload})
             return True
-        if self.open_streams >= self.settings.max_open_streams:
-            await send_problem(send, 503, "upstream_unavailable",
-                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+        if not await self._room_for_a_stream(send):
             return True
         self.open_streams += 1
         finals = self.runtime.edge_finals
@@ -426,6 +424,14 @@ class Proxy:
                 gone.cancel()
         finally:
             self.open_streams -= 1
+
+    async def _room_for_a_stream(self, send: Send) -> bool:
+        """False, having answered 503, when GATEWAY_MAX_OPEN_STREAMS are open."""
+        if self.open_streams < self.settings.max_open_streams:
+            return True
+        await send_problem(send, 503, "upstream_unavailable",
+                           "Too many streams are open right now.", [(b"retry-after", b"5")])
+        return False
 
     async def _refuse_body(self, receive: Receive, send: Send, *, discard: int) -> None:
         """413, after reading and dropping up to `discard` more bytes (within the body timeout)
@@ -535,9 +541,7 @@ class Proxy:
                             url: URL, headers: list[tuple[str, str]],
                             signature: SignatureHeaders) -> None:
         """A streamed route: through the streams' own pool, relayed as it comes."""
-        if self.open_streams >= self.settings.max_open_streams:
-            await send_problem(send, 503, "upstream_unavailable",
-                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+        if not await self._room_for_a_stream(send):
             return
         self.open_streams += 1
         drop = HEAD_RESPONSE_DROP if method == "HEAD" else RESPONSE_DROP
@@ -637,9 +641,7 @@ class Proxy:
         """A shared stream (gateway/fanout.py): this client joins the one upstream stream of
         `url`, opened, if it is the first, with no client's headers and no identity (signed
         for that GET of `target`, the path and query, with a nonce of its own)."""
-        if self.open_streams >= self.settings.max_open_streams:
-            await send_problem(send, 503, "upstream_unavailable",
-                               "Too many streams are open right now.", [(b"retry-after", b"5")])
+        if not await self._room_for_a_stream(send):
             return
         self.open_streams += 1
 
