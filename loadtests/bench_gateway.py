@@ -61,6 +61,7 @@ from loadtests.system import (
     hello_world,
     hello_world_process,
     service_system,
+    with_metrics_port,
 )
 from loadtests.wrk import generator_name, measure
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
@@ -279,6 +280,13 @@ class SoldOutBench:
     user_database_url: str
 
 
+def forwarding_env(gateway_env: Mapping[str, str]) -> dict[str, str]:
+    """The second gateway's environment: the first's, hearing no edge answers (another
+    PUBSUB_PREFIX) and with an internal metrics listener of its own (the first's port is
+    taken)."""
+    return with_metrics_port({**gateway_env, "PUBSUB_PREFIX": "bench-deaf:"})
+
+
 @contextmanager
 def sold_out_system(workdir: Path) -> Iterator[SoldOutBench]:
     # Fresh schemas hand out the same ids again: their live state goes too.
@@ -296,7 +304,7 @@ def sold_out_system(workdir: Path) -> Iterator[SoldOutBench]:
                                  "GATEWAY_RATE_LIMIT_PER_NETWORK": "0"}) as services:
             forwarding = ServiceProcess(
                 "gateway-forwarding", "gateway.app:create_app", log_dir=workdir,
-                env={**services.gateway.env, "PUBSUB_PREFIX": "bench-deaf:"})
+                env=forwarding_env(services.gateway.env))
             try:
                 forwarding.start().wait_healthy()
                 yield SoldOutBench(

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench_gateway import refusals, refuse_ratios_after_errors
+from loadtests.bench_gateway import forwarding_env, refusals, refuse_ratios_after_errors
 from loadtests.load import LoadResult
 from loadtests.signed import presigned_script
+from loadtests.system import with_metrics_port
 from shared.contracts import IDENTITY_MAX_AGE_SECONDS
 from shared.identity_keys import IdentityRefused
 from shared.testing.identity import identity_verifier
@@ -69,3 +70,13 @@ def test_the_direct_script_holds_one_fresh_signature_per_request(tmp_path: Path)
     fresh = identity_verifier("user_service")
     fresh.verify(last, headers, method="GET", target="/api/v1/users/me", body=b"",
                  now=started + seconds + IDENTITY_MAX_AGE_SECONDS - 1)
+
+
+def test_the_sold_out_benchs_second_gateway_listens_for_metrics_on_a_port_of_its_own() -> None:
+    """It copied the first gateway's environment, GATEWAY_METRICS_PORT included, and exited at
+    start: the port was the first's."""
+    first = with_metrics_port({"GATEWAY_REDIS_URL": "redis://x", "PUBSUB_PREFIX": "bench-edge:"})
+    second = forwarding_env(first)
+    assert second["GATEWAY_METRICS_PORT"] != first["GATEWAY_METRICS_PORT"]
+    assert second["PUBSUB_PREFIX"] == "bench-deaf:"
+    assert second["GATEWAY_REDIS_URL"] == first["GATEWAY_REDIS_URL"]
