@@ -306,9 +306,11 @@ class Proxy:
                 resource = target[:-len(STREAM_SUFFIX)]
                 resource_url = URL(self.runtime.upstreams.base_urls[service] + resource,
                                    encoded=True)
+                path = raw_path[:-len(STREAM_SUFFIX)]
                 if await self._hold_stream(receive, send, service, resource_url, headers,
-                                           signed_for(resource), user_id=user_id,
-                                           path=raw_path[:-len(STREAM_SUFFIX)]):
+                                           signed_for(resource), user_id=user_id, path=path,
+                                           pending=self.runtime.edge_finals.pending_for(
+                                               path, user_id)):
                     return
             await self._relay_stream(receive, send, service, method, url, headers, signature)
             return
@@ -356,29 +358,35 @@ class Proxy:
 
     async def _hold_stream(self, receive: Receive, send: Send, service: str, url: URL,
                            headers: list[tuple[str, str]], signature: SignatureHeaders, *,
-                           user_id: str, path: str) -> bool:
+                           user_id: str, path: str, pending: bytes | None = None) -> bool:
         """`<path>/events` held here (shared/edge_finals.py), if the service's answer to
         `GET <path>` says its final state will be published: that answer as the first event,
         the final state as the last, `<path>` read again every HELD_REFRESH_SECONDS meanwhile.
-        False, having sent nothing: the service said no such thing, relay the stream."""
-        status, response_headers, payload = await self._read_resource(service, url, headers,
-                                                                      signature)
-        mark = _edge_final_mark(response_headers)
-        if status == 200 and mark == _FINAL:
-            # Answered already (its message not heard here yet): that one event.
-            self.metrics.edge_answer(HELD_ROUTE)
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await send({"type": "http.response.body", "body": sse_data(payload)})
-            return True
-        if status == 200 and mark != _PENDING:
-            return False
-        if status != 200:
-            # Not the owner's, not there, the service unreachable: its answer, as a GET's.
-            kept = [(k, v) for k, v in response_headers if k.lower() not in RESPONSE_DROP]
-            kept.append((b"content-length", str(len(payload)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": kept})
-            await send({"type": "http.response.body", "body": payload})
-            return True
+        False, having sent nothing: the service said no such thing, relay the stream.
+        `pending`: the path's pending state the service published for this user, the first
+        event without a read."""
+        if pending is not None:
+            payload = pending
+        else:
+            status, response_headers, payload = await self._read_resource(service, url,
+                                                                          headers, signature)
+            mark = _edge_final_mark(response_headers)
+            if status == 200 and mark == _FINAL:
+                # Answered already (its message not heard here yet): that one event.
+                self.metrics.edge_answer(HELD_ROUTE)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": SSE_HEADERS})
+                await send({"type": "http.response.body", "body": sse_data(payload)})
+                return True
+            if status == 200 and mark != _PENDING:
+                return False
+            if status != 200:
+                # Not the owner's, not there, the service unreachable: its answer, as a GET's.
+                kept = [(k, v) for k, v in response_headers if k.lower() not in RESPONSE_DROP]
+                kept.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": kept})
+                await send({"type": "http.response.body", "body": payload})
+                return True
         if not await self._room_for_a_stream(send):
             return True
         self.open_streams += 1

@@ -48,9 +48,12 @@ class GatewayRuntime:
             settings.redis_url,
             {channels.name(ANSWERS_TOPIC): self.edge_answers.heard,
              channels.name(FINALS_TOPIC): self.edge_finals.heard},
-            on_connected=self._load_edge_answers)
+            on_connected=self._on_subscribed)
 
-    async def _load_edge_answers(self) -> None:
+    async def _on_subscribed(self) -> None:
+        # Finals published while the subscription was down were missed: a pending state heard
+        # before then could stand for a resource answered meanwhile.
+        self.edge_finals.forget_pending()
         await self.edge_answers.load(self.redis, self.settings.pubsub_prefix)
 
     @property

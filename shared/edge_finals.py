@@ -28,6 +28,15 @@ answer as the first event, the final state as the last when it is heard (`wait`)
 ticket streams then cost order_service one short read each on a pooled connection, not a
 connection and a stream each (`make load` with 20,000 buyers: most of 17,000 streams found
 order_service's listen queue full and were answered 503).
+
+Pending states. A message may also carry `"pending": [[path, owner, body], ...]`: resources just
+made, not final, whose final state will be published here (order_service's places in line, in
+the step that takes them). For PENDING_SECONDS after it is heard, a held stream of such a path
+takes the body as its first event instead of reading `<path>`: at an opening the crowd opens
+its ticket streams right after the 202 that gave the ticket, and each read was a request at
+order_service when it was busiest. Past that the body's position may have moved, and the
+stream reads `<path>` as before. A pending state never outlives its final, and a gateway whose
+subscription dropped forgets them all (`forget_pending`): their finals may have been missed.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ FINALS_TOPIC = "edge-finals"
 STREAM_SUFFIX = "/events"
 # Entries held by default: a few hundred bytes each.
 MAX_HELD = 200_000
+# How long a pending state heard stands for its resource's first event (module docstring).
+PENDING_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class EdgeFinals:
     def __init__(self, *, max_held: int = MAX_HELD) -> None:
         self.max_held = max_held
         self._held: OrderedDict[str, Final] = OrderedDict()
+        self._pending: OrderedDict[str, Final] = OrderedDict()
         # Streams held here, waiting for their path's final state.
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -70,19 +82,25 @@ class EdgeFinals:
     def heard(self, raw: str) -> None:
         try:
             message = json.loads(raw)
-            until = time.monotonic() + int(message["ttl_ms"]) / 1000
-            entries = [(str(path), str(owner),
-                        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-                       for path, owner, body in message["finals"]]
+            now = time.monotonic()
+            until = now + int(message["ttl_ms"]) / 1000
+            entries = _entries(message["finals"])
+            pending = _entries(message.get("pending", ()))
         except (ValueError, KeyError, TypeError):
             logger.warning("edge finals message not understood", extra={"raw": raw[:200]})
             return
         for path, owner, body in entries:
             self._held.pop(path, None)  # kept in the order heard: the oldest go first
             self._held[path] = Final(owner, body, until)
+            self._pending.pop(path, None)
             for waiter in self._waiting.pop(path, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+        fresh_until = now + PENDING_SECONDS
+        for path, owner, body in pending:
+            if path not in self._held:  # a final is final
+                self._pending.pop(path, None)
+                self._pending[path] = Final(owner, body, fresh_until)
         self._forget_old()
 
     async def wait(self, path: str, user_id: str, timeout: float) -> bytes | None:
@@ -106,16 +124,38 @@ class EdgeFinals:
 
     def _forget_old(self) -> None:
         now = time.monotonic()
-        while self._held and (len(self._held) > self.max_held
-                              or next(iter(self._held.values())).until <= now):
-            self._held.popitem(last=False)
+        for held in (self._held, self._pending):
+            while held and (len(held) > self.max_held or next(iter(held.values())).until <= now):
+                held.popitem(last=False)
+
+    def forget_pending(self) -> None:
+        """Every pending state forgotten (a subscription that dropped may have missed their
+        finals): streams read their resource again."""
+        self._pending.clear()
+
+    def pending_for(self, path: str, user_id: str) -> bytes | None:
+        """The body of `path`'s pending state if `user_id` owns it and it is still fresh."""
+        return _owned(self._pending, path, user_id)
 
     def final_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s final state if `user_id` owns it and it is still held."""
-        final = self._held.get(path)
-        if final is None or final.owner != user_id:
-            return None
-        if final.until <= time.monotonic():
-            del self._held[path]
-            return None
-        return final.body
+        return _owned(self._held, path, user_id)
+
+
+def _entries(raw: object) -> list[tuple[str, str, bytes]]:
+    """[path, owner, body] entries, each body as compact JSON (TypeError: not a list)."""
+    if not isinstance(raw, (list, tuple)):
+        raise TypeError("entries")
+    return [(str(path), str(owner),
+             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+            for path, owner, body in raw]
+
+
+def _owned(held: OrderedDict[str, Final], path: str, user_id: str) -> bytes | None:
+    entry = held.get(path)
+    if entry is None or entry.owner != user_id:
+        return None
+    if entry.until <= time.monotonic():
+        del held[path]
+        return None
+    return entry.body

@@ -169,6 +169,41 @@ async def test_a_pending_tickets_stream_is_held_at_the_edge_until_its_answer(
     assert (tickets.reads, tickets.streams) == (2, 0)
 
 
+async def test_a_stream_opened_right_after_its_place_was_taken_is_held_without_a_read(
+        rig: Rig, redis: Redis, redis_url: str) -> None:
+    """The place's pending state, heard on the finals channel when it was taken, is the
+    stream's first event: order_service is not asked at all."""
+    path, heard_path = ticket_path(), ticket_path()
+    waiting: dict[str, object] = {"ticket": path.rsplit("/", 1)[1], "product_id": 1,
+                                  "position": 4, "state": "waiting"}
+    answer: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
+    channel = Channels(rig.settings.pubsub_prefix).name(FINALS_TOPIC)
+    with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            # With a final of another path in the same message, to know when it was heard.
+            await redis.publish(channel, json.dumps({
+                "ttl_ms": 5000, "finals": [[heard_path, OWNER, {"state": "ordered"}]],
+                "pending": [[path, OWNER, waiting]]}))
+
+            async def heard() -> bool:
+                read = await c.get(heard_path, headers=as_user(rig, OWNER))
+                return bool(read.json() == {"state": "ordered"})
+
+            await until(heard)
+            reads = tickets.reads
+            async with c.stream("GET", path + "/events", headers=as_user(rig, OWNER)) as stream:
+                assert stream.status_code == 200
+                events = events_of(stream)
+                assert await anext(events) == waiting
+                await publish(redis, rig, path, answer)
+                assert await anext(events) == answer
+                assert [event async for event in events] == []
+            # Someone else's stream of it is not held on the owner's pending state.
+            other = await c.get(path + "/events", headers=as_user(rig, "77"))
+            assert other.status_code == 404
+    assert (tickets.reads - reads, tickets.streams) == (0, 0)
+
+
 async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answer(
         rig: Rig, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Read again now and then: a position that moved is sent; an answer whose message this

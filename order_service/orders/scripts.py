@@ -54,18 +54,34 @@ local function renew(ttl)
 end
 """
 
+# Edge finals (shared/edge_finals.py): the answers given, for the gateway to give their owners
+# (and, from JOIN, the places just taken, pending).
+# ARGV[f] finals_channel ('' publishes none), ARGV[f + 1] ttl_ms, ARGV[f + 2] the tickets' path.
+_FINALS = """
+local function publish_finals(f, entries)
+  if ARGV[f] == '' or #entries == 0 then return end
+  redis.call('PUBLISH', ARGV[f], '{"ttl_ms":' .. ARGV[f + 1] .. ',"finals":[' ..
+    table.concat(entries, ',') .. ']}')
+end
+local function final_entry(f, ticket, user, body)
+  return '[' .. cjson.encode(ARGV[f + 2] .. ticket) .. ',' .. cjson.encode(user) .. ',' ..
+    body .. ']'
+end
+"""
+
 # KEYS: waiting deciding tickets buyers keys done
-# ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding, then per place: mode
-# ticket user quantity key key_field fingerprint arrived_us request_id order_id. Modes: 'join' (a
-# place in the line), 'go' (the caller holds a free reserve slot: the place is admitted at once,
+# ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding finals_channel
+# finals_ttl_ms tickets_path, then per place: mode ticket user quantity key key_field
+# fingerprint arrived_us request_id order_id. Modes: 'join' (a place in the line), 'go' (the
+# caller holds a free reserve slot: the place is admitted at once,
 # being decided under a lease, if nobody waits, no lease ran out and fewer than max_deciding
 # places of the product are being decided, whichever replica decides them; else it joins; its
 # order_id, if given, is noted as NOTE notes a drained place's), 'find' (only a place the buyer
 # has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
 # (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
-# place) or {'full'}.
-JOIN = _COMMON + """
+# place) or {'full'}. New places in line are published pending for the edge (edge_finals.py).
+JOIN = _COMMON + _FINALS + """
 local now = now_ms()
 local keep = tonumber(ARGV[2])
 local lease = tonumber(ARGV[5])
@@ -82,7 +98,8 @@ end
 local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0
 local joined = false
 local out = {}
-for i = 7, #ARGV, 10 do
+local pending = {}
+for i = 10, #ARGV, 10 do
   local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
   if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
@@ -123,11 +140,18 @@ for i = 7, #ARGV, 10 do
       else
         out[#out + 1] = {'joined', ticket, position}
         joined = true
+        pending[#pending + 1] = final_entry(7, ticket, user, '{"ticket":' ..
+          cjson.encode(ticket) .. ',"product_id":' .. ARGV[4] .. ',"position":' ..
+          position .. ',"state":"waiting"}')
       end
     end
   end
 end
 if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if ARGV[7] ~= '' and #pending > 0 then
+  redis.call('PUBLISH', ARGV[7], '{"ttl_ms":' .. ARGV[8] .. ',"finals":[],"pending":[' ..
+    table.concat(pending, ',') .. ']}')
+end
 renew(keep * 2)
 return out
 """
@@ -172,19 +196,6 @@ renew(tonumber(ARGV[3]) * 2)
 return {out, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
 """
 
-# Edge finals (shared/edge_finals.py): the answers given, for the gateway to give their owners.
-# ARGV[f] finals_channel ('' publishes none), ARGV[f + 1] ttl_ms, ARGV[f + 2] the tickets' path.
-_FINALS = """
-local function publish_finals(f, entries)
-  if ARGV[f] == '' or #entries == 0 then return end
-  redis.call('PUBLISH', ARGV[f], '{"ttl_ms":' .. ARGV[f + 1] .. ',"finals":[' ..
-    table.concat(entries, ',') .. ']}')
-end
-local function final_entry(f, ticket, user, body)
-  return '[' .. cjson.encode(ARGV[f + 2] .. ticket) .. ',' .. cjson.encode(user) .. ',' ..
-    body .. ']'
-end
-"""
 
 # KEYS: deciding tickets buyers done; ARGV: channel keep_ms finals_channel finals_ttl_ms
 # tickets_path, then per answer: ticket state body.
@@ -455,7 +466,7 @@ class LineScripts:
     async def join(self, product_id: int, places: Sequence[NewPlace]) -> list[Joined]:
         keys = LineKeys.of(product_id)
         args: list[str | int] = [self.max_waiting, self.keep_ms, self.open_channel, product_id,
-                                 self.lease_ms, self.max_deciding]
+                                 self.lease_ms, self.max_deciding, *self.finals]
         for place in places:
             args += [place.mode, place.ticket, place.user_id, place.quantity, place.key, place.key_field,
                      place.fingerprint, place.arrived_us, place.request_id,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
+from shared import edge_finals
 from shared.edge_finals import EdgeFinals
 
 
@@ -42,3 +45,55 @@ def test_a_message_not_understood_changes_nothing() -> None:
     for raw in ("not json", '{"finals": []}', '{"ttl_ms": 5, "finals": [["/t/2"]]}', "[]"):
         finals.heard(raw)
     assert len(finals) == 1
+
+
+def pending(*entries: tuple[str, str, object]) -> str:
+    return json.dumps({"ttl_ms": 60_000, "finals": [],
+                       "pending": [list(entry) for entry in entries]})
+
+
+def test_a_pending_state_is_its_owners_until_its_final_is_heard() -> None:
+    finals = EdgeFinals()
+    finals.heard(pending(("/t/1", "42", {"state": "waiting", "position": 3})))
+    assert finals.pending_for("/t/1", "42") == b'{"state":"waiting","position":3}'
+    assert finals.pending_for("/t/1", "43") is None
+    assert finals.final_for("/t/1", "42") is None  # pending is no final
+    finals.heard(message(("/t/1", "42", {"state": "ordered"})))
+    assert finals.pending_for("/t/1", "42") is None
+    assert finals.final_for("/t/1", "42") == b'{"state":"ordered"}'
+
+
+def test_a_pending_state_heard_after_its_final_is_not_taken() -> None:
+    """A final is final: a pending state of the same path heard later (a message reordered
+    between two publishers) changes nothing."""
+    finals = EdgeFinals()
+    finals.heard(message(("/t/1", "42", {"state": "ordered"})))
+    finals.heard(pending(("/t/1", "42", {"state": "waiting"})))
+    assert finals.pending_for("/t/1", "42") is None
+
+
+def test_a_pending_state_is_used_only_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its position is the one it had when heard: past PENDING_SECONDS a stream reads the
+    resource again instead."""
+    monkeypatch.setattr(edge_finals, "PENDING_SECONDS", 0.02)
+    finals = EdgeFinals()
+    finals.heard(pending(("/t/1", "42", {})))
+    assert finals.pending_for("/t/1", "42") == b"{}"
+    time.sleep(0.05)
+    assert finals.pending_for("/t/1", "42") is None
+
+
+def test_pending_states_are_forgotten_when_told() -> None:
+    """After a subscription dropped: their finals may have been missed meanwhile."""
+    finals = EdgeFinals()
+    finals.heard(pending(("/t/1", "42", {}), ("/t/2", "42", {})))
+    finals.forget_pending()
+    assert finals.pending_for("/t/1", "42") is None
+    assert finals.pending_for("/t/2", "42") is None
+
+
+def test_pending_states_are_bounded_as_finals_are() -> None:
+    finals = EdgeFinals(max_held=2)
+    finals.heard(pending(("/t/1", "1", {}), ("/t/2", "2", {})))
+    finals.heard(pending(("/t/3", "3", {})))
+    assert [finals.pending_for(f"/t/{n}", str(n)) for n in (1, 2, 3)] == [None, b"{}", b"{}"]

@@ -6,6 +6,7 @@ and the forgetting of answered places."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -389,3 +390,37 @@ async def test_answers_given_and_a_sell_outs_refusals_are_published_for_the_edge
         assert len(refused) == 2
     finally:
         await client.aclose()
+
+
+async def test_places_taken_in_line_are_published_pending_for_the_edge(redis_url: str) -> None:
+    """In the step that takes them (JOIN), each new place in line with the body its GET
+    answers, so a gateway holds its stream without reading it (shared/edge_finals.py); a place
+    admitted at once (its request answered with the order) or found again is not."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    channel = f"test-{os.urandom(4).hex()}:edge-finals"
+    scripts = LineScripts(client, keep_ms=900_000, lease_ms=15_000, max_waiting=100,
+                          tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
+                          finals_channel=channel, finals_ttl_ms=30_000)
+    product_id = product()
+    straight = place(product_id, 6, 1, mode="go")
+    places = [place(product_id, user, user) for user in (7, 8)]
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        await scripts.join(product_id, [straight, *places])
+        await scripts.join(product_id, [place(product_id, 7, 9)])  # 7's own place again
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1)
+                    if message is not None:
+                        messages.append(json.loads(message["data"]))
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+    assert messages == [{"ttl_ms": 30_000, "finals": [], "pending": [
+        [f"/api/v1/orders/tickets/{p.ticket}", str(p.user_id),
+         {"ticket": p.ticket, "product_id": product_id, "position": n, "state": "waiting"}]
+        for n, p in enumerate(places, start=1)]}]
