@@ -257,7 +257,7 @@ async def test_someone_elses_ticket_stream_is_the_services_404(
 
 async def test_without_held_streams_a_pending_tickets_stream_is_relayed(
         rig: Rig, redis_url: str) -> None:
-    """GATEWAY_EDGE_HELD_STREAMS off (the default): the ticket is not read first."""
+    """GATEWAY_EDGE_HELD_STREAMS off: the ticket is not read first."""
     with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets,
                                                         held=False) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as c:

@@ -797,7 +797,9 @@ async def test_a_request_a_service_refused_unread_is_sent_once_more_signed_anew(
         StarletteRoute("/{rest:path}", refuses_the_first, methods=["GET", "POST"])])).start()
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     upstreams["payment"] = upstreams["order"] = upstream.url
-    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    # The stream relayed (not held at the edge, which would read the ticket first).
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,
+                                                        edge_held_streams=False))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
             if path.endswith("/events"):
@@ -1014,7 +1016,8 @@ async def test_a_stream_whose_upstream_connection_was_reset_before_its_answer_is
     upstream = ResettingStreamUpstream()
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     upstreams["order"] = await upstream.start()
-    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url))).start()
+    server = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,
+                                                        edge_held_streams=False))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
             response = await c.get("/api/v1/orders/tickets/1-abcdefghijklmnop/events",
@@ -1042,7 +1045,7 @@ async def test_a_stream_tries_every_replica_whose_connect_hangs_before_answering
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     upstreams["order"] = f"http://order-replicas:{port}"
     server = ThreadedServer(create_app(gateway_settings(
-        upstreams, redis_url,
+        upstreams, redis_url, edge_held_streams=False,
         service_hosts={"order-replicas": ["127.0.0.1", "127.0.0.2", "127.0.0.3"]}))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
