@@ -51,7 +51,9 @@ from shared.contracts import (
     USER_ROLES_HEADER,
     request_target,
 )
+from shared.edge_answers import Answer
 from shared.edge_finals import STREAM_SUFFIX
+from shared.in_order import last_look
 from shared.request_context import current_request_id
 from shared.sale_metrics import GatewayMetrics
 from shared.services import service as app_named
@@ -78,6 +80,12 @@ _PENDING = EDGE_FINAL_PENDING.encode()
 _FINAL = EDGE_FINAL_FINAL.encode()
 # Held streams read the service's own answer, the header that says so kept.
 _READ_DROP = RESPONSE_DROP - {_EDGE_FINAL}
+
+
+class _AnsweredAtEdge(Exception):
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.code)
+        self.answer = answer
 
 
 def _edge_final_mark(headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -317,8 +325,23 @@ class Proxy:
         # Sent again if its connection breaks before an answer: an idempotent method, or a
         # POST the service answers once by its Idempotency-Key (the same stamp goes with it).
         resendable = method in _RETRYABLE_METHODS or (keyed and method == "POST" and has_key)
-        await self._relay(send, service, method, url, headers, signature, body,
-                          resendable=resendable, held_seconds=held_seconds)
+        edge_answers = self.runtime.edge_answers
+
+        def answered_meanwhile() -> None:
+            # Looked at again once a connection is in hand (shared/in_order.py): at an opening
+            # the crowd waits for one, and whoever still waits when the product sells out is
+            # answered here instead of at order_service.
+            answer = edge_answers.answer_for(route, scope["headers"], body)
+            if answer is not None:
+                raise _AnsweredAtEdge(answer)
+
+        try:
+            with last_look(answered_meanwhile):
+                await self._relay(send, service, method, url, headers, signature, body,
+                                  resendable=resendable, held_seconds=held_seconds)
+        except _AnsweredAtEdge as edge:
+            self.metrics.edge_answer(scope["gateway.route"])
+            await send_answer(send, edge.answer)
 
     async def _answer_final(self, send: Send, user_id: str, *, raw_path: str) -> bool:
         """GET <path> as its JSON, GET <path>/events as one event ending the stream, when the

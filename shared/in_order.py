@@ -15,6 +15,12 @@ waiting for a free connection may be waiting for this very one. Only the same ad
 opening to a replica that died hangs until the connect timeout, and holds up only the requests
 that would have gone to it. A connection the upstream closed while its request waited is given
 back, and another one taken, as the pool would have done when asked.
+
+A last look (`last_look`), set by the caller around a request: a check made once the request
+has its connection, after any wait for one, just before it is written. What it raises ends the
+request unsent, its connection given back to the pool. The gateway looks there for an answer a
+service published meanwhile (shared/edge_answers.py): at an opening the crowd waits here for
+order_service, and once the product sells out, whoever still waits is answered at the edge.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import asyncio
 import heapq
 import itertools
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,6 +40,19 @@ if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
     from aiohttp.client_reqrep import ClientRequest, ConnectionKey
     from aiohttp.tracing import Trace
+
+
+_LAST_LOOK: ContextVar[Callable[[], None] | None] = ContextVar("last_look", default=None)
+
+
+@contextmanager
+def last_look(look: Callable[[], None]) -> Iterator[None]:
+    """`look()` runs when a request made within has its connection, before it is written."""
+    token = _LAST_LOOK.set(look)
+    try:
+        yield
+    finally:
+        _LAST_LOOK.reset(token)
 
 
 class _Turns:
@@ -85,6 +107,13 @@ class InOrderConnector(aiohttp.TCPConnector):
                         connection.release()
                         raise
                 if not connection.closed:
+                    look = _LAST_LOOK.get()
+                    if look is not None:
+                        try:
+                            look()
+                        except BaseException:
+                            connection.release()
+                            raise
                     return connection
                 connection.release()  # closed by the upstream while it waited
         finally:

@@ -4,14 +4,23 @@ without forwarding while in force, forgotten when withdrawn or expired, learnt a
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
 
+from gateway import app as gateway_app
 from gateway.app import create_app
+from gateway.runtime import GatewayRuntime
 from gateway.tests.conftest import Rig, gateway_settings
 from shared.broadcast import Channels
 from shared.edge_answers import (
@@ -128,3 +137,61 @@ async def test_a_gateway_that_starts_learns_the_answers_in_force(
             assert not forwarded(response)
     finally:
         second_gateway.stop()
+
+
+async def test_a_request_waiting_for_a_connection_when_the_answer_comes_is_answered_at_the_edge(
+        rig: Rig, redis: Redis, redis_url: str, product_id: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At an opening the crowd waits at the gateway for order_service's connections: a request
+    that passed the edge before the product sold out, and still waits when the answer is heard,
+    is answered here once its connection is free, not sent."""
+    runtimes: list[GatewayRuntime] = []
+
+    class Recorded(GatewayRuntime):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            runtimes.append(self)
+
+    monkeypatch.setattr(gateway_app, "GatewayRuntime", Recorded)
+    release = threading.Event()
+    reached: list[int] = []
+
+    async def orders(request: Request) -> Response:
+        reached.append((await request.json())["product_id"])
+        if len(reached) == 1:
+            await asyncio.to_thread(release.wait, 10)
+        return JSONResponse({"id": len(reached)}, status_code=201)
+
+    upstream = ThreadedServer(Starlette(routes=[
+        StarletteRoute("/api/v1/orders", orders, methods=["POST"])])).start()
+    upstreams = {name: server.url for name, server in rig.upstreams.items()}
+    upstreams["order"] = upstream.url
+    server = ThreadedServer(create_app(gateway_settings(
+        upstreams, redis_url, max_connections_per_upstream=1))).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            first = asyncio.create_task(order(c, rig, product_id))
+            await until(lambda: asyncio.sleep(0, bool(reached)))
+            waiting = asyncio.create_task(order(c, rig, product_id))
+            await asyncio.sleep(0.2)  # past the edge, waiting for the one connection
+            assert not waiting.done()
+            await publish(redis, rig, product_id)
+            [runtime] = runtimes
+
+            async def heard() -> bool:
+                return runtime.edge_answers.answer_for(
+                    ROUTE, [(b"content-type", b"application/json")],
+                    json.dumps({"product_id": product_id, "quantity": 1}).encode()) is not None
+
+            await until(heard)
+            release.set()
+            assert (await first).status_code == 201
+            answer = await waiting
+    finally:
+        release.set()
+        server.stop()
+        upstream.stop()
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "sold_out"
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert reached == [product_id]

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from shared.in_order import InOrderConnector
+from shared.in_order import InOrderConnector, last_look
 
 NAME = "upstream.in-order.test"
 # Bounded waits for what must (or, with the wrong pool, would) happen; none is asserted on.
@@ -29,6 +29,8 @@ class Upstream:
     url: str
     port: int = 0
     reached: list[str] = field(default_factory=list)
+    # The client port each request came from: one per connection.
+    ports: set[int] = field(default_factory=set)
     release_held: asyncio.Event = field(default_factory=asyncio.Event)
     arrival: asyncio.Condition = field(default_factory=asyncio.Condition)
     # The connection /held came on, to close from the server's side.
@@ -75,6 +77,8 @@ async def upstream() -> AsyncIterator[Upstream]:
     async def handle(request: web.Request) -> web.Response:
         async with state.arrival:
             state.reached.append(request.path)
+            assert request.transport is not None
+            state.ports.add(request.transport.get_extra_info("peername")[1])
             state.arrival.notify_all()
         if request.path == "/held":
             state.held_transport = request.transport
@@ -213,3 +217,40 @@ async def test_a_request_to_another_address_does_not_wait_for_an_opening(
         resolver.gate.set()
         assert await first == "/first"
     assert upstream.reached == ["/warm", "/second", "/first"]
+
+
+class _Unwanted(Exception):
+    pass
+
+
+async def test_a_last_look_refusing_a_request_ends_it_unsent_and_keeps_its_connection(
+        upstream: Upstream) -> None:
+    """The look runs once the request has its connection (after waiting for one in a busy
+    pool): what it raises ends the request there, nothing written, and the connection goes back
+    to the pool for the next request (no new connect)."""
+    resolver = GatedResolver()
+    async with in_order_session(1, resolver) as session:
+        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
+        await upstream.reached_by("/held")
+        looked: list[str] = []
+
+        def refuse() -> None:
+            looked.append("refused")
+            raise _Unwanted
+
+        async def unwanted() -> str:
+            with last_look(refuse):
+                return await _get(session, f"{upstream.url}/unwanted")
+
+        waiting = asyncio.create_task(unwanted())
+        await asyncio.sleep(0.05)
+        assert looked == []  # no connection yet: nothing looked at
+        upstream.release_held.set()
+        assert await held == "/held"
+        with pytest.raises(_Unwanted):
+            await waiting
+        assert looked == ["refused"]
+        with last_look(lambda: None):
+            assert await _get(session, f"{upstream.url}/next") == "/next"
+    assert upstream.reached == ["/held", "/next"]
+    assert len(upstream.ports) == 1  # both on the one connection
