@@ -480,7 +480,9 @@ class Proxy:
                      resendable: bool, held_seconds: float = 0.0,
                      drop: frozenset[bytes] | None = None) -> None:
         upstreams = self.runtime.upstreams
-        session = upstreams.sessions[service]
+        # A long poll is held by its service as a stream is: in the streams' pool, so that
+        # those waiting on it never take the connections ordinary requests need.
+        session = upstreams.streams if held_seconds else upstreams.sessions[service]
         # The session's own unless held (None would mean no timeout at all).
         timeout = upstreams.held_timeout(held_seconds) if held_seconds else session.timeout
         if drop is None:

@@ -94,6 +94,9 @@ def echo_app(service: str, ring: KeyRing) -> Starlette:
     async def echo(request: Request) -> Response:
         if request.url.path.endswith("/hang"):
             await asyncio.sleep(30)
+        if request.url.path.endswith("/held-poll"):
+            # A long poll its service holds for all of its ?wait=.
+            await asyncio.sleep(float(request.query_params.get("wait", "0")))
         if request.url.path.endswith("/redirect"):
             # As Starlette's redirect_slashes does: absolute, built from the Host header.
             return RedirectResponse(str(request.url.replace(path="/api/v1/users/me")), 307)

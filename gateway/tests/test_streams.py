@@ -92,3 +92,31 @@ async def test_streams_past_the_limit_are_refused_quickly(redis_url: str, rig: R
                 assert again.status_code == 200
     finally:
         gateway.stop()
+
+
+async def test_long_polls_take_no_connection_ordinary_requests_need(
+        redis_url: str, rig: Rig) -> None:
+    """A ticket's `?wait=` is held by its service for up to 25 s, as a stream is: with them on
+    the ordinary pool, that many buyers waiting on their tickets would leave no connection for
+    anyone's order."""
+    settings = gateway_settings({n: s.url for n, s in rig.upstreams.items()}, redis_url,
+                                max_connections_per_upstream=2)
+    gateway = ThreadedServer(create_app(settings)).start()
+    headers = {"Authorization": f"Bearer {rig.token()}"}
+    polls: list[asyncio.Task[httpx.Response]] = []
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            polls += [asyncio.create_task(http.get("/api/v1/orders/tickets/held-poll",
+                                                  params={"wait": "3"}, headers=headers))
+                     for _ in range(4)]
+            await asyncio.sleep(0.3)
+            ordinary = await asyncio.wait_for(
+                http.post("/api/v1/orders", json={"product_id": 1, "quantity": 1},
+                          headers=headers), 2)
+            assert ordinary.status_code == 200
+            assert ordinary.json()["service"] == "order"
+            assert [(await poll).status_code for poll in polls] == [200] * 4
+    finally:
+        for poll in polls:
+            poll.cancel()
+        gateway.stop()
