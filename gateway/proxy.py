@@ -439,11 +439,14 @@ class Proxy:
                         last_read = now
                         status, response_headers, read = await self._read_resource(
                             service, url, headers, signature)
+                        # A 5xx is no answer (the service overloaded or away): held on, as the
+                        # final state will still be published, and read again later.
                         if status == 200 and read != payload:
                             payload, last_sent = read, time.monotonic()
                             await send({"type": "http.response.body", "body": sse_data(read),
                                         "more_body": True})
-                        if status != 200 or _edge_final_mark(response_headers) != _PENDING:
+                        if status < 500 and (status != 200 or _edge_final_mark(
+                                response_headers) != _PENDING):
                             # Final (its message missed), or no longer the service's to say.
                             await send({"type": "http.response.body", "body": b""})
                             return True
@@ -480,9 +483,8 @@ class Proxy:
                      resendable: bool, held_seconds: float = 0.0,
                      drop: frozenset[bytes] | None = None) -> None:
         upstreams = self.runtime.upstreams
-        # A long poll is held by its service as a stream is: in the streams' pool, so that
-        # those waiting on it never take the connections ordinary requests need.
-        session = upstreams.streams if held_seconds else upstreams.sessions[service]
+        # A long poll, held by its service, in a pool of its own (Upstreams.held).
+        session = (upstreams.held if held_seconds else upstreams.sessions)[service]
         # The session's own unless held (None would mean no timeout at all).
         timeout = upstreams.held_timeout(held_seconds) if held_seconds else session.timeout
         if drop is None:

@@ -36,6 +36,11 @@ class Upstreams:
         self.settings = settings
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
+        # Long polls (a ticket's ?wait=), which their service holds for up to its wait: a pool
+        # of their own per service, as large as the ordinary one, so that buyers waiting on
+        # their tickets never take the connections anyone's order needs, and yet open no more
+        # connections to a service than that.
+        self.held: dict[str, aiohttp.ClientSession] = {}
         self._resolver: replicas.Resolver | None = None
         # None for an https upstream: over TLS the name stays in the URL (the certificate is
         # checked against it), and aiohttp resolves it.
@@ -76,32 +81,28 @@ class Upstreams:
                                     if url.scheme == "http" else None)
             # Requests go by address (`urls`); the connector resolves a name itself only for
             # the shared streams, which are opened by name.
-            connector = replicas.connector(limit=self.settings.max_connections_per_upstream,
-                                           keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
-                                           hosts=self.settings.service_hosts)
-            # No cookie jar: a Set-Cookie in one client's answer is that client's, passed on to
-            # it, never kept in a pool every user's requests share.
-            session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, auto_decompress=False,
-                request_class=SignedOnSend,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                trace_configs=client_trace_configs(),
-            )
-            # aiohttp would resend PUT and DELETE too when a pooled connection turns out
-            # closed (they are idempotent by the RFC); the proxy decides what is retried
-            # (gateway.proxy._RETRYABLE_METHODS). The attribute has no public setter.
-            session._retry_connection = False
-            self.sessions[name] = session
-        self._streams = aiohttp.ClientSession(
-            connector=replicas.connector(limit=self.settings.max_open_streams,
+            self.sessions[name] = self._session(self.settings.max_connections_per_upstream,
+                                                self.timeout)
+            self.held[name] = self._session(self.settings.max_connections_per_upstream,
+                                            self.timeout)
+        self._streams = self._session(self.settings.max_open_streams, self.stream_timeout)
+
+    def _session(self, limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        # No cookie jar: a Set-Cookie in one client's answer is that client's, passed on to it,
+        # never kept in a pool every user's requests share.
+        session = aiohttp.ClientSession(
+            connector=replicas.connector(limit=limit,
                                          keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS,
                                          hosts=self.settings.service_hosts),
-            timeout=self.stream_timeout, auto_decompress=False, request_class=SignedOnSend,
+            timeout=timeout, auto_decompress=False, request_class=SignedOnSend,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             trace_configs=client_trace_configs())
-        self._streams._retry_connection = False
+        # aiohttp would resend PUT and DELETE too when a pooled connection turns out closed
+        # (they are idempotent by the RFC); the proxy decides what is retried
+        # (gateway.proxy._RETRYABLE_METHODS). The attribute has no public setter.
+        session._retry_connection = False
+        return session
 
     async def urls(self, service: str, url: URL) -> list[URL]:
         """The URLs a request's attempts take, in order: `url` (at the service's name) at the
@@ -149,9 +150,10 @@ class Upstreams:
         return self._streams
 
     async def close(self) -> None:
-        for session in self.sessions.values():
+        for session in (*self.sessions.values(), *self.held.values()):
             await session.close()
         self.sessions.clear()
+        self.held.clear()
         if self._streams is not None:
             await self._streams.close()
             self._streams = None

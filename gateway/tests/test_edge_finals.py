@@ -92,12 +92,14 @@ class PendingTickets:
     state to be published) at the positions given, one per read, then answered (no mark)."""
 
     def __init__(self, positions: list[int], *, final: dict[str, object] | None = None,
-                 pending: bool = True) -> None:
+                 pending: bool = True, unavailable: frozenset[int] = frozenset()) -> None:
         self.positions = positions
         self.final = final
         self.pending = pending
+        self.unavailable = unavailable  # the reads (1, 2, ...) answered 503, overloaded
         self.reads = 0
         self.streams = 0
+        self.refused = 0
 
         async def ticket(request: Request) -> Response:
             if request.url.path.endswith("/events"):
@@ -105,6 +107,10 @@ class PendingTickets:
                 return Response(b'data: {"relayed":true}\n\n', media_type="text/event-stream")
             if request.headers.get("x-user-id") != OWNER:
                 return JSONResponse({"code": "not_found"}, status_code=404,
+                                    media_type="application/problem+json")
+            if self.reads + self.refused + 1 in self.unavailable:
+                self.refused += 1
+                return JSONResponse({"code": "upstream_unavailable"}, status_code=503,
                                     media_type="application/problem+json")
             self.reads += 1
             if self.reads > len(self.positions) and self.final is not None:
@@ -218,6 +224,23 @@ async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answe
     assert events == [{"state": "waiting", "position": 5}, {"state": "waiting", "position": 2},
                       final]
     assert (tickets.reads, tickets.streams) == (4, 0)
+
+
+async def test_a_held_stream_outlasts_a_read_its_service_could_not_answer(
+        rig: Rig, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read again answered 5xx (order_service overloaded: seen at 20,000 buyers) is no
+    answer: the stream goes on held and reads again later, instead of ending without one and
+    sending its buyer to a long poll at the same overloaded service."""
+    monkeypatch.setattr(proxy, "HELD_REFRESH_SECONDS", 0.2)
+    final: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
+    with PendingTickets([5, 2], final=final, unavailable=frozenset({2})) as tickets, \
+            gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c, \
+                c.stream("GET", ticket_path() + "/events", headers=as_user(rig, OWNER)) as stream:
+            events = [event async for event in events_of(stream)]
+    assert events == [{"state": "waiting", "position": 5}, {"state": "waiting", "position": 2},
+                      final]
+    assert (tickets.reads, tickets.refused, tickets.streams) == (3, 1, 0)
 
 
 async def test_a_ticket_answered_before_its_stream_is_that_one_event(
