@@ -287,3 +287,17 @@ async def test_without_held_streams_a_pending_tickets_stream_is_relayed(
             response = await c.get(ticket_path() + "/events", headers=as_user(rig, OWNER))
     assert response.content == b'data: {"relayed":true}\n\n'
     assert (tickets.reads, tickets.streams) == (0, 1)
+
+
+def test_held_streams_read_again_no_more_than_the_service_can_take() -> None:
+    """Seen at 20,000 buyers: every held stream reading its ticket every 10 s was 2,000 reads
+    a second at order_service, which then decided 64 places a second instead of 270. Together
+    a gateway's held streams read about HELD_READS_PER_SECOND a second, each at its own time."""
+    few = [proxy.held_refresh_after(10) for _ in range(200)]
+    assert all(0.75 * proxy.HELD_REFRESH_SECONDS <= wait <= 1.25 * proxy.HELD_REFRESH_SECONDS
+               for wait in few)
+    assert len(set(few)) > 100  # spread, not in step
+    many = 20_000
+    waits = [proxy.held_refresh_after(many) for _ in range(many)]
+    reads_per_second = sum(1 / wait for wait in waits)
+    assert 0.9 * proxy.HELD_READS_PER_SECOND <= reads_per_second <= 1.2 * proxy.HELD_READS_PER_SECOND
