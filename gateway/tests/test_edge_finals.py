@@ -151,6 +151,15 @@ async def events_of(stream: httpx.Response) -> AsyncIterator[dict[str, object]]:
             yield json.loads(line[len("data: "):])
 
 
+async def held_stream_events(rig: Rig, redis_url: str,
+                             tickets: PendingTickets) -> list[dict[str, object]]:
+    """Every event of one ticket's stream, through a gateway in front of `tickets`."""
+    with gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c, \
+                c.stream("GET", ticket_path() + "/events", headers=as_user(rig, OWNER)) as stream:
+            return [event async for event in events_of(stream)]
+
+
 async def test_a_pending_tickets_stream_is_held_at_the_edge_until_its_answer(
         rig: Rig, redis: Redis, redis_url: str) -> None:
     """The ticket read once (a short request on a pooled connection), its answer heard on the
@@ -216,11 +225,8 @@ async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answe
     gateway missed (the read is no longer marked pending) is sent, and ends the stream."""
     monkeypatch.setattr(proxy, "HELD_REFRESH_SECONDS", 0.2)
     final: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
-    with PendingTickets([5, 5, 2], final=final) as tickets, \
-            gateway_before(rig, redis_url, tickets) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as c, \
-                c.stream("GET", ticket_path() + "/events", headers=as_user(rig, OWNER)) as stream:
-            events = [event async for event in events_of(stream)]
+    with PendingTickets([5, 5, 2], final=final) as tickets:
+        events = await held_stream_events(rig, redis_url, tickets)
     assert events == [{"state": "waiting", "position": 5}, {"state": "waiting", "position": 2},
                       final]
     assert (tickets.reads, tickets.streams) == (4, 0)
@@ -233,11 +239,8 @@ async def test_a_held_stream_outlasts_a_read_its_service_could_not_answer(
     sending its buyer to a long poll at the same overloaded service."""
     monkeypatch.setattr(proxy, "HELD_REFRESH_SECONDS", 0.2)
     final: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
-    with PendingTickets([5, 2], final=final, unavailable=frozenset({2})) as tickets, \
-            gateway_before(rig, redis_url, tickets) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as c, \
-                c.stream("GET", ticket_path() + "/events", headers=as_user(rig, OWNER)) as stream:
-            events = [event async for event in events_of(stream)]
+    with PendingTickets([5, 2], final=final, unavailable=frozenset({2})) as tickets:
+        events = await held_stream_events(rig, redis_url, tickets)
     assert events == [{"state": "waiting", "position": 5}, {"state": "waiting", "position": 2},
                       final]
     assert (tickets.reads, tickets.refused, tickets.streams) == (3, 1, 0)

@@ -335,6 +335,14 @@ async def test_within_one_batch_the_earliest_arrival_goes_straight_on(client: Re
     assert not (await later.future).go
 
 
+def publishing_finals(client: Redis) -> tuple[LineScripts, str]:
+    """The scripts, publishing for the edge on a channel of their own (returned)."""
+    channel = f"test-{os.urandom(4).hex()}:edge-finals"
+    return LineScripts(client, keep_ms=900_000, lease_ms=15_000, max_waiting=100,
+                       tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
+                       finals_channel=channel, finals_ttl_ms=30_000), channel
+
+
 async def _finals_heard(client: Redis, channel: str, step: Any) -> list[Any]:
     """The edge finals `step()` published on `channel` (shared/edge_finals.py), as the gateway
     reads them: one message's entries."""
@@ -360,10 +368,7 @@ async def test_answers_given_and_a_sell_outs_refusals_are_published_for_the_edge
     (FINISH) and each refusal of the sell-out (REFUSE_WAITING) with the ticket's path, its
     buyer and the body its GET answers, in the same step that gives it."""
     client = Redis.from_url(redis_url, decode_responses=True)
-    channel = f"test-{os.urandom(4).hex()}:edge-finals"
-    scripts = LineScripts(client, keep_ms=900_000, lease_ms=15_000, max_waiting=100,
-                          tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
-                          finals_channel=channel, finals_ttl_ms=30_000)
+    scripts, channel = publishing_finals(client)
     product_id = product()
     places = [place(product_id, user, user) for user in (7, 8, 9)]
     try:
@@ -397,10 +402,7 @@ async def test_places_taken_in_line_are_published_pending_for_the_edge(redis_url
     answers, so a gateway holds its stream without reading it (shared/edge_finals.py); a place
     admitted at once (its request answered with the order) or found again is not."""
     client = Redis.from_url(redis_url, decode_responses=True)
-    channel = f"test-{os.urandom(4).hex()}:edge-finals"
-    scripts = LineScripts(client, keep_ms=900_000, lease_ms=15_000, max_waiting=100,
-                          tickets_channel=CHANNEL, open_channel=CHANNEL + "-open",
-                          finals_channel=channel, finals_ttl_ms=30_000)
+    scripts, channel = publishing_finals(client)
     product_id = product()
     straight = place(product_id, 6, 1, mode="go")
     places = [place(product_id, user, user) for user in (7, 8)]
