@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -64,9 +65,15 @@ def listens_on(pid: int, port: int) -> bool | None:
                 fields = line.split()
                 if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     inodes.add(fields[9])
-        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        descriptors = os.listdir(f"/proc/{pid}/fd")
     except (OSError, IndexError, ValueError):
         return None
+    held: set[str] = set()
+    for fd in descriptors:
+        # A descriptor closed since the listing (a process starting up opens and closes files
+        # all the time) holds nothing now.
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return any(f"socket:[{inode}]" in held for inode in inodes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.testing import net
 from shared.testing.net import ServiceProcess, ThreadedServer, ephemeral_ports, free_port
 from shared.testing.replica_app import create_app
 
@@ -79,3 +81,29 @@ def test_the_test_servers_keep_an_idle_connection_longer_than_the_test_clients_d
     finally:
         process.stop()
         threaded.stop()
+
+
+def test_a_descriptor_closed_while_it_is_read_does_not_hide_what_a_process_listens_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process starting up opens and closes files all the time: one closed between the
+    listing of its descriptors and their reading was taken for "cannot tell", and a process
+    that had not bound the port passed for healthy on another's answer (a flaky
+    test_a_process_whose_port_another_holds_is_not_taken_for_healthy)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        readlink = os.readlink
+        first = True
+
+        def vanishing(path: str) -> str:
+            nonlocal first
+            if first:
+                first = False
+                raise FileNotFoundError(path)
+            return readlink(path)
+
+        monkeypatch.setattr(os, "readlink", vanishing)
+        assert net.listens_on(os.getpid(), port) is True
+        first = True
+        assert net.listens_on(os.getpid(), free_port()) is False
