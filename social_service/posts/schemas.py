@@ -17,9 +17,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-# 1..5000 characters (code points), not all white space. Stored as sent.
+# 1..5000 characters (code points), not all white space. Stored as sent. The pattern says the
+# validator's rule in the schema, so that clients and fuzzers see it.
 Content = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH), AfterValidator(_not_blank)
+    str, StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH, pattern=r"\S"),
+    AfterValidator(_not_blank)
 ]
 
 

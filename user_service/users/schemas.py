@@ -69,7 +69,9 @@ def _http_url(value: str) -> str:
     return normal
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)]
+# Not all white space: the pattern says the validator's rule in the schema too.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"),
+                 AfterValidator(_not_blank)]
 Greeting = Annotated[str, StringConstraints(max_length=500)]
 # The schema says what the validator enforces, so generated clients and fuzzers agree with it.
 ImageUrl = Annotated[
@@ -133,7 +135,8 @@ class ProfileUpdate(RequestModel):
 
     # Optional but never null: the schema says so, the validator below enforces it.
     name: Annotated[
-        Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100})
+        Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100,
+                                     "pattern": r"\S"})
     ] = None
     greeting: Greeting | None = None
     profile_image_url: ImageUrl | None = None
