@@ -340,6 +340,11 @@ class Proxy:
         # Sent again if its connection breaks before an answer: an idempotent method, or a
         # POST the service answers once by its Idempotency-Key (the same stamp goes with it).
         resendable = method in _RETRYABLE_METHODS or (keyed and method == "POST" and has_key)
+        if not body:
+            # An edge answer is keyed by a field of the request's JSON body: none applies.
+            await self._relay(send, service, method, url, headers, signature, body,
+                              resendable=resendable, held_seconds=held_seconds)
+            return
         edge_answers = self.runtime.edge_answers
 
         def answered_meanwhile() -> None:
