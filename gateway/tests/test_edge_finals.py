@@ -294,8 +294,8 @@ async def test_without_held_streams_a_pending_tickets_stream_is_relayed(
 
 def test_held_streams_read_again_no_more_than_the_service_can_take() -> None:
     """Seen at 20,000 buyers: every held stream reading its ticket every 10 s was 2,000 reads
-    a second at order_service, which then decided 64 places a second instead of 270. Together
-    a gateway's held streams read about HELD_READS_PER_SECOND a second, each at its own time."""
+    a second, through the pool the orders wait for. Together a gateway's held streams read
+    about HELD_READS_PER_SECOND a second, each at its own time."""
     few = [proxy.held_refresh_after(10) for _ in range(200)]
     assert all(0.75 * proxy.HELD_REFRESH_SECONDS <= wait <= 1.25 * proxy.HELD_REFRESH_SECONDS
                for wait in few)
