@@ -333,8 +333,7 @@ class Proxy:
                 path = raw_path[:-len(STREAM_SUFFIX)]
                 if await self._hold_stream(receive, send, service, resource_url, headers,
                                            signed_for(resource), user_id=user_id, path=path,
-                                           pending=self.runtime.edge_finals.pending_for(
-                                               path, user_id)):
+                                           pending=self.runtime.pending_for(path, user_id)):
                     return
             await self._relay_stream(receive, send, service, method, url, headers, signature)
             return
@@ -445,6 +444,7 @@ class Proxy:
             try:
                 last_read = last_sent = time.monotonic()
                 refresh = held_refresh_after(self.held_streams)
+                reconnections = finals.reconnections
                 while True:
                     wait = min(refresh - (time.monotonic() - last_read),
                                HEARTBEAT_SECONDS - (time.monotonic() - last_sent))
@@ -459,6 +459,13 @@ class Proxy:
                         await send({"type": "http.response.body", "body": sse_data(body)})
                         return True
                     now = time.monotonic()
+                    if finals.reconnections != reconnections:
+                        # The subscription was lost and is back: this stream's final may have
+                        # been missed. Read soon, at a moment of its own within the reads'
+                        # budget, not all the held streams at once.
+                        reconnections = finals.reconnections
+                        refresh = now - last_read + random.uniform(  # noqa: S311 (as above)
+                            0.0, max(1.0, self.held_streams / HELD_READS_PER_SECOND))
                     if now - last_read >= refresh:
                         last_read, refresh = now, held_refresh_after(self.held_streams)
                         status, response_headers, read = await self._read_resource(

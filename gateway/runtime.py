@@ -50,6 +50,13 @@ class GatewayRuntime:
              channels.name(FINALS_TOPIC): self.edge_finals.heard},
             on_connected=self._on_subscribed)
 
+    def pending_for(self, path: str, user_id: str) -> bytes | None:
+        """A pending state heard for `path` (shared/edge_finals.py), only while the subscription
+        is up: while it is down, its final may be published and missed."""
+        if not self._answers.connected.is_set():
+            return None
+        return self.edge_finals.pending_for(path, user_id)
+
     async def _on_subscribed(self) -> None:
         # Finals published while the subscription was down were missed: a pending state heard
         # before then could stand for a resource answered meanwhile.

@@ -1,6 +1,7 @@
-"""The upstream pool: one pooled aiohttp session per service, created in the lifespan; and the
-addresses each service's name stands for (several replicas behind one name), one per request in
-turn.
+"""The upstream pools, created in the lifespan: per service one pooled aiohttp session for
+ordinary requests and one for long polls (each GATEWAY_MAX_CONNECTIONS_PER_UPSTREAM), and one
+for every service's streams; and the addresses each service's name stands for (several replicas
+behind one name), one per request in turn.
 
 Each request is sent to the next address (shared/replicas.py `Replicas`), by address, with the
 name in its Host header: the pool then keeps connections per replica, and a steady flow reaches
@@ -30,16 +31,17 @@ LAST_CONNECT_SECONDS = 2.5
 
 
 class Upstreams:
-    """One pooled aiohttp session per upstream service, created in the lifespan."""
+    """The pooled aiohttp sessions (ordinary, long polls, streams), created in the lifespan."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         # Long polls (a ticket's ?wait=), which their service holds for up to its wait: a pool
-        # of their own per service, as large as the ordinary one, so that buyers waiting on
-        # their tickets never take the connections anyone's order needs, and yet open no more
-        # connections to a service than that.
+        # of their own per service, as large as the ordinary one, so that buyers polling their
+        # tickets never take the connections anyone's order needs, and yet open no more
+        # connections to a service than that. (A held stream's reads of its ticket are short,
+        # and spread: proxy.held_refresh_after; they use the ordinary pool.)
         self.held: dict[str, aiohttp.ClientSession] = {}
         self._resolver: replicas.Resolver | None = None
         # None for an https upstream: over TLS the name stays in the URL (the certificate is

@@ -35,8 +35,9 @@ the step that takes them). For PENDING_SECONDS after it is heard, a held stream 
 takes the body as its first event instead of reading `<path>`: at an opening the crowd opens
 its ticket streams right after the 202 that gave the ticket, and each read was a request at
 order_service when it was busiest. Past that the body's position may have moved, and the
-stream reads `<path>` as before. A pending state never outlives its final, and a gateway whose
-subscription dropped forgets them all (`forget_pending`): their finals may have been missed.
+stream reads `<path>` as before. A pending state never outlives its final. While the gateway's
+subscription is down none is used, and once it is back they are all forgotten and every held
+stream reads its resource again soon (`forget_pending`): their finals may have been missed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class EdgeFinals:
         self.max_held = max_held
         self._held: OrderedDict[str, Final] = OrderedDict()
         self._pending: OrderedDict[str, Final] = OrderedDict()
+        # How often the pending states were forgotten (the subscription reconnected): a held
+        # stream that sees it move may have missed its final, and reads its resource again.
+        self.reconnections = 0
         # Streams held here, waiting for their path's final state.
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -129,9 +133,15 @@ class EdgeFinals:
                 held.popitem(last=False)
 
     def forget_pending(self) -> None:
-        """Every pending state forgotten (a subscription that dropped may have missed their
-        finals): streams read their resource again."""
+        """Every pending state forgotten, and every stream waiting for a final woken (a
+        subscription that dropped may have missed their finals): they read their resource
+        again."""
         self._pending.clear()
+        self.reconnections += 1
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def pending_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s pending state if `user_id` owns it and it is still fresh."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -97,3 +98,15 @@ def test_pending_states_are_bounded_as_finals_are() -> None:
     finals.heard(pending(("/t/1", "1", {}), ("/t/2", "2", {})))
     finals.heard(pending(("/t/3", "3", {})))
     assert [finals.pending_for(f"/t/{n}", str(n)) for n in (1, 2, 3)] == [None, b"{}", b"{}"]
+
+
+async def test_forgetting_the_pending_states_wakes_every_stream_waiting_for_a_final() -> None:
+    """A subscription that reconnected may have missed finals: the streams waiting for one are
+    told (the count of reconnections moves), so they read their resource again soon."""
+    finals = EdgeFinals()
+    heard = finals.reconnections
+    waiting = asyncio.create_task(finals.wait("/t/1", "42", timeout=30))
+    await asyncio.sleep(0.01)
+    finals.forget_pending()
+    assert await asyncio.wait_for(waiting, 1) is None
+    assert finals.reconnections == heard + 1
