@@ -44,13 +44,13 @@ class Settings(ServiceSettings):
     max_response_bytes: int = 16 * 1024 * 1024
     # The whole request body must arrive within this, so slow senders cannot hold connections.
     body_timeout_seconds: float = 30.0
-    # Pooled connections per upstream (each replica's count apart). At an opening the crowd
-    # waits here for them, in arrival order, and whoever still waits when the product sells out
-    # is answered at the edge (proxy.py, shared/in_order.py last_look); more of them only
-    # lengthen order_service's queue of requests each place's decision waits behind. make load,
-    # 2,000 buyers: final answers' p99 0.83 and 0.96 s with 128, 1.26 and 1.09 s with 512; with
-    # 20,000, every buyer answered with 128, 513 orders answered 504 with 512
-    # (docs/performance.md).
+    # Pooled connections per upstream, all its replicas together (and as many again for long
+    # polls, upstreams.py). At an opening the crowd waits here for them, in arrival order, and
+    # whoever still waits when the product sells out is answered at the edge (proxy.py,
+    # shared/in_order.py last_look); more of them only lengthen order_service's queue of
+    # requests each place's decision waits behind. make load, 2,000 buyers: final answers' p99
+    # 0.83 and 0.96 s with 128, 1.26 and 1.09 s with 512; with 20,000, every buyer answered
+    # with 128, 513 orders answered 504 with 512 (docs/performance.md).
     max_connections_per_upstream: int = 128
     # Streamed routes (/live) have a pool of their own, so open streams never take the
     # connections of ordinary requests; past this many open streams, 503 with Retry-After.
