@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
@@ -14,6 +15,19 @@ from pydantic import (
     Field,
     PlainSerializer,
 )
+
+# A character that is not white space by any of the three regex engines that read a schema's
+# pattern (JSON Schema's ECMA-262, Python's re, pydantic's Rust regex): their \s differ on
+# U+001C-U+001F, U+0085 and U+FEFF, which are all counted as white space here. A text field
+# that must not be all white space carries it as its pattern and checks it with not_blank.
+VISIBLE_CHARACTER = r"[^\s\x1c-\x1f\x85\ufeff]"
+_VISIBLE = re.compile(VISIBLE_CHARACTER)
+
+
+def not_blank(value: str) -> str:
+    if _VISIBLE.search(value) is None:
+        raise ValueError("must contain a visible character")
+    return value
 
 
 def to_utc_z(value: datetime) -> str:

@@ -6,22 +6,17 @@ from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
 
-from shared.schemas import ApiModel, RequestModel, UtcDatetime
+from shared.schemas import VISIBLE_CHARACTER, ApiModel, RequestModel, UtcDatetime, not_blank
 
 MAX_CONTENT_LENGTH = 5000
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must contain a visible character")
-    return value
 
 
 # 1..5000 characters (code points), not all white space. Stored as sent. The pattern says the
 # validator's rule in the schema, so that clients and fuzzers see it.
 Content = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH, pattern=r"\S"),
-    AfterValidator(_not_blank)
+    str,
+    StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH, pattern=VISIBLE_CHARACTER),
+    AfterValidator(not_blank)
 ]
 
 

@@ -17,17 +17,11 @@ from pydantic import (
     model_validator,
 )
 
-from shared.schemas import ApiModel, RequestModel, UtcDatetime
+from shared.schemas import VISIBLE_CHARACTER, ApiModel, RequestModel, UtcDatetime, not_blank
 
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 # The column's size (users.profile_image_url).
 MAX_URL_LENGTH = 2048
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must contain a visible character")
-    return value
 
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -70,8 +64,8 @@ def _http_url(value: str) -> str:
 
 
 # Not all white space: the pattern says the validator's rule in the schema too.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"),
-                 AfterValidator(_not_blank)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=VISIBLE_CHARACTER),
+                 AfterValidator(not_blank)]
 Greeting = Annotated[str, StringConstraints(max_length=500)]
 # The schema says what the validator enforces, so generated clients and fuzzers agree with it.
 ImageUrl = Annotated[
@@ -136,7 +130,7 @@ class ProfileUpdate(RequestModel):
     # Optional but never null: the schema says so, the validator below enforces it.
     name: Annotated[
         Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100,
-                                     "pattern": r"\S"})
+                                     "pattern": VISIBLE_CHARACTER})
     ] = None
     greeting: Greeting | None = None
     profile_image_url: ImageUrl | None = None
