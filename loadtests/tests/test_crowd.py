@@ -28,6 +28,10 @@ PRODUCT = 9
 UNITS = 2
 
 
+# How long after `opens_at` the test server's stream says "open" (see its stream).
+OPEN_MARGIN = 0.005
+
+
 @dataclass
 class RecordedLine:
     """The line as the contract describes it: a 202 and a ticket for every order, the first
@@ -63,7 +67,9 @@ class RecordedLine:
             async def stream() -> AsyncIterator[bytes]:
                 yield f"id: 1\ndata: {json.dumps(event)}\n\n".encode()
                 if self.opens_at:
-                    await asyncio.sleep(max(0.0, self.opens_at - time.time()))
+                    # An event loop's timer may fire up to its granularity early (libuv's is
+                    # a millisecond): "open" is said once the wall clock has surely reached it.
+                    await asyncio.sleep(max(0.0, self.opens_at - time.time()) + OPEN_MARGIN)
                     opened = event | {"sale_state": "open", "server_time": datetime.now(
                         UTC).isoformat(timespec="milliseconds")[:-6] + "Z"}
                     yield f"id: 2\ndata: {json.dumps(opened)}\n\n".encode()
