@@ -54,14 +54,15 @@ local function renew(ttl)
 end
 """
 
-# Edge finals (shared/edge_finals.py): the answers given, for the gateway to give their owners
-# (and, from JOIN, the places just taken, pending).
+# Edge finals (shared/edge_finals.py): the answers given, for the gateway to give their owners,
+# and (JOIN) the places just taken, `pending`.
 # ARGV[f] finals_channel ('' publishes none), ARGV[f + 1] ttl_ms, ARGV[f + 2] the tickets' path.
 _FINALS = """
-local function publish_finals(f, entries)
-  if ARGV[f] == '' or #entries == 0 then return end
-  redis.call('PUBLISH', ARGV[f], '{"ttl_ms":' .. ARGV[f + 1] .. ',"finals":[' ..
-    table.concat(entries, ',') .. ']}')
+local function publish_finals(f, entries, pending)
+  if ARGV[f] == '' or (#entries == 0 and (pending == nil or #pending == 0)) then return end
+  local message = '{"ttl_ms":' .. ARGV[f + 1] .. ',"finals":[' .. table.concat(entries, ',') .. ']'
+  if pending ~= nil then message = message .. ',"pending":[' .. table.concat(pending, ',') .. ']' end
+  redis.call('PUBLISH', ARGV[f], message .. '}')
 end
 local function final_entry(f, ticket, user, body)
   return '[' .. cjson.encode(ARGV[f + 2] .. ticket) .. ',' .. cjson.encode(user) .. ',' ..
@@ -73,11 +74,10 @@ end
 # ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding finals_channel
 # finals_ttl_ms tickets_path, then per place: mode ticket user quantity key key_field
 # fingerprint arrived_us request_id order_id. Modes: 'join' (a place in the line), 'go' (the
-# caller holds a free reserve slot: the place is admitted at once,
-# being decided under a lease, if nobody waits, no lease ran out and fewer than max_deciding
-# places of the product are being decided, whichever replica decides them; else it joins; its
-# order_id, if given, is noted as NOTE notes a drained place's), 'find' (only a place the buyer
-# has).
+# caller holds a free reserve slot: the place is admitted at once, being decided under a lease,
+# if nobody waits, no lease ran out and fewer than max_deciding places of the product are being
+# decided, whichever replica decides them; else it joins; its order_id, if given, is noted as
+# NOTE notes a drained place's), 'find' (only a place the buyer has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
 # (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
 # place) or {'full'}. New places in line are published pending for the edge (edge_finals.py).
@@ -148,10 +148,7 @@ for i = 10, #ARGV, 10 do
   end
 end
 if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
-if ARGV[7] ~= '' and #pending > 0 then
-  redis.call('PUBLISH', ARGV[7], '{"ttl_ms":' .. ARGV[8] .. ',"finals":[],"pending":[' ..
-    table.concat(pending, ',') .. ']}')
-end
+publish_finals(7, {}, pending)
 renew(keep * 2)
 return out
 """
