@@ -103,13 +103,30 @@ def held_refresh_after(held_streams: int) -> float:
     here: HELD_REFRESH_SECONDS, longer when that many would read more than
     HELD_READS_PER_SECOND, and a quarter earlier or later at random, so that streams opened
     together do not read together."""
-    return max(HELD_REFRESH_SECONDS, held_streams / HELD_READS_PER_SECOND) * \
+    return max(HELD_REFRESH_SECONDS, _reads_take(held_streams)) * \
         random.uniform(0.75, 1.25)  # noqa: S311 (a spread in time, not a secret)
+
+
+def held_read_soon(held_streams: int) -> float:
+    """Seconds until a held stream that may have missed its final reads its resource: soon,
+    at a moment of its own within the reads' budget, not every held stream at once."""
+    return random.uniform(0.0, max(1.0, _reads_take(held_streams)))  # noqa: S311 (as above)
+
+
+def _reads_take(held_streams: int) -> float:
+    """Seconds `held_streams` reads take at HELD_READS_PER_SECOND."""
+    return held_streams / HELD_READS_PER_SECOND
 
 
 def sse_data(payload: bytes) -> bytes:
     """A JSON body (compact: one line) as one server-sent event."""
     return b"data: " + payload + b"\n\n"
+
+
+async def _one_event(send: Send, payload: bytes) -> None:
+    """A whole event stream of one event: a resource's final state."""
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    await send({"type": "http.response.body", "body": sse_data(payload)})
 
 
 async def _until_disconnected(receive: Receive) -> None:
@@ -371,8 +388,7 @@ class Proxy:
             body = finals.final_for(raw_path[:-len(STREAM_SUFFIX)], user_id)
             if body is None:
                 return False
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await send({"type": "http.response.body", "body": sse_data(body)})
+            await _one_event(send, body)
             return True
         body = finals.final_for(raw_path, user_id)
         if body is None:
@@ -418,9 +434,7 @@ class Proxy:
             if status == 200 and mark == _FINAL:
                 # Answered already (its message not heard here yet): that one event.
                 self.metrics.edge_answer(HELD_ROUTE)
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": SSE_HEADERS})
-                await send({"type": "http.response.body", "body": sse_data(payload)})
+                await _one_event(send, payload)
                 return True
             if status == 200 and mark != _PENDING:
                 return False
@@ -461,11 +475,9 @@ class Proxy:
                     now = time.monotonic()
                     if finals.reconnections != reconnections:
                         # The subscription was lost and is back: this stream's final may have
-                        # been missed. Read soon, at a moment of its own within the reads'
-                        # budget, not all the held streams at once.
+                        # been missed.
                         reconnections = finals.reconnections
-                        refresh = now - last_read + random.uniform(  # noqa: S311 (as above)
-                            0.0, max(1.0, self.held_streams / HELD_READS_PER_SECOND))
+                        refresh = now - last_read + held_read_soon(self.held_streams)
                     if now - last_read >= refresh:
                         last_read, refresh = now, held_refresh_after(self.held_streams)
                         status, response_headers, read = await self._read_resource(

@@ -48,6 +48,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 logger = logging.getLogger("shared.edge_finals")
@@ -97,9 +98,7 @@ class EdgeFinals:
             self._held.pop(path, None)  # kept in the order heard: the oldest go first
             self._held[path] = Final(owner, body, until)
             self._pending.pop(path, None)
-            for waiter in self._waiting.pop(path, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            _wake(self._waiting.pop(path, ()))
         fresh_until = now + PENDING_SECONDS
         for path, owner, body in pending:
             if path not in self._held:  # a final is final
@@ -139,9 +138,7 @@ class EdgeFinals:
         self._pending.clear()
         self.reconnections += 1
         for waiters in self._waiting.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            _wake(waiters)
 
     def pending_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s pending state if `user_id` owns it and it is still fresh."""
@@ -150,6 +147,12 @@ class EdgeFinals:
     def final_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s final state if `user_id` owns it and it is still held."""
         return _owned(self._held, path, user_id)
+
+
+def _wake(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _entries(raw: object) -> list[tuple[str, str, bytes]]:
