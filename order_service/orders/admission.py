@@ -62,7 +62,7 @@ from shared.sale_metrics import OrderMetrics
 from shared.sold_out import InFlightLimit, Slot, SlotTimeout, SoldOutMemory, Verdict
 
 if TYPE_CHECKING:
-    from order_service.orders.drain import LineDrain
+    from order_service.orders.drain import LineDrain, Turn
 
 ORDERS_PATH = "/api/v1/orders"
 # Where the layer in front leaves the slot it waited for, for the route to pass on.
@@ -214,6 +214,8 @@ class _LineEntry:
         # A place that went straight on, and the route's answer to it (recorded by the route).
         self.ticket: str | None = None
         self.answer: StoredAnswer | None = None
+        # Its turn among the product's answers here (orders/drain.py), once it went on.
+        self.turn: Turn | None = None
 
     async def enter(self) -> ASGIApp | None:
         product_id = self.order.product_id
@@ -322,7 +324,7 @@ class _LineEntry:
         with its key finds it), given the route's answer once the request is answered."""
         self.ticket = ticket
         if ticket is not None:
-            self.drain.hold(self.order.product_id, ticket)
+            self.turn = self.drain.went_straight_on(self.order.product_id, ticket)
             if self.order_id is not None:
                 self.scope[_NOTED_IN_SCOPE] = NotedId(self.order_id, decided_before=False)
         self.scope[_SLOT_IN_SCOPE] = self.slot
@@ -357,9 +359,10 @@ class _LineEntry:
         went straight on takes the route's answer (a 5xx: the place is forgotten)."""
         if self.slot is not None:
             self.slot.give_back()
-        if self.ticket is not None:
-            self.drain.straight_answered(self.order.product_id, self.ticket, self.answer)
-            self.ticket = None
+        if self.ticket is not None and self.turn is not None:
+            self.drain.straight_answered(self.order.product_id, self.ticket, self.answer,
+                                         self.turn)
+            self.ticket = self.turn = None
 
 
 async def slot_taken_in_front(request: Request) -> Slot | None:

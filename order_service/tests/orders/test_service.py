@@ -44,7 +44,7 @@ from shared.clock import utcnow
 from shared.db import Transactions, create_engine, create_sessionmaker
 from shared.errors import ProblemError
 from shared.http import service_client
-from shared.idempotency import IdempotencyKeyInUse, IdempotencyKeys
+from shared.idempotency import IdempotencyKeyInUse, IdempotencyKeys, StoredAnswer
 from shared.internal.payments import by_order_path
 from shared.internal.stock import Hold, SoldOut, StockRegistration, hold_path, product_path
 from shared.reads import ReadSession
@@ -642,15 +642,18 @@ async def test_two_replicas_releasing_orphan_holds_at_once_give_each_unit_back_o
 
 
 
+def line_scripts(redis: Redis, *, lease_ms: int = 30_000) -> LineScripts:
+    channel = f"test-{os.urandom(4).hex()}"
+    return LineScripts(redis, keep_ms=60_000, lease_ms=lease_ms, max_waiting=10,
+                       tickets_channel=channel, open_channel=channel + "-open", max_deciding=8)
+
+
 async def decided_again(parts: Orders, redis: Redis, *,
                         first_hold_given_back: bool) -> tuple[Record, int]:
     """A product's one unit, and a place whose first decision died after its reserve (its
     order id noted, the unit held under it, no order written), decided again by a drain once
     its lease ran out: the place's record then, and the first decision's order id."""
-    channel = f"test-{os.urandom(4).hex()}"
-    scripts = LineScripts(redis, keep_ms=60_000, lease_ms=300, max_waiting=10,
-                          tickets_channel=channel, open_channel=channel + "-open",
-                          max_deciding=8)
+    scripts = line_scripts(redis, lease_ms=300)
     drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
     product_id = await register(parts, total=1)
     buyer, ticket = new_id(), new_ticket(product_id)
@@ -702,6 +705,54 @@ async def test_a_place_decided_again_after_its_first_hold_was_given_back_reserve
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] != first_id
+
+
+async def test_the_lines_answers_wait_for_the_request_that_went_straight_on_before_them(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """A place that went straight on is answered by its request's response, which crosses
+    the busy loops after the line's published answers would: the places admitted after it
+    keep their answers until that request was answered."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        scripts = line_scripts(redis)
+        drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
+        product_id = await register(parts, total=5)
+        first, second = new_id(), new_id()
+        straight, behind = new_ticket(product_id), new_ticket(product_id)
+        arrived = time.time_ns() // 1000
+        [went] = await scripts.join(product_id, [NewPlace(
+            mode="go", ticket=straight, user_id=first, quantity=1, key="", key_field="",
+            fingerprint="", arrived_us=arrived)])
+        assert went.go
+        turn = drain.went_straight_on(product_id, straight)
+        [joined] = await scripts.join(product_id, [NewPlace(
+            mode="join", ticket=behind, user_id=second, quantity=1, key="", key_field="",
+            fingerprint="", arrived_us=arrived + 1)])
+        assert not joined.go
+        try:
+            drain.start(product_id)
+            deadline = time.monotonic() + 10
+            while drain.turns(product_id).waiting < 1:  # decided, its answer kept
+                assert time.monotonic() < deadline, "the place behind was never decided"
+                await asyncio.sleep(0.01)
+            [(record, _)] = await scripts.read(product_id, [behind])
+            assert record is not None
+            assert record.state == "deciding"
+            order = {"id": 1, "user_id": first, "product_id": product_id}
+            drain.straight_answered(product_id, straight, StoredAnswer(201, order), turn)
+            while True:
+                records = [r for r, _ in await scripts.read(product_id, [straight, behind])]
+                if all(r is not None and r.state == "ordered" for r in records) or \
+                        time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            assert [r.state if r else None for r in records] == ["ordered", "ordered"]
+            [straight_record, _] = records
+            assert straight_record is not None
+            assert straight_record.body is not None
+            assert json.loads(straight_record.body)["order"] == order
+        finally:
+            await drain.close()
 
 
 async def test_a_first_hold_near_the_orphan_bound_is_given_back_not_taken_over(
