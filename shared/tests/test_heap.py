@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from shared.heap import (
+    BURST_YOUNG_COLLECTION_THRESHOLD,
     FULL_COLLECTION_THRESHOLD,
     MIDDLE_COLLECTION_THRESHOLD,
     YOUNG_COLLECTION_THRESHOLD,
@@ -66,3 +67,64 @@ def test_apps_under_test_leave_the_collector_as_it_was() -> None:
     found = run_python("-m", "shared.tests.heap_probe", "gateway", "test",
                        database_url_for_tests("heap_probe"), TEST_REDIS_URL)
     assert found == {"threshold": [700, 10, 10], "frozen": 0}
+
+
+def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room() -> None:
+    found = run_python("-c", textwrap.dedent("""
+        import asyncio, gc, json, time, weakref
+        from shared import heap
+
+        young_collections = []
+        gc.callbacks.append(lambda phase, info: young_collections.append(info["generation"])
+                            if phase == "stop" else None)
+
+        class Node:
+            pass
+
+        async def main():
+            heap.settle("production")
+            loop = asyncio.get_running_loop()
+            at_ease = gc.get_threshold()[0]
+            await asyncio.sleep(0.2)
+            gc.collect()  # the count starts from nothing: the burst's first turns stay below it
+            young_collections.clear()
+            # A burst: the loop's turns take 30 ms, and its requests hold many new objects.
+            held = []
+            end = time.monotonic() + 0.6
+            done = loop.create_future()
+            def turn():
+                time.sleep(0.03)
+                held.append([[] for _ in range(5_000)])
+                if time.monotonic() < end:
+                    loop.call_soon(turn)
+                else:
+                    done.set_result(None)
+            loop.call_soon(turn)
+            await done
+            in_burst = gc.get_threshold()[0]
+            collected_in_burst = len(young_collections)
+            new_in_burst = sum(len(h) for h in held)
+            # A cycle left for the collector, then the burst's requests answered.
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            gone = weakref.ref(a)
+            del a, b, held
+            deadline = time.monotonic() + 10
+            serving = []
+            while gone() is not None and time.monotonic() < deadline:
+                serving.append([[] for _ in range(1_000)])  # the serving's new objects
+                await asyncio.sleep(0.01)
+            return {"at_ease": at_ease, "in_burst": in_burst, "new_in_burst": new_in_burst,
+                    "collected_in_burst": collected_in_burst, "after": gc.get_threshold()[0],
+                    "cycle_collected": gone() is None}
+
+        print(json.dumps(asyncio.run(main())))
+    """))
+    assert found["at_ease"] == YOUNG_COLLECTION_THRESHOLD
+    assert found["in_burst"] == BURST_YOUNG_COLLECTION_THRESHOLD
+    # More new objects than one young collection's threshold, and none ran meanwhile.
+    assert isinstance(found["new_in_burst"], int)
+    assert found["new_in_burst"] > YOUNG_COLLECTION_THRESHOLD
+    assert found["collected_in_burst"] == 0
+    assert found["after"] == YOUNG_COLLECTION_THRESHOLD
+    assert found["cycle_collected"] is True
