@@ -286,20 +286,21 @@ class LineDrain:
     def straight_answered(self, product_id: int, ticket: str, answer: StoredAnswer | None,
                           turn: Turn) -> None:
         """A request that went straight on with its place (`went_straight_on`, its `turn`) was
-        answered: the place takes the route's answer in its turn, or is forgotten if there was
-        none to keep (a 5xx, its key in use)."""
-        turns, number = turn
+        answered: the answers after its turn may go now. The place takes the route's answer at
+        once (its buyer has it already: a retry with the key finds it, not a decision still
+        running), or is forgotten if there was none to keep (a 5xx, its key in use)."""
+        self.release(product_id, ticket)
         if answer is None:
-            self.release(product_id, ticket)
             self._keep(self._drop(product_id, ticket))
-            turns.answered(number, None)
         else:
             body: dict[str, Any] = {"ticket": ticket, "product_id": product_id, "position": 1}
             if answer.status == 201:
                 body |= {"state": "ordered", "order": answer.body}
             else:
                 body |= {"state": "refused", "problem": answer.body}
-            turns.answered(number, (ticket, body))
+            self._answers.give(product_id, ticket, body["state"], body)
+        turns, number = turn
+        turns.answered(number, None)
         self._forget_turns(product_id)
 
     async def _drop(self, product_id: int, ticket: str) -> None:
@@ -497,6 +498,9 @@ class _ProductDrain:
             except _Retry as retry:
                 owner.release(product_id, place.ticket)
                 slot.give_back()
+                # Sent back to the line: the answers after it need not wait out its pause.
+                self.answers.answered(turn, None)
+                answered = True
                 try:
                     if retry.uncounted:
                         await asyncio.sleep(KEY_IN_USE_PAUSE_SECONDS)
@@ -525,7 +529,7 @@ class _ProductDrain:
                 await owner.refuse_waiting(product_id)
         finally:
             if not answered:
-                # Sent back to the line, or cancelled: the places after it need not wait.
+                # Cancelled, or failed before its answer: the places after it need not wait.
                 owner.release(product_id, place.ticket)
                 self.answers.answered(turn, None)
 

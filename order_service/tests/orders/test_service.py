@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from order_service.clients import PaymentsClient, StockClient
+from order_service.orders import drain as drain_module
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.creation import OrderCreation
 from order_service.orders.drain import LineDrain
@@ -752,6 +753,45 @@ async def test_the_lines_answers_wait_for_the_request_that_went_straight_on_befo
             assert straight_record.body is not None
             assert json.loads(straight_record.body)["order"] == order
         finally:
+            await drain.close()
+
+
+async def test_a_request_that_went_straight_on_gives_its_place_its_answer_at_once(
+    stock_url: str, order_database: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its buyer has the answer already: the place takes it at once, whatever turn it had (a
+    retry with the key then finds it, not a decision still running)."""
+    # Nothing is overtaken within the test's time: only an answer given at once is seen.
+    monkeypatch.setattr(drain_module, "OVERTAKE_AFTER_SECONDS", 60.0)
+    async with order_parts(stock_url, order_database, redis) as parts:
+        scripts = line_scripts(redis)
+        drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
+        product_id = await register(parts, total=5)
+        first, second = new_ticket(product_id), new_ticket(product_id)
+        arrived = time.time_ns() // 1000
+        turns = []
+        for offset, ticket in enumerate((first, second)):
+            [went] = await scripts.join(product_id, [NewPlace(
+                mode="go", ticket=ticket, user_id=new_id(), quantity=1, key="", key_field="",
+                fingerprint="", arrived_us=arrived + offset)])
+            assert went.go
+            turns.append(drain.went_straight_on(product_id, ticket))
+        try:
+            order = {"id": 2, "product_id": product_id}
+            drain.straight_answered(product_id, second, StoredAnswer(201, order), turns[1])
+            deadline = time.monotonic() + 10
+            while True:
+                [(record, _)] = await scripts.read(product_id, [second])
+                assert record is not None
+                if record.state != "deciding" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            assert record.state == "ordered"
+            [(earlier, _)] = await scripts.read(product_id, [first])
+            assert earlier is not None
+            assert earlier.state == "deciding"  # its request not answered yet
+        finally:
+            drain.straight_answered(product_id, first, None, turns[0])
             await drain.close()
 
 
