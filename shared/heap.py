@@ -46,6 +46,11 @@ BURST_YOUNG_COLLECTION_THRESHOLD = 25 * YOUNG_COLLECTION_THRESHOLD
 LOOK_EVERY_SECONDS = 0.05
 BUSY_AFTER_SECONDS = 0.01
 CALM_LOOKS = 6
+# An opening's burst is over within seconds. A loop busy for longer is overloaded, not in a
+# burst: putting collections off then only makes each one longer (the survivors of young
+# collections of 500,000 objects pile up for the middle one), so after this long they run as
+# they would without the watch, until the loop is calm again.
+PUT_OFF_AT_MOST_SECONDS = 3.0
 
 
 def settle(environment: str) -> None:
@@ -69,12 +74,14 @@ def settle(environment: str) -> None:
 class BurstWatch:
     """Puts young collections off while the loop is busy: the collector's own threshold is
     raised to BURST_YOUNG_COLLECTION_THRESHOLD when a look runs late, and set back once
-    CALM_LOOKS in a row ran on time (CPython then collects at the next allocation, each
-    generation by its own rules). Process-wide, as the collector is: one per process."""
+    CALM_LOOKS in a row ran on time, or once the loop has been busy PUT_OFF_AT_MOST_SECONDS
+    (CPython then collects at the next allocation, each generation by its own rules).
+    Process-wide, as the collector is: one per process."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.busy = False
+        self.putting_off = False
+        self._busy_since: float | None = None
         self._calm = 0
         self._due = 0.0
 
@@ -86,16 +93,19 @@ class BurstWatch:
         now = self.loop.time()
         if now - self._due > BUSY_AFTER_SECONDS:
             self._calm = 0
-            self._set(busy=True)
+            if self._busy_since is None:
+                self._busy_since = now
+            self._put_off(now - self._busy_since < PUT_OFF_AT_MOST_SECONDS)
         else:
             self._calm += 1
             if self._calm >= CALM_LOOKS:
-                self._set(busy=False)
+                self._busy_since = None
+                self._put_off(False)
         self._due = now + LOOK_EVERY_SECONDS
         self.loop.call_at(self._due, self._look)
 
-    def _set(self, *, busy: bool) -> None:
-        if busy != self.busy:
-            self.busy = busy
-            young = BURST_YOUNG_COLLECTION_THRESHOLD if busy else YOUNG_COLLECTION_THRESHOLD
+    def _put_off(self, put_off: bool) -> None:
+        if put_off != self.putting_off:
+            self.putting_off = put_off
+            young = BURST_YOUNG_COLLECTION_THRESHOLD if put_off else YOUNG_COLLECTION_THRESHOLD
             gc.set_threshold(young, MIDDLE_COLLECTION_THRESHOLD, FULL_COLLECTION_THRESHOLD)
