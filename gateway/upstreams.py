@@ -17,6 +17,7 @@ from yarl import URL
 
 from gateway.settings import Settings
 from shared import replicas
+from shared.in_order import InOrderConnector
 from shared.signed_on_send import SignedOnSend
 from shared.tracing import client_trace_configs
 
@@ -105,6 +106,12 @@ class Upstreams:
         # (gateway.proxy._RETRYABLE_METHODS). The attribute has no public setter.
         session._retry_connection = False
         return session
+
+    def look_again(self) -> int:
+        """Every request waiting for a connection of the ordinary pools has its last look run
+        again now (shared/in_order.py): an edge answer came in force. How many it ended."""
+        return sum(session.connector.look_again() for session in self.sessions.values()
+                   if isinstance(session.connector, InOrderConnector))
 
     async def urls(self, service: str, url: URL) -> list[URL]:
         """The URLs a request's attempts take, in order: `url` (at the service's name) at the

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +131,10 @@ class EdgeAnswers:
     """The answers in force, as this process heard them: fed by the subscription (`heard`),
     filled at start from Redis (`load`), each forgotten when withdrawn or expired."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_answer: Callable[[], object] | None = None) -> None:
         self._routes: dict[str, dict[str, _Held]] = {}
+        # Told when an answer comes in force (not on a withdrawal), after it is kept.
+        self._on_answer = on_answer
 
     def routes(self) -> frozenset[str]:
         return frozenset(route for route, held in self._routes.items() if held)
@@ -157,6 +159,8 @@ class EdgeAnswers:
             return
         if ttl_ms > 0:
             self._routes.setdefault(route, {})[key] = entry
+            if self._on_answer is not None:
+                self._on_answer()
 
     async def load(self, redis: Redis | RedisCluster, prefix: str) -> int:
         """Every answer kept in Redis, with what is left of its expiry. Run after subscribing:

@@ -21,6 +21,9 @@ has its connection, after any wait for one, just before it is written. What it r
 request unsent, its connection given back to the pool. The gateway looks there for an answer a
 service published meanwhile (shared/edge_answers.py): at an opening the crowd waits here for
 order_service, and once the product sells out, whoever still waits is answered at the edge.
+Those still waiting for a free connection need not wait for one to be told: `look_again()`
+runs the look of every request waiting for one now, and a request whose look raises ends at
+once with what it raised (the gateway calls it when it hears a new edge answer).
 """
 
 from __future__ import annotations
@@ -89,6 +92,46 @@ class InOrderConnector(aiohttp.TCPConnector):
         # While a request is in connect(): its number in the order asked.
         self._number_of: dict[int, int] = {}
         self._turns: dict[ConnectionKey, _Turns] = {}
+        # Requests waiting for a free connection, with their last look; and what a look run
+        # again raised, for the request it ended.
+        self._looking: dict[asyncio.Task[Any], Callable[[], None]] = {}
+        self._ended: dict[asyncio.Task[Any], BaseException] = {}
+
+    def look_again(self) -> int:
+        """Runs the last look of every request now waiting for a free connection; those whose
+        look raises end at once with what it raised. How many ended."""
+        ended = 0
+        for task, look in list(self._looking.items()):
+            try:
+                look()
+            except BaseException as error:  # what the look raises is the request's to handle
+                del self._looking[task]
+                self._ended[task] = error
+                task.cancel()
+                ended += 1
+        return ended
+
+    async def _wait_for_available_connection(self, key: ConnectionKey,
+                                             traces: list[Trace]) -> None:
+        look = _LAST_LOOK.get()
+        task = asyncio.current_task()
+        if look is None or task is None:
+            await super()._wait_for_available_connection(key, traces)
+            return
+        self._looking[task] = look
+        try:
+            await super()._wait_for_available_connection(key, traces)
+        except asyncio.CancelledError:
+            ended = self._ended.pop(task, None)
+            if ended is None:
+                raise
+            task.uncancel()
+            if self._available_connections(key) > 0:
+                # A connection freed for it as it ended goes to the next one waiting.
+                self._release_waiter()
+            raise ended from None
+        finally:
+            self._looking.pop(task, None)
 
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> aiohttp.connector.Connection:

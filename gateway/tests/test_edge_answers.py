@@ -139,12 +139,12 @@ async def test_a_gateway_that_starts_learns_the_answers_in_force(
         second_gateway.stop()
 
 
-async def test_a_request_waiting_for_a_connection_when_the_answer_comes_is_answered_at_the_edge(
+async def test_a_request_waiting_for_a_connection_when_the_answer_comes_is_answered_at_once(
         rig: Rig, redis: Redis, redis_url: str, product_id: int,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """At an opening the crowd waits at the gateway for order_service's connections: a request
     that passed the edge before the product sold out, and still waits when the answer is heard,
-    is answered here once its connection is free, not sent."""
+    is answered here as the answer is heard, not sent, and without waiting for a connection."""
     runtimes: list[GatewayRuntime] = []
 
     class Recorded(GatewayRuntime):
@@ -184,9 +184,10 @@ async def test_a_request_waiting_for_a_connection_when_the_answer_comes_is_answe
                     json.dumps({"product_id": product_id, "quantity": 1}).encode()) is not None
 
             await until(heard)
+            answer = await asyncio.wait_for(waiting, 2)
+            assert not first.done()  # the one connection still busy
             release.set()
             assert (await first).status_code == 201
-            answer = await waiting
     finally:
         release.set()
         server.stop()

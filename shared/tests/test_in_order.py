@@ -254,3 +254,46 @@ async def test_a_last_look_refusing_a_request_ends_it_unsent_and_keeps_its_conne
             assert await _get(session, f"{upstream.url}/next") == "/next"
     assert upstream.reached == ["/held", "/next"]
     assert len(upstream.ports) == 1  # both on the one connection
+
+
+async def test_a_request_waiting_for_a_free_connection_ends_at_once_when_its_look_says_so(
+        upstream: Upstream) -> None:
+    """`look_again()` runs the look of every request waiting for a free connection: the one
+    whose look now raises ends at once, unsent, before any connection frees; the others go on
+    waiting, and the pool serves as before."""
+    resolver = GatedResolver()
+    async with in_order_session(1, resolver) as session:
+        connector = session.connector
+        assert isinstance(connector, InOrderConnector)
+        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
+        await upstream.reached_by("/held")
+        sold_out = False
+
+        def refuse_once_sold_out() -> None:
+            if sold_out:
+                raise _Unwanted
+
+        async def wanted_until_sold_out(name: str) -> str:
+            with last_look(refuse_once_sold_out):
+                return await _get(session, f"{upstream.url}/{name}")
+
+        async def wanted(name: str) -> str:
+            with last_look(lambda: None):
+                return await _get(session, f"{upstream.url}/{name}")
+
+        refused = asyncio.create_task(wanted_until_sold_out("refused"))
+        kept = asyncio.create_task(wanted("kept"))
+        await asyncio.sleep(0.05)
+        assert connector.look_again() == 0  # nothing to say yet: both wait on
+        assert not refused.done()
+        sold_out = True
+        assert connector.look_again() == 1
+        with pytest.raises(_Unwanted):
+            await asyncio.wait_for(refused, SETTLE_SECONDS)
+        assert not held.done()  # it ended while the only connection was still busy
+        assert not kept.done()
+        upstream.release_held.set()
+        assert await held == "/held"
+        assert await asyncio.wait_for(kept, SETTLE_SECONDS) == "/kept"
+    assert upstream.reached == ["/held", "/kept"]
+    assert len(upstream.ports) == 1
