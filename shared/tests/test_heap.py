@@ -74,11 +74,30 @@ def test_apps_under_test_leave_the_collector_as_it_was() -> None:
     assert found == {"threshold": [700, 10, 10], "frozen": 0}
 
 
-def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room() -> None:
-    found = run_python("-c", textwrap.dedent("""
-        import asyncio, gc, json, time, weakref
-        from shared import heap
+# The scripts' common part: `busy(seconds, each)` keeps every turn of the loop 30 ms long for
+# that long, calling `each()` once a turn.
+BUSY_LOOP = textwrap.dedent("""
+    import asyncio, gc, json, time, weakref
+    from shared import heap
 
+    async def busy(seconds, each):
+        loop = asyncio.get_running_loop()
+        end = time.monotonic() + seconds
+        done = loop.create_future()
+        def turn():
+            time.sleep(0.03)
+            each()
+            if time.monotonic() < end:
+                loop.call_soon(turn)
+            else:
+                done.set_result(None)
+        loop.call_soon(turn)
+        await done
+""")
+
+
+def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room() -> None:
+    found = run_python("-c", BUSY_LOOP + textwrap.dedent("""
         young_collections = []
         gc.callbacks.append(lambda phase, info: young_collections.append(info["generation"])
                             if phase == "stop" else None)
@@ -88,24 +107,13 @@ def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room(
 
         async def main():
             heap.settle("production")
-            loop = asyncio.get_running_loop()
             at_ease = gc.get_threshold()[0]
             await asyncio.sleep(0.2)
             gc.collect()  # the count starts from nothing: the burst's first turns stay below it
             young_collections.clear()
-            # A burst: the loop's turns take 30 ms, and its requests hold many new objects.
+            # A burst: its requests hold many new objects.
             held = []
-            end = time.monotonic() + 0.6
-            done = loop.create_future()
-            def turn():
-                time.sleep(0.03)
-                held.append([[] for _ in range(5_000)])
-                if time.monotonic() < end:
-                    loop.call_soon(turn)
-                else:
-                    done.set_result(None)
-            loop.call_soon(turn)
-            await done
+            await busy(0.6, lambda: held.append([[] for _ in range(5_000)]))
             in_burst = gc.get_threshold()[0]
             collected_in_burst = len(young_collections)
             new_in_burst = sum(len(h) for h in held)
@@ -136,26 +144,13 @@ def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room(
 
 
 def test_a_loop_busy_for_longer_than_a_burst_collects_as_it_did_without_the_watch() -> None:
-    found = run_python("-c", textwrap.dedent(f"""
-        import asyncio, gc, json, time
-        from shared import heap
-
+    found = run_python("-c", BUSY_LOOP + textwrap.dedent(f"""
         async def main():
             heap.settle("production")
-            loop = asyncio.get_running_loop()
             await asyncio.sleep(0.2)
             seen = []
-            end = time.monotonic() + {PUT_OFF_AT_MOST_SECONDS} + 1.0
-            done = loop.create_future()
-            def turn():
-                time.sleep(0.03)  # every turn long: busy throughout
-                seen.append(gc.get_threshold()[0])
-                if time.monotonic() < end:
-                    loop.call_soon(turn)
-                else:
-                    done.set_result(None)
-            loop.call_soon(turn)
-            await done
+            await busy({PUT_OFF_AT_MOST_SECONDS} + 1.0,
+                       lambda: seen.append(gc.get_threshold()[0]))
             changes = [t for i, t in enumerate(seen) if i == 0 or seen[i - 1] != t]
             return {{"seen": changes, "last": seen[-1]}}
 
