@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 # Allocations (less deallocations) between young collections; CPython's default is 700. A young
 # collection walks at most this many objects (about a millisecond), and the full collections
@@ -41,16 +42,21 @@ BURST_YOUNG_COLLECTION_THRESHOLD = 25 * YOUNG_COLLECTION_THRESHOLD
 # How often the loop is looked at, and how late that look may come with the loop still counted
 # as having room: a loop that serves at its ease runs a timer within a millisecond or two, one
 # in a burst runs it after a turn of many requests. A burst is over once this many looks in a
-# row came on time (a busy loop has short turns too: one look on time said little, and the
-# collection it let run walked the burst's requests still in flight).
+# row came on time and the young objects are few again: a loop with room may still have the
+# burst's requests in flight (the gateway waiting for order_service's answers), and a
+# collection let run then walked them all (225 and 305 ms in two `make load` runs).
 LOOK_EVERY_SECONDS = 0.05
 BUSY_AFTER_SECONDS = 0.01
 CALM_LOOKS = 6
-# An opening's burst is over within seconds. A loop busy for longer is overloaded, not in a
-# burst: putting collections off then only makes each one longer (the survivors of young
-# collections of 500,000 objects pile up for the middle one), so after this long they run as
-# they would without the watch, until the loop is calm again.
-PUT_OFF_AT_MOST_SECONDS = 3.0
+# A loop that runs many short turns is busy too, with its timers on time: busy as well when its
+# thread used this share of the time since the last look (the gateway at an opening's first
+# 300 ms ran its looks on time, and a young collection of about 100 ms ran in the burst).
+BUSY_CPU_SHARE = 0.5
+# A loop put off for longer is overloaded, not in a burst: putting collections off then only
+# makes each one longer (the survivors of young collections of 500,000 objects pile up for the
+# middle one), so after this long they run as they would without the watch, until the loop is
+# calm again.
+PUT_OFF_AT_MOST_SECONDS = 10.0
 
 
 def settle(environment: str) -> None:
@@ -74,38 +80,44 @@ def settle(environment: str) -> None:
 class BurstWatch:
     """Puts young collections off while the loop is busy: the collector's own threshold is
     raised to BURST_YOUNG_COLLECTION_THRESHOLD when a look runs late, and set back once
-    CALM_LOOKS in a row ran on time, or once the loop has been busy PUT_OFF_AT_MOST_SECONDS
-    (CPython then collects at the next allocation, each generation by its own rules).
-    Process-wide, as the collector is: one per process."""
+    CALM_LOOKS in a row ran on time with fewer than YOUNG_COLLECTION_THRESHOLD young objects
+    left, or once PUT_OFF_AT_MOST_SECONDS have passed (CPython then collects at the next
+    allocation past the threshold, each generation by its own rules; after the latter, not put
+    off again until the loop is calm). Process-wide, as the collector is: one per process."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.putting_off = False
-        self._busy_since: float | None = None
+        self._since: float | None = None  # when the collections were put off
+        self._spent = False  # put off for the longest: not again before the loop is calm
         self._calm = 0
         self._due = 0.0
+        self._cpu = 0.0  # the loop thread's CPU time at the last look
 
     def start(self) -> None:
         self._due = self.loop.time() + LOOK_EVERY_SECONDS
+        self._cpu = time.thread_time()
         self.loop.call_at(self._due, self._look)
 
     def _look(self) -> None:
-        now = self.loop.time()
-        if now - self._due > BUSY_AFTER_SECONDS:
-            self._calm = 0
-            if self._busy_since is None:
-                self._busy_since = now
-            self._put_off(now - self._busy_since < PUT_OFF_AT_MOST_SECONDS)
+        now, cpu = self.loop.time(), time.thread_time()
+        busy_share = (cpu - self._cpu) / LOOK_EVERY_SECONDS
+        late = now - self._due > BUSY_AFTER_SECONDS or busy_share >= BUSY_CPU_SHARE
+        self._cpu = cpu
+        self._calm = 0 if late else self._calm + 1
+        calm = self._calm >= CALM_LOOKS
+        if self._since is None:
+            if late and not self._spent:
+                self._since = now
+                gc.set_threshold(BURST_YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD,
+                                 FULL_COLLECTION_THRESHOLD)
+            elif calm:
+                self._spent = False
         else:
-            self._calm += 1
-            if self._calm >= CALM_LOOKS:
-                self._busy_since = None
-                self._put_off(False)
+            over = calm and gc.get_count()[0] < YOUNG_COLLECTION_THRESHOLD
+            spent = now - self._since >= PUT_OFF_AT_MOST_SECONDS
+            if over or spent:
+                self._since = None
+                self._spent = spent and not over
+                gc.set_threshold(*SERVING_THRESHOLDS)
         self._due = now + LOOK_EVERY_SECONDS
         self.loop.call_at(self._due, self._look)
-
-    def _put_off(self, put_off: bool) -> None:
-        if put_off != self.putting_off:
-            self.putting_off = put_off
-            young = BURST_YOUNG_COLLECTION_THRESHOLD if put_off else YOUNG_COLLECTION_THRESHOLD
-            gc.set_threshold(young, MIDDLE_COLLECTION_THRESHOLD, FULL_COLLECTION_THRESHOLD)
