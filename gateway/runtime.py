@@ -42,7 +42,7 @@ class GatewayRuntime:
         # Answers services publish for the gateway to give without forwarding (sold out), and
         # final states of resources their owners read (answered tickets).
         # A new answer is given at once to whoever waits for a connection and it answers.
-        self.edge_answers = EdgeAnswers(on_answer=self.upstreams.look_again)
+        self.edge_answers = EdgeAnswers(on_answer=self.upstreams.look_again_soon)
         self.edge_finals = EdgeFinals(max_held=settings.edge_finals_max_held)
         channels = Channels(settings.pubsub_prefix)
         self._answers = Subscription(

@@ -12,6 +12,8 @@ reached, and a replica that joined got nothing until the pool needed a new conne
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from yarl import URL
 
@@ -44,6 +46,7 @@ class Upstreams:
         # connections to a service than that. (A held stream's reads of its ticket are short,
         # and spread: proxy.held_refresh_after; they use the ordinary pool.)
         self.held: dict[str, aiohttp.ClientSession] = {}
+        self._looking_again = False
         self._resolver: replicas.Resolver | None = None
         # None for an https upstream: over TLS the name stays in the URL (the certificate is
         # checked against it), and aiohttp resolves it.
@@ -107,11 +110,19 @@ class Upstreams:
         session._retry_connection = False
         return session
 
-    def look_again(self) -> int:
+    def look_again_soon(self) -> None:
         """Every request waiting for a connection of the ordinary pools has its last look run
-        again now (shared/in_order.py): an edge answer came in force. How many it ended."""
-        return sum(session.connector.look_again() for session in self.sessions.values()
-                   if isinstance(session.connector, InOrderConnector))
+        again (shared/in_order.py), once this loop turn is over: an edge answer came in force
+        (as many as come in one turn, from a message or a reload, cost one round of looks)."""
+        if not self._looking_again:
+            self._looking_again = True
+            asyncio.get_running_loop().call_soon(self._look_again)
+
+    def _look_again(self) -> None:
+        self._looking_again = False
+        for session in self.sessions.values():
+            if isinstance(session.connector, InOrderConnector):
+                session.connector.look_again()
 
     async def urls(self, service: str, url: URL) -> list[URL]:
         """The URLs a request's attempts take, in order: `url` (at the service's name) at the

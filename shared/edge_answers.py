@@ -133,7 +133,8 @@ class EdgeAnswers:
 
     def __init__(self, *, on_answer: Callable[[], object] | None = None) -> None:
         self._routes: dict[str, dict[str, _Held]] = {}
-        # Told when an answer comes in force (not on a withdrawal), after it is kept.
+        # Told when an answer comes in force (not on a withdrawal, nor on a renewal of one in
+        # force), after it is kept.
         self._on_answer = on_answer
 
     def routes(self) -> frozenset[str]:
@@ -158,8 +159,13 @@ class EdgeAnswers:
             logger.warning("edge answer message not understood", extra={"raw": raw[:200]})
             return
         if ttl_ms > 0:
-            self._routes.setdefault(route, {})[key] = entry
-            if self._on_answer is not None:
+            held = self._routes.setdefault(route, {})
+            earlier = held.get(key)
+            held[key] = entry
+            # Only an answer new to this process: a renewal of one in force changes nothing.
+            if self._on_answer is not None and (
+                    earlier is None or earlier.answer != entry.answer
+                    or earlier.until <= time.monotonic()):
                 self._on_answer()
 
     async def load(self, redis: Redis | RedisCluster, prefix: str) -> int:

@@ -79,11 +79,12 @@ def settle(environment: str) -> None:
 
 class BurstWatch:
     """Puts young collections off while the loop is busy: the collector's own threshold is
-    raised to BURST_YOUNG_COLLECTION_THRESHOLD when a look runs late, and set back once
-    CALM_LOOKS in a row ran on time with fewer than YOUNG_COLLECTION_THRESHOLD young objects
-    left, or once PUT_OFF_AT_MOST_SECONDS have passed (CPython then collects at the next
-    allocation past the threshold, each generation by its own rules; after the latter, not put
-    off again until the loop is calm). Process-wide, as the collector is: one per process."""
+    raised to BURST_YOUNG_COLLECTION_THRESHOLD when a look finds it busy, and set back once
+    CALM_LOOKS in a row found it calm with fewer than YOUNG_COLLECTION_THRESHOLD young objects
+    left (twice as many, whatever is left), or once PUT_OFF_AT_MOST_SECONDS have passed
+    (CPython then collects at the next allocation past the threshold, each generation by its
+    own rules; after the latter, not put off again until the loop is calm). Process-wide, as
+    the collector is: one per process."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -91,18 +92,19 @@ class BurstWatch:
         self._spent = False  # put off for the longest: not again before the loop is calm
         self._calm = 0
         self._due = 0.0
-        self._cpu = 0.0  # the loop thread's CPU time at the last look
+        self._cpu = 0.0  # the loop thread's CPU time at the last look, and when it ran
+        self._looked = 0.0
 
     def start(self) -> None:
-        self._due = self.loop.time() + LOOK_EVERY_SECONDS
-        self._cpu = time.thread_time()
+        self._looked, self._cpu = self.loop.time(), time.thread_time()
+        self._due = self._looked + LOOK_EVERY_SECONDS
         self.loop.call_at(self._due, self._look)
 
     def _look(self) -> None:
         now, cpu = self.loop.time(), time.thread_time()
-        busy_share = (cpu - self._cpu) / LOOK_EVERY_SECONDS
+        busy_share = (cpu - self._cpu) / max(now - self._looked, LOOK_EVERY_SECONDS)
         late = now - self._due > BUSY_AFTER_SECONDS or busy_share >= BUSY_CPU_SHARE
-        self._cpu = cpu
+        self._looked, self._cpu = now, cpu
         self._calm = 0 if late else self._calm + 1
         calm = self._calm >= CALM_LOOKS
         if self._since is None:
@@ -113,7 +115,10 @@ class BurstWatch:
             elif calm:
                 self._spent = False
         else:
-            over = calm and gc.get_count()[0] < YOUNG_COLLECTION_THRESHOLD
+            # Calm twice as long with the young objects still many: they are not the burst's
+            # (streams it opened, caches), and a collection now, with room, beats one later.
+            over = calm and (gc.get_count()[0] < YOUNG_COLLECTION_THRESHOLD
+                             or self._calm >= 2 * CALM_LOOKS)
             spent = now - self._since >= PUT_OFF_AT_MOST_SECONDS
             if over or spent:
                 self._since = None

@@ -97,6 +97,11 @@ class InOrderConnector(aiohttp.TCPConnector):
         self._looking: dict[asyncio.Task[Any], Callable[[], None]] = {}
         self._ended: dict[asyncio.Task[Any], BaseException] = {}
 
+    @property
+    def looking(self) -> int:
+        """Requests with a last look now waiting for a free connection."""
+        return len(self._looking)
+
     def look_again(self) -> int:
         """Runs the last look of every request now waiting for a free connection; those whose
         look raises end at once with what it raised. How many ended."""
@@ -119,19 +124,23 @@ class InOrderConnector(aiohttp.TCPConnector):
             await super()._wait_for_available_connection(key, traces)
             return
         self._looking[task] = look
+        cancelling = task.cancelling()
         try:
             await super()._wait_for_available_connection(key, traces)
         except asyncio.CancelledError:
             ended = self._ended.pop(task, None)
-            if ended is None:
-                raise
-            task.uncancel()
             if self._available_connections(key) > 0:
                 # A connection freed for it as it ended goes to the next one waiting.
                 self._release_waiter()
+            if ended is None:
+                raise
+            task.uncancel()
+            if task.cancelling() > cancelling:
+                raise  # cancelled by someone else too (the client gone, a timeout): theirs
             raise ended from None
         finally:
             self._looking.pop(task, None)
+            self._ended.pop(task, None)
 
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> aiohttp.connector.Connection:

@@ -30,6 +30,7 @@ from shared.edge_answers import (
     answer_key,
     answer_message,
 )
+from shared.in_order import InOrderConnector
 from shared.testing.net import ThreadedServer
 
 ROUTE = "POST /api/v1/orders"
@@ -173,10 +174,17 @@ async def test_a_request_waiting_for_a_connection_when_the_answer_comes_is_answe
             first = asyncio.create_task(order(c, rig, product_id))
             await until(lambda: asyncio.sleep(0, bool(reached)))
             waiting = asyncio.create_task(order(c, rig, product_id))
-            await asyncio.sleep(0.2)  # past the edge, waiting for the one connection
+            [runtime] = runtimes
+            connector = runtime.upstreams.sessions["order"].connector
+            assert isinstance(connector, InOrderConnector)
+
+            async def waits_for_the_connection() -> bool:
+                return connector.looking == 1
+
+            # Past the edge, waiting for the one connection.
+            await until(waits_for_the_connection)
             assert not waiting.done()
             await publish(redis, rig, product_id)
-            [runtime] = runtimes
 
             async def heard() -> bool:
                 return runtime.edge_answers.answer_for(

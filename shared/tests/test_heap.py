@@ -116,8 +116,9 @@ def test_young_collections_wait_while_the_loop_is_busy_and_run_once_it_has_room(
             in_burst = gc.get_threshold()[0]
             collected_in_burst = len(young_collections)
             new_in_burst = sum(len(h) for h in held)
-            # The loop has room again, its requests still in flight: still put off.
-            await asyncio.sleep(0.6)
+            # The loop has room again, its requests still in flight: still put off (for
+            # fewer than twice the calm looks that end a burst with many young objects left).
+            await asyncio.sleep(0.4)
             in_flight = gc.get_threshold()[0]
             collected_in_flight = len(young_collections)
             # A cycle left for the collector, then the burst's requests answered.

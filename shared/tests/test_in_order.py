@@ -297,3 +297,36 @@ async def test_a_request_waiting_for_a_free_connection_ends_at_once_when_its_loo
         assert await asyncio.wait_for(kept, SETTLE_SECONDS) == "/kept"
     assert upstream.reached == ["/held", "/kept"]
     assert len(upstream.ports) == 1
+
+
+async def test_a_request_cancelled_as_its_look_ends_it_is_cancelled_not_answered(
+        upstream: Upstream) -> None:
+    """Someone else's cancel (the client gone, a timeout) in the same turn as the look that ends
+    the request is theirs: the request is cancelled, and the pool serves on."""
+    resolver = GatedResolver()
+    async with in_order_session(1, resolver) as session:
+        connector = session.connector
+        assert isinstance(connector, InOrderConnector)
+        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
+        await upstream.reached_by("/held")
+
+        def refuse() -> None:
+            raise _Unwanted
+
+        async def refused() -> str:
+            with last_look(refuse):
+                return await _get(session, f"{upstream.url}/refused")
+
+        waiting = asyncio.create_task(refused())
+        await asyncio.sleep(0.05)
+        assert connector.looking == 1
+        assert connector.look_again() == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert connector.looking == 0
+        upstream.release_held.set()
+        assert await held == "/held"
+        with last_look(lambda: None):
+            assert await _get(session, f"{upstream.url}/next") == "/next"
+    assert upstream.reached == ["/held", "/next"]
