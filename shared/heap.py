@@ -103,12 +103,12 @@ class BurstWatch:
     def _look(self) -> None:
         now, cpu = self.loop.time(), time.thread_time()
         busy_share = (cpu - self._cpu) / max(now - self._looked, LOOK_EVERY_SECONDS)
-        late = now - self._due > BUSY_AFTER_SECONDS or busy_share >= BUSY_CPU_SHARE
+        busy = now - self._due > BUSY_AFTER_SECONDS or busy_share >= BUSY_CPU_SHARE
         self._looked, self._cpu = now, cpu
-        self._calm = 0 if late else self._calm + 1
+        self._calm = 0 if busy else self._calm + 1
         calm = self._calm >= CALM_LOOKS
         if self._since is None:
-            if late and not self._spent:
+            if busy and not self._spent:
                 self._since = now
                 gc.set_threshold(BURST_YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD,
                                  FULL_COLLECTION_THRESHOLD)

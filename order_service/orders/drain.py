@@ -154,6 +154,15 @@ PlaceAnswer = tuple[str, dict[str, Any]]
 Turn = tuple[AnswersInTurn[PlaceAnswer], int]
 
 
+def answered_body(ticket: str, product_id: int, position: int,
+                  answer: StoredAnswer) -> dict[str, Any]:
+    """A place's final state from its order route's answer: ordered (a 201) or refused."""
+    body: dict[str, Any] = {"ticket": ticket, "product_id": product_id, "position": position}
+    if answer.status == 201:
+        return body | {"state": "ordered", "order": answer.body}
+    return body | {"state": "refused", "problem": answer.body}
+
+
 class _Retry(Exception):
     """The place goes back to its place in the line; `uncounted`: after a pause, the admission
     not counted among its attempts."""
@@ -293,11 +302,7 @@ class LineDrain:
         if answer is None:
             self._keep(self._drop(product_id, ticket))
         else:
-            body: dict[str, Any] = {"ticket": ticket, "product_id": product_id, "position": 1}
-            if answer.status == 201:
-                body |= {"state": "ordered", "order": answer.body}
-            else:
-                body |= {"state": "refused", "problem": answer.body}
+            body = answered_body(ticket, product_id, 1, answer)
             self._answers.give(product_id, ticket, body["state"], body)
         turns, number = turn
         turns.answered(number, None)
@@ -512,12 +517,7 @@ class _ProductDrain:
             finally:
                 slot.give_back()
             record = place.record
-            body: dict[str, Any] = {"ticket": place.ticket, "product_id": product_id,
-                                    "position": record.position}
-            if answer.status == 201:
-                body |= {"state": "ordered", "order": answer.body}
-            else:
-                body |= {"state": "refused", "problem": answer.body}
+            body = answered_body(place.ticket, product_id, record.position, answer)
             self.answers.answered(turn, (place.ticket, body))
             answered = True
             line = owner.admission.metrics.line

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -115,6 +115,25 @@ async def in_order_session(limit: int, resolver: GatedResolver) -> AsyncIterator
 async def _get(session: aiohttp.ClientSession, url: str) -> str:
     async with session.get(url) as answer:
         return await answer.text()
+
+
+@asynccontextmanager
+async def one_connection_busy(upstream: Upstream) -> AsyncIterator[
+        tuple[aiohttp.ClientSession, InOrderConnector, asyncio.Task[str]]]:
+    """A pool of one connection, busy with /held (answered once `release_held` is set)."""
+    async with in_order_session(1, GatedResolver()) as session:
+        connector = session.connector
+        assert isinstance(connector, InOrderConnector)
+        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
+        await upstream.reached_by("/held")
+        yield session, connector, held
+
+
+async def _get_looking(session: aiohttp.ClientSession, url: str,
+                       look: Callable[[], None]) -> str:
+    """`_get` with `look` as its last look."""
+    with last_look(look):
+        return await _get(session, url)
 
 
 async def _earlier_opening_later_idle(upstream: Upstream, resolver: GatedResolver,
@@ -238,11 +257,8 @@ async def test_a_last_look_refusing_a_request_ends_it_unsent_and_keeps_its_conne
             looked.append("refused")
             raise _Unwanted
 
-        async def unwanted() -> str:
-            with last_look(refuse):
-                return await _get(session, f"{upstream.url}/unwanted")
-
-        waiting = asyncio.create_task(unwanted())
+        waiting = asyncio.create_task(
+            _get_looking(session, f"{upstream.url}/unwanted", refuse))
         await asyncio.sleep(0.05)
         assert looked == []  # no connection yet: nothing looked at
         upstream.release_held.set()
@@ -261,28 +277,16 @@ async def test_a_request_waiting_for_a_free_connection_ends_at_once_when_its_loo
     """`look_again()` runs the look of every request waiting for a free connection: the one
     whose look now raises ends at once, unsent, before any connection frees; the others go on
     waiting, and the pool serves as before."""
-    resolver = GatedResolver()
-    async with in_order_session(1, resolver) as session:
-        connector = session.connector
-        assert isinstance(connector, InOrderConnector)
-        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
-        await upstream.reached_by("/held")
+    async with one_connection_busy(upstream) as (session, connector, held):
         sold_out = False
 
         def refuse_once_sold_out() -> None:
             if sold_out:
                 raise _Unwanted
 
-        async def wanted_until_sold_out(name: str) -> str:
-            with last_look(refuse_once_sold_out):
-                return await _get(session, f"{upstream.url}/{name}")
-
-        async def wanted(name: str) -> str:
-            with last_look(lambda: None):
-                return await _get(session, f"{upstream.url}/{name}")
-
-        refused = asyncio.create_task(wanted_until_sold_out("refused"))
-        kept = asyncio.create_task(wanted("kept"))
+        refused = asyncio.create_task(
+            _get_looking(session, f"{upstream.url}/refused", refuse_once_sold_out))
+        kept = asyncio.create_task(_get_looking(session, f"{upstream.url}/kept", lambda: None))
         await asyncio.sleep(0.05)
         assert connector.look_again() == 0  # nothing to say yet: both wait on
         assert not refused.done()
@@ -303,21 +307,13 @@ async def test_a_request_cancelled_as_its_look_ends_it_is_cancelled_not_answered
         upstream: Upstream) -> None:
     """Someone else's cancel (the client gone, a timeout) in the same turn as the look that ends
     the request is theirs: the request is cancelled, and the pool serves on."""
-    resolver = GatedResolver()
-    async with in_order_session(1, resolver) as session:
-        connector = session.connector
-        assert isinstance(connector, InOrderConnector)
-        held = asyncio.create_task(_get(session, f"{upstream.url}/held"))
-        await upstream.reached_by("/held")
+    async with one_connection_busy(upstream) as (session, connector, held):
 
         def refuse() -> None:
             raise _Unwanted
 
-        async def refused() -> str:
-            with last_look(refuse):
-                return await _get(session, f"{upstream.url}/refused")
-
-        waiting = asyncio.create_task(refused())
+        waiting = asyncio.create_task(
+            _get_looking(session, f"{upstream.url}/refused", refuse))
         await asyncio.sleep(0.05)
         assert connector.looking == 1
         assert connector.look_again() == 1
