@@ -5,7 +5,9 @@ ORDER_TEST_FAULT naming the fault:
 
 - `after_reserve`: the process exits holding units no order records;
 - `insert_answer_lost`: the order's insert commits, then its connection fails before the
-  answer, as a connection lost during COMMIT does.
+  answer, as a connection lost during COMMIT does;
+- `insert_fails`: the order's insert fails before anything is written (the request is answered
+  503).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class DiesAfterReserve(OrderCreation):
         os._exit(17)
 
 
+class FailingWriter(OrderWriter):
+    async def write(self, row: NewOrder) -> None:
+        raise OperationalError("INSERT", {}, Exception(2013, "Lost connection"))
+
+
 class AnswerLostWriter(OrderWriter):
     async def write(self, row: NewOrder) -> None:
         await super().write(row)
@@ -48,6 +55,8 @@ def with_fault(real: OrderCreation, fault: str) -> OrderCreation:
         kind = DiesAfterReserve
     elif fault == "insert_answer_lost":
         writer = AnswerLostWriter(real.transactions)
+    elif fault == "insert_fails":
+        writer = FailingWriter(real.transactions)
     else:
         raise ValueError(f"unknown fault {fault!r}")
     return kind(transactions=real.transactions, admission=real.admission, stock=real.stock,

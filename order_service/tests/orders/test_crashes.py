@@ -1,9 +1,11 @@
-"""A process killed at the worst moment loses nothing: order_service is restarted with a fault
-built in (tests/faults.py, a dependency override), then normally again."""
+"""A process killed, or a step failing, at the worst moment loses nothing: order_service is
+restarted with a fault built in (tests/faults.py, a dependency override), then normally again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 import httpx
 import pytest
@@ -90,3 +92,27 @@ async def test_killed_after_a_payment_succeeded_the_order_still_ends_paid(
     assert counts["orders"] == {"paid": 1}
     assert counts["sold"] == 1
     assert (await get_order(http, sale, user=buyer, order_id=order_id)).json()["status"] == "paid"
+
+
+async def test_a_straight_on_order_answered_5xx_leaves_no_place_and_no_hold(
+    http: httpx.AsyncClient, sale: Sale, engines: dict[str, AsyncEngine], redis: Redis
+) -> None:
+    """A request that went straight on with its place in line and was answered 5xx (its insert
+    failed, nothing written) ends with neither: the place is forgotten, so nobody decides it
+    again behind the buyer's back, and the units it held are back for the next buyer."""
+    product = await register_product(http, sale, total=1)
+    tickets = f"line:{{p:{product}}}:tickets"
+    sale.restart("order", factory=WITH_FAULT, **{FAULT_VARIABLE: "insert_fails"})
+    try:
+        failed = await order(http, sale, user=user(), product=product)
+        assert failed.status_code == 503, failed.text
+        # Forgotten once the answer is out, by a DEL of its own.
+        deadline = time.monotonic() + 10
+        while await redis.hlen(tickets):
+            assert time.monotonic() < deadline, "the place is still in line"
+            await asyncio.sleep(0.05)
+    finally:
+        sale.restart("order")
+    counts = await settled(engines, redis, product)
+    assert (counts["remaining"], counts["held"], counts["orders"]) == (1, 0, {})
+    assert (await order(http, sale, user=user(), product=product)).status_code == 201
