@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from loadtests import sale_run
 from loadtests.checker import answers_by_status, check, read_state
 from order_service.orders.scripts import LineKeys
 from shared.clock import utcnow
@@ -273,3 +275,41 @@ async def test_places_decided_more_than_once_are_read_from_the_lines_records(
     finally:
         await redis.delete(key)
         await redis.aclose()
+
+
+async def test_the_run_waits_for_an_orphan_holds_sweep_before_it_checks(
+        engines: dict[str, AsyncEngine], databases: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold whose order was never written (its decision cut off after the reserve) comes back
+    by order_service's orphan sweep once it is old enough. The run waits for that sweep when the
+    newest hold may be such an orphan: seen at 20,000 buyers, where decisions ran past the TTL and
+    the checker reported such units as never returned."""
+    monkeypatch.setattr(sale_run, "SETTLE_SECONDS", 1.0)
+    monkeypatch.setattr(sale_run, "ORPHAN_SWEPT_SECONDS", 8.0)
+    sale = after_a_sale()
+    now = utcnow()
+    sale.holds.append({"order_id": 99, "product_id": PRODUCT, "user_id": 19, "quantity": 1,
+                       "unit_price": PRICE, "state": "held", "expires_at": now,
+                       "created_at": now, "updated_at": now})
+    sale.held += 1
+    sale.units[19] = 1
+    await sale.write(engines)
+
+    async def swept_after(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        async with engines["stock"].begin() as conn:
+            await conn.execute(text("UPDATE stock_holds SET state = 'released' "
+                                    "WHERE order_id = 99"))
+            await conn.execute(text("UPDATE stock_products SET held = 0 WHERE product_id = :p"),
+                               {"p": PRODUCT})
+
+    # Past the settling time and the effects' landing (1 + 3 s), before the orphan bound.
+    sweep = asyncio.create_task(swept_after(5.0))
+    try:
+        await sale_run.wait_for_returns(databases["stock"], PRODUCT, due_at=time.time())
+        assert sweep.done()  # not given up after the settling time alone
+    finally:
+        sweep.cancel()
+    state = await read_state(PRODUCT, databases)
+    state.public_remaining = sale.total - sale.sold
+    assert check(state, answers={200: 10, 409: 3}).breaches == {}
