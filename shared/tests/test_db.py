@@ -5,13 +5,19 @@ request's rollback without keeping anything else (real MariaDB)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Integer, String, event, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import (
@@ -291,5 +297,44 @@ async def test_a_connect_cut_before_it_had_a_socket_is_a_database_error(
         with pytest.raises(OperationalError):
             async with engine.connect():
                 pass
+    finally:
+        await engine.dispose()
+
+
+async def driver_query(engine: AsyncEngine, statement: str) -> tuple[Any, ...]:
+    """One statement on a pooled connection's driver, unseen by SQLAlchemy's Connection (which
+    then has no transaction of its own to end), and the connection handed back."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        async with driver.cursor() as cursor:
+            await cursor.execute(statement)
+            return tuple(await cursor.fetchone() or ())
+
+
+async def test_a_committed_transaction_comes_back_to_the_pool_without_a_rollback(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """SQLAlchemy's default reset sent ROLLBACK after every COMMIT: a round trip for nothing."""
+    engine = create_engine(database_url_for_tests("preorder_shared"), pool_size=1)
+    try:
+        status = "SELECT CONNECTION_ID(), VARIABLE_VALUE FROM information_schema.SESSION_STATUS "\
+                 "WHERE VARIABLE_NAME = 'COM_ROLLBACK'"
+        before = await driver_query(engine, status)
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await insert(session, 801)
+        after = await driver_query(engine, status)
+        assert after == before  # the same connection, and no ROLLBACK sent on it meanwhile
+    finally:
+        await engine.dispose()
+    assert await count(sessions, 801) == 1
+
+
+async def test_a_connection_back_with_a_transaction_left_open_is_rolled_back() -> None:
+    engine = create_engine(database_url_for_tests("preorder_shared"), pool_size=1)
+    try:
+        await driver_query(engine, "INSERT INTO notes (id, body) VALUES (802, 'left open')")
+        # The same connection: its own uncommitted row would show to it.
+        assert await driver_query(engine, "SELECT COUNT(*) FROM notes WHERE id = 802") == (0,)
     finally:
         await engine.dispose()
