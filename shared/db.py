@@ -92,20 +92,25 @@ def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
 
 def roll_back_only_open_transactions(engine: AsyncEngine) -> None:
     """A connection comes back to the pool rolled back only if the server's last answer on it
-    said a transaction is open (the flag asyncmy's own pool trusts for the same choice).
+    said a transaction is open (the flag asyncmy's own pool trusts for the same choice), or if
+    the driver has closed it (the ROLLBACK then fails and the pool drops it, as before).
 
     SQLAlchemy's default reset sent ROLLBACK after every COMMIT too (the server's log showed
     COMMIT, ROLLBACK for each transaction): a round trip per transaction, one in four of a
     payment lease's. A transaction that failed is rolled back by its session before the
     connection comes back, and one closed open by its Connection is rolled back there
-    (`transaction_was_reset`); this stays the net for anything else."""
+    (`transaction_was_reset`); this stays the net for anything else run through SQLAlchemy.
+    Not for a statement sent on the driver itself that failed: an error packet leaves the flag
+    as the last COMMIT set it, while the server may hold that statement's locks."""
 
     @event.listens_for(engine.sync_engine, "reset")
     def _reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
         if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
             return
-        if dbapi_connection.driver_connection.get_transaction_status():
-            dbapi_connection.rollback()
+        driver = dbapi_connection.driver_connection
+        if driver.connected and not driver.get_transaction_status():
+            return
+        dbapi_connection.rollback()
 
 
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:

@@ -4,6 +4,7 @@ request's rollback without keeping anything else (real MariaDB)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -330,11 +331,31 @@ async def test_a_committed_transaction_comes_back_to_the_pool_without_a_rollback
     assert await count(sessions, 801) == 1
 
 
-async def test_a_connection_back_with_a_transaction_left_open_is_rolled_back() -> None:
+async def test_a_connection_back_with_a_transaction_left_open_is_rolled_back(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     engine = create_engine(database_url_for_tests("preorder_shared"), pool_size=1)
     try:
+        [left] = await driver_query(engine, "SELECT CONNECTION_ID()")
         await driver_query(engine, "INSERT INTO notes (id, body) VALUES (802, 'left open')")
-        # The same connection: its own uncommitted row would show to it.
-        assert await driver_query(engine, "SELECT COUNT(*) FROM notes WHERE id = 802") == (0,)
+        # The same connection, kept: its own uncommitted row would show to it.
+        assert await driver_query(
+            engine, "SELECT CONNECTION_ID(), COUNT(*) FROM notes WHERE id = 802") == (left, 0)
+    finally:
+        await engine.dispose()
+    assert await count(sessions, 802) == 0
+
+
+async def test_a_connection_the_driver_closed_is_not_handed_out_again() -> None:
+    """Cancelled in the middle of a statement, asyncmy closes the connection; the ROLLBACK on
+    its return fails, and the pool drops it for a new one (the skipped ROLLBACK kept it)."""
+    engine = create_engine(database_url_for_tests("preorder_shared"), pool_size=1)
+    try:
+        sleeping = asyncio.ensure_future(driver_query(engine, "SELECT SLEEP(5)"))
+        await asyncio.sleep(0.3)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        assert await driver_query(engine, "SELECT 1") == (1,)
     finally:
         await engine.dispose()
