@@ -39,6 +39,8 @@ SERVING_THRESHOLDS = (YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD,
 # an opening's requests in flight hold (2,000 requests at about a hundred objects each), and
 # still a bound on what a collection that can wait no longer walks.
 BURST_YOUNG_COLLECTION_THRESHOLD = 25 * YOUNG_COLLECTION_THRESHOLD
+BURST_THRESHOLDS = (BURST_YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD,
+                    FULL_COLLECTION_THRESHOLD)
 # How often the loop is looked at, and how late that look may come with the loop still counted
 # as having room: a loop that serves at its ease runs a timer within a millisecond or two, one
 # in a burst runs it after a turn of many requests. A burst is over once this many looks in a
@@ -110,8 +112,7 @@ class BurstWatch:
         if self._since is None:
             if busy and not self._spent:
                 self._since = now
-                gc.set_threshold(BURST_YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD,
-                                 FULL_COLLECTION_THRESHOLD)
+                gc.set_threshold(*BURST_THRESHOLDS)
             elif calm:
                 self._spent = False
         else:
