@@ -1,10 +1,13 @@
-"""Admitting the line's places as fast as the order path decides them, on every replica.
+"""Admitting the line's places as fast as the order path decides them, one process at a time.
 
 A product's drain runs in each process that took a place in its line or heard it open: it
 admits as many places as the process has free reserve slots (orders/scripts.py CLAIM, earliest
 arrival first), decides each one as a POST /orders would be (orders/creation.py), gives the
 place its answer (FINISH, batched per loop turn), and admits the next as soon as a slot frees.
-It stops once the line is empty.
+It stops once the line is empty. Only one process's drain admits a product's places at a time
+(the line's drainer, scripts.py): two replicas deciding neighbouring places raced for the last
+units, and the later place could win. The others look again every IDLE_SECONDS and take over
+once the drainer's hold runs out.
 
 Answers follow the line. A drain decides the places it admits side by side, and a later batch's
 decisions can end before an earlier one's (`make load`: a later batch's answers 50 ms ahead
@@ -392,11 +395,16 @@ class LineDrain:
         tasks = list(self._tasks)
         for turns in self._turns.values():
             turns.give_all()
+        drained = list(self._drains)
         for drain in self._drains.values():
             tasks += drain.deciding
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for product_id in drained:
+            # Another process drains the line at once, not a lease later.
+            with contextlib.suppress(Exception):
+                await self.scripts.release(product_id)
 
 
 class _ProductDrain:
@@ -423,8 +431,9 @@ class _ProductDrain:
                 free = min(reserving.free(product_id), owner.claim_batch)
                 waiting = deciding = 0
                 if free > 0:
+                    elsewhere = False
                     try:
-                        claimed, waiting, deciding = await owner.scripts.claim(
+                        claimed, waiting, deciding, elsewhere = await owner.scripts.claim(
                             product_id, free, answered=self.answers.waiting)
                         if claimed or waiting:
                             self.probing = False
@@ -436,14 +445,31 @@ class _ProductDrain:
                         claimed, waiting = [], 1
                     await self._decide_all(claimed)
                     if not claimed and not self.deciding and not waiting and not self.poked:
-                        if not deciding:
-                            await owner.scripts.forget_if_empty(product_id)
+                        await self._let_go(deciding)
                         return
+                    if elsewhere:
+                        # Another process drains the line: this one looks again in a while,
+                        # deaf to the answers (each would be a look), and takes the line over
+                        # if that process dies (its hold runs out).
+                        await asyncio.sleep(IDLE_SECONDS)
+                        continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_SECONDS):
                         await self.wakeup.wait()
         finally:
             owner._stopped(product_id)
+
+    async def _let_go(self, deciding: int) -> None:
+        """Nothing left to admit here: another process may drain the line from now, and with
+        nothing being decided anywhere the sweep forgets it."""
+        scripts = self.owner.scripts
+        try:
+            await scripts.release(self.product_id)
+        except Exception:
+            # Held a lease longer: a later place waits that long, then another process drains.
+            logger.exception("could not let the line go", extra={"product_id": self.product_id})
+        if not deciding:
+            await scripts.forget_if_empty(self.product_id)
 
     async def _decide_all(self, claimed: list[Claimed]) -> None:
         reserving = self.owner.admission.reserving

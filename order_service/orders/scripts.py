@@ -11,6 +11,14 @@ KEYS, so the scripts run unchanged on a Redis Cluster. Per product:
     line:{p:<id>}:buyers     hash: user id -> ticket, while the ticket waits or is decided
     line:{p:<id>}:keys       hash: "<user>:<sha256 of the Idempotency-Key>" -> ticket
     line:{p:<id>}:done       sorted set: ticket -> when it got its answer (ms); kept `keep_ms`
+    line:{p:<id>}:drainer    string: the process admitting the product's places, under a lease
+
+One process at a time admits a product's places (the drainer): two replicas deciding
+neighbouring places raced for the last units, and the later place's reserve could reach
+stock_service first. A process takes the line at CLAIM when it admits places or places wait and
+nobody holds it, keeps it by claiming and by RENEW (`lease_ms`, as a place's lease), and lets it
+go (RELEASE) when its drain stops; one that died loses it a lease after its last renewal. While
+another process holds it, CLAIM admits nothing and JOIN sends nobody straight on.
 
 and, outside any product's slot, `line:products` (a set of the products that have a line, for
 the sweep that finds places whose deciding replica died). Times are judged by Redis's clock.
@@ -33,9 +41,10 @@ drains it).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -49,8 +58,14 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function renew(ttl)
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+-- The first `n` keys (all by default): the drainer's key has its own lease.
+local function renew(ttl, n)
+  for i = 1, n or #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+-- The drainer's key (KEYS[k]) is free, or the caller's (`me`).
+local function drains_here_or_nowhere(k, me)
+  local holder = redis.call('GET', KEYS[k])
+  return not holder or holder == me
 end
 """
 
@@ -70,14 +85,15 @@ local function final_entry(f, ticket, user, body)
 end
 """
 
-# KEYS: waiting deciding tickets buyers keys done
+# KEYS: waiting deciding tickets buyers keys done drainer
 # ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding finals_channel
-# finals_ttl_ms tickets_path, then per place: mode ticket user quantity key key_field
+# finals_ttl_ms tickets_path me, then per place: mode ticket user quantity key key_field
 # fingerprint arrived_us request_id order_id. Modes: 'join' (a place in the line), 'go' (the
 # caller holds a free reserve slot: the place is admitted at once, being decided under a lease,
-# if nobody waits, no lease ran out and fewer than max_deciding places of the product are being
-# decided, whichever replica decides them; else it joins; its order_id, if given, is noted as
-# NOTE notes a drained place's), 'find' (only a place the buyer has).
+# if nobody waits, no lease ran out, no other process drains the line and fewer than
+# max_deciding places of the product are being decided, whichever replica decides them; else it
+# joins; its order_id, if given, is noted as NOTE notes a drained place's), 'find' (only a place
+# the buyer has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
 # (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
 # place) or {'full'}. New places in line are published pending for the edge (edge_finals.py).
@@ -99,7 +115,7 @@ local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS
 local joined = false
 local out = {}
 local pending = {}
-for i = 10, #ARGV, 10 do
+for i = 11, #ARGV, 10 do
   local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
   if key_field ~= '' then existing = redis.call('HGET', KEYS[5], key_field) end
@@ -116,7 +132,8 @@ for i = 10, #ARGV, 10 do
   else
     local go = mode == 'go' and redis.call('ZCARD', KEYS[1]) == 0 and
       redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[6]) and
-      #redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1) == 0
+      #redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1) == 0 and
+      drains_here_or_nowhere(7, ARGV[10])
     if not go and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
       out[#out + 1] = {'full'}
     else
@@ -149,19 +166,25 @@ for i = 10, #ARGV, 10 do
 end
 if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 publish_finals(7, {}, pending)
-renew(keep * 2)
+renew(keep * 2, 6)
 return out
 """
 
-# KEYS: waiting deciding tickets; ARGV: how_many lease_ms keep_ms max_deciding answered.
-# Admits up to how_many places, and no more than leave max_deciding of the product being decided
-# (across replicas), not counting the caller's `answered` places (decided, their answers waiting
-# to be given in turn: drain.py): first those whose lease ran out (their replica died or
-# stalled: decided again, safely, see line.py), then the earliest waiting.
-# Returns {{ticket, record}..., waiting count, deciding count}.
+# KEYS: waiting deciding tickets drainer; ARGV: how_many lease_ms keep_ms max_deciding answered
+# me. Admits up to how_many places, and no more than leave max_deciding of the product being
+# decided (across replicas), not counting the caller's `answered` places (decided, their answers
+# waiting to be given in turn: drain.py): first those whose lease ran out (their replica died or
+# stalled: decided again, safely, see line.py), then the earliest waiting. Nothing while another
+# process drains the line; the caller takes the line (or keeps it) if it admits places or
+# places wait.
+# Returns {{ticket, record}..., waiting count, deciding count, 1 if another process drains}.
 CLAIM = _COMMON + """
 local now = now_ms()
 local lease = tonumber(ARGV[2])
+if not drains_here_or_nowhere(4, ARGV[6]) then
+  renew(tonumber(ARGV[3]) * 2, 3)
+  return {{}, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), 1}
+end
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
 local left = math.min(tonumber(ARGV[1]), tonumber(ARGV[4]) + tonumber(ARGV[5]) - live)
 local out = {}
@@ -189,8 +212,12 @@ if left > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], left)
   for i = 1, #popped, 2 do admit(popped[i]) end
 end
-renew(tonumber(ARGV[3]) * 2)
-return {out, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+local waiting = redis.call('ZCARD', KEYS[1])
+if #out > 0 or waiting > 0 or redis.call('GET', KEYS[4]) == ARGV[6] then
+  redis.call('SET', KEYS[4], ARGV[6], 'PX', lease)
+end
+renew(tonumber(ARGV[3]) * 2, 3)
+return {out, waiting, redis.call('ZCARD', KEYS[2]), 0}
 """
 
 
@@ -299,13 +326,15 @@ renew(tonumber(ARGV[2]) * 2)
 return #lines
 """
 
-# KEYS: deciding; ARGV: lease_ms, then tickets. Places this replica is still deciding: their
-# lease runs again from now (a replica that died renews nothing, and its places are admitted
-# again a lease after its last renewal).
+# KEYS: deciding drainer; ARGV: lease_ms me, then tickets. Places this replica is still
+# deciding: their lease runs again from now, and so does its hold on the line if it drains it (a
+# replica that died renews nothing, and its places are admitted again a lease after its last
+# renewal).
 RENEW = _COMMON + """
 local deadline = now_ms() + tonumber(ARGV[1])
 local renewed = 0
-for i = 2, #ARGV do
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+for i = 3, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
     renewed = renewed + 1
@@ -338,6 +367,12 @@ renew(tonumber(ARGV[1]) * 2)
 return 0
 """
 
+# KEYS: drainer; ARGV: me. The caller's drain stopped: another process may take the line.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: waiting tickets; ARGV: tickets. Per ticket: {record or '', position (0 unless waiting)}.
 READ = """
 local out = {}
@@ -358,12 +393,13 @@ class LineKeys:
     buyers: str
     keys: str
     done: str
+    drainer: str
 
     @classmethod
     def of(cls, product_id: int) -> LineKeys:
         base = f"line:{{p:{product_id}}}:"
         return cls(*(base + name for name in
-                     ("waiting", "deciding", "tickets", "buyers", "keys", "done")))
+                     ("waiting", "deciding", "tickets", "buyers", "keys", "done", "drainer")))
 
 
 @dataclass(frozen=True)
@@ -430,6 +466,16 @@ class Claimed:
     record: Record
 
 
+class Claim(NamedTuple):
+    """What CLAIM answered: the places admitted, how many then wait and are being decided, and
+    whether another process drains the line (it admitted nothing)."""
+
+    claimed: list[Claimed]
+    waiting: int
+    deciding: int
+    elsewhere: bool
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -450,6 +496,8 @@ class LineScripts:
         self.max_waiting = max_waiting
         self.tickets_channel = tickets_channel
         self.open_channel = open_channel
+        # This process, as the line's drainer (one LineScripts per process).
+        self.me = os.urandom(8).hex()
         self._join = redis.register_script(JOIN)
         self._claim = redis.register_script(CLAIM)
         self._finish = redis.register_script(FINISH)
@@ -459,17 +507,19 @@ class LineScripts:
         self._renew = redis.register_script(RENEW)
         self._refuse_waiting = redis.register_script(REFUSE_WAITING)
         self._read = redis.register_script(READ)
+        self._release = redis.register_script(RELEASE)
 
     async def join(self, product_id: int, places: Sequence[NewPlace]) -> list[Joined]:
         keys = LineKeys.of(product_id)
         args: list[str | int] = [self.max_waiting, self.keep_ms, self.open_channel, product_id,
-                                 self.lease_ms, self.max_deciding, *self.finals]
+                                 self.lease_ms, self.max_deciding, *self.finals, self.me]
         for place in places:
             args += [place.mode, place.ticket, place.user_id, place.quantity, place.key, place.key_field,
                      place.fingerprint, place.arrived_us, place.request_id,
                      "" if place.order_id is None else str(place.order_id)]
         reply = await self._join(
-            keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done],
+            keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done,
+                  keys.drainer],
             args=args)
         answers = []
         for part in reply:
@@ -485,16 +535,19 @@ class LineScripts:
                                       leased=int(part[4]) == 1))
         return answers
 
-    async def claim(self, product_id: int, how_many: int, *,
-                    answered: int = 0) -> tuple[list[Claimed], int, int]:
-        """Up to how_many places admitted, and how many then wait and are being decided.
+    async def claim(self, product_id: int, how_many: int, *, answered: int = 0) -> Claim:
+        """Up to how_many places admitted (none while another process drains the line).
         `answered`: places of the caller's decided, their answers not yet given."""
         keys = LineKeys.of(product_id)
-        claimed, waiting, deciding = await self._claim(
-            keys=[keys.waiting, keys.deciding, keys.tickets],
-            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered])
-        return ([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed], int(waiting),
-                int(deciding))
+        claimed, waiting, deciding, elsewhere = await self._claim(
+            keys=[keys.waiting, keys.deciding, keys.tickets, keys.drainer],
+            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered, self.me])
+        return Claim([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed],
+                     int(waiting), int(deciding), int(elsewhere) == 1)
+
+    async def release(self, product_id: int) -> None:
+        """This process drains the product's line no more (if it did): another may now."""
+        await self._release(keys=[LineKeys.of(product_id).drainer], args=[self.me])
 
     async def finish(self, product_id: int, answers: Sequence[tuple[str, str, str]]) -> int:
         """(ticket, state, body) for places being decided; how many took their answer."""
@@ -519,9 +572,11 @@ class LineScripts:
                                    for value in (ticket, str(order_id))])
 
     async def renew(self, product_id: int, tickets: Sequence[str]) -> int:
-        """The leases of places this replica still decides, from now; how many were renewed."""
+        """The leases of places this replica still decides, and its hold on the line if it
+        drains it, from now; how many places were renewed."""
         keys = LineKeys.of(product_id)
-        return int(await self._renew(keys=[keys.deciding], args=[self.lease_ms, *tickets]))
+        return int(await self._renew(keys=[keys.deciding, keys.drainer],
+                                     args=[self.lease_ms, self.me, *tickets]))
 
     async def drop(self, product_id: int, tickets: Sequence[str]) -> None:
         """Forgets places not yet answered (a straight-on request answered 5xx)."""

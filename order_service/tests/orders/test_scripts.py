@@ -79,7 +79,7 @@ async def test_places_are_admitted_in_arrival_order_whatever_order_they_were_tak
         assert all(answer.record is None and answer.ticket for answer in joined)
     admitted: list[str] = []
     while True:
-        claimed, waiting, _ = await scripts.claim(product_id, 7)
+        claimed, waiting, *_ = await scripts.claim(product_id, 7)
         if not claimed:
             assert waiting == 0
             break
@@ -98,7 +98,7 @@ async def test_a_buyer_has_one_place_and_a_key_finds_it_again(client: Redis) -> 
     assert again.record is not None
     assert (again.record.state, again.record.quantity, again.position) == ("waiting", 1, 1)
     # Answered, the buyer's place is free again; the key still finds the answer.
-    [claimed], _, _ = await scripts.claim(product_id, 1)
+    [claimed], *_ = await scripts.claim(product_id, 1)
     answer = (claimed.ticket, "ordered", '{"state":"ordered"}')
     assert await scripts.finish(product_id, [answer]) == 1
     [by_key] = await scripts.join(product_id, [place(product_id, 7, 300, key="k1")])
@@ -127,10 +127,10 @@ async def test_a_place_whose_lease_ran_out_is_admitted_again_and_answered_once(
     scripts, product_id = scripts_on(client, lease_ms=200), product()
     taken = place(product_id, 5, 1)
     await scripts.join(product_id, [taken, place(product_id, 6, 2)])
-    [first], waiting, deciding = await scripts.claim(product_id, 1)
+    [first], waiting, deciding, _ = await scripts.claim(product_id, 1)
     assert (first.ticket, first.record.attempts, waiting, deciding) == (taken.ticket, 1, 1, 1)
     await asyncio.sleep(0.3)
-    claimed, _, _ = await scripts.claim(product_id, 2)
+    claimed, *_ = await scripts.claim(product_id, 2)
     assert (claimed[0].ticket, claimed[0].record.attempts) == (taken.ticket, 2)
     assert await scripts.finish(product_id, [(taken.ticket, "ordered", '{"n":1}')]) == 1
     # The first replica's late answer changes nothing.
@@ -147,7 +147,7 @@ async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis)
     places = [place(product_id, u, u, request_id=f"req-{u:04}" if u < 5 else "")
               for u in range(1, 6)]
     await scripts.join(product_id, places)
-    [deciding], _, _ = await scripts.claim(product_id, 1)
+    [deciding], *_ = await scripts.claim(product_id, 1)
     watch = TicketWatch()
     feeds = {p.ticket: watch.open(p.ticket) for p in places}
     problem: dict[str, Any] = {"status": 409, "code": "sold_out", "request_id": None}
@@ -225,7 +225,7 @@ async def test_a_place_goes_straight_on_only_while_nobody_waits_and_room_is_left
     assert fourth.position == 2
     # Room for one more: the earliest waiting is admitted, and none beyond the two.
     assert await scripts.finish(product_id, [(str(first.ticket), "ordered", "{}")]) == 1
-    claimed, waiting, deciding = await scripts.claim(product_id, 5)
+    claimed, waiting, deciding, _ = await scripts.claim(product_id, 5)
     assert [c.ticket for c in claimed] == [third.ticket]
     assert (waiting, deciding) == (1, 2)
     # Someone waits: a request with a free slot takes its place behind them.
@@ -268,7 +268,7 @@ async def test_a_watched_ticket_hears_its_position_move_up_from_one_read(
     await line.refresh_positions()
     # Nothing moved: nothing is sent.
     assert [feed.version for feed in feeds.values()] == [0, 0]
-    claimed, _, _ = await scripts.claim(product_id, 3)
+    claimed, *_ = await scripts.claim(product_id, 3)
     assert [c.ticket for c in claimed] == [p.ticket for p in places[:3]]
     await line.refresh_positions()
     # The last place moved up by the three admitted; the first, being decided, waits for its
@@ -288,14 +288,14 @@ async def test_a_lease_its_replica_renews_is_not_admitted_again(client: Redis) -
     it again only once the renewals stop (the replica died) and a lease has passed."""
     scripts, product_id = scripts_on(client, lease_ms=300), product()
     [joined] = await scripts.join(product_id, [place(product_id, 1, 1_800_000_000_000_000)])
-    [claimed], _, _ = await scripts.claim(product_id, 1)
+    [claimed], *_ = await scripts.claim(product_id, 1)
     assert claimed.ticket == joined.ticket
     for _ in range(3):  # 0.6 s in all, twice the lease, renewed every 0.2 s
         await asyncio.sleep(0.2)
         assert await scripts.renew(product_id, [str(joined.ticket)]) == 1
         assert (await scripts.claim(product_id, 1))[0] == []
     await asyncio.sleep(0.4)  # no renewal: the lease runs out
-    [again], _, _ = await scripts.claim(product_id, 1)
+    [again], *_ = await scripts.claim(product_id, 1)
     assert again.ticket == joined.ticket
     assert again.record.attempts == 2
     # A place answered meanwhile is renewed no more.
@@ -310,11 +310,11 @@ async def test_places_whose_answers_wait_their_turn_leave_room_for_the_next(
     answers waiting for earlier ones' (drain.py AnswersInTurn), are not counted against it."""
     scripts, product_id = scripts_on(client, max_deciding=2), product()
     await scripts.join(product_id, [place(product_id, u, u) for u in range(1, 7)])
-    first, _, _ = await scripts.claim(product_id, 5)
+    first, *_ = await scripts.claim(product_id, 5)
     assert len(first) == 2
     assert (await scripts.claim(product_id, 5))[0] == []
     # One of the two decided, its answer waiting: one more may be admitted, and only one.
-    more, waiting, deciding = await scripts.claim(product_id, 5, answered=1)
+    more, waiting, deciding, _ = await scripts.claim(product_id, 5, answered=1)
     assert (len(more), waiting, deciding) == (1, 3, 3)
     assert (await scripts.claim(product_id, 5, answered=1))[0] == []
 
@@ -333,6 +333,62 @@ async def test_within_one_batch_the_earliest_arrival_goes_straight_on(client: Re
     batches.ask(earlier)
     assert (await earlier.future).go
     assert not (await later.future).go
+
+
+async def test_one_replica_drains_a_product_s_line_at_a_time(client: Redis) -> None:
+    """Two replicas deciding neighbouring places race for the last units (the later reserve may
+    reach stock first): while one replica admits a product's places, another admits none of
+    them, nor lets a later arrival go straight on, until the first lets the line go."""
+    a, b, product_id = scripts_on(client), scripts_on(client), product()
+    at = 1_800_000_000_000_000
+    places = [place(product_id, user, at + user) for user in range(1, 6)]
+    await a.join(product_id, places)
+    first, waiting, deciding, elsewhere = await a.claim(product_id, 2)
+    assert ([c.ticket for c in first], waiting, deciding, elsewhere) == (
+        [p.ticket for p in places[:2]], 3, 2, False)
+    # B's drain, with slots free, admits nothing while A drains the line.
+    assert await b.claim(product_id, 5) == ([], 3, 2, True)
+    # Nobody waits any more once A admitted the rest; a later arrival at B still takes a
+    # place behind them instead of going straight on beside A's decisions.
+    rest, *_ = await a.claim(product_id, 5)
+    assert [c.ticket for c in rest] == [p.ticket for p in places[2:]]
+    [later] = await b.join(product_id, [place(product_id, 9, at + 9, mode="go")])
+    assert (later.go, later.position) == (False, 1)
+    # A lets the line go (its drain stopped): B drains from then.
+    await a.release(product_id)
+    [admitted], waiting, _, elsewhere = await b.claim(product_id, 5)
+    assert (admitted.ticket, waiting, elsewhere) == (later.ticket, 0, False)
+    assert (await a.claim(product_id, 5))[3]
+
+
+async def test_a_replica_that_stops_renewing_lets_another_drain_the_line(client: Redis) -> None:
+    """A's renewals (its claims, and the sweep's renewals of the places it decides) keep the
+    line its own; once they stop (A died), B drains it a lease later, the places A was deciding
+    first."""
+    a, b = scripts_on(client, lease_ms=300), scripts_on(client, lease_ms=300)
+    product_id = product()
+    places = [place(product_id, user, user) for user in range(1, 4)]
+    await a.join(product_id, places)
+    [decided], *_ = await a.claim(product_id, 1)
+    for _ in range(3):  # 0.6 s in all, twice the lease, renewed every 0.2 s
+        await asyncio.sleep(0.2)
+        assert await a.renew(product_id, [decided.ticket]) == 1
+        assert (await b.claim(product_id, 5))[0] == []
+    await asyncio.sleep(0.4)
+    again, waiting, _, elsewhere = await b.claim(product_id, 5)
+    assert [c.ticket for c in again] == [p.ticket for p in places]
+    assert (again[0].record.attempts, waiting, elsewhere) == (2, 0, False)
+
+
+async def test_a_look_with_nothing_to_admit_does_not_take_the_line(client: Redis) -> None:
+    """A sweep's look at a line with nobody waiting takes nothing: another replica's request
+    still goes straight on."""
+    a, b, product_id = scripts_on(client), scripts_on(client), product()
+    [straight] = await b.join(product_id, [place(product_id, 1, 1, mode="go")])
+    assert straight.go
+    assert await a.claim(product_id, 5) == ([], 0, 1, False)
+    [next_one] = await b.join(product_id, [place(product_id, 2, 2, mode="go")])
+    assert next_one.go
 
 
 def publishing_finals(client: Redis) -> tuple[LineScripts, str]:
@@ -373,7 +429,7 @@ async def test_answers_given_and_a_sell_outs_refusals_are_published_for_the_edge
     places = [place(product_id, user, user) for user in (7, 8, 9)]
     try:
         await scripts.join(product_id, places)
-        [decided], _, _ = await scripts.claim(product_id, 1)
+        [decided], *_ = await scripts.claim(product_id, 1)
         body = {"ticket": decided.ticket, "product_id": product_id, "position": 1,
                 "state": "ordered", "order": {"id": 1}}
 

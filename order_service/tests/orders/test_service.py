@@ -666,7 +666,7 @@ async def decided_again(parts: Orders, redis: Redis, *,
     await scripts.join(product_id, [NewPlace(
         mode="join", ticket=ticket, user_id=buyer, quantity=1, key="", key_field="",
         fingerprint="", arrived_us=time.time_ns() // 1000)])
-    claimed, _, _ = await scripts.claim(product_id, 1)
+    claimed, *_ = await scripts.claim(product_id, 1)
     assert [place.ticket for place in claimed] == [ticket]
     first_id = await parts.creation.ids.next()
     await scripts.note(product_id, [(ticket, first_id)])
