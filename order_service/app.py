@@ -141,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     transitions=transitions, effects=effects, drain=drain,
                                     tickets=TicketReads(line))
             finally:
+                # Another replica drains the lines from now; the places decided here go on.
+                await drain.stop_admitting()
                 await creation.drain(timeout=settings.call_timeout_seconds)
                 await expiry.drain()
                 await effects.drain()

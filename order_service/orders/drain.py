@@ -220,6 +220,8 @@ class LineDrain:
         self._held: dict[int, set[str]] = {}
         self._refusing: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The process stops: no place is admitted here any more (stop_admitting).
+        self.closing = False
         # A slot freed by any order of the product (one that went straight on included) lets
         # its drain admit the next place at once.
         admission.reserving.on_release = self._slot_freed
@@ -289,8 +291,12 @@ class LineDrain:
     async def renew(self) -> None:
         """The leases of every place this process still decides run again from now."""
         for product_id, tickets in list(self._held.items()):
+            drain = self._drains.get(product_id)
             try:
-                await self.scripts.renew(product_id, list(tickets))
+                # The line's hold only while its drain runs here: places held by a drain that
+                # failed must not keep every other process from draining the line.
+                await self.scripts.renew(product_id, list(tickets), line=drain is not None
+                                         and not drain.probing and not self.closing)
             except Exception:
                 logger.exception("could not renew the places' leases",
                                  extra={"product_id": product_id})
@@ -389,6 +395,16 @@ class LineDrain:
         self._drains.pop(product_id, None)
         self._forget_turns(product_id)
 
+    async def stop_admitting(self) -> None:
+        """The process stops: its drains admit no more places, and another process drains
+        their lines from now; the places being decided here go on to their answers."""
+        self.closing = True
+        for product_id in list(self._drains):
+            try:
+                await self.scripts.release(product_id)
+            except Exception:
+                logger.exception("could not let the line go", extra={"product_id": product_id})
+
     async def close(self) -> None:
         """Stops admitting and deciding (a place being decided keeps its lease: another
         process decides it, or this one once it is back)."""
@@ -428,7 +444,7 @@ class _ProductDrain:
             while True:
                 self.wakeup.clear()
                 self.poked = False
-                free = min(reserving.free(product_id), owner.claim_batch)
+                free = 0 if owner.closing else min(reserving.free(product_id), owner.claim_batch)
                 waiting = deciding = 0
                 if free > 0:
                     elsewhere = False
@@ -445,8 +461,14 @@ class _ProductDrain:
                         claimed, waiting = [], 1
                     await self._decide_all(claimed)
                     if not claimed and not self.deciding and not waiting and not self.poked:
-                        await self._let_go(deciding)
-                        return
+                        forgotten = await self._let_go(deciding)
+                        if not self.poked:
+                            return
+                        # A place taken here while it let go (its start found this drain):
+                        # drained here after all, and listed again for the sweep.
+                        if forgotten:
+                            await owner.scripts.mark_open(product_id)
+                        continue
                     if elsewhere:
                         # Another process drains the line: this one looks again in a while,
                         # deaf to the answers (each would be a look), and takes the line over
@@ -456,33 +478,51 @@ class _ProductDrain:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_SECONDS):
                         await self.wakeup.wait()
+        except Exception:
+            # The sweep starts it again; meanwhile another process may drain the line.
+            logger.exception("the line's drain failed", extra={"product_id": product_id})
+            with contextlib.suppress(Exception):
+                await owner.scripts.release(product_id)
         finally:
             owner._stopped(product_id)
 
-    async def _let_go(self, deciding: int) -> None:
+    async def _let_go(self, deciding: int) -> bool:
         """Nothing left to admit here: another process may drain the line from now, and with
-        nothing being decided anywhere the sweep forgets it."""
+        nothing being decided anywhere the sweep forgets it (True)."""
         scripts = self.owner.scripts
         try:
             await scripts.release(self.product_id)
         except Exception:
             # Held a lease longer: a later place waits that long, then another process drains.
             logger.exception("could not let the line go", extra={"product_id": self.product_id})
-        if not deciding:
-            await scripts.forget_if_empty(self.product_id)
+        if deciding or self.poked:
+            return False
+        await scripts.forget_if_empty(self.product_id)
+        return True
 
     async def _decide_all(self, claimed: list[Claimed]) -> None:
         reserving = self.owner.admission.reserving
         back: list[str] = []
         taken: list[tuple[Claimed, Slot]] = []
-        for place in claimed:
-            slot = await reserving.try_take(self.product_id)
-            if slot is None:  # taken meanwhile by a request that went straight on
-                back.append(place.ticket)
-                continue
-            self.owner.hold(self.product_id, place.ticket)
-            taken.append((place, slot))
-        noted = await self._order_ids([place for place, _ in taken])
+        try:
+            for place in claimed:
+                slot = await reserving.try_take(self.product_id)
+                if slot is None:  # taken meanwhile by a request that went straight on
+                    back.append(place.ticket)
+                    continue
+                self.owner.hold(self.product_id, place.ticket)
+                taken.append((place, slot))
+            noted = await self._order_ids([place for place, _ in taken])
+        except BaseException:
+            # No decision started (an id could not be had, say): the places go back to the
+            # line, their slots and leases with them, before the drain fails.
+            for place, slot in taken:
+                self.owner.release(self.product_id, place.ticket)
+                slot.give_back()
+            with contextlib.suppress(Exception):
+                await self.owner.scripts.requeue(self.product_id,
+                                                 [place.ticket for place in claimed])
+            raise
         for place, slot in taken:
             task = asyncio.create_task(self._decide(place, slot, noted[place.ticket],
                                                     self.answers.number()))

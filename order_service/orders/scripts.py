@@ -35,7 +35,7 @@ clients wait for):
                                                       places kept it, had one problem for all
 
 and on `<prefix>line-open`: a product id, when its line stops being empty (every replica then
-drains it).
+starts its drain; the one that takes the line admits its places).
 """
 
 from __future__ import annotations
@@ -326,10 +326,10 @@ renew(tonumber(ARGV[2]) * 2)
 return #lines
 """
 
-# KEYS: deciding drainer; ARGV: lease_ms me, then tickets. Places this replica is still
-# deciding: their lease runs again from now, and so does its hold on the line if it drains it (a
-# replica that died renews nothing, and its places are admitted again a lease after its last
-# renewal).
+# KEYS: deciding drainer; ARGV: lease_ms me (or '': not the line), then tickets. Places this
+# replica is still deciding: their lease runs again from now, and so does its hold on the line
+# if it drains it (a replica that died renews nothing, and its places are admitted again a lease
+# after its last renewal).
 RENEW = _COMMON + """
 local deadline = now_ms() + tonumber(ARGV[1])
 local renewed = 0
@@ -571,12 +571,12 @@ class LineScripts:
                              args=[value for ticket, order_id in orders
                                    for value in (ticket, str(order_id))])
 
-    async def renew(self, product_id: int, tickets: Sequence[str]) -> int:
-        """The leases of places this replica still decides, and its hold on the line if it
-        drains it, from now; how many places were renewed."""
+    async def renew(self, product_id: int, tickets: Sequence[str], *, line: bool = True) -> int:
+        """The leases of places this replica still decides, and (`line`) its hold on the line
+        if it drains it, from now; how many places were renewed."""
         keys = LineKeys.of(product_id)
         return int(await self._renew(keys=[keys.deciding, keys.drainer],
-                                     args=[self.lease_ms, self.me, *tickets]))
+                                     args=[self.lease_ms, self.me if line else "", *tickets]))
 
     async def drop(self, product_id: int, tickets: Sequence[str]) -> None:
         """Forgets places not yet answered (a straight-on request answered 5xx)."""

@@ -354,6 +354,8 @@ async def test_one_replica_drains_a_product_s_line_at_a_time(client: Redis) -> N
     assert [c.ticket for c in rest] == [p.ticket for p in places[2:]]
     [later] = await b.join(product_id, [place(product_id, 9, at + 9, mode="go")])
     assert (later.go, later.position) == (False, 1)
+    # Taking places does not lengthen A's hold: it lasts a lease after A's last renewal.
+    assert 0 < await client.pttl(LineKeys.of(product_id).drainer) <= 15_000
     # A lets the line go (its drain stopped): B drains from then.
     await a.release(product_id)
     [admitted], waiting, _, elsewhere = await b.claim(product_id, 5)
@@ -363,21 +365,28 @@ async def test_one_replica_drains_a_product_s_line_at_a_time(client: Redis) -> N
 
 async def test_a_replica_that_stops_renewing_lets_another_drain_the_line(client: Redis) -> None:
     """A's renewals (its claims, and the sweep's renewals of the places it decides) keep the
-    line its own; once they stop (A died), B drains it a lease later, the places A was deciding
-    first."""
-    a, b = scripts_on(client, lease_ms=300), scripts_on(client, lease_ms=300)
+    line its own; once they renew only its places (its drain failed), or stop (A died), B
+    drains it a lease later, the places A was deciding once their own leases ran out."""
+    a, b = scripts_on(client, lease_ms=1_000), scripts_on(client, lease_ms=1_000)
     product_id = product()
     places = [place(product_id, user, user) for user in range(1, 4)]
     await a.join(product_id, places)
     [decided], *_ = await a.claim(product_id, 1)
-    for _ in range(3):  # 0.6 s in all, twice the lease, renewed every 0.2 s
-        await asyncio.sleep(0.2)
+    for _ in range(4):  # 1.2 s in all, past the lease, renewed every 0.3 s
+        await asyncio.sleep(0.3)
         assert await a.renew(product_id, [decided.ticket]) == 1
         assert (await b.claim(product_id, 5))[0] == []
-    await asyncio.sleep(0.4)
-    again, waiting, _, elsewhere = await b.claim(product_id, 5)
-    assert [c.ticket for c in again] == [p.ticket for p in places]
-    assert (again[0].record.attempts, waiting, elsewhere) == (2, 0, False)
+    # Then its places' leases alone: the line's hold runs out, B drains the line, and admits
+    # A's place once its lease has run out too.
+    await asyncio.sleep(0.8)
+    assert await a.renew(product_id, [decided.ticket], line=False) == 1
+    await asyncio.sleep(0.5)
+    waited, waiting, _, elsewhere = await b.claim(product_id, 5)
+    assert [c.ticket for c in waited] == [p.ticket for p in places[1:]]
+    assert (waiting, elsewhere) == (0, False)
+    await asyncio.sleep(0.7)
+    [again], *_ = await b.claim(product_id, 5)
+    assert (again.ticket, again.record.attempts) == (decided.ticket, 2)
 
 
 async def test_a_look_with_nothing_to_admit_does_not_take_the_line(client: Redis) -> None:

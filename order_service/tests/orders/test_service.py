@@ -9,7 +9,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -815,3 +815,115 @@ async def test_a_first_hold_near_the_orphan_bound_is_given_back_not_taken_over(
         first = await parts.stock.client.request("GET", hold_path(
             json.loads(record.body)["product_id"], first_id))
         assert (first.status, first.body["state"]) == (200, "released")
+
+
+def places_in_line(product_id: int, count: int) -> list[NewPlace]:
+    arrived = time.time_ns() // 1000
+    return [NewPlace(mode="join", ticket=new_ticket(product_id), user_id=new_id(), quantity=1,
+                     key="", key_field="", fingerprint="", arrived_us=arrived + index)
+            for index in range(count)]
+
+
+async def states_once_answered(scripts: LineScripts, product_id: int, tickets: list[str], *,
+                               run: Callable[[], Awaitable[None]] | None = None,
+                               within: float = 10.0) -> list[str | None]:
+    """The places' states once every one is answered, or as they are `within` seconds on;
+    `run()` is awaited between looks (a sweep's round, say)."""
+    deadline = time.monotonic() + within
+    while True:
+        if run is not None:
+            await run()
+        states = [record.state if record else None
+                  for record, _ in await scripts.read(product_id, tickets)]
+        if all(state in ("ordered", "refused") for state in states) or \
+                time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(0.1)
+
+
+class IdsFailingOnce:
+    """Order ids whose first ask fails (MySQL away while a block of ids is taken)."""
+
+    def __init__(self, ids: OrderIds) -> None:
+        self.ids = ids
+        self.failed = asyncio.Event()
+
+    async def next(self) -> int:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise OperationalError("SELECT", None, Exception("MySQL went away"))
+        return await self.ids.next()
+
+
+async def test_a_drain_that_fails_while_admitting_puts_its_places_back_and_they_are_decided(
+    stock_url: str, order_database: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain admitted three places, then could not have their order ids: the places go
+    back to the line with their slots, and the sweeps (this process's, renewing what it still
+    decides, and another replica's) see them decided. Before, the failed drain kept their slots
+    and its sweep renewed their leases, and the line's hold with them, for as long as the
+    process lived: nobody decided them."""
+    async with order_parts(stock_url, order_database, redis) as a_parts, \
+            order_parts(stock_url, order_database, redis) as b_parts:
+        a_scripts, b_scripts = line_scripts(redis, lease_ms=1_000), line_scripts(redis,
+                                                                                 lease_ms=1_000)
+        a = LineDrain(scripts=a_scripts, admission=a_parts.admission, creation=a_parts.creation)
+        b = LineDrain(scripts=b_scripts, admission=b_parts.admission, creation=b_parts.creation)
+        product_id = await register(a_parts, total=3)
+        places = places_in_line(product_id, 3)
+        await a_scripts.join(product_id, places)
+        await a_scripts.mark_open(product_id)
+        failing = IdsFailingOnce(a_parts.creation.ids)
+        monkeypatch.setattr(a_parts.creation, "ids", failing)
+        slots = a_parts.admission.reserving.free(product_id)
+
+        async def sweeps() -> None:
+            await a.sweep()
+            await b.sweep()
+
+        try:
+            a.start(product_id)
+            async with asyncio.timeout(5):
+                await failing.failed.wait()
+            states = await states_once_answered(a_scripts, product_id,
+                                                [place.ticket for place in places], run=sweeps)
+            assert states == ["ordered"] * 3
+            assert a_parts.admission.reserving.free(product_id) == slots
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_place_taken_while_the_drain_lets_the_line_go_is_decided(
+    stock_url: str, order_database: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain found nothing left and was letting the line go when a request here took a
+    place and started it again: it drains on, instead of stopping with the place waiting."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        scripts = line_scripts(redis)
+        drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
+        product_id = await register(parts, total=5)
+        releasing, go_on = asyncio.Event(), asyncio.Event()
+        release = scripts.release
+
+        async def release_when_told(product_id: int) -> None:
+            releasing.set()
+            await go_on.wait()
+            await release(product_id)
+
+        monkeypatch.setattr(scripts, "release", release_when_told)
+        first, second = places_in_line(product_id, 2)
+        try:
+            await scripts.join(product_id, [first])
+            drain.start(product_id)
+            async with asyncio.timeout(10):
+                await releasing.wait()
+            await scripts.join(product_id, [second])  # as admission does: join, then start
+            drain.start(product_id)
+            go_on.set()
+            states = await states_once_answered(scripts, product_id,
+                                                [first.ticket, second.ticket])
+            assert states == ["ordered", "ordered"]
+        finally:
+            go_on.set()
+            await drain.close()
