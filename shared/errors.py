@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -273,6 +274,13 @@ async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
                             "The server could not complete the request.")
 
 
+async def _handle_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    # Every pooled connection stayed busy past the pool's wait: as undecided as a database out
+    # of reach, and as worth a retry.
+    logger.warning("no database connection free in time", extra={"error": str(exc)})
+    return problem_from_error(DatabaseUnavailable())
+
+
 async def _handle_redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("redis unavailable", extra={"error": repr(exc)})
     return problem_from_error(RedisUnavailable())
@@ -281,6 +289,7 @@ async def _handle_redis_unreachable(request: Request, exc: Exception) -> JSONRes
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(DBAPIError, _handle_database)
+    app.add_exception_handler(PoolTimeout, _handle_pool_timeout)
     # Only "could not reach it": a script error or a wrong type is a bug and stays a 500.
     app.add_exception_handler(RedisConnectionError, _handle_redis_unreachable)
     app.add_exception_handler(RedisTimeoutError, _handle_redis_unreachable)
