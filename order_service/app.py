@@ -4,7 +4,7 @@ expiry, settle and orphan-hold loops; admission's layer stands in front of the r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -45,6 +45,7 @@ from shared.logging import configure_logging
 from shared.loops import running
 from shared.sale_metrics import LOOPS, OrderMetrics, bind_redis_probe
 from shared.sold_out import InFlightLimit, SoldOutMemory
+from shared.stock_levels import LEVELS_TOPIC
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -113,15 +114,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.line.length.bind(line_length_reader(line.scripts))
             stack.callback(metrics.line.length.bind, None)
             drain = LineDrain(scripts=line.scripts, admission=admission, creation=creation,
-                              claim_batch=settings.reserves_in_flight_per_product)
+                              claim_batch=settings.reserves_in_flight_per_product,
+                              one_drainer_below=settings.line_one_drainer_below_units)
             admission.with_line(line, drain)
             # One subscription for the process: answers for the tickets watched here, lines
-            # opening on other replicas, and stock_service's sell-outs (which refuse the line).
+            # opening on other replicas, stock_service's sell-outs (which refuse the line) and
+            # its levels (near the end of the stock one process at a time admits the line).
             subscription = Subscription(settings.redis_url, {
                 channels.name(TICKETS_TOPIC): heard_tickets(line, drain),
                 channels.name(OPEN_TOPIC): drain.heard_open,
                 channels.name(ANSWERS_TOPIC): drain.heard_edge_answer,
-            }, on_connected=line.recheck_watched)
+                channels.name(LEVELS_TOPIC): drain.heard_level,
+            }, on_connected=connected(line, drain))
             await subscription.start()
             stack.push_async_callback(subscription.close)
             stack.push_async_callback(line.close)
@@ -155,6 +159,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         front=[OrderAdmissionFront],
         collectors=[*metrics.collectors(), *LOOPS.collectors()],
     )
+
+
+def connected(line: OrderLine, drain: LineDrain) -> Callable[[], Awaitable[None]]:
+    """After each (re)connection of the subscription: what it may have missed meanwhile."""
+    async def again() -> None:
+        drain.levels_missed()
+        await line.recheck_watched()
+
+    return again
 
 
 def heard_tickets(line: OrderLine, drain: LineDrain) -> Callable[[str], None]:

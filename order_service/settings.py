@@ -49,6 +49,11 @@ class Settings(DatastoreSettings, InternalListenerSettings):
     # (straight-on requests included): beyond them, a request takes its place in the line,
     # admitted in arrival order as decisions end.
     line_max_deciding: int = Field(default=64, ge=1)
+    # With this many units of a product left or fewer (as stock_service's levels tell, or
+    # before any level was heard), one process at a time admits its line, in arrival order:
+    # two processes deciding neighbouring places race for the last units. With more left,
+    # every process with free slots admits places and decides them side by side.
+    line_one_drainer_below_units: int = Field(default=256, ge=0)
     # A request waits until its arrival stamp is this old before it joins the line or goes
     # straight on, so that one stamped earlier but delayed on its way here (a gateway busy with
     # a burst reorders it by a fraction of a second) still comes before it. 0: no wait; the

@@ -4,10 +4,16 @@ A product's drain runs in each process that took a place in its line or heard it
 admits as many places as the process has free reserve slots (orders/scripts.py CLAIM, earliest
 arrival first), decides each one as a POST /orders would be (orders/creation.py), gives the
 place its answer (FINISH, batched per loop turn), and admits the next as soon as a slot frees.
-It stops once the line is empty. Only one process's drain admits a product's places at a time
-(the line's drainer, scripts.py): two replicas deciding neighbouring places raced for the last
-units, and the later place could win. The others look again every IDLE_SECONDS and take over
-once the drainer's hold runs out.
+It stops once the line is empty.
+
+Near the end of the stock (`one_drainer_below` units left, by stock_service's levels, or none
+heard yet) only one process's drain admits a product's places at a time (the line's drainer,
+scripts.py): two replicas deciding neighbouring places raced for the last units, and the later
+place could win. The others look again every IDLE_SECONDS and take over once the drainer's hold
+runs out. With more units left than places could be decided at once, every place admitted wins
+whichever reserve comes first, and every process with free slots admits places: one drainer
+halved the decisions of a 20,000-buyer opening over two replicas, and the units coming back from
+unpaid orders then kept it from ever selling out (docs/performance.md).
 
 Answers follow the line. A drain decides the places it admits side by side, and a later batch's
 decisions can end before an earlier one's (`make load`: a later batch's answers 50 ms ahead
@@ -60,6 +66,7 @@ from shared.idempotency import IdempotencyKeyInUse, StoredAnswer, problem_answer
 from shared.internal.stock import SoldOut
 from shared.request_context import request_id_var
 from shared.sold_out import Slot
+from shared.stock_levels import remaining_of
 
 logger = logging.getLogger("order_service.line")
 
@@ -83,6 +90,9 @@ KEY_IN_USE_PAUSE_SECONDS = 1.0
 
 # How long a decided place's answer may wait for places admitted before it (see above).
 OVERTAKE_AFTER_SECONDS = 1.0
+# Units left of products heard from stock_service kept at most (a sale has a few products);
+# past it they are forgotten, as unheard: their lines are admitted by one process at a time.
+MAX_LEVELS = 100_000
 
 T = TypeVar("T")
 
@@ -207,11 +217,15 @@ class LineDrain:
     """The drains of this process, one task per product with a line."""
 
     def __init__(self, *, scripts: LineScripts, admission: OrderAdmission,
-                 creation: OrderCreation, claim_batch: int = 64) -> None:
+                 creation: OrderCreation, claim_batch: int = 64,
+                 one_drainer_below: int = 256) -> None:
         self.scripts = scripts
         self.admission = admission
         self.creation = creation
         self.claim_batch = claim_batch
+        self.one_drainer_below = one_drainer_below
+        # Units left of each product, as stock_service's levels last said (heard_level).
+        self._remaining: dict[int, int] = {}
         self._answers = _Answers(scripts)
         self._drains: dict[int, _ProductDrain] = {}
         self._turns: dict[int, AnswersInTurn[PlaceAnswer]] = {}
@@ -335,6 +349,26 @@ class LineDrain:
         if drain is not None:
             drain.wakeup.set()
 
+    def heard_level(self, message: str) -> None:
+        """A message of stock_service's levels channel: a product's units left."""
+        level = remaining_of(message)
+        if level is None:
+            return
+        if len(self._remaining) >= MAX_LEVELS:
+            self._remaining.clear()
+        product_id, remaining = level
+        self._remaining[product_id] = remaining
+
+    def levels_missed(self) -> None:
+        """The subscription was down: the levels heard may be old (none: one drainer)."""
+        self._remaining.clear()
+
+    def one_drainer(self, product_id: int) -> bool:
+        """The product's line is to be admitted by one process at a time: its end is near, or
+        nothing was heard of it."""
+        remaining = self._remaining.get(product_id)
+        return remaining is None or remaining <= self.one_drainer_below
+
     def heard_open(self, message: str) -> None:
         """A message of the line-open channel: a product id."""
         with contextlib.suppress(ValueError):
@@ -450,7 +484,8 @@ class _ProductDrain:
                     elsewhere = False
                     try:
                         claimed, waiting, deciding, elsewhere = await owner.scripts.claim(
-                            product_id, free, answered=self.answers.waiting)
+                            product_id, free, answered=self.answers.waiting,
+                            exclusive=owner.one_drainer(product_id))
                         if claimed or waiting:
                             self.probing = False
                         if claimed and owner.admission.line is not None:

@@ -13,12 +13,14 @@ KEYS, so the scripts run unchanged on a Redis Cluster. Per product:
     line:{p:<id>}:done       sorted set: ticket -> when it got its answer (ms); kept `keep_ms`
     line:{p:<id>}:drainer    string: the process admitting the product's places, under a lease
 
-One process at a time admits a product's places (the drainer): two replicas deciding
-neighbouring places raced for the last units, and the later place's reserve could reach
-stock_service first. A process takes the line at CLAIM when it admits places or places wait and
-nobody holds it, keeps it by claiming and by RENEW (`lease_ms`, as a place's lease), and lets it
-go (RELEASE) when its drain stops; one that died loses it a lease after its last renewal. While
-another process holds it, CLAIM admits nothing and JOIN sends nobody straight on.
+Near the end of a product's stock one process at a time admits its places (the drainer): two
+replicas deciding neighbouring places raced for the last units, and the later place's reserve
+could reach stock_service first. A process that asks for the line at CLAIM (`exclusive`) takes
+it when it admits places or places wait and nobody holds it, keeps it by claiming and by RENEW
+(`lease_ms`, as a place's lease), and lets it go (RELEASE) when its drain stops, or at a CLAIM
+that no longer asks for it; one that died loses it a lease after its last renewal. While
+another process holds it, CLAIM admits nothing and JOIN sends nobody straight on; while nobody
+does, every process admits places.
 
 and, outside any product's slot, `line:products` (a set of the products that have a line, for
 the sweep that finds places whose deciding replica died). Times are judged by Redis's clock.
@@ -171,12 +173,12 @@ return out
 """
 
 # KEYS: waiting deciding tickets drainer; ARGV: how_many lease_ms keep_ms max_deciding answered
-# me. Admits up to how_many places, and no more than leave max_deciding of the product being
-# decided (across replicas), not counting the caller's `answered` places (decided, their answers
-# waiting to be given in turn: drain.py): first those whose lease ran out (their replica died or
-# stalled: decided again, safely, see line.py), then the earliest waiting. Nothing while another
-# process drains the line; the caller takes the line (or keeps it) if it admits places or
-# places wait.
+# me exclusive. Admits up to how_many places, and no more than leave max_deciding of the product
+# being decided (across replicas), not counting the caller's `answered` places (decided, their
+# answers waiting to be given in turn: drain.py): first those whose lease ran out (their replica
+# died or stalled: decided again, safely, see line.py), then the earliest waiting. Nothing while
+# another process holds the line; with exclusive '1' the caller takes the line (or keeps it) if
+# it admits places or places wait, with '0' it lets go of the line if it held it.
 # Returns {{ticket, record}..., waiting count, deciding count, 1 if another process drains}.
 CLAIM = _COMMON + """
 local now = now_ms()
@@ -213,8 +215,12 @@ if left > 0 then
   for i = 1, #popped, 2 do admit(popped[i]) end
 end
 local waiting = redis.call('ZCARD', KEYS[1])
-if #out > 0 or waiting > 0 or redis.call('GET', KEYS[4]) == ARGV[6] then
-  redis.call('SET', KEYS[4], ARGV[6], 'PX', lease)
+if ARGV[7] == '1' then
+  if #out > 0 or waiting > 0 or redis.call('GET', KEYS[4]) == ARGV[6] then
+    redis.call('SET', KEYS[4], ARGV[6], 'PX', lease)
+  end
+elseif redis.call('GET', KEYS[4]) == ARGV[6] then
+  redis.call('DEL', KEYS[4])
 end
 renew(tonumber(ARGV[3]) * 2, 3)
 return {out, waiting, redis.call('ZCARD', KEYS[2]), 0}
@@ -535,13 +541,16 @@ class LineScripts:
                                       leased=int(part[4]) == 1))
         return answers
 
-    async def claim(self, product_id: int, how_many: int, *, answered: int = 0) -> Claim:
-        """Up to how_many places admitted (none while another process drains the line).
-        `answered`: places of the caller's decided, their answers not yet given."""
+    async def claim(self, product_id: int, how_many: int, *, answered: int = 0,
+                    exclusive: bool = True) -> Claim:
+        """Up to how_many places admitted (none while another process holds the line).
+        `answered`: places of the caller's decided, their answers not yet given. `exclusive`:
+        the caller takes the line, or keeps it (else lets it go)."""
         keys = LineKeys.of(product_id)
         claimed, waiting, deciding, elsewhere = await self._claim(
             keys=[keys.waiting, keys.deciding, keys.tickets, keys.drainer],
-            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered, self.me])
+            args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered, self.me,
+                  "1" if exclusive else "0"])
         return Claim([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed],
                      int(waiting), int(deciding), int(elsewhere) == 1)
 

@@ -41,13 +41,13 @@ from shared.errors import ValidationFailed, problem_responses
 from shared.internal.stock import SoldOut
 from shared.sale_window import SaleState, sale_state_at_ms
 from shared.sse import EventStreamResponse, sse_event
+from shared.stock_levels import LEVELS_TOPIC
 from stock_service.stock.catalog import CatalogService
 from stock_service.stock.errors import ProductNotFound, StockRebuilding
 from stock_service.stock.scripts import ProductKeys
 
 logger = logging.getLogger("stock_service.live")
 
-LEVELS_TOPIC = "stock-levels"
 ORDERS_ROUTE = "POST /api/v1/orders"
 # The requests order_service's route takes as they are (orders.schemas.OrderCreate), without an
 # Idempotency-Key (whose retry gets its first answer back): the only ones answered at the edge.

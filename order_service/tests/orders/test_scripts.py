@@ -389,6 +389,30 @@ async def test_a_replica_that_stops_renewing_lets_another_drain_the_line(client:
     assert (again.ticket, again.record.attempts) == (decided.ticket, 2)
 
 
+async def test_far_from_the_end_every_replica_admits_places_and_nobody_holds_the_line(
+    client: Redis
+) -> None:
+    """Claimed without `exclusive` (many units left), A and B both admit places, and a later
+    arrival at B goes straight on; A, asking for the line near the end, takes it, and lets it
+    go when it claims without asking again."""
+    a, b, product_id = scripts_on(client), scripts_on(client), product()
+    places = [place(product_id, user, user) for user in range(1, 7)]
+    await a.join(product_id, places)
+    first, *_ = await a.claim(product_id, 2, exclusive=False)
+    second, waiting, _, elsewhere = await b.claim(product_id, 2, exclusive=False)
+    assert [c.ticket for c in first + second] == [p.ticket for p in places[:4]]
+    assert (waiting, elsewhere) == (2, False)
+    assert await client.exists(LineKeys.of(product_id).drainer) == 0
+    third, *_ = await a.claim(product_id, 1)
+    assert [c.ticket for c in third] == [places[4].ticket]
+    assert (await b.claim(product_id, 5, exclusive=False))[3]
+    await a.claim(product_id, 0, exclusive=False)
+    [last], *_ = await b.claim(product_id, 5, exclusive=False)
+    assert last.ticket == places[5].ticket
+    [straight] = await b.join(product_id, [place(product_id, 9, 9, mode="go")])
+    assert straight.go
+
+
 async def test_a_look_with_nothing_to_admit_does_not_take_the_line(client: Redis) -> None:
     """A sweep's look at a line with nobody waiting takes nothing: another replica's request
     still goes straight on."""

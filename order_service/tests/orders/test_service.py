@@ -927,3 +927,25 @@ async def test_a_place_taken_while_the_drain_lets_the_line_go_is_decided(
         finally:
             go_on.set()
             await drain.close()
+
+
+async def test_a_line_is_admitted_by_one_process_only_near_the_end_of_its_stock(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """As stock_service's levels tell the units left (none heard yet: near the end, to be
+    safe); a subscription that was down forgets what it heard."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        drain = LineDrain(scripts=line_scripts(redis), admission=parts.admission,
+                          creation=parts.creation, one_drainer_below=50)
+        product_id, other = new_id(), new_id()
+        assert drain.one_drainer(product_id)
+        drain.heard_level(f"{product_id} 1 51 0 0 1765000000000")
+        drain.heard_level(f"{other} 1 50 0 0 1765000000000")
+        drain.heard_level("not a level")
+        assert not drain.one_drainer(product_id)
+        assert drain.one_drainer(other)
+        drain.heard_level(f"{product_id}  0 0 0 1765000000000")  # inactive: none left
+        assert drain.one_drainer(product_id)
+        drain.heard_level(f"{product_id} 1 900 0 0 1765000000000")
+        drain.levels_missed()
+        assert drain.one_drainer(product_id)

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from shared.broadcast import Channels, Subscription
 from shared.clock import utcnow
 from shared.edge_answers import ANSWERS_TOPIC, EdgeAnswers, answer_key
+from shared.stock_levels import LEVELS_TOPIC, remaining_of
 from shared.testing.net import free_port
 from stock_service.app import create_app
 from stock_service.dependencies import Resources
@@ -313,3 +314,27 @@ async def test_a_level_message_not_understood_is_logged_and_ignored(resources: R
                         heartbeat_seconds=15, edge_ttl_seconds=settings.edge_answer_ttl_seconds)
     replica.heard("not a level")
     await replica.close()
+
+
+async def test_other_services_read_a_product_s_units_left_from_its_levels(
+        resources: Resources) -> None:
+    """order_service reads the units left from the levels channel (shared/stock_levels.py):
+    near the end of the stock its line is admitted by one process at a time."""
+    heard: list[tuple[int, int]] = []
+
+    def hear(message: str) -> None:
+        level = remaining_of(message)
+        assert level is not None, message
+        heard.append(level)
+
+    prefix = resources.settings.pubsub_prefix
+    subscription = Subscription(resources.settings.redis_url,
+                                {Channels(prefix).name(LEVELS_TOPIC): hear})
+    await subscription.start()
+    try:
+        product = await make_product(resources.catalog, total=5)
+        pid = product.product_id
+        await resources.holds.reserve(pid, new_id(), user_id=9, quantity=2)
+        await eventually(lambda: (pid, 3) in heard, True)
+    finally:
+        await subscription.close()
