@@ -120,12 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # One subscription for the process: answers for the tickets watched here, lines
             # opening on other replicas, stock_service's sell-outs (which refuse the line) and
             # its levels (near the end of the stock one process at a time admits the line).
-            subscription = Subscription(settings.redis_url, {
-                channels.name(TICKETS_TOPIC): heard_tickets(line, drain),
-                channels.name(OPEN_TOPIC): drain.heard_open,
-                channels.name(ANSWERS_TOPIC): drain.heard_edge_answer,
-                channels.name(LEVELS_TOPIC): drain.heard_level,
-            }, on_connected=connected(line, drain))
+            handlers = zip(HEARD_TOPICS, (heard_tickets(line, drain), drain.heard_open,
+                                          drain.heard_edge_answer, drain.heard_level), strict=True)
+            subscription = Subscription(
+                settings.redis_url, {channels.name(topic): heard for topic, heard in handlers},
+                on_connected=connected(line, drain))
             await subscription.start()
             stack.push_async_callback(subscription.close)
             stack.push_async_callback(line.close)
@@ -159,6 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         front=[OrderAdmissionFront],
         collectors=[*metrics.collectors(), *LOOPS.collectors()],
     )
+
+
+# What the process's one subscription hears, in the order of its handlers. Its Redis user must
+# be let hear each (shared/redis_acl.py): one channel refused, and the whole subscription is.
+HEARD_TOPICS = (TICKETS_TOPIC, OPEN_TOPIC, ANSWERS_TOPIC, LEVELS_TOPIC)
 
 
 def connected(line: OrderLine, drain: LineDrain) -> Callable[[], Awaitable[None]]:

@@ -39,11 +39,12 @@ ACCESS: dict[str, RedisAccess] = {
     "product": RedisAccess(keys=("~product:*",)),
     # Its idempotency keys, and the line of an opening (one hash tag per product) with the
     # channels its replicas share it on; stock_service's sold-out answers, heard (a sell-out
-    # refuses the line's waiting places at once); the tickets' answers it publishes for the
-    # gateway (edge finals).
+    # refuses the line's waiting places at once), and its levels (near the end of the stock one
+    # process admits the line); the tickets' answers it publishes for the gateway (edge finals).
     "order": RedisAccess(keys=("~idem:orders:*", "~line:*"),
                          channels=("<prefix>line-tickets", "<prefix>line-open",
-                                   "<prefix>edge-answers", "<prefix>edge-finals")),
+                                   "<prefix>edge-answers", "<prefix>edge-finals",
+                                   "<prefix>stock-levels")),
     "payment": RedisAccess(keys=("~idem:payments-hmac:*",)),
     # Live stock (one hash tag per product), its epoch, the sold-out answers it publishes for the
     # gateway, and the stock levels its replicas share.
