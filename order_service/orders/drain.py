@@ -93,6 +93,10 @@ OVERTAKE_AFTER_SECONDS = 1.0
 # Units left of products heard from stock_service kept at most (a sale has a few products);
 # past it they are forgotten, as unheard: their lines are admitted by one process at a time.
 MAX_LEVELS = 100_000
+# A level heard longer ago than this counts as unheard: while a product's stock moves,
+# stock_service publishes every 0.1 s, and one not heard since may be far off (a subscription
+# gone quiet, a loop too busy to read it).
+LEVEL_FRESH_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -224,8 +228,9 @@ class LineDrain:
         self.creation = creation
         self.claim_batch = claim_batch
         self.one_drainer_below = one_drainer_below
-        # Units left of each product, as stock_service's levels last said (heard_level).
-        self._remaining: dict[int, int] = {}
+        # Units left of each product, as stock_service's levels last said (heard_level), and
+        # when that was heard (monotonic).
+        self._remaining: dict[int, tuple[int, float]] = {}
         self._answers = _Answers(scripts)
         self._drains: dict[int, _ProductDrain] = {}
         self._turns: dict[int, AnswersInTurn[PlaceAnswer]] = {}
@@ -357,7 +362,7 @@ class LineDrain:
         if len(self._remaining) >= MAX_LEVELS:
             self._remaining.clear()
         product_id, remaining = level
-        self._remaining[product_id] = remaining
+        self._remaining[product_id] = (remaining, time.monotonic())
 
     def levels_missed(self) -> None:
         """The subscription was down: the levels heard may be old (none: one drainer)."""
@@ -365,9 +370,13 @@ class LineDrain:
 
     def one_drainer(self, product_id: int) -> bool:
         """The product's line is to be admitted by one process at a time: its end is near, or
-        nothing was heard of it."""
-        remaining = self._remaining.get(product_id)
-        return remaining is None or remaining <= self.one_drainer_below
+        nothing was heard of it lately."""
+        heard = self._remaining.get(product_id)
+        if heard is None:
+            return True
+        remaining, at = heard
+        return remaining <= self.one_drainer_below or \
+            time.monotonic() - at > LEVEL_FRESH_SECONDS
 
     def heard_open(self, message: str) -> None:
         """A message of the line-open channel: a product id."""
@@ -486,6 +495,9 @@ class _ProductDrain:
                         claimed, waiting, deciding, elsewhere = await owner.scripts.claim(
                             product_id, free, answered=self.answers.waiting,
                             exclusive=owner.one_drainer(product_id))
+                        if owner.closing:
+                            # Claimed while the process let its lines go: let this one go too.
+                            await owner.scripts.release(product_id)
                         if claimed or waiting:
                             self.probing = False
                         if claimed and owner.admission.line is not None:
@@ -555,8 +567,10 @@ class _ProductDrain:
                 self.owner.release(self.product_id, place.ticket)
                 slot.give_back()
             with contextlib.suppress(Exception):
+                # Not decided: the admission is not counted among the places' attempts.
                 await self.owner.scripts.requeue(self.product_id,
-                                                 [place.ticket for place in claimed])
+                                                 [place.ticket for place in claimed],
+                                                 uncounted=True)
             raise
         for place, slot in taken:
             task = asyncio.create_task(self._decide(place, slot, noted[place.ticket],

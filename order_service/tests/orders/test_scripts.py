@@ -367,24 +367,25 @@ async def test_a_replica_that_stops_renewing_lets_another_drain_the_line(client:
     """A's renewals (its claims, and the sweep's renewals of the places it decides) keep the
     line its own; once they renew only its places (its drain failed), or stop (A died), B
     drains it a lease later, the places A was deciding once their own leases ran out."""
-    a, b = scripts_on(client, lease_ms=1_000), scripts_on(client, lease_ms=1_000)
+    # A lease of 2 s and steps 0.6 s or more from each deadline: a loaded machine's pauses.
+    a, b = scripts_on(client, lease_ms=2_000), scripts_on(client, lease_ms=2_000)
     product_id = product()
     places = [place(product_id, user, user) for user in range(1, 4)]
     await a.join(product_id, places)
     [decided], *_ = await a.claim(product_id, 1)
-    for _ in range(4):  # 1.2 s in all, past the lease, renewed every 0.3 s
-        await asyncio.sleep(0.3)
+    for _ in range(3):  # 2.4 s in all, past the lease, renewed every 0.8 s
+        await asyncio.sleep(0.8)
         assert await a.renew(product_id, [decided.ticket]) == 1
         assert (await b.claim(product_id, 5))[0] == []
     # Then its places' leases alone: the line's hold runs out, B drains the line, and admits
     # A's place once its lease has run out too.
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(1.4)
     assert await a.renew(product_id, [decided.ticket], line=False) == 1
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)  # A's hold ran out 0.6 s ago; its place's lease runs 0.8 s more
     waited, waiting, _, elsewhere = await b.claim(product_id, 5)
     assert [c.ticket for c in waited] == [p.ticket for p in places[1:]]
     assert (waiting, elsewhere) == (0, False)
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(1.6)
     [again], *_ = await b.claim(product_id, 5)
     assert (again.ticket, again.record.attempts) == (decided.ticket, 2)
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -38,7 +39,7 @@ from order_service.orders.ids import OrderIds
 from order_service.orders.line import new_ticket
 from order_service.orders.repository import NewOrder, OrderRepository
 from order_service.orders.schemas import OrderCreate
-from order_service.orders.scripts import LineScripts, NewPlace, Record
+from order_service.orders.scripts import LineKeys, LineScripts, NewPlace, Record
 from order_service.orders.transitions import OrderTransitions
 from order_service.orders.writer import OrderWriter
 from shared.clock import utcnow
@@ -885,6 +886,12 @@ async def test_a_drain_that_fails_while_admitting_puts_its_places_back_and_they_
             a.start(product_id)
             async with asyncio.timeout(5):
                 await failing.failed.wait()
+            deadline = time.monotonic() + 5
+            while product_id in a._drains:
+                assert time.monotonic() < deadline, "the failed drain did not stop"
+                await asyncio.sleep(0.01)
+            # Let go as it failed: another process may drain the line at once.
+            assert await redis.get(LineKeys.of(product_id).drainer) is None
             states = await states_once_answered(a_scripts, product_id,
                                                 [place.ticket for place in places], run=sweeps)
             assert states == ["ordered"] * 3
@@ -930,7 +937,7 @@ async def test_a_place_taken_while_the_drain_lets_the_line_go_is_decided(
 
 
 async def test_a_line_is_admitted_by_one_process_only_near_the_end_of_its_stock(
-    stock_url: str, order_database: str, redis: Redis
+    stock_url: str, order_database: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As stock_service's levels tell the units left (none heard yet: near the end, to be
     safe); a subscription that was down forgets what it heard."""
@@ -944,8 +951,87 @@ async def test_a_line_is_admitted_by_one_process_only_near_the_end_of_its_stock(
         drain.heard_level("not a level")
         assert not drain.one_drainer(product_id)
         assert drain.one_drainer(other)
-        drain.heard_level(f"{product_id}  0 0 0 1765000000000")  # inactive: none left
+        drain.heard_level(f"{product_id} 0 30 0 0 1765000000000")  # withdrawn, 30 left
         assert drain.one_drainer(product_id)
         drain.heard_level(f"{product_id} 1 900 0 0 1765000000000")
         drain.levels_missed()
         assert drain.one_drainer(product_id)
+        # A level not heard again for a while may be far off: as unheard.
+        monkeypatch.setattr(drain_module, "LEVEL_FRESH_SECONDS", 0.1)
+        drain.heard_level(f"{product_id} 1 900 0 0 1765000000000")
+        assert not drain.one_drainer(product_id)
+        await asyncio.sleep(0.15)
+        assert drain.one_drainer(product_id)
+
+
+async def drained_holding_the_line(parts: Orders, redis: Redis, *, level: int | None) -> bool:
+    """A drain deciding 10 places of a product of 40 units, 4 at a time, with `level` units
+    left heard from stock_service (or none): whether it held the line while it drained."""
+    scripts = line_scripts(redis)
+    drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation,
+                      one_drainer_below=20)
+    product_id = await register(parts, total=40)
+    if level is not None:
+        drain.heard_level(f"{product_id} 1 {level} 0 0 1765000000000")
+    places = places_in_line(product_id, 10)
+    await scripts.join(product_id, places)
+    held = False
+    try:
+        drain.start(product_id)
+        deadline = time.monotonic() + 20
+        while product_id in drain._drains and time.monotonic() < deadline:
+            holder = await redis.get(LineKeys.of(product_id).drainer)
+            held = held or holder == scripts.me
+        states = await states_once_answered(scripts, product_id,
+                                            [place.ticket for place in places])
+        assert states == ["ordered"] * 10
+    finally:
+        await drain.close()
+    return held
+
+
+async def test_far_from_the_end_a_drain_decides_without_holding_the_line(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    async with order_parts(stock_url, order_database, redis) as parts:
+        assert not await drained_holding_the_line(parts, redis, level=40)
+        assert await drained_holding_the_line(parts, redis, level=None)
+
+
+async def test_a_stopping_process_lets_its_line_go_and_admits_no_more(
+    stock_url: str, order_database: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its decisions under way go on to their answers; the places still waiting are another
+    process's to admit from that moment, not a lease later."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        scripts, other = line_scripts(redis), line_scripts(redis)
+        drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
+        product_id = await register(parts, total=20)
+        places = places_in_line(product_id, 10)
+        await scripts.join(product_id, places)
+        go_on = asyncio.Event()
+        create_in_line = parts.creation.create_in_line
+
+        async def held_back(*args: Any, **kwargs: Any) -> Any:
+            await go_on.wait()
+            return await create_in_line(*args, **kwargs)
+
+        monkeypatch.setattr(parts.creation, "create_in_line", held_back)
+        try:
+            drain.start(product_id)
+            deadline = time.monotonic() + 10
+            while await redis.get(LineKeys.of(product_id).drainer) != scripts.me:
+                assert time.monotonic() < deadline, "the drain never took the line"
+                await asyncio.sleep(0.01)
+            await drain.stop_admitting()
+            # As many as leave ORDER_LINE_MAX_DECIDING (8 here) being decided, in arrival order.
+            admitted, waiting, _, elsewhere = await other.claim(product_id, 10)
+            assert [place.ticket for place in admitted] == [p.ticket for p in places[4:8]]
+            assert (waiting, elsewhere) == (2, False)
+            go_on.set()
+            states = await states_once_answered(scripts, product_id,
+                                                [place.ticket for place in places[:4]])
+            assert states == ["ordered"] * 4
+        finally:
+            go_on.set()
+            await drain.close()
