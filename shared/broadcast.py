@@ -27,12 +27,14 @@ from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("shared.broadcast")
 
-# An idle subscription is pinged this often: a connection that died silently is replaced
-# (and on_connected reads what was missed) within about this long.
+# An idle subscription is pinged after this long: a connection that died silently (its ping
+# unanswered as long again) is replaced, and on_connected reads what was missed, within about
+# twice this long.
 PING_INTERVAL_SECONDS = 5.0
 RECONNECT_DELAY_SECONDS = 0.5
 
@@ -103,16 +105,21 @@ class Subscription:
 
     async def _read(self, pubsub: PubSub) -> None:
         last_heard = time.monotonic()
+        pinged = False
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                timeout=PING_INTERVAL_SECONDS)
             now = time.monotonic()
             if message is None:
-                if now - last_heard >= PING_INTERVAL_SECONDS:
+                if pinged and now - last_heard >= 2 * PING_INTERVAL_SECONDS:
+                    # A ping a whole interval old and nothing heard, its pong included: a
+                    # connection that died silently (writes to it still succeed).
+                    raise RedisConnectionError("no answer to the subscription's ping")
+                if not pinged and now - last_heard >= PING_INTERVAL_SECONDS:
                     await pubsub.ping()  # its pong counts as hearing from the server
-                    last_heard = now
+                    pinged = True
                 continue
-            last_heard = now
+            last_heard, pinged = now, False
             if message.get("type") != "message":
                 continue
             handler = self.handlers.get(message["channel"])
