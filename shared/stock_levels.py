@@ -14,12 +14,20 @@ from __future__ import annotations
 LEVELS_TOPIC = "stock-levels"
 
 
-def remaining_of(message: str) -> tuple[int, int] | None:
-    """(product id, units left) of a levels message; None if it is not one."""
+def parse_level(message: str) -> tuple[int, bool, int, int, int, int]:
+    """(product id, active, units left, opens ms, closes ms, Redis's clock ms) of a levels
+    message; ValueError if it is not one."""
     parts = message.split(" ")
     if len(parts) != 6:
-        return None
+        raise ValueError("not a stock level")
+    product_id, active, remaining, opens, closes, now = parts
+    return int(product_id), active == "1", int(remaining), int(opens), int(closes), int(now)
+
+
+def remaining_of(message: str) -> tuple[int, int] | None:
+    """(product id, units left) of a levels message; None if it is not one."""
     try:
-        return int(parts[0]), int(parts[2])
+        product_id, _, remaining, *_ = parse_level(message)
     except ValueError:
         return None
+    return product_id, remaining

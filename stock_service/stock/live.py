@@ -41,7 +41,7 @@ from shared.errors import ValidationFailed, problem_responses
 from shared.internal.stock import SoldOut
 from shared.sale_window import SaleState, sale_state_at_ms
 from shared.sse import EventStreamResponse, sse_event
-from shared.stock_levels import LEVELS_TOPIC
+from shared.stock_levels import LEVELS_TOPIC, parse_level
 from stock_service.stock.catalog import CatalogService
 from stock_service.stock.errors import ProductNotFound, StockRebuilding
 from stock_service.stock.scripts import ProductKeys
@@ -103,9 +103,7 @@ class Level:
 
     @classmethod
     def parse(cls, message: str) -> Level:
-        product_id, active, remaining, opens, closes, now = message.split()
-        return cls(int(product_id), active == "1", int(remaining), int(opens), int(closes),
-                   int(now))
+        return cls(*parse_level(message))
 
     def same_state(self, other: Level) -> bool:
         return (self.active, self.remaining, self.opens_ms, self.closes_ms) == \
