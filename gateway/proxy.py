@@ -53,7 +53,7 @@ from shared.contracts import (
     request_target,
 )
 from shared.edge_answers import Answer
-from shared.edge_finals import STREAM_SUFFIX
+from shared.edge_finals import STREAM_SUFFIX, Place, QueuePosition
 from shared.in_order import last_look
 from shared.request_context import current_request_id
 from shared.sale_metrics import GatewayMetrics
@@ -80,6 +80,11 @@ HELD_REFRESH_SECONDS = 10.0
 # buyers were left without a final answer; none once the reads were spread).
 HELD_READS_PER_SECOND = 100.0
 HEARTBEAT_SECONDS = 15.0
+# A held stream whose pending state named its place in a queue is sent its position as the
+# queue moves (shared/edge_finals.py): no more often than this, as order_service's own streams,
+# and no more than about this many such events a second per gateway process in all.
+POSITION_EVERY_SECONDS = 0.5
+POSITION_EVENTS_PER_SECOND = 1000.0
 HELD_ROUTE = "/api/v1/orders/tickets/{ticket}/events"
 _EDGE_FINAL = EDGE_FINAL_HEADER.lower().encode()
 _PENDING = EDGE_FINAL_PENDING.encode()
@@ -105,6 +110,12 @@ def held_refresh_after(held_streams: int) -> float:
     together do not read together."""
     return max(HELD_REFRESH_SECONDS, _reads_take(held_streams)) * \
         random.uniform(0.75, 1.25)  # noqa: S311 (a spread in time, not a secret)
+
+
+def held_position_every(held_streams: int) -> float:
+    """Seconds between a held stream's positions sent as its queue moves: POSITION_EVERY_SECONDS,
+    longer when `held_streams` would send more than POSITION_EVENTS_PER_SECOND."""
+    return max(POSITION_EVERY_SECONDS, held_streams / POSITION_EVENTS_PER_SECOND)
 
 
 def held_read_soon(held_streams: int) -> float:
@@ -348,9 +359,12 @@ class Proxy:
                 resource_url = URL(self.runtime.upstreams.base_urls[service] + resource,
                                    encoded=True)
                 path = raw_path[:-len(STREAM_SUFFIX)]
+                pending = self.runtime.pending_for(path, user_id)
+                place = None if pending is None else \
+                    self.runtime.edge_finals.place_for(path, user_id)
                 if await self._hold_stream(receive, send, service, resource_url, headers,
                                            signed_for(resource), user_id=user_id, path=path,
-                                           pending=self.runtime.pending_for(path, user_id)):
+                                           pending=pending, place=place):
                     return
             await self._relay_stream(receive, send, service, method, url, headers, signature)
             return
@@ -417,14 +431,16 @@ class Proxy:
 
     async def _hold_stream(self, receive: Receive, send: Send, service: str, url: URL,
                            headers: list[tuple[str, str]], signature: SignatureHeaders, *,
-                           user_id: str, path: str, pending: bytes | None = None) -> bool:
+                           user_id: str, path: str, pending: bytes | None = None,
+                           place: Place | None = None) -> bool:
         """`<path>/events` held here (shared/edge_finals.py), if the service's answer to
         `GET <path>` says its final state will be published: that answer as the first event,
         the final state as the last, `<path>` read again now and then meanwhile
         (held_refresh_after).
         False, having sent nothing: the service said no such thing, relay the stream.
         `pending`: the path's pending state the service published for this user, the first
-        event without a read."""
+        event without a read; `place`: where it stands in its queue, its position then sent as
+        the queue moves (held_position_every)."""
         if pending is not None:
             payload = pending
         else:
@@ -459,10 +475,25 @@ class Proxy:
                 last_read = last_sent = time.monotonic()
                 refresh = held_refresh_after(self.held_streams)
                 reconnections = finals.reconnections
+                position = QueuePosition.of(place, payload)
                 while True:
-                    wait = min(refresh - (time.monotonic() - last_read),
-                               HEARTBEAT_SECONDS - (time.monotonic() - last_sent))
-                    final = asyncio.ensure_future(finals.wait(path, user_id, max(wait, 0.0)))
+                    now = time.monotonic()
+                    wait = min(refresh - (now - last_read), HEARTBEAT_SECONDS - (now - last_sent))
+                    queue = None
+                    if position is not None:
+                        if now < position.due:
+                            wait = min(wait, position.due - now)
+                        else:
+                            moved = position.moved(finals)
+                            if moved is not None:
+                                payload, last_sent = moved, now
+                                position.due = now + held_position_every(self.held_streams)
+                                await send({"type": "http.response.body",
+                                            "body": sse_data(moved), "more_body": True})
+                                continue
+                            queue = position.place.queue  # woken when it moves
+                    final = asyncio.ensure_future(finals.wait(path, user_id, max(wait, 0.0),
+                                                              queue=queue))
                     await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
                     if gone.done():
                         final.cancel()
@@ -486,6 +517,8 @@ class Proxy:
                         # final state will still be published, and read again later.
                         if status == 200 and read != payload:
                             payload, last_sent = read, time.monotonic()
+                            if position is not None:
+                                position.read_again(read, finals)
                             await send({"type": "http.response.body", "body": sse_data(read),
                                         "more_body": True})
                         if status < 500 and (status != 200 or _edge_final_mark(

@@ -38,6 +38,18 @@ order_service when it was busiest. Past that the body's position may have moved,
 stream reads `<path>` as before. A pending state never outlives its final. While the gateway's
 subscription is down none is used, and once it is back they are all forgotten and every held
 stream reads its resource again soon (`forget_pending`): their finals may have been missed.
+
+Places in a queue. A pending entry may carry a fourth item, `[queue, base]`: its body's
+`position` (1 for the next) was taken when the service's queue `queue` had moved `base` places
+on. A message may carry `"moved": [[queue, count], ...]`: how many places have left that queue
+from its front since it began (order_service's line, each time it admits places). A stream
+held on such a pending state is then sent its position as it moves, `position - (count -
+base)`, without a read: held, the crowd's streams would otherwise hear their position only
+when they read their ticket again (every 10 s or more). It is an estimate between reads, as the
+place can only see the queue's front: a place put back in front of it (a decision to be made
+again) or taken before it by an earlier arrival heard late leaves it a little ahead of the
+truth until the next read, and a count heard before the pending state is never applied (a
+queue begun again counts from 0).
 """
 
 from __future__ import annotations
@@ -59,6 +71,20 @@ STREAM_SUFFIX = "/events"
 MAX_HELD = 200_000
 # How long a pending state heard stands for its resource's first event (module docstring).
 PENDING_SECONDS = 5.0
+# The field of a pending body that moves with its queue.
+POSITION_FIELD = "position"
+# Queues whose count is kept (one per product with a line): the oldest heard are forgotten.
+MAX_QUEUES = 10_000
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a pending resource stands: its body's position was taken when `queue` had moved
+    `base` places on; heard at `heard_at` (monotonic)."""
+
+    queue: str
+    base: int
+    heard_at: float
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,7 @@ class Final:
     owner: str
     body: bytes  # compact JSON, as the service's own JSONResponse renders it
     until: float
+    place: Place | None = None
 
 
 class EdgeFinals:
@@ -80,6 +107,10 @@ class EdgeFinals:
         self.reconnections = 0
         # Streams held here, waiting for their path's final state.
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        # Per queue, how many places have left its front, and when that was heard.
+        self._moved: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Streams held here, waiting for their queue to move.
+        self._queue_waiting: dict[str, set[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -91,38 +122,51 @@ class EdgeFinals:
             until = now + int(message["ttl_ms"]) / 1000
             entries = _entries(message["finals"])
             pending = _entries(message.get("pending", ()))
+            moved = [(str(queue), int(count)) for queue, count in message.get("moved", ())]
         except (ValueError, KeyError, TypeError):
             logger.warning("edge finals message not understood", extra={"raw": raw[:200]})
             return
-        for path, owner, body in entries:
+        for path, owner, body, _ in entries:
             self._held.pop(path, None)  # kept in the order heard: the oldest go first
             self._held[path] = Final(owner, body, until)
             self._pending.pop(path, None)
             _wake(self._waiting.pop(path, ()))
         fresh_until = now + PENDING_SECONDS
-        for path, owner, body in pending:
+        for path, owner, body, at in pending:
             if path not in self._held:  # a final is final
                 self._pending.pop(path, None)
-                self._pending[path] = Final(owner, body, fresh_until)
+                place = None if at is None else Place(at[0], at[1], now)
+                self._pending[path] = Final(owner, body, fresh_until, place)
+        for queue, count in moved:
+            self._moved.pop(queue, None)
+            self._moved[queue] = (count, now)
+            _wake(self._queue_waiting.pop(queue, ()))
+        while len(self._moved) > MAX_QUEUES:
+            self._moved.popitem(last=False)
         self._forget_old()
 
-    async def wait(self, path: str, user_id: str, timeout: float) -> bytes | None:
-        """`path`'s final state for `user_id` once it is heard, or None after `timeout`."""
+    async def wait(self, path: str, user_id: str, timeout: float, *,
+                   queue: str | None = None) -> bytes | None:
+        """`path`'s final state for `user_id` once it is heard, or None after `timeout` (or,
+        with `queue`, once a count of that queue is heard)."""
         body = self.final_for(path, user_id)
         if body is not None:
             return body
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(path, set()).add(waiter)
+        watched = [(self._waiting, path)] + ([(self._queue_waiting, queue)] if queue else [])
+        for waiting, key in watched:
+            waiting.setdefault(key, set()).add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await waiter
         finally:
-            waiters = self._waiting.get(path)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiting[path]
+            for waiting, key in watched:
+                waiters = waiting.get(key)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del waiting[key]
         return self.final_for(path, user_id)
 
     def _forget_old(self) -> None:
@@ -144,6 +188,28 @@ class EdgeFinals:
         """The body of `path`'s pending state if `user_id` owns it and it is still fresh."""
         return _owned(self._pending, path, user_id)
 
+    def place_for(self, path: str, user_id: str) -> Place | None:
+        """Where `path`'s pending state stands in its queue, if it is `user_id`'s, still fresh,
+        and named one."""
+        entry = self._pending.get(path)
+        if entry is None or entry.owner != user_id or entry.until <= time.monotonic():
+            return None
+        return entry.place
+
+    def moved_since(self, place: Place) -> int | None:
+        """How many places have left the front of `place`'s queue since its position was
+        taken, from a count heard after it was; None if none was (or one that went back)."""
+        heard = self._moved.get(place.queue)
+        if heard is None or heard[1] < place.heard_at or heard[0] < place.base:
+            return None
+        return heard[0] - place.base
+
+    def rebased(self, place: Place) -> Place:
+        """`place` counted from now on: from the count heard last (its base if none was heard
+        since), for a position just read from the service."""
+        moved = self.moved_since(place)
+        return Place(place.queue, place.base + (moved or 0), time.monotonic())
+
     def final_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s final state if `user_id` owns it and it is still held."""
         return _owned(self._held, path, user_id)
@@ -155,13 +221,80 @@ def _wake(waiters: Iterable[asyncio.Future[None]]) -> None:
             waiter.set_result(None)
 
 
-def _entries(raw: object) -> list[tuple[str, str, bytes]]:
-    """[path, owner, body] entries, each body as compact JSON (TypeError: not a list)."""
+def _entries(raw: object) -> list[tuple[str, str, bytes, tuple[str, int] | None]]:
+    """[path, owner, body] entries, each body as compact JSON, and [queue, base] if a fourth
+    item names one (TypeError or ValueError: not such a list)."""
     if not isinstance(raw, (list, tuple)):
         raise TypeError("entries")
-    return [(str(path), str(owner),
-             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-            for path, owner, body in raw]
+    entries = []
+    for entry in raw:
+        path, owner, body, *rest = entry
+        if len(rest) > 1:
+            raise ValueError("entry")
+        at = None
+        if rest:
+            queue, base = rest[0]
+            at = (str(queue), int(base))
+        entries.append((str(path), str(owner),
+                        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), at))
+    return entries
+
+
+class QueuePosition:
+    """A held stream's position as its queue moves (module docstring): sent when it comes
+    nearer the front, at most once every `every` seconds."""
+
+    def __init__(self, place: Place, state: dict[str, object], position: int) -> None:
+        self.place = place
+        self.state = state
+        self.start = position  # at place.base
+        self.shown = position
+        self.due = 0.0  # monotonic: when a move may be sent next
+
+    @classmethod
+    def of(cls, place: Place | None, body: bytes) -> QueuePosition | None:
+        """Following `body`'s position from `place`; None without a place or a position."""
+        if place is None:
+            return None
+        state = _state(body)
+        if state is None:
+            return None
+        position = state[POSITION_FIELD]
+        assert isinstance(position, int)
+        return cls(place, state, position)
+
+    def moved(self, finals: EdgeFinals) -> bytes | None:
+        """The body with its position now, if it came nearer the front since last sent."""
+        moved = finals.moved_since(self.place)
+        if moved is None:
+            return None
+        position = max(1, self.start - moved)
+        if position >= self.shown:
+            return None
+        self.shown = position
+        self.state[POSITION_FIELD] = position
+        return json.dumps(self.state, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def read_again(self, body: bytes, finals: EdgeFinals) -> None:
+        """The service's own reading of the resource, sent as it is: counted from there."""
+        state = _state(body)
+        if state is None:
+            return
+        position = state[POSITION_FIELD]
+        assert isinstance(position, int)
+        self.place = finals.rebased(self.place)
+        self.state, self.start, self.shown = state, position, position
+
+
+def _state(body: bytes) -> dict[str, object] | None:
+    """A pending body as JSON, if it has a position."""
+    try:
+        state = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(state, dict) or type(state.get(POSITION_FIELD)) is not int:
+        return None
+    return state
 
 
 def _owned(held: OrderedDict[str, Final], path: str, user_id: str) -> bytes | None:

@@ -222,6 +222,48 @@ async def test_a_stream_opened_right_after_its_place_was_taken_is_held_without_a
     assert (tickets.reads - reads, tickets.streams) == (0, 0)
 
 
+async def test_a_held_stream_hears_its_position_as_its_line_moves_without_a_read(
+        rig: Rig, redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A place published with where it stands in its line (JOIN) is sent its position as the
+    line's front moves (CLAIM's counts), from memory: order_service is not asked, and a count
+    that does not bring it nearer the front sends nothing."""
+    monkeypatch.setattr(proxy, "POSITION_EVERY_SECONDS", 0.05)
+    path, heard_path = ticket_path(), ticket_path()
+    waiting: dict[str, object] = {"ticket": path.rsplit("/", 1)[1], "product_id": 1,
+                                  "position": 40, "state": "waiting"}
+    answer: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
+    channel = Channels(rig.settings.pubsub_prefix).name(FINALS_TOPIC)
+
+    async def moved(count: int) -> None:
+        await redis.publish(channel, json.dumps({"ttl_ms": 0, "finals": [],
+                                                 "moved": [["line:1", count]]}))
+
+    with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            await redis.publish(channel, json.dumps({
+                "ttl_ms": 5000, "finals": [[heard_path, OWNER, {"state": "ordered"}]],
+                "pending": [[path, OWNER, waiting, ["line:1", 100]]]}))
+
+            async def heard() -> bool:
+                read = await c.get(heard_path, headers=as_user(rig, OWNER))
+                return bool(read.json() == {"state": "ordered"})
+
+            await until(heard)
+            reads = tickets.reads
+            async with c.stream("GET", path + "/events", headers=as_user(rig, OWNER)) as stream:
+                events = events_of(stream)
+                assert await anext(events) == waiting
+                await moved(130)
+                assert await anext(events) == {**waiting, "position": 10}
+                await moved(130)  # the same count again: nothing to send
+                await moved(135)
+                assert await anext(events) == {**waiting, "position": 5}
+                await publish(redis, rig, path, answer)
+                assert await anext(events) == answer
+                assert [event async for event in events] == []
+    assert (tickets.reads - reads, tickets.streams) == (0, 0)
+
+
 async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answer(
         rig: Rig, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Read again now and then: a position that moved is sent; an answer whose message this

@@ -81,13 +81,29 @@ local function publish_finals(f, entries, pending)
   if pending ~= nil then message = message .. ',"pending":[' .. table.concat(pending, ',') .. ']' end
   redis.call('PUBLISH', ARGV[f], message .. '}')
 end
-local function final_entry(f, ticket, user, body)
+local function final_entry(f, ticket, user, body, place)
   return '[' .. cjson.encode(ARGV[f + 2] .. ticket) .. ',' .. cjson.encode(user) .. ',' ..
-    body .. ']'
+    body .. (place or '') .. ']'
 end
 """
 
-# KEYS: waiting deciding tickets buyers keys done drainer
+# The line as a queue of the edge (shared/edge_finals.py): how many places have left its front,
+# in KEYS[k] (`moved`), published as the queue `line:<product_id>` moves.
+_MOVED = """
+local function queue_place(k, product_id)
+  return ',["line:' .. product_id .. '",' .. (redis.call('GET', KEYS[k]) or '0') .. ']'
+end
+local function publish_moved(k, f, product_id, n, keep)
+  local count = redis.call('INCRBY', KEYS[k], n)
+  redis.call('PEXPIRE', KEYS[k], keep)
+  if ARGV[f] ~= '' then
+    redis.call('PUBLISH', ARGV[f], '{"ttl_ms":0,"finals":[],"moved":[["line:' .. product_id ..
+      '",' .. count .. ']]}')
+  end
+end
+"""
+
+# KEYS: waiting deciding tickets buyers keys done drainer moved
 # ARGV: max_waiting keep_ms open_channel product_id lease_ms max_deciding finals_channel
 # finals_ttl_ms tickets_path me, then per place: mode ticket user quantity key key_field
 # fingerprint arrived_us request_id order_id. Modes: 'join' (a place in the line), 'go' (the
@@ -98,8 +114,9 @@ end
 # the buyer has).
 # Per place: {'joined', ticket, position}, {'go', ticket}, {'same', ticket, record, position
 # (0 unless waiting), 1 if it is being decided under a lease still running}, {'none'} (find: no
-# place) or {'full'}. New places in line are published pending for the edge (edge_finals.py).
-JOIN = _COMMON + _FINALS + """
+# place) or {'full'}. New places in line are published pending for the edge (edge_finals.py),
+# each with its place in the line as the edge's queue.
+JOIN = _COMMON + _FINALS + _MOVED + """
 local now = now_ms()
 local keep = tonumber(ARGV[2])
 local lease = tonumber(ARGV[5])
@@ -161,7 +178,7 @@ for i = 11, #ARGV, 10 do
         joined = true
         pending[#pending + 1] = final_entry(7, ticket, user, '{"ticket":' ..
           cjson.encode(ticket) .. ',"product_id":' .. ARGV[4] .. ',"position":' ..
-          position .. ',"state":"waiting"}')
+          position .. ',"state":"waiting"}', queue_place(8, ARGV[4]))
       end
     end
   end
@@ -172,15 +189,17 @@ renew(keep * 2, 6)
 return out
 """
 
-# KEYS: waiting deciding tickets drainer; ARGV: how_many lease_ms keep_ms max_deciding answered
-# me exclusive. Admits up to how_many places, and no more than leave max_deciding of the product
-# being decided (across replicas), not counting the caller's `answered` places (decided, their
-# answers waiting to be given in turn: drain.py): first those whose lease ran out (their replica
-# died or stalled: decided again, safely, see line.py), then the earliest waiting. Nothing while
-# another process holds the line; with exclusive '1' the caller takes the line (or keeps it) if
-# it admits places or places wait, with '0' it lets go of the line if it held it.
-# Returns {{ticket, record}..., waiting count, deciding count, 1 if another process drains}.
-CLAIM = _COMMON + """
+# KEYS: waiting deciding tickets drainer moved; ARGV: how_many lease_ms keep_ms max_deciding
+# answered me exclusive finals_channel product_id. Admits up to how_many places, and no more than
+# leave max_deciding of the product being decided (across replicas), not counting the caller's
+# `answered` places (decided, their answers waiting to be given in turn: drain.py): first those
+# whose lease ran out (their replica died or stalled: decided again, safely, see line.py), then
+# the earliest waiting. Nothing while another process holds the line; with exclusive '1' the
+# caller takes the line (or keeps it) if it admits places or places wait, with '0' it lets go of
+# the line if it held it. Places taken from the line's front are counted, and published for the
+# edge (_MOVED). Returns {{ticket, record}..., waiting count, deciding count, 1 if another process
+# drains}.
+CLAIM = _COMMON + _MOVED + """
 local now = now_ms()
 local lease = tonumber(ARGV[2])
 if not drains_here_or_nowhere(4, ARGV[6]) then
@@ -213,6 +232,7 @@ end
 if left > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], left)
   for i = 1, #popped, 2 do admit(popped[i]) end
+  if #popped > 0 then publish_moved(5, 8, ARGV[9], #popped / 2, tonumber(ARGV[3]) * 2) end
 end
 local waiting = redis.call('ZCARD', KEYS[1])
 if ARGV[7] == '1' then
@@ -400,12 +420,13 @@ class LineKeys:
     keys: str
     done: str
     drainer: str
+    moved: str
 
     @classmethod
     def of(cls, product_id: int) -> LineKeys:
         base = f"line:{{p:{product_id}}}:"
-        return cls(*(base + name for name in
-                     ("waiting", "deciding", "tickets", "buyers", "keys", "done", "drainer")))
+        return cls(*(base + name for name in ("waiting", "deciding", "tickets", "buyers", "keys",
+                                              "done", "drainer", "moved")))
 
 
 @dataclass(frozen=True)
@@ -525,7 +546,7 @@ class LineScripts:
                      "" if place.order_id is None else str(place.order_id)]
         reply = await self._join(
             keys=[keys.waiting, keys.deciding, keys.tickets, keys.buyers, keys.keys, keys.done,
-                  keys.drainer],
+                  keys.drainer, keys.moved],
             args=args)
         answers = []
         for part in reply:
@@ -548,9 +569,9 @@ class LineScripts:
         the caller takes the line, or keeps it (else lets it go)."""
         keys = LineKeys.of(product_id)
         claimed, waiting, deciding, elsewhere = await self._claim(
-            keys=[keys.waiting, keys.deciding, keys.tickets, keys.drainer],
+            keys=[keys.waiting, keys.deciding, keys.tickets, keys.drainer, keys.moved],
             args=[how_many, self.lease_ms, self.keep_ms, self.max_deciding, answered, self.me,
-                  "1" if exclusive else "0"])
+                  "1" if exclusive else "0", self.finals[0], product_id])
         return Claim([Claimed(_text(t), Record.parse(_text(r))) for t, r in claimed],
                      int(waiting), int(deciding), int(elsewhere) == 1)
 

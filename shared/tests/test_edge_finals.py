@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shared import edge_finals
-from shared.edge_finals import EdgeFinals
+from shared.edge_finals import EdgeFinals, Place, QueuePosition
 
 
 def message(*entries: tuple[str, str, object], ttl_ms: int = 60_000) -> str:
@@ -110,3 +110,105 @@ async def test_forgetting_the_pending_states_wakes_every_stream_waiting_for_a_fi
     finals.forget_pending()
     assert await asyncio.wait_for(waiting, 1) is None
     assert finals.reconnections == heard + 1
+
+
+def placed(path: str, position: int, queue: str, base: int) -> str:
+    """JOIN's pending message: a place in `queue` taken when it had moved `base` on."""
+    body = {"ticket": "t", "position": position, "state": "waiting"}
+    return json.dumps({"ttl_ms": 60_000, "finals": [], "pending": [[path, "42", body, [queue, base]]]})
+
+
+def moved(queue: str, count: int) -> str:
+    return json.dumps({"ttl_ms": 0, "finals": [], "moved": [[queue, count]]})
+
+
+def position_of(body: bytes | None) -> object:
+    assert body is not None
+    return json.loads(body)["position"]
+
+
+def test_a_pending_place_follows_its_queue_from_counts_heard_after_it() -> None:
+    """Counts heard before the place was taken are already in its position (or are an older
+    queue's, begun again): only those heard after it move it."""
+    finals = EdgeFinals()
+    finals.heard(moved("line:1", 900))  # before: never applied
+    finals.heard(placed("/t/1", 40, "line:1", 1000))
+    place = finals.place_for("/t/1", "42")
+    assert place is not None
+    assert (place.queue, place.base) == ("line:1", 1000)
+    assert finals.place_for("/t/1", "43") is None  # someone else's
+    position = QueuePosition.of(place, b'{"ticket":"t","position":40,"state":"waiting"}')
+    assert position is not None
+    assert position.moved(finals) is None
+    finals.heard(moved("line:2", 2000))  # another product's line
+    assert position.moved(finals) is None
+    finals.heard(moved("line:1", 1015))
+    assert position_of(position.moved(finals)) == 25
+    assert position.moved(finals) is None  # sent once
+    finals.heard(moved("line:1", 1100))
+    assert position_of(position.moved(finals)) == 1  # at the front, never past it
+
+
+def test_a_place_follows_only_towards_the_front() -> None:
+    """A count lower than the place's base (its queue begun again) is not applied, and a
+    position already shown is not sent again."""
+    finals = EdgeFinals()
+    finals.heard(placed("/t/1", 10, "line:1", 50))
+    place = finals.place_for("/t/1", "42")
+    position = QueuePosition.of(place, b'{"position":10}')
+    assert position is not None
+    finals.heard(moved("line:1", 3))
+    assert position.moved(finals) is None
+    finals.heard(moved("line:1", 54))
+    assert position_of(position.moved(finals)) == 6
+    finals.heard(moved("line:1", 54))
+    assert position.moved(finals) is None
+
+
+def test_a_position_read_again_is_followed_from_there() -> None:
+    """The service's own reading (a place put back in front of it, say) is exact: the place is
+    counted from it and the count heard by then."""
+    finals = EdgeFinals()
+    finals.heard(placed("/t/1", 10, "line:1", 0))
+    position = QueuePosition.of(finals.place_for("/t/1", "42"), b'{"position":10}')
+    assert position is not None
+    finals.heard(moved("line:1", 4))
+    assert position_of(position.moved(finals)) == 6
+    position.read_again(b'{"position":8}', finals)  # two places went back in front of it
+    assert position.moved(finals) is None
+    finals.heard(moved("line:1", 7))
+    assert position_of(position.moved(finals)) == 5
+
+
+def test_without_a_place_or_a_position_nothing_is_followed() -> None:
+    finals = EdgeFinals()
+    finals.heard(pending(("/t/1", "42", {"position": 3})))  # no queue named
+    assert finals.place_for("/t/1", "42") is None
+    assert QueuePosition.of(None, b'{"position":3}') is None
+    finals.heard(placed("/t/2", 3, "line:1", 0))
+    place = finals.place_for("/t/2", "42")
+    for body in (b'{"state":"waiting"}', b'{"position":"3"}', b"[]", b"not json"):
+        assert QueuePosition.of(place, body) is None
+
+
+def test_a_message_with_a_place_or_count_not_understood_changes_nothing() -> None:
+    finals = EdgeFinals()
+    for raw in (json.dumps({"ttl_ms": 1, "finals": [], "moved": [["line:1"]]}),
+                json.dumps({"ttl_ms": 1, "finals": [], "moved": [["line:1", "x"]]}),
+                json.dumps({"ttl_ms": 1, "finals": [],
+                            "pending": [["/t/1", "42", {}, ["line:1", 0], "more"]]}),
+                json.dumps({"ttl_ms": 1, "finals": [], "pending": [["/t/1", "42", {}, 5]]})):
+        finals.heard(raw)
+    assert finals.pending_for("/t/1", "42") is None
+    assert finals.moved_since(Place("line:1", 0, 0.0)) is None
+
+
+async def test_a_stream_waiting_on_its_queue_is_woken_when_the_queue_moves() -> None:
+    finals = EdgeFinals()
+    waiting = asyncio.create_task(finals.wait("/t/1", "42", timeout=30, queue="line:1"))
+    other = asyncio.create_task(finals.wait("/t/2", "42", timeout=30))
+    await asyncio.sleep(0.01)
+    finals.heard(moved("line:1", 5))
+    assert await asyncio.wait_for(waiting, 1) is None
+    assert not other.done()  # not following a queue: only its final wakes it
+    other.cancel()

@@ -514,5 +514,46 @@ async def test_places_taken_in_line_are_published_pending_for_the_edge(redis_url
         await client.aclose()
     assert messages == [{"ttl_ms": 30_000, "finals": [], "pending": [
         [f"/api/v1/orders/tickets/{p.ticket}", str(p.user_id),
-         {"ticket": p.ticket, "product_id": product_id, "position": n, "state": "waiting"}]
+         {"ticket": p.ticket, "product_id": product_id, "position": n, "state": "waiting"},
+         [f"line:{product_id}", 0]]
         for n, p in enumerate(places, start=1)]}]
+
+
+async def test_places_leaving_the_lines_front_are_counted_for_the_edge(redis_url: str) -> None:
+    """Each admission from the line (CLAIM) publishes how many places have left its front, and
+    a place taken later is published with the count it was taken at: from the two a gateway
+    moves a held stream's position without reading its ticket (shared/edge_finals.py)."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    scripts, channel = publishing_finals(client)
+    product_id = product()
+    queue = f"line:{product_id}"
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+
+    async def heard() -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    parsed: dict[str, Any] = json.loads(message["data"])
+                    return parsed
+
+    try:
+        await scripts.join(product_id, [place(product_id, user, user) for user in (1, 2, 3)])
+        assert [entry[3] for entry in (await heard())["pending"]] == [[queue, 0]] * 3
+        await scripts.claim(product_id, 2)
+        assert (await heard())["moved"] == [[queue, 2]]
+        later = place(product_id, 4, 4)
+        await scripts.join(product_id, [later])
+        [entry] = (await heard())["pending"]
+        assert entry[2]["position"] == 2  # behind user 3
+        assert entry[3] == [queue, 2]
+        await scripts.claim(product_id, 1)
+        assert (await heard())["moved"] == [[queue, 3]]  # `later` is at the front now
+        await scripts.claim(product_id, 0)  # admitting none moves nothing
+        await scripts.join(product_id, [place(product_id, 5, 5)])
+        assert "moved" not in await heard()
+        assert 0 < await client.pttl(LineKeys.of(product_id).moved) <= 2 * 900_000
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
