@@ -44,14 +44,18 @@ class Settings(ServiceSettings):
     max_response_bytes: int = 16 * 1024 * 1024
     # The whole request body must arrive within this, so slow senders cannot hold connections.
     body_timeout_seconds: float = 30.0
-    # Pooled connections per upstream, all its replicas together (and as many again for long
-    # polls, upstreams.py). At an opening the crowd waits here for them, in arrival order, and
-    # whoever still waits when the product sells out is answered at the edge (proxy.py,
-    # shared/in_order.py last_look); more of them only lengthen order_service's queue of
-    # requests each place's decision waits behind. make load, 2,000 buyers: final answers' p99
-    # 0.83 and 0.96 s with 128, 1.26 and 1.09 s with 512; with 20,000, every buyer answered
-    # with 128, 513 orders answered 504 with 512 (docs/performance.md).
-    max_connections_per_upstream: int = 128
+    # Pooled connections per upstream, all its replicas together. At an opening the crowd
+    # waits here for them, in arrival order, and whoever still waits when the product sells
+    # out is answered at the edge (proxy.py, shared/in_order.py last_look); more of them only
+    # lengthen order_service's queue of requests each place's decision (and each payment's
+    # lease) waits behind: keep gateway processes × this near what order_service decides at
+    # once (ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT). make load, 2,000 buyers: final answers' p99
+    # 1.04 to 1.21 s with 32, 1.27 to 1.34 s with 128; 20,000 buyers over three gateways:
+    # 0, 0 and 5 answers 5xx with 32, hundreds to thousands with 128 (docs/performance.md).
+    max_connections_per_upstream: int = Field(default=32, ge=1)
+    # Long polls (a ticket's ?wait=) have a pool of their own per upstream (upstreams.py):
+    # each holds its connection for up to its wait, while its service holds only a future.
+    max_held_connections_per_upstream: int = Field(default=128, ge=1)
     # Streamed routes (/live) have a pool of their own, so open streams never take the
     # connections of ordinary requests; past this many open streams, 503 with Retry-After.
     max_open_streams: int = Field(default=20_000, gt=0)

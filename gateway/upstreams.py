@@ -1,5 +1,6 @@
 """The upstream pools, created in the lifespan: per service one pooled aiohttp session for
-ordinary requests and one for long polls (each GATEWAY_MAX_CONNECTIONS_PER_UPSTREAM), and one
+ordinary requests (GATEWAY_MAX_CONNECTIONS_PER_UPSTREAM) and one for long polls
+(GATEWAY_MAX_HELD_CONNECTIONS_PER_UPSTREAM), and one
 for every service's streams; and the addresses each service's name stands for (several replicas
 behind one name), one per request in turn.
 
@@ -41,10 +42,10 @@ class Upstreams:
         self.base_urls = settings.upstreams()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         # Long polls (a ticket's ?wait=), which their service holds for up to its wait: a pool
-        # of their own per service, as large as the ordinary one, so that buyers polling their
-        # tickets never take the connections anyone's order needs, and yet open no more
-        # connections to a service than that. (A held stream's reads of its ticket are short,
-        # and spread: proxy.held_refresh_after; they use the ordinary pool.)
+        # of their own per service (GATEWAY_MAX_HELD_CONNECTIONS_PER_UPSTREAM), so that buyers
+        # polling their tickets never take the connections anyone's order needs, and yet open
+        # no more connections to a service than that. (A held stream's reads of its ticket are
+        # short, and spread: proxy.held_refresh_after; they use the ordinary pool.)
         self.held: dict[str, aiohttp.ClientSession] = {}
         self._looking_again = False
         self._resolver: replicas.Resolver | None = None
@@ -89,7 +90,7 @@ class Upstreams:
             # the shared streams, which are opened by name.
             self.sessions[name] = self._session(self.settings.max_connections_per_upstream,
                                                 self.timeout)
-            self.held[name] = self._session(self.settings.max_connections_per_upstream,
+            self.held[name] = self._session(self.settings.max_held_connections_per_upstream,
                                             self.timeout)
         self._streams = self._session(self.settings.max_open_streams, self.stream_timeout)
 

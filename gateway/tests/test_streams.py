@@ -100,7 +100,8 @@ async def test_long_polls_take_no_connection_ordinary_requests_need(
     the ordinary pool, that many buyers waiting on their tickets would leave no connection for
     anyone's order."""
     settings = gateway_settings({n: s.url for n, s in rig.upstreams.items()}, redis_url,
-                                max_connections_per_upstream=2)
+                                max_connections_per_upstream=2,
+                                max_held_connections_per_upstream=2)
     gateway = ThreadedServer(create_app(settings)).start()
     headers = {"Authorization": f"Bearer {rig.token()}"}
     polls: list[asyncio.Task[httpx.Response]] = []
