@@ -215,7 +215,12 @@ class Tap:
     code: str = ""
     answered: float | None = None
     ticket: str | None = None
-    position: int | None = None
+    position: int | None = None  # the 202's, then the nearest the front seen while it waited
+    # While it waited: how often its position came nearer the front, and when it last did (or
+    # when the ticket came); with final_at, how long a buyer watched a line that did not move.
+    moves: int = 0
+    moved_at: float | None = None
+    longest_unmoved: float = 0.0
     # "ordered" or "refused"; None: no final answer
     state: str | None = None
     final_code: str = ""
@@ -228,6 +233,15 @@ class Tap:
     # Attempts of this POST cut by a fault (a 5xx, no answer, its key still held by an attempt
     # that died) and sent again with the same Idempotency-Key (`retry_for`).
     retried: int = 0
+
+    def moved(self, position: int | None, at: float) -> None:
+        since = self.moved_at if self.moved_at is not None else self.answered
+        if since is not None:
+            self.longest_unmoved = max(self.longest_unmoved, at - since)
+        if position is not None and self.position is not None and position < self.position:
+            self.moves += 1
+            self.position = position
+        self.moved_at = at
 
     def finish(self, state: str, code: str, order_id: int | None, at: float,
                status: int) -> None:
@@ -491,9 +505,19 @@ class Buyer:
         return urlsplit(url).path
 
     def take(self, tap: Tap, body: Any, at: float) -> None:
-        """A ticket's body, from its stream or a read: a final state finishes the tap."""
-        if not isinstance(body, dict) or body.get("state") not in FINAL_STATES:
+        """A ticket's body, from its stream or a read: a final state finishes the tap, a
+        position nearer the front is a move."""
+        if not isinstance(body, dict):
             return
+        if body.get("state") == "waiting" and tap.state is None:
+            position, shown = body.get("position"), tap.position
+            if isinstance(position, int) and shown is not None and position < shown:
+                tap.moved(position, at)
+            return
+        if body.get("state") not in FINAL_STATES:
+            return
+        if tap.state is None:
+            tap.moved(None, at)  # the wait ends here
         order = body.get("order") or {}
         problem = body.get("problem") or {}
         ordered = body["state"] == "ordered"

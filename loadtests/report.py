@@ -18,6 +18,7 @@ PAYMENTS = "POST /payments"
 # The goals of the opening (issue 17), in seconds from sale_opens_at.
 FINAL_WITHIN = 1.0  # p99 of the buyers' final answers, at the default crowd
 FIRST_WITHIN = 2.0  # every buyer a ticket or a final answer, at 20,000 buyers
+WAITED_AT_LEAST = 2.0  # a ticket answered sooner had no time to hear its position move
 FINAL_WITHIN_LARGE = 10.0  # every buyer a final answer, at 20,000 buyers
 
 
@@ -98,6 +99,7 @@ def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float,
 
     return {"buyers": len(buyers), "tickets": tickets, "orders_by_final": dict(sorted(
                 outcomes.items())),
+            "waiting": waiting_of(buyers),
             "first_answer": seconds(first) | {
                 f"share_within_{FIRST_WITHIN:g}_s": shares(first, FIRST_WITHIN)},
             "final_answer": seconds(final) | {
@@ -105,6 +107,20 @@ def buyers_at_opening(buyers: Sequence[Mapping[str, Any]], opens_at: float,
                 f"share_within_{FINAL_WITHIN_LARGE:g}_s": shares(final, FINAL_WITHIN_LARGE)},
             "fairness": fairness_of(buyers, decided_again).as_dict()
             | ({"stamps": stamp_order(buyers, stamps)} if stamps else {})}
+
+
+def waiting_of(buyers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the buyers who waited in line at least WAITED_AT_LEAST seconds for their final
+    answer saw of it: how many heard their position come nearer the front, and the longest
+    each went without hearing it move (the percentiles over them)."""
+    waited = [tap for buyer in buyers for tap in buyer.get("taps", ())
+              if tap.get("ticket") and tap.get("final_at") is not None and tap.get("answered")
+              and float(tap["final_at"]) - float(tap["answered"]) >= WAITED_AT_LEAST]
+    unmoved = [float(tap.get("longest_unmoved") or 0.0) for tap in waited]
+    return {f"waited_{WAITED_AT_LEAST:g}_s_or_more": len(waited),
+            "heard_a_move": round(sum(1 for tap in waited if tap.get("moves")) / len(waited), 4)
+            if waited else None,
+            "longest_unmoved": {f"p{p}_s": _finite(percentile(unmoved, p)) for p in (50, 95)}}
 
 
 def _finite(value: float) -> float | None:

@@ -416,6 +416,12 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
         print(f"  final answer from the opening: p50 {final['p50_s']} s, p99 {final['p99_s']} s, "
               f"max {final['max_s']} s; within 1 s {final['share_within_1_s']:.1%}, within 10 s "
               f"{final['share_within_10_s']:.1%}")
+        waiting = buyers.get("waiting")
+        if waiting and waiting["heard_a_move"] is not None:
+            unmoved = waiting["longest_unmoved"]
+            print(f"  waiting in line 2 s or more: {waiting['waited_2_s_or_more']} tickets, "
+                  f"{waiting['heard_a_move']:.1%} heard their position move; the longest each "
+                  f"went without a move: p50 {unmoved['p50_s']} s, p95 {unmoved['p95_s']} s")
         excused = fair["cut_by_faults"] + fair["decided_again"]
         print(f"  fairness over {fair['granted']} winners of {fair['buyers']}: Spearman "
               f"{fair['spearman']}, earliest arrivals' share of the winners "

@@ -41,6 +41,7 @@ class RecordedLine:
 
     stream_final: bool = True
     flip: bool = False
+    moves: bool = False  # the stream sends the position one nearer the front before the answer
     tickets: dict[str, int] = field(default_factory=dict)  # ticket -> position
     waited: int = 0
     live_lag: float = 0.0
@@ -91,6 +92,11 @@ class RecordedLine:
 
             async def stream() -> AsyncIterator[bytes]:
                 yield f"data: {json.dumps(self.body(ticket, final=False))}\n\n".encode()
+                if self.moves:
+                    await asyncio.sleep(0.1)
+                    nearer = self.body(ticket, final=False)
+                    nearer["position"] = max(1, nearer["position"] - 1)
+                    yield f"data: {json.dumps(nearer)}\n\n".encode()
                 await asyncio.sleep(0.2)
                 if self.stream_final:
                     yield f"data: {json.dumps(self.body(ticket))}\n\n".encode()
@@ -176,6 +182,22 @@ async def test_a_ticket_is_followed_through_its_stream_to_its_final_answer(
     counts = {(route, status): n for (route, status, _), n in crowd.counts.items()}
     assert counts[("GET /orders/tickets/{ticket}/events", 200)] == 4
     assert counts[("GET /products/{id}/live", 200)] == 4
+    assert verdict_of(crowd) == []
+
+
+async def test_a_waiting_buyer_counts_the_moves_of_its_position_towards_the_front(
+        server: str, line: RecordedLine) -> None:
+    """The report's `waiting` figures: each position nearer the front is a move, and the
+    longest a buyer went without one runs from its ticket to its final answer."""
+    line.moves = True
+    crowd = await crowd_of(server, 3, walk_away=1.0)
+    taps = sorted((b.taps[0] for b in crowd.buyers), key=lambda t: t.ticket or "")
+    for tap in taps:
+        assert tap.answered is not None
+        assert tap.final_at is not None
+        assert tap.moved_at == tap.final_at
+        assert 0.1 <= tap.longest_unmoved <= tap.final_at - tap.answered
+    assert sorted(t.moves for t in taps) == [0, 1, 1]  # the first place cannot move up
     assert verdict_of(crowd) == []
 
 

@@ -107,6 +107,20 @@ def test_buyers_at_the_opening_are_timed_from_the_opening_to_their_last_final_an
     assert figures["first_answer"]["share_within_2_s"] == 0.75
 
 
+def test_buyers_who_waited_are_told_by_how_often_their_position_moved() -> None:
+    def waited(seconds: float, moves: int, unmoved: float) -> dict[str, object]:
+        return crowd_tap(0.0, 0.1, 0.1 + seconds, "refused", "sold_out") | {
+            "moves": moves, "longest_unmoved": unmoved}
+
+    buyers = [{"taps": [waited(5.0, 3, 1.0)]}, {"taps": [waited(4.0, 0, 4.0)]},
+              {"taps": [waited(1.0, 0, 1.0)]},  # answered too soon to hear a move
+              {"taps": [crowd_tap(0.0, 0.1, 0.2, "ordered", status=201)]}]
+    waiting = buyers_at_opening(buyers, OPENS)["waiting"]
+    assert waiting["waited_2_s_or_more"] == 2
+    assert waiting["heard_a_move"] == 0.5
+    assert waiting["longest_unmoved"] == {"p50_s": 1.0, "p95_s": 4.0}
+
+
 def test_final_answers_stand_for_the_tickets_in_the_decisions() -> None:
     outcomes = {"records": [["POST /orders", 202, "", OPENS, 10.0]],
                 "buyers": [{"taps": [crowd_tap(0.0, 0.01, 0.9, "refused", "sold_out")]}]}
