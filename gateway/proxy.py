@@ -77,14 +77,21 @@ HELD_REFRESH_SECONDS = 10.0
 # Held streams' reads again together cost their service about this many reads a second per
 # gateway process (held_refresh_after): seen at 20,000 buyers, a read every 10 s per stream was
 # 2,000 reads a second, through the pool the orders wait for (with 128 connections, 14,791
-# buyers were left without a final answer; none once the reads were spread).
+# buyers were left without a final answer; none once the reads were spread). They go through
+# the long polls' pool now (_read_resource).
 HELD_READS_PER_SECOND = 100.0
 HEARTBEAT_SECONDS = 15.0
 # A held stream whose pending state named its place in a queue is sent its position as the
 # queue moves (shared/edge_finals.py): no more often than this, as order_service's own streams,
-# and no more than about this many such events a second per gateway process in all.
+# and no more than about this many such events a second per gateway process in all. At 20,000
+# buyers (some 1,900 streams held per gateway) 1,000 a second took a tenth of a CPU per gateway
+# from a machine the opening already fills.
 POSITION_EVERY_SECONDS = 0.5
-POSITION_EVENTS_PER_SECOND = 1000.0
+POSITION_EVENTS_PER_SECOND = 250.0
+# Such a stream still reads its resource again (a final whose message was missed, a position
+# the count cannot see), but rarely: a read is a request at its service.
+FOLLOWING_REFRESH_SECONDS = 30.0
+FOLLOWING_READS_PER_SECOND = 25.0
 HELD_ROUTE = "/api/v1/orders/tickets/{ticket}/events"
 _EDGE_FINAL = EDGE_FINAL_HEADER.lower().encode()
 _PENDING = EDGE_FINAL_PENDING.encode()
@@ -103,19 +110,25 @@ def _edge_final_mark(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return next((value for name, value in headers if name.lower() == _EDGE_FINAL), None)
 
 
-def held_refresh_after(held_streams: int) -> float:
+def held_refresh_after(held_streams: int, *, following: bool = False) -> float:
     """Seconds until a held stream reads its resource again, when `held_streams` are held
     here: HELD_REFRESH_SECONDS, longer when that many would read more than
     HELD_READS_PER_SECOND, and a quarter earlier or later at random, so that streams opened
-    together do not read together."""
-    return max(HELD_REFRESH_SECONDS, _reads_take(held_streams)) * \
+    together do not read together. `following` its queue, whose moves come without a read:
+    FOLLOWING_REFRESH_SECONDS and FOLLOWING_READS_PER_SECOND instead."""
+    least, reads_per_second = (FOLLOWING_REFRESH_SECONDS, FOLLOWING_READS_PER_SECOND) \
+        if following else (HELD_REFRESH_SECONDS, HELD_READS_PER_SECOND)
+    return max(least, held_streams / reads_per_second) * \
         random.uniform(0.75, 1.25)  # noqa: S311 (a spread in time, not a secret)
 
 
 def held_position_every(held_streams: int) -> float:
     """Seconds between a held stream's positions sent as its queue moves: POSITION_EVERY_SECONDS,
-    longer when `held_streams` would send more than POSITION_EVENTS_PER_SECOND."""
-    return max(POSITION_EVERY_SECONDS, held_streams / POSITION_EVENTS_PER_SECOND)
+    longer when `held_streams` would send more than POSITION_EVENTS_PER_SECOND, and a quarter
+    earlier or later at random: one count wakes every stream of its queue, and streams sent
+    their positions together would otherwise stay in step, a burst of sends each time."""
+    return max(POSITION_EVERY_SECONDS, held_streams / POSITION_EVENTS_PER_SECOND) * \
+        random.uniform(0.75, 1.25)  # noqa: S311 (a spread in time, not a secret)
 
 
 def held_read_soon(held_streams: int) -> float:
@@ -424,8 +437,10 @@ class Proxy:
         async def keep(message: Message) -> None:
             answered.setdefault(message["type"], message)
 
+        # On the long polls' pool: held streams read again now and then, and none of those
+        # reads waits among the orders for the ordinary pool's few connections.
         await self._relay(keep, service, "GET", url, headers, signature, b"", resendable=True,
-                          drop=_READ_DROP)
+                          drop=_READ_DROP, held_pool=True)
         start, body = answered["http.response.start"], answered.get("http.response.body", {})
         return start["status"], list(start.get("headers", [])), body.get("body", b"")
 
@@ -473,9 +488,10 @@ class Proxy:
             gone = asyncio.ensure_future(_until_disconnected(receive))
             try:
                 last_read = last_sent = time.monotonic()
-                refresh = held_refresh_after(self.held_streams)
-                reconnections = finals.reconnections
                 position = QueuePosition.of(place, payload)
+                following = position is not None
+                refresh = held_refresh_after(self.held_streams, following=following)
+                reconnections = finals.reconnections
                 while True:
                     now = time.monotonic()
                     wait = min(refresh - (now - last_read), HEARTBEAT_SECONDS - (now - last_sent))
@@ -491,7 +507,14 @@ class Proxy:
                                 await send({"type": "http.response.body",
                                             "body": sse_data(moved), "more_body": True})
                                 continue
-                            queue = position.place.queue  # woken when it moves
+                            if position.ended(finals):
+                                # At the front, or its queue begun again: the reads tell the
+                                # rest, as they do for a stream that follows none.
+                                position, following = None, False
+                                refresh = min(refresh, now - last_read +
+                                              held_refresh_after(self.held_streams))
+                            else:
+                                queue = position.place.queue  # woken when it moves
                     final = asyncio.ensure_future(finals.wait(path, user_id, max(wait, 0.0),
                                                               queue=queue))
                     await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -510,7 +533,8 @@ class Proxy:
                         reconnections = finals.reconnections
                         refresh = now - last_read + held_read_soon(self.held_streams)
                     if now - last_read >= refresh:
-                        last_read, refresh = now, held_refresh_after(self.held_streams)
+                        last_read, refresh = now, held_refresh_after(self.held_streams,
+                                                                     following=following)
                         status, response_headers, read = await self._read_resource(
                             service, url, headers, signature)
                         # A 5xx is no answer (the service overloaded or away): held on, as the
@@ -557,11 +581,11 @@ class Proxy:
 
     async def _relay(self, send: Send, service: str, method: str, url: URL,
                      headers: list[tuple[str, str]], signature: SignatureHeaders, body: bytes, *,
-                     resendable: bool, held_seconds: float = 0.0,
+                     resendable: bool, held_seconds: float = 0.0, held_pool: bool = False,
                      drop: frozenset[bytes] | None = None) -> None:
         upstreams = self.runtime.upstreams
         # A long poll, held by its service, in a pool of its own (Upstreams.held).
-        session = (upstreams.held if held_seconds else upstreams.sessions)[service]
+        session = (upstreams.held if held_seconds or held_pool else upstreams.sessions)[service]
         # The session's own unless held (None would mean no timeout at all).
         timeout = upstreams.held_timeout(held_seconds) if held_seconds else session.timeout
         if drop is None:

@@ -44,8 +44,9 @@ class Upstreams:
         # Long polls (a ticket's ?wait=), which their service holds for up to its wait: a pool
         # of their own per service (GATEWAY_MAX_HELD_CONNECTIONS_PER_UPSTREAM), so that buyers
         # polling their tickets never take the connections anyone's order needs, and yet open
-        # no more connections to a service than that. (A held stream's reads of its ticket are
-        # short, and spread: proxy.held_refresh_after; they use the ordinary pool.)
+        # no more connections to a service than that. A held stream's reads of its ticket
+        # (short, and spread: proxy.held_refresh_after) go through it too, never among the
+        # orders waiting for the ordinary pool.
         self.held: dict[str, aiohttp.ClientSession] = {}
         self._looking_again = False
         self._resolver: replicas.Resolver | None = None

@@ -48,8 +48,12 @@ base)`, without a read: held, the crowd's streams would otherwise hear their pos
 when they read their ticket again (every 10 s or more). It is an estimate between reads, as the
 place can only see the queue's front: a place put back in front of it (a decision to be made
 again) or taken before it by an earlier arrival heard late leaves it a little ahead of the
-truth until the next read, and a count heard before the pending state is never applied (a
-queue begun again counts from 0).
+truth until the next read. A read's position is counted from the count heard when its answer
+came, so the places that left while the read was on its way are not counted: a little behind
+the truth until the next move is heard. A count heard before the pending state is never
+applied, and one below the base (a queue begun again) ends the following: the reads tell the
+rest. A gateway older than this contract drops a message whose pending entries name a queue
+(with a warning): deploy gateways first.
 """
 
 from __future__ import annotations
@@ -205,10 +209,17 @@ class EdgeFinals:
         return heard[0] - place.base
 
     def rebased(self, place: Place) -> Place:
-        """`place` counted from now on: from the count heard last (its base if none was heard
-        since), for a position just read from the service."""
-        moved = self.moved_since(place)
-        return Place(place.queue, place.base + (moved or 0), time.monotonic())
+        """`place` counted from now on, for a position just read from the service: from the
+        count heard last (its base if none was heard since; a lower one if its queue began
+        again)."""
+        heard = self._moved.get(place.queue)
+        base = heard[0] if heard is not None and heard[1] >= place.heard_at else place.base
+        return Place(place.queue, base, time.monotonic())
+
+    def begun_again(self, place: Place) -> bool:
+        """Whether a count heard since `place` is below its base: its queue began again."""
+        heard = self._moved.get(place.queue)
+        return heard is not None and heard[1] >= place.heard_at and heard[0] < place.base
 
     def final_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s final state if `user_id` owns it and it is still held."""
@@ -274,6 +285,10 @@ class QueuePosition:
         self.shown = position
         self.state[POSITION_FIELD] = position
         return json.dumps(self.state, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def ended(self, finals: EdgeFinals) -> bool:
+        """Nothing more to follow: at the front, or its queue began again."""
+        return self.shown <= 1 or finals.begun_again(self.place)
 
     def read_again(self, body: bytes, finals: EdgeFinals) -> None:
         """The service's own reading of the resource, sent as it is: counted from there."""

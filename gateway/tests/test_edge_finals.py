@@ -111,6 +111,9 @@ class PendingTickets:
             if request.headers.get("x-user-id") != OWNER:
                 return JSONResponse({"code": "not_found"}, status_code=404,
                                     media_type="application/problem+json")
+            if request.url.path.endswith("-slow"):
+                await asyncio.sleep(3)
+                return JSONResponse({"state": "waiting", "position": 9})
             if self.reads + self.refused + 1 in self.unavailable:
                 self.refused += 1
                 return JSONResponse({"code": "upstream_unavailable"}, status_code=503,
@@ -137,11 +140,12 @@ class PendingTickets:
 
 @contextmanager
 def gateway_before(rig: Rig, redis_url: str, tickets: PendingTickets, *,
-                   held: bool = True) -> Iterator[str]:
+                   held: bool = True, **settings: object) -> Iterator[str]:
     upstreams = {name: server.url for name, server in rig.upstreams.items()}
     upstreams["order"] = tickets.server.url
     gateway = ThreadedServer(create_app(gateway_settings(upstreams, redis_url,
-                                                         edge_held_streams=held))).start()
+                                                         edge_held_streams=held,
+                                                         **settings))).start()
     try:
         yield gateway.url
     finally:
@@ -262,6 +266,28 @@ async def test_a_held_stream_hears_its_position_as_its_line_moves_without_a_read
                 assert await anext(events) == answer
                 assert [event async for event in events] == []
     assert (tickets.reads - reads, tickets.streams) == (0, 0)
+
+
+async def test_a_held_streams_reads_do_not_wait_among_the_orders(
+        rig: Rig, redis_url: str) -> None:
+    """The ordinary pool is the one the crowd's orders wait for (GATEWAY_MAX_CONNECTIONS_PER_
+    UPSTREAM, a few dozen): a held stream reads its ticket on the long polls' pool instead."""
+    with PendingTickets([5]) as tickets, \
+            gateway_before(rig, redis_url, tickets, max_connections_per_upstream=1,
+                           upstream_timeout_seconds=5.0) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            slow = asyncio.create_task(c.get("/api/v1/orders/tickets/1-ticket-that-is-slow",
+                                             headers=as_user(rig, OWNER)))
+            await asyncio.sleep(0.3)  # it holds the one ordinary connection for 3 s
+
+            async def first_event() -> dict[str, object]:
+                async with c.stream("GET", ticket_path() + "/events",
+                                    headers=as_user(rig, OWNER)) as stream:
+                    return await anext(events_of(stream))
+
+            assert await asyncio.wait_for(first_event(), 1.5) == {"state": "waiting",
+                                                                  "position": 5}
+            assert (await slow).status_code == 200
 
 
 async def test_a_held_stream_reads_its_ticket_again_and_ends_with_a_missed_answer(

@@ -69,8 +69,10 @@ def ticket_body(ticket: str, product_id: int, record: Record, position: int) -> 
     if record.body is not None and record.state in FINAL_STATES:
         body: dict[str, Any] = json.loads(record.body)
         return body
+    # A place being decided has left the line: it is at its front, whatever it was when taken.
     return {"ticket": ticket, "product_id": product_id,
-            "position": position or record.position, "state": client_state(record.state)}
+            "position": 1 if record.state == "deciding" else position or record.position,
+            "state": client_state(record.state)}
 
 
 def status_url(ticket: str) -> str:

@@ -12,6 +12,8 @@ KEYS, so the scripts run unchanged on a Redis Cluster. Per product:
     line:{p:<id>}:keys       hash: "<user>:<sha256 of the Idempotency-Key>" -> ticket
     line:{p:<id>}:done       sorted set: ticket -> when it got its answer (ms); kept `keep_ms`
     line:{p:<id>}:drainer    string: the process admitting the product's places, under a lease
+    line:{p:<id>}:moved      string: how many places have left the line's front (the edge's
+                             queue `line:<id>`, shared/edge_finals.py)
 
 Near the end of a product's stock one process at a time admits its places (the drainer): two
 replicas deciding neighbouring places raced for the last units, and the later place's reserve
@@ -93,9 +95,8 @@ _MOVED = """
 local function queue_place(k, product_id)
   return ',["line:' .. product_id .. '",' .. (redis.call('GET', KEYS[k]) or '0') .. ']'
 end
-local function publish_moved(k, f, product_id, n, keep)
+local function publish_moved(k, f, product_id, n)
   local count = redis.call('INCRBY', KEYS[k], n)
-  redis.call('PEXPIRE', KEYS[k], keep)
   if ARGV[f] ~= '' then
     redis.call('PUBLISH', ARGV[f], '{"ttl_ms":0,"finals":[],"moved":[["line:' .. product_id ..
       '",' .. count .. ']]}')
@@ -186,6 +187,7 @@ end
 if joined and was_empty then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 publish_finals(7, {}, pending)
 renew(keep * 2, 6)
+redis.call('PEXPIRE', KEYS[8], keep * 2)
 return out
 """
 
@@ -204,6 +206,7 @@ local now = now_ms()
 local lease = tonumber(ARGV[2])
 if not drains_here_or_nowhere(4, ARGV[6]) then
   renew(tonumber(ARGV[3]) * 2, 3)
+  redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[3]) * 2)
   return {{}, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), 1}
 end
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
@@ -232,7 +235,7 @@ end
 if left > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], left)
   for i = 1, #popped, 2 do admit(popped[i]) end
-  if #popped > 0 then publish_moved(5, 8, ARGV[9], #popped / 2, tonumber(ARGV[3]) * 2) end
+  if #popped > 0 then publish_moved(5, 8, ARGV[9], #popped / 2) end
 end
 local waiting = redis.call('ZCARD', KEYS[1])
 if ARGV[7] == '1' then
@@ -243,6 +246,7 @@ elseif redis.call('GET', KEYS[4]) == ARGV[6] then
   redis.call('DEL', KEYS[4])
 end
 renew(tonumber(ARGV[3]) * 2, 3)
+redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[3]) * 2)
 return {out, waiting, redis.call('ZCARD', KEYS[2]), 0}
 """
 

@@ -149,6 +149,41 @@ def test_a_pending_place_follows_its_queue_from_counts_heard_after_it() -> None:
     assert position_of(position.moved(finals)) == 1  # at the front, never past it
 
 
+def test_a_count_heard_before_the_place_is_not_applied_even_above_its_base() -> None:
+    """A queue begun again: the gateway still holds the old queue's count, far above the new
+    place's base. Only a count heard after the place counts, and one below its base ends the
+    following."""
+    finals = EdgeFinals()
+    finals.heard(moved("line:1", 5000))  # the old queue's
+    finals.heard(placed("/t/1", 10, "line:1", 0))
+    place = finals.place_for("/t/1", "42")
+    assert place is not None
+    position = QueuePosition.of(place, b'{"position":10}')
+    assert position is not None
+    assert position.moved(finals) is None
+    assert not position.ended(finals)
+    finals.heard(moved("line:1", 3))
+    assert position_of(position.moved(finals)) == 7
+
+
+def test_following_ends_at_the_front_or_when_the_queue_begins_again() -> None:
+    finals = EdgeFinals()
+    finals.heard(placed("/t/1", 3, "line:1", 100))
+    position = QueuePosition.of(finals.place_for("/t/1", "42"), b'{"position":3}')
+    assert position is not None
+    finals.heard(moved("line:1", 101))
+    assert position_of(position.moved(finals)) == 2
+    assert not position.ended(finals)
+    finals.heard(moved("line:1", 7))  # begun again: its counts are another queue's
+    assert position.moved(finals) is None
+    assert position.ended(finals)
+    again = QueuePosition.of(finals.place_for("/t/1", "42"), b'{"position":3}')
+    assert again is not None
+    finals.heard(moved("line:1", 150))
+    assert position_of(again.moved(finals)) == 1
+    assert again.ended(finals)  # at the front: nothing more to follow
+
+
 def test_a_place_follows_only_towards_the_front() -> None:
     """A count lower than the place's base (its queue begun again) is not applied, and a
     position already shown is not sent again."""

@@ -24,6 +24,7 @@ from order_service.orders.line import (
     _Batches,
     key_field,
     new_ticket,
+    ticket_body,
 )
 from order_service.orders.scripts import PRODUCTS_KEY, LineKeys, LineScripts, NewPlace
 from shared.testing.redis_cluster import redis_cluster
@@ -281,6 +282,10 @@ async def test_a_watched_ticket_hears_its_position_move_up_from_one_read(
     for ticket in (first, last):
         line.watch.close(ticket)
     assert line.watch.waiting() == {}
+    # Read, a place being decided is at the front, whatever its position when it was taken.
+    [(record, position)] = await scripts.read(product_id, [places[2].ticket])
+    assert record is not None
+    assert ticket_body(places[2].ticket, product_id, record, position)["position"] == 1
 
 
 async def test_a_lease_its_replica_renews_is_not_admitted_again(client: Redis) -> None:
