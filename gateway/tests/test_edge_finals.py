@@ -46,6 +46,22 @@ def as_user(rig: Rig, sub: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {rig.token(sub=sub)}"}
 
 
+async def pending_heard(redis: Redis, rig: Rig, client: httpx.AsyncClient,
+                        entry: list[object]) -> None:
+    """`entry` published pending, and heard by the gateway behind `client`: it comes with a
+    final of another path in the same message, read until the gateway answers it."""
+    heard_path = ticket_path()
+    await redis.publish(Channels(rig.settings.pubsub_prefix).name(FINALS_TOPIC), json.dumps({
+        "ttl_ms": 5000, "finals": [[heard_path, OWNER, {"state": "ordered"}]],
+        "pending": [entry]}))
+
+    async def heard() -> bool:
+        read = await client.get(heard_path, headers=as_user(rig, OWNER))
+        return bool(read.json() == {"state": "ordered"})
+
+    await until(heard)
+
+
 async def test_an_answered_tickets_reads_by_its_owner_are_given_at_the_edge(
         client: httpx.AsyncClient, rig: Rig, redis: Redis) -> None:
     path = ticket_path()
@@ -195,23 +211,13 @@ async def test_a_stream_opened_right_after_its_place_was_taken_is_held_without_a
         rig: Rig, redis: Redis, redis_url: str) -> None:
     """The place's pending state, heard on the finals channel when it was taken, is the
     stream's first event: order_service is not asked at all."""
-    path, heard_path = ticket_path(), ticket_path()
+    path = ticket_path()
     waiting: dict[str, object] = {"ticket": path.rsplit("/", 1)[1], "product_id": 1,
                                   "position": 4, "state": "waiting"}
     answer: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
-    channel = Channels(rig.settings.pubsub_prefix).name(FINALS_TOPIC)
     with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as c:
-            # With a final of another path in the same message, to know when it was heard.
-            await redis.publish(channel, json.dumps({
-                "ttl_ms": 5000, "finals": [[heard_path, OWNER, {"state": "ordered"}]],
-                "pending": [[path, OWNER, waiting]]}))
-
-            async def heard() -> bool:
-                read = await c.get(heard_path, headers=as_user(rig, OWNER))
-                return bool(read.json() == {"state": "ordered"})
-
-            await until(heard)
+            await pending_heard(redis, rig, c, [path, OWNER, waiting])
             reads = tickets.reads
             async with c.stream("GET", path + "/events", headers=as_user(rig, OWNER)) as stream:
                 assert stream.status_code == 200
@@ -232,7 +238,7 @@ async def test_a_held_stream_hears_its_position_as_its_line_moves_without_a_read
     line's front moves (CLAIM's counts), from memory: order_service is not asked, and a count
     that does not bring it nearer the front sends nothing."""
     monkeypatch.setattr(proxy, "POSITION_EVERY_SECONDS", 0.05)
-    path, heard_path = ticket_path(), ticket_path()
+    path = ticket_path()
     waiting: dict[str, object] = {"ticket": path.rsplit("/", 1)[1], "product_id": 1,
                                   "position": 40, "state": "waiting"}
     answer: dict[str, object] = {"state": "refused", "problem": {"code": "sold_out"}}
@@ -244,15 +250,7 @@ async def test_a_held_stream_hears_its_position_as_its_line_moves_without_a_read
 
     with PendingTickets([5]) as tickets, gateway_before(rig, redis_url, tickets) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as c:
-            await redis.publish(channel, json.dumps({
-                "ttl_ms": 5000, "finals": [[heard_path, OWNER, {"state": "ordered"}]],
-                "pending": [[path, OWNER, waiting, ["line:1", 100]]]}))
-
-            async def heard() -> bool:
-                read = await c.get(heard_path, headers=as_user(rig, OWNER))
-                return bool(read.json() == {"state": "ordered"})
-
-            await until(heard)
+            await pending_heard(redis, rig, c, [path, OWNER, waiting, ["line:1", 100]])
             reads = tickets.reads
             async with c.stream("GET", path + "/events", headers=as_user(rig, OWNER)) as stream:
                 events = events_of(stream)

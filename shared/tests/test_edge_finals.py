@@ -122,6 +122,15 @@ def moved(queue: str, count: int) -> str:
     return json.dumps({"ttl_ms": 0, "finals": [], "moved": [[queue, count]]})
 
 
+def following(finals: EdgeFinals, position: int, base: int) -> QueuePosition:
+    """A stream of /t/1 held on its pending place, `position` in line:1 at `base`."""
+    finals.heard(placed("/t/1", position, "line:1", base))
+    followed = QueuePosition.of(finals.place_for("/t/1", "42"),
+                                json.dumps({"position": position}).encode())
+    assert followed is not None
+    return followed
+
+
 def position_of(body: bytes | None) -> object:
     assert body is not None
     return json.loads(body)["position"]
@@ -168,9 +177,7 @@ def test_a_count_heard_before_the_place_is_not_applied_even_above_its_base() -> 
 
 def test_following_ends_at_the_front_or_when_the_queue_begins_again() -> None:
     finals = EdgeFinals()
-    finals.heard(placed("/t/1", 3, "line:1", 100))
-    position = QueuePosition.of(finals.place_for("/t/1", "42"), b'{"position":3}')
-    assert position is not None
+    position = following(finals, 3, 100)
     finals.heard(moved("line:1", 101))
     assert position_of(position.moved(finals)) == 2
     assert not position.ended(finals)
@@ -188,10 +195,7 @@ def test_a_place_follows_only_towards_the_front() -> None:
     """A count lower than the place's base (its queue begun again) is not applied, and a
     position already shown is not sent again."""
     finals = EdgeFinals()
-    finals.heard(placed("/t/1", 10, "line:1", 50))
-    place = finals.place_for("/t/1", "42")
-    position = QueuePosition.of(place, b'{"position":10}')
-    assert position is not None
+    position = following(finals, 10, 50)
     finals.heard(moved("line:1", 3))
     assert position.moved(finals) is None
     finals.heard(moved("line:1", 54))
@@ -204,9 +208,7 @@ def test_a_position_read_again_is_followed_from_there() -> None:
     """The service's own reading (a place put back in front of it, say) is exact: the place is
     counted from it and the count heard by then."""
     finals = EdgeFinals()
-    finals.heard(placed("/t/1", 10, "line:1", 0))
-    position = QueuePosition.of(finals.place_for("/t/1", "42"), b'{"position":10}')
-    assert position is not None
+    position = following(finals, 10, 0)
     finals.heard(moved("line:1", 4))
     assert position_of(position.moved(finals)) == 6
     position.read_again(b'{"position":8}', finals)  # two places went back in front of it
