@@ -50,9 +50,8 @@ class Settings(ServiceSettings):
     # lengthen order_service's queue of requests each place's decision (and each payment's
     # lease) waits behind: keep gateway processes times this near what order_service decides at
     # once (ORDER_RESERVES_IN_FLIGHT_PER_PRODUCT). make load, 2,000 buyers: final answers' p99
-    # 1.04 to 1.21 s with 32, 1.27 to 1.34 s with 128. 20,000 buyers over three gateways go
-    # one of two ways with either (docs/performance.md): with 32, three runs answered every
-    # buyer (0, 0 and 5 answers 5xx) and two did not; with 128, none without hundreds of 5xx.
+    # 1.04 to 1.21 s with 32, 1.27 to 1.34 s with 128. At 20,000 buyers over three gateways
+    # the opening goes one of two ways with either (docs/performance.md).
     max_connections_per_upstream: int = Field(default=32, ge=1)
     # Long polls (a ticket's ?wait=) have a pool of their own per upstream (upstreams.py):
     # each holds its connection for up to its wait, while its service holds only a future.

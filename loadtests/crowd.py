@@ -235,10 +235,11 @@ class Tap:
     retried: int = 0
 
     def moved(self, position: int | None, at: float) -> None:
+        """Its position came nearer the front (None: its wait ended) at `at`."""
         since = self.moved_at if self.moved_at is not None else self.answered
         if since is not None:
             self.longest_unmoved = max(self.longest_unmoved, at - since)
-        if position is not None and self.position is not None and position < self.position:
+        if position is not None:
             self.moves += 1
             self.position = position
         self.moved_at = at

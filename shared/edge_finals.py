@@ -190,40 +190,42 @@ class EdgeFinals:
 
     def pending_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s pending state if `user_id` owns it and it is still fresh."""
-        return _owned(self._pending, path, user_id)
+        entry = _owned(self._pending, path, user_id)
+        return None if entry is None else entry.body
 
     def place_for(self, path: str, user_id: str) -> Place | None:
         """Where `path`'s pending state stands in its queue, if it is `user_id`'s, still fresh,
         and named one."""
-        entry = self._pending.get(path)
-        if entry is None or entry.owner != user_id or entry.until <= time.monotonic():
-            return None
-        return entry.place
+        entry = _owned(self._pending, path, user_id)
+        return None if entry is None else entry.place
 
     def moved_since(self, place: Place) -> int | None:
         """How many places have left the front of `place`'s queue since its position was
         taken, from a count heard after it was; None if none was (or one that went back)."""
-        heard = self._moved.get(place.queue)
-        if heard is None or heard[1] < place.heard_at or heard[0] < place.base:
-            return None
-        return heard[0] - place.base
+        count = self._count_since(place)
+        return None if count is None or count < place.base else count - place.base
 
     def rebased(self, place: Place) -> Place:
         """`place` counted from now on, for a position just read from the service: from the
         count heard last (its base if none was heard since; a lower one if its queue began
         again)."""
-        heard = self._moved.get(place.queue)
-        base = heard[0] if heard is not None and heard[1] >= place.heard_at else place.base
-        return Place(place.queue, base, time.monotonic())
+        count = self._count_since(place)
+        return Place(place.queue, place.base if count is None else count, time.monotonic())
 
     def begun_again(self, place: Place) -> bool:
         """Whether a count heard since `place` is below its base: its queue began again."""
+        count = self._count_since(place)
+        return count is not None and count < place.base
+
+    def _count_since(self, place: Place) -> int | None:
+        """The count of `place`'s queue heard last, if heard since the place was."""
         heard = self._moved.get(place.queue)
-        return heard is not None and heard[1] >= place.heard_at and heard[0] < place.base
+        return None if heard is None or heard[1] < place.heard_at else heard[0]
 
     def final_for(self, path: str, user_id: str) -> bytes | None:
         """The body of `path`'s final state if `user_id` owns it and it is still held."""
-        return _owned(self._held, path, user_id)
+        entry = _owned(self._held, path, user_id)
+        return None if entry is None else entry.body
 
 
 def _wake(waiters: Iterable[asyncio.Future[None]]) -> None:
@@ -252,8 +254,8 @@ def _entries(raw: object) -> list[tuple[str, str, bytes, tuple[str, int] | None]
 
 
 class QueuePosition:
-    """A held stream's position as its queue moves (module docstring): sent when it comes
-    nearer the front, at most once every `every` seconds."""
+    """A held stream's position as its queue moves (module docstring): given when it comes
+    nearer the front; `due` is when its holder may send the next."""
 
     def __init__(self, place: Place, state: dict[str, object], position: int) -> None:
         self.place = place
@@ -265,14 +267,8 @@ class QueuePosition:
     @classmethod
     def of(cls, place: Place | None, body: bytes) -> QueuePosition | None:
         """Following `body`'s position from `place`; None without a place or a position."""
-        if place is None:
-            return None
-        state = _state(body)
-        if state is None:
-            return None
-        position = state[POSITION_FIELD]
-        assert isinstance(position, int)
-        return cls(place, state, position)
+        read = None if place is None else _position_of(body)
+        return None if place is None or read is None else cls(place, *read)
 
     def moved(self, finals: EdgeFinals) -> bytes | None:
         """The body with its position now, if it came nearer the front since last sent."""
@@ -292,31 +288,34 @@ class QueuePosition:
 
     def read_again(self, body: bytes, finals: EdgeFinals) -> None:
         """The service's own reading of the resource, sent as it is: counted from there."""
-        state = _state(body)
-        if state is None:
+        read = _position_of(body)
+        if read is None:
             return
-        position = state[POSITION_FIELD]
-        assert isinstance(position, int)
         self.place = finals.rebased(self.place)
-        self.state, self.start, self.shown = state, position, position
+        self.state, self.start = read
+        self.shown = self.start
 
 
-def _state(body: bytes) -> dict[str, object] | None:
-    """A pending body as JSON, if it has a position."""
+def _position_of(body: bytes) -> tuple[dict[str, object], int] | None:
+    """A pending body as JSON and its position, if it has one."""
     try:
         state = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(state, dict) or type(state.get(POSITION_FIELD)) is not int:
+    if not isinstance(state, dict):
         return None
-    return state
+    position = state.get(POSITION_FIELD)
+    if type(position) is not int:
+        return None
+    return state, position
 
 
-def _owned(held: OrderedDict[str, Final], path: str, user_id: str) -> bytes | None:
+def _owned(held: OrderedDict[str, Final], path: str, user_id: str) -> Final | None:
+    """`path`'s entry if `user_id` owns it and its time is not up (else forgotten)."""
     entry = held.get(path)
     if entry is None or entry.owner != user_id:
         return None
     if entry.until <= time.monotonic():
         del held[path]
         return None
-    return entry.body
+    return entry

@@ -135,6 +135,8 @@ local was_empty = redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS
 local joined = false
 local out = {}
 local pending = {}
+-- Where new places stand as the edge's queue, read once: only CLAIM changes the count.
+local place = nil
 for i = 11, #ARGV, 10 do
   local mode, ticket, user, key_field = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local existing = false
@@ -177,9 +179,10 @@ for i = 11, #ARGV, 10 do
       else
         out[#out + 1] = {'joined', ticket, position}
         joined = true
+        place = place or queue_place(8, ARGV[4])
         pending[#pending + 1] = final_entry(7, ticket, user, '{"ticket":' ..
           cjson.encode(ticket) .. ',"product_id":' .. ARGV[4] .. ',"position":' ..
-          position .. ',"state":"waiting"}', queue_place(8, ARGV[4]))
+          position .. ',"state":"waiting"}', place)
       end
     end
   end
