@@ -416,6 +416,12 @@ def print_summary(summary: dict[str, Any], verdict: Sequence[str]) -> None:
         print(f"  final answer from the opening: p50 {final['p50_s']} s, p99 {final['p99_s']} s, "
               f"max {final['max_s']} s; within 1 s {final['share_within_1_s']:.1%}, within 10 s "
               f"{final['share_within_10_s']:.1%}")
+        phases = buyers.get("phases")
+        if phases:
+            print(f"  where the time went: the crowd's last send at {phases['last_sent_s']} s, "
+                  f"the first order answered at {phases['first_order_s']} s, the first "
+                  f"sold_out at {phases['first_sold_out_s']} s, the final answers' p99 at "
+                  f"{final['p99_s']} s")
         waiting = buyers.get("waiting")
         if waiting and waiting["heard_a_move"] is not None:
             unmoved = waiting["longest_unmoved"]

@@ -107,6 +107,22 @@ def test_buyers_at_the_opening_are_timed_from_the_opening_to_their_last_final_an
     assert figures["first_answer"]["share_within_2_s"] == 0.75
 
 
+def test_the_opening_is_split_into_the_sends_the_first_order_and_the_first_sold_out() -> None:
+    buyers = [{"taps": [crowd_tap(0.02, 0.1, 0.45, "ordered", status=201)]},
+              {"taps": [crowd_tap(0.0, 0.1, 0.6, "ordered")]},
+              {"taps": [crowd_tap(0.15, 0.2, 1.1, "refused", "sold_out", status=409)]},
+              # refused before the stock ran out: not the sell-out
+              {"taps": [crowd_tap(0.01, 0.3, 0.3, "refused", "purchase_limit_exceeded")]},
+              {"taps": [crowd_tap(0.05, 0.2, 1.0, "refused", "sold_out"),
+                        crowd_tap(0.07, 0.4, None, None)]}]  # never final
+    assert buyers_at_opening(buyers, OPENS)["phases"] == {
+        "last_sent_s": 0.15, "first_order_s": 0.45, "first_sold_out_s": 1.0}
+    assert buyers_at_opening([{"taps": [crowd_tap(0.0, 0.1, None, None)]}], OPENS)["phases"] == {
+        "last_sent_s": 0.0, "first_order_s": None, "first_sold_out_s": None}
+    assert buyers_at_opening([], OPENS)["phases"] == {
+        "last_sent_s": None, "first_order_s": None, "first_sold_out_s": None}
+
+
 def test_buyers_who_waited_are_told_by_how_often_their_position_moved() -> None:
     def waited(seconds: float, moves: int, unmoved: float) -> dict[str, object]:
         return crowd_tap(0.0, 0.1, 0.1 + seconds, "refused", "sold_out") | {
