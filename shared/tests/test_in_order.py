@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_reqrep import ClientRequest
+from yarl import URL
 
 from shared.in_order import InOrderConnector, last_look
 
@@ -326,3 +328,25 @@ async def test_a_request_cancelled_as_its_look_ends_it_is_cancelled_not_answered
         with last_look(lambda: None):
             assert await _get(session, f"{upstream.url}/next") == "/next"
     assert upstream.reached == ["/held", "/next"]
+
+
+async def test_a_connection_freed_goes_to_the_request_waiting_for_it_not_to_a_newcomer(
+        upstream: Upstream) -> None:
+    # The gateway's case: a request's answer frees a connection while others wait for one, and
+    # requests already due to run in that turn of the loop (at an opening, the next batch of
+    # the crowd, just checked) ask for one before the waiter woken for it has run. aiohttp gave
+    # them the idle connection: blocks of later buyers overtook earlier ones.
+    async with in_order_session(1, GatedResolver()) as session:
+        connector = session.connector
+        assert isinstance(connector, InOrderConnector)
+        request = ClientRequest("GET", URL(f"{upstream.url}/taken"),
+                                loop=asyncio.get_running_loop())
+        taken = await connector.connect(request, [], aiohttp.ClientTimeout(total=5))
+        waiting = asyncio.create_task(_get(session, f"{upstream.url}/waiting"))
+        await asyncio.sleep(SETTLE_SECONDS / 10)
+        assert upstream.reached == []  # waiting for the pool's one connection
+        newcomer = asyncio.create_task(_get(session, f"{upstream.url}/newcomer"))
+        taken.release()  # idle now; the waiter is woken, the newcomer's step runs first
+        assert await asyncio.wait_for(asyncio.gather(waiting, newcomer), SETTLE_SECONDS * 4) == [
+            "/waiting", "/newcomer"]
+        assert upstream.reached == ["/waiting", "/newcomer"]
