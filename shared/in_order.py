@@ -8,7 +8,13 @@ and are sent first. Measured at the gateway in `make load` (2,000 orders, 512 co
 order_service): the earliest arrivals reached order_service up to 0.8 s after later ones, found
 the line already served, and a quarter of the units went to later buyers.
 
-Here a request that has its connection waits while an earlier request to the same address is
+A connection freed while requests wait for one is theirs: aiohttp gives an idle connection to
+whoever asks next, before the waiter it woke for it has run, so a request asking in that turn of
+the loop (at an opening, the next batch of the crowd, just checked while decisions are under
+way) took it, and blocks of later buyers overtook earlier ones. Here a request that finds others
+waiting, or woken and not yet served, for as many connections as are free, waits behind them.
+
+And a request that has its connection waits while an earlier request to the same address is
 still opening one, and they go in the order they asked. Only openings are waited for: they end
 by themselves (connected, refused, or the connect timeout), whereas an earlier request still
 waiting for a free connection may be waiting for this very one. Only the same address's: an
@@ -32,6 +38,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -96,6 +103,8 @@ class InOrderConnector(aiohttp.TCPConnector):
         # again raised, for the request it ended.
         self._looking: dict[asyncio.Task[Any], Callable[[], None]] = {}
         self._ended: dict[asyncio.Task[Any], BaseException] = {}
+        # Per address, the waiters woken for a freed connection that have not yet run.
+        self._woken: dict[ConnectionKey, set[asyncio.Future[None]]] = {}
 
     @property
     def looking(self) -> int:
@@ -121,12 +130,12 @@ class InOrderConnector(aiohttp.TCPConnector):
         look = _LAST_LOOK.get()
         task = asyncio.current_task()
         if look is None or task is None:
-            await super()._wait_for_available_connection(key, traces)
+            await self._wait_in_queue(key, traces)
             return
         self._looking[task] = look
         cancelling = task.cancelling()
         try:
-            await super()._wait_for_available_connection(key, traces)
+            await self._wait_in_queue(key, traces)
         except asyncio.CancelledError:
             ended = self._ended.pop(task, None)
             if self._available_connections(key) > 0:
@@ -142,8 +151,69 @@ class InOrderConnector(aiohttp.TCPConnector):
             self._looking.pop(task, None)
             self._ended.pop(task, None)
 
+    def _queue_ahead(self, key: ConnectionKey) -> bool:
+        """Requests asked earlier still wait for a connection to `key`, or were woken for
+        every one free and have not taken it yet."""
+        waiters = self._waiters.get(key)
+        if waiters and any(not waiter.done() for waiter in waiters):
+            return True
+        woken = self._woken.get(key)
+        return woken is not None and len(woken) >= self._available_connections(key)
+
+    async def _wait_in_queue(self, key: ConnectionKey, traces: list[Trace]) -> None:
+        """aiohttp's wait for a free connection (3.14), noting when its waiter is woken and
+        when it has run."""
+        attempts = 0
+        while True:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            keyed_waiters = self._waiters[key]
+            keyed_waiters[fut] = None
+            if attempts:
+                # Woken before, and the connection gone again (closed): the queue's front.
+                keyed_waiters.move_to_end(fut, last=False)
+            try:
+                if traces:
+                    for trace in traces:
+                        await trace.send_connection_queued_start()
+                await fut
+                if traces:
+                    for trace in traces:
+                        await trace.send_connection_queued_end()
+            finally:
+                keyed_waiters.pop(fut, None)
+                if not self._waiters.get(key, True):
+                    del self._waiters[key]
+                woken = self._woken.get(key)
+                if woken is not None:
+                    woken.discard(fut)
+                    if not woken:
+                        del self._woken[key]
+            if self._available_connections(key) > 0:
+                break
+            attempts += 1
+
+    def _release_waiter(self) -> None:
+        """aiohttp's (3.14): the first waiter of an address with a free connection is woken,
+        and noted as woken until it has run."""
+        if not self._waiters:
+            return
+        queues = list(self._waiters)
+        random.shuffle(queues)
+        for key in queues:
+            if self._available_connections(key) < 1:
+                continue
+            waiters = self._waiters[key]
+            while waiters:
+                waiter, _ = waiters.popitem(last=False)
+                if not waiter.done():
+                    waiter.set_result(None)
+                    self._woken.setdefault(key, set()).add(waiter)
+                    return
+
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> aiohttp.connector.Connection:
+        if self._queue_ahead(req.connection_key):
+            await self._wait_for_available_connection(req.connection_key, traces)
         number = next(self._numbers)
         self._number_of[id(req)] = number
         try:

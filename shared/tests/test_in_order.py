@@ -347,6 +347,6 @@ async def test_a_connection_freed_goes_to_the_request_waiting_for_it_not_to_a_ne
         assert upstream.reached == []  # waiting for the pool's one connection
         newcomer = asyncio.create_task(_get(session, f"{upstream.url}/newcomer"))
         taken.release()  # idle now; the waiter is woken, the newcomer's step runs first
-        assert await asyncio.wait_for(asyncio.gather(waiting, newcomer), SETTLE_SECONDS * 4) == [
-            "/waiting", "/newcomer"]
+        answers = await asyncio.wait_for(asyncio.gather(waiting, newcomer), SETTLE_SECONDS * 4)
+        assert list(answers) == ["/waiting", "/newcomer"]
         assert upstream.reached == ["/waiting", "/newcomer"]
