@@ -350,3 +350,25 @@ async def test_a_connection_freed_goes_to_the_request_waiting_for_it_not_to_a_ne
         answers = await asyncio.wait_for(asyncio.gather(waiting, newcomer), SETTLE_SECONDS * 4)
         assert list(answers) == ["/waiting", "/newcomer"]
         assert upstream.reached == ["/waiting", "/newcomer"]
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_passes_the_freed_connection_on(
+        upstream: Upstream) -> None:
+    # Woken for a freed connection and cancelled before it ran (its timeout, its client gone):
+    # the connection is the next waiter's, and a newcomer, waiting behind, gets one after it.
+    async with in_order_session(1, GatedResolver()) as session:
+        connector = session.connector
+        assert isinstance(connector, InOrderConnector)
+        request = ClientRequest("GET", URL(f"{upstream.url}/taken"),
+                                loop=asyncio.get_running_loop())
+        taken = await connector.connect(request, [], aiohttp.ClientTimeout(total=5))
+        first = asyncio.create_task(_get(session, f"{upstream.url}/first"))
+        second = asyncio.create_task(_get(session, f"{upstream.url}/second"))
+        await asyncio.sleep(SETTLE_SECONDS / 10)
+        taken.release()  # wakes `first`
+        first.cancel()
+        newcomer = asyncio.create_task(_get(session, f"{upstream.url}/newcomer"))
+        answers = await asyncio.wait_for(asyncio.gather(second, newcomer), SETTLE_SECONDS * 4)
+        assert list(answers) == ["/second", "/newcomer"]
+        assert first.cancelled()
+        assert upstream.reached == ["/second", "/newcomer"]
