@@ -13,6 +13,9 @@ whoever asks next, before the waiter it woke for it has run, so a request asking
 the loop (at an opening, the next batch of the crowd, just checked while decisions are under
 way) took it, and blocks of later buyers overtook earlier ones. Here a request that finds others
 waiting, or woken and not yet served, for as many connections as are free, waits behind them.
+This holds per address: with one limit over several (a service's replicas), a request to
+another replica may still take a connection's slot freed for a waiter, as aiohttp wakes the
+waiters of different addresses in no set order.
 
 And a request that has its connection waits while an earlier request to the same address is
 still opening one, and they go in the order they asked. Only openings are waited for: they end
@@ -138,9 +141,6 @@ class InOrderConnector(aiohttp.TCPConnector):
             await self._wait_in_queue(key, traces)
         except asyncio.CancelledError:
             ended = self._ended.pop(task, None)
-            if self._available_connections(key) > 0:
-                # A connection freed for it as it ended goes to the next one waiting.
-                self._release_waiter()
             if ended is None:
                 raise
             task.uncancel()
@@ -179,6 +179,13 @@ class InOrderConnector(aiohttp.TCPConnector):
                 if traces:
                     for trace in traces:
                         await trace.send_connection_queued_end()
+            except BaseException:
+                if fut.done() and not fut.cancelled() and self._available_connections(key) > 0:
+                    # Woken for a freed connection and gone before taking it (a timeout, its
+                    # client, its last look): the next waiter's. Newcomers wait behind the
+                    # queue here, so none would take it and wake the next in turn.
+                    self._release_waiter()
+                raise
             finally:
                 keyed_waiters.pop(fut, None)
                 if not self._waiters.get(key, True):
@@ -212,11 +219,12 @@ class InOrderConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> aiohttp.connector.Connection:
-        if self._queue_ahead(req.connection_key):
-            await self._wait_for_available_connection(req.connection_key, traces)
+        # Numbered before any wait behind the queue: the order asked is the order of openings.
         number = next(self._numbers)
         self._number_of[id(req)] = number
         try:
+            if self._queue_ahead(req.connection_key):
+                await self._wait_for_available_connection(req.connection_key, traces)
             while True:
                 connection = await super().connect(req, traces, timeout)
                 turns = self._turns.get(req.connection_key)
