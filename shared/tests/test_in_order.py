@@ -330,6 +330,16 @@ async def test_a_request_cancelled_as_its_look_ends_it_is_cancelled_not_answered
     assert upstream.reached == ["/held", "/next"]
 
 
+async def _take_the_connection(session: aiohttp.ClientSession,
+                               upstream: Upstream) -> aiohttp.connector.Connection:
+    """The pool's one connection, taken outside any request: released by the test itself, in
+    the step it chooses."""
+    connector = session.connector
+    assert isinstance(connector, InOrderConnector)
+    request = ClientRequest("GET", URL(f"{upstream.url}/taken"), loop=asyncio.get_running_loop())
+    return await connector.connect(request, [], aiohttp.ClientTimeout(total=5))
+
+
 async def test_a_connection_freed_goes_to_the_request_waiting_for_it_not_to_a_newcomer(
         upstream: Upstream) -> None:
     # The gateway's case: a request's answer frees a connection while others wait for one, and
@@ -337,11 +347,7 @@ async def test_a_connection_freed_goes_to_the_request_waiting_for_it_not_to_a_ne
     # the crowd, just checked) ask for one before the waiter woken for it has run. aiohttp gave
     # them the idle connection: blocks of later buyers overtook earlier ones.
     async with in_order_session(1, GatedResolver()) as session:
-        connector = session.connector
-        assert isinstance(connector, InOrderConnector)
-        request = ClientRequest("GET", URL(f"{upstream.url}/taken"),
-                                loop=asyncio.get_running_loop())
-        taken = await connector.connect(request, [], aiohttp.ClientTimeout(total=5))
+        taken = await _take_the_connection(session, upstream)
         waiting = asyncio.create_task(_get(session, f"{upstream.url}/waiting"))
         await asyncio.sleep(SETTLE_SECONDS / 10)
         assert upstream.reached == []  # waiting for the pool's one connection
@@ -357,11 +363,7 @@ async def test_a_waiter_cancelled_as_it_is_woken_passes_the_freed_connection_on(
     # Woken for a freed connection and cancelled before it ran (its timeout, its client gone):
     # the connection is the next waiter's, and a newcomer, waiting behind, gets one after it.
     async with in_order_session(1, GatedResolver()) as session:
-        connector = session.connector
-        assert isinstance(connector, InOrderConnector)
-        request = ClientRequest("GET", URL(f"{upstream.url}/taken"),
-                                loop=asyncio.get_running_loop())
-        taken = await connector.connect(request, [], aiohttp.ClientTimeout(total=5))
+        taken = await _take_the_connection(session, upstream)
         first = asyncio.create_task(_get(session, f"{upstream.url}/first"))
         second = asyncio.create_task(_get(session, f"{upstream.url}/second"))
         await asyncio.sleep(SETTLE_SECONDS / 10)
