@@ -246,6 +246,21 @@ class RedisUnavailable(ServiceUnavailable):
                          headers={"Retry-After": "1"})
 
 
+def problem_of(error: Exception) -> ProblemError:
+    """The problem the handlers below answer `error` with, for a part of a request answered on
+    its own (one reserve of a batch): a ProblemError as it is, a data store out of reach as
+    503, anything else as 500, logged as the handler logs it."""
+    if isinstance(error, ProblemError):
+        return error
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        return RedisUnavailable()
+    if isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and (
+            error.connection_invalidated or isinstance(error, OperationalError))):
+        return DatabaseUnavailable()
+    logger.error("unhandled error", exc_info=error)
+    return ProblemError("The server could not complete the request.")
+
+
 def unexpected_error_response(headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The 500 of an error nobody expected: no detail of it leaves the process."""
     return problem_response(500, "internal_error", "Internal server error",

@@ -5,6 +5,8 @@
     GET    /internal/stock/products/{product_id}                     -> StockEntry
     DELETE /internal/stock/products/{product_id}                     -> 204 (no more orders)
     PUT    /internal/stock/products/{product_id}/holds/{order_id}    HoldRequest -> Hold (reserve)
+    POST   /internal/stock/products/{product_id}/holds               HoldBatch -> HoldBatchAnswer
+           (many reserves of one product in one call, each answered as the PUT would be)
     GET    /internal/stock/products/{product_id}/holds/{order_id}    -> Hold
     POST   /internal/stock/products/{product_id}/holds/{order_id}/commit   -> Hold (sold)
     POST   /internal/stock/products/{product_id}/holds/{order_id}/release  -> Hold (units back)
@@ -12,7 +14,8 @@
            at least that old by stock_service's clock, by order id)
 
 Every call is idempotent: a hold is keyed by its order id, so replaying a reserve, a commit or
-a release changes nothing and answers as the first did. Refusals are problem documents with the
+a release changes nothing and answers as the first did. A batch of reserves is decided in its
+order: an earlier hold in it takes the last units before a later one. Refusals are problem documents with the
 contract's codes: 404 `not_found`, 409 `sale_not_open`, `sale_closed`, `sold_out`,
 `purchase_limit_exceeded`, `invalid_state`; 503 `upstream_unavailable` with Retry-After while a
 product's live state is being rebuilt from the ledger.
@@ -92,6 +95,15 @@ def hold_path(product_id: int, order_id: int) -> str:
     return f"{PREFIX}/products/{product_id}/holds/{order_id}"
 
 
+def holds_path(product_id: int) -> str:
+    """Where a batch of the product's reserves is sent (POST, HoldBatch)."""
+    return f"{PREFIX}/products/{product_id}/holds"
+
+
+# Reserves of one batch at most: what order_service decides of a product at once, with room.
+MAX_HOLD_BATCH = 256
+
+
 class StockRegistration(RequestModel):
     """A product as stock_service needs it: registered at creation, re-sent on every change.
 
@@ -147,6 +159,48 @@ class Hold(ApiModel):
     state: HoldState
     expires_at: UtcDatetime
     created_at: UtcDatetime
+
+
+class HoldAsk(HoldRequest):
+    """One reserve of a batch: the PUT's body, its order id, and whether it is sent again (the
+    X-Resent header of a PUT: its first answer was lost, so it is answered from what it did)."""
+
+    order_id: Id
+    resent: bool = False
+
+
+class HoldBatch(RequestModel):
+    holds: Annotated[list[HoldAsk], Field(min_length=1, max_length=MAX_HOLD_BATCH)]
+
+    @model_validator(mode="after")
+    def _one_ask_per_order(self) -> HoldBatch:
+        if len({ask.order_id for ask in self.holds}) != len(self.holds):
+            raise ValueError("each order_id at most once in a batch")
+        return self
+
+
+class HoldAnswer(ApiModel):
+    """A batch's answer to one reserve: what the PUT would have answered, as its status with
+    the hold (200) or the problem's code and detail (4xx, 503)."""
+
+    order_id: int
+    status: int
+    hold: Hold | None = None
+    code: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, order_id: int, answer: Hold | ProblemError) -> HoldAnswer:
+        if isinstance(answer, Hold):
+            return cls(order_id=order_id, status=200, hold=answer)
+        return cls(order_id=order_id, status=answer.status, code=answer.code,
+                   detail=answer.detail)
+
+
+class HoldBatchAnswer(ApiModel):
+    """One answer per reserve, in the batch's order."""
+
+    answers: list[HoldAnswer]
 
 
 

@@ -2,7 +2,10 @@
 
 A reserve is one Lua call, and only when Redis accepts it one MySQL transaction that records
 the hold and moves the counts only if the product still has the units and the user stays within
-the limit (shared with the product's other holds arriving meanwhile: stock/writer.py). A
+the limit (shared with the product's other holds arriving meanwhile: stock/writer.py). A batch of
+a product's reserves (order_service sends those it decides at once together) is one Lua call for
+all of them, in the batch's order, and one transaction for those Redis accepted; each is
+answered as a reserve of its own would be. A
 refusal from Redis costs no MySQL work at all, and one admission remembers (stock/admission.py)
 costs not even the Lua call. If MySQL refuses what Redis accepted, Redis was wrong: the hold is
 taken back, the caller hears the ledger's answer, and the product's live state is rebuilt.
@@ -13,8 +16,9 @@ it keeps fewer units available than the ledger (never more) until the reconciler
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
@@ -22,8 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.clock import utcnow
 from shared.db import Transactions
-from shared.errors import DatabaseUnavailable
-from shared.internal.stock import REFUSALS, Hold, HoldPage, RefusalCode
+from shared.errors import DatabaseUnavailable, ProblemError, problem_of
+from shared.internal.stock import REFUSALS, Hold, HoldAsk, HoldPage, RefusalCode
 from shared.reads import ReadSession
 from shared.sale_metrics import StockMetrics
 from stock_service.stock.admission import StockAdmission
@@ -36,7 +40,7 @@ from stock_service.stock.errors import (
 )
 from stock_service.stock.rebuild import LiveState
 from stock_service.stock.repository import LedgerReads, LedgerRepository
-from stock_service.stock.scripts import HoldRecord, StockScripts
+from stock_service.stock.scripts import HoldRecord, Outcome, StockScripts
 from stock_service.stock.writer import AlreadyInLedger, HoldWriter, LedgerRefused, WriterStopped
 
 logger = logging.getLogger("stock_service.stock")
@@ -63,24 +67,53 @@ class HoldService:
                       expires_at: datetime | None = None, resent: bool = False) -> Hold:
         """`resent`: the caller sent this reserve before and its answer was lost; the order may
         hold units, so the script answers it (as a replay), never the sold-out memory."""
+        [answer] = await self.reserve_many(product_id, [HoldAsk.model_construct(
+            order_id=order_id, user_id=user_id, quantity=quantity, expires_at=expires_at,
+            resent=resent)])
+        if isinstance(answer, ProblemError):
+            raise answer
+        return answer
+
+    async def reserve_many(self, product_id: int,
+                           asks: Sequence[HoldAsk]) -> list[Hold | ProblemError]:
+        """Each reserve's hold or refusal, in the order asked (an earlier one takes the last
+        units). The script call failing fails them all; anything failing after it fails only
+        its own reserve."""
         self.metrics.products.touched(product_id)  # shown on the per-product gauges
-        if not resent and self.admission.sold_out.refuses(product_id, quantity):
-            raise SoldOut()
-        outcome = await self.scripts.reserve(product_id, order_id, user_id, quantity)
+        answers: list[Hold | ProblemError] = [SoldOut() for _ in asks]
+        scripted = [n for n, ask in enumerate(asks)
+                    if ask.resent or not self.admission.sold_out.refuses(product_id, ask.quantity)]
+        if not scripted:
+            return answers
+        outcomes = await self.scripts.reserve_many(
+            product_id, [(asks[n].order_id, asks[n].user_id, asks[n].quantity) for n in scripted])
+        decided = await asyncio.gather(
+            *(self._decided(product_id, asks[n], outcome)
+              for n, outcome in zip(scripted, outcomes, strict=True)),
+            return_exceptions=True)
+        for n, result in zip(scripted, decided, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # a cancel: the batch's request is gone
+            answers[n] = problem_of(result) if isinstance(result, Exception) else result
+        return answers
+
+    async def _decided(self, product_id: int, ask: HoldAsk, outcome: Outcome) -> Hold:
+        """The hold the script's outcome gives the reserve (confirmed in the ledger), or its
+        refusal raised."""
+        expires_at = ask.expires_at or utcnow() + self.hold_ttl
         if outcome.word == "held":
             self.admission.sold_out.forget(product_id)
             self.admission.changed(product_id)
             assert outcome.hold is not None
             assert outcome.price is not None
-            return await self._confirm(product_id, order_id, outcome.hold, outcome.price,
-                                       expires_at or utcnow() + self.hold_ttl, fresh=True)
+            return await self._confirm(product_id, ask.order_id, outcome.hold, outcome.price,
+                                       expires_at, fresh=True)
         if outcome.word == "replay":
             assert outcome.hold is not None
-            return await self._replayed(product_id, order_id, outcome.hold,
-                                        expires_at or utcnow() + self.hold_ttl)
+            return await self._replayed(product_id, ask.order_id, outcome.hold, expires_at)
         if outcome.refusal is not None:
             if outcome.refusal == "sold_out":
-                self.admission.sold_out.remember(product_id, quantity)
+                self.admission.sold_out.remember(product_id, ask.quantity)
             raise REFUSALS[outcome.refusal]()
         if outcome.word == "missing":
             await self._state_missing(product_id)

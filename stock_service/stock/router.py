@@ -22,6 +22,9 @@ from shared.internal.stock import (
     MAX_HOLD_AGE_SECONDS,
     PREFIX,
     Hold,
+    HoldAnswer,
+    HoldBatch,
+    HoldBatchAnswer,
     HoldPage,
     HoldRequest,
     StockEntry,
@@ -111,6 +114,21 @@ async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
     return await holds.reserve(product_id, order_id, user_id=body.user_id,
                                quantity=body.quantity, expires_at=body.expires_at,
                                resent=resent is not None)
+
+
+@internal_router.post(
+    "/products/{product_id}/holds",
+    responses=problem_responses(ValidationFailed, StockRebuilding),
+)
+async def reserve_many(product_id: ProductId, body: HoldBatch, holds: HoldServiceDep,
+                       resent: Annotated[str | None, Header(alias=RESENT_HEADER)] = None,
+                       ) -> HoldBatchAnswer:
+    # Sent again after its connection closed: every reserve of it may have been carried out.
+    asks = [ask.model_copy(update={"resent": True}) for ask in body.holds] if resent \
+        else body.holds
+    answers = await holds.reserve_many(product_id, asks)
+    return HoldBatchAnswer(answers=[HoldAnswer.of(ask.order_id, answer)
+                                    for ask, answer in zip(asks, answers, strict=True)])
 
 
 @internal_router.get("/products/{product_id}/holds/{order_id}",

@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from shared.internal.stock import HoldState, RefusalCode, refusal_code
 
 REFUSAL_MEMORY_MS = 600_000
-# RESERVE refuses with the codes of shared.internal.stock REFUSALS (the API answers them as
+# A reserve refuses with the codes of shared.internal.stock REFUSALS (the API answers them as
 # they are); it answers 'held', 'replay', 'missing' or 'rebuilding' otherwise.
 
 _HOLD_PARSER = """
@@ -43,36 +43,57 @@ local function now_ms()
 end
 """
 
-# KEYS: meta users holds refusals rebuilding; ARGV: order_id user_id quantity refusal_memory_ms
-RESERVE = _HOLD_PARSER + """
-if redis.call('EXISTS', KEYS[5]) == 1 then return {'rebuilding'} end
-local prior = redis.call('HGET', KEYS[3], ARGV[1])
-if prior then return {'replay', prior} end
-local refused = redis.call('HGET', KEYS[4], ARGV[1])
-if refused then return {refused} end
-local m = redis.call('HMGET', KEYS[1], 'active', 'remaining', 'opens', 'closes', 'limit', 'price')
-if not m[1] then return {'missing'} end
-local function refuse(code)
-  redis.call('HSET', KEYS[4], ARGV[1], code)
-  redis.call('PEXPIRE', KEYS[4], ARGV[4])
-  return {code}
+# One reserve, the function the two scripts below call.
+# KEYS: meta users holds refusals rebuilding
+_RESERVE = _HOLD_PARSER + """
+local function reserve(order, user, quantity, memory_ms)
+  if redis.call('EXISTS', KEYS[5]) == 1 then return {'rebuilding'} end
+  local prior = redis.call('HGET', KEYS[3], order)
+  if prior then return {'replay', prior} end
+  local refused = redis.call('HGET', KEYS[4], order)
+  if refused then return {refused} end
+  local m = redis.call('HMGET', KEYS[1], 'active', 'remaining', 'opens', 'closes', 'limit',
+                       'price')
+  if not m[1] then return {'missing'} end
+  local function refuse(code)
+    redis.call('HSET', KEYS[4], order, code)
+    redis.call('PEXPIRE', KEYS[4], memory_ms)
+    return {code}
+  end
+  if m[1] ~= '1' then return refuse('not_found') end
+  local now = now_ms()
+  local opens, closes = tonumber(m[3]), tonumber(m[4])
+  if opens > 0 and now < opens then return refuse('sale_not_open') end
+  if closes > 0 and now >= closes then return refuse('sale_closed') end
+  local qty, limit = tonumber(quantity), tonumber(m[5])
+  local mine = tonumber(redis.call('HGET', KEYS[2], user) or '0')
+  if limit > 0 and mine + qty > limit then return refuse('purchase_limit_exceeded') end
+  local remaining = tonumber(m[2])
+  if remaining < qty then return refuse('sold_out') end
+  redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
+  redis.call('HINCRBY', KEYS[1], 'held', qty)
+  redis.call('HINCRBY', KEYS[2], user, qty)
+  local hold = 'held|' .. user .. '|' .. quantity .. '|' .. now
+  redis.call('HSET', KEYS[3], order, hold)
+  return {'held', hold, m[6]}
 end
-if m[1] ~= '1' then return refuse('not_found') end
-local now = now_ms()
-local opens, closes = tonumber(m[3]), tonumber(m[4])
-if opens > 0 and now < opens then return refuse('sale_not_open') end
-if closes > 0 and now >= closes then return refuse('sale_closed') end
-local qty, limit = tonumber(ARGV[3]), tonumber(m[5])
-local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if limit > 0 and mine + qty > limit then return refuse('purchase_limit_exceeded') end
-local remaining = tonumber(m[2])
-if remaining < qty then return refuse('sold_out') end
-redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
-redis.call('HINCRBY', KEYS[1], 'held', qty)
-redis.call('HINCRBY', KEYS[2], ARGV[2], qty)
-local hold = 'held|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. now
-redis.call('HSET', KEYS[3], ARGV[1], hold)
-return {'held', hold, m[6]}
+"""
+
+# ARGV: order_id user_id quantity refusal_memory_ms
+RESERVE = _RESERVE + """
+return reserve(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# Many reserves of one product in one call, decided in the order given (an earlier one takes
+# the last units), each as a reserve of its own: one round trip for the holds order_service
+# asks for at once, where a call each queued behind the others' replies on a busy loop.
+# ARGV: refusal_memory_ms, then order_id user_id quantity for each reserve; one reply each.
+RESERVE_MANY = _RESERVE + """
+local replies = {}
+for i = 2, #ARGV, 3 do
+  replies[#replies + 1] = reserve(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[1])
+end
+return replies
 """
 
 # Takes back a hold only Redis made (the ledger refused it, or could not be asked), and
@@ -236,12 +257,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _outcome(reply: list[str]) -> Outcome:
+    """A reserve's reply: 'held' with the hold and the price, 'replay' with the hold, or a
+    word alone (a refusal, 'missing', 'rebuilding')."""
+    if reply[0] == "held":
+        return Outcome("held", HoldRecord.parse(reply[1]), int(reply[2]))
+    if reply[0] == "replay":
+        return Outcome("replay", HoldRecord.parse(reply[1]))
+    return Outcome(reply[0])
+
+
 class StockScripts:
     """The scripts, registered once per client (EVALSHA, loaded again if Redis forgot them)."""
 
     def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis
-        self._reserve = redis.register_script(RESERVE)
+        self._reserve_many = redis.register_script(RESERVE_MANY)
         self._unreserve = redis.register_script(UNRESERVE)
         self._release = redis.register_script(RELEASE)
         self._commit = redis.register_script(COMMIT)
@@ -251,14 +282,18 @@ class StockScripts:
 
     async def reserve(self, product_id: int, order_id: int, user_id: int,
                       quantity: int) -> Outcome:
-        keys = ProductKeys.of(product_id)
-        reply = [_text(part) for part in await self._reserve(
-            keys=keys.all, args=[order_id, user_id, quantity, REFUSAL_MEMORY_MS])]
-        if reply[0] == "held":
-            return Outcome("held", HoldRecord.parse(reply[1]), int(reply[2]))
-        if reply[0] == "replay":
-            return Outcome("replay", HoldRecord.parse(reply[1]))
-        return Outcome(reply[0])
+        [outcome] = await self.reserve_many(product_id, [(order_id, user_id, quantity)])
+        return outcome
+
+    async def reserve_many(self, product_id: int,
+                           asks: Sequence[tuple[int, int, int]]) -> list[Outcome]:
+        """(order id, user id, quantity) of each reserve, decided in this order; an outcome
+        each, in the same order."""
+        args: list[int] = [REFUSAL_MEMORY_MS]
+        for ask in asks:
+            args.extend(ask)
+        replies = await self._reserve_many(keys=ProductKeys.of(product_id).all, args=args)
+        return [_outcome([_text(part) for part in reply]) for reply in replies]
 
     async def unreserve(self, product_id: int, order_id: int, *,
                         remember: RefusalCode | None = None) -> bool:
