@@ -1,23 +1,36 @@
 """Typed clients of the services order_service calls (stock_service, payment_service), over
 shared.http's pooled aiohttp sessions built in the lifespan. A call that cannot be made, or is
 answered with a 5xx, raises StockUnavailable / ServiceCallFailed; a refusal raises the
-contract's problem (sold_out, ...), as the client of this API would see it."""
+contract's problem (sold_out, ...), as the client of this API would see it.
+
+Reserves go in batches: those asked for one product in one turn of the event loop are sent as
+one call (POST .../holds), each caller answered with its own hold or refusal. At an opening the
+order path decides a few dozen places at once; a call each cost stock_service its framework and
+its own Lua call per reserve, and each reply waited behind the others' on both busy loops
+(`make load`: 54 ms from the reserve sent to its answer, of which stock_service's work was 33).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Literal
 
 from order_service.orders.errors import StockUnavailable
 from shared.errors import ProblemError
-from shared.http import RESENT_HEADER, ServiceCallFailed, ServiceClient, ServiceResponse
+from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
 from shared.internal.payments import NO_CHARGE, PaymentView, by_order_path
 from shared.internal.stock import (
     HELD_HOLDS_PATH,
+    MAX_HOLD_BATCH,
     REFUSALS,
     Hold,
+    HoldAnswer,
+    HoldAsk,
+    HoldBatchAnswer,
     HoldPage,
     hold_path,
+    holds_path,
     refusal_code,
 )
 from shared.schemas import to_utc_z
@@ -26,18 +39,61 @@ from shared.schemas import to_utc_z
 CommitOutcome = Literal["committed", "released", "missing"]
 
 
-def _refusal(response: ServiceResponse) -> ProblemError:
-    """The stock contract's problem for a 4xx answer (the detail passed on)."""
-    code = refusal_code(response.code)
+def _refusal(status: int, code: str | None, detail: str | None) -> ProblemError:
+    """The stock contract's problem for a reserve's refusal (the detail passed on)."""
+    if status == 503:
+        return StockUnavailable()
+    refusal = refusal_code(code)
+    if refusal is not None:
+        return REFUSALS[refusal](detail)
+    return StockUnavailable(f"stock_service answered {status} {code}.")
+
+
+def _detail(response: ServiceResponse) -> str | None:
     detail = response.body.get("detail") if isinstance(response.body, dict) else None
-    if code is not None:
-        return REFUSALS[code](detail)
-    return StockUnavailable(f"stock_service answered {response.status} {response.code}.")
+    return detail if isinstance(detail, str) else None
+
+
+class _HoldBatch:
+    """The reserves of one product asked in one turn, and each asker's future."""
+
+    def __init__(self) -> None:
+        self.asks: list[HoldAsk] = []
+        self.answers: dict[int, asyncio.Future[HoldAnswer]] = {}
+        # The longest of the askers' timeouts; None: the client's default.
+        self.timeout: float | None = 0.0
+
+    def add(self, ask: HoldAsk, timeout: float | None) -> asyncio.Future[HoldAnswer]:
+        self.asks.append(ask)
+        self.timeout = None if timeout is None or self.timeout is None \
+            else max(self.timeout, timeout)
+        future = self.answers[ask.order_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def takes(self, order_id: int) -> bool:
+        return order_id not in self.answers and len(self.asks) < MAX_HOLD_BATCH
+
+    def answer(self, answers: list[HoldAnswer]) -> None:
+        for answer in answers:
+            future = self.answers.pop(answer.order_id, None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        self.fail(StockUnavailable("stock_service left a reserve of the batch unanswered."))
+
+    def fail(self, error: StockUnavailable) -> None:
+        for future in self.answers.values():
+            if not future.done():
+                future.set_exception(StockUnavailable(error.detail))
+        self.answers.clear()
 
 
 class StockClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
+        # Per product, the batch still taking reserves this turn.
+        self._open: dict[int, _HoldBatch] = {}
+        # The batches being sent, kept until they end.
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def reserve(self, *, product_id: int, order_id: int, user_id: int, quantity: int,
                       expires_at: datetime, timeout: float | None = None,
@@ -45,16 +101,48 @@ class StockClient:
         """`timeout`: what is left of the order's time budget (the client's default if None).
         `resent`: this order id may hold units already (an earlier decision of the same place
         died after reserving): stock_service answers its hold as it is, never from its sold-out
-        memory."""
-        # As HoldRequest reads it (times in ISO-8601 UTC with a Z; ours are naive UTC).
-        body = {"user_id": user_id, "quantity": quantity, "expires_at": to_utc_z(expires_at)}
-        response = await self._call("PUT", hold_path(product_id, order_id), body, timeout,
-                                    headers={RESENT_HEADER: "1"} if resent else None)
-        if response.status == 200:
-            return Hold.model_validate(response.body)
-        if response.status == 503:
-            raise StockUnavailable()
-        raise _refusal(response)
+        memory. Sent with the product's other reserves of this turn, in the order asked."""
+        batch = self._open.get(product_id)
+        if batch is None or not batch.takes(order_id):
+            batch = self._open[product_id] = _HoldBatch()
+            asyncio.get_running_loop().call_soon(self._send, product_id, batch)
+        answer = await batch.add(HoldAsk.model_construct(
+            order_id=order_id, user_id=user_id, quantity=quantity, expires_at=expires_at,
+            resent=resent), timeout)
+        if answer.status == 200 and answer.hold is not None:
+            return answer.hold
+        raise _refusal(answer.status, answer.code, answer.detail)
+
+    def _send(self, product_id: int, batch: _HoldBatch) -> None:
+        if self._open.get(product_id) is batch:
+            del self._open[product_id]
+        # In the context of the request that opened the batch (as call_soon took it): its
+        # trace shows the call and its request id reaches stock_service; the other askers'
+        # traces end at their wait for the batch.
+        task = asyncio.create_task(self._post(product_id, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _post(self, product_id: int, batch: _HoldBatch) -> None:
+        # As HoldAsk reads it (times in ISO-8601 UTC with a Z; ours are naive UTC).
+        body = {"holds": [{"order_id": ask.order_id, "user_id": ask.user_id,
+                           "quantity": ask.quantity, "resent": ask.resent,
+                           **({"expires_at": to_utc_z(ask.expires_at)}
+                              if ask.expires_at is not None else {})}
+                          for ask in batch.asks]}
+        try:
+            response = await self._call("POST", holds_path(product_id), body, batch.timeout)
+            if response.status != 200:
+                raise _refusal(503 if response.status >= 500 else response.status,
+                               response.code, _detail(response))
+            batch.answer(HoldBatchAnswer.model_validate(response.body).answers)
+        except StockUnavailable as failed:
+            batch.fail(failed)
+        except (ProblemError, ValueError) as wrong:  # a 4xx for the whole batch, garbage
+            batch.fail(StockUnavailable(f"stock_service refused a batch of reserves: {wrong}"))
+        except BaseException:
+            batch.fail(StockUnavailable())
+            raise
 
     async def release(self, *, product_id: int, order_id: int) -> bool:
         """True once the units are back (or there never was a hold to give back)."""

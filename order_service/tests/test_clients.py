@@ -1,18 +1,27 @@
-"""order_service's client of payment_service against a stand-in answering over real HTTP: a
-refund is done when payment_service refunded the charge or states that none exists, and not
-when a 404 says only that something was not found (issue 16, defect 1)."""
+"""order_service's clients against stand-ins answering over real HTTP.
+
+payment_service: a refund is done when payment_service refunded the charge or states that none
+exists, and not when a 404 says only that something was not found (issue 16, defect 1).
+stock_service: the reserves of a product asked in one turn go in one call, in the order asked,
+and each caller gets its own answer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from order_service.clients import PaymentsClient
+from order_service.clients import PaymentsClient, StockClient
+from order_service.orders.errors import StockUnavailable
+from shared.errors import ProblemError
 from shared.http import service_client
 from shared.internal.payments import by_order_path
+from shared.internal.stock import PurchaseLimitExceeded, SoldOut, holds_path
 from shared.testing.identity import signer
 from shared.testing.net import ThreadedServer
 
@@ -45,3 +54,93 @@ async def test_a_refund_is_done_only_when_refunded_or_stated_chargeless(
         assert await payments.refund(3) is False
         assert await payments.refund(4) is False
         assert await payments.refund(99) is False  # no such route: 404 with no code
+
+
+# The stand-in's answer to each reserve, by order id: a hold, a refusal, or a 503.
+HELD, REFUSED, LIMITED, REBUILDING = 1, 2, 3, 4
+# A product whose batches the stand-in fails whole.
+BROKEN_PRODUCT = 99
+
+
+def _answer(product_id: int, ask: dict[str, Any]) -> dict[str, Any]:
+    order_id = ask["order_id"]
+    if order_id % 10 == HELD:
+        return {"order_id": order_id, "status": 200, "hold": {
+            "order_id": order_id, "product_id": product_id, "user_id": ask["user_id"],
+            "quantity": ask["quantity"], "unit_price": 700, "state": "held",
+            "expires_at": ask["expires_at"], "created_at": "2026-12-07T10:00:00Z"}}
+    if order_id % 10 == REFUSED:
+        return {"order_id": order_id, "status": 409, "code": "sold_out", "detail": "gone"}
+    if order_id % 10 == LIMITED:
+        return {"order_id": order_id, "status": 409, "code": "purchase_limit_exceeded"}
+    return {"order_id": order_id, "status": 503, "code": "upstream_unavailable"}
+
+
+@pytest.fixture
+def stock_stand_in() -> Iterator[tuple[str, list[tuple[int, list[dict[str, Any]]]]]]:
+    """Its URL, and every batch it was sent: (product id, the asks)."""
+    batches: list[tuple[int, list[dict[str, Any]]]] = []
+    app = FastAPI()
+
+    @app.post(holds_path(0).replace("/0/", "/{product_id}/"))
+    async def reserve_many(product_id: int, request: Request) -> JSONResponse:
+        asks = (await request.json())["holds"]
+        batches.append((product_id, asks))
+        if product_id == BROKEN_PRODUCT:
+            return JSONResponse({"code": "internal_error", "status": 500}, status_code=500)
+        return JSONResponse({"answers": [_answer(product_id, ask) for ask in reversed(asks)]})
+
+    server = ThreadedServer(app).start()
+    yield server.url, batches
+    server.stop()
+
+
+async def _outcome(stock: StockClient, product_id: int, order_id: int,
+                   resent: bool = False) -> str:
+    try:
+        hold = await stock.reserve(product_id=product_id, order_id=order_id, user_id=order_id,
+                                   quantity=1, expires_at=datetime(2026, 12, 7, 10, 10),
+                                   resent=resent)
+    except ProblemError as problem:
+        return f"{type(problem).__name__} {problem.detail}"
+    return f"{hold.state} {hold.order_id} at {hold.unit_price}"
+
+
+async def test_reserves_asked_at_once_go_in_one_call_each_answered_its_own(
+    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+) -> None:
+    url, batches = stock_stand_in
+    async with service_client("stock_service", url, signer=signer("order_service"),
+                              timeout_seconds=2) as client:
+        stock = StockClient(client)
+        outcomes = [*await asyncio.gather(
+            _outcome(stock, 5, 11), _outcome(stock, 5, 12), _outcome(stock, 5, 13),
+            _outcome(stock, 5, 14, resent=True), _outcome(stock, 6, 21))]
+        assert outcomes == ["held 11 at 700", f"{SoldOut.__name__} gone",
+                            f"{PurchaseLimitExceeded.__name__} {PurchaseLimitExceeded.title}",
+                            f"{StockUnavailable.__name__} {StockUnavailable().detail}",
+                            "held 21 at 700"]
+        # One call per product, the asks in the order made (answered in another order).
+        assert [(product, [ask["order_id"] for ask in asks]) for product, asks in batches] == [
+            (5, [11, 12, 13, 14]), (6, [21])]
+        assert [ask["resent"] for ask in batches[0][1]] == [False, False, False, True]
+        assert batches[0][1][0]["expires_at"] == "2026-12-07T10:10:00Z"
+
+        # The same order asked twice at once goes in two calls, answered alike.
+        batches.clear()
+        assert [*await asyncio.gather(_outcome(stock, 5, 31), _outcome(stock, 5, 31))] == \
+            ["held 31 at 700"] * 2
+        assert [len(asks) for _, asks in batches] == [1, 1]
+
+
+async def test_a_batch_that_fails_whole_fails_each_reserve_as_unavailable(
+    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+) -> None:
+    url, batches = stock_stand_in
+    async with service_client("stock_service", url, signer=signer("order_service"),
+                              timeout_seconds=2) as client:
+        stock = StockClient(client)
+        outcomes = await asyncio.gather(_outcome(stock, BROKEN_PRODUCT, 41),
+                                        _outcome(stock, BROKEN_PRODUCT, 42))
+        assert [outcome.split()[0] for outcome in outcomes] == [StockUnavailable.__name__] * 2
+        assert len(batches) == 1
