@@ -26,7 +26,7 @@ from stock_service.app import create_app
 from stock_service.dependencies import Resources
 from stock_service.stock.live import ORDERS_ROUTE, LiveStock
 from stock_service.tests.conftest import SettingsFactory, new_id
-from stock_service.tests.factories import make_product
+from stock_service.tests.factories import make_product, stock_parts
 
 HEARTBEAT = 0.5
 
@@ -275,6 +275,42 @@ async def test_a_product_sold_out_through_another_process_is_refreshed_here_too(
     await replica.refresh_sold_out_answers()
     await replica.close()  # lets the publication it started finish
     assert await redis.pttl(key) > 0
+
+
+async def test_the_hold_that_takes_the_last_units_publishes_the_sell_out_at_once(
+        resources: Resources, redis: Redis) -> None:
+    """Changes are published at most once per interval, but not the sell-out: the crowd waiting
+    at the gateway is answered from it, and each of its requests that went on meanwhile was
+    refused at order_service instead."""
+    product = await make_product(resources.catalog, total=2)
+    pid = product.product_id
+    settings = resources.settings
+    prefix = f"{settings.pubsub_prefix}replica-{uuid.uuid4().hex[:8]}:"
+    replica = LiveStock(redis=resources.datastores.redis, redis_url=settings.redis_url,
+                        catalog=resources.catalog, prefix=prefix, min_interval=60,
+                        heartbeat_seconds=15, edge_ttl_seconds=settings.edge_answer_ttl_seconds)
+    stock = stock_parts(resources)
+    stock.admission.on_level_change = replica.changed
+    key = answer_key(prefix, f"{{p:{pid}}}", ORDERS_ROUTE, str(pid))
+    try:
+        # Heard on sale with units left, and published once: the next change waits a minute.
+        replica.heard(f"{pid} 1 2 0 0 {int(time.time() * 1000)}")
+        replica.changed(pid)
+        await stock.holds.reserve(pid, new_id(), user_id=1, quantity=1)
+        await asyncio.sleep(0.2)
+        assert await redis.exists(key) == 0
+        await stock.holds.reserve(pid, new_id(), user_id=2, quantity=1)  # the last one
+        await eventually_async(lambda: redis.exists(key), 1)
+    finally:
+        await replica.close()
+
+
+async def eventually_async(read: object, expected: object, timeout: float = 2.0) -> None:
+    assert callable(read)
+    deadline = time.monotonic() + timeout
+    while await read() != expected:
+        assert time.monotonic() < deadline, f"not {expected} within {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 async def test_an_answer_is_no_longer_refreshed_past_its_window(
