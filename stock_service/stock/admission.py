@@ -60,15 +60,15 @@ class StockAdmission:
         # predate it, and is not remembered.
         self._changes = 0
         # Told of every change too (stock/live.py publishes it).
-        self.on_level_change: Callable[[int], None] = lambda product_id: None
+        self.on_level_change: Callable[[int, bool], None] = lambda product_id, sold_out: None
 
-    def changed(self, product_id: int) -> None:
+    def changed(self, product_id: int, *, sold_out: bool = False) -> None:
         """The product's live state changed through this process (a hold, a release, a
         registration, a rebuild): its next read here sees it; other processes see it within
-        `view_memory`."""
+        `view_memory`. `sold_out`: the change took the last units."""
         self._changes += 1
         self._views.pop(product_id, None)
-        self.on_level_change(product_id)
+        self.on_level_change(product_id, sold_out)
 
     async def live_view(self, product_id: int) -> LiveView:
         """The product's live view, read from Redis at most once per `view_memory` here. Its

@@ -103,7 +103,8 @@ class HoldService:
         expires_at = ask.expires_at or utcnow() + self.hold_ttl
         if outcome.word == "held":
             self.admission.sold_out.forget(product_id)
-            self.admission.changed(product_id)
+            # The last units taken: the crowd still waiting is told at once (stock/live.py).
+            self.admission.changed(product_id, sold_out=outcome.remaining == 0)
             assert outcome.hold is not None
             assert outcome.price is not None
             return await self._confirm(product_id, ask.order_id, outcome.hold, outcome.price,

@@ -10,9 +10,12 @@ otherwise. Because the state is read and published in one step, publications rea
 the order of the states they show: a stale "sold out" can never follow the withdrawal that units
 coming back caused. Publications are coalesced per product (at most one per `min_interval`),
 except when the last state heard was sold out: then units coming back are published at once,
-before the call that gave them back answers its caller. The answer lives `edge_ttl` and is
-refreshed while the product stays sold out, so a withdrawal that is lost (a crash between the
-units' return and the publication) costs at most that long.
+before the call that gave them back answers its caller; and except the sell-out itself (a hold
+took the last units), published at once too: the crowd waiting at the gateway is answered from
+it, and a publication held back to the next interval kept it waiting up to `min_interval`
+longer, while each of its requests went on to order_service to be refused there. The answer
+lives `edge_ttl` and is refreshed while the product stays sold out, so a withdrawal that is lost
+(a crash between the units' return and the publication) costs at most that long.
 
 Listening. One subscription per process (shared/broadcast.py) keeps the newest level of every
 product heard; a product with open streams has a `Feed` that wakes them, coalesced, and again
@@ -145,6 +148,7 @@ class _Publishing:
     last: float = float("-inf")
     running: bool = False
     again: bool = False
+    again_at_once: bool = False
     timer: asyncio.TimerHandle | None = None
 
 
@@ -201,17 +205,19 @@ class LiveStock:
 
     # Publication
 
-    def changed(self, product_id: int) -> None:
+    def changed(self, product_id: int, sold_out: bool = False) -> None:
         """The product's live state changed through this process: publish it (coalesced,
-        except when units may be coming back to a product last heard sold out)."""
+        except when units may be coming back to a product last heard sold out, or `sold_out`:
+        the change took the last units)."""
         publishing = self._publishing.get(product_id)
         if publishing is None:
             publishing = self._publishing[product_id] = _Publishing()
         if publishing.running:
             publishing.again = True
+            publishing.again_at_once = publishing.again_at_once or sold_out
             return
         level = self._levels.get(product_id)
-        urgent = level is None or level.sold_out() or not level.active
+        urgent = sold_out or level is None or level.sold_out() or not level.active
         wait = publishing.last + self.min_interval - time.monotonic()
         if urgent or wait <= 0:
             self._publish_now(product_id)
@@ -244,8 +250,9 @@ class LiveStock:
             publishing.running = False
             publishing.last = time.monotonic()
             if publishing.again:
-                publishing.again = False
-                self.changed(product_id)
+                at_once, publishing.again, publishing.again_at_once = \
+                    publishing.again_at_once, False, False
+                self.changed(product_id, at_once)
 
     async def publish(self, product_id: int) -> Level | None:
         """Runs PUBLISH_LEVEL now; the level it read (None: Redis has no state of it)."""

@@ -75,7 +75,7 @@ local function reserve(order, user, quantity, memory_ms)
   redis.call('HINCRBY', KEYS[2], user, qty)
   local hold = 'held|' .. user .. '|' .. quantity .. '|' .. now
   redis.call('HSET', KEYS[3], order, hold)
-  return {'held', hold, m[6]}
+  return {'held', hold, m[6], remaining - qty}
 end
 """
 
@@ -237,6 +237,8 @@ class Outcome:
     word: str
     hold: HoldRecord | None = None
     price: int | None = None
+    # Units left once a reserve held its own.
+    remaining: int | None = None
 
     @property
     def refusal(self) -> RefusalCode | None:
@@ -261,7 +263,7 @@ def _outcome(reply: list[str]) -> Outcome:
     """A reserve's reply: 'held' with the hold and the price, 'replay' with the hold, or a
     word alone (a refusal, 'missing', 'rebuilding')."""
     if reply[0] == "held":
-        return Outcome("held", HoldRecord.parse(reply[1]), int(reply[2]))
+        return Outcome("held", HoldRecord.parse(reply[1]), int(reply[2]), int(reply[3]))
     if reply[0] == "replay":
         return Outcome("replay", HoldRecord.parse(reply[1]))
     return Outcome(reply[0])
