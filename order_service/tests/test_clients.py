@@ -58,8 +58,9 @@ async def test_a_refund_is_done_only_when_refunded_or_stated_chargeless(
 
 # The stand-in's answer to each reserve, by order id: a hold, a refusal, or a 503.
 HELD, REFUSED, LIMITED, REBUILDING = 1, 2, 3, 4
-# A product whose batches the stand-in fails whole.
+# A product whose batches the stand-in fails whole, and one it answers slowly.
 BROKEN_PRODUCT = 99
+SLOW_PRODUCT = 98
 
 
 def _answer(product_id: int, ask: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +87,8 @@ def stock_stand_in() -> Iterator[tuple[str, list[tuple[int, list[dict[str, Any]]
     async def reserve_many(product_id: int, request: Request) -> JSONResponse:
         asks = (await request.json())["holds"]
         batches.append((product_id, asks))
+        if product_id == SLOW_PRODUCT:
+            await asyncio.sleep(0.3)
         if product_id == BROKEN_PRODUCT:
             return JSONResponse({"code": "internal_error", "status": 500}, status_code=500)
         return JSONResponse({"answers": [_answer(product_id, ask) for ask in reversed(asks)]})
@@ -144,3 +147,27 @@ async def test_a_batch_that_fails_whole_fails_each_reserve_as_unavailable(
                                         _outcome(stock, BROKEN_PRODUCT, 42))
         assert [outcome.split()[0] for outcome in outcomes] == [StockUnavailable.__name__] * 2
         assert len(batches) == 1
+
+
+async def test_reserves_asked_while_a_batch_is_in_flight_go_together_after_it(
+    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+) -> None:
+    url, batches = stock_stand_in
+    async with service_client("stock_service", url, signer=signer("order_service"),
+                              timeout_seconds=2) as client:
+        stock = StockClient(client)
+        first = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 51))
+        await asyncio.sleep(0.1)  # its batch is at the stand-in now
+        later = [asyncio.create_task(_outcome(stock, SLOW_PRODUCT, order))
+                 for order in (61, 62, 63)]
+        gone = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 71))
+        await asyncio.sleep(0)
+        gone.cancel()  # its caller left before its batch went: not sent
+        await asyncio.sleep(0.05)
+        assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51]]
+        assert await first == "held 51 at 700"
+        assert [await task for task in later] == ["held 61 at 700", f"{SoldOut.__name__} gone",
+                                                  f"{PurchaseLimitExceeded.__name__} "
+                                                  f"{PurchaseLimitExceeded.title}"]
+        assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51], [61, 62, 63]]
+        assert stock._reserves == {}  # nothing kept once answered
