@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared.clock import utcnow
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import DatabaseUnavailable, ProblemError
-from shared.internal.stock import StockRegistration
+from shared.internal.stock import HoldAsk, StockRegistration
 from stock_service.dependencies import Resources
 from stock_service.stock.errors import (
     HoldNotFound,
@@ -517,3 +517,23 @@ async def test_held_holds_are_listed_by_their_age_on_redis_clock(resources: Reso
 
     assert order not in await listed(timedelta(seconds=60))
     assert order in await listed(timedelta(0))
+
+
+async def test_a_batch_the_memory_lets_ask_is_decided_whole_by_the_script(
+    resources: Resources
+) -> None:
+    """The sold-out memory lapsed lets one request ask; in a batch, the others ride the same
+    script call rather than being refused by the memory while a unit is left."""
+    stock = stock_parts(resources, sold_out_memory=0.2)
+    elsewhere = stock_parts(resources)  # another replica, whose release this one does not hear
+    product = await make_product(stock.catalog, total=1)
+    pid, first = product.product_id, new_id()
+    await stock.holds.reserve(pid, first, user_id=1, quantity=1)
+    assert await outcome(stock.holds.reserve(pid, new_id(), user_id=2, quantity=1)) == "sold_out"
+    await elsewhere.holds.release(pid, first)
+    await asyncio.sleep(0.3)  # the memory lapses
+    answers = await stock.holds.reserve_many(pid, [
+        HoldAsk(order_id=new_id(), user_id=3, quantity=2),
+        HoldAsk(order_id=new_id(), user_id=4, quantity=1)])
+    assert [answer.code if isinstance(answer, ProblemError) else answer.state
+            for answer in answers] == ["sold_out", "held"]
