@@ -80,21 +80,23 @@ class HoldService:
         units). The script call failing fails them all; anything failing after it fails only
         its own reserve."""
         self.metrics.products.touched(product_id)  # shown on the per-product gauges
-        answers: list[Hold | ProblemError] = [SoldOut() for _ in asks]
-        scripted = [n for n, ask in enumerate(asks)
-                    if ask.resent or not self.admission.sold_out.refuses(product_id, ask.quantity)]
-        if not scripted:
-            return answers
+        # Refused from memory only if every reserve is: once one asks, the others ride the same
+        # script call in their order (refused there, they would have been refused while the
+        # unit the memory let one of them ask for was still there).
+        if all(not ask.resent and self.admission.sold_out.refuses(product_id, ask.quantity)
+               for ask in asks):
+            return [SoldOut() for _ in asks]
         outcomes = await self.scripts.reserve_many(
-            product_id, [(asks[n].order_id, asks[n].user_id, asks[n].quantity) for n in scripted])
+            product_id, [(ask.order_id, ask.user_id, ask.quantity) for ask in asks])
         decided = await asyncio.gather(
-            *(self._decided(product_id, asks[n], outcome)
-              for n, outcome in zip(scripted, outcomes, strict=True)),
+            *(self._decided(product_id, ask, outcome)
+              for ask, outcome in zip(asks, outcomes, strict=True)),
             return_exceptions=True)
-        for n, result in zip(scripted, decided, strict=True):
+        answers: list[Hold | ProblemError] = []
+        for result in decided:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # a cancel: the batch's request is gone
-            answers[n] = problem_of(result) if isinstance(result, Exception) else result
+            answers.append(problem_of(result) if isinstance(result, Exception) else result)
         return answers
 
     async def _decided(self, product_id: int, ask: HoldAsk, outcome: Outcome) -> Hold:
