@@ -249,16 +249,23 @@ class RedisUnavailable(ServiceUnavailable):
 def problem_of(error: Exception) -> ProblemError:
     """The problem the handlers below answer `error` with, for a part of a request answered on
     its own (one reserve of a batch): a ProblemError as it is, a data store out of reach as
-    503, anything else as 500, logged as the handler logs it."""
+    503, anything else as 500; a 5xx logged with its cause, as the handlers log it."""
+    problem: ProblemError
     if isinstance(error, ProblemError):
-        return error
-    if isinstance(error, RedisConnectionError | RedisTimeoutError):
-        return RedisUnavailable()
-    if isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and (
+        problem = error
+    elif isinstance(error, RedisConnectionError | RedisTimeoutError):
+        problem = RedisUnavailable()
+    elif isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and (
             error.connection_invalidated or isinstance(error, OperationalError))):
-        return DatabaseUnavailable()
-    logger.error("unhandled error", exc_info=error)
-    return ProblemError("The server could not complete the request.")
+        problem = DatabaseUnavailable()
+    else:
+        logger.error("unhandled error", exc_info=error)
+        return ProblemError("The server could not complete the request.")
+    if problem.status >= 500:
+        logger.warning("answered %s %s", problem.status, problem.code,
+                       extra={"detail": problem.detail,
+                              "cause": repr(error.__cause__ if problem is error else error)})
+    return problem
 
 
 def unexpected_error_response(headers: Mapping[str, str] | None = None) -> JSONResponse:

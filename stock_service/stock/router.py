@@ -12,6 +12,7 @@ from shared.contracts import MAX_ID
 from shared.errors import (
     DatabaseUnavailable,
     InvalidState,
+    RedisUnavailable,
     Unauthorized,
     ValidationFailed,
     problem_responses,
@@ -118,14 +119,14 @@ async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
 
 @internal_router.post(
     "/products/{product_id}/holds",
-    responses=problem_responses(ValidationFailed, StockRebuilding),
+    responses=problem_responses(ValidationFailed, RedisUnavailable),
 )
 async def reserve_many(product_id: ProductId, body: HoldBatch, holds: HoldServiceDep,
                        resent: Annotated[str | None, Header(alias=RESENT_HEADER)] = None,
                        ) -> HoldBatchAnswer:
     # Sent again after its connection closed: every reserve of it may have been carried out.
-    asks = [ask.model_copy(update={"resent": True}) for ask in body.holds] if resent \
-        else body.holds
+    asks = body.holds if resent is None else \
+        [ask.model_copy(update={"resent": True}) for ask in body.holds]
     answers = await holds.reserve_many(product_id, asks)
     return HoldBatchAnswer(answers=[HoldAnswer.of(ask.order_id, answer)
                                     for ask, answer in zip(asks, answers, strict=True)])
