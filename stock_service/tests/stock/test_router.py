@@ -4,18 +4,21 @@ be, a batch that is not one refused whole and changing nothing."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from httpx import Response
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.http import RESENT_HEADER
 from shared.internal.stock import MAX_HOLD_BATCH, holds_path
-from shared.testing.apps import RunningApp
+from shared.testing.apps import RunningApp, running_app
 from shared.testing.identity import service_identity_headers
+from stock_service.app import create_app
 from stock_service.dependencies import Resources
-from stock_service.tests.conftest import new_id
+from stock_service.tests.conftest import SettingsFactory, new_id
 from stock_service.tests.factories import make_product
 from stock_service.tests.stock.test_service import ledger_counts, redis_counts
 
@@ -72,19 +75,29 @@ async def test_a_batch_is_decided_in_its_order_each_reserve_answered_as_its_own(
     assert await ledger_counts(session, product.product_id) == (0, 3, 0)
 
 
+@pytest.fixture(scope="module")
+async def remembering(make_settings: SettingsFactory) -> AsyncIterator[RunningApp]:
+    """The app with a sold-out memory that outlasts the test."""
+    async with running_app(create_app(make_settings(sold_out_memory_seconds=60))) as app:
+        yield app
+
+
 async def test_a_resent_batch_is_answered_from_what_it_did(
-    service: RunningApp, resources: Resources, session: AsyncSession
+    remembering: RunningApp, resources: Resources, session: AsyncSession
 ) -> None:
     product = await make_product(resources.catalog, total=1)
     order = new_id()
-    assert answered(await send_batch(service, product.product_id, [ask(order, user_id=1)])) \
+    assert answered(await send_batch(remembering, product.product_id, [ask(order, user_id=1)])) \
         == [(order, 200, "held")]
     refused = new_id()
-    assert answered(await send_batch(service, product.product_id, [ask(refused, user_id=2)])) \
-        == [(refused, 409, "sold_out")]
-    # Its answer lost, the batch is sent again (marked): the held order is answered its hold,
+    assert answered(await send_batch(remembering, product.product_id,
+                                     [ask(refused, user_id=2)])) == [(refused, 409, "sold_out")]
+    # Sent again unmarked, the held order is refused by the memory of the sell-out.
+    assert answered(await send_batch(remembering, product.product_id, [ask(order, user_id=1)])) \
+        == [(order, 409, "sold_out")]
+    # Its answer lost, the batch is sent again marked: the held order is answered its hold,
     # the refused one its refusal, and nothing moves.
-    again = await send_batch(service, product.product_id,
+    again = await send_batch(remembering, product.product_id,
                              [ask(order, user_id=1), ask(refused, user_id=2)], resent=True)
     assert answered(again) == [(order, 200, "held"), (refused, 409, "sold_out")]
     assert await ledger_counts(session, product.product_id) == (0, 1, 0)
