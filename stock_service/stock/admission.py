@@ -14,7 +14,9 @@ body HoldRequest takes, unless it is sent again (shared/http.py RESENT_HEADER: i
 units, and only the script answers it as a replay); the public stock level of a product whose
 view is remembered and shows it on sale. Everything else (a memory that lets the request ask, no
 remembered view, a product gone or being rebuilt, any doubt about the request) goes on to the
-route.
+route. order_service sends its reserves as batches (POST .../holds), which have no layer in
+front: a batch is one request for many reserves, and the service refuses it from the same memory
+(stock/holds.py reserve_many).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A reserve is one Lua call, and only when Redis accepts it one MySQL transaction 
 the hold and moves the counts only if the product still has the units and the user stays within
 the limit (shared with the product's other holds arriving meanwhile: stock/writer.py). A batch of
 a product's reserves (order_service sends those it decides at once together) is one Lua call for
-all of them, in the batch's order, and one transaction for those Redis accepted; each is
-answered as a reserve of its own would be. A
+all of them, in the batch's order, and the holds Redis granted are confirmed side by side, so the
+group commit writes them together; each is answered as a reserve of its own would be. A
 refusal from Redis costs no MySQL work at all, and one admission remembers (stock/admission.py)
 costs not even the Lua call. If MySQL refuses what Redis accepted, Redis was wrong: the hold is
 taken back, the caller hears the ledger's answer, and the product's live state is rebuilt.
