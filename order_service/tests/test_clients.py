@@ -8,7 +8,7 @@ and each caller gets its own answer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -77,10 +77,14 @@ def _answer(product_id: int, ask: dict[str, Any]) -> dict[str, Any]:
     return {"order_id": order_id, "status": 503, "code": "upstream_unavailable"}
 
 
+# Every batch the stand-in was sent: (product id, the asks).
+Batches = list[tuple[int, list[dict[str, Any]]]]
+
+
 @pytest.fixture
-def stock_stand_in() -> Iterator[tuple[str, list[tuple[int, list[dict[str, Any]]]]]]:
+def stock_stand_in() -> Iterator[tuple[str, Batches]]:
     """Its URL, and every batch it was sent: (product id, the asks)."""
-    batches: list[tuple[int, list[dict[str, Any]]]] = []
+    batches: Batches = []
     app = FastAPI()
 
     @app.post(holds_path(0).replace("/0/", "/{product_id}/"))
@@ -98,6 +102,16 @@ def stock_stand_in() -> Iterator[tuple[str, list[tuple[int, list[dict[str, Any]]
     server.stop()
 
 
+@pytest.fixture
+async def stock_batches(stock_stand_in: tuple[str, Batches]
+                        ) -> AsyncIterator[tuple[StockClient, Batches]]:
+    """A StockClient of the stand-in, and the batches the stand-in was sent."""
+    url, batches = stock_stand_in
+    async with service_client("stock_service", url, signer=signer("order_service"),
+                              timeout_seconds=2) as client:
+        yield StockClient(client), batches
+
+
 async def _outcome(stock: StockClient, product_id: int, order_id: int,
                    resent: bool = False) -> str:
     try:
@@ -110,64 +124,55 @@ async def _outcome(stock: StockClient, product_id: int, order_id: int,
 
 
 async def test_reserves_asked_at_once_go_in_one_call_each_answered_its_own(
-    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+    stock_batches: tuple[StockClient, Batches]
 ) -> None:
-    url, batches = stock_stand_in
-    async with service_client("stock_service", url, signer=signer("order_service"),
-                              timeout_seconds=2) as client:
-        stock = StockClient(client)
-        outcomes = [*await asyncio.gather(
-            _outcome(stock, 5, 11), _outcome(stock, 5, 12), _outcome(stock, 5, 13),
-            _outcome(stock, 5, 14, resent=True), _outcome(stock, 6, 21))]
-        assert outcomes == ["held 11 at 700", f"{SoldOut.__name__} gone",
-                            f"{PurchaseLimitExceeded.__name__} {PurchaseLimitExceeded.title}",
-                            f"{StockUnavailable.__name__} {StockUnavailable().detail}",
-                            "held 21 at 700"]
-        # One call per product, the asks in the order made (answered in another order).
-        assert [(product, [ask["order_id"] for ask in asks]) for product, asks in batches] == [
-            (5, [11, 12, 13, 14]), (6, [21])]
-        assert [ask["resent"] for ask in batches[0][1]] == [False, False, False, True]
-        assert batches[0][1][0]["expires_at"] == "2026-12-07T10:10:00Z"
+    stock, batches = stock_batches
+    outcomes = [*await asyncio.gather(
+        _outcome(stock, 5, 11), _outcome(stock, 5, 12), _outcome(stock, 5, 13),
+        _outcome(stock, 5, 14, resent=True), _outcome(stock, 6, 21))]
+    assert outcomes == ["held 11 at 700", f"{SoldOut.__name__} gone",
+                        f"{PurchaseLimitExceeded.__name__} {PurchaseLimitExceeded.title}",
+                        f"{StockUnavailable.__name__} {StockUnavailable().detail}",
+                        "held 21 at 700"]
+    # One call per product, the asks in the order made (answered in another order).
+    assert [(product, [ask["order_id"] for ask in asks]) for product, asks in batches] == [
+        (5, [11, 12, 13, 14]), (6, [21])]
+    assert [ask["resent"] for ask in batches[0][1]] == [False, False, False, True]
+    assert batches[0][1][0]["expires_at"] == "2026-12-07T10:10:00Z"
 
-        # The same order asked twice at once goes in two calls, answered alike.
-        batches.clear()
-        assert [*await asyncio.gather(_outcome(stock, 5, 31), _outcome(stock, 5, 31))] == \
-            ["held 31 at 700"] * 2
-        assert [len(asks) for _, asks in batches] == [1, 1]
+    # The same order asked twice at once goes in two calls, answered alike.
+    batches.clear()
+    assert [*await asyncio.gather(_outcome(stock, 5, 31), _outcome(stock, 5, 31))] == \
+        ["held 31 at 700"] * 2
+    assert [len(asks) for _, asks in batches] == [1, 1]
 
 
 async def test_a_batch_that_fails_whole_fails_each_reserve_as_unavailable(
-    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+    stock_batches: tuple[StockClient, Batches]
 ) -> None:
-    url, batches = stock_stand_in
-    async with service_client("stock_service", url, signer=signer("order_service"),
-                              timeout_seconds=2) as client:
-        stock = StockClient(client)
-        outcomes = await asyncio.gather(_outcome(stock, BROKEN_PRODUCT, 41),
-                                        _outcome(stock, BROKEN_PRODUCT, 42))
-        assert [outcome.split()[0] for outcome in outcomes] == [StockUnavailable.__name__] * 2
-        assert len(batches) == 1
+    stock, batches = stock_batches
+    outcomes = await asyncio.gather(_outcome(stock, BROKEN_PRODUCT, 41),
+                                    _outcome(stock, BROKEN_PRODUCT, 42))
+    assert [outcome.split()[0] for outcome in outcomes] == [StockUnavailable.__name__] * 2
+    assert len(batches) == 1
 
 
 async def test_reserves_asked_while_a_batch_is_in_flight_go_together_after_it(
-    stock_stand_in: tuple[str, list[tuple[int, list[dict[str, Any]]]]]
+    stock_batches: tuple[StockClient, Batches]
 ) -> None:
-    url, batches = stock_stand_in
-    async with service_client("stock_service", url, signer=signer("order_service"),
-                              timeout_seconds=2) as client:
-        stock = StockClient(client)
-        first = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 51))
-        await asyncio.sleep(0.1)  # its batch is at the stand-in now
-        later = [asyncio.create_task(_outcome(stock, SLOW_PRODUCT, order))
-                 for order in (61, 62, 63)]
-        gone = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 71))
-        await asyncio.sleep(0)
-        gone.cancel()  # its caller left before its batch went: not sent
-        await asyncio.sleep(0.05)
-        assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51]]
-        assert await first == "held 51 at 700"
-        assert [await task for task in later] == ["held 61 at 700", f"{SoldOut.__name__} gone",
-                                                  f"{PurchaseLimitExceeded.__name__} "
-                                                  f"{PurchaseLimitExceeded.title}"]
-        assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51], [61, 62, 63]]
-        assert stock._reserves == {}  # nothing kept once answered
+    stock, batches = stock_batches
+    first = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 51))
+    await asyncio.sleep(0.1)  # its batch is at the stand-in now
+    later = [asyncio.create_task(_outcome(stock, SLOW_PRODUCT, order))
+             for order in (61, 62, 63)]
+    gone = asyncio.create_task(_outcome(stock, SLOW_PRODUCT, 71))
+    await asyncio.sleep(0)
+    gone.cancel()  # its caller left before its batch went: not sent
+    await asyncio.sleep(0.05)
+    assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51]]
+    assert await first == "held 51 at 700"
+    assert [await task for task in later] == ["held 61 at 700", f"{SoldOut.__name__} gone",
+                                              f"{PurchaseLimitExceeded.__name__} "
+                                              f"{PurchaseLimitExceeded.title}"]
+    assert [[ask["order_id"] for ask in asks] for _, asks in batches] == [[51], [61, 62, 63]]
+    assert stock._reserves == {}  # nothing kept once answered
