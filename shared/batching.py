@@ -1,9 +1,9 @@
-"""One Redis round trip for every request waiting at the same moment.
+"""One round trip for every request waiting at the same moment.
 
 Per-request Redis questions (is this session revoked, is this caller over its limit, may this
-buyer take a place in the line) are asked by many requests at once at an opening; a subclass
-collects them and answers them all from one flush, which runs once per turn of the event loop
-however many asked.
+buyer take a place in the line) and calls to another service (order_service's reserves of one
+product) are asked by many requests at once at an opening; a subclass collects them and answers
+them all from one flush, which runs once per turn of the event loop however many asked.
 
 One flush runs at a time: what is asked while one runs waits for it and goes in the next, which
 starts as soon as it ends. So answers come back in the order they were asked. Flushes run side by
