@@ -236,8 +236,9 @@ _REQUESTS = re.compile(r"^http_requests_total\{(?P<labels>.*)\} (?P<count>\S+)$"
 _DURATIONS = re.compile(
     r"^http_request_duration_seconds_(?P<kind>sum|count)\{(?P<labels>.*)\} (?P<value>\S+)$", re.M)
 # Where an order's time goes, from each service's own /metrics: (process, method, route part).
+# stock_service's leg is the batch of reserves (POST .../holds: the route label ends there).
 LEGS = (("gateway", "POST", "/api/v1/orders"), ("order", "POST", "/api/v1/orders"),
-        ("stock", "PUT", "/holds/"))
+        ("stock", "POST", '/holds"'))
 
 
 async def _metrics(base_url: str) -> str:
@@ -301,7 +302,7 @@ async def run(args: argparse.Namespace, bench: SaleBench, hello_url: str) -> Non
 class Phase:
     answers: list[Answer]
     cpu: dict[str, float]
-    reserves: int
+    reserve_calls: int
     ledger: tuple[int, int, int]
     rate: float
     # (requests, mean ms) inside each leg of LEGS during the phase.
@@ -332,8 +333,8 @@ class Phase:
             f"{c[201]}/{c[409]}" for _, c in sorted(buckets.items())))
         print("  mean time inside each service per request (its own /metrics): " + ", ".join(
             f"{leg} {ms:.0f} ms over {count}" for leg, (count, ms) in self.legs.items()))
-        print(f"  reserves that reached stock_service: {self.reserves} (the other "
-              f"{len(answers) - self.reserves} refused by order_service's sold-out memory)")
+        print(f"  calls to reserve at stock_service: {self.reserve_calls} (each the reserves of "
+              "one product asked at one moment; the rest refused by order_service's memory)")
         print(f"  ledger: total {total}, held {held}, sold {sold}, remaining "
               f"{total - held - sold}, oversold {oversold}")
         print(f"  ratios: decisions/hello-world {rate / hello:.3f}   "
@@ -358,8 +359,9 @@ def replica_urls(bench: SaleBench, name: str) -> list[str]:
         bench.gateway if name == "gateway" else bench.processes[name]]]
 
 
-async def reserves_answered(bench: SaleBench) -> int:
-    return sum([await requests_answered(url, "PUT", "/holds/")
+async def reserve_calls_answered(bench: SaleBench) -> int:
+    """Calls order_service made to reserve (each a batch of the reserves of one moment)."""
+    return sum([await requests_answered(url, "POST", '/holds"')
                 for url in replica_urls(bench, "stock")])
 
 
@@ -374,7 +376,7 @@ async def legs_inside(bench: SaleBench) -> list[tuple[float, float]]:
 
 async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[BulkAccount], *,
                      rate: float, profile: Path | None) -> Phase:
-    reserves_before = await reserves_answered(bench)
+    reserve_calls_before = await reserve_calls_answered(bench)
     legs_before = await legs_inside(bench)
     sale: list[int] = []
 
@@ -389,7 +391,7 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
                                    rate=rate, open_sale=open_sale, pids=bench.pids(),
                                    profile=profile, hosts=bench.hosts, marks=marks)
     await asyncio.sleep(1)  # effects are after-commit: let them land before reading the ledger
-    reserves = await reserves_answered(bench) - reserves_before
+    reserve_calls = await reserve_calls_answered(bench) - reserve_calls_before
     legs: dict[str, tuple[int, float]] = {}
     for (name, _, _), (count_before, seconds_before), (count, seconds) in zip(
             LEGS, legs_before, await legs_inside(bench), strict=True):
@@ -402,7 +404,7 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
     others = (opened["mysql"] - quiet["mysql"]) * (done_at - opened_at) / (opened_at - quiet_at)
     calls = {"redis": done["redis"] - opened["redis"],
              "mysql": max(0, round(done["mysql"] - opened["mysql"] - others))}
-    return Phase(answers, used, reserves, await ledger(bench, sale[0]), rate, legs, calls)
+    return Phase(answers, used, reserve_calls, await ledger(bench, sale[0]), rate, legs, calls)
 
 
 

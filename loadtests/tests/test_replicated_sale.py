@@ -129,7 +129,8 @@ async def run_sale(system: ServiceSystem, buyers: list[BulkAccount],
         async def kill_mid_sale() -> None:
             """Once every replica has answered orders (or reserves), one of each pair dies."""
             await asyncio.sleep(max(0.0, opens_at - time.time()))
-            legs = (("order", "POST", "/api/v1/orders"), ("stock", "PUT", "/holds/"))
+            # stock_service's reserves come as batches (POST .../holds).
+            legs = (("order", "POST", "/api/v1/orders"), ("stock", "POST", '/holds"'))
             # Bounded: a replica that never takes a request would otherwise keep the test
             # waiting after the sale is over.
             deadline = time.monotonic() + ARRIVALS_SECONDS + 30
