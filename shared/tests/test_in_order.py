@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_reqrep import ClientRequest
 from yarl import URL
 
+from shared import in_order
 from shared.in_order import InOrderConnector, last_look
 
 NAME = "upstream.in-order.test"
@@ -328,6 +329,36 @@ async def test_a_request_cancelled_as_its_look_ends_it_is_cancelled_not_answered
         with last_look(lambda: None):
             assert await _get(session, f"{upstream.url}/next") == "/next"
     assert upstream.reached == ["/held", "/next"]
+
+
+async def test_a_request_ended_by_its_look_leaves_no_cycle_for_the_collector(
+        upstream: Upstream) -> None:
+    """At an opening the gateway ends the crowd behind the sell-out this way, some 1,900
+    requests at once. The answer each look raised held, through its traceback, the pool's frame
+    that raised it, which held the answer: every such request's frames, task and objects were
+    left in a cycle, and the gateway's next young collection walked 268,000 of them for 318 ms.
+    Freed by reference counting, they never reach the collector."""
+    async with one_connection_busy(upstream) as (session, connector, held):
+
+        def refuse() -> None:
+            raise _Unwanted
+
+        waiting = asyncio.create_task(_get_looking(session, f"{upstream.url}/refused", refuse))
+        await asyncio.sleep(0.05)
+        assert connector.look_again() == 1
+        with pytest.raises(_Unwanted) as raised:
+            await waiting
+        answer, pool_frames = raised.value, []
+        trace = answer.__traceback__
+        while trace is not None:
+            if trace.tb_frame.f_code.co_filename == in_order.__file__:
+                pool_frames.append(trace.tb_frame)
+            trace = trace.tb_next
+        assert pool_frames  # it was raised through the pool
+        assert [frame.f_code.co_name for frame in pool_frames
+                if any(value is answer for value in frame.f_locals.values())] == []
+        upstream.release_held.set()
+        assert await held == "/held"
 
 
 async def _take_the_connection(session: aiohttp.ClientSession,
