@@ -146,7 +146,10 @@ class InOrderConnector(aiohttp.TCPConnector):
             task.uncancel()
             if task.cancelling() > cancelling:
                 raise  # cancelled by someone else too (the client gone, a timeout): theirs
-            raise ended from None
+            try:
+                raise ended from None
+            finally:
+                del ended  # its traceback holds this frame: else a cycle the collector must find
         finally:
             self._looking.pop(task, None)
             self._ended.pop(task, None)
