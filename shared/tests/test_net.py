@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +26,30 @@ def test_a_free_port_lies_below_the_range_outgoing_connections_take_ports_from()
         assert port < low
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+# Picks that would collide by chance: over the ~22,700 ports below the ephemeral range, a
+# thousand random picks repeat one about twenty times.
+PICKS = 1_000
+
+
+def test_a_port_is_handed_out_once_whoever_asks(tmp_path: Path) -> None:
+    """A port is picked, then bound only once its process has started, seconds later; one
+    picked twice meanwhile went to two servers. Seen in a fresh-clone make test: a gateway's
+    metrics port was in use by the time it bound it ("address already in use"). No two picks,
+    in this process or another (pytest's other workers), may be the same port."""
+    script = tmp_path / "picks.py"
+    script.write_text("from shared.testing.net import free_port\n"
+                      f"print(' '.join(str(free_port()) for _ in range({PICKS})))\n")
+    other = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    here = [free_port() for _ in range(PICKS)]
+    out, _ = other.communicate(timeout=60)
+    there = [int(port) for port in out.split()]
+    assert len(there) == PICKS
+    assert len(set(here)) == PICKS
+    assert len(set(there)) == PICKS
+    assert set(here).isdisjoint(there)
 
 
 def test_a_process_whose_port_another_holds_is_not_taken_for_healthy(tmp_path: Path) -> None:
