@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +20,13 @@ import uvicorn
 
 # Ports handed out below the kernel's ephemeral range, from here up.
 LOWEST_PORT = 10_000
+# Where a port handed out is claimed, a file each, and how long a claim holds: far longer than
+# any process takes to start and bind it, far shorter than a port stays scarce (a run picks a few
+# hundred of the 22,000 or so).
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "preorder-test-ports"
+CLAIM_SECONDS = 600.0
+# This process's own picks, never handed out twice.
+_handed_out: set[int] = set()
 
 # The test clients (httpx) keep an idle connection 5 s, uvicorn's default too: a request written
 # just as the server closes the connection is lost. Production's client, the gateway, lets go
@@ -35,15 +43,42 @@ def ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+def _claimed(port: int) -> bool:
+    """Claims `port` for this process unless this process or another (pytest's other workers,
+    a load run) claimed it within CLAIM_SECONDS: a file per port, made only if absent."""
+    if port in _handed_out:
+        return False
+    path = PORT_CLAIMS / str(port)
+    try:
+        PORT_CLAIMS.mkdir(exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        try:
+            if time.time() - path.stat().st_mtime < CLAIM_SECONDS:
+                return False
+            path.touch()  # a claim of a run long gone
+        except OSError:
+            return False
+    except OSError:
+        pass  # nowhere to write claims: this process's own picks stay apart still
+    _handed_out.add(port)
+    return True
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on, below the ephemeral range. A port the kernel picks
-    (bind to 0) is in that range, where outgoing connections take their local ports: one
-    picked for a process and bound only later may be taken meanwhile. Seen in a 20,000-buyer
-    make load: a gateway replica's port went to a connection before the replica bound it, and
-    its buyers were answered by whatever listened there."""
+    """A loopback port nobody listens on, below the ephemeral range, handed out once. A port
+    the kernel picks (bind to 0) is in that range, where outgoing connections take their local
+    ports: one picked for a process and bound only later may be taken meanwhile. Seen in a
+    20,000-buyer make load: a gateway replica's port went to a connection before the replica
+    bound it, and its buyers were answered by whatever listened there. And a port is bound
+    seconds after it is picked, once its process has started: picked at random, a thousand
+    picks repeated one about twenty times, and a fresh-clone make test saw a gateway's port in
+    use by the time it bound it. So each pick is claimed (`_claimed`) before it is handed out."""
     low, _ = ephemeral_ports()
     for _ in range(200):
         port = LOWEST_PORT + secrets.randbelow(max(low - LOWEST_PORT, 1))
+        if not _claimed(port):
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
