@@ -255,8 +255,7 @@ def problem_of(error: Exception) -> ProblemError:
         problem = error
     elif isinstance(error, RedisConnectionError | RedisTimeoutError):
         problem = RedisUnavailable()
-    elif isinstance(error, PoolTimeout) or (isinstance(error, DBAPIError) and (
-            error.connection_invalidated or isinstance(error, OperationalError))):
+    elif isinstance(error, PoolTimeout) or _database_unreachable(error):
         problem = DatabaseUnavailable()
     else:
         logger.error("unhandled error", exc_info=error)
@@ -286,9 +285,16 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id_var.reset(token)
 
 
+def _database_unreachable(error: Exception) -> bool:
+    """The database could not be asked, or dropped the connection under a statement: nothing
+    was decided (a statement it refused is not this)."""
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error, OperationalError))
+
+
 async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated or isinstance(exc, OperationalError):
+    if _database_unreachable(exc):
         logger.warning("database unavailable", extra={"error": repr(exc.orig)})
         return problem_from_error(DatabaseUnavailable())
     logger.exception("unhandled database error", exc_info=exc)
