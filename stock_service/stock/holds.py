@@ -88,20 +88,27 @@ class HoldService:
             return [SoldOut() for _ in asks]
         outcomes = await self.scripts.reserve_many(
             product_id, [(ask.order_id, ask.user_id, ask.quantity) for ask in asks])
-        decided = await asyncio.gather(
-            *(self._decided(product_id, ask, outcome)
-              for ask, outcome in zip(asks, outcomes, strict=True)),
-            return_exceptions=True)
-        answers: list[Hold | ProblemError] = []
-        for result in decided:
+        # Refusals are answered here; only the rest (a hold to confirm or look up) side by side.
+        answers: list[Hold | ProblemError | None] = []
+        deciding: list[tuple[int, Awaitable[Hold]]] = []
+        for ask, outcome in zip(asks, outcomes, strict=True):
+            if outcome.refusal is not None:
+                if outcome.refusal == "sold_out":
+                    self.admission.sold_out.remember(product_id, ask.quantity)
+                answers.append(REFUSALS[outcome.refusal]())
+            else:
+                deciding.append((len(answers), self._decided(product_id, ask, outcome)))
+                answers.append(None)  # its place, until decided
+        decided = await asyncio.gather(*(call for _, call in deciding), return_exceptions=True)
+        for (n, _), result in zip(deciding, decided, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # a cancel: the batch's request is gone
-            answers.append(problem_of(result) if isinstance(result, Exception) else result)
-        return answers
+            answers[n] = problem_of(result) if isinstance(result, Exception) else result
+        return [answer for answer in answers if answer is not None]
 
     async def _decided(self, product_id: int, ask: HoldAsk, outcome: Outcome) -> Hold:
-        """The hold the script's outcome gives the reserve (confirmed in the ledger), or its
-        refusal raised."""
+        """The hold the script's outcome (not a refusal) gives the reserve, confirmed in the
+        ledger."""
         expires_at = ask.expires_at or utcnow() + self.hold_ttl
         if outcome.word == "held":
             self.admission.sold_out.forget(product_id)
@@ -114,10 +121,6 @@ class HoldService:
         if outcome.word == "replay":
             assert outcome.hold is not None
             return await self._replayed(product_id, ask.order_id, outcome.hold, expires_at)
-        if outcome.refusal is not None:
-            if outcome.refusal == "sold_out":
-                self.admission.sold_out.remember(product_id, ask.quantity)
-            raise REFUSALS[outcome.refusal]()
         if outcome.word == "missing":
             await self._state_missing(product_id)
         raise StockRebuilding()
