@@ -14,7 +14,10 @@ It prints the order decisions per second through the gateway (answers of 201 or 
 time from the first order sent to the last answer), p50/p99, the answers by code, the stock
 left and sold by the ledger (oversold = sold + held beyond the stock), the raw Lua reserve
 rate on Redis and a hello-world rate measured in the same run with the ratios, and the CPU
-seconds each process used during the burst. Loopback only; bounded; stops by itself.
+seconds each process used during the burst. After each phase its winners pay, all at once, with
+the card that always succeeds: payments a second, p50/p99, and the CPU each process spent per
+payment (the money path: the payment's lease, the charge, its webhook, the order paid and its
+units sold). Loopback only; bounded; stops by itself.
 
 --replicas runs several processes of the gateway, order_service or stock_service, each set on
 one port at 127.0.0.1, 127.0.0.2, ... behind one name (loadtests/system.py), as an orchestrator
@@ -76,6 +79,7 @@ SALE_APPS = ("user", "stock", "order", "payment")
 MYSQL_SERVER_URL = TEST_MYSQL_URL + "/mysql"
 GOAL_DECISIONS_PER_SECOND = 1000
 GOAL_P99_MS = 500
+CARD_OK = "4242424242424242"  # the contract's card that always succeeds
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
@@ -118,6 +122,8 @@ class Answer:
     code: str
     started: float
     ended: float
+    # The order made (a 201's id), for the winners' payments.
+    order_id: int | None = None
 
 
 async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rate: float,
@@ -162,7 +168,8 @@ async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rat
                 # opening (its keep-alive is 5 s; a machine this busy can take longer).
                 return Answer(0, type(error).__name__, due, time.perf_counter())
             code = body.get("code") or body.get("status") if isinstance(body, dict) else ""
-            return Answer(response.status, str(code), due, time.perf_counter())
+            order_id = body.get("id") if response.status == 201 else None
+            return Answer(response.status, str(code), due, time.perf_counter(), order_id)
 
         answers = await asyncio.gather(*(buy(n, buyer) for n, buyer in enumerate(buyers)))
         # A process gone meanwhile (a Redis of some other run, found by name) is left out.
@@ -296,6 +303,15 @@ async def run(args: argparse.Namespace, bench: SaleBench, hello_url: str) -> Non
                                   if args.profile else None)
         result.report(f"{args.buyers} buyers, {label}, 1 unit each, stock {args.stock}, "
                       "through the gateway", hello=hello.rps, raw=raw.rps)
+        winners = [(buyer, answer.order_id) for buyer, answer in zip(buyers, result.answers,
+                                                                      strict=True)
+                   if answer.order_id is not None]
+        payments = await pay_all(bench, winners, connections=args.connections,
+                                 profile=Path(args.profile) / f"{rate:g}-pay-"
+                                 if args.profile else None)
+        payments.report(f"the {len(winners)} winners pay at once (a card that succeeds), "
+                        "through the gateway", hello=hello.rps,
+                        ledger=await ledger(bench, result.product_id))
 
 
 @dataclass(frozen=True)
@@ -309,6 +325,7 @@ class Phase:
     legs: dict[str, tuple[int, float]]
     # Commands each kind of datastore was sent during the phase (DatastoreCounters).
     calls: dict[str, int]
+    product_id: int
 
     def report(self, title: str, *, hello: float, raw: float) -> None:
         answers = self.answers
@@ -404,7 +421,74 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
     others = (opened["mysql"] - quiet["mysql"]) * (done_at - opened_at) / (opened_at - quiet_at)
     calls = {"redis": done["redis"] - opened["redis"],
              "mysql": max(0, round(done["mysql"] - opened["mysql"] - others))}
-    return Phase(answers, used, reserve_calls, await ledger(bench, sale[0]), rate, legs, calls)
+    return Phase(answers, used, reserve_calls, await ledger(bench, sale[0]), rate, legs, calls,
+                 sale[0])
+
+
+@dataclass(frozen=True)
+class Payments:
+    answers: list[Answer]
+    cpu: dict[str, float]
+
+    def report(self, title: str, *, hello: float, ledger: tuple[int, int, int]) -> None:
+        answers = self.answers
+        if not answers:
+            print(f"{title}: no winners to pay")
+            return
+        first = min(a.started for a in answers)
+        last = max(a.ended for a in answers)
+        latencies = sorted((a.ended - a.started) * 1000 for a in answers)
+        p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+        rate = len(answers) / (last - first)
+        succeeded = len([a for a in answers if a.status == 201 and a.code == "succeeded"])
+        _total, held, sold = ledger
+        print(title)
+        print(f"  payments: {rate:,.0f}/s over {last - first:.2f} s   "
+              f"p50 {statistics.median(latencies):.0f} ms   p99 {p99:.0f} ms   "
+              f"ratio payments/hello-world {rate / hello:.3f}")
+        print("  answers:", dict(Counter(f"{a.status} {a.code}" for a in answers)))
+        print(f"  ledger: sold {sold} for {succeeded} payments succeeded, held {held}"
+              f"{'' if sold == succeeded else '   MISMATCH'}")
+        print(f"  CPU ms per payment (all processes {1000 * sum(self.cpu.values()) / len(answers):.2f}): "
+              + ", ".join(f"{name} {1000 * seconds / len(answers):.2f}"
+                          for name, seconds in sorted(self.cpu.items(), key=lambda i: -i[1])))
+
+
+async def pay_all(bench: SaleBench, winners: list[tuple[BulkAccount, int]], *, connections: int,
+                  profile: Path | None) -> Payments:
+    """Every winner pays its order at once, through the gateway, on connections opened (and
+    tokens seen) beforehand; the CPU each process used from the first payment to the last
+    answer."""
+    connector = aiohttp.TCPConnector(limit=connections, resolver=Resolver(bench.hosts))
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        url = bench.gateway_url
+        await asyncio.gather(*(_warm(session, url, buyer) for buyer, _ in winners))
+        pids = bench.pids()
+        before = {name: cpu_seconds(pid) for name, pid in pids.items() if alive(pid)}
+        recorders = await start_profiles(profile, pids, seconds=6)
+
+        async def pay(buyer: BulkAccount, order_id: int) -> Answer:
+            started = time.perf_counter()
+            try:
+                async with session.post(
+                        f"{url}/api/v1/payments",
+                        headers={"Authorization": f"Bearer {buyer.access_token}"},
+                        json={"order_id": order_id, "card_number": CARD_OK}) as response:
+                    body: Any = await response.json(content_type=None)
+            except aiohttp.ClientError as error:
+                return Answer(0, type(error).__name__, started, time.perf_counter())
+            code = body.get("code") or body.get("status") if isinstance(body, dict) else ""
+            return Answer(response.status, str(code), started, time.perf_counter())
+
+        answers = await asyncio.gather(*(pay(buyer, order_id) for buyer, order_id in winners))
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()
+                if name in before and alive(pid)}
+        # The payments' effects (the order paid, the units sold) land after their answers.
+        await asyncio.sleep(1)
+        for recorder in recorders:
+            await recorder.wait()
+        return Payments(answers, used)
 
 
 
