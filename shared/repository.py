@@ -54,9 +54,10 @@ async def execute_counted(session: AsyncSession, statement: Executable,
     return int(cast("CursorResult[*tuple[Any, ...]]", result).rowcount)
 
 
-async def execute_insert(session: AsyncSession, statement: Executable) -> int:
+async def execute_insert(session: AsyncSession, statement: Executable,
+                         parameters: Mapping[str, Any] | None = None) -> int:
     """The id the database gave the row an INSERT added."""
-    result = await session.execute(statement)
+    result = await session.execute(statement, parameters)
     key = cast("CursorResult[*tuple[Any, ...]]", result).inserted_primary_key
     assert key is not None
     return int(key[0])
