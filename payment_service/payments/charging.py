@@ -21,12 +21,13 @@ payments of one order at the same moment get one success at most).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from sqlalchemy.exc import IntegrityError
 
 from payment_service.clients import OrdersClient
 from payment_service.payments.errors import OrderNotPayable, PaymentNotFound, ProcessorUnavailable
-from payment_service.payments.outcomes import PaymentOutcomes, payment_out
+from payment_service.payments.outcomes import PaymentOutcomes, payment_out, transition
 from payment_service.payments.processor import CardProcessor, charge_key
 from payment_service.payments.processor_api import Charge, reference
 from payment_service.payments.repository import PaymentReads, PaymentRepository
@@ -79,7 +80,7 @@ class PaymentCharging:
         lease = await self.orders.lease(request.order_id, user_id, deadline=charging)
         try:
             async with self.transactions.write() as payments:
-                payment_id = await payments.insert_pending(
+                payment = await payments.insert_pending(
                     order_id=request.order_id, user_id=user_id, amount=lease.amount,
                     card_last4=request.card_number[-4:], lease_token=lease.lease_token,
                     idempotency_key=claim.key if claim else None,
@@ -93,6 +94,7 @@ class PaymentCharging:
                     return first
             raise OrderNotPayable("The order is already paid or being paid.") from None
 
+        payment_id = payment.id
         key = charge_key(payment_id, lease.lease_token)
         try:
             charge = await self.processor.charge(
@@ -114,9 +116,8 @@ class PaymentCharging:
                     await self.outcomes.fail_interrupted(payment_id, key, deadline=deadline)
                 return await self._told(payment_id, deadline)
             charge = decided
-        async with self.transactions.read() as payments:
-            payment = await payments.payment(payment_id)
-        assert payment is not None
+        # The row as inserted is all settling needs: its move is conditional on `pending` in
+        # the database, whatever a webhook did meanwhile.
         moved, took = await self.outcomes.settle_charge(payment, charge, deadline=deadline)
         if not moved:
             # Decided meanwhile: cut short by the stale-payment loop, whose void this charge
@@ -130,6 +131,12 @@ class PaymentCharging:
         if charge.status == "succeeded" and took is False:
             raise OrderNotPayable("The order could not be paid any more (it was cancelled or "
                                   "ran out of time); the charge was voided.")
+        written = transition(charge) if moved else None
+        if written is not None:
+            # What this request wrote is its answer, with no read back: nothing moves a payment
+            # on from here but a refund, which its buyer can only ask for later.
+            status, failure_code, _ = written
+            return payment_out(replace(payment, status=status, failure_code=failure_code))
         return await self.outcomes.current(payment_id)
 
     async def _told(self, payment_id: int, deadline: Deadline | None) -> PaymentOut:
