@@ -20,26 +20,32 @@ from shared.pagination import Key, key_params, older_than
 from shared.reads import ReadSession
 from shared.repository import execute_counted
 
-ORDER_COLUMNS = (Order.id, Order.user_id, Order.product_id, Order.quantity, Order.unit_price,
-                 Order.amount, Order.status, Order.expires_at, Order.created_at)
-ORDER_BY_ID = select(*ORDER_COLUMNS).where(Order.id == bindparam("order_id"))
+# Statements are built once, on the table, with their values as parameters: one built per call
+# computes its cache key each time, and one on the mapped class goes through the ORM's bulk
+# path, about twice the CPU of the same SQL prebuilt on the table. A payment makes five
+# statements here; an opening's payments run beside its orders.
+ORDERS = cast(Table, Order.__table__)
+_O = ORDERS.c
+ORDER_COLUMNS = (_O.id, _O.user_id, _O.product_id, _O.quantity, _O.unit_price, _O.amount,
+                 _O.status, _O.expires_at, _O.created_at)
+ORDER_BY_ID = select(*ORDER_COLUMNS).where(_O.id == bindparam("order_id"))
 # A user's orders, newest first, one page past a cursor (the first page has no cursor).
-_NEWEST_FIRST = (Order.created_at.desc(), Order.id.desc())
-ORDERS_OF_USER = (select(*ORDER_COLUMNS).where(Order.user_id == bindparam("user_id"))
+_NEWEST_FIRST = (_O.created_at.desc(), _O.id.desc())
+ORDERS_OF_USER = (select(*ORDER_COLUMNS).where(_O.user_id == bindparam("user_id"))
                   .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 ORDERS_OF_USER_AFTER = (
     select(*ORDER_COLUMNS)
-    .where(Order.user_id == bindparam("user_id"),
-           older_than(Order.created_at, Order.id))
+    .where(_O.user_id == bindparam("user_id"),
+           older_than(_O.created_at, _O.id))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 ORDERS_OF_USER_IN_STATUS = (
     select(*ORDER_COLUMNS)
-    .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"))
+    .where(_O.user_id == bindparam("user_id"), _O.status == bindparam("status"))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 ORDERS_OF_USER_IN_STATUS_AFTER = (
     select(*ORDER_COLUMNS)
-    .where(Order.user_id == bindparam("user_id"), Order.status == bindparam("status"),
-           older_than(Order.created_at, Order.id))
+    .where(_O.user_id == bindparam("user_id"), _O.status == bindparam("status"),
+           older_than(_O.created_at, _O.id))
     .order_by(*_NEWEST_FIRST).limit(bindparam("limit")))
 
 
@@ -110,10 +116,35 @@ class OrderReads:
         return [_order(row) for row in (await self.reads.execute(statement, parameters)).all()]
 
 
-# One statement on the table, its values as parameters: compiled once and cached, where
-# insert(Order).values(...) built a new statement per order (its cache key computed each time,
-# and the ORM's bulk-insert path around it; seen in py-spy on the sale's winning path).
-INSERT_ORDER = insert(cast(Table, Order.__table__))
+INSERT_ORDER = insert(ORDERS)
+_NO_LEASE_RUNNING = or_(_O.lease_until.is_(None), _O.lease_until < bindparam("p_now"))
+LEASE = (update(ORDERS)
+         .where(_O.id == bindparam("p_order"), _O.user_id == bindparam("p_user"),
+                _O.status == "pending_payment", _O.expires_at > bindparam("p_now"),
+                _NO_LEASE_RUNNING)
+         .values(lease_token=bindparam("p_token"), lease_until=bindparam("p_until"),
+                 updated_at=bindparam("p_updated")))
+# A payment's outcome, taken only from the payment holding the order's lease.
+_PAYMENT_DECIDED = (update(ORDERS)
+                    .where(_O.id == bindparam("p_order"), _O.status == "pending_payment",
+                           _O.lease_token == bindparam("p_token")))
+MARK_PAID = _PAYMENT_DECIDED.values(
+    status="paid", payment_id=bindparam("p_payment"), lease_until=None, stock_effect="commit",
+    updated_at=bindparam("p_updated"))
+MARK_PAYMENT_FAILED = _PAYMENT_DECIDED.values(
+    status="payment_failed", payment_id=bindparam("p_payment"), lease_until=None,
+    stock_effect="release", updated_at=bindparam("p_updated"))
+PAID_BY = select(_O.payment_id).where(_O.id == bindparam("p_order"))
+SETTLING = (select(_O.id, _O.product_id, _O.status, _O.stock_effect, _O.payment_effect)
+            .where(_O.id == bindparam("p_order")))
+# An effect is cleared only if it is still the one carried out (not a newer one).
+STOCK_EFFECT_DONE = (update(ORDERS)
+                     .where(_O.id == bindparam("p_order"), _O.stock_effect == bindparam("p_effect"))
+                     .values(stock_effect=None))
+PAYMENT_EFFECT_DONE = (update(ORDERS)
+                       .where(_O.id == bindparam("p_order"),
+                              _O.payment_effect == bindparam("p_effect"))
+                       .values(payment_effect=None))
 
 
 class OrderRepository:
@@ -172,8 +203,7 @@ class OrderRepository:
         return _order(values), key
 
     async def order(self, order_id: int) -> OrderOut | None:
-        row = (await self.session.execute(
-            select(*ORDER_COLUMNS).where(Order.id == order_id))).mappings().first()
+        row = (await self.session.execute(ORDER_BY_ID, {"order_id": order_id})).mappings().first()
         return _order(row) if row else None
 
     async def existing_ids(self, order_ids: list[int]) -> set[int]:
@@ -191,26 +221,23 @@ class OrderRepository:
     async def lease_for_payment(self, order_id: int, user_id: int, *, token: str,
                                 until: datetime, now: datetime) -> bool:
         """Only a pending order of this user, not past its deadline, with no payment in flight."""
-        return await self._move(
-            order_id,
-            [Order.user_id == user_id, Order.status == "pending_payment", Order.expires_at > now,
-             or_(Order.lease_until.is_(None), Order.lease_until < now)],
-            lease_token=token, lease_until=until)
+        return bool(await execute_counted(self.session, LEASE, {
+            "p_order": order_id, "p_user": user_id, "p_now": now, "p_token": token,
+            "p_until": until, "p_updated": utcnow()}))
 
     async def paid_by(self, order_id: int) -> int | None:
         """The payment an order was paid with (None while unpaid)."""
-        return await self.session.scalar(select(Order.payment_id).where(Order.id == order_id))
+        return await self.session.scalar(PAID_BY, {"p_order": order_id})
 
     async def mark_paid(self, order_id: int, *, token: str, payment_id: int) -> bool:
-        return await self._move(
-            order_id, [Order.status == "pending_payment", Order.lease_token == token],
-            status="paid", payment_id=payment_id, lease_until=None, stock_effect="commit")
+        return bool(await execute_counted(self.session, MARK_PAID, {
+            "p_order": order_id, "p_token": token, "p_payment": payment_id,
+            "p_updated": utcnow()}))
 
     async def mark_payment_failed(self, order_id: int, *, token: str, payment_id: int) -> bool:
-        return await self._move(
-            order_id, [Order.status == "pending_payment", Order.lease_token == token],
-            status="payment_failed", payment_id=payment_id, lease_until=None,
-            stock_effect="release")
+        return bool(await execute_counted(self.session, MARK_PAYMENT_FAILED, {
+            "p_order": order_id, "p_token": token, "p_payment": payment_id,
+            "p_updated": utcnow()}))
 
     # Expiry and cancel
 
@@ -257,9 +284,7 @@ class OrderRepository:
     # Effects owed to other services
 
     async def settling(self, order_id: int) -> Settling | None:
-        row = (await self.session.execute(
-            select(Order.id, Order.product_id, Order.status, Order.stock_effect,
-                   Order.payment_effect).where(Order.id == order_id))).first()
+        row = (await self.session.execute(SETTLING, {"p_order": order_id})).first()
         return Settling(*row) if row else None
 
     async def unsettled(self, *, older_than: datetime, limit: int) -> list[int]:
@@ -274,9 +299,8 @@ class OrderRepository:
                           payment_effect: PaymentEffect | None = None) -> None:
         """Clears the effect if it is still the one that was carried out (not a newer one)."""
         if stock_effect is not None:
-            await self.session.execute(update(Order).where(
-                Order.id == order_id, Order.stock_effect == stock_effect).values(stock_effect=None))
+            await self.session.execute(STOCK_EFFECT_DONE,
+                                       {"p_order": order_id, "p_effect": stock_effect})
         if payment_effect is not None:
-            await self.session.execute(update(Order).where(
-                Order.id == order_id, Order.payment_effect == payment_effect,
-            ).values(payment_effect=None))
+            await self.session.execute(PAYMENT_EFFECT_DONE,
+                                       {"p_order": order_id, "p_effect": payment_effect})
