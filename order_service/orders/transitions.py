@@ -89,15 +89,19 @@ class OrderTransitions:
     async def mark_paid(self, order_id: int, *, payment_id: int, token: str) -> OrderState:
         async with self.transactions.write() as orders:
             moved = await orders.mark_paid(order_id, token=token, payment_id=payment_id)
-            order = await orders.order(order_id)
+            # Moved: paid now, nothing to read back. Else it was paid already (this payment is
+            # answered again) or it cannot be paid: the order says which.
+            order = None if moved else await orders.order(order_id)
             paid_by = payment_id if moved else await orders.paid_by(order_id)
-        if order is None:
-            raise OrderNotFound()
-        # Only the payment that paid it is answered "paid" again: another payment's charge must
-        # be voided, never kept beside the first (a double charge).
-        if not moved and (order.status != "paid" or paid_by != payment_id):
-            raise OrderNotPayable(f"The order is {order.status}"
-                                  + (" by another payment." if order.status == "paid" else "."))
+        if not moved:
+            if order is None:
+                raise OrderNotFound()
+            # Only the payment that paid it is answered "paid" again: another payment's charge
+            # must be voided, never kept beside the first (a double charge).
+            if order.status != "paid" or paid_by != payment_id:
+                raise OrderNotPayable(f"The order is {order.status}"
+                                      + (" by another payment." if order.status == "paid"
+                                         else "."))
         self.effects.settle_soon(order_id)
         return OrderState(order_id=order_id, status="paid")
 
