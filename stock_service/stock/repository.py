@@ -7,9 +7,9 @@ import collections
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,34 +19,53 @@ from shared.reads import ReadSession
 from shared.repository import execute_counted
 from stock_service.stock.models import StockHold, StockProduct, StockUserCount
 
-PRODUCT_COLUMNS = (StockProduct.product_id, StockProduct.seller_id, StockProduct.price,
-                   StockProduct.total, StockProduct.held, StockProduct.sold,
-                   StockProduct.sale_opens_at, StockProduct.sale_closes_at,
-                   StockProduct.limit_per_user, StockProduct.deleted_at, StockProduct.version)
-PRODUCT_BY_ID = select(*PRODUCT_COLUMNS).where(StockProduct.product_id == bindparam("product_id"))
-HOLD_COLUMNS = (StockHold.order_id, StockHold.product_id, StockHold.user_id, StockHold.quantity,
-                StockHold.unit_price, StockHold.state, StockHold.expires_at, StockHold.created_at)
-HOLD_BY_ID = select(*HOLD_COLUMNS).where(StockHold.order_id == bindparam("order_id"),
-                                         StockHold.product_id == bindparam("product_id"))
-# The writes of winning holds, built once: every winner of a sale runs them. (Parameters are
-# named apart from the columns: SQLAlchemy keeps columns' own names for its SET/VALUES.)
-INSERT_HOLD = insert(StockHold)
-_count = insert(StockUserCount).values(product_id=bindparam("p_product"),
-                                       user_id=bindparam("p_user"), units=bindparam("p_quantity"))
-COUNT_USER_UNITS = _count.on_duplicate_key_update(units=StockUserCount.units + _count.inserted.units)
+# The statements of a sale (its holds won, committed when paid, released) are built once, on
+# the tables rather than the mapped classes: one built per call computes its cache key each
+# time, and one on a mapped class goes through the ORM's bulk path, about twice the CPU of the
+# same SQL prebuilt on the table. (Parameters are named apart from the columns: SQLAlchemy keeps
+# columns' own names for its SET/VALUES.)
+PRODUCTS = cast(Table, StockProduct.__table__)
+HOLDS = cast(Table, StockHold.__table__)
+USER_COUNTS = cast(Table, StockUserCount.__table__)
+_P, _H, _U = PRODUCTS.c, HOLDS.c, USER_COUNTS.c
+PRODUCT_COLUMNS = (_P.product_id, _P.seller_id, _P.price, _P.total, _P.held, _P.sold,
+                   _P.sale_opens_at, _P.sale_closes_at, _P.limit_per_user, _P.deleted_at,
+                   _P.version)
+PRODUCT_BY_ID = select(*PRODUCT_COLUMNS).where(_P.product_id == bindparam("product_id"))
+HOLD_COLUMNS = (_H.order_id, _H.product_id, _H.user_id, _H.quantity, _H.unit_price, _H.state,
+                _H.expires_at, _H.created_at)
+HOLD_BY_ID = select(*HOLD_COLUMNS).where(_H.order_id == bindparam("order_id"),
+                                         _H.product_id == bindparam("product_id"))
+HOLD_FOR_UPDATE = HOLD_BY_ID.with_for_update()
+INSERT_HOLD = insert(HOLDS)
+_count = insert(USER_COUNTS).values(product_id=bindparam("p_product"),
+                                    user_id=bindparam("p_user"), units=bindparam("p_quantity"))
+COUNT_USER_UNITS = _count.on_duplicate_key_update(units=_U.units + _count.inserted.units)
 _a_user_past_the_limit = (
-    select(StockUserCount.user_id)
-    .where(StockUserCount.product_id == bindparam("p_product"),
-           StockUserCount.user_id.in_(bindparam("p_users", expanding=True)),
-           StockUserCount.units > StockProduct.limit_per_user)
+    select(_U.user_id)
+    .where(_U.product_id == bindparam("p_product"),
+           _U.user_id.in_(bindparam("p_users", expanding=True)),
+           _U.units > _P.limit_per_user)
     .exists())
 TAKE_UNITS = (
-    update(StockProduct)
-    .where(StockProduct.product_id == bindparam("p_product"),
-           StockProduct.deleted_at.is_(None),
-           StockProduct.held + StockProduct.sold + bindparam("p_quantity") <= StockProduct.total,
-           or_(StockProduct.limit_per_user.is_(None), ~_a_user_past_the_limit))
-    .values(held=StockProduct.held + bindparam("p_quantity"), updated_at=bindparam("p_now")))
+    update(PRODUCTS)
+    .where(_P.product_id == bindparam("p_product"),
+           _P.deleted_at.is_(None),
+           _P.held + _P.sold + bindparam("p_quantity") <= _P.total,
+           or_(_P.limit_per_user.is_(None), ~_a_user_past_the_limit))
+    .values(held=_P.held + bindparam("p_quantity"), updated_at=bindparam("p_now")))
+# A hold moved on only from the state it was read in.
+MOVE_HOLD = (update(HOLDS)
+             .where(_H.order_id == bindparam("p_order"), _H.state == bindparam("p_from"))
+             .values(state=bindparam("p_to"), updated_at=bindparam("p_now")))
+USER_UNITS_BACK = (update(USER_COUNTS)
+                   .where(_U.product_id == bindparam("p_product"),
+                          _U.user_id == bindparam("p_user"))
+                   .values(units=_U.units - bindparam("p_quantity")))
+MOVE_COUNTS = (update(PRODUCTS)
+               .where(_P.product_id == bindparam("p_product"))
+               .values(held=_P.held + bindparam("p_held"), sold=_P.sold + bindparam("p_sold"),
+                       updated_at=bindparam("p_now")))
 
 
 @dataclass(frozen=True)
@@ -172,9 +191,7 @@ class LedgerRepository:
 
     async def hold_for_update(self, product_id: int, order_id: int) -> Hold | None:
         row = (await self.session.execute(
-            select(*HOLD_COLUMNS)
-            .where(StockHold.order_id == order_id, StockHold.product_id == product_id)
-            .with_for_update())).mappings().first()
+            HOLD_FOR_UPDATE, {"order_id": order_id, "product_id": product_id})).mappings().first()
         return _hold(row) if row else None
 
     async def hold(self, order_id: int) -> Hold | None:
@@ -188,19 +205,15 @@ class LedgerRepository:
         in is left). Locks in the guard's order: the holds, the users' counts, the products."""
         moved = []
         for hold in holds:
-            result = await self.session.execute(
-                update(StockHold)
-                .where(StockHold.order_id == hold.order_id, StockHold.state == hold.state)
-                .values(state=to, updated_at=utcnow()))
-            if result.rowcount:  # type: ignore[attr-defined]
+            if await execute_counted(self.session, MOVE_HOLD, {
+                    "p_order": hold.order_id, "p_from": hold.state, "p_to": to,
+                    "p_now": utcnow()}):
                 moved.append(hold)
         if to == "released":
             for hold in sorted(moved, key=lambda h: (h.product_id, h.user_id)):
-                await self.session.execute(
-                    update(StockUserCount)
-                    .where(StockUserCount.product_id == hold.product_id,
-                           StockUserCount.user_id == hold.user_id)
-                    .values(units=StockUserCount.units - hold.quantity))
+                await self.session.execute(USER_UNITS_BACK, {
+                    "p_product": hold.product_id, "p_user": hold.user_id,
+                    "p_quantity": hold.quantity})
         changes: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for hold in moved:
             if to == "committed":
@@ -210,8 +223,9 @@ class LedgerRepository:
                     hold.quantity)
         for product_id in sorted(changes):
             delta = changes[product_id]
-            await self.update_product(product_id, held=StockProduct.held + delta["held"],
-                                      sold=StockProduct.sold + delta["sold"])
+            await self.session.execute(MOVE_COUNTS, {
+                "p_product": product_id, "p_held": delta["held"], "p_sold": delta["sold"],
+                "p_now": utcnow()})
         return moved
 
     async def held_holds(self, *, created_before: datetime, after_order_id: int,
