@@ -359,3 +359,27 @@ async def test_a_connection_the_driver_closed_is_not_handed_out_again() -> None:
         assert await driver_query(engine, "SELECT 1") == (1,)
     finally:
         await engine.dispose()
+
+
+async def test_connections_opened_for_a_burst_are_kept_for_the_next(
+    sessions: async_sessionmaker[AsyncSession],  # the schema
+) -> None:
+    """A burst past the pool's size opened connections and closed them as they came back
+    (SQLAlchemy's overflow), so every burst opened them again: about one new connection per
+    payment when an opening's winners paid, each a handshake for both the service and MySQL."""
+    engine = create_engine(database_url_for_tests("preorder_shared"), pool_size=2)
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda connection, record: opened.append(record))
+
+    async def hold_a_connection() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT SLEEP(0.2)"))
+
+    try:
+        await asyncio.gather(*(hold_a_connection() for _ in range(4)))
+        first_burst = len(opened)
+        await asyncio.gather(*(hold_a_connection() for _ in range(4)))
+        assert first_burst == 4
+        assert len(opened) == first_burst
+    finally:
+        await engine.dispose()
