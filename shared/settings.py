@@ -132,9 +132,9 @@ class DatastoreSettings(ServiceSettings):
     """A service with its own MySQL schema and a Redis."""
 
     database_url: str
-    # Connections for transactions (and as many again in overflow), and for plain reads. Ten of
-    # each keep a MySQL busy; more would only queue inside it, and six services with more
-    # would pass its default max_connections (151).
+    # Connections for transactions (as many again under load, each kept once opened), and for
+    # plain reads. Ten of each keep a MySQL busy; more would only queue inside it, and six
+    # services with more would pass its default max_connections (151).
     database_pool_size: int = Field(default=10, gt=0)
     database_read_pool_size: int = Field(default=10, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
