@@ -184,7 +184,8 @@ async def sale_and_check(system: ServiceSystem) -> None:
     # wrote: such an orphan's unit is given back (after ORDER_ORPHAN_HOLD_AFTER_SECONDS), sold
     # again if the sale is still deciding orders, or else left over.
     statuses = Counter(status for status, _ in answers)
-    assert set(statuses) <= {201, 409}, (statuses, attempts)
+    assert set(statuses) <= {201, 409}, (
+        statuses, attempts, [answer for answer in answers if answer[0] not in (201, 409)])
     refused = {answer["code"] for status, answer in answers if status == 409}
     assert refused <= {"sold_out"}, refused
     won = {answer["id"] for status, answer in answers if status == 201}
