@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.http import RESENT_HEADER
-from shared.internal.stock import MAX_HOLD_BATCH, holds_path
+from shared.internal.stock import MAX_HOLD_BATCH, holds_path, refusal_code
 from shared.testing.apps import RunningApp, running_app
 from shared.testing.identity import service_identity_headers
 from stock_service.app import create_app
@@ -130,3 +130,22 @@ async def test_the_batch_route_answers_only_order_service(service: RunningApp) -
         holds_path(new_id()), json={"holds": [ask(new_id(), user_id=1)]},
         headers=service_identity_headers("social_service"))
     assert response.status_code == 401
+
+
+async def test_a_resent_reserve_whose_hold_went_back_unwritten_is_not_an_unknown_product(
+    service: RunningApp, resources: Resources, session: AsyncSession
+) -> None:
+    """Redis granted the hold, the ledger never heard of it (the deciding process died, or its
+    write failed), and the units went back. The order's reserve, sent again, finds no hold:
+    a 404 whose code order_service read as the product's `not_found`, answering a buyer of a
+    product on sale 404 (seen once in a full run of test_replicated_sale)."""
+    product = await make_product(resources.catalog, total=2)
+    order = new_id()
+    assert (await resources.scripts.reserve(product.product_id, order, 1, 1)).word == "held"
+    await resources.scripts.release(product.product_id, order)
+    response = await send_batch(service, product.product_id, [ask(order, user_id=1)],
+                                resent=True)
+    [(_, status, code)] = answered(response)
+    assert status == 404
+    assert refusal_code(code) is None, code
+    assert await ledger_counts(session, product.product_id) == (2, 0, 0)
