@@ -14,6 +14,9 @@ from shared.internal.stock import (
 
 
 class HoldNotFound(NotFound):
+    # Not the reserve's refusal `not_found` (the product unknown): order_service reads that
+    # code back as the product's, and a buyer of a product on sale was answered 404.
+    code = "hold_not_found"
     title = "No hold for this order"
 
 
