@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fastapi import FastAPI
@@ -55,6 +55,9 @@ from shared.testing.apps import service_app
 from shared.testing.datastores import fresh_database
 from shared.testing.identity import signer
 from shared.testing.net import ThreadedServer, free_port
+
+# Only to leave Redis as a decision that died before the ledger heard of its hold does.
+from stock_service.stock.scripts import StockScripts
 
 _ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
 
@@ -655,11 +658,16 @@ def line_scripts(redis: Redis, *, lease_ms: int = 30_000) -> LineScripts:
                        tickets_channel=channel, open_channel=channel + "-open", max_deciding=8)
 
 
+FirstHold = Literal["kept", "given back", "never written"]
+
+
 async def decided_again(parts: Orders, redis: Redis, *,
-                        first_hold_given_back: bool) -> tuple[Record, int]:
+                        first_hold: FirstHold) -> tuple[Record, int]:
     """A product's one unit, and a place whose first decision died after its reserve (its
     order id noted, the unit held under it, no order written), decided again by a drain once
-    its lease ran out: the place's record then, and the first decision's order id."""
+    its lease ran out: the place's record then, and the first decision's order id.
+    `first_hold`: the first decision's hold kept, given back by the orphan sweep, or granted by
+    Redis and given back before the ledger heard of it."""
     scripts = line_scripts(redis, lease_ms=300)
     drain = LineDrain(scripts=scripts, admission=parts.admission, creation=parts.creation)
     product_id = await register(parts, total=1)
@@ -671,9 +679,14 @@ async def decided_again(parts: Orders, redis: Redis, *,
     assert [place.ticket for place in claimed] == [ticket]
     first_id = await parts.creation.ids.next()
     await scripts.note(product_id, [(ticket, first_id)])
-    await parts.stock.reserve(product_id=product_id, order_id=first_id, user_id=buyer,
-                              quantity=1, expires_at=utcnow() + timedelta(minutes=10))
-    if first_hold_given_back:  # as the orphan sweep does
+    if first_hold == "never written":
+        live = StockScripts(redis)
+        assert (await live.reserve(product_id, first_id, buyer, 1)).word == "held"
+        await live.release(product_id, first_id)
+    else:
+        await parts.stock.reserve(product_id=product_id, order_id=first_id, user_id=buyer,
+                                  quantity=1, expires_at=utcnow() + timedelta(minutes=10))
+    if first_hold == "given back":  # as the orphan sweep does
         assert await parts.stock.release(product_id=product_id, order_id=first_id)
     await asyncio.sleep(0.4)  # its lease runs out
     try:
@@ -696,7 +709,7 @@ async def test_a_place_decided_again_takes_over_the_hold_its_first_decision_left
     instead of reserving beside it: with the product's last unit held by that decision, it
     would otherwise be refused `sold_out` by its own hold."""
     async with order_parts(stock_url, order_database, redis) as parts:
-        record, first_id = await decided_again(parts, redis, first_hold_given_back=False)
+        record, first_id = await decided_again(parts, redis, first_hold="kept")
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] == first_id
@@ -708,7 +721,20 @@ async def test_a_place_decided_again_after_its_first_hold_was_given_back_reserve
     """A released hold is no hold to take over: the place reserves the unit afresh, under an
     id of its own."""
     async with order_parts(stock_url, order_database, redis) as parts:
-        record, first_id = await decided_again(parts, redis, first_hold_given_back=True)
+        record, first_id = await decided_again(parts, redis, first_hold="given back")
+        assert record.state == "ordered", record.body
+        assert record.body is not None
+        assert json.loads(record.body)["order"]["id"] != first_id
+
+
+async def test_a_place_decided_again_whose_first_hold_never_reached_the_ledger_reserves_afresh(
+    stock_url: str, order_database: str, redis: Redis
+) -> None:
+    """Nor is a hold Redis granted and gave back before the ledger heard of it: its resent
+    reserve finds no hold (404 hold_not_found). The place reserves afresh; it was refused
+    (503, three times) and once answered 404 as if the product were unknown."""
+    async with order_parts(stock_url, order_database, redis) as parts:
+        record, first_id = await decided_again(parts, redis, first_hold="never written")
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] != first_id
@@ -809,7 +835,7 @@ async def test_a_first_hold_near_the_orphan_bound_is_given_back_not_taken_over(
     the hold of an order about to be written."""
     async with order_parts(stock_url, order_database, redis) as parts:
         parts.creation.take_over_within = timedelta(0)
-        record, first_id = await decided_again(parts, redis, first_hold_given_back=False)
+        record, first_id = await decided_again(parts, redis, first_hold="kept")
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] != first_id
