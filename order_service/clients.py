@@ -18,13 +18,14 @@ import contextvars
 from datetime import datetime, timedelta
 from typing import Literal
 
-from order_service.orders.errors import StockUnavailable
+from order_service.orders.errors import HoldGone, StockUnavailable
 from shared.batching import FlushPerTurn
 from shared.errors import ProblemError
 from shared.http import ServiceCallFailed, ServiceClient, ServiceResponse
 from shared.internal.payments import NO_CHARGE, PaymentView, by_order_path
 from shared.internal.stock import (
     HELD_HOLDS_PATH,
+    HOLD_NOT_FOUND,
     MAX_HOLD_BATCH,
     REFUSALS,
     Hold,
@@ -46,6 +47,8 @@ def _refusal(status: int, code: str | None, detail: str | None) -> ProblemError:
     """The stock contract's problem for a reserve's refusal (the detail passed on)."""
     if status == 503:
         return StockUnavailable()
+    if code == HOLD_NOT_FOUND:
+        return HoldGone(f"stock_service answered {status} {code}.")
     refusal = refusal_code(code)
     if refusal is not None:
         return REFUSALS[refusal](detail)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from order_service.clients import StockClient
 from order_service.orders.admission import OrderAdmission
-from order_service.orders.errors import StockUnavailable, UnpaidOrderExists
+from order_service.orders.errors import HoldGone, StockUnavailable, UnpaidOrderExists
 from order_service.orders.ids import NotedId, OrderIds
 from order_service.orders.models import UNPAID_ORDER_KEY
 from order_service.orders.repository import NewOrder, OrderRepository
@@ -139,10 +139,16 @@ class OrderCreation:
                     timeout=self.reserve_timeout_seconds, resent=resent)
 
             order_id = noted.order_id if noted is not None else await self.ids.next()
-            hold = await hold_under(order_id, resent=taking_over)
-            if taking_over and not await self._taken_over(hold):
+            try:
+                hold: Hold | None = await hold_under(order_id, resent=taking_over)
+            except HoldGone:
+                if not taking_over:
+                    raise
+                hold = None  # granted and given back before the ledger heard of it
+            if taking_over and (hold is None or not await self._taken_over(hold)):
                 order_id = await self.ids.next()
                 hold = await hold_under(order_id, resent=False)
+            assert hold is not None  # None only when taking over, and then reserved afresh
             return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,
                             quantity=request.quantity, unit_price=hold.unit_price,
                             amount=hold.unit_price * request.quantity, status="pending_payment",

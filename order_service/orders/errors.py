@@ -32,6 +32,12 @@ class StockUnavailable(ServiceUnavailable):
         super().__init__(detail, headers={"Retry-After": "1"})
 
 
+class HoldGone(StockUnavailable):
+    """A resent reserve found no hold under its order id (shared.internal.stock.HOLD_NOT_FOUND):
+    for the place taking a dead decision's hold over, no hold to take; for anyone else,
+    stock_service unable to decide."""
+
+
 class TooManyWaiting(StockUnavailable):
     """A product's reserves queued past the wait (InFlightLimit.wait_seconds), in the route or
     in the layer in front of it: one answer for both."""

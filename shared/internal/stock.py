@@ -72,6 +72,11 @@ REFUSALS: dict[RefusalCode, type[ProblemError]] = {
 }
 
 
+# A hold stock_service has no record of (in its ledger): not a refusal of the reserve. A resent
+# reserve answers it when Redis granted the hold and gave it back before the ledger heard.
+HOLD_NOT_FOUND = "hold_not_found"
+
+
 def refusal_code(word: str | None) -> RefusalCode | None:
     """`word` (a script's answer, a problem's code) if it is a reserve's refusal, else None."""
     return word if word in REFUSALS else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shared.errors import Forbidden, InvalidState, NotFound, ServiceUnavailable
 from shared.internal.stock import (
+    HOLD_NOT_FOUND,
     ProductNotFound,
     PurchaseLimitExceeded,
     SaleClosed,
@@ -16,7 +17,7 @@ from shared.internal.stock import (
 class HoldNotFound(NotFound):
     # Not the reserve's refusal `not_found` (the product unknown): order_service reads that
     # code back as the product's, and a buyer of a product on sale was answered 404.
-    code = "hold_not_found"
+    code = HOLD_NOT_FOUND
     title = "No hold for this order"
 
 
