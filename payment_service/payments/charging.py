@@ -133,8 +133,10 @@ class PaymentCharging:
                                   "ran out of time); the charge was voided.")
         written = transition(charge) if moved else None
         if written is not None:
-            # What this request wrote is its answer, with no read back: nothing moves a payment
-            # on from here but a refund, which its buyer can only ask for later.
+            # What this request wrote is its answer, with no read back. Only a refund moves a
+            # decided payment on (the buyer's cancel of the paid order, or order_service
+            # finding its units gone), and one finished before this answer leaves would have
+            # raced a read back too.
             status, failure_code, _ = written
             return payment_out(replace(payment, status=status, failure_code=failure_code))
         return await self.outcomes.current(payment_id)
