@@ -163,7 +163,7 @@ async def send_all(url: str, buyers: list[BulkAccount], *, connections: int, rat
                         headers={"Authorization": f"Bearer {buyer.access_token}"},
                         json={"product_id": product_id, "quantity": 1}) as response:
                     body: Any = await response.json(content_type=None)
-            except aiohttp.ClientError as error:
+            except (aiohttp.ClientError, TimeoutError) as error:
                 # Counted, not fatal: a warm connection the gateway let go of before the
                 # opening (its keep-alive is 5 s; a machine this busy can take longer).
                 return Answer(0, type(error).__name__, due, time.perf_counter())
@@ -306,12 +306,12 @@ async def run(args: argparse.Namespace, bench: SaleBench, hello_url: str) -> Non
         winners = [(buyer, answer.order_id) for buyer, answer in zip(buyers, result.answers,
                                                                       strict=True)
                    if answer.order_id is not None]
-        payments = await pay_all(bench, winners, connections=args.connections,
+        payments = await pay_all(bench, winners, result.product_id,
+                                 connections=args.connections,
                                  profile=Path(args.profile) / f"{rate:g}-pay-"
                                  if args.profile else None)
         payments.report(f"the {len(winners)} winners pay at once (a card that succeeds), "
-                        "through the gateway", hello=hello.rps,
-                        ledger=await ledger(bench, result.product_id))
+                        "through the gateway", hello=hello.rps)
 
 
 @dataclass(frozen=True)
@@ -429,8 +429,10 @@ async def sale_phase(args: argparse.Namespace, bench: SaleBench, buyers: list[Bu
 class Payments:
     answers: list[Answer]
     cpu: dict[str, float]
+    # The product's ledger once every succeeded payment's units were sold (or after 30 s).
+    ledger: tuple[int, int, int]
 
-    def report(self, title: str, *, hello: float, ledger: tuple[int, int, int]) -> None:
+    def report(self, title: str, *, hello: float) -> None:
         answers = self.answers
         if not answers:
             print(f"{title}: no winners to pay")
@@ -441,7 +443,7 @@ class Payments:
         p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
         rate = len(answers) / (last - first)
         succeeded = len([a for a in answers if a.status == 201 and a.code == "succeeded"])
-        _total, held, sold = ledger
+        _total, held, sold = self.ledger
         print(title)
         print(f"  payments: {rate:,.0f}/s over {last - first:.2f} s   "
               f"p50 {statistics.median(latencies):.0f} ms   p99 {p99:.0f} ms   "
@@ -454,11 +456,12 @@ class Payments:
                           for name, seconds in sorted(self.cpu.items(), key=lambda i: -i[1])))
 
 
-async def pay_all(bench: SaleBench, winners: list[tuple[BulkAccount, int]], *, connections: int,
-                  profile: Path | None) -> Payments:
-    """Every winner pays its order at once, through the gateway, on connections opened (and
-    tokens seen) beforehand; the CPU each process used from the first payment to the last
-    answer."""
+async def pay_all(bench: SaleBench, winners: list[tuple[BulkAccount, int]], product_id: int,
+                  *, connections: int, profile: Path | None) -> Payments:
+    """Every winner (answered 201) pays its order at once, through the gateway, on connections
+    opened (and tokens seen) beforehand; the CPU each process used from the first payment until
+    the ledger has sold a unit for every payment that succeeded (the order paid and its hold
+    committed after the answer), or 30 s."""
     connector = aiohttp.TCPConnector(limit=connections, resolver=Resolver(bench.hosts))
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -476,19 +479,23 @@ async def pay_all(bench: SaleBench, winners: list[tuple[BulkAccount, int]], *, c
                         headers={"Authorization": f"Bearer {buyer.access_token}"},
                         json={"order_id": order_id, "card_number": CARD_OK}) as response:
                     body: Any = await response.json(content_type=None)
-            except aiohttp.ClientError as error:
+            except (aiohttp.ClientError, TimeoutError) as error:
                 return Answer(0, type(error).__name__, started, time.perf_counter())
             code = body.get("code") or body.get("status") if isinstance(body, dict) else ""
             return Answer(response.status, str(code), started, time.perf_counter())
 
         answers = await asyncio.gather(*(pay(buyer, order_id) for buyer, order_id in winners))
+        succeeded = len([a for a in answers if a.status == 201 and a.code == "succeeded"])
+        for _ in range(300):  # 30 s at most
+            sold = await ledger(bench, product_id)
+            if sold[2] >= succeeded:
+                break
+            await asyncio.sleep(0.1)
         used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()
                 if name in before and alive(pid)}
-        # The payments' effects (the order paid, the units sold) land after their answers.
-        await asyncio.sleep(1)
         for recorder in recorders:
             await recorder.wait()
-        return Payments(answers, used)
+        return Payments(answers, used, sold)
 
 
 
