@@ -75,6 +75,21 @@ async def test_only_the_last_four_digits_are_kept(
         assert CARD_DECLINED not in log.read_text()
 
 
+@pytest.mark.parametrize("card", [CARD_OK, CARD_DECLINED])
+async def test_a_payments_answer_is_what_reading_it_later_shows(
+    http: httpx.AsyncClient, sale: Sale, card: str
+) -> None:
+    """The paying request answers the state it wrote without reading it back: the webhook
+    that follows and the order's settling change nothing a later read shows."""
+    buyer = user()
+    order_id = await new_order(http, sale, buyer)
+    answered = await pay(http, sale, user=buyer, order_id=order_id, card=card)
+    assert answered.status_code == 201, answered.text
+    assert answered.json()["status"] == ("succeeded" if card == CARD_OK else "failed")
+    url = sale.url("payment") + f"/api/v1/payments/{answered.json()['id']}"
+    assert (await http.get(url, headers=identity_headers(buyer))).json() == answered.json()
+
+
 async def test_a_failed_payment_can_be_followed_by_none_on_its_order(
     http: httpx.AsyncClient, sale: Sale
 ) -> None:
