@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -134,6 +134,20 @@ MARK_PAID = _PAYMENT_DECIDED.values(
 MARK_PAYMENT_FAILED = _PAYMENT_DECIDED.values(
     status="payment_failed", payment_id=bindparam("p_payment"), lease_until=None,
     stock_effect="release", updated_at=bindparam("p_updated"))
+EXPIRE = (update(ORDERS)
+          .where(_O.id == bindparam("p_order"), _O.status == "pending_payment",
+                 _O.expires_at <= bindparam("p_now"), _NO_LEASE_RUNNING)
+          .values(status="expired", stock_effect="release", updated_at=bindparam("p_updated")))
+_CANCELLED = update(ORDERS).where(_O.id == bindparam("p_order"), _O.user_id == bindparam("p_user"))
+CANCEL_UNPAID = (_CANCELLED.where(_O.status == "pending_payment")
+                 .values(status="cancelled", stock_effect="release",
+                         updated_at=bindparam("p_updated")))
+CANCEL_PAID = (_CANCELLED.where(_O.status == "paid")
+               .values(status="refunded", stock_effect="release", payment_effect="refund",
+                       updated_at=bindparam("p_updated")))
+REFUND_UNSOLD = (update(ORDERS).where(_O.id == bindparam("p_order"), _O.status == "paid")
+                 .values(status="refunded", stock_effect=None, payment_effect="refund",
+                         updated_at=bindparam("p_updated")))
 PAID_BY = select(_O.payment_id).where(_O.id == bindparam("p_order"))
 SETTLING = (select(_O.id, _O.product_id, _O.status, _O.stock_effect, _O.payment_effect)
             .where(_O.id == bindparam("p_order")))
@@ -212,58 +226,46 @@ class OrderRepository:
         return set((await self.session.execute(
             select(Order.id).where(Order.id.in_(order_ids)))).scalars())
 
-    async def _move(self, order_id: int, where: list[Any], **values: Any) -> bool:
-        return bool(await execute_counted(self.session, update(Order).where(
-            Order.id == order_id, *where).values(**values, updated_at=utcnow())))
+    async def _move(self, statement: Update, **parameters: Any) -> bool:
+        """One of the transitions above, on one order: whether it matched."""
+        return bool(await execute_counted(self.session, statement,
+                                          {**parameters, "p_updated": utcnow()}))
 
     # Payment
 
     async def lease_for_payment(self, order_id: int, user_id: int, *, token: str,
                                 until: datetime, now: datetime) -> bool:
         """Only a pending order of this user, not past its deadline, with no payment in flight."""
-        return bool(await execute_counted(self.session, LEASE, {
-            "p_order": order_id, "p_user": user_id, "p_now": now, "p_token": token,
-            "p_until": until, "p_updated": utcnow()}))
+        return await self._move(LEASE, p_order=order_id, p_user=user_id, p_now=now,
+                                p_token=token, p_until=until)
 
     async def paid_by(self, order_id: int) -> int | None:
         """The payment an order was paid with (None while unpaid)."""
         return await self.session.scalar(PAID_BY, {"p_order": order_id})
 
     async def mark_paid(self, order_id: int, *, token: str, payment_id: int) -> bool:
-        return bool(await execute_counted(self.session, MARK_PAID, {
-            "p_order": order_id, "p_token": token, "p_payment": payment_id,
-            "p_updated": utcnow()}))
+        return await self._move(MARK_PAID, p_order=order_id, p_token=token,
+                                p_payment=payment_id)
 
     async def mark_payment_failed(self, order_id: int, *, token: str, payment_id: int) -> bool:
-        return bool(await execute_counted(self.session, MARK_PAYMENT_FAILED, {
-            "p_order": order_id, "p_token": token, "p_payment": payment_id,
-            "p_updated": utcnow()}))
+        return await self._move(MARK_PAYMENT_FAILED, p_order=order_id, p_token=token,
+                                p_payment=payment_id)
 
     # Expiry and cancel
 
     async def expire(self, order_id: int, *, now: datetime) -> bool:
         """Past its deadline and with no payment lease running."""
-        return await self._move(
-            order_id,
-            [Order.status == "pending_payment", Order.expires_at <= now,
-             or_(Order.lease_until.is_(None), Order.lease_until < now)],
-            status="expired", stock_effect="release")
+        return await self._move(EXPIRE, p_order=order_id, p_now=now)
 
     async def cancel(self, order_id: int, user_id: int, *, from_status: OrderStatus) -> bool:
         """pending_payment -> cancelled, paid -> refunded; the units come back either way."""
-        if from_status == "pending_payment":
-            return await self._move(order_id, [Order.user_id == user_id,
-                                               Order.status == "pending_payment"],
-                                    status="cancelled", stock_effect="release")
-        return await self._move(order_id, [Order.user_id == user_id, Order.status == "paid"],
-                                status="refunded", stock_effect="release",
-                                payment_effect="refund")
+        return await self._move(CANCEL_UNPAID if from_status == "pending_payment" else CANCEL_PAID,
+                                p_order=order_id, p_user=user_id)
 
     async def refund_unsold(self, order_id: int) -> bool:
         """A paid order whose units were already gone (its hold released under it): the charge
         goes back rather than the order keeping money for nothing."""
-        return await self._move(order_id, [Order.status == "paid"], status="refunded",
-                                stock_effect=None, payment_effect="refund")
+        return await self._move(REFUND_UNSOLD, p_order=order_id)
 
     async def past_deadline(self, *, now: datetime, after: DueKey | None = None,
                             limit: int) -> list[DueOrder]:
