@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 budget_seconds=settings.create_budget_seconds,
                 orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds))
             effects = OrderEffects(
-                transactions=transactions, admission=admission, stock=stock_client,
+                transactions=transactions, reads=datastores.reads, admission=admission,
+                stock=stock_client,
                 payments=payments_client,
                 orphan_after=timedelta(seconds=settings.orphan_hold_after_seconds))
             transitions = OrderTransitions(

@@ -77,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await refuse_simulator_in_production(processor, settings)
             transactions = Transactions(datastores.sessionmaker, PaymentRepository)
             orders_client = OrdersClient(orders)
-            outcomes = PaymentOutcomes(transactions=transactions, orders=orders_client,
+            outcomes = PaymentOutcomes(transactions=transactions, reads=datastores.reads,
+                                       orders=orders_client,
                                        processor=processor, metrics=metrics)
             charging = PaymentCharging(
                 transactions=transactions, reads=datastores.reads, orders=orders_client,

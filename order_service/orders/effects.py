@@ -18,18 +18,22 @@ from order_service.clients import PaymentsClient, StockClient
 from order_service.orders.admission import OrderAdmission
 from order_service.orders.errors import StockUnavailable
 from order_service.orders.models import PaymentEffect, StockEffect
-from order_service.orders.repository import OrderRepository
+from order_service.orders.repository import OrderReads, OrderRepository
 from shared.clock import utcnow
 from shared.db import Transactions
 from shared.http import ServiceCallFailed
+from shared.reads import ReadSession
 
 logger = logging.getLogger("order_service.orders")
 
 
 class OrderEffects:
-    def __init__(self, *, transactions: Transactions[OrderRepository], admission: OrderAdmission,
-                 stock: StockClient, payments: PaymentsClient, orphan_after: timedelta) -> None:
+    def __init__(self, *, transactions: Transactions[OrderRepository], reads: ReadSession,
+                 admission: OrderAdmission, stock: StockClient, payments: PaymentsClient,
+                 orphan_after: timedelta) -> None:
         self.transactions = transactions
+        # What an order owes is read outside a transaction: one round trip, no ROLLBACK.
+        self.reads = OrderReads(reads)
         self.admission = admission
         self.stock = stock
         self.payments = payments
@@ -57,8 +61,7 @@ class OrderEffects:
                            extra={"order_id": order_id}, exc_info=True)
 
     async def settle(self, order_id: int) -> None:
-        async with self.transactions.read() as orders:
-            order = await orders.settling(order_id)
+        order = await self.reads.settling(order_id)
         if order is None:
             return
         if order.stock_effect == "release":

@@ -104,6 +104,10 @@ class OrderReads:
         row = (await self.reads.execute(ORDER_BY_ID, {"order_id": order_id})).first()
         return _order(row) if row else None
 
+    async def settling(self, order_id: int) -> Settling | None:
+        row = (await self.reads.execute(SETTLING, {"p_order": order_id})).first()
+        return Settling(**row) if row else None
+
     async def page(self, user_id: int, *, status: OrderStatus | None, limit: int,
                    after: Key | None) -> list[OrderOut]:
         parameters: dict[str, Any] = {"user_id": user_id, "limit": limit, **key_params(after)}

@@ -23,11 +23,17 @@ from payment_service.clients import OrdersClient
 from payment_service.payments.errors import OrdersUnavailable, ProcessorUnavailable
 from payment_service.payments.processor import CardProcessor, charge_key
 from payment_service.payments.processor_api import Charge, ChargeEvent, payment_of
-from payment_service.payments.repository import PaymentRepository, PaymentRow, Undelivered
+from payment_service.payments.repository import (
+    PaymentReads,
+    PaymentRepository,
+    PaymentRow,
+    Undelivered,
+)
 from payment_service.payments.schemas import PaymentOut
 from shared.db import Transactions
 from shared.deadline import Deadline
 from shared.errors import DatabaseUnavailable
+from shared.reads import ReadSession
 from shared.sale_metrics import PaymentMetrics
 
 logger = logging.getLogger("payment_service.payments")
@@ -55,9 +61,12 @@ def transition(charge: Charge) -> tuple[str, str | None, str | None] | None:
 
 
 class PaymentOutcomes:
-    def __init__(self, *, transactions: Transactions[PaymentRepository], orders: OrdersClient,
-                 processor: CardProcessor, metrics: PaymentMetrics | None = None) -> None:
+    def __init__(self, *, transactions: Transactions[PaymentRepository], reads: ReadSession,
+                 orders: OrdersClient, processor: CardProcessor,
+                 metrics: PaymentMetrics | None = None) -> None:
         self.transactions = transactions
+        # A payment's state is read outside a transaction: one round trip, no ROLLBACK.
+        self.reads = PaymentReads(reads)
         self.orders = orders
         self.processor = processor
         self.metrics = metrics or PaymentMetrics()
@@ -145,8 +154,7 @@ class PaymentOutcomes:
                            extra={"payment_id": outcome.payment_id, "code": failure_code})
 
     async def current(self, payment_id: int) -> PaymentOut:
-        async with self.transactions.read() as payments:
-            payment = await payments.payment(payment_id)
+        payment = await self.reads.payment(payment_id)
         if payment is None:
             raise DatabaseUnavailable()
         return payment_out(payment)
@@ -161,8 +169,7 @@ class PaymentOutcomes:
         payment_id = payment_of(charge.reference)
         if payment_id is None:
             return
-        async with self.transactions.read() as payments:
-            payment = await payments.payment(payment_id)
+        payment = await self.reads.payment(payment_id)
         if payment is None or key_of(payment) != charge.idempotency_key:
             return
         if payment.status == "pending":

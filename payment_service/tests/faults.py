@@ -36,7 +36,8 @@ class DiesAfterOutcome(PaymentOutcomes):
 def with_fault(real: PaymentCharging) -> PaymentCharging:
     """`real`'s parts, its outcomes dying after they are written."""
     outcomes = DiesAfterOutcome(transactions=real.outcomes.transactions,
-                                orders=real.outcomes.orders, processor=real.outcomes.processor)
+                                reads=real.reads.reads, orders=real.outcomes.orders,
+                                processor=real.outcomes.processor)
     faulty = PaymentCharging(transactions=real.transactions, reads=real.reads.reads,
                              orders=real.orders, processor=real.processor, keys=real.keys,
                              outcomes=outcomes, budget_seconds=real.budget_seconds)

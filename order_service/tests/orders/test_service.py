@@ -117,8 +117,9 @@ async def order_parts(stock_url: str, order_database: str, redis: Redis) -> Asyn
         stock, payments = StockClient(stock_http), PaymentsClient(payment_http)
         admission = OrderAdmission(sold_out=SoldOutMemory(60),
                                    reserving=InFlightLimit(4, wait_seconds=5))
-        effects = OrderEffects(transactions=transactions, admission=admission, stock=stock,
-                               payments=payments, orphan_after=timedelta(seconds=60))
+        effects = OrderEffects(transactions=transactions, reads=reads, admission=admission,
+                               stock=stock, payments=payments,
+                               orphan_after=timedelta(seconds=60))
         transitions = OrderTransitions(transactions=transactions, reads=reads, effects=effects,
                                        lease=timedelta(seconds=30))
         expiry = OrderExpiry(transactions=transactions, effects=effects, payments=payments,

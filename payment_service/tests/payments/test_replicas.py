@@ -45,7 +45,8 @@ async def payment_replica(sale: Sale) -> AsyncIterator[PaymentRecovery]:
                 service_client("card_processor", sale.url(SIMULATOR), signer=None,
                                timeout_seconds=5) as processor:
             transactions = Transactions(create_sessionmaker(engine), PaymentRepository)
-            outcomes = PaymentOutcomes(transactions=transactions, orders=OrdersClient(orders),
+            outcomes = PaymentOutcomes(transactions=transactions, reads=reads,
+                                       orders=OrdersClient(orders),
                                        processor=HttpProcessor(processor))
             yield PaymentRecovery(transactions=transactions, reads=reads, outcomes=outcomes,
                                   stale_after=timedelta(0))
