@@ -716,26 +716,16 @@ async def test_a_place_decided_again_takes_over_the_hold_its_first_decision_left
         assert json.loads(record.body)["order"]["id"] == first_id
 
 
-async def test_a_place_decided_again_after_its_first_hold_was_given_back_reserves_afresh(
-    stock_url: str, order_database: str, redis: Redis
+@pytest.mark.parametrize("first_hold", ["given back", "never written"])
+async def test_a_place_decided_again_with_no_hold_to_take_over_reserves_afresh(
+    stock_url: str, order_database: str, redis: Redis, first_hold: FirstHold
 ) -> None:
     """A released hold is no hold to take over: the place reserves the unit afresh, under an
-    id of its own."""
+    id of its own. Nor is one Redis granted and gave back before the ledger heard of it: its
+    resent reserve finds no hold (404 hold_not_found), and the place was refused (503, three
+    times; once answered 404 as if the product were unknown)."""
     async with order_parts(stock_url, order_database, redis) as parts:
-        record, first_id = await decided_again(parts, redis, first_hold="given back")
-        assert record.state == "ordered", record.body
-        assert record.body is not None
-        assert json.loads(record.body)["order"]["id"] != first_id
-
-
-async def test_a_place_decided_again_whose_first_hold_never_reached_the_ledger_reserves_afresh(
-    stock_url: str, order_database: str, redis: Redis
-) -> None:
-    """Nor is a hold Redis granted and gave back before the ledger heard of it: its resent
-    reserve finds no hold (404 hold_not_found). The place reserves afresh; it was refused
-    (503, three times) and once answered 404 as if the product were unknown."""
-    async with order_parts(stock_url, order_database, redis) as parts:
-        record, first_id = await decided_again(parts, redis, first_hold="never written")
+        record, first_id = await decided_again(parts, redis, first_hold=first_hold)
         assert record.state == "ordered", record.body
         assert record.body is not None
         assert json.loads(record.body)["order"]["id"] != first_id
