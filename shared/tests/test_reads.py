@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+import asyncmy
 import asyncmy.errors
 import pytest
 from sqlalchemy import (
@@ -167,3 +168,28 @@ async def test_an_unreachable_database_is_a_503_problem_not_a_crash() -> None:
         await reads.close()
     assert raised.value.status == 503
     assert raised.value.headers == {"Retry-After": "1"}
+
+
+async def test_a_server_refusing_the_connection_is_a_503_as_for_the_engine(url: str) -> None:
+    """A server that answers but will not take the connection (too many connections, the
+    user's limit, shutting down) raised the driver's own OperationalError: a 500 where the
+    engine's reads and writes answer 503. The paying request reads its payment here, after
+    the charge."""
+    user = f"reads_limited_{asyncio.get_running_loop().time():.0f}"[:32]
+    admin = create_async_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE USER '{user}'@'%' WITH MAX_USER_CONNECTIONS 1"))
+        await conn.execute(text(f"GRANT SELECT ON *.* TO '{user}'@'%'"))
+    limited = url.replace("root@", f"{user}@", 1)
+    holding = await asyncmy.connect(host="127.0.0.1", port=int(url.split(":")[-1].split("/")[0]),
+                                    user=user, password="")
+    reads = await ReadSession.open(limited, pool_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await reads.execute(NOTE_BY_ID, {"note_id": 1})
+    finally:
+        await reads.close()
+        holding.close()
+        async with admin.begin() as conn:
+            await conn.execute(text(f"DROP USER '{user}'@'%'"))
+        await admin.dispose()
