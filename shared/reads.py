@@ -92,6 +92,11 @@ class CompiledRead:
                 for key, value, process in zip(self.keys, raw, self.processors, strict=True)}
 
 
+# The server answered but did not run the read (too many connections, a user's limit, shutting
+# down, a lock wait): nothing to retry at once, and no fault of the request's.
+_NOTHING_DECIDED = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError)
+
+
 def is_disconnect(error: BaseException) -> bool:
     """A connection the server (or the network) dropped or refused, as SQLAlchemy's dialect
     judges it (2003: cannot connect at all)."""
@@ -169,6 +174,9 @@ class ReadSession:
                 return ReadResult([read.row(raw) for raw in rows])
             except Exception as error:
                 if not is_disconnect(error):
+                    if isinstance(error, _NOTHING_DECIDED):
+                        # As the engine judges an OperationalError (shared.errors): a 503.
+                        raise DatabaseUnavailable() from error
                     raise
                 if attempt == 2:
                     raise DatabaseUnavailable() from error
