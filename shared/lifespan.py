@@ -58,7 +58,8 @@ class Datastores:
     # Transactions (the request session, loops that write).
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    # Plain reads, outside any transaction (routes that only read).
+    # Plain reads, outside any transaction (routes that only read, and flows' reads between
+    # their transactions).
     reads: ReadSession
     redis: Redis
     after_commit: AfterCommitTasks

@@ -1,4 +1,5 @@
-"""Plain reads outside any transaction, for the routes that only read (the hot GETs).
+"""Plain reads outside any transaction: the routes that only read (the hot GETs), and a
+flow's reads of what another transaction committed (a payment's state, an order's effects).
 
 Statements are written in SQLAlchemy Core, like every other statement, and compiled once for
 MySQL. They run on a small pool of autocommit asyncmy connections of their own, not through

@@ -95,7 +95,7 @@ def _order(row: Any) -> OrderOut:
 
 
 class OrderReads:
-    """Reads outside any transaction: the public GETs."""
+    """Reads outside any transaction: the public GETs, and what an order owes (effects)."""
 
     def __init__(self, reads: ReadSession) -> None:
         self.reads = reads

@@ -15,10 +15,11 @@
 
 Every call is idempotent: a hold is keyed by its order id, so replaying a reserve, a commit or
 a release changes nothing and answers as the first did. A batch of reserves is decided in its
-order: an earlier hold in it takes the last units before a later one. Refusals are problem documents with the
-contract's codes: 404 `not_found`, 409 `sale_not_open`, `sale_closed`, `sold_out`,
-`purchase_limit_exceeded`, `invalid_state`; 503 `upstream_unavailable` with Retry-After while a
-product's live state is being rebuilt from the ledger.
+order: an earlier hold in it takes the last units before a later one. Refusals are problem
+documents with the contract's codes: 404 `not_found` (no such product) or `hold_not_found`, 409
+`sale_not_open`, `sale_closed`, `sold_out`, `purchase_limit_exceeded`, `invalid_state`; 503
+`upstream_unavailable` with Retry-After while a product's live state is being rebuilt from the
+ledger.
 """
 
 from __future__ import annotations

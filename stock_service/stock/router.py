@@ -106,7 +106,7 @@ async def unregister_product(product_id: ProductId, catalog: CatalogServiceDep) 
 
 @internal_router.put(
     "/products/{product_id}/holds/{order_id}",
-    responses=problem_responses(ProductNotFound, SaleNotOpen, SaleClosed, SoldOut,
+    responses=problem_responses(ProductNotFound, HoldNotFound, SaleNotOpen, SaleClosed, SoldOut,
                                 PurchaseLimitExceeded, StockRebuilding, DatabaseUnavailable),
 )
 async def reserve(product_id: ProductId, order_id: OrderId, body: HoldRequest,
