@@ -723,12 +723,16 @@ async def test_a_place_decided_again_with_no_hold_to_take_over_reserves_afresh(
     """A released hold is no hold to take over: the place reserves the unit afresh, under an
     id of its own. Nor is one Redis granted and gave back before the ledger heard of it: its
     resent reserve finds no hold (404 hold_not_found), and the place was refused (503, three
-    times; once answered 404 as if the product were unknown)."""
+    times; once answered 404 as if the product were unknown). The new id is noted in the
+    place's record in the old one's stead: a decision dying after reserving under it leaves
+    its hold to the next, not an orphan beside which the next reserves again."""
     async with order_parts(stock_url, order_database, redis) as parts:
         record, first_id = await decided_again(parts, redis, first_hold=first_hold)
         assert record.state == "ordered", record.body
         assert record.body is not None
-        assert json.loads(record.body)["order"]["id"] != first_id
+        ordered = json.loads(record.body)["order"]["id"]
+        assert ordered != first_id
+        assert record.order_id == ordered
 
 
 async def test_the_lines_answers_wait_for_the_request_that_went_straight_on_before_them(
