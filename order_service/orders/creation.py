@@ -147,6 +147,10 @@ class OrderCreation:
                 hold = None  # granted and given back before the ledger heard of it
             if taking_over and (hold is None or not await self._taken_over(hold)):
                 order_id = await self.ids.next()
+                if noted is not None and noted.note_again is not None:
+                    # Noted before the reserve, as the first id was: a decision dying after it
+                    # leaves this hold to the next one to take over.
+                    await noted.note_again(order_id)
                 hold = await hold_under(order_id, resent=False)
             assert hold is not None  # None only when taking over, and then reserved afresh
             return OrderOut(id=order_id, user_id=user_id, product_id=request.product_id,

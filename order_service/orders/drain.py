@@ -588,7 +588,10 @@ class _ProductDrain:
         fresh: list[tuple[str, int]] = []
         for place in places:
             if place.record.order_id is not None:
-                noted[place.ticket] = NotedId(place.record.order_id, decided_before=True)
+                noted[place.ticket] = NotedId(
+                    place.record.order_id, decided_before=True,
+                    note_again=functools.partial(self._note_again, place.ticket,
+                                                 place.record.order_id))
                 continue
             order_id = await self.owner.creation.ids.next()
             noted[place.ticket] = NotedId(order_id, decided_before=False)
@@ -601,6 +604,15 @@ class _ProductDrain:
             logger.exception("could not note the places' order ids",
                              extra={"product_id": self.product_id})
         return noted
+
+    async def _note_again(self, ticket: str, replacing: int, order_id: int) -> None:
+        try:
+            await self.owner.scripts.note_again(self.product_id, ticket, replacing=replacing,
+                                                order_id=order_id)
+        except Exception:
+            # Decided all the same, as when the first note failed (_order_ids).
+            logger.exception("could not note a place's new order id",
+                             extra={"product_id": self.product_id})
 
     def _decided(self, task: asyncio.Task[None]) -> None:
         self.deciding.discard(task)

@@ -6,6 +6,7 @@ below 2^53 for a very long time (a thousand blocks a second would last 285 years
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from order_service.orders.repository import OrderRepository
@@ -23,6 +24,9 @@ class NotedId:
 
     order_id: int
     decided_before: bool
+    # With decided_before: keeps a new id in the place's record in `order_id`'s stead, when the
+    # hold under `order_id` was gone and the decision reserves afresh (orders/drain.py).
+    note_again: Callable[[int], Awaitable[None]] | None = None
 
 
 class OrderIds:

@@ -307,6 +307,20 @@ renew(tonumber(ARGV[1]) * 2)
 return 0
 """
 
+# KEYS: tickets; ARGV: ticket replacing order_id. A decision that took a place over and found no
+# hold to take under its noted id reserves afresh under a new one, noted in the old one's stead,
+# if the place is still being decided under the old one (another decider that took it over
+# since has noted its own): 1 if noted.
+NOTE_AGAIN = """
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return 0 end
+local r = cjson.decode(rec)
+if r.s ~= 'deciding' or r.o ~= ARGV[2] then return 0 end
+r.o = ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(r))
+return 1
+"""
+
 # KEYS: tickets; ARGV: then per place: ticket order_id. Before a decision reserves, the order id
 # it reserves under goes into the place's record (`o`), if the place is still being decided and
 # has none: a replica that dies after the reserve leaves a hold under that id, and the place,
@@ -537,6 +551,7 @@ class LineScripts:
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
         self._note = redis.register_script(NOTE)
+        self._note_again = redis.register_script(NOTE_AGAIN)
         self._drop = redis.register_script(DROP)
         self._renew = redis.register_script(RENEW)
         self._refuse_waiting = redis.register_script(REFUSE_WAITING)
@@ -607,6 +622,12 @@ class LineScripts:
             await self._note(keys=[LineKeys.of(product_id).tickets],
                              args=[value for ticket, order_id in orders
                                    for value in (ticket, str(order_id))])
+
+    async def note_again(self, product_id: int, ticket: str, *, replacing: int,
+                         order_id: int) -> bool:
+        """The place's order id, now `order_id` where it was `replacing` (NOTE_AGAIN)."""
+        return bool(int(await self._note_again(keys=[LineKeys.of(product_id).tickets],
+                                               args=[ticket, str(replacing), str(order_id)])))
 
     async def renew(self, product_id: int, tickets: Sequence[str], *, line: bool = True) -> int:
         """The leases of places this replica still decides, and (`line`) its hold on the line

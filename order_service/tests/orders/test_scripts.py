@@ -141,6 +141,25 @@ async def test_a_place_whose_lease_ran_out_is_admitted_again_and_answered_once(
     assert (record.state, record.body) == ("ordered", '{"n":1}')
 
 
+async def test_a_noted_order_id_is_replaced_only_where_it_still_stands(client: Redis) -> None:
+    """A decision that found no hold under the noted id notes its new one in the old one's
+    stead, never over an id another decider noted since, nor once the place is answered."""
+    scripts, product_id = scripts_on(client), product()
+    taken = place(product_id, 5, 1)
+    await scripts.join(product_id, [taken])
+    await scripts.claim(product_id, 1)
+    await scripts.note(product_id, [(taken.ticket, 11)])
+    assert not await scripts.note_again(product_id, taken.ticket, replacing=10, order_id=12)
+    assert await scripts.note_again(product_id, taken.ticket, replacing=11, order_id=12)
+    [(record, _)] = await scripts.read(product_id, [taken.ticket])
+    assert record is not None
+    assert record.order_id == 12
+    assert await scripts.finish(product_id, [(taken.ticket, "ordered", '{"n":1}')]) == 1
+    assert not await scripts.note_again(product_id, taken.ticket, replacing=12, order_id=13)
+    assert not await scripts.note_again(product_id, new_ticket(product_id), replacing=12,
+                                        order_id=13)
+
+
 async def test_a_sell_out_refuses_every_waiting_place_in_one_step(client: Redis) -> None:
     scripts, product_id = scripts_on(client), product()
     # Each place keeps the id of the request that took it (the last one none: a record kept
