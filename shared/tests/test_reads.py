@@ -193,3 +193,21 @@ async def test_a_server_refusing_the_connection_is_a_503_as_for_the_engine(url: 
         async with admin.begin() as conn:
             await conn.execute(text(f"DROP USER '{user}'@'%'"))
         await admin.dispose()
+
+
+async def test_a_read_waits_for_a_connection_only_so_long(url: str) -> None:
+    """Every connection busy past the wait: a 503, as the engine's pool answers after its
+    timeout, not a wait with no end (the settle and payment reads share this pool with the
+    public GETs now)."""
+    reads = await ReadSession.open(url, pool_size=1, wait_seconds=0.2)
+    slow = select(literal_column("SLEEP(1)", Integer).label("slept"))
+    try:
+        busy = asyncio.ensure_future(reads.execute(slow))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DatabaseUnavailable):
+            await reads.execute(NOTE_BY_ID, {"note_id": 1})
+        await busy
+        # The turn given up is not lost: the pool still serves.
+        assert (await reads.execute(NOTE_BY_ID, {"note_id": 1})).first() is not None
+    finally:
+        await reads.close()
