@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -51,6 +52,9 @@ POOL_RECYCLE_SECONDS = 1800
 # bindparam()s, so this bound is only a guard against one built per request.
 _MAX_COMPILED = 1024
 CLOSE_TIMEOUT_SECONDS = 5.0
+# How long a read waits for one of the pool's connections before it is a 503, as a transaction
+# waits for the engine's pool (SQLAlchemy's pool_timeout, 30 s): never a wait with no end.
+WAIT_SECONDS = 30.0
 
 ResultProcessor = Callable[[Any], Any] | None
 AnySelect = Select[*tuple[Any, ...]]
@@ -128,8 +132,9 @@ class ReadResult:
 
 
 class ReadSession:
-    def __init__(self, pool: Any, *, pool_size: int) -> None:
+    def __init__(self, pool: Any, *, pool_size: int, wait_seconds: float = WAIT_SECONDS) -> None:
         self._pool = pool
+        self.wait_seconds = wait_seconds
         # Readers queue here, first come first served, never inside the pool: asyncmy's pool
         # hands a freed connection to whoever asks next, so under a crowd some readers waited
         # half a second while newcomers went first (p99 471 ms against p50 9 ms at 64
@@ -138,13 +143,14 @@ class ReadSession:
         self._compiled: dict[int, tuple[AnySelect, CompiledRead]] = {}
 
     @classmethod
-    async def open(cls, database_url: str, *, pool_size: int) -> ReadSession:
+    async def open(cls, database_url: str, *, pool_size: int,
+                   wait_seconds: float = WAIT_SECONDS) -> ReadSession:
         """Connects as SQLAlchemy would (the same URL and driver arguments), in autocommit."""
         _, connect_args = _DIALECT.create_connect_args(make_url(database_url))
         connect_args.setdefault("charset", "utf8mb4")
         pool = await asyncmy.create_pool(minsize=0, maxsize=pool_size, autocommit=True,
                                          pool_recycle=POOL_RECYCLE_SECONDS, **connect_args)
-        return cls(pool, pool_size=pool_size)
+        return cls(pool, pool_size=pool_size, wait_seconds=wait_seconds)
 
     async def close(self) -> None:
         self._pool.close()
@@ -170,7 +176,7 @@ class ReadSession:
         arguments = read.arguments(parameters)
         for attempt in (1, 2):
             try:
-                async with self._turns, self._pool.acquire() as connection:
+                async with self._turn(), self._pool.acquire() as connection:
                     rows = await self._run(connection, read.sql, arguments)
                 return ReadResult([read.row(raw) for raw in rows])
             except Exception as error:
@@ -183,6 +189,20 @@ class ReadSession:
                     raise DatabaseUnavailable() from error
                 logger.warning("read met a dropped connection; retrying once on another")
         raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """A reader's turn at the pool, waited for at most `wait_seconds`. A wait cut short
+        after its turn came gives the turn on (Semaphore.acquire), so none is lost."""
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable() from None
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     @staticmethod
     async def _run(connection: Connection, sql: str, arguments: tuple[Any, ...]) -> list[Any]:
