@@ -28,7 +28,6 @@ PAYMENT_COLUMNS = (PAYMENTS.c.id, PAYMENTS.c.order_id, PAYMENTS.c.user_id, PAYME
                    PAYMENTS.c.status, PAYMENTS.c.failure_code, PAYMENTS.c.lease_token,
                    PAYMENTS.c.created_at)
 PAYMENT_BY_ID = select(*PAYMENT_COLUMNS).where(PAYMENTS.c.id == bindparam("payment_id"))
-PAYMENT_BY_ID_LOCKED = PAYMENT_BY_ID.with_for_update()
 PAYMENT_BY_KEY = select(*PAYMENT_COLUMNS, PAYMENTS.c.idempotency_fingerprint).where(
     PAYMENTS.c.user_id == bindparam("p_user"), PAYMENTS.c.idempotency_key == bindparam("p_key"))
 INSERT_PAYMENT = insert(PAYMENTS)
@@ -128,11 +127,6 @@ class PaymentRepository:
         values = dict(row)
         fingerprint = values.pop("idempotency_fingerprint")
         return _payment(values), fingerprint
-
-    async def payment(self, payment_id: int, *, lock: bool = False) -> PaymentRow | None:
-        row = (await self.session.execute(PAYMENT_BY_ID_LOCKED if lock else PAYMENT_BY_ID,
-                                          {"payment_id": payment_id})).mappings().first()
-        return _payment(row) if row else None
 
     async def holding_charges(self, order_id: int) -> list[PaymentRow]:
         """The order's payments that hold a charge or may yet (pending, succeeded), or gave
